@@ -1,0 +1,40 @@
+"""Packaging for the DeepLabv3 TensorFlow 2 / Keras 3 reimplementation.
+
+TensorFlow itself is an extra so that the CPU build (``tensorflow-cpu``) and the
+GPU build (``tensorflow[and-cuda]``) can both be chosen without pip pulling the
+other one in:
+
+    pip install -e ".[cpu]"         # this machine: CPU only
+    pip install -e ".[gpu]"         # a CUDA host
+    pip install -e ".[cpu,test]"    # plus the test suite's needs
+"""
+
+from setuptools import find_packages, setup
+
+TF_RANGE = ">=2.16,<2.23"
+
+setup(
+    name="deeplab-tf2",
+    version="0.1.0",
+    description="DeepLabv3 (Chen et al., 2017) for TensorFlow 2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["deeplab", "deeplab.*"]),
+    install_requires=[
+        "keras>=3.5,<4",
+        "numpy>=1.26,<3",
+        "absl-py>=1.4",
+        "tensorflow-datasets>=4.9",
+        "matplotlib>=3.7",
+        "pillow>=10.0",
+        "scipy>=1.10",
+        "h5py>=3.9",
+    ],
+    extras_require={
+        "cpu": [f"tensorflow-cpu{TF_RANGE}"],
+        "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
+        "coco": ["pycocotools>=2.0.7"],
+        "test": ["pytest>=7.4", "jax[cpu]>=0.4.30", "pycocotools>=2.0.7"],
+    },
+)
