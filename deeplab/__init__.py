@@ -1,0 +1,26 @@
+"""DeepLabv3 ("Rethinking Atrous Convolution for Semantic Image Segmentation",
+Chen et al., 2017) for TensorFlow 2 / Keras 3.
+
+The public API is imported lazily so that ``python -m deeplab.<binary>`` and the
+dataset converters do not pay for building Keras when they do not need it.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": "deeplab.model",
+    "load_imagenet_backbone": "deeplab.model",
+    "rebuild_with_output_stride": "deeplab.model",
+    "atrous_plan": "deeplab.resnet",
+    "normalize_image": "deeplab.preprocessing",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deeplab' has no attribute {name!r}")
