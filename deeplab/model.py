@@ -1,0 +1,263 @@
+"""DeepLabv3: atrous ResNet backbone + ASPP or cascaded head (Sec. 3 of the paper).
+
+    import deeplab
+    model = deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=16,
+                                multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18),
+                                image_pooling=True, head="aspp", num_cascaded_blocks=0,
+                                upsample_logits=True)
+    deeplab.load_imagenet_backbone(model, "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+The model maps normalized images (``deeplab.preprocessing.normalize_image``) to float32 logits.
+Keyword names match the binaries' flag names.
+"""
+
+import os
+
+import keras
+from keras import layers
+
+from deeplab import resnet
+from deeplab.aspp import ASPP
+from deeplab.errors import ConfigError, UserError
+from deeplab.layers import ResizeToMatch
+
+BACKBONES = {"resnet50": 50, "resnet101": 101}
+HEADS = ("aspp", "cascade")
+# The paper states the ASPP rates for output_stride 16 (Sec. 3.3).
+ASPP_REFERENCE_STRIDE = 16
+
+
+def scale_atrous_rates(atrous_rates, output_stride):
+    """ASPP rates given for output_stride 16, scaled to ``output_stride`` (doubled at 8, Sec. 3.3).
+
+    Rates are rounded half up and kept >= 1 (only output strides > 32 need rounding).
+    """
+    return tuple(max(1, int(r * ASPP_REFERENCE_STRIDE / output_stride + 0.5))
+                 for r in atrous_rates)
+
+
+def iter_layers(layer):
+    """Yields ``layer`` and every layer nested inside it, depth first."""
+    yield layer
+    for sub in layer._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
+        yield from iter_layers(sub)
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class DeepLabV3(keras.Model):
+    """DeepLabv3 as a functional Keras model whose constructor arguments are its config.
+
+    Args:
+      backbone: "resnet50" or "resnet101" (ResNet-v1, keras.applications variable layout).
+      num_classes: number of output classes (logits channels).
+      output_stride: input / feature resolution, 4..256 (Sec. 3.1).
+      multi_grid: unit rates of block4..block7 (Sec. 3.2.1), e.g. (1, 2, 4).
+      atrous_rates: ASPP 3x3 rates stated for output_stride 16; scaled by 16/output_stride.
+      image_pooling: add ASPP's image-level branch (Sec. 3.3).
+      head: "aspp" (Sec. 3.3) or "cascade" (1x1 logits on the last block, Sec. 3.2).
+      num_cascaded_blocks: 0..3 extra replicas of block4 (block5..block7).
+      upsample_logits: bilinearly upsample logits to the input size (Sec. 4.1); False keeps
+        them at feature resolution (Table 8 ablation: the labels are downsampled instead).
+      batch_norm_momentum: BN statistics decay (paper: 0.9997).
+      freeze_batch_norm: every BN layer uses its moving statistics and is not trained
+        (second training stage, Sec. 4.3).
+      weight_decay: L2 decay on conv kernels, ``weight_decay * sum(w**2) / 2`` as in the
+        original DeepLab code (paper: 1e-4).
+      aspp_filters: channels of each ASPP branch (paper: 256).
+      input_shape: shape of one input image; (None, None, 3) accepts any size.
+    """
+
+    def __init__(self, *, backbone="resnet101", num_classes=21, output_stride=16,
+                 multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True,
+                 head="aspp", num_cascaded_blocks=0, upsample_logits=True,
+                 batch_norm_momentum=0.9997, freeze_batch_norm=False, weight_decay=1e-4,
+                 aspp_filters=256, input_shape=(None, None, 3), name="deeplabv3", **kwargs):
+        if backbone not in BACKBONES:
+            raise ConfigError(f"--backbone={backbone!r}: choose one of {sorted(BACKBONES)}")
+        if head not in HEADS:
+            raise ConfigError(f"--head={head!r}: choose one of {HEADS}")
+        if int(num_classes) < 1:
+            raise ConfigError(f"--num_classes must be positive, got {num_classes}")
+        if head == "aspp" and not atrous_rates:
+            raise ConfigError("--atrous_rates is empty: the aspp head needs at least one rate")
+        multi_grid = tuple(int(r) for r in multi_grid) if multi_grid else (1, 1, 1)
+        atrous_rates = tuple(int(r) for r in atrous_rates or ())
+        input_shape = tuple(input_shape)
+        try:
+            backbone_model = resnet.build_resnet(
+                depth=BACKBONES[backbone], output_stride=output_stride, multi_grid=multi_grid,
+                num_cascaded_blocks=num_cascaded_blocks, batch_norm_momentum=batch_norm_momentum,
+                weight_decay=weight_decay, input_shape=input_shape, name=backbone)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+
+        inputs = keras.Input(shape=input_shape, name="image")
+        features = backbone_model(inputs)["features"]
+        if head == "aspp":
+            features = ASPP(rates=scale_atrous_rates(atrous_rates, output_stride),
+                            image_pooling=image_pooling, filters=aspp_filters,
+                            batch_norm_momentum=batch_norm_momentum,
+                            weight_decay=weight_decay, name="aspp")(features)
+        regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+        # Logits and their upsampling stay float32 under mixed precision (cheap, and the
+        # loss and softmax need the range).
+        logits = layers.Conv2D(num_classes, 1, kernel_regularizer=regularizer, name="logits",
+                               dtype="float32")(features)
+        if upsample_logits:
+            logits = ResizeToMatch(name="upsample_logits", dtype="float32")([logits, inputs])
+        super().__init__(inputs=inputs, outputs=logits, name=name, **kwargs)
+
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.output_stride = int(output_stride)
+        self.multi_grid = multi_grid
+        self.atrous_rates = atrous_rates
+        self.image_pooling = bool(image_pooling)
+        self.head = head
+        self.num_cascaded_blocks = int(num_cascaded_blocks)
+        self.upsample_logits = bool(upsample_logits)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.freeze_batch_norm = bool(freeze_batch_norm)
+        self.weight_decay = float(weight_decay)
+        self.aspp_filters = int(aspp_filters)
+        self.model_input_shape = input_shape
+        if freeze_batch_norm:
+            for layer in iter_layers(self):
+                if isinstance(layer, layers.BatchNormalization):
+                    layer.trainable = False
+
+    @property
+    def backbone_model(self):
+        """The nested ResNet (a keras.Model returning a dict of endpoints)."""
+        return self.get_layer(self.backbone)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": self.backbone,
+            "num_classes": self.num_classes,
+            "output_stride": self.output_stride,
+            "multi_grid": self.multi_grid,
+            "atrous_rates": self.atrous_rates,
+            "image_pooling": self.image_pooling,
+            "head": self.head,
+            "num_cascaded_blocks": self.num_cascaded_blocks,
+            "upsample_logits": self.upsample_logits,
+            "batch_norm_momentum": self.batch_norm_momentum,
+            "freeze_batch_norm": self.freeze_batch_norm,
+            "weight_decay": self.weight_decay,
+            "aspp_filters": self.aspp_filters,
+            "input_shape": self.model_input_shape,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        del custom_objects
+        return cls(**config)
+
+
+def build_model(*, backbone="resnet101", num_classes=21, output_stride=16, multi_grid=(1, 2, 4),
+                atrous_rates=(6, 12, 18), image_pooling=True, head="aspp", num_cascaded_blocks=0,
+                upsample_logits=True, **kwargs):
+    """Builds DeepLabv3; defaults are the paper's best VOC model (Table 5 last row / Table 6).
+
+    Keyword arguments are those of :class:`DeepLabV3` (and of the binaries' flags).
+
+    Returns:
+      A keras.Model from normalized float images [N, H, W, 3] to float32 logits.
+    """
+    return DeepLabV3(backbone=backbone, num_classes=num_classes, output_stride=output_stride,
+                     multi_grid=multi_grid, atrous_rates=atrous_rates,
+                     image_pooling=image_pooling, head=head,
+                     num_cascaded_blocks=num_cascaded_blocks, upsample_logits=upsample_logits,
+                     **kwargs)
+
+
+def rebuild_with_output_stride(model, output_stride, **overrides):
+    """The same weights at another output stride (Tables 4, 6, 10: train at 16, eval at 8).
+
+    Only strides and atrous rates depend on the output stride, never a variable, so every
+    variable of ``model`` is copied, none missing or unexpected.
+
+    Args:
+      model: a :class:`DeepLabV3`.
+      output_stride: the new output stride.
+      **overrides: other constructor arguments to change (e.g. ``input_shape``).
+
+    Returns:
+      A new DeepLabV3 sharing no state with ``model`` but holding the same weight values.
+    """
+    config = {**model.get_config(), "output_stride": output_stride, **overrides}
+    new_model = DeepLabV3.from_config(config)
+    old_paths = [v.path for v in model.weights]
+    new_paths = [v.path for v in new_model.weights]
+    if old_paths != new_paths:
+        raise ConfigError("models differ in variables; cannot switch output stride")
+    new_model.set_weights(model.get_weights())
+    return new_model
+
+
+def _resnet_depth_in_file(path):
+    """Depth of the ResNet whose weights ``path`` holds, read from its layer names (or None)."""
+    try:
+        import h5py  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    names = []
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visit(names.append)
+            names.extend(str(n) for n in handle.attrs.get("layer_names", []))
+    except OSError:
+        return None
+    blocks = []
+    for name in names:
+        for part in name.replace("'", "/").split("/"):
+            if part.startswith("conv4_block") and part[11:].split("_")[0].isdigit():
+                blocks.append(int(part[11:].split("_")[0]))
+    return {6: 50, 23: 101, 36: 152}.get(max(blocks)) if blocks else None
+
+
+def load_imagenet_backbone(model, path):
+    """Loads a keras.applications ResNet50/101 ImageNet weight file into ``model``'s backbone.
+
+    Accepts any file that ``keras.applications.ResNet50/101(weights=path, include_top=False)``
+    accepts: the legacy ``*_notop.h5`` files Keras downloads and ``.weights.h5`` files alike.
+    Block5-7 and the head keep their initialization.
+
+    Args:
+      model: a :class:`DeepLabV3` (or a model with a nested "resnet50"/"resnet101" backbone).
+      path: the weight file.
+
+    Returns:
+      The number of backbone layers whose weights were loaded.
+
+    Raises:
+      UserError: the file is missing, unreadable, or holds another ResNet depth.
+    """
+    backbone_name = getattr(model, "backbone", None)
+    if backbone_name not in BACKBONES:
+        raise ConfigError("load_imagenet_backbone needs a DeepLabV3 model with a ResNet backbone")
+    depth = BACKBONES[backbone_name]
+    if not os.path.isfile(path):
+        raise UserError(f"ImageNet weight file not found: {path}")
+    file_depth = _resnet_depth_in_file(path)
+    if file_depth is not None and file_depth != depth:
+        raise UserError(
+            f"{path} holds ResNet-{file_depth} weights but the model's backbone is "
+            f"resnet{depth}: pass --backbone=resnet{file_depth} or a ResNet-{depth} file")
+    application = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[depth]
+    try:
+        reference = application(weights=path, include_top=False, input_shape=(None, None, 3))
+    except Exception as error:  # keras raises several types for a foreign file
+        raise UserError(f"cannot load {path} as ResNet-{depth} ImageNet weights "
+                        f"(keras.applications.ResNet{depth}): {error}") from error
+    target = model.backbone_model
+    loaded = 0
+    for layer in reference.layers:
+        weights = layer.get_weights()
+        if weights:
+            target.get_layer(layer.name).set_weights(weights)
+            loaded += 1
+    return loaded
