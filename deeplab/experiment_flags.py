@@ -1,0 +1,146 @@
+"""The flags an experiment flagfile may hold, defined once for every binary.
+
+train, evaluate, visualize, export_saved_model, predict and reproduce all import this
+module, so one ``experiments/*.flags`` file serves every one of them (absl rejects a
+flagfile that names a flag the binary does not define). Flags that only make sense on a
+binary's own command line (an output folder, input images) are defined by that binary.
+
+Library code never reads these flags: binaries call :func:`model_kwargs`,
+:func:`data_kwargs` and friends and pass plain values on.
+"""
+
+from absl import flags
+
+# ---------------------------------------------------------------- data
+flags.DEFINE_string("dataset_dir", None,
+                    "Folder of TFRecord shards + dataset.json (datasets/*.py write it), or "
+                    "'tfds:NAME' for a TensorFlow Datasets dataset.")
+flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, trainaug, trainval).")
+flags.DEFINE_string("eval_split", "val", "Split to evaluate / visualize.")
+flags.DEFINE_integer("num_classes", 0,
+                     "Number of classes; 0 takes it from dataset.json. A value that disagrees "
+                     "with dataset.json is an error.")
+flags.DEFINE_list("crop_size", ["513"], "Training crop: 'S' or 'H,W' (paper: 513; Cityscapes 769).")
+flags.DEFINE_float("min_scale_factor", 0.5, "Smallest random scale of a training image (Sec. 4.1).")
+flags.DEFINE_float("max_scale_factor", 2.0, "Largest random scale of a training image (Sec. 4.1).")
+flags.DEFINE_float("scale_factor_step", 0.25, "Step between random scales; 0 = continuous.")
+flags.DEFINE_boolean("random_flip", True, "Random left-right flip of training crops (Sec. 4.1).")
+flags.DEFINE_list("bootstrap_classes", [],
+                  "Hard-image bootstrapping (Sec. 4.3): class names or ids whose images are "
+                  "repeated in the training stream (paper: bicycle,chair,diningtable,"
+                  "pottedplant,sofa).")
+flags.DEFINE_integer("bootstrap_repeat", 1, "How many times a bootstrapped image appears.")
+flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer of the training stream.")
+flags.DEFINE_boolean("build_synthetic_if_missing", False,
+                     "Write the synthetic dataset to --dataset_dir if it has no dataset.json "
+                     "(the quick start).")
+flags.DEFINE_list("synthetic_image_size", ["96", "96"], "H,W of synthetic images.")
+flags.DEFINE_integer("synthetic_num_train", 400, "Synthetic training images.")
+flags.DEFINE_integer("synthetic_num_val", 100, "Synthetic validation images.")
+flags.DEFINE_integer("synthetic_num_classes", 5, "Synthetic classes (background included).")
+
+# ---------------------------------------------------------------- model (deeplab.build_model)
+flags.DEFINE_enum("backbone", "resnet101", ["resnet50", "resnet101"], "ResNet-v1 depth.")
+flags.DEFINE_integer("output_stride", 16, "Training output stride, 4..256 (Sec. 3.1).")
+flags.DEFINE_list("multi_grid", ["1", "2", "4"], "Unit rates of block4..block7 (Sec. 3.2.1).")
+flags.DEFINE_list("atrous_rates", ["6", "12", "18"],
+                  "ASPP rates at output stride 16; scaled by 16/output_stride (Sec. 3.3).")
+flags.DEFINE_boolean("image_pooling", True, "ASPP image-level features (Sec. 3.3).")
+flags.DEFINE_enum("head", "aspp", ["aspp", "cascade"], "aspp (Sec. 3.3) or cascade (Sec. 3.2).")
+flags.DEFINE_integer("num_cascaded_blocks", 0, "Extra blocks 5..7 after block4 (Sec. 3.2).")
+flags.DEFINE_boolean("upsample_logits", True,
+                     "Upsample logits to the label size; False downsamples the labels instead "
+                     "(Table 8 ablation).")
+flags.DEFINE_float("batch_norm_momentum", 0.9997, "BN statistics decay (Sec. 4.1).")
+flags.DEFINE_boolean("freeze_batch_norm", False,
+                     "Use BN moving statistics and do not train BN (second stage, Sec. 4.3).")
+flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay on conv kernels.")
+flags.DEFINE_integer("aspp_filters", 256, "Channels of every ASPP branch.")
+
+# ---------------------------------------------------------------- training
+flags.DEFINE_string("logdir", None, "Checkpoints and TensorBoard events of a training run.")
+flags.DEFINE_integer("training_steps", 30000, "Training iterations (Sec. 4.1: 30K on VOC).")
+flags.DEFINE_integer("batch_size", 16, "Global batch size (Sec. 4.1 / Table 9: 16).")
+flags.DEFINE_float("base_learning_rate", 0.007, "Poly schedule base (Sec. 4.1: 0.007; stage 2: 0.001).")
+flags.DEFINE_float("learning_power", 0.9, "Poly schedule power (Sec. 4.1).")
+flags.DEFINE_float("end_learning_rate", 0.0, "Learning rate reached at --training_steps.")
+flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps before the poly decay.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum (Sec. 4.1).")
+flags.DEFINE_list("class_weights", [], "Optional per-class loss weights (num_classes values).")
+flags.DEFINE_string("imagenet_weights", None,
+                    "keras.applications ResNet50/101 ImageNet weight file (*_notop.h5 or "
+                    ".weights.h5) to initialize the backbone.")
+flags.DEFINE_string("init_checkpoint", None,
+                    "Checkpoint (file prefix or logdir) to initialize from (stage 2, COCO -> VOC); "
+                    "the logits layer is skipped when num_classes differs.")
+flags.DEFINE_integer("save_checkpoint_steps", 1000, "Checkpoint every N steps (and at the end).")
+flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in --logdir.")
+flags.DEFINE_integer("log_steps", 20, "Console progress line and scalar summaries every N steps.")
+flags.DEFINE_integer("image_summary_steps", 500, "Image summaries every N steps (0 = never).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "Compute dtype; loss and softmax stay float32.")
+flags.DEFINE_boolean("jit_compile", False,
+                     "XLA-compile the train step (off by default: ~10x slower on CPUs, FACTS.md).")
+flags.DEFINE_enum("strategy", "default",
+                  ["default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server"],
+                  "tf.distribute strategy.")
+flags.DEFINE_boolean("sync_batch_norm", False, "Synchronize BN statistics across replicas.")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+flags.DEFINE_integer("seed", 0, "Random seed (initialization, data order, augmentation).")
+flags.DEFINE_boolean("deterministic", False, "Deterministic data order and ops (tests).")
+flags.DEFINE_boolean("eval_after_training", False,
+                     "Evaluate --eval_split with the final weights and print mIOU (quick start).")
+
+# ---------------------------------------------------------------- evaluation
+flags.DEFINE_string("checkpoint", None,
+                    "Checkpoint to read: a checkpoint file prefix or a logdir (its latest); "
+                    "defaults to --logdir.")
+flags.DEFINE_integer("eval_output_stride", 0,
+                     "Output stride at evaluation; 0 = the training one (Tables 4, 6, 10).")
+flags.DEFINE_list("eval_scales", ["1.0"],
+                  "Input scales averaged at evaluation (Sec. 4.2: 0.5,0.75,1.0,1.25,1.5,1.75).")
+flags.DEFINE_boolean("eval_flip", False, "Also average the left-right flipped input (Sec. 4.2).")
+flags.DEFINE_integer("eval_limit", 0, "Evaluate only the first N images (0 = all).")
+
+FLAGS = flags.FLAGS
+
+
+def _ints(values):
+    return tuple(int(v) for v in values)
+
+
+def crop_size():
+    """--crop_size as (height, width)."""
+    values = _ints(FLAGS.crop_size)
+    if len(values) == 1:
+        return values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise flags.ValidationError(f"--crop_size takes S or H,W; got {FLAGS.crop_size}")
+    return values
+
+
+def model_kwargs(num_classes, *, output_stride=None):
+    """Keyword arguments of ``deeplab.build_model`` from the flags."""
+    return {
+        "backbone": FLAGS.backbone,
+        "num_classes": int(num_classes),
+        "output_stride": int(output_stride or FLAGS.output_stride),
+        "multi_grid": _ints(FLAGS.multi_grid),
+        "atrous_rates": _ints(FLAGS.atrous_rates),
+        "image_pooling": FLAGS.image_pooling,
+        "head": FLAGS.head,
+        "num_cascaded_blocks": FLAGS.num_cascaded_blocks,
+        "upsample_logits": FLAGS.upsample_logits,
+        "batch_norm_momentum": FLAGS.batch_norm_momentum,
+        "freeze_batch_norm": FLAGS.freeze_batch_norm,
+        "weight_decay": FLAGS.weight_decay,
+        "aspp_filters": FLAGS.aspp_filters,
+    }
+
+
+def eval_scales():
+    """--eval_scales as floats."""
+    scales = tuple(float(s) for s in FLAGS.eval_scales)
+    if not scales or min(scales) <= 0:
+        raise flags.ValidationError(f"--eval_scales needs positive scales; got {FLAGS.eval_scales}")
+    return scales
