@@ -40,7 +40,8 @@ flags.DEFINE_integer("synthetic_num_val", 100, "Synthetic validation images.")
 flags.DEFINE_integer("synthetic_num_classes", 5, "Synthetic classes (background included).")
 
 # ---------------------------------------------------------------- model (deeplab.build_model)
-flags.DEFINE_enum("backbone", "resnet101", ["resnet50", "resnet101"], "ResNet-v1 depth.")
+flags.DEFINE_enum("backbone", "resnet101", ["resnet50", "resnet101", "resnet14_tiny"],
+                  "ResNet-v1 depth (resnet14_tiny: not in the paper; tests and quick start).")
 flags.DEFINE_integer("output_stride", 16, "Training output stride, 4..256 (Sec. 3.1).")
 flags.DEFINE_list("multi_grid", ["1", "2", "4"], "Unit rates of block4..block7 (Sec. 3.2.1).")
 flags.DEFINE_list("atrous_rates", ["6", "12", "18"],

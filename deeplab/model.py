@@ -21,7 +21,9 @@ from deeplab.aspp import ASPP
 from deeplab.errors import ConfigError, UserError
 from deeplab.layers import ResizeToMatch
 
-BACKBONES = {"resnet50": 50, "resnet101": 101}
+# name -> (depth, width multiplier). resnet14_tiny is not in the paper: it exists so that
+# tests and the quick start train in minutes on a CPU.
+BACKBONES = {"resnet50": (50, 1.0), "resnet101": (101, 1.0), "resnet14_tiny": (14, 0.25)}
 HEADS = ("aspp", "cascade")
 # The paper states the ASPP rates for output_stride 16 (Sec. 3.3).
 ASPP_REFERENCE_STRIDE = 16
@@ -48,7 +50,8 @@ class DeepLabV3(keras.Model):
     """DeepLabv3 as a functional Keras model whose constructor arguments are its config.
 
     Args:
-      backbone: "resnet50" or "resnet101" (ResNet-v1, keras.applications variable layout).
+      backbone: "resnet50" or "resnet101" (ResNet-v1, keras.applications variable layout);
+        "resnet14_tiny" (one unit per block, quarter width) for tests and the quick start.
       num_classes: number of output classes (logits channels).
       output_stride: input / feature resolution, 4..256 (Sec. 3.1).
       multi_grid: unit rates of block4..block7 (Sec. 3.2.1), e.g. (1, 2, 4).
@@ -84,8 +87,9 @@ class DeepLabV3(keras.Model):
         atrous_rates = tuple(int(r) for r in atrous_rates or ())
         input_shape = tuple(input_shape)
         try:
+            depth, width = BACKBONES[backbone]
             backbone_model = resnet.build_resnet(
-                depth=BACKBONES[backbone], output_stride=output_stride, multi_grid=multi_grid,
+                depth=depth, width_multiplier=width, output_stride=output_stride, multi_grid=multi_grid,
                 num_cascaded_blocks=num_cascaded_blocks, batch_norm_momentum=batch_norm_momentum,
                 weight_decay=weight_decay, input_shape=input_shape, name=backbone)
         except ValueError as error:
@@ -237,9 +241,10 @@ def load_imagenet_backbone(model, path):
       UserError: the file is missing, unreadable, or holds another ResNet depth.
     """
     backbone_name = getattr(model, "backbone", None)
-    if backbone_name not in BACKBONES:
-        raise ConfigError("load_imagenet_backbone needs a DeepLabV3 model with a ResNet backbone")
-    depth = BACKBONES[backbone_name]
+    if backbone_name not in ("resnet50", "resnet101"):
+        raise ConfigError("load_imagenet_backbone needs a DeepLabV3 model with a resnet50 or "
+                          f"resnet101 backbone, not {backbone_name!r}")
+    depth = BACKBONES[backbone_name][0]
     if not os.path.isfile(path):
         raise UserError(f"ImageNet weight file not found: {path}")
     file_depth = _resnet_depth_in_file(path)

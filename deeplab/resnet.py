@@ -15,8 +15,9 @@ import collections
 import keras
 from keras import layers
 
-# Units per block (block1..block4) for each depth.
-BLOCK_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Units per block (block1..block4) for each depth. Depth 14 (one unit per block) is not in
+# the paper: with a width multiplier it makes the tiny models of the tests and quick start.
+BLOCK_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 14: (1, 1, 1, 1)}
 # Bottleneck width of block1..block4; block5-7 replicate block4 (512 -> 2048).
 BLOCK_FILTERS = (64, 128, 256, 512)
 CASCADED_UNITS = 3
@@ -124,11 +125,11 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
 
 def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_blocks=0,
                  batch_norm_momentum=0.9997, weight_decay=0.0, input_shape=(None, None, 3),
-                 name=None):
+                 width_multiplier=1.0, name=None):
     """Builds the atrous ResNet-v1 backbone as a functional keras.Model.
 
     Args:
-      depth: 50 or 101.
+      depth: 50 or 101 (14: one unit per block, for tiny test models).
       output_stride: input resolution / final feature resolution (see :func:`atrous_plan`).
       multi_grid: unit rates of block4..block7 (Sec. 3.2.1), or None.
       num_cascaded_blocks: extra blocks 5..7 appended after block4 (Sec. 3.2).
@@ -136,6 +137,7 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
       weight_decay: L2 weight decay on conv kernels, as in the original DeepLab code
         (``weight_decay * sum(w**2) / 2``); 0 disables it.
       input_shape: shape of one input image; spatial dims may be None.
+      width_multiplier: scales every layer's channels (1.0 = the paper's ResNet).
       name: model name (default ``resnet{depth}``).
 
     Returns:
@@ -150,7 +152,8 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
     inputs = keras.Input(shape=input_shape, name="image")
     # The explicit paddings match keras.applications exactly ("same" differs on even sizes).
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv", **conv_kwargs)(x)
+    x = layers.Conv2D(max(1, int(64 * width_multiplier)), 7, strides=2, name="conv1_conv",
+                      **conv_kwargs)(x)
     x = layers.BatchNormalization(name="conv1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -159,7 +162,7 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
 
     units = BLOCK_UNITS[depth] + (CASCADED_UNITS,) * num_cascaded_blocks
     for block_index, (block, num_units) in enumerate(zip(plan, units)):
-        filters = BLOCK_FILTERS[min(block_index, 3)]
+        filters = max(1, int(BLOCK_FILTERS[min(block_index, 3)] * width_multiplier))
         for unit_index in range(num_units):
             x = _bottleneck(
                 x, filters,
