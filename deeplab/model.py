@@ -203,24 +203,27 @@ def rebuild_with_output_stride(model, output_stride, **overrides):
 
 
 def _resnet_depth_in_file(path):
-    """Depth of the ResNet whose weights ``path`` holds, read from its layer names (or None)."""
+    """Depth of the ResNet-v1 whose weights ``path`` holds, or None if it cannot tell.
+
+    Keras 3 ``.weights.h5`` files name layers by class ("conv2d_52"), not by role, so the
+    depth is read from the number of arrays: every convolution has a kernel and a bias and
+    is followed by a BN with 4 arrays, and a ResNet-v1 of depth d has d + 3 convolutions
+    (the 4 projection shortcuts, minus the classifier absent from ``notop`` files).
+    """
     try:
         import h5py  # pylint: disable=import-outside-toplevel
     except ImportError:
         return None
-    names = []
+    arrays = []
     try:
         with h5py.File(path, "r") as handle:
-            handle.visit(names.append)
-            names.extend(str(n) for n in handle.attrs.get("layer_names", []))
+            handle.visititems(
+                lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None)
     except OSError:
         return None
-    blocks = []
-    for name in names:
-        for part in name.replace("'", "/").split("/"):
-            if part.startswith("conv4_block") and part[11:].split("_")[0].isdigit():
-                blocks.append(int(part[11:].split("_")[0]))
-    return {6: 50, 23: 101, 36: 152}.get(max(blocks)) if blocks else None
+    if not arrays or len(arrays) % 6:
+        return None
+    return len(arrays) // 6 - 3
 
 
 def load_imagenet_backbone(model, path):
