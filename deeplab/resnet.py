@@ -85,7 +85,8 @@ def atrous_plan(output_stride, num_cascaded_blocks=0, multi_grid=None, depth=50)
             stride, rate = 1, rate * nominal
         else:
             stride, current_stride = nominal, current_stride * nominal
-        unit_rates = multi_grid if index >= 3 else (1,) * num_units
+        # Multi-grid covers block4..7's three units (a shallower test net takes the first ones).
+        unit_rates = multi_grid[:num_units] if index >= 3 else (1,) * num_units
         plan.append(BlockPlan(f"block{index + 1}", stride,
                               tuple(rate * int(u) for u in unit_rates), current_stride))
     return plan

@@ -400,3 +400,10 @@ def test_jax_backend_gives_the_same_logits(tmp_path):
     assert got.shape == expected.shape == (2, 45, 37, 5)
     assert np.abs(expected).max() > 1e-2
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_plan_lists_one_rate_per_unit():
+    for depth in (14, 50, 101):
+        plan = resnet.atrous_plan(16, 2, (1, 2, 4), depth)
+        units = resnet.BLOCK_UNITS[depth] + (3, 3)
+        assert [len(b.rates) for b in plan] == list(units)
