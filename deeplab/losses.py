@@ -1,0 +1,184 @@
+"""Per-pixel softmax cross-entropy with an ignore label (Sec. 4.1), and label downsampling.
+
+The training loss is the mean, over the pixels that are not ``ignore_label``, of the softmax
+cross-entropy between the logits and the ground truth, optionally weighted per class:
+
+    loss = sum_{valid p} class_weight[y_p] * (-log softmax(logits_p)[y_p]) / #valid pixels
+
+The normalizer is the number of valid pixels (not the sum of the class weights), so with all
+weights 1 this is the plain mean. A batch with no valid pixel (all ``ignore_label``, which
+happens with small crops of padded images) gives 0 and zero gradients, not NaN. Logits are cast
+to float32 first, so a bfloat16/float16 model (mixed precision) still gets a float32 loss.
+
+Everything is written in ``keras.ops`` and runs on the TensorFlow and JAX backends.
+
+Table 8 ablation ("no upsampling of logits"): instead of upsampling logits to the label size, the
+ground truth is downsampled to the logits' size with :func:`downsample_labels`, which picks
+label values (nearest neighbour) and never interpolates them.
+"""
+
+import keras
+from keras import ops
+
+from deeplab.errors import ConfigError
+from deeplab.metrics import check_labels
+
+
+def _squeeze_labels(labels):
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 4 and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, axis=-1)
+    return ops.cast(labels, "int32")
+
+
+def pixel_cross_entropy(labels, logits, *, ignore_label=255, class_weights=None):
+    """Per-pixel weighted cross-entropy and the valid-pixel mask, in float32.
+
+    Args:
+      labels: integer ground truth [N, H, W] or [N, H, W, 1], values in [0, C) or
+        ``ignore_label`` (checked: see :func:`deeplab.metrics.check_labels`).
+      logits: [N, H, W, C] logits of any float dtype (cast to float32).
+      ignore_label: label value that contributes nothing, or None.
+      class_weights: optional sequence of C per-class loss weights.
+
+    Returns:
+      ``(losses, valid)``: float32 [N, H, W] tensors. ``losses`` is
+      ``class_weight[label] * -log softmax(logits)[label]`` and exactly 0 at ignored pixels;
+      ``valid`` is 1 where the label is not ``ignore_label``.
+    """
+    logits = ops.cast(ops.convert_to_tensor(logits), "float32")
+    num_classes = logits.shape[-1]
+    if num_classes is None:
+        raise ValueError("the class axis of the logits must have a static size")
+    labels = check_labels(_squeeze_labels(labels), num_classes, ignore_label)
+    if ignore_label is None:
+        valid = ops.ones_like(labels, dtype="bool")
+    else:
+        valid = ops.not_equal(labels, ignore_label)
+    # Ignored pixels look up class 0 and are then zeroed; the loss stays finite everywhere, so
+    # no NaN leaks into the gradients through the mask.
+    safe_labels = ops.where(valid, labels, 0)
+    log_probs = ops.log_softmax(logits, axis=-1)
+    losses = -ops.squeeze(
+        ops.take_along_axis(log_probs, ops.expand_dims(safe_labels, -1), axis=-1), axis=-1
+    )
+    if class_weights is not None:
+        weights = ops.convert_to_tensor(class_weights, dtype="float32")
+        if weights.shape != (num_classes,):
+            raise ConfigError(
+                f"class_weights has shape {tuple(weights.shape)} but the logits have "
+                f"{num_classes} classes; give one weight per class"
+            )
+        losses = losses * ops.take(weights, safe_labels)
+    valid = ops.cast(valid, "float32")
+    return losses * valid, valid
+
+
+def masked_cross_entropy(labels, logits, *, ignore_label=255, class_weights=None):
+    """Mean weighted cross-entropy over the non-ignored pixels of a batch (Sec. 4.1).
+
+    Args:
+      labels: integer ground truth [N, H, W] or [N, H, W, 1].
+      logits: [N, H, W, C] logits, any float dtype.
+      ignore_label: label value that is excluded from the mean, or None.
+      class_weights: optional sequence of C per-class weights.
+
+    Returns:
+      float32 scalar; 0 when every pixel is ignored.
+    """
+    losses, valid = pixel_cross_entropy(
+        labels, logits, ignore_label=ignore_label, class_weights=class_weights
+    )
+    # max(count, 1) rather than divide_no_nan: under JAX the gradient of a masked 0/0 is NaN.
+    return ops.sum(losses) / ops.maximum(ops.sum(valid), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class SegmentationCrossEntropy(keras.losses.Loss):
+    """Softmax cross-entropy on logits that skips ``ignore_label`` pixels (Sec. 4.1).
+
+    For ``model.compile(loss=...)`` or a custom step: ``loss(labels, logits)`` equals
+    :func:`masked_cross_entropy`. Always computed in float32 (mixed precision safe).
+
+    ``call`` returns per-pixel terms already multiplied by ``#pixels / #valid pixels``, so that
+    Keras' standard "sum over batch size" reduction (which divides by all pixels, and divides
+    by the number of replicas under ``tf.distribute``) yields the mean over valid pixels. A
+    ``sample_weight`` of shape [N, H, W] multiplies the terms before that reduction.
+
+    Args:
+      ignore_label: label value excluded from the loss (255 on VOC/Cityscapes), or None.
+      class_weights: optional list of C per-class weights.
+      name: loss name.
+    """
+
+    def __init__(self, ignore_label=255, class_weights=None, name="segmentation_cross_entropy"):
+        super().__init__(name=name, reduction="sum_over_batch_size", dtype="float32")
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        losses, valid = pixel_cross_entropy(
+            y_true, y_pred, ignore_label=self.ignore_label, class_weights=self.class_weights
+        )
+        num_pixels = ops.cast(ops.size(valid), "float32")
+        return losses * (num_pixels / ops.maximum(ops.sum(valid), 1.0))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "ignore_label": self.ignore_label,
+            "class_weights": self.class_weights,
+        }
+
+
+def downsample_labels(labels, size, *, align_corners=False):
+    """Nearest-neighbour resize of label maps to ``size`` (Table 8, "groundtruth downsampled").
+
+    Each output pixel copies one input label; values are never interpolated, so ignore and
+    class values survive intact. Index arithmetic is done in integers, so the choice of source
+    pixel is exact and identical on every backend.
+
+    * ``align_corners=False`` (default; the half-pixel convention of ``keras.ops.image.resize``
+      and ``tf.image.resize(method="nearest")``): output pixel i reads input
+      ``floor((i + 0.5) * H / h)``. For H = 4h that is ``labels[:, 2::4]``.
+    * ``align_corners=True`` (the corner-aligned convention of the original DeepLab on 513 =
+      32 * 16 + 1 crops): output pixel i reads input ``round(i * (H - 1) / (h - 1))`` (halves
+      round up), so 513 -> 33 reads ``labels[:, ::16]``, the pixels that OS 16 features are
+      centred on.
+
+    Args:
+      labels: integer label maps [N, H, W] or [N, H, W, 1]; H, W may be dynamic under
+        ``tf.function``.
+      size: (h, w) target size, e.g. the logits' spatial size.
+      align_corners: which pixel-grid convention to use (above).
+
+    Returns:
+      labels of the same dtype and rank, spatial size (h, w).
+    """
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) not in (3, 4):
+        raise ValueError(f"labels must be [N, H, W] or [N, H, W, 1], got {labels.shape}")
+    height, width = ops.shape(labels)[1], ops.shape(labels)[2]
+    out_height, out_width = size
+
+    def source_index(out_size, in_size):
+        i = ops.arange(out_size, dtype="int32")
+        in_size = ops.cast(in_size, "int32")
+        if align_corners:
+            if out_size == 1:
+                return ops.zeros((1,), "int32")
+            # round(i * (in - 1) / (out - 1)) with halves up, in integers.
+            span = out_size - 1
+            return ops.floor_divide(2 * i * (in_size - 1) + span, 2 * span)
+        return ops.minimum(ops.floor_divide((2 * i + 1) * in_size, 2 * out_size), in_size - 1)
+
+    labels = ops.take(labels, source_index(out_height, height), axis=1)
+    return ops.take(labels, source_index(out_width, width), axis=2)
+
+
+__all__ = [
+    "SegmentationCrossEntropy",
+    "downsample_labels",
+    "masked_cross_entropy",
+    "pixel_cross_entropy",
+]
