@@ -1,0 +1,105 @@
+"""Our side: ``deeplab.build_model`` (Keras 3 on TensorFlow), run with the repository's .venv.
+
+The paper's model: ResNet-101, output stride 16 (or 8), multi-grid (1, 2, 4), ASPP 6/12/18
+(scaled to 12/24/36 at OS 8 by the library) + image pooling, 21 classes, random weights,
+logits upsampled to the input. The training step is SGD momentum 0.9 on sparse cross-entropy
+with ignore label 255 over upsampled logits, plus the model's weight decay, under tf.function
+(XLA only with --xla).
+
+Prints one ``BENCH_JSON`` line (see common.py).
+"""
+
+import os
+import sys
+
+import common
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO_ROOT)
+
+args = common.runner_args(description=__doc__)
+
+import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
+
+tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+import keras  # noqa: E402  pylint: disable=wrong-import-position
+
+import deeplab  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def build(output_stride, dtype_policy="float32"):
+    keras.config.set_dtype_policy(dtype_policy)
+    try:
+        return deeplab.build_model(
+            backbone="resnet101", num_classes=common.NUM_CLASSES, output_stride=output_stride,
+            multi_grid=common.MULTI_GRID, atrous_rates=common.ASPP_RATES_OS16,
+            image_pooling=True, head="aspp", num_cascaded_blocks=0, upsample_logits=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def main():
+    keras.utils.set_random_seed(args.seed)
+    model = build(args.output_stride)
+    images, labels = common.seeded_inputs(args.batch, args.size, common.NUM_CLASSES, args.seed)
+    x = tf.constant(images)
+    y = tf.constant(labels)
+    extra = {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+             "model": "deeplab.build_model"}
+
+    if args.task == "infer":
+        run_model = model
+        if args.dtype == "bfloat16":
+            run_model = build(args.output_stride, "mixed_bfloat16")
+            run_model.set_weights(model.get_weights())
+
+        @tf.function(jit_compile=args.xla, reduce_retracing=True)
+        def infer(images_):
+            return tf.cast(run_model(images_, training=False), tf.float32)
+
+        if args.count_flops:
+            graph = infer.get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
+            flops, space_to_batch = common.tf_graph_conv_flops(graph)
+            extra["model_conv_gflops"] = flops / 1e9
+            extra["space_to_batch_ops"] = space_to_batch
+        seconds = common.time_calls(lambda: infer(x).numpy(), args.warmup, args.repeats)
+        if args.dtype == "bfloat16":
+            reference = model(x, training=False).numpy()
+            extra["argmax_agreement_vs_float32"] = common.argmax_agreement(
+                reference, infer(x).numpy())
+    else:
+        if args.dtype != "float32":
+            raise SystemExit("training runs in float32 only")
+        optimizer = keras.optimizers.SGD(learning_rate=0.007, momentum=0.9)
+        optimizer.build(model.trainable_variables)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
+
+        @tf.function(jit_compile=args.xla)
+        def train_step(images_, labels_):
+            with tf.GradientTape() as tape:
+                logits = model(images_, training=True)
+                loss = loss_fn(labels_, logits)
+                if model.losses:
+                    loss = loss + tf.add_n(model.losses)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        if args.count_flops:
+            graph = tf.function(lambda i: model(i, training=False)).get_concrete_function(
+                tf.TensorSpec(x.shape, tf.float32)).graph
+            flops, space_to_batch = common.tf_graph_conv_flops(graph)
+            extra["model_conv_gflops"] = flops / 1e9
+            extra["space_to_batch_ops"] = space_to_batch
+        seconds = common.time_calls(lambda: float(train_step(x, y)), args.warmup, args.repeats)
+    common.emit(common.base_result(args, "ours", seconds=seconds,
+                                   median_s=common.median(seconds),
+                                   peak_rss_mb=common.peak_rss_mb(), **extra))
+
+
+if __name__ == "__main__":
+    main()
