@@ -1,0 +1,165 @@
+"""Cheap checks of the speed benchmark harness (benchmarks/speed.py, benchmarks/peers/common.py).
+
+No peer and no model runs here: only the FLOPs count, medians, the JSON line protocol, and the
+table / ratio formatting.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sys.path.insert(0, os.path.join(BENCH, "peers"))
+common = _load("common", os.path.join(BENCH, "peers", "common.py"))
+speed = _load("bench_speed", os.path.join(BENCH, "speed.py"))
+
+
+@pytest.mark.parametrize("depth, output_stride, gflops", [
+    (101, 16, 140.5), (101, 8, 491.6), (50, 16, 99.2), (50, 8, 331.5)])
+def test_analytic_conv_flops_match_the_recorded_figures(depth, output_stride, gflops):
+    flops = common.deeplabv3_conv_flops(513, output_stride, depth=depth)
+    assert flops / 1e9 == pytest.approx(gflops, abs=0.05)
+
+
+def test_conv_flops_scale_with_batch_and_variants_add_work():
+    one = common.deeplabv3_conv_flops(321, 16)
+    assert common.deeplabv3_conv_flops(321, 16, batch=8) == 8 * one
+    # torchvision's v1.5 ResNet (stride on the 3x3) measured by hooks: 142.12 GFLOPs at 513.
+    v15 = common.deeplabv3_conv_flops(513, 16, stride_on_3x3=True)
+    assert v15 / 1e9 == pytest.approx(142.1228, abs=1e-4)
+    extra = common.deeplabv3_conv_flops(513, 16, stride_on_3x3=True, extra_head_conv=True)
+    # The extra 3x3 256->256 conv at 33x33: 2 * 9 * 256 * 256 * 33 * 33 FLOPs (~0.64 GMACs).
+    assert extra - v15 == 2 * 9 * 256 * 256 * 33 * 33
+    assert common.training_flops(10) == 30
+    with pytest.raises(ValueError):
+        common.deeplabv3_conv_flops(513, 4)
+
+
+def test_aspp_rates_double_at_output_stride_8():
+    assert common.aspp_rates(16) == (6, 12, 18)
+    assert common.aspp_rates(8) == (12, 24, 36)
+
+
+def test_median_and_timing():
+    assert common.median([3.0, 1.0, 2.0]) == 2.0
+    assert common.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    with pytest.raises(ValueError):
+        common.median([])
+    ticks = iter(range(100))
+    calls = []
+    seconds = common.time_calls(lambda: calls.append(1), warmup=2, repeats=3,
+                                clock=lambda: float(next(ticks)))
+    assert len(calls) == 5 and seconds == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError):
+        common.time_calls(lambda: None, warmup=0, repeats=0)
+
+
+def test_protocol_round_trip(capsys):
+    common.emit({"side": "ours", "seconds": [1.5, 1.25], "median_s": 1.375})
+    out = "some framework log line\n" + capsys.readouterr().out + "trailing noise\n"
+    assert common.parse_result(out) == {"side": "ours", "seconds": [1.5, 1.25],
+                                        "median_s": 1.375}
+    # The last result line wins.
+    two = (common.PROTOCOL_PREFIX + json.dumps({"a": 1}) + "\n"
+           + common.PROTOCOL_PREFIX + json.dumps({"a": 2}))
+    assert common.parse_result(two) == {"a": 2}
+    with pytest.raises(ValueError):
+        common.parse_result("no result here\n")
+    with pytest.raises(ValueError):
+        common.parse_result(common.PROTOCOL_PREFIX + "[1, 2]")
+    with pytest.raises(ValueError):  # NaN is not JSON
+        common.emit({"x": float("nan")})
+
+
+def test_seeded_inputs_are_reproducible():
+    np = pytest.importorskip("numpy")
+    images, labels = common.seeded_inputs(2, 9, 21, seed=3)
+    again, labels_again = common.seeded_inputs(2, 9, 21, seed=3)
+    assert images.shape == (2, 9, 9, 3) and images.dtype == np.float32
+    assert labels.shape == (2, 9, 9) and labels.dtype == np.int32
+    np.testing.assert_array_equal(images, again)
+    np.testing.assert_array_equal(labels, labels_again)
+    assert images.min() >= -1.0 and images.max() < 1.0
+    assert set(np.unique(labels)) <= set(range(21)) | {255}
+    assert common.argmax_agreement(np.eye(3)[None], np.eye(3)[None]) == 1.0
+    assert common.argmax_agreement([[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]) == 0.5
+
+
+def _result(side, seconds, rss=1000.0):
+    return {"side": side, "seconds": seconds, "median_s": common.median(seconds),
+            "peak_rss_mb": rss}
+
+
+def test_summary_pools_rounds_and_picks_the_best_peer():
+    records = [
+        {"measurement": "infer_os16", "side": "ours", "result": _result("ours", [1.0, 3.0])},
+        {"measurement": "infer_os16", "side": "ours", "result": _result("ours", [2.0])},
+        {"measurement": "infer_os16", "side": "torchvision",
+         "result": _result("torchvision", [0.5])},
+        {"measurement": "infer_os16", "side": "modelgarden", "error": "exit 1: boom"},
+        {"measurement": "train_b2", "side": "ours", "result": _result("ours", [4.0], 3072.0)},
+        {"measurement": "train_b2", "side": "torchvision",
+         "result": _result("torchvision", [2.0], 2048.0)},
+        {"measurement": "train_b2", "side": "modelgarden",
+         "result": _result("modelgarden", [8.0], 1024.0)},
+    ]
+    sides = ["ours", "torchvision", "modelgarden"]
+    summary = speed.summarize(records, sides, ["infer_os16", "train_b2"])
+    ours = summary["infer_os16"]["ours"]
+    assert ours["median_s"] == 2.0 and ours["n"] == 3
+    assert ours["gflops_per_s"] == pytest.approx(140.486996864 / 2.0)
+    assert summary["infer_os16"]["modelgarden"]["median_s"] is None
+    assert summary["infer_os16"]["modelgarden"]["errors"] == ["exit 1: boom"]
+    assert speed.best_peer(summary["infer_os16"]) == ("torchvision", 0.5)
+    assert speed.best_peer(summary["train_b2"], key="peak_rss_mb") == ("modelgarden", 1024.0)
+    train_flops = 3 * common.deeplabv3_conv_flops(321, 16, batch=2)
+    assert summary["train_b2"]["ours"]["gflops_per_s"] == pytest.approx(train_flops / 4.0 / 1e9)
+
+    line = speed.ratio_line(summary, ["infer_os16", "train_b2"])
+    assert line == ("ratios ours / best peer: infer_os16 4.00x (torchvision), "
+                    "train_b2 2.00x (torchvision), peak RSS train_b2 3.00x (modelgarden)")
+    text = speed.render_tables(summary, sides, ["infer_os16", "train_b2"],
+                               {"float32": 100.0, "bfloat16": None})
+    assert text.splitlines()[-1] == line
+    assert "| ours | 2 s | 4 s | 3.00 GiB |" in text
+    assert "| modelgarden | failed | 8 s | 1.00 GiB |" in text
+    assert "| ours | 70 (70% of float32 peak) |" in text
+
+
+def test_formatting_helpers():
+    assert speed.format_seconds(None) == "failed"
+    assert speed.format_seconds(0.9134) == "0.913 s"
+    assert speed.format_seconds(12.345) == "12.3 s"
+    assert speed.format_seconds(123.4) == "123 s"
+    assert speed.format_ratio(1.0, 2.0) == "0.50x"
+    assert speed.format_ratio(None, 2.0) == "n/a"
+    assert speed.format_ratio(1.0, None) == "n/a"
+    assert speed.best_peer({"ours": {"median_s": 1.0}}) is None
+
+
+def test_runner_command_and_arguments_agree():
+    spec = speed.MEASUREMENTS["train_b8"][1]
+    argv = speed.runner_command("modelgarden", spec, warmup=2, repeats=3, threads=2, xla=True)
+    assert argv[0].endswith("peers/modelgarden/bin/python")
+    args = common.runner_args(argv[2:])
+    assert (args.task, args.output_stride, args.size, args.batch) == ("train", 16, 321, 8)
+    assert (args.warmup, args.repeats, args.threads, args.xla) == (2, 3, 2, True)
+    # No XLA flag for PyTorch.
+    assert "--xla" not in speed.runner_command("torchvision", spec, 2, 3, 2, xla=True)
+    quick = speed.parse_args(["--quick", "--bf16"])
+    assert quick.repeats == 3 and "infer_os16_bf16" in quick.measurements
+    assert speed.parse_args([]).repeats == 5
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--sides", "ours,caffe"])
