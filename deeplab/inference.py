@@ -1,0 +1,187 @@
+"""Evaluation-time inference: multi-scale inputs and left-right flips (Sec. 4.2, Tables 4 and 6).
+
+"During inference, we apply multi-scale inputs (with scales = {0.5, 0.75, 1.0, 1.25, 1.5, 1.75})
+... the final result is computed by averaging the probabilities from each scale", and adding
+"left-right flipped inputs" averages those too. One pass, for a scale s and a flip f:
+
+1. flip the (already normalized) images left-right if f;
+2. resize them bilinearly to ``(floor(s * H + 0.5), floor(s * W + 0.5))``: s * H rounded to the
+   nearest integer, halves up (so 0.5 * 65 -> 33; Python's ``round`` would give 32), at least 1;
+   scale 1.0 is not resized;
+3. run the model (normalized images [N, h, w, 3] -> logits, at any resolution);
+4. softmax in float32 at that resolution;
+5. resize the probabilities bilinearly back to (H, W) and flip them back if f.
+
+The result is the plain mean of the passes. Probabilities, not logits, are resized: a bilinear
+resize is a convex combination, so every pass and their mean stay distributions over classes.
+(The original TF1 DeepLab code resized logits and then took the softmax; the two differ only by
+interpolation near label boundaries.) Bilinear resizing uses ``keras.ops.image.resize``'s
+half-pixel convention without antialiasing, the same as the model's own logit upsampling.
+
+Everything runs on the TensorFlow and JAX backends and eagerly. Under the TensorFlow backend it
+also works inside a ``tf.function`` whose images have dynamic height and width (the resize then
+goes through ``tf.image.resize``, which is what ``keras.ops.image.resize`` calls on TF).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# Sec. 4.2 (VOC val, Tables 4 and 6).
+PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+# Sec. 4.3 (Cityscapes test submission).
+CITYSCAPES_TEST_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def _is_static(value):
+    return isinstance(value, int)
+
+
+def scaled_size(height, width, scale):
+    """The input size of one scale: each side ``floor(scale * side + 0.5)``, at least 1.
+
+    Args:
+      height, width: Python ints, or scalar int tensors (dynamic shapes under tf.function).
+      scale: positive float.
+
+    Returns:
+      ``(h, w)``: Python ints when the inputs are ints, else int32 scalar tensors. The two
+      paths agree for the paper's scales, which are exact in binary floating point.
+    """
+
+    def one(side):
+        if _is_static(side):
+            return max(1, int(math.floor(scale * side + 0.5)))
+        value = ops.floor(ops.cast(side, "float32") * scale + 0.5)
+        return ops.cast(ops.maximum(value, 1.0), "int32")
+
+    return one(height), one(width)
+
+
+def _spatial_size(x):
+    """(H, W) of an NHWC tensor: Python ints where static, scalar tensors where dynamic."""
+    dynamic = ops.shape(x)
+    static = x.shape
+    return tuple(static[i] if static[i] is not None else dynamic[i] for i in (1, 2))
+
+
+def _resize_bilinear(x, size):
+    if all(_is_static(s) for s in size):
+        if tuple(x.shape[1:3]) == tuple(size):
+            return x
+        return ops.image.resize(x, size, interpolation="bilinear", antialias=False)
+    # keras.ops.image.resize validates size with Python comparisons, which a symbolic size
+    # cannot pass; this is the op it would call on the TensorFlow backend.
+    import tensorflow as tf
+
+    return tf.image.resize(x, tf.stack([size[0], size[1]]), method="bilinear")
+
+
+def _one_pass(model, images, scale, flipped):
+    """Probabilities [N, H, W, C] of one (scale, flip) pass, at the images' size."""
+    size = _spatial_size(images)
+    x = ops.flip(images, axis=2) if flipped else images
+    if scale != 1.0:
+        x = _resize_bilinear(x, scaled_size(size[0], size[1], scale))
+    logits = model(x, training=False)
+    probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    probabilities = _resize_bilinear(probabilities, size)
+    return ops.flip(probabilities, axis=2) if flipped else probabilities
+
+
+def _check_scales(scales):
+    scales = tuple(float(s) for s in scales)
+    if not scales:
+        raise ValueError("scales must name at least one input scale, e.g. (1.0,)")
+    if any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {scales}")
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"scales must not repeat, got {scales}")
+    return scales
+
+
+def _sum_passes(model, images, scales, flipped, keep_scale=None):
+    """Sum of the passes at ``scales``; also returns the pass at ``keep_scale`` if computed."""
+    total, kept = None, None
+    for scale in scales:
+        probabilities = _one_pass(model, images, scale, flipped)
+        if scale == keep_scale:
+            kept = probabilities
+        total = probabilities if total is None else total + probabilities
+    return total, kept
+
+
+def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
+    """Class probabilities averaged over input scales and, optionally, left-right flips.
+
+    Sec. 4.2: "averaging the probabilities from each scale"; with ``flip`` the flipped input of
+    every scale is added to the average (``len(scales) * 2`` passes).
+
+    Args:
+      model: a Keras model (or callable accepting ``training=False``) mapping normalized
+        images [N, h, w, 3] to logits [N, h', w', C], normally h' = h.
+      images: normalized images [N, H, W, 3] (``deeplab.preprocessing.normalize_image``).
+      scales: input scales, e.g. ``PAPER_EVAL_SCALES``; distinct and positive.
+      flip: also average the left-right flipped inputs.
+
+    Returns:
+      float32 probabilities [N, H, W, C].
+    """
+    scales = _check_scales(scales)
+    images = ops.convert_to_tensor(images, dtype="float32")
+    total, _ = _sum_passes(model, images, scales, flipped=False)
+    count = len(scales)
+    if flip:
+        flipped_total, _ = _sum_passes(model, images, scales, flipped=True)
+        total = total + flipped_total
+        count *= 2
+    return total / float(count)
+
+
+def predict_labels(model, images, *, scales=(1.0,), flip=False):
+    """Per-pixel predicted classes: argmax of :func:`predict_probabilities`, int32 [N, H, W]."""
+    probabilities = predict_probabilities(model, images, scales=scales, flip=flip)
+    return ops.cast(ops.argmax(probabilities, axis=-1), "int32")
+
+
+def predict_inference_strategies(model, images, *, scales=PAPER_EVAL_SCALES, flip=True):
+    """The inference strategies of Tables 4 and 6 (at one output stride) from shared passes.
+
+    Each (scale, flip) pass runs once: the single-scale result is the scale-1.0 pass of the
+    multi-scale average (computed separately only if 1.0 is not among ``scales``), and the
+    flip average reuses the unflipped passes. ``len(scales) * (2 if flip else 1)`` model calls
+    in total, plus one if 1.0 is missing. (The "OS 16" vs "OS 8" rows need two models; see
+    ``deeplab.model.rebuild_with_output_stride``.)
+
+    Args:
+      model: as in :func:`predict_probabilities`.
+      images: normalized images [N, H, W, 3].
+      scales: distinct positive input scales for the multi-scale rows.
+      flip: also return the multi-scale + flip average.
+
+    Returns:
+      dict of float32 probabilities [N, H, W, C]: ``"single_scale"`` (scale 1.0, no flip),
+      ``"multi_scale"`` and, if ``flip``, ``"multi_scale_flip"``; each equals
+      :func:`predict_probabilities` with the corresponding arguments.
+    """
+    scales = _check_scales(scales)
+    images = ops.convert_to_tensor(images, dtype="float32")
+    total, single = _sum_passes(model, images, scales, flipped=False, keep_scale=1.0)
+    if single is None:
+        single = _one_pass(model, images, 1.0, flipped=False)
+    results = {"single_scale": single, "multi_scale": total / float(len(scales))}
+    if flip:
+        flipped_total, _ = _sum_passes(model, images, scales, flipped=True)
+        results["multi_scale_flip"] = (total + flipped_total) / float(2 * len(scales))
+    return results
+
+
+__all__ = [
+    "CITYSCAPES_TEST_SCALES",
+    "PAPER_EVAL_SCALES",
+    "predict_inference_strategies",
+    "predict_labels",
+    "predict_probabilities",
+    "scaled_size",
+]

@@ -1,0 +1,215 @@
+"""Tests for deeplab.inference against a numpy re-implementation of multi-scale + flip averaging.
+
+The model is a 1x1 convolution plus a per-class ramp along the width, so its output depends on
+position and a flipped pass differs from an unflipped one. The expected values use a numpy
+half-pixel bilinear resize and the numpy form of that model, both written here.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from deeplab import inference
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUM_CLASSES = 3
+KERNEL = np.array([[0.8, -0.5, 0.1], [0.2, 0.9, -0.7], [-0.4, 0.3, 0.6]], np.float32)
+BIAS = np.array([0.1, -0.2, 0.05], np.float32)
+RAMP = np.array([1.5, -1.0, 0.25], np.float32)  # logit c gains RAMP[c] * column / width
+
+MODEL_SOURCE = r"""
+import keras
+from keras import ops
+
+
+class ColumnRamp(keras.layers.Layer):
+    def __init__(self, ramp, **kwargs):
+        super().__init__(**kwargs)
+        self.ramp = list(ramp)
+
+    def call(self, x):
+        width = ops.shape(x)[2]
+        column = ops.cast(ops.arange(width), "float32") / ops.cast(width, "float32")
+        ramp = ops.convert_to_tensor(self.ramp, "float32")
+        return x + column[None, None, :, None] * ramp
+
+
+def build(kernel, bias, ramp):
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(len(bias), 1)
+    logits = ColumnRamp(ramp)(conv(inputs))
+    model = keras.Model(inputs, logits)
+    conv.set_weights([kernel.reshape(1, 1, 3, len(bias)), bias])
+    return model
+"""
+_namespace = {}
+exec(MODEL_SOURCE, _namespace)  # the same model definition is sent to the JAX subprocess
+
+
+def _model():
+    return _namespace["build"](KERNEL, BIAS, RAMP)
+
+
+def _np_model(x):
+    width = x.shape[2]
+    logits = x.astype(np.float64) @ KERNEL + BIAS
+    return logits + (np.arange(width) / width)[None, None, :, None] * RAMP
+
+
+def _np_resize_axis(x, out_size, axis):
+    """Half-pixel bilinear resize along one axis, edges clamped (no antialiasing)."""
+    in_size = x.shape[axis]
+    coord = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+    lower = np.floor(coord).astype(int)
+    upper = np.minimum(lower + 1, in_size - 1)
+    frac = coord - lower
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    return (np.take(x, lower, axis=axis) * (1 - frac).reshape(shape)
+            + np.take(x, upper, axis=axis) * frac.reshape(shape))
+
+
+def _np_resize(x, size):
+    return _np_resize_axis(_np_resize_axis(x, size[0], 1), size[1], 2)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _np_expected(images, scales, flip, sizes):
+    height, width = images.shape[1:3]
+    passes = []
+    for scale in scales:
+        for flipped in ([False, True] if flip else [False]):
+            x = images[:, :, ::-1] if flipped else images
+            if scale != 1.0:
+                x = _np_resize(x, sizes[scale])
+            p = _np_resize(_np_softmax(_np_model(x)), (height, width))
+            passes.append(p[:, :, ::-1] if flipped else p)
+    return np.mean(passes, axis=0)
+
+
+# Hand-rounded sizes for 9 x 11 images: halves round up (4.5 -> 5, 13.5 -> 14, 16.5 -> 17).
+SIZES = {0.5: (5, 6), 1.0: (9, 11), 1.5: (14, 17)}
+
+
+def _images(seed=0, shape=(2, 9, 11, 3)):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def test_scaled_size_rounds_halves_up():
+    assert inference.scaled_size(9, 11, 0.5) == (5, 6)
+    assert inference.scaled_size(9, 11, 1.5) == (14, 17)
+    assert inference.scaled_size(513, 513, 0.75) == (385, 385)  # 384.75
+    assert inference.scaled_size(65, 65, 0.5) == (33, 33)  # 32.5: Python round() gives 32
+    assert inference.scaled_size(1, 1, 0.25) == (1, 1)
+    h, w = inference.scaled_size(tf.constant(9), tf.constant(11), 1.5)
+    assert (int(h), int(w)) == (14, 17)
+
+
+@pytest.mark.parametrize("scales, flip", [((1.0,), False), ((1.0,), True),
+                                          ((0.5, 1.0, 1.5), False), ((0.5, 1.0, 1.5), True)])
+def test_matches_numpy_average(scales, flip):
+    images = _images()
+    model = _model()
+    got = keras.ops.convert_to_numpy(
+        inference.predict_probabilities(model, images, scales=scales, flip=flip))
+    expected = _np_expected(images, scales, flip, SIZES)
+    assert got.dtype == np.float32 and got.shape == (2, 9, 11, NUM_CLASSES)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+    labels = keras.ops.convert_to_numpy(
+        inference.predict_labels(model, images, scales=scales, flip=flip))
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, expected.argmax(-1))
+
+
+def test_flip_matters_for_this_model():
+    # Guards the test above: with a position-dependent model, dropping the flip changes output.
+    images = _images(1)
+    with_flip = _np_expected(images, (1.0,), True, SIZES)
+    without = _np_expected(images, (1.0,), False, SIZES)
+    assert np.abs(with_flip - without).max() > 1e-2
+
+
+def test_tf_function_with_dynamic_height_and_width():
+    model = _model()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def infer(images):
+        return inference.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
+
+    images = _images(2)
+    np.testing.assert_allclose(infer(images).numpy(),
+                               _np_expected(images, (0.5, 1.0, 1.5), True, SIZES), atol=2e-6)
+    other = _images(3, shape=(1, 7, 6, 3))  # same trace, new size: 0.5 -> (4, 3), 1.5 -> (11, 9)
+    np.testing.assert_allclose(
+        infer(other).numpy(),
+        _np_expected(other, (0.5, 1.0, 1.5), True, {0.5: (4, 3), 1.0: (7, 6), 1.5: (11, 9)}),
+        atol=2e-6)
+
+
+class _CountingModel:
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __call__(self, x, training=False):
+        self.calls.append(tuple(x.shape[1:3]))
+        return self.model(x, training=training)
+
+
+def test_strategies_share_passes():
+    images = _images(4)
+    model = _CountingModel(_model())
+    results = inference.predict_inference_strategies(model, images, scales=(0.5, 1.0, 1.5))
+    assert len(model.calls) == 6  # 3 scales x 2 flips; the 1.0 pass is not run twice
+    assert sorted(model.calls).count((9, 11)) == 2  # unflipped and flipped, once each
+    for key, (scales, flip) in {"single_scale": ((1.0,), False),
+                                "multi_scale": ((0.5, 1.0, 1.5), False),
+                                "multi_scale_flip": ((0.5, 1.0, 1.5), True)}.items():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(results[key]),
+                                   _np_expected(images, scales, flip, SIZES), atol=2e-6)
+    model.calls.clear()
+    results = inference.predict_inference_strategies(model, images, scales=(0.5, 1.5), flip=False)
+    assert len(model.calls) == 3 and set(results) == {"single_scale", "multi_scale"}
+    with pytest.raises(ValueError, match="repeat"):
+        inference.predict_probabilities(model, images, scales=(1.0, 1.0))
+
+
+_JAX_SCRIPT = MODEL_SOURCE + r"""
+import json, sys
+import numpy as np
+import jax
+from deeplab import inference
+assert keras.backend.backend() == "jax"
+args = json.loads(sys.stdin.read())
+model = build(np.array(args["kernel"], np.float32), np.array(args["bias"], np.float32),
+              args["ramp"])
+images = np.array(args["images"], np.float32)
+eager = inference.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
+jitted = jax.jit(lambda x: inference.predict_labels(model, x, scales=(0.5, 1.0, 1.5), flip=True))
+print(json.dumps({"probabilities": np.asarray(eager).tolist(),
+                  "labels": np.asarray(jitted(images)).tolist()}))
+"""
+
+
+def test_jax_backend_in_subprocess():
+    images = _images(5)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    payload = json.dumps({"kernel": KERNEL.tolist(), "bias": BIAS.tolist(),
+                          "ramp": RAMP.tolist(), "images": images.tolist()})
+    out = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], input=payload, env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = _np_expected(images, (0.5, 1.0, 1.5), True, SIZES)
+    np.testing.assert_allclose(np.array(result["probabilities"]), expected, atol=2e-6)
+    np.testing.assert_array_equal(np.array(result["labels"]), expected.argmax(-1))
