@@ -159,6 +159,24 @@ def test_keras_metric_streams_logits_and_round_trips():
     assert metric.confusion_matrix().sum() == 0
 
 
+def test_keras_metric_in_model_evaluate():
+    inputs = keras.Input((5, 6, 2))
+    outputs = keras.layers.Conv2D(
+        4, 1, kernel_initializer=keras.initializers.RandomNormal(seed=1)
+    )(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                  ignore_class=IGNORE),
+                  metrics=[metrics.MeanIoU(4)])
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(4, 5, 6, 2)).astype(np.float32)
+    labels, _ = _random_batch(13, shape=(4, 5, 6), num_classes=4)
+    _, miou = model.evaluate(x, labels, batch_size=2, verbose=0)  # two streamed batches
+    predictions = model.predict(x, verbose=0).argmax(-1)
+    ious = [i / u for i, u in (_mask_iou(labels, predictions, c) for c in range(4)) if u]
+    assert miou == pytest.approx(np.mean(ious), rel=1e-5)
+
+
 def test_format_iou_table():
     labels = np.array([[0, 0, 1], [1, IGNORE, 1]])
     predictions = np.array([[0, 1, 1], [1, 0, 1]])
