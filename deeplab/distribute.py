@@ -1,0 +1,167 @@
+"""tf.distribute strategies for the training binary (--strategy, --sync_batch_norm).
+
+    strategy = distribute.create_strategy("mirrored")
+    with strategy.scope():
+        model = deeplab.build_model(...)
+    distribute.set_sync_batch_norm(model, True)
+
+The paper trained synchronously on 16-image batches (Sec. 4.1, Table 9) and studied
+asynchronous parameter-server replicas in Table 11. Synchronous data parallelism is
+``mirrored`` (one machine, all its GPUs, or logical CPUs), ``multi_worker_mirrored`` (several
+machines, TF_CONFIG) and ``tpu``. ``parameter_server`` has its own entry point (its training
+loop schedules steps through a ClusterCoordinator); :func:`create_strategy` refuses it until
+then with a clear message.
+
+Library code: no flags are read here; binaries pass plain values.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab.errors import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server")
+
+
+def configure_logical_cpus(num_devices):
+    """Splits the physical CPU into ``num_devices`` logical devices (tests and development).
+
+    Lets ``mirrored`` run with several replicas on a machine without accelerators. Must run
+    before TensorFlow initializes its devices (before any op runs).
+
+    Args:
+      num_devices: logical CPU devices wanted; <= 1 leaves the configuration alone.
+
+    Raises:
+      ConfigError: TensorFlow was already initialized.
+    """
+    if num_devices <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * int(num_devices))
+    except RuntimeError as error:
+        raise ConfigError(f"cannot split the CPU into {num_devices} logical devices: TensorFlow "
+                          f"is already initialized ({error})") from error
+
+
+def _local_devices():
+    """The devices a one-machine MirroredStrategy replicates over: all GPUs, else all logical CPUs."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [d.name for d in gpus]
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def _tpu_strategy(tpu):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError) as error:
+        raise ConfigError(f"--strategy=tpu: cannot reach a TPU (--tpu={tpu!r}): {error}") from error
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _parameter_server_strategy():
+    # Asynchronous training (Table 11) needs a ClusterCoordinator-driven loop, which comes
+    # with its own issue; this is where its strategy will be created from TF_CONFIG.
+    raise ConfigError("--strategy=parameter_server is not available in deeplab.train yet; use "
+                      "default, mirrored, multi_worker_mirrored or tpu")
+
+
+def create_strategy(name, *, tpu=None):
+    """The tf.distribute strategy called ``name``.
+
+    Args:
+      name: "default" (no distribution; one device), "mirrored" (synchronous replicas on this
+        machine's GPUs, or its logical CPUs when it has no GPU, see
+        :func:`configure_logical_cpus`), "multi_worker_mirrored" (synchronous, several
+        machines described by TF_CONFIG), "tpu", or "parameter_server" (not yet).
+      tpu: TPU name or grpc address for "tpu" ("" = the local / Colab TPU).
+
+    Returns:
+      tf.distribute.Strategy.
+
+    Raises:
+      ConfigError: unknown name, or a strategy that cannot be created here.
+    """
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy={name!r}: choose one of {', '.join(STRATEGIES)}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = _local_devices()
+        logging.info("MirroredStrategy over %s", devices)
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker_mirrored":
+        if "TF_CONFIG" not in os.environ:
+            logging.warning("--strategy=multi_worker_mirrored without TF_CONFIG: one worker")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        return _tpu_strategy(tpu)
+    return _parameter_server_strategy()
+
+
+def set_sync_batch_norm(model, enabled):
+    """Makes every BatchNormalization layer of ``model`` compute its batch statistics over the
+    global batch (all replicas) instead of each replica's share.
+
+    With the paper's batch 16 split over 8 replicas, each replica would otherwise normalize
+    with the statistics of 2 images; Table 9 shows small BN batches hurt.
+
+    Args:
+      model: a keras.Model.
+      enabled: True to synchronize, False for per-replica statistics.
+
+    Returns:
+      The number of BatchNormalization layers changed.
+    """
+    from deeplab.model import iter_layers  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+
+    count = 0
+    for layer in iter_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(enabled)
+            count += 1
+    return count
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints, summaries and the console log.
+
+    Every worker of a multi-worker strategy takes part in saving (the variables are
+    synchronized collectively), but only the chief's files are kept.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0
+                                                         and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_logdir(logdir, strategy):
+    """Where this worker writes checkpoints: ``logdir`` on the chief, a scratch subfolder elsewhere."""
+    if is_chief(strategy):
+        return logdir
+    resolver = strategy.cluster_resolver
+    return os.path.join(logdir, f".worker_{resolver.task_type}_{resolver.task_id}")
+
+
+def describe(strategy):
+    """One line for the log: strategy class, replicas and, for multi-worker, the task."""
+    text = f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+    tf_config = os.environ.get("TF_CONFIG")
+    if tf_config and not isinstance(strategy, type(tf.distribute.get_strategy())):
+        try:
+            task = json.loads(tf_config).get("task", {})
+            text += f", task {task.get('type')}:{task.get('index')}"
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,562 @@
+r"""Trains DeepLabv3 with the protocol of Sec. 4.1: ``python -m deeplab.train``.
+
+    python -m deeplab.train --flagfile=experiments/quickstart.flags
+    python -m deeplab.train --flagfile=experiments/table6_aspp.flags --logdir=runs/t6
+
+SGD with momentum 0.9 and the "poly" learning rate ``base_lr * (1 - step / max_steps) ** 0.9``
+(base 0.007, 30K steps, batch 16, crop 513, output stride 16), L2 weight decay, BN fine-tuned
+with decay 0.9997 or frozen (stage two: trainval, output stride 8, base 0.001). Cross-entropy
+on logits upsampled to the labels, ignore label excluded, or labels downsampled to the logits
+(Table 8 ablation, --noupsample_logits). Optional class weights and hard-image bootstrapping
+(Sec. 4.3).
+
+The run lives in --logdir: checkpoints every --save_checkpoint_steps and at the end,
+model_config.json + dataset_info.json (so evaluate / visualize / export need only the
+checkpoint), TensorBoard events in train/ (and eval/ with --eval_after_training). Starting
+the same command again resumes from the latest checkpoint: weights, optimizer slots and
+iteration counter, so the learning-rate schedule continues where it stopped. A run killed at
+any moment loses at most the steps since its last checkpoint.
+
+The training loop is written out (tf.function step, ``strategy.run``, ``optimizer.apply``)
+rather than ``model.fit``: it controls exactly what is checkpointed, stops on a non-finite loss
+before writing a bad checkpoint, and computes the loss over the global batch's valid pixels
+under any number of replicas.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from deeplab import experiment_flags
+from deeplab.errors import ConfigError, UserError
+
+FLAGS = flags.FLAGS
+# Flags for this binary's own command line only (experiment flagfiles stay shared).
+flags.DEFINE_integer("logical_cpu_devices", 0,
+                     "Split the CPU into N logical devices before TensorFlow starts, so "
+                     "--strategy=mirrored runs N replicas without accelerators (tests, development).")
+flags.DEFINE_integer("summary_images", 3, "Images shown in the TensorBoard image summaries.")
+
+TRAIN_SUMMARY_DIR = "train"
+EVAL_SUMMARY_DIR = "eval"
+
+
+class NonFiniteLossError(UserError):
+    """The loss or the gradients became NaN or infinite; the last checkpoint is left as it was."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs, as plain values (the binary fills it from flags).
+
+    Field names are the flag names; see ``deeplab/experiment_flags.py`` for their help.
+    ``model`` holds the keyword arguments of ``deeplab.build_model`` except num_classes.
+    """
+
+    dataset_dir: str
+    logdir: str
+    model: dict
+    train_split: str = "train"
+    eval_split: str = "val"
+    num_classes: int = 0
+    crop_size: tuple = (513, 513)
+    batch_size: int = 16
+    training_steps: int = 30000
+    base_learning_rate: float = 0.007
+    learning_power: float = 0.9
+    end_learning_rate: float = 0.0
+    warmup_steps: int = 0
+    momentum: float = 0.9
+    class_weights: tuple = ()
+    min_scale_factor: float = 0.5
+    max_scale_factor: float = 2.0
+    scale_factor_step: float = 0.25
+    random_flip: bool = True
+    bootstrap_classes: tuple = ()
+    bootstrap_repeat: int = 1
+    shuffle_buffer: int = 1024
+    imagenet_weights: str = None
+    init_checkpoint: str = None
+    save_checkpoint_steps: int = 1000
+    keep_checkpoints: int = 5
+    log_steps: int = 20
+    image_summary_steps: int = 500
+    summary_images: int = 3
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    strategy: str = "default"
+    sync_batch_norm: bool = False
+    tpu: str = None
+    seed: int = 0
+    deterministic: bool = False
+    eval_after_training: bool = False
+    eval_limit: int = 0
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run reports.
+
+    Attributes:
+      step: the last training step reached.
+      checkpoint: prefix of the last checkpoint written.
+      history: {step: {"loss": .., "cross_entropy": .., "regularization": .., "learning_rate": ..,
+        "pixel_accuracy": ..}} for every step run in this process.
+      eval: evaluation results (``miou``, ``iou_per_class``, ...) or None.
+      resumed_from: step the run resumed from (0 for a fresh start).
+    """
+
+    step: int
+    checkpoint: str
+    history: dict
+    eval: dict = None
+    resumed_from: int = 0
+
+
+def config_from_flags():
+    """A :class:`TrainConfig` from the parsed flags."""
+    model = experiment_flags.model_kwargs(1)
+    del model["num_classes"]
+    return TrainConfig(
+        dataset_dir=FLAGS.dataset_dir, logdir=FLAGS.logdir, model=model,
+        train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, num_classes=FLAGS.num_classes,
+        crop_size=experiment_flags.crop_size(), batch_size=FLAGS.batch_size,
+        training_steps=FLAGS.training_steps, base_learning_rate=FLAGS.base_learning_rate,
+        learning_power=FLAGS.learning_power, end_learning_rate=FLAGS.end_learning_rate,
+        warmup_steps=FLAGS.warmup_steps, momentum=FLAGS.momentum,
+        class_weights=tuple(float(w) for w in FLAGS.class_weights),
+        min_scale_factor=FLAGS.min_scale_factor, max_scale_factor=FLAGS.max_scale_factor,
+        scale_factor_step=FLAGS.scale_factor_step, random_flip=FLAGS.random_flip,
+        bootstrap_classes=tuple(FLAGS.bootstrap_classes), bootstrap_repeat=FLAGS.bootstrap_repeat,
+        shuffle_buffer=FLAGS.shuffle_buffer, imagenet_weights=FLAGS.imagenet_weights,
+        init_checkpoint=FLAGS.init_checkpoint, save_checkpoint_steps=FLAGS.save_checkpoint_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints, log_steps=FLAGS.log_steps,
+        image_summary_steps=FLAGS.image_summary_steps, summary_images=FLAGS.summary_images,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        strategy=FLAGS.strategy, sync_batch_norm=FLAGS.sync_batch_norm, tpu=FLAGS.tpu,
+        seed=FLAGS.seed, deterministic=FLAGS.deterministic,
+        eval_after_training=FLAGS.eval_after_training, eval_limit=FLAGS.eval_limit)
+
+
+def _check_config(config):
+    if not config.dataset_dir:
+        raise ConfigError("--dataset_dir is required: a folder of TFRecord shards + dataset.json "
+                          "(made by datasets/*.py) or tfds:NAME")
+    if not config.logdir:
+        raise ConfigError("--logdir is required: the folder for checkpoints and TensorBoard events "
+                          "(e.g. --logdir=runs/my_run)")
+    for name in ("training_steps", "batch_size", "save_checkpoint_steps", "log_steps"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
+    if config.base_learning_rate <= 0:
+        raise ConfigError(f"--base_learning_rate must be positive, got {config.base_learning_rate}")
+
+
+def format_duration(seconds):
+    """'1h02m', '4m05s', '12s'."""
+    seconds = int(max(0, round(seconds)))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def _eval_adapter(model, config, info, *, num_classes):
+    """The mIOU of ``model`` on --eval_split, single scale, at the training output stride.
+
+    A small private loop over ``input_pipeline.make_eval_dataset`` and ``deeplab.metrics``
+    (one confusion matrix over the whole split, Sec. 4): the evaluate binary owns the full
+    evaluation (multi-scale, flips, other output strides).
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import input_pipeline, metrics  # pylint: disable=import-outside-toplevel
+
+    ignore_label = info["ignore_label"]
+    dataset = input_pipeline.make_eval_dataset(config.dataset_dir, config.eval_split,
+                                               num_classes=num_classes,
+                                               limit=config.eval_limit or None)
+
+    @tf.function(reduce_retracing=True)
+    def update(image, label):
+        logits = model(image[tf.newaxis], training=False)
+        prediction = tf.argmax(logits, axis=-1, output_type=tf.int32)[0]
+        return metrics.confusion_matrix_update(label, prediction, num_classes, ignore_label)
+
+    cm = np.zeros([num_classes, num_classes], np.int64)
+    count = 0
+    with input_pipeline.explain_data_errors(config.dataset_dir, config.eval_split):
+        for example in dataset:
+            cm += update(example["image"], example["label"]).numpy().astype(np.int64)
+            count += 1
+    iou = metrics.iou_per_class(cm)
+    return {"miou": float(metrics.mean_iou(cm)), "iou_per_class": [float(v) for v in iou],
+            "pixel_accuracy": float(metrics.pixel_accuracy(cm)), "num_images": count,
+            "confusion_matrix": cm, "table": metrics.format_iou_table(cm, info["class_names"])}
+
+
+def _padded_batch(arrays, fill):
+    """Stacks arrays [H_i, W_i, ...] into one batch, padding to the largest size with ``fill``."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    height = max(a.shape[0] for a in arrays)
+    width = max(a.shape[1] for a in arrays)
+    out = np.full((len(arrays), height, width) + arrays[0].shape[2:], fill, arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0], : a.shape[1]] = a
+    return out
+
+
+class _ImageSummaries:
+    """Input, ground truth and prediction of a few fixed images, colorized with the palette."""
+
+    def __init__(self, config, info, num_classes):
+        from deeplab import input_pipeline  # pylint: disable=import-outside-toplevel
+
+        self.palette = info["palette"]
+        self.ignore_label = info["ignore_label"]
+        split = config.eval_split if config.eval_split in info.get("splits", {}) else config.train_split
+        dataset = input_pipeline.make_eval_dataset(config.dataset_dir, split, num_classes=num_classes,
+                                                   limit=config.summary_images, verify=False)
+        self.examples = [{k: v.numpy() for k, v in ex.items() if k != "filename"} for ex in dataset]
+        self.split = split
+
+    def write(self, model, step):
+        import numpy as np  # pylint: disable=import-outside-toplevel
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        from deeplab import summaries  # pylint: disable=import-outside-toplevel
+        from deeplab.visualization import colorize_labels  # pylint: disable=import-outside-toplevel
+
+        if not self.examples:
+            return
+        predictions = []
+        for example in self.examples:
+            logits = model(example["image"][np.newaxis], training=False)
+            predictions.append(np.argmax(np.asarray(logits)[0], axis=-1))
+        images = _padded_batch([e["raw_image"] for e in self.examples], 0)
+        labels = _padded_batch([e["label"] for e in self.examples], self.ignore_label)
+        predictions = _padded_batch(predictions, self.ignore_label)
+        n = len(self.examples)
+        summaries.image(f"images/{self.split}_input", images, step=step, max_outputs=n)
+        summaries.image(f"images/{self.split}_ground_truth",
+                         colorize_labels(labels, self.palette, self.ignore_label), step=step, max_outputs=n)
+        summaries.image(f"images/{self.split}_prediction",
+                         colorize_labels(predictions, self.palette, self.ignore_label), step=step,
+                         max_outputs=n)
+
+
+def _same_model_config(saved, current):
+    ignore = ("name", "trainable")
+    saved = {k: v for k, v in saved.items() if k not in ignore}
+    current = {k: v for k, v in json.loads(json.dumps(current)).items() if k not in ignore}
+    return saved == current, sorted(k for k in set(saved) | set(current)
+                                    if saved.get(k) != current.get(k))
+
+
+def train(config):
+    """Runs (or resumes) one training run; see the module docstring.
+
+    Args:
+      config: a :class:`TrainConfig`.
+
+    Returns:
+      :class:`TrainResult`.
+
+    Raises:
+      UserError: bad flags or data (one clear message); NonFiniteLossError when the loss
+        diverges (the last checkpoint is kept).
+    """
+    _check_config(config)
+    import logging as python_logging  # pylint: disable=import-outside-toplevel
+
+    # TensorFlow's INFO lines (one per checkpoint write) drown the progress lines.
+    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+    # TensorFlow and Keras are imported here, after flags and logical devices are settled.
+    import keras  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import checkpoints, distribute, input_pipeline, losses, summaries, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.model import build_model, load_imagenet_backbone  # pylint: disable=import-outside-toplevel
+    from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
+
+    info = tfrecord.read_dataset_info(config.dataset_dir, num_classes=config.num_classes or None)
+    num_classes = info["num_classes"]
+    ignore_label = info["ignore_label"]
+    class_weights = tuple(config.class_weights) or None
+    if class_weights and len(class_weights) != num_classes:
+        raise ConfigError(f"--class_weights has {len(class_weights)} values but the dataset has "
+                          f"{num_classes} classes; give one weight per class")
+    if config.train_split not in info.get("splits", {config.train_split: 1}):
+        raise ConfigError(f"--train_split={config.train_split}: {config.dataset_dir} has splits "
+                          f"{sorted(info['splits'])}")
+
+    strategy = distribute.create_strategy(config.strategy, tpu=config.tpu)
+    chief = distribute.is_chief(strategy)
+    num_replicas = strategy.num_replicas_in_sync
+    if config.batch_size % num_replicas:
+        raise ConfigError(f"--batch_size={config.batch_size} does not split evenly over "
+                          f"{num_replicas} replicas")
+    if config.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    # ------------------------------------------------------------------ model, optimizer, state
+    schedule = PolyLearningRate(config.base_learning_rate, config.training_steps,
+                                power=config.learning_power,
+                                end_learning_rate=config.end_learning_rate,
+                                warmup_steps=config.warmup_steps)
+    with strategy.scope():
+        model = build_model(num_classes=num_classes, **config.model)
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
+        if config.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    if config.sync_batch_norm:
+        distribute.set_sync_batch_norm(model, True)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = checkpoints.make_checkpoint(model, optimizer, step_var)
+    os.makedirs(config.logdir, exist_ok=True)
+    manager = tf.train.CheckpointManager(
+        checkpoint, distribute.worker_logdir(config.logdir, strategy),
+        max_to_keep=config.keep_checkpoints, checkpoint_name=checkpoints.CHECKPOINT_NAME)
+
+    start_step = 0
+    if manager.latest_checkpoint:
+        config_path = os.path.join(config.logdir, checkpoints.MODEL_CONFIG_FILE)
+        if os.path.exists(config_path):
+            with open(config_path, encoding="utf-8") as f:
+                same, differing = _same_model_config(json.load(f), model.get_config())
+            if not same:
+                raise ConfigError(f"--logdir={config.logdir} holds a run of another model "
+                                  f"({', '.join(differing)} differ from {config_path}); use a new "
+                                  "--logdir, or --init_checkpoint to start from that run")
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        start_step = int(step_var.numpy())
+        logging.info("Resuming from %s at step %d (optimizer iterations %d)",
+                     manager.latest_checkpoint, start_step, int(optimizer.iterations.numpy()))
+        print(f"Resuming from {manager.latest_checkpoint} at step {start_step}", flush=True)
+    else:
+        if config.imagenet_weights:
+            loaded = load_imagenet_backbone(model, config.imagenet_weights)
+            logging.info("Loaded %d backbone layers from %s", loaded, config.imagenet_weights)
+        if config.init_checkpoint:
+            skipped = checkpoints.restore_for_finetuning(model, config.init_checkpoint)
+            print(f"Initialized from {config.init_checkpoint}; skipped: {', '.join(skipped) or 'none'}",
+                  flush=True)
+    if chief:
+        checkpoints.write_run_info(config.logdir, model, info)
+
+    # ------------------------------------------------------------------ data
+    # A resumed run draws a new (still reproducible) data stream rather than repeating the
+    # first images: the seed moves with the step it resumes from.
+    data_seed = config.seed + 1_000_003 * start_step
+
+    def dataset_fn(input_context):
+        return input_pipeline.make_train_dataset(
+            config.dataset_dir, config.train_split, batch_size=config.batch_size,
+            crop_size=tuple(config.crop_size), min_scale=config.min_scale_factor,
+            max_scale=config.max_scale_factor, scale_step=config.scale_factor_step,
+            flip=config.random_flip, bootstrap_classes=tuple(config.bootstrap_classes),
+            bootstrap_repeat=config.bootstrap_repeat, shuffle_buffer=config.shuffle_buffer,
+            seed=data_seed, deterministic=config.deterministic, input_context=input_context,
+            num_classes=num_classes)
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    iterator = iter(dataset)
+
+    # ------------------------------------------------------------------ the step
+    upsample_logits = model.upsample_logits
+    check_gradients = config.mixed_precision != "float16"  # the loss scaler skips those steps
+
+    def replica_step(images, labels):
+        context = tf.distribute.get_replica_context()
+        learning_rate = schedule(optimizer.iterations)
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            targets = labels
+            if not upsample_logits:  # Table 8: labels downsampled to the logits instead
+                targets = losses.downsample_labels(labels, tf.shape(logits)[1:3])
+            pixel_losses, valid = losses.pixel_cross_entropy(
+                targets, logits, ignore_label=ignore_label, class_weights=class_weights)
+            # The mean over the valid pixels of the *global* batch: each replica divides its
+            # sum by the all-reduced count, and the optimizer sums the replicas' gradients.
+            global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(valid))
+            cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(global_valid, 1.0)
+            regularization = tf.constant(0.0)
+            if model.losses:
+                regularization = tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / num_replicas
+            total = cross_entropy + regularization
+            scaled = optimizer.scale_loss(total)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predictions, targets), tf.float32) * valid)
+        finite = tf.reduce_all(tf.math.is_finite(total))
+        if check_gradients:
+            finite = tf.logical_and(finite, tf.math.is_finite(tf.linalg.global_norm(gradients)))
+        return {"cross_entropy": cross_entropy, "regularization": regularization,
+                "correct": correct, "valid": tf.reduce_sum(valid),
+                "nonfinite": 1.0 - tf.cast(finite, tf.float32),
+                "learning_rate": learning_rate / num_replicas}
+
+    @tf.function(jit_compile=config.jit_compile or None)
+    def train_step(iterator):
+        images, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(images, labels))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    # ------------------------------------------------------------------ the loop
+    writer = tf.summary.create_file_writer(os.path.join(config.logdir, TRAIN_SUMMARY_DIR)) \
+        if chief else tf.summary.create_noop_writer()
+    image_summaries = None
+    if chief and config.image_summary_steps > 0 and config.summary_images > 0:
+        image_summaries = _ImageSummaries(config, info, num_classes)
+    history = {}
+    last_saved = manager.latest_checkpoint
+    last_saved_step = start_step if last_saved else None
+    window_start, window_steps = time.time(), 0
+    run_start = time.time()
+    step = start_step
+    print(f"Training {config.model.get('backbone')} on {config.dataset_dir}:{config.train_split} "
+          f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
+          f"{config.training_steps}, batch {config.batch_size}, crop {tuple(config.crop_size)}",
+          flush=True)
+    with writer.as_default(), input_pipeline.explain_data_errors(config.dataset_dir, config.train_split):
+        while step < config.training_steps:
+            values = {k: float(v) for k, v in train_step(iterator).items()}
+            step += 1
+            window_steps += 1
+            if values["nonfinite"] > 0:
+                where = f"; the last good checkpoint is {last_saved}" if last_saved else \
+                    "; no checkpoint was written"
+                raise NonFiniteLossError(
+                    f"non-finite loss or gradients at step {step} (loss {values['cross_entropy'] + values['regularization']:.4g}, "
+                    f"learning rate {values['learning_rate']:.3g}): training stopped{where}. Lower "
+                    "--base_learning_rate, check the labels against --num_classes, or try "
+                    "--mixed_precision=none")
+            record = {
+                "loss": values["cross_entropy"] + values["regularization"],
+                "cross_entropy": values["cross_entropy"],
+                "regularization": values["regularization"],
+                "learning_rate": values["learning_rate"],
+                "pixel_accuracy": values["correct"] / max(values["valid"], 1.0),
+            }
+            history[step] = record
+            if step % config.log_steps == 0 or step == config.training_steps:
+                now = time.time()
+                images_per_second = window_steps * config.batch_size / max(now - window_start, 1e-9)
+                eta = (config.training_steps - step) * (now - window_start) / window_steps
+                summaries.scalar("loss/total", record["loss"], step=step)
+                summaries.scalar("loss/cross_entropy", record["cross_entropy"], step=step)
+                summaries.scalar("loss/regularization", record["regularization"], step=step)
+                summaries.scalar("learning_rate", record["learning_rate"], step=step)
+                summaries.scalar("train/pixel_accuracy", record["pixel_accuracy"], step=step)
+                summaries.scalar("perf/images_per_second", images_per_second, step=step)
+                if chief:
+                    print(f"step {step:>6d}/{config.training_steps}  loss {record['loss']:.4f} "
+                          f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
+                          f"lr {record['learning_rate']:.3g}  acc {record['pixel_accuracy']:.3f}  "
+                          f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}", flush=True)
+                window_start, window_steps = now, 0
+            if image_summaries and (step % config.image_summary_steps == 0 or step == config.training_steps):
+                image_summaries.write(model, step)
+            if step % config.save_checkpoint_steps == 0 or step == config.training_steps:
+                step_var.assign(step)
+                last_saved = manager.save(checkpoint_number=step)
+                last_saved_step = step
+                logging.info("Saved %s", last_saved)
+        writer.flush()
+    if last_saved_step != step:
+        step_var.assign(step)
+        last_saved = manager.save(checkpoint_number=step)
+    if chief and step > start_step:
+        print(f"Trained steps {start_step}->{step} in {format_duration(time.time() - run_start)}; "
+              f"checkpoint {last_saved}", flush=True)
+
+    result = TrainResult(step=step, checkpoint=last_saved, history=history, resumed_from=start_step)
+    if config.eval_after_training and chief:
+        result.eval = evaluate_after_training(model, config, info, num_classes=num_classes, step=step)
+    return result
+
+
+def evaluate_after_training(model, config, info, *, num_classes, step):
+    """Evaluates the final weights on --eval_split, prints mIOU and writes eval/ summaries."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import summaries  # pylint: disable=import-outside-toplevel
+
+    start = time.time()
+    results = _eval_adapter(model, config, info, num_classes=num_classes)
+    writer = tf.summary.create_file_writer(os.path.join(config.logdir, EVAL_SUMMARY_DIR))
+    with writer.as_default():
+        summaries.scalar("eval/miou", results["miou"], step=step)
+        summaries.scalar("eval/pixel_accuracy", results["pixel_accuracy"], step=step)
+        for name, iou in zip(info["class_names"], results["iou_per_class"]):
+            if not math.isnan(iou):
+                summaries.scalar(f"eval/iou/{name}", iou, step=step)
+    writer.flush()
+    print(results["table"], flush=True)
+    print(f"{config.eval_split} mIOU {results['miou']:.4f} over {results['num_images']} images "
+          f"(single scale, output stride {model.output_stride}, step {step}, "
+          f"{format_duration(time.time() - start)})", flush=True)
+    return results
+
+
+def _build_synthetic_if_missing():
+    """--build_synthetic_if_missing: writes the synthetic dataset into --dataset_dir once."""
+    from deeplab import synthetic, tfrecord  # pylint: disable=import-outside-toplevel
+
+    if os.path.exists(os.path.join(FLAGS.dataset_dir, tfrecord.DATASET_INFO_FILE)):
+        return
+    size = tuple(int(v) for v in FLAGS.synthetic_image_size)
+    if len(size) == 1:
+        size *= 2
+    start = time.time()
+    print(f"Building the synthetic dataset in {FLAGS.dataset_dir} ({FLAGS.synthetic_num_train} train + "
+          f"{FLAGS.synthetic_num_val} val images, {size[0]}x{size[1]}, "
+          f"{FLAGS.synthetic_num_classes} classes)", flush=True)
+    synthetic.build_synthetic_dataset(FLAGS.dataset_dir, num_train=FLAGS.synthetic_num_train,
+                                      num_val=FLAGS.synthetic_num_val, image_size=size,
+                                      num_classes=FLAGS.synthetic_num_classes, seed=FLAGS.seed)
+    print(f"  done in {format_duration(time.time() - start)}", flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
+              file=sys.stderr)
+        sys.exit(1)
+    try:
+        if FLAGS.logical_cpu_devices > 1:
+            from deeplab import distribute  # pylint: disable=import-outside-toplevel
+
+            distribute.configure_logical_cpus(FLAGS.logical_cpu_devices)
+        config = config_from_flags()
+        _check_config(config)
+        if FLAGS.build_synthetic_if_missing:
+            _build_synthetic_if_missing()
+        train(config)
+    except UserError as error:
+        print(f"deeplab.train: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except flags.ValidationError as error:
+        print(f"deeplab.train: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)
