@@ -29,9 +29,21 @@ import re
 import struct
 
 import numpy as np
-import tensorflow as tf
 
 from deeplab.errors import ConfigError, DataError
+
+
+class _LazyTensorFlow:
+    """TensorFlow, imported on first use: converter worker processes use only the TF-free parts
+    (:func:`encode_label_png`), and importing TensorFlow in each of them would cost seconds."""
+
+    def __getattr__(self, name):
+        import tensorflow
+
+        return getattr(tensorflow, name)
+
+
+tf = _LazyTensorFlow()
 
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FILENAME = "image/filename"
@@ -106,15 +118,16 @@ def encode_example(*, image_bytes, image_format, height, width, label_png, filen
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-_FEATURES = {
-    IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
-    IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    IMAGE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value="jpeg"),
-    IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    LABEL_ENCODED: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    CLASSES_PRESENT: tf.io.VarLenFeature(tf.int64),
-}
+def _features():
+    return {
+        IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        IMAGE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value="jpeg"),
+        IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        LABEL_ENCODED: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        CLASSES_PRESENT: tf.io.VarLenFeature(tf.int64),
+    }
 
 
 def parse_example(serialized):
@@ -122,7 +135,7 @@ def parse_example(serialized):
 
     ``classes_present`` is a dense int64 vector (empty for records without the key).
     """
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    parsed = tf.io.parse_single_example(serialized, _features())
     return {
         "image_encoded": parsed[IMAGE_ENCODED],
         "label_encoded": parsed[LABEL_ENCODED],

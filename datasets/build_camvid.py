@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""CamVid in the SegNet tutorial layout -> TFRecord shards + dataset.json (11 classes).
+
+Input: --input_dir holding train.txt / val.txt / test.txt ("image label" per line, with absolute paths
+from the machine that wrote them, e.g. /SegNet/CamVid/train/0001TP_006690.png: they are resolved against
+--input_dir) and the train/, trainannot/, val/, valannot/, ... folders. Labels are 8-bit index PNGs;
+class 11 (Unlabelled) becomes the ignore label 255. Real data: 367 train, 101 val, 233 test.
+
+Example:
+  python datasets/build_camvid.py --input_dir ../shared/data/camvid --output_dir data/camvid
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from deeplab import convert, datasets_info, raw_datasets  # noqa: E402  (TensorFlow is imported only to write)
+
+
+def main(argv=None):
+    parser = convert.make_parser(__doc__)
+    args = parser.parse_args(argv)
+    split_specs = raw_datasets.camvid_examples(args.input_dir, convert.parse_splits(args.splits))
+    convert.convert_splits(
+        split_specs,
+        args.output_dir,
+        dataset=datasets_info.camvid(),
+        num_shards=args.num_shards,
+        num_workers=args.num_workers,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(convert.run_cli(main))

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Cityscapes -> TFRecord shards + dataset.json (19 train ids, everything else the ignore label 255).
+
+Input: --input_dir holding leftImg8bit/{train,val,train_extra}/<city>/*_leftImg8bit.png and
+gtFine/{train,val}/<city>/*_gtFine_labelIds.png (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip);
+gtCoarse/train_extra/<city>/*_gtCoarse_labelIds.png (gtCoarse.zip, leftImg8bit_trainextra.zip) for
+train_extra. labelIds are mapped to train ids with third_party/cityscapes_labels.csv (from
+cityscapesScripts). The test split is skipped: its labels are not public.
+
+Example:
+  python datasets/build_cityscapes.py --input_dir ~/data/cityscapes --output_dir data/cityscapes
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from deeplab import convert, datasets_info, raw_datasets  # noqa: E402  (TensorFlow is imported only to write)
+
+
+def main(argv=None):
+    parser = convert.make_parser(__doc__)
+    args = parser.parse_args(argv)
+    split_specs = raw_datasets.cityscapes_examples(args.input_dir, convert.parse_splits(args.splits))
+    convert.convert_splits(
+        split_specs,
+        args.output_dir,
+        dataset=datasets_info.cityscapes(),
+        num_shards=args.num_shards,
+        num_workers=args.num_workers,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(convert.run_cli(main))

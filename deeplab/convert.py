@@ -1,0 +1,565 @@
+"""The engine shared by the dataset converters in ``datasets/``: read, check, encode, write shards.
+
+A converter lists its raw examples (:mod:`deeplab.raw_datasets`) as :class:`ExampleSpec` objects and calls
+:func:`convert_splits`, which reads and checks every example in parallel worker processes, writes the
+records through :class:`deeplab.tfrecord.ShardedWriter` (atomic shards) and records the counts in
+dataset.json.
+
+What is checked, per example (each failure names the file and the reason; the converter stops, or with
+``skip_bad`` skips the example and reports it):
+
+- the image and label files exist and decode completely (truncated or corrupt files are caught here);
+- image: 8-bit RGB. Grayscale (L), palette (P) and CMYK images are converted to RGB and stored as PNG, with
+  a note; RGBA / LA images whose alpha is fully opaque are converted the same way, translucent ones are
+  rejected (there is no right background to composite on); 16-bit images are rejected (their scaling to
+  8 bits is ambiguous); JPEG and PNG RGB files are stored byte for byte;
+- label: one class index per pixel. 8-bit single-channel ("L") PNGs everywhere; palette ("P") PNGs only
+  where the palette is the dataset's format (PASCAL VOC SegmentationClass) or when allowed explicitly;
+  RGB colour masks and 16-bit masks are rejected;
+- image and label have the same size;
+- every label value is in [0, num_classes) or the ignore label (after the dataset's id mapping).
+
+This module imports neither TensorFlow nor Keras, so worker processes start fast; the parent process
+imports :mod:`deeplab.tfrecord` when it writes.
+"""
+
+import argparse
+import collections
+import concurrent.futures
+import dataclasses
+import io
+import multiprocessing
+import os
+import sys
+
+import numpy as np
+
+from deeplab.errors import ConfigError, DataError, UserError
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# ----------------------------------------------------------------------------------------------------------
+# Example descriptions (picklable: they travel to worker processes).
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PngLabel:
+    """A label PNG of class indices.
+
+    Attributes:
+      path: the PNG file.
+      palette_ok: accept palette ("P") PNGs and read their raw indices (PASCAL VOC's format).
+      lut: optional 256-entry tuple raw value -> class (-1 = a value that must not occur).
+    """
+
+    path: str
+    palette_ok: bool = False
+    lut: tuple = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SbdLabel:
+    """A Semantic Boundaries Dataset ``cls/*.mat`` file (MATLAB struct ``GTcls.Segmentation``)."""
+
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoLabel:
+    """COCO instance annotations of one image, rendered to a VOC-class label map.
+
+    Attributes:
+      annotations: tuple of dicts with "segmentation" (polygons or RLE), "category_id", "iscrowd", "area".
+      height, width: image size from the annotation file.
+      category_map: tuple of (coco_category_id, class_index) pairs; other categories are background.
+      source: the annotation file (for messages).
+    """
+
+    annotations: tuple
+    height: int
+    width: int
+    category_map: tuple
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleSpec:
+    """One raw example: an image file, its label source and the name stored in ``image/filename``."""
+
+    image_path: str
+    label: object
+    filename: str
+
+
+class BadExample(Exception):
+    """An example that cannot be converted; the message names the file and the reason."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading and checking (runs in worker processes).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _read_bytes(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BadExample(f"{path}: {what} file not found") from None
+    except OSError as e:
+        raise BadExample(f"{path}: cannot read {what} file ({e.strerror})") from None
+
+
+def _png_bit_depth(data):
+    if data[:8] == _PNG_SIGNATURE and len(data) >= 26:
+        return data[24]
+    return None
+
+
+def _open_image(data, path, what):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except UnidentifiedImageError:
+        raise BadExample(f"{path}: {what} is not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadExample(f"{path}: {what} is corrupt or truncated ({e})") from None
+    return image
+
+
+def read_image(path):
+    """Reads and checks an image file.
+
+    Returns:
+      (encoded bytes, "jpeg" | "png", height, width, note or None).
+
+    Raises:
+      BadExample: missing, unreadable, 16-bit, or translucent image.
+    """
+    data = _read_bytes(path, "image")
+    image = _open_image(data, path, "image")
+    depth = _png_bit_depth(data)
+    if depth == 16 or image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise BadExample(f"{path}: 16-bit image (mode {image.mode}); convert it to 8-bit RGB first (the right scaling to 8 bits is not knowable here)")
+    fmt = (image.format or "").upper()
+    if image.mode == "RGB" and fmt in ("JPEG", "PNG"):
+        return data, "jpeg" if fmt == "JPEG" else "png", image.height, image.width, None
+    note = f"{path}: {fmt or 'image'} in mode {image.mode} converted to RGB PNG"
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise BadExample(
+                f"{path}: image has translucent pixels (mode {image.mode}); flatten it onto a background and save "
+                f"as RGB first"
+            )
+    rgb = image.convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), "png", rgb.height, rgb.width, note
+
+
+def read_png_label(label, expect_palette_hint=""):
+    """Reads a :class:`PngLabel` into uint8 [H, W] raw values (before the LUT)."""
+    path = label.path
+    data = _read_bytes(path, "label")
+    image = _open_image(data, path, "label")
+    depth = _png_bit_depth(data)
+    if depth == 16 or image.mode.startswith("I") or image.mode == "F":
+        raise BadExample(f"{path}: 16-bit label image (mode {image.mode}); labels must be 8-bit PNGs of class indices")
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode == "1":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode == "P":
+        if label.palette_ok:
+            return np.asarray(image, dtype=np.uint8)  # the palette indices, not the colours
+        raise BadExample(
+            f"{path}: label is a palette (colour-mapped) PNG, but this dataset expects 8-bit index PNGs "
+            f"(mode L, one class id per pixel){expect_palette_hint}"
+        )
+    if image.mode in ("RGB", "RGBA"):
+        raise BadExample(
+            f"{path}: label is an {image.mode} colour image; labels must be single-channel PNGs of class indices "
+            f"(map each colour to its class id first)"
+        )
+    raise BadExample(f"{path}: unsupported label image mode {image.mode}; expected an 8-bit single-channel PNG")
+
+
+def read_sbd_label(label):
+    """Reads ``GTcls.Segmentation`` from an SBD ``cls/*.mat`` file as uint8 [H, W]."""
+    import scipy.io
+
+    path = label.path
+    if not os.path.exists(path):
+        raise BadExample(f"{path}: label file not found")
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as e:  # scipy raises several types for bad files
+        raise BadExample(f"{path}: not a readable MATLAB file ({e})") from None
+    try:
+        segmentation = mat["GTcls"]["Segmentation"][0, 0]
+    except (KeyError, ValueError, IndexError, TypeError):
+        raise BadExample(f"{path}: no GTcls.Segmentation struct field (not an SBD cls/*.mat file?)") from None
+    segmentation = np.asarray(segmentation)
+    if segmentation.ndim != 2:
+        raise BadExample(f"{path}: GTcls.Segmentation has shape {segmentation.shape}, expected [H, W]")
+    if segmentation.size and (segmentation.min() < 0 or segmentation.max() > 255):
+        raise BadExample(f"{path}: GTcls.Segmentation values outside [0, 255]")
+    return segmentation.astype(np.uint8)
+
+
+def _coco_mask(segmentation, height, width):
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):  # polygons
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:  # compressed RLE
+        counts = segmentation["counts"]
+        rle = {"size": segmentation["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def render_coco_label(label, ignore_label):
+    """Paints COCO annotations into a VOC label map (Sec. 4.3).
+
+    Non-crowd annotations of VOC categories are painted largest first (so smaller objects in front of
+    larger ones stay visible); annotations of other categories stay background (0); crowd regions are
+    painted last with the ignore label.
+    """
+    category_map = dict(label.category_map)
+    out = np.zeros((label.height, label.width), np.uint8)
+    regular = [a for a in label.annotations if not a.get("iscrowd", 0) and a["category_id"] in category_map]
+    crowd = [a for a in label.annotations if a.get("iscrowd", 0)]
+    try:
+        for ann in sorted(regular, key=lambda a: -float(a.get("area", 0))):
+            out[_coco_mask(ann["segmentation"], label.height, label.width)] = category_map[ann["category_id"]]
+        for ann in crowd:
+            out[_coco_mask(ann["segmentation"], label.height, label.width)] = ignore_label
+    except Exception as e:  # malformed polygons / RLE
+        raise BadExample(f"{label.source}: bad segmentation in an annotation of this image ({e})") from None
+    return out
+
+
+def load_example(spec, num_classes, ignore_label, palette_hint=""):
+    """Reads, checks and encodes one example (in a worker process).
+
+    Returns:
+      dict with the fields of ``tfrecord.encode_example`` plus "note" (str or None).
+
+    Raises:
+      BadExample: with the file and the reason.
+    """
+    from deeplab.tfrecord import encode_label_png  # TF-free part of the module
+
+    image_bytes, image_format, height, width, note = read_image(spec.image_path)
+    label_src = spec.label
+    if isinstance(label_src, PngLabel):
+        raw = read_png_label(label_src, palette_hint)
+        label_file = label_src.path
+    elif isinstance(label_src, SbdLabel):
+        raw = read_sbd_label(label_src)
+        label_file = label_src.path
+    elif isinstance(label_src, CocoLabel):
+        if (label_src.height, label_src.width) != (height, width):
+            raise BadExample(
+                f"{spec.image_path}: image is {width}x{height} but {label_src.source} says "
+                f"{label_src.width}x{label_src.height}"
+            )
+        raw = render_coco_label(label_src, ignore_label)
+        label_file = label_src.source
+    else:
+        raise TypeError(f"unknown label source {type(label_src).__name__}")
+    if raw.shape != (height, width):
+        raise BadExample(
+            f"{label_file}: label is {raw.shape[1]}x{raw.shape[0]} but image {spec.image_path} is {width}x{height}"
+        )
+    lut = getattr(label_src, "lut", None)
+    if lut is not None:
+        lut = np.asarray(lut, np.int16)
+        values = np.unique(raw)
+        unknown = values[lut[values] < 0]
+        if unknown.size:
+            raise BadExample(f"{label_file}: label values {unknown.tolist()[:10]} are not ids of this dataset's label table")
+        label = lut[raw].astype(np.uint8)
+    else:
+        label = raw
+    values = np.unique(label)
+    bad = values[(values >= num_classes) & (values != ignore_label)]
+    if bad.size:
+        raise BadExample(
+            f"{label_file}: label values {bad.tolist()[:10]} are outside [0, {num_classes}) and not the ignore label "
+            f"{ignore_label}"
+        )
+    return {
+        "image_bytes": image_bytes,
+        "image_format": image_format,
+        "height": height,
+        "width": width,
+        "label_png": encode_label_png(label),
+        "filename": spec.filename,
+        "classes_present": [int(v) for v in values if v != ignore_label],
+        "note": note,
+    }
+
+
+def _load_batch(specs, num_classes, ignore_label, palette_hint):
+    results = []
+    for spec in specs:
+        try:
+            results.append(("ok", load_example(spec, num_classes, ignore_label, palette_hint)))
+        except BadExample as e:
+            results.append(("bad", str(e)))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing splits (parent process).
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SplitReport:
+    """What happened to one split: examples written, skipped (with reasons) and converted (notes)."""
+
+    split: str
+    count: int = 0
+    skipped: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers, chunk=8):
+    """Yields per-example results in input order, from worker processes (or inline with num_workers=0)."""
+    batches = [specs[i : i + chunk] for i in range(0, len(specs), chunk)]
+    if num_workers == 0:
+        for batch in batches:
+            yield from _load_batch(batch, num_classes, ignore_label, palette_hint)
+        return
+    # spawn: workers never inherit the parent's TensorFlow threads.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+        pending = collections.deque()
+        batch_iter = iter(batches)
+        try:
+            for batch in batch_iter:
+                pending.append(pool.submit(_load_batch, batch, num_classes, ignore_label, palette_hint))
+                if len(pending) >= 4 * num_workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _progress(total, desc, enabled):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled, mininterval=0.5, dynamic_ncols=True)
+    except ImportError:  # pragma: no cover - tqdm comes with tensorflow-datasets
+
+        class _Line:
+            def __init__(self):
+                self.n = 0
+
+            def update(self, k):
+                self.n += k
+                if enabled and (self.n % 100 == 0 or self.n == total):
+                    print(f"\r{desc}: {self.n}/{total}", end="", file=sys.stderr, flush=True)
+
+            def close(self):
+                if enabled:
+                    print(file=sys.stderr)
+
+        return _Line()
+
+
+def convert_split(
+    specs,
+    output_dir,
+    split,
+    *,
+    num_classes,
+    ignore_label,
+    num_shards=None,
+    num_workers=None,
+    skip_bad=False,
+    progress=True,
+    palette_hint="",
+):
+    """Converts one split's examples into shards (atomically).
+
+    Args:
+      specs: list of :class:`ExampleSpec` in the order to write.
+      output_dir: dataset directory.
+      split: split name.
+      num_classes, ignore_label: the label space the labels are checked against.
+      num_shards: shard count (default: ~500 examples per shard).
+      num_workers: worker processes (default: CPU count; 0 = in this process).
+      skip_bad: skip (and report) bad examples instead of stopping at the first.
+      progress: show a progress bar on stderr.
+      palette_hint: text appended to the "palette PNG given" error (e.g. the flag that allows them).
+
+    Returns:
+      :class:`SplitReport`.
+
+    Raises:
+      DataError: a bad example without ``skip_bad`` (nothing of the split is left behind), or an empty split.
+    """
+    from deeplab import tfrecord
+
+    if not specs:
+        raise DataError(f"split {split!r}: no examples listed")
+    if num_workers is None:
+        num_workers = min(os.cpu_count() or 1, max(1, len(specs) // 16))
+    report = SplitReport(split)
+    bar = _progress(len(specs), split, progress)
+    try:
+        with tfrecord.ShardedWriter(output_dir, split, len(specs), num_shards) as writer:
+            results = _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers)
+            for index, (status, payload) in enumerate(results):
+                bar.update(1)
+                if status == "bad":
+                    if not skip_bad:
+                        raise DataError(f"{payload} (split {split!r}; nothing written for this split; --skip_bad skips such files)")
+                    report.skipped.append(payload)
+                    continue
+                note = payload.pop("note")
+                if note:
+                    report.notes.append(note)
+                writer.write(index, tfrecord.encode_example(**payload))
+            if writer.count == 0:
+                raise DataError(f"split {split!r}: all {len(specs)} examples were bad; nothing written")
+        report.count = writer.count
+    finally:
+        bar.close()
+    return report
+
+
+def convert_splits(
+    split_specs,
+    output_dir,
+    *,
+    dataset,
+    num_shards=None,
+    num_workers=None,
+    skip_bad=False,
+    progress=True,
+    palette_hint="",
+    log=print,
+    extra_info=None,
+):
+    """Converts several splits, then records them in dataset.json.
+
+    Args:
+      split_specs: dict split name -> list of :class:`ExampleSpec`.
+      output_dir: dataset directory.
+      dataset: :class:`deeplab.datasets_info.DatasetSpec` (name, classes, ignore label, names, palette).
+      num_shards, num_workers, skip_bad, progress, palette_hint: see :func:`convert_split`.
+      log: where the per-split summary lines go (print to stdout by default).
+      extra_info: dict of extra dataset.json keys.
+
+    Returns:
+      dict split -> :class:`SplitReport`.
+    """
+    from deeplab import tfrecord
+
+    reports = {}
+    for split, specs in split_specs.items():
+        report = convert_split(
+            specs,
+            output_dir,
+            split,
+            num_classes=dataset.num_classes,
+            ignore_label=dataset.ignore_label,
+            num_shards=num_shards,
+            num_workers=num_workers,
+            skip_bad=skip_bad,
+            progress=progress,
+            palette_hint=palette_hint,
+        )
+        reports[split] = report
+        # dataset.json after every split: a split in it is always complete on disk.
+        tfrecord.write_dataset_info(output_dir, **dataset.as_dict(), splits={split: report.count}, **(extra_info or {}))
+        for reason in report.skipped:
+            print(f"skipped: {reason}", file=sys.stderr)
+        for note in report.notes[:20]:
+            print(f"note: {note}", file=sys.stderr)
+        if len(report.notes) > 20:
+            print(f"note: ... and {len(report.notes) - 20} more images converted to RGB", file=sys.stderr)
+        extra = []
+        if report.skipped:
+            extra.append(f"{len(report.skipped)} skipped")
+        if report.notes:
+            extra.append(f"{len(report.notes)} converted to RGB")
+        log(f"{split}: {report.count} examples" + (f" ({', '.join(extra)})" if extra else ""))
+    return reports
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command-line helpers for datasets/*.py.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def make_parser(description, *, input_dir=True):
+    """An argparse parser with the flags every converter shares."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if input_dir:
+        parser.add_argument("--input_dir", required=True, help="root of the raw dataset, laid out as its authors distribute it")
+    parser.add_argument("--output_dir", required=True, help="where the shards and dataset.json go")
+    parser.add_argument("--splits", default=None, help="comma-separated splits to convert (default: every split found)")
+    parser.add_argument("--num_shards", type=int, default=None, help="shards per split (default: about 500 examples per shard)")
+    parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU count; 0: no workers)")
+    parser.add_argument("--skip_bad", action="store_true", help="skip bad examples and report each one, instead of stopping")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_splits(text):
+    """'train,val' -> ['train', 'val']; None -> None."""
+    if text is None:
+        return None
+    splits = [s.strip() for s in text.split(",") if s.strip()]
+    if not splits:
+        raise ConfigError("--splits is empty")
+    return splits
+
+
+def run_cli(main, argv=None):
+    """Runs a converter's main(argv); a UserError becomes one line on stderr and exit status 1."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no incomplete shard was left behind", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = [
+    "ExampleSpec",
+    "PngLabel",
+    "SbdLabel",
+    "CocoLabel",
+    "BadExample",
+    "read_image",
+    "read_png_label",
+    "read_sbd_label",
+    "render_coco_label",
+    "load_example",
+    "SplitReport",
+    "convert_split",
+    "convert_splits",
+    "make_parser",
+    "parse_splits",
+    "run_cli",
+]
