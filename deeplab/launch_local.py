@@ -1,0 +1,210 @@
+r"""Starts a whole TensorFlow cluster as local processes (Appendix B / Table 11 on one machine).
+
+    python -m deeplab.launch_local --workers=2 --ps=1 --evaluator -- \
+        --flagfile=experiments/table11.flags --logdir=runs/table11_2workers
+
+Every task runs the same command (``python -m deeplab.train`` plus the flags after ``--``)
+with its own ``TF_CONFIG``, exactly as on a real cluster; the training binary reads its role
+from ``TF_CONFIG``. Ports are free loopback ports chosen at start. With ``--ps`` > 0 the
+cluster is chief + workers + parameter servers (``--strategy=parameter_server``); with
+``--ps=0`` it is ``--workers`` synchronous workers (``--strategy=multi_worker_mirrored``),
+worker 0 acting as chief.
+
+Each line a task prints is streamed with a ``[task:index]`` prefix. When the chief ends (or
+the launcher gets Ctrl-C / SIGTERM) every process the launcher started is stopped: SIGTERM to
+the process group it created for that task, then SIGKILL after ``--grace_seconds``. Nothing
+else is touched. With ``--restart_workers`` a worker that dies while the chief runs is
+started again with the same address (the coordinator reschedules its steps). The exit code is
+the chief's.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("workers", 2, "Worker tasks (besides the chief, with --ps > 0).")
+flags.DEFINE_integer("ps", 1, "Parameter-server tasks; 0 = synchronous multi-worker mirrored.")
+flags.DEFINE_boolean("evaluator", False, "Also start an evaluator task.")
+flags.DEFINE_boolean("restart_workers", False, "Restart a worker that dies while the chief runs.")
+flags.DEFINE_integer("max_restarts", 5, "Restarts allowed per worker.")
+flags.DEFINE_string("module", "deeplab.train", "Python module every task runs (python -m ...).")
+flags.DEFINE_float("grace_seconds", 10.0, "SIGTERM -> SIGKILL delay when stopping tasks.")
+flags.DEFINE_string("host", "127.0.0.1", "Address the tasks listen on (loopback only).")
+
+
+def free_ports(count, host="127.0.0.1"):
+    """``count`` distinct free TCP ports on ``host`` (held open together, then released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def cluster_spec(workers, ps, host="127.0.0.1"):
+    """The TF_CONFIG cluster dict: chief + workers + ps, or only workers when ``ps`` is 0."""
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if ps < 0:
+        raise ValueError("--ps must be >= 0")
+    if ps:
+        ports = free_ports(1 + workers + ps, host)
+        return {"chief": [f"{host}:{ports[0]}"],
+                "worker": [f"{host}:{p}" for p in ports[1:1 + workers]],
+                "ps": [f"{host}:{p}" for p in ports[1 + workers:]]}
+    ports = free_ports(workers, host)
+    return {"worker": [f"{host}:{p}" for p in ports]}
+
+
+def task_list(cluster, evaluator):
+    """(type, index) of every task to start; the chief (or worker 0) first."""
+    tasks = [(kind, i) for kind in ("chief", "worker", "ps") for i in range(len(cluster.get(kind, [])))]
+    if evaluator:
+        tasks.append(("evaluator", 0))
+    return tasks
+
+
+def is_chief(task, cluster):
+    kind, index = task
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+class Task:
+    """One process of the cluster, with its output streamed under a prefix."""
+
+    def __init__(self, task, cluster, command, output_lock):
+        self.task = task
+        self.cluster = cluster
+        self.command = command
+        self.output_lock = output_lock
+        self.process = None
+        self.restarts = 0
+        self.pids = []
+
+    @property
+    def name(self):
+        return f"{self.task[0]}:{self.task[1]}"
+
+    def start(self):
+        env = dict(os.environ)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": self.cluster, "task": {"type": self.task[0], "index": self.task[1]}})
+        env["PYTHONUNBUFFERED"] = "1"
+        # A session of its own: stopping the task reaches the processes it spawned, and a
+        # Ctrl-C in the terminal reaches only the launcher, which then stops everything.
+        self.process = subprocess.Popen(self.command, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        self.pids.append(self.process.pid)
+        self._say(f"started pid={self.process.pid}")
+        threading.Thread(target=self._stream, args=(self.process,), daemon=True).start()
+
+    def _say(self, text):
+        with self.output_lock:
+            print(f"[launch_local] {self.name} {text}", flush=True)
+
+    def _stream(self, process):
+        for raw in iter(process.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.output_lock:
+                print(f"[{self.name}] {line}", flush=True)
+        process.stdout.close()
+
+    def poll(self):
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, grace_seconds):
+        """SIGTERM the task's process group, SIGKILL it after the grace period."""
+        if self.process is None or self.process.poll() is not None:
+            self._kill_group(signal.SIGKILL)  # reap anything it left behind in its group
+            return
+        self._kill_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            self._say("did not stop on SIGTERM: SIGKILL")
+        self._kill_group(signal.SIGKILL)
+        self.process.wait()
+
+    def _kill_group(self, sig):
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def run_cluster(cluster, command, *, evaluator=False, restart_workers=False, max_restarts=5,
+                grace_seconds=10.0, poll_seconds=0.2):
+    """Runs every task until the chief ends; returns the chief's exit code."""
+    lock = threading.Lock()
+    tasks = [Task(t, cluster, command, lock) for t in task_list(cluster, evaluator)]
+    chief = next(t for t in tasks if is_chief(t.task, cluster))
+    stop_requested = []
+
+    def on_signal(signum, frame):
+        del frame
+        stop_requested.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for task in tasks:
+            task.start()
+        while not stop_requested:
+            code = chief.poll()
+            if code is not None:
+                break
+            for task in tasks:
+                if task is chief or task.task[0] != "worker":
+                    continue
+                status = task.poll()
+                if status is not None and restart_workers and task.restarts < max_restarts:
+                    task.restarts += 1
+                    task._say(f"exited with {status}: restart {task.restarts}/{max_restarts}")  # pylint: disable=protected-access
+                    task.start()
+            time.sleep(poll_seconds)
+        if stop_requested:
+            with lock:
+                print("[launch_local] interrupted: stopping every task", flush=True)
+    finally:
+        for task in reversed(tasks):
+            task.stop(grace_seconds)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    code = chief.poll()
+    return 130 if stop_requested else (code if code is not None else 1)
+
+
+def main(argv):
+    train_flags = argv[1:]
+    if "--" in train_flags:
+        train_flags.remove("--")
+    try:
+        cluster = cluster_spec(FLAGS.workers, FLAGS.ps, FLAGS.host)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    strategy = "parameter_server" if FLAGS.ps else "multi_worker_mirrored"
+    command = [sys.executable, "-m", FLAGS.module, *train_flags]
+    if not any(f.startswith("--strategy") for f in train_flags) and FLAGS.module == "deeplab.train":
+        command.append(f"--strategy={strategy}")
+    print(f"[launch_local] cluster {json.dumps(cluster)}", flush=True)
+    return run_cluster(cluster, command, evaluator=FLAGS.evaluator,
+                       restart_workers=FLAGS.restart_workers, max_restarts=FLAGS.max_restarts,
+                       grace_seconds=FLAGS.grace_seconds)
+
+
+if __name__ == "__main__":
+    app.run(main)
