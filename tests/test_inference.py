@@ -1,5 +1,8 @@
 """Tests for deeplab.inference against a numpy re-implementation of multi-scale + flip averaging.
 
+Also home of the one JAX-backend subprocess test, which covers inference, metrics, losses and
+schedules together (a subprocess each would cost seconds of start-up apiece).
+
 The model is a 1x1 convolution plus a per-class ramp along the width, so its output depends on
 position and a flipped pass differs from an unflipped one. The expected values use a numpy
 half-pixel bilinear resize and the numpy form of that model, both written here.
@@ -188,28 +191,97 @@ def test_strategies_share_passes():
 _JAX_SCRIPT = MODEL_SOURCE + r"""
 import json, sys
 import numpy as np
-import jax
-from deeplab import inference
+import jax, jax.numpy as jnp
+from deeplab import inference, losses, metrics, schedules
 assert keras.backend.backend() == "jax"
 args = json.loads(sys.stdin.read())
 model = build(np.array(args["kernel"], np.float32), np.array(args["bias"], np.float32),
               args["ramp"])
 images = np.array(args["images"], np.float32)
-eager = inference.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
-jitted = jax.jit(lambda x: inference.predict_labels(model, x, scales=(0.5, 1.0, 1.5), flip=True))
-print(json.dumps({"probabilities": np.asarray(eager).tolist(),
-                  "labels": np.asarray(jitted(images)).tolist()}))
+labels = np.array(args["labels"], np.int32)
+logits = np.array(args["logits"], np.float32)
+out = {}
+
+# inference.py: eager probabilities and jitted labels.
+out["probabilities"] = np.asarray(inference.predict_probabilities(
+    model, images, scales=(0.5, 1.0, 1.5), flip=True)).tolist()
+predicted = jax.jit(lambda x: inference.predict_labels(model, x, scales=(0.5, 1.0, 1.5),
+                                                       flip=True))(images)
+out["labels"] = np.asarray(predicted).tolist()
+
+# metrics.py: jitted confusion matrix of those predictions, and the Keras metric.
+cm = jax.jit(lambda l, p: metrics.confusion_matrix_update(l, p, 3, 255))(labels, predicted)
+out["cm"] = np.asarray(cm).tolist()
+metric = metrics.MeanIoU(3)
+metric.update_state(labels, predicted)
+out["miou"] = float(metric.result())
+
+# losses.py: eager, jitted, bf16 + class weights, zero gradient on an all-ignored batch.
+loss = losses.SegmentationCrossEntropy(class_weights=[0.5, 2.0, 1.0])
+out["loss"] = float(losses.masked_cross_entropy(labels, logits))
+out["loss_jit"] = float(jax.jit(losses.masked_cross_entropy)(labels, logits))
+out["loss_bf16_weighted"] = float(loss(labels, jnp.asarray(logits, jnp.bfloat16)))
+grad = jax.grad(lambda z: losses.masked_cross_entropy(np.full_like(labels, 255), z))(logits)
+out["ignored_grad_all_zero"] = bool(np.all(np.asarray(grad) == 0))
+out["down"] = np.asarray(losses.downsample_labels(
+    np.arange(64, dtype=np.int32).reshape(1, 8, 8), (2, 2))).tolist()
+
+# schedules.py: under XLA, including exactly max_steps (once NaN from a negative base).
+schedule = jax.jit(schedules.PolyLearningRate(0.007, 30000))
+out["lr"] = [float(schedule(jnp.array(s, jnp.int32))) for s in (0, 15000, 30000, 40000)]
+print(json.dumps(out))
 """
 
 
+def _np_cross_entropy(labels, logits, class_weights=(1.0, 1.0, 1.0)):
+    z = logits.astype(np.float64)
+    log_z = z.max(-1) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
+    valid = labels != 255
+    safe = np.where(valid, labels, 0)
+    ce = (log_z - np.take_along_axis(z, safe[..., None], -1)[..., 0]) * np.take(class_weights, safe)
+    return ce[valid].sum() / valid.sum()
+
+
 def test_jax_backend_in_subprocess():
+    """All four modules under KERAS_BACKEND=jax (eager and jax.jit), against numpy."""
     images = _images(5)
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, NUM_CLASSES, size=(2, 9, 11)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.2] = 255
+    logits = (3 * rng.normal(size=(2, 9, 11, NUM_CLASSES))).astype(np.float32)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    payload = json.dumps({"kernel": KERNEL.tolist(), "bias": BIAS.tolist(),
-                          "ramp": RAMP.tolist(), "images": images.tolist()})
+    payload = json.dumps({"kernel": KERNEL.tolist(), "bias": BIAS.tolist(), "ramp": RAMP.tolist(),
+                          "images": images.tolist(), "labels": labels.tolist(),
+                          "logits": logits.tolist()})
     out = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], input=payload, env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=120, check=True)
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
+
     expected = _np_expected(images, (0.5, 1.0, 1.5), True, SIZES)
     np.testing.assert_allclose(np.array(result["probabilities"]), expected, atol=2e-6)
-    np.testing.assert_array_equal(np.array(result["labels"]), expected.argmax(-1))
+    predicted = np.array(result["labels"])
+    np.testing.assert_array_equal(predicted, expected.argmax(-1))
+
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for gt, pred in zip(labels.ravel(), predicted.ravel()):
+        if gt != 255:
+            cm[gt, pred] += 1
+    np.testing.assert_array_equal(result["cm"], cm)
+    valid = labels != 255
+    ious = []
+    for c in range(NUM_CLASSES):
+        union = np.sum(((labels == c) | (predicted == c)) & valid)
+        if union:
+            ious.append(np.sum((labels == c) & (predicted == c) & valid) / union)
+    assert result["miou"] == pytest.approx(np.mean(ious), rel=1e-5)
+
+    assert result["loss"] == pytest.approx(_np_cross_entropy(labels, logits), rel=1e-5)
+    assert result["loss_jit"] == pytest.approx(_np_cross_entropy(labels, logits), rel=1e-5)
+    rounded = tf.cast(tf.constant(logits, tf.bfloat16), tf.float32).numpy()
+    assert result["loss_bf16_weighted"] == pytest.approx(
+        _np_cross_entropy(labels, rounded, (0.5, 2.0, 1.0)), rel=1e-5)
+    assert result["ignored_grad_all_zero"]
+    assert result["down"] == [[[18, 22], [50, 54]]]  # rows/columns 2 and 6 of an 8x8 ramp
+
+    assert result["lr"] == pytest.approx([0.007, 0.007 * 0.5**0.9, 0.0, 0.0], rel=1e-6, abs=0)

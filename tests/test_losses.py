@@ -1,10 +1,6 @@
 """Tests for deeplab.losses against a float64 numpy cross-entropy written here."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +11,6 @@ from deeplab import losses
 from deeplab.errors import ConfigError, DataError
 
 IGNORE = 255
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _numpy_loss(labels, logits, class_weights=None):
@@ -159,42 +154,5 @@ def test_downsample_labels_in_tf_function_with_dynamic_shape():
     np.testing.assert_array_equal(fn(labels).numpy(), labels[:, 2::4, 2::4])
 
 
-_JAX_SCRIPT = r"""
-import json, sys
-import numpy as np
-import jax, keras
-from deeplab import losses
-assert keras.backend.backend() == "jax"
-labels = np.array(json.loads(sys.argv[1]), np.int32)
-logits = np.array(json.loads(sys.argv[2]), np.float32)
-loss = losses.SegmentationCrossEntropy(class_weights=[0.5, 2.0, 1.0, 3.0])
-ignored = np.full_like(labels, 255)
-grad = jax.grad(lambda z: losses.masked_cross_entropy(ignored, z))(logits)
-jitted = jax.jit(lambda l, z: losses.masked_cross_entropy(l, z))
-down = losses.downsample_labels(np.arange(64, dtype=np.int32).reshape(1, 8, 8), (2, 2))
-print(json.dumps({
-    "plain": float(losses.masked_cross_entropy(labels, logits)),
-    "jit": float(jitted(labels, logits)),
-    "weighted": float(loss(labels, jax.numpy.asarray(logits, jax.numpy.bfloat16))),
-    "ignored_grad_finite_zero": bool(np.all(np.asarray(grad) == 0)),
-    "down": np.asarray(down).tolist()}))
-"""
-
-
-def test_jax_backend_in_subprocess():
-    labels, logits = _batch(8)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    out = subprocess.run(
-        [sys.executable, "-c", _JAX_SCRIPT, json.dumps(labels.tolist()), json.dumps(logits.tolist())],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    expected = _numpy_loss(labels, logits)
-    assert result["plain"] == pytest.approx(expected, rel=1e-5)
-    assert result["jit"] == pytest.approx(expected, rel=1e-5)
-    rounded = tf.cast(tf.constant(logits, tf.bfloat16), tf.float32).numpy()
-    assert result["weighted"] == pytest.approx(
-        _numpy_loss(labels, rounded, [0.5, 2.0, 1.0, 3.0]), rel=1e-5
-    )
-    assert result["ignored_grad_finite_zero"]
-    assert result["down"] == [[[18, 22], [50, 54]]]
+# The JAX-backend run of this module is part of test_inference.py::test_jax_backend_in_subprocess
+# (one subprocess for all four modules keeps the suite fast).

@@ -4,12 +4,6 @@ Expected values come from per-pixel loops and boolean masks written here, never 
 module under test.
 """
 
-import json
-import os
-import subprocess
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,7 +13,6 @@ from deeplab import metrics
 from deeplab.errors import DataError
 
 IGNORE = 255
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _random_batch(seed, shape=(3, 11, 13), num_classes=5, ignore_fraction=0.2):
@@ -193,34 +186,5 @@ def test_format_iou_table():
         metrics.format_iou_table(cm, ["a", "b"])
 
 
-_JAX_SCRIPT = r"""
-import json, sys
-import numpy as np
-import jax, keras
-from deeplab import metrics
-assert keras.backend.backend() == "jax"
-labels = np.array(json.loads(sys.argv[1]), np.int32)
-predictions = np.array(json.loads(sys.argv[2]), np.int32)
-jitted = jax.jit(lambda l, p: metrics.confusion_matrix_update(l, p, 4, 255))
-metric = metrics.MeanIoU(4)
-metric.update_state(labels, predictions)
-print(json.dumps({"jit": np.asarray(jitted(labels, predictions)).tolist(),
-                  "eager": np.asarray(metrics.confusion_matrix_update(labels, predictions, 4)).tolist(),
-                  "miou": float(metric.result())}))
-"""
-
-
-def test_jax_backend_in_subprocess():
-    labels, predictions = _random_batch(11, shape=(2, 5, 7), num_classes=4)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    out = subprocess.run(
-        [sys.executable, "-c", _JAX_SCRIPT, json.dumps(labels.tolist()),
-         json.dumps(predictions.tolist())],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    expected = _loop_confusion_matrix(labels, predictions, 4)
-    np.testing.assert_array_equal(result["jit"], expected)
-    np.testing.assert_array_equal(result["eager"], expected)
-    ious = [i / u for i, u in (_mask_iou(labels, predictions, c) for c in range(4)) if u]
-    assert result["miou"] == pytest.approx(np.mean(ious), rel=1e-5)
+# The JAX-backend run of this module is part of test_inference.py::test_jax_backend_in_subprocess
+# (one subprocess for all four modules keeps the suite fast).
