@@ -39,7 +39,7 @@ def _normalize_tf(image):
 
 def split_seed(seed, num=3):
     """Splits one stateless seed [2] into ``num`` independent seeds [num, 2]."""
-    return tf.random.experimental.stateless_split(tf.convert_to_tensor(seed, tf.int64), num=num)
+    return tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), num=num)
 
 
 def _hw(size):

@@ -442,17 +442,20 @@ def make_train_dataset(
     else:
         files = _record_files(dataset_dir, split, info, verify)
         by_file = num_pipelines > 1 and len(files) >= num_pipelines
+        by_record = num_pipelines > 1 and not by_file
         if by_file:
             files = files[pipeline_id::num_pipelines]
         ds = tf.data.Dataset.from_tensor_slices(files)
-        ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+        if not by_record:
+            ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+        # Sharding by record needs the same record order in every pipeline: fixed file order, ordered interleave.
         ds = ds.interleave(
             tf.data.TFRecordDataset,
             cycle_length=min(len(files), interleave_cycle_length),
             num_parallel_calls=AUTOTUNE,
-            deterministic=True if deterministic else None,
+            deterministic=True if (deterministic or by_record) else None,
         )
-        if num_pipelines > 1 and not by_file:
+        if by_record:
             ds = ds.shard(num_pipelines, pipeline_id)
         if bootstrap_ids and bootstrap_repeat > 1:
 
