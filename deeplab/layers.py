@@ -20,9 +20,17 @@ class ResizeToMatch(keras.layers.Layer):
     def call(self, inputs):
         x, reference = inputs
         shape = ops.shape(reference)
-        return ops.cast(
-            ops.image.resize(x, (shape[1], shape[2]), interpolation=self.interpolation),
-            x.dtype)
+        size = (shape[1], shape[2])
+        if all(isinstance(s, int) for s in size):
+            resized = ops.image.resize(x, size, interpolation=self.interpolation)
+        else:
+            # A tf.function with dynamic height and width (e.g. a SavedModel signature):
+            # keras.ops.image.resize checks ``size > 0`` in Python, which a symbolic size
+            # cannot pass. This is the op it calls on the TensorFlow backend (antialias off).
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+            resized = tf.image.resize(x, tf.stack(size), method=self.interpolation)
+        return ops.cast(resized, x.dtype)
 
     def compute_output_shape(self, input_shapes):
         x_shape, ref_shape = input_shapes
