@@ -63,7 +63,11 @@ install_torch() {
   fresh_venv torch
   # "+cpu" pins the CPU build (found through pip's configured find-links or the PyTorch CPU index);
   # a bare torch==2.13.0 from PyPI would be the CUDA build with ~3 GB of nvidia-* wheels.
-  "$dir/bin/pip" install --quiet "torch==2.13.0+cpu" numpy pillow
+  if ! "$dir/bin/pip" install --quiet "torch==2.13.0+cpu" numpy pillow; then
+    echo "setup_peers.sh: pip found no torch==2.13.0+cpu wheel; make the PyTorch CPU wheel" \
+         "reachable through pip's find-links or an extra index (pip config list)" >&2
+    exit 1
+  fi
   # torchvision's metadata pins the CUDA torch; --no-deps keeps the CPU one.
   "$dir/bin/pip" install --quiet --no-deps "torchvision==0.28.0"
 }

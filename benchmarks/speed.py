@@ -342,15 +342,18 @@ def main(argv=None):
                 count = (not args.no_flops_check and round_index == 0 and m_index == 0)
                 argv_child = runner_command(side, spec, args.warmup, args.repeats, args.threads,
                                             xla=args.xla, count_flops=count)
+                load_before = os.getloadavg()[0]
                 kind, value = run_child(argv_child, env, args.timeout, log_path)
-                record = {"measurement": name, "side": side, "round": round_index, kind: value}
+                record = {"measurement": name, "side": side, "round": round_index, kind: value,
+                          "loadavg_1min": [load_before, os.getloadavg()[0]]}
                 records.append(record)
                 if kind == "result":
                     extra = (f", model conv {value['model_conv_gflops']:.1f} GFLOPs"
                              if "model_conv_gflops" in value else "")
                     print(f"[speed] {name} {side}: median {value['median_s']:.3f} s of "
                           f"{len(value['seconds'])}, peak RSS {value['peak_rss_mb']:.0f} MiB, "
-                          f"process {value['wall_s']:.0f} s{extra}", flush=True)
+                          f"process {value['wall_s']:.0f} s, load {load_before:.1f}{extra}",
+                          flush=True)
                 else:
                     print(f"[speed] {name} {side}: FAILED {value}", flush=True)
 
@@ -376,6 +379,11 @@ def main(argv=None):
         print(f"  {side}: " + ", ".join(f"{k} {x}" for k, x in (v or {}).items()))
     print(f"matmul peak: float32 {peak['float32'] or 0:.0f} GFLOP/s, "
           f"bfloat16 {peak['bfloat16'] or 0:.0f} GFLOP/s (best of TF / torch, same run)")
+    loads = [x for r in records for x in r["loadavg_1min"]]
+    if loads and max(loads) > 1.5 * args.threads:
+        print(f"WARNING: 1-minute load average reached {max(loads):.1f} on "
+              f"{os.cpu_count()} cores during the run: other jobs shared the CPU, the times "
+              f"are noisy")
     print(f"full results: {json_path}")
     print()
     print(text)

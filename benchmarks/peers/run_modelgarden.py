@@ -12,6 +12,7 @@ inside the timed function, as the other sides do.
 Prints one ``BENCH_JSON`` line (see common.py).
 """
 
+import importlib.metadata
 import math
 import os
 
@@ -70,10 +71,14 @@ def main():
     images, labels = common.seeded_inputs(args.batch, args.size, common.NUM_CLASSES, args.seed)
     x = tf.constant(images)
     y = tf.constant(labels)
+    # The decoder and head are subclassed layers that create their variables on the first call;
+    # call once so that trainable_variables (and the optimizer) see all of them.
+    model(x[:1], training=False)
+    trainable_params = int(sum(v.shape.num_elements() for v in model.trainable_variables))
     size = tf.shape(x)[1:3]
-    import official  # pylint: disable=import-outside-toplevel
     extra = {"versions": {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
-                          "tf-models-official": getattr(official, "__version__", "2.20")}}
+                          "tf-models-official": importlib.metadata.version("tf-models-official")},
+             "trainable_params": trainable_params}
 
     def logits_of(m, images_, training):
         logits = tf.cast(m(images_, training=training)["logits"], tf.float32)
@@ -90,6 +95,7 @@ def main():
         run_model = model
         if args.dtype == "bfloat16":
             run_model = build(args.output_stride, args.size, "mixed_bfloat16")
+            run_model(x[:1], training=False)  # create the lazily built variables first
             run_model.set_weights(model.get_weights())
 
         @tf.function(jit_compile=args.xla)

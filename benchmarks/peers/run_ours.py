@@ -49,7 +49,8 @@ def main():
     x = tf.constant(images)
     y = tf.constant(labels)
     extra = {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-             "model": "deeplab.build_model"}
+             "model": "deeplab.build_model",
+             "trainable_params": int(sum(v.numpy().size for v in model.trainable_variables))}
 
     if args.task == "infer":
         run_model = model

@@ -87,7 +87,8 @@ def main():
     model = model.to(memory_format=memory_format)
     x = x.contiguous(memory_format=memory_format)
     extra = {"versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
-             "extra_head_conv": args.keep_extra_head_conv, "channels_last": args.channels_last}
+             "extra_head_conv": args.keep_extra_head_conv, "channels_last": args.channels_last,
+             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     if args.count_flops:
         model.eval()
         extra["model_conv_gflops"] = count_conv_flops(model, x) / 1e9
