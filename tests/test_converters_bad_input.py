@@ -1,0 +1,160 @@
+"""Bad input: each case stops the converter with the file and the reason (nothing half-written), or with
+skip_bad is skipped, reported and counted. Deliberate conversions (grayscale, opaque RGBA) are noted."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import raw_fixtures as fx
+from deeplab import convert, raw_datasets, tfrecord
+from deeplab.datasets_info import DatasetSpec, cityscapes, coco_voc, color_map
+from deeplab.errors import DataError
+
+SPEC = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
+
+
+def _convert(root, out, skip_bad=False, palette_masks=False, splits=("train",)):
+    specs = raw_datasets.folder_examples(root, list(splits), palette_masks=palette_masks)
+    return convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, skip_bad=skip_bad, progress=False, log=lambda s: None,
+                                  palette_hint="; pass --palette_masks if its palette indices are the class ids")
+
+
+def _break(root, case):
+    """Damages example img1 of a make_folder() tree; returns (bad file, expected reason regex)."""
+    image, label = root / "images" / "img1.png", root / "labels" / "img1.png"
+    if case == "missing image":
+        image.unlink()
+        return root / "images" / "img1.jpg", "image file not found"
+    if case == "missing label":
+        label.unlink()
+        return label, "label file not found"
+    if case == "corrupt image":
+        image.write_bytes(b"this is not a PNG at all")
+        return image, "not an image file PIL can read"
+    if case == "truncated image":
+        buf = io.BytesIO()
+        Image.fromarray(fx.rgb(40, 40, 0)).save(buf, format="PNG")
+        image.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        return image, "corrupt or truncated"
+    if case == "size mismatch":
+        fx.save(label, np.zeros((5, 8), np.uint8))
+        return label, r"label is 8x5 but image .*img1.png is 8x6"
+    if case == "label out of range":
+        fx.save(label, np.full((6, 8), 7, np.uint8))
+        return label, r"label values \[7\] are outside \[0, 3\) and not the ignore label 255"
+    if case == "16-bit image":
+        Image.fromarray(np.full((6, 8), 4000, np.uint16)).save(image)
+        return image, "16-bit image"
+    if case == "16-bit label":
+        Image.fromarray(np.full((6, 8), 1, np.uint16)).save(label)
+        return label, "16-bit label image"
+    if case == "translucent RGBA image":
+        rgba = np.concatenate([fx.rgb(6, 8, 1), np.full((6, 8, 1), 128, np.uint8)], -1)
+        fx.save(image, rgba)
+        return image, "translucent pixels"
+    if case == "palette mask":
+        fx.voc_palette_png(label, np.ones((6, 8), np.uint8))
+        return label, "palette .colour-mapped. PNG.*pass --palette_masks"
+    if case == "RGB colour mask":
+        fx.save(label, fx.rgb(6, 8, 2))
+        return label, "label is an RGB colour image"
+    raise ValueError(case)
+
+
+CASES = ["missing image", "missing label", "corrupt image", "truncated image", "size mismatch", "label out of range",
+         "16-bit image", "16-bit label", "translucent RGBA image", "palette mask", "RGB colour mask"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_example_stops_with_file_and_reason_and_writes_nothing(tmp_path, case):
+    root = fx.make_folder(tmp_path / "raw")
+    bad_file, reason = _break(root, case)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=reason) as err:
+        _convert(root, out)
+    assert str(bad_file) in str(err.value)
+    assert fx.shard_names(out) == [] and os.listdir(out) == []  # no shard, no temporary file, no dataset.json
+
+
+@pytest.mark.parametrize("case", ["corrupt image", "label out of range", "palette mask"])
+def test_skip_bad_skips_reports_and_counts(tmp_path, case, capsys):
+    root = fx.make_folder(tmp_path / "raw")
+    bad_file, reason = _break(root, case)
+    reports = _convert(root, tmp_path / "out", skip_bad=True)
+    assert reports["train"].count == 2 and len(reports["train"].skipped) == 1
+    assert str(bad_file) in reports["train"].skipped[0]
+    assert str(bad_file) in capsys.readouterr().err
+    assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 2}
+    names = [tfrecord.decode_example(r)["filename"].numpy() for r in tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))]
+    assert names == [b"img0", b"img2"]
+
+
+def test_palette_masks_flag_reads_palette_indices(tmp_path):
+    root = fx.make_folder(tmp_path / "raw")
+    fx.voc_palette_png(root / "labels" / "img1.png", np.full((6, 8), 2, np.uint8))
+    _convert(root, tmp_path / "out", palette_masks=True)
+    records = list(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train")))
+    assert (tfrecord.decode_example(records[1])["label"].numpy() == 2).all()  # the index, not a colour
+
+
+def _decoded(out, index):
+    records = list(tf.data.TFRecordDataset(tfrecord.list_shards(out, "train")))
+    return tfrecord.decode_example(records[index])
+
+
+def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, capsys):
+    root = fx.make_folder(tmp_path / "raw")
+    gray = fx.rgb(6, 8, 5)[:, :, 0]
+    fx.save(root / "images" / "img1.png", gray)
+    opaque = np.concatenate([fx.rgb(6, 8, 6), np.full((6, 8, 1), 255, np.uint8)], -1)
+    fx.save(root / "images" / "img2.png", opaque)
+    reports = _convert(root, tmp_path / "out")
+    assert reports["train"].count == 3 and len(reports["train"].notes) == 2
+    assert "mode L converted to RGB" in reports["train"].notes[0] and "mode RGBA converted to RGB" in reports["train"].notes[1]
+    assert "converted to RGB" in capsys.readouterr().err
+    np.testing.assert_array_equal(_decoded(tmp_path / "out", 1)["image"].numpy(), np.repeat(gray[:, :, None], 3, -1))
+    np.testing.assert_array_equal(_decoded(tmp_path / "out", 2)["image"].numpy(), opaque[:, :, :3])
+
+
+def test_empty_split_and_all_bad_split(tmp_path):
+    root = fx.make_folder(tmp_path / "raw", n=1)
+    (root / "test.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"test\.txt: empty list"):
+        raw_datasets.folder_examples(root, ["test"])
+    with pytest.raises(DataError, match=r"nope\.txt: list file of split 'nope' not found"):
+        raw_datasets.folder_examples(root, ["nope"])
+    (root / "images" / "img0.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match="all 1 examples were bad"):
+        _convert(root, tmp_path / "out", skip_bad=True)
+    assert fx.shard_names(tmp_path / "out") == []
+
+
+def test_cityscapes_unknown_label_id_and_sbd_bad_mat(tmp_path):
+    root = fx.make_cityscapes(tmp_path / "city")
+    bad = root / "gtFine" / "val" / "frankfurt" / "frankfurt_000000_000019_gtFine_labelIds.png"
+    fx.save(bad, np.full((3, 4), 40, np.uint8))
+    specs = raw_datasets.cityscapes_examples(root, ["val"])
+    with pytest.raises(DataError, match=r"frankfurt_000000_000019_gtFine_labelIds\.png: label values \[40\] are not ids"):
+        convert.convert_splits(specs, tmp_path / "out", dataset=cityscapes(), num_workers=0, progress=False, log=lambda s: None)
+    voc, sbd, _, _ = fx.make_voc(tmp_path / "voc")
+    mat = sbd / "dataset" / "cls" / "2008_000100.mat"
+    import scipy.io
+
+    scipy.io.savemat(mat, {"something_else": np.zeros((2, 2))})
+    specs = raw_datasets.voc_examples(tmp_path / "voc", ["trainaug"], sbd_dir=sbd)
+    from deeplab.datasets_info import pascal_voc
+
+    with pytest.raises(DataError, match=r"2008_000100\.mat: no GTcls\.Segmentation"):
+        convert.convert_splits(specs, tmp_path / "out2", dataset=pascal_voc(), num_workers=0, progress=False, log=lambda s: None)
+
+
+def test_coco_image_size_disagreeing_with_annotation(tmp_path):
+    root, _ = fx.make_coco(tmp_path / "raw")
+    fx.save(root / "train2017" / "000000000002.jpg", fx.rgb(10, 10, 0))
+    specs = raw_datasets.coco_examples(root)
+    with pytest.raises(DataError, match=r"000000000002\.jpg: image is 10x10 but .*instances_train2017\.json says 80x60"):
+        convert.convert_splits(specs, tmp_path / "out", dataset=coco_voc(), num_workers=0, progress=False, log=lambda s: None)
