@@ -226,7 +226,12 @@ def _label_lut(source):
 
 
 def _load_tfds(source, split, *, shuffle_files, seed, input_context):
-    """TFDS examples as dicts of (image, label) encoded bytes or uint8 tensors plus a filename."""
+    """TFDS examples, still encoded where TFDS allows it, and the function that decodes one.
+
+    Returns:
+      (dataset of TFDS example dicts, ``decode(example) -> {"image", "label", "filename"}``), so that
+      shuffling and bootstrapping hold encoded bytes, not decoded images.
+    """
     tfds = _import_tfds()
     builder = _tfds_builder(source)
     _resolve_feature_keys(source, builder)
@@ -264,7 +269,7 @@ def _load_tfds(source, split, *, shuffle_files, seed, input_context):
         tfrecord.assert_same_size(image, label, filename, what=f"tfds:{source.name} example")
         return {"image": image, "label": label, "filename": filename}
 
-    return ds.map(to_raw, num_parallel_calls=AUTOTUNE)
+    return ds, to_raw
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -430,14 +435,19 @@ def make_train_dataset(
     shuffle_seed = base_seed % (2**31)
 
     if is_tfds:
-        ds = _load_tfds(source, split, shuffle_files=True, seed=shuffle_seed, input_context=input_context)
+        ds, decode = _load_tfds(source, split, shuffle_files=True, seed=shuffle_seed, input_context=input_context)
         if bootstrap_ids and bootstrap_repeat > 1:
-            ds = ds.map(lambda ex: (ex, _bootstrap_counts(tf.zeros([0], tf.int64), ex["label"], bootstrap_ids, bootstrap_repeat)))
+            ds = ds.map(
+                lambda ex: (ex, _bootstrap_counts(tf.zeros([0], tf.int64), decode(ex)["label"], bootstrap_ids, bootstrap_repeat)),
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True if deterministic else None,
+            )
             ds = ds.flat_map(lambda ex, n: tf.data.Dataset.from_tensors(ex).repeat(n))
-        ds = ds.shuffle(min(shuffle_buffer, 64), seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
 
         def load(ex):
-            return ex["image"], ex["label"]
+            decoded = decode(ex)
+            return decoded["image"], decoded["label"]
 
     else:
         files = _record_files(dataset_dir, split, info, verify)
@@ -533,7 +543,8 @@ def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label
         source = parse_tfds_spec(dataset_dir, label_map=label_map, num_classes=num_classes)
         if num_classes is not None and int(num_classes) != source.num_classes:
             raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has {source.num_classes}")
-        ds = _load_tfds(source, split, shuffle_files=False, seed=None, input_context=input_context)
+        ds, decode = _load_tfds(source, split, shuffle_files=False, seed=None, input_context=input_context)
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
         files = _record_files(dataset_dir, split, info, verify)

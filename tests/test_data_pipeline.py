@@ -317,3 +317,13 @@ def test_tfds_spec_errors():
         input_pipeline.parse_tfds_spec("tfds:some_dataset?label_map=1-2&num_classes=2")
     source = input_pipeline.parse_tfds_spec("tfds:cityscapes/semantic_segmentation")
     assert source.num_classes == 19 and source.label_map[7] == 0 and source.label_map[33] == 18 and source.label_map[0] == 255
+
+
+def test_tfds_bootstrapping_repeats_examples_with_the_class():
+    with _pet_mock(True):
+        ds = input_pipeline.make_train_dataset("tfds:oxford_iiit_pet", "train", batch_size=1, crop_size=4, min_scale=1.0, max_scale=1.0,
+                                               flip=False, seed=0, deterministic=True, shuffle_buffer=1,
+                                               bootstrap_classes=["pet"], bootstrap_repeat=2)
+        labels = [lab.numpy()[0] for _, lab in ds.take(5)]
+    has_pet = [bool((lab == 1).any()) for lab in labels]
+    assert has_pet == [True, True, False, True, True]  # masks 0 and 2 hold the pet (raw 1); mask 1 does not
