@@ -1,0 +1,134 @@
+"""deeplab.reproduce: shared training runs, chained stages, smoke mode, one table end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deeplab import paper_tables, reproduce
+from deeplab.errors import ConfigError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def plan(*numbers, smoke_dataset=None):
+    planner = reproduce.Planner(smoke_dataset=smoke_dataset)
+    planned = [reproduce.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
+    return planner, planned
+
+
+def test_resolve_flags_applies_overrides_after_the_flagfile():
+    values = reproduce.resolve_flags(["--flagfile=experiments/table5.flags", "--multi_grid=1,1,1",
+                                      "--noimage_pooling"])
+    assert values["multi_grid"] == ["1", "1", "1"] and values["image_pooling"] is False
+    assert values["atrous_rates"] == ["6", "12", "18"] and values["logdir"] == "runs/table5"
+    assert values["warmup_steps"] == 0  # not in the flagfile: the flag's default
+    with pytest.raises(ConfigError, match="results_dir"):
+        reproduce.resolve_flags(["--flagfile=experiments/table5.flags", "--results_dir=x"])
+
+
+def test_training_key_ignores_evaluation_and_logging_flags():
+    base = ["--flagfile=experiments/table5.flags"]
+    key = reproduce.training_key(reproduce.resolve_flags(base))
+    for extra in ("--eval_output_stride=8", "--eval_flip", "--logdir=elsewhere", "--log_steps=7",
+                  "--eval_scales=0.5,1"):
+        assert reproduce.training_key(reproduce.resolve_flags(base + [extra])) == key
+    for extra in ("--output_stride=8", "--batch_size=8", "--noimage_pooling", "--crop_size=321"):
+        assert reproduce.training_key(reproduce.resolve_flags(base + [extra])) != key
+    # The same value spelled differently is one configuration.
+    assert reproduce.training_key(reproduce.resolve_flags(base + ["--base_learning_rate=7e-3"])) == key
+
+
+def test_rows_that_differ_only_in_evaluation_train_once():
+    planner, _ = plan(4)
+    assert len(planner.runs) == 1
+    planner, _ = plan(12)
+    assert len(planner.runs) == 1
+    planner, _ = plan(10)
+    assert len(planner.runs) == 3  # train OS 8, 16, 32
+    planner, _ = plan(2, 3)
+    assert len(planner.runs) == 8 + 20 - 4  # Table 3's MG (1, 1, 1) row is Table 2's ResNet-101
+    planner, planned = plan(5, 6, 8, 9)
+    final = planned[0][-1][1]
+    assert [run for _, run, _ in planned[1][:4]] == [final] * 4
+    assert planned[2][0][1] is final and planned[3][-1][1] is final
+
+
+def test_chained_stages_train_first():
+    planner, planned = plan(7)
+    runs = list(planner.runs.values())
+    assert [r.name for r in runs] == ["coco_pretrain", "table6", "table7"]
+    assert runs[2].init is runs[1] and runs[1].init is runs[0] and runs[0].init is None
+    (row, run, _), (jft, no_run, _) = planned[0]
+    assert run is runs[2] and no_run is None and not jft.reproducible
+    for run in runs:
+        run.run_dir = f"/out/{run.name}"
+    assert reproduce.train_command(runs[2])[-2:] == ["--logdir=/out/table7",
+                                                     "--init_checkpoint=/out/table6"]
+
+
+def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
+    assert [reproduce.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
+    planner, planned = plan(8, 7, smoke_dataset="/tmp/syn")
+    crops = sorted({tuple(run.values["crop_size"]) for _, run, _ in planned[0]})
+    assert crops == [("21",), ("33",)]
+    assert len({run.key for _, run, _ in planned[0]}) == 4  # the four Table 8 rows stay distinct
+    for _, run, values in planned[0]:
+        assert run.values["backbone"] == "resnet14_tiny" and run.values["imagenet_weights"] == ""
+        assert run.values["dataset_dir"] == "/tmp/syn" and run.values["training_steps"] == 3
+        assert values["eval_output_stride"] == 16
+    stage2 = planned[1][0][1]
+    assert stage2.values["bootstrap_classes"] == ["shape_1"] and stage2.values["freeze_batch_norm"]
+    assert stage2.values["output_stride"] == 8 and stage2.init.name == "table6"
+
+
+def test_dry_run_prints_every_command_in_order(tmp_path):
+    lines = []
+    planner = reproduce.Planner()
+    results = reproduce.reproduce(paper_tables.TABLES[6], output_dir=str(tmp_path), planner=planner,
+                                  dry_run=True, log=lines.append)
+    trains = [l for l in lines if l.startswith("python -m deeplab.train")]
+    evals = [l for l in lines if l.startswith("python -m deeplab.evaluate")]
+    assert len(trains) == 3 and len(evals) == 5
+    assert "coco_pretrain.flags" in trains[1] and "--init_checkpoint=" in trains[2]
+    assert all("--eval_output_stride=8" in e for e in evals[1:4])
+    assert "table5.flags" in evals[0] and "table6.flags" in evals[4]
+    assert [r["ours"] for r in results] == [None] * 5
+    assert not os.listdir(tmp_path)  # nothing ran
+
+
+@pytest.mark.parametrize("number", [4])
+def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
+    """Train once (tiny model, synthetic data) and evaluate the four inference strategies."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-m", "deeplab.reproduce", f"--table={number}",
+                             "--smoke", f"--output_dir={tmp_path}"], capture_output=True, text=True,
+                            cwd=str(tmp_path), env=env, check=False, timeout=600)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    table = paper_tables.TABLES[number]
+    saved = json.loads((tmp_path / f"table{number}.json").read_text())
+    assert saved["smoke"] is True and len(saved["rows"]) == len(table.rows)
+    assert [r["paper_miou"] for r in saved["rows"]] == [r.paper_miou for r in table.rows]
+    assert len({r["training_key"] for r in saved["rows"]}) == 1  # one training run
+    runs = os.listdir(tmp_path / "runs")
+    assert runs == ["table4"]
+    record = json.loads((tmp_path / "runs" / "table4" / "run.json").read_text())
+    assert record["complete"] is True
+
+    settings = []
+    for row in saved["rows"]:
+        assert 0.0 <= row["ours"] <= 100.0
+        results = json.loads(open(os.path.join(row["results_dir"], "results.json"),
+                                  encoding="utf-8").read())
+        assert results["miou_percent"] == pytest.approx(row["ours"], abs=0.006)
+        assert results["train_output_stride"] == 16 and results["num_images"] == 4
+        settings.append((results["output_stride"], len(results["scales"]), results["flip"]))
+    assert settings == [(16, 1, False), (8, 1, False), (8, 6, False), (8, 6, True)]
+    # The side-by-side table: row, paper, ours.
+    printed = result.stdout
+    for row, saved_row in zip(table.rows, saved["rows"]):
+        assert f"{table.label(row)}" in printed and f"{row.paper_miou:.2f}" in printed
+        assert f"{saved_row['ours']:.2f}" in printed
+    assert "| OS 8 + MS + Flip | 79.35 |" in (tmp_path / f"table{number}.md").read_text()
