@@ -163,6 +163,7 @@ def test_voc_rows_share_the_papers_protocol():
             assert values["dataset_dir"] == "data/cityscapes" and values["num_classes"] == 19
             assert ints(values["crop_size"]) == (769,) and values["training_steps"] == 90000
             continue
+        assert values["dataset_dir"] == "data/voc2012_trainaug"
         assert values["num_classes"] == 21 and values["training_steps"] == 30000
         assert values["eval_split"] == "val" and values["batch_norm_momentum"] == 0.9997
         assert (values["min_scale_factor"], values["max_scale_factor"]) == (0.5, 2.0)
