@@ -174,7 +174,8 @@ def train_transform(
         if flip: image, label = random_flip(image, label, s_flip)
         image = normalize(image)
 
-    but crops before padding and normalizing, so that work is done on crop-sized tensors only.
+    but crops before padding and normalizing, and computes the label's nearest-neighbour resize for the
+    crop window only, so that work is done on crop-sized tensors.
 
     Args:
       image: [H, W, 3] RGB in [0, 255] (uint8 or float).
@@ -190,16 +191,20 @@ def train_transform(
     """
     crop_h, crop_w = _hw(crop_size)
     s_scale, s_crop, s_flip = tf.unstack(split_seed(seed, 3))
-    image, label = random_scale(image, label, s_scale, min_scale=min_scale, max_scale=max_scale, scale_step=scale_step)
-    shape = tf.shape(label)
-    padded_h = tf.maximum(shape[0], crop_h)
-    padded_w = tf.maximum(shape[1], crop_w)
-    offset_y, offset_x = _crop_offsets(s_crop, padded_h, padded_w, crop_h, crop_w)
-    # Slicing past the end clips: the window keeps only the real pixels; the rest is padding.
-    image = normalize(image[offset_y : offset_y + crop_h, offset_x : offset_x + crop_w])
-    label = label[offset_y : offset_y + crop_h, offset_x : offset_x + crop_w]
-    window = tf.shape(label)
-    pad = [[0, crop_h - window[0]], [0, crop_w - window[1]]]
+    scale = sample_scale(s_scale, min_scale=min_scale, max_scale=max_scale, scale_step=scale_step)
+    shape = tf.shape(image)
+    new_h, new_w = scaled_size(shape[0], shape[1], scale)
+    image = tf.image.resize(image, [new_h, new_w], method="bilinear")
+    offset_y, offset_x = _crop_offsets(s_crop, tf.maximum(new_h, crop_h), tf.maximum(new_w, crop_w), crop_h, crop_w)
+    # The window keeps only real pixels (slicing past the end clips); the rest of the crop is padding.
+    window_h = tf.minimum(crop_h, new_h - offset_y)
+    window_w = tf.minimum(crop_w, new_w - offset_x)
+    image = normalize(image[offset_y : offset_y + window_h, offset_x : offset_x + window_w])
+    # The label's nearest-neighbour resize is computed for the window only (same indices as tf.image.resize).
+    rows = _nearest_source_indices(shape[0], new_h, offset_y, window_h)
+    cols = _nearest_source_indices(shape[1], new_w, offset_x, window_w)
+    label = tf.gather(tf.gather(label, rows, axis=0), cols, axis=1)
+    pad = [[0, crop_h - window_h], [0, crop_w - window_w]]
     image = tf.pad(image, pad + [[0, 0]])  # the mean pixel is 0 after normalization
     label = tf.pad(label, pad, constant_values=tf.cast(ignore_label, label.dtype))
     if flip:
@@ -207,6 +212,18 @@ def train_transform(
     image = tf.ensure_shape(image, [crop_h, crop_w, 3])
     label = tf.ensure_shape(tf.cast(label, tf.int32), [crop_h, crop_w])
     return image, label
+
+
+def _nearest_source_indices(in_size, out_size, start, count):
+    """Source rows (or columns) of output rows [start, start + count) of a nearest-neighbour resize.
+
+    The arithmetic of TensorFlow's ResizeNearestNeighbor with half-pixel centres, in float32:
+    ``min(floor((i + 0.5) * (in_size / out_size)), in_size - 1)``; a test checks equality with
+    ``tf.image.resize(..., method="nearest")``.
+    """
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    out = tf.cast(tf.range(start, start + count), tf.float32)
+    return tf.minimum(tf.cast(tf.floor((out + 0.5) * scale), tf.int32), in_size - 1)
 
 
 def eval_transform(image, label):

@@ -160,3 +160,26 @@ def test_eval_transform_keeps_label_and_normalizes():
 def test_tf_only_normalization_equals_normalize_image():
     image, _ = _image_and_label()
     np.testing.assert_array_equal(augment._normalize_tf(image).numpy(), preprocessing.normalize_image(image).numpy())
+
+
+def test_window_nearest_indices_equal_tf_image_resize():
+    """The crop-window label resize of train_transform picks exactly tf.image.resize's nearest pixels."""
+    rng = np.random.default_rng(0)
+    for in_size in (1, 7, 23, 360, 375, 500, 1024):
+        source = tf.range(in_size)[:, tf.newaxis]
+        for out_size in {1, 2, max(1, in_size // 2), in_size, in_size + 1, 2 * in_size, *rng.integers(1, 3 * in_size + 2, 5).tolist()}:
+            full = tf.image.resize(source[:, :, tf.newaxis], [out_size, 1], method="nearest")[:, 0, 0]
+            start = int(rng.integers(0, out_size))
+            count = int(rng.integers(1, out_size - start + 1))
+            window = augment._nearest_source_indices(in_size, out_size, start, count)
+            np.testing.assert_array_equal(window.numpy(), full.numpy()[start : start + count])
+
+
+def test_train_transform_equals_composition_with_continuous_scales():
+    image, label = _image_and_label(37, 29, seed=3)
+    for i in range(20):
+        seed = tf.constant([i, 17], tf.int64)
+        fused = augment.train_transform(image, label, seed, crop_size=(33, 41), scale_step=0, min_scale=0.3, max_scale=2.7)
+        reference = _composed(image, label, seed, (33, 41), scale_step=0, min_scale=0.3, max_scale=2.7)
+        np.testing.assert_array_equal(fused[0].numpy(), reference[0].numpy())
+        np.testing.assert_array_equal(fused[1].numpy(), reference[1].numpy())
