@@ -516,7 +516,7 @@ def make_parser(description, *, input_dir=True):
     parser.add_argument("--output_dir", required=True, help="where the shards and dataset.json go")
     parser.add_argument("--splits", default=None, help="comma-separated splits to convert (default: every split found)")
     parser.add_argument("--num_shards", type=int, default=None, help="shards per split (default: about 500 examples per shard)")
-    parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU count; 0: no workers)")
+    parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU count, fewer for small splits; 0: no workers)")
     parser.add_argument("--skip_bad", action="store_true", help="skip bad examples and report each one, instead of stopping")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
