@@ -132,7 +132,8 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
     """
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    from deeplab import checkpoints, evaluation, input_pipeline, metrics, tfrecord, visualization  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from deeplab import checkpoints, evaluation, input_pipeline, metrics, tfrecord, visualization
 
     run = checkpoints.read_run_info(checkpoint)
     if input_images:

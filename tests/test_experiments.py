@@ -34,7 +34,8 @@ def test_every_table_that_training_reproduces_is_defined():
 
 
 def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
-    on_disk = {os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, "experiments", "*.flags"))}
+    pattern = os.path.join(REPO_ROOT, "experiments", "*.flags")
+    on_disk = {os.path.relpath(p, REPO_ROOT) for p in glob.glob(pattern)}
     on_disk.discard(os.path.join("experiments", "quickstart.flags"))
     assert on_disk == set(paper_tables.all_flagfiles())
 
