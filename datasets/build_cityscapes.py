@@ -5,10 +5,14 @@ Input: --input_dir holding leftImg8bit/{train,val,train_extra}/<city>/*_leftImg8
 gtFine/{train,val}/<city>/*_gtFine_labelIds.png (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip);
 gtCoarse/train_extra/<city>/*_gtCoarse_labelIds.png (gtCoarse.zip, leftImg8bit_trainextra.zip) for
 train_extra. labelIds are mapped to train ids with third_party/cityscapes_labels.csv (from
-cityscapesScripts). The test split is skipped: its labels are not public.
+cityscapesScripts). The test split is skipped: its labels are not public. The combined splits trainval
+(train + val) and trainval_coarse (train + val + train_extra: 3,475 fine + 19,998 coarse images, the
+training set of DeepLabv3's Cityscapes test-server model, Table 13) are written only when named in --splits.
 
 Example:
   python datasets/build_cityscapes.py --input_dir ~/data/cityscapes --output_dir data/cityscapes
+  python datasets/build_cityscapes.py --input_dir ~/data/cityscapes --splits trainval_coarse \\
+      --output_dir data/cityscapes
 """
 
 import os

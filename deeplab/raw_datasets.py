@@ -127,19 +127,32 @@ CITYSCAPES_SPLITS = {
 }
 
 
+# Splits made of other splits; written only when asked for by name (they repeat the others' images).
+CITYSCAPES_COMBINED = {
+    "trainval": ("train", "val"),
+    "trainval_coarse": ("train", "val", "train_extra"),  # Table 13: 3,475 fine + 19,998 coarse
+}
+
+
 def cityscapes_examples(input_dir, splits=None):
     """Cityscapes splits: train, val (gtFine) and train_extra (gtCoarse); the test split has no labels.
 
     Labels are the ``*_labelIds.png`` files, mapped to the 19 train ids (everything else -> 255).
+    The combined splits ``trainval`` (train + val) and ``trainval_coarse`` (train + val + train_extra, the
+    training set of the paper's test-server model, Table 13) are written only when named in ``splits``.
     """
     root = Path(input_dir)
     if not (root / "leftImg8bit").is_dir():
         raise DataError(f"{input_dir}: not a Cityscapes folder (expected leftImg8bit/ and gtFine/, from leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip)")
     found = [s for s, (gt, _) in CITYSCAPES_SPLITS.items() if (root / "leftImg8bit" / s).is_dir() and (root / gt / s).is_dir()]
-    chosen = _select(found, splits, root)
+    combined = [name for name, parts in CITYSCAPES_COMBINED.items() if all(p in found for p in parts)]
+    if splits is None:
+        chosen = _select(found, None, root)
+    else:
+        chosen = _select(found + combined, splits, root)
     lut = tuple(int(v) for v in datasets_info.cityscapes_label_id_to_train_id())
-    out = {}
-    for split in chosen:
+
+    def base_split(split):
         gt_dir, suffix = CITYSCAPES_SPLITS[split]
         images = sorted(glob.glob(str(root / "leftImg8bit" / split / "*" / "*_leftImg8bit.png")))
         specs = []
@@ -150,7 +163,12 @@ def cityscapes_examples(input_dir, splits=None):
             specs.append(ExampleSpec(image, PngLabel(str(label), lut=lut), stem))
         if not specs:
             raise DataError(f"{root / 'leftImg8bit' / split}: no */*_leftImg8bit.png images")
-        out[split] = specs
+        return specs
+
+    out = {}
+    for split in chosen:
+        parts = CITYSCAPES_COMBINED.get(split, (split,))
+        out[split] = [spec for part in parts for spec in base_split(part)]
     return out
 
 

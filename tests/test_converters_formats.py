@@ -81,6 +81,11 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path, capsys):
     for ex in examples + read_split(tmp_path / "out", "train_extra"):
         np.testing.assert_array_equal(ex["label"], expected)
     assert tfrecord.read_dataset_info(tmp_path / "out")["num_classes"] == 19
+    # combined splits only on request: trainval_coarse = train + val + train_extra (Table 13)
+    run("build_cityscapes", "--input_dir", root, "--output_dir", tmp_path / "out", "--splits", "trainval_coarse")
+    names = [e["filename"] for e in read_split(tmp_path / "out", "trainval_coarse")]
+    assert len(names) == 8 and names[:4] == [e["filename"] for e in examples] and names[-1] == "augsburg_000001_000020"
+    assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 4, "val": 2, "train_extra": 2, "trainval_coarse": 8}
 
 
 def test_cityscapes_table_is_the_19_class_mapping():
