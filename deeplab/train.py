@@ -96,6 +96,9 @@ class TrainConfig:
     deterministic: bool = False
     eval_after_training: bool = False
     eval_limit: int = 0
+    eval_output_stride: int = 0
+    eval_scales: tuple = (1.0,)
+    eval_flip: bool = False
 
 
 @dataclasses.dataclass
@@ -109,6 +112,7 @@ class TrainResult:
         "pixel_accuracy": ..}} for every step run in this process.
       eval: evaluation results (``miou``, ``iou_per_class``, ...) or None.
       resumed_from: step the run resumed from (0 for a fresh start).
+      num_replicas: replicas the global batch was split over.
     """
 
     step: int
@@ -116,6 +120,7 @@ class TrainResult:
     history: dict
     eval: dict = None
     resumed_from: int = 0
+    num_replicas: int = 1
 
 
 def config_from_flags():
@@ -140,7 +145,9 @@ def config_from_flags():
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         strategy=FLAGS.strategy, sync_batch_norm=FLAGS.sync_batch_norm, tpu=FLAGS.tpu,
         seed=FLAGS.seed, deterministic=FLAGS.deterministic,
-        eval_after_training=FLAGS.eval_after_training, eval_limit=FLAGS.eval_limit)
+        eval_after_training=FLAGS.eval_after_training, eval_limit=FLAGS.eval_limit,
+        eval_output_stride=FLAGS.eval_output_stride, eval_scales=experiment_flags.eval_scales(),
+        eval_flip=FLAGS.eval_flip)
 
 
 def _check_config(config):
@@ -167,28 +174,30 @@ def format_duration(seconds):
     return f"{seconds}s"
 
 
-def _eval_adapter(model, config, info, *, num_classes):
-    """The mIOU of ``model`` on --eval_split, single scale, at the training output stride.
+def _eval_adapter(checkpoint, config, info, *, num_classes):
+    """Private stand-in for ``deeplab.evaluation.evaluate_checkpoint`` when that module is absent.
 
-    A small private loop over ``input_pipeline.make_eval_dataset`` and ``deeplab.metrics``
-    (one confusion matrix over the whole split, Sec. 4): the evaluate binary owns the full
-    evaluation (multi-scale, flips, other output strides).
+    The same computation: the model rebuilt from ``checkpoint``, ``inference.predict_labels``
+    per image (scales, flip), one confusion matrix over the whole split (Sec. 4).
     """
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import input_pipeline, metrics  # pylint: disable=import-outside-toplevel
+    from deeplab import checkpoints, inference, input_pipeline, metrics  # pylint: disable=import-outside-toplevel
 
+    model = checkpoints.load_model(checkpoint, output_stride=config.eval_output_stride or None,
+                                   num_classes=num_classes, upsample_logits=True)
     ignore_label = info["ignore_label"]
     dataset = input_pipeline.make_eval_dataset(config.dataset_dir, config.eval_split,
                                                num_classes=num_classes,
                                                limit=config.eval_limit or None)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def update(image, label):
-        logits = model(image[tf.newaxis], training=False)
-        prediction = tf.argmax(logits, axis=-1, output_type=tf.int32)[0]
-        return metrics.confusion_matrix_update(label, prediction, num_classes, ignore_label)
+        prediction = inference.predict_labels(model, image[tf.newaxis], scales=tuple(config.eval_scales),
+                                              flip=config.eval_flip)[0]
+        return metrics.confusion_matrix_update(label, tf.cast(prediction, tf.int32), num_classes,
+                                               ignore_label)
 
     cm = np.zeros([num_classes, num_classes], np.int64)
     count = 0
@@ -197,9 +206,12 @@ def _eval_adapter(model, config, info, *, num_classes):
             cm += update(example["image"], example["label"]).numpy().astype(np.int64)
             count += 1
     iou = metrics.iou_per_class(cm)
-    return {"miou": float(metrics.mean_iou(cm)), "iou_per_class": [float(v) for v in iou],
+    return {"miou": float(metrics.mean_iou(cm)),
+            "per_class_iou": {n: float(v) for n, v in zip(info["class_names"], iou)},
             "pixel_accuracy": float(metrics.pixel_accuracy(cm)), "num_images": count,
-            "confusion_matrix": cm, "table": metrics.format_iou_table(cm, info["class_names"])}
+            "confusion_matrix": cm, "class_names": list(info["class_names"]),
+            "output_stride": int(model.output_stride), "scales": list(config.eval_scales),
+            "flip": bool(config.eval_flip)}
 
 
 def _padded_batch(arrays, fill):
@@ -261,11 +273,16 @@ def _same_model_config(saved, current):
                                     if saved.get(k) != current.get(k))
 
 
-def train(config):
+def train(config, strategy=None):
     """Runs (or resumes) one training run; see the module docstring.
+
+    Keras' global dtype policy is set for --mixed_precision during the run and restored after.
 
     Args:
       config: a :class:`TrainConfig`.
+      strategy: a tf.distribute.Strategy to use instead of creating ``config.strategy``. One
+        process should create one multi-device strategy and reuse it: TensorFlow caches
+        collective parameters by keys that a second strategy over the same devices reuses.
 
     Returns:
       :class:`TrainResult`.
@@ -274,6 +291,16 @@ def train(config):
       UserError: bad flags or data (one clear message); NonFiniteLossError when the loss
         diverges (the last checkpoint is kept).
     """
+    import keras  # pylint: disable=import-outside-toplevel
+
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, strategy)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config, strategy):
     _check_config(config)
     import logging as python_logging  # pylint: disable=import-outside-toplevel
 
@@ -299,7 +326,8 @@ def train(config):
         raise ConfigError(f"--train_split={config.train_split}: {config.dataset_dir} has splits "
                           f"{sorted(info['splits'])}")
 
-    strategy = distribute.create_strategy(config.strategy, tpu=config.tpu)
+    if strategy is None:
+        strategy = distribute.create_strategy(config.strategy, tpu=config.tpu)
     chief = distribute.is_chief(strategy)
     num_replicas = strategy.num_replicas_in_sync
     if config.batch_size % num_replicas:
@@ -412,10 +440,13 @@ def train(config):
                 "nonfinite": 1.0 - tf.cast(finite, tf.float32),
                 "learning_rate": learning_rate / num_replicas}
 
-    @tf.function(jit_compile=config.jit_compile or None)
+    # XLA compiles the per-replica computation; reading the iterator cannot be compiled.
+    compiled_step = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
+
+    @tf.function
     def train_step(iterator):
         images, labels = next(iterator)
-        per_replica = strategy.run(replica_step, args=(images, labels))
+        per_replica = strategy.run(compiled_step, args=(images, labels))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
@@ -469,7 +500,7 @@ def train(config):
                 if chief:
                     print(f"step {step:>6d}/{config.training_steps}  loss {record['loss']:.4f} "
                           f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
-                          f"lr {record['learning_rate']:.3g}  acc {record['pixel_accuracy']:.3f}  "
+                          f"lr {record['learning_rate']:.4g}  acc {record['pixel_accuracy']:.3f}  "
                           f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}", flush=True)
                 window_start, window_steps = now, 0
             if image_summaries and (step % config.image_summary_steps == 0 or step == config.training_steps):
@@ -487,44 +518,81 @@ def train(config):
         print(f"Trained steps {start_step}->{step} in {format_duration(time.time() - run_start)}; "
               f"checkpoint {last_saved}", flush=True)
 
-    result = TrainResult(step=step, checkpoint=last_saved, history=history, resumed_from=start_step)
+    result = TrainResult(step=step, checkpoint=last_saved, history=history, resumed_from=start_step,
+                         num_replicas=num_replicas)
     if config.eval_after_training and chief:
-        result.eval = evaluate_after_training(model, config, info, num_classes=num_classes, step=step)
+        result.eval = evaluate_after_training(last_saved, config, info, num_classes=num_classes,
+                                              step=step)
     return result
 
 
-def evaluate_after_training(model, config, info, *, num_classes, step):
-    """Evaluates the final weights on --eval_split, prints mIOU and writes eval/ summaries."""
+def evaluate_after_training(checkpoint, config, info, *, num_classes, step):
+    """Evaluates ``checkpoint`` on --eval_split (--eval_scales, --eval_flip, --eval_output_stride),
+    prints the per-class IOU table and mIOU, and writes eval/ summaries at ``step``.
+
+    Uses ``deeplab.evaluation.evaluate_checkpoint`` (what ``python -m deeplab.evaluate`` runs),
+    so the number printed is the one the evaluate binary gives for the same checkpoint.
+    """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import summaries  # pylint: disable=import-outside-toplevel
+    from deeplab import metrics, summaries  # pylint: disable=import-outside-toplevel
 
     start = time.time()
-    results = _eval_adapter(model, config, info, num_classes=num_classes)
+    try:
+        from deeplab import evaluation  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        evaluation = None
+    if evaluation is not None and hasattr(evaluation, "evaluate_checkpoint"):
+        results = evaluation.evaluate_checkpoint(
+            checkpoint, config.dataset_dir, split=config.eval_split, num_classes=num_classes,
+            output_stride=config.eval_output_stride or None, scales=tuple(config.eval_scales),
+            flip=config.eval_flip, limit=config.eval_limit or None)
+    else:
+        results = _eval_adapter(checkpoint, config, info, num_classes=num_classes)
     writer = tf.summary.create_file_writer(os.path.join(config.logdir, EVAL_SUMMARY_DIR))
     with writer.as_default():
         summaries.scalar("eval/miou", results["miou"], step=step)
         summaries.scalar("eval/pixel_accuracy", results["pixel_accuracy"], step=step)
-        for name, iou in zip(info["class_names"], results["iou_per_class"]):
+        for name, iou in results["per_class_iou"].items():
             if not math.isnan(iou):
                 summaries.scalar(f"eval/iou/{name}", iou, step=step)
     writer.flush()
-    print(results["table"], flush=True)
+    writer.close()
+    print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]), flush=True)
+    scales = ",".join(f"{s:g}" for s in results["scales"])
     print(f"{config.eval_split} mIOU {results['miou']:.4f} over {results['num_images']} images "
-          f"(single scale, output stride {model.output_stride}, step {step}, "
-          f"{format_duration(time.time() - start)})", flush=True)
+          f"(output stride {results['output_stride']}, scales {scales}, flip {results['flip']}, "
+          f"step {step}, {format_duration(time.time() - start)})", flush=True)
     return results
 
 
 def _build_synthetic_if_missing():
-    """--build_synthetic_if_missing: writes the synthetic dataset into --dataset_dir once."""
+    """--build_synthetic_if_missing: writes the synthetic dataset into --dataset_dir once.
+
+    An existing dataset is used as it is; if it was built with other --synthetic_* values a
+    warning says so (delete the folder to rebuild it).
+    """
     from deeplab import synthetic, tfrecord  # pylint: disable=import-outside-toplevel
 
-    if os.path.exists(os.path.join(FLAGS.dataset_dir, tfrecord.DATASET_INFO_FILE)):
-        return
     size = tuple(int(v) for v in FLAGS.synthetic_image_size)
     if len(size) == 1:
         size *= 2
+    wanted = {"num_classes": FLAGS.synthetic_num_classes,
+              "splits": {"train": FLAGS.synthetic_num_train, "val": FLAGS.synthetic_num_val}}
+    info_path = os.path.join(FLAGS.dataset_dir, tfrecord.DATASET_INFO_FILE)
+    if os.path.exists(info_path):
+        try:
+            with open(info_path, encoding="utf-8") as f:
+                existing = json.load(f)
+        except (OSError, ValueError):
+            return  # the training run reports an unreadable dataset.json
+        found = {"num_classes": existing.get("num_classes"), "splits": existing.get("splits")}
+        source = str(existing.get("source", ""))
+        if found != wanted or (source and f"image_size={size[0]}x{size[1]}" not in source):
+            print(f"warning: {FLAGS.dataset_dir} already holds a dataset ({found}, {source or 'no source'}) "
+                  f"that differs from the --synthetic_* flags ({wanted}, {size[0]}x{size[1]}); using it "
+                  "as it is. Delete the folder to rebuild it.", flush=True)
+        return
     start = time.time()
     print(f"Building the synthetic dataset in {FLAGS.dataset_dir} ({FLAGS.synthetic_num_train} train + "
           f"{FLAGS.synthetic_num_val} val images, {size[0]}x{size[1]}, "
@@ -540,6 +608,10 @@ def main(argv):
         print(f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
               file=sys.stderr)
         sys.exit(1)
+    if not FLAGS["verbosity"].present:
+        # TensorFlow logs an INFO line per checkpoint write; the progress lines say what matters.
+        # --verbosity=0 brings the INFO log back.
+        logging.set_verbosity(logging.WARNING)
     try:
         if FLAGS.logical_cpu_devices > 1:
             from deeplab import distribute  # pylint: disable=import-outside-toplevel

@@ -1,0 +1,235 @@
+"""deeplab.train: the loss falls, a tiny model overfits, summaries, fine-tuning, NaN stop,
+resume after kill -9, and one-line errors. Tiny models (resnet14_tiny, <= 49 px crops)."""
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab import checkpoints, summaries, synthetic
+from deeplab import train as train_lib
+from deeplab.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "multi_grid": (1, 2, 4),
+              "atrous_rates": (1, 2, 3), "image_pooling": True, "head": "aspp",
+              "num_cascaded_blocks": 0, "upsample_logits": True, "batch_norm_momentum": 0.9,
+              "freeze_batch_norm": False, "weight_decay": 1e-4, "aspp_filters": 16}
+TINY_FLAGS = ["--backbone=resnet14_tiny", "--atrous_rates=1,2,3", "--aspp_filters=16",
+              "--batch_norm_momentum=0.9", "--crop_size=33", "--batch_size=4",
+              "--image_summary_steps=0", "--min_scale_factor=1", "--max_scale_factor=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """8 train / 4 val synthetic images of 40x40 pixels, 3 classes."""
+    path = str(tmp_path_factory.mktemp("data") / "synthetic3")
+    synthetic.build_synthetic_dataset(path, num_train=8, num_val=4, image_size=(40, 40),
+                                      num_classes=3, seed=1)
+    return path
+
+
+def _config(data_dir, logdir, **overrides):
+    model = dict(TINY_MODEL, **overrides.pop("model", {}))
+    values = dict(dataset_dir=data_dir, logdir=str(logdir), model=model, crop_size=(33, 33),
+                  batch_size=4, training_steps=20, base_learning_rate=0.01,
+                  min_scale_factor=1.0, max_scale_factor=1.0, shuffle_buffer=16,
+                  save_checkpoint_steps=10, log_steps=5, image_summary_steps=10,
+                  summary_images=2, seed=0)
+    values.update(overrides)
+    return train_lib.TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def short_run(data_dir, tmp_path_factory):
+    """20 steps with summaries and evaluation: shared by the loss, schedule and summary tests."""
+    logdir = tmp_path_factory.mktemp("short_run")
+    result = train_lib.train(_config(data_dir, logdir, eval_after_training=True))
+    return logdir, result
+
+
+def test_loss_falls_over_20_steps(short_run):
+    _, result = short_run
+    losses = [result.history[s]["cross_entropy"] for s in range(1, 21)]
+    assert all(math.isfinite(v) for v in losses)
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.75 * first, (first, last)
+    # ln(3) = 1.10 is chance for 3 classes; the start is near it.
+    assert 0.6 < losses[0] < 2.5
+
+
+def test_poly_learning_rate_per_step(short_run):
+    """Sec. 4.1: lr = base * (1 - iter / max_iter) ** 0.9, iter counted from 0 at the first step."""
+    _, result = short_run
+    for step in (1, 2, 10, 20):
+        expected = 0.01 * (1 - (step - 1) / 20) ** 0.9
+        assert result.history[step]["learning_rate"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_run_info_checkpoints_and_regularization(short_run):
+    logdir, result = short_run
+    assert result.checkpoint == os.path.join(str(logdir), "ckpt-20")
+    assert sorted(f for f in os.listdir(logdir) if f.endswith(".index")) == ["ckpt-10.index", "ckpt-20.index"]
+    info = checkpoints.read_run_info(str(logdir))
+    assert info["step"] == 20 and info["model_config"]["aspp_filters"] == 16
+    assert info["dataset_info"]["class_names"] == ["background", "shape_1", "shape_2"]
+    # weight decay 1e-4 * sum(w^2) / 2 over the conv kernels, as in the model's losses
+    reg = result.history[20]["regularization"]
+    assert 0 < reg < 1.0
+    total = result.history[20]
+    assert total["loss"] == pytest.approx(total["cross_entropy"] + total["regularization"])
+
+
+def test_tensorboard_tags_are_written_with_finite_values(short_run):
+    logdir, result = short_run
+    scalars = summaries.read_scalars(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    for tag in ("loss/total", "loss/cross_entropy", "loss/regularization", "learning_rate",
+                "train/pixel_accuracy", "perf/images_per_second"):
+        assert [s for s, _ in scalars[tag]] == [5, 10, 15, 20], tag
+        assert all(math.isfinite(v) for _, v in scalars[tag]), tag
+    assert scalars["loss/total"][-1][1] == pytest.approx(result.history[20]["loss"], rel=1e-5)
+    tags = summaries.read_tags(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    for kind in ("input", "ground_truth", "prediction"):
+        assert tags[f"images/val_{kind}"] == "images"
+    evals = summaries.read_scalars(os.path.join(logdir, train_lib.EVAL_SUMMARY_DIR))
+    assert evals["eval/miou"] == [(20, pytest.approx(result.eval["miou"], rel=1e-6))]
+    assert 0.0 <= result.eval["miou"] <= 1.0 and result.eval["num_images"] == 4
+    per_class = [t for t in evals if t.startswith("eval/iou/")]
+    assert per_class and all(math.isfinite(evals[t][0][1]) for t in per_class)
+
+
+def test_tiny_model_overfits_four_images(tmp_path):
+    """Four 32x32 images, no augmentation, 80 steps: mIOU on those same images above 0.9.
+
+    Output stride 4 (8x8 features) so the logits can draw the small shapes; at 8 the 4x4
+    features cap this at ~0.91."""
+    data = str(tmp_path / "four")
+    synthetic.build_synthetic_dataset(data, num_train=4, num_val=1, image_size=(32, 32),
+                                      num_classes=3, seed=3)
+    config = _config(data, tmp_path / "run", model={"output_stride": 4, "aspp_filters": 32, "weight_decay": 0.0},
+                     crop_size=(32, 32), batch_size=4, training_steps=80, base_learning_rate=0.05,
+                     random_flip=False, save_checkpoint_steps=1000, log_steps=20,
+                     image_summary_steps=0, eval_after_training=True, eval_split="train")
+    result = train_lib.train(config)
+    assert result.eval["num_images"] == 4
+    assert result.eval["miou"] > 0.9, result.eval["per_class_iou"]
+
+
+def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
+    """COCO -> VOC style: a 3-class run initializes a 4-class run; only the logits are skipped."""
+    source = train_lib.train(_config(data_dir, tmp_path / "source", training_steps=2,
+                                     image_summary_steps=0))
+    four = str(tmp_path / "four_classes")
+    synthetic.build_synthetic_dataset(four, num_train=4, num_val=1, image_size=(40, 40),
+                                      num_classes=4, seed=2)
+    # A learning rate of ~0 leaves the restored weights as they were after one step.
+    target = train_lib.train(_config(four, tmp_path / "target", training_steps=1,
+                                     base_learning_rate=1e-12, image_summary_steps=0,
+                                     init_checkpoint=str(tmp_path / "source")))
+    assert "skipped: logits/bias, logits/kernel" in capsys.readouterr().out
+    before = tf.train.load_checkpoint(source.checkpoint)
+    after = tf.train.load_checkpoint(target.checkpoint)
+    values_before = checkpoints._checkpoint_values(source.checkpoint)  # pylint: disable=protected-access
+    values_after = checkpoints._checkpoint_values(target.checkpoint)  # pylint: disable=protected-access
+    kernel = "conv1_conv/kernel"
+    np.testing.assert_allclose(after.get_tensor(values_after.weights[kernel]),
+                               before.get_tensor(values_before.weights[kernel]), atol=1e-8)
+    assert values_after.shape("logits/kernel") == (1, 1, 16, 4)
+    assert values_before.shape("logits/kernel") == (1, 1, 16, 3)
+    assert checkpoints.read_run_info(target.checkpoint)["model_config"]["num_classes"] == 4
+
+
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data_dir, tmp_path):
+    logdir = tmp_path / "run"
+    train_lib.train(_config(data_dir, logdir, training_steps=3, save_checkpoint_steps=3,
+                            image_summary_steps=0))
+    prefix = checkpoints.resolve_checkpoint(str(logdir))
+    reader = tf.train.load_checkpoint(prefix)
+    saved = {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if not n.startswith("_")}
+    # Resume the same run with an absurd learning rate: it diverges within a few steps.
+    config = _config(data_dir, logdir, training_steps=40, base_learning_rate=1e12,
+                     save_checkpoint_steps=1000, image_summary_steps=0)
+    with pytest.raises(train_lib.NonFiniteLossError, match=r"non-finite loss or gradients at step "
+                       r"\d+.*the last good checkpoint is .*ckpt-3"):
+        train_lib.train(config)
+    assert checkpoints.resolve_checkpoint(str(logdir)) == prefix
+    reader = tf.train.load_checkpoint(prefix)
+    for key, value in saved.items():
+        np.testing.assert_array_equal(reader.get_tensor(key), value)
+
+
+def test_num_classes_disagreeing_with_dataset_is_a_config_error(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="num_classes=5 disagrees with .*num_classes=3"):
+        train_lib.train(_config(data_dir, tmp_path, num_classes=5))
+
+
+def _command(data_dir, logdir, *extra):
+    return [sys.executable, "-m", "deeplab.train", f"--dataset_dir={data_dir}",
+            f"--logdir={logdir}", *TINY_FLAGS, *extra]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def test_command_line_errors_are_one_clear_line(data_dir, tmp_path):
+    proc = subprocess.run(_command(data_dir, "", "--training_steps=1"), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "deeplab.train: error: --logdir is required" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_resume_after_kill_9(data_dir, tmp_path):
+    """SIGKILL a run right after its first checkpoint, start the same command again: it resumes
+    from that checkpoint's step, optimizer state and schedule, and finishes."""
+    logdir = tmp_path / "run"
+    total = 60
+    command = _command(data_dir, logdir, f"--training_steps={total}", "--save_checkpoint_steps=5",
+                       "--log_steps=1", "--base_learning_rate=0.01")
+    first = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(logdir / "checkpoint"):
+        assert first.poll() is None, first.stdout.read()
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    killed_at = checkpoints.read_run_info(str(logdir))["step"]
+    assert killed_at < total, "the run finished before it could be killed"
+    iterations_key = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+    assert tf.train.load_checkpoint(str(logdir / f"ckpt-{killed_at}")).get_tensor(iterations_key) == killed_at
+
+    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"Resuming from {logdir}/ckpt-{killed_at} at step {killed_at}" in second.stdout
+    steps = [int(m) for m in re.findall(r"^step\s+(\d+)/", second.stdout, re.M)]
+    assert steps == list(range(killed_at + 1, total + 1))
+    # The learning rate continues the poly schedule where it stopped (not from the base rate).
+    lr = float(re.search(rf"^step\s+{killed_at + 1}/{total}.*lr (\S+)", second.stdout, re.M).group(1))
+    assert lr == pytest.approx(0.01 * (1 - killed_at / total) ** 0.9, rel=1e-3)
+    final = tf.train.load_checkpoint(str(logdir / f"ckpt-{total}"))
+    assert final.get_tensor(iterations_key) == total
+    assert checkpoints.read_run_info(str(logdir))["step"] == total
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision):
+    import keras  # pylint: disable=import-outside-toplevel
+
+    result = train_lib.train(_config(data_dir, tmp_path, training_steps=6, mixed_precision=precision,
+                                     image_summary_steps=0, log_steps=3))
+    losses = [result.history[s]["cross_entropy"] for s in range(1, 7)]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    model = checkpoints.load_model(result.checkpoint)
+    assert model.get_layer("logits").kernel.dtype == "float32"
