@@ -197,9 +197,9 @@ def _table6():
                  "COCO pretraining, VOC val", ("",), rows, _flagfile("table6"))
 
 
-_VOC_TEST_IMAGES = ("--input_images=raw/VOCdevkit/VOC2012/JPEGImages/*.jpg",
-                    "--input_list=raw/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt")
-_CITYSCAPES_TEST_IMAGES = ("--input_images=raw/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png",)
+_VOC_TEST_IMAGES = ("--vis_images=raw/VOCdevkit/VOC2012/JPEGImages/*.jpg",
+                    "--vis_image_list=raw/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt")
+_CITYSCAPES_TEST_IMAGES = ("--vis_images=raw/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png",)
 
 
 def _table7():

@@ -8,11 +8,11 @@ r"""Reproduces a table of the paper row by row: ``python -m deeplab.reproduce --
 For every row of the table (``deeplab.paper_tables``: flagfile + overrides + the paper's mIOU) it
 trains (``python -m deeplab.train`` in a subprocess) and evaluates (``deeplab.evaluation``), then
 prints the table side by side (row, paper mIOU, ours) and writes it to
-``<output_dir>/table<N>.{json,md}``.
+``<reproduce_dir>/table<N>.{json,md}``.
 
 Training runs are shared: two rows whose training flags resolve to the same values (all flags of
 ``deeplab/experiment_flags.py`` except evaluation and logging ones) train once, in this table and
-across tables and invocations (a finished run is recorded in ``<output_dir>/runs/*/run.json``;
+across tables and invocations (a finished run is recorded in ``<reproduce_dir>/runs/*/run.json``;
 --noreuse retrains). Rows that need an earlier stage (``--init_checkpoint`` naming another
 flagfile's ``--logdir``: COCO pretraining -> Table 6 -> Table 7) train that stage first.
 Test-set rows (Tables 7, 13) write the evaluation server's files with ``deeplab.visualize``'s
@@ -42,7 +42,7 @@ from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-10, 12 or 13.")
-flags.DEFINE_string("output_dir", None,
+flags.DEFINE_string("reproduce_dir", None,
                     "Runs, evaluations and the side-by-side tables; default runs/reproduce "
                     "(runs/reproduce_smoke with --smoke).")
 flags.DEFINE_boolean("smoke", False,
@@ -51,7 +51,7 @@ flags.DEFINE_boolean("smoke", False,
 flags.DEFINE_integer("smoke_steps", 3, "Training steps of every run under --smoke.")
 flags.DEFINE_boolean("dry_run", False, "Print the training and evaluation commands; run nothing.")
 flags.DEFINE_boolean("reuse", True,
-                     "Reuse finished training runs and evaluations found in --output_dir.")
+                     "Reuse finished training runs and evaluations found in --reproduce_dir.")
 flags.DEFINE_boolean("update_readme", False,
                      "Rewrite the generated rows section of experiments/README.md and exit.")
 
@@ -429,8 +429,8 @@ def server_row(run, values, row, server_dir, *, smoke=False):
             inputs[name] = value
     result = visualize.visualize(
         run.run_dir, vis_dir=server_dir, dataset_dir=settings["dataset_dir"],
-        split=settings["split"], input_images=inputs.get("input_images"),
-        input_list=inputs.get("input_list"), num_classes=settings["num_classes"],
+        split=settings["split"], input_images=inputs.get("vis_images"),
+        input_list=inputs.get("vis_image_list"), num_classes=settings["num_classes"],
         output_stride=settings["output_stride"], scales=settings["scales"], flip=settings["flip"],
         limit=settings["limit"], vis_num_images=0, save_raw_predictions=True)
     return result["vis_dir"]
@@ -636,7 +636,7 @@ def main(argv):
         if FLAGS.table is None:
             raise ConfigError("pass --table=N (1-10, 12, 13), or --update_readme")
         table = paper_tables.get_table(FLAGS.table)
-        output_dir = os.path.abspath(FLAGS.output_dir or os.path.join(
+        output_dir = os.path.abspath(FLAGS.reproduce_dir or os.path.join(
             "runs", "reproduce_smoke" if FLAGS.smoke else "reproduce"))
         smoke_dataset = None
         if FLAGS.smoke:

@@ -3,14 +3,14 @@ r"""Colorized predictions, overlays, panels and evaluation-server files: ``pytho
     python -m deeplab.visualize --flagfile=experiments/table5.flags --vis_num_images=20
     # Table 7: the VOC test images, in the layout of the VOC evaluation server
     python -m deeplab.visualize --flagfile=experiments/table7.flags --save_raw_predictions \
-        --input_images='raw/VOCdevkit/VOC2012/JPEGImages/*.jpg' \
-        --input_list=raw/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt
+        --vis_images='raw/VOCdevkit/VOC2012/JPEGImages/*.jpg' \
+        --vis_image_list=raw/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt
     # Table 13: the Cityscapes test images, as label ids for the Cityscapes server
     python -m deeplab.visualize --flagfile=experiments/table13.flags --save_raw_predictions \
-        --input_images='raw/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png'
+        --vis_images='raw/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png'
 
-Images come from --eval_split of --dataset_dir (with groundtruth), or from --input_images
-(a glob of raw RGB files, optionally filtered by the ids of --input_list; no groundtruth: the
+Images come from --eval_split of --dataset_dir (with groundtruth), or from --vis_images
+(a glob of raw RGB files, optionally filtered by the ids of --vis_image_list; no groundtruth: the
 test sets). Predictions use the evaluation settings: --eval_output_stride, --eval_scales and
 --eval_flip (softmax probabilities averaged over scales and flips at the original resolution,
 Sec. 4.2), whole images at their own size (Appendix C).
@@ -43,35 +43,35 @@ flags.DEFINE_integer("vis_num_images", 20,
 flags.DEFINE_boolean("save_raw_predictions", False,
                      "Also write every image's prediction in its evaluation server's format "
                      "(VOC: comp6_test_cls index PNGs; Cityscapes: *_pred_labelIds.png).")
-flags.DEFINE_string("input_images", None,
+flags.DEFINE_string("vis_images", None,
                     "Glob of raw RGB images to predict instead of --eval_split (test sets have "
                     "no groundtruth).")
-flags.DEFINE_string("input_list", None,
-                    "With --input_images: keep only images whose name (file stem) is the first "
+flags.DEFINE_string("vis_image_list", None,
+                    "With --vis_images: keep only images whose name (file stem) is the first "
                     "word of a line of this file (e.g. VOC ImageSets/Segmentation/test.txt).")
 flags.DEFINE_enum("voc_competition", "comp6", ["comp5", "comp6"],
                   "VOC results folder: comp5 = VOC training data only, comp6 = other data too "
                   "(ImageNet/COCO pretraining).")
-flags.DEFINE_float("overlay_alpha", 0.5, "Opacity of the prediction in overlays.")
+flags.DEFINE_float("vis_overlay_alpha", 0.5, "Opacity of the prediction in overlays.")
 
 
 def _list_input_images(pattern, list_file):
     paths = sorted(glob.glob(pattern))
     if not paths:
-        raise DataError(f"--input_images={pattern}: no file matches")
+        raise DataError(f"--vis_images={pattern}: no file matches")
     if list_file:
         try:
             with open(list_file, encoding="utf-8") as f:
                 wanted = [line.split()[0] for line in f if line.strip()]
         except OSError as error:
-            raise DataError(f"--input_list={list_file}: cannot read it ({error.strerror})") from error
+            raise DataError(f"--vis_image_list={list_file}: cannot read it ({error.strerror})") from error
         by_name = {}
         for path in paths:
             by_name.setdefault(os.path.splitext(os.path.basename(path))[0], path)
         missing = [name for name in wanted if name not in by_name]
         if missing:
-            raise DataError(f"--input_list={list_file}: {len(missing)} listed images are not among "
-                            f"--input_images (e.g. {missing[0]}); check both paths")
+            raise DataError(f"--vis_image_list={list_file}: {len(missing)} listed images are not among "
+                            f"--vis_images (e.g. {missing[0]}); check both paths")
         paths = [by_name[name] for name in wanted]
     return paths
 
@@ -147,7 +147,7 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
         source = "images"
     else:
         if not dataset_dir:
-            raise ConfigError("pass --dataset_dir (with --eval_split) or --input_images")
+            raise ConfigError("pass --dataset_dir (with --eval_split) or --vis_images")
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
         examples = input_pipeline.make_eval_dataset(dataset_dir, split, num_classes=info["num_classes"])
         source = split
@@ -216,12 +216,12 @@ def main(argv):
             raise UserError("pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir")
         result = visualize(
             checkpoint, vis_dir=FLAGS.vis_dir, dataset_dir=FLAGS.dataset_dir,
-            split=FLAGS.eval_split, input_images=FLAGS.input_images, input_list=FLAGS.input_list,
+            split=FLAGS.eval_split, input_images=FLAGS.vis_images, input_list=FLAGS.vis_image_list,
             num_classes=FLAGS.num_classes or None, output_stride=FLAGS.eval_output_stride or None,
             scales=experiment_flags.eval_scales(), flip=FLAGS.eval_flip,
             limit=FLAGS.eval_limit or None, vis_num_images=FLAGS.vis_num_images,
             save_raw_predictions=FLAGS.save_raw_predictions, competition=FLAGS.voc_competition,
-            alpha=FLAGS.overlay_alpha)
+            alpha=FLAGS.vis_overlay_alpha)
         print(f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"
               + (f" and {result['num_raw']} raw predictions "
                  f"({result['server_format'] or 'index PNGs'})" if FLAGS.save_raw_predictions else "")

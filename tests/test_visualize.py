@@ -157,8 +157,8 @@ def test_binary_writes_the_voc_server_layout_for_raw_test_images(tmp_path, capsy
     (tmp_path / "test.txt").write_text("2008_000002\n2008_000001\n")
     if not flags.FLAGS.is_parsed():
         flags.FLAGS(["pytest"], known_only=True)
-    with flagsaver.flagsaver(checkpoint=logdir, input_images=str(image_dir / "*.jpg"),
-                             input_list=str(tmp_path / "test.txt"), save_raw_predictions=True,
+    with flagsaver.flagsaver(checkpoint=logdir, vis_images=str(image_dir / "*.jpg"),
+                             vis_image_list=str(tmp_path / "test.txt"), save_raw_predictions=True,
                              vis_num_images=1, vis_dir=str(tmp_path / "vis"), dataset_dir=None,
                              eval_output_stride=8, eval_scales=["1.0"], eval_flip=False):
         visualize.main(["visualize"])
@@ -182,10 +182,10 @@ def test_binary_reports_a_listed_image_that_is_missing(tmp_path, capsys, synthet
     (tmp_path / "list.txt").write_text("b\n")
     if not flags.FLAGS.is_parsed():
         flags.FLAGS(["pytest"], known_only=True)
-    with flagsaver.flagsaver(checkpoint=logdir, input_images=str(tmp_path / "*.png"),
-                             input_list=str(tmp_path / "list.txt")):
+    with flagsaver.flagsaver(checkpoint=logdir, vis_images=str(tmp_path / "*.png"),
+                             vis_image_list=str(tmp_path / "list.txt")):
         with pytest.raises(SystemExit) as exit_info:
             visualize.main(["visualize"])
     assert exit_info.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "not among --input_images" in error[0]
+    assert len(error) == 1 and "not among --vis_images" in error[0]
