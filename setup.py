@@ -20,7 +20,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["deeplab", "deeplab.*"]),
+    # third_party/ (label tables with their sources and licences) ships inside the package as
+    # deeplab/third_party, where deeplab.datasets_info looks when the checkout's folder is absent.
+    packages=find_packages(include=["deeplab", "deeplab.*"]) + ["deeplab.third_party"],
+    package_dir={"deeplab.third_party": "third_party"},
+    package_data={"deeplab.third_party": ["*.csv", "README.md"]},
     install_requires=[
         "keras>=3.5,<4",
         "numpy>=1.26,<3",

@@ -15,7 +15,15 @@ import numpy as np
 
 from deeplab.errors import ConfigError, DataError
 
-THIRD_PARTY_DIR = Path(os.environ.get("DEEPLAB_THIRD_PARTY_DIR", Path(__file__).resolve().parents[1] / "third_party"))
+def _third_party_dir():
+    """The label tables: $DEEPLAB_THIRD_PARTY_DIR, the checkout's third_party/, or the installed copy."""
+    if os.environ.get("DEEPLAB_THIRD_PARTY_DIR"):
+        return Path(os.environ["DEEPLAB_THIRD_PARTY_DIR"])
+    checkout = Path(__file__).resolve().parents[1] / "third_party"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "third_party"
+
+
+THIRD_PARTY_DIR = _third_party_dir()
 
 IGNORE_LABEL = 255
 
