@@ -30,6 +30,10 @@ import os
 import sys
 import time
 
+# TensorFlow's C++ INFO lines (oneDNN notices, tf.data defaults) are noise on the console;
+# warnings and errors still show. Set before TensorFlow is imported; an explicit value wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 from absl import app, flags, logging
 
 from deeplab import experiment_flags
@@ -109,7 +113,8 @@ class TrainResult:
       step: the last training step reached.
       checkpoint: prefix of the last checkpoint written.
       history: {step: {"loss": .., "cross_entropy": .., "regularization": .., "learning_rate": ..,
-        "pixel_accuracy": ..}} for every step run in this process.
+        "pixel_accuracy": .., "valid_pixels": ..}} for every step run in this process
+        (valid_pixels: the non-ignored labels the loss averaged over, in the global batch).
       eval: evaluation results (``miou``, ``iou_per_class``, ...) or None.
       resumed_from: step the run resumed from (0 for a fresh start).
       num_replicas: replicas the global batch was split over.
@@ -362,7 +367,9 @@ def _train(config, strategy):
         max_to_keep=config.keep_checkpoints, checkpoint_name=checkpoints.CHECKPOINT_NAME)
 
     start_step = 0
-    if manager.latest_checkpoint:
+    # Every worker resumes from the chief's checkpoints (the others write scratch copies).
+    latest = tf.train.latest_checkpoint(config.logdir)
+    if latest:
         config_path = os.path.join(config.logdir, checkpoints.MODEL_CONFIG_FILE)
         if os.path.exists(config_path):
             with open(config_path, encoding="utf-8") as f:
@@ -371,11 +378,12 @@ def _train(config, strategy):
                 raise ConfigError(f"--logdir={config.logdir} holds a run of another model "
                                   f"({', '.join(differing)} differ from {config_path}); use a new "
                                   "--logdir, or --init_checkpoint to start from that run")
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoint.restore(latest).assert_existing_objects_matched()
         start_step = int(step_var.numpy())
         logging.info("Resuming from %s at step %d (optimizer iterations %d)",
-                     manager.latest_checkpoint, start_step, int(optimizer.iterations.numpy()))
-        print(f"Resuming from {manager.latest_checkpoint} at step {start_step}", flush=True)
+                     latest, start_step, int(optimizer.iterations.numpy()))
+        if chief:
+            print(f"Resuming from {latest} at step {start_step}", flush=True)
     else:
         if config.imagenet_weights:
             loaded = load_imagenet_backbone(model, config.imagenet_weights)
@@ -416,7 +424,10 @@ def _train(config, strategy):
             logits = model(images, training=True)
             targets = labels
             if not upsample_logits:  # Table 8: labels downsampled to the logits instead
-                targets = losses.downsample_labels(labels, tf.shape(logits)[1:3])
+                dynamic = tf.shape(logits)
+                size = tuple(logits.shape[i] if logits.shape[i] is not None else dynamic[i]
+                             for i in (1, 2))
+                targets = losses.downsample_labels(labels, size)
             pixel_losses, valid = losses.pixel_cross_entropy(
                 targets, logits, ignore_label=ignore_label, class_weights=class_weights)
             # The mean over the valid pixels of the *global* batch: each replica divides its
@@ -457,7 +468,7 @@ def _train(config, strategy):
     if chief and config.image_summary_steps > 0 and config.summary_images > 0:
         image_summaries = _ImageSummaries(config, info, num_classes)
     history = {}
-    last_saved = manager.latest_checkpoint
+    last_saved = latest
     last_saved_step = start_step if last_saved else None
     window_start, window_steps = time.time(), 0
     run_start = time.time()
@@ -485,6 +496,7 @@ def _train(config, strategy):
                 "regularization": values["regularization"],
                 "learning_rate": values["learning_rate"],
                 "pixel_accuracy": values["correct"] / max(values["valid"], 1.0),
+                "valid_pixels": values["valid"],
             }
             history[step] = record
             if step % config.log_steps == 0 or step == config.training_steps:

@@ -103,9 +103,10 @@ def test_dry_run_prints_every_command_in_order(tmp_path):
 def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     """Train once (tiny model, synthetic data) and evaluate the four inference strategies."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", "deeplab.reproduce", f"--table={number}",
-                             "--smoke", f"--reproduce_dir={tmp_path}"], capture_output=True, text=True,
-                            cwd=str(tmp_path), env=env, check=False, timeout=600)
+    command = [sys.executable, "-m", "deeplab.reproduce", f"--table={number}", "--smoke",
+               f"--reproduce_dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path), env=env,
+                            check=False, timeout=600)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     table = paper_tables.TABLES[number]
     saved = json.loads((tmp_path / f"table{number}.json").read_text())

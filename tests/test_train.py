@@ -233,3 +233,14 @@ def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
     model = checkpoints.load_model(result.checkpoint)
     assert model.get_layer("logits").kernel.dtype == "float32"
+
+
+def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, short_run):
+    """--noupsample_logits: the loss is taken at feature resolution (33 px crop, output stride 16:
+    3x3 logits), on labels picked by nearest neighbour, not on 33x33 upsampled logits."""
+    down = train_lib.train(_config(data_dir, tmp_path / "down", training_steps=2,
+                                   model={"upsample_logits": False}, image_summary_steps=0))
+    _, up = short_run  # the same data and crops with upsampled logits
+    assert 0 < down.history[1]["valid_pixels"] <= 4 * 3 * 3
+    assert 4 * 33 * 33 * 0.8 < up.history[1]["valid_pixels"] <= 4 * 33 * 33
+    assert math.isfinite(down.history[2]["loss"])
