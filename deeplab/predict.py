@@ -1,0 +1,272 @@
+r"""Segments image files with an exported model (SavedModel or .tflite) or a training checkpoint.
+
+    python -m deeplab.predict --model=exports/quickstart --input=photos/ --output_dir=out/
+    python -m deeplab.predict --model=exports/quickstart/deeplab_int8.tflite --input=a.jpg,b.png \
+        --output_dir=out/
+    python -m deeplab.predict --flagfile=experiments/quickstart.flags --checkpoint=runs/quickstart \
+        --input=photos/ --output_dir=out/        # Keras, with --eval_scales / --eval_flip
+
+For every image NAME.EXT it writes into ``--output_dir``:
+
+    NAME.png          class index per pixel (8-bit grayscale PNG; 16-bit if an index > 255)
+    NAME_color.png    the class map in the model's palette
+    NAME_overlay.png  the image blended with the colorized map (``--overlay_alpha``)
+
+and prints one line per image with its size and the inference and total times in ms (the
+first image also pays for graph tracing / interpreter warm-up).
+
+- ``--input`` takes files and folders (comma-separated, or as extra arguments); a folder
+  contributes its image files (not recursive).
+- Any size and mode: the map has the image's size. Grayscale, palette, 16-bit, CMYK and RGBA
+  images are converted to 8-bit RGB (RGBA: alpha dropped), with a note; EXIF orientation is
+  applied.
+- Unreadable or missing files are reported and skipped; the rest are processed.
+- Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
+- ``--model`` ending in .tflite (ours or the official DeepLab TFLite models): images are
+  letterboxed to the model's fixed input size (see deeplab/tflite.py).
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deeplab import experiment_flags  # noqa: F401  (shared experiment flags)
+from deeplab.errors import UserError
+
+flags.DEFINE_string("model", None,
+                    "SavedModel folder (deeplab.export_saved_model) or .tflite file; without it, "
+                    "--checkpoint (or --logdir) is run with Keras.")
+flags.DEFINE_list("input", [], "Image files and/or folders (more may follow as arguments).")
+flags.DEFINE_string("predict_output_dir", None, "Where the PNGs go (alias: --output_dir).")
+flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in the overlay.")
+flags.DEFINE_integer("num_threads", 0, "TFLite interpreter threads (0: its default).")
+
+FLAGS = flags.FLAGS
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm")
+_MODE_NOTES = {
+    "L": "grayscale image converted to RGB",
+    "LA": "grayscale image with alpha converted to RGB (alpha dropped)",
+    "1": "1-bit image converted to RGB",
+    "P": "palette image converted to RGB",
+    "PA": "palette image with alpha converted to RGB (alpha dropped)",
+    "RGBA": "RGBA image converted to RGB (alpha dropped)",
+    "RGBa": "RGBA image converted to RGB (alpha dropped)",
+    "CMYK": "CMYK image converted to RGB",
+    "YCbCr": "YCbCr image converted to RGB",
+    "LAB": "Lab image converted to RGB",
+    "HSV": "HSV image converted to RGB",
+}
+
+
+def read_image(path):
+    """Reads any image PIL can open as uint8 RGB.
+
+    Returns:
+      (uint8 [H, W, 3], note): note says what conversion was made, or None for 8-bit RGB.
+
+    Raises:
+      OSError / PIL.UnidentifiedImageError / ValueError: the file cannot be read as an image.
+    """
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        image.load()
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, np.uint8), None
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16/32-bit grayscale: scale 0..65535 (0..max for float) to 0..255.
+        values = np.asarray(image).astype(np.float64)
+        top = 65535.0 if mode != "F" else max(float(values.max()), 1e-12)
+        gray = np.clip(np.rint(values * 255.0 / top), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1), \
+            f"{mode} grayscale image scaled to 8 bits and converted to RGB"
+    note = _MODE_NOTES.get(mode, f"{mode} image converted to RGB")
+    return np.asarray(image.convert("RGB"), np.uint8), note
+
+
+def collect_inputs(inputs):
+    """Expands files and folders into (list of image paths, list of (path, problem)).
+
+    A folder contributes its files with an image extension, sorted; a named file is tried
+    whatever its extension; a path that does not exist is a problem.
+    """
+    paths, problems = [], []
+    for item in inputs:
+        if not item:
+            continue
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, name) for name in os.listdir(item)
+                           if not name.startswith(".")
+                           and name.lower().endswith(IMAGE_EXTENSIONS)
+                           and os.path.isfile(os.path.join(item, name)))
+            if not found:
+                problems.append((item, "folder holds no image files "
+                                       f"({', '.join(IMAGE_EXTENSIONS)})"))
+            paths.extend(found)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            problems.append((item, "no such file or folder"))
+    return paths, problems
+
+
+def _output_stems(paths):
+    """One distinct output name per input: the file's stem, with _2, _3... on collisions."""
+    stems, used = [], set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, k = stem, 2
+        while name in used:
+            name, k = f"{stem}_{k}", k + 1
+        used.add(name)
+        stems.append(name)
+    return stems
+
+
+def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
+    """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths."""
+    from deeplab.datasets_info import color_map  # pylint: disable=import-outside-toplevel
+    from deeplab.visualization import colorize_labels, overlay  # pylint: disable=import-outside-toplevel
+
+    labels = np.asarray(labels)
+    index_path = os.path.join(output_dir, stem + ".png")
+    if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0:
+        Image.fromarray(labels.astype(np.uint8), mode="L").save(index_path)
+    else:
+        Image.fromarray(labels.astype(np.uint16)).save(index_path)
+    if palette is None or labels.max(initial=0) >= len(palette):
+        palette = color_map(256)
+    colored = colorize_labels(labels, palette)
+    color_path = os.path.join(output_dir, stem + "_color.png")
+    overlay_path = os.path.join(output_dir, stem + "_overlay.png")
+    Image.fromarray(colored).save(color_path)
+    Image.fromarray(overlay(image, colored, alpha)).save(overlay_path)
+    return index_path, color_path, overlay_path
+
+
+def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, output_stride=0,
+                   num_threads=0):
+    """A callable uint8 [H, W, 3] -> int32 [H, W] with ``class_names`` / ``palette`` attributes.
+
+    ``model``: a .tflite file or a SavedModel folder; else ``checkpoint`` is rebuilt with
+    Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own).
+    """
+    if model:
+        if model.endswith(".tflite") or os.path.isfile(model):
+            from deeplab.tflite import TFLiteSegmenter  # pylint: disable=import-outside-toplevel
+
+            return TFLiteSegmenter(model, num_threads=num_threads or None)
+        if os.path.isdir(model):
+            from deeplab.serving import SavedModelSegmenter  # pylint: disable=import-outside-toplevel
+
+            return SavedModelSegmenter(model)
+        raise UserError(f"--model={model}: neither a .tflite file nor a SavedModel folder")
+    if not checkpoint:
+        raise UserError("pass --model=EXPORT (SavedModel folder or .tflite file) or "
+                        "--checkpoint=RUN (a training logdir or checkpoint prefix)")
+    from deeplab import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.serving import KerasSegmenter  # pylint: disable=import-outside-toplevel
+
+    info = checkpoints.read_run_info(checkpoint)
+    keras_model = checkpoints.load_model(checkpoint, output_stride=output_stride or None,
+                                         upsample_logits=True)
+    dataset_info = info["dataset_info"] or {}
+    return KerasSegmenter(keras_model, scales=scales, flip=flip,
+                          class_names=dataset_info.get("class_names"),
+                          palette=dataset_info.get("palette"))
+
+
+def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
+    """Runs ``segmenter`` on every image of ``inputs`` and writes the PNGs.
+
+    Returns:
+      dict: "processed" [(path, index_png)], "skipped" [(path, reason)], "notes"
+      [(path, note)], "times_ms" [(inference, total)].
+
+    Raises:
+      UserError: an output file would overwrite an input file.
+    """
+    paths, skipped = collect_inputs(inputs)
+    for path, reason in skipped:
+        log(f"skipped {path}: {reason}")
+    os.makedirs(output_dir, exist_ok=True)
+    stems = _output_stems(paths)
+    inputs_real = {os.path.realpath(p) for p in paths}
+    for stem in stems:
+        for suffix in (".png", "_color.png", "_overlay.png"):
+            target = os.path.realpath(os.path.join(output_dir, stem + suffix))
+            if target in inputs_real:
+                raise UserError(f"--output_dir={output_dir}: writing {target} would overwrite an "
+                                "input image; choose another output folder")
+    result = {"processed": [], "skipped": list(skipped), "notes": [], "times_ms": []}
+    palette = getattr(segmenter, "palette", None)
+    for number, (path, stem) in enumerate(zip(paths, stems), start=1):
+        start = time.perf_counter()
+        try:
+            image, note = read_image(path)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
+            reason = f"unreadable image ({type(error).__name__}: {error})"
+            log(f"skipped {path}: {reason}")
+            result["skipped"].append((path, reason))
+            continue
+        if note:
+            log(f"note: {path}: {note}")
+            result["notes"].append((path, note))
+        infer_start = time.perf_counter()
+        labels = segmenter(image)
+        infer_ms = 1000.0 * (time.perf_counter() - infer_start)
+        written = write_outputs(output_dir, stem, image, labels, palette, alpha)
+        total_ms = 1000.0 * (time.perf_counter() - start)
+        result["processed"].append((path, written[0]))
+        result["times_ms"].append((infer_ms, total_ms))
+        log(f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
+            f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}")
+    if result["times_ms"]:
+        times = np.asarray(result["times_ms"])
+        steady = times[1:] if len(times) > 1 else times
+        log(f"processed {len(result['processed'])}, skipped {len(result['skipped'])}; mean "
+            f"inference {steady[:, 0].mean():.1f} ms per image"
+            f"{' (excluding the first)' if len(times) > 1 else ''}")
+    else:
+        log(f"processed 0 images, skipped {len(result['skipped'])}")
+    return result
+
+
+def main(argv):
+    inputs = list(FLAGS.input) + list(argv[1:])
+    output_dir = FLAGS.predict_output_dir
+    try:
+        if not inputs:
+            raise UserError("pass --input=FILES_OR_FOLDERS (comma-separated) or list them as "
+                            "arguments")
+        if not output_dir:
+            raise UserError("pass --output_dir=FOLDER for the PNGs")
+        paths, problems = collect_inputs(inputs)
+        if not paths:  # nothing to do: say why without loading a model
+            for path, reason in problems:
+                print(f"skipped {path}: {reason}")
+            print("processed 0 images")
+            sys.exit(1)
+        if FLAGS.model and (FLAGS.checkpoint or FLAGS.logdir):
+            logging.info("--model=%s given: ignoring --checkpoint/--logdir", FLAGS.model)
+        segmenter = make_segmenter(
+            model=FLAGS.model, checkpoint=FLAGS.checkpoint or FLAGS.logdir,
+            scales=experiment_flags.eval_scales(), flip=FLAGS.eval_flip,
+            output_stride=FLAGS.eval_output_stride, num_threads=FLAGS.num_threads)
+        result = predict_files(segmenter, inputs, output_dir, alpha=FLAGS.predict_overlay_alpha)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0 if result["processed"] else 1)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_alias("output_dir", "predict_output_dir")
+    flags.DEFINE_alias("overlay_alpha", "predict_overlay_alpha")
+    app.run(main)

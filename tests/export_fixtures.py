@@ -1,0 +1,133 @@
+"""Shared by test_export, test_tflite and test_predict: a tiny trained-looking run and one export.
+
+The SavedModel export of even a tiny model takes tens of seconds on a busy CPU, so the one
+export is memoized for the whole pytest session (a module-level cache: this module is imported
+once, whichever test file asks first).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 3
+TINY = {"backbone": "resnet14_tiny", "aspp_filters": 8, "atrous_rates": (1, 2, 3)}
+CLASS_NAMES = ["sky", "road", "car"]
+PALETTE = [[70, 130, 180], [128, 64, 128], [0, 0, 142]]
+DATASET_INFO = {"name": "toy", "num_classes": NUM_CLASSES, "ignore_label": 255,
+                "class_names": CLASS_NAMES, "palette": PALETTE}
+# The shared export averages these (Sec. 4.2), so the fresh-process test covers them.
+EXPORT_SCALES = (1.0, 0.75)
+EXPORT_FLIP = True
+
+_CACHE = {}
+
+
+def randomize(model, seed=0):
+    """Non-default, well-scaled values for every variable (BN statistics included), so that a
+    variable lost on the way to an export changes the output."""
+    rng = np.random.RandomState(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if variable.path.endswith("kernel"):
+            value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+        elif variable.path.endswith(("gamma", "moving_variance")):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            value = rng.normal(0.0, 0.1, shape)
+        variable.assign(value.astype("float32"))
+
+
+def structured_images(count, size, seed=0):
+    """uint8 [count, H, W, 3] synthetic scenes (shapes, stripes): unlike i.i.d. noise, they make
+    a randomized model predict several classes with unsaturated probabilities."""
+    from deeplab import synthetic
+
+    return np.stack([synthetic.make_example(np.random.default_rng([seed, i]), image_size=size,
+                                            num_classes=NUM_CLASSES)[0] for i in range(count)])
+
+
+def calibrate_batch_norm(model, images):
+    """Sets every BN layer's moving statistics to those of ``images`` (one training-mode pass
+    with momentum 0), so activations stay normalized and the logits moderate."""
+    import keras
+
+    from deeplab.model import iter_layers
+    from deeplab.preprocessing import normalize_image
+
+    layers = [l for l in iter_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(normalize_image(images), training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
+def make_tiny_run(logdir, *, output_stride=16, seed=2):
+    """Builds a tiny DeepLabV3, randomizes it (BN statistics calibrated on synthetic scenes)
+    and saves it as deeplab.train would.
+
+    Returns:
+      (model, checkpoint prefix).
+    """
+    import tensorflow as tf
+
+    from deeplab import checkpoints
+    from deeplab.model import build_model
+
+    model = build_model(num_classes=NUM_CLASSES, output_stride=output_stride, **TINY)
+    randomize(model, seed)
+    calibrate_batch_norm(model, structured_images(4, (41, 41), seed=100 + seed))
+    checkpoints.write_run_info(logdir, model, DATASET_INFO)
+    manager = tf.train.CheckpointManager(
+        checkpoints.make_checkpoint(model, step=tf.Variable(5, dtype=tf.int64)), logdir,
+        max_to_keep=1, checkpoint_name=checkpoints.CHECKPOINT_NAME)
+    return model, manager.save(checkpoint_number=5)
+
+
+def subprocess_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def run_binary(module, *args, timeout=300):
+    """Runs ``python -m module args`` from the repository root; returns CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def shared_export(tmp_path_factory):
+    """The tiny run exported once by the real binary (multi-scale + flip).
+
+    Returns:
+      dict with "run_dir", "export_dir", "model" (the Keras model that was saved), "stdout".
+    """
+    if "export" not in _CACHE:
+        root = tmp_path_factory.mktemp("shared_export")
+        run_dir, export_dir = str(root / "run"), str(root / "export")
+        model, _ = make_tiny_run(run_dir)
+        result = run_binary("deeplab.export_saved_model", f"--checkpoint={run_dir}",
+                            f"--export_dir={export_dir}",
+                            f"--eval_scales={','.join(map(str, EXPORT_SCALES))}",
+                            "--eval_flip" if EXPORT_FLIP else "--noeval_flip")
+        assert result.returncode == 0, result.stderr[-3000:]
+        _CACHE["export"] = {"run_dir": run_dir, "export_dir": export_dir, "model": model,
+                            "stdout": result.stdout + result.stderr}
+    return _CACHE["export"]
+
+
+def shared_data(tmp_path_factory):
+    """A small synthetic dataset with NUM_CLASSES classes (33x33 images)."""
+    if "data" not in _CACHE:
+        from deeplab import synthetic
+
+        root = str(tmp_path_factory.mktemp("synthetic"))
+        synthetic.build_synthetic_dataset(root, num_train=6, num_val=4, image_size=(33, 33),
+                                          num_classes=NUM_CLASSES, seed=3)
+        _CACHE["data"] = root
+    return _CACHE["data"]

@@ -1,0 +1,224 @@
+"""deeplab.export_saved_model + deeplab.serving: a SavedModel that takes raw images.
+
+The export is made once by the real binary (export_fixtures.shared_export) from a tiny run
+with randomized BN statistics, averaging scales (1.0, 0.75) and the flip; it is reloaded in a
+fresh Python process that imports only tensorflow and numpy.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import export_fixtures as fx
+
+# Runs in a fresh process: no project code, only tensorflow and numpy.
+FRESH_PROCESS_SCRIPT = textwrap.dedent(r'''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    export_dir, inputs_path, outputs_path = sys.argv[1:4]
+    inputs = np.load(inputs_path)
+    loaded = tf.saved_model.load(export_dir)
+    serve = loaded.signatures["serving_default"]
+    out = {}
+    for key in ("batch_a", "batch_b"):
+        result = serve(images=tf.constant(inputs[key]))
+        out[key + "_semantic"] = result["semantic"].numpy()
+        out[key + "_probabilities"] = result["probabilities"].numpy()
+    encoded = loaded.signatures["serve_encoded_images"]
+    pngs = [bytes(inputs["png_%d" % i]) for i in range(2)]
+    out["encoded_semantic"] = encoded(image_bytes=tf.constant(pngs))["semantic"].numpy()
+    info = loaded.signatures["class_info"]()
+    report = {"signatures": sorted(loaded.signatures),
+              "class_names": [n.decode() for n in info["class_names"].numpy()],
+              "palette": info["palette"].numpy().tolist(),
+              "project_modules": sorted(m for m in sys.modules if m.split(".")[0] == "deeplab"),
+              "inputs": {k: [str(s.dtype.name), s.shape.as_list()]
+                         for k, s in serve.structured_input_signature[1].items()},
+              "outputs": {k: [str(s.dtype.name), s.shape.as_list()]
+                          for k, s in serve.structured_outputs.items()},
+              "errors": {}}
+
+    def attempt(name, call):
+        try:
+            call()
+            report["errors"][name] = None
+        except Exception as error:  # what a user sees
+            report["errors"][name] = [type(error).__name__, str(error)[:1500]]
+
+    batch = inputs["batch_a"]
+    attempt("float_tensor", lambda: serve(images=tf.constant(batch.astype(np.float32))))
+    attempt("float_numpy", lambda: serve(images=batch.astype(np.float32)))
+    attempt("rank_3", lambda: serve(images=tf.constant(batch[0])))
+    attempt("rank_3_numpy", lambda: serve(images=batch[0]))
+    attempt("rank_5", lambda: serve(images=tf.zeros([1, 9, 9, 3, 1], tf.uint8)))
+    attempt("four_channels", lambda: serve(images=tf.zeros([1, 9, 9, 4], tf.uint8)))
+    attempt("four_channels_numpy", lambda: serve(images=np.zeros([1, 9, 9, 4], np.uint8)))
+    attempt("empty_image", lambda: serve(images=tf.zeros([1, 0, 9, 3], tf.uint8)))
+    attempt("mixed_sizes", lambda: encoded(image_bytes=tf.constant([pngs[0], bytes(inputs["png_small"])])))
+    attempt("not_an_image", lambda: encoded(image_bytes=tf.constant([b"hello"])))
+    attempt("no_images", lambda: encoded(image_bytes=tf.constant([], tf.string)))
+    np.savez(outputs_path, **out)
+    with open(outputs_path + ".json", "w") as f:
+        json.dump(report, f)
+''')
+
+
+def _png(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+def _keras_probabilities(model, images, scales, flip):
+    from keras import ops
+
+    from deeplab import inference
+    from deeplab.preprocessing import normalize_image
+
+    return ops.convert_to_numpy(inference.predict_probabilities(
+        model, normalize_image(images), scales=scales, flip=flip))
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """Runs the export in a fresh process on two batches (odd and even sizes)."""
+    export = fx.shared_export(tmp_path_factory)
+    inputs = {"batch_a": fx.structured_images(2, (33, 41), seed=7),
+              "batch_b": fx.structured_images(1, (46, 30), seed=8)}
+    inputs.update({f"png_{i}": _png(inputs["batch_a"][i]) for i in range(2)})
+    inputs["png_small"] = _png(inputs["batch_a"][0][:20])
+    root = tmp_path_factory.mktemp("fresh")
+    script, in_path, out_path = root / "reload.py", str(root / "in.npz"), str(root / "out.npz")
+    script.write_text(FRESH_PROCESS_SCRIPT)
+    np.savez(in_path, **inputs)
+    # No PYTHONPATH to the repository: the reload cannot import project code even by accident.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    result = subprocess.run([sys.executable, str(script), export["export_dir"], in_path, out_path],
+                            cwd=str(root), env=env, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out_path + ".json", encoding="utf-8") as f:
+        report = json.load(f)
+    return {"export": export, "inputs": inputs, "outputs": dict(np.load(out_path)),
+            "report": report}
+
+
+def test_fresh_process_reload_matches_keras(fresh):
+    model = fresh["export"]["model"]
+    report = fresh["report"]
+    assert report["project_modules"] == []
+    assert report["signatures"] == ["class_info", "serve_encoded_images", "serving_default"]
+    assert report["inputs"] == {"images": ["uint8", [None, None, None, 3]]}
+    assert report["outputs"] == {"probabilities": ["float32", [None, None, None, fx.NUM_CLASSES]],
+                                 "semantic": ["int32", [None, None, None]]}
+    for key in ("batch_a", "batch_b"):
+        images = fresh["inputs"][key]
+        expected = _keras_probabilities(model, images, fx.EXPORT_SCALES, fx.EXPORT_FLIP)
+        probabilities = fresh["outputs"][key + "_probabilities"]
+        semantic = fresh["outputs"][key + "_semantic"]
+        assert probabilities.shape == images.shape[:3] + (fx.NUM_CLASSES,)
+        assert semantic.shape == images.shape[:3] and semantic.dtype == np.int32
+        assert np.abs(probabilities - expected).max() <= 1e-4
+        assert (semantic == expected.argmax(-1)).mean() >= 0.999
+        # The model is not trivial: several classes are predicted.
+        assert len(np.unique(semantic)) >= 2
+
+
+def test_export_averages_scales_and_flip(fresh):
+    # Guards the comparison above: without the scales and flip the probabilities differ, so an
+    # export that dropped them would have failed it.
+    images = fresh["inputs"]["batch_a"]
+    single = _keras_probabilities(fresh["export"]["model"], images, (1.0,), False)
+    assert np.abs(fresh["outputs"]["batch_a_probabilities"] - single).max() > 1e-2
+
+
+def test_encoded_signature_decodes_png(fresh):
+    np.testing.assert_array_equal(fresh["outputs"]["encoded_semantic"],
+                                  fresh["outputs"]["batch_a_semantic"])
+
+
+def test_class_names_are_an_asset_and_a_signature(fresh):
+    export_dir = fresh["export"]["export_dir"]
+    assert fresh["report"]["class_names"] == fx.CLASS_NAMES
+    assert fresh["report"]["palette"] == fx.PALETTE
+    with open(os.path.join(export_dir, "assets", "class_names.txt"), encoding="utf-8") as f:
+        assert f.read().split() == fx.CLASS_NAMES
+    with open(os.path.join(export_dir, "assets", "deeplab_export.json"), encoding="utf-8") as f:
+        info = json.load(f)
+    assert info["num_classes"] == fx.NUM_CLASSES
+    assert info["scales"] == list(fx.EXPORT_SCALES) and info["flip"] is fx.EXPORT_FLIP
+    assert info["output_stride"] == 16 and info["step"] == 5
+    assert info["model_config"]["backbone"] == "resnet14_tiny"
+
+
+def test_bad_inputs_give_readable_errors(fresh):
+    errors = fresh["report"]["errors"]
+    # A float tensor cannot enter a uint8 signature: TensorFlow rejects the call.
+    kind, message = errors["float_tensor"]
+    assert kind == "InvalidArgumentError" and "uint8" in message and "float" in message
+    # A float numpy array is converted to uint8 by TensorFlow's argument binding before the
+    # graph runs (documented in docs/serving.md): no error, so callers must send uint8 pixels.
+    assert errors["float_numpy"] is None
+    # numpy arrays of another shape: TensorFlow's argument binding names the expected spec.
+    for name in ("rank_3_numpy", "four_channels_numpy"):
+        kind, message = errors[name]
+        assert kind == "TypeError" and "(None, None, None, 3)" in message and "uint8" in message
+    # Tensors reach the graph, whose assertion names the signature, the rule and the shape.
+    expected = "serving_default expects uint8 RGB images of shape [N, H, W, 3] with H, W > 0"
+    for name, shape in (("rank_3", "[33 41 3]"), ("rank_5", "[1 9 9 3 1]"),
+                        ("four_channels", "[1 9 9 4]"), ("empty_image", "[1 0 9 3]")):
+        kind, message = errors[name]
+        assert kind == "InvalidArgumentError", (name, message)
+        assert expected in message and f"got shape] {shape}" in message, (name, message)
+    kind, message = errors["mixed_sizes"]
+    assert kind == "InvalidArgumentError" and "same height and width" in message
+    kind, message = errors["not_an_image"]
+    assert kind == "InvalidArgumentError" and "Unknown image file format" in message
+    kind, message = errors["no_images"]
+    assert kind == "InvalidArgumentError" and "at least one encoded image" in message
+
+
+def test_saved_model_cli_shows_the_documented_signatures(fresh):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        pytest.skip("saved_model_cli is not installed next to this Python")
+    result = subprocess.run([cli, "show", "--dir", fresh["export"]["export_dir"],
+                             "--tag_set", "serve", "--signature_def", "serving_default"],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = " ".join(result.stdout.split())
+    assert "inputs['images'] tensor_info: dtype: DT_UINT8 shape: (-1, -1, -1, 3)" in text
+    assert "outputs['semantic'] tensor_info: dtype: DT_INT32 shape: (-1, -1, -1)" in text
+    assert (f"outputs['probabilities'] tensor_info: dtype: DT_FLOAT shape: "
+            f"(-1, -1, -1, {fx.NUM_CLASSES})") in text
+
+
+def test_export_flag_errors_name_the_flag(tmp_path):
+    from deeplab.errors import ConfigError, UserError
+    from deeplab.export_saved_model import run_export
+
+    with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
+        run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), quantize="int8")
+    with pytest.raises(ConfigError, match="--quantize=int8 needs --dataset_dir"):
+        run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), tflite=True,
+                   quantize="int8")
+    with pytest.raises(UserError, match="holds no checkpoint"):
+        run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"))
+
+
+def test_binary_reports_a_missing_checkpoint(tmp_path):
+    result = fx.run_binary("deeplab.export_saved_model", f"--checkpoint={tmp_path / 'nothing'}",
+                           f"--export_dir={tmp_path / 'e'}", timeout=120)
+    assert result.returncode == 2
+    assert "error: --checkpoint=" in result.stderr and "Traceback" not in result.stderr
