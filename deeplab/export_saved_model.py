@@ -14,7 +14,7 @@ palette come from the run's dataset_info.json, else ``--dataset_dir``'s dataset.
 ``--class_names`` / generic names.
 
 Writes into ``--export_dir``: the SavedModel (signatures ``serving_default``,
-``serve_encoded_images``, ``class_info``; see deeplab/serving.py and docs/serving.md) and, with
+``serve_encoded_images``, ``class_info``; see deeplab/serving.py and the README) and, with
 ``--tflite``, ``deeplab_float32.tflite`` (+ ``deeplab_int8.tflite`` with ``--quantize=int8``),
 each with a ``.json`` sidecar. ``--evaluate_split`` prints the mIOU of float Keras, float TFLite
 and int8 TFLite on that split side by side and writes ``tflite_eval.json``.

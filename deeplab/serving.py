@@ -23,7 +23,7 @@ height and width (one image per call always works); a call that mixes sizes fail
 are one size by construction.
 
 Input checks (what a caller sees is tested in tests/test_export.py and listed in
-docs/serving.md): a uint8 signature cannot receive another dtype as a tensor (TensorFlow
+the README, "Serving the SavedModel"): a uint8 signature cannot receive another dtype as a tensor (TensorFlow
 rejects the call: ``InvalidArgumentError ... expected to be a uint8 tensor but is a float
 tensor``); numpy arrays are checked against the signature's shape (``TypeError``) and cast to
 uint8 by TensorFlow before the graph runs. Tensors reach the graph with any shape, so it

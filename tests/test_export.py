@@ -167,7 +167,7 @@ def test_bad_inputs_give_readable_errors(fresh):
     kind, message = errors["float_tensor"]
     assert kind == "InvalidArgumentError" and "uint8" in message and "float" in message
     # A float numpy array is converted to uint8 by TensorFlow's argument binding before the
-    # graph runs (documented in docs/serving.md): no error, so callers must send uint8 pixels.
+    # graph runs (documented in the README): no error, so callers must send uint8 pixels.
     assert errors["float_numpy"] is None
     # numpy arrays of another shape: TensorFlow's argument binding names the expected spec.
     for name in ("rank_3_numpy", "four_channels_numpy"):

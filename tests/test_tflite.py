@@ -170,7 +170,7 @@ def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_pat
     assert float_r["agreement"] >= 0.999
     assert abs(float_r["miou"] - keras_r["miou"]) <= 0.002
     # int8 of an untrained, randomized model: most pixels keep their class. (Measured on the
-    # trained quick-start model: 99.8% of pixels, mIOU within 0.1 points; docs/serving.md.)
+    # trained quick-start model: 99.8% of pixels, mIOU within 0.1 points; see the README.)
     assert int8_r["agreement"] >= 0.8
     assert abs(int8_r["miou"] - keras_r["miou"]) <= 0.05
     table = tflite.format_comparison(results)
