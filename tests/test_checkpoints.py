@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from export_fixtures import randomize  # non-default values for every variable
 
 from deeplab import checkpoints
 from deeplab.errors import ConfigError, UserError
@@ -17,24 +18,9 @@ DATASET_INFO = {"name": "toy", "num_classes": 3, "ignore_label": 255, "class_nam
                 "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "splits": {"train": 4}}
 
 
-def _perturb(model, seed=0):
-    """Gives every variable (BN statistics included) non-default but well-scaled values, so a
-    restore that skips a variable shows up as a changed output."""
-    rng = np.random.RandomState(seed)
-    for variable in model.weights:
-        shape = tuple(variable.shape)
-        if variable.path.endswith("kernel"):
-            value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-        elif variable.path.endswith(("gamma", "moving_variance")):
-            value = rng.uniform(0.5, 1.5, shape)
-        else:
-            value = rng.normal(0.0, 0.1, shape)
-        variable.assign(value.astype("float32"))
-
-
 def _save_run(logdir, num_classes=3, output_stride=16, step=7):
     model = build_model(num_classes=num_classes, output_stride=output_stride, **TINY)
-    _perturb(model)
+    randomize(model)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     optimizer.build(model.trainable_variables)
     step_var = tf.Variable(step, dtype=tf.int64)
