@@ -27,15 +27,7 @@ def main(argv=None):
     parser = convert.make_parser(__doc__)
     args = parser.parse_args(argv)
     split_specs = raw_datasets.cityscapes_examples(args.input_dir, convert.parse_splits(args.splits))
-    convert.convert_splits(
-        split_specs,
-        args.output_dir,
-        dataset=datasets_info.cityscapes(),
-        num_shards=args.num_shards,
-        num_workers=args.num_workers,
-        skip_bad=args.skip_bad,
-        progress=not args.no_progress,
-    )
+    convert.convert_from_args(split_specs, args, datasets_info.cityscapes())
 
 
 if __name__ == "__main__":

@@ -28,14 +28,8 @@ def main(argv=None):
     parser.add_argument("--min_area", type=float, default=raw_datasets.MIN_REGION_AREA, help="keep images with a VOC-class region larger than this many pixels")
     args = parser.parse_args(argv)
     split_specs = raw_datasets.coco_examples(args.input_dir, convert.parse_splits(args.splits), min_area=args.min_area)
-    convert.convert_splits(
-        split_specs,
-        args.output_dir,
-        dataset=datasets_info.coco_voc(),
-        num_shards=args.num_shards,
-        num_workers=args.num_workers,
-        skip_bad=args.skip_bad,
-        progress=not args.no_progress,
+    convert.convert_from_args(
+        split_specs, args, datasets_info.coco_voc(),
         extra_info={"selection": f"images with a non-crowd VOC-class annotation of area > {args.min_area:g} px"},
     )
 

@@ -57,14 +57,8 @@ def main(argv=None):
         list_dir=args.list_dir,
         palette_masks=args.palette_masks,
     )
-    convert.convert_splits(
-        split_specs,
-        args.output_dir,
-        dataset=dataset,
-        num_shards=args.num_shards,
-        num_workers=args.num_workers,
-        skip_bad=args.skip_bad,
-        progress=not args.no_progress,
+    convert.convert_from_args(
+        split_specs, args, dataset,
         palette_hint="; pass --palette_masks if its palette indices are the class ids",
     )
 

@@ -27,15 +27,7 @@ def main(argv=None):
     parser.add_argument("--sbd_dir", default=None, help="SBD benchmark_RELEASE folder; adds the trainaug split")
     args = parser.parse_args(argv)
     split_specs = raw_datasets.voc_examples(args.input_dir, convert.parse_splits(args.splits), sbd_dir=args.sbd_dir)
-    convert.convert_splits(
-        split_specs,
-        args.output_dir,
-        dataset=datasets_info.pascal_voc(),
-        num_shards=args.num_shards,
-        num_workers=args.num_workers,
-        skip_bad=args.skip_bad,
-        progress=not args.no_progress,
-    )
+    convert.convert_from_args(split_specs, args, datasets_info.pascal_voc())
 
 
 if __name__ == "__main__":

@@ -532,6 +532,14 @@ def parse_splits(text):
     return splits
 
 
+def convert_from_args(split_specs, args, dataset, **kwargs):
+    """convert_splits with the shared flags of make_parser (output dir, shards, workers, ...);
+    kwargs go to convert_splits as they are."""
+    return convert_splits(split_specs, args.output_dir, dataset=dataset, num_shards=args.num_shards,
+                          num_workers=args.num_workers, skip_bad=args.skip_bad,
+                          progress=not args.no_progress, **kwargs)
+
+
 def run_cli(main, argv=None):
     """Runs a converter's main(argv); a UserError becomes one line on stderr and exit status 1."""
     try:
@@ -558,6 +566,7 @@ __all__ = [
     "load_example",
     "SplitReport",
     "convert_split",
+    "convert_from_args",
     "convert_splits",
     "make_parser",
     "parse_splits",
