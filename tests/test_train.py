@@ -244,3 +244,39 @@ def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, sh
     assert 0 < down.history[1]["valid_pixels"] <= 4 * 3 * 3
     assert 4 * 33 * 33 * 0.8 < up.history[1]["valid_pixels"] <= 4 * 33 * 33
     assert math.isfinite(down.history[2]["loss"])
+
+
+def test_class_weights_scale_the_cross_entropy(data_dir, tmp_path, short_run):
+    """Same seed, data and first step as short_run: weights (2, 2, 2) double the first loss
+    term (the weighted loss is averaged over the valid pixels, not over the weights)."""
+    weighted = train_lib.train(_config(data_dir, tmp_path / "weighted", training_steps=1,
+                                       class_weights=(2.0, 2.0, 2.0), image_summary_steps=0))
+    _, plain = short_run
+    assert weighted.history[1]["cross_entropy"] == pytest.approx(
+        2.0 * plain.history[1]["cross_entropy"], rel=1e-4)
+    with pytest.raises(ConfigError, match="--class_weights has 2 values"):
+        train_lib.train(_config(data_dir, tmp_path / "bad", training_steps=1,
+                                class_weights=(1.0, 2.0)))
+
+
+def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
+    """--imagenet_weights: a keras.applications ResNet-50 weight file seeds the backbone (a
+    random stand-in for the ImageNet file; the learning rate is ~0 so one step keeps it)."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    reference = keras.applications.ResNet50(weights=None, include_top=False,
+                                            input_shape=(None, None, 3))
+    rng = np.random.RandomState(3)
+    conv1 = reference.get_layer("conv1_conv")
+    conv1.set_weights([rng.normal(0, 0.05, w.shape).astype("float32")
+                       for w in conv1.get_weights()])
+    path = str(tmp_path / "resnet50_notop.weights.h5")
+    reference.save_weights(path)
+    result = train_lib.train(_config(
+        data_dir, tmp_path / "run", training_steps=1, base_learning_rate=1e-12,
+        image_summary_steps=0, imagenet_weights=path,
+        model={"backbone": "resnet50", "aspp_filters": 8}))
+    model = checkpoints.load_model(result.checkpoint)
+    loaded = model.backbone_model.get_layer("conv1_conv").get_weights()
+    for got, want in zip(loaded, conv1.get_weights()):
+        np.testing.assert_allclose(got, want, atol=1e-6)
