@@ -8,9 +8,9 @@
 The paper trained synchronously on 16-image batches (Sec. 4.1, Table 9) and studied
 asynchronous parameter-server replicas in Table 11. Synchronous data parallelism is
 ``mirrored`` (one machine, all its GPUs, or logical CPUs), ``multi_worker_mirrored`` (several
-machines, TF_CONFIG) and ``tpu``. ``parameter_server`` has its own entry point (its training
-loop schedules steps through a ClusterCoordinator); :func:`create_strategy` refuses it until
-then with a clear message.
+machines, TF_CONFIG) and ``tpu``. ``parameter_server`` is asynchronous (Table 11): the chief
+holds the strategy and schedules steps through a ClusterCoordinator, worker and ps tasks only
+serve (:func:`run_server`); the task comes from TF_CONFIG (:func:`tf_config_task`).
 
 Library code: no flags are read here; binaries pass plain values.
 """
@@ -67,11 +67,82 @@ def _tpu_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def tf_config_task():
+    """(task type, task index) of this process from TF_CONFIG, or (None, None) without it.
+
+    Raises:
+      ConfigError: TF_CONFIG is not valid JSON or has no "task".
+    """
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return None, None
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({error}); it must be "
+                          '{"cluster": {...}, "task": {"type": ..., "index": ...}}') from error
+    task = config.get("task") or {}
+    if "type" not in task:
+        raise ConfigError('TF_CONFIG has no "task": {"type": ..., "index": ...}; every process of '
+                          "a cluster needs its own task")
+    return task["type"], int(task.get("index", 0))
+
+
+def _tf_config_cluster():
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return {}
+    return json.loads(text).get("cluster", {})
+
+
+def num_tasks(task_type):
+    """How many tasks of ``task_type`` ("worker", "ps", ...) the TF_CONFIG cluster has (0 without)."""
+    return len(_tf_config_cluster().get(task_type, []))
+
+
 def _parameter_server_strategy():
-    # Asynchronous training (Table 11) needs a ClusterCoordinator-driven loop, which comes
-    # with its own issue; this is where its strategy will be created from TF_CONFIG.
-    raise ConfigError("--strategy=parameter_server is not available in deeplab.train yet; use "
-                      "default, mirrored, multi_worker_mirrored or tpu")
+    """ParameterServerStrategy over the cluster of TF_CONFIG (created on the chief only)."""
+    if "TF_CONFIG" not in os.environ:
+        raise ConfigError("--strategy=parameter_server needs TF_CONFIG describing a cluster with a "
+                          "chief, workers and ps tasks (python -m deeplab.launch_local --workers=N "
+                          "--ps=M -- ... starts one on this machine; WORKSPACE.md shows a real one)")
+    task_type, _ = tf_config_task()
+    cluster = _tf_config_cluster()
+    missing = [kind for kind in ("chief", "worker", "ps") if not cluster.get(kind)]
+    if missing:
+        raise ConfigError(f"--strategy=parameter_server: the TF_CONFIG cluster has no "
+                          f"{' or '.join(missing)} task; it needs one chief, at least one worker "
+                          "and at least one ps")
+    if task_type != "chief":
+        raise ConfigError(f"--strategy=parameter_server: only the chief creates the strategy; this "
+                          f"process is TF_CONFIG task {task_type!r} (workers and ps run "
+                          "distribute.run_server)")
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if not resolver.rpc_layer:
+        resolver.rpc_layer = "grpc"
+    # Variables are placed round-robin over the ps tasks, whole (no partitioning): the largest
+    # variable of ResNet-101 DeepLabv3 is 9.4 MB, and whole variables restore into a plain
+    # single-process model unchanged.
+    strategy = tf.distribute.ParameterServerStrategy(resolver)
+    logging.info("ParameterServerStrategy: %d worker(s), %d ps", len(cluster["worker"]),
+                 len(cluster["ps"]))
+    return strategy
+
+
+def run_server(task_type, task_index):
+    """Starts this process's tf.distribute.Server (a worker or ps task) and serves forever.
+
+    The chief's ClusterCoordinator sends the work; a ps task holds variables. Returns only if
+    the server stops (it normally runs until the process is killed).
+    """
+    if task_type not in ("worker", "ps"):
+        raise ConfigError(f"TF_CONFIG task type {task_type!r} runs no server; expected worker or ps")
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
+                                  task_index=task_index, protocol=resolver.rpc_layer or "grpc",
+                                  start=True)
+    print(f"{task_type}:{task_index} serving at {server.target}", flush=True)
+    server.join()
 
 
 def create_strategy(name, *, tpu=None):
@@ -81,7 +152,9 @@ def create_strategy(name, *, tpu=None):
       name: "default" (no distribution; one device), "mirrored" (synchronous replicas on this
         machine's GPUs, or its logical CPUs when it has no GPU, see
         :func:`configure_logical_cpus`), "multi_worker_mirrored" (synchronous, several
-        machines described by TF_CONFIG), "tpu", or "parameter_server" (not yet).
+        machines described by TF_CONFIG), "tpu", or "parameter_server" (asynchronous: the
+        chief's ParameterServerStrategy over the TF_CONFIG cluster; drive it with a
+        tf.distribute.coordinator.ClusterCoordinator).
       tpu: TPU name or grpc address for "tpu" ("" = the local / Colab TPU).
 
     Returns:

@@ -11,7 +11,8 @@ cluster is chief + workers + parameter servers (``--strategy=parameter_server``)
 worker 0 acting as chief.
 
 Each line a task prints is streamed with a ``[task:index]`` prefix. When the chief ends (or
-the launcher gets Ctrl-C / SIGTERM) every process the launcher started is stopped: SIGTERM to
+the launcher gets Ctrl-C / SIGTERM) every process the launcher started is stopped (an evaluator
+is first given --evaluator_wait_seconds to evaluate the last checkpoint): SIGTERM to
 the process group it created for that task, then SIGKILL after ``--grace_seconds``. Nothing
 else is touched. With ``--restart_workers`` a worker that dies while the chief runs is
 started again with the same address (the coordinator reschedules its steps). The exit code is
@@ -37,6 +38,9 @@ flags.DEFINE_boolean("restart_workers", False, "Restart a worker that dies while
 flags.DEFINE_integer("max_restarts", 5, "Restarts allowed per worker.")
 flags.DEFINE_string("module", "deeplab.train", "Python module every task runs (python -m ...).")
 flags.DEFINE_float("grace_seconds", 10.0, "SIGTERM -> SIGKILL delay when stopping tasks.")
+flags.DEFINE_float("evaluator_wait_seconds", 600.0,
+                   "After the chief succeeds, how long the evaluator may take to evaluate the last "
+                   "checkpoint and exit before it is stopped.")
 flags.DEFINE_string("host", "127.0.0.1", "Address the tasks listen on (loopback only).")
 
 
@@ -147,8 +151,12 @@ class Task:
 
 
 def run_cluster(cluster, command, *, evaluator=False, restart_workers=False, max_restarts=5,
-                grace_seconds=10.0, poll_seconds=0.2):
-    """Runs every task until the chief ends; returns the chief's exit code."""
+                grace_seconds=10.0, poll_seconds=0.2, evaluator_wait_seconds=600.0):
+    """Runs every task until the chief ends; returns the chief's exit code.
+
+    When the chief succeeded, an evaluator task gets ``evaluator_wait_seconds`` to finish (it
+    stops by itself after the final checkpoint) before everything is stopped.
+    """
     lock = threading.Lock()
     tasks = [Task(t, cluster, command, lock) for t in task_list(cluster, evaluator)]
     chief = next(t for t in tasks if is_chief(t.task, cluster))
@@ -175,6 +183,12 @@ def run_cluster(cluster, command, *, evaluator=False, restart_workers=False, max
                     task._say(f"exited with {status}: restart {task.restarts}/{max_restarts}")  # pylint: disable=protected-access
                     task.start()
             time.sleep(poll_seconds)
+        evaluators = [t for t in tasks if t.task[0] == "evaluator"]
+        if not stop_requested and chief.poll() == 0 and evaluators:
+            deadline = time.time() + evaluator_wait_seconds
+            while (not stop_requested and time.time() < deadline
+                   and any(t.poll() is None for t in evaluators)):
+                time.sleep(poll_seconds)
         if stop_requested:
             with lock:
                 print("[launch_local] interrupted: stopping every task", flush=True)
@@ -203,7 +217,8 @@ def main(argv):
     print(f"[launch_local] cluster {json.dumps(cluster)}", flush=True)
     return run_cluster(cluster, command, evaluator=FLAGS.evaluator,
                        restart_workers=FLAGS.restart_workers, max_restarts=FLAGS.max_restarts,
-                       grace_seconds=FLAGS.grace_seconds)
+                       grace_seconds=FLAGS.grace_seconds,
+                       evaluator_wait_seconds=FLAGS.evaluator_wait_seconds)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ the same command again resumes from the latest checkpoint: weights, optimizer sl
 iteration counter, so the learning-rate schedule continues where it stopped. A run killed at
 any moment loses at most the steps since its last checkpoint.
 
+Several processes (TF_CONFIG; ``python -m deeplab.launch_local`` starts them on one machine,
+WORKSPACE.md on a cluster): ``--strategy=multi_worker_mirrored`` trains synchronously on every
+worker; ``--strategy=parameter_server`` trains asynchronously (Appendix B, Table 11): the chief
+schedules steps through a ClusterCoordinator on whichever worker is free, each step one
+worker's --batch_size batch applied to the variables on the ps tasks, --training_steps counting
+all workers' steps; worker and ps tasks only serve. A task of type "evaluator" evaluates each
+new checkpoint of --logdir (``deeplab.evaluate --watch``) with any strategy.
+
 The training loop is written out (tf.function step, ``strategy.run``, ``optimizer.apply``)
 rather than ``model.fit``: it controls exactly what is checkpointed, stops on a non-finite loss
 before writing a bad checkpoint, and computes the loss over the global batch's valid pixels
@@ -45,6 +53,10 @@ flags.DEFINE_integer("logical_cpu_devices", 0,
                      "Split the CPU into N logical devices before TensorFlow starts, so "
                      "--strategy=mirrored runs N replicas without accelerators (tests, development).")
 flags.DEFINE_integer("summary_images", 3, "Images shown in the TensorBoard image summaries.")
+flags.DEFINE_float("evaluator_interval", 10.0,
+                   "TF_CONFIG task 'evaluator': seconds between looks for a new checkpoint.")
+flags.DEFINE_float("evaluator_timeout", 3600.0,
+                   "TF_CONFIG task 'evaluator': stop when no new checkpoint appeared for this long.")
 
 TRAIN_SUMMARY_DIR = "train"
 EVAL_SUMMARY_DIR = "eval"
@@ -103,6 +115,8 @@ class TrainConfig:
     eval_output_stride: int = 0
     eval_scales: tuple = (1.0,)
     eval_flip: bool = False
+    evaluator_interval: float = 10.0
+    evaluator_timeout: float = 3600.0
 
 
 @dataclasses.dataclass
@@ -152,7 +166,8 @@ def config_from_flags():
         seed=FLAGS.seed, deterministic=FLAGS.deterministic,
         eval_after_training=FLAGS.eval_after_training, eval_limit=FLAGS.eval_limit,
         eval_output_stride=FLAGS.eval_output_stride, eval_scales=experiment_flags.eval_scales(),
-        eval_flip=FLAGS.eval_flip)
+        eval_flip=FLAGS.eval_flip, evaluator_interval=FLAGS.evaluator_interval,
+        evaluator_timeout=FLAGS.evaluator_timeout)
 
 
 def _check_config(config):
@@ -307,6 +322,18 @@ def train(config, strategy=None):
 
 def _train(config, strategy):
     _check_config(config)
+    if strategy is None:
+        # A task of a TF_CONFIG cluster that does not train in this process: parameter-server
+        # workers and ps tasks serve the chief's ClusterCoordinator; an evaluator evaluates the
+        # chief's checkpoints as they appear.
+        from deeplab import distribute  # pylint: disable=import-outside-toplevel
+
+        task_type, task_index = distribute.tf_config_task()
+        if task_type == "evaluator":
+            return _run_evaluator(config)
+        if config.strategy == "parameter_server" and task_type in ("worker", "ps"):
+            distribute.run_server(task_type, task_index)
+            return None
     import logging as python_logging  # pylint: disable=import-outside-toplevel
 
     # TensorFlow's INFO lines (one per checkpoint write) drown the progress lines.
@@ -335,6 +362,12 @@ def _train(config, strategy):
         strategy = distribute.create_strategy(config.strategy, tpu=config.tpu)
     chief = distribute.is_chief(strategy)
     num_replicas = strategy.num_replicas_in_sync
+    coordinator = None
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        # Asynchronous replicas (Appendix B, Table 11): every scheduled step is one worker's
+        # --batch_size batch, applied to the ps variables without waiting for the other workers;
+        # --training_steps counts the steps of all workers together.
+        coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
     if config.batch_size % num_replicas:
         raise ConfigError(f"--batch_size={config.batch_size} does not split evenly over "
                           f"{num_replicas} replicas")
@@ -351,15 +384,25 @@ def _train(config, strategy):
                                 power=config.learning_power,
                                 end_learning_rate=config.end_learning_rate,
                                 warmup_steps=config.warmup_steps)
+    learning_rate = schedule
+    if coordinator is not None:
+        # Asynchronous workers: the schedule follows a step counter on the ps that every step
+        # increments atomically (TF1's global_step). Keras' optimizer.iterations is a
+        # read-add-write, so concurrent workers lose increments of it.
+        with strategy.scope():
+            step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        learning_rate = lambda: schedule(step_var)  # pylint: disable=unnecessary-lambda-assignment
+    else:
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     with strategy.scope():
         model = build_model(num_classes=num_classes, **config.model)
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
     if config.sync_batch_norm:
         distribute.set_sync_batch_norm(model, True)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = checkpoints.make_checkpoint(model, optimizer, step_var)
     os.makedirs(config.logdir, exist_ok=True)
     manager = tf.train.CheckpointManager(
@@ -400,7 +443,7 @@ def _train(config, strategy):
     # first images: the seed moves with the step it resumes from.
     data_seed = config.seed + 1_000_003 * start_step
 
-    def dataset_fn(input_context):
+    def dataset_fn(input_context, verify=True):
         return input_pipeline.make_train_dataset(
             config.dataset_dir, config.train_split, batch_size=config.batch_size,
             crop_size=tuple(config.crop_size), min_scale=config.min_scale_factor,
@@ -408,10 +451,14 @@ def _train(config, strategy):
             flip=config.random_flip, bootstrap_classes=tuple(config.bootstrap_classes),
             bootstrap_repeat=config.bootstrap_repeat, shuffle_buffer=config.shuffle_buffer,
             seed=data_seed, deterministic=config.deterministic, input_context=input_context,
-            num_classes=num_classes)
+            num_classes=num_classes, verify=verify)
 
-    dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    iterator = iter(dataset)
+    if coordinator is None:
+        dataset = strategy.distribute_datasets_from_function(dataset_fn)
+        iterator = iter(dataset)
+    else:
+        iterator = iter(coordinator.create_per_worker_dataset(
+            _per_worker_dataset_fn(strategy, dataset_fn)))
 
     # ------------------------------------------------------------------ the step
     upsample_logits = model.upsample_logits
@@ -419,7 +466,7 @@ def _train(config, strategy):
 
     def replica_step(images, labels):
         context = tf.distribute.get_replica_context()
-        learning_rate = schedule(optimizer.iterations)
+        learning_rate = schedule(optimizer.iterations if coordinator is None else step_var)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             targets = labels
@@ -441,6 +488,8 @@ def _train(config, strategy):
             scaled = optimizer.scale_loss(total)
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(gradients, model.trainable_variables)
+        if coordinator is not None:
+            step_var.assign_add(1)
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
         correct = tf.reduce_sum(tf.cast(tf.equal(predictions, targets), tf.float32) * valid)
         finite = tf.reduce_all(tf.math.is_finite(total))
@@ -477,51 +526,64 @@ def _train(config, strategy):
           f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
           f"{config.training_steps}, batch {config.batch_size}, crop {tuple(config.crop_size)}",
           flush=True)
-    with writer.as_default(), input_pipeline.explain_data_errors(config.dataset_dir, config.train_split):
-        while step < config.training_steps:
-            values = {k: float(v) for k, v in train_step(iterator).items()}
-            step += 1
-            window_steps += 1
-            if values["nonfinite"] > 0:
-                where = f"; the last good checkpoint is {last_saved}" if last_saved else \
-                    "; no checkpoint was written"
-                raise NonFiniteLossError(
-                    f"non-finite loss or gradients at step {step} (loss {values['cross_entropy'] + values['regularization']:.4g}, "
-                    f"learning rate {values['learning_rate']:.3g}): training stopped{where}. Lower "
-                    "--base_learning_rate, check the labels against --num_classes, or try "
-                    "--mixed_precision=none")
-            record = {
-                "loss": values["cross_entropy"] + values["regularization"],
-                "cross_entropy": values["cross_entropy"],
-                "regularization": values["regularization"],
-                "learning_rate": values["learning_rate"],
-                "pixel_accuracy": values["correct"] / max(values["valid"], 1.0),
-                "valid_pixels": values["valid"],
-            }
-            history[step] = record
-            if step % config.log_steps == 0 or step == config.training_steps:
-                now = time.time()
+    def after_step(step, values):
+        """Bookkeeping of one finished step: NaN check, history, logs, summaries, checkpoint."""
+        nonlocal window_start, window_steps, last_saved, last_saved_step
+        window_steps += 1
+        if values["nonfinite"] > 0:
+            where = f"; the last good checkpoint is {last_saved}" if last_saved else \
+                "; no checkpoint was written"
+            raise NonFiniteLossError(
+                f"non-finite loss or gradients at step {step} (loss {values['cross_entropy'] + values['regularization']:.4g}, "
+                f"learning rate {values['learning_rate']:.3g}): training stopped{where}. Lower "
+                "--base_learning_rate, check the labels against --num_classes, or try "
+                "--mixed_precision=none")
+        record = {
+            "loss": values["cross_entropy"] + values["regularization"],
+            "cross_entropy": values["cross_entropy"],
+            "regularization": values["regularization"],
+            "learning_rate": values["learning_rate"],
+            "pixel_accuracy": values["correct"] / max(values["valid"], 1.0),
+            "valid_pixels": values["valid"],
+        }
+        history[step] = record
+        if step % config.log_steps == 0 or step == config.training_steps:
+            now = time.time()
+            if coordinator is None:
                 images_per_second = window_steps * config.batch_size / max(now - window_start, 1e-9)
                 eta = (config.training_steps - step) * (now - window_start) / window_steps
-                summaries.scalar("loss/total", record["loss"], step=step)
-                summaries.scalar("loss/cross_entropy", record["cross_entropy"], step=step)
-                summaries.scalar("loss/regularization", record["regularization"], step=step)
-                summaries.scalar("learning_rate", record["learning_rate"], step=step)
-                summaries.scalar("train/pixel_accuracy", record["pixel_accuracy"], step=step)
-                summaries.scalar("perf/images_per_second", images_per_second, step=step)
-                if chief:
-                    print(f"step {step:>6d}/{config.training_steps}  loss {record['loss']:.4f} "
-                          f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
-                          f"lr {record['learning_rate']:.4g}  acc {record['pixel_accuracy']:.3f}  "
-                          f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}", flush=True)
-                window_start, window_steps = now, 0
-            if image_summaries and (step % config.image_summary_steps == 0 or step == config.training_steps):
-                image_summaries.write(model, step)
-            if step % config.save_checkpoint_steps == 0 or step == config.training_steps:
-                step_var.assign(step)
-                last_saved = manager.save(checkpoint_number=step)
-                last_saved_step = step
-                logging.info("Saved %s", last_saved)
+            else:  # results arrive in bursts (at every checkpoint's join): average since the start
+                images_per_second = (step - start_step) * config.batch_size / max(now - run_start, 1e-9)
+                eta = (config.training_steps - step) * (now - run_start) / (step - start_step)
+            summaries.scalar("loss/total", record["loss"], step=step)
+            summaries.scalar("loss/cross_entropy", record["cross_entropy"], step=step)
+            summaries.scalar("loss/regularization", record["regularization"], step=step)
+            summaries.scalar("learning_rate", record["learning_rate"], step=step)
+            summaries.scalar("train/pixel_accuracy", record["pixel_accuracy"], step=step)
+            summaries.scalar("perf/images_per_second", images_per_second, step=step)
+            if chief:
+                print(f"step {step:>6d}/{config.training_steps}  loss {record['loss']:.4f} "
+                      f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
+                      f"lr {record['learning_rate']:.4g}  acc {record['pixel_accuracy']:.3f}  "
+                      f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}", flush=True)
+            window_start, window_steps = now, 0
+        if image_summaries and (step % config.image_summary_steps == 0 or step == config.training_steps):
+            image_summaries.write(model, step)
+        if step % config.save_checkpoint_steps == 0 or step == config.training_steps:
+            step_var.assign(step)
+            last_saved = manager.save(checkpoint_number=step)
+            last_saved_step = step
+            logging.info("Saved %s", last_saved)
+
+    with writer.as_default(), input_pipeline.explain_data_errors(config.dataset_dir, config.train_split):
+        if coordinator is None:
+            while step < config.training_steps:
+                values = {k: float(v) for k, v in train_step(iterator).items()}
+                step += 1
+                after_step(step, values)
+        else:
+            step = _run_scheduled_steps(coordinator, train_step, iterator, start_step, config,
+                                        after_step)
         writer.flush()
     if last_saved_step != step:
         step_var.assign(step)
@@ -536,6 +598,100 @@ def _train(config, strategy):
         result.eval = evaluate_after_training(last_saved, config, info, num_classes=num_classes,
                                               step=step)
     return result
+
+
+def _per_worker_dataset_fn(strategy, dataset_fn):
+    """The function ``ClusterCoordinator.create_per_worker_dataset`` runs on every worker.
+
+    Worker i of N reads input pipeline i of N (its own shards, its own seed), as the workers of
+    MultiWorkerMirroredStrategy do. The function is traced once on the chief; the worker's
+    index is a value TensorFlow fills in on each worker
+    (``tf.distribute.coordinator.experimental_get_current_worker_index``), so the N pipelines
+    are built and each worker picks its own.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import distribute  # pylint: disable=import-outside-toplevel
+
+    num_workers = distribute.num_tasks("worker")
+    replicas = strategy.num_replicas_in_sync
+
+    def worker_dataset(input_context):
+        del input_context  # ParameterServerStrategy's: one pipeline per worker, no index
+        if num_workers == 1:
+            return dataset_fn(tf.distribute.InputContext(1, 0, replicas))
+        index = tf.distribute.coordinator.experimental_get_current_worker_index()
+        pipelines = [dataset_fn(tf.distribute.InputContext(num_workers, i, replicas), verify=i == 0)
+                     for i in range(num_workers)]
+        return tf.data.Dataset.choose_from_datasets(
+            pipelines, tf.data.Dataset.from_tensors(tf.cast(index, tf.int64)).repeat())
+
+    def per_worker_dataset_fn():
+        return strategy.distribute_datasets_from_function(worker_dataset)
+
+    return per_worker_dataset_fn
+
+
+def _run_scheduled_steps(coordinator, train_step, iterator, start_step, config, after_step):
+    """Parameter-server training loop: schedules steps start_step+1..--training_steps on
+    whichever worker is free, and hands each finished step's values to ``after_step`` in step
+    order.
+
+    The workers run ahead of the bookkeeping by at most a few steps per worker. Before every
+    checkpoint the coordinator waits for every scheduled step (``join``), so a checkpoint of
+    step N holds exactly N applied updates. A worker that fails is the coordinator's business:
+    its steps run again on the other workers, and it rejoins when restarted at its address.
+
+    Returns:
+      the last step.
+    """
+    import collections  # pylint: disable=import-outside-toplevel
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import distribute  # pylint: disable=import-outside-toplevel
+
+    window = 2 * distribute.num_tasks("worker") + 2
+    pending = collections.deque()
+    step = start_step
+    try:
+        while step < config.training_steps:
+            step += 1
+            pending.append((step, coordinator.schedule(train_step, args=(iterator,))))
+            boundary = step % config.save_checkpoint_steps == 0 or step == config.training_steps
+            if boundary:
+                coordinator.join()
+            while pending and (boundary or len(pending) > window):
+                done, remote = pending.popleft()
+                after_step(done, {k: float(v) for k, v in remote.fetch().items()})
+    except tf.errors.UnavailableError as error:
+        latest = tf.train.latest_checkpoint(config.logdir)
+        raise UserError(
+            f"--strategy=parameter_server: a parameter server became unreachable at step {step} "
+            f"({error.message.splitlines()[0][:200]}); restart the whole cluster with the same "
+            f"command: the chief resumes from {latest or 'the start (no checkpoint yet)'}") from error
+    return step
+
+
+def _run_evaluator(config):
+    """TF_CONFIG task type "evaluator": evaluates each new checkpoint of --logdir once
+    (``deeplab.evaluate --watch``), writing eval/ summaries, until the checkpoint of step
+    --training_steps or --evaluator_timeout seconds without a new one."""
+    from deeplab import evaluate  # pylint: disable=import-outside-toplevel
+
+    settings = {"dataset_dir": config.dataset_dir, "split": config.eval_split,
+                "num_classes": config.num_classes or None,
+                "output_stride": config.eval_output_stride or None,
+                "scales": tuple(config.eval_scales), "flip": config.eval_flip,
+                "limit": config.eval_limit or None}
+    os.makedirs(config.logdir, exist_ok=True)
+    print(f"Evaluator: evaluating every new checkpoint of {config.logdir} on "
+          f"{config.dataset_dir}:{config.eval_split}", flush=True)
+    evaluated = evaluate.watch(config.logdir, settings, timeout=config.evaluator_timeout,
+                               interval=config.evaluator_interval,
+                               final_step=config.training_steps)
+    print(f"Evaluator: {len(evaluated)} checkpoint(s) evaluated", flush=True)
+    return None
 
 
 def evaluate_after_training(checkpoint, config, info, *, num_classes, step):

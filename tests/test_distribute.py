@@ -23,7 +23,8 @@ def test_default_strategy_and_errors():
     assert distribute.worker_logdir("runs/x", strategy) == "runs/x"
     with pytest.raises(ConfigError, match="--strategy='nope': choose one of default, mirrored"):
         distribute.create_strategy("nope")
-    with pytest.raises(ConfigError, match="parameter_server is not available"):
+    os.environ.pop("TF_CONFIG", None)
+    with pytest.raises(ConfigError, match="--strategy=parameter_server needs TF_CONFIG"):
         distribute.create_strategy("parameter_server")
 
 

@@ -39,6 +39,10 @@ FAKE_TASK = textwrap.dedent(r'''
             time.sleep(600)
         time.sleep(0.5)
         sys.exit(0)
+    if kind == "evaluator" and mode == "ok":
+        time.sleep(2)  # still evaluating the last checkpoint when the chief ends
+        print("evaluator finished", flush=True)
+        sys.exit(0)
     if mode == "restart" and kind == "worker" and index == 0:
         marker = os.path.join(workdir, "worker0.first")
         if not os.path.exists(marker):
@@ -122,12 +126,24 @@ def test_cluster_spec_layouts():
 def test_success_streams_prefixed_logs_and_leaves_nothing(tmp_path):
     code, output = _launch(tmp_path, "ok", "--workers=2", "--ps=1", "--evaluator")
     assert code == 0, output
+    # The evaluator was given time to finish after the chief ended.
+    assert "[evaluator:0] evaluator finished" in output
     for name in ("chief:0", "worker:0", "worker:1", "ps:0", "evaluator:0"):
         kind, index = name.split(":")
         assert f"[{name}] role {kind} {index} cluster ['chief', 'ps', 'worker']" in output
     pids = _pids(output)
     assert len(pids) == 5
     _assert_all_gone(pids, output)
+
+
+def test_an_evaluator_that_does_not_finish_is_stopped_after_its_wait(tmp_path):
+    start = time.time()
+    code, output = _launch(tmp_path, "eval_hangs", "--workers=1", "--ps=1", "--evaluator",
+                           "--evaluator_wait_seconds=1")
+    assert code == 0, output
+    assert time.time() - start < 60
+    assert "evaluator finished" not in output
+    _assert_all_gone(_pids(output), output)
 
 
 def test_chief_failure_is_the_exit_code_and_stops_everything(tmp_path):
