@@ -1,8 +1,8 @@
 """The paper's result tables as data: every row, the command that reproduces it, the paper's mIOU.
 
 This is the one place that says which experiment flagfile and which flag overrides give each row
-of Tables 1-10, 12 and 13 of Chen et al. 2017 (Table 11, asynchronous training, belongs to the
-parameter-server work). ``deeplab.reproduce`` runs the rows from here, ``experiments/README.md``
+of Tables 1-13 of Chen et al. 2017 (Table 11's rows, asynchronous training, also say which
+cluster ``deeplab.launch_local`` starts). ``deeplab.reproduce`` runs the rows from here, ``experiments/README.md``
 is generated from here (``python -m deeplab.reproduce --update_readme``), and
 ``tests/test_experiments.py`` checks every row against the transcription of the paper in
 PAPER_TABLES.md.
@@ -46,6 +46,8 @@ class Row:
       note: why a row is not reproducible, or a caveat about the recipe.
       server_args: for test-set rows, the ``deeplab.visualize`` flags that select the test
         images (raw files in the WORKSPACE.md layout; the converters write no test split).
+      launch: for rows trained by a cluster of processes (Table 11), the
+        ``deeplab.launch_local`` flags (``--workers=N --ps=M``); empty = one process.
     """
 
     key: str
@@ -56,6 +58,7 @@ class Row:
     reproducible: bool = True
     note: str = ""
     server_args: tuple = ()
+    launch: tuple = ()
 
     def args(self):
         """``--flagfile=...`` followed by the overrides: the flags of train and evaluate."""
@@ -258,6 +261,30 @@ def _table10():
                  "VOC val", ("train OS", "eval OS"), tuple(rows), flagfile)
 
 
+def table11_ps_tasks(replicas):
+    """Parameter servers for ``replicas`` asynchronous workers: one per 8 workers (at least one).
+
+    The paper does not say; ResNet-101 DeepLabv3's ~58M parameters (233 MB) are pulled and
+    pushed by every worker step, so the ps tasks grow with the workers.
+    """
+    return max(1, int(replicas) // 8)
+
+
+def _table11():
+    flagfile = _flagfile("table11")
+    values = {1: 77.21, 2: 77.15, 4: 76.79, 8: 77.02, 16: 77.18, 32: 76.69}
+    relative_time = {1: "1.00", 2: "0.50", 4: "0.25", 8: "0.13", 16: "0.06", 32: "0.03"}
+    rows = []
+    for replicas, miou in values.items():
+        overrides = () if replicas == 1 else (f"--logdir=runs/table11_{replicas}replicas",)
+        rows.append(Row(str(replicas), miou, flagfile, overrides,
+                        note=f"paper: relative training time {relative_time[replicas]}",
+                        launch=(f"--workers={replicas}", f"--ps={table11_ps_tasks(replicas)}")))
+    return Table(11, "Asynchronous training with N parameter-server replicas (workers), each "
+                 "step one worker's batch of 16, 30K steps in all, output stride 16, VOC val",
+                 ("replicas",), tuple(rows), flagfile)
+
+
 def _table12():
     flagfile = _flagfile("table12")
     rows = (
@@ -282,8 +309,8 @@ def _table13():
 
 
 TABLES = {t.number: t for t in (_table1(), _table2(), _table3(), _table4(), _table5(), _table6(),
-                                _table7(), _table8(), _table9(), _table10(), _table12(),
-                                _table13())}
+                                _table7(), _table8(), _table9(), _table10(), _table11(),
+                                _table12(), _table13())}
 
 # Flagfiles that are not a table's row on their own: COCO pretraining, the first stage of
 # Table 6's last row and hence of Table 7.
@@ -291,12 +318,11 @@ EXTRA_FLAGFILES = (_flagfile("coco_pretrain"),)
 
 
 def get_table(number):
-    """The :class:`Table` of the paper's table ``number`` (1-10, 12, 13)."""
+    """The :class:`Table` of the paper's table ``number`` (1-13)."""
     try:
         return TABLES[int(number)]
     except (KeyError, ValueError):
-        raise ValueError(f"--table={number}: choose one of {sorted(TABLES)} (Table 11, asynchronous "
-                         "training, is not reproduced here)") from None
+        raise ValueError(f"--table={number}: choose one of {sorted(TABLES)}") from None
 
 
 def all_flagfiles():
@@ -305,4 +331,5 @@ def all_flagfiles():
     return tuple(sorted(names | set(EXTRA_FLAGFILES)))
 
 
-__all__ = ["Row", "Table", "TABLES", "EXTRA_FLAGFILES", "get_table", "all_flagfiles"]
+__all__ = ["Row", "Table", "TABLES", "EXTRA_FLAGFILES", "get_table", "all_flagfiles",
+           "table11_ps_tasks"]

@@ -3,6 +3,7 @@ r"""Reproduces a table of the paper row by row: ``python -m deeplab.reproduce --
     python -m deeplab.reproduce --table=4                 # train once, evaluate the 4 rows
     python -m deeplab.reproduce --table=4 --smoke         # the same pipeline in about a minute
     python -m deeplab.reproduce --table=7 --dry_run       # print the commands only
+    python -m deeplab.reproduce --table=11 --smoke        # parameter-server clusters, tiny
     python -m deeplab.reproduce --update_readme           # regenerate experiments/README.md's rows
 
 For every row of the table (``deeplab.paper_tables``: flagfile + overrides + the paper's mIOU) it
@@ -16,7 +17,10 @@ across tables and invocations (a finished run is recorded in ``<reproduce_dir>/r
 --noreuse retrains). Rows that need an earlier stage (``--init_checkpoint`` naming another
 flagfile's ``--logdir``: COCO pretraining -> Table 6 -> Table 7) train that stage first.
 Test-set rows (Tables 7, 13) write the evaluation server's files with ``deeplab.visualize``'s
-library function instead of an mIOU.
+library function instead of an mIOU. Table 11's rows train on a cluster of local processes
+(``python -m deeplab.launch_local --workers=N --ps=M -- <train flags>``, asynchronous
+parameter-server training); their training time is reported beside the mIOU, and under --smoke
+their clusters have at most --smoke_max_workers workers.
 
 Any experiment flag given on this command line is appended to every row (e.g.
 ``--training_steps=3000`` for a shorter schedule, ``--dataset_dir=...``). --smoke replaces the
@@ -41,7 +45,7 @@ from deeplab import experiment_flags, paper_tables
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-10, 12 or 13.")
+flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-13.")
 flags.DEFINE_string("reproduce_dir", None,
                     "Runs, evaluations and the side-by-side tables; default runs/reproduce "
                     "(runs/reproduce_smoke with --smoke).")
@@ -49,6 +53,9 @@ flags.DEFINE_boolean("smoke", False,
                      "Tiny model, tiny crops, --smoke_steps steps, synthetic data: a whole table "
                      "end to end in about a minute per training run.")
 flags.DEFINE_integer("smoke_steps", 3, "Training steps of every run under --smoke.")
+flags.DEFINE_integer("smoke_max_workers", 2,
+                     "Under --smoke, Table 11's clusters have at most this many workers (rows "
+                     "with more share the capped run).")
 flags.DEFINE_boolean("dry_run", False, "Print the training and evaluation commands; run nothing.")
 flags.DEFINE_boolean("reuse", True,
                      "Reuse finished training runs and evaluations found in --reproduce_dir.")
@@ -132,19 +139,22 @@ def _canonical(value):
     return value
 
 
-def training_key(values, init_key=None):
+def training_key(values, init_key=None, launch=()):
     """A short hash of the flags that determine the trained weights.
 
     Args:
       values: :func:`resolve_flags` output.
       init_key: the key of the run --init_checkpoint names, when it is another experiment's
         run (the path then does not matter, the run does).
+      launch: the ``deeplab.launch_local`` flags of a row trained by a cluster (Table 11).
     """
     # Lists of numbers written differently ("1.0" vs "1") are the same flag value.
     relevant = {k: [str(_canonical(_number(x))) for x in v] if isinstance(v, list) else
                 _canonical(v) for k, v in values.items() if k not in NON_TRAINING_FLAGS}
     if init_key:
         relevant["init_checkpoint"] = f"run:{init_key}"
+    if launch:
+        relevant["launch_local"] = list(launch)
     text = json.dumps(relevant, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -166,12 +176,13 @@ def _logdirs_of_flagfiles():
     return result
 
 
-def run_key(args, logdirs=None):
+def run_key(args, logdirs=None, launch=()):
     """The training key of ``args``, its earlier stage (if any) included, recursively."""
     logdirs = _logdirs_of_flagfiles() if logdirs is None else logdirs
     values = resolve_flags(args)
     stage = prerequisite(values, logdirs)
-    return training_key(values, run_key([f"--flagfile={stage}"], logdirs) if stage else None)
+    return training_key(values, run_key([f"--flagfile={stage}"], logdirs) if stage else None,
+                        launch)
 
 
 def prerequisite(values, logdirs=None):
@@ -208,6 +219,18 @@ def smoke_overrides(values, dataset_dir, steps):
     return overrides
 
 
+def smoke_launch(launch, max_workers):
+    """A row's launch_local flags under --smoke: at most ``max_workers`` workers, one ps."""
+    out = []
+    for arg in launch:
+        if arg.startswith("--workers="):
+            arg = f"--workers={min(int(arg.split('=', 1)[1]), max(1, int(max_workers)))}"
+        elif arg.startswith("--ps="):
+            arg = "--ps=1"
+        out.append(arg)
+    return tuple(out)
+
+
 def build_smoke_dataset(dataset_dir):
     """The synthetic dataset of --smoke (written once)."""
     from deeplab import synthetic, tfrecord  # pylint: disable=import-outside-toplevel
@@ -226,11 +249,12 @@ def build_smoke_dataset(dataset_dir):
 class Run:
     """One training run: its flags, its key and the run it is initialized from."""
 
-    def __init__(self, args, values, key, init=None):
+    def __init__(self, args, values, key, init=None, launch=()):
         self.args = list(args)
         self.values = values
         self.key = key
         self.init = init
+        self.launch = tuple(launch)
         self.run_dir = None
         self.trained = False
 
@@ -246,33 +270,45 @@ class Planner:
       extra_args: flags appended to every row (this command line's experiment flags).
       smoke_dataset: under --smoke, the synthetic dataset folder (else None).
       smoke_steps: training steps under --smoke.
+      smoke_max_workers: under --smoke, the most workers of a row's cluster (Table 11).
     """
 
-    def __init__(self, extra_args=(), smoke_dataset=None, smoke_steps=3):
+    def __init__(self, extra_args=(), smoke_dataset=None, smoke_steps=3, smoke_max_workers=2):
         self.extra_args = list(extra_args)
         self.smoke_dataset = smoke_dataset
         self.smoke_steps = smoke_steps
+        self.smoke_max_workers = smoke_max_workers
         self.runs = {}  # key -> Run, in the order they must train
         self._logdirs = _logdirs_of_flagfiles()
 
-    def row_args(self, row_args):
+    def row_args(self, row_args, launch=()):
         """The flags of a row: flagfile, overrides, this command line's flags, smoke flags."""
         args = list(row_args) + self.extra_args
         if self.smoke_dataset:
-            args += smoke_overrides(resolve_flags(args), self.smoke_dataset, self.smoke_steps)
+            smoke = smoke_overrides(resolve_flags(args), self.smoke_dataset, self.smoke_steps)
+            if launch:  # a cluster row keeps its --strategy
+                smoke = [a for a in smoke if flag_name(a) != "strategy"]
+            args += smoke
         return args
 
-    def run_for(self, row_args):
+    def launch_args(self, launch):
+        """A row's launch_local flags (capped under --smoke)."""
+        if launch and self.smoke_dataset:
+            return smoke_launch(launch, self.smoke_max_workers)
+        return tuple(launch)
+
+    def run_for(self, row_args, launch=()):
         """The (shared) :class:`Run` that trains the model of ``row_args``; earlier stages first."""
-        args = self.row_args(row_args)
+        args = self.row_args(row_args, launch)
+        launch = self.launch_args(launch)
         values = resolve_flags(args)
         init = None
         stage = prerequisite(values, self._logdirs)
         if stage is not None:
             init = self.run_for([f"--flagfile={stage}"])
-        key = training_key(values, init.key if init else None)
+        key = training_key(values, init.key if init else None, launch)
         if key not in self.runs:
-            self.runs[key] = Run(args, values, key, init)
+            self.runs[key] = Run(args, values, key, init, launch)
         return self.runs[key]
 
 
@@ -283,8 +319,8 @@ def plan_table(table, planner):
         if not row.reproducible:
             planned.append((row, None, None))
             continue
-        run = planner.run_for(row.args())
-        planned.append((row, run, resolve_flags(planner.row_args(row.args()))))
+        run = planner.run_for(row.args(), row.launch)
+        planned.append((row, run, resolve_flags(planner.row_args(row.args(), row.launch))))
     return planned
 
 
@@ -330,8 +366,16 @@ def assign_run_dir(run, runs_dir, reuse=True):
 
 
 def train_command(run):
-    """The subprocess command line that trains ``run`` into ``run.run_dir``."""
-    command = [sys.executable, "-m", "deeplab.train"] + absolute_flagfile_args(run.args)
+    """The subprocess command line that trains ``run`` into ``run.run_dir``.
+
+    A run with launch flags (Table 11) is a whole local cluster: ``deeplab.launch_local``
+    starts every task with the same training flags.
+    """
+    if run.launch:
+        command = ([sys.executable, "-m", "deeplab.launch_local", *run.launch, "--"]
+                   + absolute_flagfile_args(run.args))
+    else:
+        command = [sys.executable, "-m", "deeplab.train"] + absolute_flagfile_args(run.args)
     command.append(f"--logdir={run.run_dir}")
     if run.init is not None:
         command.append(f"--init_checkpoint={run.init.run_dir}")
@@ -375,7 +419,7 @@ def train(run, *, reuse=True, log=print):
 
 def eval_command(row, run, planner):
     """The evaluate (or, for a test-set row, visualize) command of a row, for --dry_run."""
-    args = absolute_flagfile_args(planner.row_args(row.args()))
+    args = absolute_flagfile_args(planner.row_args(row.args(), row.launch))
     if row.split == "test":
         args += ["--save_raw_predictions", "--vis_num_images=0"]
         if planner.smoke_dataset is None:
@@ -501,10 +545,27 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
             continue
         miou, results_dir = evaluate_row(run, values, os.path.join(output_dir, "evals"),
                                          reuse=reuse)
-        results.append({"row": row, "ours": miou, "run_dir": run.run_dir, "key": run.key,
-                        "results_dir": results_dir})
+        result = {"row": row, "ours": miou, "run_dir": run.run_dir, "key": run.key,
+                  "results_dir": results_dir}
+        if run.launch:
+            result["launch"] = run.launch
+            result["seconds"] = (_read_json(os.path.join(run.run_dir, RUN_RECORD)) or {}).get("seconds")
+        results.append(result)
         log(f"  mIOU {miou:.2f} (paper {row.paper_miou:.2f})")
+    _add_training_times(results)
     return results
+
+
+def _add_training_times(results):
+    """Cluster rows (Table 11): training time and time relative to the first row, in the note."""
+    timed = [r for r in results if r.get("seconds")]
+    if not timed:
+        return
+    reference = timed[0]["seconds"]
+    for result in timed:
+        ours = (f"ours: {' '.join(result['launch'])}, training {result['seconds']:.0f} s, "
+                f"relative {result['seconds'] / reference:.2f}")
+        result["note"] = "; ".join(n for n in (result["row"].note, ours) if n)
 
 
 def write_outputs(table, results, output_dir, smoke):
@@ -518,7 +579,7 @@ def write_outputs(table, results, output_dir, smoke):
             "ours": ours if not isinstance(ours, float) or math.isfinite(ours) else None,
             "split": row.split, "args": list(row.args()), "run_dir": result.get("run_dir"),
             "training_key": result.get("key"), "results_dir": result.get("results_dir"),
-            "note": result.get("note", ""),
+            "note": result.get("note", ""), "training_seconds": result.get("seconds"),
         })
     path = os.path.join(output_dir, f"table{table.number}.json")
     _write_json(path, {"table": table.number, "title": table.title, "smoke": smoke, "rows": rows})
@@ -562,7 +623,7 @@ def readme_rows_markdown():
                 continue
             values = resolve_flags(row.args())
             stage = prerequisite(values, logdirs)
-            key = run_key(row.args(), logdirs)
+            key = run_key(row.args(), logdirs, row.launch)
             train_args = [a for a in row.args() if flag_name(a) not in EVAL_FLAGS]
             eval_args = list(row.args())
             if key in keys:
@@ -572,7 +633,11 @@ def readme_rows_markdown():
                     eval_args.append(f"--checkpoint={logdir}")
             else:
                 keys[key] = (table.number, index, values["logdir"])
-                train_cell = f"`python -m deeplab.train {' '.join(train_args)}`"
+                if row.launch:
+                    train_cell = (f"`python -m deeplab.launch_local {' '.join(row.launch)} -- "
+                                  f"{' '.join(train_args)}`")
+                else:
+                    train_cell = f"`python -m deeplab.train {' '.join(train_args)}`"
                 if stage is not None:
                     train_cell += f" (after `{stage}`)"
             if row.split == "test":
@@ -634,7 +699,7 @@ def main(argv):
             print(f"{README}: {'updated' if changed else 'already up to date'}")
             return
         if FLAGS.table is None:
-            raise ConfigError("pass --table=N (1-10, 12, 13), or --update_readme")
+            raise ConfigError("pass --table=N (1-13), or --update_readme")
         table = paper_tables.get_table(FLAGS.table)
         output_dir = os.path.abspath(FLAGS.reproduce_dir or os.path.join(
             "runs", "reproduce_smoke" if FLAGS.smoke else "reproduce"))
@@ -643,7 +708,8 @@ def main(argv):
             smoke_dataset = os.path.join(output_dir, "synthetic")
             if not FLAGS.dry_run:
                 build_smoke_dataset(smoke_dataset)
-        planner = Planner(command_line_overrides(), smoke_dataset, FLAGS.smoke_steps)
+        planner = Planner(command_line_overrides(), smoke_dataset, FLAGS.smoke_steps,
+                          FLAGS.smoke_max_workers)
         start = time.time()
         results = reproduce(table, output_dir=output_dir, planner=planner, reuse=FLAGS.reuse,
                             dry_run=FLAGS.dry_run)

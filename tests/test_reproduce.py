@@ -133,3 +133,45 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
         assert f"{table.label(row)}" in printed and f"{row.paper_miou:.2f}" in printed
         assert f"{saved_row['ours']:.2f}" in printed
     assert "| OS 8 + MS + Flip | 79.35 |" in (tmp_path / f"table{number}.md").read_text()
+
+
+def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
+    planner, planned = plan(11)
+    assert len(planner.runs) == 6  # the same flags, six different clusters
+    (_, first, _), (_, last, _) = planned[0][0], planned[0][-1]
+    assert first.launch == ("--workers=1", "--ps=1") and last.launch == ("--workers=32", "--ps=4")
+    first.run_dir, last.run_dir = "/out/table11", "/out/table11_32replicas"
+    command = reproduce.train_command(last)
+    assert command[1:6] == ["-m", "deeplab.launch_local", "--workers=32", "--ps=4", "--"]
+    assert command[-1] == "--logdir=/out/table11_32replicas"
+    assert any(a.endswith("experiments/table11.flags") for a in command)
+
+    planner = reproduce.Planner(smoke_dataset="/tmp/syn", smoke_max_workers=2)
+    planned = reproduce.plan_table(paper_tables.TABLES[11], planner)
+    assert [run.launch for _, run, _ in planned] == [("--workers=1", "--ps=1")] + [
+        ("--workers=2", "--ps=1")] * 5
+    assert len(planner.runs) == 2  # rows with more workers share the capped run
+    for _, run, _ in planned:
+        assert run.values["strategy"] == "parameter_server"  # not smoke's --strategy=default
+        assert run.values["backbone"] == "resnet14_tiny" and run.values["training_steps"] == 3
+
+
+def test_smoke_table_11_trains_through_launch_local(tmp_path):
+    """Two tiny parameter-server clusters (1 and 2 workers), six rows evaluated, times noted."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    command = [sys.executable, "-m", "deeplab.reproduce", "--table=11", "--smoke",
+               "--smoke_steps=4", f"--reproduce_dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path), env=env,
+                            check=False, timeout=300)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    saved = json.loads((tmp_path / "table11.json").read_text())
+    assert [r["paper_miou"] for r in saved["rows"]] == [77.21, 77.15, 76.79, 77.02, 77.18, 76.69]
+    assert len({r["training_key"] for r in saved["rows"]}) == 2
+    assert sorted(os.listdir(tmp_path / "runs")) == ["table11", "table11_2replicas"]
+    for row in saved["rows"]:
+        assert 0.0 <= row["ours"] <= 100.0 and row["training_seconds"] > 0
+        assert "ours: --workers=" in row["note"] and "relative" in row["note"]
+    log = (tmp_path / "runs" / "table11_2replicas" / "train.log").read_text()
+    assert "ParameterServerStrategy" in log and "[worker:1] worker:1 serving" in log
+    assert "[chief:0] Trained steps 0->4" in log
