@@ -230,6 +230,9 @@ def worker_logdir(logdir, strategy):
 def describe(strategy):
     """One line for the log: strategy class, replicas and, for multi-worker, the task."""
     text = f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        text += (f" per worker, {num_tasks('worker')} asynchronous worker(s), "
+                 f"{num_tasks('ps')} ps")
     tf_config = os.environ.get("TF_CONFIG")
     if tf_config and not isinstance(strategy, type(tf.distribute.get_strategy())):
         try:

@@ -2,10 +2,10 @@
 
 This is the one place that says which experiment flagfile and which flag overrides give each row
 of Tables 1-13 of Chen et al. 2017 (Table 11's rows, asynchronous training, also say which
-cluster ``deeplab.launch_local`` starts). ``deeplab.reproduce`` runs the rows from here, ``experiments/README.md``
-is generated from here (``python -m deeplab.reproduce --update_readme``), and
-``tests/test_experiments.py`` checks every row against the transcription of the paper in
-PAPER_TABLES.md.
+cluster ``deeplab.launch_local`` starts). ``deeplab.reproduce`` runs the rows from here,
+``experiments/README.md`` is generated from here (``python -m deeplab.reproduce
+--update_readme``), and ``tests/test_experiments.py`` checks every row against the
+transcription of the paper in PAPER_TABLES.md.
 
 A row is ``--flagfile=<flagfile> <overrides...>`` for both ``deeplab.train`` and
 ``deeplab.evaluate``. Rows whose overrides change only evaluation flags (``--eval_*``) share

@@ -549,7 +549,8 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
                   "results_dir": results_dir}
         if run.launch:
             result["launch"] = run.launch
-            result["seconds"] = (_read_json(os.path.join(run.run_dir, RUN_RECORD)) or {}).get("seconds")
+            record = _read_json(os.path.join(run.run_dir, RUN_RECORD)) or {}
+            result["seconds"] = record.get("seconds")
         results.append(result)
         log(f"  mIOU {miou:.2f} (paper {row.paper_miou:.2f})")
     _add_training_times(results)

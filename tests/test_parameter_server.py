@@ -142,7 +142,8 @@ def test_parameter_server_needs_a_cluster(monkeypatch):
     cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
                                                 "task": {"type": "chief", "index": 0}}))
-    with pytest.raises(ConfigError, match="--strategy=parameter_server: the TF_CONFIG cluster has no ps"):
+    with pytest.raises(ConfigError,
+                       match="--strategy=parameter_server: the TF_CONFIG cluster has no ps"):
         distribute.create_strategy("parameter_server")
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
@@ -180,7 +181,9 @@ def ps_run(data_dir, tmp_path_factory):
 def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     code, output, logdir, _ = ps_run
     assert code == 0, output[-4000:]
-    assert "ParameterServerStrategy" in output and "[ps:0] ps:0 serving at grpc://127.0.0.1:" in output
+    assert ("ParameterServerStrategyV2 with 1 replica(s) per worker, 2 asynchronous worker(s), "
+            "1 ps") in output
+    assert "[ps:0] ps:0 serving at grpc://127.0.0.1:" in output
     for worker in ("worker:0", "worker:1"):
         assert f"[{worker}] {worker} serving at grpc://127.0.0.1:" in output
     steps = _steps(output)
