@@ -3,6 +3,8 @@
 import keras
 from keras import layers, ops
 
+from deeplab.layers import AtrousConv2D
+
 HEAD_BN_EPSILON = 1e-5
 
 
@@ -33,21 +35,23 @@ class ASPP(keras.layers.Layer):
         self.filters = int(filters)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.weight_decay = float(weight_decay)
-        regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
-
-        def conv_bn(kernel_size, rate, name):
-            conv = layers.Conv2D(self.filters, kernel_size, padding="same", dilation_rate=rate,
-                                 use_bias=False, kernel_regularizer=regularizer,
-                                 name=name + "_conv", dtype=self.dtype_policy)
-            bn = layers.BatchNormalization(momentum=self.batch_norm_momentum,
-                                           epsilon=HEAD_BN_EPSILON, name=name + "_bn",
-                                           dtype=self.dtype_policy)
-            return conv, bn
-
+        conv_bn = self._conv_bn
         self.branches = [conv_bn(1, 1, "aspp0")]
         self.branches += [conv_bn(3, rate, f"aspp{i + 1}") for i, rate in enumerate(self.rates)]
         self.pool_branch = conv_bn(1, 1, "image_pooling") if self.image_pooling else None
         self.projection = conv_bn(1, 1, "projection")
+
+    def _conv_bn(self, kernel_size, rate, name):
+        """One (conv, BN) pair; ``deeplab.fuse.FusedASPP`` overrides it (biased conv, no BN)."""
+        regularizer = (keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay
+                       else None)
+        conv = AtrousConv2D(self.filters, kernel_size, padding="same", dilation_rate=rate,
+                            use_bias=False, kernel_regularizer=regularizer,
+                            name=name + "_conv", dtype=self.dtype_policy)
+        bn = layers.BatchNormalization(momentum=self.batch_norm_momentum,
+                                       epsilon=HEAD_BN_EPSILON, name=name + "_bn",
+                                       dtype=self.dtype_policy)
+        return conv, bn
 
     def build(self, input_shape):
         branch_shape = tuple(input_shape[:-1]) + (self.filters,)

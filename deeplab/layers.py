@@ -38,3 +38,49 @@ class ResizeToMatch(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "interpolation": self.interpolation}
+
+
+def _tensorflow_has_native_dilated_cpu_conv():
+    """Whether TensorFlow's CPU Conv2D (and its gradients) accept dilations > 1 natively.
+
+    True when TensorFlow runs its oneDNN CPU kernels (the default on x86 Linux; off with
+    TF_ENABLE_ONEDNN_OPTS=0). The plain Eigen kernels reject dilated gradients.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class AtrousConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` (same arguments, same variables) for atrous convolutions.
+
+    On every backend but TensorFlow it is exactly Conv2D (JAX convolves with
+    ``rhs_dilation`` natively). On TensorFlow, ``keras.ops.conv`` goes through
+    ``tf.nn.convolution``, which runs a dilated convolution as SpaceToBatchND -> Conv2D ->
+    BatchToSpaceND over an input padded to a multiple of the rate: up to 7x slower on a CPU
+    for the ASPP rates at small feature maps (benchmarks/RESULTS.md). When TensorFlow's
+    oneDNN CPU kernels are on (its default on x86), this layer calls the same op keras
+    calls for an undilated convolution, ``tf.nn.conv2d``, with the ``dilations`` attribute,
+    which oneDNN (and cuDNN, and XLA) execute natively, gradients included.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
+                and self.data_format == "channels_last" and self.groups == 1
+                and tuple(self.strides) == (1, 1) and _NATIVE_DILATION[0] is not False):
+            if _NATIVE_DILATION[0] is None:
+                _NATIVE_DILATION[0] = _tensorflow_has_native_dilated_cpu_conv()
+            if _NATIVE_DILATION[0]:
+                import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+                return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
+                                    dilations=list(self.dilation_rate), data_format="NHWC")
+        return super().convolution_op(inputs, kernel)
+
+
+# Cached answer of _tensorflow_has_native_dilated_cpu_conv (None: not asked yet).
+_NATIVE_DILATION = [None]

@@ -15,6 +15,8 @@ import collections
 import keras
 from keras import layers
 
+from deeplab.layers import AtrousConv2D
+
 # Units per block (block1..block4) for each depth. Depth 14 (one unit per block) is not in
 # the paper: with a width multiplier it makes the tiny models of the tests and quick start.
 BLOCK_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 14: (1, 1, 1, 1)}
@@ -114,8 +116,8 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
     x = layers.Conv2D(filters, 1, strides=stride, name=prefix + "_1_conv", **conv_kwargs)(x)
     x = layers.BatchNormalization(name=prefix + "_1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_1_relu")(x)
-    x = layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, name=prefix + "_2_conv",
-                      **conv_kwargs)(x)
+    x = AtrousConv2D(filters, 3, padding="same", dilation_rate=rate, name=prefix + "_2_conv",
+                     **conv_kwargs)(x)
     x = layers.BatchNormalization(name=prefix + "_2_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=prefix + "_3_conv", **conv_kwargs)(x)

@@ -1,0 +1,113 @@
+"""deeplab.fuse (BN folding), AtrousConv2D's native dilated path, and bfloat16 inference accuracy."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import deeplab
+from deeplab import fuse
+from deeplab import layers as deeplab_layers
+
+TINY = dict(backbone="resnet14_tiny", num_classes=5, output_stride=8, aspp_filters=16,
+            multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True)
+
+
+def _randomize(model, seed):
+    """Non-trivial weights and BN statistics, so a wrong fold cannot pass."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        if "moving_variance" in v.path or "gamma" in v.path:
+            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
+        elif "moving_mean" in v.path or "beta" in v.path or "bias" in v.path:
+            v.assign(rng.normal(0, 0.2, v.shape).astype("float32"))
+        else:
+            fan_in = int(np.prod(v.shape[:-1])) or 1
+            v.assign(rng.normal(0, np.sqrt(2.0 / fan_in), v.shape).astype("float32"))
+
+
+def _bn_layers(model):
+    from deeplab.model import iter_layers  # pylint: disable=import-outside-toplevel
+
+    return [l for l in iter_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("kwargs", [TINY, dict(TINY, output_stride=16, num_cascaded_blocks=1)])
+def test_fused_model_matches_unfused_and_has_no_batch_norm(kwargs):
+    model = deeplab.build_model(**kwargs)
+    _randomize(model, 1)
+    before = [v.numpy().copy() for v in model.weights]
+    images = np.random.default_rng(2).normal(0, 1, (2, 45, 37, 3)).astype("float32")
+    expected = model(images, training=False).numpy()
+    fused = fuse.fuse_batch_norm(model)
+    got = fused(images, training=False).numpy()
+    assert got.shape == expected.shape == (2, 45, 37, 5)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
+    # every BN of the model is folded: stem, 4 per unit with projection, 3 per other unit, ASPP 6
+    assert not _bn_layers(fused)
+    assert fused.batch_norm_folded == len(_bn_layers(model))
+    assert fused.num_classes == 5 and fused.output_stride == kwargs["output_stride"]
+    # the source model is untouched and still trains with BN
+    for v, old in zip(model.weights, before):
+        np.testing.assert_array_equal(v.numpy(), old)
+    assert len(fused.weights) < len(model.weights)
+
+
+def test_fused_model_serves_dynamic_sizes_in_a_tf_function():
+    model = deeplab.build_model(**TINY)
+    _randomize(model, 3)
+    fused = fuse.fuse_batch_norm(model)
+    fn = tf.function(lambda x: fused(x, training=False),
+                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    for shape in ((1, 33, 33, 3), (2, 20, 28, 3)):
+        images = np.random.default_rng(4).normal(0, 1, shape).astype("float32")
+        np.testing.assert_allclose(fn(images).numpy(), model(images, training=False).numpy(),
+                                   atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("rate", [2, 6, 18])
+def test_atrous_conv_native_path_equals_space_to_batch_path_with_gradients(rate):
+    layer = deeplab_layers.AtrousConv2D(6, 3, padding="same", dilation_rate=rate)
+    images = tf.constant(np.random.default_rng(rate).normal(0, 1, (2, 21, 19, 4)), tf.float32)
+    layer.build(images.shape)
+    kernel = tf.constant(np.random.default_rng(7).normal(0, 1, (3, 3, 4, 6)), tf.float32)
+    layer.kernel.assign(kernel)
+
+    def outputs_and_gradients(conv):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            y = conv(images)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        return [y] + tape.gradient(loss, [images, layer.kernel])
+
+    native = outputs_and_gradients(layer)
+    reference = outputs_and_gradients(
+        lambda x: tf.nn.convolution(x, layer.kernel, padding="SAME", dilations=rate)
+        + layer.bias)
+    for got, want in zip(native, reference):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4 * np.abs(want).max())
+    if deeplab_layers._tensorflow_has_native_dilated_cpu_conv():  # pylint: disable=protected-access
+        graph = tf.function(layer).get_concrete_function(
+            tf.TensorSpec(images.shape, tf.float32)).graph
+        types = {op.type for op in graph.get_operations()}
+        assert "SpaceToBatchND" not in types and "Conv2D" in types
+
+
+def test_bfloat16_inference_agrees_with_float32_on_99_percent_of_pixels():
+    """Issue 7: bf16 only where argmax agreement with float32 stays >= 99% (same weights)."""
+    model = deeplab.build_model(**TINY)
+    _randomize(model, 5)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        bf16 = deeplab.build_model(**TINY)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    bf16.set_weights(model.get_weights())
+    images = np.random.default_rng(6).normal(0, 1, (2, 65, 65, 3)).astype("float32")
+    reference = model(images, training=False).numpy()
+    for candidate in (bf16, fuse.fuse_batch_norm(bf16)):
+        logits = candidate(images, training=False)
+        assert logits.dtype == "float32"
+        agreement = np.mean(np.argmax(logits.numpy(), -1) == np.argmax(reference, -1))
+        assert agreement >= 0.99, agreement
