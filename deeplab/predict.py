@@ -151,11 +151,12 @@ def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
 
 
 def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, output_stride=0,
-                   num_threads=0):
+                   num_threads=0, fuse_batch_norm=True):
     """A callable uint8 [H, W, 3] -> int32 [H, W] with ``class_names`` / ``palette`` attributes.
 
     ``model``: a .tflite file or a SavedModel folder; else ``checkpoint`` is rebuilt with
-    Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own).
+    Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own), with
+    every BN folded into its convolution unless ``fuse_batch_norm`` is False (deeplab.fuse).
     """
     if model:
         if model.endswith(".tflite") or os.path.isfile(model):
@@ -176,6 +177,10 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
     info = checkpoints.read_run_info(checkpoint)
     keras_model = checkpoints.load_model(checkpoint, output_stride=output_stride or None,
                                          upsample_logits=True)
+    if fuse_batch_norm:
+        from deeplab import fuse  # pylint: disable=import-outside-toplevel
+
+        keras_model = fuse.fuse_batch_norm(keras_model)
     dataset_info = info["dataset_info"] or {}
     return KerasSegmenter(keras_model, scales=scales, flip=flip,
                           class_names=dataset_info.get("class_names"),

@@ -4,7 +4,9 @@ The paper's model: ResNet-101, output stride 16 (or 8), multi-grid (1, 2, 4), AS
 (scaled to 12/24/36 at OS 8 by the library) + image pooling, 21 classes, random weights,
 logits upsampled to the input. The training step is SGD momentum 0.9 on sparse cross-entropy
 with ignore label 255 over upsampled logits, plus the model's weight decay, under tf.function
-(XLA only with --xla).
+(XLA only with --xla). Inference runs the model with every BN folded into its convolution
+(deeplab.fuse.fuse_batch_norm, as deeplab.evaluate / predict / export_saved_model do; --no-fuse
+runs the model as built).
 
 Prints one ``BENCH_JSON`` line (see common.py).
 """
@@ -19,7 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)
 
-args = common.runner_args(description=__doc__)
+args = common.runner_args(description=__doc__, add_arguments=lambda parser: parser.add_argument(
+    "--no-fuse", action="store_true",
+    help="inference on the model as built, without deeplab.fuse's BN folding (which "
+         "deeplab.evaluate, predict and export_saved_model apply by default)"))
 
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -29,6 +34,7 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 import keras  # noqa: E402  pylint: disable=wrong-import-position
 
 import deeplab  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab import fuse  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def build(output_stride, dtype_policy="float32"):
@@ -57,6 +63,9 @@ def main():
         if args.dtype == "bfloat16":
             run_model = build(args.output_stride, "mixed_bfloat16")
             run_model.set_weights(model.get_weights())
+        if not args.no_fuse:  # what the library's inference paths run (deeplab.fuse)
+            run_model = fuse.fuse_batch_norm(run_model)
+        extra["batch_norm_folded"] = getattr(run_model, "batch_norm_folded", 0)
 
         @tf.function(jit_compile=args.xla, reduce_retracing=True)
         def infer(images_):
