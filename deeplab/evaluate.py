@@ -130,7 +130,10 @@ def _checkpoint_prefixes(logdir):
     if state is None:
         return []
     paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-    paths = [p if os.path.isabs(p) else os.path.join(logdir, p) for p in paths]
+    # get_checkpoint_state already puts a relative logdir in front of relative entries
+    # ("runs/x/ckpt-5"); joining it again found nothing when --logdir was relative.
+    paths = [p if os.path.isabs(p) or os.path.exists(p + ".index") else os.path.join(logdir, p)
+             for p in paths]
     return [p for p in paths if os.path.exists(p + ".index")]
 
 

@@ -350,3 +350,21 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
     evaluated = evaluate.watch(logdir, settings, timeout=1000, interval=10, final_step=3,
                                sleep=sleep, clock=lambda: now[0])
     assert len(evaluated) == 3 and not sleeps
+
+
+def test_watch_finds_the_checkpoints_of_a_relative_logdir(tmp_path, monkeypatch):
+    """--watch --logdir=runs/x (relative, as the flagfiles give it) sees the run's checkpoints."""
+    import tensorflow as tf
+
+    from deeplab import evaluate as evaluate_binary
+
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join("runs", "x"), max_to_keep=3,
+                                         checkpoint_name="ckpt")
+    manager.save(checkpoint_number=5)
+    manager.save(checkpoint_number=10)
+    assert evaluate_binary._checkpoint_prefixes(os.path.join("runs", "x")) == [
+        os.path.join("runs", "x", "ckpt-5"), os.path.join("runs", "x", "ckpt-10")]
+    assert evaluate_binary._checkpoint_prefixes(str(tmp_path / "runs" / "x")) == [
+        str(tmp_path / "runs" / "x" / "ckpt-5"), str(tmp_path / "runs" / "x" / "ckpt-10")]
