@@ -65,13 +65,17 @@ class AtrousConv2D(keras.layers.Conv2D):
     for the ASPP rates at small feature maps (benchmarks/RESULTS.md). When TensorFlow's
     oneDNN CPU kernels are on (its default on x86), this layer calls the same op keras
     calls for an undilated convolution, ``tf.nn.conv2d``, with the ``dilations`` attribute,
-    which oneDNN (and cuDNN, and XLA) execute natively, gradients included.
+    which oneDNN (and cuDNN, and XLA) execute natively, gradients included; float32 and
+    bfloat16 only (float16 keeps ``keras.ops.conv``: oneDNN lacks it on some CPUs and the
+    Eigen fallback has no dilated gradient).
     """
 
     def convolution_op(self, inputs, kernel):
         if (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
                 and self.data_format == "channels_last" and self.groups == 1
-                and tuple(self.strides) == (1, 1) and _NATIVE_DILATION[0] is not False):
+                and tuple(self.strides) == (1, 1) and _NATIVE_DILATION[0] is not False
+                # oneDNN has no float16 path on every CPU; Eigen's fallback rejects dilations.
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16")):
             if _NATIVE_DILATION[0] is None:
                 _NATIVE_DILATION[0] = _tensorflow_has_native_dilated_cpu_conv()
             if _NATIVE_DILATION[0]:
