@@ -23,8 +23,8 @@ flagfile:
   momentum --momentum, poly learning rate (--base_learning_rate, --learning_power,
   --training_steps), BN momentum 1 - --batch_norm_momentum, bfloat16 autocast when
   --mixed_precision=bfloat16;
-- the same evaluation: whole val images at their own size, scale 1, no flip, confusion matrix and
-  mIOU from ``deeplab.metrics``.
+- the same evaluation: whole val images at their own size, scale 1, no flip, float32 (as
+  ``deeplab.evaluate``), confusion matrix and mIOU from ``deeplab.metrics``.
 
 --stop_at_step stops early on the same schedule (the learning rate still decays towards
 --training_steps), so a short reference run compares with our checkpoint at that step.
@@ -56,6 +56,10 @@ flags.DEFINE_string("torch_site_packages", None,
 flags.DEFINE_integer("stop_at_step", 0, "Stop at this step (0 = --training_steps); schedule unchanged.")
 flags.DEFINE_integer("torch_threads", 2, "torch intra-op threads.")
 flags.DEFINE_boolean("eval_only", False, "Only evaluate (the latest checkpoint, or --torch_weights).")
+flags.DEFINE_integer("precise_bn_batches", 0,
+                     "With --eval_only: first re-estimate every BN layer's statistics as the plain "
+                     "average over this many training batches (weights unchanged), as "
+                     "experiments/camvid_bn_check.py does for ours.")
 flags.DEFINE_string("torch_weights", None, "With --eval_only: a model-STEP.pt file of --torch_logdir to evaluate.")
 FLAGS = flags.FLAGS
 
@@ -179,7 +183,8 @@ def main(argv):
         torch.save(model.state_dict(), os.path.join(FLAGS.torch_logdir, f"model-{step}.pt"))
 
     def run_eval():
-        confusion = evaluate(torch, model, FLAGS.dataset_dir, FLAGS.eval_split, num_classes, ignore_label, autocast,
+        # float32, as deeplab.evaluate (it rebuilds the model under the float32 policy).
+        confusion = evaluate(torch, model, FLAGS.dataset_dir, FLAGS.eval_split, num_classes, ignore_label, False,
                              limit=FLAGS.eval_limit or None)
         miou = metrics.mean_iou(confusion)
         print(metrics.format_iou_table(confusion, info.get("class_names")), flush=True)
@@ -192,6 +197,20 @@ def main(argv):
         if FLAGS.torch_weights:
             model.load_state_dict(torch.load(FLAGS.torch_weights))
             step = int(os.path.basename(FLAGS.torch_weights).split("-")[1].split(".")[0])
+        if FLAGS.precise_bn_batches:
+            stream = input_pipeline.make_train_dataset(
+                FLAGS.dataset_dir, FLAGS.train_split, batch_size=FLAGS.batch_size, crop_size=crop,
+                min_scale=FLAGS.min_scale_factor, max_scale=FLAGS.max_scale_factor, seed=123,
+                num_classes=num_classes)
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.reset_running_stats()
+                    module.momentum = None  # cumulative average
+            model.train()
+            with torch.no_grad():
+                for images, _ in stream.take(FLAGS.precise_bn_batches).as_numpy_iterator():
+                    model(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+            print(f"BN statistics re-estimated over {FLAGS.precise_bn_batches} train batches", flush=True)
         run_eval()
         return
 

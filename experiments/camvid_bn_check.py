@@ -1,0 +1,60 @@
+r"""Diagnostic (issue 8): how much of an early checkpoint's low val mIOU is stale BN statistics?
+
+    python experiments/camvid_bn_check.py --checkpoint=runs/camvid/ckpt-100 [--batches=20]
+
+Evaluates the checkpoint on the whole val split (scale 1, training output stride) twice with
+deeplab.evaluation.evaluate: (a) as saved, BN using its moving statistics (what deeplab.evaluate
+reports); (b) after re-estimating every BN layer's moving mean and variance as the plain average
+over --batches training batches (the training stream of experiments/camvid.flags: same crops and
+augmentation), weights unchanged ("precise BN"). Nothing is written to the run.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--dataset_dir", default="data/camvid")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--crop_size", default="176,240")
+    parser.add_argument("--eval_limit", type=int, default=0)
+    args = parser.parse_args()
+
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from deeplab import checkpoints, evaluation, input_pipeline, tfrecord  # pylint: disable=import-outside-toplevel
+
+    info = tfrecord.read_dataset_info(args.dataset_dir)
+    model = checkpoints.load_model(args.checkpoint, num_classes=info["num_classes"], upsample_logits=True)
+
+    def score(tag):
+        dataset = input_pipeline.make_eval_dataset(args.dataset_dir, "val", num_classes=info["num_classes"],
+                                                   limit=args.eval_limit or None)
+        results = evaluation.evaluate(model, dataset, num_classes=info["num_classes"],
+                                      ignore_label=info["ignore_label"], class_names=info["class_names"])
+        print(f"{tag}: val mIOU {100 * results['miou']:.2f}  pixel accuracy "
+              f"{100 * results['pixel_accuracy']:.2f}  ({results['num_images']} images)", flush=True)
+        return results
+
+    score(f"{args.checkpoint}, BN moving statistics as saved")
+    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]  # pylint: disable=protected-access
+    crop = tuple(int(v) for v in args.crop_size.split(","))
+    stream = input_pipeline.make_train_dataset(args.dataset_dir, "train", batch_size=args.batch_size,
+                                               crop_size=crop, min_scale=0.5, max_scale=1.5, seed=123,
+                                               num_classes=info["num_classes"])
+    for k, (images, _) in enumerate(stream.take(args.batches)):
+        for layer in bns:  # moving = moving * m + batch * (1 - m): m = k / (k + 1) is the running mean
+            layer.momentum = k / (k + 1.0)
+        model(images, training=True)
+    score(f"{args.checkpoint}, BN statistics re-estimated over {args.batches} train batches of {args.batch_size}")
+
+
+if __name__ == "__main__":
+    main()
