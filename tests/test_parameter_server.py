@@ -37,15 +37,6 @@ STEP_LINE = re.compile(r"^\[chief:0\] step\s+(\d+)/(\d+)\s+loss (\S+) .* lr (\S+
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """8 train / 4 val synthetic images of 40x40 pixels, 3 classes."""
-    path = str(tmp_path_factory.mktemp("ps_data") / "synthetic3")
-    synthetic.build_synthetic_dataset(path, num_train=8, num_val=4, image_size=(40, 40),
-                                      num_classes=3, seed=1)
-    return path
-
-
 def _env():
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)

@@ -27,15 +27,6 @@ TINY_FLAGS = ["--backbone=resnet14_tiny", "--atrous_rates=1,2,3", "--aspp_filter
               "--image_summary_steps=0", "--min_scale_factor=1", "--max_scale_factor=1"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """8 train / 4 val synthetic images of 40x40 pixels, 3 classes."""
-    path = str(tmp_path_factory.mktemp("data") / "synthetic3")
-    synthetic.build_synthetic_dataset(path, num_train=8, num_val=4, image_size=(40, 40),
-                                      num_classes=3, seed=1)
-    return path
-
-
 def _config(data_dir, logdir, **overrides):
     model = dict(TINY_MODEL, **overrides.pop("model", {}))
     values = dict(dataset_dir=data_dir, logdir=str(logdir), model=model, crop_size=(33, 33),
