@@ -194,46 +194,6 @@ def format_duration(seconds):
     return f"{seconds}s"
 
 
-def _eval_adapter(checkpoint, config, info, *, num_classes):
-    """Private stand-in for ``deeplab.evaluation.evaluate_checkpoint`` when that module is absent.
-
-    The same computation: the model rebuilt from ``checkpoint``, ``inference.predict_labels``
-    per image (scales, flip), one confusion matrix over the whole split (Sec. 4).
-    """
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from deeplab import checkpoints, inference, input_pipeline, metrics  # pylint: disable=import-outside-toplevel
-
-    model = checkpoints.load_model(checkpoint, output_stride=config.eval_output_stride or None,
-                                   num_classes=num_classes, upsample_logits=True)
-    ignore_label = info["ignore_label"]
-    dataset = input_pipeline.make_eval_dataset(config.dataset_dir, config.eval_split,
-                                               num_classes=num_classes,
-                                               limit=config.eval_limit or None)
-
-    @tf.function(reduce_retracing=True, autograph=False)
-    def update(image, label):
-        prediction = inference.predict_labels(model, image[tf.newaxis], scales=tuple(config.eval_scales),
-                                              flip=config.eval_flip)[0]
-        return metrics.confusion_matrix_update(label, tf.cast(prediction, tf.int32), num_classes,
-                                               ignore_label)
-
-    cm = np.zeros([num_classes, num_classes], np.int64)
-    count = 0
-    with input_pipeline.explain_data_errors(config.dataset_dir, config.eval_split):
-        for example in dataset:
-            cm += update(example["image"], example["label"]).numpy().astype(np.int64)
-            count += 1
-    iou = metrics.iou_per_class(cm)
-    return {"miou": float(metrics.mean_iou(cm)),
-            "per_class_iou": {n: float(v) for n, v in zip(info["class_names"], iou)},
-            "pixel_accuracy": float(metrics.pixel_accuracy(cm)), "num_images": count,
-            "confusion_matrix": cm, "class_names": list(info["class_names"]),
-            "output_stride": int(model.output_stride), "scales": list(config.eval_scales),
-            "flip": bool(config.eval_flip)}
-
-
 def _padded_batch(arrays, fill):
     """Stacks arrays [H_i, W_i, ...] into one batch, padding to the largest size with ``fill``."""
     import numpy as np  # pylint: disable=import-outside-toplevel
@@ -701,31 +661,14 @@ def evaluate_after_training(checkpoint, config, info, *, num_classes, step):
     Uses ``deeplab.evaluation.evaluate_checkpoint`` (what ``python -m deeplab.evaluate`` runs),
     so the number printed is the one the evaluate binary gives for the same checkpoint.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from deeplab import metrics, summaries  # pylint: disable=import-outside-toplevel
+    from deeplab import evaluate, evaluation, metrics  # pylint: disable=import-outside-toplevel
 
     start = time.time()
-    try:
-        from deeplab import evaluation  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        evaluation = None
-    if evaluation is not None and hasattr(evaluation, "evaluate_checkpoint"):
-        results = evaluation.evaluate_checkpoint(
-            checkpoint, config.dataset_dir, split=config.eval_split, num_classes=num_classes,
-            output_stride=config.eval_output_stride or None, scales=tuple(config.eval_scales),
-            flip=config.eval_flip, limit=config.eval_limit or None)
-    else:
-        results = _eval_adapter(checkpoint, config, info, num_classes=num_classes)
-    writer = tf.summary.create_file_writer(os.path.join(config.logdir, EVAL_SUMMARY_DIR))
-    with writer.as_default():
-        summaries.scalar("eval/miou", results["miou"], step=step)
-        summaries.scalar("eval/pixel_accuracy", results["pixel_accuracy"], step=step)
-        for name, iou in results["per_class_iou"].items():
-            if not math.isnan(iou):
-                summaries.scalar(f"eval/iou/{name}", iou, step=step)
-    writer.flush()
-    writer.close()
+    results = evaluation.evaluate_checkpoint(
+        checkpoint, config.dataset_dir, split=config.eval_split, num_classes=num_classes,
+        output_stride=config.eval_output_stride or None, scales=tuple(config.eval_scales),
+        flip=config.eval_flip, limit=config.eval_limit or None)
+    evaluate.write_summaries(config.logdir, dict(results, step=step))
     print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]), flush=True)
     scales = ",".join(f"{s:g}" for s in results["scales"])
     print(f"{config.eval_split} mIOU {results['miou']:.4f} over {results['num_images']} images "
