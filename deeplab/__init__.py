@@ -7,6 +7,10 @@ dataset converters do not pay for building Keras when they do not need it.
 
 __version__ = "0.1.0"
 
+from deeplab import _jax_guard  # noqa: E402  (before anything imports TensorFlow)
+
+_jax_guard.install()
+
 _LAZY = {
     "build_model": "deeplab.model",
     "load_imagenet_backbone": "deeplab.model",

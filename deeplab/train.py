@@ -304,6 +304,7 @@ def _train(config, strategy):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from deeplab import checkpoints, distribute, input_pipeline, losses, summaries, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab import weight_decay  # pylint: disable=import-outside-toplevel
     from deeplab.model import build_model, load_imagenet_backbone  # pylint: disable=import-outside-toplevel
     from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
 
@@ -423,6 +424,8 @@ def _train(config, strategy):
     # ------------------------------------------------------------------ the step
     upsample_logits = model.upsample_logits
     check_gradients = config.mixed_precision != "float16"  # the loss scaler skips those steps
+    # L2 decay terms: gradients added per variable after the backward pass (less memory).
+    decay = weight_decay.decay_coefficients(model)
 
     def replica_step(images, labels):
         context = tf.distribute.get_replica_context()
@@ -441,12 +444,23 @@ def _train(config, strategy):
             # sum by the all-reduced count, and the optimizer sums the replicas' gradients.
             global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(valid))
             cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(global_valid, 1.0)
-            regularization = tf.constant(0.0)
-            if model.losses:
-                regularization = tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / num_replicas
+            # The L2 decay terms' gradients are added after the backward pass, one variable at
+            # a time (deeplab.weight_decay: less memory); their value is only reported.
+            on_tape, decay_terms = (list(model.losses), []) if decay is None else \
+                weight_decay.split_losses(model, decay)
+            on_tape = tf.add_n([tf.cast(l, tf.float32) for l in on_tape]) / num_replicas \
+                if on_tape else tf.constant(0.0)
+            with tape.stop_recording():
+                decay_value = tf.add_n([tf.cast(l, tf.float32) for l in decay_terms]) \
+                    / num_replicas if decay_terms else tf.constant(0.0)
+            regularization = on_tape + decay_value
             total = cross_entropy + regularization
-            scaled = optimizer.scale_loss(total)
+            scaled = optimizer.scale_loss(cross_entropy + on_tape)
         gradients = tape.gradient(scaled, model.trainable_variables)
+        if decay is not None:
+            gradients = weight_decay.add_decay_gradients(
+                gradients, model.trainable_variables, decay,
+                scale=optimizer.scale_loss(tf.constant(1.0)) / num_replicas)
         optimizer.apply(gradients, model.trainable_variables)
         if coordinator is not None:
             step_var.assign_add(1)

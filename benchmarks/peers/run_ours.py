@@ -26,6 +26,9 @@ args = common.runner_args(description=__doc__, add_arguments=lambda parser: pars
     help="inference on the model as built, without deeplab.fuse's BN folding (which "
          "deeplab.evaluate, predict and export_saved_model apply by default)"))
 
+# deeplab first, as the library's binaries do: its import guard keeps TensorFlow and Keras
+# from importing JAX as a side effect (deeplab/_jax_guard.py).
+import deeplab  # noqa: E402  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -33,8 +36,7 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402  pylint: disable=wrong-import-position
 
-import deeplab  # noqa: E402  pylint: disable=wrong-import-position
-from deeplab import fuse  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab import fuse, weight_decay  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def build(output_stride, dtype_policy="float32"):
@@ -88,14 +90,19 @@ def main():
         optimizer.build(model.trainable_variables)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
 
+        # As deeplab.train does: the L2 decay terms' gradients are added per variable after
+        # the backward pass (deeplab.weight_decay), the decay value stays in the loss.
+        decay = weight_decay.decay_coefficients(model)
+        assert decay is not None, "the model's losses are not all L2 decay terms"
+
         @tf.function(jit_compile=args.xla)
         def train_step(images_, labels_):
             with tf.GradientTape() as tape:
                 logits = model(images_, training=True)
-                loss = loss_fn(labels_, logits)
-                if model.losses:
-                    loss = loss + tf.add_n(model.losses)
-            grads = tape.gradient(loss, model.trainable_variables)
+                cross_entropy = loss_fn(labels_, logits)
+            grads = tape.gradient(cross_entropy, model.trainable_variables)
+            grads = weight_decay.add_decay_gradients(grads, model.trainable_variables, decay)
+            loss = cross_entropy + tf.add_n(model.losses)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
