@@ -22,7 +22,7 @@ import sys
 _GUARDED_IMPORTERS = ("tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint")
 
 
-class _SkipJaxForTFLite:
+class _RefuseJaxToSideImports:
     """A ``sys.meta_path`` finder that refuses ``jax`` to the modules named above."""
 
     @staticmethod
@@ -45,5 +45,5 @@ def install():
     """Adds the finder once, unless JAX is already imported or the user opted out."""
     if os.environ.get("DEEPLAB_TFLITE_JAX", "") not in ("", "0") or "jax" in sys.modules:
         return
-    if not any(isinstance(f, _SkipJaxForTFLite) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SkipJaxForTFLite())
+    if not any(isinstance(f, _RefuseJaxToSideImports) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RefuseJaxToSideImports())

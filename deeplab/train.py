@@ -446,21 +446,14 @@ def _train(config, strategy):
             cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(global_valid, 1.0)
             # The L2 decay terms' gradients are added after the backward pass, one variable at
             # a time (deeplab.weight_decay: less memory); their value is only reported.
-            on_tape, decay_terms = (list(model.losses), []) if decay is None else \
-                weight_decay.split_losses(model, decay)
-            on_tape = tf.add_n([tf.cast(l, tf.float32) for l in on_tape]) / num_replicas \
-                if on_tape else tf.constant(0.0)
-            with tape.stop_recording():
-                decay_value = tf.add_n([tf.cast(l, tf.float32) for l in decay_terms]) \
-                    / num_replicas if decay_terms else tf.constant(0.0)
-            regularization = on_tape + decay_value
+            call_loss, decay_loss = weight_decay.split_losses(model, decay)
+            regularization = (call_loss + decay_loss) / num_replicas
             total = cross_entropy + regularization
-            scaled = optimizer.scale_loss(cross_entropy + on_tape)
+            scaled = optimizer.scale_loss(cross_entropy + call_loss / num_replicas)
         gradients = tape.gradient(scaled, model.trainable_variables)
-        if decay is not None:
-            gradients = weight_decay.add_decay_gradients(
-                gradients, model.trainable_variables, decay,
-                scale=optimizer.scale_loss(tf.constant(1.0)) / num_replicas)
+        gradients = weight_decay.add_decay_gradients(
+            gradients, model.trainable_variables, decay,
+            scale=optimizer.scale_loss(tf.constant(1.0)) / num_replicas)
         optimizer.apply(gradients, model.trainable_variables)
         if coordinator is not None:
             step_var.assign_add(1)

@@ -10,10 +10,8 @@ held at the moment activations peak (benchmarks/RESULTS.md, issue 7).
 
 :func:`add_decay_gradients` gives the same gradients (``d/dw`` of the same sum) with each
 variable's decay term computed after that variable's loss gradient exists, and the step
-reports the decay value from ``model.losses`` outside the tape. :func:`decay_coefficients`
-says whether every weight regularizer is such an L2 term (if not, the training step keeps
-``model.losses`` on the tape as before); :func:`split_losses` keeps the losses added during the
-call (``add_loss``, activity regularizers) on the tape.
+reports the decay value from ``model.losses`` outside the tape. :func:`split_losses` keeps the
+losses added during the call (``add_loss``, activity regularizers) on the tape.
 """
 
 import keras
@@ -21,9 +19,9 @@ import tensorflow as tf
 
 
 def decay_coefficients(model):
-    """``[l2 or None per trainable variable]`` when every weight regularizer of ``model``'s
-    trainable variables is a ``keras.regularizers.L2``; else None (the caller then
-    differentiates ``model.losses`` itself, as Keras would)."""
+    """``[l2 or None per trainable variable]``: the coefficient of each variable's
+    ``keras.regularizers.L2``. Any other weight regularizer is refused (ValueError): its
+    gradient is not ``2 * l2 * w``."""
     coefficients = []
     for variable in model.trainable_variables:
         regularizer = getattr(variable, "regularizer", None)
@@ -32,23 +30,26 @@ def decay_coefficients(model):
         elif type(regularizer) is keras.regularizers.L2:  # pylint: disable=unidiomatic-typecheck
             coefficients.append(float(regularizer.l2))
         else:
-            return None
+            raise ValueError(f"{variable.path}: weight regularizer {regularizer!r} is not "
+                             "keras.regularizers.L2; deeplab's training step only adds L2 decay")
     return coefficients
 
 
 def split_losses(model, coefficients):
-    """``(call_losses, decay_losses)`` of ``model.losses`` after a forward pass.
+    """``(call_loss, decay_loss)``: float32 sums of ``model.losses`` after a forward pass.
 
     Keras lists the losses added during the call (``add_loss``, activity regularizers) first
-    and the weight-regularization terms last, one per regularized trainable variable; the
-    first group must stay on the tape, the second is what :func:`add_decay_gradients`
-    differentiates.
+    and the weight-regularization terms last, one per regularized trainable variable. The
+    first sum must be differentiated on the tape; the second is only a value to report, its
+    gradient is what :func:`add_decay_gradients` adds.
     """
-    losses = list(model.losses)
+    losses = [tf.cast(loss, tf.float32) for loss in model.losses]
     count = sum(c is not None for c in coefficients)
     if count > len(losses):
         raise ValueError(f"{count} regularized variables but only {len(losses)} model losses")
-    return losses[:len(losses) - count], losses[len(losses) - count:]
+    split = len(losses) - count
+    return (tf.add_n(losses[:split]) if split else tf.constant(0.0),
+            tf.add_n(losses[split:]) if count else tf.constant(0.0))
 
 
 def add_decay_gradients(gradients, variables, coefficients, scale=1.0):

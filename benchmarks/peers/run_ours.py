@@ -93,7 +93,6 @@ def main():
         # As deeplab.train does: the L2 decay terms' gradients are added per variable after
         # the backward pass (deeplab.weight_decay), the decay value stays in the loss.
         decay = weight_decay.decay_coefficients(model)
-        assert decay is not None, "the model's losses are not all L2 decay terms"
 
         @tf.function(jit_compile=args.xla)
         def train_step(images_, labels_):
@@ -102,7 +101,7 @@ def main():
                 cross_entropy = loss_fn(labels_, logits)
             grads = tape.gradient(cross_entropy, model.trainable_variables)
             grads = weight_decay.add_decay_gradients(grads, model.trainable_variables, decay)
-            loss = cross_entropy + tf.add_n(model.losses)
+            loss = cross_entropy + weight_decay.split_losses(model, decay)[1]
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
