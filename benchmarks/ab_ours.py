@@ -21,10 +21,11 @@ p.add_argument("--task", default="infer"); p.add_argument("--size", type=int, de
 p.add_argument("--batch", type=int, default=1); p.add_argument("--os", type=int, default=16)
 p.add_argument("--variants", default="s2b,native,native_fused"); p.add_argument("--rounds", type=int, default=5)
 a = p.parse_args()
+import deeplab  # first: keeps JAX out of the TensorFlow import (deeplab/_jax_guard.py)
 import numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2); tf.config.threading.set_inter_op_parallelism_threads(2)
-import keras, deeplab
-from deeplab import layers as dl, fuse
+import keras
+from deeplab import layers as dl, fuse, weight_decay
 keras.utils.set_random_seed(0)
 model = deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=a.os)
 rng = np.random.default_rng(0)
@@ -35,7 +36,7 @@ fused = None
 for v in a.variants.split(","):
     dl._NATIVE_DILATION[0] = False if v.startswith("s2b") else None
     m = model
-    if "fused" in v:
+    if "fused" in v and "bf16" not in v:
         fused = fused or fuse.fuse_batch_norm(model); m = fused
     if "bf16" in v:
         keras.config.set_dtype_policy("mixed_bfloat16")
@@ -49,12 +50,16 @@ for v in a.variants.split(","):
         opt = keras.optimizers.SGD(0.007, momentum=0.9); opt.build(m.trainable_variables)
         lf = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
         def mk(m=m, opt=opt):
+            decay = weight_decay.decay_coefficients(m)  # as deeplab.train: decay added late
+
             @tf.function
             def step(i, l):
                 with tf.GradientTape() as t:
-                    loss = lf(l, m(i, training=True)) + tf.add_n(m.losses)
-                g = t.gradient(loss, m.trainable_variables)
-                opt.apply_gradients(zip(g, m.trainable_variables)); return loss
+                    ce = lf(l, m(i, training=True))
+                g = weight_decay.add_decay_gradients(
+                    t.gradient(ce, m.trainable_variables), m.trainable_variables, decay)
+                opt.apply_gradients(zip(g, m.trainable_variables))
+                return ce + weight_decay.split_losses(m, decay)[1]
             return step
         step = mk(); run = (lambda step=step: float(step(x, y)))
     t0 = time.perf_counter(); run(); run(); print(f"{v}: warm-up {time.perf_counter()-t0:.1f} s", flush=True)

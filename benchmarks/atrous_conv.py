@@ -73,6 +73,10 @@ for cin, cout, r in cases:
             d = max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(tf.nest.flatten(out), tf.nest.flatten(ref)))
         except Exception as e:
             print(k, "FAILED", str(e)[:200]); times[k] = None; continue
+        scale = max(float(tf.reduce_max(tf.abs(b))) for b in tf.nest.flatten(ref))
+        if d > 1e-3 * scale:  # a variant that computes something else is not timed
+            print(k, f"WRONG RESULT: max|diff| vs s2b_tf {d:.2e} (max|ref| {scale:.2e})"); times[k] = None; continue
+        print(k, f"max|diff| vs s2b_tf {d:.2e}")
     for rep in range(5):
         for k, f in fns.items():
             if times[k] is None: continue

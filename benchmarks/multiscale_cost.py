@@ -21,6 +21,7 @@ parser.add_argument("--rounds", type=int, default=2)
 parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
 
+import deeplab  # noqa: E402  first: keeps JAX out of the TensorFlow import (deeplab/_jax_guard.py)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -29,7 +30,6 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402
 
-import deeplab  # noqa: E402
 from deeplab import evaluation, fuse, inference  # noqa: E402
 
 keras.utils.set_random_seed(0)

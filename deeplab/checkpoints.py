@@ -22,12 +22,12 @@ Library code: no flags are read here.
 
 import json
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from deeplab import atomic_io
 from deeplab.errors import ConfigError, UserError
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -74,26 +74,6 @@ def make_checkpoint(model, optimizer=None, step=None):
     return tf.train.Checkpoint(**objects)
 
 
-def write_json_atomically(path, data):
-    """Writes ``data`` as JSON to ``path`` through a temporary file and os.replace.
-
-    A reader (or a run killed halfway) never sees a half-written file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
 
 def _jsonable(value):
     if isinstance(value, dict):
@@ -114,10 +94,10 @@ def write_run_info(logdir, model, dataset_info=None):
       dataset_info: dict from ``deeplab.tfrecord.read_dataset_info``; only name, num_classes,
         ignore_label, class_names and palette are kept. None writes no dataset_info.json.
     """
-    write_json_atomically(os.path.join(logdir, MODEL_CONFIG_FILE), _jsonable(model.get_config()))
+    atomic_io.write_json(os.path.join(logdir, MODEL_CONFIG_FILE), _jsonable(model.get_config()))
     if dataset_info is not None:
         info = {k: dataset_info[k] for k in _DATASET_INFO_FIELDS if k in dataset_info}
-        write_json_atomically(os.path.join(logdir, DATASET_INFO_FILE), _jsonable(info))
+        atomic_io.write_json(os.path.join(logdir, DATASET_INFO_FILE), _jsonable(info))
 
 
 def resolve_checkpoint(path):
@@ -267,7 +247,8 @@ def restore_weights(model, checkpoint):
     return prefix
 
 
-def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=None, **overrides):
+def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=None,
+               fuse_batch_norm=False, **overrides):
     """Rebuilds the trained DeepLabV3 from its model_config.json and restores its weights.
 
     Args:
@@ -279,6 +260,8 @@ def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=
         cannot be restored. None accepts the checkpoint's.
       input_shape: shape of one input image, e.g. (513, 513, 3) for export; default the
         training config's (normally (None, None, 3)).
+      fuse_batch_norm: return the inference model with every BN folded into its convolution
+        (deeplab.fuse; what evaluate, export and predict run). Not for training.
       **overrides: other DeepLabV3 keywords that change no variable (``upsample_logits``,
         ``freeze_batch_norm``, ``batch_norm_momentum``, ...).
 
@@ -305,6 +288,10 @@ def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=
     restore_weights(model, info["checkpoint"])
     logging.info("Restored %s (step %s) into %s at output stride %d", info["checkpoint"],
                  info["step"], config.get("backbone"), model.output_stride)
+    if fuse_batch_norm:
+        from deeplab import fuse  # pylint: disable=import-outside-toplevel
+
+        model = fuse.fuse_batch_norm(model)
     return model
 
 

@@ -73,14 +73,9 @@ def tf_config_task():
     Raises:
       ConfigError: TF_CONFIG is not valid JSON or has no "task".
     """
-    text = os.environ.get("TF_CONFIG")
-    if not text:
+    config = _tf_config()
+    if not config:
         return None, None
-    try:
-        config = json.loads(text)
-    except ValueError as error:
-        raise ConfigError(f"TF_CONFIG is not valid JSON ({error}); it must be "
-                          '{"cluster": {...}, "task": {"type": ..., "index": ...}}') from error
     task = config.get("task") or {}
     if "type" not in task:
         raise ConfigError('TF_CONFIG has no "task": {"type": ..., "index": ...}; every process of '
@@ -88,11 +83,23 @@ def tf_config_task():
     return task["type"], int(task.get("index", 0))
 
 
-def _tf_config_cluster():
+def _tf_config():
+    """TF_CONFIG as a dict ({} when unset); ConfigError when it is not a JSON object."""
     text = os.environ.get("TF_CONFIG")
     if not text:
         return {}
-    return json.loads(text).get("cluster", {})
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        config = error
+    if not isinstance(config, dict):
+        raise ConfigError(f"TF_CONFIG is not valid JSON for an object ({config}); it must be "
+                          '{"cluster": {...}, "task": {"type": ..., "index": ...}}')
+    return config
+
+
+def _tf_config_cluster():
+    return _tf_config().get("cluster", {})
 
 
 def num_tasks(task_type):
@@ -233,11 +240,10 @@ def describe(strategy):
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
         text += (f" per worker, {num_tasks('worker')} asynchronous worker(s), "
                  f"{num_tasks('ps')} ps")
-    tf_config = os.environ.get("TF_CONFIG")
-    if tf_config and not isinstance(strategy, type(tf.distribute.get_strategy())):
+    if os.environ.get("TF_CONFIG") and not isinstance(strategy, type(tf.distribute.get_strategy())):
         try:
-            task = json.loads(tf_config).get("task", {})
-            text += f", task {task.get('type')}:{task.get('index')}"
-        except ValueError:
-            pass
+            task_type, index = tf_config_task()
+            text += f", task {task_type}:{index}"
+        except ConfigError:
+            pass  # a log line; create_strategy reports a bad TF_CONFIG
     return text

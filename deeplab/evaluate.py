@@ -129,11 +129,9 @@ def _checkpoint_prefixes(logdir):
     state = tf.train.get_checkpoint_state(logdir)
     if state is None:
         return []
+    # get_checkpoint_state already puts the logdir (relative or not) in front of relative
+    # entries ("runs/x/ckpt-5"): the paths are usable as they are.
     paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-    # get_checkpoint_state already puts a relative logdir in front of relative entries
-    # ("runs/x/ckpt-5"); joining it again found nothing when --logdir was relative.
-    paths = [p if os.path.isabs(p) or os.path.exists(p + ".index") else os.path.join(logdir, p)
-             for p in paths]
     return [p for p in paths if os.path.exists(p + ".index")]
 
 

@@ -24,14 +24,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab import inference, metrics
+from deeplab import atomic_io, inference, metrics
 from deeplab.errors import ConfigError, DataError
 
 RESULTS_FILE = "results.json"
@@ -252,11 +251,8 @@ def evaluate_checkpoint(checkpoint, dataset_dir, *, split="val", num_classes=Non
     info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
     run = checkpoints.read_run_info(checkpoint)
     model = checkpoints.load_model(run["checkpoint"], output_stride=output_stride or None,
-                                   num_classes=info["num_classes"], upsample_logits=True)
-    if fuse_batch_norm:
-        from deeplab import fuse  # pylint: disable=import-outside-toplevel
-
-        model = fuse.fuse_batch_norm(model)
+                                   num_classes=info["num_classes"], upsample_logits=True,
+                                   fuse_batch_norm=fuse_batch_norm)
     dataset = input_pipeline.make_eval_dataset(dataset_dir, split, num_classes=info["num_classes"],
                                                limit=limit or None)
     with input_pipeline.explain_data_errors(dataset_dir, split):
@@ -307,19 +303,6 @@ def _json_value(value):
     return value
 
 
-def _write_atomically(path, data, mode="w"):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
-            f.write(data)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
 
 def write_results(results_dir, results):
     """Writes results.json, confusion_matrix.npy and confusion_matrix.csv into ``results_dir``.
@@ -336,15 +319,15 @@ def write_results(results_dir, results):
         results["miou"]) else None
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(results["confusion_matrix"], np.int64))
-    _write_atomically(os.path.join(results_dir, CONFUSION_MATRIX_NPY), buffer.getvalue(), "wb")
+    atomic_io.write_bytes(os.path.join(results_dir, CONFUSION_MATRIX_NPY), buffer.getvalue())
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["groundtruth \\ prediction"] + list(results["class_names"]))
     for name, row in zip(results["class_names"], np.asarray(results["confusion_matrix"])):
         writer.writerow([name] + [int(v) for v in row])
-    _write_atomically(os.path.join(results_dir, CONFUSION_MATRIX_CSV), text.getvalue())
+    atomic_io.write_text(os.path.join(results_dir, CONFUSION_MATRIX_CSV), text.getvalue())
     path = os.path.join(results_dir, RESULTS_FILE)
-    _write_atomically(path, json.dumps(_json_value(summary), indent=2, sort_keys=True) + "\n")
+    atomic_io.write_json(path, _json_value(summary))
     logging.info("Wrote %s", path)
     return path
 

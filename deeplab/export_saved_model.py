@@ -20,14 +20,13 @@ each with a ``.json`` sidecar. ``--evaluate_split`` prints the mIOU of float Ker
 and int8 TFLite on that split side by side and writes ``tflite_eval.json``.
 """
 
-import json
 import os
 import sys
 import time
 
 from absl import app, flags, logging
 
-from deeplab import experiment_flags  # noqa: F401  (shared experiment flags)
+from deeplab import atomic_io, experiment_flags  # noqa: F401  (shared experiment flags)
 from deeplab.errors import ConfigError, UserError
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
@@ -144,12 +143,9 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
     info = checkpoints.read_run_info(checkpoint)
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
     # without upsampling still serves full-resolution maps); no variable depends on it.
-    model = checkpoints.load_model(checkpoint, output_stride=output_stride or None,
-                                   upsample_logits=True)
-    if fuse_batch_norm:
-        from deeplab import fuse  # pylint: disable=import-outside-toplevel
-
-        model = fuse.fuse_batch_norm(model)
+    # The checkpoint read_run_info resolved (a logdir still being trained may get a newer one).
+    model = checkpoints.load_model(info["checkpoint"], output_stride=output_stride or None,
+                                   upsample_logits=True, fuse_batch_norm=fuse_batch_norm)
     names, palette, ignore_label, dataset_name = class_metadata(
         info["dataset_info"], model.num_classes, dataset_dir=dataset_dir, class_names=class_names)
     export_info = {"checkpoint": os.path.abspath(info["checkpoint"]), "step": info["step"],
@@ -208,9 +204,9 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
         log(tflite_lib.format_comparison(evaluation))
         summary = {name: {k: v for k, v in r.items() if k != "confusion_matrix"}
                    for name, r in evaluation.items()}
-        with open(os.path.join(export_dir, "tflite_eval.json"), "w", encoding="utf-8") as f:
-            json.dump({"dataset_dir": dataset_dir, "split": evaluate_split,
-                       "tflite_input_size": list(tflite_input_size), "results": summary}, f, indent=2)
+        atomic_io.write_json(os.path.join(export_dir, "tflite_eval.json"),
+                             {"dataset_dir": dataset_dir, "split": evaluate_split,
+                              "tflite_input_size": list(tflite_input_size), "results": summary})
     return result
 
 
@@ -223,12 +219,13 @@ def main(argv):
             raise UserError("pass --checkpoint=PATH (a training logdir or a checkpoint prefix)")
         from deeplab import checkpoints  # pylint: disable=import-outside-toplevel
 
-        _report_ignored_model_flags(checkpoints.read_run_info(checkpoint)["model_config"])
+        run = checkpoints.read_run_info(checkpoint)  # resolved once: a live logdir may move on
+        _report_ignored_model_flags(run["model_config"])
         from deeplab import tflite as tflite_lib  # pylint: disable=import-outside-toplevel
 
         input_size = tflite_lib.parse_input_size(FLAGS.tflite_input_size or FLAGS.crop_size)
         run_export(
-            checkpoint=checkpoint, export_dir=FLAGS.export_dir,
+            checkpoint=run["checkpoint"], export_dir=FLAGS.export_dir,
             output_stride=FLAGS.eval_output_stride, scales=experiment_flags.eval_scales(),
             flip=FLAGS.eval_flip, dataset_dir=FLAGS.dataset_dir, class_names=FLAGS.class_names,
             saved_model=FLAGS.saved_model, tflite=FLAGS.tflite, quantize=FLAGS.quantize,

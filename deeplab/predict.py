@@ -26,6 +26,7 @@ first image also pays for graph tracing / interpreter warm-up).
   letterboxed to the model's fixed input size (see deeplab/tflite.py).
 """
 
+import io
 import os
 import sys
 import time
@@ -131,22 +132,26 @@ def _output_stems(paths):
 
 def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
     """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths."""
+    from deeplab import atomic_io  # pylint: disable=import-outside-toplevel
     from deeplab.datasets_info import color_map  # pylint: disable=import-outside-toplevel
-    from deeplab.visualization import colorize_labels, overlay  # pylint: disable=import-outside-toplevel
+    from deeplab.visualization import (  # pylint: disable=import-outside-toplevel
+        colorize_labels, overlay, save_index_png, save_rgb_png)
 
     labels = np.asarray(labels)
     index_path = os.path.join(output_dir, stem + ".png")
     if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0:
-        Image.fromarray(labels.astype(np.uint8), mode="L").save(index_path)
-    else:
-        Image.fromarray(labels.astype(np.uint16)).save(index_path)
+        save_index_png(index_path, labels)
+    else:  # more than 256 classes: a 16-bit greyscale PNG
+        buffer = io.BytesIO()
+        Image.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG")
+        atomic_io.write_bytes(index_path, buffer.getvalue())
     if palette is None or labels.max(initial=0) >= len(palette):
         palette = color_map(256)
     colored = colorize_labels(labels, palette)
     color_path = os.path.join(output_dir, stem + "_color.png")
     overlay_path = os.path.join(output_dir, stem + "_overlay.png")
-    Image.fromarray(colored).save(color_path)
-    Image.fromarray(overlay(image, colored, alpha)).save(overlay_path)
+    save_rgb_png(color_path, colored)
+    save_rgb_png(overlay_path, overlay(image, colored, alpha))
     return index_path, color_path, overlay_path
 
 
@@ -175,12 +180,8 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
     from deeplab.serving import KerasSegmenter  # pylint: disable=import-outside-toplevel
 
     info = checkpoints.read_run_info(checkpoint)
-    keras_model = checkpoints.load_model(checkpoint, output_stride=output_stride or None,
-                                         upsample_logits=True)
-    if fuse_batch_norm:
-        from deeplab import fuse  # pylint: disable=import-outside-toplevel
-
-        keras_model = fuse.fuse_batch_norm(keras_model)
+    keras_model = checkpoints.load_model(info["checkpoint"], output_stride=output_stride or None,
+                                         upsample_logits=True, fuse_batch_norm=fuse_batch_norm)
     dataset_info = info["dataset_info"] or {}
     return KerasSegmenter(keras_model, scales=scales, flip=flip,
                           class_names=dataset_info.get("class_names"),

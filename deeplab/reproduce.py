@@ -41,7 +41,7 @@ import time
 
 from absl import app, flags
 
-from deeplab import experiment_flags, paper_tables
+from deeplab import atomic_io, experiment_flags, paper_tables
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
@@ -203,8 +203,9 @@ def smoke_crop(size):
     return max(9, int(round((int(size) - 1) / 16.0)) + 1)
 
 
-def smoke_overrides(values, dataset_dir, steps):
-    """Flags appended to a row under --smoke (see the module docstring)."""
+def smoke_overrides(values, dataset_dir, steps, *, keep_strategy=False):
+    """Flags appended to a row under --smoke (see the module docstring); ``keep_strategy``: a
+    cluster row (launched by launch_local) keeps its --strategy."""
     overrides = [
         f"--backbone={SMOKE_BACKBONE}", "--imagenet_weights=",
         f"--aspp_filters={SMOKE_ASPP_FILTERS}",
@@ -212,8 +213,10 @@ def smoke_overrides(values, dataset_dir, steps):
         f"--training_steps={steps}", f"--save_checkpoint_steps={steps}", "--log_steps=1",
         "--image_summary_steps=0", f"--dataset_dir={dataset_dir}", "--train_split=train",
         "--eval_split=val", "--num_classes=0", "--shuffle_buffer=16", "--noeval_after_training",
-        "--mixed_precision=none", "--strategy=default",
+        "--mixed_precision=none",
     ]
+    if not keep_strategy:
+        overrides.append("--strategy=default")
     if values["bootstrap_classes"]:
         overrides.append("--bootstrap_classes=shape_1")
     return overrides
@@ -285,10 +288,8 @@ class Planner:
         """The flags of a row: flagfile, overrides, this command line's flags, smoke flags."""
         args = list(row_args) + self.extra_args
         if self.smoke_dataset:
-            smoke = smoke_overrides(resolve_flags(args), self.smoke_dataset, self.smoke_steps)
-            if launch:  # a cluster row keeps its --strategy
-                smoke = [a for a in smoke if flag_name(a) != "strategy"]
-            args += smoke
+            args += smoke_overrides(resolve_flags(args), self.smoke_dataset, self.smoke_steps,
+                                    keep_strategy=bool(launch))
         return args
 
     def launch_args(self, launch):
@@ -335,14 +336,6 @@ def _read_json(path):
     except (OSError, ValueError):
         return None
 
-
-def _write_json(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temp = f"{path}.tmp-{os.getpid()}"
-    with open(temp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(temp, path)
 
 
 def assign_run_dir(run, runs_dir, reuse=True):
@@ -395,7 +388,7 @@ def train(run, *, reuse=True, log=print):
         run.trained = True
         return
     os.makedirs(run.run_dir, exist_ok=True)
-    _write_json(record_path, {"key": run.key, "args": run.args, "complete": False})
+    atomic_io.write_json(record_path, {"key": run.key, "args": run.args, "complete": False})
     command = train_command(run)
     log(f"  training {run.run_dir}: {' '.join(command[1:])}")
     env = dict(os.environ)
@@ -411,7 +404,7 @@ def train(run, *, reuse=True, log=print):
             tail = "".join(f.readlines()[-15:])
         raise UserError(f"training {run.run_dir} failed (exit {result.returncode}); last lines of "
                         f"{log_path}:\n{tail}")
-    _write_json(record_path, {"key": run.key, "args": run.args, "complete": True,
+    atomic_io.write_json(record_path, {"key": run.key, "args": run.args, "complete": True,
                               "seconds": round(time.time() - start, 1)})
     run.trained = True
     log(f"  trained in {time.time() - start:.0f} s")
@@ -583,7 +576,7 @@ def write_outputs(table, results, output_dir, smoke):
             "note": result.get("note", ""), "training_seconds": result.get("seconds"),
         })
     path = os.path.join(output_dir, f"table{table.number}.json")
-    _write_json(path, {"table": table.number, "title": table.title, "smoke": smoke, "rows": rows})
+    atomic_io.write_json(path, {"table": table.number, "title": table.title, "smoke": smoke, "rows": rows})
     with open(os.path.join(output_dir, f"table{table.number}.md"), "w", encoding="utf-8") as f:
         f.write(format_markdown(table, results, smoke))
     return path

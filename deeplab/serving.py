@@ -50,6 +50,19 @@ CLASS_NAMES_FILE = "class_names.txt"
 EXPORT_INFO_FILE = "deeplab_export.json"
 
 
+def segment_images(model, images, *, scales=(1.0,), flip=False):
+    """Pixels [N, H, W, 3] (uint8 or float 0..255) -> {"semantic": int32 [N, H, W],
+    "probabilities": [N, H, W, C]}: normalization, (multi-scale, flipped) softmax, argmax.
+
+    What every serving path runs: the SavedModel signatures, KerasSegmenter and the graph
+    deeplab.tflite converts.
+    """
+    probabilities = inference.predict_probabilities(
+        model, normalize_image(images), scales=scales, flip=flip)
+    semantic = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    return {"semantic": semantic, "probabilities": probabilities}
+
+
 def _check_images(images, where):
     """Run-time check of a uint8 image batch: rank 4, 3 channels, H and W > 0.
 
@@ -133,10 +146,7 @@ class SegmentationModule(tf.Module):
 
     def segment(self, images):
         """uint8 [N, H, W, 3] -> {"semantic": int32 [N, H, W], "probabilities": [N, H, W, C]}."""
-        probabilities = inference.predict_probabilities(
-            self.model, normalize_image(images), scales=self.scales, flip=self.flip)
-        semantic = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"semantic": semantic, "probabilities": probabilities}
+        return segment_images(self.model, images, scales=self.scales, flip=self.flip)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
@@ -230,9 +240,7 @@ class KerasSegmenter:
             reduce_retracing=True)
 
     def _segment(self, images):
-        probabilities = inference.predict_probabilities(
-            self.model, normalize_image(images), scales=self.scales, flip=self.flip)
-        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return segment_images(self.model, images, scales=self.scales, flip=self.flip)["semantic"]
 
     def __call__(self, image):
         """uint8 [H, W, 3] -> int32 class map [H, W]."""

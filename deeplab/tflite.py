@@ -46,6 +46,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from deeplab import atomic_io
 from deeplab.errors import ConfigError, UserError
 
 # Padding value for a model without a sidecar: MobileNet-style inputs map 128 to ~0.
@@ -145,18 +146,14 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
 
-    from deeplab import inference  # pylint: disable=import-outside-toplevel
-    from deeplab.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
+    from deeplab.serving import segment_images  # pylint: disable=import-outside-toplevel
 
     height, width = input_size
     scales = tuple(float(s) for s in scales)
 
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")])
     def segment(images):
-        probabilities = inference.predict_probabilities(
-            model, normalize_image(images), scales=scales, flip=flip)
-        semantic = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"semantic": semantic, "probabilities": probabilities}
+        return segment_images(model, images, scales=scales, flip=flip)
 
     # Variables become constants, so the converter folds batch norm into the convolutions.
     return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
@@ -234,13 +231,10 @@ def sidecar_path(tflite_path):
 
 
 def write_tflite(path, content, metadata):
-    """Writes a .tflite file and its JSON sidecar; returns the .tflite path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(content)
-    with open(sidecar_path(path), "w", encoding="utf-8") as f:
-        json.dump(metadata, f, indent=2, sort_keys=True)
-        f.write("\n")
+    """Writes a .tflite file and its JSON sidecar (each atomically, the sidecar last); returns
+    the .tflite path."""
+    atomic_io.write_bytes(path, content)
+    atomic_io.write_json(sidecar_path(path), metadata)
     return path
 
 

@@ -30,6 +30,7 @@ import struct
 
 import numpy as np
 
+from deeplab import atomic_io
 from deeplab.errors import ConfigError, DataError
 
 
@@ -527,12 +528,7 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
     }
     info.update(extra)
     validate_dataset_info(info, path)
-    os.makedirs(dataset_dir, exist_ok=True)
-    tmp = os.path.join(dataset_dir, f".{DATASET_INFO_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_io.write_json(path, info, indent=1, sort_keys=False)
     return info
 
 

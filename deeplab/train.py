@@ -33,7 +33,6 @@ under any number of replicas.
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -59,7 +58,7 @@ flags.DEFINE_float("evaluator_timeout", 3600.0,
                    "TF_CONFIG task 'evaluator': stop when no new checkpoint appeared for this long.")
 
 TRAIN_SUMMARY_DIR = "train"
-EVAL_SUMMARY_DIR = "eval"
+# eval/ summaries are written by deeplab.evaluate.write_summaries (evaluate.EVAL_SUMMARY_DIR).
 
 
 class NonFiniteLossError(UserError):
@@ -222,7 +221,6 @@ class _ImageSummaries:
 
     def write(self, model, step):
         import numpy as np  # pylint: disable=import-outside-toplevel
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         from deeplab import summaries  # pylint: disable=import-outside-toplevel
         from deeplab.visualization import colorize_labels  # pylint: disable=import-outside-toplevel
@@ -300,7 +298,6 @@ def _train(config, strategy):
     python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
     # TensorFlow and Keras are imported here, after flags and logical devices are settled.
     import keras  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from deeplab import checkpoints, distribute, input_pipeline, losses, summaries, tfrecord  # pylint: disable=import-outside-toplevel
@@ -562,7 +559,7 @@ def _train(config, strategy):
     result = TrainResult(step=step, checkpoint=last_saved, history=history, resumed_from=start_step,
                          num_replicas=num_replicas)
     if config.eval_after_training and chief:
-        result.eval = evaluate_after_training(last_saved, config, info, num_classes=num_classes,
+        result.eval = evaluate_after_training(last_saved, config, num_classes=num_classes,
                                               step=step)
     return result
 
@@ -661,7 +658,7 @@ def _run_evaluator(config):
     return None
 
 
-def evaluate_after_training(checkpoint, config, info, *, num_classes, step):
+def evaluate_after_training(checkpoint, config, *, num_classes, step):
     """Evaluates ``checkpoint`` on --eval_split (--eval_scales, --eval_flip, --eval_output_stride),
     prints the per-class IOU table and mIOU, and writes eval/ summaries at ``step``.
 

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from deeplab import atomic_io
+
 
 def colorize_labels(labels, palette, ignore_label=255, ignore_color=(255, 255, 255)):
     """Maps class indices to RGB colors.
@@ -68,14 +70,6 @@ def _png_bytes(image):
     return buffer.getvalue()
 
 
-def _write_file_atomically(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp_path = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(temp_path, "wb") as f:
-        f.write(data)
-    os.replace(temp_path, path)
-
 
 def save_rgb_png(path, rgb):
     """Writes a uint8 RGB array [H, W, 3] as a PNG (atomically)."""
@@ -84,7 +78,7 @@ def save_rgb_png(path, rgb):
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    _write_file_atomically(path, _png_bytes(Image.fromarray(rgb, mode="RGB")))
+    atomic_io.write_bytes(path, _png_bytes(Image.fromarray(rgb, mode="RGB")))
 
 
 def save_index_png(path, labels, palette=None):
@@ -108,7 +102,7 @@ def save_index_png(path, labels, palette=None):
         colors[: len(palette)] = palette
         image = image.convert("P")
         image.putpalette(colors.reshape(-1).tolist())
-    _write_file_atomically(path, _png_bytes(image))
+    atomic_io.write_bytes(path, _png_bytes(image))
 
 
 def panel(image, prediction, palette, *, label=None, class_names=None, ignore_label=255,

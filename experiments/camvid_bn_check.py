@@ -27,9 +27,9 @@ def main():
     parser.add_argument("--eval_limit", type=int, default=0)
     args = parser.parse_args()
 
-    import keras  # pylint: disable=import-outside-toplevel
-
     from deeplab import checkpoints, evaluation, input_pipeline, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.model import iter_layers  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(args.dataset_dir)
     model = checkpoints.load_model(args.checkpoint, num_classes=info["num_classes"], upsample_logits=True)
@@ -44,7 +44,7 @@ def main():
         return results
 
     score(f"{args.checkpoint}, BN moving statistics as saved")
-    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]  # pylint: disable=protected-access
+    bns = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     crop = tuple(int(v) for v in args.crop_size.split(","))
     stream = input_pipeline.make_train_dataset(args.dataset_dir, "train", batch_size=args.batch_size,
                                                crop_size=crop, min_scale=0.5, max_scale=1.5, seed=123,

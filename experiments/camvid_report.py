@@ -16,22 +16,20 @@ import glob
 import json
 import os
 import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def read_train_scalars(logdir, tag="loss/total"):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+def read_train_scalars(logdir, tags=("loss/total", "loss/cross_entropy")):
+    """{tag: [(step, value), ...]} of the training summaries, one value per step (a resumed
+    run's later value wins)."""
+    from deeplab import summaries  # pylint: disable=import-outside-toplevel
 
-    points = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "train", "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    number = value.simple_value if value.HasField("simple_value") else \
-                        float(tf.make_ndarray(value.tensor))
-                    points[int(event.step)] = number
-    return sorted(points.items())
+    scalars = summaries.read_scalars(os.path.join(logdir, "train"))
+    return {tag: sorted(dict(scalars.get(tag, [])).items()) for tag in tags}
 
 
 def read_eval(logdir, tag="val-os16"):
@@ -79,8 +77,8 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    ours_loss = read_train_scalars(args.logdir)
-    ours_ce = read_train_scalars(args.logdir, "loss/cross_entropy")
+    train_scalars = read_train_scalars(args.logdir)
+    ours_loss, ours_ce = train_scalars["loss/total"], train_scalars["loss/cross_entropy"]
     ours_miou = read_eval(args.logdir)
     torch_loss, torch_miou = read_torch(args.torch_logdir)
     torch_loss = sorted(torch_loss.items())

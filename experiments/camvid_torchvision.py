@@ -104,13 +104,15 @@ def build_model(torch, num_classes, atrous_rates, multi_grid, bn_momentum):
     return model
 
 
-def poly_rate(step):
-    progress = min(step, FLAGS.training_steps) / FLAGS.training_steps
-    rate = (FLAGS.base_learning_rate - FLAGS.end_learning_rate) * max(1.0 - progress, 0.0) ** FLAGS.learning_power \
-        + FLAGS.end_learning_rate
-    if FLAGS.warmup_steps > 0:
-        rate *= min(1.0, step / FLAGS.warmup_steps)
-    return rate
+def poly_rate(step, _schedule=[]):  # pylint: disable=dangerous-default-value
+    """deeplab.train's learning rate at ``step`` (the same PolyLearningRate, built once)."""
+    if not _schedule:
+        from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
+
+        _schedule.append(PolyLearningRate(
+            FLAGS.base_learning_rate, FLAGS.training_steps, power=FLAGS.learning_power,
+            end_learning_rate=FLAGS.end_learning_rate, warmup_steps=FLAGS.warmup_steps))
+    return float(_schedule[0](step))
 
 
 def evaluate(torch, model, dataset_dir, split, num_classes, ignore_label, autocast, limit=None):

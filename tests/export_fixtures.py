@@ -40,6 +40,18 @@ def randomize(model, seed=0):
         variable.assign(value.astype("float32"))
 
 
+def keras_probabilities(model, images, scales=(1.0,), flip=False):
+    """What an export must reproduce: the Keras model's (multi-scale, flipped) softmax of uint8
+    pixels [N, H, W, 3], as numpy."""
+    from keras import ops  # pylint: disable=import-outside-toplevel
+
+    from deeplab import inference  # pylint: disable=import-outside-toplevel
+    from deeplab.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
+
+    return ops.convert_to_numpy(inference.predict_probabilities(
+        model, normalize_image(images), scales=scales, flip=flip))
+
+
 def structured_images(count, size, seed=0):
     """uint8 [count, H, W, 3] synthetic scenes (shapes, stripes): unlike i.i.d. noise, they make
     a randomized model predict several classes with unsaturated probabilities."""
@@ -101,6 +113,30 @@ def run_binary(module, *args, timeout=300):
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def shared_tiny_run(tmp_path_factory):
+    """One :func:`make_tiny_run` per test session: {"run_dir", "checkpoint", "model"}.
+    Tests must not change the model's weights."""
+    if "tiny_run" not in _CACHE:
+        run_dir = str(tmp_path_factory.mktemp("shared_tiny") / "run")
+        model, checkpoint = make_tiny_run(run_dir)
+        _CACHE["tiny_run"] = {"run_dir": run_dir, "checkpoint": checkpoint, "model": model}
+    return _CACHE["tiny_run"]
+
+
+def shared_float_tflite(tmp_path_factory):
+    """The shared tiny model as a float32 .tflite for 33x33 inputs (with its sidecar), once."""
+    if "float_tflite" not in _CACHE:
+        from deeplab import tflite  # pylint: disable=import-outside-toplevel
+
+        path = str(tmp_path_factory.mktemp("shared_tflite") / "tiny.tflite")
+        _CACHE["float_tflite"] = tflite.write_tflite(
+            path, tflite.convert_float(shared_tiny_run(tmp_path_factory)["model"], (33, 33)),
+            tflite.make_metadata(input_size=(33, 33), quantization="none",
+                                 class_names=CLASS_NAMES, palette=PALETTE, scales=(1.0,),
+                                 flip=False))
+    return _CACHE["float_tflite"]
+
+
 def shared_export(tmp_path_factory):
     """The tiny run exported once by the real binary (multi-scale + flip).
 
@@ -108,9 +144,9 @@ def shared_export(tmp_path_factory):
       dict with "run_dir", "export_dir", "model" (the Keras model that was saved), "stdout".
     """
     if "export" not in _CACHE:
-        root = tmp_path_factory.mktemp("shared_export")
-        run_dir, export_dir = str(root / "run"), str(root / "export")
-        model, _ = make_tiny_run(run_dir)
+        run = shared_tiny_run(tmp_path_factory)
+        run_dir, model = run["run_dir"], run["model"]
+        export_dir = str(tmp_path_factory.mktemp("shared_export") / "export")
         result = run_binary("deeplab.export_saved_model", f"--checkpoint={run_dir}",
                             f"--export_dir={export_dir}",
                             f"--eval_scales={','.join(map(str, EXPORT_SCALES))}",

@@ -14,10 +14,9 @@ evaluate's, count for count (the val shard keeps val.txt's order, so --eval_limi
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import export_fixtures as fx
 import numpy as np
 import pytest
 from PIL import Image
@@ -33,12 +32,9 @@ pytestmark = pytest.mark.skipif(
     reason="needs ../shared/data/camvid, data/camvid and a trained runs/camvid (issue 8)")
 
 
-def _run(args, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=1200, check=False)
-    assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
-    return result.stdout
+def _run(module, *args):
+    result = fx.run_binary(module, *args, timeout=1200)
+    assert result.returncode == 0, (module, args, result.stdout[-2000:], result.stderr[-3000:])
 
 
 def test_saved_model_through_predict_matches_evaluate(tmp_path):
@@ -50,11 +46,11 @@ def test_saved_model_through_predict_matches_evaluate(tmp_path):
     label_path = CAMVID_DIR / "valannot" / os.path.basename(first[1])
 
     export_dir = tmp_path / "export"
-    _run(["deeplab.export_saved_model", f"--checkpoint={checkpoint}", f"--export_dir={export_dir}"], tmp_path)
-    _run(["deeplab.predict", f"--model={export_dir}", f"--input={image_path}",
-          f"--output_dir={tmp_path / 'pred'}"], tmp_path)
-    _run(["deeplab.evaluate", "--flagfile=experiments/camvid.flags", f"--checkpoint={checkpoint}",
-          "--eval_limit=1", f"--results_dir={tmp_path / 'eval'}"], tmp_path)
+    _run("deeplab.export_saved_model", f"--checkpoint={checkpoint}", f"--export_dir={export_dir}")
+    _run("deeplab.predict", f"--model={export_dir}", f"--input={image_path}",
+         f"--output_dir={tmp_path / 'pred'}")
+    _run("deeplab.evaluate", "--flagfile=experiments/camvid.flags", f"--checkpoint={checkpoint}",
+         "--eval_limit=1", f"--results_dir={tmp_path / 'eval'}")
 
     prediction = np.asarray(Image.open(tmp_path / "pred" / (image_path.stem + ".png"))).astype(np.int64)
     raw_label = np.asarray(Image.open(label_path)).astype(np.int64)

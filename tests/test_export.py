@@ -78,16 +78,6 @@ def _png(array):
     return np.frombuffer(buffer.getvalue(), np.uint8)
 
 
-def _keras_probabilities(model, images, scales, flip):
-    from keras import ops
-
-    from deeplab import inference
-    from deeplab.preprocessing import normalize_image
-
-    return ops.convert_to_numpy(inference.predict_probabilities(
-        model, normalize_image(images), scales=scales, flip=flip))
-
-
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     """Runs the export in a fresh process on two batches (odd and even sizes)."""
@@ -123,7 +113,7 @@ def test_fresh_process_reload_matches_keras(fresh):
                                  "semantic": ["int32", [None, None, None]]}
     for key in ("batch_a", "batch_b"):
         images = fresh["inputs"][key]
-        expected = _keras_probabilities(model, images, fx.EXPORT_SCALES, fx.EXPORT_FLIP)
+        expected = fx.keras_probabilities(model, images, fx.EXPORT_SCALES, fx.EXPORT_FLIP)
         probabilities = fresh["outputs"][key + "_probabilities"]
         semantic = fresh["outputs"][key + "_semantic"]
         assert probabilities.shape == images.shape[:3] + (fx.NUM_CLASSES,)
@@ -138,7 +128,7 @@ def test_export_averages_scales_and_flip(fresh):
     # Guards the comparison above: without the scales and flip the probabilities differ, so an
     # export that dropped them would have failed it.
     images = fresh["inputs"]["batch_a"]
-    single = _keras_probabilities(fresh["export"]["model"], images, (1.0,), False)
+    single = fx.keras_probabilities(fresh["export"]["model"], images, (1.0,), False)
     assert np.abs(fresh["outputs"]["batch_a_probabilities"] - single).max() > 1e-2
 
 

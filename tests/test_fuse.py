@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import keras
+from export_fixtures import randomize  # non-default values for every variable
 
 import deeplab
 from deeplab import fuse
@@ -11,19 +12,6 @@ from deeplab import layers as deeplab_layers
 
 TINY = dict(backbone="resnet14_tiny", num_classes=5, output_stride=8, aspp_filters=16,
             multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True)
-
-
-def _randomize(model, seed):
-    """Non-trivial weights and BN statistics, so a wrong fold cannot pass."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        if "moving_variance" in v.path or "gamma" in v.path:
-            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
-        elif "moving_mean" in v.path or "beta" in v.path or "bias" in v.path:
-            v.assign(rng.normal(0, 0.2, v.shape).astype("float32"))
-        else:
-            fan_in = int(np.prod(v.shape[:-1])) or 1
-            v.assign(rng.normal(0, np.sqrt(2.0 / fan_in), v.shape).astype("float32"))
 
 
 def _bn_layers(model):
@@ -35,7 +23,7 @@ def _bn_layers(model):
 @pytest.mark.parametrize("kwargs", [TINY, dict(TINY, output_stride=16, num_cascaded_blocks=1)])
 def test_fused_model_matches_unfused_and_has_no_batch_norm(kwargs):
     model = deeplab.build_model(**kwargs)
-    _randomize(model, 1)
+    randomize(model, 1)
     before = [v.numpy().copy() for v in model.weights]
     images = np.random.default_rng(2).normal(0, 1, (2, 45, 37, 3)).astype("float32")
     expected = model(images, training=False).numpy()
@@ -56,7 +44,7 @@ def test_fused_model_matches_unfused_and_has_no_batch_norm(kwargs):
 
 def test_fused_model_serves_dynamic_sizes_in_a_tf_function():
     model = deeplab.build_model(**TINY)
-    _randomize(model, 3)
+    randomize(model, 3)
     fused = fuse.fuse_batch_norm(model)
     fn = tf.function(lambda x: fused(x, training=False),
                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
@@ -97,7 +85,7 @@ def test_atrous_conv_native_path_equals_space_to_batch_path_with_gradients(rate)
 def test_bfloat16_inference_agrees_with_float32_on_99_percent_of_pixels():
     """Issue 7: bf16 only where argmax agreement with float32 stays >= 99% (same weights)."""
     model = deeplab.build_model(**TINY)
-    _randomize(model, 5)
+    randomize(model, 5)
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         bf16 = deeplab.build_model(**TINY)

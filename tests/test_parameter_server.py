@@ -24,22 +24,23 @@ import pytest
 import tensorflow as tf
 
 from deeplab import checkpoints, distribute, summaries, synthetic
+from deeplab import evaluate as evaluate_lib
 from deeplab import train as train_lib
 from deeplab.errors import ConfigError
 from test_launch_local import _assert_all_gone, _pids  # pylint: disable=import-error
+from test_train import TINY_FLAGS as TRAIN_TINY_FLAGS  # pylint: disable=import-error
+
+import export_fixtures as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ["--backbone=resnet14_tiny", "--atrous_rates=1,2,3", "--aspp_filters=16",
-              "--batch_norm_momentum=0.9", "--crop_size=33", "--batch_size=4",
-              "--image_summary_steps=0", "--min_scale_factor=1", "--max_scale_factor=1",
-              "--shuffle_buffer=16", "--base_learning_rate=0.01", "--log_steps=1"]
+TINY_FLAGS = [*TRAIN_TINY_FLAGS, "--shuffle_buffer=16", "--base_learning_rate=0.01", "--log_steps=1"]
 STEP_LINE = re.compile(r"^\[chief:0\] step\s+(\d+)/(\d+)\s+loss (\S+) .* lr (\S+) ", re.M)
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
+    env = fx.subprocess_env()
+    env.pop("TF_CONFIG", None)  # each task gets its own from the launcher
     return env
 
 
@@ -162,15 +163,14 @@ def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_pat
 def ps_run(data_dir, tmp_path_factory):
     """chief + 2 workers + 1 ps + evaluator, 20 asynchronous steps, checkpoints at 10 and 20."""
     logdir = str(tmp_path_factory.mktemp("ps_run") / "run")
-    start = time.time()
     code, output = _run(["--workers=2", "--ps=1", "--evaluator"],
                         [f"--dataset_dir={data_dir}", f"--logdir={logdir}", "--training_steps=20",
                          "--save_checkpoint_steps=10", "--evaluator_interval=0.5"])
-    return code, output, logdir, time.time() - start
+    return code, output, logdir
 
 
 def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
-    code, output, logdir, _ = ps_run
+    code, output, logdir = ps_run
     assert code == 0, output[-4000:]
     assert ("ParameterServerStrategyV2 with 1 replica(s) per worker, 2 asynchronous worker(s), "
             "1 ps") in output
@@ -194,8 +194,8 @@ def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     assert scalars["loss/total"][-1][1] == pytest.approx(steps[20][0], abs=1e-4)
 
 
-def test_ps_checkpoint_restores_into_a_single_process_model(ps_run, data_dir):
-    code, output, logdir, _ = ps_run
+def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
+    code, output, logdir = ps_run
     assert code == 0, output[-4000:]
     assert sorted(f for f in os.listdir(logdir) if f.endswith(".index")) == [
         "ckpt-10.index", "ckpt-20.index"]
@@ -215,17 +215,17 @@ def test_ps_checkpoint_restores_into_a_single_process_model(ps_run, data_dir):
 
 
 def test_ps_evaluator_task_evaluates_each_checkpoint(ps_run):
-    code, output, logdir, _ = ps_run
+    code, output, logdir = ps_run
     assert code == 0, output[-4000:]
     assert "[evaluator:0] Evaluated the final checkpoint (step 20); stopping." in output
-    evals = summaries.read_scalars(os.path.join(logdir, train_lib.EVAL_SUMMARY_DIR))
+    evals = summaries.read_scalars(os.path.join(logdir, evaluate_lib.EVAL_SUMMARY_DIR))
     assert [s for s, _ in evals["eval/miou"]] == [10, 20]
     assert all(0.0 <= v <= 1.0 for _, v in evals["eval/miou"])
 
 
 def test_restarted_chief_resumes_from_the_last_checkpoint(ps_run, data_dir, tmp_path):
     """The same command with a later --training_steps (a restarted cluster) continues at 20."""
-    code, output, logdir, _ = ps_run
+    code, output, logdir = ps_run
     assert code == 0, output[-4000:]
     resumed = str(tmp_path / "run")
     shutil.copytree(logdir, resumed, ignore=shutil.ignore_patterns("eval", "train"))

@@ -140,14 +140,11 @@ def test_model_argument_errors(tmp_path):
 # ----------------------------------------------------------------------------- the binary
 
 
-def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, inputs_dir):
+def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_factory,
+                                                           inputs_dir):
     from deeplab import tflite
 
-    model, _ = fx.make_tiny_run(str(tmp_path / "run"))
-    model_path = tflite.write_tflite(
-        str(tmp_path / "tiny.tflite"), tflite.convert_float(model, (33, 33)),
-        tflite.make_metadata(input_size=(33, 33), quantization="none", class_names=fx.CLASS_NAMES,
-                             palette=fx.PALETTE, scales=(1.0,), flip=False))
+    model_path = fx.shared_float_tflite(tmp_path_factory)
     out = tmp_path / "out"
     result = fx.run_binary("deeplab.predict", f"--model={model_path}", f"--input={inputs_dir}",
                            f"--output_dir={out}", str(tmp_path / "missing.png"))

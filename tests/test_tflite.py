@@ -2,7 +2,6 @@
 the official DeepLab v3 MobileNetV2 PASCAL int8 model run through our predict path."""
 
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -14,32 +13,15 @@ from deeplab import tflite
 INPUT_SIZE = (33, 41)  # not square: catches H/W swaps
 
 
-def _interpreter(path_or_content):
-    import tensorflow as tf
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if isinstance(path_or_content, bytes):
-            interpreter = tf.lite.Interpreter(model_content=path_or_content)
-        else:
-            interpreter = tf.lite.Interpreter(model_path=path_or_content)
+def _interpreter(path):
+    interpreter = tflite._make_interpreter(path, None)  # pylint: disable=protected-access
     interpreter.allocate_tensors()
     return interpreter
 
 
-def _keras_probabilities(model, images):
-    from keras import ops
-
-    from deeplab.preprocessing import normalize_image
-
-    return ops.convert_to_numpy(ops.softmax(model(normalize_image(images), training=False), axis=-1))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tflite_run")
-    model, _ = fx.make_tiny_run(str(root / "run"))
-    return model
+    return fx.shared_tiny_run(tmp_path_factory)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +83,7 @@ def test_float_tflite_matches_keras(tiny, float_model):
     segmenter = tflite.TFLiteSegmenter(float_model)
     assert segmenter.input_size == INPUT_SIZE and segmenter.class_names == fx.CLASS_NAMES
     for image in fx.structured_images(2, INPUT_SIZE, seed=1):
-        expected = _keras_probabilities(tiny, image[None])[0]
+        expected = fx.keras_probabilities(tiny, image[None])[0]
         interpreter.set_tensor(inp["index"], image[None])
         interpreter.invoke()
         probabilities = interpreter.get_tensor(outputs[4]["index"])[0]
@@ -154,14 +136,11 @@ def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
     assert {"CONV_2D", "SOFTMAX", "ARG_MAX"} <= ops
 
 
-def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_path):
+def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_path_factory):
     from deeplab import serving
 
     data, int8_path = int8_model
-    float_path = tflite.write_tflite(
-        str(tmp_path / "f.tflite"), tflite.convert_float(tiny, (33, 33)),
-        tflite.make_metadata(input_size=(33, 33), quantization="none", class_names=fx.CLASS_NAMES,
-                             palette=fx.PALETTE, scales=(1.0,), flip=False))
+    float_path = fx.shared_float_tflite(tmp_path_factory)
     results = tflite.evaluate_segmenters(
         {"float Keras": serving.KerasSegmenter(tiny), "float32 TFLite": tflite.TFLiteSegmenter(float_path),
          "int8 TFLite": tflite.TFLiteSegmenter(int8_path)}, data, "val")
@@ -170,7 +149,7 @@ def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_pat
     assert float_r["agreement"] >= 0.999
     assert abs(float_r["miou"] - keras_r["miou"]) <= 0.002
     # int8 of an untrained, randomized model: most pixels keep their class. (Measured on the
-    # trained quick-start model: 99.8% of pixels, mIOU within 0.1 points; see the README.)
+    # trained quick-start model: 99.8% of pixels, mIOU 94.54 vs 94.66; see the README.)
     assert int8_r["agreement"] >= 0.8
     assert abs(int8_r["miou"] - keras_r["miou"]) <= 0.05
     table = tflite.format_comparison(results)

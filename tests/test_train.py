@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab import checkpoints, summaries, synthetic
+from deeplab import evaluate as evaluate_lib
 from deeplab import train as train_lib
 from deeplab.errors import ConfigError
 
@@ -89,7 +90,7 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
     tags = summaries.read_tags(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
     for kind in ("input", "ground_truth", "prediction"):
         assert tags[f"images/val_{kind}"] == "images"
-    evals = summaries.read_scalars(os.path.join(logdir, train_lib.EVAL_SUMMARY_DIR))
+    evals = summaries.read_scalars(os.path.join(logdir, evaluate_lib.EVAL_SUMMARY_DIR))
     assert evals["eval/miou"] == [(20, pytest.approx(result.eval["miou"], rel=1e-6))]
     assert 0.0 <= result.eval["miou"] <= 1.0 and result.eval["num_images"] == 4
     per_class = [t for t in evals if t.startswith("eval/iou/")]
