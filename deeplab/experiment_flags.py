@@ -61,6 +61,10 @@ flags.DEFINE_integer("aspp_filters", 256, "Channels of every ASPP branch.")
 # ---------------------------------------------------------------- training
 flags.DEFINE_string("logdir", None, "Checkpoints and TensorBoard events of a training run.")
 flags.DEFINE_integer("training_steps", 30000, "Training iterations (Sec. 4.1: 30K on VOC).")
+flags.DEFINE_integer("stop_at_step", 0,
+                     "Stop this process after this step and checkpoint it (0: at --training_steps). "
+                     "The learning-rate schedule still spans --training_steps; the same command "
+                     "without it resumes.")
 flags.DEFINE_integer("batch_size", 16, "Global batch size (Sec. 4.1 / Table 9: 16).")
 flags.DEFINE_float("base_learning_rate", 0.007, "Poly schedule base (Sec. 4.1: 0.007; stage 2: 0.001).")
 flags.DEFINE_float("learning_power", 0.9, "Poly schedule power (Sec. 4.1).")

@@ -82,6 +82,7 @@ class TrainConfig:
     crop_size: tuple = (513, 513)
     batch_size: int = 16
     training_steps: int = 30000
+    stop_at_step: int = 0
     base_learning_rate: float = 0.007
     learning_power: float = 0.9
     end_learning_rate: float = 0.0
@@ -149,8 +150,8 @@ def config_from_flags():
         dataset_dir=FLAGS.dataset_dir, logdir=FLAGS.logdir, model=model,
         train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, num_classes=FLAGS.num_classes,
         crop_size=experiment_flags.crop_size(), batch_size=FLAGS.batch_size,
-        training_steps=FLAGS.training_steps, base_learning_rate=FLAGS.base_learning_rate,
-        learning_power=FLAGS.learning_power, end_learning_rate=FLAGS.end_learning_rate,
+        training_steps=FLAGS.training_steps, stop_at_step=FLAGS.stop_at_step,
+        base_learning_rate=FLAGS.base_learning_rate, learning_power=FLAGS.learning_power, end_learning_rate=FLAGS.end_learning_rate,
         warmup_steps=FLAGS.warmup_steps, momentum=FLAGS.momentum,
         class_weights=tuple(float(w) for w in FLAGS.class_weights),
         min_scale_factor=FLAGS.min_scale_factor, max_scale_factor=FLAGS.max_scale_factor,
@@ -181,6 +182,9 @@ def _check_config(config):
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
     if config.base_learning_rate <= 0:
         raise ConfigError(f"--base_learning_rate must be positive, got {config.base_learning_rate}")
+    if config.stop_at_step < 0:
+        raise ConfigError(f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
+                          f"{config.stop_at_step}")
 
 
 def format_duration(seconds):
@@ -486,10 +490,14 @@ def _train(config, strategy):
     window_start, window_steps = time.time(), 0
     run_start = time.time()
     step = start_step
+    # --stop_at_step ends this process early; the schedule still runs to --training_steps, and
+    # the same command without it resumes from the checkpoint written at the stop.
+    end_step = min(config.stop_at_step or config.training_steps, config.training_steps)
+    stopping = f" (stopping at {end_step})" if end_step < config.training_steps else ""
     print(f"Training {config.model.get('backbone')} on {config.dataset_dir}:{config.train_split} "
           f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
-          f"{config.training_steps}, batch {config.batch_size}, crop {tuple(config.crop_size)}",
-          flush=True)
+          f"{config.training_steps}{stopping}, batch {config.batch_size}, "
+          f"crop {tuple(config.crop_size)}", flush=True)
     def after_step(step, values):
         """Bookkeeping of one finished step: NaN check, history, logs, summaries, checkpoint."""
         nonlocal window_start, window_steps, last_saved, last_saved_step
@@ -541,13 +549,13 @@ def _train(config, strategy):
 
     with writer.as_default(), input_pipeline.explain_data_errors(config.dataset_dir, config.train_split):
         if coordinator is None:
-            while step < config.training_steps:
+            while step < end_step:
                 values = {k: float(v) for k, v in train_step(iterator).items()}
                 step += 1
                 after_step(step, values)
         else:
-            step = _run_scheduled_steps(coordinator, train_step, iterator, start_step, config,
-                                        after_step)
+            step = _run_scheduled_steps(coordinator, train_step, iterator, start_step, end_step,
+                                        config, after_step)
         writer.flush()
     if last_saved_step != step:
         step_var.assign(step)
@@ -596,8 +604,9 @@ def _per_worker_dataset_fn(strategy, dataset_fn):
     return per_worker_dataset_fn
 
 
-def _run_scheduled_steps(coordinator, train_step, iterator, start_step, config, after_step):
-    """Parameter-server training loop: schedules steps start_step+1..--training_steps on
+def _run_scheduled_steps(coordinator, train_step, iterator, start_step, end_step, config,
+                         after_step):
+    """Parameter-server training loop: schedules steps start_step+1..end_step on
     whichever worker is free, and hands each finished step's values to ``after_step`` in step
     order.
 
@@ -619,10 +628,10 @@ def _run_scheduled_steps(coordinator, train_step, iterator, start_step, config, 
     pending = collections.deque()
     step = start_step
     try:
-        while step < config.training_steps:
+        while step < end_step:
             step += 1
             pending.append((step, coordinator.schedule(train_step, args=(iterator,))))
-            boundary = step % config.save_checkpoint_steps == 0 or step == config.training_steps
+            boundary = step % config.save_checkpoint_steps == 0 or step == end_step
             if boundary:
                 coordinator.join()
             while pending and (boundary or len(pending) > window):

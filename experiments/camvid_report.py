@@ -42,6 +42,29 @@ def read_eval(logdir, tag="val-os16"):
     return sorted(rows)
 
 
+def read_eval_per_class(logdir, step, tag="val-os16"):
+    """(class_names, {name: IoU}, pixel_accuracy) of ckpt-<step>'s results.json, or None."""
+    path = os.path.join(logdir, "eval", tag, f"ckpt-{step}", "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    return results["class_names"], results["per_class_iou"], results["pixel_accuracy"]
+
+
+def read_torch_per_class(torch_logdir, step):
+    """(IoU list in class order, pixel_accuracy) of the torchvision evaluation at <step>, or None."""
+    found = None
+    path = os.path.join(torch_logdir, "history.jsonl")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                if record.get("step") == step and "iou" in record:
+                    found = record["iou"], record["pixel_accuracy"]  # a later evaluation wins
+    return found
+
+
 def read_torch(torch_logdir):
     losses, evals = [], []
     path = os.path.join(torch_logdir, "history.jsonl")
@@ -105,7 +128,7 @@ def main():
     ax.axhline(0.45, color="gray", ls="--", lw=0.8, label="floor 0.45")
     ax.set_xlabel("step (batch 8)")
     ax.set_ylabel("val mIOU (OS 16, scale 1)")
-    ax.set_ylim(0, 0.5)
+    ax.set_ylim(0, 0.6)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "camvid_miou.png"))
@@ -119,6 +142,18 @@ def main():
     for step in steps:
         a, b = dict(ours_miou).get(step), dict(torch_miou).get(step)
         print(f"| {step} | {'' if a is None else f'{100 * a:.2f}'} | {'' if b is None else f'{100 * b:.2f}'} |")
+    common = sorted(set(dict(ours_miou)) & set(dict(torch_miou)))
+    ours_last = read_eval_per_class(args.logdir, common[-1]) if common else None
+    torch_last = read_torch_per_class(args.torch_logdir, common[-1]) if common else None
+    if ours_last and torch_last:
+        names, ours_iou, ours_acc = ours_last
+        print(f"\n| class (IoU %, step {common[-1]}) | ours | torchvision |\n|---|---|---|")
+        for name, theirs in zip(names, torch_last[0]):
+            mine = ours_iou.get(name)
+            print(f"| {name} | {'n/a' if mine is None else f'{100 * mine:.2f}'} | {100 * theirs:.2f} |")
+        print(f"| **mIOU** | **{100 * dict(ours_miou)[common[-1]]:.2f}** | "
+              f"**{100 * dict(torch_miou)[common[-1]]:.2f}** |")
+        print(f"| pixel accuracy | {100 * ours_acc:.2f} | {100 * torch_last[1]:.2f} |")
     print(f"wrote {out_dir}/camvid_loss.png, camvid_miou.png, curves.json")
 
 

@@ -53,7 +53,6 @@ from deeplab import experiment_flags  # noqa: E402,F401  (defines the shared fla
 flags.DEFINE_string("torch_logdir", "runs/camvid_torchvision", "Checkpoints and history of this run.")
 flags.DEFINE_string("torch_site_packages", None,
                     "site-packages holding torch + torchvision (default: peers/torch's).")
-flags.DEFINE_integer("stop_at_step", 0, "Stop at this step (0 = --training_steps); schedule unchanged.")
 flags.DEFINE_integer("torch_threads", 2, "torch intra-op threads.")
 flags.DEFINE_boolean("eval_only", False, "Only evaluate (the latest checkpoint, or --torch_weights).")
 flags.DEFINE_integer("precise_bn_batches", 0,

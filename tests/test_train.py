@@ -214,6 +214,26 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     assert checkpoints.read_run_info(str(logdir))["step"] == total
 
 
+def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path):
+    """--stop_at_step=3 of an 8-step schedule: the process stops after step 3 with a checkpoint
+    of step 3 (though 3 is no --save_checkpoint_steps multiple) and the learning rate of the
+    8-step schedule; the same config without it resumes at step 4 and finishes at 8."""
+    config = _config(data_dir, tmp_path, training_steps=8, stop_at_step=3, save_checkpoint_steps=5,
+                     log_steps=1, image_summary_steps=0)
+    first = train_lib.train(config)
+    assert first.step == 3 and sorted(first.history) == [1, 2, 3]
+    assert first.checkpoint.endswith("ckpt-3")
+    assert checkpoints.read_run_info(str(tmp_path))["step"] == 3
+    assert first.history[3]["learning_rate"] == pytest.approx(0.01 * (1 - 2 / 8) ** 0.9, rel=1e-5)
+    second = train_lib.train(_config(data_dir, tmp_path, training_steps=8, save_checkpoint_steps=5,
+                                     log_steps=1, image_summary_steps=0))
+    assert second.resumed_from == 3 and second.step == 8
+    assert sorted(second.history) == [4, 5, 6, 7, 8]
+    assert second.history[4]["learning_rate"] == pytest.approx(0.01 * (1 - 3 / 8) ** 0.9, rel=1e-5)
+    with pytest.raises(ConfigError, match="--stop_at_step"):
+        train_lib.train(_config(data_dir, tmp_path / "bad", stop_at_step=-1))
+
+
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision):
     import keras  # pylint: disable=import-outside-toplevel
