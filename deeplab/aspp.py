@@ -3,6 +3,7 @@
 import keras
 from keras import layers, ops
 
+from deeplab.batch_norm import BatchNormalization
 from deeplab.layers import AtrousConv2D
 
 HEAD_BN_EPSILON = 1e-5
@@ -48,7 +49,7 @@ class ASPP(keras.layers.Layer):
         conv = AtrousConv2D(self.filters, kernel_size, padding="same", dilation_rate=rate,
                             use_bias=False, kernel_regularizer=regularizer,
                             name=name + "_conv", dtype=self.dtype_policy)
-        bn = layers.BatchNormalization(momentum=self.batch_norm_momentum,
+        bn = BatchNormalization(momentum=self.batch_norm_momentum,
                                        epsilon=HEAD_BN_EPSILON, name=name + "_bn",
                                        dtype=self.dtype_policy)
         return conv, bn

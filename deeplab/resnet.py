@@ -15,6 +15,7 @@ import collections
 import keras
 from keras import layers
 
+from deeplab.batch_norm import BatchNormalization
 from deeplab.layers import AtrousConv2D
 
 # Units per block (block1..block4) for each depth. Depth 14 (one unit per block) is not in
@@ -106,7 +107,7 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
     if shortcut_conv:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=prefix + "_0_conv",
                                  **conv_kwargs)(x)
-        shortcut = layers.BatchNormalization(name=prefix + "_0_bn", **bn_kwargs)(shortcut)
+        shortcut = BatchNormalization(name=prefix + "_0_bn", **bn_kwargs)(shortcut)
     elif stride != 1:
         # Parameter-free subsampling keeps block5-7's variables independent of the output
         # stride, so weights trained at one output stride load at any other.
@@ -114,14 +115,14 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, name=prefix + "_1_conv", **conv_kwargs)(x)
-    x = layers.BatchNormalization(name=prefix + "_1_bn", **bn_kwargs)(x)
+    x = BatchNormalization(name=prefix + "_1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_1_relu")(x)
     x = AtrousConv2D(filters, 3, padding="same", dilation_rate=rate, name=prefix + "_2_conv",
                      **conv_kwargs)(x)
-    x = layers.BatchNormalization(name=prefix + "_2_bn", **bn_kwargs)(x)
+    x = BatchNormalization(name=prefix + "_2_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=prefix + "_3_conv", **conv_kwargs)(x)
-    x = layers.BatchNormalization(name=prefix + "_3_bn", **bn_kwargs)(x)
+    x = BatchNormalization(name=prefix + "_3_bn", **bn_kwargs)(x)
     x = layers.Add(name=prefix + "_add")([shortcut, x])
     return layers.Activation("relu", name=prefix + "_out")(x)
 
@@ -157,7 +158,7 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(max(1, int(64 * width_multiplier)), 7, strides=2, name="conv1_conv",
                       **conv_kwargs)(x)
-    x = layers.BatchNormalization(name="conv1_bn", **bn_kwargs)(x)
+    x = BatchNormalization(name="conv1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -1,0 +1,54 @@
+"""BatchNormalization whose training step runs as one fused TensorFlow kernel.
+
+Keras' BatchNormalization upcasts its input to float32, computes the batch moments with separate
+reductions and normalizes with elementwise ops. Under ``--mixed_precision=bfloat16`` that is two
+full-size casts per layer and direction on top of the normalization itself. On the TensorFlow
+backend, in training mode, this layer instead calls ``FusedBatchNormV3`` (and its fused gradient),
+which reads bfloat16 activations directly, accumulates the statistics in float32 and returns
+bfloat16. Measured on the CamVid recipe (ResNet-50, bfloat16, 176x240, batch 8, 2 cores):
+benchmarks/RESULTS.md, "Session 5".
+
+Everything else is Keras' layer, unchanged: the same variables (so checkpoints are unaffected),
+inference with the moving statistics, frozen BN (``trainable=False``), synchronized BN, masks,
+renorm, other layouts and the JAX backend all take Keras' own path.
+"""
+
+import keras
+
+# FusedBatchNormV3 returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
+# moving variance averages the plain (biased) batch variance, which is also what normalizes.
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` with a fused training kernel on TensorFlow (NHWC)."""
+
+    def _can_fuse(self, inputs, training, mask):
+        return (training is True and self.trainable and mask is None
+                and not self.synchronized and not self.renorm
+                and keras.backend.backend() == "tensorflow"
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and keras.backend.standardize_dtype(inputs.dtype) in
+                ("float32", "bfloat16", "float16"))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        channels = inputs.shape[-1]
+        gamma = (tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32))
+        beta = (tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32))
+        outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=tf.zeros([0], tf.float32),
+            variance=tf.zeros([0], tf.float32), epsilon=self.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
+        # mean / variance carry no gradient into the moving statistics (as in Keras' layer,
+        # whose assign is not differentiated).
+        mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
