@@ -10,10 +10,18 @@ benchmarks/RESULTS.md, "Session 5".
 
 Everything else is Keras' layer, unchanged: the same variables (so checkpoints are unaffected),
 inference with the moving statistics, frozen BN (``trainable=False``), synchronized BN, masks,
-renorm, other layouts and the JAX backend all take Keras' own path.
+renorm, other layouts and the JAX backend all take Keras' own path, and so does everything when
+the environment variable DEEPLAB_FUSED_BATCH_NORM=0 is set (or ``FUSED_TRAINING`` is False). The
+two kernels agree to float rounding (~1e-5 in the gradients), but tiny-batch BN can amplify such
+differences over a few steps: a run compared step by step with synchronized BN (which has no fused
+kernel) should turn fusion off.
 """
 
+import os
+
 import keras
+
+FUSED_TRAINING = os.environ.get("DEEPLAB_FUSED_BATCH_NORM", "1") != "0"
 
 # FusedBatchNormV3 returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
 # moving variance averages the plain (biased) batch variance, which is also what normalizes.
@@ -24,7 +32,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` with a fused training kernel on TensorFlow (NHWC)."""
 
     def _can_fuse(self, inputs, training, mask):
-        return (training is True and self.trainable and mask is None
+        return (FUSED_TRAINING and training is True and self.trainable and mask is None
                 and not self.synchronized and not self.renorm
                 and keras.backend.backend() == "tensorflow"
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import deeplab
+from deeplab import batch_norm
 from deeplab.batch_norm import BatchNormalization
 
 
@@ -85,13 +86,16 @@ def test_fused_kernel_runs_in_training_only():
     assert "FusedBatchNormV3" not in ops_of(False)
 
 
-def test_other_cases_take_the_keras_path():
+def test_other_cases_take_the_keras_path(monkeypatch):
     x = _inputs()
     ours, _ = _pair()
     assert ours._can_fuse(x, True, None)  # pylint: disable=protected-access
     assert not ours._can_fuse(x, False, None)  # pylint: disable=protected-access
     assert not ours._can_fuse(x, None, None)  # pylint: disable=protected-access
     assert not ours._can_fuse(tf.zeros((4, 6)), True, None)  # pylint: disable=protected-access
+    monkeypatch.setattr(batch_norm, "FUSED_TRAINING", False)  # DEEPLAB_FUSED_BATCH_NORM=0
+    assert not ours._can_fuse(x, True, None)  # pylint: disable=protected-access
+    monkeypatch.undo()
     ours.synchronized = True
     assert not ours._can_fuse(x, True, None)  # pylint: disable=protected-access
     ours.synchronized = False
