@@ -1,7 +1,7 @@
 """Atrous Spatial Pyramid Pooling with image-level features (Sec. 3.3, Fig. 5)."""
 
 import keras
-from keras import layers, ops
+from keras import ops
 
 from deeplab.batch_norm import BatchNormalization
 from deeplab.layers import AtrousConv2D
@@ -49,9 +49,8 @@ class ASPP(keras.layers.Layer):
         conv = AtrousConv2D(self.filters, kernel_size, padding="same", dilation_rate=rate,
                             use_bias=False, kernel_regularizer=regularizer,
                             name=name + "_conv", dtype=self.dtype_policy)
-        bn = BatchNormalization(momentum=self.batch_norm_momentum,
-                                       epsilon=HEAD_BN_EPSILON, name=name + "_bn",
-                                       dtype=self.dtype_policy)
+        bn = BatchNormalization(momentum=self.batch_norm_momentum, epsilon=HEAD_BN_EPSILON,
+                                name=name + "_bn", dtype=self.dtype_policy)
         return conv, bn
 
     def build(self, input_shape):

@@ -23,9 +23,6 @@ import keras
 
 FUSED_TRAINING = os.environ.get("DEEPLAB_FUSED_BATCH_NORM", "1") != "0"
 
-# FusedBatchNormV3 returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
-# moving variance averages the plain (biased) batch variance, which is also what normalizes.
-
 
 @keras.saving.register_keras_serializable(package="deeplab")
 class BatchNormalization(keras.layers.BatchNormalization):
@@ -51,11 +48,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
             x=inputs, scale=gamma, offset=beta, mean=tf.zeros([0], tf.float32),
             variance=tf.zeros([0], tf.float32), epsilon=self.epsilon,
             exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        # The kernel returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
+        # moving variance averages the plain batch variance, which is also what normalized.
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
         variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
-        # mean / variance carry no gradient into the moving statistics (as in Keras' layer,
-        # whose assign is not differentiated).
-        mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))

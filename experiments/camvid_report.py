@@ -33,50 +33,30 @@ def read_train_scalars(logdir, tags=("loss/total", "loss/cross_entropy")):
 
 
 def read_eval(logdir, tag="val-os16"):
-    rows = []
+    """{step: results.json contents} of every evaluated checkpoint."""
+    found = {}
     for path in glob.glob(os.path.join(logdir, "eval", tag, "ckpt-*", "results.json")):
         with open(path, encoding="utf-8") as f:
             results = json.load(f)
         step = results.get("step") or int(re.search(r"ckpt-(\d+)", path).group(1))
-        rows.append((int(step), results["miou"]))
-    return sorted(rows)
-
-
-def read_eval_per_class(logdir, step, tag="val-os16"):
-    """(class_names, {name: IoU}, pixel_accuracy) of ckpt-<step>'s results.json, or None."""
-    path = os.path.join(logdir, "eval", tag, f"ckpt-{step}", "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        results = json.load(f)
-    return results["class_names"], results["per_class_iou"], results["pixel_accuracy"]
-
-
-def read_torch_per_class(torch_logdir, step):
-    """(IoU list in class order, pixel_accuracy) of the torchvision evaluation at <step>, or None."""
-    found = None
-    path = os.path.join(torch_logdir, "history.jsonl")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                record = json.loads(line)
-                if record.get("step") == step and "iou" in record:
-                    found = record["iou"], record["pixel_accuracy"]  # a later evaluation wins
+        found[int(step)] = results
     return found
 
 
 def read_torch(torch_logdir):
-    losses, evals = [], []
+    """({step: training loss}, {step: evaluation record}) of the torchvision run's history.jsonl
+    (a later evaluation of the same step wins)."""
+    losses, evals = {}, {}
     path = os.path.join(torch_logdir, "history.jsonl")
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 record = json.loads(line)
                 if "loss" in record:
-                    losses.append((record["step"], record["loss"]))
+                    losses[record["step"]] = record["loss"]
                 if "miou" in record:
-                    evals.append((record["step"], record["miou"]))
-    return dict(losses), dict(evals)
+                    evals[record["step"]] = record
+    return losses, evals
 
 
 def smooth(points, window=5):
@@ -102,10 +82,11 @@ def main():
 
     train_scalars = read_train_scalars(args.logdir)
     ours_loss, ours_ce = train_scalars["loss/total"], train_scalars["loss/cross_entropy"]
-    ours_miou = read_eval(args.logdir)
-    torch_loss, torch_miou = read_torch(args.torch_logdir)
+    ours_eval = read_eval(args.logdir)
+    ours_miou = sorted((step, results["miou"]) for step, results in ours_eval.items())
+    torch_loss, torch_eval = read_torch(args.torch_logdir)
     torch_loss = sorted(torch_loss.items())
-    torch_miou = sorted(torch_miou.items())
+    torch_miou = sorted((step, record["miou"]) for step, record in torch_eval.items())
 
     fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=80)
     if ours_ce:
@@ -138,22 +119,19 @@ def main():
         json.dump({"ours_loss": ours_loss, "ours_cross_entropy": ours_ce, "ours_val_miou": ours_miou,
                    "torch_loss": torch_loss, "torch_val_miou": torch_miou}, f, indent=1)
     print("| step | ours val mIOU | torchvision val mIOU |\n|---|---|---|")
-    steps = sorted(set(dict(ours_miou)) | set(dict(torch_miou)))
-    for step in steps:
-        a, b = dict(ours_miou).get(step), dict(torch_miou).get(step)
+    for step in sorted(set(ours_eval) | set(torch_eval)):
+        a, b = ours_eval.get(step, {}).get("miou"), torch_eval.get(step, {}).get("miou")
         print(f"| {step} | {'' if a is None else f'{100 * a:.2f}'} | {'' if b is None else f'{100 * b:.2f}'} |")
-    common = sorted(set(dict(ours_miou)) & set(dict(torch_miou)))
-    ours_last = read_eval_per_class(args.logdir, common[-1]) if common else None
-    torch_last = read_torch_per_class(args.torch_logdir, common[-1]) if common else None
-    if ours_last and torch_last:
-        names, ours_iou, ours_acc = ours_last
+    common = sorted(set(ours_eval) & set(torch_eval))
+    if common:
+        ours_last, torch_last = ours_eval[common[-1]], torch_eval[common[-1]]
         print(f"\n| class (IoU %, step {common[-1]}) | ours | torchvision |\n|---|---|---|")
-        for name, theirs in zip(names, torch_last[0]):
-            mine = ours_iou.get(name)
+        for name, theirs in zip(ours_last["class_names"], torch_last["iou"]):
+            mine = ours_last["per_class_iou"].get(name)
             print(f"| {name} | {'n/a' if mine is None else f'{100 * mine:.2f}'} | {100 * theirs:.2f} |")
-        print(f"| **mIOU** | **{100 * dict(ours_miou)[common[-1]]:.2f}** | "
-              f"**{100 * dict(torch_miou)[common[-1]]:.2f}** |")
-        print(f"| pixel accuracy | {100 * ours_acc:.2f} | {100 * torch_last[1]:.2f} |")
+        print(f"| **mIOU** | **{100 * ours_last['miou']:.2f}** | **{100 * torch_last['miou']:.2f}** |")
+        print(f"| pixel accuracy | {100 * ours_last['pixel_accuracy']:.2f} | "
+              f"{100 * torch_last['pixel_accuracy']:.2f} |")
     print(f"wrote {out_dir}/camvid_loss.png, camvid_miou.png, curves.json")
 
 
