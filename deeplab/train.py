@@ -306,7 +306,7 @@ def _train(config, strategy):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from deeplab import checkpoints, distribute, input_pipeline, losses, summaries, tfrecord  # pylint: disable=import-outside-toplevel
-    from deeplab import weight_decay  # pylint: disable=import-outside-toplevel
+    from deeplab import optimizers, weight_decay  # pylint: disable=import-outside-toplevel
     from deeplab.model import build_model, load_imagenet_backbone  # pylint: disable=import-outside-toplevel
     from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
 
@@ -360,7 +360,7 @@ def _train(config, strategy):
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     with strategy.scope():
         model = build_model(num_classes=num_classes, **config.model)
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
+        optimizer = optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)

@@ -2,8 +2,9 @@
 
 The paper's model: ResNet-101, output stride 16 (or 8), multi-grid (1, 2, 4), ASPP 6/12/18
 (scaled to 12/24/36 at OS 8 by the library) + image pooling, 21 classes, random weights,
-logits upsampled to the input. The training step is SGD momentum 0.9 on sparse cross-entropy
-with ignore label 255 over upsampled logits, plus the model's weight decay, under tf.function
+logits upsampled to the input. The training step is deeplab.train's SGD (deeplab.optimizers:
+Keras' SGD with a fused update kernel), momentum 0.9, on sparse cross-entropy with ignore label
+255 over upsampled logits, plus the model's weight decay, under tf.function
 (XLA only with --xla). Inference runs the model with every BN folded into its convolution
 (deeplab.fuse.fuse_batch_norm, as deeplab.evaluate / predict / export_saved_model do; --no-fuse
 runs the model as built).
@@ -36,7 +37,7 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402  pylint: disable=wrong-import-position
 
-from deeplab import fuse, weight_decay  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab import fuse, optimizers, weight_decay  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def build(output_stride, dtype_policy="float32"):
@@ -86,7 +87,7 @@ def main():
     else:
         if args.dtype != "float32":
             raise SystemExit("training runs in float32 only")
-        optimizer = keras.optimizers.SGD(learning_rate=0.007, momentum=0.9)
+        optimizer = optimizers.SGD(learning_rate=0.007, momentum=0.9)  # deeplab.train's optimizer
         optimizer.build(model.trainable_variables)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
 

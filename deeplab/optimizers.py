@@ -1,0 +1,61 @@
+"""SGD with momentum whose per-variable update is one fused TensorFlow kernel.
+
+Keras 3's ``SGD.update_step`` writes the momentum update as separate tensor ops:
+``m = m * momentum - lr * g`` and ``var += m``. Inside the training ``tf.function`` the first
+product, ``m * momentum``, depends on nothing the step computes, so TensorFlow's executor runs it
+for every variable as soon as the step starts and keeps the results until each gradient arrives
+at the end of the backward pass: one extra copy of all trainable weights (222 MiB for ResNet-101
+DeepLabv3) held through the step's peak, plus three more full-size temporaries per variable.
+
+``SGD`` below computes the same update with ``ResourceApplyKerasMomentum``, which reads the
+gradient, the momentum slot and the variable and updates both in place, so nothing of that size is
+allocated and nothing of the update can run before its gradient. Measured in benchmarks/RESULTS.md
+("Session 6").
+
+It is Keras' SGD in every other respect: the same slot variables (checkpoints written with either
+class restore into the other), schedules, ``LossScaleOptimizer`` wrapping, serialization (the
+class is registered). The fused kernel is used on the TensorFlow backend for dense gradients of
+floating-point variables with momentum; everything else (no momentum, ``tf.IndexedSlices``
+gradients, the JAX backend, DEEPLAB_FUSED_MOMENTUM=0 in the environment) takes Keras' own
+``update_step``.
+"""
+
+import os
+
+import keras
+
+FUSED_UPDATE = os.environ.get("DEEPLAB_FUSED_MOMENTUM", "1") != "0"
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class SGD(keras.optimizers.SGD):
+    """``keras.optimizers.SGD`` whose momentum update is ``ResourceApplyKerasMomentum`` on TF."""
+
+    def _fused_slot(self, gradient, variable):
+        """The momentum slot to update in place, or None where Keras' own update must run."""
+        if not FUSED_UPDATE or self.momentum == 0 or keras.backend.backend() != "tensorflow":
+            return None
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        if isinstance(gradient, tf.IndexedSlices) or not variable.dtype.is_floating:
+            return None
+        slot = self.momentums[self._get_variable_index(variable)]
+        slot = slot.value if isinstance(slot, keras.Variable) else slot
+        if not hasattr(variable, "handle") or not hasattr(slot, "handle"):
+            return None
+        return slot
+
+    def update_step(self, gradient, variable, learning_rate):
+        slot = self._fused_slot(gradient, variable)
+        if slot is None:
+            return super().update_step(gradient, variable, learning_rate)
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        dtype = variable.dtype
+        # Keras' formula, in one kernel: accum = accum * momentum - lr * grad; then
+        # var += accum, or with Nesterov var += accum * momentum - lr * grad.
+        return tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle, accum=slot.handle,
+            lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype),
+            momentum=tf.cast(self.momentum, dtype), use_locking=False,
+            use_nesterov=bool(self.nesterov))
