@@ -23,6 +23,22 @@ import keras
 
 FUSED_TRAINING = os.environ.get("DEEPLAB_FUSED_BATCH_NORM", "1") != "0"
 
+# Set by deeplab.recompute while it re-runs a segment of the forward pass for its gradient:
+# training-mode BN then normalizes with the batch statistics as before but leaves the moving
+# statistics alone (the forward pass has already updated them once).
+_RECOMPUTING = [False]
+
+
+class recomputing:  # pylint: disable=invalid-name
+    """Context in which training-mode BN does not update its moving statistics."""
+
+    def __enter__(self):
+        self._previous = _RECOMPUTING[0]
+        _RECOMPUTING[0] = True
+
+    def __exit__(self, *exc):
+        _RECOMPUTING[0] = self._previous
+
 
 @keras.saving.register_keras_serializable(package="deeplab")
 class BatchNormalization(keras.layers.BatchNormalization):
@@ -38,6 +54,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if not self._can_fuse(inputs, training, mask):
+            if _RECOMPUTING[0] and training is True and self.trainable:
+                # Keras' kernel would update the moving statistics a second time.
+                raise RuntimeError(f"BatchNormalization {self.name!r} cannot be recomputed: "
+                                   "its training step does not take the fused kernel")
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -52,6 +72,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         # moving variance averages the plain batch variance, which is also what normalized.
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
         variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
+        if _RECOMPUTING[0]:
+            return tf.cast(outputs, self.compute_dtype)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))

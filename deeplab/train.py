@@ -104,6 +104,7 @@ class TrainConfig:
     image_summary_steps: int = 500
     summary_images: int = 3
     mixed_precision: str = "none"
+    recompute_through: str = "none"
     jit_compile: bool = False
     strategy: str = "default"
     sync_batch_norm: bool = False
@@ -162,7 +163,8 @@ def config_from_flags():
         init_checkpoint=FLAGS.init_checkpoint, save_checkpoint_steps=FLAGS.save_checkpoint_steps,
         keep_checkpoints=FLAGS.keep_checkpoints, log_steps=FLAGS.log_steps,
         image_summary_steps=FLAGS.image_summary_steps, summary_images=FLAGS.summary_images,
-        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.mixed_precision, recompute_through=FLAGS.recompute_through,
+        jit_compile=FLAGS.jit_compile,
         strategy=FLAGS.strategy, sync_batch_norm=FLAGS.sync_batch_norm, tpu=FLAGS.tpu,
         seed=FLAGS.seed, deterministic=FLAGS.deterministic,
         eval_after_training=FLAGS.eval_after_training, eval_limit=FLAGS.eval_limit,
@@ -306,7 +308,7 @@ def _train(config, strategy):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from deeplab import checkpoints, distribute, input_pipeline, losses, summaries, tfrecord  # pylint: disable=import-outside-toplevel
-    from deeplab import optimizers, weight_decay  # pylint: disable=import-outside-toplevel
+    from deeplab import optimizers, recompute, weight_decay  # pylint: disable=import-outside-toplevel
     from deeplab.model import build_model, load_imagenet_backbone  # pylint: disable=import-outside-toplevel
     from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
 
@@ -428,12 +430,16 @@ def _train(config, strategy):
     check_gradients = config.mixed_precision != "float16"  # the loss scaler skips those steps
     # L2 decay terms: gradients added per variable after the backward pass (less memory).
     decay = weight_decay.decay_coefficients(model)
+    forward = recompute.training_forward(model, config.recompute_through)
+    if forward.recompute_disabled_reason and chief:
+        print(f"--recompute_through={config.recompute_through} is off for this run: "
+              f"{forward.recompute_disabled_reason}", flush=True)
 
     def replica_step(images, labels):
         context = tf.distribute.get_replica_context()
         learning_rate = schedule(optimizer.iterations if coordinator is None else step_var)
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
+            logits = forward(images)
             targets = labels
             if not upsample_logits:  # Table 8: labels downsampled to the logits instead
                 dynamic = tf.shape(logits)

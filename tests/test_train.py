@@ -234,6 +234,26 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path):
         train_lib.train(_config(data_dir, tmp_path / "bad", stop_at_step=-1))
 
 
+def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
+    """--recompute_through=block2 (deeplab.recompute) trains the same model: the same losses
+    step by step (identical on this machine), and the same BN statistics in the checkpoint."""
+    runs = {}
+    for through in ("none", "block2"):
+        runs[through] = train_lib.train(_config(
+            data_dir, tmp_path / through, training_steps=4, recompute_through=through,
+            deterministic=True, log_steps=1, image_summary_steps=0))
+    for step in range(1, 5):
+        assert runs["block2"].history[step]["cross_entropy"] == pytest.approx(
+            runs["none"].history[step]["cross_entropy"], rel=1e-5), step
+    assert runs["block2"].history[4]["cross_entropy"] != runs["block2"].history[1]["cross_entropy"]
+    plain, recomputed = (checkpoints.load_model(runs[k].checkpoint) for k in ("none", "block2"))
+    mean = "conv1_bn/moving_mean"
+    (a,), (b,) = ([v.numpy() for v in m.weights if v.path.endswith(mean)] for m in (plain, recomputed))
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="--recompute_through"):
+        train_lib.train(_config(data_dir, tmp_path / "bad", recompute_through="block4"))
+
+
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision):
     import keras  # pylint: disable=import-outside-toplevel

@@ -22,10 +22,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)
 
-args = common.runner_args(description=__doc__, add_arguments=lambda parser: parser.add_argument(
-    "--no-fuse", action="store_true",
-    help="inference on the model as built, without deeplab.fuse's BN folding (which "
-         "deeplab.evaluate, predict and export_saved_model apply by default)"))
+
+def _own_arguments(parser):
+    parser.add_argument(
+        "--no-fuse", action="store_true",
+        help="inference on the model as built, without deeplab.fuse's BN folding (which "
+             "deeplab.evaluate, predict and export_saved_model apply by default)")
+    parser.add_argument(
+        "--recompute-through", default="none",
+        help="training: deeplab.train's --recompute_through (deeplab.recompute): recompute the "
+             "backbone up to this endpoint in the backward pass")
+
+
+args = common.runner_args(description=__doc__, add_arguments=_own_arguments)
 
 # deeplab first, as the library's binaries do: its import guard keeps TensorFlow and Keras
 # from importing JAX as a side effect (deeplab/_jax_guard.py).
@@ -37,7 +46,7 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402  pylint: disable=wrong-import-position
 
-from deeplab import fuse, optimizers, weight_decay  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab import fuse, optimizers, recompute, weight_decay  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def build(output_stride, dtype_policy="float32"):
@@ -94,11 +103,13 @@ def main():
         # As deeplab.train does: the L2 decay terms' gradients are added per variable after
         # the backward pass (deeplab.weight_decay), the decay value stays in the loss.
         decay = weight_decay.decay_coefficients(model)
+        forward = recompute.training_forward(model, args.recompute_through)
+        extra["recompute_through"] = forward.recompute_through
 
         @tf.function(jit_compile=args.xla)
         def train_step(images_, labels_):
             with tf.GradientTape() as tape:
-                logits = model(images_, training=True)
+                logits = forward(images_)
                 cross_entropy = loss_fn(labels_, logits)
             grads = tape.gradient(cross_entropy, model.trainable_variables)
             grads = weight_decay.add_decay_gradients(grads, model.trainable_variables, decay)
