@@ -40,8 +40,17 @@ SIDES = {
     "ours": (".venv/bin/python", "run_ours.py", None),
     "torchvision": ("peers/torch/bin/python", "run_torchvision.py", "torch"),
     "modelgarden": ("peers/modelgarden/bin/python", "run_modelgarden.py", "modelgarden"),
+    # ours with deeplab.train's --recompute_through=block2 (training measurements only)
+    "ours_recompute": (".venv/bin/python", "run_ours.py", None),
 }
+SIDE_ARGUMENTS = {"ours_recompute": ["--recompute-through", "block2"]}
+TRAIN_ONLY_SIDES = ("ours_recompute",)
 PEER_SIDES = ("torchvision", "modelgarden")
+
+
+def runs_measurement(side, name):
+    """Whether ``side`` is run for measurement ``name`` (training-only sides skip inference)."""
+    return side not in TRAIN_ONLY_SIDES or MEASUREMENTS[name][1]["task"] == "train"
 
 # name -> (column title, runner arguments)
 MEASUREMENTS = {
@@ -140,6 +149,9 @@ def render_tables(summary, sides, measurements, peak):
         cells = [side]
         for m in measurements:
             entry = summary[m][side]
+            if not runs_measurement(side, m):
+                cells.append("n/a")
+                continue
             cell = format_seconds(entry["median_s"])
             if "argmax_agreement" in entry:
                 cell += f" (argmax {100 * entry['argmax_agreement']:.1f}%)"
@@ -157,7 +169,9 @@ def render_tables(summary, sides, measurements, peak):
         for m in measurements:
             rate = summary[m][side]["gflops_per_s"]
             dtype = MEASUREMENTS[m][1].get("dtype", "float32")
-            if rate is None:
+            if not runs_measurement(side, m):
+                cells.append("n/a")
+            elif rate is None:
                 cells.append("failed")
             elif peak.get(dtype):
                 cells.append(f"{rate:.0f} ({100 * rate / peak[dtype]:.0f}% of {dtype} peak)")
@@ -185,6 +199,13 @@ def ratio_line(summary, measurements):
         ours = summary[m].get("ours", {}).get("peak_rss_mb")
         parts.append(f"peak RSS {m} {format_ratio(ours, best[1] if best else None)}"
                      + (f" ({best[0]})" if best else ""))
+        for side in TRAIN_ONLY_SIDES:
+            if side not in summary[m]:
+                continue
+            time_best, rss_best = best_peer(summary[m]), best_peer(summary[m], key="peak_rss_mb")
+            entry = summary[m][side]
+            parts.append(f"{side} {m} {format_ratio(entry['median_s'], time_best and time_best[1])}"
+                         f", peak RSS {format_ratio(entry['peak_rss_mb'], rss_best and rss_best[1])}")
     return "ratios ours / best peer: " + ", ".join(parts)
 
 
@@ -200,7 +221,7 @@ def runner_command(side, spec, warmup, repeats, threads, seed=0, xla=False, coun
         argv.append("--xla")
     if count_flops:
         argv.append("--count-flops")
-    return argv
+    return argv + SIDE_ARGUMENTS.get(side, [])
 
 
 # --------------------------------------------------------------------------- running
@@ -282,7 +303,9 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="3 timed calls per side and measurement, 1 round (< 10 min)")
     parser.add_argument("--sides", default="ours,torchvision,modelgarden",
-                        help="comma-separated, in run order (default: %(default)s)")
+                        help="comma-separated, in run order (default: %(default)s); "
+                             "ours_recompute is ours with deeplab.train's "
+                             "--recompute_through=block2, run for the training measurements")
     parser.add_argument("--measurements", default=",".join(DEFAULT_MEASUREMENTS),
                         help=f"comma-separated from {', '.join(MEASUREMENTS)}")
     parser.add_argument("--bf16", action="store_true",
@@ -339,6 +362,8 @@ def main(argv=None):
         spec = MEASUREMENTS[name][1]
         for round_index in range(args.rounds):
             for side in args.sides:
+                if not runs_measurement(side, name):
+                    continue
                 count = (not args.no_flops_check and round_index == 0 and m_index == 0)
                 argv_child = runner_command(side, spec, args.warmup, args.repeats, args.threads,
                                             xla=args.xla, count_flops=count)
