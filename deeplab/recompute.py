@@ -8,8 +8,9 @@ that share the model's layers and variables: the backbone up to the end of block
 pass is run again inside its own gradient (so none of its activations are kept between the
 forward and the backward pass, only its output), the rest of the backbone, and the head. Outputs
 and gradients are those of ``model(images, training=True)``; the BN moving statistics are updated
-once, by the first forward pass (``deeplab.batch_norm.recomputing``). Measured effect:
-benchmarks/RESULTS.md ("Session 6").
+once, by the first forward pass (``deeplab.batch_norm.recomputing``). ``deeplab.train`` uses it
+with block2 by default (``--recompute_through``). Measured effect: benchmarks/RESULTS.md
+("Session 6").
 
 Only TensorFlow, and only where every trained BN layer in the recomputed part takes the fused
 training kernel of deeplab.batch_norm (not synchronized BN, not DEEPLAB_FUSED_BATCH_NORM=0):

@@ -104,7 +104,7 @@ class TrainConfig:
     image_summary_steps: int = 500
     summary_images: int = 3
     mixed_precision: str = "none"
-    recompute_through: str = "none"
+    recompute_through: str = "block2"
     jit_compile: bool = False
     strategy: str = "default"
     sync_batch_norm: bool = False

@@ -139,11 +139,11 @@ def test_summary_pools_rounds_and_picks_the_best_peer():
 
 
 def test_training_only_side_is_skipped_for_inference_and_reported_for_training():
-    assert speed.runs_measurement("ours_recompute", "train_b8")
-    assert not speed.runs_measurement("ours_recompute", "infer_os16")
-    argv = speed.runner_command("ours_recompute", speed.MEASUREMENTS["train_b2"][1], 1, 3, 2)
+    assert speed.runs_measurement("ours_no_recompute", "train_b8")
+    assert not speed.runs_measurement("ours_no_recompute", "infer_os16")
+    argv = speed.runner_command("ours_no_recompute", speed.MEASUREMENTS["train_b2"][1], 1, 3, 2)
     assert argv[0].endswith(".venv/bin/python") and argv[1].endswith("run_ours.py")
-    assert argv[-2:] == ["--recompute-through", "block2"]
+    assert argv[-2:] == ["--recompute-through", "none"]
     assert "--recompute-through" not in speed.runner_command(
         "ours", speed.MEASUREMENTS["train_b2"][1], 1, 3, 2)
     records = [
@@ -152,17 +152,17 @@ def test_training_only_side_is_skipped_for_inference_and_reported_for_training()
         {"measurement": "train_b2", "side": "ours", "result": _result("ours", [4.0], 3072.0)},
         {"measurement": "train_b2", "side": "torchvision",
          "result": _result("torchvision", [2.0], 2048.0)},
-        {"measurement": "train_b2", "side": "ours_recompute",
-         "result": _result("ours_recompute", [5.0], 1024.0)},
+        {"measurement": "train_b2", "side": "ours_no_recompute",
+         "result": _result("ours_no_recompute", [5.0], 1024.0)},
     ]
-    sides = ["ours", "torchvision", "ours_recompute"]
+    sides = ["ours", "torchvision", "ours_no_recompute"]
     summary = speed.summarize(records, sides, ["infer_os16", "train_b2"])
     text = speed.render_tables(summary, sides, ["infer_os16", "train_b2"],
                                {"float32": 100.0, "bfloat16": None})
-    assert "| ours_recompute | n/a | 5 s | 1.00 GiB |" in text
+    assert "| ours_no_recompute | n/a | 5 s | 1.00 GiB |" in text
     assert text.splitlines()[-1] == (
         "ratios ours / best peer: infer_os16 0.50x (torchvision), train_b2 2.00x (torchvision), "
-        "peak RSS train_b2 1.50x (torchvision), ours_recompute train_b2 2.50x, peak RSS 0.50x")
+        "peak RSS train_b2 1.50x (torchvision), ours_no_recompute train_b2 2.50x, peak RSS 0.50x")
 
 
 def test_formatting_helpers():

@@ -4,8 +4,9 @@ The paper's model: ResNet-101, output stride 16 (or 8), multi-grid (1, 2, 4), AS
 (scaled to 12/24/36 at OS 8 by the library) + image pooling, 21 classes, random weights,
 logits upsampled to the input. The training step is deeplab.train's SGD (deeplab.optimizers:
 Keras' SGD with a fused update kernel), momentum 0.9, on sparse cross-entropy with ignore label
-255 over upsampled logits, plus the model's weight decay, under tf.function
-(XLA only with --xla). Inference runs the model with every BN folded into its convolution
+255 over upsampled logits, plus the model's weight decay, under tf.function (XLA only with
+--xla), with the backbone through block2 recomputed in the backward pass as deeplab.train does by
+default (--recompute-through none keeps every activation). Inference runs the model with every BN folded into its convolution
 (deeplab.fuse.fuse_batch_norm, as deeplab.evaluate / predict / export_saved_model do; --no-fuse
 runs the model as built).
 
@@ -29,9 +30,10 @@ def _own_arguments(parser):
         help="inference on the model as built, without deeplab.fuse's BN folding (which "
              "deeplab.evaluate, predict and export_saved_model apply by default)")
     parser.add_argument(
-        "--recompute-through", default="none",
-        help="training: deeplab.train's --recompute_through (deeplab.recompute): recompute the "
-             "backbone up to this endpoint in the backward pass")
+        "--recompute-through", default="block2",
+        help="training: deeplab.train's --recompute_through (deeplab.recompute; same default): "
+             "recompute the backbone up to this endpoint in the backward pass; none keeps "
+             "every activation")
 
 
 args = common.runner_args(description=__doc__, add_arguments=_own_arguments)
