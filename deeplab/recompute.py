@@ -101,8 +101,8 @@ def training_forward(model, recompute_through="block2"):
             with tf.control_dependencies([upstream]):
                 images_again = tf.identity(images)
             with batch_norm.recomputing(), tf.GradientTape() as tape:
-                tape.watch(images_again)
                 again = early(images_again, training=True)
+            # No gradient for the images: nothing before the backbone is trained.
             grads = tape.gradient(again, list(variables or ()), output_gradients=upstream)
             return None, grads
 
