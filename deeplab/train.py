@@ -28,7 +28,9 @@ new checkpoint of --logdir (``deeplab.evaluate --watch``) with any strategy.
 The training loop is written out (tf.function step, ``strategy.run``, ``optimizer.apply``)
 rather than ``model.fit``: it controls exactly what is checkpointed, stops on a non-finite loss
 before writing a bad checkpoint, and computes the loss over the global batch's valid pixels
-under any number of replicas.
+under any number of replicas. Memory: the momentum update is one fused kernel per variable
+(deeplab.optimizers) and the backbone through block2 is recomputed in the backward pass rather
+than kept (deeplab.recompute, --recompute_through).
 """
 
 import dataclasses
