@@ -37,7 +37,7 @@ class SGD(keras.optimizers.SGD):
             return None
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-        if isinstance(gradient, tf.IndexedSlices) or not variable.dtype.is_floating:
+        if isinstance(gradient, tf.IndexedSlices) or not tf.as_dtype(variable.dtype).is_floating:
             return None
         slot = self.momentums[self._get_variable_index(variable)]
         slot = slot.value if isinstance(slot, keras.Variable) else slot
