@@ -48,11 +48,6 @@ SIDE_ARGUMENTS = {"ours_no_recompute": ["--recompute-through", "none"]}
 TRAIN_ONLY_SIDES = ("ours_no_recompute",)
 PEER_SIDES = ("torchvision", "modelgarden")
 
-
-def runs_measurement(side, name):
-    """Whether ``side`` is run for measurement ``name`` (training-only sides skip inference)."""
-    return side not in TRAIN_ONLY_SIDES or MEASUREMENTS[name][1]["task"] == "train"
-
 # name -> (column title, runner arguments)
 MEASUREMENTS = {
     "infer_os16": ("inference OS 16, 513, batch 1",
@@ -67,6 +62,11 @@ MEASUREMENTS = {
                         dict(task="infer", output_stride=16, size=513, batch=1, dtype="bfloat16")),
 }
 DEFAULT_MEASUREMENTS = ("infer_os16", "infer_os8", "train_b2", "train_b8")
+
+
+def runs_measurement(side, name):
+    """Whether ``side`` is run for measurement ``name`` (training-only sides skip inference)."""
+    return side not in TRAIN_ONLY_SIDES or MEASUREMENTS[name][1]["task"] == "train"
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -205,8 +205,9 @@ def ratio_line(summary, measurements):
                 continue
             time_best, rss_best = best_peer(summary[m]), best_peer(summary[m], key="peak_rss_mb")
             entry = summary[m][side]
-            parts.append(f"{side} {m} {format_ratio(entry['median_s'], time_best and time_best[1])}"
-                         f", peak RSS {format_ratio(entry['peak_rss_mb'], rss_best and rss_best[1])}")
+            time_ratio = format_ratio(entry["median_s"], time_best and time_best[1])
+            rss_ratio = format_ratio(entry["peak_rss_mb"], rss_best and rss_best[1])
+            parts.append(f"{side} {m} {time_ratio}, peak RSS {rss_ratio}")
     return "ratios ours / best peer: " + ", ".join(parts)
 
 

@@ -70,11 +70,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
             exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
         # The kernel returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
         # moving variance averages the plain batch variance, which is also what normalized.
-        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
-        variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
-        if _RECOMPUTING[0]:
-            return tf.cast(outputs, self.compute_dtype)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        if not _RECOMPUTING[0]:
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+            variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
+            self.moving_mean.assign(
+                self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return tf.cast(outputs, self.compute_dtype)

@@ -102,18 +102,18 @@ def _result(side, seconds, rss=1000.0):
             "peak_rss_mb": rss}
 
 
+def _record(measurement, side, seconds, rss=1000.0):
+    return {"measurement": measurement, "side": side, "result": _result(side, seconds, rss)}
+
+
 def test_summary_pools_rounds_and_picks_the_best_peer():
     records = [
-        {"measurement": "infer_os16", "side": "ours", "result": _result("ours", [1.0, 3.0])},
-        {"measurement": "infer_os16", "side": "ours", "result": _result("ours", [2.0])},
-        {"measurement": "infer_os16", "side": "torchvision",
-         "result": _result("torchvision", [0.5])},
+        _record("infer_os16", "ours", [1.0, 3.0]), _record("infer_os16", "ours", [2.0]),
+        _record("infer_os16", "torchvision", [0.5]),
         {"measurement": "infer_os16", "side": "modelgarden", "error": "exit 1: boom"},
-        {"measurement": "train_b2", "side": "ours", "result": _result("ours", [4.0], 3072.0)},
-        {"measurement": "train_b2", "side": "torchvision",
-         "result": _result("torchvision", [2.0], 2048.0)},
-        {"measurement": "train_b2", "side": "modelgarden",
-         "result": _result("modelgarden", [8.0], 1024.0)},
+        _record("train_b2", "ours", [4.0], 3072.0),
+        _record("train_b2", "torchvision", [2.0], 2048.0),
+        _record("train_b2", "modelgarden", [8.0], 1024.0),
     ]
     sides = ["ours", "torchvision", "modelgarden"]
     summary = speed.summarize(records, sides, ["infer_os16", "train_b2"])
@@ -147,13 +147,10 @@ def test_training_only_side_is_skipped_for_inference_and_reported_for_training()
     assert "--recompute-through" not in speed.runner_command(
         "ours", speed.MEASUREMENTS["train_b2"][1], 1, 3, 2)
     records = [
-        {"measurement": "infer_os16", "side": "ours", "result": _result("ours", [1.0])},
-        {"measurement": "infer_os16", "side": "torchvision", "result": _result("torchvision", [2.0])},
-        {"measurement": "train_b2", "side": "ours", "result": _result("ours", [4.0], 3072.0)},
-        {"measurement": "train_b2", "side": "torchvision",
-         "result": _result("torchvision", [2.0], 2048.0)},
-        {"measurement": "train_b2", "side": "ours_no_recompute",
-         "result": _result("ours_no_recompute", [5.0], 1024.0)},
+        _record("infer_os16", "ours", [1.0]), _record("infer_os16", "torchvision", [2.0]),
+        _record("train_b2", "ours", [4.0], 3072.0),
+        _record("train_b2", "torchvision", [2.0], 2048.0),
+        _record("train_b2", "ours_no_recompute", [5.0], 1024.0),
     ]
     sides = ["ours", "torchvision", "ours_no_recompute"]
     summary = speed.summarize(records, sides, ["infer_os16", "train_b2"])

@@ -35,7 +35,8 @@ def _copy(model):
 
 
 def _images(batch=2, size=49):
-    return tf.constant(np.random.default_rng(3).normal(size=(batch, size, size, 3)).astype("float32"))
+    values = np.random.default_rng(3).normal(size=(batch, size, size, 3))
+    return tf.constant(values.astype("float32"))
 
 
 def _step(model, forward, images):

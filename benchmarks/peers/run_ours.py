@@ -5,10 +5,10 @@ The paper's model: ResNet-101, output stride 16 (or 8), multi-grid (1, 2, 4), AS
 logits upsampled to the input. The training step is deeplab.train's SGD (deeplab.optimizers:
 Keras' SGD with a fused update kernel), momentum 0.9, on sparse cross-entropy with ignore label
 255 over upsampled logits, plus the model's weight decay, under tf.function (XLA only with
---xla), with the backbone through block2 recomputed in the backward pass as deeplab.train does by
-default (--recompute-through none keeps every activation). Inference runs the model with every BN folded into its convolution
-(deeplab.fuse.fuse_batch_norm, as deeplab.evaluate / predict / export_saved_model do; --no-fuse
-runs the model as built).
+--xla), with the backbone through block2 recomputed in the backward pass as deeplab.train does
+by default (--recompute-through none keeps every activation). Inference runs the model with
+every BN folded into its convolution (deeplab.fuse.fuse_batch_norm, as deeplab.evaluate /
+predict / export_saved_model do; --no-fuse runs the model as built).
 
 Prints one ``BENCH_JSON`` line (see common.py).
 """
