@@ -7,9 +7,10 @@ dataset converters do not pay for building Keras when they do not need it.
 
 __version__ = "0.1.0"
 
-from deeplab import _jax_guard  # noqa: E402  (before anything imports TensorFlow)
+from deeplab import _cpu, _jax_guard  # noqa: E402  (before anything imports TensorFlow)
 
 _jax_guard.install()
+_cpu.enable_onednn_by_default()
 
 _LAZY = {
     "build_model": "deeplab.model",

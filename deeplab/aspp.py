@@ -26,16 +26,23 @@ class ASPP(keras.layers.Layer):
       filters: channels of every branch and of the projection (paper: 256).
       batch_norm_momentum: BN moving-average decay.
       weight_decay: L2 weight decay on conv kernels (``weight_decay * sum(w**2) / 2``).
+      dropout: dropout rate after the projection, in training only (the authors' code keeps
+        0.9 of the activations there: 0.1; the paper does not mention it). No variables.
     """
 
     def __init__(self, rates=(6, 12, 18), image_pooling=True, filters=256,
-                 batch_norm_momentum=0.9997, weight_decay=0.0, **kwargs):
+                 batch_norm_momentum=0.9997, weight_decay=0.0, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.rates = tuple(int(r) for r in rates)
         self.image_pooling = bool(image_pooling)
         self.filters = int(filters)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.weight_decay = float(weight_decay)
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ASPP dropout must be in [0, 1), got {dropout}")
+        self.dropout_layer = (keras.layers.Dropout(self.dropout, name="projection_dropout")
+                              if self.dropout else None)
         conv_bn = self._conv_bn
         self.branches = [conv_bn(1, 1, "aspp0")]
         self.branches += [conv_bn(3, rate, f"aspp{i + 1}") for i, rate in enumerate(self.rates)]
@@ -76,7 +83,10 @@ class ASPP(keras.layers.Layer):
             pooled = ops.relu(bn(conv(pooled), training=training))
             outputs.append(ops.broadcast_to(pooled, ops.shape(outputs[0])))
         conv, bn = self.projection
-        return ops.relu(bn(conv(ops.concatenate(outputs, axis=-1)), training=training))
+        projected = ops.relu(bn(conv(ops.concatenate(outputs, axis=-1)), training=training))
+        if self.dropout_layer is not None:
+            projected = self.dropout_layer(projected, training=training)
+        return projected
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
@@ -84,4 +94,4 @@ class ASPP(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rates": self.rates, "image_pooling": self.image_pooling,
                 "filters": self.filters, "batch_norm_momentum": self.batch_norm_momentum,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "dropout": self.dropout}

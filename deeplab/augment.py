@@ -15,7 +15,7 @@ work that commutes (normalize and pad after cropping) so that it touches crop-si
 import keras
 import tensorflow as tf
 
-from deeplab import preprocessing
+from deeplab import inference, preprocessing
 
 MEAN_RGB = preprocessing.MEAN_RGB
 
@@ -74,11 +74,10 @@ def sample_scale(seed, *, min_scale=0.5, max_scale=2.0, scale_step=0.25):
 
 
 def scaled_size(height, width, scale):
-    """Size of an image of ``height`` x ``width`` scaled by ``scale``: rounded to nearest, at least 1."""
-    def one(n):
-        return tf.maximum(tf.cast(tf.round(tf.cast(n, tf.float32) * scale), tf.int32), 1)
-
-    return one(height), one(width)
+    """Size of an image of ``height`` x ``width`` scaled by ``scale``: ``deeplab.inference.scaled_size``
+    (each side ``floor(scale * side + 0.5)``, halves up, at least 1): one rounding for training and
+    evaluation."""
+    return inference.scaled_size(height, width, scale)
 
 
 def scale_image_and_label(image, label, scale):

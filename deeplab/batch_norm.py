@@ -42,7 +42,21 @@ class recomputing:  # pylint: disable=invalid-name
 
 @keras.saving.register_keras_serializable(package="deeplab")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` with a fused training kernel on TensorFlow (NHWC)."""
+    """``keras.layers.BatchNormalization`` with a fused training kernel on TensorFlow (NHWC).
+
+    ``freeze_statistics=True`` (``--freeze_batch_norm``): the layer always normalizes with its
+    moving statistics and never updates them, while gamma and beta stay trainable, as the
+    authors' code does with ``fine_tune_batch_norm=False`` (slim's ``is_training=False`` BN
+    keeps its scale and offset among the trained variables). Keras' ``trainable=False`` would
+    freeze gamma and beta as well.
+    """
+
+    def __init__(self, *args, freeze_statistics=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.freeze_statistics = bool(freeze_statistics)
+
+    def get_config(self):
+        return {**super().get_config(), "freeze_statistics": self.freeze_statistics}
 
     def _can_fuse(self, inputs, training, mask):
         return (FUSED_TRAINING and training is True and self.trainable and mask is None
@@ -53,6 +67,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 ("float32", "bfloat16", "float16"))
 
     def call(self, inputs, training=None, mask=None):
+        if self.freeze_statistics:
+            training = False
         if not self._can_fuse(inputs, training, mask):
             if _RECOMPUTING[0] and training is True and self.trainable:
                 # Keras' kernel would update the moving statistics a second time.

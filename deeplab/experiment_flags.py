@@ -57,6 +57,9 @@ flags.DEFINE_boolean("freeze_batch_norm", False,
                      "Use BN moving statistics and do not train BN (second stage, Sec. 4.3).")
 flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay on conv kernels.")
 flags.DEFINE_integer("aspp_filters", 256, "Channels of every ASPP branch.")
+flags.DEFINE_float("aspp_dropout", 0.1,
+                   "Dropout rate after the ASPP projection, training only (the authors' code: "
+                   "0.1; 0 turns it off).")
 
 # ---------------------------------------------------------------- training
 flags.DEFINE_string("logdir", None, "Checkpoints and TensorBoard events of a training run.")
@@ -146,6 +149,7 @@ def model_kwargs(num_classes, *, output_stride=None):
         "freeze_batch_norm": FLAGS.freeze_batch_norm,
         "weight_decay": FLAGS.weight_decay,
         "aspp_filters": FLAGS.aspp_filters,
+        "aspp_dropout": FLAGS.aspp_dropout,
     }
 
 

@@ -3,41 +3,72 @@
 import keras
 from keras import ops
 
+from deeplab import _cpu
+
+
+def stride_sampling_grid(out_size, in_size, stride, dtype="float32"):
+    """Source rows of the stride-aware bilinear sampler (see :class:`StrideUpsample`).
+
+    Output pixel ``x`` reads feature coordinate ``u = min(x / stride, in_size - 1)``:
+    rows ``i0 = floor(u)`` and ``i1 = min(i0 + 1, in_size - 1)`` with weight ``u - i0`` on
+    ``i1``. Sizes may be Python ints or scalar int tensors (dynamic shapes).
+
+    Returns:
+      ``(i0, i1, weight)``: int32 [out_size], int32 [out_size], ``dtype`` [out_size].
+    """
+    x = ops.cast(ops.arange(out_size, dtype="int32"), "float32")
+    last = ops.cast(in_size, "float32") - 1.0
+    u = ops.minimum(x / float(stride), ops.maximum(last, 0.0))
+    i0 = ops.floor(u)
+    i1 = ops.minimum(i0 + 1.0, ops.maximum(last, 0.0))
+    return ops.cast(i0, "int32"), ops.cast(i1, "int32"), ops.cast(u - i0, dtype)
+
+
+def stride_upsample(x, size, stride):
+    """Bilinear upsampling of an NHWC feature map of stride ``stride`` to ``size`` = (H, W).
+
+    The geometry of this project (CONVENTIONS.md, "Geometry"): feature ``i`` of a stride-s map
+    is centred on input pixel ``s * i`` (every strided layer of the backbone samples
+    ``s * i``), so output pixel ``x`` reads feature coordinate ``x / s``. Pixels past the last
+    feature centre repeat it. This is exact at every input size and output stride; at sizes
+    ``s * k + 1`` (513, 321, 769) it equals the authors' ``align_corners=True`` resize, and it
+    differs from the half-pixel resize of ``tf.image.resize``, which would put feature ``i`` at
+    ``s * i + (s - 1) / 2``.
+    """
+    shape = ops.shape(x)
+    for axis, out_size in ((1, size[0]), (2, size[1])):
+        i0, i1, weight = stride_sampling_grid(out_size, shape[axis], stride, x.dtype)
+        weight = ops.reshape(weight, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
+        low, high = ops.take(x, i0, axis=axis), ops.take(x, i1, axis=axis)
+        x = low + (high - low) * weight
+    return x
+
 
 @keras.saving.register_keras_serializable(package="deeplab")
-class ResizeToMatch(keras.layers.Layer):
-    """Resizes ``inputs[0]`` bilinearly to the spatial size of ``inputs[1]`` (NHWC).
+class StrideUpsample(keras.layers.Layer):
+    """Upsamples ``inputs[0]`` (features of stride ``stride``) to the size of ``inputs[1]``.
 
-    Used to upsample the logits to the input image (Sec. 4.1, "Upsampling logits"). The
-    target size is read at run time, so a model built with None x None inputs serves
-    images of any size. The output keeps the dtype of ``inputs[0]``.
+    Used to upsample the logits to the input image (Sec. 4.1, "Upsampling logits") with
+    :func:`stride_upsample`'s geometry. The target size is read at run time, so a model built
+    with None x None inputs serves images of any size; the output keeps ``inputs[0]``'s dtype.
+    Gathers and a blend only: the same on every backend, and converted by TFLite as they are.
     """
 
-    def __init__(self, interpolation="bilinear", **kwargs):
+    def __init__(self, stride, **kwargs):
         super().__init__(**kwargs)
-        self.interpolation = interpolation
+        self.stride = int(stride)
 
     def call(self, inputs):
         x, reference = inputs
         shape = ops.shape(reference)
-        size = (shape[1], shape[2])
-        if all(isinstance(s, int) for s in size):
-            resized = ops.image.resize(x, size, interpolation=self.interpolation)
-        else:
-            # A tf.function with dynamic height and width (e.g. a SavedModel signature):
-            # keras.ops.image.resize checks ``size > 0`` in Python, which a symbolic size
-            # cannot pass. This is the op it calls on the TensorFlow backend (antialias off).
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-            resized = tf.image.resize(x, tf.stack(size), method=self.interpolation)
-        return ops.cast(resized, x.dtype)
+        return stride_upsample(x, (shape[1], shape[2]), self.stride)
 
     def compute_output_shape(self, input_shapes):
         x_shape, ref_shape = input_shapes
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "interpolation": self.interpolation}
+        return {**super().get_config(), "stride": self.stride}
 
 
 def _tensorflow_has_native_dilated_cpu_conv():
@@ -74,8 +105,9 @@ class AtrousConv2D(keras.layers.Conv2D):
         if (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
                 and self.data_format == "channels_last" and self.groups == 1
                 and tuple(self.strides) == (1, 1) and _NATIVE_DILATION[0] is not False
-                # oneDNN has no float16 path on every CPU; Eigen's fallback rejects dilations.
-                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16")):
+                # oneDNN has no float16 path on every CPU, and a bfloat16 one only on CPUs
+                # with AVX512_BF16 / AMX; Eigen's fallback rejects dilated gradients.
+                and _native_dtype(keras.backend.standardize_dtype(inputs.dtype))):
             if _NATIVE_DILATION[0] is None:
                 _NATIVE_DILATION[0] = _tensorflow_has_native_dilated_cpu_conv()
             if _NATIVE_DILATION[0]:
@@ -84,6 +116,13 @@ class AtrousConv2D(keras.layers.Conv2D):
                 return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
                                     dilations=list(self.dilation_rate), data_format="NHWC")
         return super().convolution_op(inputs, kernel)
+
+
+def _native_dtype(dtype):
+    """Whether TensorFlow's oneDNN kernels run a dilated convolution in ``dtype`` here."""
+    if dtype == "float32":
+        return True
+    return dtype == "bfloat16" and _cpu.has_native_bfloat16() is not False
 
 
 # Cached answer of _tensorflow_has_native_dilated_cpu_conv (None: not asked yet).

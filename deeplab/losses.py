@@ -131,54 +131,32 @@ class SegmentationCrossEntropy(keras.losses.Loss):
         }
 
 
-def downsample_labels(labels, size, *, align_corners=False):
-    """Nearest-neighbour resize of label maps to ``size`` (Table 8, "groundtruth downsampled").
+def labels_at_feature_centres(labels, stride):
+    """The labels at the pixels a stride-``stride`` feature map is centred on (Table 8).
 
-    Each output pixel copies one input label; values are never interpolated, so ignore and
-    class values survive intact. Index arithmetic is done in integers, so the choice of source
-    pixel is exact and identical on every backend.
-
-    * ``align_corners=False`` (default; the half-pixel convention of ``keras.ops.image.resize``
-      and ``tf.image.resize(method="nearest")``): output pixel i reads input
-      ``floor((i + 0.5) * H / h)``. For H = 4h that is ``labels[:, 2::4]``.
-    * ``align_corners=True`` (the corner-aligned convention of the original DeepLab on 513 =
-      32 * 16 + 1 crops): output pixel i reads input ``round(i * (H - 1) / (h - 1))`` (halves
-      round up), so 513 -> 33 reads ``labels[:, ::16]``, the pixels that OS 16 features are
-      centred on.
+    For the "groundtruth downsampled" rows of Table 8 the loss is taken at feature resolution.
+    Feature ``i`` of a stride-s map is centred on input pixel ``s * i`` (CONVENTIONS.md,
+    "Geometry"), so its label is ``labels[s * i]``: ``labels[:, ::s, ::s]``, which has the
+    feature map's size ``ceil(H / s)`` at every H (the authors' code takes the same pixels on its
+    513 = 32 * 16 + 1 crops). Labels are copied, never interpolated.
 
     Args:
-      labels: integer label maps [N, H, W] or [N, H, W, 1]; H, W may be dynamic under
-        ``tf.function``.
-      size: (h, w) target size, e.g. the logits' spatial size.
-      align_corners: which pixel-grid convention to use (above).
+      labels: integer label maps [N, H, W] or [N, H, W, 1]; H, W may be dynamic.
+      stride: the logits' output stride.
 
     Returns:
-      labels of the same dtype and rank, spatial size (h, w).
+      labels of the same dtype and rank, spatial size (ceil(H / s), ceil(W / s)).
     """
     labels = ops.convert_to_tensor(labels)
     if len(labels.shape) not in (3, 4):
         raise ValueError(f"labels must be [N, H, W] or [N, H, W, 1], got {labels.shape}")
-    height, width = ops.shape(labels)[1], ops.shape(labels)[2]
-    out_height, out_width = size
-
-    def source_index(out_size, in_size):
-        i = ops.arange(out_size, dtype="int32")
-        in_size = ops.cast(in_size, "int32")
-        if align_corners:
-            if out_size == 1:
-                return ops.zeros((1,), "int32")
-            # round(i * (in - 1) / (out - 1)) with halves up, in integers.
-            span = out_size - 1
-            return ops.floor_divide(2 * i * (in_size - 1) + span, 2 * span)
-        return ops.minimum(ops.floor_divide((2 * i + 1) * in_size, 2 * out_size), in_size - 1)
-
-    labels = ops.take(labels, source_index(out_height, height), axis=1)
-    return ops.take(labels, source_index(out_width, width), axis=2)
+    stride = int(stride)
+    return labels[:, ::stride, ::stride]
 
 
 __all__ = [
     "SegmentationCrossEntropy",
-    "downsample_labels",
+    "labels_at_feature_centres",
     "masked_cross_entropy",
     "pixel_cross_entropy",
 ]

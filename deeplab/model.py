@@ -18,8 +18,9 @@ from keras import layers
 
 from deeplab import resnet
 from deeplab.aspp import ASPP
+from deeplab.batch_norm import BatchNormalization
 from deeplab.errors import ConfigError, UserError
-from deeplab.layers import ResizeToMatch
+from deeplab.layers import StrideUpsample
 
 # name -> (depth, width multiplier). resnet14_tiny is not in the paper: it exists so that
 # tests and the quick start train in minutes on a CPU.
@@ -59,14 +60,21 @@ class DeepLabV3(keras.Model):
       image_pooling: add ASPP's image-level branch (Sec. 3.3).
       head: "aspp" (Sec. 3.3) or "cascade" (1x1 logits on the last block, Sec. 3.2).
       num_cascaded_blocks: 0..3 extra replicas of block4 (block5..block7).
-      upsample_logits: bilinearly upsample logits to the input size (Sec. 4.1); False keeps
-        them at feature resolution (Table 8 ablation: the labels are downsampled instead).
+      upsample_logits: bilinearly upsample logits to the input size (Sec. 4.1) with the
+        stride-aware sampler of ``deeplab.layers.StrideUpsample`` (feature ``i`` lands on input
+        pixel ``output_stride * i`` at every size and output stride; CONVENTIONS.md,
+        "Geometry"); False keeps them at feature resolution (Table 8 ablation: the labels at
+        the feature centres are used instead).
       batch_norm_momentum: BN statistics decay (paper: 0.9997).
-      freeze_batch_norm: every BN layer uses its moving statistics and is not trained
-        (second training stage, Sec. 4.3).
+      freeze_batch_norm: every BN layer normalizes with its moving statistics and never
+        updates them (second training stage, Sec. 4.3; Table 8); gamma and beta are still
+        trained, as in the authors' code (``fine_tune_batch_norm=False``).
       weight_decay: L2 decay on conv kernels, ``weight_decay * sum(w**2) / 2`` as in the
-        original DeepLab code (paper: 1e-4).
+        original DeepLab code. The paper gives no value; 1e-4 is the authors' code's value for
+        ResNet backbones (CONVENTIONS.md).
       aspp_filters: channels of each ASPP branch (paper: 256).
+      aspp_dropout: dropout rate after the ASPP projection in training (the authors' code:
+        0.1, i.e. keep_prob 0.9; the paper does not say). Changes no variable.
       input_shape: shape of one input image; (None, None, 3) accepts any size.
     """
 
@@ -74,13 +82,16 @@ class DeepLabV3(keras.Model):
                  multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True,
                  head="aspp", num_cascaded_blocks=0, upsample_logits=True,
                  batch_norm_momentum=0.9997, freeze_batch_norm=False, weight_decay=1e-4,
-                 aspp_filters=256, input_shape=(None, None, 3), name="deeplabv3", **kwargs):
+                 aspp_filters=256, aspp_dropout=0.1, input_shape=(None, None, 3),
+                 name="deeplabv3", **kwargs):
         if backbone not in BACKBONES:
             raise ConfigError(f"--backbone={backbone!r}: choose one of {sorted(BACKBONES)}")
         if head not in HEADS:
             raise ConfigError(f"--head={head!r}: choose one of {HEADS}")
         if int(num_classes) < 1:
             raise ConfigError(f"--num_classes must be positive, got {num_classes}")
+        if not 0.0 <= float(aspp_dropout) < 1.0:
+            raise ConfigError(f"--aspp_dropout must be in [0, 1), got {aspp_dropout}")
         if head == "aspp" and not atrous_rates:
             raise ConfigError("--atrous_rates is empty: the aspp head needs at least one rate")
         multi_grid = tuple(int(r) for r in multi_grid) if multi_grid else (1, 1, 1)
@@ -101,14 +112,16 @@ class DeepLabV3(keras.Model):
             features = ASPP(rates=scale_atrous_rates(atrous_rates, output_stride),
                             image_pooling=image_pooling, filters=aspp_filters,
                             batch_norm_momentum=batch_norm_momentum,
-                            weight_decay=weight_decay, name="aspp")(features)
+                            weight_decay=weight_decay, dropout=aspp_dropout,
+                            name="aspp")(features)
         regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
         # Logits and their upsampling stay float32 under mixed precision (cheap, and the
         # loss and softmax need the range).
         logits = layers.Conv2D(num_classes, 1, kernel_regularizer=regularizer, name="logits",
                                dtype="float32")(features)
         if upsample_logits:
-            logits = ResizeToMatch(name="upsample_logits", dtype="float32")([logits, inputs])
+            logits = StrideUpsample(output_stride, name="upsample_logits",
+                                    dtype="float32")([logits, inputs])
         super().__init__(inputs=inputs, outputs=logits, name=name, **kwargs)
 
         self.backbone = backbone
@@ -124,11 +137,14 @@ class DeepLabV3(keras.Model):
         self.freeze_batch_norm = bool(freeze_batch_norm)
         self.weight_decay = float(weight_decay)
         self.aspp_filters = int(aspp_filters)
+        self.aspp_dropout = float(aspp_dropout)
         self.model_input_shape = input_shape
         if freeze_batch_norm:
             for layer in iter_layers(self):
                 if isinstance(layer, layers.BatchNormalization):
-                    layer.trainable = False
+                    if not isinstance(layer, BatchNormalization):
+                        raise TypeError(f"{layer.name} is not deeplab's BatchNormalization")
+                    layer.freeze_statistics = True
 
     @property
     def backbone_model(self):
@@ -152,6 +168,7 @@ class DeepLabV3(keras.Model):
             "freeze_batch_norm": self.freeze_batch_norm,
             "weight_decay": self.weight_decay,
             "aspp_filters": self.aspp_filters,
+            "aspp_dropout": self.aspp_dropout,
             "input_shape": self.model_input_shape,
         }
 

@@ -7,7 +7,9 @@ stage), so an ImageNet weight file for those loads into ours one-to-one.
 
 Naming follows the paper: ``block1``..``block4`` are keras' ``conv2``..``conv5``
 stages (so their layers keep keras' names), ``block5``..``block7`` are the extra
-cascaded replicas of block4 (Sec. 3.2), named ``block5_unit1_1_conv`` etc.
+cascaded replicas of block4 (Sec. 3.2), named ``block5_unit1_1_conv`` etc. The paper does
+not say how block5-7 start (no ImageNet weights exist for them); they start from Keras'
+default random initialization, like the head, and are not copies of block4.
 """
 
 import collections

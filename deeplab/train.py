@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
-from deeplab import experiment_flags
+from deeplab import _cpu, experiment_flags
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
@@ -340,6 +340,11 @@ def _train(config, strategy):
                           f"{num_replicas} replicas")
     if config.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+        if (config.mixed_precision == "bfloat16" and chief and not tf.config.list_logical_devices("GPU")
+                and _cpu.has_native_bfloat16() is False):
+            print("--mixed_precision=bfloat16: this CPU has no AVX512_BF16 / AMX, so bfloat16 is "
+                  "emulated and atrous layers take a slower path; --mixed_precision=none is "
+                  "faster here", flush=True)
     else:
         keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(config.seed)
@@ -443,11 +448,8 @@ def _train(config, strategy):
         with tf.GradientTape() as tape:
             logits = forward(images)
             targets = labels
-            if not upsample_logits:  # Table 8: labels downsampled to the logits instead
-                dynamic = tf.shape(logits)
-                size = tuple(logits.shape[i] if logits.shape[i] is not None else dynamic[i]
-                             for i in (1, 2))
-                targets = losses.downsample_labels(labels, size)
+            if not upsample_logits:  # Table 8: the labels at the logits' centres instead
+                targets = losses.labels_at_feature_centres(labels, model.output_stride)
             pixel_losses, valid = losses.pixel_cross_entropy(
                 targets, logits, ignore_label=ignore_label, class_weights=class_weights)
             # The mean over the valid pixels of the *global* batch: each replica divides its
@@ -532,10 +534,10 @@ def _train(config, strategy):
             now = time.time()
             if coordinator is None:
                 images_per_second = window_steps * config.batch_size / max(now - window_start, 1e-9)
-                eta = (config.training_steps - step) * (now - window_start) / window_steps
+                eta = (end_step - step) * (now - window_start) / window_steps
             else:  # results arrive in bursts (at every checkpoint's join): average since the start
                 images_per_second = (step - start_step) * config.batch_size / max(now - run_start, 1e-9)
-                eta = (config.training_steps - step) * (now - run_start) / (step - start_step)
+                eta = (end_step - step) * (now - run_start) / (step - start_step)
             summaries.scalar("loss/total", record["loss"], step=step)
             summaries.scalar("loss/cross_entropy", record["cross_entropy"], step=step)
             summaries.scalar("loss/regularization", record["regularization"], step=step)

@@ -223,8 +223,8 @@ out["loss_jit"] = float(jax.jit(losses.masked_cross_entropy)(labels, logits))
 out["loss_bf16_weighted"] = float(loss(labels, jnp.asarray(logits, jnp.bfloat16)))
 grad = jax.grad(lambda z: losses.masked_cross_entropy(np.full_like(labels, 255), z))(logits)
 out["ignored_grad_all_zero"] = bool(np.all(np.asarray(grad) == 0))
-out["down"] = np.asarray(losses.downsample_labels(
-    np.arange(64, dtype=np.int32).reshape(1, 8, 8), (2, 2))).tolist()
+out["down"] = np.asarray(losses.labels_at_feature_centres(
+    np.arange(64, dtype=np.int32).reshape(1, 8, 8), 4)).tolist()
 
 # schedules.py: under XLA, including exactly max_steps (once NaN from a negative base).
 schedule = jax.jit(schedules.PolyLearningRate(0.007, 30000))
@@ -282,6 +282,6 @@ def test_jax_backend_in_subprocess():
     assert result["loss_bf16_weighted"] == pytest.approx(
         _np_cross_entropy(labels, rounded, (0.5, 2.0, 1.0)), rel=1e-5)
     assert result["ignored_grad_all_zero"]
-    assert result["down"] == [[[18, 22], [50, 54]]]  # rows/columns 2 and 6 of an 8x8 ramp
+    assert result["down"] == [[[0, 4], [32, 36]]]  # rows/columns 0 and 4 of an 8x8 ramp
 
     assert result["lr"] == pytest.approx([0.007, 0.007 * 0.5**0.9, 0.0, 0.0], rel=1e-6, abs=0)

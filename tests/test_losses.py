@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+import deeplab
 from deeplab import losses
 from deeplab.errors import ConfigError, DataError
 
@@ -123,35 +124,49 @@ def test_serialization_and_keras_evaluate():
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-def test_downsample_labels_golden_grids():
+def _numpy_labels_at_centres(labels, stride):
+    """Direct computation: output (i, j) is the label at input pixel (stride * i, stride * j)."""
+    n, height, width = labels.shape[:3]
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    out = np.empty((n, out_h, out_w) + labels.shape[3:], labels.dtype)
+    for i in range(out_h):
+        for j in range(out_w):
+            out[:, i, j] = labels[:, stride * i, stride * j]
+    return out
+
+
+def test_labels_at_feature_centres_against_numpy():
+    """Table 8's targets are the labels at the feature centres s * i, at every size."""
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 21, size=(1, 513, 513)).astype(np.int32)
-    out = keras.ops.convert_to_numpy(losses.downsample_labels(labels, (33, 33), align_corners=True))
-    np.testing.assert_array_equal(out, labels[:, ::16, ::16])
-    small = rng.integers(0, 21, size=(2, 64, 48, 1)).astype(np.uint8)
-    out = keras.ops.convert_to_numpy(losses.downsample_labels(small, (16, 12)))
-    assert out.dtype == np.uint8 and out.shape == (2, 16, 12, 1)
-    np.testing.assert_array_equal(out, small[:, 2::4, 2::4])
+    out = keras.ops.convert_to_numpy(losses.labels_at_feature_centres(labels, 16))
+    assert out.shape == (1, 33, 33)  # the logits' size at output stride 16
+    np.testing.assert_array_equal(out, _numpy_labels_at_centres(labels, 16))
+    for shape, stride in [((2, 64, 48, 1), 4), ((2, 13, 17), 8), ((1, 30, 31), 16), ((1, 5, 5), 32)]:
+        small = rng.choice(np.array([0, 3, 7, IGNORE], np.uint8), size=shape)
+        out = keras.ops.convert_to_numpy(losses.labels_at_feature_centres(small, stride))
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, _numpy_labels_at_centres(small, stride))
+        assert set(np.unique(out)) <= {0, 3, 7, IGNORE}
 
 
-def test_downsample_labels_matches_tf_nearest_and_never_interpolates():
-    rng = np.random.default_rng(7)
-    labels = rng.choice(np.array([0, 3, 7, IGNORE], np.int32), size=(2, 13, 17))
-    for size in [(5, 7), (4, 9), (13, 17), (1, 1)]:
-        got = keras.ops.convert_to_numpy(losses.downsample_labels(labels, size))
-        reference = tf.image.resize(labels[..., None], size, method="nearest")[..., 0].numpy()
-        np.testing.assert_array_equal(got, reference)
-        assert set(np.unique(got)) <= {0, 3, 7, IGNORE}
-    # align_corners: output i reads round(i * 12 / 4) = 0, 3, 6, 9, 12 (rows); the corners map.
-    got = keras.ops.convert_to_numpy(losses.downsample_labels(labels, (5, 3), align_corners=True))
-    np.testing.assert_array_equal(got, labels[:, [0, 3, 6, 9, 12]][:, :, [0, 8, 16]])
+def test_labels_at_feature_centres_match_the_model_logits_size():
+    """The targets have exactly the size of the model's logits (ceil(H / s)) at odd sizes."""
+    for stride, size in [(8, (37, 50)), (16, (33, 47)), (32, (65, 64))]:
+        model = deeplab.build_model(backbone="resnet14_tiny", num_classes=3, output_stride=stride,
+                                    atrous_rates=(1,), image_pooling=False,
+                                    upsample_logits=False)
+        logits = model(np.zeros((1,) + size + (3,), np.float32))
+        labels = np.zeros((1,) + size, np.int32)
+        targets = losses.labels_at_feature_centres(labels, stride)
+        assert tuple(targets.shape[1:3]) == tuple(logits.shape[1:3])
 
 
-def test_downsample_labels_in_tf_function_with_dynamic_shape():
-    fn = tf.function(lambda l: losses.downsample_labels(l, (3, 4)),
+def test_labels_at_feature_centres_in_tf_function_with_dynamic_shape():
+    fn = tf.function(lambda l: losses.labels_at_feature_centres(l, 4),
                      input_signature=[tf.TensorSpec([None, None, None], tf.int32)])
-    labels = np.arange(2 * 12 * 16, dtype=np.int32).reshape(2, 12, 16)
-    np.testing.assert_array_equal(fn(labels).numpy(), labels[:, 2::4, 2::4])
+    labels = np.arange(2 * 12 * 17, dtype=np.int32).reshape(2, 12, 17)
+    np.testing.assert_array_equal(fn(labels).numpy(), labels[:, ::4, ::4])
 
 
 # The JAX-backend run of this module is part of test_inference.py::test_jax_backend_in_subprocess

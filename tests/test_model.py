@@ -305,18 +305,50 @@ def test_output_stride_16_weights_load_at_8(tmp_path):
 
 # ----------------------------------------------------------------------------- training knobs
 
-def test_freeze_batch_norm_uses_moving_statistics_and_trains_no_bn():
-    model = _tiny(freeze_batch_norm=True)
+def test_freeze_batch_norm_freezes_the_statistics_and_trains_gamma_and_beta():
+    """--freeze_batch_norm as in the authors' code: moving statistics used and never updated,
+    gamma and beta still trained (slim's is_training=False BN keeps them trainable)."""
+    model = _tiny(freeze_batch_norm=True, aspp_dropout=0.0)
     _randomize_all(model, 5)
     bn_layers = [l for l in model_lib.iter_layers(model)
                  if isinstance(l, keras.layers.BatchNormalization)]
-    assert bn_layers and all(not l.trainable for l in bn_layers)
-    assert not any("gamma" in v.path or "beta" in v.path for v in model.trainable_weights)
+    assert bn_layers and all(l.freeze_statistics and l.trainable for l in bn_layers)
+    trainable = {v.path for v in model.trainable_weights}
+    assert sum("gamma" in p for p in trainable) == len(bn_layers)
+    assert sum("beta" in p for p in trainable) == len(bn_layers)
+    assert not any("moving" in p for p in trainable)
     images = np.random.default_rng(3).normal(0, 1, (2, 33, 33, 3)).astype("float32")
+    before = [np.asarray(l.moving_mean).copy() for l in bn_layers]
     np.testing.assert_allclose(np.asarray(model(images, training=True)),
                                np.asarray(model(images, training=False)), atol=1e-5)
-    unfrozen = _tiny()
-    assert len(unfrozen.trainable_weights) > len(model.trainable_weights)
+    for layer, mean in zip(bn_layers, before):
+        np.testing.assert_array_equal(np.asarray(layer.moving_mean), mean)
+    # A gradient reaches gamma and beta.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(images, training=True)))
+    gammas = [l.gamma for l in bn_layers]
+    grads = tape.gradient(loss, gammas)
+    assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0
+                                                      for g in grads)
+    unfrozen = _tiny(aspp_dropout=0.0)
+    _randomize_all(unfrozen, 5)
+    assert len(unfrozen.trainable_weights) == len(model.trainable_weights)
+    assert np.abs(np.asarray(unfrozen(images, training=True))
+                  - np.asarray(unfrozen(images, training=False))).max() > 1e-3
+
+
+def test_aspp_dropout_is_training_only_and_has_no_variables():
+    with_dropout, without = _tiny(aspp_dropout=0.5), _tiny(aspp_dropout=0.0)
+    assert [v.path for v in with_dropout.weights] == [v.path for v in without.weights]
+    without.set_weights(with_dropout.get_weights())
+    images = np.random.default_rng(4).normal(0, 1, (2, 33, 33, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(with_dropout(images, training=False)),
+                               np.asarray(without(images, training=False)), atol=1e-6)
+    assert with_dropout.get_config()["aspp_dropout"] == 0.5
+    with pytest.raises(ConfigError, match="aspp_dropout"):
+        _tiny(aspp_dropout=1.0)
 
 
 def test_weight_decay_is_half_l2_on_conv_kernels():
