@@ -36,8 +36,10 @@ setup(
         "h5py>=3.9",
     ],
     extras_require={
-        "cpu": [f"tensorflow-cpu{TF_RANGE}"],
-        "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
+        # TensorBoard is how runs are watched (README, "Watch a run"); tensorflow-cpu does not
+        # pull it in.
+        "cpu": [f"tensorflow-cpu{TF_RANGE}", f"tensorboard{TF_RANGE}"],
+        "gpu": [f"tensorflow[and-cuda]{TF_RANGE}", f"tensorboard{TF_RANGE}"],
         "coco": ["pycocotools>=2.0.7"],
         "test": ["pytest>=7.4", "jax[cpu]>=0.4.30", "pycocotools>=2.0.7"],
     },

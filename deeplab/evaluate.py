@@ -105,10 +105,11 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None):
 
 
 def write_summaries(logdir, results):
-    """Writes mIOU, pixel accuracy and per-class IOU at the checkpoint's step to <logdir>/eval."""
+    """Writes mIOU, pixel accuracy, per-class IOU and the confusion matrix (an image, rows
+    normalized, class names on the axes) at the checkpoint's step to <logdir>/eval."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import summaries  # pylint: disable=import-outside-toplevel
+    from deeplab import summaries, visualization  # pylint: disable=import-outside-toplevel
 
     step = int(results["step"] or 0)
     writer = tf.summary.create_file_writer(os.path.join(logdir, EVAL_SUMMARY_DIR))
@@ -118,6 +119,10 @@ def write_summaries(logdir, results):
         for name, iou in results["per_class_iou"].items():
             if not math.isnan(iou):
                 summaries.scalar(f"eval/iou/{name}", iou, step=step)
+        if results.get("confusion_matrix") is not None:
+            picture = visualization.confusion_matrix_image(results["confusion_matrix"],
+                                                     results["class_names"])
+            summaries.image("eval/confusion_matrix", picture[None], step=step, max_outputs=1)
     writer.flush()
     writer.close()
 

@@ -1,8 +1,8 @@
 """TensorBoard scalar and image summaries written with core TensorFlow alone.
 
-``tf.summary.scalar`` / ``tf.summary.image`` are implemented by the ``tensorboard`` package,
+``tf.summary.scalar`` / ``tf.summary.image`` / ``tf.summary.text`` are implemented by the ``tensorboard`` package,
 which ``tensorflow-cpu`` does not install; training must not fail for want of a viewer. These
-two functions write the same records (same plugin names and tensor layouts) through
+functions write the same records (same plugin names and tensor layouts) through
 ``tf.summary.write``, so TensorBoard shows them as ordinary scalars and images. Use them
 inside ``writer.as_default()`` like the tf.summary functions.
 
@@ -26,11 +26,17 @@ def _metadata(plugin_name, data_class):
 
 _SCALAR_METADATA = _metadata("scalars", summary_pb2.DATA_CLASS_SCALAR)
 _IMAGE_METADATA = _metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+_TEXT_METADATA = _metadata("text", summary_pb2.DATA_CLASS_TENSOR)
 
 
 def scalar(name, value, step):
     """Writes a float32 scalar under ``name`` (what TensorBoard's scalar dashboard reads)."""
     return tf.summary.write(name, tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+def text(name, value, step):
+    """Writes a (markdown) string under ``name`` (TensorBoard's text dashboard)."""
+    return tf.summary.write(name, tf.constant(value, tf.string), step=step, metadata=_TEXT_METADATA)
 
 
 def image(name, images, step, max_outputs=3):

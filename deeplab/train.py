@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
-from deeplab import _cpu, experiment_flags
+from deeplab import _cpu, experiment_flags, run_record
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
@@ -409,6 +409,8 @@ def _train(config, strategy):
                   flush=True)
     if chief:
         checkpoints.write_run_info(config.logdir, model, info)
+        recipe = run_record.resolved_config(config, model.get_config(), num_classes)
+        run_record.write_config(config.logdir, recipe)
 
     # ------------------------------------------------------------------ data
     # A resumed run draws a new (still reproducible) data stream rather than repeating the
@@ -509,6 +511,11 @@ def _train(config, strategy):
           f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
           f"{config.training_steps}{stopping}, batch {config.batch_size}, "
           f"crop {tuple(config.crop_size)}", flush=True)
+    if chief:
+        print(f"Logs, checkpoints and TensorBoard events in {config.logdir}: watch with "
+              f"`tensorboard --logdir {config.logdir}`", flush=True)
+        with writer.as_default():
+            run_record.write_summaries(recipe, step=start_step)
     def after_step(step, values):
         """Bookkeeping of one finished step: NaN check, history, logs, summaries, checkpoint."""
         nonlocal window_start, window_steps, last_saved, last_saved_step
@@ -695,7 +702,7 @@ def evaluate_after_training(checkpoint, config, *, num_classes, step):
     evaluate.write_summaries(config.logdir, dict(results, step=step))
     print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]), flush=True)
     scales = ",".join(f"{s:g}" for s in results["scales"])
-    print(f"{config.eval_split} mIOU {results['miou']:.4f} over {results['num_images']} images "
+    print(f"{config.eval_split} mIOU {100 * results['miou']:.2f}% over {results['num_images']} images "
           f"(output stride {results['output_stride']}, scales {scales}, flip {results['flip']}, "
           f"step {step}, {format_duration(time.time() - start)})", flush=True)
     return results
@@ -756,7 +763,11 @@ def main(argv):
         _check_config(config)
         if FLAGS.build_synthetic_if_missing:
             _build_synthetic_if_missing()
-        train(config)
+        from deeplab import distribute  # pylint: disable=import-outside-toplevel
+
+        log_name = run_record.log_file_name(*distribute.tf_config_task())
+        with run_record.console_log(config.logdir, log_name):
+            train(config)
     except UserError as error:
         print(f"deeplab.train: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -159,6 +159,45 @@ def panel(image, prediction, palette, *, label=None, class_names=None, ignore_la
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
+def normalized_confusion_rows(confusion_matrix):
+    """Each row (groundtruth class) divided by its pixel count; rows of absent classes stay 0."""
+    matrix = np.asarray(confusion_matrix, np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def confusion_matrix_image(confusion_matrix, class_names):
+    """The confusion matrix as a uint8 RGB picture: rows (groundtruth) normalized to 1, class
+    names on both axes, each cell's percentage written in it (up to 25 classes)."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+
+    rows = normalized_confusion_rows(confusion_matrix)
+    count = rows.shape[0]
+    names = [str(n) for n in (class_names or range(count))][:count]
+    side = min(12.0, 2.0 + 0.45 * count)
+    figure = Figure(figsize=(side + 1.0, side), dpi=80)
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    shown = axis.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    figure.colorbar(shown, ax=axis, fraction=0.046)
+    axis.set_xticks(range(count), names, rotation=90, fontsize=7)
+    axis.set_yticks(range(count), names, fontsize=7)
+    axis.set_xlabel("prediction")
+    axis.set_ylabel("groundtruth (rows sum to 100%)")
+    if count <= 25:
+        for i in range(count):
+            for j in range(count):
+                axis.text(j, i, f"{100 * rows[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                          color="white" if rows[i, j] > 0.5 else "black")
+    figure.tight_layout()
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
 def cityscapes_train_id_to_label_id():
     """Lookup table uint8 [256]: Cityscapes train id (0..18) -> label id of the *_labelIds.png files.
 

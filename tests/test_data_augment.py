@@ -25,6 +25,27 @@ def _coordinate_image(height, width):
     return tf.constant(image), tf.constant(label.astype(np.int32))
 
 
+def _numpy_bilinear(image, height, width):
+    """Direct half-pixel bilinear resize: output pixel i reads (i + 0.5) * in / out - 0.5."""
+    def axis(n_in, n_out):
+        u = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.floor(u).astype(int)
+        return low, np.minimum(low + 1, n_in - 1), u - low
+
+    y0, y1, a = axis(image.shape[0], height)
+    x0, x1, b = axis(image.shape[1], width)
+    image = image.astype(np.float64)
+    rows = image[y0] * (1 - a)[:, None, None] + image[y1] * a[:, None, None]
+    return rows[:, x0] * (1 - b)[None, :, None] + rows[:, x1] * b[None, :, None]
+
+
+def test_scaled_size_is_inference_scaled_size_halves_up():
+    for size, scale in [((65, 65), 0.5), ((23, 31), 0.5), ((360, 480), 1.25), ((9, 11), 1.5)]:
+        h, w = augment.scaled_size(tf.constant(size[0]), tf.constant(size[1]), tf.constant(scale))
+        expected = tuple(max(1, int(np.floor(scale * s + 0.5))) for s in size)
+        assert (int(h), int(w)) == expected
+
+
 def test_sample_scale_discrete_values_and_range():
     values = {round(float(augment.sample_scale(tf.constant([i, 3]))), 4) for i in range(300)}
     assert values == {0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0}
@@ -49,6 +70,9 @@ def test_scaling_never_interpolates_labels_and_matches_nearest_formula():
         rows = np.minimum(np.floor((np.arange(h) + 0.5) * 23 / h).astype(int), 22)
         cols = np.minimum(np.floor((np.arange(w) + 0.5) * 31 / w).astype(int), 30)
         np.testing.assert_array_equal(out_label.numpy(), label.numpy()[rows][:, cols])
+        # The image: bilinear with the same half-pixel centres (the label's grid), edges clamped.
+        np.testing.assert_allclose(out_image.numpy(), _numpy_bilinear(image.numpy(), h, w),
+                                   atol=1e-3)
     same_image, same_label = augment.scale_image_and_label(image, label, tf.constant(1.0))
     np.testing.assert_array_equal(same_image.numpy(), image.numpy().astype(np.float32))
     np.testing.assert_array_equal(same_label.numpy(), label.numpy())

@@ -47,8 +47,9 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
     # tiny-batch BN amplifies by step 2).
     batch_norm.FUSED_TRAINING = False
     data_dir, logdir = sys.argv[1], sys.argv[2]
+    # No ASPP dropout: each replica draws its own dropout mask, which is not what is compared.
     model = {"backbone": "resnet14_tiny", "atrous_rates": (1, 2, 3), "aspp_filters": 16,
-             "batch_norm_momentum": 0.9}
+             "batch_norm_momentum": 0.9, "aspp_dropout": 0.0}
     # One MirroredStrategy for the whole process (see train.train's docstring).
     strategies = {"default": distribute.create_strategy("default"),
                   "mirrored": distribute.create_strategy("mirrored")}

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import glob
 import os
 import subprocess
 import sys
@@ -368,3 +369,37 @@ def test_watch_finds_the_checkpoints_of_a_relative_logdir(tmp_path, monkeypatch)
         os.path.join("runs", "x", "ckpt-5"), os.path.join("runs", "x", "ckpt-10")]
     assert evaluate_binary._checkpoint_prefixes(str(tmp_path / "runs" / "x")) == [
         str(tmp_path / "runs" / "x" / "ckpt-5"), str(tmp_path / "runs" / "x" / "ckpt-10")]
+
+
+def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_path):
+    """TensorBoard gets the per-class IOU scalars and the confusion matrix as an image whose
+    rows are normalized (read back from the event file)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import evaluate, visualization  # pylint: disable=import-outside-toplevel
+
+    matrix = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]], np.int64)
+    rows = visualization.normalized_confusion_rows(matrix)
+    np.testing.assert_allclose(rows, [[0.8, 0.2, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]])
+    results = {"step": 7, "miou": 0.5, "pixel_accuracy": 0.79, "confusion_matrix": matrix,
+               "class_names": ["sky", "road", "car"],
+               "per_class_iou": {"sky": 0.73, "road": 0.5, "car": float("nan")}}
+    evaluate.write_summaries(str(tmp_path), results)
+    eval_dir = os.path.join(str(tmp_path), "eval")
+    scalars = summaries.read_scalars(eval_dir)
+    assert scalars["eval/iou/sky"] == [(7, pytest.approx(0.73))]
+    assert "eval/iou/car" not in scalars  # absent class: no point
+    tags = summaries.read_tags(eval_dir)
+    assert tags["eval/confusion_matrix"] == "images"
+    pictures = []
+    for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == "eval/confusion_matrix":
+                    blobs = tf.make_ndarray(value.tensor)
+                    pictures.append((event.step, tf.io.decode_png(blobs[2]).numpy()))
+    assert len(pictures) == 1 and pictures[0][0] == 7
+    picture = pictures[0][1]
+    assert picture.ndim == 3 and picture.shape[2] == 3 and min(picture.shape[:2]) > 100
+    assert picture.std() > 10  # drawn, not blank

@@ -1,6 +1,7 @@
 """deeplab.train: the loss falls, a tiny model overfits, summaries, fine-tuning, NaN stop,
 resume after kill -9, and one-line errors. Tiny models (resnet14_tiny, <= 49 px crops)."""
 
+import dataclasses
 import math
 import os
 import re
@@ -95,6 +96,25 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
     assert 0.0 <= result.eval["miou"] <= 1.0 and result.eval["num_images"] == 4
     per_class = [t for t in evals if t.startswith("eval/iou/")]
     assert per_class and all(math.isfinite(evals[t][0][1]) for t in per_class)
+
+
+def test_the_run_records_its_whole_recipe(short_run):
+    """config.json holds every TrainConfig field and the model config; TensorBoard gets it as
+    text and as HParams; read_config reads it back."""
+    from deeplab import run_record  # pylint: disable=import-outside-toplevel
+
+    logdir, _ = short_run
+    record = run_record.read_config(str(logdir))
+    fields = {f.name for f in dataclasses.fields(train_lib.TrainConfig)}
+    assert set(record["train"]) == fields
+    assert record["train"]["crop_size"] == [33, 33] and record["train"]["training_steps"] == 20
+    assert record["model"]["backbone"] == "resnet14_tiny" and record["num_classes"] == 3
+    tags = summaries.read_tags(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    assert tags["config"] == "text"
+    assert any(plugin == "hparams" for plugin in tags.values())
+    flat = run_record.hparams(record)
+    assert flat["train/base_learning_rate"] == record["train"]["base_learning_rate"]
+    assert flat["train/crop_size"] == "33,33"
 
 
 def test_tiny_model_overfits_four_images(tmp_path):
@@ -212,6 +232,11 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     final = tf.train.load_checkpoint(str(logdir / f"ckpt-{total}"))
     assert final.get_tensor(iterations_key) == total
     assert checkpoints.read_run_info(str(logdir))["step"] == total
+    # The console of both invocations is in the run's log, one header line each.
+    log = (logdir / "train.log").read_text(encoding="utf-8")
+    assert log.count("==== ") == 2
+    assert f"Resuming from {logdir}/ckpt-{killed_at} at step {killed_at}" in log
+    assert f"step {total:>6d}/{total}" in log
 
 
 def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path):
