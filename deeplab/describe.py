@@ -4,9 +4,13 @@ r"""Prints a DeepLabv3 configuration: parameters, forward GFLOPs, atrous plan, f
     python -m deeplab.describe --backbone=resnet50 --output_stride=8
 
 GFLOPs count every convolution as 2 x k x k x Cin x Cout x Hout x Wout (the convention of
-the paper's tables and of FACTS.md), read from the traced TensorFlow graph of the model at
+the paper's tables; README.md lists it for the paper's models), read from the traced TensorFlow graph of the model at
 batch 1 and the given crop, so what is counted is exactly what runs.
 """
+
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
 
 import sys
 
@@ -16,6 +20,9 @@ from deeplab import experiment_flags
 from deeplab.errors import UserError
 
 FLAGS = flags.FLAGS
+# --help lists the experiment flags this binary reads (the model's and --crop_size).
+for _name in experiment_flags.MODEL_FLAGS + ("crop_size",):
+    flags.declare_key_flag(_name)
 flags.DEFINE_integer("describe_num_classes", 21,
                      "Classes to describe when --num_classes is 0 (PASCAL VOC: 21).")
 
@@ -104,6 +111,7 @@ def describe(model_kwargs, crop):
 
 
 def main(argv):
+    _console.quiet_absl()
     del argv
     try:
         num_classes = FLAGS.num_classes or FLAGS.describe_num_classes

@@ -21,6 +21,10 @@ checkpoint's step. It stops after the checkpoint of step --training_steps, or wh
 checkpoint appeared for --watch_timeout seconds.
 """
 
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
+
 import math
 import os
 import sys
@@ -32,6 +36,8 @@ from deeplab import experiment_flags
 from deeplab.errors import UserError
 
 FLAGS = flags.FLAGS
+# --help lists the shared experiment flags this binary reads, not only its own.
+flags.adopt_module_key_flags(experiment_flags)
 flags.DEFINE_string("results_dir", None,
                     "Where results.json and confusion_matrix.{npy,csv} go; default "
                     "<checkpoint folder>/eval/<split>-os<N>[-ms...][-flip] (with --watch, one "
@@ -187,6 +193,7 @@ def watch(logdir, settings, *, timeout, interval, final_step=None, results_dir=N
 
 
 def main(argv):
+    _console.quiet_absl()
     if len(argv) > 1:
         print(f"deeplab.evaluate: error: unexpected arguments {argv[1:]} (flags need --name=value)",
               file=sys.stderr)

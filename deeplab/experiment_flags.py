@@ -50,11 +50,12 @@ flags.DEFINE_boolean("image_pooling", True, "ASPP image-level features (Sec. 3.3
 flags.DEFINE_enum("head", "aspp", ["aspp", "cascade"], "aspp (Sec. 3.3) or cascade (Sec. 3.2).")
 flags.DEFINE_integer("num_cascaded_blocks", 0, "Extra blocks 5..7 after block4 (Sec. 3.2).")
 flags.DEFINE_boolean("upsample_logits", True,
-                     "Upsample logits to the label size; False downsamples the labels instead "
-                     "(Table 8 ablation).")
+                     "Upsample logits to the label size; False takes the loss against the labels "
+                     "at the feature centres instead (Table 8 ablation).")
 flags.DEFINE_float("batch_norm_momentum", 0.9997, "BN statistics decay (Sec. 4.1).")
 flags.DEFINE_boolean("freeze_batch_norm", False,
-                     "Use BN moving statistics and do not train BN (second stage, Sec. 4.3).")
+                     "BN normalizes with its moving statistics and never updates them; gamma "
+                     "and beta still train, as in the authors' code (second stage, Sec. 4.3).")
 flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay on conv kernels.")
 flags.DEFINE_integer("aspp_filters", 256, "Channels of every ASPP branch.")
 flags.DEFINE_float("aspp_dropout", 0.1,
@@ -131,6 +132,13 @@ def crop_size():
     if len(values) != 2 or min(values) < 1:
         raise flags.ValidationError(f"--crop_size takes S or H,W; got {FLAGS.crop_size}")
     return values
+
+
+# The flags model_kwargs reads (deeplab.describe's --help lists these, and --crop_size).
+MODEL_FLAGS = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
+               "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
+               "batch_norm_momentum", "freeze_batch_norm", "weight_decay", "aspp_filters",
+               "aspp_dropout")
 
 
 def model_kwargs(num_classes, *, output_stride=None):

@@ -20,6 +20,10 @@ each with a ``.json`` sidecar. ``--evaluate_split`` prints the mIOU of float Ker
 and int8 TFLite on that split side by side and writes ``tflite_eval.json``.
 """
 
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
+
 import os
 import sys
 import time
@@ -49,6 +53,8 @@ flags.DEFINE_string("evaluate_split", None,
                     "split of --dataset_dir (limit: --eval_limit).")
 
 FLAGS = flags.FLAGS
+# --help lists the shared experiment flags this binary reads, not only its own.
+flags.adopt_module_key_flags(experiment_flags)
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.
 _ARCHITECTURE_FLAGS = ("backbone", "num_classes", "head", "num_cascaded_blocks", "aspp_filters",
@@ -211,6 +217,7 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
 
 
 def main(argv):
+    _console.quiet_absl()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:

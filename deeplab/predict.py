@@ -26,6 +26,10 @@ first image also pays for graph tracing / interpreter warm-up).
   letterboxed to the model's fixed input size (see deeplab/tflite.py).
 """
 
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
+
 import io
 import os
 import sys
@@ -47,6 +51,8 @@ flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in
 flags.DEFINE_integer("num_threads", 0, "TFLite interpreter threads (0: its default).")
 
 FLAGS = flags.FLAGS
+# --help lists the shared experiment flags this binary reads, not only its own.
+flags.adopt_module_key_flags(experiment_flags)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
@@ -245,6 +251,7 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
 
 
 def main(argv):
+    _console.quiet_absl()
     inputs = list(FLAGS.input) + list(argv[1:])
     output_dir = FLAGS.predict_output_dir
     try:

@@ -30,6 +30,10 @@ synthetic one, keeping everything else of each row (output strides, multi-grid, 
 batch sizes, evaluation scales and flips).
 """
 
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
+
 import copy
 import hashlib
 import json
@@ -45,6 +49,8 @@ from deeplab import atomic_io, experiment_flags, paper_tables
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
+# --help lists the shared experiment flags this binary reads, not only its own.
+flags.adopt_module_key_flags(experiment_flags)
 flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-13.")
 flags.DEFINE_string("reproduce_dir", None,
                     "Runs, evaluations and the side-by-side tables; default runs/reproduce "
@@ -683,6 +689,7 @@ def command_line_overrides():
 
 
 def main(argv):
+    _console.quiet_absl()
     if len(argv) > 1:
         print(f"deeplab.reproduce: error: unexpected arguments {argv[1:]} (flags need --name=value)",
               file=sys.stderr)

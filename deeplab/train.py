@@ -1,7 +1,7 @@
 r"""Trains DeepLabv3 with the protocol of Sec. 4.1: ``python -m deeplab.train``.
 
     python -m deeplab.train --flagfile=experiments/quickstart.flags
-    python -m deeplab.train --flagfile=experiments/table6_aspp.flags --logdir=runs/t6
+    python -m deeplab.train --flagfile=experiments/table6.flags --logdir=runs/t6
 
 SGD with momentum 0.9 and the "poly" learning rate ``base_lr * (1 - step / max_steps) ** 0.9``
 (base 0.007, 30K steps, batch 16, crop 513, output stride 16), L2 weight decay, BN fine-tuned
@@ -33,6 +33,10 @@ under any number of replicas. Memory: the momentum update is one fused kernel pe
 than kept (deeplab.recompute, --recompute_through).
 """
 
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
+
 import dataclasses
 import json
 import os
@@ -41,7 +45,6 @@ import time
 
 # TensorFlow's C++ INFO lines (oneDNN notices, tf.data defaults) are noise on the console;
 # warnings and errors still show. Set before TensorFlow is imported; an explicit value wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
@@ -49,6 +52,8 @@ from deeplab import _cpu, experiment_flags, run_record
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
+# --help lists the shared experiment flags this binary reads, not only its own.
+flags.adopt_module_key_flags(experiment_flags)
 # Flags for this binary's own command line only (experiment flagfiles stay shared).
 flags.DEFINE_integer("logical_cpu_devices", 0,
                      "Split the CPU into N logical devices before TensorFlow starts, so "
@@ -750,10 +755,7 @@ def main(argv):
         print(f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
               file=sys.stderr)
         sys.exit(1)
-    if not FLAGS["verbosity"].present:
-        # TensorFlow logs an INFO line per checkpoint write; the progress lines say what matters.
-        # --verbosity=0 brings the INFO log back.
-        logging.set_verbosity(logging.WARNING)
+    _console.quiet_absl()  # e.g. an INFO line per checkpoint write; --verbosity=0 shows them
     try:
         if FLAGS.logical_cpu_devices > 1:
             from deeplab import distribute  # pylint: disable=import-outside-toplevel

@@ -25,6 +25,10 @@ dataset's evaluation server (``deeplab.visualization.save_raw_prediction``):
 ``raw/<name>.png`` index PNGs otherwise.
 """
 
+from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+
+_console.quiet_tensorflow()
+
 import glob
 import os
 import sys
@@ -36,6 +40,8 @@ from deeplab import experiment_flags
 from deeplab.errors import ConfigError, DataError, UserError
 
 FLAGS = flags.FLAGS
+# --help lists the shared experiment flags this binary reads, not only its own.
+flags.adopt_module_key_flags(experiment_flags)
 flags.DEFINE_string("vis_dir", None, "Output folder; default <checkpoint folder>/vis/<split>.")
 flags.DEFINE_integer("vis_num_images", 20,
                      "Images that get colour PNGs and a panel (0: none, e.g. only the raw "
@@ -206,6 +212,7 @@ def _default_palette(num_classes):
 
 
 def main(argv):
+    _console.quiet_absl()
     if len(argv) > 1:
         print(f"deeplab.visualize: error: unexpected arguments {argv[1:]} (flags need --name=value)",
               file=sys.stderr)

@@ -330,3 +330,25 @@ def test_readme_rows_are_generated_from_the_row_definitions():
     assert text == expected, "run: python -m deeplab.reproduce --update_readme"
     for table, row in all_rows():
         assert f"| {reproduce.paper_text(row)} |" in text
+
+
+@pytest.mark.parametrize("binary, listed, not_listed", [
+    ("train", ["--base_learning_rate", "--crop_size", "--backbone", "--training_steps"], []),
+    ("evaluate", ["--eval_output_stride", "--backbone", "--dataset_dir"], []),
+    ("describe", ["--backbone", "--crop_size", "--output_stride", "--aspp_dropout"],
+     ["--base_learning_rate", "--training_steps"]),
+])
+def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_listed):
+    out = subprocess.run([sys.executable, "-m", f"deeplab.{binary}", "--help"], cwd=REPO_ROOT,
+                         env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+                         capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    names = {line.split(":")[0].strip().replace("[no]", "") for line in text.splitlines()
+             if line.startswith("  --")}
+    for flag in listed:
+        assert flag in names, (binary, flag)
+    for flag in not_listed:
+        assert flag not in names, (binary, flag)
+    # Help texts name files that exist.
+    for path in re.findall(r"experiments/[\w.]+\.flags", text):
+        assert os.path.exists(os.path.join(REPO_ROOT, path)), path
