@@ -192,7 +192,7 @@ def main(argv):
         log({"step": step, "eval_split": FLAGS.eval_split, "miou": miou,
              "iou": [None if np.isnan(v) else float(v) for v in metrics.iou_per_class(confusion)],
              "pixel_accuracy": metrics.pixel_accuracy(confusion)})
-        print(f"torchvision step {step}: {FLAGS.eval_split} mIOU {miou:.4f}", flush=True)
+        print(f"torchvision step {step}: {FLAGS.eval_split} mIOU {100 * miou:.2f}%", flush=True)
 
     if FLAGS.eval_only:
         if FLAGS.torch_weights:

@@ -239,7 +239,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     assert f"step {total:>6d}/{total}" in log
 
 
-def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path):
+def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys):
     """--stop_at_step=3 of an 8-step schedule: the process stops after step 3 with a checkpoint
     of step 3 (though 3 is no --save_checkpoint_steps multiple) and the learning rate of the
     8-step schedule; the same config without it resumes at step 4 and finishes at 8."""
@@ -247,6 +247,9 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path):
                      log_steps=1, image_summary_steps=0)
     first = train_lib.train(config)
     assert first.step == 3 and sorted(first.history) == [1, 2, 3]
+    # The progress line's ETA counts to the stop, not to the schedule's end.
+    printed = capsys.readouterr().out
+    assert re.search(r"^step\s+3/8 .*ETA 0s$", printed, re.M), printed
     assert first.checkpoint.endswith("ckpt-3")
     assert checkpoints.read_run_info(str(tmp_path))["step"] == 3
     assert first.history[3]["learning_rate"] == pytest.approx(0.01 * (1 - 2 / 8) ** 0.9, rel=1e-5)
