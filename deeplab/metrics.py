@@ -337,8 +337,8 @@ def format_iou_table(cm, class_names=None):
         )
     present = int((~np.isnan(iou)).sum())
     lines.append("-" * len(header))
-    lines.append(f"mIOU over {present}/{num_classes} present classes: {100 * mean_iou(cm_float):.2f}")
-    lines.append(f"pixel accuracy: {100 * pixel_accuracy(cm_float):.2f}")
+    lines.append(f"mIOU over {present}/{num_classes} present classes: {100 * mean_iou(cm_float):.2f}%")
+    lines.append(f"pixel accuracy: {100 * pixel_accuracy(cm_float):.2f}%")
     return "\n".join(lines)
 
 

@@ -189,7 +189,7 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
                     visualization.colorize_labels(label, palette, ignore_label))
                 cm = metrics.confusion_matrix_update(label, prediction, info["num_classes"],
                                                      ignore_label)
-                title = f"{name}: mIOU {100 * metrics.mean_iou(np.asarray(cm)):.1f}%"
+                title = f"{name}: mIOU {100 * metrics.mean_iou(np.asarray(cm)):.2f}%"
             visualization.save_rgb_png(
                 os.path.join(vis_dir, f"{name}_panel.png"),
                 visualization.panel(raw, prediction, palette, label=label, class_names=class_names,

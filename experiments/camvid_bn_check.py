@@ -39,7 +39,7 @@ def main():
                                                    limit=args.eval_limit or None)
         results = evaluation.evaluate(model, dataset, num_classes=info["num_classes"],
                                       ignore_label=info["ignore_label"], class_names=info["class_names"])
-        print(f"{tag}: val mIOU {100 * results['miou']:.2f}  pixel accuracy "
+        print(f"{tag}: val mIOU {100 * results['miou']:.2f}%  pixel accuracy "
               f"{100 * results['pixel_accuracy']:.2f}  ({results['num_images']} images)", flush=True)
         return results
 

@@ -61,6 +61,29 @@ def test_unletterbox_crops_padding_and_upsamples_by_nearest_neighbour():
     np.testing.assert_array_equal(restored, np.kron(np.array([[0, 1], [2, 3]]), np.ones((2, 2), int)))
 
 
+def test_letterbox_geometry_against_numpy():
+    """The letterbox resize is half-pixel (like the model's multi-scale path): a ramp whose value
+    is the source column comes out, away from the edges, as (x + 0.5) / r - 0.5, both when
+    shrinking (PIL's bilinear filter widens symmetrically, which keeps a ramp) and when
+    enlarging; unletterbox maps back with the same half-pixel grid, so a class boundary moves by
+    less than one original pixel."""
+    for width, in_w in [(120, 80), (40, 100)]:
+        ramp = np.tile(np.arange(width, dtype=np.float64), (6, 1))
+        image = np.repeat((ramp * 2)[..., None], 3, axis=2).astype(np.uint8)  # value = 2 * column
+        padded, (h, w) = tflite.letterbox(image, (in_w, in_w), (0, 0, 0))
+        ratio = w / width
+        x = np.arange(w)
+        expected = 2 * ((x + 0.5) / ratio - 0.5)
+        inner = slice(int(np.ceil(2 / ratio)) + 1, w - int(np.ceil(2 / ratio)) - 1)
+        np.testing.assert_allclose(padded[h // 2, x[inner], 0], expected[inner], atol=1.0)
+        # A boundary at original column c comes back within one pixel of c.
+        c = width // 3
+        labels = (padded[:h, :w, 0] >= 2 * c).astype(np.int32)
+        restored = tflite.unletterbox(labels, (h, w), (6, width))
+        first = int(np.argmax(restored[3]))
+        assert abs(first - c) <= 1, (width, in_w, first, c)
+
+
 def test_parse_input_size():
     assert tflite.parse_input_size("65") == (65, 65)
     assert tflite.parse_input_size(["33", "41"]) == (33, 41)
