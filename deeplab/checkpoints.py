@@ -21,6 +21,7 @@ Library code: no flags are read here.
 """
 
 import json
+import re
 import os
 
 import numpy as np
@@ -337,3 +338,107 @@ def restore_for_finetuning(model, checkpoint):
     logging.info("Initialized %d variables from %s; skipped %d: %s", restored, prefix,
                  len(skipped), ", ".join(skipped) or "none")
     return sorted(skipped)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resuming safely: find the newest intact checkpoint of a logdir.
+# ------------------------------------------------------------------------------------------------
+
+_CKPT_INDEX = re.compile(r"^" + CHECKPOINT_NAME + r"-(\d+)\.index$")
+
+
+def checkpoint_steps_on_disk(logdir):
+    """{step: prefix} of every ``ckpt-N`` whose ``.index`` file is in ``logdir``, whatever the
+    ``checkpoint`` pointer file says (it may be missing, empty or garbage)."""
+    found = {}
+    if not tf.io.gfile.isdir(logdir):
+        return found
+    for name in tf.io.gfile.listdir(logdir):
+        match = _CKPT_INDEX.match(name)
+        if match:
+            found[int(match.group(1))] = os.path.join(logdir, name[: -len(".index")])
+    return found
+
+
+def remove_interrupted_writes(logdir):
+    """Deletes what an interrupted checkpoint write leaves: ``ckpt-N_temp*/`` folders and
+    ``checkpoint.tmp*`` files. Returns the names removed."""
+    removed = []
+    if not tf.io.gfile.isdir(logdir):
+        return removed
+    for name in tf.io.gfile.listdir(logdir):
+        name = name.rstrip("/")
+        path = os.path.join(logdir, name)
+        if re.match(r"^" + CHECKPOINT_NAME + r"-\d+_temp", name) and tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+            removed.append(name)
+        elif name.startswith("checkpoint.tmp") and not tf.io.gfile.isdir(path):
+            tf.io.gfile.remove(path)
+            removed.append(name)
+    return sorted(removed)
+
+
+def verify_checkpoint(prefix):
+    """Reads every tensor of ``prefix`` (TensorFlow checks each one's CRC32C) and checks that
+    the floating-point ones are finite. Returns None if intact, else a short reason."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key, dtype in reader.get_variable_to_dtype_map().items():
+            value = reader.get_tensor(key)
+            if dtype.is_floating and not np.all(np.isfinite(value)):
+                return f"non-finite values in {key}"
+    except Exception as error:  # pylint: disable=broad-except  (DataLoss, IndexError, OSError...)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"unreadable ({type(error).__name__}: {message[:160]})"
+    return None
+
+
+def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
+    """The newest checkpoint of ``logdir`` that reads back whole and finite, or None if it holds
+    none at all.
+
+    Newer checkpoints that fail :func:`verify_checkpoint` are skipped with one line each through
+    ``report``. The ``checkpoint`` pointer file is rewritten to list the intact ones if it was
+    missing, unreadable or pointed at a bad checkpoint (``repair_pointer``; only the chief of a
+    cluster does), so that tf.train.CheckpointManager keeps managing them.
+
+    Raises:
+      UserError: ``logdir`` holds checkpoints and none of them is intact (a fresh start would
+        overwrite them): the message names them and ``--fresh_start``.
+    """
+    on_disk = checkpoint_steps_on_disk(logdir)
+    if not on_disk:
+        return None
+    bad = []
+    for step in sorted(on_disk, reverse=True):
+        prefix = on_disk[step]
+        reason = verify_checkpoint(prefix)
+        if reason is None:
+            if bad:
+                report(f"Skipped {len(bad)} newer checkpoint(s) that cannot be resumed from: "
+                       + "; ".join(f"{os.path.basename(p)}: {r}" for p, r in bad))
+            good = [on_disk[s] for s in sorted(on_disk) if s <= step]
+            try:
+                state = tf.train.get_checkpoint_state(logdir)
+                pointer = state.model_checkpoint_path if state else None
+            except Exception:  # pylint: disable=broad-except  (a garbage pointer file)
+                pointer = None
+            if repair_pointer and (pointer is None
+                                   or os.path.basename(pointer) != os.path.basename(prefix)):
+                tf.compat.v1.train.update_checkpoint_state(logdir, prefix,
+                                                           all_model_checkpoint_paths=good)
+            return prefix
+        bad.append((prefix, reason))
+    names = ", ".join(f"{os.path.basename(p)} ({r})" for p, r in bad)
+    raise UserError(f"--logdir={logdir} holds checkpoints but none can be resumed from: {names}. "
+                    "Restore them, use a new --logdir, or pass --fresh_start to train from step 0 "
+                    "here (checkpoints of the same steps are then overwritten)")
+
+
+def weights_are_finite(model):
+    """True if every variable of ``model`` is finite (checked before a checkpoint is kept)."""
+    for variable in model.weights:
+        value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            return False
+    return True

@@ -61,6 +61,9 @@ flags.DEFINE_integer("logical_cpu_devices", 0,
 flags.DEFINE_integer("summary_images", 3, "Images shown in the TensorBoard image summaries.")
 flags.DEFINE_float("evaluator_interval", 10.0,
                    "TF_CONFIG task 'evaluator': seconds between looks for a new checkpoint.")
+flags.DEFINE_boolean("fresh_start", False,
+                     "Train from step 0 even though --logdir holds checkpoints that cannot be read "
+                     "(without it such a logdir is an error; intact checkpoints are always resumed).")
 flags.DEFINE_float("evaluator_timeout", 3600.0,
                    "TF_CONFIG task 'evaluator': stop when no new checkpoint appeared for this long.")
 
@@ -125,6 +128,7 @@ class TrainConfig:
     eval_flip: bool = False
     evaluator_interval: float = 10.0
     evaluator_timeout: float = 3600.0
+    fresh_start: bool = False
 
 
 @dataclasses.dataclass
@@ -177,7 +181,7 @@ def config_from_flags():
         eval_after_training=FLAGS.eval_after_training, eval_limit=FLAGS.eval_limit,
         eval_output_stride=FLAGS.eval_output_stride, eval_scales=experiment_flags.eval_scales(),
         eval_flip=FLAGS.eval_flip, evaluator_interval=FLAGS.evaluator_interval,
-        evaluator_timeout=FLAGS.evaluator_timeout)
+        evaluator_timeout=FLAGS.evaluator_timeout, fresh_start=FLAGS.fresh_start)
 
 
 def _check_config(config):
@@ -382,13 +386,29 @@ def _train(config, strategy):
         distribute.set_sync_batch_norm(model, True)
     checkpoint = checkpoints.make_checkpoint(model, optimizer, step_var)
     os.makedirs(config.logdir, exist_ok=True)
+    if chief:
+        removed = checkpoints.remove_interrupted_writes(config.logdir)
+        if removed:
+            print(f"Removed the leftovers of interrupted checkpoint writes: {', '.join(removed)}",
+                  flush=True)
+    # Every worker resumes from the chief's checkpoints (the others write scratch copies): the
+    # newest one that reads back whole and finite; newer broken ones are skipped with a line,
+    # and a logdir whose checkpoints are all broken is an error unless --fresh_start.
+    try:
+        latest = checkpoints.newest_intact_checkpoint(
+            config.logdir, report=(lambda line: print(line, flush=True)) if chief else
+            (lambda line: None), repair_pointer=chief)
+    except UserError:
+        if not config.fresh_start:
+            raise
+        latest = None
+        print(f"--fresh_start: training {config.logdir} from step 0; its unreadable "
+              "checkpoints will be overwritten", flush=True)
     manager = tf.train.CheckpointManager(
         checkpoint, distribute.worker_logdir(config.logdir, strategy),
         max_to_keep=config.keep_checkpoints, checkpoint_name=checkpoints.CHECKPOINT_NAME)
 
     start_step = 0
-    # Every worker resumes from the chief's checkpoints (the others write scratch copies).
-    latest = tf.train.latest_checkpoint(config.logdir)
     if latest:
         config_path = os.path.join(config.logdir, checkpoints.MODEL_CONFIG_FILE)
         if os.path.exists(config_path):
@@ -566,6 +586,10 @@ def _train(config, strategy):
             image_summaries.write(model, step)
         if step % config.save_checkpoint_steps == 0 or step == config.training_steps:
             step_var.assign(step)
+            if not checkpoints.weights_are_finite(model):
+                raise NonFiniteLossError(
+                    f"non-finite weights at step {step}: no checkpoint written for it; the last "
+                    f"good checkpoint is {last_saved}. Lower --base_learning_rate")
             last_saved = manager.save(checkpoint_number=step)
             last_saved_step = step
             logging.info("Saved %s", last_saved)
@@ -582,6 +606,9 @@ def _train(config, strategy):
         writer.flush()
     if last_saved_step != step:
         step_var.assign(step)
+        if not checkpoints.weights_are_finite(model):
+            raise NonFiniteLossError(f"non-finite weights at step {step}: no checkpoint written "
+                                     f"for it; the last good checkpoint is {last_saved}")
         last_saved = manager.save(checkpoint_number=step)
     if chief and step > start_step:
         print(f"Trained steps {start_step}->{step} in {format_duration(time.time() - run_start)}; "

@@ -1,0 +1,138 @@
+"""Fault injection on a run's checkpoints: a restart never starts from step 0 over intact
+checkpoints, skips broken ones with a line naming them, and keeps only finite weights."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from deeplab import checkpoints
+from deeplab import train as train_lib
+from deeplab.errors import UserError
+
+MODEL = {"backbone": "resnet14_tiny", "num_classes": 3, "output_stride": 16,
+         "multi_grid": (1, 2, 4), "atrous_rates": (1, 2, 3), "image_pooling": True,
+         "batch_norm_momentum": 0.9, "aspp_filters": 8}
+
+
+def _config(data_dir, logdir, **overrides):
+    model = dict(MODEL)
+    model.pop("num_classes")
+    values = dict(dataset_dir=data_dir, logdir=str(logdir), model=model, crop_size=(33, 33),
+                  batch_size=2, training_steps=6, base_learning_rate=0.01, min_scale_factor=1.0,
+                  max_scale_factor=1.0, shuffle_buffer=8, save_checkpoint_steps=2, log_steps=100,
+                  image_summary_steps=0, keep_checkpoints=10, seed=0)
+    values.update(overrides)
+    return train_lib.TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    """A 6-step run with ckpt-2, -4, -6, copied fresh for each test."""
+    logdir = tmp_path_factory.mktemp("finished")
+    train_lib.train(_config(data_dir, logdir))
+    return str(logdir)
+
+
+@pytest.fixture()
+def run(finished_run, tmp_path):
+    logdir = str(tmp_path / "run")
+    shutil.copytree(finished_run, logdir)
+    return logdir
+
+
+def _resume(data_dir, logdir, capsys, **overrides):
+    result = train_lib.train(_config(data_dir, logdir, training_steps=8, **overrides))
+    return result, capsys.readouterr().out
+
+
+def _truncate(prefix):
+    data = [p for p in os.listdir(os.path.dirname(prefix))
+            if p.startswith(os.path.basename(prefix) + ".data")]
+    path = os.path.join(os.path.dirname(prefix), data[0])
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_a_byte(prefix):
+    data = [p for p in os.listdir(os.path.dirname(prefix))
+            if p.startswith(os.path.basename(prefix) + ".data")]
+    path = os.path.join(os.path.dirname(prefix), data[0])
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 3)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
+def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys, damage):
+    damage(os.path.join(run, "ckpt-6"))
+    result, out = _resume(data_dir, run, capsys)
+    assert "Skipped 1 newer checkpoint(s) that cannot be resumed from: ckpt-6: " in out
+    assert f"Resuming from {run}/ckpt-4 at step 4" in out
+    assert result.resumed_from == 4 and result.step == 8
+    # The intact older ones were never touched.
+    assert checkpoints.verify_checkpoint(os.path.join(run, "ckpt-2")) is None
+
+
+def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, capsys):
+    for name in os.listdir(run):
+        if name.startswith("ckpt-6."):
+            os.remove(os.path.join(run, name))
+    result, out = _resume(data_dir, run, capsys)
+    assert result.resumed_from == 4, out
+    assert "steps 4->8" in out
+
+
+@pytest.mark.parametrize("pointer", ["garbage {{{ not a proto", ""])
+def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(data_dir, run, capsys,
+                                                                        pointer):
+    with open(os.path.join(run, "checkpoint"), "w", encoding="utf-8") as handle:
+        handle.write(pointer)
+    result, out = _resume(data_dir, run, capsys)
+    assert result.resumed_from == 6, out
+
+
+def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, capsys):
+    for step in (2, 4, 6):
+        _truncate(os.path.join(run, f"ckpt-{step}"))
+    with pytest.raises(UserError, match=r"none can be resumed from: ckpt-6 .*ckpt-4 .*ckpt-2 .*"
+                                        r"--fresh_start"):
+        _resume(data_dir, run, capsys)
+    result, out = _resume(data_dir, run, capsys, fresh_start=True)
+    assert result.resumed_from == 0 and result.step == 8
+    assert "--fresh_start: training" in out
+
+
+def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
+    os.makedirs(os.path.join(run, "ckpt-8_temp", "part"))
+    with open(os.path.join(run, "checkpoint.tmp1234"), "w", encoding="utf-8") as handle:
+        handle.write("half")
+    result, out = _resume(data_dir, run, capsys)
+    assert "Removed the leftovers of interrupted checkpoint writes: checkpoint.tmp1234, ckpt-8_temp" in out
+    assert not os.path.exists(os.path.join(run, "ckpt-8_temp"))
+    assert result.step == 8
+
+
+def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
+    """A rate that overflows the weights: the run stops, and every checkpoint it left is finite."""
+    logdir = str(tmp_path / "diverged")
+    # At this rate the weights overflow a step or two before the loss does (measured: finite
+    # checkpoints 1 and 2, infinite weights at step 3).
+    with pytest.raises(train_lib.NonFiniteLossError, match="non-finite weights at step"):
+        train_lib.train(_config(data_dir, logdir, base_learning_rate=1e6, save_checkpoint_steps=1,
+                                training_steps=6))
+    kept = checkpoints.checkpoint_steps_on_disk(logdir)
+    assert kept, "the run should have checkpointed its first, finite steps"
+    for step, prefix in kept.items():
+        assert checkpoints.verify_checkpoint(prefix) is None, step
+
+
+def test_verify_checkpoint_names_non_finite_values(tmp_path):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    bad = tf.train.Checkpoint(v=tf.Variable(np.array([1.0, np.inf], np.float32)))
+    prefix = bad.write(str(tmp_path / "bad"))
+    assert "non-finite values in v/" in checkpoints.verify_checkpoint(prefix)
