@@ -120,6 +120,54 @@ flags.DEFINE_integer("eval_limit", 0, "Evaluate only the first N images (0 = all
 FLAGS = flags.FLAGS
 
 
+# ---- validation at parse time: a bad value is one line naming the flag, before anything runs.
+def _validate(name, check, message):
+    flags.register_validator(name, check, message=f"--{name} {message}")
+
+
+def _positive_ints(values, minimum=1):
+    try:
+        return bool(values) and all(int(v) >= minimum for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
+_validate("min_scale_factor", lambda v: v > 0, "must be positive")
+_validate("max_scale_factor", lambda v: v > 0, "must be positive")
+_validate("scale_factor_step", lambda v: v >= 0, "must be >= 0 (0: continuous scales)")
+flags.register_multi_flags_validator(
+    ["min_scale_factor", "max_scale_factor"],
+    lambda f: f["min_scale_factor"] <= f["max_scale_factor"],
+    message="--min_scale_factor must not exceed --max_scale_factor")
+_validate("crop_size", lambda v: _positive_ints(v) and len(v) in (1, 2),
+          "takes S or H,W with positive sizes")
+_validate("shuffle_buffer", lambda v: v >= 1, "must be at least 1")
+_validate("bootstrap_repeat", lambda v: v >= 1, "must be at least 1")
+_validate("multi_grid", lambda v: _positive_ints(v) and len(v) == 3,
+          "takes three positive unit rates, e.g. 1,2,4")
+_validate("atrous_rates", lambda v: not v or _positive_ints(v),
+          "takes positive rates, e.g. 6,12,18 (empty only with --head=cascade)")
+_validate("num_cascaded_blocks", lambda v: 0 <= v <= 3, "must be in 0..3")
+_validate("batch_norm_momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
+_validate("weight_decay", lambda v: v >= 0, "must be >= 0")
+_validate("aspp_filters", lambda v: v >= 1, "must be at least 1")
+_validate("aspp_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")
+_validate("training_steps", lambda v: v >= 1, "must be at least 1")
+_validate("stop_at_step", lambda v: v >= 0, "must be >= 0 (0: run the whole schedule)")
+_validate("batch_size", lambda v: v >= 1, "must be at least 1")
+_validate("base_learning_rate", lambda v: v > 0, "must be positive")
+_validate("learning_power", lambda v: v >= 0, "must be >= 0")
+_validate("end_learning_rate", lambda v: v >= 0, "must be >= 0")
+_validate("warmup_steps", lambda v: v >= 0, "must be >= 0")
+_validate("momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
+_validate("save_checkpoint_steps", lambda v: v >= 1, "must be at least 1")
+_validate("keep_checkpoints", lambda v: v >= 1, "must be at least 1")
+_validate("log_steps", lambda v: v >= 1, "must be at least 1")
+_validate("image_summary_steps", lambda v: v >= 0, "must be >= 0 (0: never)")
+_validate("eval_limit", lambda v: v >= 0, "must be >= 0 (0: all)")
+_validate("num_classes", lambda v: v >= 0, "must be >= 0 (0: from dataset.json)")
+
+
 def _ints(values):
     return tuple(int(v) for v in values)
 

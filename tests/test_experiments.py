@@ -352,3 +352,28 @@ def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_list
     # Help texts name files that exist.
     for path in re.findall(r"experiments/[\w.]+\.flags", text):
         assert os.path.exists(os.path.join(REPO_ROOT, path)), path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min_scale_factor=-1"], "--min_scale_factor must be positive"),
+    (["--min_scale_factor=2", "--max_scale_factor=1"], "must not exceed --max_scale_factor"),
+    (["--momentum=-5"], r"--momentum must be in \[0, 1\)"),
+    (["--shuffle_buffer=0"], "--shuffle_buffer must be at least 1"),
+    (["--aspp_filters=0"], "--aspp_filters must be at least 1"),
+    (["--atrous_rates=-1,2,3"], "--atrous_rates takes positive rates"),
+    (["--multi_grid="], "--multi_grid takes three positive unit rates"),
+    (["--crop_size=0"], "--crop_size takes S or H,W"),
+    (["--batch_norm_momentum=1.5"], "--batch_norm_momentum must be in"),
+    (["--training_steps=0"], "--training_steps must be at least 1"),
+])
+def test_bad_flag_values_are_rejected_when_parsed(args, message):
+    """A bad value is refused before anything runs, with a line naming the flag (it used to be
+    clamped, replaced or turned into a traceback deep in training)."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+
+    from deeplab import experiment_flags  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    with flagsaver.flagsaver():
+        with pytest.raises(flags.IllegalFlagValueError, match=message):
+            flags.FLAGS(["prog"] + args)
