@@ -2,11 +2,25 @@
 
 A reader, or a run killed halfway, never sees a half-written checkpoint config, results file,
 PNG or .tflite; a failed write leaves the previous file (if any) untouched and no temporary.
+The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not
+the 0600 of ``tempfile.mkstemp``.
 """
 
 import json
 import os
 import tempfile
+
+
+def _umask():
+    """The process's umask (``os.umask`` can only read it by setting it: set and restore)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode():
+    """The permission bits ``open(path, "w")`` gives a new file: 0666 less the current umask."""
+    return 0o666 & ~_umask()
 
 
 def write_bytes(path, data):
@@ -17,6 +31,11 @@ def write_bytes(path, data):
                                          suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as f:
+            # mkstemp creates the file 0600 whatever the umask; give it the ordinary mode.
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), default_file_mode())
+            else:  # Windows: no fchmod (and only the read-only bit means anything).
+                os.chmod(temp_path, default_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -13,7 +13,8 @@ worker 0 acting as chief.
 Each line a task prints is streamed with a ``[task:index]`` prefix. When the chief ends (or
 the launcher gets Ctrl-C / SIGTERM) every process the launcher started is stopped (an evaluator
 is first given --evaluator_wait_seconds to evaluate the last checkpoint): SIGTERM to
-the process group it created for that task, then SIGKILL after ``--grace_seconds``. Nothing
+the process group it created for that task, then SIGKILL after ``--grace_seconds``; every
+line a task printed before it stopped is streamed before the launcher exits. Nothing
 else is touched. With ``--restart_workers`` a worker that dies while the chief runs is
 started again with the same address (the coordinator reschedules its steps). The exit code is
 the chief's.
@@ -42,6 +43,10 @@ flags.DEFINE_float("evaluator_wait_seconds", 600.0,
                    "After the chief succeeds, how long the evaluator may take to evaluate the last "
                    "checkpoint and exit before it is stopped.")
 flags.DEFINE_string("host", "127.0.0.1", "Address the tasks listen on (loopback only).")
+
+# After a task is stopped, how long the launcher waits for the rest of its output (a process
+# that left the task's group could hold the pipe open for ever).
+DRAIN_SECONDS = 5.0
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -97,6 +102,7 @@ class Task:
         self.process = None
         self.restarts = 0
         self.pids = []
+        self.streams = []  # the threads streaming each started process's output
 
     @property
     def name(self):
@@ -114,7 +120,9 @@ class Task:
                                         start_new_session=True)
         self.pids.append(self.process.pid)
         self._say(f"started pid={self.process.pid}")
-        threading.Thread(target=self._stream, args=(self.process,), daemon=True).start()
+        stream = threading.Thread(target=self._stream, args=(self.process,), daemon=True)
+        stream.start()
+        self.streams.append(stream)
 
     def _say(self, text):
         with self.output_lock:
@@ -130,18 +138,24 @@ class Task:
     def poll(self):
         return None if self.process is None else self.process.poll()
 
-    def stop(self, grace_seconds):
-        """SIGTERM the task's process group, SIGKILL it after the grace period."""
-        if self.process is None or self.process.poll() is not None:
-            self._kill_group(signal.SIGKILL)  # reap anything it left behind in its group
+    def stop(self, grace_seconds, drain_seconds=DRAIN_SECONDS):
+        """SIGTERM the task's process group, SIGKILL it after the grace period, then stream what
+        it printed before it stopped (waiting up to ``drain_seconds`` for the pipe to close)."""
+        if self.process is None:
             return
-        self._kill_group(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace_seconds)
-        except subprocess.TimeoutExpired:
-            self._say("did not stop on SIGTERM: SIGKILL")
-        self._kill_group(signal.SIGKILL)
-        self.process.wait()
+        if self.process.poll() is not None:
+            self._kill_group(signal.SIGKILL)  # reap anything it left behind in its group
+        else:
+            self._kill_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                self._say("did not stop on SIGTERM: SIGKILL")
+            self._kill_group(signal.SIGKILL)
+            self.process.wait()
+        deadline = time.time() + drain_seconds
+        for stream in self.streams:
+            stream.join(timeout=max(0.0, deadline - time.time()))
 
     def _kill_group(self, sig):
         try:

@@ -13,8 +13,9 @@ prints the table side by side (row, paper mIOU, ours) and writes it to
 
 Training runs are shared: two rows whose training flags resolve to the same values (all flags of
 ``deeplab/experiment_flags.py`` except evaluation and logging ones) train once, in this table and
-across tables and invocations (a finished run is recorded in ``<reproduce_dir>/runs/*/run.json``;
---noreuse retrains). Rows that need an earlier stage (``--init_checkpoint`` naming another
+across tables and invocations (a finished run is recorded in ``<reproduce_dir>/<run>/run.json``,
+one folder per run named after its flagfile's --logdir, e.g. ``runs/reproduce/table6``; --noreuse
+retrains). Rows that need an earlier stage (``--init_checkpoint`` naming another
 flagfile's ``--logdir``: COCO pretraining -> Table 6 -> Table 7) train that stage first.
 Test-set rows (Tables 7, 13) write the evaluation server's files with ``deeplab.visualize``'s
 library function instead of an mIOU. Table 11's rows train on a cluster of local processes
@@ -23,7 +24,9 @@ parameter-server training); their training time is reported beside the mIOU, and
 their clusters have at most --smoke_max_workers workers.
 
 Any experiment flag given on this command line is appended to every row (e.g.
-``--training_steps=3000`` for a shorter schedule, ``--dataset_dir=...``). --smoke replaces the
+``--training_steps=3000`` for a shorter schedule, ``--dataset_dir=...``), except --logdir and
+--checkpoint: this binary picks every run's folder (under --reproduce_dir) and each training
+and evaluation command names it once. --smoke replaces the
 model by resnet14_tiny with 16-filter ASPP branches, crops by ~1/16 of their size (513 -> 33,
 321 -> 21, 769 -> 49), the schedule by --smoke_steps steps and every dataset by a small
 synthetic one, keeping everything else of each row (output strides, multi-grid, ASPP rates,
@@ -53,8 +56,8 @@ FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(experiment_flags)
 flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-13.")
 flags.DEFINE_string("reproduce_dir", None,
-                    "Runs, evaluations and the side-by-side tables; default runs/reproduce "
-                    "(runs/reproduce_smoke with --smoke).")
+                    "Training runs (one folder each), evaluations and the side-by-side tables; "
+                    "default runs/reproduce (runs/reproduce_smoke with --smoke).")
 flags.DEFINE_boolean("smoke", False,
                      "Tiny model, tiny crops, --smoke_steps steps, synthetic data: a whole table "
                      "end to end in about a minute per training run.")
@@ -82,6 +85,15 @@ NON_TRAINING_FLAGS = frozenset({
 EVAL_FLAGS = frozenset({"checkpoint", "eval_output_stride", "eval_scales", "eval_flip",
                         "eval_limit", "eval_split"})
 RUN_RECORD = "run.json"
+# Flags this binary sets itself: a run's folder and the run it starts from, and the checkpoint
+# a row evaluates. A row's (or this command line's) own value is dropped from the commands.
+RUN_DIR_FLAGS = frozenset({"logdir", "checkpoint"})
+# The other folders of --reproduce_dir: no run folder takes these names.
+RESERVED_DIRS = frozenset({"evals", "server", "synthetic", "runs"})
+# Before run folders sat directly in --reproduce_dir they sat in <reproduce_dir>/runs; finished
+# runs there are still reused.
+LEGACY_RUNS_DIR = "runs"
+SMOKE_NOTE = "smoke: tiny model and synthetic data, not the paper's setting"
 
 SMOKE_BACKBONE = "resnet14_tiny"
 SMOKE_ASPP_FILTERS = 16
@@ -344,24 +356,39 @@ def _read_json(path):
 
 
 
-def assign_run_dir(run, runs_dir, reuse=True):
+def assign_run_dir(run, runs_dir, reuse=True, taken=()):
     """Picks ``runs_dir/<logdir name>`` for a run (or the finished run of the same key).
+
+    The folder is ``<name>-<key>`` instead when ``<name>`` holds another run, is one of
+    ``taken`` (folders of other runs of this plan) or is one of :data:`RESERVED_DIRS`. With
+    ``reuse``, a finished run of the same key is found in ``runs_dir`` or, from before run
+    folders sat directly in it, in ``runs_dir/runs``.
 
     Returns:
       True if a finished run with this key exists there (and ``reuse``), else False.
     """
-    if reuse and os.path.isdir(runs_dir):
-        for name in sorted(os.listdir(runs_dir)):
-            record = _read_json(os.path.join(runs_dir, name, RUN_RECORD))
-            if record and record.get("key") == run.key and record.get("complete"):
-                run.run_dir = os.path.join(runs_dir, name)
-                return True
+    taken = {os.path.normpath(t) for t in taken}
+    if reuse:
+        for folder in (runs_dir, os.path.join(runs_dir, LEGACY_RUNS_DIR)):
+            if not os.path.isdir(folder):
+                continue
+            for name in sorted(os.listdir(folder)):
+                record = _read_json(os.path.join(folder, name, RUN_RECORD))
+                if record and record.get("key") == run.key and record.get("complete"):
+                    run.run_dir = os.path.join(folder, name)
+                    return True
     run_dir = os.path.join(runs_dir, run.name)
     record = _read_json(os.path.join(run_dir, RUN_RECORD))
-    if record and record.get("key") != run.key:
+    if (run.name in RESERVED_DIRS or os.path.normpath(run_dir) in taken
+            or (record and record.get("key") != run.key)):
         run_dir = os.path.join(runs_dir, f"{run.name}-{run.key}")
     run.run_dir = run_dir
     return False
+
+
+def without_flags(args, names):
+    """``args`` less every "--name=value" / "--[no]name" that sets one of ``names``."""
+    return [arg for arg in args if flag_name(arg) not in names]
 
 
 def train_command(run):
@@ -370,11 +397,14 @@ def train_command(run):
     A run with launch flags (Table 11) is a whole local cluster: ``deeplab.launch_local``
     starts every task with the same training flags.
     """
+    # The run's folder replaces the row's own --logdir (the flagfile's is overridden by the
+    # last one); an earlier stage's folder replaces --init_checkpoint.
+    args = without_flags(run.args, {"logdir"} | ({"init_checkpoint"} if run.init else set()))
     if run.launch:
         command = ([sys.executable, "-m", "deeplab.launch_local", *run.launch, "--"]
-                   + absolute_flagfile_args(run.args))
+                   + absolute_flagfile_args(args))
     else:
-        command = [sys.executable, "-m", "deeplab.train"] + absolute_flagfile_args(run.args)
+        command = [sys.executable, "-m", "deeplab.train"] + absolute_flagfile_args(args)
     command.append(f"--logdir={run.run_dir}")
     if run.init is not None:
         command.append(f"--init_checkpoint={run.init.run_dir}")
@@ -418,7 +448,8 @@ def train(run, *, reuse=True, log=print):
 
 def eval_command(row, run, planner):
     """The evaluate (or, for a test-set row, visualize) command of a row, for --dry_run."""
-    args = absolute_flagfile_args(planner.row_args(row.args(), row.launch))
+    args = absolute_flagfile_args(without_flags(planner.row_args(row.args(), row.launch),
+                                                RUN_DIR_FLAGS))
     if row.split == "test":
         args += ["--save_raw_predictions", "--vis_num_images=0"]
         if planner.smoke_dataset is None:
@@ -479,12 +510,15 @@ def server_row(run, values, row, server_dir, *, smoke=False):
     return result["vis_dir"]
 
 
-def format_side_by_side(table, results):
-    """The table as text: row, paper mIOU, ours (and the difference)."""
+def format_side_by_side(table, results, smoke=False):
+    """The table as text: row, paper mIOU, ours (and the difference); under ``smoke`` the smoke
+    note comes right under the title, before any number."""
     labels = [table.label(r["row"]) for r in results]
     width = max([len("row")] + [len(l) for l in labels])
-    lines = [f"Table {table.number}: {table.title}",
-             f"{'#':>2}  {'row':<{width}}  {'paper':>6}  {'ours':>6}  {'diff':>6}"]
+    lines = [f"Table {table.number}: {table.title}"]
+    if smoke:
+        lines.append(f"({SMOKE_NOTE})")
+    lines.append(f"{'#':>2}  {'row':<{width}}  {'paper':>6}  {'ours':>6}  {'diff':>6}")
     for index, (label, result) in enumerate(zip(labels, results), 1):
         ours = result["ours"]
         if isinstance(ours, float) and math.isfinite(ours):
@@ -515,9 +549,10 @@ def format_markdown(table, results, smoke):
 def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=print):
     """Trains and evaluates every row of ``table``; returns the list of row results."""
     planned = plan_table(table, planner)
-    runs_dir = os.path.join(output_dir, "runs")
+    taken = set()
     for run in planner.runs.values():
-        assign_run_dir(run, runs_dir, reuse)
+        assign_run_dir(run, output_dir, reuse, taken)
+        taken.add(os.path.normpath(run.run_dir))
     if dry_run:
         log(f"# Table {table.number}: {len(planner.runs)} training run(s), earlier stages first")
         for run in planner.runs.values():
@@ -551,7 +586,7 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
             record = _read_json(os.path.join(run.run_dir, RUN_RECORD)) or {}
             result["seconds"] = record.get("seconds")
         results.append(result)
-        log(f"  mIOU {miou:.2f} (paper {row.paper_miou:.2f})")
+        log(f"  mIOU {miou:.2f}% (paper {row.paper_miou:.2f}%)")
     _add_training_times(results)
     return results
 
@@ -683,7 +718,10 @@ def command_line_overrides():
     """The experiment flags given on this command line, as "--name=value" overrides."""
     overrides = []
     for flag in _experiment_flags():
-        if flag.present:
+        if flag.present and flag.name in RUN_DIR_FLAGS:
+            print(f"deeplab.reproduce: ignoring --{flag.name}: every run's folder is "
+                  "<reproduce_dir>/<run> (set --reproduce_dir)", file=sys.stderr, flush=True)
+        elif flag.present:
             overrides.append(flag.serialize())
     return overrides
 
@@ -702,6 +740,8 @@ def main(argv):
         if FLAGS.table is None:
             raise ConfigError("pass --table=N (1-13), or --update_readme")
         table = paper_tables.get_table(FLAGS.table)
+        if FLAGS.smoke:  # first, before any command or number
+            print(f"# {SMOKE_NOTE}", flush=True)
         output_dir = os.path.abspath(FLAGS.reproduce_dir or os.path.join(
             "runs", "reproduce_smoke" if FLAGS.smoke else "reproduce"))
         smoke_dataset = None
@@ -718,10 +758,9 @@ def main(argv):
             return
         path = write_outputs(table, results, output_dir, FLAGS.smoke)
         print()
-        print(format_side_by_side(table, results))
+        print(format_side_by_side(table, results, FLAGS.smoke))
         print(f"\n{len(planner.runs)} training run(s), {time.time() - start:.0f} s; wrote {path}"
-              + (" (smoke: tiny model and synthetic data, not the paper's setting)"
-                 if FLAGS.smoke else ""), flush=True)
+              + (f" ({SMOKE_NOTE})" if FLAGS.smoke else ""), flush=True)
     except (UserError, ValueError, flags.ValidationError) as error:
         print(f"deeplab.reproduce: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -420,6 +420,10 @@ def _train(config, strategy):
                                   "--logdir, or --init_checkpoint to start from that run")
         checkpoint.restore(latest).assert_existing_objects_matched()
         start_step = int(step_var.numpy())
+        if start_step > config.training_steps:
+            raise ConfigError(f"--training_steps={config.training_steps} is below step {start_step} "
+                              f"that {latest} has reached: raise --training_steps to continue, or "
+                              "use a new --logdir to train a shorter schedule")
         logging.info("Resuming from %s at step %d (optimizer iterations %d)",
                      latest, start_step, int(optimizer.iterations.numpy()))
         if chief:

@@ -136,3 +136,10 @@ def test_verify_checkpoint_names_non_finite_values(tmp_path):
     bad = tf.train.Checkpoint(v=tf.Variable(np.array([1.0, np.inf], np.float32)))
     prefix = bad.write(str(tmp_path / "bad"))
     assert "non-finite values in v/" in checkpoints.verify_checkpoint(prefix)
+
+
+def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
+    from deeplab.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(ConfigError, match=r"--training_steps=3 is below step 6 .*ckpt-6"):
+        train_lib.train(_config(data_dir, run, training_steps=3))

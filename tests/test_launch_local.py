@@ -21,12 +21,26 @@ FAKE_TASK = textwrap.dedent(r'''
     kind, index = config["task"]["type"], config["task"]["index"]
     mode = sys.argv[1]
     workdir = sys.argv[2]
+    chief = kind == "chief" or (kind == "worker" and index == 0
+                                and "chief" not in config["cluster"])
+    if mode == "fail" and not chief:
+        time.sleep(1.5)  # a slow start, as on a loaded machine
     print(f"role {kind} {index} cluster {sorted(config['cluster'])}", flush=True)
+    # Readiness marker, written once the role line is out.
+    open(os.path.join(workdir, f"started.{kind}.{index}"), "w").close()
     if mode == "ignore_term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in config["cluster"])
     if chief:
         if mode == "fail":
+            # Fail only once every task has reported its role (the test checks their lines).
+            names = [f"started.{k}.{i}" for k in config["cluster"]
+                     for i in range(len(config["cluster"][k]))]
+            deadline = time.time() + 90
+            while not all(os.path.exists(os.path.join(workdir, n)) for n in names):
+                if time.time() > deadline:
+                    print("not every task started in 90 s", flush=True)
+                    sys.exit(5)
+                time.sleep(0.05)
             sys.exit(3)
         if mode == "restart":
             deadline = time.time() + 60
@@ -147,10 +161,16 @@ def test_an_evaluator_that_does_not_finish_is_stopped_after_its_wait(tmp_path):
 
 
 def test_chief_failure_is_the_exit_code_and_stops_everything(tmp_path):
+    """Worker 1 starts slowly; the chief fails once both have reported (readiness markers), so
+    worker 1 is stopped while it runs, and the line it printed still reaches the output."""
     code, output = _launch(tmp_path, "fail", "--workers=2", "--ps=0")
     assert code == 3, output
+    assert sorted(os.listdir(tmp_path)) == ["fake_task.py", "started.worker.0", "started.worker.1"]
+    assert "[worker:0] role worker 0 cluster ['worker']" in output
     assert "[worker:1] role worker 1 cluster ['worker']" in output
-    _assert_all_gone(_pids(output), output)
+    pids = _pids(output)
+    assert len(pids) == 2
+    _assert_all_gone(pids, output)
 
 
 def test_interrupt_stops_every_task_even_one_ignoring_sigterm(tmp_path):

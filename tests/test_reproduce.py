@@ -99,6 +99,104 @@ def test_dry_run_prints_every_command_in_order(tmp_path):
     assert not os.listdir(tmp_path)  # nothing ran
 
 
+def training_lines(lines):
+    return [l for l in lines if l.startswith(("python -m deeplab.train",
+                                              "python -m deeplab.launch_local"))]
+
+
+@pytest.mark.parametrize("number", sorted(paper_tables.TABLES))
+@pytest.mark.parametrize("smoke", [False, True])
+def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(tmp_path, number,
+                                                                            smoke):
+    """Rows with their own --logdir (Tables 1-3, 5, 8) and chained stages (Tables 6, 7): the
+    run's folder replaces the row's --logdir and --init_checkpoint, it is not appended."""
+    root = tmp_path / "runs" / "reproduce"
+    lines = []
+    planner = reproduce.Planner(["--log_steps=5"], smoke_dataset=str(root / "synthetic") if smoke
+                                else None)
+    reproduce.reproduce(paper_tables.TABLES[number], output_dir=str(root), planner=planner,
+                        dry_run=True, log=lines.append)
+    trains = training_lines(lines)
+    assert len(trains) == len(planner.runs) > 0
+    run_dirs = []
+    for line in trains:
+        logdirs = [a for a in line.split() if a.startswith("--logdir=")]
+        assert len(logdirs) == 1, line
+        assert line.split().count("--log_steps=5") == 1
+        assert len([a for a in line.split() if a.startswith("--init_checkpoint=")]) <= 1, line
+        run_dirs.append(logdirs[0][len("--logdir="):])
+    assert all(os.path.dirname(d) == str(root) for d in run_dirs), run_dirs
+    assert len(set(run_dirs)) == len(run_dirs)  # one folder per run
+    for line in lines:
+        assert "runs/reproduce/runs/" not in line, line
+        if line.startswith(("python -m deeplab.evaluate", "python -m deeplab.visualize")):
+            assert "--logdir=" not in line, line
+            assert len([a for a in line.split() if a.startswith("--checkpoint=")]) == 1, line
+
+
+def run_reproduce(cwd, *flags):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "deeplab.reproduce", *flags], capture_output=True,
+                          text=True, cwd=str(cwd), env=env, check=False, timeout=300)
+
+
+def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
+    """The default --reproduce_dir (runs/reproduce) holds the run folders themselves; a --logdir
+    on the command line is ignored (with a warning), not appended to every row."""
+    for flags in ([], ["--logdir=elsewhere"]):
+        result = run_reproduce(tmp_path, "--table=6", "--dry_run", *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        trains = training_lines(result.stdout.splitlines())
+        assert len(trains) == 3
+        for line in trains:
+            assert line.count("--logdir=") == 1, line
+        root = os.path.join(str(tmp_path), "runs", "reproduce")
+        assert trains[2].split()[-2:] == [f"--logdir={root}/table6",
+                                          f"--init_checkpoint={root}/coco_pretrain"]
+        assert "runs/reproduce/runs/" not in result.stdout
+        assert ("ignoring --logdir" in result.stderr) == bool(flags)
+        assert not os.listdir(tmp_path)  # nothing ran
+
+
+def test_smoke_note_comes_first(tmp_path):
+    result = run_reproduce(tmp_path, "--table=6", "--dry_run", "--smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"# {reproduce.SMOKE_NOTE}" and "not the paper's setting" in lines[0]
+    assert lines[1].startswith("# Table 6")
+    assert run_reproduce(tmp_path, "--table=6", "--dry_run").stdout.count(
+        reproduce.SMOKE_NOTE) == 0
+    # The side-by-side table: the note under the title, before the header and the rows.
+    table = paper_tables.TABLES[4]
+    results = [{"row": row, "ours": 1.0} for row in table.rows]
+    text = reproduce.format_side_by_side(table, results, smoke=True).splitlines()
+    assert text[0].startswith("Table 4") and text[1] == f"({reproduce.SMOKE_NOTE})"
+    assert text[2].split()[:2] == ["#", "row"] and len(text) == 3 + len(table.rows)
+    assert reproduce.SMOKE_NOTE not in reproduce.format_side_by_side(table, results)
+
+
+def test_run_folders_reuse_legacy_runs_and_avoid_reserved_and_taken_names(tmp_path):
+    planner, _ = plan(6)
+    table6 = [run for run in planner.runs.values() if run.name == "table6"][0]
+    legacy = tmp_path / "runs" / "table6"
+    legacy.mkdir(parents=True)
+    (legacy / "run.json").write_text(json.dumps({"key": table6.key, "complete": True}))
+    assert reproduce.assign_run_dir(table6, str(tmp_path)) is True
+    assert table6.run_dir == str(legacy)  # a finished run of the old layout is reused
+    assert reproduce.assign_run_dir(table6, str(tmp_path), reuse=False) is False
+    assert table6.run_dir == str(tmp_path / "table6")
+    reproduce.assign_run_dir(table6, str(tmp_path), reuse=False, taken=[str(tmp_path / "table6")])
+    assert table6.run_dir == str(tmp_path / f"table6-{table6.key}")
+    table6.values = dict(table6.values, logdir="runs/evals")
+    reproduce.assign_run_dir(table6, str(tmp_path), reuse=False)
+    assert table6.run_dir == str(tmp_path / f"evals-{table6.key}")
+
+
+def run_folders(root):
+    """The training run folders (those with a run record) of a --reproduce_dir."""
+    return sorted(name for name in os.listdir(root) if (root / name / "run.json").exists())
+
+
 @pytest.mark.parametrize("number", [4])
 def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     """Train once (tiny model, synthetic data) and evaluate the four inference strategies."""
@@ -113,9 +211,8 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     assert saved["smoke"] is True and len(saved["rows"]) == len(table.rows)
     assert [r["paper_miou"] for r in saved["rows"]] == [r.paper_miou for r in table.rows]
     assert len({r["training_key"] for r in saved["rows"]}) == 1  # one training run
-    runs = os.listdir(tmp_path / "runs")
-    assert runs == ["table4"]
-    record = json.loads((tmp_path / "runs" / "table4" / "run.json").read_text())
+    assert run_folders(tmp_path) == ["table4"]  # directly in --reproduce_dir
+    record = json.loads((tmp_path / "table4" / "run.json").read_text())
     assert record["complete"] is True
 
     settings = []
@@ -127,8 +224,12 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
         assert results["train_output_stride"] == 16 and results["num_images"] == 4
         settings.append((results["output_stride"], len(results["scales"]), results["flip"]))
     assert settings == [(16, 1, False), (8, 1, False), (8, 6, False), (8, 6, True)]
-    # The side-by-side table: row, paper, ours.
+    # The side-by-side table: row, paper, ours; the smoke note first and under the title.
     printed = result.stdout
+    assert printed.splitlines()[0] == f"# {reproduce.SMOKE_NOTE}"
+    title = printed.index(f"Table {number}: {table.title}")
+    assert printed.index(reproduce.SMOKE_NOTE, title) < printed.index(table.label(table.rows[0]),
+                                                                       title)
     for row, saved_row in zip(table.rows, saved["rows"]):
         assert f"{table.label(row)}" in printed and f"{row.paper_miou:.2f}" in printed
         assert f"{saved_row['ours']:.2f}" in printed
@@ -168,10 +269,10 @@ def test_smoke_table_11_trains_through_launch_local(tmp_path):
     saved = json.loads((tmp_path / "table11.json").read_text())
     assert [r["paper_miou"] for r in saved["rows"]] == [77.21, 77.15, 76.79, 77.02, 77.18, 76.69]
     assert len({r["training_key"] for r in saved["rows"]}) == 2
-    assert sorted(os.listdir(tmp_path / "runs")) == ["table11", "table11_2replicas"]
+    assert run_folders(tmp_path) == ["table11", "table11_2replicas"]
     for row in saved["rows"]:
         assert 0.0 <= row["ours"] <= 100.0 and row["training_seconds"] > 0
         assert "ours: --workers=" in row["note"] and "relative" in row["note"]
-    log = (tmp_path / "runs" / "table11_2replicas" / "train.log").read_text()
+    log = (tmp_path / "table11_2replicas" / "train.log").read_text()
     assert "ParameterServerStrategy" in log and "[worker:1] worker:1 serving" in log
     assert "[chief:0] Trained steps 0->4" in log
