@@ -212,3 +212,20 @@ def test_binary_reports_a_missing_checkpoint(tmp_path):
                            f"--export_dir={tmp_path / 'e'}", timeout=120)
     assert result.returncode == 2
     assert "error: --checkpoint=" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_factory):
+    """The SavedModel, the .tflite file and its sidecar carry the mode a plain open() gives
+    (0666 minus the umask), not mkstemp's 0600: a serving process of another user can read
+    them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    export = fx.shared_export(tmp_path_factory)
+    tflite_path = fx.shared_float_tflite(tmp_path_factory)
+    paths = [tflite_path, os.path.splitext(tflite_path)[0] + ".json"]
+    for root, _, names in os.walk(export["export_dir"]):
+        paths += [os.path.join(root, name) for name in names]
+    assert any(p.endswith("saved_model.pb") for p in paths)
+    for path in paths:
+        assert os.stat(path).st_mode & 0o777 == expected, (path, oct(os.stat(path).st_mode))
