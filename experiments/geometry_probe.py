@@ -11,7 +11,7 @@ built with ``upsample_logits=False``):
    ``impulse_weights``); an impulse on the stride-32 grid comes out as a tent whose centroid is
    compared with the impulse's pixel, per input size, output stride and position (columns).
 2. **random**: random tiny models (``--models`` of them); for impulses on a 128x128 input, the
-   centroid of |logits(with impulse) - logits(without)| at OS 16 minus that at OS 8, same
+   centroid of |logits(with impulse) - logits(without)| (whole map) at OS 16 minus that at OS 8, same
    weights; mean and standard error over models and impulses. It should be 0.
 
     python experiments/geometry_probe.py            # ~1 minute on 2 cores
@@ -41,6 +41,12 @@ def upsample(logits, size, stride, method):
 
 
 METHODS = ("half_pixel", "corner", "stride")
+
+
+def map_centroid(weights):
+    """(y, x) centroid of a nonnegative [H, W] map (the whole map)."""
+    ys, xs = np.mgrid[: weights.shape[0], : weights.shape[1]]
+    return (ys * weights).sum() / weights.sum(), (xs * weights).sum() / weights.sum()
 
 
 def exact_probe():
@@ -87,7 +93,7 @@ def random_probe(num_models):
                 for stride, model in deeplab_model.items():
                     change = (upsample(model(probe, training=False), size, stride, method)
                               - upsample(model(base, training=False), size, stride, method))
-                    centres[stride] = np.array(centroid(np.abs(change).sum(-1)[0]))
+                    centres[stride] = np.array(map_centroid(np.abs(change).sum(-1)[0]))
                 shifts[method].append(centres[16] - centres[8])
     print(f"\nrandom tiny models ({num_models} x {len(points)} impulses, 128x128): centroid at OS 16 "
           "minus OS 8 (px), mean +- standard error")
