@@ -25,6 +25,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--crop_size", default="176,240")
     parser.add_argument("--eval_limit", type=int, default=0)
+    parser.add_argument("--output_stride", type=int, default=0,
+                        help="evaluate (and re-estimate BN) at this output stride; 0: the run's")
     args = parser.parse_args()
 
     from deeplab import checkpoints, evaluation, input_pipeline, tfrecord  # pylint: disable=import-outside-toplevel
@@ -32,7 +34,8 @@ def main():
     import keras  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(args.dataset_dir)
-    model = checkpoints.load_model(args.checkpoint, num_classes=info["num_classes"], upsample_logits=True)
+    model = checkpoints.load_model(args.checkpoint, num_classes=info["num_classes"], upsample_logits=True,
+                                   output_stride=args.output_stride or None)
 
     def score(tag):
         dataset = input_pipeline.make_eval_dataset(args.dataset_dir, "val", num_classes=info["num_classes"],
