@@ -61,6 +61,21 @@ def conv_flops(model, height, width):
     return sum(f for _, f in per_op), per_op
 
 
+def _mobilenet_table(output_stride):
+    """Rows of the MobileNetV2 plan: one per inverted residual block."""
+    from deeplab import mobilenet  # pylint: disable=import-outside-toplevel
+
+    rows = ["block          expansion  channels  stride  output_stride  depthwise rate",  # channels at depth 1.0
+            "Conv1 (stem)   -          32        2       2              -"]
+    current = mobilenet.STEM_STRIDE
+    for index, ((expansion, channels, _), (stride, rate)) in enumerate(
+            zip(mobilenet.BLOCKS, mobilenet.mobilenet_plan(output_stride))):
+        current *= stride
+        rows.append(f"{mobilenet.block_prefix(index).rstrip('_'):<14} {expansion:<10} "
+                    f"{channels:<9} {stride:<7} {current:<14} {rate}")
+    return rows
+
+
 def describe(model_kwargs, crop):
     """Returns the description of a model configuration as a printable string.
 
@@ -80,9 +95,12 @@ def describe(model_kwargs, crop):
     feature_shape = backbone.compute_output_spec(
         keras.KerasTensor((1, height, width, 3)))["features"].shape
 
-    depth = model_lib.BACKBONES[model.backbone][0]
-    plan = resnet.atrous_plan(model.output_stride, model.num_cascaded_blocks,
-                              model.multi_grid, depth)
+    if model.backbone in model_lib.MOBILENET_BACKBONES:
+        plan = None
+    else:
+        depth = model_lib.BACKBONES[model.backbone][0]
+        plan = resnet.atrous_plan(model.output_stride, model.num_cascaded_blocks,
+                                  model.multi_grid, depth)
     num_params = model.count_params()
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     lines = [
@@ -101,12 +119,15 @@ def describe(model_kwargs, crop):
         f"({len(per_op)} convolutions, 2*k*k*Cin*Cout*Hout*Wout)",
         f"feature map at {height}x{width}: {feature_shape[1]}x{feature_shape[2]}x{feature_shape[3]}",
         "",
-        "block   units  stride  output_stride  atrous rates",
-        "stem    -      4       4              -",
     ]
-    for block in plan:
-        lines.append(f"{block.name:<7} {len(block.rates):<6} {block.stride:<7} "
-                     f"{block.output_stride:<14} {','.join(str(r) for r in block.rates)}")
+    if plan is None:
+        lines += _mobilenet_table(model.output_stride)
+    else:
+        lines += ["block   units  stride  output_stride  atrous rates",
+                  "stem    -      4       4              -"]
+        for block in plan:
+            lines.append(f"{block.name:<7} {len(block.rates):<6} {block.stride:<7} "
+                         f"{block.output_stride:<14} {','.join(str(r) for r in block.rates)}")
     return "\n".join(lines)
 
 

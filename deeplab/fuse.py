@@ -40,21 +40,30 @@ def _folded_conv_weights(conv, bn):
     beta = (keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center
             else np.zeros_like(mean))
     scale = gamma / np.sqrt(variance + bn.epsilon)
+    folded_bias = ((bias - mean) * scale + beta).astype(np.float32)
+    if isinstance(conv, layers.DepthwiseConv2D):
+        # [kh, kw, in, multiplier]: output channel c * multiplier + m.
+        return (kernel * scale.reshape(1, 1, *kernel.shape[2:])).astype(np.float32), folded_bias
     # Conv2D kernels are [kh, kw, in, out]: the output channel is the last axis.
-    return (kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
+    return (kernel * scale).astype(np.float32), folded_bias
 
 
 def _foldable(conv, bn):
-    return (isinstance(conv, layers.Conv2D) and isinstance(bn, layers.BatchNormalization)
-            and conv.groups == 1 and bn.axis in (-1, [-1], [3], 3)
+    if not (isinstance(bn, layers.BatchNormalization) and bn.axis in (-1, [-1], [3], 3)):
+        return False
+    if isinstance(conv, layers.DepthwiseConv2D):
+        return conv.data_format == "channels_last"
+    return (isinstance(conv, layers.Conv2D) and conv.groups == 1
             and conv.data_format == "channels_last")
 
 
 def _biased_conv(conv):
     """A new Conv2D with ``conv``'s configuration and a bias (weights set later)."""
     config = conv.get_config()
-    config.update(use_bias=True, kernel_regularizer=None, bias_regularizer=None,
-                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None)
+    kernel = "depthwise" if isinstance(conv, layers.DepthwiseConv2D) else "kernel"
+    config.update(use_bias=True, bias_regularizer=None, activity_regularizer=None,
+                  bias_constraint=None, **{f"{kernel}_regularizer": None,
+                                           f"{kernel}_constraint": None})
     return conv.__class__.from_config(config)
 
 
@@ -170,7 +179,8 @@ def _fuse_functional(model):
 # Attributes of deeplab.model.DeepLabV3 that evaluation, serving and export read.
 _MODEL_ATTRIBUTES = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
                      "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
-                     "aspp_filters", "model_input_shape")
+                     "aspp_filters", "decoder_output_stride", "backbone_padding",
+                     "model_input_shape")
 
 
 def fuse_batch_norm(model):

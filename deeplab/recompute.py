@@ -68,6 +68,9 @@ def training_forward(model, recompute_through="block2"):
                           f"{', '.join(SEGMENT_ENDS)}")
     if recompute_through == "none":
         return _plain(model)
+    if getattr(model, "decoder_output_stride", 0):
+        return _plain(model, "the decoder reads backbone features from inside the recomputed "
+                             "part")
     backbone = model.backbone_model
     endpoints = backbone.output
     early = keras.Model(backbone.input, endpoints[recompute_through],

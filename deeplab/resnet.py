@@ -17,6 +17,7 @@ import collections
 import keras
 from keras import layers
 
+from deeplab import stride_plan
 from deeplab.batch_norm import BatchNormalization
 from deeplab.layers import AtrousConv2D
 
@@ -84,16 +85,14 @@ def atrous_plan(output_stride, num_cascaded_blocks=0, multi_grid=None, depth=50)
     units = BLOCK_UNITS[depth] + (CASCADED_UNITS,) * num_cascaded_blocks
     strides = NOMINAL_BLOCK_STRIDE + (2,) * num_cascaded_blocks
     plan = []
-    current_stride, rate = STEM_STRIDE, 1
-    for index, (nominal, num_units) in enumerate(zip(strides, units)):
-        if current_stride * nominal > output_stride:
-            stride, rate = 1, rate * nominal
-        else:
-            stride, current_stride = nominal, current_stride * nominal
+    # The stride sits in the 1x1 before each 3x3, so a converted block's 3x3s use the new rate.
+    points = stride_plan.convert_strides(strides, output_stride, initial_stride=STEM_STRIDE)
+    for index, (point, num_units) in enumerate(zip(points, units)):
         # Multi-grid covers block4..7's three units (a shallower test net takes the first ones).
         unit_rates = multi_grid[:num_units] if index >= 3 else (1,) * num_units
-        plan.append(BlockPlan(f"block{index + 1}", stride,
-                              tuple(rate * int(u) for u in unit_rates), current_stride))
+        plan.append(BlockPlan(f"block{index + 1}", point.stride,
+                              tuple(point.rate_after * int(u) for u in unit_rates),
+                              point.output_stride))
     return plan
 
 

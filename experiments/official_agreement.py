@@ -1,0 +1,116 @@
+"""Agreement of our imported Keras model (and our own TFLite exports of it) with the authors' file.
+
+    python experiments/official_agreement.py \\
+        --tflite=../shared/data/deeplab_tflite/deeplabv3_mnv2_pascal_quant.tflite \\
+        --images=../shared/data/camvid/val --num_images=20
+
+Every stage segments the same real photographs, each resized to the file's 513x513 input:
+
+- keras:        the model ``deeplab.import_official`` builds from the file, float32;
+- ours_float:   that model exported by ``deeplab.tflite.convert_float`` (float TFLite);
+- ours_int8:    exported by ``deeplab.tflite.convert_int8``, calibrated on --num_calibration
+                other images of the same folder (full-integer TFLite);
+- keras_os8:    the Keras model at output stride 8 (not a reproduction check: how far the
+                OS switch moves the authors' model).
+
+and prints, for each, the share of pixels whose class equals the official int8 interpreter's,
+averaged over the images, plus the classes the official model finds. No figure is fixed here.
+"""
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deeplab import import_official, preprocessing, tflite  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _interpreter(path_or_bytes):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    kwargs = {"experimental_op_resolver_type":
+              tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    if isinstance(path_or_bytes, bytes):
+        interpreter = tf.lite.Interpreter(model_content=path_or_bytes, **kwargs)
+    else:
+        interpreter = tf.lite.Interpreter(model_path=path_or_bytes, **kwargs)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _classes(interpreter, image):
+    """Class map of a TFLite DeepLab (official: int64 [1,H,W]; ours: int32 semantic output)."""
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], image[None].astype(detail["dtype"]))
+    interpreter.invoke()
+    for output in interpreter.get_output_details():
+        if len(output["shape"]) == 3:
+            return interpreter.get_tensor(output["index"])[0]
+    raise ValueError("no class-map output")
+
+
+def load_images(folder, size, count, offset=0):
+    files = sorted(glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.jpg")))
+    step = max(1, len(files) // max(1, count))
+    chosen = files[offset::step][:count]
+    return chosen, [np.asarray(Image.open(f).convert("RGB").resize(size[::-1], Image.BILINEAR))
+                    for f in chosen]
+
+
+def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "ours_int8",
+                                                          "keras_os8")):
+    """{stage: mean share of pixels equal to the official interpreter's classes}."""
+    from deeplab import model as model_lib  # pylint: disable=import-outside-toplevel
+
+    official = _interpreter(tflite_path)
+    model, report = import_official.import_tflite(tflite_path)
+    size = tuple(report["input"]["shape"][1:3])
+    runners = {}
+    if "keras" in stages:
+        runners["keras"] = lambda image: np.argmax(np.asarray(
+            model(preprocessing.normalize_image(image[None].astype("float32")), training=False))[0], -1)
+    if "keras_os8" in stages:
+        os8 = model_lib.rebuild_with_output_stride(model, 8)
+        runners["keras_os8"] = lambda image: np.argmax(np.asarray(
+            os8(preprocessing.normalize_image(image[None].astype("float32")), training=False))[0], -1)
+    if "ours_float" in stages:
+        interpreter = _interpreter(tflite.convert_float(model, size))
+        runners["ours_float"] = lambda image, i=interpreter: _classes(i, image)
+    if "ours_int8" in stages:
+        interpreter = _interpreter(tflite.convert_int8(model, size, calibration))
+        runners["ours_int8"] = lambda image, i=interpreter: _classes(i, image)
+    shares = {name: [] for name in runners}
+    found = set()
+    for image in images:
+        reference = _classes(official, image)
+        found.update(np.unique(reference).tolist())
+        for name, run in runners.items():
+            shares[name].append(float(np.mean(run(image) == reference)))
+    names = report["class_names"]
+    return {name: float(np.mean(v)) for name, v in shares.items()}, [names[c] for c in sorted(found)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tflite", required=True)
+    parser.add_argument("--images", required=True, help="folder of real photographs")
+    parser.add_argument("--num_images", type=int, default=20)
+    parser.add_argument("--num_calibration", type=int, default=16)
+    args = parser.parse_args()
+    _, images = load_images(args.images, (513, 513), args.num_images)
+    _, calibration = load_images(args.images, (513, 513), args.num_calibration, offset=1)
+    shares, classes = agreement(args.tflite, images, calibration)
+    print(f"{len(images)} images of {args.images}, 513x513; classes the official model finds: "
+          f"{', '.join(classes)}")
+    for name, share in shares.items():
+        print(f"{name:<11} agrees with the official int8 file on {100 * share:.2f}% of pixels")
+
+
+if __name__ == "__main__":
+    main()
