@@ -65,6 +65,8 @@ def _settings():
         "scales": experiment_flags.eval_scales(),
         "flip": FLAGS.eval_flip,
         "limit": FLAGS.eval_limit or None,
+        "tile_size": experiment_flags.eval_tile_size(),
+        "tile_overlap": FLAGS.eval_tile_overlap,
     }
 
 
@@ -73,7 +75,8 @@ def _default_results_dir(results):
 
     logdir = os.path.dirname(results["checkpoint"])
     return os.path.join(logdir, EVAL_SUMMARY_DIR, evaluation.results_tag(
-        results["split"], results["output_stride"], results["scales"], results["flip"]))
+        results["split"], results["output_stride"], results["scales"], results["flip"],
+        results.get("tile_size")))
 
 
 def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None):

@@ -56,8 +56,10 @@ class Predictor:
       flip: also average the left-right flipped input of every scale.
     """
 
-    def __init__(self, model, *, scales=(1.0,), flip=False):
+    def __init__(self, model, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25):
         self.model = model
+        self.tile_size = tile_size or None
+        self.tile_overlap = float(tile_overlap)
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         if not self.scales or min(self.scales) <= 0:
@@ -83,16 +85,22 @@ class Predictor:
                 self.graph_mode = False
         return self.model(images, training=False)
 
+    def _average(self, image):
+        """[1, H, W, C] probabilities: a tensor, or the NumPy accumulator of tiled inference."""
+        return inference.predict_probabilities(
+            self._forward, _single_image(image)[tf.newaxis], scales=self.scales, flip=self.flip,
+            tile_size=self.tile_size, tile_overlap=self.tile_overlap)
+
     def probabilities(self, image):
         """Averaged class probabilities of one normalized image [H, W, 3]: float32 [H, W, C]."""
-        image = _single_image(image)
-        probabilities = inference.predict_probabilities(
-            self._forward, image[tf.newaxis], scales=self.scales, flip=self.flip)
-        return tf.convert_to_tensor(probabilities)[0]
+        return tf.convert_to_tensor(self._average(image))[0]
 
     def labels(self, image):
         """Predicted classes of one normalized image [H, W, 3]: int32 [H, W]."""
-        return tf.argmax(self.probabilities(image), axis=-1, output_type=tf.int32)
+        probabilities = self._average(image)
+        if isinstance(probabilities, np.ndarray):  # tiled: no [H, W, C] tensor copy
+            return tf.convert_to_tensor(np.argmax(probabilities[0], axis=-1).astype(np.int32))
+        return tf.argmax(probabilities[0], axis=-1, output_type=tf.int32)
 
     def confusion_matrix(self, image, label, num_classes, ignore_label):
         """Confusion matrix [C, C] (int64 numpy) of one image against its label [H, W].
@@ -130,6 +138,7 @@ def _as_text(value):
 
 
 def evaluate(model, dataset, *, num_classes, ignore_label, scales=(1.0,), flip=False, limit=None,
+             tile_size=None, tile_overlap=0.25,
              class_names=None, progress=None):
     """Evaluates ``model`` on every image of ``dataset``: one confusion matrix over the split.
 
@@ -170,7 +179,8 @@ def evaluate(model, dataset, *, num_classes, ignore_label, scales=(1.0,), flip=F
     class_names = [str(n) for n in class_names]
     if len(class_names) != num_classes:
         raise ConfigError(f"got {len(class_names)} class names for {num_classes} classes")
-    predictor = Predictor(model, scales=scales, flip=flip)
+    predictor = Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
+                          tile_overlap=tile_overlap)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     num_images = 0
     start = time.perf_counter()
@@ -220,6 +230,7 @@ def summarize(confusion, class_names=None):
 
 def evaluate_checkpoint(checkpoint, dataset_dir, *, split="val", num_classes=None,
                         output_stride=None, scales=(1.0,), flip=False, limit=None, progress=None,
+                        tile_size=None, tile_overlap=0.25,
                         fuse_batch_norm=True):
     """Evaluates a training checkpoint on a dataset split (what ``deeplab.evaluate`` runs).
 
@@ -258,21 +269,29 @@ def evaluate_checkpoint(checkpoint, dataset_dir, *, split="val", num_classes=Non
     with input_pipeline.explain_data_errors(dataset_dir, split):
         results = evaluate(model, dataset, num_classes=info["num_classes"],
                            ignore_label=info["ignore_label"], scales=scales, flip=flip,
+                           tile_size=tile_size, tile_overlap=tile_overlap,
                            class_names=info["class_names"], progress=progress)
     results.update(checkpoint=run["checkpoint"], step=run["step"],
                    output_stride=int(model.output_stride),
                    train_output_stride=int(run["model_config"]["output_stride"]),
-                   split=split, dataset_dir=os.fspath(dataset_dir), dataset=info["name"])
+                   split=split, dataset_dir=os.fspath(dataset_dir), dataset=info["name"],
+                   tile_size=tile_size or None,
+                   tile_overlap=float(tile_overlap) if tile_size else None)
     return results
 
 
-def results_tag(split, output_stride, scales, flip):
-    """A folder name for one evaluation setting, e.g. "val-os8-ms0.5_0.75_1_1.25_1.5_1.75-flip"."""
+def results_tag(split, output_stride, scales, flip, tile_size=None):
+    """A folder name for one evaluation setting, e.g. "val-os8-ms0.5_0.75_1_1.25_1.5_1.75-flip"
+    (with "-tile513x513" when windows were used)."""
     tag = f"{split}-os{output_stride}"
     scales = tuple(float(s) for s in scales)
     if scales != (1.0,):
         tag += "-ms" + "_".join(f"{s:g}" for s in scales)
-    return tag + ("-flip" if flip else "")
+    tag += "-flip" if flip else ""
+    if tile_size:
+        tile = tile_size if isinstance(tile_size, (tuple, list)) else (tile_size, tile_size)
+        tag += f"-tile{int(tile[0])}x{int(tile[1])}"
+    return tag
 
 
 def format_results(results):

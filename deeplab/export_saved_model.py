@@ -120,11 +120,14 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
                dataset_dir=None, class_names=None, saved_model=True, tflite=False,
                quantize="none", tflite_input_size=(513, 513), calibration_split="train",
                num_calibration_images=100, evaluate_split=None, eval_limit=0, log=print,
-               fuse_batch_norm=True):
+               fuse_batch_norm=True, tile_size=None, tile_overlap=0.25):
     """Does the export; the binary's flags map one to one onto these arguments.
 
     ``fuse_batch_norm`` folds every BN into its convolution before export (:mod:`deeplab.fuse`:
     the same logits to ~1e-5, fewer ops in the SavedModel and the .tflite files).
+    ``tile_size`` / ``tile_overlap`` put sliding-window inference inside the SavedModel's graph
+    (images larger than the tile are segmented in windows); the TFLite files have a static
+    input size and take the whole (letterboxed) image.
 
     Returns:
       dict: "saved_model" (path or None), "tflite" {quantization: path}, "evaluation"
@@ -162,10 +165,12 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
     if saved_model:
         start = time.perf_counter()
         serving.export_saved_model(model, export_dir, class_names=names, palette=palette,
-                                   scales=scales, flip=flip, export_info=export_info)
+                                   scales=scales, flip=flip, export_info=export_info,
+                                   tile_size=tile_size, tile_overlap=tile_overlap)
         result["saved_model"] = export_dir
         log(f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales {list(scales)}, "
-            f"flip {flip}, output stride {model.output_stride}, {model.num_classes} classes)")
+            f"flip {flip}, output stride {model.output_stride}, {model.num_classes} classes"
+            f"{f', windows {tile_size} overlapping {tile_overlap}' if tile_size else ''})")
     if tflite:
         extra = {k: export_info[k] for k in ("checkpoint", "step", "dataset", "output_stride")}
         start = time.perf_counter()
@@ -239,7 +244,8 @@ def main(argv):
             tflite_input_size=input_size,
             calibration_split=FLAGS.calibration_split or FLAGS.train_split,
             num_calibration_images=FLAGS.num_calibration_images,
-            evaluate_split=FLAGS.evaluate_split, eval_limit=FLAGS.eval_limit)
+            evaluate_split=FLAGS.evaluate_split, eval_limit=FLAGS.eval_limit,
+            tile_size=experiment_flags.eval_tile_size(), tile_overlap=FLAGS.eval_tile_overlap)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

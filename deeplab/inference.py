@@ -78,14 +78,124 @@ def _resize_bilinear(x, size):
     return tf.image.resize(x, tf.stack([size[0], size[1]]), method="bilinear")
 
 
-def _one_pass(model, images, scale, flipped):
-    """Probabilities [N, H, W, C] of one (scale, flip) pass, at the images' size."""
+def _softmax(model, images):
+    return ops.softmax(ops.cast(model(images, training=False), "float32"), axis=-1)
+
+
+def tile_starts(length, tile, overlap):
+    """Start offsets of the windows covering ``length`` pixels with ``tile``-pixel windows.
+
+    Consecutive windows overlap by ``overlap`` of a tile (stride ``max(1, round(tile * (1 -
+    overlap)))``); the last window ends on the border (it may overlap its neighbour more).
+    A side no longer than ``tile`` is one window: the whole side, never padded.
+    """
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, _tile_stride(tile, overlap))) + [length - tile]
+
+
+def _tile_stride(tile, overlap):
+    return max(1, int(round(tile * (1.0 - overlap))))
+
+
+def _tile_starts_dynamic(length, tile, overlap):
+    """:func:`tile_starts` for a scalar int32 tensor ``length`` (TensorFlow graphs)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    stride = _tile_stride(tile, overlap)
+    extra = tf.maximum(length - tile, 0)
+    count = (extra + stride - 1) // stride + 1
+    return tf.minimum(tf.range(count) * stride, extra)
+
+
+def tiled_probabilities(model, images, tile_size, overlap=0.25):
+    """Sliding-window probabilities [N, H, W, C]: windows of ``tile_size`` averaged.
+
+    Each window is segmented as an image of its own (softmax of the model's logits at the
+    window's size) and the probabilities of overlapping windows are averaged per pixel. An
+    image no larger than the tile is one window, i.e. exactly whole-image inference. Memory is
+    that of one window's forward pass plus an [H, W, C] accumulator, so images far larger than
+    the training crop (a 4000x3000 photo) can be segmented on a CPU (benchmarks/tiling.py).
+
+    Static sizes (eager evaluation and prediction) loop in Python and accumulate in NumPy;
+    dynamic sizes (inside an exported SavedModel) use a ``tf.while_loop``.
+    """
+    tile_h, tile_w = (int(tile_size), int(tile_size)) if isinstance(tile_size, int) else \
+        tuple(int(t) for t in tile_size)
+    if min(tile_h, tile_w) < 1 or not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"tile size must be positive and overlap in [0, 1), got {tile_size}, "
+                         f"{overlap}")
+    height, width = _spatial_size(images)
+    if _is_static(height) and _is_static(width):
+        if height <= tile_h and width <= tile_w:
+            return _softmax(model, images)
+        import numpy as np  # pylint: disable=import-outside-toplevel
+
+        total = count = None
+        for top in tile_starts(height, tile_h, overlap):
+            for left in tile_starts(width, tile_w, overlap):
+                window = images[:, top:top + tile_h, left:left + tile_w, :]
+                probabilities = ops.convert_to_numpy(_softmax(model, window))
+                if total is None:
+                    total = np.zeros((probabilities.shape[0], height, width,
+                                      probabilities.shape[-1]), np.float32)
+                    count = np.zeros((1, height, width, 1), np.float32)
+                rows, cols = probabilities.shape[1], probabilities.shape[2]
+                total[:, top:top + rows, left:left + cols] += probabilities
+                count[:, top:top + rows, left:left + cols] += 1.0
+        # In place: an [N, H, W, C] float32 array is the largest thing here (1 GiB for a
+        # 12-megapixel image and 21 classes); no second copy is made.
+        total /= count
+        return total
+    return _tiled_dynamic(model, images, (tile_h, tile_w), overlap)
+
+
+def _tiled_dynamic(model, images, tile, overlap):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    tops = _tile_starts_dynamic(height, tile[0], overlap)
+    lefts = _tile_starts_dynamic(width, tile[1], overlap)
+    num_left = tf.size(lefts)
+    first = _softmax(model, images[:, :tile[0], :tile[1], :])
+    classes = first.shape[-1]
+
+    def place(probabilities, top, left):
+        rows, cols = tf.shape(probabilities)[1], tf.shape(probabilities)[2]
+        paddings = [[0, 0], [top, height - top - rows], [left, width - left - cols], [0, 0]]
+        return (tf.pad(probabilities, paddings),
+                tf.pad(tf.ones([1, rows, cols, 1]), paddings))
+
+    total, count = place(first, 0, 0)
+
+    def body(index, total, count):
+        top, left = tops[index // num_left], lefts[index % num_left]
+        window = images[:, top:top + tile[0], left:left + tile[1], :]
+        probabilities, ones = place(_softmax(model, window), top, left)
+        return index + 1, total + probabilities, count + ones
+
+    _, total, count = tf.while_loop(
+        lambda index, *_: index < tf.size(tops) * num_left, body,
+        (tf.constant(1), total, count),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, None, classes]),
+                          tf.TensorShape([1, None, None, 1])))
+    return total / count
+
+
+def _one_pass(model, images, scale, flipped, tile=None):
+    """Probabilities [N, H, W, C] of one (scale, flip) pass, at the images' size.
+
+    ``tile``: None (whole image) or ``(tile_size, overlap)`` for :func:`tiled_probabilities`.
+    """
     size = _spatial_size(images)
     x = ops.flip(images, axis=2) if flipped else images
     if scale != 1.0:
         x = _resize_bilinear(x, scaled_size(size[0], size[1], scale))
-    logits = model(x, training=False)
-    probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    if tile:
+        probabilities = tiled_probabilities(model, x, tile[0], tile[1])
+    else:
+        probabilities = _softmax(model, x)
     probabilities = _resize_bilinear(probabilities, size)
     return ops.flip(probabilities, axis=2) if flipped else probabilities
 
@@ -101,18 +211,19 @@ def _check_scales(scales):
     return scales
 
 
-def _sum_passes(model, images, scales, flipped, keep_scale=None):
+def _sum_passes(model, images, scales, flipped, keep_scale=None, tile=None):
     """Sum of the passes at ``scales``; also returns the pass at ``keep_scale`` if computed."""
     total, kept = None, None
     for scale in scales:
-        probabilities = _one_pass(model, images, scale, flipped)
+        probabilities = _one_pass(model, images, scale, flipped, tile)
         if scale == keep_scale:
             kept = probabilities
         total = probabilities if total is None else total + probabilities
     return total, kept
 
 
-def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
+def predict_probabilities(model, images, *, scales=(1.0,), flip=False, tile_size=None,
+                          tile_overlap=0.25):
     """Class probabilities averaged over input scales and, optionally, left-right flips.
 
     Sec. 4.2: "averaging the probabilities from each scale"; with ``flip`` the flipped input of
@@ -124,24 +235,30 @@ def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
       images: normalized images [N, H, W, 3] (``deeplab.preprocessing.normalize_image``).
       scales: input scales, e.g. ``PAPER_EVAL_SCALES``; distinct and positive.
       flip: also average the left-right flipped inputs.
+      tile_size: None / 0 (whole images), or an int or (h, w): every pass larger than it is
+        segmented in overlapping windows (:func:`tiled_probabilities`).
+      tile_overlap: share of a window its neighbour overlaps, in [0, 1).
 
     Returns:
       float32 probabilities [N, H, W, C].
     """
     scales = _check_scales(scales)
     images = ops.convert_to_tensor(images, dtype="float32")
-    total, _ = _sum_passes(model, images, scales, flipped=False)
+    tile = (tile_size, float(tile_overlap)) if tile_size else None
+    total, _ = _sum_passes(model, images, scales, flipped=False, tile=tile)
     count = len(scales)
     if flip:
-        flipped_total, _ = _sum_passes(model, images, scales, flipped=True)
+        flipped_total, _ = _sum_passes(model, images, scales, flipped=True, tile=tile)
         total = total + flipped_total
         count *= 2
-    return total / float(count)
+    return total if count == 1 else total / float(count)
 
 
-def predict_labels(model, images, *, scales=(1.0,), flip=False):
+def predict_labels(model, images, *, scales=(1.0,), flip=False, tile_size=None,
+                   tile_overlap=0.25):
     """Per-pixel predicted classes: argmax of :func:`predict_probabilities`, int32 [N, H, W]."""
-    probabilities = predict_probabilities(model, images, scales=scales, flip=flip)
+    probabilities = predict_probabilities(model, images, scales=scales, flip=flip,
+                                          tile_size=tile_size, tile_overlap=tile_overlap)
     return ops.cast(ops.argmax(probabilities, axis=-1), "int32")
 
 
@@ -184,4 +301,6 @@ __all__ = [
     "predict_labels",
     "predict_probabilities",
     "scaled_size",
+    "tile_starts",
+    "tiled_probabilities",
 ]

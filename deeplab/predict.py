@@ -43,8 +43,9 @@ from deeplab import experiment_flags  # noqa: F401  (shared experiment flags)
 from deeplab.errors import UserError
 
 flags.DEFINE_string("model", None,
-                    "SavedModel folder (deeplab.export_saved_model) or .tflite file; without it, "
-                    "--checkpoint (or --logdir) is run with Keras.")
+                    "SavedModel folder (deeplab.export_saved_model), .tflite file, or a model "
+                    "folder of ours (a training logdir, an import of deeplab.import_official: "
+                    "run with Keras); without it, --checkpoint (or --logdir) is run with Keras.")
 flags.DEFINE_list("input", [], "Image files and/or folders (more may follow as arguments).")
 flags.DEFINE_string("predict_output_dir", None, "Where the PNGs go (alias: --output_dir).")
 flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in the overlay.")
@@ -162,13 +163,18 @@ def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
 
 
 def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, output_stride=0,
-                   num_threads=0, fuse_batch_norm=True):
+                   num_threads=0, fuse_batch_norm=True, tile_size=None, tile_overlap=0.25):
     """A callable uint8 [H, W, 3] -> int32 [H, W] with ``class_names`` / ``palette`` attributes.
 
-    ``model``: a .tflite file or a SavedModel folder; else ``checkpoint`` is rebuilt with
+    ``model``: a .tflite file, a SavedModel folder, or a folder with ``model_config.json`` (a
+    training logdir or an imported model, taken as ``checkpoint``); else ``checkpoint`` is rebuilt with
     Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own), with
     every BN folded into its convolution unless ``fuse_batch_norm`` is False (deeplab.fuse).
     """
+    if model and os.path.isdir(model) and not os.path.exists(os.path.join(model, "saved_model.pb")) \
+            and os.path.exists(os.path.join(model, "model_config.json")):
+        # A training logdir or an imported model (deeplab.import_official): run it with Keras.
+        model, checkpoint = None, model
     if model:
         if model.endswith(".tflite") or os.path.isfile(model):
             from deeplab.tflite import TFLiteSegmenter  # pylint: disable=import-outside-toplevel
@@ -189,7 +195,8 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
     keras_model = checkpoints.load_model(info["checkpoint"], output_stride=output_stride or None,
                                          upsample_logits=True, fuse_batch_norm=fuse_batch_norm)
     dataset_info = info["dataset_info"] or {}
-    return KerasSegmenter(keras_model, scales=scales, flip=flip,
+    return KerasSegmenter(keras_model, scales=scales, flip=flip, tile_size=tile_size,
+                          tile_overlap=tile_overlap,
                           class_names=dataset_info.get("class_names"),
                           palette=dataset_info.get("palette"))
 
@@ -271,7 +278,8 @@ def main(argv):
         segmenter = make_segmenter(
             model=FLAGS.model, checkpoint=FLAGS.checkpoint or FLAGS.logdir,
             scales=experiment_flags.eval_scales(), flip=FLAGS.eval_flip,
-            output_stride=FLAGS.eval_output_stride, num_threads=FLAGS.num_threads)
+            output_stride=FLAGS.eval_output_stride, num_threads=FLAGS.num_threads,
+            tile_size=experiment_flags.eval_tile_size(), tile_overlap=FLAGS.eval_tile_overlap)
         result = predict_files(segmenter, inputs, output_dir, alpha=FLAGS.predict_overlay_alpha)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -80,7 +80,8 @@ README_END = "<!-- end of generated rows -->"
 NON_TRAINING_FLAGS = frozenset({
     "logdir", "checkpoint", "eval_output_stride", "eval_scales", "eval_flip", "eval_limit",
     "eval_split", "eval_after_training", "log_steps", "image_summary_steps", "keep_checkpoints",
-    "save_checkpoint_steps", "tpu", "build_synthetic_if_missing",
+    "save_checkpoint_steps", "tpu", "build_synthetic_if_missing", "eval_tile_size",
+    "eval_tile_overlap",
 })
 EVAL_FLAGS = frozenset({"checkpoint", "eval_output_stride", "eval_scales", "eval_flip",
                         "eval_limit", "eval_split"})

@@ -50,7 +50,8 @@ CLASS_NAMES_FILE = "class_names.txt"
 EXPORT_INFO_FILE = "deeplab_export.json"
 
 
-def segment_images(model, images, *, scales=(1.0,), flip=False):
+def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None,
+                   tile_overlap=0.25):
     """Pixels [N, H, W, 3] (uint8 or float 0..255) -> {"semantic": int32 [N, H, W],
     "probabilities": [N, H, W, C]}: normalization, (multi-scale, flipped) softmax, argmax.
 
@@ -58,7 +59,8 @@ def segment_images(model, images, *, scales=(1.0,), flip=False):
     deeplab.tflite converts.
     """
     probabilities = inference.predict_probabilities(
-        model, normalize_image(images), scales=scales, flip=flip)
+        model, normalize_image(images), scales=scales, flip=flip, tile_size=tile_size,
+        tile_overlap=tile_overlap)
     semantic = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     return {"semantic": semantic, "probabilities": probabilities}
 
@@ -105,7 +107,7 @@ class SegmentationModule(tf.Module):
     """
 
     def __init__(self, model, *, class_names, palette=None, scales=(1.0,), flip=False,
-                 export_info=None):
+                 export_info=None, tile_size=None, tile_overlap=0.25):
         super().__init__(name="deeplab_serving")
         num_classes = int(model.output_shape[-1])
         class_names = [str(n) for n in class_names]
@@ -125,6 +127,8 @@ class SegmentationModule(tf.Module):
         self.num_classes = num_classes
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
+        self.tile_size = tile_size or None
+        self.tile_overlap = float(tile_overlap)
         self._palette = tf.constant(palette, tf.int32)
         # Assets are copied into the SavedModel at save time; these temporary files only
         # need to live until then (see save()).
@@ -134,6 +138,8 @@ class SegmentationModule(tf.Module):
             f.write("\n".join(class_names) + "\n")
         info = {"num_classes": num_classes, "class_names": class_names,
                 "palette": palette.tolist(), "scales": list(self.scales), "flip": self.flip,
+                "tile_size": list(tile_size) if isinstance(tile_size, (tuple, list)) else tile_size,
+                "tile_overlap": self.tile_overlap if tile_size else None,
                 "signatures": {SERVING_DEFAULT: "uint8 images [N, H, W, 3]",
                                ENCODED_SIGNATURE: "encoded images [N], all one size",
                                CLASS_INFO_SIGNATURE: "class names and palette"},
@@ -146,7 +152,8 @@ class SegmentationModule(tf.Module):
 
     def segment(self, images):
         """uint8 [N, H, W, 3] -> {"semantic": int32 [N, H, W], "probabilities": [N, H, W, C]}."""
-        return segment_images(self.model, images, scales=self.scales, flip=self.flip)
+        return segment_images(self.model, images, scales=self.scales, flip=self.flip,
+                              tile_size=self.tile_size, tile_overlap=self.tile_overlap)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
@@ -197,19 +204,21 @@ class SegmentationModule(tf.Module):
 
 
 def export_saved_model(model, export_dir, *, class_names, palette=None, scales=(1.0,),
-                       flip=False, export_info=None):
+                       flip=False, export_info=None, tile_size=None, tile_overlap=0.25):
     """Exports ``model`` as a SavedModel that takes raw images (see the module docstring).
 
     Args:
       model: a DeepLabV3 (``upsample_logits=True``) holding trained weights.
       export_dir: folder to write; created, and overwritten if it holds a SavedModel.
-      class_names, palette, scales, flip, export_info: see :class:`SegmentationModule`.
+      class_names, palette, scales, flip, export_info, tile_size, tile_overlap: see
+        :class:`SegmentationModule` (tiling runs inside the exported graph).
 
     Returns:
       ``export_dir``.
     """
     module = SegmentationModule(model, class_names=class_names, palette=palette, scales=scales,
-                                flip=flip, export_info=export_info)
+                                flip=flip, export_info=export_info, tile_size=tile_size,
+                                tile_overlap=tile_overlap)
     return module.save(export_dir)
 
 
@@ -228,12 +237,21 @@ class KerasSegmenter:
       class_names, palette: metadata for writers (may be None).
     """
 
-    def __init__(self, model, *, scales=(1.0,), flip=False, class_names=None, palette=None):
+    def __init__(self, model, *, scales=(1.0,), flip=False, class_names=None, palette=None,
+                 tile_size=None, tile_overlap=0.25):
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         self.class_names = class_names
         self.palette = palette
+        # Tiled: evaluation's Predictor runs the windows through one traced graph and keeps the
+        # loop and the [H, W, C] accumulator eager in NumPy, so memory is bounded by one window.
+        self._tiled = None
+        if tile_size:
+            from deeplab.evaluation import Predictor  # pylint: disable=import-outside-toplevel
+
+            self._tiled = Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
+                                    tile_overlap=tile_overlap)
         self._fn = tf.function(
             self._segment,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
@@ -244,7 +262,10 @@ class KerasSegmenter:
 
     def __call__(self, image):
         """uint8 [H, W, 3] -> int32 class map [H, W]."""
-        return self._fn(tf.convert_to_tensor(np.asarray(image, np.uint8)[None]))[0].numpy()
+        pixels = np.asarray(image, np.uint8)
+        if self._tiled is not None:
+            return np.asarray(self._tiled.labels(normalize_image(pixels)))
+        return self._fn(tf.convert_to_tensor(pixels[None]))[0].numpy()
 
 
 class SavedModelSegmenter:

@@ -112,7 +112,7 @@ def _safe_name(name, index):
 def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_images=None,
               input_list=None, num_classes=None, output_stride=None, scales=(1.0,), flip=False,
               limit=None, vis_num_images=20, save_raw_predictions=False, competition="comp6",
-              alpha=0.5):
+              alpha=0.5, tile_size=None, tile_overlap=0.25):
     """Writes colour PNGs, panels and (optionally) server-format predictions for a checkpoint.
 
     Args:
@@ -159,7 +159,8 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
         source = split
     model = checkpoints.load_model(run["checkpoint"], output_stride=output_stride or None,
                                    num_classes=info["num_classes"], upsample_logits=True)
-    predictor = evaluation.Predictor(model, scales=scales, flip=flip)
+    predictor = evaluation.Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
+                                     tile_overlap=tile_overlap)
     vis_dir = vis_dir or os.path.join(run["logdir"], "vis", source)
     palette = info.get("palette") or [list(c) for c in _default_palette(info["num_classes"])]
     class_names = info.get("class_names")
@@ -228,7 +229,8 @@ def main(argv):
             scales=experiment_flags.eval_scales(), flip=FLAGS.eval_flip,
             limit=FLAGS.eval_limit or None, vis_num_images=FLAGS.vis_num_images,
             save_raw_predictions=FLAGS.save_raw_predictions, competition=FLAGS.voc_competition,
-            alpha=FLAGS.vis_overlay_alpha)
+            alpha=FLAGS.vis_overlay_alpha, tile_size=experiment_flags.eval_tile_size(),
+            tile_overlap=FLAGS.eval_tile_overlap)
         print(f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"
               + (f" and {result['num_raw']} raw predictions "
                  f"({result['server_format'] or 'index PNGs'})" if FLAGS.save_raw_predictions else "")

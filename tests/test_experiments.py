@@ -39,7 +39,36 @@ def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
     on_disk = {os.path.relpath(p, REPO_ROOT) for p in glob.glob(pattern)}
     on_disk.discard(os.path.join("experiments", "quickstart.flags"))
     on_disk.discard(os.path.join("experiments", "camvid.flags"))  # issue 8: real data, not a paper row
+    # Issue 18: fine-tuning the authors' imported PASCAL model on CamVid, not a paper row.
+    on_disk.discard(os.path.join("experiments", "camvid_from_pascal.flags"))
     assert on_disk == set(paper_tables.all_flagfiles())
+
+
+def test_real_data_flagfiles_parse_and_build_their_model():
+    script = (
+        "import json, sys\n"
+        "from absl import flags\n"
+        "import deeplab.train\n"
+        "from deeplab import experiment_flags\n"
+        "import deeplab\n"
+        "FLAGS = flags.FLAGS\n"
+        "out = {}\n"
+        "for name in ('camvid', 'camvid_from_pascal'):\n"
+        "    FLAGS(['train', f'--flagfile=experiments/{name}.flags'])\n"
+        "    kwargs = experiment_flags.model_kwargs(11)\n"
+        "    out[name] = [kwargs['backbone'], deeplab.build_model(**kwargs).count_params(),\n"
+        "                 FLAGS.init_checkpoint, FLAGS.freeze_batch_norm]\n"
+        "    FLAGS.unparse_flags()\n"
+        "print(json.dumps(out))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO_ROOT, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["camvid"][0] == "resnet50" and out["camvid"][2] is None
+    # MobileNetV2 with the authors' 1x1 + pooling head, from the import, BN frozen.
+    assert out["camvid_from_pascal"][0] == "mobilenet_v2"
+    assert out["camvid_from_pascal"][1] < 3_000_000
+    assert out["camvid_from_pascal"][2:] == ["weights/mnv2_pascal", True]
 
 
 # ------------------------------------------------------------------------------------------------
