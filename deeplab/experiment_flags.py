@@ -40,8 +40,11 @@ flags.DEFINE_integer("synthetic_num_val", 100, "Synthetic validation images.")
 flags.DEFINE_integer("synthetic_num_classes", 5, "Synthetic classes (background included).")
 
 # ---------------------------------------------------------------- model (deeplab.build_model)
-flags.DEFINE_enum("backbone", "resnet101", ["resnet50", "resnet101", "resnet14_tiny"],
-                  "ResNet-v1 depth (resnet14_tiny: not in the paper; tests and quick start).")
+flags.DEFINE_enum("backbone", "resnet101",
+                  ["resnet50", "resnet101", "resnet14_tiny", "mobilenet_v2", "mobilenet_v2_dm05"],
+                  "ResNet-v1 depth (resnet14_tiny: not in the paper; tests and quick start), or "
+                  "the atrous MobileNetV2 of the authors' mobile models (depth 1.0 / 0.5; "
+                  "deeplab.import_official).")
 flags.DEFINE_integer("output_stride", 16, "Training output stride, 4..256 (Sec. 3.1).")
 flags.DEFINE_list("multi_grid", ["1", "2", "4"], "Unit rates of block4..block7 (Sec. 3.2.1).")
 flags.DEFINE_list("atrous_rates", ["6", "12", "18"],
@@ -58,6 +61,12 @@ flags.DEFINE_boolean("freeze_batch_norm", False,
                      "and beta still train, as in the authors' code (second stage, Sec. 4.3).")
 flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay on conv kernels.")
 flags.DEFINE_integer("aspp_filters", 256, "Channels of every ASPP branch.")
+flags.DEFINE_enum("backbone_padding", "symmetric", ["symmetric", "same"],
+                  "MobileNetV2's stride-2 layers: symmetric (this project's geometry at every "
+                  "size) or same (TensorFlow's, as the authors' graphs; equal at odd sizes).")
+flags.DEFINE_integer("decoder_output_stride", 0,
+                     "0: DeepLabv3. 4 (or 8): the DeepLabv3+ decoder (Chen et al. 2018) fuses "
+                     "block1 (block2) features with the ASPP output; not in this paper.")
 flags.DEFINE_float("aspp_dropout", 0.1,
                    "Dropout rate after the ASPP projection, training only (the authors' code: "
                    "0.1; 0 turns it off).")
@@ -76,6 +85,15 @@ flags.DEFINE_float("end_learning_rate", 0.0, "Learning rate reached at --trainin
 flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps before the poly decay.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum (Sec. 4.1).")
 flags.DEFINE_list("class_weights", [], "Optional per-class loss weights (num_classes values).")
+flags.DEFINE_float("top_k_percent_pixels", 1.0,
+                   "Hard-pixel mining (the authors' code): only this share of the batch's "
+                   "pixels, those with the largest loss, enters the loss; 1.0: every pixel.")
+flags.DEFINE_integer("hard_example_mining_step", 0,
+                     "Warm-up of hard-pixel mining: the kept share falls linearly from 1.0 to "
+                     "--top_k_percent_pixels over this many steps (0: from the start).")
+flags.DEFINE_float("focal_gamma", 0.0,
+                   "Focal loss (Lin et al. 2017): scale each pixel's cross-entropy by "
+                   "(1 - p_true) ** gamma; 0: plain cross-entropy. Class weights still apply.")
 flags.DEFINE_string("imagenet_weights", None,
                     "keras.applications ResNet50/101 ImageNet weight file (*_notop.h5 or "
                     ".weights.h5) to initialize the backbone.")
@@ -116,6 +134,13 @@ flags.DEFINE_list("eval_scales", ["1.0"],
                   "Input scales averaged at evaluation (Sec. 4.2: 0.5,0.75,1.0,1.25,1.5,1.75).")
 flags.DEFINE_boolean("eval_flip", False, "Also average the left-right flipped input (Sec. 4.2).")
 flags.DEFINE_integer("eval_limit", 0, "Evaluate only the first N images (0 = all).")
+flags.DEFINE_list("eval_tile_size", [],
+                  "Sliding-window inference: images (at each scale) larger than this size, "
+                  "'H,W' or one number, are segmented in overlapping windows whose "
+                  "probabilities are averaged; empty: whole images. In evaluate, predict, "
+                  "visualize and the exported SavedModel.")
+flags.DEFINE_float("eval_tile_overlap", 0.25,
+                   "Share of a window that its neighbour overlaps, in [0, 1).")
 
 FLAGS = flags.FLAGS
 
@@ -123,6 +148,11 @@ FLAGS = flags.FLAGS
 # ---- validation at parse time: a bad value is one line naming the flag, before anything runs.
 def _validate(name, check, message):
     flags.register_validator(name, check, message=f"--{name} {message}")
+
+
+_validate("top_k_percent_pixels", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
+_validate("hard_example_mining_step", lambda v: v >= 0, "must be >= 0")
+_validate("focal_gamma", lambda v: v >= 0.0, "must be >= 0")
 
 
 def _positive_ints(values, minimum=1):
@@ -146,7 +176,8 @@ _validate("bootstrap_repeat", lambda v: v >= 1, "must be at least 1")
 _validate("multi_grid", lambda v: _positive_ints(v) and len(v) == 3,
           "takes three positive unit rates, e.g. 1,2,4")
 _validate("atrous_rates", lambda v: not v or _positive_ints(v),
-          "takes positive rates, e.g. 6,12,18 (empty only with --head=cascade)")
+          "takes positive rates, e.g. 6,12,18 (empty: the 1x1 branch and image pooling only, "
+          "the head of the authors' MobileNetV2 models)")
 _validate("num_cascaded_blocks", lambda v: 0 <= v <= 3, "must be in 0..3")
 _validate("batch_norm_momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
 _validate("weight_decay", lambda v: v >= 0, "must be >= 0")
@@ -165,6 +196,10 @@ _validate("keep_checkpoints", lambda v: v >= 1, "must be at least 1")
 _validate("log_steps", lambda v: v >= 1, "must be at least 1")
 _validate("image_summary_steps", lambda v: v >= 0, "must be >= 0 (0: never)")
 _validate("eval_limit", lambda v: v >= 0, "must be >= 0 (0: all)")
+_validate("eval_tile_size", lambda v: not [x for x in v if x.strip()]
+          or (_positive_ints([x for x in v if x.strip()]) and len(v) in (1, 2)),
+          "takes 'H,W' or one positive size, e.g. 513 (empty: whole images)")
+_validate("eval_tile_overlap", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 _validate("num_classes", lambda v: v >= 0, "must be >= 0 (0: from dataset.json)")
 
 
@@ -186,7 +221,7 @@ def crop_size():
 MODEL_FLAGS = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
                "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
                "batch_norm_momentum", "freeze_batch_norm", "weight_decay", "aspp_filters",
-               "aspp_dropout")
+               "aspp_dropout", "decoder_output_stride", "backbone_padding")
 
 
 def model_kwargs(num_classes, *, output_stride=None):
@@ -206,7 +241,21 @@ def model_kwargs(num_classes, *, output_stride=None):
         "weight_decay": FLAGS.weight_decay,
         "aspp_filters": FLAGS.aspp_filters,
         "aspp_dropout": FLAGS.aspp_dropout,
+        "decoder_output_stride": FLAGS.decoder_output_stride,
+        "backbone_padding": FLAGS.backbone_padding,
     }
+
+
+def eval_tile_size():
+    """--eval_tile_size as (height, width), or None for whole-image inference."""
+    values = [v for v in FLAGS.eval_tile_size if v.strip()]
+    if not values:
+        return None
+    if len(values) > 2 or not _positive_ints(values):
+        raise flags.ValidationError(f"--eval_tile_size takes 'H,W' or one positive size; got "
+                                    f"{','.join(FLAGS.eval_tile_size)}")
+    sizes = [int(v) for v in values]
+    return (sizes[0], sizes[-1])
 
 
 def eval_scales():

@@ -63,15 +63,84 @@ def pixel_cross_entropy(labels, logits, *, ignore_label=255, class_weights=None)
         ops.take_along_axis(log_probs, ops.expand_dims(safe_labels, -1), axis=-1), axis=-1
     )
     if class_weights is not None:
-        weights = ops.convert_to_tensor(class_weights, dtype="float32")
-        if weights.shape != (num_classes,):
-            raise ConfigError(
-                f"class_weights has shape {tuple(weights.shape)} but the logits have "
-                f"{num_classes} classes; give one weight per class"
-            )
-        losses = losses * ops.take(weights, safe_labels)
+        losses = losses * _pixel_weights(class_weights, safe_labels, num_classes)
     valid = ops.cast(valid, "float32")
     return losses * valid, valid
+
+
+def _pixel_weights(class_weights, safe_labels, num_classes):
+    """``class_weights[label]`` per pixel; one weight per class or a ConfigError."""
+    weights = ops.convert_to_tensor(class_weights, dtype="float32")
+    if weights.shape != (num_classes,):
+        raise ConfigError(
+            f"class_weights has shape {tuple(weights.shape)} but the logits have "
+            f"{num_classes} classes; give one weight per class"
+        )
+    return ops.take(weights, safe_labels)
+
+
+def focal_pixel_losses(labels, logits, *, gamma, ignore_label=255, class_weights=None):
+    """Per-pixel focal loss (Lin et al. 2017) and the valid mask, float32 [N, H, W] each.
+
+    ``class_weight[y] * (1 - p_y) ** gamma * -log p_y`` with ``p_y = softmax(logits)[y]``:
+    well-classified pixels (p_y near 1) are down-weighted, hard ones keep their cross-entropy.
+    ``gamma = 0`` is :func:`pixel_cross_entropy`. The class weights play the role of the
+    paper's alpha. Ignored pixels are exactly 0.
+    """
+    losses, valid = pixel_cross_entropy(labels, logits, ignore_label=ignore_label,
+                                        class_weights=None)
+    if gamma:
+        # -log p_y is the unweighted loss: p_y = exp(-loss). The modulating factor is part of
+        # the gradient path, as in the paper.
+        modulation = ops.power(ops.maximum(1.0 - ops.exp(-losses), 0.0), float(gamma))
+        losses = losses * modulation
+    if class_weights is not None:
+        safe = ops.where(ops.cast(valid, "bool"), _squeeze_labels(labels), 0)
+        losses = losses * _pixel_weights(class_weights, safe, logits.shape[-1])
+    return losses * valid, valid
+
+
+def hard_pixel_fraction(step, top_k_percent_pixels, warmup_steps):
+    """Share of the pixels kept by hard-pixel mining at ``step`` (the authors' schedule).
+
+    Starts at 1 (every pixel) and falls linearly to ``top_k_percent_pixels`` over
+    ``warmup_steps`` (their ``hard_example_mining_step``); with no warm-up it is
+    ``top_k_percent_pixels`` from the start.
+    """
+    top_k = ops.cast(top_k_percent_pixels, "float32")
+    if not warmup_steps:
+        return top_k
+    ratio = ops.minimum(1.0, ops.cast(step, "float32") / float(warmup_steps))
+    return ratio * top_k + (1.0 - ratio)
+
+
+def hard_pixel_selection(pixel_losses, valid, fraction):
+    """(sum, count) of the ``fraction`` hardest pixels of a batch (hard-pixel mining).
+
+    The authors' ``top_k_percent_pixels``: the pixels of the whole batch are ranked by their
+    (weighted) loss and only the top ``k = floor(fraction * #pixels)`` enter the loss; #pixels
+    counts ignored pixels too (their loss is 0, so they rank last), as in their code. The
+    caller divides the sum by the count of *valid* pixels among the selected (theirs counts
+    non-zero losses: the same but for a valid pixel of loss exactly 0).
+
+    Args:
+      pixel_losses: float32 [N, H, W] weighted per-pixel losses, 0 at ignored pixels.
+      valid: float32 [N, H, W] mask.
+      fraction: scalar in (0, 1].
+
+    Returns:
+      (sum of the selected losses, number of valid pixels among them), float32 scalars.
+    """
+    flat_losses = ops.reshape(pixel_losses, (-1,))
+    flat_valid = ops.reshape(valid, (-1,))
+    num_pixels = ops.shape(flat_losses)[0]
+    k = ops.maximum(ops.cast(ops.floor(fraction * ops.cast(num_pixels, "float32")), "int32"), 1)
+    # Sort descending by loss; a full sort keeps k dynamic (top_k needs a static k under XLA).
+    order = ops.flip(ops.argsort(flat_losses), axis=0)
+    rank = ops.scatter(ops.expand_dims(order, -1), ops.arange(num_pixels, dtype="int32"),
+                       ops.shape(order))
+    selected = ops.cast(ops.less(rank, k), "float32")
+    return ops.sum(flat_losses * selected), ops.sum(flat_valid * selected)
 
 
 def masked_cross_entropy(labels, logits, *, ignore_label=255, class_weights=None):
@@ -156,6 +225,9 @@ def labels_at_feature_centres(labels, stride):
 
 __all__ = [
     "SegmentationCrossEntropy",
+    "focal_pixel_losses",
+    "hard_pixel_fraction",
+    "hard_pixel_selection",
     "labels_at_feature_centres",
     "masked_cross_entropy",
     "pixel_cross_entropy",

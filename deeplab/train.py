@@ -99,6 +99,9 @@ class TrainConfig:
     warmup_steps: int = 0
     momentum: float = 0.9
     class_weights: tuple = ()
+    top_k_percent_pixels: float = 1.0
+    hard_example_mining_step: int = 0
+    focal_gamma: float = 0.0
     min_scale_factor: float = 0.5
     max_scale_factor: float = 2.0
     scale_factor_step: float = 0.25
@@ -167,6 +170,8 @@ def config_from_flags():
         end_learning_rate=FLAGS.end_learning_rate,
         warmup_steps=FLAGS.warmup_steps, momentum=FLAGS.momentum,
         class_weights=tuple(float(w) for w in FLAGS.class_weights),
+        top_k_percent_pixels=FLAGS.top_k_percent_pixels,
+        hard_example_mining_step=FLAGS.hard_example_mining_step, focal_gamma=FLAGS.focal_gamma,
         min_scale_factor=FLAGS.min_scale_factor, max_scale_factor=FLAGS.max_scale_factor,
         scale_factor_step=FLAGS.scale_factor_step, random_flip=FLAGS.random_flip,
         bootstrap_classes=tuple(FLAGS.bootstrap_classes), bootstrap_repeat=FLAGS.bootstrap_repeat,
@@ -480,13 +485,25 @@ def _train(config, strategy):
             logits = forward(images)
             targets = labels
             if not upsample_logits:  # Table 8: the labels at the logits' centres instead
-                targets = losses.labels_at_feature_centres(labels, model.output_stride)
-            pixel_losses, valid = losses.pixel_cross_entropy(
-                targets, logits, ignore_label=ignore_label, class_weights=class_weights)
-            # The mean over the valid pixels of the *global* batch: each replica divides its
+                targets = losses.labels_at_feature_centres(labels, model.logits_stride)
+            if config.focal_gamma:
+                pixel_losses, valid = losses.focal_pixel_losses(
+                    targets, logits, gamma=config.focal_gamma, ignore_label=ignore_label,
+                    class_weights=class_weights)
+            else:
+                pixel_losses, valid = losses.pixel_cross_entropy(
+                    targets, logits, ignore_label=ignore_label, class_weights=class_weights)
+            if config.top_k_percent_pixels < 1.0:  # hard-pixel mining, per replica
+                fraction = losses.hard_pixel_fraction(
+                    optimizer.iterations if coordinator is None else step_var,
+                    config.top_k_percent_pixels, config.hard_example_mining_step)
+                loss_sum, loss_count = losses.hard_pixel_selection(pixel_losses, valid, fraction)
+            else:
+                loss_sum, loss_count = tf.reduce_sum(pixel_losses), tf.reduce_sum(valid)
+            # The mean over the counted pixels of the *global* batch: each replica divides its
             # sum by the all-reduced count, and the optimizer sums the replicas' gradients.
-            global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(valid))
-            cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(global_valid, 1.0)
+            global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, loss_count)
+            cross_entropy = loss_sum / tf.maximum(global_valid, 1.0)
             # The L2 decay terms' gradients are added after the backward pass, one variable at
             # a time (deeplab.weight_decay: less memory); their value is only reported.
             call_loss, decay_loss = weight_decay.split_losses(model, decay)

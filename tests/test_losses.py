@@ -171,3 +171,54 @@ def test_labels_at_feature_centres_in_tf_function_with_dynamic_shape():
 
 # The JAX-backend run of this module is part of test_inference.py::test_jax_backend_in_subprocess
 # (one subprocess for all four modules keeps the suite fast).
+
+
+# ----------------------------------------------------------------------------- focal, hard pixels
+
+def _np_softmax_ce(labels, logits):
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    safe = np.where(labels == 255, 0, labels)
+    return -np.take_along_axis(log_probs, safe[..., None], -1)[..., 0]
+
+
+def test_focal_loss_matches_numpy():
+    from deeplab import losses as losses_lib  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (2, 5, 6, 4)).astype("float32")
+    labels = rng.integers(0, 4, (2, 5, 6))
+    labels[0, 0, :3] = 255
+    weights = [0.5, 1.0, 2.0, 3.0]
+    for gamma in (0.0, 0.5, 2.0):
+        got, valid = losses_lib.focal_pixel_losses(labels, logits, gamma=gamma,
+                                                   class_weights=weights)
+        ce = _np_softmax_ce(labels, logits)
+        p_true = np.exp(-ce)
+        want = np.asarray(weights)[np.where(labels == 255, 0, labels)] * (1 - p_true) ** gamma * ce
+        want[labels == 255] = 0
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(valid), (labels != 255).astype("float32"))
+    # gamma = 0 is the weighted cross-entropy.
+    plain, _ = losses_lib.pixel_cross_entropy(labels, logits, class_weights=weights)
+    focal0, _ = losses_lib.focal_pixel_losses(labels, logits, gamma=0.0, class_weights=weights)
+    np.testing.assert_allclose(np.asarray(plain), np.asarray(focal0), rtol=1e-6)
+
+
+def test_hard_pixel_mining_matches_numpy():
+    from deeplab import losses as losses_lib  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(1)
+    pixel_losses = rng.exponential(1.0, (2, 7, 9)).astype("float32")
+    valid = (rng.uniform(size=(2, 7, 9)) > 0.2).astype("float32")
+    pixel_losses *= valid
+    for fraction in (0.05, 0.25, 0.5, 1.0):
+        total, count = losses_lib.hard_pixel_selection(pixel_losses, valid, fraction)
+        k = max(int(np.floor(fraction * pixel_losses.size)), 1)
+        order = np.argsort(-pixel_losses.ravel(), kind="stable")[:k]
+        np.testing.assert_allclose(float(total), pixel_losses.ravel()[order].sum(), rtol=1e-5)
+        assert float(count) == valid.ravel()[order].sum()
+    # The authors' warm-up: 1.0 at step 0, linear to top_k at the mining step, then top_k.
+    fractions = [float(losses_lib.hard_pixel_fraction(s, 0.25, 100)) for s in (0, 50, 100, 400)]
+    np.testing.assert_allclose(fractions, [1.0, 0.625, 0.25, 0.25], rtol=1e-6)
+    assert float(losses_lib.hard_pixel_fraction(0, 0.25, 0)) == 0.25

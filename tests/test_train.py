@@ -340,3 +340,18 @@ def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
     loaded = model.backbone_model.get_layer("conv1_conv").get_weights()
     for got, want in zip(loaded, conv1.get_weights()):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_focal_loss_and_hard_pixel_mining_train(data_dir, tmp_path, short_run):
+    """Same seed, data and first step as short_run: the focal loss is below the cross-entropy
+    (every factor (1 - p) ** 2 < 1); hard-pixel mining keeps the hardest quarter of the pixels
+    (their mean loss is above the mean of all); both keep training finite."""
+    _, plain = short_run
+    focal = train_lib.train(_config(data_dir, tmp_path / "focal", training_steps=2,
+                                    focal_gamma=2.0, image_summary_steps=0))
+    assert 0 < focal.history[1]["cross_entropy"] < 0.7 * plain.history[1]["cross_entropy"]
+    mined = train_lib.train(_config(data_dir, tmp_path / "mined", training_steps=2,
+                                    top_k_percent_pixels=0.25, image_summary_steps=0))
+    assert mined.history[1]["cross_entropy"] > 1.05 * plain.history[1]["cross_entropy"]
+    assert all(math.isfinite(r["loss"]) for r in (*focal.history.values(),
+                                                   *mined.history.values()))
