@@ -3,11 +3,13 @@ Convolution"): sharper boundaries from the backbone's stride-4 features.
 
     low-level features (block1, stride 4) -> 1x1 conv (48) + BN + ReLU
     ASPP output (stride s) -> resampled to the stride-4 grid (this project's geometry)
-    concat -> two 3x3 conv (256) + BN + ReLU -> [logits at stride 4 -> upsample to the image]
+    concat -> two 3x3 (separable) conv (256) + BN + ReLU -> [logits at stride 4 -> upsample]
 
-Choices (CONVENTIONS.md): plain 3x3 convolutions (the authors use depthwise-separable ones with
-their Xception / MobileNet backbones; TF Model Garden and torchvision-style ports default to
-plain ones); 48 low-level channels and 256 decoder channels as in the paper. The resampling
+Choices (CONVENTIONS.md): depthwise-separable 3x3 convolutions by default, as in the paper and
+the authors' code (``decoder_use_separable_conv=True``: a 3x3 depthwise conv + BN + ReLU, then a
+1x1 conv + BN + ReLU; no weight decay on the depthwise kernel); ``separable=False`` gives the
+plain 3x3 convolutions of TF Model Garden and most ports. 48 low-level channels and 256 decoder
+channels as in the paper. The resampling
 from stride ``s`` to stride 4 uses :func:`deeplab.layers.stride_upsample` with ratio ``s / 4``,
 so feature ``i`` of the ASPP output lands on decoder position ``i * s / 4``, the same pixel
 ``s * i`` of the image (the authors' code resizes with ``align_corners=True``, identical at
@@ -34,11 +36,12 @@ class Decoder(keras.layers.Layer):
       decoder_stride: output stride of the low-level features (4: block1; 8: block2).
       low_level_filters: channels the low-level features are projected to (paper: 48).
       filters: channels of the two 3x3 convolutions (paper: 256).
+      separable: depthwise-separable 3x3 convolutions (the authors') or plain ones.
       batch_norm_momentum, weight_decay: as for the rest of the head.
     """
 
     def __init__(self, feature_stride, decoder_stride=4, low_level_filters=48, filters=256,
-                 batch_norm_momentum=0.9997, weight_decay=0.0, **kwargs):
+                 separable=True, batch_norm_momentum=0.9997, weight_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.feature_stride = int(feature_stride)
         self.decoder_stride = int(decoder_stride)
@@ -47,17 +50,30 @@ class Decoder(keras.layers.Layer):
                              f"stride {feature_stride}")
         self.low_level_filters = int(low_level_filters)
         self.filters = int(filters)
+        self.separable = bool(separable)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.weight_decay = float(weight_decay)
         self.low_level = self._conv_bn(self.low_level_filters, 1, "feature_projection")
-        self.convs = [self._conv_bn(self.filters, 3, f"decoder_conv{i}") for i in range(2)]
+        # Each 3x3 stage: [(conv, bn), ...] applied in order, ReLU after every BN.
+        self.convs = []
+        for i in range(2):
+            if self.separable:
+                self.convs.append([self._conv_bn(None, 3, f"decoder_conv{i}_depthwise"),
+                                   self._conv_bn(self.filters, 1, f"decoder_conv{i}_pointwise")])
+            else:
+                self.convs.append([self._conv_bn(self.filters, 3, f"decoder_conv{i}")])
 
     def _conv_bn(self, filters, kernel_size, name):
+        """A conv (depthwise when ``filters`` is None) and its BN."""
         regularizer = (keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay
                        else None)
-        conv = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
-                                   kernel_regularizer=regularizer, name=name + "_conv",
-                                   dtype=self.dtype_policy)
+        if filters is None:
+            conv = keras.layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=False,
+                                                name=name + "_conv", dtype=self.dtype_policy)
+        else:
+            conv = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
+                                       kernel_regularizer=regularizer, name=name + "_conv",
+                                       dtype=self.dtype_policy)
         bn = BatchNormalization(momentum=self.batch_norm_momentum, epsilon=HEAD_BN_EPSILON,
                                 name=name + "_bn", dtype=self.dtype_policy)
         return conv, bn
@@ -68,10 +84,12 @@ class Decoder(keras.layers.Layer):
         conv.build(low_shape)
         bn.build(tuple(low_shape[:-1]) + (self.low_level_filters,))
         channels = feature_shape[-1] + self.low_level_filters
-        for conv, bn in self.convs:
-            conv.build(tuple(low_shape[:-1]) + (channels,))
-            bn.build(tuple(low_shape[:-1]) + (self.filters,))
-            channels = self.filters
+        for stage in self.convs:
+            for conv, bn in stage:
+                conv.build(tuple(low_shape[:-1]) + (channels,))
+                if not isinstance(conv, keras.layers.DepthwiseConv2D):
+                    channels = conv.filters
+                bn.build(tuple(low_shape[:-1]) + (channels,))
 
     def call(self, inputs, training=None):
         features, low_level = inputs
@@ -82,8 +100,9 @@ class Decoder(keras.layers.Layer):
         upsampled = stride_upsample(features, (shape[1], shape[2]),
                                     self.feature_stride // self.decoder_stride)
         x = ops.concatenate([upsampled, low], axis=-1)
-        for conv, bn in self.convs:
-            x = ops.relu(bn(conv(x), training=training))
+        for stage in self.convs:
+            for conv, bn in stage:
+                x = ops.relu(bn(conv(x), training=training))
         return x
 
     def compute_output_shape(self, input_shapes):
@@ -94,7 +113,7 @@ class Decoder(keras.layers.Layer):
         return {**super().get_config(), "feature_stride": self.feature_stride,
                 "decoder_stride": self.decoder_stride,
                 "low_level_filters": self.low_level_filters, "filters": self.filters,
-                "batch_norm_momentum": self.batch_norm_momentum,
+                "separable": self.separable, "batch_norm_momentum": self.batch_norm_momentum,
                 "weight_decay": self.weight_decay}
 
 

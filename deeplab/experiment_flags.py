@@ -67,6 +67,9 @@ flags.DEFINE_enum("backbone_padding", "symmetric", ["symmetric", "same"],
 flags.DEFINE_integer("decoder_output_stride", 0,
                      "0: DeepLabv3. 4 (or 8): the DeepLabv3+ decoder (Chen et al. 2018) fuses "
                      "block1 (block2) features with the ASPP output; not in this paper.")
+flags.DEFINE_boolean("decoder_separable_conv", True,
+                     "The decoder's 3x3 convolutions are depthwise-separable (the authors' "
+                     "DeepLabv3+) or, with --nodecoder_separable_conv, plain.")
 flags.DEFINE_float("aspp_dropout", 0.1,
                    "Dropout rate after the ASPP projection, training only (the authors' code: "
                    "0.1; 0 turns it off).")
@@ -221,7 +224,8 @@ def crop_size():
 MODEL_FLAGS = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
                "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
                "batch_norm_momentum", "freeze_batch_norm", "weight_decay", "aspp_filters",
-               "aspp_dropout", "decoder_output_stride", "backbone_padding")
+               "aspp_dropout", "decoder_output_stride", "decoder_separable_conv",
+               "backbone_padding")
 
 
 def model_kwargs(num_classes, *, output_stride=None):
@@ -242,6 +246,7 @@ def model_kwargs(num_classes, *, output_stride=None):
         "aspp_filters": FLAGS.aspp_filters,
         "aspp_dropout": FLAGS.aspp_dropout,
         "decoder_output_stride": FLAGS.decoder_output_stride,
+        "decoder_separable": FLAGS.decoder_separable_conv,
         "backbone_padding": FLAGS.backbone_padding,
     }
 

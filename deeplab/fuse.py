@@ -179,7 +179,8 @@ def _fuse_functional(model):
 # Attributes of deeplab.model.DeepLabV3 that evaluation, serving and export read.
 _MODEL_ATTRIBUTES = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
                      "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
-                     "aspp_filters", "decoder_output_stride", "backbone_padding",
+                     "aspp_filters", "decoder_output_stride", "decoder_separable",
+                     "backbone_padding",
                      "model_input_shape")
 
 

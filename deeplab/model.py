@@ -89,6 +89,8 @@ class DeepLabV3(keras.Model):
       decoder_output_stride: 0 (DeepLabv3) or 4 / 8: the DeepLabv3+ decoder (Chen et al.
         2018, ``deeplab.decoder``) fuses block1 (stride 4) or block2 (stride 8) features with
         the ASPP output and the logits are made at that stride. Not in this paper.
+      decoder_separable: the decoder's 3x3 convolutions are depthwise-separable (the
+        authors' default) or plain.
       backbone_padding: MobileNetV2's stride-2 layers: "symmetric" (feature ``i`` of every
         stride at pixel ``s * i`` at every size) or "same" (TensorFlow's, as in the authors'
         graphs: shifted on even sizes); identical at odd sizes such as 513 (deeplab.mobilenet).
@@ -100,7 +102,7 @@ class DeepLabV3(keras.Model):
                  head="aspp", num_cascaded_blocks=0, upsample_logits=True,
                  batch_norm_momentum=0.9997, freeze_batch_norm=False, weight_decay=1e-4,
                  aspp_filters=256, aspp_dropout=0.1, decoder_output_stride=0,
-                 backbone_padding="symmetric", input_shape=(None, None, 3), name="deeplabv3",
+                 decoder_separable=True, backbone_padding="symmetric", input_shape=(None, None, 3), name="deeplabv3",
                  **kwargs):
         if backbone not in BACKBONE_NAMES:
             raise ConfigError(f"--backbone={backbone!r}: choose one of {sorted(BACKBONE_NAMES)}")
@@ -159,6 +161,7 @@ class DeepLabV3(keras.Model):
                             name="aspp")(features)
         if decoder_output_stride:
             features = Decoder(output_stride, decoder_output_stride,
+                               separable=decoder_separable,
                                batch_norm_momentum=batch_norm_momentum,
                                weight_decay=weight_decay, name="decoder")(
                 [features, endpoints[ENDPOINT_FOR_STRIDE[decoder_output_stride]]])
@@ -187,6 +190,7 @@ class DeepLabV3(keras.Model):
         self.aspp_filters = int(aspp_filters)
         self.aspp_dropout = float(aspp_dropout)
         self.decoder_output_stride = decoder_output_stride
+        self.decoder_separable = bool(decoder_separable)
         self.backbone_padding = backbone_padding
         self.model_input_shape = input_shape
         if freeze_batch_norm:
@@ -225,6 +229,7 @@ class DeepLabV3(keras.Model):
             "aspp_filters": self.aspp_filters,
             "aspp_dropout": self.aspp_dropout,
             "decoder_output_stride": self.decoder_output_stride,
+            "decoder_separable": self.decoder_separable,
             "backbone_padding": self.backbone_padding,
             "input_shape": self.model_input_shape,
         }

@@ -28,24 +28,33 @@ def test_every_backbone_and_output_stride(kwargs, output_stride):
     assert [v.path for v in switched.weights] == [v.path for v in model.weights]
 
 
-def test_decoder_places_feature_i_at_stride_position():
+@pytest.mark.parametrize("separable", [True, False], ids=["separable", "plain"])
+def test_decoder_places_feature_i_at_stride_position(separable):
     """An impulse at ASPP feature (i, j) of a stride-s map lands on decoder position
     (i * s / 4, j * s / 4): pixel s * i of the image, as everywhere in this project."""
     for stride in (8, 16):
-        layer = Decoder(stride, 4, low_level_filters=1, filters=1)
+        layer = Decoder(stride, 4, low_level_filters=1, filters=1, separable=separable)
         size = 8 * stride // 4 + 1
         features = np.zeros((1, 9, 9, 1), np.float32)
         low = np.zeros((1, size, size, 1), np.float32)
         layer.build(((1, 9, 9, 1), low.shape))
-        (low_conv, low_bn), (conv0, bn0), (conv1, bn1) = layer.low_level, *layer.convs
+        low_conv, low_bn = layer.low_level
         low_conv.set_weights([np.zeros((1, 1, 1, 1), np.float32)])
-        for conv in (conv0, conv1):
-            kernel = np.zeros(conv.kernel.shape, np.float32)
-            kernel[1, 1, 0, 0] = 1.0  # centre tap of the upsampled channel
-            conv.set_weights([kernel])
-        for bn in (low_bn, bn0, bn1):
-            bn.set_weights([np.ones(1, np.float32), np.zeros(1, np.float32),
-                            np.zeros(1, np.float32), np.full(1, 1 - bn.epsilon, np.float32)])
+        bns = [low_bn]
+        for stage in layer.convs:
+            for conv, bn in stage:
+                kernel = np.zeros(tuple(conv.kernel.shape), np.float32)
+                if kernel.shape[0] == 3:
+                    kernel[1, 1, 0, 0] = 1.0  # centre tap of the upsampled channel
+                else:
+                    kernel[0, 0, 0, 0] = 1.0
+                conv.set_weights([kernel])
+                bns.append(bn)
+        for bn in bns:
+            bn.set_weights([np.ones(bn.gamma.shape, np.float32),
+                            np.zeros(bn.gamma.shape, np.float32),
+                            np.zeros(bn.gamma.shape, np.float32),
+                            np.full(bn.gamma.shape, 1 - bn.epsilon, np.float32)])
         for i, j in ((2, 5), (7, 1)):
             features[:] = 0
             features[0, i, j, 0] = 1.0
@@ -53,6 +62,39 @@ def test_decoder_places_feature_i_at_stride_position():
             peak = np.unravel_index(np.argmax(out), out.shape)
             assert peak == (i * stride // 4, j * stride // 4)
             assert out[peak] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_separable_decoder_layers_and_config():
+    """The authors' decoder: per 3x3 stage a depthwise 3x3 + BN + ReLU and a 1x1 + BN + ReLU,
+    no decay on the depthwise kernel; the plain one a 3x3 conv. Both survive get_config."""
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(2, 3, 3, 8)).astype("float32")
+    low = rng.normal(size=(2, 9, 9, 5)).astype("float32")
+    for separable, kinds in ((True, ["DepthwiseConv2D", "Conv2D"]), (False, ["Conv2D"])):
+        layer = Decoder(16, 4, low_level_filters=4, filters=6, separable=separable,
+                        weight_decay=1e-4)
+        out = np.asarray(layer([features, low], training=False))
+        assert out.shape == (2, 9, 9, 6) and out.min() >= 0.0
+        for stage in layer.convs:
+            assert [type(conv).__name__ for conv, _ in stage] == kinds
+        regularized = [conv for stage in layer.convs for conv, _ in stage
+                       if getattr(conv, "kernel_regularizer", None) is not None]
+        assert len(regularized) == 2  # the 3x3 (plain) or the 1x1 pointwise (separable) ones
+        assert len(layer.losses) == 3  # + the low-level projection
+        # Depthwise 3x3 (8+4 ch) + BN + 1x1 -> 6 + BN, then 3x3 depthwise (6) + 1x1 -> 6 + BNs.
+        expected = 4 * 5 + 4 * 4 + (
+            (9 * 12 + 4 * 12 + 12 * 6 + 4 * 6 + 9 * 6 + 4 * 6 + 6 * 6 + 4 * 6) if separable
+            else (9 * 12 * 6 + 4 * 6 + 9 * 6 * 6 + 4 * 6))
+        assert sum(int(np.prod(w.shape)) for w in layer.weights) == expected
+        clone = Decoder.from_config(layer.get_config())
+        clone([features, low])
+        clone.set_weights(layer.get_weights())
+        np.testing.assert_allclose(np.asarray(clone([features, low], training=False)), out,
+                                   rtol=1e-5, atol=1e-5)
+    model = deeplab.build_model(num_classes=3, decoder_output_stride=4,
+                                decoder_separable=False, **TINY)
+    assert not model.get_layer("decoder").separable
+    assert not type(model).from_config(model.get_config()).get_layer("decoder").separable
 
 
 def test_decoder_flag_errors():
