@@ -330,6 +330,7 @@ class SplitReport:
 
     split: str
     count: int = 0
+    run: str = None
     skipped: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
 
@@ -422,7 +423,10 @@ def convert_split(
     report = SplitReport(split)
     bar = _progress(len(specs), split, progress)
     try:
-        with tfrecord.ShardedWriter(output_dir, split, len(specs), num_shards) as writer:
+        # A fresh shard-set tag: the new shards never overwrite the split's current ones
+        # (convert_splits switches dataset.json over to them, then removes the old).
+        run = tfrecord.new_run_tag()
+        with tfrecord.ShardedWriter(output_dir, split, len(specs), num_shards, run=run) as writer:
             results = _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers)
             for index, (status, payload) in enumerate(results):
                 bar.update(1)
@@ -438,6 +442,7 @@ def convert_split(
             if writer.count == 0:
                 raise DataError(f"split {split!r}: all {len(specs)} examples were bad; nothing written")
         report.count = writer.count
+        report.run = run
     finally:
         bar.close()
     return report
@@ -486,8 +491,11 @@ def convert_splits(
             palette_hint=palette_hint,
         )
         reports[split] = report
-        # dataset.json after every split: a split in it is always complete on disk.
-        tfrecord.write_dataset_info(output_dir, **dataset.as_dict(), splits={split: report.count}, **(extra_info or {}))
+        # dataset.json after every split: a split in it is always complete on disk. Writing it is
+        # the switch from the split's old shard set to the new one; only then is the old removed.
+        tfrecord.write_dataset_info(output_dir, **dataset.as_dict(), splits={split: report.count},
+                                    shard_runs={split: report.run}, **(extra_info or {}))
+        tfrecord.remove_stale_shards(output_dir, split, report.run)
         for reason in report.skipped:
             print(f"skipped: {reason}", file=sys.stderr)
         for note in report.notes[:20]:

@@ -20,7 +20,8 @@ first image also pays for graph tracing / interpreter warm-up).
 - Any size and mode: the map has the image's size. Grayscale, palette, 16-bit, CMYK and RGBA
   images are converted to 8-bit RGB (RGBA: alpha dropped), with a note; EXIF orientation is
   applied.
-- Unreadable or missing files are reported and skipped; the rest are processed.
+- Unreadable or missing files are reported and skipped; the rest are processed, and the exit
+  status is 1 when anything was skipped (a summary line names what).
 - Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
 - ``--model`` ending in .tflite (ours or the official DeepLab TFLite models): images are
   letterboxed to the model's fixed input size (see deeplab/tflite.py).
@@ -124,15 +125,20 @@ def collect_inputs(inputs):
     return paths, problems
 
 
+OUTPUT_SUFFIXES = (".png", "_color.png", "_overlay.png")
+
+
 def _output_stems(paths):
-    """One distinct output name per input: the file's stem, with _2, _3... on collisions."""
-    stems, used = [], set()
+    """One output stem per input whose files (stem + each of OUTPUT_SUFFIXES) no other input
+    writes: the file's stem, with _2, _3... where a name is taken (``x.jpg`` and ``x_color.jpg``
+    would otherwise both write ``x_color.png``)."""
+    stems, taken = [], set()
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
         name, k = stem, 2
-        while name in used:
+        while any((name + suffix).lower() in taken for suffix in OUTPUT_SUFFIXES):
             name, k = f"{stem}_{k}", k + 1
-        used.add(name)
+        taken.update((name + suffix).lower() for suffix in OUTPUT_SUFFIXES)
         stems.append(name)
     return stems
 
@@ -218,7 +224,7 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
     stems = _output_stems(paths)
     inputs_real = {os.path.realpath(p) for p in paths}
     for stem in stems:
-        for suffix in (".png", "_color.png", "_overlay.png"):
+        for suffix in OUTPUT_SUFFIXES:
             target = os.path.realpath(os.path.join(output_dir, stem + suffix))
             if target in inputs_real:
                 raise UserError(f"--output_dir={output_dir}: writing {target} would overwrite an "
@@ -284,7 +290,18 @@ def main(argv):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(0 if result["processed"] else 1)
+    sys.exit(exit_code(result))
+
+
+def exit_code(result):
+    """0 when every input was segmented; 1 when any was skipped (or none processed)."""
+    if result["skipped"]:
+        print(f"error: {len(result['skipped'])} of "
+              f"{len(result['skipped']) + len(result['processed'])} inputs were skipped: "
+              + ", ".join(path for path, _ in result["skipped"][:5])
+              + (" ..." if len(result["skipped"]) > 5 else ""), file=sys.stderr)
+        return 1
+    return 0 if result["processed"] else 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+import secrets
 import struct
 
 import numpy as np
@@ -58,7 +59,8 @@ CLASSES_PRESENT = "image/segmentation/class/present"
 
 DATASET_INFO_FILE = "dataset.json"
 SHARD_PATTERN = "{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
-_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<num>\d{5})\.tfrecord$")
+# Converters add the run tag of one conversion (8 hex digits) that dataset.json lists.
+_SHARD_RE = re.compile(r"^(?P<split>.+?)-(?P<index>\d{5})-of-(?P<num>\d{5})(?:-(?P<run>[0-9a-f]{8}))?\.tfrecord$")
 _INCOMPLETE_PREFIX = ".incomplete-"
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,9 +191,16 @@ def decode_example(serialized):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def shard_filename(split, index, num_shards):
-    """``{split}-{index:05d}-of-{num_shards:05d}.tfrecord``."""
-    return SHARD_PATTERN.format(split=split, index=index, num_shards=num_shards)
+def shard_filename(split, index, num_shards, run=None):
+    """``{split}-{index:05d}-of-{num_shards:05d}.tfrecord``, or ``...-of-NNNNN-{run}.tfrecord``
+    for the shards of one converter run (``run``: 8 hex digits, see :class:`ShardedWriter`)."""
+    name = SHARD_PATTERN.format(split=split, index=index, num_shards=num_shards)
+    return name if run is None else f"{name[:-len('.tfrecord')]}-{run}.tfrecord"
+
+
+def new_run_tag():
+    """A fresh shard-set tag: 8 random hex digits."""
+    return secrets.token_hex(4)
 
 
 def default_num_shards(num_examples):
@@ -205,22 +214,32 @@ class ShardedWriter:
     Example ``i`` of ``num_examples`` goes to shard ``i * num_shards // num_examples`` (contiguous blocks,
     so reading the shards in order gives back the input order). Shards are written under hidden temporary
     names and renamed by :meth:`commit`; :meth:`abort` (or leaving the ``with`` block by an exception)
-    deletes them. Old shards of the same split with another shard count are removed on commit.
+    deletes them.
+
+    Without ``run``, old shards of the same split are replaced and removed on commit. With
+    ``run`` (converters), the shards are named with that tag, so they never overwrite the split's
+    current shards: the conversion takes effect when dataset.json lists the tag
+    (``write_dataset_info(shard_runs=...)``), after which :func:`remove_stale_shards` deletes the
+    old ones. A conversion killed at any point leaves the old dataset or the new, never a mixture.
 
     Args:
       output_dir: directory of the dataset (created if needed).
       split: split name.
       num_examples: number of example slots (indices passed to :meth:`write` are in [0, num_examples)).
       num_shards: number of shard files (default :func:`default_num_shards`).
+      run: shard-set tag (:func:`new_run_tag`) or None.
     """
 
-    def __init__(self, output_dir, split, num_examples, num_shards=None):
+    def __init__(self, output_dir, split, num_examples, num_shards=None, run=None):
         if not re.fullmatch(r"[A-Za-z0-9_.\[\]%:+]+", split):
             raise ConfigError(f"split name {split!r} may only contain letters, digits and _ . : + % [ ]")
         self.output_dir = os.fspath(output_dir)
         self.split = split
         self.num_examples = int(num_examples)
         self.num_shards = int(num_shards or default_num_shards(self.num_examples))
+        if run is not None and not re.fullmatch(r"[0-9a-f]{8}", run):
+            raise ConfigError(f"shard run tag must be 8 hex digits, got {run!r}")
+        self.run = run
         if self.num_shards < 1:
             raise ConfigError(f"num_shards must be >= 1, got {self.num_shards}")
         os.makedirs(self.output_dir, exist_ok=True)
@@ -233,10 +252,10 @@ class ShardedWriter:
         self._finished = False
 
     def _final_path(self, shard):
-        return os.path.join(self.output_dir, shard_filename(self.split, shard, self.num_shards))
+        return os.path.join(self.output_dir, shard_filename(self.split, shard, self.num_shards, self.run))
 
     def _temp_path(self, shard):
-        return os.path.join(self.output_dir, _INCOMPLETE_PREFIX + shard_filename(self.split, shard, self.num_shards))
+        return os.path.join(self.output_dir, _INCOMPLETE_PREFIX + shard_filename(self.split, shard, self.num_shards, self.run))
 
     def _open_through(self, shard):
         while self._current < shard:
@@ -261,10 +280,11 @@ class ShardedWriter:
         self._writer = None
         for shard in range(self.num_shards):
             os.replace(self._temp_path(shard), self._final_path(shard))
-        keep = {shard_filename(self.split, s, self.num_shards) for s in range(self.num_shards)}
-        for path in _shard_files(self.output_dir, self.split):
-            if os.path.basename(path) not in keep:
-                os.remove(path)
+        if self.run is None:
+            keep = {shard_filename(self.split, s, self.num_shards) for s in range(self.num_shards)}
+            for path in _shard_files(self.output_dir, self.split):
+                if os.path.basename(path) not in keep:
+                    os.remove(path)
         self._finished = True
         return self.count
 
@@ -291,17 +311,63 @@ class ShardedWriter:
 
 
 def _shard_files(dataset_dir, split):
+    """Every shard file of ``split`` (any run tag), sorted."""
     pattern = os.path.join(glob.escape(os.fspath(dataset_dir)), f"{glob.escape(split)}-[0-9]*-of-[0-9]*.tfrecord")
-    return sorted(p for p in glob.glob(pattern) if _SHARD_RE.match(os.path.basename(p)))
+    return sorted(p for p in glob.glob(pattern)
+                  if (m := _SHARD_RE.match(os.path.basename(p))) and m.group("split") == split)
+
+
+def _listed_runs(dataset_dir, split):
+    """(splits listed in dataset.json or None, the split's shard run tag or None), tolerating a
+    missing or unreadable dataset.json (read_dataset_info reports those)."""
+    try:
+        with open(os.path.join(os.fspath(dataset_dir), DATASET_INFO_FILE), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
+        return None, None
+    runs = info.get("shard_runs") if isinstance(info.get("shard_runs"), dict) else {}
+    return info["splits"], runs.get(split)
 
 
 def list_shards(dataset_dir, split):
     """Returns the split's shard paths in order, after checking the set is complete.
 
+    The set read is the one dataset.json lists (its ``shard_runs`` tag for the split; a dataset
+    without tags: the untagged shards). A split that dataset.json does not list is refused: its
+    shards are left over from an earlier conversion.
+
     Raises:
-      DataError: no shards, shards with different ``-of-N`` counts, or a missing shard index.
+      DataError: no shards, a split dataset.json does not list, shards with different ``-of-N``
+        counts, or a missing shard index.
     """
-    paths = _shard_files(dataset_dir, split)
+    all_paths = _shard_files(dataset_dir, split)
+    listed, run = _listed_runs(dataset_dir, split)
+    if listed is not None and split not in listed and all_paths:
+        raise DataError(
+            f"{dataset_dir}: split {split!r} is not listed in {DATASET_INFO_FILE} (listed: "
+            f"{', '.join(sorted(listed)) or 'none'}); its shards are left over from an earlier conversion. "
+            f"Re-run the converter with this split to rebuild it."
+        )
+    by_run = {}
+    for p in all_paths:
+        by_run.setdefault(_SHARD_RE.match(os.path.basename(p)).group("run"), []).append(p)
+    if run is not None:
+        paths = by_run.get(run, [])
+        if not paths:
+            raise DataError(
+                f"{dataset_dir}: {DATASET_INFO_FILE} lists shard set {run} for split {split!r} "
+                f"({shard_filename(split, 0, 1, run).replace('00001', 'NNNNN')}), but none of its files are there. "
+                f"Re-run the converter."
+            )
+    elif None in by_run or len(by_run) <= 1:
+        paths = by_run.get(None) or next(iter(by_run.values()), [])
+    else:
+        raise DataError(
+            f"{dataset_dir}: split {split!r} holds {len(by_run)} shard sets "
+            f"({', '.join(sorted(by_run))}) and {DATASET_INFO_FILE} names none; re-run the converter."
+        )
     if not paths:
         present = sorted({m.group("split") for m in map(_SHARD_RE.match, os.listdir(dataset_dir)) if m}) if os.path.isdir(dataset_dir) else []
         raise DataError(
@@ -319,10 +385,22 @@ def list_shards(dataset_dir, split):
     if indices != list(range(num)):
         missing = sorted(set(range(num)) - set(indices))
         raise DataError(
-            f"{dataset_dir}: split {split!r} is incomplete: missing {', '.join(shard_filename(split, i, num) for i in missing[:5])}"
+            f"{dataset_dir}: split {split!r} is incomplete: missing {', '.join(shard_filename(split, i, num, run) for i in missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}. Re-run the converter."
         )
     return paths
+
+
+def remove_stale_shards(dataset_dir, split, run):
+    """Deletes the split's shards of every set but ``run`` (call after dataset.json lists it).
+
+    Returns the paths removed."""
+    removed = []
+    for path in _shard_files(dataset_dir, split):
+        if _SHARD_RE.match(os.path.basename(path)).group("run") != run:
+            os.remove(path)
+            removed.append(path)
+    return removed
 
 
 def _crc32c_table():
@@ -450,6 +528,10 @@ def validate_dataset_info(info, source="dataset.json"):
     splits = info["splits"]
     if not isinstance(splits, dict) or not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in splits.items()):
         raise bad("splits must map split names to example counts (non-negative integers)")
+    runs = info.get("shard_runs", {})
+    if not isinstance(runs, dict) or not all(
+            k in splits and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{8}", v) for k, v in runs.items()):
+        raise bad("shard_runs must map listed splits to 8-hex-digit shard-set tags")
     return info
 
 
@@ -493,7 +575,8 @@ def read_dataset_info(dataset_dir, *, num_classes=None):
     return info
 
 
-def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_names, palette, splits, merge=True, **extra):
+def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_names, palette, splits, merge=True,
+                       shard_runs=None, **extra):
     """Writes ``dataset.json`` atomically (temporary file + rename).
 
     Args:
@@ -502,6 +585,8 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
       splits: dict split name -> number of examples written.
       merge: keep the counts of other splits already recorded in an existing dataset.json with the same
         name and num_classes (a converter run with --splits adds to the dataset).
+      shard_runs: dict split name -> shard-set tag of the shards just written (converters); a split
+        written without one loses any tag recorded before.
       **extra: further JSON-serializable keys (e.g. notes, source).
 
     Returns:
@@ -509,15 +594,19 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
     """
     dataset_dir = os.fspath(dataset_dir)
     path = os.path.join(dataset_dir, DATASET_INFO_FILE)
-    all_splits = {}
+    all_splits, all_runs = {}, {}
     if merge and os.path.exists(path):
         try:
             old = read_dataset_info(dataset_dir)
             if old["name"] == name and old["num_classes"] == num_classes:
                 all_splits.update(old["splits"])
+                all_runs.update(old.get("shard_runs") or {})
         except DataError:
             pass
     all_splits.update({k: int(v) for k, v in splits.items()})
+    for k in splits:
+        all_runs.pop(k, None)
+    all_runs.update({k: str(v) for k, v in (shard_runs or {}).items()})
     info = {
         "name": name,
         "num_classes": int(num_classes),
@@ -526,6 +615,8 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
         "palette": [[int(v) for v in c] for c in palette],
         "splits": dict(sorted(all_splits.items())),
     }
+    if all_runs:
+        info["shard_runs"] = dict(sorted(all_runs.items()))
     info.update(extra)
     validate_dataset_info(info, path)
     atomic_io.write_json(path, info, indent=1, sort_keys=False)
@@ -553,6 +644,8 @@ __all__ = [
     "default_num_shards",
     "ShardedWriter",
     "list_shards",
+    "new_run_tag",
+    "remove_stale_shards",
     "crc32c",
     "check_shard_framing",
     "verify_shards",

@@ -167,7 +167,8 @@ def main(argv):
     history_path = os.path.join(FLAGS.torch_logdir, "history.jsonl")
     step = 0
     if os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, weights_only=False)
+        # weights_only: tensors, numbers and containers only; no pickled code runs on load.
+        state = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]

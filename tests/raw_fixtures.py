@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,4 +201,6 @@ def make_folder(root, n=3, size=(6, 8), num_classes=3):
 
 
 def shard_names(directory):
-    return sorted(n for n in os.listdir(directory) if n.endswith(".tfrecord"))
+    """The shard files of a dataset folder, with the converters' run tag (-xxxxxxxx) taken off."""
+    return sorted(re.sub(r"-[0-9a-f]{8}\.tfrecord$", ".tfrecord", n)
+                  for n in os.listdir(directory) if n.endswith(".tfrecord"))

@@ -158,3 +158,78 @@ def test_coco_image_size_disagreeing_with_annotation(tmp_path):
     specs = raw_datasets.coco_examples(root)
     with pytest.raises(DataError, match=r"000000000002\.jpg: image is 10x10 but .*instances_train2017\.json says 80x60"):
         convert.convert_splits(specs, tmp_path / "out", dataset=coco_voc(), num_workers=0, progress=False, log=lambda s: None)
+
+
+# ----------------------------------------------------------------------------- interrupted re-runs
+
+
+def _filenames(out, split):
+    return [tfrecord.decode_example(r)["filename"].numpy().decode()
+            for r in tf.data.TFRecordDataset(tfrecord.list_shards(out, split))]
+
+
+@pytest.mark.parametrize("fail_after_renames", [0, 1, 2, 3])
+def test_a_conversion_killed_during_the_switch_leaves_old_or_new_never_a_mixture(
+        tmp_path, monkeypatch, fail_after_renames):
+    """Dataset A (4 shards), then dataset B over it, interrupted after k shard renames (and, for
+    k=3, before its dataset.json is written): the folder reads as all-A; finished, all-B."""
+    a = fx.make_folder(tmp_path / "a", n=8)
+    b = fx.make_folder(tmp_path / "b", n=6, size=(5, 7))
+    for i in range(6):
+        os.replace(b / "images" / f"img{i}.png", b / "images" / f"b{i}.png")
+        os.replace(b / "labels" / f"img{i}.png", b / "labels" / f"b{i}.png")
+    (b / "train.txt").write_text("".join(f"b{i}\n" for i in range(6)))
+    out = tmp_path / "out"
+
+    def convert_b():
+        specs = raw_datasets.folder_examples(b, ["train"], palette_masks=False)
+        return convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, num_shards=3,
+                                      progress=False, log=lambda s: None)
+
+    specs = raw_datasets.folder_examples(a, ["train"], palette_masks=False)
+    convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, num_shards=4, progress=False,
+                           log=lambda s: None)
+    a_names = _filenames(out, "train")
+    assert len(a_names) == 8
+
+    real_replace, calls = os.replace, [0]
+
+    def dying_replace(src, dst):
+        if str(src).endswith(".tfrecord"):
+            if calls[0] == fail_after_renames:
+                raise KeyboardInterrupt("killed")
+            calls[0] += 1
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    if fail_after_renames < 3:
+        with pytest.raises(KeyboardInterrupt):
+            convert_b()
+    else:  # every shard renamed: die when dataset.json is switched over
+        monkeypatch.setattr(tfrecord, "write_dataset_info",
+                            lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            convert_b()
+    monkeypatch.undo()
+    # Still dataset A, whole, in its order; what B left behind is not read.
+    assert _filenames(out, "train") == a_names
+    assert tfrecord.read_dataset_info(out)["splits"] == {"train": 8}
+    # The re-run completes the switch and removes A's shards and B's leftovers.
+    convert_b()
+    assert sorted(_filenames(out, "train")) == sorted(f"b{i}" for i in range(6))
+    assert len(fx.shard_names(out)) == 3
+
+
+def test_a_split_dataset_json_does_not_list_is_refused(tmp_path):
+    """Dataset B converted over A with only its train split: A's val shards stay on disk but are
+    no longer part of the dataset, and reading them is an error that says so."""
+    root = fx.make_folder(tmp_path / "raw", n=4)
+    out = tmp_path / "out"
+    _convert(root, out, splits=("train", "val"))
+    other = DatasetSpec("other", 3, 255, ("a", "b", "c"), color_map(3))
+    specs = raw_datasets.folder_examples(root, ["train"], palette_masks=False)
+    convert.convert_splits(specs, out, dataset=other, num_workers=0, progress=False,
+                           log=lambda s: None)
+    assert tfrecord.read_dataset_info(out)["splits"] == {"train": 4}
+    with pytest.raises(DataError, match=r"split 'val' is not listed in dataset.json \(listed: train\)"):
+        tfrecord.list_shards(out, "val")

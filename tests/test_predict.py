@@ -71,6 +71,15 @@ def test_collect_inputs_expands_folders_and_reports_missing(tmp_path):
     assert predict._output_stems(paths)[3:5] == ["scene", "scene_2"]  # pylint: disable=protected-access
 
 
+def test_output_names_never_collide():
+    """x.jpg writes x_color.png; an input named x_color.jpg must not overwrite it."""
+    stems = predict._output_stems(["a/x.jpg", "b/x_color.jpg", "c/x.png", "d/X_Color.png",  # pylint: disable=protected-access
+                                   "e/x_2.png"])
+    files = [stem + suffix for stem in stems for suffix in predict.OUTPUT_SUFFIXES]
+    assert len({name.lower() for name in files}) == len(files) == 15
+    assert stems[:2] == ["x", "x_color_2"]
+
+
 # ----------------------------------------------------------------------------- backends
 
 
@@ -148,7 +157,9 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     out = tmp_path / "out"
     result = fx.run_binary("deeplab.predict", f"--model={model_path}", f"--input={inputs_dir}",
                            f"--output_dir={out}", str(tmp_path / "missing.png"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    # Two inputs were skipped: the run says so and exits 1 (the rest is still written).
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "error: 2 of 6 inputs were skipped: " in result.stderr
     text = result.stdout
     assert text.count(" ms -> ") == 4
     assert "note: " in text and "grayscale image converted to RGB" in text
