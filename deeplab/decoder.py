@@ -7,7 +7,10 @@ Convolution"): sharper boundaries from the backbone's stride-4 features.
 
 Choices (CONVENTIONS.md): depthwise-separable 3x3 convolutions by default, as in the paper and
 the authors' code (``decoder_use_separable_conv=True``: a 3x3 depthwise conv + BN + ReLU, then a
-1x1 conv + BN + ReLU; no weight decay on the depthwise kernel); ``separable=False`` gives the
+1x1 conv + BN + ReLU; no weight decay on the depthwise kernel; their initializers, truncated
+normal with stddev 0.33 (depthwise) and 0.06 (pointwise), which keep the activation scale where
+BN statistics are frozen: Keras' default Glorot counts all input channels in a depthwise fan-in
+and shrinks each depthwise output ~10x); ``separable=False`` gives the
 plain 3x3 convolutions of TF Model Garden and most ports. 48 low-level channels and 256 decoder
 channels as in the paper. The resampling
 from stride ``s`` to stride 4 uses :func:`deeplab.layers.stride_upsample` with ratio ``s / 4``,
@@ -68,10 +71,16 @@ class Decoder(keras.layers.Layer):
         regularizer = (keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay
                        else None)
         if filters is None:
-            conv = keras.layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=False,
-                                                name=name + "_conv", dtype=self.dtype_policy)
+            conv = keras.layers.DepthwiseConv2D(
+                kernel_size, padding="same", use_bias=False, name=name + "_conv",
+                depthwise_initializer=keras.initializers.TruncatedNormal(stddev=0.33),
+                dtype=self.dtype_policy)
         else:
+            initializer = ("glorot_uniform" if not self.separable or kernel_size != 1
+                           or name.startswith("feature_projection")
+                           else keras.initializers.TruncatedNormal(stddev=0.06))
             conv = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
+                                       kernel_initializer=initializer,
                                        kernel_regularizer=regularizer, name=name + "_conv",
                                        dtype=self.dtype_policy)
         bn = BatchNormalization(momentum=self.batch_norm_momentum, epsilon=HEAD_BN_EPSILON,

@@ -116,3 +116,17 @@ def test_training_with_the_decoder(data_dir, tmp_path):
                                    model={"decoder_output_stride": 4, "upsample_logits": False},
                                    image_summary_steps=0))
     assert 4 * 3 * 3 < down.history[1]["valid_pixels"] <= 4 * 9 * 9
+
+
+@pytest.mark.parametrize("separable", [True, False], ids=["separable", "plain"])
+def test_new_decoder_keeps_the_activation_scale(separable):
+    """A fine-tuned model's decoder starts from its initializers with BN statistics frozen at
+    identity (camvid_from_pascal.flags): its output must keep the scale of its input. Keras'
+    default depthwise initializer shrank it ~200x through two stages (logits ~0, no learning)."""
+    rng = np.random.default_rng(2)
+    features = np.maximum(rng.normal(size=(1, 9, 9, 256)), 0).astype("float32")
+    low = np.maximum(rng.normal(size=(1, 33, 33, 24)), 0).astype("float32")
+    layer = Decoder(32, 4, separable=separable)
+    out = np.asarray(layer([features, low], training=False))
+    ratio = np.sqrt((out ** 2).mean()) / np.sqrt((features ** 2).mean())
+    assert 0.05 < ratio < 5.0, ratio
