@@ -34,6 +34,8 @@ def main(argv=None):
     parser.add_argument("--label_dir", default="labels", help="label folder, relative to --input_dir")
     parser.add_argument("--list_dir", default=None, help="folder of the {split}.txt list files (default: --input_dir)")
     parser.add_argument("--palette_masks", action="store_true", help="accept palette PNG masks, reading their palette indices as class ids")
+    parser.add_argument("--allow_outside_root", action="store_true",
+                        help="read listed files outside --input_dir (default: an error)")
     args = parser.parse_args(argv)
     if not 1 <= args.num_classes <= 255:
         raise ConfigError(f"--num_classes must be in [1, 255], got {args.num_classes}")
@@ -56,6 +58,7 @@ def main(argv=None):
         label_dir=args.label_dir,
         list_dir=args.list_dir,
         palette_masks=args.palette_masks,
+        allow_outside_root=args.allow_outside_root,
     )
     convert.convert_from_args(
         split_specs, args, dataset,

@@ -163,11 +163,19 @@ def read_image(path):
     return buf.getvalue(), "png", rgb.height, rgb.width, note
 
 
+# Label file formats read by content (PIL's format name); all lossless.
+LOSSLESS_LABEL_FORMATS = ("PNG", "BMP", "GIF", "PPM")
+
+
 def read_png_label(label, expect_palette_hint=""):
     """Reads a :class:`PngLabel` into uint8 [H, W] raw values (before the LUT)."""
     path = label.path
     data = _read_bytes(path, "label")
     image = _open_image(data, path, "label")
+    # By content, not by name: a lossy file (a JPEG saved as .png) has changed class ids.
+    if image.format not in LOSSLESS_LABEL_FORMATS:
+        raise BadExample(f"{path}: label is a {image.format or 'unknown-format'} file whatever its name; "
+                         f"lossy compression changes class ids: labels must be PNG files of class indices")
     depth = _png_bit_depth(data)
     if depth == 16 or image.mode.startswith("I") or image.mode == "F":
         raise BadExample(f"{path}: 16-bit label image (mode {image.mode}); labels must be 8-bit PNGs of class indices")

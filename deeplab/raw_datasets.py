@@ -246,30 +246,59 @@ def coco_examples(input_dir, splits=None, min_area=MIN_REGION_AREA):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def resolve_listed_path(root, listed):
+def check_inside_root(root, path, where, listed=None, allow_outside=False):
+    """Returns ``path`` if it lies inside ``root`` once links and ``..`` are resolved (or
+    ``allow_outside``); else a DataError naming the list file and the entry."""
+    if allow_outside:
+        return path
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise DataError(
+            f"{where}: {listed if listed is not None else path!r} resolves to {real}, outside the dataset root "
+            f"{real_root}; pass --allow_outside_root to read files there"
+        )
+    return path
+
+
+def resolve_listed_path(root, listed, where="list file", allow_outside=False):
     """Resolves a path from a list file written on another machine against the dataset root.
 
-    Tries the path as given, then ever shorter tails of it under ``root`` ("/SegNet/CamVid/train/a.png" ->
-    root/SegNet/CamVid/train/a.png, root/CamVid/train/a.png, root/train/a.png, root/a.png). When none
-    exists, returns root/<parent>/<file> so that the error names a plausible path.
+    A relative path is taken under ``root``. An absolute one is tried as ever shorter tails under ``root``
+    first ("/SegNet/CamVid/train/a.png" -> root/SegNet/CamVid/train/a.png, root/CamVid/train/a.png,
+    root/train/a.png, root/a.png), then as given. When none exists, returns root/<parent>/<file> so that
+    the error names a plausible path. The result must lie inside ``root`` (symbolic links and ``..``
+    resolved) unless ``allow_outside``: a DataError naming ``where`` and the entry otherwise.
     """
     path = Path(listed)
-    if not path.is_absolute() and (Path(root) / path).exists():
-        return str(Path(root) / path)
-    if path.is_absolute() and path.exists():
-        return str(path)
+    if not path.is_absolute():
+        return check_inside_root(root, str(Path(root) / path), where, listed, allow_outside)
     parts = [p for p in path.parts if p not in ("/", "")]
     for start in range(len(parts)):
         candidate = Path(root).joinpath(*parts[start:])
         if candidate.exists():
-            return str(candidate)
+            return check_inside_root(root, str(candidate), where, listed, allow_outside)
+    if path.exists():
+        return check_inside_root(root, str(path), where, listed, allow_outside)
     return str(Path(root).joinpath(*parts[-2:]))
 
 
-def camvid_examples(input_dir, splits=None):
+def _check_no_duplicates(specs, list_file):
+    """A list naming one image twice would write it twice (and weigh it double): an error."""
+    seen = {}
+    for line, spec in enumerate(specs, start=1):
+        key = os.path.realpath(spec.image_path)
+        if key in seen:
+            raise DataError(f"{list_file}: entry {line} repeats entry {seen[key]} ({spec.image_path}); "
+                            f"remove the duplicate")
+        seen[key] = line
+
+
+def camvid_examples(input_dir, splits=None, *, allow_outside_root=False):
     """CamVid in the SegNet layout: ``{train,val,test}.txt`` listing "image label" path pairs.
 
     11 classes; index 11 (Unlabelled) becomes the ignore label; labels must be 8-bit index PNGs.
+    Listed paths must resolve inside ``input_dir`` unless ``allow_outside_root``; an image listed
+    twice is an error.
     """
     root = Path(input_dir)
     found = [s for s in ("train", "val", "test") if (root / f"{s}.txt").is_file()]
@@ -284,11 +313,12 @@ def camvid_examples(input_dir, splits=None):
         for row in _read_list(list_file):
             if len(row) != 2:
                 raise DataError(f"{list_file}: expected 'image label' per line, got {' '.join(row)!r}")
-            image = resolve_listed_path(root, row[0])
-            label = resolve_listed_path(root, row[1])
+            image = resolve_listed_path(root, row[0], list_file, allow_outside_root)
+            label = resolve_listed_path(root, row[1], list_file, allow_outside_root)
             specs.append(ExampleSpec(image, PngLabel(label, lut=lut), Path(image).stem))
         if not specs:
             raise DataError(f"{list_file}: empty list")
+        _check_no_duplicates(specs, list_file)
         out[split] = specs
     return out
 
@@ -300,12 +330,15 @@ def camvid_examples(input_dir, splits=None):
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp")
 
 
-def folder_examples(input_dir, splits=None, *, image_dir="images", label_dir="labels", list_dir=None, palette_masks=False):
+def folder_examples(input_dir, splits=None, *, image_dir="images", label_dir="labels", list_dir=None, palette_masks=False,
+                    allow_outside_root=False):
     """A plain folder: images, index-PNG masks, and one list file per split.
 
     ``{list_dir}/{split}.txt`` (list_dir defaults to input_dir) holds one example per line: either a name
     (image ``image_dir/NAME.{jpg,jpeg,png}``, label ``label_dir/NAME.png``) or two paths "image label"
     relative to input_dir. Without ``splits``, train.txt / val.txt / test.txt are used if present.
+    Every file must resolve inside input_dir unless ``allow_outside_root``; an image listed twice is
+    an error.
     """
     root = Path(input_dir)
     lists = Path(list_dir) if list_dir else root
@@ -328,14 +361,18 @@ def folder_examples(input_dir, splits=None, *, image_dir="images", label_dir="la
                     root / image_dir / f"{name}.jpg",
                 )
                 label = root / label_dir / f"{name}.png"
+                image = check_inside_root(root, str(image), list_file, name, allow_outside_root)
+                label = check_inside_root(root, str(label), list_file, name, allow_outside_root)
             elif len(row) == 2:
-                image, label = resolve_listed_path(root, row[0]), resolve_listed_path(root, row[1])
+                image = resolve_listed_path(root, row[0], list_file, allow_outside_root)
+                label = resolve_listed_path(root, row[1], list_file, allow_outside_root)
                 name = Path(image).stem
             else:
                 raise DataError(f"{list_file}: expected 'name' or 'image label' per line, got {' '.join(row)!r}")
             specs.append(ExampleSpec(str(image), PngLabel(str(label), palette_ok=palette_masks), name))
         if not specs:
             raise DataError(f"{list_file}: empty list (split {split!r} has no examples)")
+        _check_no_duplicates(specs, list_file)
         out[split] = specs
     return out
 

@@ -62,11 +62,15 @@ def _break(root, case):
     if case == "RGB colour mask":
         fx.save(label, fx.rgb(6, 8, 2))
         return label, "label is an RGB colour image"
+    if case == "JPEG label named .png":
+        Image.fromarray((np.arange(48).reshape(6, 8) % 3).astype(np.uint8)).save(label, format="JPEG")
+        return label, "label is a JPEG file whatever its name; lossy compression"
     raise ValueError(case)
 
 
 CASES = ["missing image", "missing label", "corrupt image", "truncated image", "size mismatch", "label out of range",
-         "16-bit image", "16-bit label", "translucent RGBA image", "palette mask", "RGB colour mask"]
+         "16-bit image", "16-bit label", "translucent RGBA image", "palette mask", "RGB colour mask",
+         "JPEG label named .png"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -233,3 +237,50 @@ def test_a_split_dataset_json_does_not_list_is_refused(tmp_path):
     assert tfrecord.read_dataset_info(out)["splits"] == {"train": 4}
     with pytest.raises(DataError, match=r"split 'val' is not listed in dataset.json \(listed: train\)"):
         tfrecord.list_shards(out, "val")
+
+
+# ----------------------------------------------------------------------------- list files
+
+
+@pytest.mark.parametrize("entry", ["../outside/secret.png ../outside/secret_label.png",
+                                   "{outside}/secret.png {outside}/secret_label.png",
+                                   "images/../../outside/secret.png labels/img0.png"])
+def test_list_entries_outside_the_root_are_refused(tmp_path, entry):
+    root = fx.make_folder(tmp_path / "raw")
+    outside = tmp_path / "outside"
+    fx.save(outside / "secret.png", fx.rgb(6, 8, 9))
+    fx.save(outside / "secret_label.png", np.zeros((6, 8), np.uint8))
+    (root / "train.txt").write_text(entry.format(outside=outside) + "\n")
+    with pytest.raises(DataError, match=r"train.txt: .*secret.png.* resolves to .*outside.*, outside the dataset "
+                                         r"root .*raw; pass --allow_outside_root"):
+        raw_datasets.folder_examples(root, ["train"])
+    # Allowed explicitly: read where it points.
+    specs = raw_datasets.folder_examples(root, ["train"], allow_outside_root=True)
+    assert os.path.realpath(specs["train"][0].image_path) == os.path.realpath(outside / "secret.png")
+
+
+def test_name_entries_and_camvid_paths_outside_the_root_are_refused(tmp_path):
+    root = fx.make_folder(tmp_path / "raw")
+    (root / "train.txt").write_text("img0\n../../etc/passwd\n")
+    with pytest.raises(DataError, match=r"train.txt: '../../etc/passwd' resolves to .*outside the dataset root"):
+        raw_datasets.folder_examples(root, ["train"])
+    camvid = fx.make_camvid(tmp_path / "camvid")
+    fx.save(tmp_path / "elsewhere.png", fx.rgb(3, 4, 1))
+    (camvid / "train.txt").write_text(f"{tmp_path / 'elsewhere.png'} /SegNet/CamVid/trainannot/0001TP_006690.png\n")
+    with pytest.raises(DataError, match=r"train.txt: .*elsewhere.png.* outside the dataset root"):
+        raw_datasets.camvid_examples(camvid, ["train"])
+    # The SegNet lists' absolute paths of another machine still resolve under the root.
+    camvid = fx.make_camvid(tmp_path / "camvid2")
+    assert len(raw_datasets.camvid_examples(camvid, ["train"])["train"]) == 2
+
+
+def test_an_image_listed_twice_is_an_error(tmp_path):
+    root = fx.make_folder(tmp_path / "raw")
+    (root / "train.txt").write_text("img0\nimg1\nimg0\n")
+    with pytest.raises(DataError, match=r"train.txt: entry 3 repeats entry 1 \(.*img0.png\)"):
+        raw_datasets.folder_examples(root, ["train"])
+    camvid = fx.make_camvid(tmp_path / "camvid")
+    lines = (camvid / "val.txt").read_text().splitlines()
+    (camvid / "val.txt").write_text("\n".join(lines + lines[:1]) + "\n")
+    with pytest.raises(DataError, match=r"val.txt: entry 3 repeats entry 1"):
+        raw_datasets.camvid_examples(camvid, ["val"])
