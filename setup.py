@@ -41,6 +41,6 @@ setup(
         "cpu": [f"tensorflow-cpu{TF_RANGE}", f"tensorboard{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}", f"tensorboard{TF_RANGE}"],
         "coco": ["pycocotools>=2.0.7"],
-        "test": ["pytest>=7.4", "jax[cpu]>=0.4.30", "pycocotools>=2.0.7"],
+        "test": ["pytest>=7.4", "jax[cpu]>=0.4.30", "pycocotools>=2.0.7", "psutil>=5.9"],
     },
 )

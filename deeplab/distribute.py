@@ -149,6 +149,10 @@ def run_server(task_type, task_index):
                                   task_index=task_index, protocol=resolver.rpc_layer or "grpc",
                                   start=True)
     print(f"{task_type}:{task_index} serving at {server.target}", flush=True)
+    port = server.target.rsplit(":", 1)[-1]
+    print(f"{task_type}:{task_index}: TensorFlow's gRPC server listens unauthenticated on every "
+          f"interface (0.0.0.0:{port}); keep the cluster on a private network (WORKSPACE.md, "
+          f"'Network security')", flush=True)
     server.join()
 
 

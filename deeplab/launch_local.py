@@ -18,12 +18,25 @@ line a task printed before it stopped is streamed before the launcher exits. Not
 else is touched. With ``--restart_workers`` a worker that dies while the chief runs is
 started again with the same address (the coordinator reschedules its steps). The exit code is
 the chief's.
+
+Network: TensorFlow's gRPC servers (parameter servers, workers) listen on *every* interface
+(0.0.0.0:PORT) whatever address TF_CONFIG names; TensorFlow has no option to bind one address,
+and the endpoints are unauthenticated (anyone who reaches them can run graphs). So by default
+(``--isolate_network``) the launcher runs the whole cluster in a private network namespace of
+its own (``unshare --user --net``, Linux, no privileges needed where unprivileged user
+namespaces are enabled) whose only interface is its loopback: the tasks reach each other, nothing
+outside the launcher's processes can reach them. Where that is unavailable it says so in one line
+and runs unisolated. On a real cluster, keep the tasks on a private network or behind a firewall
+that admits only the cluster's machines (README, "Distributed training").
 """
 
+import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -43,10 +56,54 @@ flags.DEFINE_float("evaluator_wait_seconds", 600.0,
                    "After the chief succeeds, how long the evaluator may take to evaluate the last "
                    "checkpoint and exit before it is stopped.")
 flags.DEFINE_string("host", "127.0.0.1", "Address the tasks listen on (loopback only).")
+flags.DEFINE_boolean("isolate_network", True,
+                     "Run the cluster in a private network namespace (only its own loopback), so "
+                     "TensorFlow's gRPC servers, which listen on every interface, are unreachable "
+                     "from outside. --noisolate_network: the machine's network.")
+
+# Set in the launcher's environment once it runs inside its private network namespace.
+NETNS_ENV = "DEEPLAB_LAUNCH_NETNS"
 
 # After a task is stopped, how long the launcher waits for the rest of its output (a process
 # that left the task's group could hold the pipe open for ever).
 DRAIN_SECONDS = 5.0
+
+
+def _loopback_up():
+    """Brings ``lo`` up (it starts down in a new network namespace)."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh", b"lo", 0)
+        current = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", current | iff_up))
+
+
+def isolation_unavailable():
+    """None if ``unshare --user --net`` works here, else why not (one phrase)."""
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces are Linux only (this is {sys.platform})"
+    unshare = shutil.which("unshare")
+    if not unshare:
+        return "the unshare program (util-linux) is not installed"
+    probe = subprocess.run([unshare, "--user", "--map-root-user", "--net", "true"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode:
+        return f"unshare --user --net failed ({probe.stderr.strip() or probe.returncode})"
+    return None
+
+
+def reexec_isolated(argv):
+    """Replaces this process by the same launcher inside a new user + network namespace.
+
+    Returns (only) with the reason when isolation is unavailable."""
+    reason = isolation_unavailable()
+    if reason:
+        return reason
+    env = dict(os.environ, **{NETNS_ENV: "1"})
+    sys.stdout.flush()
+    os.execvpe("unshare", ["unshare", "--user", "--map-root-user", "--net", sys.executable,
+                           "-m", "deeplab.launch_local", *argv[1:]], env)
+    return "exec failed"  # not reached
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -216,6 +273,15 @@ def run_cluster(cluster, command, *, evaluator=False, restart_workers=False, max
 
 
 def main(argv):
+    if FLAGS.isolate_network and os.environ.get(NETNS_ENV) != "1":
+        reason = reexec_isolated(sys.argv)
+        print(f"[launch_local] network not isolated: {reason}. TensorFlow's gRPC servers listen "
+              f"unauthenticated on every interface of this machine; --noisolate_network silences "
+              f"this", file=sys.stderr, flush=True)
+    elif os.environ.get(NETNS_ENV) == "1":
+        _loopback_up()
+        print("[launch_local] cluster in a private network namespace: reachable only from its "
+              "own tasks", flush=True)
     train_flags = argv[1:]
     if "--" in train_flags:
         train_flags.remove("--")

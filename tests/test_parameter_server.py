@@ -14,16 +14,18 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 
-from deeplab import checkpoints, distribute, summaries, synthetic
+from deeplab import checkpoints, distribute, launch_local, summaries, synthetic
 from deeplab import evaluate as evaluate_lib
 from deeplab import train as train_lib
 from deeplab.errors import ConfigError
@@ -265,11 +267,45 @@ def test_worker_killed_mid_run_the_run_completes(data_dir, tmp_path):
     _assert_all_gone(_pids(output), output)
 
 
+def _listening_ports(pid):
+    """{port: local address hex} of the TCP sockets listening in ``pid``'s network namespace."""
+    ports = {}
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}", encoding="ascii") as handle:
+            for line in handle.readlines()[1:]:
+                local, _, state = line.split()[1:4]
+                if state == "0A":  # LISTEN
+                    address, port = local.split(":")
+                    ports.setdefault(int(port, 16), set()).add(address)
+    return ports
+
+
+def _assert_servers_unreachable_from_outside(output):
+    """While the cluster trains: its gRPC servers listen inside the launcher's namespace (on
+    0.0.0.0, TensorFlow's only choice), and no address of this machine reaches them."""
+    if launch_local.isolation_unavailable():
+        pytest.skip(f"no network namespace here: {launch_local.isolation_unavailable()}")
+    assert "cluster in a private network namespace" in output, output[-3000:]
+    cluster = json.loads(re.search(r"^\[launch_local\] cluster (\{.*\})$", output, re.M).group(1))
+    ports = [int(a.rsplit(":", 1)[1]) for job in ("ps", "worker") for a in cluster[job]]
+    inside = _listening_ports(_pids(output)[0])
+    wildcard = {"0" * 8, "0" * 32}  # 0.0.0.0 or [::]
+    assert all(inside.get(port, set()) & wildcard for port in ports), (ports, inside)
+    addresses = {"127.0.0.1"} | {a.address for nic in psutil.net_if_addrs().values() for a in nic
+                                 if a.family == socket.AF_INET}
+    for address in sorted(addresses):
+        for port in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                assert sock.connect_ex((address, port)) != 0, f"{address}:{port} is reachable"
+
+
 def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
     launcher = _Streamed(_launch_command(
         ["--workers=2", "--ps=1", "--evaluator"],
         [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}", "--training_steps=1000"]))
     launcher.wait_for(r"^\[chief:0\] step\s+2/", 300)
+    _assert_servers_unreachable_from_outside(launcher.output)
     launcher.process.send_signal(signal.SIGINT)
     code, output = launcher.finish(timeout=300)
     assert code == 130, output[-3000:]
