@@ -31,6 +31,8 @@ import io
 import multiprocessing
 import os
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -343,6 +345,24 @@ class SplitReport:
     notes: list = dataclasses.field(default_factory=list)
 
 
+def _exit_with_parent(parent_pid, poll_seconds=0.5):
+    """Worker initializer: a thread that ends this worker as soon as its parent is gone.
+
+    A converter killed by SIGKILL (or any signal it cannot catch) never tells its pool; the
+    workers, blocked on the task queue or on a read, would otherwise live for ever. (Linux's
+    parent-death signal is not used: it follows the thread that started the worker, not the
+    process.)"""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers, chunk=8):
     """Yields per-example results in input order, from worker processes (or inline with num_workers=0)."""
     batches = [specs[i : i + chunk] for i in range(0, len(specs), chunk)]
@@ -352,7 +372,9 @@ def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers
         return
     # spawn: workers never inherit the parent's TensorFlow threads.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context,
+                                                initializer=_exit_with_parent,
+                                                initargs=(os.getpid(),)) as pool:
         pending = collections.deque()
         batch_iter = iter(batches)
         try:

@@ -3,6 +3,10 @@ skip_bad is skipped, reported and counted. Deliberate conversions (grayscale, op
 
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -284,3 +288,46 @@ def test_an_image_listed_twice_is_an_error(tmp_path):
     (camvid / "val.txt").write_text("\n".join(lines + lines[:1]) + "\n")
     with pytest.raises(DataError, match=r"val.txt: entry 3 repeats entry 1"):
         raw_datasets.camvid_examples(camvid, ["val"])
+
+
+# ----------------------------------------------------------------------------- killed converters
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_die_with_a_killed_converter(tmp_path, sig):
+    """A converter killed while its workers read (one is blocked on a FIFO that never delivers)
+    leaves no worker process, and no shard or dataset.json."""
+    psutil = pytest.importorskip("psutil")
+    root = fx.make_folder(tmp_path / "raw", n=3)
+    os.remove(root / "images" / "img1.png")
+    os.mkfifo(root / "images" / "img1.png")
+    (root / "train.txt").write_text("".join(f"images/img{i}.png labels/img{i}.png\n" for i in range(3)))
+    out = tmp_path / "out"
+    converter = subprocess.Popen(
+        [sys.executable, os.path.join(fx.REPO, "datasets", "build_folder.py"), "--input_dir", str(root),
+         "--output_dir", str(out), "--num_classes", "3", "--num_workers", "2", "--no_progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    parent = psutil.Process(converter.pid)
+    # The event: a worker process has the FIFO open (it is blocked reading it).
+    deadline = time.time() + 120
+    fifo = str(root / "images" / "img1.png")
+    writer = None
+    # The event: a worker has opened the FIFO for reading (a non-blocking open for writing
+    # succeeds only then); holding the write end open keeps that worker blocked in read().
+    while writer is None and time.time() < deadline and converter.poll() is None:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            time.sleep(0.05)
+    if writer is None:
+        converter.kill()
+        pytest.fail("no worker opened the FIFO: " + converter.communicate()[0].decode()[-2000:])
+    workers = parent.children(recursive=True)
+    assert workers
+    converter.send_signal(sig)
+    converter.wait(timeout=60)
+    gone, alive = psutil.wait_procs(workers, timeout=60)
+    os.close(writer)
+    assert not alive, f"workers left behind: {alive}"
+    assert len(gone) == len(workers)
+    assert not os.path.exists(out / "dataset.json") and fx.shard_names(out) == []
