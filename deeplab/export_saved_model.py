@@ -48,6 +48,9 @@ flags.DEFINE_list("tflite_input_size", [],
 flags.DEFINE_string("calibration_split", None,
                     "Split of --dataset_dir whose images calibrate int8 (default --train_split).")
 flags.DEFINE_integer("num_calibration_images", 100, "Images used for int8 calibration.")
+flags.DEFINE_integer("serving_max_pixels", 4096 * 4096,
+                     "Most pixels (N x H x W) one call of the SavedModel may send (a request "
+                     "above it is refused with a message); 0: no cap.", lower_bound=0)
 flags.DEFINE_string("evaluate_split", None,
                     "After export, evaluate float Keras / float TFLite / int8 TFLite mIOU on this "
                     "split of --dataset_dir (limit: --eval_limit).")
@@ -120,7 +123,8 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
                dataset_dir=None, class_names=None, saved_model=True, tflite=False,
                quantize="none", tflite_input_size=(513, 513), calibration_split="train",
                num_calibration_images=100, evaluate_split=None, eval_limit=0, log=print,
-               fuse_batch_norm=True, tile_size=None, tile_overlap=0.25):
+               fuse_batch_norm=True, tile_size=None, tile_overlap=0.25,
+               max_pixels=None):
     """Does the export; the binary's flags map one to one onto these arguments.
 
     ``fuse_batch_norm`` folds every BN into its convolution before export (:mod:`deeplab.fuse`:
@@ -166,7 +170,9 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
         start = time.perf_counter()
         serving.export_saved_model(model, export_dir, class_names=names, palette=palette,
                                    scales=scales, flip=flip, export_info=export_info,
-                                   tile_size=tile_size, tile_overlap=tile_overlap)
+                                   tile_size=tile_size, tile_overlap=tile_overlap,
+                                   max_pixels=(serving.DEFAULT_MAX_PIXELS if max_pixels is None
+                                               else max_pixels))
         result["saved_model"] = export_dir
         log(f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales {list(scales)}, "
             f"flip {flip}, output stride {model.output_stride}, {model.num_classes} classes"
@@ -245,7 +251,8 @@ def main(argv):
             calibration_split=FLAGS.calibration_split or FLAGS.train_split,
             num_calibration_images=FLAGS.num_calibration_images,
             evaluate_split=FLAGS.evaluate_split, eval_limit=FLAGS.eval_limit,
-            tile_size=experiment_flags.eval_tile_size(), tile_overlap=FLAGS.eval_tile_overlap)
+            tile_size=experiment_flags.eval_tile_size(), tile_overlap=FLAGS.eval_tile_overlap,
+            max_pixels=FLAGS.serving_max_pixels)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -27,8 +27,12 @@ the README, "Serving the SavedModel"): a uint8 signature cannot receive another 
 rejects the call: ``InvalidArgumentError ... expected to be a uint8 tensor but is a float
 tensor``); numpy arrays are checked against the signature's shape (``TypeError``) and cast to
 uint8 by TensorFlow before the graph runs. Tensors reach the graph with any shape, so it
-asserts rank 4, 3 channels and positive H, W with messages that name the signature and the
-shape received.
+asserts rank 4, at least one image, 3 channels and positive H, W with messages that name the
+signature and the shape received, and caps the pixels of one call (N x H x W <= the export's
+``max_pixels``, ``--serving_max_pixels``, default 4096 x 4096 = 16.8 M) so that one request
+cannot take the server's memory. ``serve_encoded_images`` checks each input's leading bytes and
+names the index of one that is not a JPEG, PNG, GIF or BMP file; a file with a valid header but
+damaged content fails with TensorFlow's decoder error.
 
 TensorFlow-only code (not part of the keras.ops model).
 """
@@ -48,6 +52,10 @@ ENCODED_SIGNATURE = "serve_encoded_images"
 CLASS_INFO_SIGNATURE = "class_info"
 CLASS_NAMES_FILE = "class_names.txt"
 EXPORT_INFO_FILE = "deeplab_export.json"
+# Pixels (N x H x W) one serving call may send: 16.8 M, a 4096 x 4096 image or 64 of 513 x 513.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# Leading bytes of the encoded formats tf.io.decode_image reads.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None,
@@ -65,8 +73,9 @@ def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None,
     return {"semantic": semantic, "probabilities": probabilities}
 
 
-def _check_images(images, where):
-    """Run-time check of a uint8 image batch: rank 4, 3 channels, H and W > 0.
+def _check_images(images, where, max_pixels=0):
+    """Run-time check of a uint8 image batch: rank 4, N > 0, 3 channels, H and W > 0, and
+    N x H x W <= ``max_pixels`` (0: no cap).
 
     A loaded signature called with a tf.Tensor does not check its shape against the signature
     (numpy arrays are checked and cast), so the graph asserts it, with one message that names
@@ -80,15 +89,38 @@ def _check_images(images, where):
     padded = tf.concat([dynamic_shape, tf.zeros([4], tf.int32)], axis=0)[:4]
     valid = tf.logical_and(
         tf.equal(tf.size(dynamic_shape), 4),
-        tf.logical_and(tf.equal(padded[3], 3), tf.reduce_all(padded[1:3] > 0)))
+        tf.logical_and(tf.equal(padded[3], 3), tf.reduce_all(padded[0:3] > 0)))
     check = tf.debugging.Assert(
         valid,
-        [f"{where} expects uint8 RGB images of shape [N, H, W, 3] with H, W > 0 (one image: add "
-         "a leading batch dimension; grayscale or RGBA: convert to RGB first); got shape",
+        [f"{where} expects uint8 RGB images of shape [N, H, W, 3] with N, H, W > 0 (one image: "
+         "add a leading batch dimension; grayscale or RGBA: convert to RGB first); got shape",
          dynamic_shape],
         summarize=8)
-    with tf.control_dependencies([check]):
+    checks = [check]
+    if max_pixels:
+        pixels = tf.reduce_prod(tf.cast(padded[0:3], tf.int64))
+        with tf.control_dependencies([check]):
+            checks.append(tf.debugging.Assert(
+                pixels <= max_pixels,
+                [f"{where}: N x H x W exceeds the cap of {int(max_pixels)} pixels per call set "
+                 "at export (--serving_max_pixels); send fewer or smaller images. Got shape",
+                 dynamic_shape], summarize=8))
+    with tf.control_dependencies(checks):
         return tf.identity(images)
+
+
+def _decode_checked(image_bytes, index):
+    """tf.io.decode_image of ``image_bytes[index]`` after checking its leading bytes, so that a
+    file that is not an image is named by its index."""
+    data = image_bytes[index]
+    known = tf.reduce_any(tf.stack([
+        tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC]))
+    check = tf.debugging.Assert(
+        known,
+        [f"{ENCODED_SIGNATURE}: not a JPEG, PNG, GIF or BMP file: image_bytes index", index,
+         "of", tf.size(image_bytes), "starts with", tf.strings.substr(data, 0, 8)], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
 
 
 class SegmentationModule(tf.Module):
@@ -104,10 +136,12 @@ class SegmentationModule(tf.Module):
       flip: also average the left-right flipped inputs.
       export_info: JSON-able dict written to ``assets/deeplab_export.json`` (model config,
         checkpoint, output stride...), for people and tools that inspect the export.
+      max_pixels: most pixels (N x H x W) one call may send; 0: no cap.
     """
 
     def __init__(self, model, *, class_names, palette=None, scales=(1.0,), flip=False,
-                 export_info=None, tile_size=None, tile_overlap=0.25):
+                 export_info=None, tile_size=None, tile_overlap=0.25,
+                 max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name="deeplab_serving")
         num_classes = int(model.output_shape[-1])
         class_names = [str(n) for n in class_names]
@@ -129,6 +163,9 @@ class SegmentationModule(tf.Module):
         self.flip = bool(flip)
         self.tile_size = tile_size or None
         self.tile_overlap = float(tile_overlap)
+        self.max_pixels = int(max_pixels or 0)
+        if self.max_pixels < 0:
+            raise ValueError(f"max_pixels must be >= 0 (0: no cap), got {max_pixels}")
         self._palette = tf.constant(palette, tf.int32)
         # Assets are copied into the SavedModel at save time; these temporary files only
         # need to live until then (see save()).
@@ -140,6 +177,7 @@ class SegmentationModule(tf.Module):
                 "palette": palette.tolist(), "scales": list(self.scales), "flip": self.flip,
                 "tile_size": list(tile_size) if isinstance(tile_size, (tuple, list)) else tile_size,
                 "tile_overlap": self.tile_overlap if tile_size else None,
+                "max_pixels_per_call": self.max_pixels or None,
                 "signatures": {SERVING_DEFAULT: "uint8 images [N, H, W, 3]",
                                ENCODED_SIGNATURE: "encoded images [N], all one size",
                                CLASS_INFO_SIGNATURE: "class names and palette"},
@@ -158,7 +196,7 @@ class SegmentationModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
         """Segments a batch of uint8 RGB images of one size (any H and W)."""
-        return self.segment(_check_images(images, SERVING_DEFAULT))
+        return self.segment(_check_images(images, SERVING_DEFAULT, self.max_pixels))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_encoded_images(self, image_bytes):
@@ -167,12 +205,12 @@ class SegmentationModule(tf.Module):
         assert_some = tf.debugging.assert_positive(
             count, message=f"{ENCODED_SIGNATURE}: send at least one encoded image")
         with tf.control_dependencies([assert_some]):
-            first = tf.io.decode_image(image_bytes[0], channels=3, expand_animations=False)
+            first = _decode_checked(image_bytes, 0)
         first_size = tf.shape(first)[:2]
         decoded = tf.TensorArray(tf.uint8, size=count, element_shape=tf.TensorShape([None, None, 3]))
         decoded = decoded.write(0, first)
         for i in tf.range(1, count):
-            image = tf.io.decode_image(image_bytes[i], channels=3, expand_animations=False)
+            image = _decode_checked(image_bytes, i)
             same = tf.debugging.assert_equal(
                 tf.shape(image)[:2], first_size,
                 message=(f"{ENCODED_SIGNATURE}: all images in one call must have the same "
@@ -181,7 +219,7 @@ class SegmentationModule(tf.Module):
             with tf.control_dependencies([same]):
                 decoded = decoded.write(i, tf.identity(image))
         images = tf.ensure_shape(decoded.stack(), [None, None, None, 3])
-        return self.segment(_check_images(images, ENCODED_SIGNATURE))
+        return self.segment(_check_images(images, ENCODED_SIGNATURE, self.max_pixels))
 
     @tf.function(input_signature=[])
     def class_info(self):
@@ -204,21 +242,22 @@ class SegmentationModule(tf.Module):
 
 
 def export_saved_model(model, export_dir, *, class_names, palette=None, scales=(1.0,),
-                       flip=False, export_info=None, tile_size=None, tile_overlap=0.25):
+                       flip=False, export_info=None, tile_size=None, tile_overlap=0.25,
+                       max_pixels=DEFAULT_MAX_PIXELS):
     """Exports ``model`` as a SavedModel that takes raw images (see the module docstring).
 
     Args:
       model: a DeepLabV3 (``upsample_logits=True``) holding trained weights.
       export_dir: folder to write; created, and overwritten if it holds a SavedModel.
-      class_names, palette, scales, flip, export_info, tile_size, tile_overlap: see
-        :class:`SegmentationModule` (tiling runs inside the exported graph).
+      class_names, palette, scales, flip, export_info, tile_size, tile_overlap, max_pixels:
+        see :class:`SegmentationModule` (tiling runs inside the exported graph).
 
     Returns:
       ``export_dir``.
     """
     module = SegmentationModule(model, class_names=class_names, palette=palette, scales=scales,
                                 flip=flip, export_info=export_info, tile_size=tile_size,
-                                tile_overlap=tile_overlap)
+                                tile_overlap=tile_overlap, max_pixels=max_pixels)
     return module.save(export_dir)
 
 

@@ -64,7 +64,9 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(r'''
     attempt("four_channels_numpy", lambda: serve(images=np.zeros([1, 9, 9, 4], np.uint8)))
     attempt("empty_image", lambda: serve(images=tf.zeros([1, 0, 9, 3], tf.uint8)))
     attempt("mixed_sizes", lambda: encoded(image_bytes=tf.constant([pngs[0], bytes(inputs["png_small"])])))
-    attempt("not_an_image", lambda: encoded(image_bytes=tf.constant([b"hello"])))
+    attempt("not_an_image", lambda: encoded(image_bytes=tf.constant([pngs[0], b"hello"])))
+    attempt("empty_batch", lambda: serve(images=tf.zeros([0, 9, 9, 3], tf.uint8)))
+    attempt("too_many_pixels", lambda: serve(images=tf.zeros([1, 4097, 4096, 3], tf.uint8)))
     attempt("no_images", lambda: encoded(image_bytes=tf.constant([], tf.string)))
     np.savez(outputs_path, **out)
     with open(outputs_path + ".json", "w") as f:
@@ -164,16 +166,23 @@ def test_bad_inputs_give_readable_errors(fresh):
         kind, message = errors[name]
         assert kind == "TypeError" and "(None, None, None, 3)" in message and "uint8" in message
     # Tensors reach the graph, whose assertion names the signature, the rule and the shape.
-    expected = "serving_default expects uint8 RGB images of shape [N, H, W, 3] with H, W > 0"
+    expected = "serving_default expects uint8 RGB images of shape [N, H, W, 3] with N, H, W > 0"
     for name, shape in (("rank_3", "[33 41 3]"), ("rank_5", "[1 9 9 3 1]"),
-                        ("four_channels", "[1 9 9 4]"), ("empty_image", "[1 0 9 3]")):
+                        ("four_channels", "[1 9 9 4]"), ("empty_image", "[1 0 9 3]"),
+                        ("empty_batch", "[0 9 9 3]")):
         kind, message = errors[name]
         assert kind == "InvalidArgumentError", (name, message)
         assert expected in message and f"got shape] {shape}" in message, (name, message)
     kind, message = errors["mixed_sizes"]
     assert kind == "InvalidArgumentError" and "same height and width" in message
     kind, message = errors["not_an_image"]
-    assert kind == "InvalidArgumentError" and "Unknown image file format" in message
+    assert kind == "InvalidArgumentError"
+    assert ("serve_encoded_images: not a JPEG, PNG, GIF or BMP file: image_bytes index] [1] [of] "
+            "[2] [starts with] [hello]") in message, message
+    kind, message = errors["too_many_pixels"]
+    assert kind == "InvalidArgumentError"
+    assert ("serving_default: N x H x W exceeds the cap of 16777216 pixels per call set at "
+            "export (--serving_max_pixels)") in message and "[1 4097 4096 3]" in message
     kind, message = errors["no_images"]
     assert kind == "InvalidArgumentError" and "at least one encoded image" in message
 

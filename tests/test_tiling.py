@@ -83,6 +83,22 @@ def test_saved_model_and_keras_segmenter_tile(model, tmp_path):
     np.testing.assert_array_equal(loaded(pixels), expected)
 
 
+def test_saved_model_pixel_cap_set_at_export(model, tmp_path):
+    """--serving_max_pixels: a call of N x H x W above the cap is refused before the model
+    runs; at the cap it is served; 0 turns the cap off."""
+    pixels = np.random.default_rng(5).integers(0, 256, (2, 21, 30, 3), dtype=np.uint8)
+    serving.export_saved_model(model, str(tmp_path / "capped"), class_names=list("abcd"),
+                               max_pixels=21 * 30)
+    serve = tf.saved_model.load(str(tmp_path / "capped")).signatures["serving_default"]
+    assert serve(images=tf.constant(pixels[:1]))["semantic"].shape == (1, 21, 30)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"exceeds the cap of 630 pixels"):
+        serve(images=tf.constant(pixels))
+    serving.export_saved_model(model, str(tmp_path / "uncapped"), class_names=list("abcd"),
+                               max_pixels=0)
+    serve = tf.saved_model.load(str(tmp_path / "uncapped")).signatures["serving_default"]
+    assert serve(images=tf.constant(pixels))["semantic"].shape == (2, 21, 30)
+
+
 def test_evaluation_with_windows(data_dir, tmp_path):
     from deeplab import evaluation  # pylint: disable=import-outside-toplevel
     from tests.test_train import _config  # pylint: disable=import-outside-toplevel
