@@ -37,6 +37,9 @@ CHECKPOINT_NAME = "ckpt"
 # Name of the dict of model variables inside every tf.train.Checkpoint this module writes.
 WEIGHTS_KEY = "weights"
 STEP_KEY = "step"
+# The states of the model's random generators (ASPP dropout): a resumed run draws the masks the
+# uninterrupted one would. Checkpoints written before it was saved lack it (restored without).
+RNG_KEY = "rng"
 _DATASET_INFO_FIELDS = ("name", "num_classes", "ignore_label", "class_names", "palette")
 
 
@@ -55,7 +58,26 @@ def variables_by_path(model):
     return result
 
 
-def make_checkpoint(model, optimizer=None, step=None):
+def rng_states(model):
+    """{layer name: seed-generator state variable} of every layer of ``model`` that draws
+    random numbers (keras SeedGenerator; not part of ``model.weights``)."""
+    states = {}
+    for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None and getattr(generator, "state", None) is not None:
+            key = layer.name
+            while key in states:
+                key += "_"
+            states[key] = generator.state
+    return states
+
+
+def checkpoint_has_rng(prefix):
+    """True if the checkpoint at ``prefix`` holds the random generators' states."""
+    return any(name.startswith(RNG_KEY + "/") for name, _ in tf.train.list_variables(prefix))
+
+
+def make_checkpoint(model, optimizer=None, step=None, rng=False):
     """A tf.train.Checkpoint of the model's variables (by path), the optimizer and the step.
 
     Args:
@@ -63,11 +85,15 @@ def make_checkpoint(model, optimizer=None, step=None):
       optimizer: a built keras optimizer (its variables must exist before restoring into it:
         call ``optimizer.build(model.trainable_variables)`` first), or None.
       step: a scalar tf.Variable counting training steps, or None.
+      rng: also the states of the model's random generators (:func:`rng_states`), so that a
+        resumed run draws the same dropout masks as an uninterrupted one.
 
     Returns:
       tf.train.Checkpoint.
     """
     objects = {WEIGHTS_KEY: variables_by_path(model)}
+    if rng and rng_states(model):
+        objects[RNG_KEY] = rng_states(model)
     if optimizer is not None:
         objects["optimizer"] = optimizer
     if step is not None:

@@ -374,6 +374,7 @@ def make_train_dataset(
     num_parallel_calls=AUTOTUNE,
     private_threadpool_size=None,
     interleave_cycle_length=4,
+    skip_batches=0,
 ):
     """The training stream of Sec. 4.1: random scale, pad, crop, flip, normalize; repeated forever.
 
@@ -400,6 +401,9 @@ def make_train_dataset(
       num_parallel_calls: parallelism of the per-example map.
       private_threadpool_size: give tf.data its own pool of this many threads.
       interleave_cycle_length: shards read concurrently.
+      skip_batches: start after this many batches of the stream (a resumed run): skipped as
+        serialized records, before decoding; every later example keeps its index, so it gets the
+        same augmentation as in the uninterrupted stream. Exact with ``deterministic``.
 
     Returns:
       tf.data.Dataset of (images float32 [B, crop_h, crop_w, 3] normalized, labels int32 [B, crop_h, crop_w]).
@@ -510,6 +514,8 @@ def make_train_dataset(
         )
 
     ds = ds.enumerate()
+    if skip_batches:
+        ds = ds.skip(int(skip_batches) * per_replica_batch)
     ds = ds.map(transform, num_parallel_calls=num_parallel_calls, deterministic=True if deterministic else None)
     ds = ds.batch(per_replica_batch, drop_remainder=drop_remainder)
     ds = ds.prefetch(AUTOTUNE)

@@ -389,7 +389,7 @@ def _train(config, strategy):
         optimizer.build(model.trainable_variables)
     if config.sync_batch_norm:
         distribute.set_sync_batch_norm(model, True)
-    checkpoint = checkpoints.make_checkpoint(model, optimizer, step_var)
+    checkpoint = checkpoints.make_checkpoint(model, optimizer, step_var, rng=True)
     os.makedirs(config.logdir, exist_ok=True)
     if chief:
         removed = checkpoints.remove_interrupted_writes(config.logdir)
@@ -423,7 +423,12 @@ def _train(config, strategy):
                 raise ConfigError(f"--logdir={config.logdir} holds a run of another model "
                                   f"({', '.join(differing)} differ from {config_path}); use a new "
                                   "--logdir, or --init_checkpoint to start from that run")
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        if checkpoints.rng_states(model) and not checkpoints.checkpoint_has_rng(latest):
+            # Written before the random generators were saved: restore what it has.
+            checkpoints.make_checkpoint(model, optimizer, step_var).restore(
+                latest).assert_existing_objects_matched()
+        else:
+            checkpoint.restore(latest).assert_existing_objects_matched()
         start_step = int(step_var.numpy())
         if start_step > config.training_steps:
             raise ConfigError(f"--training_steps={config.training_steps} is below step {start_step} "
@@ -447,9 +452,15 @@ def _train(config, strategy):
         run_record.write_config(config.logdir, recipe)
 
     # ------------------------------------------------------------------ data
-    # A resumed run draws a new (still reproducible) data stream rather than repeating the
-    # first images: the seed moves with the step it resumes from.
-    data_seed = config.seed + 1_000_003 * start_step
+    # Resuming: with --deterministic the stream is the uninterrupted run's, continued exactly
+    # (same seed; the batches already trained on are skipped as serialized records, before any
+    # decoding), so kill-and-resume reproduces the uninterrupted weights (tests/test_resume.py).
+    # Otherwise a resumed run draws a new (still reproducible) stream rather than repeating the
+    # first images: the seed moves with the step it resumes from. Parameter-server training
+    # (asynchronous) is never exact.
+    exact_resume = config.deterministic and coordinator is None
+    data_seed = config.seed if exact_resume else config.seed + 1_000_003 * start_step
+    skip_batches = start_step if exact_resume else 0
 
     def dataset_fn(input_context, verify=True):
         return input_pipeline.make_train_dataset(
@@ -459,7 +470,7 @@ def _train(config, strategy):
             flip=config.random_flip, bootstrap_classes=tuple(config.bootstrap_classes),
             bootstrap_repeat=config.bootstrap_repeat, shuffle_buffer=config.shuffle_buffer,
             seed=data_seed, deterministic=config.deterministic, input_context=input_context,
-            num_classes=num_classes, verify=verify)
+            num_classes=num_classes, verify=verify, skip_batches=skip_batches)
 
     if coordinator is None:
         dataset = strategy.distribute_datasets_from_function(dataset_fn)
