@@ -123,7 +123,10 @@ flags.DEFINE_enum("strategy", "default",
 flags.DEFINE_boolean("sync_batch_norm", False, "Synchronize BN statistics across replicas.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
 flags.DEFINE_integer("seed", 0, "Random seed (initialization, data order, augmentation).")
-flags.DEFINE_boolean("deterministic", False, "Deterministic data order and ops (tests).")
+flags.DEFINE_boolean("deterministic", False,
+                     "Deterministic data order and ops; a resumed run then continues the "
+                     "uninterrupted run's data stream exactly (kill and resume reproduces its "
+                     "weights on one machine). Slower input pipeline.")
 flags.DEFINE_boolean("eval_after_training", False,
                      "Evaluate --eval_split with the final weights and print mIOU (quick start).")
 
