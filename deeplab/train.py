@@ -622,7 +622,7 @@ def _train(config, strategy):
                 raise NonFiniteLossError(
                     f"non-finite weights at step {step}: no checkpoint written for it; the last "
                     f"good checkpoint is {last_saved}. Lower --base_learning_rate")
-            last_saved = manager.save(checkpoint_number=step)
+            last_saved = _save_checkpoint(manager, step, last_saved)
             last_saved_step = step
             logging.info("Saved %s", last_saved)
 
@@ -641,7 +641,7 @@ def _train(config, strategy):
         if not checkpoints.weights_are_finite(model):
             raise NonFiniteLossError(f"non-finite weights at step {step}: no checkpoint written "
                                      f"for it; the last good checkpoint is {last_saved}")
-        last_saved = manager.save(checkpoint_number=step)
+        last_saved = _save_checkpoint(manager, step, last_saved)
     if chief and step > start_step:
         print(f"Trained steps {start_step}->{step} in {format_duration(time.time() - run_start)}; "
               f"checkpoint {last_saved}", flush=True)
@@ -652,6 +652,38 @@ def _train(config, strategy):
         result.eval = evaluate_after_training(last_saved, config, num_classes=num_classes,
                                               step=step)
     return result
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions): the earlier ones are intact."""
+
+
+def _save_checkpoint(manager, step, last_saved):
+    """``manager.save`` for ``step``; a write that fails (disk full, read-only folder) removes
+    what it left behind and stops the run with one line naming the checkpoint, the reason and
+    the intact checkpoint a rerun resumes from."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab import checkpoints  # pylint: disable=import-outside-toplevel
+
+    try:
+        return manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as error:
+        folder = manager.directory
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else \
+            error.message.strip().splitlines()[0]
+        try:
+            checkpoints.remove_interrupted_writes(folder)
+            prefix = os.path.join(folder, f"{checkpoints.CHECKPOINT_NAME}-{step}")
+            if prefix not in manager.checkpoints:
+                for path in tf.io.gfile.glob(prefix + ".*"):
+                    tf.io.gfile.remove(path)
+        except (OSError, tf.errors.OpError):
+            pass
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {checkpoints.CHECKPOINT_NAME}-{step} in {folder} ({reason}); "
+            f"{last_saved or 'no earlier checkpoint'} is intact: free space there and run the same "
+            f"command to resume") from error
 
 
 def _per_worker_dataset_fn(strategy, dataset_fn):

@@ -2,6 +2,7 @@
 checkpoints, skips broken ones with a line naming them, and keeps only finite weights."""
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -143,3 +144,46 @@ def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
 
     with pytest.raises(ConfigError, match=r"--training_steps=3 is below step 6 .*ckpt-6"):
         train_lib.train(_config(data_dir, run, training_steps=3))
+
+
+def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_path):
+    """The logdir on a 13 MB tmpfs (5 MB checkpoints): the third checkpoint cannot be written.
+    The run stops with one line naming it and the intact one, leaves no partial files; with
+    more space the same command resumes from the intact checkpoint. Needs a private mount
+    namespace (unshare --user --mount); skipped where there is none."""
+    import shutil as _shutil
+    import subprocess
+    import sys
+
+    from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
+
+    unshare = _shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            f"mount -t tmpfs -o size=1m tmpfs {tmp_path}"], capture_output=True,
+                           check=False) if unshare else None
+    if probe is None or probe.returncode:
+        pytest.skip("no private mount namespace with tmpfs here")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    train = " ".join([sys.executable, "-m", "deeplab.train", f"--dataset_dir={data_dir}",
+                      f"--logdir={mount}/run", "--training_steps=5", "--save_checkpoint_steps=1",
+                      "--keep_checkpoints=10", *TINY_FLAGS])
+    script = (f"mount -t tmpfs -o size=13m tmpfs {mount} && {train}; echo \"first exit $?\"; "
+              f"ls {mount}/run; mount -o remount,size=64m {mount} && {train}; echo \"second exit $?\"")
+    result = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=600, check=False,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = result.stdout
+    first, second = out.split("first exit")
+    assert "Traceback" not in first, first[-3000:]
+    match = re.search(r"error: cannot write checkpoint ckpt-(\d) in \S+/run \(([^)]*)\); "
+                      r"(\S+/ckpt-(\d)) is intact: free space there and run the same command", first)
+    assert match, first[-3000:]
+    failed, kept = int(match.group(1)), int(match.group(4))
+    assert kept == failed - 1 >= 1 and "space" in match.group(2).lower(), match.group(0)
+    assert re.match(r" [1-9]", second), second[:200]
+    listing = second.split("\n", 1)[1].split("second exit")[0]
+    assert f"ckpt-{kept}.index" in listing and f"ckpt-{failed}" not in listing, listing
+    assert "_temp" not in listing and "checkpoint.tmp" not in listing, listing
+    assert f"steps {kept}->5" in second and "second exit 0" in second, second[-3000:]
