@@ -406,3 +406,26 @@ def test_bad_flag_values_are_rejected_when_parsed(args, message):
     with flagsaver.flagsaver():
         with pytest.raises(flags.IllegalFlagValueError, match=message):
             flags.FLAGS(["prog"] + args)
+
+
+def test_boundary_band_marks_pixels_near_class_changes():
+    """experiments/boundary_eval.py's trimap band: pixels within w of a label change, never
+    ignore pixels (against a direct loop)."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "experiments"))
+    import boundary_eval  # pylint: disable=import-error,import-outside-toplevel
+
+    label = np.zeros((9, 12), np.int32)
+    label[:, 6:] = 1
+    label[4, 2] = 2            # a one-pixel object: its 4 neighbours and itself are edges
+    label[0, 0] = 255          # ignore: no boundary, never in the band
+    band = boundary_eval.boundary_band(label, 2, 255)
+    expected = np.zeros(label.shape, bool)
+    for y in range(9):
+        for x in range(12):
+            near_column = min(abs(x - 5), abs(x - 6)) <= 2
+            near_dot = min(abs(y - 4) + abs(x - 2), abs(y - 4) + abs(x - 1), abs(y - 4) + abs(x - 3),
+                           abs(y - 3) + abs(x - 2), abs(y - 5) + abs(x - 2)) <= 2
+            expected[y, x] = (near_column or near_dot) and label[y, x] != 255
+    assert np.array_equal(band, expected)
