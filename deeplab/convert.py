@@ -127,6 +127,8 @@ def _open_image(data, path, what):
         image.load()
     except UnidentifiedImageError:
         raise BadExample(f"{path}: {what} is not an image file PIL can read") from None
+    except Image.DecompressionBombError as e:
+        raise BadExample(f"{path}: {what} is too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadExample(f"{path}: {what} is corrupt or truncated ({e})") from None
     return image

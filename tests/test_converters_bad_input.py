@@ -66,6 +66,10 @@ def _break(root, case):
     if case == "RGB colour mask":
         fx.save(label, fx.rgb(6, 8, 2))
         return label, "label is an RGB colour image"
+    if case == "decompression bomb":
+        # A file that decodes to more than twice PIL's pixel limit (the test lowers the limit).
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(image)
+        return image, "too large to decode safely"
     if case == "JPEG label named .png":
         Image.fromarray((np.arange(48).reshape(6, 8) % 3).astype(np.uint8)).save(label, format="JPEG")
         return label, "label is a JPEG file whatever its name; lossy compression"
@@ -74,11 +78,13 @@ def _break(root, case):
 
 CASES = ["missing image", "missing label", "corrupt image", "truncated image", "size mismatch", "label out of range",
          "16-bit image", "16-bit label", "translucent RGBA image", "palette mask", "RGB colour mask",
-         "JPEG label named .png"]
+         "JPEG label named .png", "decompression bomb"]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_example_stops_with_file_and_reason_and_writes_nothing(tmp_path, case):
+def test_bad_example_stops_with_file_and_reason_and_writes_nothing(tmp_path, case, monkeypatch):
+    if case == "decompression bomb":  # PIL raises above 2x MAX_IMAGE_PIXELS (workers: inline here)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)  # error above 60: 10x10, not 6x8
     root = fx.make_folder(tmp_path / "raw")
     bad_file, reason = _break(root, case)
     out = tmp_path / "out"
