@@ -11,6 +11,7 @@ The model maps normalized images (``deeplab.preprocessing.normalize_image``) to 
 Keyword names match the binaries' flag names.
 """
 
+import inspect
 import os
 
 import keras
@@ -235,13 +236,23 @@ class DeepLabV3(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
-        del custom_objects
+    def complete_config(cls, config):
+        """``config`` with every option it lacks (written before the option existed) set to
+        what such a config is built with: the constructor's default, except MobileNetV2's
+        padding, which was "same" before the option existed."""
         config = dict(config)
         if config.get("backbone") in MOBILENET_BACKBONES:
-            # MobileNetV2 configs written before the option existed were built with "same".
             config.setdefault("backbone_padding", "same")
-        return cls(**config)
+        for name, parameter in inspect.signature(cls.__init__).parameters.items():
+            if (parameter.kind == inspect.Parameter.KEYWORD_ONLY
+                    and parameter.default is not inspect.Parameter.empty):
+                config.setdefault(name, parameter.default)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        del custom_objects
+        return cls(**cls.complete_config(config))
 
 
 def build_model(*, backbone="resnet101", num_classes=21, output_stride=16, multi_grid=(1, 2, 4),

@@ -267,7 +267,12 @@ class _ImageSummaries:
 
 
 def _same_model_config(saved, current):
+    """Whether a logdir's model_config.json describes the model built now; options the saved
+    config predates count as their value when it was written (DeepLabV3.complete_config)."""
+    from deeplab.model import DeepLabV3  # pylint: disable=import-outside-toplevel
+
     ignore = ("name", "trainable")
+    saved = json.loads(json.dumps(DeepLabV3.complete_config(saved)))
     saved = {k: v for k, v in saved.items() if k not in ignore}
     current = {k: v for k, v in json.loads(json.dumps(current)).items() if k not in ignore}
     return saved == current, sorted(k for k in set(saved) | set(current)

@@ -122,3 +122,27 @@ def test_a_checkpoint_written_without_generator_states_still_resumes(data_dir, t
     result = train_lib.train(_config(data_dir, logdir, training_steps=4))
     assert "steps 2->4" in capsys.readouterr().out and 4 in result.history
     assert checkpoints.checkpoint_has_rng(tf.train.latest_checkpoint(str(logdir)))
+
+
+def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path, capsys):
+    """model_config.json of an older version lacks the options added since: they count as
+    the values it was built with, so the same command resumes; a real difference still stops."""
+    import json
+
+    from deeplab import train as train_lib
+    from deeplab.errors import ConfigError
+    from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
+
+    logdir = tmp_path / "older"
+    train_lib.train(_config(data_dir, logdir, training_steps=3, stop_at_step=1))
+    path = logdir / "model_config.json"
+    saved = json.loads(path.read_text())
+    for option in ("decoder_separable", "decoder_output_stride", "backbone_padding"):
+        del saved[option]
+    path.write_text(json.dumps(saved))
+    train_lib.train(_config(data_dir, logdir, training_steps=3, stop_at_step=2))
+    assert "steps 1->3" in capsys.readouterr().out
+    saved["aspp_filters"] = 99
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"holds a run of another model \(aspp_filters differ"):
+        train_lib.train(_config(data_dir, logdir, training_steps=3))
