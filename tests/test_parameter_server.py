@@ -305,7 +305,11 @@ def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
         ["--workers=2", "--ps=1", "--evaluator"],
         [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}", "--training_steps=1000"]))
     launcher.wait_for(r"^\[chief:0\] step\s+2/", 300)
-    _assert_servers_unreachable_from_outside(launcher.output)
+    try:
+        _assert_servers_unreachable_from_outside(launcher.output)
+    except BaseException:
+        launcher.stop()  # never leave the cluster running behind a failed check
+        raise
     launcher.process.send_signal(signal.SIGINT)
     code, output = launcher.finish(timeout=300)
     assert code == 130, output[-3000:]
