@@ -6,6 +6,8 @@ A training logdir holds
     checkpoint                    the manager's pointer to the latest ckpt-N
     model_config.json             DeepLabV3.get_config(): the constructor keywords of the model
     dataset_info.json             the dataset's name, num_classes, ignore_label, class_names, palette
+    diverged/                     checkpoints set aside because their weights gave a non-finite
+                                  loss or gradients (:func:`set_aside_checkpoint`), with a why-file
 
 so evaluate / visualize / export rebuild the model from a checkpoint alone (:func:`load_model`).
 
@@ -459,6 +461,39 @@ def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
     raise UserError(f"--logdir={logdir} holds checkpoints but none can be resumed from: {names}. "
                     "Restore them, use a new --logdir, or pass --fresh_start to train from step 0 "
                     "here (checkpoints of the same steps are then overwritten)")
+
+
+DIVERGED_DIR = "diverged"
+
+
+def set_aside_checkpoint(logdir, prefix, reason):
+    """Moves checkpoint ``prefix`` of ``logdir`` into ``logdir/diverged/`` (nothing is deleted)
+    and points the ``checkpoint`` file at the newest checkpoint left, so the next run resumes
+    from that one instead of from weights known to give a non-finite loss.
+
+    A checkpoint is finite when written; its weights can still be diverged (huge but finite, so
+    that the next step's loss overflows). The step that starts from them is the test: when its
+    loss or gradients are non-finite, the checkpoint it started from is set aside.
+
+    Returns:
+      (where the files went, prefix of the checkpoint a rerun resumes from or None).
+    """
+    folder = os.path.join(logdir, DIVERGED_DIR)
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(prefix)
+    for path in tf.io.gfile.glob(prefix + ".*"):
+        os.replace(path, os.path.join(folder, os.path.basename(path)))
+    atomic_io.write_text(os.path.join(folder, name + ".why.txt"), reason.rstrip() + "\n")
+    remaining = checkpoint_steps_on_disk(logdir)
+    pointer = os.path.join(logdir, "checkpoint")
+    if remaining:
+        ordered = [remaining[step] for step in sorted(remaining)]
+        tf.compat.v1.train.update_checkpoint_state(logdir, ordered[-1],
+                                                   all_model_checkpoint_paths=ordered)
+        return folder, ordered[-1]
+    if os.path.exists(pointer):
+        os.remove(pointer)
+    return folder, None
 
 
 def weights_are_finite(model):

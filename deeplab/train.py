@@ -585,9 +585,19 @@ def _train(config, strategy):
         if values["nonfinite"] > 0:
             where = f"; the last good checkpoint is {last_saved}" if last_saved else \
                 "; no checkpoint was written"
+            what = (f"non-finite loss or gradients at step {step} (loss "
+                    f"{values['cross_entropy'] + values['regularization']:.4g}, learning rate "
+                    f"{values['learning_rate']:.3g})")
+            if last_saved and last_saved_step == step - 1 and chief:
+                # The checkpoint holds the very weights this step started from: finite, but
+                # diverged. Resuming from it would stop here again whatever the rate.
+                folder, resume_from = checkpoints.set_aside_checkpoint(
+                    manager.directory, last_saved, f"{what}: the first step from these weights")
+                where = (f"; {os.path.basename(last_saved)} holds the weights that gave it and was "
+                         f"moved to {folder}; a rerun resumes from "
+                         f"{resume_from or 'step 0 (no earlier checkpoint)'}")
             raise NonFiniteLossError(
-                f"non-finite loss or gradients at step {step} (loss {values['cross_entropy'] + values['regularization']:.4g}, "
-                f"learning rate {values['learning_rate']:.3g}): training stopped{where}. Lower "
+                f"{what}: training stopped{where}. Lower "
                 "--base_learning_rate, check the labels against --num_classes, or try "
                 "--mixed_precision=none")
         record = {

@@ -131,6 +131,44 @@ def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
         assert checkpoints.verify_checkpoint(prefix) is None, step
 
 
+def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_dir, tmp_path):
+    """Finite but diverged weights: the step that starts from them has a non-finite loss or
+    gradients, so that checkpoint moves to diverged/ and a rerun with a sane rate goes on from
+    the one before instead of stopping at the same step again (and never starts at step 0)."""
+    logdir = str(tmp_path / "run")
+    huge = dict(base_learning_rate=1e5, save_checkpoint_steps=1, training_steps=8, deterministic=True)
+    with pytest.raises(train_lib.NonFiniteLossError) as caught:
+        train_lib.train(_config(data_dir, logdir, **huge))
+    message = str(caught.value)
+    match = re.search(r"non-finite loss or gradients at step (\d+) .*ckpt-(\d+) holds the weights "
+                      r"that gave it and was moved to .*diverged; a rerun resumes from (.*ckpt-\d+)\.",
+                      message)
+    assert match, message
+    stopped, bad = int(match.group(1)), int(match.group(2))
+    assert bad == stopped - 1 and bad >= 2, message
+    aside = os.path.join(logdir, checkpoints.DIVERGED_DIR)
+    assert os.path.exists(os.path.join(aside, f"ckpt-{bad}.index"))
+    with open(os.path.join(aside, f"ckpt-{bad}.why.txt"), encoding="utf-8") as handle:
+        assert f"step {stopped}" in handle.read()
+    assert checkpoints.verify_checkpoint(os.path.join(aside, f"ckpt-{bad}")) is None  # finite
+    assert sorted(checkpoints.checkpoint_steps_on_disk(logdir)) == list(range(1, bad))
+    assert match.group(3) == os.path.join(logdir, f"ckpt-{bad - 1}")
+    assert checkpoints.resolve_checkpoint(logdir) == match.group(3)
+
+    # The old behaviour kept that checkpoint as "last good": put it back and resume with a sane
+    # rate. The first step from it stops again, and sets it aside again.
+    for name in os.listdir(aside):
+        if name.startswith(f"ckpt-{bad}."):
+            if not name.endswith(".why.txt"):
+                os.replace(os.path.join(aside, name), os.path.join(logdir, name))
+    sane = dict(huge, base_learning_rate=0.01)
+    with pytest.raises(train_lib.NonFiniteLossError,
+                       match=rf"at step {bad + 1} .*ckpt-{bad} holds the weights"):
+        train_lib.train(_config(data_dir, logdir, **sane))
+    result = train_lib.train(_config(data_dir, logdir, **sane))
+    assert result.resumed_from == bad - 1 and result.step == 8
+
+
 def test_verify_checkpoint_names_non_finite_values(tmp_path):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
