@@ -345,6 +345,7 @@ class SplitReport:
     run: str = None
     skipped: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    classes: set = dataclasses.field(default_factory=set)  # class ids the written labels hold
 
 
 def _exit_with_parent(parent_pid, poll_seconds=0.5):
@@ -470,6 +471,7 @@ def convert_split(
                 note = payload.pop("note")
                 if note:
                     report.notes.append(note)
+                report.classes.update(payload["classes_present"])
                 writer.write(index, tfrecord.encode_example(**payload))
             if writer.count == 0:
                 raise DataError(f"split {split!r}: all {len(specs)} examples were bad; nothing written")
@@ -526,7 +528,8 @@ def convert_splits(
         # dataset.json after every split: a split in it is always complete on disk. Writing it is
         # the switch from the split's old shard set to the new one; only then is the old removed.
         tfrecord.write_dataset_info(output_dir, **dataset.as_dict(), splits={split: report.count},
-                                    shard_runs={split: report.run}, **(extra_info or {}))
+                                    shard_runs={split: report.run},
+                                    label_classes={split: report.classes}, **(extra_info or {}))
         tfrecord.remove_stale_shards(output_dir, split, report.run)
         for reason in report.skipped:
             print(f"skipped: {reason}", file=sys.stderr)

@@ -34,6 +34,7 @@ is any TFDS split string ("train", "test", "train[:90%]").
 import contextlib
 import dataclasses
 import os
+import re
 import secrets
 import urllib.parse
 
@@ -322,6 +323,15 @@ def explain_data_errors(dataset_dir, split):
     """
     try:
         yield
+    except tf.errors.InvalidArgumentError as e:
+        marker = "labels must be class indices"
+        if marker not in e.message:
+            raise
+        found = re.search(r"(labels must be class indices.*?); offending values:\] \[([^\]]*)\]",
+                          e.message)
+        detail = (f"{found.group(1)}; values found: {' '.join(sorted({v.strip('.') for v in found.group(2).split()}, key=int))}"
+                  if found else e.message[e.message.index(marker):].splitlines()[0])
+        raise DataError(f"{dataset_dir} split {split!r}: {detail}") from None
     except tf.errors.DataLossError as e:
         if str(dataset_dir).startswith(TFDS_PREFIX):
             raise DataError(f"{dataset_dir} split {split!r}: corrupt data ({e.message}); re-prepare it with tfds build.") from e
@@ -426,6 +436,7 @@ def make_train_dataset(
             raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has {info['num_classes']}")
     else:
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
+        tfrecord.check_label_classes(info, split, os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
     ignore_label = info["ignore_label"]
     bootstrap_ids = datasets_info.resolve_class_ids(bootstrap_classes, info["class_names"])
     base_seed = _base_seed(seed)
@@ -553,6 +564,7 @@ def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
+        tfrecord.check_label_classes(info, split, os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
         files = _record_files(dataset_dir, split, info, verify)
         ds = tf.data.TFRecordDataset(files)
         if input_context is not None and input_context.num_input_pipelines > 1:

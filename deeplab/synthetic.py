@@ -170,7 +170,7 @@ def build_synthetic_dataset(
     if not 0.0 <= size_jitter < 1.0:
         raise ValueError(f"size_jitter must be in [0, 1), got {size_jitter}")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    counts = {}
+    counts, classes = {}, {}
     for split_id, (split, num) in enumerate((("train", num_train), ("val", num_val))):
         with tfrecord.ShardedWriter(output_dir, split, num, num_shards) as writer:
             for index in range(num):
@@ -180,6 +180,7 @@ def build_synthetic_dataset(
                     size = tuple(int(round(n * rng.uniform(1.0 - size_jitter, 1.0))) for n in size)
                 image, label = make_example(rng, image_size=size, num_classes=num_classes, ignore_boundary=ignore_boundary)
                 present = np.unique(label)
+                classes.setdefault(split, set()).update(int(c) for c in present if c != IGNORE_LABEL)
                 writer.write(
                     index,
                     tfrecord.encode_example(
@@ -201,6 +202,7 @@ def build_synthetic_dataset(
         class_names=class_names(num_classes),
         palette=class_colors(num_classes),
         splits=counts,
+        label_classes=classes,
         merge=False,
         source=f"deeplab.synthetic seed={seed} image_size={height}x{width} format={image_format}",
     )

@@ -532,7 +532,42 @@ def validate_dataset_info(info, source="dataset.json"):
     if not isinstance(runs, dict) or not all(
             k in splits and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{8}", v) for k, v in runs.items()):
         raise bad("shard_runs must map listed splits to 8-hex-digit shard-set tags")
+    classes = info.get("label_classes", {})
+    if not isinstance(classes, dict) or not all(
+            k in splits and isinstance(v, list)
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in v)
+            for k, v in classes.items()):
+        raise bad("label_classes must map listed splits to lists of class ids in [0, 255]")
     return info
+
+
+def check_label_classes(info, split, source="dataset.json"):
+    """Checks the class ids a converter recorded for ``split`` against ``num_classes``.
+
+    Returns:
+      None, or a note naming classes of ``[0, num_classes)`` that no label of the split holds
+      (e.g. a dataset.json claiming 8 classes for 5-class labels, or a split missing a class).
+
+    Raises:
+      DataError: labels hold class ids ``>= num_classes`` (besides the ignore label): the loss
+        would fail on them mid-run, or a model with too few logits would be trained.
+    """
+    recorded = (info.get("label_classes") or {}).get(split)
+    if recorded is None:
+        return None
+    num_classes = info["num_classes"]
+    beyond = [c for c in recorded if c >= num_classes and c != info["ignore_label"]]
+    if beyond:
+        raise DataError(f"{source}: num_classes={num_classes}, but the {split!r} labels hold class "
+                        f"ids {beyond[:10]} (label_classes, recorded by the converter); fix "
+                        "num_classes there or re-run the converter")
+    absent = sorted(set(range(num_classes)) - set(recorded))
+    if absent:
+        names = info["class_names"]
+        listed = ", ".join(f"{c} ({names[c]})" for c in absent[:10])
+        return (f"{source}: no label of split {split!r} holds class(es) {listed} of its "
+                f"num_classes={num_classes}; those logits are only ever pushed down")
+    return None
 
 
 def read_dataset_info(dataset_dir, *, num_classes=None):
@@ -576,7 +611,7 @@ def read_dataset_info(dataset_dir, *, num_classes=None):
 
 
 def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_names, palette, splits, merge=True,
-                       shard_runs=None, **extra):
+                       shard_runs=None, label_classes=None, **extra):
     """Writes ``dataset.json`` atomically (temporary file + rename).
 
     Args:
@@ -587,6 +622,9 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
         name and num_classes (a converter run with --splits adds to the dataset).
       shard_runs: dict split name -> shard-set tag of the shards just written (converters); a split
         written without one loses any tag recorded before.
+      label_classes: dict split name -> the class ids its labels hold (converters; checked by
+        :func:`check_label_classes` when a run reads the split); like ``shard_runs``, a split
+        written without it loses what was recorded before.
       **extra: further JSON-serializable keys (e.g. notes, source).
 
     Returns:
@@ -594,19 +632,22 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
     """
     dataset_dir = os.fspath(dataset_dir)
     path = os.path.join(dataset_dir, DATASET_INFO_FILE)
-    all_splits, all_runs = {}, {}
+    all_splits, all_runs, all_classes = {}, {}, {}
     if merge and os.path.exists(path):
         try:
             old = read_dataset_info(dataset_dir)
             if old["name"] == name and old["num_classes"] == num_classes:
                 all_splits.update(old["splits"])
                 all_runs.update(old.get("shard_runs") or {})
+                all_classes.update(old.get("label_classes") or {})
         except DataError:
             pass
     all_splits.update({k: int(v) for k, v in splits.items()})
     for k in splits:
         all_runs.pop(k, None)
+        all_classes.pop(k, None)
     all_runs.update({k: str(v) for k, v in (shard_runs or {}).items()})
+    all_classes.update({k: sorted(int(c) for c in v) for k, v in (label_classes or {}).items()})
     info = {
         "name": name,
         "num_classes": int(num_classes),
@@ -617,6 +658,8 @@ def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_na
     }
     if all_runs:
         info["shard_runs"] = dict(sorted(all_runs.items()))
+    if all_classes:
+        info["label_classes"] = dict(sorted(all_classes.items()))
     info.update(extra)
     validate_dataset_info(info, path)
     atomic_io.write_json(path, info, indent=1, sort_keys=False)
@@ -652,4 +695,5 @@ __all__ = [
     "validate_dataset_info",
     "read_dataset_info",
     "write_dataset_info",
+    "check_label_classes",
 ]

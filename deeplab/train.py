@@ -343,6 +343,10 @@ def _train(config, strategy):
     if config.train_split not in info.get("splits", {config.train_split: 1}):
         raise ConfigError(f"--train_split={config.train_split}: {config.dataset_dir} has splits "
                           f"{sorted(info['splits'])}")
+    label_note = tfrecord.check_label_classes(
+        info, config.train_split, os.path.join(config.dataset_dir, tfrecord.DATASET_INFO_FILE))
+    if label_note:
+        print(f"WARNING: {label_note}", flush=True)
 
     if strategy is None:
         strategy = distribute.create_strategy(config.strategy, tpu=config.tpu)

@@ -81,6 +81,7 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path, capsys):
     for ex in examples + read_split(tmp_path / "out", "train_extra"):
         np.testing.assert_array_equal(ex["label"], expected)
     assert tfrecord.read_dataset_info(tmp_path / "out")["num_classes"] == 19
+    assert tfrecord.read_dataset_info(tmp_path / "out")["label_classes"]["train"] == [0, 1, 8, 10, 11, 13, 18]
     # combined splits only on request: trainval_coarse = train + val + train_extra (Table 13)
     run("build_cityscapes", "--input_dir", root, "--output_dir", tmp_path / "out", "--splits", "trainval_coarse")
     names = [e["filename"] for e in read_split(tmp_path / "out", "trainval_coarse")]
@@ -154,6 +155,8 @@ def test_folder_names_and_pairs(tmp_path, capsys):
     np.testing.assert_array_equal(train[1]["label"], np.arange(48).reshape(6, 8) % 3)
     info = tfrecord.read_dataset_info(tmp_path / "out")
     assert info["name"] == "raw" and info["class_names"] == ["a", "b", "c"] and info["splits"] == {"train": 3, "val": 1}
+    # The class ids the labels hold, per split, for the class-count check of every run.
+    assert info["label_classes"]["train"] == [0, 1, 2]
 
 
 def test_parallel_workers_write_the_same_bytes(tmp_path):
