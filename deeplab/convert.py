@@ -120,51 +120,43 @@ def _png_bit_depth(data):
 
 
 def _open_image(data, path, what):
-    from PIL import Image, UnidentifiedImageError
+    from deeplab import images  # PIL-only module, safe in worker processes
 
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except UnidentifiedImageError:
-        raise BadExample(f"{path}: {what} is not an image file PIL can read") from None
-    except Image.DecompressionBombError as e:
-        raise BadExample(f"{path}: {what} is too large to decode safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadExample(f"{path}: {what} is corrupt or truncated ({e})") from None
-    return image
+        return images.open_image(data, path, what)
+    except images.ImageError as error:
+        raise BadExample(str(error)) from None
 
 
 def read_image(path):
-    """Reads and checks an image file.
+    """Reads an image file by the rules of :mod:`deeplab.images` (the one reader of every binary).
+
+    An 8-bit RGB JPEG or PNG with no EXIF orientation to apply is stored as its original bytes;
+    anything else (grayscale, palette, alpha, 16-bit, other formats, an EXIF orientation) is
+    stored as the lossless PNG of its pixels after the rules, with a note.
 
     Returns:
       (encoded bytes, "jpeg" | "png", height, width, note or None).
 
     Raises:
-      BadExample: missing, unreadable, 16-bit, or translucent image.
+      BadExample: missing, unreadable or corrupt file, a floating-point image.
     """
+    from deeplab import images  # pylint: disable=import-outside-toplevel
+
     data = _read_bytes(path, "image")
     image = _open_image(data, path, "image")
-    depth = _png_bit_depth(data)
-    if depth == 16 or image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        raise BadExample(f"{path}: 16-bit image (mode {image.mode}); convert it to 8-bit RGB first (the right scaling to 8 bits is not knowable here)")
     fmt = (image.format or "").upper()
-    if image.mode == "RGB" and fmt in ("JPEG", "PNG"):
+    if (image.mode == "RGB" and fmt in ("JPEG", "PNG") and _png_bit_depth(data) != 16
+            and images.exif_orientation(image) == 1):
         return data, "jpeg" if fmt == "JPEG" else "png", image.height, image.width, None
-    note = f"{path}: {fmt or 'image'} in mode {image.mode} converted to RGB PNG"
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        alpha = np.asarray(image.getchannel("A"))
-        if alpha.min() < 255:
-            raise BadExample(
-                f"{path}: image has translucent pixels (mode {image.mode}); flatten it onto a background and save "
-                f"as RGB first"
-            )
-    rgb = image.convert("RGB")
-    buf = io.BytesIO()
-    rgb.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue(), "png", rgb.height, rgb.width, note
+    try:
+        array, note = images.to_rgb(image, path)
+    except images.ImageError as error:
+        raise BadExample(str(error)) from None
+    if _png_bit_depth(data) == 16 and image.mode == "RGB":
+        note = f"{path}: 16-bit RGB reduced to 8 bits (high byte)"
+    note = note or f"{path}: {fmt or 'image'} converted to RGB PNG"
+    return images.encode_png(array), "png", array.shape[0], array.shape[1], note
 
 
 # Label file formats read by content (PIL's format name); all lossless.
@@ -289,8 +281,14 @@ def load_example(spec, num_classes, ignore_label, palette_hint=""):
     else:
         raise TypeError(f"unknown label source {type(label_src).__name__}")
     if raw.shape != (height, width):
+        turned = ""
+        if note and "EXIF orientation" in note and raw.shape == (width, height):
+            turned = (" as displayed (its EXIF orientation is applied, as everywhere in this project; "
+                      "the label matches the stored, unturned pixels: turn the label too, or save the "
+                      "image without the orientation tag)")
         raise BadExample(
-            f"{label_file}: label is {raw.shape[1]}x{raw.shape[0]} but image {spec.image_path} is {width}x{height}"
+            f"{label_file}: label is {raw.shape[1]}x{raw.shape[0]} but image {spec.image_path} is "
+            f"{width}x{height}{turned}"
         )
     lut = getattr(label_src, "lut", None)
     if lut is not None:

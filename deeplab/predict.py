@@ -17,9 +17,9 @@ first image also pays for graph tracing / interpreter warm-up).
 
 - ``--input`` takes files and folders (comma-separated, or as extra arguments); a folder
   contributes its image files (not recursive).
-- Any size and mode: the map has the image's size. Grayscale, palette, 16-bit, CMYK and RGBA
-  images are converted to 8-bit RGB (RGBA: alpha dropped), with a note; EXIF orientation is
-  applied.
+- Any size and mode, read by :mod:`deeplab.images` (the rules of every binary): EXIF
+  orientation applied, grayscale, palette, CMYK and RGBA converted to 8-bit RGB (alpha dropped),
+  16-bit reduced to the high byte, each with a note. The map has the (turned) image's size.
 - Unreadable or missing files are reported and skipped; the rest are processed, and the exit
   status is 1 when anything was skipped (a summary line names what).
 - Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
@@ -38,9 +38,10 @@ import time
 
 import numpy as np
 from absl import app, flags, logging
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from deeplab import experiment_flags  # noqa: F401  (shared experiment flags)
+from deeplab import images
 from deeplab.errors import UserError
 
 flags.DEFINE_string("model", None,
@@ -56,47 +57,24 @@ FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
 flags.adopt_module_key_flags(experiment_flags)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm")
-_MODE_NOTES = {
-    "L": "grayscale image converted to RGB",
-    "LA": "grayscale image with alpha converted to RGB (alpha dropped)",
-    "1": "1-bit image converted to RGB",
-    "P": "palette image converted to RGB",
-    "PA": "palette image with alpha converted to RGB (alpha dropped)",
-    "RGBA": "RGBA image converted to RGB (alpha dropped)",
-    "RGBa": "RGBA image converted to RGB (alpha dropped)",
-    "CMYK": "CMYK image converted to RGB",
-    "YCbCr": "YCbCr image converted to RGB",
-    "LAB": "Lab image converted to RGB",
-    "HSV": "HSV image converted to RGB",
-}
+IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
 
 
 def read_image(path):
-    """Reads any image PIL can open as uint8 RGB.
+    """Reads an image file as uint8 RGB by the rules of :mod:`deeplab.images` (EXIF orientation
+    applied, alpha dropped, 16-bit reduced to its high byte; the same as the converters and the
+    SavedModel's encoded-image signature).
 
     Returns:
       (uint8 [H, W, 3], note): note says what conversion was made, or None for 8-bit RGB.
 
     Raises:
-      OSError / PIL.UnidentifiedImageError / ValueError: the file cannot be read as an image.
+      deeplab.images.ImageError: the file cannot be read as an image (one line naming it).
     """
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        image.load()
-    mode = image.mode
-    if mode == "RGB":
-        return np.asarray(image, np.uint8), None
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        # 16/32-bit grayscale: scale 0..65535 (0..max for float) to 0..255.
-        values = np.asarray(image).astype(np.float64)
-        top = 65535.0 if mode != "F" else max(float(values.max()), 1e-12)
-        gray = np.clip(np.rint(values * 255.0 / top), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1), \
-            f"{mode} grayscale image scaled to 8 bits and converted to RGB"
-    note = _MODE_NOTES.get(mode, f"{mode} image converted to RGB")
-    return np.asarray(image.convert("RGB"), np.uint8), note
+    array, note = images.read_rgb(path)
+    # The notes name the file; predict prints them after the file's name already.
+    prefix = f"{path}: "
+    return array, (note[len(prefix):] if note and note.startswith(prefix) else note)
 
 
 def collect_inputs(inputs):
@@ -235,8 +213,10 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
         start = time.perf_counter()
         try:
             image, note = read_image(path)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
-            reason = f"unreadable image ({type(error).__name__}: {error})"
+        except images.ImageError as error:
+            prefix = f"{path}: "
+            reason = "unreadable image (" + (str(error)[len(prefix):] if str(error).startswith(prefix)
+                                             else str(error)) + ")"
             log(f"skipped {path}: {reason}")
             result["skipped"].append((path, reason))
             continue

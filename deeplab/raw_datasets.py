@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from deeplab import datasets_info
+from deeplab import datasets_info, images
 from deeplab.convert import CocoLabel, ExampleSpec, PngLabel, SbdLabel
 from deeplab.errors import ConfigError, DataError
 
@@ -327,7 +327,8 @@ def camvid_examples(input_dir, splits=None, *, allow_outside_root=False):
 # A plain folder.
 # ----------------------------------------------------------------------------------------------------------
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp")
+# The one extension list (deeplab.images), each also in upper case: names are matched as spelled.
+IMAGE_EXTENSIONS = tuple(e for ext in images.IMAGE_EXTENSIONS for e in (ext, ext.upper()))
 
 
 def folder_examples(input_dir, splits=None, *, image_dir="images", label_dir="labels", list_dir=None, palette_masks=False,

@@ -32,7 +32,9 @@ signature and the shape received, and caps the pixels of one call (N x H x W <= 
 ``max_pixels``, ``--serving_max_pixels``, default 4096 x 4096 = 16.8 M) so that one request
 cannot take the server's memory. ``serve_encoded_images`` checks each input's leading bytes and
 names the index of one that is not a JPEG, PNG, GIF or BMP file; a file with a valid header but
-damaged content fails with TensorFlow's decoder error.
+damaged content fails with TensorFlow's decoder error. Decoded images follow the rules of
+:mod:`deeplab.images` (EXIF orientation applied, alpha dropped, 16-bit reduced to the high byte),
+as the converters and ``deeplab.predict`` do.
 
 TensorFlow-only code (not part of the keras.ops model).
 """
@@ -44,7 +46,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from deeplab import inference
+from deeplab import images, inference
 from deeplab.preprocessing import normalize_image
 
 SERVING_DEFAULT = "serving_default"
@@ -120,7 +122,10 @@ def _decode_checked(image_bytes, index):
         [f"{ENCODED_SIGNATURE}: not a JPEG, PNG, GIF or BMP file: image_bytes index", index,
          "of", tf.size(image_bytes), "starts with", tf.strings.substr(data, 0, 8)], summarize=8)
     with tf.control_dependencies([check]):
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    # The EXIF orientation rule of every binary (deeplab.images): the pixels a viewer shows.
+    return tf.ensure_shape(images.apply_orientation_tf(image, images.exif_orientation_tf(data)),
+                           [None, None, 3])
 
 
 class SegmentationModule(tf.Module):

@@ -84,17 +84,13 @@ def _list_input_images(pattern, list_file):
 
 def _raw_image_examples(paths):
     """Examples with "raw_image" uint8 [H, W, 3], "image" normalized, "filename"; no label."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-
+    from deeplab import images  # pylint: disable=import-outside-toplevel
     from deeplab.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
 
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                rgb = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as error:
-            raise DataError(f"{path}: cannot read the image ({error})") from error
+        rgb, note = images.read_rgb(path)  # the rules of every binary; ImageError is one line
+        if note:
+            print(f"note: {note}", flush=True)
         yield {"raw_image": rgb, "image": normalize_image(rgb),
                "filename": os.path.splitext(os.path.basename(path))[0]}
 

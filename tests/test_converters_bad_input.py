@@ -50,16 +50,19 @@ def _break(root, case):
     if case == "label out of range":
         fx.save(label, np.full((6, 8), 7, np.uint8))
         return label, r"label values \[7\] are outside \[0, 3\) and not the ignore label 255"
-    if case == "16-bit image":
-        Image.fromarray(np.full((6, 8), 4000, np.uint16)).save(image)
-        return image, "16-bit image"
+    if case == "floating-point image":
+        Image.fromarray(np.full((6, 8), 0.5, np.float32)).save(root / "images" / "img1.tif")
+        image.unlink()
+        return root / "images" / "img1.tif", "floating-point image .mode F."
     if case == "16-bit label":
         Image.fromarray(np.full((6, 8), 1, np.uint16)).save(label)
         return label, "16-bit label image"
-    if case == "translucent RGBA image":
-        rgba = np.concatenate([fx.rgb(6, 8, 1), np.full((6, 8, 1), 128, np.uint8)], -1)
-        fx.save(image, rgba)
-        return image, "translucent pixels"
+    if case == "label for the stored pixels of a turned photo":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # stored sideways: shown 6 wide and 8 high
+        Image.fromarray(fx.rgb(6, 8, 1)).save(image, exif=exif.tobytes())
+        return label, (r"label is 8x6 but image .*img1.png is 6x8 as displayed \(its EXIF "
+                       r"orientation is applied")
     if case == "palette mask":
         fx.voc_palette_png(label, np.ones((6, 8), np.uint8))
         return label, "palette .colour-mapped. PNG.*pass --palette_masks"
@@ -77,7 +80,8 @@ def _break(root, case):
 
 
 CASES = ["missing image", "missing label", "corrupt image", "truncated image", "size mismatch", "label out of range",
-         "16-bit image", "16-bit label", "translucent RGBA image", "palette mask", "RGB colour mask",
+         "floating-point image", "16-bit label", "label for the stored pixels of a turned photo",
+         "palette mask", "RGB colour mask",
          "JPEG label named .png", "decompression bomb"]
 
 
@@ -128,7 +132,8 @@ def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, ca
     fx.save(root / "images" / "img2.png", opaque)
     reports = _convert(root, tmp_path / "out")
     assert reports["train"].count == 3 and len(reports["train"].notes) == 2
-    assert "mode L converted to RGB" in reports["train"].notes[0] and "mode RGBA converted to RGB" in reports["train"].notes[1]
+    assert reports["train"].notes[0].endswith("img1.png: grayscale image converted to RGB")
+    assert reports["train"].notes[1].endswith("img2.png: RGBA image converted to RGB (alpha dropped)")
     assert "converted to RGB" in capsys.readouterr().err
     np.testing.assert_array_equal(_decoded(tmp_path / "out", 1)["image"].numpy(), np.repeat(gray[:, :, None], 3, -1))
     np.testing.assert_array_equal(_decoded(tmp_path / "out", 2)["image"].numpy(), opaque[:, :, :3])
