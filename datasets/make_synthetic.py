@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from deeplab import synthetic  # noqa: E402
 from deeplab.convert import run_cli  # noqa: E402
+from deeplab.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):
@@ -36,12 +37,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     base = dict(synthetic.VOC_LIKE) if args.preset == "voc_like" else {"image_size": (65, 65), "num_classes": 5, "image_format": "png"}
     height, width = base["image_size"]
+    # 0 is a value, not "unset": only a missing flag takes the preset's.
+    args.height = height if args.height is None else args.height
+    args.width = width if args.width is None else args.width
+    args.num_classes = base["num_classes"] if args.num_classes is None else args.num_classes
+    for flag in ("height", "width", "num_classes", "num_train", "num_val"):
+        if getattr(args, flag) < (2 if flag == "num_classes" else 1):
+            raise ConfigError(f"--{flag} must be at least {2 if flag == 'num_classes' else 1}, "
+                              f"got {getattr(args, flag)}")
+    if args.num_classes > 255:
+        raise ConfigError(f"--num_classes must be at most 255, got {args.num_classes}")
+    if not 0.0 <= args.size_jitter < 1.0:
+        raise ConfigError(f"--size_jitter must be in [0, 1), got {args.size_jitter}")
     info = synthetic.build_synthetic_dataset(
         args.output_dir,
         num_train=args.num_train,
         num_val=args.num_val,
-        image_size=(args.height or height, args.width or width),
-        num_classes=args.num_classes or base["num_classes"],
+        image_size=(args.height, args.width),
+        num_classes=args.num_classes,
         image_format=args.image_format or base["image_format"],
         seed=args.seed,
         num_shards=args.num_shards,

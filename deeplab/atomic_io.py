@@ -11,6 +11,33 @@ import os
 import tempfile
 
 
+def ensure_folder(path, flag):
+    """Makes sure ``path`` is a folder this process can write into, creating it if needed.
+
+    Args:
+      path: the folder (remote ``scheme://`` paths are left to TensorFlow).
+      flag: the flag or argument that named it, for the message ("--logdir").
+
+    Raises:
+      deeplab.errors.ConfigError: one line naming ``flag``: the path is a file, cannot be
+        created, or is not writable.
+    """
+    from deeplab.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    path = os.fspath(path)
+    if "://" in path:
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag}={path} is a file, not a folder; choose a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{flag}={path}: cannot create the folder "
+                          f"({error.strerror or error})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}={path}: the folder is not writable")
+
+
 def _umask():
     """The process's umask (``os.umask`` can only read it by setting it: set and restore)."""
     mask = os.umask(0)

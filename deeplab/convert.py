@@ -506,8 +506,9 @@ def convert_splits(
     Returns:
       dict split -> :class:`SplitReport`.
     """
-    from deeplab import tfrecord
+    from deeplab import atomic_io, tfrecord
 
+    atomic_io.ensure_folder(output_dir, "--output_dir")
     reports = {}
     for split, specs in split_specs.items():
         report = convert_split(

@@ -207,6 +207,18 @@ _validate("eval_tile_size", lambda v: not [x for x in v if x.strip()]
           "takes 'H,W' or one positive size, e.g. 513 (empty: whole images)")
 _validate("eval_tile_overlap", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 _validate("num_classes", lambda v: v >= 0, "must be >= 0 (0: from dataset.json)")
+_validate("seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)")
+
+
+def _non_negative_numbers(values):
+    try:
+        return all(float(v) >= 0 and float(v) != float("inf") for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
+_validate("class_weights", _non_negative_numbers,
+          "takes non-negative finite numbers, one per class (empty: all 1)")
 
 
 def _ints(values):

@@ -153,6 +153,7 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
         raise ConfigError("--evaluate_split needs --tflite and --dataset_dir")
     if not saved_model and not tflite:
         raise ConfigError("--nosaved_model without --tflite exports nothing")
+    atomic_io.ensure_folder(export_dir, "--export_dir")
     info = checkpoints.read_run_info(checkpoint)
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
     # without upsampling still serves full-resolution maps); no variable depends on it.
@@ -165,7 +166,6 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
                    "dataset": dataset_name, "ignore_label": ignore_label,
                    "output_stride": model.output_stride, "model_config": info["model_config"]}
     result = {"saved_model": None, "tflite": {}, "evaluation": None}
-    os.makedirs(export_dir, exist_ok=True)
     if saved_model:
         start = time.perf_counter()
         serving.export_saved_model(model, export_dir, class_names=names, palette=palette,

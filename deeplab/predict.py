@@ -41,7 +41,7 @@ from absl import app, flags, logging
 from PIL import Image
 
 from deeplab import experiment_flags  # noqa: F401  (shared experiment flags)
-from deeplab import images
+from deeplab import atomic_io, images
 from deeplab.errors import UserError
 
 flags.DEFINE_string("model", None,
@@ -198,7 +198,7 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
     paths, skipped = collect_inputs(inputs)
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
-    os.makedirs(output_dir, exist_ok=True)
+    atomic_io.ensure_folder(output_dir, "--output_dir")
     stems = _output_stems(paths)
     inputs_real = {os.path.realpath(p) for p in paths}
     for stem in stems:

@@ -48,7 +48,7 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab import _cpu, experiment_flags, run_record
+from deeplab import _cpu, atomic_io, experiment_flags, run_record
 from deeplab.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
@@ -58,7 +58,8 @@ flags.adopt_module_key_flags(experiment_flags)
 flags.DEFINE_integer("logical_cpu_devices", 0,
                      "Split the CPU into N logical devices before TensorFlow starts, so "
                      "--strategy=mirrored runs N replicas without accelerators (tests, development).")
-flags.DEFINE_integer("summary_images", 3, "Images shown in the TensorBoard image summaries.")
+flags.DEFINE_integer("summary_images", 3, "Images shown in the TensorBoard image summaries.",
+                     lower_bound=0)
 flags.DEFINE_float("evaluator_interval", 10.0,
                    "TF_CONFIG task 'evaluator': seconds between looks for a new checkpoint.")
 flags.DEFINE_boolean("fresh_start", False,
@@ -196,6 +197,7 @@ def _check_config(config):
     if not config.logdir:
         raise ConfigError("--logdir is required: the folder for checkpoints and TensorBoard events "
                           "(e.g. --logdir=runs/my_run)")
+    atomic_io.ensure_folder(config.logdir, "--logdir")
     for name in ("training_steps", "batch_size", "save_checkpoint_steps", "log_steps"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")

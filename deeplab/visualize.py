@@ -36,7 +36,7 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab import experiment_flags
+from deeplab import atomic_io, experiment_flags
 from deeplab.errors import ConfigError, DataError, UserError
 
 FLAGS = flags.FLAGS
@@ -158,6 +158,7 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
     predictor = evaluation.Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
                                      tile_overlap=tile_overlap)
     vis_dir = vis_dir or os.path.join(run["logdir"], "vis", source)
+    atomic_io.ensure_folder(vis_dir, "--vis_dir")
     palette = info.get("palette") or [list(c) for c in _default_palette(info["num_classes"])]
     class_names = info.get("class_names")
     ignore_label = info.get("ignore_label", 255)

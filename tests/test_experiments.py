@@ -394,6 +394,9 @@ def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_list
     (["--crop_size=0"], "--crop_size takes S or H,W"),
     (["--batch_norm_momentum=1.5"], "--batch_norm_momentum must be in"),
     (["--training_steps=0"], "--training_steps must be at least 1"),
+    (["--seed=-1"], r"--seed must be in \[0, 2\*\*32\)"),
+    (["--class_weights=1,-2,1"], "--class_weights takes non-negative finite numbers"),
+    (["--class_weights=1,x"], "--class_weights takes non-negative finite numbers"),
 ])
 def test_bad_flag_values_are_rejected_when_parsed(args, message):
     """A bad value is refused before anything runs, with a line naming the flag (it used to be

@@ -1,0 +1,71 @@
+"""Every folder a binary writes into: a path that is a file, or cannot be created, is one line
+naming the flag before anything is computed or written (it used to be a FileExistsError
+traceback from os.makedirs deep in the run)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import export_fixtures as efx
+import raw_fixtures as fx
+from deeplab import atomic_io, convert, export_saved_model, predict, raw_datasets, visualize
+from deeplab import train as train_lib
+from deeplab.datasets_info import DatasetSpec, color_map
+from deeplab.errors import ConfigError
+
+
+@pytest.fixture()
+def a_file(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("not a folder")
+    return str(path)
+
+
+def test_ensure_folder(tmp_path, a_file):
+    atomic_io.ensure_folder(str(tmp_path / "new" / "deeper"), "--x")
+    assert os.path.isdir(tmp_path / "new" / "deeper")
+    with pytest.raises(ConfigError, match=r"^--x=.*afile is a file, not a folder; choose a folder$"):
+        atomic_io.ensure_folder(a_file, "--x")
+    with pytest.raises(ConfigError, match=r"^--x=.*afile/sub: cannot create the folder \(Not a directory\)$"):
+        atomic_io.ensure_folder(os.path.join(a_file, "sub"), "--x")
+    atomic_io.ensure_folder("gs://bucket/run", "--x")  # remote: TensorFlow's to check
+
+
+def test_train_logdir(data_dir, a_file):
+    config = train_lib.TrainConfig(dataset_dir=data_dir, logdir=a_file,
+                                   model={"backbone": "resnet14_tiny"}, training_steps=1)
+    with pytest.raises(ConfigError, match="--logdir=.*afile is a file"):
+        train_lib.train(config)
+    with open(a_file, encoding="utf-8") as handle:
+        assert handle.read() == "not a folder"
+
+
+def test_export_predict_visualize(tmp_path_factory, a_file, tmp_path):
+    run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
+    with pytest.raises(ConfigError, match="--export_dir=.*afile is a file"):
+        export_saved_model.run_export(checkpoint=run_dir, export_dir=a_file)
+    image = efx.structured_images(1, (20, 20))[0]
+    fx.save(tmp_path / "in.png", image)
+    segmenter = predict.make_segmenter(checkpoint=run_dir)
+    with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
+        predict.predict_files(segmenter, [str(tmp_path / "in.png")], a_file, log=lambda s: None)
+    with pytest.raises(ConfigError, match="--vis_dir=.*afile is a file"):
+        visualize.visualize(run_dir, vis_dir=a_file, input_images=str(tmp_path / "in.png"))
+
+
+def test_converter_and_synthetic_output_dir(tmp_path, a_file):
+    root = fx.make_folder(tmp_path / "raw")
+    specs = raw_datasets.folder_examples(root, ["train"])
+    spec = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
+    with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
+        convert.convert_splits(specs, a_file, dataset=spec, num_workers=0, progress=False)
+    script = os.path.join(fx.REPO, "datasets", "make_synthetic.py")
+    result = subprocess.run([sys.executable, script, f"--output_dir={tmp_path / 'syn'}",
+                             "--num_classes=0"], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "error: --num_classes must be at least 2, got 0"
+    assert not os.path.exists(tmp_path / "syn")
+    np.testing.assert_equal(os.path.exists(a_file), True)
