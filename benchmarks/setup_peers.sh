@@ -3,12 +3,14 @@
 #
 #   peers/torch       torch 2.13.0 CPU + torchvision 0.28 (--no-deps)
 #   peers/modelgarden tensorflow-cpu 2.21.0 + tf-models-official 2.20 + tf-keras 2.21 (--no-deps)
+#   peers/litert      ai-edge-litert (the standalone TFLite interpreter; benchmarks/serving.py)
+# peers/torch also gets onnx, onnxruntime and onnxscript (ONNX Runtime side of serving.py).
 #
 # Idempotent: a virtualenv whose import check passes is left alone (a marker file records that the
 # install finished). Pass --force to rebuild both. Needs only the package registries (pip).
 # Prints the seconds each install took.
 #
-# Usage: bash benchmarks/setup_peers.sh [--force] [torch|modelgarden ...]
+# Usage: bash benchmarks/setup_peers.sh [--force] [torch|modelgarden|litert ...]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,8 +22,8 @@ WANTED=()
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    torch|modelgarden) WANTED+=("$arg") ;;
-    *) echo "setup_peers.sh: unknown argument '$arg' (expected --force, torch, modelgarden)" >&2; exit 2 ;;
+    torch|modelgarden|litert) WANTED+=("$arg") ;;
+    *) echo "setup_peers.sh: unknown argument '$arg' (expected --force, torch, modelgarden, litert)" >&2; exit 2 ;;
   esac
 done
 [ ${#WANTED[@]} -eq 0 ] && WANTED=(torch modelgarden)
@@ -42,7 +44,14 @@ lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 import torchvision
 from torchvision.models.segmentation import deeplabv3_resnet101
 assert not torch.cuda.is_available() or "+cpu" in torch.__version__
-print("torch", torch.__version__, "torchvision", torchvision.__version__)
+import onnx, onnxruntime
+print("torch", torch.__version__, "torchvision", torchvision.__version__,
+      "onnxruntime", onnxruntime.__version__)
+'''
+LITERT_CHECK='
+from ai_edge_litert import interpreter
+import ai_edge_litert
+print("ai-edge-litert", ai_edge_litert.__version__)
 '
 MG_CHECK='
 import tensorflow as tf
@@ -70,6 +79,13 @@ install_torch() {
   fi
   # torchvision's metadata pins the CUDA torch; --no-deps keeps the CPU one.
   "$dir/bin/pip" install --quiet --no-deps "torchvision==0.28.0"
+  "$dir/bin/pip" install --quiet "onnx==1.23.2" "onnxruntime==1.32.0" "onnxscript==0.7.2"
+}
+
+install_litert() {
+  local dir="$PEERS_DIR/litert"
+  fresh_venv litert
+  "$dir/bin/pip" install --quiet "ai-edge-litert==2.3.0" numpy
 }
 
 install_modelgarden() {
@@ -89,6 +105,7 @@ for peer in "${WANTED[@]}"; do
   case "$peer" in
     torch) check="$TORCH_CHECK" ;;
     modelgarden) check="$MG_CHECK" ;;
+    litert) check="$LITERT_CHECK" ;;
   esac
   if [ "$FORCE" -eq 0 ] && [ -f "$marker" ] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
     echo "[setup_peers] $peer: reusing $dir ($(cat "$marker"))"

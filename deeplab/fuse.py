@@ -206,4 +206,60 @@ def fuse_batch_norm(model):
     return new_model
 
 
-__all__ = ["FoldedBatchNorm", "FusedASPP", "fuse_batch_norm"]
+def _cast_functional(model, policy):
+    copies = []
+
+    def clone(layer):
+        if isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph"):
+            return _cast_functional(layer, policy)
+        if isinstance(layer, FoldedBatchNorm):  # no variables, no config of its own
+            return FoldedBatchNorm(name=layer.name, dtype=policy)
+        config = dict(layer.get_config())
+        config["dtype"] = policy
+        new = layer.__class__.from_config(config)
+        if layer.weights:
+            copies.append((new, layer))
+        return new
+
+    inputs = keras.tree.map_structure(
+        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
+    outputs = model._run_through_graph(inputs, operation_fn=clone)  # pylint: disable=protected-access
+    new_model = keras.Model(inputs, outputs, name=model.name)
+    for new, old in copies:
+        values = []
+        for variable, value in zip(new.weights, old.get_weights()):
+            values.append(np.asarray(value).astype(keras.backend.standardize_dtype(variable.dtype))
+                          if np.issubdtype(np.asarray(value).dtype, np.floating) else value)
+        new.set_weights(values)
+    return new_model
+
+
+def cast_model(model, dtype="bfloat16"):
+    """A copy of an inference model whose variables are stored and computed in ``dtype``.
+
+    Unlike Keras' ``mixed_bfloat16`` policy (float32 variables cast at every call, so serving
+    holds both copies), every weight is stored once, in ``dtype``: half the memory of float32
+    for bfloat16. Meant for a model whose BN is folded (:func:`fuse_batch_norm`): the folding
+    is done in float32 and rounded once. Callers cast the logits to float32 before the softmax
+    (``deeplab.inference`` does).
+
+    Args:
+      model: a functional Keras model (e.g. the result of :func:`fuse_batch_norm`).
+      dtype: a floating dtype policy name, "bfloat16" or "float16" (or "float32": a copy).
+
+    Returns:
+      A new functional keras.Model with the descriptive attributes of ``model`` copied.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)  # sub-layers a layer builds in __init__ follow it
+    try:
+        new_model = _cast_functional(model, dtype)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for name in _MODEL_ATTRIBUTES + ("batch_norm_folded",):
+        if hasattr(model, name):
+            setattr(new_model, name, getattr(model, name))
+    return new_model
+
+
+__all__ = ["FoldedBatchNorm", "FusedASPP", "cast_model", "fuse_batch_norm"]

@@ -187,3 +187,43 @@ def test_runner_command_and_arguments_agree():
     assert speed.parse_args([]).repeats == 5
     with pytest.raises(SystemExit):
         speed.parse_args(["--sides", "ours,caffe"])
+
+
+serving = _load("bench_serving", os.path.join(BENCH, "serving.py"))
+run_serving = _load("bench_run_serving", os.path.join(BENCH, "peers", "run_serving.py"))
+
+
+def test_serving_sides_agree_between_driver_and_runner():
+    assert set(serving.SIDES) == set(run_serving.SIDES) == set(run_serving.ARTIFACTS)
+    for side, floor in serving.FLOOR_OF.items():
+        assert serving.SIDES[floor][1] == "floor" and serving.SIDES[side][1] != "floor"
+    args = serving.parse_args(["--sides", "ours_savedmodel_f32,ort_f32", "--quick"])
+    assert args.sides == ["ours_savedmodel_f32", "ort_f32"] and args.rounds == 1
+    with pytest.raises(SystemExit):
+        serving.parse_args(["--sides", "nope"])
+
+
+def test_serving_summary_table_and_ratios():
+    def record(median, peak, loaded=100.0):
+        return {"seconds": [median, median], "load_s": 1.0, "rss_loaded_mb": loaded,
+                "peak_rss_mb": peak, "versions": {}}
+
+    records = {"ours_savedmodel_f32": [record(0.6, 1200.0), record(0.8, 1100.0)],
+               "ours_tflite_int8": [record(0.3, 300.0)],
+               "torch_eager": [record(0.9, 800.0)], "ort_f32": [record(0.5, 700.0)],
+               "ort_int8": [record(0.4, 400.0)],
+               "floor_tf": [record(0.0, 500.0)], "floor_ort": [record(0.0, 100.0)],
+               "floor_torch": [record(0.0, 300.0)], "floor_litert": [record(0.0, 50.0)]}
+    summary = serving.summarize(records)
+    assert summary["ours_savedmodel_f32"]["median_s"] == pytest.approx(0.7)  # all calls pooled
+    assert summary["ours_savedmodel_f32"]["peak_rss_mb"] == 1200.0  # the worst round
+    line = serving.ratio_line(summary)
+    assert line.startswith("ratios ours / best peer: ")
+    assert "ours_savedmodel_f32 latency 1.40x ort_f32" in line       # 0.7 / 0.5
+    assert "ours_savedmodel_f32 peak RSS 1.71x ort_f32" in line      # 1200 / 700
+    # above the floors: (1200 - 500) / min(700 - 100, 800 - 300) = 700 / 500
+    assert "ours_savedmodel_f32 peak RSS above floor 1.40x torch_eager" in line
+    assert "ours_tflite_int8 latency 0.75x ort_int8" in line         # int8 against int8 only
+    table = serving.render(summary, {"ort_int8": 0.9876})
+    assert "| ours_savedmodel_f32 | float32 | 0.700 s |" in table
+    assert "| 700 MiB |" in table and "argmax agreement ort_int8 vs ort_f32: 98.76%" in table

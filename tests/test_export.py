@@ -238,3 +238,39 @@ def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_fact
     assert any(p.endswith("saved_model.pb") for p in paths)
     for path in paths:
         assert os.stat(path).st_mode & 0o777 == expected, (path, oct(os.stat(path).st_mode))
+
+
+def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(tmp_path_factory, tmp_path):
+    """--serving_dtype=bfloat16: the SavedModel holds its weights once, in bfloat16 (half the
+    variables' bytes of the float32 export), outputs float32 probabilities, and gives the float32
+    export's class on >= 99% of the pixels."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab.export_saved_model import run_export  # pylint: disable=import-outside-toplevel
+
+    run_dir = fx.shared_tiny_run(tmp_path_factory)["run_dir"]
+    exports = {}
+    for dtype in ("float32", "bfloat16"):
+        exports[dtype] = str(tmp_path / dtype)
+        run_export(checkpoint=run_dir, export_dir=exports[dtype], serving_dtype=dtype,
+                   log=lambda line: None)
+    images = np.stack(fx.structured_images(2, (40, 48), seed=3))
+    results, sizes = {}, {}
+    for dtype, path in exports.items():
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+        stored = {k: d for k, d in reader.get_variable_to_dtype_map().items()
+                  if d.is_floating and "OBJECT_GRAPH" not in k}
+        assert {d.name for d in stored.values()} == {dtype}, dtype
+        sizes[dtype] = sum(reader.get_tensor(k).nbytes for k in stored)
+        loaded = tf.saved_model.load(path)
+        results[dtype] = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert sizes["bfloat16"] * 2 == sizes["float32"]
+    assert results["bfloat16"]["probabilities"].dtype == tf.float32
+    agreement = np.mean(results["bfloat16"]["semantic"].numpy() == results["float32"]["semantic"].numpy())
+    assert agreement >= 0.99, agreement
+    with open(os.path.join(exports["bfloat16"], "assets", "deeplab_export.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["serving_dtype"] == "bfloat16"
+    from deeplab.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    with pytest.raises(ConfigError, match="--serving_dtype applies to the SavedModel"):
+        run_export(checkpoint=run_dir, export_dir=str(tmp_path / "x"), saved_model=False,
+                   tflite=True, serving_dtype="bfloat16")

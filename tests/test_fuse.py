@@ -99,3 +99,29 @@ def test_bfloat16_inference_agrees_with_float32_on_99_percent_of_pixels():
         assert logits.dtype == "float32"
         agreement = np.mean(np.argmax(logits.numpy(), -1) == np.argmax(reference, -1))
         assert agreement >= 0.99, agreement
+
+
+def test_cast_model_stores_every_weight_once_in_bfloat16_and_agrees_with_float32():
+    """The bfloat16 export's model (deeplab.fuse.cast_model after folding): bf16 variables, no
+    float32 copy, half the bytes, and the same argmax on >= 99% of the pixels."""
+    from deeplab import inference  # pylint: disable=import-outside-toplevel
+
+    model = deeplab.build_model(**TINY)
+    randomize(model, 5)
+    folded = fuse.fuse_batch_norm(model)
+    bf16 = fuse.cast_model(folded, "bfloat16")
+    assert {str(v.dtype) for v in bf16.weights} == {"bfloat16"}
+    assert len(bf16.weights) == len(folded.weights)
+    assert sum(v.numpy().nbytes for v in bf16.weights) * 2 == sum(v.numpy().nbytes for v in folded.weights)
+    assert bf16.num_classes == 5 and bf16.output_stride == 8 and bf16.batch_norm_folded > 0
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    for new, old in zip(bf16.weights, folded.weights):  # rounded once, from the folded float32
+        np.testing.assert_array_equal(new.numpy().astype(np.float32),
+                                      old.numpy().astype(keras.backend.standardize_dtype("bfloat16"))
+                                      .astype(np.float32))
+    images = np.random.default_rng(6).normal(0, 1, (2, 65, 65, 3)).astype("float32")
+    reference = np.asarray(inference.predict_probabilities(folded, images))
+    probabilities = np.asarray(inference.predict_probabilities(bf16, images))
+    assert probabilities.dtype == np.float32
+    agreement = np.mean(np.argmax(probabilities, -1) == np.argmax(reference, -1))
+    assert agreement >= 0.99, agreement
