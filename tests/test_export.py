@@ -274,3 +274,21 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(tmp_pat
     with pytest.raises(ConfigError, match="--serving_dtype applies to the SavedModel"):
         run_export(checkpoint=run_dir, export_dir=str(tmp_path / "x"), saved_model=False,
                    tflite=True, serving_dtype="bfloat16")
+
+
+def test_saved_model_is_lean_one_graph_per_signature_and_no_layer_objects(tmp_path_factory):
+    """Issue 22: the export holds each signature's graph once and the variables as a flat list,
+    not the Keras object tree (which cost 149 MiB of a server's RSS for ResNet-101)."""
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+
+    export = fx.shared_export(tmp_path_factory)
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(export["export_dir"], "saved_model.pb"), "rb") as handle:
+        saved.ParseFromString(handle.read())
+    graph = saved.meta_graphs[0]
+    names = [f.signature.name for f in graph.graph_def.library.function]
+    for method in ("serve_images", "serve_encoded_images", "class_info"):
+        assert sum(n.startswith(f"__inference_{method}_") for n in names) == 1, (method, names)
+    num_variables = len(export["model"].weights)
+    nodes = len(graph.object_graph_def.nodes)
+    assert nodes <= num_variables + 20, (nodes, num_variables)
