@@ -86,13 +86,19 @@ def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "
         interpreter = _interpreter(tflite.convert_int8(model, size, calibration))
         runners["ours_int8"] = lambda image, i=interpreter: _classes(i, image)
     shares = {name: [] for name in runners}
+    # What our own int8 export changes against our float model (issue 22): the same pixels.
+    versus_keras = {name: [] for name in runners if name != "keras"} if "keras" in runners else {}
     found = set()
     for image in images:
         reference = _classes(official, image)
         found.update(np.unique(reference).tolist())
-        for name, run in runners.items():
-            shares[name].append(float(np.mean(run(image) == reference)))
+        outputs = {name: run(image) for name, run in runners.items()}
+        for name, classes in outputs.items():
+            shares[name].append(float(np.mean(classes == reference)))
+            if name in versus_keras:
+                versus_keras[name].append(float(np.mean(classes == outputs["keras"])))
     names = report["class_names"]
+    agreement.versus_keras = {name: float(np.mean(v)) for name, v in versus_keras.items()}
     return {name: float(np.mean(v)) for name, v in shares.items()}, [names[c] for c in sorted(found)]
 
 
@@ -110,6 +116,8 @@ def main():
           f"{', '.join(classes)}")
     for name, share in shares.items():
         print(f"{name:<11} agrees with the official int8 file on {100 * share:.2f}% of pixels")
+    for name, share in getattr(agreement, "versus_keras", {}).items():
+        print(f"{name:<11} agrees with our float32 Keras model on {100 * share:.2f}% of pixels")
 
 
 if __name__ == "__main__":
