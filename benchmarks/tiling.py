@@ -27,14 +27,9 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks", "peers"))
 
-
-def _rss_mib():
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+from common import current_rss_mb as _rss_mib  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _side(args):

@@ -130,6 +130,14 @@ def _batch_norm_consumers(model):
     return folds
 
 
+def _rebuild(model, clone):
+    """A new functional model: ``model``'s graph with every layer replaced by ``clone(layer)``."""
+    inputs = keras.tree.map_structure(
+        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
+    outputs = model._run_through_graph(inputs, operation_fn=clone)  # pylint: disable=protected-access
+    return keras.Model(inputs, outputs, name=model.name)
+
+
 def _fuse_functional(model):
     """A clone of a functional ``model`` with its conv + BN pairs (and nested ones) folded.
 
@@ -167,10 +175,7 @@ def _fuse_functional(model):
             copies.append((new, lambda n, old=layer: n.set_weights(old.get_weights())))
         return new
 
-    inputs = keras.tree.map_structure(
-        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
-    outputs = model._run_through_graph(inputs, operation_fn=clone)  # pylint: disable=protected-access
-    new_model = keras.Model(inputs, outputs, name=model.name)
+    new_model = _rebuild(model, clone)
     for new, set_weights in copies:
         set_weights(new)
     return new_model, count[0]
@@ -221,10 +226,7 @@ def _cast_functional(model, policy):
             copies.append((new, layer))
         return new
 
-    inputs = keras.tree.map_structure(
-        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
-    outputs = model._run_through_graph(inputs, operation_fn=clone)  # pylint: disable=protected-access
-    new_model = keras.Model(inputs, outputs, name=model.name)
+    new_model = _rebuild(model, clone)
     for new, old in copies:
         values = []
         for variable, value in zip(new.weights, old.get_weights()):

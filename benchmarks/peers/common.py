@@ -10,6 +10,7 @@ Nothing here imports a framework, so the tests can check it cheaply.
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -124,6 +125,18 @@ def time_calls(fn, warmup, repeats, clock=time.perf_counter):
     return seconds
 
 
+def current_rss_mb():
+    """Resident set size of this process now, in MiB (Linux ``/proc/self/status``; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def peak_rss_mb():
     """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -155,6 +168,18 @@ def parse_result(stdout):
                 raise ValueError(f"result line is not a JSON object: {line[:200]}")
             return result
     raise ValueError("no line starting with " + repr(PROTOCOL_PREFIX.strip()) + " in runner output")
+
+
+def prepare_args(description, argv=None):
+    """Arguments of the serving artefact makers (prepare_serving_*.py, benchmarks/serving.py)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--artifacts", required=True, help="folder for the artefacts")
+    parser.add_argument("--size", type=int, default=513, help="square input side")
+    parser.add_argument("--calibration", type=int, default=4, help="int8 calibration images")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.makedirs(args.artifacts, exist_ok=True)
+    return args
 
 
 def runner_args(argv=None, description=None, add_arguments=None):

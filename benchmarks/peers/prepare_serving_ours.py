@@ -13,7 +13,6 @@ pooling, 21 classes, seeded random weights with non-trivial BN statistics), BN f
 Usage: python prepare_serving_ours.py --artifacts DIR [--size 513] [--calibration 4]
 """
 
-import argparse
 import os
 import sys
 import time
@@ -46,13 +45,7 @@ def model_with_statistics(seed):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--artifacts", required=True)
-    parser.add_argument("--size", type=int, default=513)
-    parser.add_argument("--calibration", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    os.makedirs(args.artifacts, exist_ok=True)
+    args = common.prepare_args(__doc__)
     model = fuse.fuse_batch_norm(model_with_statistics(args.seed))
     names = [f"class{i}" for i in range(common.NUM_CLASSES)]
     start = time.time()

@@ -10,7 +10,6 @@
 Usage: python prepare_serving_torch.py --artifacts DIR [--size 513] [--calibration 4]
 """
 
-import argparse
 import os
 import sys
 import time
@@ -20,17 +19,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import common  # noqa: E402
 import tv_model  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--artifacts", required=True)
-    parser.add_argument("--size", type=int, default=513)
-    parser.add_argument("--calibration", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    os.makedirs(args.artifacts, exist_ok=True)
+    args = common.prepare_args(__doc__)
     torch.manual_seed(args.seed)
     model = tv_model.served_model().eval()
     generator = torch.Generator().manual_seed(args.seed)

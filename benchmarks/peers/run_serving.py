@@ -36,13 +36,7 @@ ARTIFACTS = {
 }
 
 
-def rss_mb():
-    """Resident set size of this process now, in MiB (Linux /proc)."""
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+rss_mb = common.current_rss_mb
 
 
 def seeded_pixels(size, seed):

@@ -29,35 +29,16 @@ from torch import nn  # noqa: E402  pylint: disable=wrong-import-position
 torch.set_num_threads(args.threads)
 torch.set_num_interop_threads(args.threads)
 
-# torchvision's compiled extension links CUDA and fails to load next to the CPU torch wheel;
-# it then registers nothing, and its Python side's fake-op registrations for these two schemas
-# fail at import. Declaring them first lets `import torchvision` succeed; the segmentation
-# models call no compiled op.
-_TV_LIB = torch.library.Library("torchvision", "DEF")  # pylint: disable=invalid-name
-_TV_LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-_TV_LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
+# tv_model declares the torchvision::nms / qnms schemas (torchvision's compiled extension links
+# CUDA next to the CPU torch wheel) before it imports torchvision; the segmentation models call
+# no compiled op.
+import tv_model  # noqa: E402  pylint: disable=wrong-import-position
 import torchvision  # noqa: E402  pylint: disable=wrong-import-position
-from torchvision.models import resnet101  # noqa: E402  pylint: disable=wrong-import-position
-from torchvision.models._utils import IntermediateLayerGetter  # noqa: E402  pylint: disable=wrong-import-position
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def build(output_stride, keep_extra_head_conv):
     """torchvision's DeepLabV3 made into the paper's model at ``output_stride``."""
-    dilate = {16: [False, False, True], 8: [False, True, True]}[output_stride]
-    backbone = resnet101(weights=None, replace_stride_with_dilation=dilate)
-    # Multi-grid (Sec. 3.2.1): layer4's 3x3 rates are the block rate times (1, 2, 4).
-    block_rate = 32 // output_stride
-    for unit, grid in zip(backbone.layer4, common.MULTI_GRID):
-        rate = block_rate * grid
-        unit.conv2.dilation = (rate, rate)
-        unit.conv2.padding = (rate, rate)
-    backbone = IntermediateLayerGetter(backbone, return_layers={"layer4": "out"})
-    head = DeepLabHead(2048, common.NUM_CLASSES, atrous_rates=common.aspp_rates(output_stride))
-    if not keep_extra_head_conv:
-        head[1], head[2], head[3] = nn.Identity(), nn.Identity(), nn.Identity()
-    return DeepLabV3(backbone, head, None)
+    return tv_model.deeplabv3(output_stride, keep_extra_head_conv=keep_extra_head_conv)
 
 
 def count_conv_flops(model, x):

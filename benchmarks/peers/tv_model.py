@@ -31,7 +31,10 @@ def torchvision_version():
     return torchvision.__version__
 
 
-def deeplabv3(output_stride=16):
+def deeplabv3(output_stride=16, keep_extra_head_conv=False):
+    """ResNet-101 (torchvision's v1.5: stride on the 3x3), dilated to ``output_stride``,
+    multi-grid in layer4, ASPP; torchvision's extra 3x3 head conv (not in the paper) removed
+    unless ``keep_extra_head_conv``."""
     dilate = {16: [False, False, True], 8: [False, True, True]}[output_stride]
     backbone = resnet101(weights=None, replace_stride_with_dilation=dilate)
     block_rate = 32 // output_stride
@@ -41,7 +44,8 @@ def deeplabv3(output_stride=16):
         unit.conv2.padding = (rate, rate)
     backbone = IntermediateLayerGetter(backbone, return_layers={"layer4": "out"})
     head = DeepLabHead(2048, common.NUM_CLASSES, atrous_rates=common.aspp_rates(output_stride))
-    head[1], head[2], head[3] = nn.Identity(), nn.Identity(), nn.Identity()
+    if not keep_extra_head_conv:
+        head[1], head[2], head[3] = nn.Identity(), nn.Identity(), nn.Identity()
     return DeepLabV3(backbone, head, None)
 
 
