@@ -13,7 +13,9 @@ multi-grid (1, 2, 4), ASPP 6/12/18 + image pooling, 21 classes, random weights
 
 Prints the matrix-multiply peak measured in the same run, a markdown table of median times and
 training peak RSS, a table of achieved conv GFLOP/s (the paper model's analytic conv FLOPs /
-median time; 3x forward for a training step), and last the ratios ours / best peer. Every
+median time; 3x forward for a training step), and last the ratios ours / best peer. (The
+exported models, SavedModel and TFLite, against ONNX Runtime and torchvision as a deployment
+runs them: benchmarks/serving.py.) Every
 result is also written as JSON to benchmarks/out/.
 
 Only the standard library is used here; run it with any Python 3.10+.
