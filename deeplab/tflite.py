@@ -10,8 +10,20 @@ variants take raw RGB pixels and own the normalization, like the SavedModel::
     int8     full-integer: every op runs on int8 tensors; calibrated on N images of a split.
              input  uint8 [1, H, W, 3]  pixels, quantized with the input tensor's
                                         (scale, zero_point), normally (1.0, 0): the raw bytes
-             output int32 [1, H, W]     semantic
-                    uint8 [1, H, W, C]  probabilities, quantized (scale ~1/256)
+             output int32 [1, H, W]     semantic: argmax of the upsampled logits (the same
+                                        class as argmax of their softmax)
+                    uint8 [1, H, W, C]  probabilities, quantized (scale ~1/256): the softmax
+                                        at the feature resolution, upsampled bilinearly
+                                        (single-scale exports; with scales or flip, the
+                                        float graph's softmax of upsampled logits)
+
+Why the int8 graph's softmax sits before the upsampling: LiteRT's XNNPACK delegate has no int8
+softmax, and the reference kernel on [1, 513, 513, 21] took 53 ms of a 233 ms ResNet-101 call
+(benchmarks/RESULTS.md, "Serving"); at the feature resolution it is 1/256 of that work. The
+class map is unaffected (upsampling and argmax of the logits, as in the float graph); the
+probabilities are a bilinear blend of the neighbouring features' softmax instead of the softmax
+of blended logits, a difference below the output's 1/256 quantization step except near class
+boundaries.
 
 uint8 (not int8) input: camera frames and decoded images are uint8, and the official DeepLab
 TFLite models take uint8 as well. The export's multi-scale + flip average (static sizes) is in
@@ -141,19 +153,50 @@ def unletterbox(labels, inner_size, image_size):
 # ---------------------------------------------------------------------------------------------
 
 
-def _frozen_function(model, input_size, *, scales, flip, input_dtype):
-    """A variable-free concrete function [1, H, W, 3] pixels -> (probabilities, semantic)."""
+def _feature_softmax_head(model):
+    """(model up to the logits at feature resolution, its StrideUpsample layer), or None when
+    ``model`` is not a functional DeepLab ending in ``logits`` -> ``upsample_logits``."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from deeplab.layers import StrideUpsample  # pylint: disable=import-outside-toplevel
+
+    try:
+        logits, upsample = model.get_layer("logits"), model.get_layer("upsample_logits")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(upsample, StrideUpsample) or model.layers[-1] is not upsample:
+        return None
+    return keras.Model(model.input, logits.output), upsample
+
+
+def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_softmax=False):
+    """A variable-free concrete function [1, H, W, 3] pixels -> (probabilities, semantic).
+
+    ``feature_softmax``: single-scale graphs take the softmax at the feature resolution and
+    upsample the probabilities (the int8 export, see the module docstring); the class map is
+    the argmax of the upsampled logits either way.
+    """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
 
+    from deeplab.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
     from deeplab.serving import segment_images  # pylint: disable=import-outside-toplevel
 
     height, width = input_size
     scales = tuple(float(s) for s in scales)
+    head = _feature_softmax_head(model) if feature_softmax and scales == (1.0,) and not flip \
+        else None
 
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")])
     def segment(images):
-        return segment_images(model, images, scales=scales, flip=flip)
+        if head is None:
+            return segment_images(model, images, scales=scales, flip=flip)
+        features_model, upsample = head
+        normalized = normalize_image(images)
+        logits = tf.cast(features_model(normalized, training=False), tf.float32)
+        probabilities = upsample([tf.nn.softmax(logits, axis=-1), normalized])
+        semantic = tf.argmax(upsample([logits, normalized]), axis=-1, output_type=tf.int32)
+        return {"semantic": semantic, "probabilities": probabilities}
 
     # Variables become constants, so the converter folds batch norm into the convolutions.
     return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
@@ -195,7 +238,8 @@ def convert_int8(model, input_size, calibration_images, *, scales=(1.0,), flip=F
         raise ConfigError(f"calibration images must be {input_size}; got {bad[0]}")
     # The float graph takes float32 pixels so that the converter quantizes the input tensor
     # itself (uint8 with the calibrated range) rather than keeping a float Cast.
-    function = _frozen_function(model, input_size, scales=scales, flip=flip, input_dtype=tf.float32)
+    function = _frozen_function(model, input_size, scales=scales, flip=flip, input_dtype=tf.float32,
+                                feature_softmax=True)
 
     def representative_dataset():
         for image in images:

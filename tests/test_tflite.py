@@ -268,3 +268,21 @@ def test_predict_reproduces_the_official_interpreter_on_a_camvid_image(tmp_path)
     assert counts[0] > 0.8
     assert counts[7] > 0.01  # car
     assert counts[15] > 0.002  # person
+
+
+def test_int8_softmax_runs_at_the_feature_resolution(int8_model):
+    """The int8 graph takes the softmax before the upsampling (XNNPACK has no int8 softmax: at
+    the output resolution it was a quarter of a ResNet-101 call); its class map is still the
+    argmax of the upsampled logits, at the input size."""
+    _, path = int8_model
+    interpreter = _interpreter(path)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    softmax = [op for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+               if op["op_name"] == "SOFTMAX"]
+    assert len(softmax) == 1
+    height, width = tensors[softmax[0]["outputs"][0]]["shape"][1:3]
+    (inp,) = interpreter.get_input_details()
+    assert height * 4 <= inp["shape"][1] and width * 4 <= inp["shape"][2]
+    outputs = {len(d["shape"]): d for d in interpreter.get_output_details()}
+    assert tuple(outputs[3]["shape"][1:]) == tuple(inp["shape"][1:3])
+    assert tuple(outputs[4]["shape"][1:3]) == tuple(inp["shape"][1:3])
