@@ -55,7 +55,7 @@ def import_tensorflow_quietly(argv=None):
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # pylint: disable=import-outside-toplevel,unused-import,redefined-outer-name
+            import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import,redefined-outer-name
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

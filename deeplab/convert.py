@@ -27,7 +27,6 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
-import io
 import multiprocessing
 import os
 import sys

@@ -25,7 +25,6 @@ goes through ``tf.image.resize``, which is what ``keras.ops.image.resize`` calls
 
 import math
 
-import keras
 from keras import ops
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).

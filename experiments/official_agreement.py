@@ -21,7 +21,6 @@ import argparse
 import glob
 import os
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image

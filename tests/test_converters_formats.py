@@ -1,7 +1,6 @@
 """Converters on tiny fixture trees in each raw layout: counts, label values, split membership."""
 
 import io
-import json
 import os
 import subprocess
 import sys

@@ -287,7 +287,7 @@ def test_binary_evaluates_at_another_output_stride_with_ms_and_flip(trained, dat
 
 @pytest.fixture
 def parsed_flags():
-    from deeplab import evaluate  # pylint: disable=unused-import,import-outside-toplevel
+    from deeplab import evaluate  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS(["pytest"], known_only=True)

@@ -1,7 +1,6 @@
 """deeplab.import_official: our int8 export round trip, the authors' files (../shared), TF1
 slim checkpoints, and bad files."""
 
-import glob
 import os
 import subprocess
 import sys
@@ -10,10 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 import deeplab
-from deeplab import checkpoints, import_official, preprocessing, tflite
+from deeplab import checkpoints, import_official, tflite
 from deeplab.batch_norm import BatchNormalization
 from deeplab.errors import UserError
 from tests.test_model import _randomize

@@ -1,6 +1,5 @@
 """deeplab.launch_local: TF_CONFIG per task, prefixed logs, restarts, and no process left behind."""
 
-import json
 import os
 import re
 import signal
