@@ -145,15 +145,19 @@ def read_image(path):
     data = _read_bytes(path, "image")
     image = _open_image(data, path, "image")
     fmt = (image.format or "").upper()
-    if (image.mode == "RGB" and fmt in ("JPEG", "PNG") and _png_bit_depth(data) != 16
-            and images.exif_orientation(image) == 1):
+    orientation = images.exif_orientation(data)
+    deep_rgb = _png_bit_depth(data) == 16 and image.mode == "RGB"
+    if image.mode == "RGB" and fmt in ("JPEG", "PNG") and not deep_rgb and orientation == 1:
         return data, "jpeg" if fmt == "JPEG" else "png", image.height, image.width, None
     try:
-        array, note = images.to_rgb(image, path)
+        array, note = images.to_rgb(image, path, orientation)
     except images.ImageError as error:
         raise BadExample(str(error)) from None
-    if _png_bit_depth(data) == 16 and image.mode == "RGB":
-        note = f"{path}: 16-bit RGB reduced to 8 bits (high byte)"
+    if deep_rgb:  # PIL reads 16-bit RGB as RGB (high bytes): say so, keep any other note
+        extra = "16-bit RGB reduced to 8 bits (high byte)"
+        note = f"{note}; {extra}" if note else f"{path}: {extra}"
+    if orientation != 1:
+        note += "; its label is read as stored (labels are never turned): check they align"
     note = note or f"{path}: {fmt or 'image'} converted to RGB PNG"
     return images.encode_png(array), "png", array.shape[0], array.shape[1], note
 

@@ -7,8 +7,13 @@ gives one answer whichever way it enters:
 
 ======================  ==================================================================
 EXIF orientation        applied: the pixels are the ones a viewer shows (a phone photo
-                        stored sideways with orientation 6 is turned upright). Label files
-                        are read as stored, never turned.
+                        stored sideways with orientation 6 is turned upright). Read from one
+                        place only, byte for byte the same in Python and in the graph
+                        (:func:`exif_orientation`): the orientation entry (tag 0x0112, SHORT
+                        or LONG) of IFD0 of a JPEG's APP1 "Exif" segment (among its first
+                        16 segments) or of a PNG's eXIf chunk (among its first 16 chunks).
+                        Copies in XMP or text chunks are not read. Label files are read as
+                        stored, never turned.
 16-bit samples          reduced to their high byte (``v >> 8``), what libpng and therefore
                         TensorFlow's PNG decoder do; floating-point images are an error
                         (no scaling to 8 bits is knowable).
@@ -96,13 +101,53 @@ def open_image(source, path=None, what="image"):
     return image
 
 
-def exif_orientation(image):
-    """The EXIF orientation (1..8) of a PIL image; 1 when it has none or an invalid one."""
-    try:
-        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    except Exception:  # pylint: disable=broad-except  (a damaged EXIF block: no orientation)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_SEGMENTS = 16  # JPEG segments / PNG chunks searched for the EXIF block
+MAX_IFD_ENTRIES = 256
+
+
+def _exif_block(data):
+    """The TIFF block of a JPEG's APP1 Exif segment or a PNG's eXIf chunk, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        pos = 2
+        for _ in range(MAX_SEGMENTS):
+            if pos + 4 > len(data) or data[pos] != 0xFF or data[pos + 1] in (0xDA, 0xD9):
+                return None
+            length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            if data[pos + 1] == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+                return data[pos + 10:pos + 2 + length]
+            pos += 2 + length
+        return None
+    if data[:8] == _PNG_SIGNATURE:
+        pos = 8
+        for _ in range(MAX_SEGMENTS):
+            if pos + 8 > len(data) or data[pos + 4:pos + 8] == b"IEND":
+                return None
+            length = int.from_bytes(data[pos:pos + 4], "big")
+            if data[pos + 4:pos + 8] == b"eXIf":
+                return data[pos + 8:pos + 8 + length]
+            pos += 12 + length
+    return None
+
+
+def exif_orientation(data):
+    """The EXIF orientation (1..8) of an encoded image file's bytes; 1 when it has none, or
+    anything about it is unexpected (see the module docstring for where it is read)."""
+    tiff = _exif_block(bytes(data)) if data is not None else None
+    if not tiff or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
         return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[ifd:ifd + 2], order) if ifd + 2 <= len(tiff) else 0
+    for index in range(min(count, MAX_IFD_ENTRIES)):
+        entry = tiff[ifd + 2 + 12 * index: ifd + 14 + 12 * index]
+        if len(entry) < 12:
+            return 1
+        tag, kind = int.from_bytes(entry[0:2], order), int.from_bytes(entry[2:4], order)
+        if tag == EXIF_ORIENTATION_TAG and kind in (3, 4):
+            value = int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def apply_orientation(array, orientation):
@@ -124,8 +169,9 @@ def apply_orientation(array, orientation):
     return array
 
 
-def to_rgb(image, path="image"):
-    """The pixels of a loaded PIL image as uint8 [H, W, 3] by the module's rules.
+def to_rgb(image, path="image", orientation=1):
+    """The pixels of a loaded PIL image as uint8 [H, W, 3] by the module's rules, turned as
+    ``orientation`` says (:func:`exif_orientation` of the file's bytes).
 
     Returns:
       (array, note): ``note`` is None when the file was 8-bit RGB with no orientation to apply,
@@ -154,7 +200,6 @@ def to_rgb(image, path="image"):
         else:
             notes.append(_MODE_NOTES.get(mode, f"{mode} image converted to RGB"))
             array = np.asarray(image.convert("RGB"), np.uint8)
-    orientation = exif_orientation(image)
     if orientation != 1:
         array = np.ascontiguousarray(apply_orientation(array, orientation))
         notes.append(f"EXIF orientation {orientation} applied "
@@ -162,10 +207,23 @@ def to_rgb(image, path="image"):
     return array, (f"{path}: " + "; ".join(notes) if notes else None)
 
 
+def read_bytes(path, what="image"):
+    """A file's bytes; ImageError naming it when it is missing or unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: {what} file not found") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot read {what} file ({error.strerror or error})") from None
+
+
 def read_rgb(source, path=None, what="image"):
-    """:func:`open_image` then :func:`to_rgb`: (uint8 [H, W, 3], note or None)."""
+    """The file (a path, or its bytes) as uint8 [H, W, 3] by the module's rules, and a note:
+    :func:`open_image`, :func:`exif_orientation`, :func:`to_rgb`."""
     name = path if path is not None else source
-    return to_rgb(open_image(source, path, what), name)
+    data = source if isinstance(source, (bytes, bytearray)) else read_bytes(source, what)
+    return to_rgb(open_image(bytes(data), name, what), name, exif_orientation(data))
 
 
 def encode_png(array, compress_level=1):
@@ -181,62 +239,104 @@ def encode_png(array, compress_level=1):
 # The same EXIF rule inside a TensorFlow graph (the SavedModel's encoded-image signature).
 # ---------------------------------------------------------------------------------------------
 
-_MAX_IFD_ENTRIES = 64
-
-
 def exif_orientation_tf(data):
-    """The EXIF orientation (int32 scalar, 1..8; 1 if none) of one encoded JPEG or PNG string.
-
-    Reads the first TIFF block of the file: after ``Exif\\0\\0`` (a JPEG's APP1 segment) or
-    after the ``eXIf`` chunk type of a PNG; the byte order, the first IFD and its orientation
-    entry (tag 0x0112, type SHORT). Anything unexpected (no block, a bad header, an offset past
-    the end, a value outside 1..8) gives 1, as :func:`exif_orientation` does.
-    """
+    """:func:`exif_orientation` inside a TensorFlow graph: int32 scalar 1..8 of one encoded
+    image string, read from the same place by the same rule (JPEG segments and PNG chunks
+    walked up to :data:`MAX_SEGMENTS`, IFD0 entries up to :data:`MAX_IFD_ENTRIES`, SHORT or
+    LONG values); 1 for anything unexpected. ``tests/test_images.py`` checks the two agree."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     data = tf.convert_to_tensor(data, tf.string)
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    padded = tf.strings.join([data, tf.constant(b"\x00" * 16)])
+
+    def raw(string, position, count, length):
+        """Bytes [position, position + count) of ``string`` as int64, zeros past ``length``."""
+        position = tf.clip_by_value(tf.cast(position, tf.int64), 0, length)
+        part = tf.io.decode_raw(tf.strings.substr(string, position, count), tf.uint8)
+        return tf.cast(part, tf.int64)
+
+    def big_endian(values):
+        weights = tf.cast(256, tf.int64) ** tf.range(tf.size(values, out_type=tf.int64) - 1, -1, -1,
+                                                     dtype=tf.int64)
+        return tf.reduce_sum(values * weights)
+
+    def text(position, count):
+        return tf.strings.substr(padded, tf.clip_by_value(position, 0, size), count)
+
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff")
-    is_png = tf.equal(tf.strings.substr(data, 0, 4), b"\x89PNG")
-    marker = tf.where(is_jpeg, tf.constant(b"Exif\x00\x00"), tf.constant(b"eXIf"))
-    parts = tf.strings.split(data, sep=marker, maxsplit=1)  # scalar in, [1] or [2] out
-    found = tf.logical_and(tf.logical_or(is_jpeg, is_png), tf.equal(tf.size(parts), 2))
-    tiff = tf.where(found, parts[-1], tf.constant(b""))
-    length = tf.strings.length(tiff)
-    padded = tf.strings.join([tiff, tf.constant(b"\x00" * 16)])
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE)
+    # Walk the JPEG segments (or PNG chunks) to the EXIF block: its start and size.
+    position = tf.where(is_jpeg, tf.constant(2, tf.int64), tf.constant(8, tf.int64))
+    active = tf.logical_or(is_jpeg, is_png)
+    found = tf.constant(False)
+    start = tf.constant(0, tf.int64)
+    block = tf.constant(0, tf.int64)
+    for _ in range(MAX_SEGMENTS):
+        head = raw(padded, position, 4, size)
+        # JPEG: FF marker, then the segment's big-endian length (which counts itself).
+        jpeg_length = big_endian(head[2:4])
+        marker_ok = tf.logical_and(tf.equal(head[0], 0xFF),
+                                   tf.logical_and(tf.not_equal(head[1], 0xDA),
+                                                  tf.not_equal(head[1], 0xD9)))
+        jpeg_alive = tf.logical_and(is_jpeg, tf.logical_and(position + 4 <= size, marker_ok))
+        jpeg_hit = tf.logical_and(jpeg_alive, tf.logical_and(
+            tf.equal(head[1], 0xE1), tf.equal(text(position + 4, 6), b"Exif\x00\x00")))
+        # PNG: big-endian data length, then the chunk type.
+        png_length = big_endian(head)
+        kind = text(position + 4, 4)
+        png_alive = tf.logical_and(is_png, tf.logical_and(position + 8 <= size,
+                                                          tf.not_equal(kind, b"IEND")))
+        png_hit = tf.logical_and(png_alive, tf.equal(kind, b"eXIf"))
+        alive = tf.logical_and(active, tf.where(is_jpeg, jpeg_alive, png_alive))
+        hit = tf.logical_and(alive, tf.logical_and(tf.logical_not(found),
+                                                   tf.where(is_jpeg, jpeg_hit, png_hit)))
+        start = tf.where(hit, tf.where(is_jpeg, position + 10, position + 8), start)
+        block = tf.where(hit, tf.where(is_jpeg, jpeg_length - 8, png_length), block)
+        found = tf.logical_or(found, hit)
+        active = tf.logical_and(alive, tf.logical_not(found))
+        position = position + tf.where(is_jpeg, 2 + jpeg_length, 12 + png_length)
 
-    def read_bytes(position, count):
-        position = tf.clip_by_value(position, 0, length)
-        raw = tf.io.decode_raw(tf.strings.substr(padded, position, count), tf.uint8)
-        return tf.cast(raw, tf.int64)
+    block = tf.maximum(tf.minimum(block, size - tf.minimum(start, size)), 0)
+    tiff = tf.where(found, tf.strings.substr(padded, tf.minimum(start, size), block),
+                    tf.constant(b""))
+    length = tf.cast(tf.strings.length(tiff), tf.int64)
+    tiff_padded = tf.strings.join([tiff, tf.constant(b"\x00" * 16)])
+    order = tf.strings.substr(tiff_padded, 0, 4)
+    little = tf.equal(order, b"II*\x00")
+    valid = tf.logical_and(found, tf.logical_or(little, tf.equal(order, b"MM\x00*")))
 
-    order = tf.strings.substr(padded, 0, 2)
-    little = tf.equal(order, b"II")
-    valid = tf.logical_or(little, tf.equal(order, b"MM"))
+    def unsigned(values):  # the file's byte order
+        weights = tf.cast(256, tf.int64) ** tf.range(tf.size(values, out_type=tf.int64),
+                                                     dtype=tf.int64)
+        return tf.reduce_sum(values * tf.where(little, weights, tf.reverse(weights, [0])), -1)
 
-    def unsigned(raw):  # little- or big-endian bytes -> int64
-        weights = tf.cast(256, tf.int64) ** tf.range(tf.size(raw, out_type=tf.int64), dtype=tf.int64)
-        return tf.reduce_sum(raw * tf.where(little, weights, tf.reverse(weights, [0])), axis=-1)
+    ifd = unsigned(raw(tiff_padded, 4, 4, length))
+    count = tf.where(ifd + 2 <= length, unsigned(raw(tiff_padded, ifd, 2, length)), 0)
+    entries = raw(tiff_padded, ifd + 2, 12 * MAX_IFD_ENTRIES, length)
+    entries = tf.pad(entries, [[0, 12 * MAX_IFD_ENTRIES - tf.size(entries)]])
+    entries = tf.reshape(entries, [MAX_IFD_ENTRIES, 12])
+    # An entry counts only if all its 12 bytes lie inside the block (as in Python).
+    inside = ifd + 14 + 12 * tf.range(MAX_IFD_ENTRIES, dtype=tf.int64) <= length
+    listed = tf.range(MAX_IFD_ENTRIES, dtype=tf.int64) < count
 
-    valid = tf.logical_and(valid, tf.equal(unsigned(read_bytes(2, 2)), 42))
-    ifd = unsigned(read_bytes(4, 4))
-    count = unsigned(read_bytes(tf.cast(tf.minimum(ifd, tf.cast(length, tf.int64)), tf.int32), 2))
-    entries_at = tf.cast(tf.minimum(ifd + 2, tf.cast(length, tf.int64)), tf.int32)
-    raw = read_bytes(entries_at, 12 * _MAX_IFD_ENTRIES)
-    raw = tf.pad(raw, [[0, 12 * _MAX_IFD_ENTRIES - tf.size(raw)]])
-    entries = tf.reshape(raw, [_MAX_IFD_ENTRIES, 12])
-
-    def field(column, width):  # per entry: unsigned of bytes [column, column + width)
+    def field(column, width):
         part = entries[:, column:column + width]
         weights = tf.cast(256, tf.int64) ** tf.range(width, dtype=tf.int64)
-        weights = tf.where(little, weights, tf.reverse(weights, [0]))
-        return tf.reduce_sum(part * weights[None, :], axis=-1)
+        return tf.reduce_sum(part * tf.where(little, weights, tf.reverse(weights, [0]))[None], -1)
 
-    listed = tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64) < count
-    match = tf.logical_and(listed, tf.logical_and(tf.equal(field(0, 2), EXIF_ORIENTATION_TAG),
-                                                  tf.equal(field(2, 2), 3)))
-    value = tf.reduce_max(tf.where(match, field(8, 2), tf.zeros_like(listed, tf.int64)))
-    valid = tf.logical_and(tf.logical_and(found, valid), tf.reduce_any(match))
-    valid = tf.logical_and(valid, tf.logical_and(value >= 1, value <= 8))
+    kind = field(2, 2)
+    value = tf.where(tf.equal(kind, 3), field(8, 2), field(8, 4))
+    match = tf.logical_and(tf.equal(field(0, 2), EXIF_ORIENTATION_TAG),
+                           tf.logical_or(tf.equal(kind, 3), tf.equal(kind, 4)))
+    # The first listed entry that is the orientation, as Python's loop; a short block before
+    # it ends the search with "no orientation".
+    candidates = tf.logical_and(listed, tf.logical_or(match, tf.logical_not(inside)))
+    first = tf.argmax(tf.cast(candidates, tf.int32), output_type=tf.int32)
+    chosen = tf.logical_and(tf.reduce_any(candidates),
+                            tf.logical_and(tf.gather(match, first), tf.gather(inside, first)))
+    value = tf.gather(value, first)
+    valid = tf.logical_and(valid, tf.logical_and(chosen, tf.logical_and(value >= 1, value <= 8)))
     return tf.cast(tf.where(valid, value, 1), tf.int32)
 
 

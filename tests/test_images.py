@@ -70,7 +70,7 @@ def test_exif_orientation_gives_the_pixels_a_viewer_shows(orientation):
                                   images.apply_orientation(stored, orientation))
     little = _little_endian_jpeg(array, orientation)
     assert int(images.exif_orientation_tf(tf.constant(little))) == orientation
-    assert images.exif_orientation(Image.open(io.BytesIO(little))) == orientation
+    assert images.exif_orientation(little) == orientation
 
 
 def test_missing_or_damaged_exif_means_no_turn():
@@ -85,7 +85,7 @@ def test_missing_or_damaged_exif_means_no_turn():
     }
     for name, data in cases.items():
         assert int(images.exif_orientation_tf(tf.constant(data))) == 1, name
-        assert images.exif_orientation(Image.open(io.BytesIO(data))) == 1, name
+        assert images.exif_orientation(data) == 1, name
 
 
 def test_modes_become_8_bit_rgb_by_the_documented_rules():
@@ -173,3 +173,52 @@ def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tm
     np.testing.assert_array_equal(encoded["semantic"].numpy(), dense["semantic"].numpy())
     np.testing.assert_allclose(encoded["probabilities"].numpy(), dense["probabilities"].numpy(),
                                atol=1e-6)
+
+
+def _tiff(order, orientation, kind=3, before=0):
+    """A TIFF block whose IFD0 holds ``before`` other entries, then the orientation."""
+    fmt = "<" if order == b"II" else ">"
+    entries = [(0x9000 + i, 3, struct.pack(fmt + "HH", 1, 0)) for i in range(before)]
+    value = struct.pack(fmt + "HH", orientation, 0) if kind == 3 else struct.pack(fmt + "I", orientation)
+    entries.append((images.EXIF_ORIENTATION_TAG, kind, value))
+    ifd = struct.pack(fmt + "H", len(entries)) + b"".join(
+        struct.pack(fmt + "HHI", tag, k, 1) + v for tag, k, v in entries)
+    return order + struct.pack(fmt + "HI", 42, 8) + ifd + b"\x00" * 4
+
+
+def test_python_and_graph_read_the_orientation_from_the_same_place():
+    """deeplab.images.exif_orientation (converters, predict) and exif_orientation_tf (the
+    SavedModel) agree on every kind of file, including the ones PIL's getexif() reads
+    differently (XMP copies, text-chunk profiles, a decoy "Exif" string before the APP1)."""
+    from PIL import PngImagePlugin  # pylint: disable=import-outside-toplevel
+
+    array = _quadrants()
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
+           'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    itxt = PngImagePlugin.PngInfo()
+    itxt.add_itxt("XML:com.adobe.xmp", xmp)
+    profile = PngImagePlugin.PngInfo()
+    raw = _tiff(b"MM", 6)
+    profile.add_text("Raw profile type exif", f"\nexif\n{len(raw):8}\n{raw.hex()}\n", zip=True)
+    jpeg = _encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"II", 6))
+    comment = b"\xff\xfe" + struct.pack(">H", 12) + b"Exif\x00\x00MM\x00\x00"
+    cases = {  # file -> the orientation both must read
+        "big-endian SHORT": (_encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"MM", 3)), 3),
+        "little-endian LONG": (_encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"II", 8, 4)), 8),
+        "big-endian LONG": (_encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"MM", 5, 4)), 5),
+        "100 entries before it": (_encoded(array, "JPEG",
+                                           exif=b"Exif\x00\x00" + _tiff(b"II", 7, before=100)), 7),
+        "a comment holding Exif before the APP1": (jpeg[:2] + comment + jpeg[2:], 6),
+        "PNG eXIf after text chunks": (_encoded(array, "PNG", pnginfo=itxt,
+                                                exif=_tiff(b"II", 2)), 2),
+        "JPEG with XMP only": (_encoded(array, "JPEG", xmp=xmp.encode()), 1),
+        "PNG with XMP only": (_encoded(array, "PNG", pnginfo=itxt), 1),
+        "PNG with a text-chunk EXIF profile only": (_encoded(array, "PNG", pnginfo=profile), 1),
+        "APP1 cut short": (b"\xff\xd8\xff\xe1\x00\x08Exif\x00\x00", 1),
+        "IFD past the end": (_encoded(array, "JPEG", exif=b"Exif\x00\x00II*\x00\xf0\xff\xff\xff"), 1),
+        "empty": (b"", 1),
+    }
+    graph = tf.function(images.exif_orientation_tf)
+    for name, (data, expected) in cases.items():
+        assert images.exif_orientation(data) == expected, name
+        assert int(graph(tf.constant(data))) == expected, name
