@@ -6,8 +6,8 @@ A training logdir holds
     checkpoint                    the manager's pointer to the latest ckpt-N
     model_config.json             DeepLabV3.get_config(): the constructor keywords of the model
     dataset_info.json             the dataset's name, num_classes, ignore_label, class_names, palette
-    diverged/                     checkpoints set aside because their weights gave a non-finite
-                                  loss or gradients (:func:`set_aside_checkpoint`), with a why-file
+    diverged/ckpt-N-<time>/       checkpoints set aside because their weights gave a non-finite
+                                  loss or gradients (:func:`set_aside_checkpoint`), with why.txt
 
 so evaluate / visualize / export rebuild the model from a checkpoint alone (:func:`load_model`).
 
@@ -467,23 +467,38 @@ DIVERGED_DIR = "diverged"
 
 
 def set_aside_checkpoint(logdir, prefix, reason):
-    """Moves checkpoint ``prefix`` of ``logdir`` into ``logdir/diverged/`` (nothing is deleted)
-    and points the ``checkpoint`` file at the newest checkpoint left, so the next run resumes
-    from that one instead of from weights known to give a non-finite loss.
+    """Moves checkpoint ``prefix`` of ``logdir`` into ``logdir/diverged/<name>-<time>/`` with a
+    ``why.txt`` (nothing is deleted or overwritten) and points the ``checkpoint`` file at the
+    newest checkpoint left, so the next run resumes from that one instead of from weights known
+    to give a non-finite loss.
 
     A checkpoint is finite when written; its weights can still be diverged (huge but finite, so
     that the next step's loss overflows). The step that starts from them is the test: when its
     loss or gradients are non-finite, the checkpoint it started from is set aside.
 
     Returns:
-      (where the files went, prefix of the checkpoint a rerun resumes from or None).
+      (the folder the files went to, prefix of the checkpoint a rerun resumes from or None).
+
+    Raises:
+      OSError / tf.errors.OpError: the files could not be moved (the caller reports it).
     """
-    folder = os.path.join(logdir, DIVERGED_DIR)
-    os.makedirs(folder, exist_ok=True)
+    import time  # pylint: disable=import-outside-toplevel
+
     name = os.path.basename(prefix)
-    for path in tf.io.gfile.glob(prefix + ".*"):
-        os.replace(path, os.path.join(folder, os.path.basename(path)))
-    atomic_io.write_text(os.path.join(folder, name + ".why.txt"), reason.rstrip() + "\n")
+    folder = os.path.join(logdir, DIVERGED_DIR, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 0
+    while tf.io.gfile.exists(folder + (f"-{suffix}" if suffix else "")):
+        suffix += 1
+    folder += f"-{suffix}" if suffix else ""
+    # By name, not by glob: a logdir may hold [ ] * ? in its path.
+    files = [f for f in tf.io.gfile.listdir(logdir) if f.startswith(name + ".")]
+    if not files:
+        raise FileNotFoundError(f"no files of {prefix} to move")
+    tf.io.gfile.makedirs(folder)
+    for file_name in files:
+        tf.io.gfile.rename(os.path.join(logdir, file_name), os.path.join(folder, file_name))
+    with tf.io.gfile.GFile(os.path.join(folder, "why.txt"), "w") as handle:
+        handle.write(reason.rstrip() + "\n")
     remaining = checkpoint_steps_on_disk(logdir)
     pointer = os.path.join(logdir, "checkpoint")
     if remaining:
@@ -491,8 +506,8 @@ def set_aside_checkpoint(logdir, prefix, reason):
         tf.compat.v1.train.update_checkpoint_state(logdir, ordered[-1],
                                                    all_model_checkpoint_paths=ordered)
         return folder, ordered[-1]
-    if os.path.exists(pointer):
-        os.remove(pointer)
+    if tf.io.gfile.exists(pointer):
+        tf.io.gfile.remove(pointer)
     return folder, None
 
 

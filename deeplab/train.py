@@ -597,11 +597,15 @@ def _train(config, strategy):
             if last_saved and last_saved_step == step - 1 and chief:
                 # The checkpoint holds the very weights this step started from: finite, but
                 # diverged. Resuming from it would stop here again whatever the rate.
-                folder, resume_from = checkpoints.set_aside_checkpoint(
-                    manager.directory, last_saved, f"{what}: the first step from these weights")
-                where = (f"; {os.path.basename(last_saved)} holds the weights that gave it and was "
-                         f"moved to {folder}; a rerun resumes from "
-                         f"{resume_from or 'step 0 (no earlier checkpoint)'}")
+                try:
+                    folder, resume_from = checkpoints.set_aside_checkpoint(
+                        manager.directory, last_saved, f"{what}: the first step from these weights")
+                    where = (f"; {os.path.basename(last_saved)} holds the weights that gave it and "
+                             f"was moved to {folder}; a rerun resumes from "
+                             f"{resume_from or 'step 0 (no earlier checkpoint is left)'}")
+                except (OSError, tf.errors.OpError) as error:  # the NaN message must survive
+                    where = (f"; {last_saved} holds the weights that gave it, but could not be "
+                             f"moved aside ({error}): delete or move it before rerunning")
             raise NonFiniteLossError(
                 f"{what}: training stopped{where}. Lower "
                 "--base_learning_rate, check the labels against --num_classes, or try "

@@ -141,14 +141,17 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
         train_lib.train(_config(data_dir, logdir, **huge))
     message = str(caught.value)
     match = re.search(r"non-finite loss or gradients at step (\d+) .*ckpt-(\d+) holds the weights "
-                      r"that gave it and was moved to .*diverged; a rerun resumes from (.*ckpt-\d+)\.",
+                      r"that gave it and was moved to .*diverged/ckpt-\d+-[\d-]+; a rerun resumes from "
+                      r"(.*ckpt-\d+)\.",
                       message)
     assert match, message
     stopped, bad = int(match.group(1)), int(match.group(2))
     assert bad == stopped - 1 and bad >= 2, message
-    aside = os.path.join(logdir, checkpoints.DIVERGED_DIR)
+    (aside,) = [os.path.join(logdir, checkpoints.DIVERGED_DIR, d)
+                for d in os.listdir(os.path.join(logdir, checkpoints.DIVERGED_DIR))]
+    assert os.path.basename(aside).startswith(f"ckpt-{bad}-") and aside in message
     assert os.path.exists(os.path.join(aside, f"ckpt-{bad}.index"))
-    with open(os.path.join(aside, f"ckpt-{bad}.why.txt"), encoding="utf-8") as handle:
+    with open(os.path.join(aside, "why.txt"), encoding="utf-8") as handle:
         assert f"step {stopped}" in handle.read()
     assert checkpoints.verify_checkpoint(os.path.join(aside, f"ckpt-{bad}")) is None  # finite
     assert sorted(checkpoints.checkpoint_steps_on_disk(logdir)) == list(range(1, bad))
@@ -159,14 +162,25 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
     # rate. The first step from it stops again, and sets it aside again.
     for name in os.listdir(aside):
         if name.startswith(f"ckpt-{bad}."):
-            if not name.endswith(".why.txt"):
-                os.replace(os.path.join(aside, name), os.path.join(logdir, name))
+            shutil.copy(os.path.join(aside, name), os.path.join(logdir, name))
     sane = dict(huge, base_learning_rate=0.01)
     with pytest.raises(train_lib.NonFiniteLossError,
                        match=rf"at step {bad + 1} .*ckpt-{bad} holds the weights"):
         train_lib.train(_config(data_dir, logdir, **sane))
+    # Set aside twice, kept twice: the second move went to a folder of its own.
+    assert len(os.listdir(os.path.join(logdir, checkpoints.DIVERGED_DIR))) == 2
     result = train_lib.train(_config(data_dir, logdir, **sane))
     assert result.resumed_from == bad - 1 and result.step == 8
+
+
+def test_set_aside_works_in_a_logdir_with_glob_characters(run):
+    """The files are found by name: [ ] in the path must not make the move a silent no-op."""
+    odd = run + "[1]*"
+    os.rename(run, odd)
+    folder, resume_from = checkpoints.set_aside_checkpoint(odd, os.path.join(odd, "ckpt-6"), "test")
+    assert sorted(os.listdir(folder)) == ["ckpt-6.data-00000-of-00001", "ckpt-6.index", "why.txt"]
+    assert resume_from == os.path.join(odd, "ckpt-4")
+    assert sorted(checkpoints.checkpoint_steps_on_disk(odd)) == [2, 4]
 
 
 def test_verify_checkpoint_names_non_finite_values(tmp_path):
