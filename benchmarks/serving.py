@@ -203,13 +203,18 @@ def main(argv=None):
                     "--artifacts", args.artifacts, "--size", str(args.size),
                     "--warmup", str(args.warmup), "--repeats", str(args.repeats),
                     "--threads", str(args.threads)]
-            if round_index == 0 and SIDES[side][1] != "floor":
-                outputs[side] = os.path.join(args.artifacts, f"output-{side}.npy")
-                argv += ["--save-output", outputs[side]]
+            output = None
+            if side not in outputs and SIDES[side][1] != "floor":
+                output = os.path.join(args.artifacts, f"output-{side}.npy")
+                if os.path.exists(output):  # never compare with an earlier run's file
+                    os.remove(output)
+                argv += ["--save-output", output]
             kind, value = speed.run_child(argv, env, 900, log_path)
             if kind == "error":
                 print(f"[serving] {side} round {round_index + 1}: {value}", flush=True)
                 continue
+            if output and os.path.exists(output):
+                outputs[side] = output
             records[side].append(value)
             print(f"[serving] {side} round {round_index + 1}: {value['median_s']:.3f} s, "
                   f"RSS loaded {value['rss_loaded_mb']:.0f} MiB, peak {value['peak_rss_mb']:.0f} MiB",

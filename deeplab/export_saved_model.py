@@ -160,8 +160,12 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
         raise ConfigError("--evaluate_split needs --tflite and --dataset_dir")
     if not saved_model and not tflite:
         raise ConfigError("--nosaved_model without --tflite exports nothing")
-    atomic_io.ensure_folder(export_dir, "--export_dir")
+    if serving_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"--serving_dtype={serving_dtype!r}: choose float32 or bfloat16")
+    if serving_dtype != "float32" and not saved_model:
+        raise ConfigError("--serving_dtype applies to the SavedModel; drop --nosaved_model")
     info = checkpoints.read_run_info(checkpoint)
+    atomic_io.ensure_folder(export_dir, "--export_dir")
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
     # without upsampling still serves full-resolution maps); no variable depends on it.
     # The checkpoint read_run_info resolved (a logdir still being trained may get a newer one).
@@ -173,10 +177,6 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
                    "dataset": dataset_name, "ignore_label": ignore_label,
                    "output_stride": model.output_stride, "model_config": info["model_config"]}
     result = {"saved_model": None, "tflite": {}, "evaluation": None}
-    if serving_dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"--serving_dtype={serving_dtype!r}: choose float32 or bfloat16")
-    if serving_dtype != "float32" and not saved_model:
-        raise ConfigError("--serving_dtype applies to the SavedModel; drop --nosaved_model")
     if saved_model:
         start = time.perf_counter()
         served = model

@@ -197,7 +197,6 @@ def _check_config(config):
     if not config.logdir:
         raise ConfigError("--logdir is required: the folder for checkpoints and TensorBoard events "
                           "(e.g. --logdir=runs/my_run)")
-    atomic_io.ensure_folder(config.logdir, "--logdir")
     for name in ("training_steps", "batch_size", "save_checkpoint_steps", "log_steps"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
@@ -206,6 +205,8 @@ def _check_config(config):
     if config.stop_at_step < 0:
         raise ConfigError(f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
                           f"{config.stop_at_step}")
+    # Last: a run refused for a bad value leaves no empty logdir behind.
+    atomic_io.ensure_folder(config.logdir, "--logdir")
 
 
 def format_duration(seconds):

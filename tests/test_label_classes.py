@@ -77,7 +77,7 @@ def test_too_few_classes_without_a_record_fails_in_one_line_at_the_first_step(da
     assert str(caught.value) == (
         f"{claims2} split 'train': labels must be class indices in [0, 2) or the ignore label "
         "255; check num_classes and ignore_label (dataset.json) against the label files; values "
-        "found: 2")
+        "seen, e.g.: 2")
 
 
 def test_too_many_classes_trains_with_a_warning_naming_them(data_dir, tmp_path, capsys):
