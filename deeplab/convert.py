@@ -103,13 +103,12 @@ class BadExample(Exception):
 
 
 def _read_bytes(path, what):
+    from deeplab import images  # PIL-only module, safe in worker processes
+
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise BadExample(f"{path}: {what} file not found") from None
-    except OSError as e:
-        raise BadExample(f"{path}: cannot read {what} file ({e.strerror})") from None
+        return images.read_bytes(path, what)
+    except images.ImageError as error:
+        raise BadExample(str(error)) from None
 
 
 def _png_bit_depth(data):
