@@ -46,6 +46,15 @@ def _little_endian_jpeg(array, orientation):
     return _encoded(array, "JPEG", exif=b"Exif\x00\x00" + tiff, quality=95)
 
 
+# The graph functions, traced once for the whole module (as a SavedModel holds them).
+_ORIENTATION = tf.function(images.exif_orientation_tf,
+                           input_signature=[tf.TensorSpec([], tf.string)])
+_DECODE_TURNED = tf.function(
+    lambda d: images.apply_orientation_tf(
+        tf.io.decode_image(d, channels=3, expand_animations=False), images.exif_orientation_tf(d)),
+    input_signature=[tf.TensorSpec([], tf.string)])
+
+
 # ----------------------------------------------------------------------------- each rule
 
 
@@ -60,16 +69,15 @@ def test_exif_orientation_gives_the_pixels_a_viewer_shows(orientation):
     if orientation != 1:
         assert note.startswith(f"photo.png: EXIF orientation {orientation} applied")
     # The same rule inside a TensorFlow graph, for PNG (eXIf chunk) and JPEG (APP1 segment).
-    graph = tf.function(lambda d: images.apply_orientation_tf(
-        tf.io.decode_image(d, channels=3, expand_animations=False), images.exif_orientation_tf(d)))
+    graph = _DECODE_TURNED
     np.testing.assert_array_equal(graph(tf.constant(data)).numpy(), expected)
     jpeg = _encoded(array, "JPEG", orientation, quality=95)
-    assert int(images.exif_orientation_tf(tf.constant(jpeg))) == orientation
+    assert int(_ORIENTATION(tf.constant(jpeg))) == orientation
     stored = tf.io.decode_jpeg(jpeg, channels=3).numpy()
     np.testing.assert_array_equal(graph(tf.constant(jpeg)).numpy(),
                                   images.apply_orientation(stored, orientation))
     little = _little_endian_jpeg(array, orientation)
-    assert int(images.exif_orientation_tf(tf.constant(little))) == orientation
+    assert int(_ORIENTATION(tf.constant(little))) == orientation
     assert images.exif_orientation(little) == orientation
 
 
@@ -84,7 +92,7 @@ def test_missing_or_damaged_exif_means_no_turn():
         "gif": _encoded(array, "GIF"),
     }
     for name, data in cases.items():
-        assert int(images.exif_orientation_tf(tf.constant(data))) == 1, name
+        assert int(_ORIENTATION(tf.constant(data))) == 1, name
         assert images.exif_orientation(data) == 1, name
 
 
@@ -218,7 +226,6 @@ def test_python_and_graph_read_the_orientation_from_the_same_place():
         "IFD past the end": (_encoded(array, "JPEG", exif=b"Exif\x00\x00II*\x00\xf0\xff\xff\xff"), 1),
         "empty": (b"", 1),
     }
-    graph = tf.function(images.exif_orientation_tf)
     for name, (data, expected) in cases.items():
         assert images.exif_orientation(data) == expected, name
-        assert int(graph(tf.constant(data))) == expected, name
+        assert int(_ORIENTATION(tf.constant(data))) == expected, name
