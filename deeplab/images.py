@@ -64,40 +64,32 @@ class ImageError(DataError):
     """A file that cannot be read as an image; the message names it and the reason."""
 
 
-def open_image(source, path=None, what="image"):
-    """Opens and fully decodes an image with PIL.
+def open_image(data, path, what="image"):
+    """Opens and fully decodes a file's bytes with PIL (:func:`read_bytes` reads them).
 
     Args:
-      source: a path, or the file's bytes.
-      path: the name used in messages (default: ``source`` when it is a path).
+      data: the file's bytes.
+      path: the name used in messages.
       what: the word for the file in messages ("image", "label").
 
     Returns:
       a loaded ``PIL.Image.Image`` (its ``format`` says what the content is, whatever the name).
 
     Raises:
-      ImageError: missing, unreadable, not an image, corrupt or truncated, or too large to
-        decode safely (PIL's decompression-bomb limit).
+      ImageError: not an image, corrupt or truncated, or too large to decode safely (PIL's
+        decompression-bomb limit).
     """
     from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
 
-    name = path if path is not None else source
     try:
-        if isinstance(source, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(source))
-        else:
-            image = Image.open(source)
+        image = Image.open(io.BytesIO(data))
         image.load()
-    except FileNotFoundError:
-        raise ImageError(f"{name}: {what} file not found") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: {what} is not an image file PIL can read") from None
+        raise ImageError(f"{path}: {what} is not an image file PIL can read") from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{name}: {what} is too large to decode safely ({error})") from None
+        raise ImageError(f"{path}: {what} is too large to decode safely ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, OSError) and error.strerror and not isinstance(source, bytes):
-            raise ImageError(f"{name}: cannot read {what} file ({error.strerror})") from None
-        raise ImageError(f"{name}: {what} is corrupt or truncated ({error})") from None
+        raise ImageError(f"{path}: {what} is corrupt or truncated ({error})") from None
     return image
 
 

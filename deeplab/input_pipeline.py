@@ -329,8 +329,11 @@ def explain_data_errors(dataset_dir, split):
             raise
         found = re.search(r"(labels must be class indices.*?); offending values:\] \[([^\]]*)\]",
                           e.message)
-        detail = (f"{found.group(1)}; values seen, e.g.: {' '.join(sorted({v.strip('.') for v in found.group(2).split()}, key=int))}"
-                  if found else e.message[e.message.index(marker):].splitlines()[0])
+        if found:
+            values = sorted({v.strip(".") for v in found.group(2).split()}, key=int)
+            detail = f"{found.group(1)}; values seen, e.g.: {' '.join(values)}"
+        else:
+            detail = e.message[e.message.index(marker):].splitlines()[0]
         raise DataError(f"{dataset_dir} split {split!r}: {detail}") from None
     except tf.errors.DataLossError as e:
         if str(dataset_dir).startswith(TFDS_PREFIX):
