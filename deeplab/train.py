@@ -886,7 +886,16 @@ def main(argv):
 
         log_name = run_record.log_file_name(*distribute.tf_config_task())
         with run_record.console_log(config.logdir, log_name):
-            train(config)
+            result = train(config)
+        if config.strategy == "parameter_server" and result is not None:
+            # The run is complete and its files are closed (checkpoints are written
+            # synchronously, the summary writer flushed). After a worker was lost, the
+            # ClusterCoordinator's C++ teardown at interpreter exit can abort ("terminate
+            # called ... exception not rethrown"), turning a finished run into exit 134:
+            # leave without it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)  # pylint: disable=protected-access
     except UserError as error:
         print(f"deeplab.train: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
