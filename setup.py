@@ -21,7 +21,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # third_party/ (label tables with their sources and licences) ships inside the package as
-    # deeplab/third_party, where deeplab.datasets_info looks when the checkout's folder is absent.
+    # deeplab/third_party, where deeplab.data.datasets_info looks when the checkout's folder is absent.
     packages=find_packages(include=["deeplab", "deeplab.*"]) + ["deeplab.third_party"],
     package_dir={"deeplab.third_party": "third_party"},
     package_data={"deeplab.third_party": ["*.csv", "README.md"]},

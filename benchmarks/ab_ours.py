@@ -5,8 +5,8 @@
 
 Variants (ResNet-101 DeepLabv3, OS --os, random weights, 2 threads):
   s2b          atrous convs through keras.ops.conv (TensorFlow's SpaceToBatchND path), BN as built
-  native       atrous convs as native dilated oneDNN convs (deeplab.layers.AtrousConv2D, default)
-  *_fused      BN folded into the convolutions (deeplab.fuse.fuse_batch_norm), inference only
+  native       atrous convs as native dilated oneDNN convs (deeplab.model.layers.AtrousConv2D, default)
+  *_fused      BN folded into the convolutions (deeplab.model.fuse.fuse_batch_norm), inference only
   bf16*        mixed_bfloat16 policy, same weights (inference)
 
 Every variant is traced and warmed up first, then the variants are called in turn --rounds
@@ -25,7 +25,9 @@ import deeplab  # first: keeps JAX out of the TensorFlow import (deeplab/_jax_gu
 import numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2); tf.config.threading.set_inter_op_parallelism_threads(2)
 import keras
-from deeplab import layers as dl, fuse, weight_decay
+from deeplab.model import layers as dl
+from deeplab.model import fuse
+from deeplab.training import weight_decay
 keras.utils.set_random_seed(0)
 model = deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=a.os)
 rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/atrous_conv.py 21 2 grad    # training shapes at 321, batch 2
 
 s2b_tf: tf.nn.convolution (what keras.ops.conv runs: SpaceToBatchND + Conv2D + BatchToSpaceND);
-native: tf.nn.conv2d with dilations (oneDNN; what deeplab.layers.AtrousConv2D runs);
+native: tf.nn.conv2d with dilations (oneDNN; what deeplab.model.layers.AtrousConv2D runs);
 manual_s2b: pad + reshape/transpose space-to-batch around a plain conv;
 im2col: 9 shifted copies concatenated, one 1x1 conv; shiftsum: 9 shifted 1x1 convs summed.
 Shapes: block4's 512->512 at rates 2, 4, 8 and ASPP's 2048->256 at 6, 12, 18.

@@ -1,6 +1,6 @@
 """Training input throughput: crops per second per CPU core at the paper's settings (Sec. 4.1).
 
-Runs ``deeplab.input_pipeline.make_train_dataset`` (decode -> random scale 0.5..2.0 step 0.25 -> pad ->
+Runs ``deeplab.data.input_pipeline.make_train_dataset`` (decode -> random scale 0.5..2.0 step 0.25 -> pad ->
 513x513 crop -> flip -> normalize, batched) on
 
 - JPEG records of VOC-like 500x375 images written by the synthetic generator, and
@@ -40,7 +40,7 @@ def prepare(work_dir, num_images, camvid_dir):
     datasets = {}
     voc_dir = os.path.join(work_dir, "voc_like")
     if not os.path.exists(os.path.join(voc_dir, "dataset.json")):
-        from deeplab import synthetic
+        from deeplab.data import synthetic
 
         print(f"writing {num_images} VOC-like 500x375 JPEG records to {voc_dir}", file=sys.stderr)
         synthetic.build_synthetic_dataset(voc_dir, num_train=num_images, num_val=1, num_shards=4, seed=0, **synthetic.VOC_LIKE)
@@ -48,7 +48,9 @@ def prepare(work_dir, num_images, camvid_dir):
     if camvid_dir and os.path.isdir(camvid_dir):
         out = os.path.join(work_dir, "camvid")
         if not os.path.exists(os.path.join(out, "dataset.json")):
-            from deeplab import convert, datasets_info, raw_datasets
+            from deeplab.data import convert
+            from deeplab.data import datasets_info
+            from deeplab.data import raw_datasets
 
             print(f"converting CamVid train from {camvid_dir} to {out}", file=sys.stderr)
             specs = raw_datasets.camvid_examples(camvid_dir, ["train"])
@@ -61,7 +63,8 @@ def _reference_dataset(dataset_dir, batch_size, crop, seed):
     """The same augmentation as the unfused composition of the single ops (the peer being compared)."""
     import tensorflow as tf
 
-    from deeplab import augment, tfrecord
+    from deeplab.data import augment
+    from deeplab.data import tfrecord
 
     files = tfrecord.list_shards(dataset_dir, "train")
     key = tf.constant([0, seed], tf.int64)
@@ -85,7 +88,7 @@ def measure(dataset_dir, variant, cores, batch_size, crop, seconds, warmup):
     """Runs in a subprocess pinned to ``cores`` CPUs; returns crops/s."""
     import tensorflow as tf
 
-    from deeplab import input_pipeline
+    from deeplab.data import input_pipeline
 
     if variant == "pipeline":
         ds = input_pipeline.make_train_dataset(

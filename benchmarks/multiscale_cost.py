@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/multiscale_cost.py --size 321 --rounds 2
 
 ResNet-101 DeepLabv3 at OS 16 (random weights, BN folded as deeplab.evaluate runs it), one image,
-deeplab.evaluation.Predictor (one dynamic-shape tf.function for the network): the 6 paper scales
+deeplab.evaluation.evaluator.Predictor (one dynamic-shape tf.function for the network): the 6 paper scales
 x 2 flips in one call, against each (scale, flip) pass run alone, alternated; wall and process
 CPU seconds.
 """
@@ -30,7 +30,9 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402
 
-from deeplab import evaluation, fuse, inference  # noqa: E402
+from deeplab.evaluation import evaluator as evaluation  # noqa: E402
+from deeplab.model import fuse
+from deeplab.evaluation import inference
 
 keras.utils.set_random_seed(0)
 model = fuse.fuse_batch_norm(deeplab.build_model(backbone="resnet101", num_classes=21,

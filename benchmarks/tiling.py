@@ -4,7 +4,7 @@
         [--tile=513] [--overlap=0.25] [--image=../shared/data/camvid/val/0016E5_08119.png]
 
 A real photograph is resized (bilinear) to --size (a 12-megapixel 4000x3000 frame by default)
-and segmented by the same Keras model (``deeplab.serving.KerasSegmenter``, what
+and segmented by the same Keras model (``deeplab.export.serving.KerasSegmenter``, what
 ``deeplab.predict`` runs) twice, each side in its own fresh process so that peak RSS
 (``ru_maxrss``) is that side's alone: whole image in one pass, and windows of --tile pixels
 overlapping by --overlap (``--eval_tile_size`` / ``--eval_tile_overlap``). The model is the
@@ -36,7 +36,8 @@ def _side(args):
     """One measurement in this process: prints a JSON line, writes the class map."""
     from PIL import Image
 
-    from deeplab import checkpoints, serving
+    from deeplab.training import checkpoints
+    from deeplab.export import serving
 
     Image.MAX_IMAGE_PIXELS = None
     image = np.asarray(Image.open(args.image).convert("RGB").resize(

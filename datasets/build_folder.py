@@ -19,9 +19,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from deeplab import convert, datasets_info, raw_datasets  # noqa: E402  (TensorFlow is imported only to write)
+from deeplab.data import convert  # noqa: E402  (TensorFlow is imported only to write)
+from deeplab.data import datasets_info
+from deeplab.data import raw_datasets
 
-from deeplab.errors import ConfigError  # noqa: E402
+from deeplab.common.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):

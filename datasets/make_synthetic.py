@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Writes the synthetic segmentation dataset (deeplab/synthetic.py) as TFRecord shards + dataset.json.
+"""Writes the synthetic segmentation dataset (deeplab/data/synthetic.py) as TFRecord shards + dataset.json.
 
 Textured shapes of several classes on a textured background, train and val splits: the quick-start
 dataset and the tests' fixture. --preset voc_like makes 500x375 JPEG images with 21 classes, the input of
@@ -16,9 +16,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from deeplab import synthetic  # noqa: E402
-from deeplab.convert import run_cli  # noqa: E402
-from deeplab.errors import ConfigError  # noqa: E402
+from deeplab.data import synthetic  # noqa: E402
+from deeplab.data.convert import run_cli  # noqa: E402
+from deeplab.common.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):

@@ -13,11 +13,11 @@ _jax_guard.install()
 _cpu.enable_onednn_by_default()
 
 _LAZY = {
-    "build_model": "deeplab.model",
-    "load_imagenet_backbone": "deeplab.model",
-    "rebuild_with_output_stride": "deeplab.model",
-    "atrous_plan": "deeplab.resnet",
-    "normalize_image": "deeplab.preprocessing",
+    "build_model": "deeplab.model.deeplabv3",
+    "load_imagenet_backbone": "deeplab.model.deeplabv3",
+    "rebuild_with_output_stride": "deeplab.model.deeplabv3",
+    "atrous_plan": "deeplab.model.resnet",
+    "normalize_image": "deeplab.model.preprocessing",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -16,8 +16,8 @@ import sys
 
 from absl import app, flags
 
-from deeplab import experiment_flags
-from deeplab.errors import UserError
+from deeplab.config import flags as experiment_flags
+from deeplab.common.errors import UserError
 
 FLAGS = flags.FLAGS
 # --help lists the experiment flags this binary reads (the model's and --crop_size).
@@ -63,7 +63,7 @@ def conv_flops(model, height, width):
 
 def _mobilenet_table(output_stride):
     """Rows of the MobileNetV2 plan: one per inverted residual block."""
-    from deeplab import mobilenet  # pylint: disable=import-outside-toplevel
+    from deeplab.model import mobilenet  # pylint: disable=import-outside-toplevel
 
     rows = ["block          expansion  channels  stride  output_stride  depthwise rate",  # channels at depth 1.0
             "Conv1 (stem)   -          32        2       2              -"]
@@ -85,8 +85,8 @@ def describe(model_kwargs, crop):
     """
     import keras  # pylint: disable=import-outside-toplevel
 
-    from deeplab import model as model_lib  # pylint: disable=import-outside-toplevel
-    from deeplab import resnet  # pylint: disable=import-outside-toplevel
+    from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.model import resnet  # pylint: disable=import-outside-toplevel
 
     model = model_lib.build_model(**model_kwargs)
     height, width = crop

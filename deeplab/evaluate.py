@@ -32,8 +32,8 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab import experiment_flags
-from deeplab.errors import UserError
+from deeplab.config import flags as experiment_flags
+from deeplab.common.errors import UserError
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -71,7 +71,7 @@ def _settings():
 
 
 def _default_results_dir(results):
-    from deeplab import evaluation  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
 
     logdir = os.path.dirname(results["checkpoint"])
     return os.path.join(logdir, EVAL_SUMMARY_DIR, evaluation.results_tag(
@@ -92,7 +92,7 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None):
     Returns:
       (results dict, results_dir written to).
     """
-    from deeplab import evaluation  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
 
     start = time.time()
 
@@ -118,7 +118,8 @@ def write_summaries(logdir, results):
     normalized, class names on the axes) at the checkpoint's step to <logdir>/eval."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import summaries, visualization  # pylint: disable=import-outside-toplevel
+    from deeplab.training import summaries  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import visualization
 
     step = int(results["step"] or 0)
     writer = tf.summary.create_file_writer(os.path.join(logdir, EVAL_SUMMARY_DIR))

@@ -14,7 +14,7 @@ palette come from the run's dataset_info.json, else ``--dataset_dir``'s dataset.
 ``--class_names`` / generic names.
 
 Writes into ``--export_dir``: the SavedModel (signatures ``serving_default``,
-``serve_encoded_images``, ``class_info``; see deeplab/serving.py and the README) and, with
+``serve_encoded_images``, ``class_info``; see deeplab/export/serving.py and the README) and, with
 ``--tflite``, ``deeplab_float32.tflite`` (+ ``deeplab_int8.tflite`` with ``--quantize=int8``),
 each with a ``.json`` sidecar. ``--evaluate_split`` prints the mIOU of float Keras, float TFLite
 and int8 TFLite on that split side by side and writes ``tflite_eval.json``.
@@ -30,8 +30,9 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab import atomic_io, experiment_flags  # noqa: F401  (shared experiment flags)
-from deeplab.errors import ConfigError, UserError
+from deeplab.common import atomic_io  # noqa: F401  (shared experiment flags)
+from deeplab.config import flags as experiment_flags
+from deeplab.common.errors import ConfigError, UserError
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
 flags.DEFINE_list("class_names", [],
@@ -100,12 +101,12 @@ def class_metadata(dataset_info, num_classes, *, dataset_dir=None, class_names=N
     Raises:
       ConfigError: a source whose class count differs from the model's.
     """
-    from deeplab.datasets_info import color_map  # pylint: disable=import-outside-toplevel
+    from deeplab.data.datasets_info import color_map  # pylint: disable=import-outside-toplevel
 
     source = "the run's dataset_info.json"
     info = dataset_info
     if info is None and dataset_dir:
-        from deeplab import tfrecord  # pylint: disable=import-outside-toplevel
+        from deeplab.data import tfrecord  # pylint: disable=import-outside-toplevel
 
         info = tfrecord.read_dataset_info(dataset_dir)
         source = f"--dataset_dir={dataset_dir}"
@@ -132,20 +133,21 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
                max_pixels=None, serving_dtype="float32"):
     """Does the export; the binary's flags map one to one onto these arguments.
 
-    ``fuse_batch_norm`` folds every BN into its convolution before export (:mod:`deeplab.fuse`:
+    ``fuse_batch_norm`` folds every BN into its convolution before export (:mod:`deeplab.model.fuse`:
     the same logits to ~1e-5, fewer ops in the SavedModel and the .tflite files).
     ``serving_dtype="bfloat16"`` stores and runs the SavedModel's model in bfloat16
-    (:func:`deeplab.fuse.cast_model`, after the folding); the TFLite files stay float32 / int8.
+    (:func:`deeplab.model.fuse.cast_model`, after the folding); the TFLite files stay float32 / int8.
     ``tile_size`` / ``tile_overlap`` put sliding-window inference inside the SavedModel's graph
     (images larger than the tile are segmented in windows); the TFLite files have a static
     input size and take the whole (letterboxed) image.
 
     Returns:
       dict: "saved_model" (path or None), "tflite" {quantization: path}, "evaluation"
-      (results of :func:`deeplab.tflite.evaluate_segmenters`, or None).
+      (results of :func:`deeplab.export.tflite.evaluate_segmenters`, or None).
     """
-    from deeplab import checkpoints, serving  # pylint: disable=import-outside-toplevel
-    from deeplab import tflite as tflite_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.export import serving
+    from deeplab.export import tflite as tflite_lib  # pylint: disable=import-outside-toplevel
 
     if not export_dir:
         raise UserError("pass --export_dir=FOLDER for the SavedModel / TFLite files")
@@ -181,7 +183,7 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
         start = time.perf_counter()
         served = model
         if serving_dtype != "float32":
-            from deeplab import fuse  # pylint: disable=import-outside-toplevel
+            from deeplab.model import fuse  # pylint: disable=import-outside-toplevel
             served = fuse.cast_model(model, serving_dtype)
             export_info["serving_dtype"] = serving_dtype
         serving.export_saved_model(served, export_dir, class_names=names, palette=palette,
@@ -252,11 +254,11 @@ def main(argv):
         checkpoint = FLAGS.checkpoint or FLAGS.logdir
         if not checkpoint:
             raise UserError("pass --checkpoint=PATH (a training logdir or a checkpoint prefix)")
-        from deeplab import checkpoints  # pylint: disable=import-outside-toplevel
+        from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
 
         run = checkpoints.read_run_info(checkpoint)  # resolved once: a live logdir may move on
         _report_ignored_model_flags(run["model_config"])
-        from deeplab import tflite as tflite_lib  # pylint: disable=import-outside-toplevel
+        from deeplab.export import tflite as tflite_lib  # pylint: disable=import-outside-toplevel
 
         input_size = tflite_lib.parse_input_size(FLAGS.tflite_input_size or FLAGS.crop_size)
         run_export(

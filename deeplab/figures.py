@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from deeplab.errors import UserError
+from deeplab.common.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("figure", None, "Which figure of the paper to reproduce (only 4).")

@@ -44,8 +44,8 @@ import numpy as np
 from absl import app, flags
 
 from deeplab import _console  # noqa: F401  (quiet TensorFlow before it loads)
-from deeplab import atomic_io
-from deeplab.errors import UserError
+from deeplab.common import atomic_io
+from deeplab.common.errors import UserError
 
 _TFLITE_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
                  7: np.int16, 9: np.int8}
@@ -216,8 +216,8 @@ def _weights(graph, op):
 
 def _backbones_with_stem(channels):
     """Our MobileNetV2 backbones whose stem has ``channels`` outputs (it tells the depth)."""
-    from deeplab import mobilenet  # pylint: disable=import-outside-toplevel
-    from deeplab.model import MOBILENET_BACKBONES  # pylint: disable=import-outside-toplevel
+    from deeplab.model import mobilenet  # pylint: disable=import-outside-toplevel
+    from deeplab.model.deeplabv3 import MOBILENET_BACKBONES  # pylint: disable=import-outside-toplevel
 
     return [name for name, (alpha, rounding) in MOBILENET_BACKBONES.items()
             if mobilenet.make_divisible(mobilenet.STEM_FILTERS * alpha, rounding) == channels]
@@ -263,7 +263,7 @@ def import_tflite(path, class_names=None):
     Raises:
       UserError: unreadable file, another architecture, or a tensor that has no place.
     """
-    from deeplab import model as model_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
 
     graph = TFLiteGraph(path)
     conv_ops = [op for op in graph.ops if op["name"] in _CONV_OPS]
@@ -379,7 +379,7 @@ def import_tflite(path, class_names=None):
 
 
 def _class_names(class_names, num_classes, source):
-    from deeplab import datasets_info  # pylint: disable=import-outside-toplevel
+    from deeplab.data import datasets_info  # pylint: disable=import-outside-toplevel
 
     if class_names is None:
         if num_classes == 21:
@@ -418,7 +418,7 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import model as model_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
 
     try:
         reader = tf.train.load_checkpoint(path)
@@ -519,7 +519,8 @@ def write_imported(model, report, output_dir, overwrite=False):
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import checkpoints, datasets_info  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.data import datasets_info
 
     output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:

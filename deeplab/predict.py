@@ -17,14 +17,14 @@ first image also pays for graph tracing / interpreter warm-up).
 
 - ``--input`` takes files and folders (comma-separated, or as extra arguments); a folder
   contributes its image files (not recursive).
-- Any size and mode, read by :mod:`deeplab.images` (the rules of every binary): EXIF
+- Any size and mode, read by :mod:`deeplab.data.images` (the rules of every binary): EXIF
   orientation applied, grayscale, palette, CMYK and RGBA converted to 8-bit RGB (alpha dropped),
   16-bit reduced to the high byte, each with a note. The map has the (turned) image's size.
 - Unreadable or missing files are reported and skipped; the rest are processed, and the exit
   status is 1 when anything was skipped (a summary line names what).
 - Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
 - ``--model`` ending in .tflite (ours or the official DeepLab TFLite models): images are
-  letterboxed to the model's fixed input size (see deeplab/tflite.py).
+  letterboxed to the model's fixed input size (see deeplab/export/tflite.py).
 """
 
 from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
@@ -40,9 +40,10 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
-from deeplab import experiment_flags  # noqa: F401  (shared experiment flags)
-from deeplab import atomic_io, images
-from deeplab.errors import UserError
+from deeplab.config import flags as experiment_flags  # noqa: F401  (shared experiment flags)
+from deeplab.common import atomic_io
+from deeplab.data import images
+from deeplab.common.errors import UserError
 
 flags.DEFINE_string("model", None,
                     "SavedModel folder (deeplab.export_saved_model), .tflite file, or a model "
@@ -61,7 +62,7 @@ IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
 
 
 def read_image(path):
-    """Reads an image file as uint8 RGB by the rules of :mod:`deeplab.images` (EXIF orientation
+    """Reads an image file as uint8 RGB by the rules of :mod:`deeplab.data.images` (EXIF orientation
     applied, alpha dropped, 16-bit reduced to its high byte; the same as the converters and the
     SavedModel's encoded-image signature).
 
@@ -69,7 +70,7 @@ def read_image(path):
       (uint8 [H, W, 3], note): note says what conversion was made, or None for 8-bit RGB.
 
     Raises:
-      deeplab.images.ImageError: the file cannot be read as an image (one line naming it).
+      deeplab.data.images.ImageError: the file cannot be read as an image (one line naming it).
     """
     array, note = images.read_rgb(path)
     # The notes name the file; predict prints them after the file's name already.
@@ -123,9 +124,9 @@ def _output_stems(paths):
 
 def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
     """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths."""
-    from deeplab import atomic_io  # pylint: disable=import-outside-toplevel
-    from deeplab.datasets_info import color_map  # pylint: disable=import-outside-toplevel
-    from deeplab.visualization import (  # pylint: disable=import-outside-toplevel
+    from deeplab.common import atomic_io  # pylint: disable=import-outside-toplevel
+    from deeplab.data.datasets_info import color_map  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation.visualization import (  # pylint: disable=import-outside-toplevel
         colorize_labels, overlay, save_index_png, save_rgb_png)
 
     labels = np.asarray(labels)
@@ -153,7 +154,7 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
     ``model``: a .tflite file, a SavedModel folder, or a folder with ``model_config.json`` (a
     training logdir or an imported model, taken as ``checkpoint``); else ``checkpoint`` is rebuilt with
     Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own), with
-    every BN folded into its convolution unless ``fuse_batch_norm`` is False (deeplab.fuse).
+    every BN folded into its convolution unless ``fuse_batch_norm`` is False (deeplab.model.fuse).
     """
     if model and os.path.isdir(model) and not os.path.exists(os.path.join(model, "saved_model.pb")) \
             and os.path.exists(os.path.join(model, "model_config.json")):
@@ -161,19 +162,19 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
         model, checkpoint = None, model
     if model:
         if model.endswith(".tflite") or os.path.isfile(model):
-            from deeplab.tflite import TFLiteSegmenter  # pylint: disable=import-outside-toplevel
+            from deeplab.export.tflite import TFLiteSegmenter  # pylint: disable=import-outside-toplevel
 
             return TFLiteSegmenter(model, num_threads=num_threads or None)
         if os.path.isdir(model):
-            from deeplab.serving import SavedModelSegmenter  # pylint: disable=import-outside-toplevel
+            from deeplab.export.serving import SavedModelSegmenter  # pylint: disable=import-outside-toplevel
 
             return SavedModelSegmenter(model)
         raise UserError(f"--model={model}: neither a .tflite file nor a SavedModel folder")
     if not checkpoint:
         raise UserError("pass --model=EXPORT (SavedModel folder or .tflite file) or "
                         "--checkpoint=RUN (a training logdir or checkpoint prefix)")
-    from deeplab import checkpoints  # pylint: disable=import-outside-toplevel
-    from deeplab.serving import KerasSegmenter  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.export.serving import KerasSegmenter  # pylint: disable=import-outside-toplevel
 
     info = checkpoints.read_run_info(checkpoint)
     keras_model = checkpoints.load_model(info["checkpoint"], output_stride=output_stride or None,

@@ -6,13 +6,13 @@ r"""Reproduces a table of the paper row by row: ``python -m deeplab.reproduce --
     python -m deeplab.reproduce --table=11 --smoke        # parameter-server clusters, tiny
     python -m deeplab.reproduce --update_readme           # regenerate experiments/README.md's rows
 
-For every row of the table (``deeplab.paper_tables``: flagfile + overrides + the paper's mIOU) it
-trains (``python -m deeplab.train`` in a subprocess) and evaluates (``deeplab.evaluation``), then
+For every row of the table (``deeplab.config.paper_tables``: flagfile + overrides + the paper's mIOU) it
+trains (``python -m deeplab.train`` in a subprocess) and evaluates (``deeplab.evaluation.evaluator``), then
 prints the table side by side (row, paper mIOU, ours) and writes it to
 ``<reproduce_dir>/table<N>.{json,md}``.
 
 Training runs are shared: two rows whose training flags resolve to the same values (all flags of
-``deeplab/experiment_flags.py`` except evaluation and logging ones) train once, in this table and
+``deeplab/config/flags.py`` except evaluation and logging ones) train once, in this table and
 across tables and invocations (a finished run is recorded in ``<reproduce_dir>/<run>/run.json``,
 one folder per run named after its flagfile's --logdir, e.g. ``runs/reproduce/table6``; --noreuse
 retrains). Rows that need an earlier stage (``--init_checkpoint`` naming another
@@ -48,8 +48,10 @@ import time
 
 from absl import app, flags
 
-from deeplab import atomic_io, experiment_flags, paper_tables
-from deeplab.errors import ConfigError, UserError
+from deeplab.common import atomic_io
+from deeplab.config import flags as experiment_flags
+from deeplab.config import paper_tables
+from deeplab.common.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -126,7 +128,7 @@ def absolute_flagfile_args(args, root=REPO_ROOT):
 def resolve_flags(args):
     """Every experiment flag's value after parsing ``args`` (flagfile + overrides) with absl.
 
-    A private copy of the flags of ``deeplab/experiment_flags.py`` at their defaults parses
+    A private copy of the flags of ``deeplab/config/flags.py`` at their defaults parses
     ``args``, so the result does not depend on (or change) this process's own flags.
 
     Raises:
@@ -255,7 +257,8 @@ def smoke_launch(launch, max_workers):
 
 def build_smoke_dataset(dataset_dir):
     """The synthetic dataset of --smoke (written once)."""
-    from deeplab import synthetic, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.data import synthetic  # pylint: disable=import-outside-toplevel
+    from deeplab.data import tfrecord
 
     if not os.path.exists(os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE)):
         synthetic.build_synthetic_dataset(
@@ -476,7 +479,7 @@ def eval_settings(values):
 
 def evaluate_row(run, values, evals_dir, *, reuse=True):
     """mIOU (percent) of one row: its run evaluated with its evaluation flags (cached)."""
-    from deeplab import evaluation  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
 
     settings = eval_settings(values)
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]

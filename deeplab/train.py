@@ -29,8 +29,8 @@ The training loop is written out (tf.function step, ``strategy.run``, ``optimize
 rather than ``model.fit``: it controls exactly what is checkpointed, stops on a non-finite loss
 before writing a bad checkpoint, and computes the loss over the global batch's valid pixels
 under any number of replicas. Memory: the momentum update is one fused kernel per variable
-(deeplab.optimizers) and the backbone through block2 is recomputed in the backward pass rather
-than kept (deeplab.recompute, --recompute_through).
+(deeplab.training.optimizers) and the backbone through block2 is recomputed in the backward pass rather
+than kept (deeplab.training.recompute, --recompute_through).
 """
 
 from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
@@ -48,8 +48,11 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab import _cpu, atomic_io, experiment_flags, run_record
-from deeplab.errors import ConfigError, UserError
+from deeplab import _cpu
+from deeplab.common import atomic_io
+from deeplab.config import flags as experiment_flags
+from deeplab.training import run_record
+from deeplab.common.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -80,7 +83,7 @@ class NonFiniteLossError(UserError):
 class TrainConfig:
     """Everything a training run needs, as plain values (the binary fills it from flags).
 
-    Field names are the flag names; see ``deeplab/experiment_flags.py`` for their help.
+    Field names are the flag names; see ``deeplab/config/flags.py`` for their help.
     ``model`` holds the keyword arguments of ``deeplab.build_model`` except num_classes.
     """
 
@@ -235,7 +238,7 @@ class _ImageSummaries:
     """Input, ground truth and prediction of a few fixed images, colorized with the palette."""
 
     def __init__(self, config, info, num_classes):
-        from deeplab import input_pipeline  # pylint: disable=import-outside-toplevel
+        from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
 
         self.palette = info["palette"]
         self.ignore_label = info["ignore_label"]
@@ -248,8 +251,8 @@ class _ImageSummaries:
     def write(self, model, step):
         import numpy as np  # pylint: disable=import-outside-toplevel
 
-        from deeplab import summaries  # pylint: disable=import-outside-toplevel
-        from deeplab.visualization import colorize_labels  # pylint: disable=import-outside-toplevel
+        from deeplab.training import summaries  # pylint: disable=import-outside-toplevel
+        from deeplab.evaluation.visualization import colorize_labels  # pylint: disable=import-outside-toplevel
 
         if not self.examples:
             return
@@ -272,7 +275,7 @@ class _ImageSummaries:
 def _same_model_config(saved, current):
     """Whether a logdir's model_config.json describes the model built now; options the saved
     config predates count as their value when it was written (DeepLabV3.complete_config)."""
-    from deeplab.model import DeepLabV3  # pylint: disable=import-outside-toplevel
+    from deeplab.model.deeplabv3 import DeepLabV3  # pylint: disable=import-outside-toplevel
 
     ignore = ("name", "trainable")
     saved = json.loads(json.dumps(DeepLabV3.complete_config(saved)))
@@ -315,7 +318,7 @@ def _train(config, strategy):
         # A task of a TF_CONFIG cluster that does not train in this process: parameter-server
         # workers and ps tasks serve the chief's ClusterCoordinator; an evaluator evaluates the
         # chief's checkpoints as they appear.
-        from deeplab import distribute  # pylint: disable=import-outside-toplevel
+        from deeplab.training import distribute  # pylint: disable=import-outside-toplevel
 
         task_type, task_index = distribute.tf_config_task()
         if task_type == "evaluator":
@@ -331,10 +334,17 @@ def _train(config, strategy):
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import checkpoints, distribute, input_pipeline, losses, summaries, tfrecord  # pylint: disable=import-outside-toplevel
-    from deeplab import optimizers, recompute, weight_decay  # pylint: disable=import-outside-toplevel
-    from deeplab.model import build_model, load_imagenet_backbone  # pylint: disable=import-outside-toplevel
-    from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.training import distribute
+    from deeplab.data import input_pipeline
+    from deeplab.training import losses
+    from deeplab.training import summaries
+    from deeplab.data import tfrecord
+    from deeplab.training import optimizers  # pylint: disable=import-outside-toplevel
+    from deeplab.training import recompute
+    from deeplab.training import weight_decay
+    from deeplab.model.deeplabv3 import build_model, load_imagenet_backbone  # pylint: disable=import-outside-toplevel
+    from deeplab.training.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(config.dataset_dir, num_classes=config.num_classes or None)
     num_classes = info["num_classes"]
@@ -528,7 +538,7 @@ def _train(config, strategy):
             global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, loss_count)
             cross_entropy = loss_sum / tf.maximum(global_valid, 1.0)
             # The L2 decay terms' gradients are added after the backward pass, one variable at
-            # a time (deeplab.weight_decay: less memory); their value is only reported.
+            # a time (deeplab.training.weight_decay: less memory); their value is only reported.
             call_loss, decay_loss = weight_decay.split_losses(model, decay)
             regularization = (call_loss + decay_loss) / num_replicas
             total = cross_entropy + regularization
@@ -690,7 +700,7 @@ def _save_checkpoint(manager, step, last_saved):
     the intact checkpoint a rerun resumes from."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
 
     try:
         return manager.save(checkpoint_number=step)
@@ -723,7 +733,7 @@ def _per_worker_dataset_fn(strategy, dataset_fn):
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import distribute  # pylint: disable=import-outside-toplevel
+    from deeplab.training import distribute  # pylint: disable=import-outside-toplevel
 
     num_workers = distribute.num_tasks("worker")
     replicas = strategy.num_replicas_in_sync
@@ -762,7 +772,7 @@ def _run_scheduled_steps(coordinator, train_step, iterator, start_step, end_step
 
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import distribute  # pylint: disable=import-outside-toplevel
+    from deeplab.training import distribute  # pylint: disable=import-outside-toplevel
 
     window = 2 * distribute.num_tasks("worker") + 2
     pending = collections.deque()
@@ -811,10 +821,12 @@ def evaluate_after_training(checkpoint, config, *, num_classes, step):
     """Evaluates ``checkpoint`` on --eval_split (--eval_scales, --eval_flip, --eval_output_stride),
     prints the per-class IOU table and mIOU, and writes eval/ summaries at ``step``.
 
-    Uses ``deeplab.evaluation.evaluate_checkpoint`` (what ``python -m deeplab.evaluate`` runs),
+    Uses ``deeplab.evaluation.evaluator.evaluate_checkpoint`` (what ``python -m deeplab.evaluate`` runs),
     so the number printed is the one the evaluate binary gives for the same checkpoint.
     """
-    from deeplab import evaluate, evaluation, metrics  # pylint: disable=import-outside-toplevel
+    from deeplab import evaluate  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation
+    from deeplab.evaluation import metrics
 
     start = time.time()
     results = evaluation.evaluate_checkpoint(
@@ -836,7 +848,8 @@ def _build_synthetic_if_missing():
     An existing dataset is used as it is; if it was built with other --synthetic_* values a
     warning says so (delete the folder to rebuild it).
     """
-    from deeplab import synthetic, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.data import synthetic  # pylint: disable=import-outside-toplevel
+    from deeplab.data import tfrecord
 
     size = tuple(int(v) for v in FLAGS.synthetic_image_size)
     if len(size) == 1:
@@ -875,14 +888,14 @@ def main(argv):
     _console.quiet_absl()  # e.g. an INFO line per checkpoint write; --verbosity=0 shows them
     try:
         if FLAGS.logical_cpu_devices > 1:
-            from deeplab import distribute  # pylint: disable=import-outside-toplevel
+            from deeplab.training import distribute  # pylint: disable=import-outside-toplevel
 
             distribute.configure_logical_cpus(FLAGS.logical_cpu_devices)
         config = config_from_flags()
         _check_config(config)
         if FLAGS.build_synthetic_if_missing:
             _build_synthetic_if_missing()
-        from deeplab import distribute  # pylint: disable=import-outside-toplevel
+        from deeplab.training import distribute  # pylint: disable=import-outside-toplevel
 
         log_name = run_record.log_file_name(*distribute.tf_config_task())
         with run_record.console_log(config.logdir, log_name):

@@ -19,7 +19,7 @@ For the first --vis_num_images images, --vis_dir receives ``<name>_prediction.pn
 the dataset's palette: PASCAL, Cityscapes, CamVid, ...), ``<name>_overlay.png``,
 ``<name>_groundtruth.png`` and ``<name>_panel.png`` (image x groundtruth x prediction x overlay).
 With --save_raw_predictions every image's prediction is also written in the format of the
-dataset's evaluation server (``deeplab.visualization.save_raw_prediction``):
+dataset's evaluation server (``deeplab.evaluation.visualization.save_raw_prediction``):
 ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png`` for PASCAL VOC (Table 7),
 ``cityscapes_results/<city>_<seq>_<frame>_pred_labelIds.png`` for Cityscapes (Table 13), and
 ``raw/<name>.png`` index PNGs otherwise.
@@ -36,8 +36,9 @@ import time
 
 from absl import app, flags, logging
 
-from deeplab import atomic_io, experiment_flags
-from deeplab.errors import ConfigError, DataError, UserError
+from deeplab.common import atomic_io
+from deeplab.config import flags as experiment_flags
+from deeplab.common.errors import ConfigError, DataError, UserError
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -84,8 +85,8 @@ def _list_input_images(pattern, list_file):
 
 def _raw_image_examples(paths):
     """Examples with "raw_image" uint8 [H, W, 3], "image" normalized, "filename"; no label."""
-    from deeplab import images  # pylint: disable=import-outside-toplevel
-    from deeplab.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
+    from deeplab.data import images  # pylint: disable=import-outside-toplevel
+    from deeplab.model.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
 
     for path in paths:
         rgb, note = images.read_rgb(path)  # the rules of every binary; ImageError is one line
@@ -135,7 +136,12 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     # pylint: disable=import-outside-toplevel
-    from deeplab import checkpoints, evaluation, input_pipeline, metrics, tfrecord, visualization
+    from deeplab.training import checkpoints
+    from deeplab.evaluation import evaluator as evaluation
+    from deeplab.data import input_pipeline
+    from deeplab.evaluation import metrics
+    from deeplab.data import tfrecord
+    from deeplab.evaluation import visualization
 
     run = checkpoints.read_run_info(checkpoint)
     if input_images:
@@ -204,7 +210,7 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
 
 
 def _default_palette(num_classes):
-    from deeplab import datasets_info  # pylint: disable=import-outside-toplevel
+    from deeplab.data import datasets_info  # pylint: disable=import-outside-toplevel
 
     return datasets_info.color_map(num_classes)
 

@@ -3,7 +3,7 @@ r"""Diagnostic (issue 8): how much of an early checkpoint's low val mIOU is stal
     python experiments/camvid_bn_check.py --checkpoint=runs/camvid/ckpt-100 [--batches=20]
 
 Evaluates the checkpoint on the whole val split (scale 1, training output stride) twice with
-deeplab.evaluation.evaluate: (a) as saved, BN using its moving statistics (what deeplab.evaluate
+deeplab.evaluation.evaluator.evaluate: (a) as saved, BN using its moving statistics (what deeplab.evaluate
 reports); (b) after re-estimating every BN layer's moving mean and variance as the plain average
 over --batches training batches (the training stream of experiments/camvid.flags: same crops and
 augmentation), weights unchanged ("precise BN"). Nothing is written to the run.
@@ -29,8 +29,11 @@ def main():
                         help="evaluate (and re-estimate BN) at this output stride; 0: the run's")
     args = parser.parse_args()
 
-    from deeplab import checkpoints, evaluation, input_pipeline, tfrecord  # pylint: disable=import-outside-toplevel
-    from deeplab.model import iter_layers  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation
+    from deeplab.data import input_pipeline
+    from deeplab.data import tfrecord
+    from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
     import keras  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(args.dataset_dir)

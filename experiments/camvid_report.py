@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def read_train_scalars(logdir, tags=("loss/total", "loss/cross_entropy")):
     """{tag: [(step, value), ...]} of the training summaries, one value per step (a resumed
     run's later value wins)."""
-    from deeplab import summaries  # pylint: disable=import-outside-toplevel
+    from deeplab.training import summaries  # pylint: disable=import-outside-toplevel
 
     scalars = summaries.read_scalars(os.path.join(logdir, "train"))
     return {tag: sorted(dict(scalars.get(tag, [])).items()) for tag in tags}
@@ -105,7 +105,7 @@ def main():
     if ours_miou:
         ax.plot(*zip(*ours_miou), "o-", label="ours (deeplab.evaluate)", ms=3, lw=1)
     if torch_miou:
-        ax.plot(*zip(*torch_miou), "s-", label="torchvision (deeplab.metrics)", ms=3, lw=1)
+        ax.plot(*zip(*torch_miou), "s-", label="torchvision (deeplab.evaluation.metrics)", ms=3, lw=1)
     ax.axhline(0.45, color="gray", ls="--", lw=0.8, label="floor 0.45")
     ax.set_xlabel("step (batch 8)")
     ax.set_ylabel("val mIOU (OS 16, scale 1)")

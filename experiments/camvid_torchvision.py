@@ -7,7 +7,7 @@ Same recipe as ``python -m deeplab.train --flagfile=experiments/camvid.flags``, 
 flagfile:
 
 - the same batches: the training stream is our own tf.data pipeline
-  (``deeplab.input_pipeline.make_train_dataset``, same crop, random scale, flip, seed), handed over
+  (``deeplab.data.input_pipeline.make_train_dataset``, same crop, random scale, flip, seed), handed over
   as numpy arrays (NHWC -> NCHW);
 - the same model shape: torchvision ``resnet50(weights=None)`` (random init, like ours) with
   ``replace_stride_with_dilation=[False, False, True]`` (output stride 16), layer4 unit rates
@@ -24,7 +24,7 @@ flagfile:
   --training_steps), BN momentum 1 - --batch_norm_momentum, bfloat16 autocast when
   --mixed_precision=bfloat16;
 - the same evaluation: whole val images at their own size, scale 1, no flip, float32 (as
-  ``deeplab.evaluate``), confusion matrix and mIOU from ``deeplab.metrics``.
+  ``deeplab.evaluate``), confusion matrix and mIOU from ``deeplab.evaluation.metrics``.
 
 --stop_at_step stops early on the same schedule (the learning rate still decays towards
 --training_steps), so a short reference run compares with our checkpoint at that step.
@@ -48,7 +48,7 @@ sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # noqa: E402
 
-from deeplab import experiment_flags  # noqa: E402,F401  (defines the shared flags)
+from deeplab.config import flags as experiment_flags  # noqa: E402,F401  (defines the shared flags)
 
 flags.DEFINE_string("torch_logdir", "runs/camvid_torchvision", "Checkpoints and history of this run.")
 flags.DEFINE_string("torch_site_packages", None,
@@ -106,7 +106,7 @@ def build_model(torch, num_classes, atrous_rates, multi_grid, bn_momentum):
 def poly_rate(step, _schedule=[]):  # pylint: disable=dangerous-default-value
     """deeplab.train's learning rate at ``step`` (the same PolyLearningRate, built once)."""
     if not _schedule:
-        from deeplab.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
+        from deeplab.training.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
 
         _schedule.append(PolyLearningRate(
             FLAGS.base_learning_rate, FLAGS.training_steps, power=FLAGS.learning_power,
@@ -116,7 +116,8 @@ def poly_rate(step, _schedule=[]):  # pylint: disable=dangerous-default-value
 
 def evaluate(torch, model, dataset_dir, split, num_classes, ignore_label, autocast, limit=None):
     import numpy as np  # pylint: disable=import-outside-toplevel
-    from deeplab import input_pipeline, metrics  # pylint: disable=import-outside-toplevel
+    from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import metrics
 
     model.eval()
     confusion = np.zeros((num_classes, num_classes), np.int64)
@@ -139,7 +140,9 @@ def main(argv):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from deeplab import input_pipeline, metrics, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import metrics
+    from deeplab.data import tfrecord
 
     torch, _, _lib = _import_torch()
     torch.set_num_threads(FLAGS.torch_threads)

@@ -5,7 +5,7 @@ built with ``upsample_logits=False``):
 
 * ``half_pixel``: ``tf.image.resize`` (align_corners=False), what the model used before issue 17;
 * ``corner``: ``align_corners=True``, the authors' TF1 resize;
-* ``stride``: ``deeplab.layers.stride_upsample``, what the model uses now.
+* ``stride``: ``deeplab.model.layers.stride_upsample``, what the model uses now.
 
 1. **exact**: weights that pass an impulse through unchanged (tests/test_geometry.py's
    ``impulse_weights``); an impulse on the stride-32 grid comes out as a tent whose centroid is
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import deeplab  # noqa: E402  (before TensorFlow)
 import tensorflow as tf  # noqa: E402
 
-from deeplab import layers  # noqa: E402
+from deeplab.model import layers  # noqa: E402
 from test_geometry import centroid, impulse_weights  # noqa: E402
 
 

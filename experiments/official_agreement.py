@@ -7,8 +7,8 @@
 Every stage segments the same real photographs, each resized to the file's 513x513 input:
 
 - keras:        the model ``deeplab.import_official`` builds from the file, float32;
-- ours_float:   that model exported by ``deeplab.tflite.convert_float`` (float TFLite);
-- ours_int8:    exported by ``deeplab.tflite.convert_int8``, calibrated on --num_calibration
+- ours_float:   that model exported by ``deeplab.export.tflite.convert_float`` (float TFLite);
+- ours_int8:    exported by ``deeplab.export.tflite.convert_int8``, calibrated on --num_calibration
                 other images of the same folder (full-integer TFLite);
 - keras_os8:    the Keras model at output stride 8 (not a reproduction check: how far the
                 OS switch moves the authors' model).
@@ -27,7 +27,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab import import_official, preprocessing, tflite  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab import import_official  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab.model import preprocessing
+from deeplab.export import tflite
 
 
 def _interpreter(path_or_bytes):
@@ -65,7 +67,7 @@ def load_images(folder, size, count, offset=0):
 def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "ours_int8",
                                                           "keras_os8")):
     """{stage: mean share of pixels equal to the official interpreter's classes}."""
-    from deeplab import model as model_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
 
     official = _interpreter(tflite_path)
     model, report = import_official.import_tflite(tflite_path)

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 def data_dir(tmp_path_factory):
     """8 train / 4 val synthetic images of 40x40 pixels, 3 classes (read-only; shared by the
     training and parameter-server tests)."""
-    from deeplab import synthetic  # pylint: disable=import-outside-toplevel
+    from deeplab.data import synthetic  # pylint: disable=import-outside-toplevel
 
     path = str(tmp_path_factory.mktemp("data") / "synthetic3")
     synthetic.build_synthetic_dataset(path, num_train=8, num_val=4, image_size=(40, 40),

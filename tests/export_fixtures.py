@@ -45,8 +45,8 @@ def keras_probabilities(model, images, scales=(1.0,), flip=False):
     pixels [N, H, W, 3], as numpy."""
     from keras import ops  # pylint: disable=import-outside-toplevel
 
-    from deeplab import inference  # pylint: disable=import-outside-toplevel
-    from deeplab.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import inference  # pylint: disable=import-outside-toplevel
+    from deeplab.model.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
 
     return ops.convert_to_numpy(inference.predict_probabilities(
         model, normalize_image(images), scales=scales, flip=flip))
@@ -55,7 +55,7 @@ def keras_probabilities(model, images, scales=(1.0,), flip=False):
 def structured_images(count, size, seed=0):
     """uint8 [count, H, W, 3] synthetic scenes (shapes, stripes): unlike i.i.d. noise, they make
     a randomized model predict several classes with unsaturated probabilities."""
-    from deeplab import synthetic
+    from deeplab.data import synthetic
 
     return np.stack([synthetic.make_example(np.random.default_rng([seed, i]), image_size=size,
                                             num_classes=NUM_CLASSES)[0] for i in range(count)])
@@ -66,8 +66,8 @@ def calibrate_batch_norm(model, images):
     with momentum 0), so activations stay normalized and the logits moderate."""
     import keras
 
-    from deeplab.model import iter_layers
-    from deeplab.preprocessing import normalize_image
+    from deeplab.model.deeplabv3 import iter_layers
+    from deeplab.model.preprocessing import normalize_image
 
     layers = [l for l in iter_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in layers]
@@ -87,8 +87,8 @@ def make_tiny_run(logdir, *, output_stride=16, seed=2):
     """
     import tensorflow as tf
 
-    from deeplab import checkpoints
-    from deeplab.model import build_model
+    from deeplab.training import checkpoints
+    from deeplab.model.deeplabv3 import build_model
 
     model = build_model(num_classes=NUM_CLASSES, output_stride=output_stride, **TINY)
     randomize(model, seed)
@@ -126,7 +126,7 @@ def shared_tiny_run(tmp_path_factory):
 def shared_float_tflite(tmp_path_factory):
     """The shared tiny model as a float32 .tflite for 33x33 inputs (with its sidecar), once."""
     if "float_tflite" not in _CACHE:
-        from deeplab import tflite  # pylint: disable=import-outside-toplevel
+        from deeplab.export import tflite  # pylint: disable=import-outside-toplevel
 
         path = str(tmp_path_factory.mktemp("shared_tflite") / "tiny.tflite")
         _CACHE["float_tflite"] = tflite.write_tflite(
@@ -160,7 +160,7 @@ def shared_export(tmp_path_factory):
 def shared_data(tmp_path_factory):
     """A small synthetic dataset with NUM_CLASSES classes (33x33 images)."""
     if "data" not in _CACHE:
-        from deeplab import synthetic
+        from deeplab.data import synthetic
 
         root = str(tmp_path_factory.mktemp("synthetic"))
         synthetic.build_synthetic_dataset(root, num_train=6, num_val=4, image_size=(33, 33),

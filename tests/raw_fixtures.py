@@ -36,7 +36,7 @@ def save(path, array, mode=None, **kwargs):
 
 def voc_palette_png(path, indices):
     """A SegmentationClass-style palette PNG: mode P, the VOC colour map, pixel values = class indices."""
-    from deeplab import datasets_info
+    from deeplab.data import datasets_info
 
     image = Image.fromarray(indices.astype(np.uint8), mode="P")
     palette = [v for c in datasets_info.color_map(256) for v in c]

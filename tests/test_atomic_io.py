@@ -1,4 +1,4 @@
-"""deeplab.atomic_io: whole-or-nothing writes whose files get the umask's ordinary mode."""
+"""deeplab.common.atomic_io: whole-or-nothing writes whose files get the umask's ordinary mode."""
 
 import contextlib
 import json
@@ -8,7 +8,8 @@ import stat
 import numpy as np
 import pytest
 
-from deeplab import atomic_io, visualization
+from deeplab.common import atomic_io
+from deeplab.evaluation import visualization
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 

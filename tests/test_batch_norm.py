@@ -1,4 +1,4 @@
-"""deeplab.batch_norm.BatchNormalization: the fused training kernel computes what Keras' layer
+"""deeplab.model.batch_norm.BatchNormalization: the fused training kernel computes what Keras' layer
 computes (outputs, gradients, moving statistics), is the kernel actually run, and every other
 case takes Keras' own path."""
 
@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab import batch_norm
-from deeplab.batch_norm import BatchNormalization
+from deeplab.model import batch_norm
+from deeplab.model.batch_norm import BatchNormalization
 
 
 def _pair(channels=6, momentum=0.9, epsilon=1.001e-5, dtype=None):
@@ -109,7 +109,7 @@ def test_other_cases_take_the_keras_path(monkeypatch):
 def test_models_use_it_and_serialize():
     model = deeplab.build_model(backbone="resnet14_tiny", num_classes=3, output_stride=16,
                                 atrous_rates=(1, 2, 3), image_pooling=True, aspp_filters=8)
-    bns = [layer for layer in deeplab.model.iter_layers(model)
+    bns = [layer for layer in deeplab.model.deeplabv3.iter_layers(model)
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(isinstance(layer, BatchNormalization) for layer in bns)
     clone = keras.layers.deserialize(keras.layers.serialize(bns[0]))

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from deeplab import checkpoints
+from deeplab.training import checkpoints
 from deeplab import train as train_lib
-from deeplab.errors import UserError
+from deeplab.common.errors import UserError
 
 MODEL = {"backbone": "resnet14_tiny", "num_classes": 3, "output_stride": 16,
          "multi_grid": (1, 2, 4), "atrous_rates": (1, 2, 3), "image_pooling": True,
@@ -192,7 +192,7 @@ def test_verify_checkpoint_names_non_finite_values(tmp_path):
 
 
 def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
-    from deeplab.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
     with pytest.raises(ConfigError, match=r"--training_steps=3 is below step 6 .*ckpt-6"):
         train_lib.train(_config(data_dir, run, training_steps=3))

@@ -1,4 +1,4 @@
-"""deeplab.checkpoints: run info, checkpoint resolution, reload at another output stride, fine-tuning."""
+"""deeplab.training.checkpoints: run info, checkpoint resolution, reload at another output stride, fine-tuning."""
 
 import json
 import os
@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from export_fixtures import randomize  # non-default values for every variable
 
-from deeplab import checkpoints
-from deeplab.errors import ConfigError, UserError
-from deeplab.model import DeepLabV3, build_model
+from deeplab.training import checkpoints
+from deeplab.common.errors import ConfigError, UserError
+from deeplab.model.deeplabv3 import DeepLabV3, build_model
 
 TINY = {"backbone": "resnet14_tiny", "aspp_filters": 8, "atrous_rates": (1, 2, 3)}
 DATASET_INFO = {"name": "toy", "num_classes": 3, "ignore_label": 255, "class_names": ["a", "b", "c"],

@@ -14,9 +14,11 @@ import tensorflow as tf
 from PIL import Image
 
 import raw_fixtures as fx
-from deeplab import convert, raw_datasets, tfrecord
-from deeplab.datasets_info import DatasetSpec, cityscapes, coco_voc, color_map
-from deeplab.errors import DataError
+from deeplab.data import convert
+from deeplab.data import raw_datasets
+from deeplab.data import tfrecord
+from deeplab.data.datasets_info import DatasetSpec, cityscapes, coco_voc, color_map
+from deeplab.common.errors import DataError
 
 SPEC = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
 
@@ -165,7 +167,7 @@ def test_cityscapes_unknown_label_id_and_sbd_bad_mat(tmp_path):
 
     scipy.io.savemat(mat, {"something_else": np.zeros((2, 2))})
     specs = raw_datasets.voc_examples(tmp_path / "voc", ["trainaug"], sbd_dir=sbd)
-    from deeplab.datasets_info import pascal_voc
+    from deeplab.data.datasets_info import pascal_voc
 
     with pytest.raises(DataError, match=r"2008_000100\.mat: no GTcls\.Segmentation"):
         convert.convert_splits(specs, tmp_path / "out2", dataset=pascal_voc(), num_workers=0, progress=False, log=lambda s: None)

@@ -11,7 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 import raw_fixtures as fx
-from deeplab import datasets_info, raw_datasets, tfrecord
+from deeplab.data import datasets_info
+from deeplab.data import raw_datasets
+from deeplab.data import tfrecord
 
 CAMVID_DIR = fx.REPO.parent / "shared" / "data" / "camvid"
 
@@ -59,7 +61,7 @@ def test_voc_splits_flag_and_trainaug_needs_sbd(tmp_path):
     fx.make_voc(tmp_path / "raw")
     run("build_voc2012", "--input_dir", tmp_path / "raw" / "VOCdevkit", "--output_dir", tmp_path / "out", "--splits", "val")
     assert fx.shard_names(tmp_path / "out") == ["val-00000-of-00001.tfrecord"]
-    from deeplab.errors import ConfigError, DataError
+    from deeplab.common.errors import ConfigError, DataError
 
     with pytest.raises(ConfigError, match="trainaug needs --sbd_dir"):
         raw_datasets.voc_examples(tmp_path / "raw", ["trainaug"])
@@ -218,7 +220,7 @@ def test_real_camvid(tmp_path):
     specs = raw_datasets.camvid_examples(CAMVID_DIR)
     assert {k: len(v) for k, v in specs.items()} == {"train": 367, "val": 101}
     assert all(os.path.isfile(s.image_path) and os.path.isfile(s.label.path) for s in specs["train"] + specs["val"])
-    from deeplab import convert
+    from deeplab.data import convert
 
     reports = convert.convert_splits({"val": specs["val"]}, tmp_path, dataset=datasets_info.camvid(), num_workers=2, progress=False,
                                      log=lambda s: None)

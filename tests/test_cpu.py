@@ -53,7 +53,7 @@ def test_atrous_conv_keeps_bfloat16_off_the_native_path_without_cpu_support(monk
     import numpy as np
     import tensorflow as tf
 
-    from deeplab import layers
+    from deeplab.model import layers
 
     monkeypatch.setattr(_cpu, "has_native_bfloat16", lambda: False)
     assert layers._native_dtype("float32") and not layers._native_dtype("bfloat16")

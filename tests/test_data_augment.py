@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab import augment, preprocessing
+from deeplab.data import augment
+from deeplab.model import preprocessing
 
 SEEDS = [[0, 0], [1, 2], [7, 99], [123, 4], [5, 5]]
 

@@ -8,8 +8,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab import augment, input_pipeline, preprocessing, synthetic, tfrecord
-from deeplab.errors import ConfigError, DataError
+from deeplab.data import augment
+from deeplab.data import input_pipeline, tfds_source
+from deeplab.model import preprocessing
+from deeplab.data import synthetic
+from deeplab.data import tfrecord
+from deeplab.common.errors import ConfigError, DataError
 
 NUM_CLASSES = 4
 
@@ -295,7 +299,7 @@ def test_tfds_eval_maps_pet_trimap_to_two_classes(encoded):
 def test_tfds_train_and_custom_label_map_spec():
     spec = "tfds:oxford_iiit_pet?label_map=1:0,2:1&num_classes=2&class_names=bg,fg"
     with _pet_mock(True):
-        info = input_pipeline.tfds_dataset_info(spec)
+        info = tfds_source.tfds_dataset_info(spec)
         assert info["class_names"] == ["bg", "fg"] and info["num_classes"] == 2
         ds = input_pipeline.make_train_dataset(spec, "train", batch_size=3, crop_size=4, min_scale=1.0, max_scale=1.0, flip=False, seed=0)
         _, labels = next(iter(ds))
@@ -310,12 +314,12 @@ def test_tfds_train_and_custom_label_map_spec():
 
 def test_tfds_spec_errors():
     with pytest.raises(ConfigError, match="unknown option 'colour'"):
-        input_pipeline.parse_tfds_spec("tfds:oxford_iiit_pet?colour=1")
+        tfds_source.parse_tfds_spec("tfds:oxford_iiit_pet?colour=1")
     with pytest.raises(ConfigError, match="give num_classes"):
-        input_pipeline.parse_tfds_spec("tfds:some_dataset?image=a&label=b")
+        tfds_source.parse_tfds_spec("tfds:some_dataset?image=a&label=b")
     with pytest.raises(ConfigError, match="label_map must look like"):
-        input_pipeline.parse_tfds_spec("tfds:some_dataset?label_map=1-2&num_classes=2")
-    source = input_pipeline.parse_tfds_spec("tfds:cityscapes/semantic_segmentation")
+        tfds_source.parse_tfds_spec("tfds:some_dataset?label_map=1-2&num_classes=2")
+    source = tfds_source.parse_tfds_spec("tfds:cityscapes/semantic_segmentation")
     assert source.num_classes == 19 and source.label_map[7] == 0 and source.label_map[33] == 18 and source.label_map[0] == 255
 
 

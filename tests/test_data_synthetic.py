@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab import datasets_info, synthetic, tfrecord
-from deeplab.errors import ConfigError
+from deeplab.data import datasets_info
+from deeplab.data import synthetic
+from deeplab.data import tfrecord
+from deeplab.common.errors import ConfigError
 
 
 def _examples(directory, split):

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab import tfrecord
-from deeplab.errors import ConfigError, DataError
+from deeplab.data import tfrecord
+from deeplab.common.errors import ConfigError, DataError
 
 INFO = dict(name="toy", num_classes=3, ignore_label=255, class_names=["a", "b", "c"], palette=[[0, 0, 0], [1, 2, 3], [4, 5, 6]])
 

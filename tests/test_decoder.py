@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab import checkpoints
+from deeplab.training import checkpoints
 from deeplab import train as train_lib
-from deeplab.decoder import Decoder
-from deeplab.errors import ConfigError
+from deeplab.model.decoder import Decoder
+from deeplab.common.errors import ConfigError
 from tests.test_train import _config
 
 MOBILENET = {"backbone": "mobilenet_v2_dm05", "multi_grid": None, "atrous_rates": ()}

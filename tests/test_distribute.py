@@ -1,4 +1,4 @@
-"""deeplab.distribute, and MirroredStrategy over 2 logical CPUs against one device."""
+"""deeplab.training.distribute, and MirroredStrategy over 2 logical CPUs against one device."""
 
 import json
 import os
@@ -8,9 +8,10 @@ import textwrap
 
 import pytest
 
-from deeplab import distribute, synthetic
-from deeplab.errors import ConfigError
-from deeplab.model import build_model
+from deeplab.training import distribute
+from deeplab.data import synthetic
+from deeplab.common.errors import ConfigError
+from deeplab.model.deeplabv3 import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +40,8 @@ def test_set_sync_batch_norm_reaches_every_bn_layer():
 # Runs in a fresh interpreter: the logical CPUs must be configured before TensorFlow starts.
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
-    from deeplab import batch_norm, distribute
+    from deeplab.model import batch_norm
+    from deeplab.training import distribute
     distribute.configure_logical_cpus(2)
     from deeplab import train
     # Synchronized BN has no fused kernel: the single-device reference runs Keras' kernel too, so

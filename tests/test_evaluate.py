@@ -14,9 +14,13 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from deeplab import checkpoints, evaluation, input_pipeline, summaries, synthetic
-from deeplab.errors import ConfigError, DataError
-from deeplab.model import build_model, rebuild_with_output_stride
+from deeplab.training import checkpoints
+from deeplab.evaluation import evaluator as evaluation
+from deeplab.data import input_pipeline
+from deeplab.training import summaries
+from deeplab.data import synthetic
+from deeplab.common.errors import ConfigError, DataError
+from deeplab.model.deeplabv3 import build_model, rebuild_with_output_stride
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
@@ -198,7 +202,7 @@ def dataset_dir(tmp_path_factory):
 
 def write_checkpoint(logdir, model, step, dataset_dir):
     """A checkpoint in the layout deeplab.train writes (checkpoints module), at ``step``."""
-    from deeplab import tfrecord
+    from deeplab.data import tfrecord
 
     checkpoint = checkpoints.make_checkpoint(model, step=tf.Variable(step, dtype=tf.int64))
     manager = tf.train.CheckpointManager(checkpoint, logdir, max_to_keep=5,
@@ -376,7 +380,8 @@ def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_pat
     rows are normalized (read back from the event file)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab import evaluate, visualization  # pylint: disable=import-outside-toplevel
+    from deeplab import evaluate  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import visualization
 
     matrix = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]], np.int64)
     rows = visualization.normalized_confusion_rows(matrix)

@@ -14,8 +14,10 @@ import sys
 
 import pytest
 
-from deeplab import datasets_info, paper_tables, reproduce
-from deeplab.inference import CITYSCAPES_TEST_SCALES, PAPER_EVAL_SCALES
+from deeplab import reproduce
+from deeplab.data import datasets_info
+from deeplab.config import paper_tables
+from deeplab.evaluation.inference import CITYSCAPES_TEST_SCALES, PAPER_EVAL_SCALES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_TABLES_MD = os.environ.get("DEEPLAB_PAPER_TABLES", "/work/shared/PAPER_TABLES.md")
@@ -79,7 +81,7 @@ _PARSE_SCRIPT = r"""
 import importlib, json, sys
 from absl import flags
 importlib.import_module(sys.argv[1])
-from deeplab import experiment_flags
+from deeplab.config import flags as experiment_flags
 FLAGS = flags.FLAGS
 failures = []
 for args in json.loads(sys.stdin.read()):
@@ -404,7 +406,7 @@ def test_bad_flag_values_are_rejected_when_parsed(args, message):
     from absl import flags  # pylint: disable=import-outside-toplevel
     from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
 
-    from deeplab import experiment_flags  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from deeplab.config import flags as experiment_flags  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
     with flagsaver.flagsaver():
         with pytest.raises(flags.IllegalFlagValueError, match=message):

@@ -1,4 +1,4 @@
-"""deeplab.export_saved_model + deeplab.serving: a SavedModel that takes raw images.
+"""deeplab.export_saved_model + deeplab.export.serving: a SavedModel that takes raw images.
 
 The export is made once by the real binary (export_fixtures.shared_export) from a tiny run
 with randomized BN statistics, averaging scales (1.0, 0.75) and the flip; it is reloaded in a
@@ -204,7 +204,7 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
 
 
 def test_export_flag_errors_name_the_flag(tmp_path):
-    from deeplab.errors import ConfigError, UserError
+    from deeplab.common.errors import ConfigError, UserError
     from deeplab.export_saved_model import run_export
 
     with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
@@ -270,7 +270,7 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(tmp_pat
     assert agreement >= 0.99, agreement
     with open(os.path.join(exports["bfloat16"], "assets", "deeplab_export.json"), encoding="utf-8") as handle:
         assert json.load(handle)["serving_dtype"] == "bfloat16"
-    from deeplab.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
     with pytest.raises(ConfigError, match="--serving_dtype applies to the SavedModel"):
         run_export(checkpoint=run_dir, export_dir=str(tmp_path / "x"), saved_model=False,
                    tflite=True, serving_dtype="bfloat16")

@@ -1,4 +1,4 @@
-"""deeplab.fuse (BN folding), AtrousConv2D's native dilated path, and bfloat16 inference accuracy."""
+"""deeplab.model.fuse (BN folding), AtrousConv2D's native dilated path, and bfloat16 inference accuracy."""
 
 import numpy as np
 import pytest
@@ -7,15 +7,15 @@ import keras
 from export_fixtures import randomize  # non-default values for every variable
 
 import deeplab
-from deeplab import fuse
-from deeplab import layers as deeplab_layers
+from deeplab.model import fuse
+from deeplab.model import layers as deeplab_layers
 
 TINY = dict(backbone="resnet14_tiny", num_classes=5, output_stride=8, aspp_filters=16,
             multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True)
 
 
 def _bn_layers(model):
-    from deeplab.model import iter_layers  # pylint: disable=import-outside-toplevel
+    from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
 
     return [l for l in iter_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
 
@@ -102,9 +102,9 @@ def test_bfloat16_inference_agrees_with_float32_on_99_percent_of_pixels():
 
 
 def test_cast_model_stores_every_weight_once_in_bfloat16_and_agrees_with_float32():
-    """The bfloat16 export's model (deeplab.fuse.cast_model after folding): bf16 variables, no
+    """The bfloat16 export's model (deeplab.model.fuse.cast_model after folding): bf16 variables, no
     float32 copy, half the bytes, and the same argmax on >= 99% of the pixels."""
-    from deeplab import inference  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import inference  # pylint: disable=import-outside-toplevel
 
     model = deeplab.build_model(**TINY)
     randomize(model, 5)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab import layers as layers_lib
-from deeplab import model as model_lib
+from deeplab.model import layers as layers_lib
+from deeplab.model import deeplabv3 as model_lib
 
 IMPULSE = 100.0
 
@@ -172,7 +172,8 @@ def _impulse_photo(point, size=(64, 64)):
 def test_exports_keep_the_location(tmp_path, output_stride):
     """The SavedModel and the float TFLite model put an impulse where the Keras model does:
     on the input pixel it entered."""
-    from deeplab import serving, tflite  # pylint: disable=import-outside-toplevel
+    from deeplab.export import serving  # pylint: disable=import-outside-toplevel
+    from deeplab.export import tflite
 
     model = _thresholded_impulse_model(output_stride)
     points = [(32, 32), (16, 32)]  # each with a stride-16 feature centre on every side

@@ -1,4 +1,4 @@
-"""deeplab.images: the one image reader. Each rule on its own, then one photo through every way
+"""deeplab.data.images: the one image reader. Each rule on its own, then one photo through every way
 in (converter, predict, the SavedModel's encoded-image signature) giving the same pixels."""
 
 import io
@@ -11,8 +11,12 @@ from PIL import Image, ImageOps
 
 import export_fixtures as efx
 import raw_fixtures as fx
-from deeplab import convert, images, predict, raw_datasets, tfrecord
-from deeplab.datasets_info import DatasetSpec, color_map
+from deeplab import predict
+from deeplab.data import convert
+from deeplab.data import images
+from deeplab.data import raw_datasets
+from deeplab.data import tfrecord
+from deeplab.data.datasets_info import DatasetSpec, color_map
 
 
 def _quadrants(height=6, width=10):
@@ -195,7 +199,7 @@ def _tiff(order, orientation, kind=3, before=0):
 
 
 def test_python_and_graph_read_the_orientation_from_the_same_place():
-    """deeplab.images.exif_orientation (converters, predict) and exif_orientation_tf (the
+    """deeplab.data.images.exif_orientation (converters, predict) and exif_orientation_tf (the
     SavedModel) agree on every kind of file, including the ones PIL's getexif() reads
     differently (XMP copies, text-chunk profiles, a decoy "Exif" string before the APP1)."""
     from PIL import PngImagePlugin  # pylint: disable=import-outside-toplevel

@@ -11,9 +11,11 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab import checkpoints, import_official, tflite
-from deeplab.batch_norm import BatchNormalization
-from deeplab.errors import UserError
+from deeplab import import_official
+from deeplab.training import checkpoints
+from deeplab.export import tflite
+from deeplab.model.batch_norm import BatchNormalization
+from deeplab.common.errors import UserError
 from tests.test_model import _randomize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +30,7 @@ def _random_model(seed=0):
                                 atrous_rates=(), output_stride=16, aspp_dropout=0.0)
     _randomize(model.backbone_model, seed)
     rng = np.random.default_rng(seed + 1)
-    for layer in deeplab.model.iter_layers(model.get_layer("aspp")):
+    for layer in deeplab.model.deeplabv3.iter_layers(model.get_layer("aspp")):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"),
                                rng.normal(0, 0.1, layer.beta.shape).astype("float32"),
@@ -229,7 +231,9 @@ def test_official_model_agrees_with_the_authors_interpreter():
 
 def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     """evaluate (OS 8, multi-scale + flip), export and predict take an import like a run."""
-    from deeplab import evaluation, export_saved_model, fuse, predict  # pylint: disable=import-outside-toplevel
+    from deeplab import export_saved_model, predict  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation
+    from deeplab.model import fuse
 
     model = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=3, multi_grid=None,
                                 atrous_rates=(), output_stride=16, aspp_dropout=0.0)

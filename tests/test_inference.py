@@ -1,4 +1,4 @@
-"""Tests for deeplab.inference against a numpy re-implementation of multi-scale + flip averaging.
+"""Tests for deeplab.evaluation.inference against a numpy re-implementation of multi-scale + flip averaging.
 
 Also home of the one JAX-backend subprocess test, which covers inference, metrics, losses and
 schedules together (a subprocess each would cost seconds of start-up apiece).
@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from deeplab import inference
+from deeplab.evaluation import inference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -192,7 +192,10 @@ _JAX_SCRIPT = MODEL_SOURCE + r"""
 import json, sys
 import numpy as np
 import jax, jax.numpy as jnp
-from deeplab import inference, losses, metrics, schedules
+from deeplab.evaluation import inference
+from deeplab.training import losses
+from deeplab.evaluation import metrics
+from deeplab.training import schedules
 assert keras.backend.backend() == "jax"
 args = json.loads(sys.stdin.read())
 model = build(np.array(args["kernel"], np.float32), np.array(args["bias"], np.float32),

@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from deeplab import input_pipeline, tfrecord
+from deeplab.data import input_pipeline
+from deeplab.data import tfrecord
 from deeplab import train as train_lib
-from deeplab.errors import DataError
+from deeplab.common.errors import DataError
 
 MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "multi_grid": (1, 2, 4),
          "atrous_rates": (1, 2, 3), "image_pooling": True, "aspp_filters": 8}

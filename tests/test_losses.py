@@ -1,4 +1,4 @@
-"""Tests for deeplab.losses against a float64 numpy cross-entropy written here."""
+"""Tests for deeplab.training.losses against a float64 numpy cross-entropy written here."""
 
 import json
 
@@ -8,8 +8,8 @@ import tensorflow as tf
 import keras
 
 import deeplab
-from deeplab import losses
-from deeplab.errors import ConfigError, DataError
+from deeplab.training import losses
+from deeplab.common.errors import ConfigError, DataError
 
 IGNORE = 255
 
@@ -183,7 +183,7 @@ def _np_softmax_ce(labels, logits):
 
 
 def test_focal_loss_matches_numpy():
-    from deeplab import losses as losses_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.training import losses as losses_lib  # pylint: disable=import-outside-toplevel
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (2, 5, 6, 4)).astype("float32")
@@ -206,7 +206,7 @@ def test_focal_loss_matches_numpy():
 
 
 def test_hard_pixel_mining_matches_numpy():
-    from deeplab import losses as losses_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.training import losses as losses_lib  # pylint: disable=import-outside-toplevel
 
     rng = np.random.default_rng(1)
     pixel_losses = rng.exponential(1.0, (2, 7, 9)).astype("float32")

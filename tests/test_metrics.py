@@ -1,4 +1,4 @@
-"""Tests for deeplab.metrics: confusion matrix, IOU, mIOU, the Keras MeanIoU metric.
+"""Tests for deeplab.evaluation.metrics: confusion matrix, IOU, mIOU, the Keras MeanIoU metric.
 
 Expected values come from per-pixel loops and boolean masks written here, never from the
 module under test.
@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from deeplab import metrics
-from deeplab.errors import DataError
+from deeplab.evaluation import metrics
+from deeplab.common.errors import DataError
 
 IGNORE = 255
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab import mobilenet, preprocessing, stride_plan
-from deeplab.errors import ConfigError
+from deeplab.model import mobilenet
+from deeplab.model import preprocessing
+from deeplab.model import stride_plan
+from deeplab.common.errors import ConfigError
 from tests.test_model import _randomize
 
 

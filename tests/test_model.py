@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab import model as model_lib
-from deeplab import resnet
-from deeplab.aspp import ASPP
-from deeplab.errors import ConfigError, UserError
+from deeplab.model import deeplabv3 as model_lib
+from deeplab.model import resnet
+from deeplab.model.aspp import ASPP
+from deeplab.common.errors import ConfigError, UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""deeplab.optimizers.SGD: the fused momentum kernel computes what Keras' SGD computes, nothing of
+"""deeplab.training.optimizers.SGD: the fused momentum kernel computes what Keras' SGD computes, nothing of
 the update can run before its gradient, and it is Keras' SGD for checkpoints, serialization and
 the cases it leaves to Keras. (MirroredStrategy and parameter-server training run it through
 deeplab.train in test_distribute.py and test_parameter_server.py.)"""
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab import optimizers
-from deeplab.schedules import PolyLearningRate
+from deeplab.training import optimizers
+from deeplab.training.schedules import PolyLearningRate
 
 SHAPES = [(3, 3, 4, 5), (5,), (2, 7)]
 

@@ -11,10 +11,13 @@ import pytest
 
 import export_fixtures as efx
 import raw_fixtures as fx
-from deeplab import atomic_io, convert, export_saved_model, predict, raw_datasets, visualize
+from deeplab import export_saved_model, predict, visualize
+from deeplab.common import atomic_io
+from deeplab.data import convert
+from deeplab.data import raw_datasets
 from deeplab import train as train_lib
-from deeplab.datasets_info import DatasetSpec, color_map
-from deeplab.errors import ConfigError
+from deeplab.data.datasets_info import DatasetSpec, color_map
+from deeplab.common.errors import ConfigError
 
 
 @pytest.fixture()

@@ -25,10 +25,14 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from deeplab import checkpoints, distribute, launch_local, summaries, synthetic
+from deeplab import launch_local
+from deeplab.training import checkpoints
+from deeplab.training import distribute
+from deeplab.training import summaries
+from deeplab.data import synthetic
 from deeplab import evaluate as evaluate_lib
 from deeplab import train as train_lib
-from deeplab.errors import ConfigError
+from deeplab.common.errors import ConfigError
 from test_launch_local import _assert_all_gone, _pids  # pylint: disable=import-error
 from test_train import TINY_FLAGS as TRAIN_TINY_FLAGS  # pylint: disable=import-error
 

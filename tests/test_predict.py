@@ -9,8 +9,8 @@ from PIL import Image
 
 import export_fixtures as fx
 from deeplab import predict
-from deeplab.errors import UserError
-from deeplab.visualization import colorize_labels
+from deeplab.common.errors import UserError
+from deeplab.evaluation.visualization import colorize_labels
 
 
 def _quiet(_):
@@ -91,7 +91,7 @@ def inputs_dir(tmp_path_factory):
 
 
 def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, inputs_dir, tmp_path):
-    from deeplab import serving
+    from deeplab.export import serving
 
     export = fx.shared_export(tmp_path_factory)
     lines = []
@@ -151,7 +151,7 @@ def test_model_argument_errors(tmp_path):
 
 def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_factory,
                                                            inputs_dir):
-    from deeplab import tflite
+    from deeplab.export import tflite
 
     model_path = fx.shared_float_tflite(tmp_path_factory)
     out = tmp_path / "out"

@@ -1,4 +1,4 @@
-"""deeplab.recompute: the recomputing training forward pass gives the plain pass's logits,
+"""deeplab.training.recompute: the recomputing training forward pass gives the plain pass's logits,
 gradients and BN statistics, keeps none of the recomputed part's activations for the backward
 pass, and falls back to the plain pass where it cannot apply. (deeplab.train runs it in
 tests/test_train.py; its measured memory and time are in benchmarks/RESULTS.md.)"""
@@ -11,10 +11,12 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab import batch_norm, distribute, recompute
-from deeplab.errors import ConfigError
+from deeplab.model import batch_norm
+from deeplab.training import distribute
+from deeplab.training import recompute
+from deeplab.common.errors import ConfigError
 
-# Names of the layers in the recomputed part, by endpoint (deeplab.resnet's layer names).
+# Names of the layers in the recomputed part, by endpoint (deeplab.model.resnet's layer names).
 EARLY_LAYERS = {"stem": r"(conv1|pool1)_", "block1": r"(conv1|pool1|conv2)_",
                 "block2": r"(conv1|pool1|conv2|conv3)_"}
 SEGMENT_OUTPUT = {"stem": "pool1_pool", "block1": "conv2_block1_out", "block2": "conv3_block1_out"}
@@ -30,7 +32,7 @@ def _tiny(**overrides):
 
 
 def _copy(model):
-    clone = deeplab.model.DeepLabV3.from_config(model.get_config())
+    clone = deeplab.model.deeplabv3.DeepLabV3.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     return clone
 

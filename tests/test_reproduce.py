@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from deeplab import paper_tables, reproduce
-from deeplab.errors import ConfigError
+from deeplab import reproduce
+from deeplab.config import paper_tables
+from deeplab.common.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

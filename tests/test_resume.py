@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab import input_pipeline
+from deeplab.data import input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Random scale, crop and flip, and ASPP dropout: every source of randomness a step has.
@@ -107,7 +107,7 @@ def test_without_deterministic_a_resumed_stream_is_a_new_one(data_dir):
 def test_a_checkpoint_written_without_generator_states_still_resumes(data_dir, tmp_path,
                                                                      monkeypatch, capsys):
     """Runs checkpointed before the random generators' states were saved resume as before."""
-    from deeplab import checkpoints
+    from deeplab.training import checkpoints
     from deeplab import train as train_lib
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 
@@ -130,7 +130,7 @@ def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path,
     import json
 
     from deeplab import train as train_lib
-    from deeplab.errors import ConfigError
+    from deeplab.common.errors import ConfigError
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 
     logdir = tmp_path / "older"

@@ -1,4 +1,4 @@
-"""Tests for deeplab.schedules.PolyLearningRate: golden values of the poly policy (Sec. 4.1)."""
+"""Tests for deeplab.training.schedules.PolyLearningRate: golden values of the poly policy (Sec. 4.1)."""
 
 import json
 
@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from deeplab.errors import ConfigError
-from deeplab.schedules import PolyLearningRate
+from deeplab.common.errors import ConfigError
+from deeplab.training.schedules import PolyLearningRate
 
 
 def _value(schedule, step):

@@ -1,4 +1,4 @@
-"""deeplab.tflite: float32 and full-integer int8 conversion, the runner, the mIOU comparison, and
+"""deeplab.export.tflite: float32 and full-integer int8 conversion, the runner, the mIOU comparison, and
 the official DeepLab v3 MobileNetV2 PASCAL int8 model run through our predict path."""
 
 import os
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
-from deeplab import tflite
+from deeplab.export import tflite
 
 INPUT_SIZE = (33, 41)  # not square: catches H/W swaps
 
@@ -88,7 +88,7 @@ def test_parse_input_size():
     assert tflite.parse_input_size("65") == (65, 65)
     assert tflite.parse_input_size(["33", "41"]) == (33, 41)
     assert tflite.parse_input_size("33x41") == (33, 41)
-    from deeplab.errors import ConfigError
+    from deeplab.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--tflite_input_size"):
         tflite.parse_input_size("0")
@@ -160,7 +160,7 @@ def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
 
 
 def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_path_factory):
-    from deeplab import serving
+    from deeplab.export import serving
 
     data, int8_path = int8_model
     float_path = fx.shared_float_tflite(tmp_path_factory)

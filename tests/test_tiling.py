@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab import inference, preprocessing, serving
+from deeplab.evaluation import inference
+from deeplab.model import preprocessing
+from deeplab.export import serving
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def test_saved_model_pixel_cap_set_at_export(model, tmp_path):
 
 
 def test_evaluation_with_windows(data_dir, tmp_path):
-    from deeplab import evaluation  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
     from tests.test_train import _config  # pylint: disable=import-outside-toplevel
     from deeplab import train as train_lib  # pylint: disable=import-outside-toplevel
 

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab import checkpoints, summaries, synthetic
+from deeplab.training import checkpoints
+from deeplab.training import summaries
+from deeplab.data import synthetic
 from deeplab import evaluate as evaluate_lib
 from deeplab import train as train_lib
-from deeplab.errors import ConfigError
+from deeplab.common.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "multi_grid": (1, 2, 4),
@@ -101,7 +103,7 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
 def test_the_run_records_its_whole_recipe(short_run):
     """config.json holds every TrainConfig field and the model config; TensorBoard gets it as
     text and as HParams; read_config reads it back."""
-    from deeplab import run_record  # pylint: disable=import-outside-toplevel
+    from deeplab.training import run_record  # pylint: disable=import-outside-toplevel
 
     logdir, _ = short_run
     record = run_record.read_config(str(logdir))
@@ -263,7 +265,7 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
 
 
 def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
-    """--recompute_through=block2 (deeplab.recompute) trains the same model: the same losses
+    """--recompute_through=block2 (deeplab.training.recompute) trains the same model: the same losses
     step by step (identical on this machine), and the same BN statistics in the checkpoint."""
     runs = {}
     for through in ("none", "block2"):

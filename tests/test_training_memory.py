@@ -12,7 +12,7 @@ import tensorflow as tf
 import keras
 
 import deeplab
-from deeplab import weight_decay
+from deeplab.training import weight_decay
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,8 +11,13 @@ from absl import flags
 from absl.testing import flagsaver
 from PIL import Image
 
-from deeplab import checkpoints, datasets_info, evaluation, input_pipeline, synthetic, visualization
-from deeplab.model import build_model
+from deeplab.training import checkpoints
+from deeplab.data import datasets_info
+from deeplab.evaluation import evaluator as evaluation
+from deeplab.data import input_pipeline
+from deeplab.data import synthetic
+from deeplab.evaluation import visualization
+from deeplab.model.deeplabv3 import build_model
 
 # Cityscapes label ids of the 19 train ids (road 7, sidewalk 8, ..., bicycle 33), from the
 # Cityscapes label definitions.
@@ -109,7 +114,7 @@ def make_run(logdir, num_classes, dataset_info):
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
-    from deeplab import tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.data import tfrecord  # pylint: disable=import-outside-toplevel
 
     dataset_dir = str(tmp_path_factory.mktemp("data"))
     synthetic.build_synthetic_dataset(dataset_dir, num_train=1, num_val=3, image_size=(33, 41),

@@ -4,10 +4,10 @@ The paper's model (ResNet-101, output stride 16, multi-grid (1, 2, 4), ASPP 6/12
 pooling, 21 classes, seeded random weights with non-trivial BN statistics), BN folded as
 ``deeplab.export_saved_model`` does, exported the library's way:
 
-  ours_savedmodel_f32/    deeplab.serving.export_saved_model (what export_saved_model writes)
-  ours_savedmodel_bf16/   the same with --serving_dtype=bfloat16 (deeplab.fuse.cast_model)
-  ours_f32.tflite         deeplab.tflite.convert_float
-  ours_int8.tflite        deeplab.tflite.convert_int8, calibrated on seeded images
+  ours_savedmodel_f32/    deeplab.export.serving.export_saved_model (what export_saved_model writes)
+  ours_savedmodel_bf16/   the same with --serving_dtype=bfloat16 (deeplab.model.fuse.cast_model)
+  ours_f32.tflite         deeplab.export.tflite.convert_float
+  ours_int8.tflite        deeplab.export.tflite.convert_int8, calibrated on seeded images
   floor_savedmodel/, floor.tflite   one-convolution models (each runtime's own footprint)
 
 Usage: python prepare_serving_ours.py --artifacts DIR [--size 513] [--calibration 4]
@@ -27,7 +27,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import common  # noqa: E402
-from deeplab import fuse, serving, tflite  # noqa: E402
+from deeplab.model import fuse  # noqa: E402
+from deeplab.export import serving
+from deeplab.export import tflite
 
 
 def model_with_statistics(seed):

@@ -2,12 +2,12 @@
 
 The paper's model: ResNet-101, output stride 16 (or 8), multi-grid (1, 2, 4), ASPP 6/12/18
 (scaled to 12/24/36 at OS 8 by the library) + image pooling, 21 classes, random weights,
-logits upsampled to the input. The training step is deeplab.train's SGD (deeplab.optimizers:
+logits upsampled to the input. The training step is deeplab.train's SGD (deeplab.training.optimizers:
 Keras' SGD with a fused update kernel), momentum 0.9, on sparse cross-entropy with ignore label
 255 over upsampled logits, plus the model's weight decay, under tf.function (XLA only with
 --xla), with the backbone through block2 recomputed in the backward pass as deeplab.train does
 by default (--recompute-through none keeps every activation). Inference runs the model with
-every BN folded into its convolution (deeplab.fuse.fuse_batch_norm, as deeplab.evaluate /
+every BN folded into its convolution (deeplab.model.fuse.fuse_batch_norm, as deeplab.evaluate /
 predict / export_saved_model do; --no-fuse runs the model as built).
 
 Prints one ``BENCH_JSON`` line (see common.py).
@@ -27,11 +27,11 @@ sys.path.insert(0, REPO_ROOT)
 def _own_arguments(parser):
     parser.add_argument(
         "--no-fuse", action="store_true",
-        help="inference on the model as built, without deeplab.fuse's BN folding (which "
+        help="inference on the model as built, without deeplab.model.fuse's BN folding (which "
              "deeplab.evaluate, predict and export_saved_model apply by default)")
     parser.add_argument(
         "--recompute-through", default="block2",
-        help="training: deeplab.train's --recompute_through (deeplab.recompute; same default): "
+        help="training: deeplab.train's --recompute_through (deeplab.training.recompute; same default): "
              "recompute the backbone up to this endpoint in the backward pass; none keeps "
              "every activation")
 
@@ -48,7 +48,10 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402  pylint: disable=wrong-import-position
 
-from deeplab import fuse, optimizers, recompute, weight_decay  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab.model import fuse  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab.training import optimizers
+from deeplab.training import recompute
+from deeplab.training import weight_decay
 
 
 def build(output_stride, dtype_policy="float32"):
@@ -77,7 +80,7 @@ def main():
         if args.dtype == "bfloat16":
             run_model = build(args.output_stride, "mixed_bfloat16")
             run_model.set_weights(model.get_weights())
-        if not args.no_fuse:  # what the library's inference paths run (deeplab.fuse)
+        if not args.no_fuse:  # what the library's inference paths run (deeplab.model.fuse)
             run_model = fuse.fuse_batch_norm(run_model)
         extra["batch_norm_folded"] = getattr(run_model, "batch_norm_folded", 0)
 
@@ -103,7 +106,7 @@ def main():
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
 
         # As deeplab.train does: the L2 decay terms' gradients are added per variable after
-        # the backward pass (deeplab.weight_decay), the decay value stays in the loss.
+        # the backward pass (deeplab.training.weight_decay), the decay value stays in the loss.
         decay = weight_decay.decay_coefficients(model)
         forward = recompute.training_forward(model, args.recompute_through)
         extra["recompute_through"] = forward.recompute_through

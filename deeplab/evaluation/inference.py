@@ -1,0 +1,305 @@
+"""Evaluation-time inference: multi-scale inputs and left-right flips (Sec. 4.2, Tables 4 and 6).
+
+"During inference, we apply multi-scale inputs (with scales = {0.5, 0.75, 1.0, 1.25, 1.5, 1.75})
+... the final result is computed by averaging the probabilities from each scale", and adding
+"left-right flipped inputs" averages those too. One pass, for a scale s and a flip f:
+
+1. flip the (already normalized) images left-right if f;
+2. resize them bilinearly to ``(floor(s * H + 0.5), floor(s * W + 0.5))``: s * H rounded to the
+   nearest integer, halves up (so 0.5 * 65 -> 33; Python's ``round`` would give 32), at least 1;
+   scale 1.0 is not resized;
+3. run the model (normalized images [N, h, w, 3] -> logits, at any resolution);
+4. softmax in float32 at that resolution;
+5. resize the probabilities bilinearly back to (H, W) and flip them back if f.
+
+The result is the plain mean of the passes. Probabilities, not logits, are resized: a bilinear
+resize is a convex combination, so every pass and their mean stay distributions over classes.
+(The original TF1 DeepLab code resized logits and then took the softmax; the two differ only by
+interpolation near label boundaries.) Bilinear resizing uses ``keras.ops.image.resize``'s
+half-pixel convention without antialiasing, the same as the model's own logit upsampling.
+
+Everything runs on the TensorFlow and JAX backends and eagerly. Under the TensorFlow backend it
+also works inside a ``tf.function`` whose images have dynamic height and width (the resize then
+goes through ``tf.image.resize``, which is what ``keras.ops.image.resize`` calls on TF).
+"""
+
+import math
+
+from keras import ops
+
+# Sec. 4.2 (VOC val, Tables 4 and 6).
+PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+# Sec. 4.3 (Cityscapes test submission).
+CITYSCAPES_TEST_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def _is_static(value):
+    return isinstance(value, int)
+
+
+def scaled_size(height, width, scale):
+    """The input size of one scale: each side ``floor(scale * side + 0.5)``, at least 1.
+
+    Args:
+      height, width: Python ints, or scalar int tensors (dynamic shapes under tf.function).
+      scale: positive float.
+
+    Returns:
+      ``(h, w)``: Python ints when the inputs are ints, else int32 scalar tensors. The two
+      paths agree for the paper's scales, which are exact in binary floating point.
+    """
+
+    def one(side):
+        if _is_static(side):
+            return max(1, int(math.floor(scale * side + 0.5)))
+        value = ops.floor(ops.cast(side, "float32") * scale + 0.5)
+        return ops.cast(ops.maximum(value, 1.0), "int32")
+
+    return one(height), one(width)
+
+
+def _spatial_size(x):
+    """(H, W) of an NHWC tensor: Python ints where static, scalar tensors where dynamic."""
+    dynamic = ops.shape(x)
+    static = x.shape
+    return tuple(static[i] if static[i] is not None else dynamic[i] for i in (1, 2))
+
+
+def _resize_bilinear(x, size):
+    if all(_is_static(s) for s in size):
+        if tuple(x.shape[1:3]) == tuple(size):
+            return x
+        return ops.image.resize(x, size, interpolation="bilinear", antialias=False)
+    # keras.ops.image.resize validates size with Python comparisons, which a symbolic size
+    # cannot pass; this is the op it would call on the TensorFlow backend.
+    import tensorflow as tf
+
+    return tf.image.resize(x, tf.stack([size[0], size[1]]), method="bilinear")
+
+
+def _softmax(model, images):
+    return ops.softmax(ops.cast(model(images, training=False), "float32"), axis=-1)
+
+
+def tile_starts(length, tile, overlap):
+    """Start offsets of the windows covering ``length`` pixels with ``tile``-pixel windows.
+
+    Consecutive windows overlap by ``overlap`` of a tile (stride ``max(1, round(tile * (1 -
+    overlap)))``); the last window ends on the border (it may overlap its neighbour more).
+    A side no longer than ``tile`` is one window: the whole side, never padded.
+    """
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, _tile_stride(tile, overlap))) + [length - tile]
+
+
+def _tile_stride(tile, overlap):
+    return max(1, int(round(tile * (1.0 - overlap))))
+
+
+def _tile_starts_dynamic(length, tile, overlap):
+    """:func:`tile_starts` for a scalar int32 tensor ``length`` (TensorFlow graphs)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    stride = _tile_stride(tile, overlap)
+    extra = tf.maximum(length - tile, 0)
+    count = (extra + stride - 1) // stride + 1
+    return tf.minimum(tf.range(count) * stride, extra)
+
+
+def tiled_probabilities(model, images, tile_size, overlap=0.25):
+    """Sliding-window probabilities [N, H, W, C]: windows of ``tile_size`` averaged.
+
+    Each window is segmented as an image of its own (softmax of the model's logits at the
+    window's size) and the probabilities of overlapping windows are averaged per pixel. An
+    image no larger than the tile is one window, i.e. exactly whole-image inference. Memory is
+    that of one window's forward pass plus an [H, W, C] accumulator, so images far larger than
+    the training crop (a 4000x3000 photo) can be segmented on a CPU (benchmarks/tiling.py).
+
+    Static sizes (eager evaluation and prediction) loop in Python and accumulate in NumPy;
+    dynamic sizes (inside an exported SavedModel) use a ``tf.while_loop``.
+    """
+    tile_h, tile_w = (int(tile_size), int(tile_size)) if isinstance(tile_size, int) else \
+        tuple(int(t) for t in tile_size)
+    if min(tile_h, tile_w) < 1 or not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"tile size must be positive and overlap in [0, 1), got {tile_size}, "
+                         f"{overlap}")
+    height, width = _spatial_size(images)
+    if _is_static(height) and _is_static(width):
+        if height <= tile_h and width <= tile_w:
+            return _softmax(model, images)
+        import numpy as np  # pylint: disable=import-outside-toplevel
+
+        total = count = None
+        for top in tile_starts(height, tile_h, overlap):
+            for left in tile_starts(width, tile_w, overlap):
+                window = images[:, top:top + tile_h, left:left + tile_w, :]
+                probabilities = ops.convert_to_numpy(_softmax(model, window))
+                if total is None:
+                    total = np.zeros((probabilities.shape[0], height, width,
+                                      probabilities.shape[-1]), np.float32)
+                    count = np.zeros((1, height, width, 1), np.float32)
+                rows, cols = probabilities.shape[1], probabilities.shape[2]
+                total[:, top:top + rows, left:left + cols] += probabilities
+                count[:, top:top + rows, left:left + cols] += 1.0
+        # In place: an [N, H, W, C] float32 array is the largest thing here (1 GiB for a
+        # 12-megapixel image and 21 classes); no second copy is made.
+        total /= count
+        return total
+    return _tiled_dynamic(model, images, (tile_h, tile_w), overlap)
+
+
+def _tiled_dynamic(model, images, tile, overlap):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    tops = _tile_starts_dynamic(height, tile[0], overlap)
+    lefts = _tile_starts_dynamic(width, tile[1], overlap)
+    num_left = tf.size(lefts)
+    first = _softmax(model, images[:, :tile[0], :tile[1], :])
+    classes = first.shape[-1]
+
+    def place(probabilities, top, left):
+        rows, cols = tf.shape(probabilities)[1], tf.shape(probabilities)[2]
+        paddings = [[0, 0], [top, height - top - rows], [left, width - left - cols], [0, 0]]
+        return (tf.pad(probabilities, paddings),
+                tf.pad(tf.ones([1, rows, cols, 1]), paddings))
+
+    total, count = place(first, 0, 0)
+
+    def body(index, total, count):
+        top, left = tops[index // num_left], lefts[index % num_left]
+        window = images[:, top:top + tile[0], left:left + tile[1], :]
+        probabilities, ones = place(_softmax(model, window), top, left)
+        return index + 1, total + probabilities, count + ones
+
+    _, total, count = tf.while_loop(
+        lambda index, *_: index < tf.size(tops) * num_left, body,
+        (tf.constant(1), total, count),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, None, classes]),
+                          tf.TensorShape([1, None, None, 1])))
+    return total / count
+
+
+def _one_pass(model, images, scale, flipped, tile=None):
+    """Probabilities [N, H, W, C] of one (scale, flip) pass, at the images' size.
+
+    ``tile``: None (whole image) or ``(tile_size, overlap)`` for :func:`tiled_probabilities`.
+    """
+    size = _spatial_size(images)
+    x = ops.flip(images, axis=2) if flipped else images
+    if scale != 1.0:
+        x = _resize_bilinear(x, scaled_size(size[0], size[1], scale))
+    if tile:
+        probabilities = tiled_probabilities(model, x, tile[0], tile[1])
+    else:
+        probabilities = _softmax(model, x)
+    probabilities = _resize_bilinear(probabilities, size)
+    return ops.flip(probabilities, axis=2) if flipped else probabilities
+
+
+def _check_scales(scales):
+    scales = tuple(float(s) for s in scales)
+    if not scales:
+        raise ValueError("scales must name at least one input scale, e.g. (1.0,)")
+    if any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {scales}")
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"scales must not repeat, got {scales}")
+    return scales
+
+
+def _sum_passes(model, images, scales, flipped, keep_scale=None, tile=None):
+    """Sum of the passes at ``scales``; also returns the pass at ``keep_scale`` if computed."""
+    total, kept = None, None
+    for scale in scales:
+        probabilities = _one_pass(model, images, scale, flipped, tile)
+        if scale == keep_scale:
+            kept = probabilities
+        total = probabilities if total is None else total + probabilities
+    return total, kept
+
+
+def predict_probabilities(model, images, *, scales=(1.0,), flip=False, tile_size=None,
+                          tile_overlap=0.25):
+    """Class probabilities averaged over input scales and, optionally, left-right flips.
+
+    Sec. 4.2: "averaging the probabilities from each scale"; with ``flip`` the flipped input of
+    every scale is added to the average (``len(scales) * 2`` passes).
+
+    Args:
+      model: a Keras model (or callable accepting ``training=False``) mapping normalized
+        images [N, h, w, 3] to logits [N, h', w', C], normally h' = h.
+      images: normalized images [N, H, W, 3] (``deeplab.model.preprocessing.normalize_image``).
+      scales: input scales, e.g. ``PAPER_EVAL_SCALES``; distinct and positive.
+      flip: also average the left-right flipped inputs.
+      tile_size: None / 0 (whole images), or an int or (h, w): every pass larger than it is
+        segmented in overlapping windows (:func:`tiled_probabilities`).
+      tile_overlap: share of a window its neighbour overlaps, in [0, 1).
+
+    Returns:
+      float32 probabilities [N, H, W, C].
+    """
+    scales = _check_scales(scales)
+    images = ops.convert_to_tensor(images, dtype="float32")
+    tile = (tile_size, float(tile_overlap)) if tile_size else None
+    total, _ = _sum_passes(model, images, scales, flipped=False, tile=tile)
+    count = len(scales)
+    if flip:
+        flipped_total, _ = _sum_passes(model, images, scales, flipped=True, tile=tile)
+        total = total + flipped_total
+        count *= 2
+    return total if count == 1 else total / float(count)
+
+
+def predict_labels(model, images, *, scales=(1.0,), flip=False, tile_size=None,
+                   tile_overlap=0.25):
+    """Per-pixel predicted classes: argmax of :func:`predict_probabilities`, int32 [N, H, W]."""
+    probabilities = predict_probabilities(model, images, scales=scales, flip=flip,
+                                          tile_size=tile_size, tile_overlap=tile_overlap)
+    return ops.cast(ops.argmax(probabilities, axis=-1), "int32")
+
+
+def predict_inference_strategies(model, images, *, scales=PAPER_EVAL_SCALES, flip=True):
+    """The inference strategies of Tables 4 and 6 (at one output stride) from shared passes.
+
+    Each (scale, flip) pass runs once: the single-scale result is the scale-1.0 pass of the
+    multi-scale average (computed separately only if 1.0 is not among ``scales``), and the
+    flip average reuses the unflipped passes. ``len(scales) * (2 if flip else 1)`` model calls
+    in total, plus one if 1.0 is missing. (The "OS 16" vs "OS 8" rows need two models; see
+    ``deeplab.model.deeplabv3.rebuild_with_output_stride``.)
+
+    Args:
+      model: as in :func:`predict_probabilities`.
+      images: normalized images [N, H, W, 3].
+      scales: distinct positive input scales for the multi-scale rows.
+      flip: also return the multi-scale + flip average.
+
+    Returns:
+      dict of float32 probabilities [N, H, W, C]: ``"single_scale"`` (scale 1.0, no flip),
+      ``"multi_scale"`` and, if ``flip``, ``"multi_scale_flip"``; each equals
+      :func:`predict_probabilities` with the corresponding arguments.
+    """
+    scales = _check_scales(scales)
+    images = ops.convert_to_tensor(images, dtype="float32")
+    total, single = _sum_passes(model, images, scales, flipped=False, keep_scale=1.0)
+    if single is None:
+        single = _one_pass(model, images, 1.0, flipped=False)
+    results = {"single_scale": single, "multi_scale": total / float(len(scales))}
+    if flip:
+        flipped_total, _ = _sum_passes(model, images, scales, flipped=True)
+        results["multi_scale_flip"] = (total + flipped_total) / float(2 * len(scales))
+    return results
+
+
+__all__ = [
+    "CITYSCAPES_TEST_SCALES",
+    "PAPER_EVAL_SCALES",
+    "predict_inference_strategies",
+    "predict_labels",
+    "predict_probabilities",
+    "scaled_size",
+    "tile_starts",
+    "tiled_probabilities",
+]

@@ -1,0 +1,134 @@
+"""What a training run records about itself in its logdir, besides checkpoints.
+
+* ``config.json``: the whole resolved training configuration (every field of
+  ``deeplab.train.TrainConfig``, the model's own config and the class count), written at the
+  start of every invocation, so a finished run keeps its recipe (learning rate, steps, crop,
+  augmentation, ...), not only its model. :func:`read_config` reads it back.
+* TensorBoard: the same configuration as a text summary (``config``) and as HParams (the
+  scalars and strings of it), so runs can be compared in TensorBoard's HParams dashboard.
+* ``train.log`` (``train-<task>-<index>.log`` for the other tasks of a cluster): a copy of what
+  the console showed (standard output and error), appended to on every invocation.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from deeplab.common import atomic_io
+
+CONFIG_FILE = "config.json"
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def resolved_config(config, model_config, num_classes):
+    """The run's recipe as a JSON-able dict: ``{"train": ..., "model": ..., "num_classes": N}``."""
+    return {"train": _plain(config), "model": _plain(model_config), "num_classes": int(num_classes)}
+
+
+def write_config(logdir, record):
+    """Writes ``record`` (from :func:`resolved_config`) to ``<logdir>/config.json`` atomically."""
+    atomic_io.write_json(os.path.join(logdir, CONFIG_FILE), record)
+
+
+def read_config(logdir):
+    """The recorded config of a run, or None if it has none (a run from before this file)."""
+    path = os.path.join(logdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def hparams(record):
+    """Flattened ``{"train/lr": 0.007, "model/backbone": "resnet101", ...}`` of scalars and
+    strings (lists become comma-separated strings), as TensorBoard's HParams plugin takes."""
+    flat = {}
+
+    def visit(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{prefix}/{key}" if prefix else key, item)
+        elif isinstance(value, (list, tuple)):
+            flat[prefix] = ",".join(str(v) for v in value)
+        elif value is None:
+            flat[prefix] = ""
+        elif isinstance(value, (bool, int, float, str)):
+            flat[prefix] = value
+        else:
+            flat[prefix] = str(value)
+
+    visit("", record)
+    return flat
+
+
+def write_summaries(record, step):
+    """Text and HParams summaries of ``record`` into the default summary writer.
+
+    HParams need the ``tensorboard`` package (installed by the cpu/gpu extras); without it only
+    the text summary is written, and this returns False.
+    """
+    from deeplab.training import summaries  # pylint: disable=import-outside-toplevel
+
+    text = "```\n" + json.dumps(record, indent=2, sort_keys=True) + "\n```"
+    summaries.text("config", text, step=step)
+    try:  # optional dependency: the viewer
+        from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return False
+    hp.hparams(hparams(record))
+    return True
+
+
+def log_file_name(task_type=None, task_index=None):
+    if task_type in (None, "chief"):
+        return "train.log"
+    return f"train-{task_type}-{task_index}.log"
+
+
+class _Tee:
+    """A text stream that writes to the console stream and to a file."""
+
+    def __init__(self, stream, handle):
+        self._stream, self._handle = stream, handle
+
+    def write(self, text):
+        self._stream.write(text)
+        self._handle.write(text)
+        return len(text)
+
+    def flush(self):
+        self._stream.flush()
+        self._handle.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def console_log(logdir, name="train.log"):
+    """Copies standard output and error into ``<logdir>/<name>`` (appended) while active."""
+    os.makedirs(logdir, exist_ok=True)
+    with open(os.path.join(logdir, name), "a", encoding="utf-8") as handle:
+        handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(stdout, handle), _Tee(stderr, handle)
+        try:
+            yield os.path.join(logdir, name)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = stdout, stderr
