@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/ab_ours.py --task train --size 321 --batch 2 --variants s2b,native
 
 Variants (ResNet-101 DeepLabv3, OS --os, random weights, 2 threads):
-  s2b          atrous convs through keras.ops.conv (TensorFlow's SpaceToBatchND path), BN as built
+  s2b          atrous convs through keras.ops.conv (TensorFlow's SpaceToBatchND path): the model
+               built with PerformanceOptions(native_dilation=False), same weights
   native       atrous convs as native dilated oneDNN convs (deeplab.model.layers.AtrousConv2D, default)
   *_fused      BN folded into the convolutions (deeplab.model.fuse.fuse_batch_norm), inference only
   bf16*        mixed_bfloat16 policy, same weights (inference)
@@ -25,8 +26,8 @@ import deeplab  # first: keeps JAX out of the TensorFlow import (deeplab/_jax_gu
 import numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2); tf.config.threading.set_inter_op_parallelism_threads(2)
 import keras
-from deeplab.model import layers as dl
 from deeplab.model import fuse
+from deeplab.model.options import PerformanceOptions
 from deeplab.training import weight_decay
 keras.utils.set_random_seed(0)
 model = deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=a.os)
@@ -34,17 +35,30 @@ rng = np.random.default_rng(0)
 x = tf.constant(rng.uniform(-1, 1, (a.batch, a.size, a.size, 3)).astype("float32"))
 y = tf.constant(rng.integers(0, 21, (a.batch, a.size, a.size)).astype("int32"))
 fns = {}
-fused = None
+built = {}  # (policy, native_dilation) -> model with model's weights
+
+
+def variant_model(policy, native_dilation):
+    """``model``'s weights in a model built under ``policy`` with these performance options."""
+    key = (policy, native_dilation)
+    if key not in built:
+        if key == ("float32", None):
+            built[key] = model
+        else:
+            keras.config.set_dtype_policy(policy)
+            built[key] = deeplab.build_model(
+                backbone="resnet101", num_classes=21, output_stride=a.os,
+                performance=PerformanceOptions(native_dilation=native_dilation))
+            keras.config.set_dtype_policy("float32"); built[key].set_weights(model.get_weights())
+    return built[key]
+
+
+folded = {}
 for v in a.variants.split(","):
-    dl._NATIVE_DILATION[0] = False if v.startswith("s2b") else None
-    m = model
-    if "fused" in v and "bf16" not in v:
-        fused = fused or fuse.fuse_batch_norm(model); m = fused
-    if "bf16" in v:
-        keras.config.set_dtype_policy("mixed_bfloat16")
-        mb = deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=a.os)
-        keras.config.set_dtype_policy("float32"); mb.set_weights(model.get_weights())
-        m = fuse.fuse_batch_norm(mb) if "fused" in v else mb
+    key = ("mixed_bfloat16" if "bf16" in v else "float32", False if v.startswith("s2b") else None)
+    m = variant_model(*key)
+    if "fused" in v:  # the folded model keeps the convolutions' native_dilation
+        folded[key] = folded.get(key) or fuse.fuse_batch_norm(m); m = folded[key]
     if a.task == "infer":
         f = tf.function(lambda i, m=m: tf.cast(m(i, training=False), tf.float32))
         run = (lambda f=f: f(x).numpy())
@@ -66,7 +80,6 @@ for v in a.variants.split(","):
         step = mk(); run = (lambda step=step: float(step(x, y)))
     t0 = time.perf_counter(); run(); run(); print(f"{v}: warm-up {time.perf_counter()-t0:.1f} s", flush=True)
     fns[v] = (run, f if a.task == "infer" else None)
-dl._NATIVE_DILATION[0] = None
 if a.task == "infer":
     ref = fns[list(fns)[0]][1](x).numpy()
     for v, (_, f) in fns.items():

@@ -64,13 +64,14 @@ def _reference_dataset(dataset_dir, batch_size, crop, seed):
     import tensorflow as tf
 
     from deeplab.data import augment
+    from deeplab.data import records
     from deeplab.data import tfrecord
 
     files = tfrecord.list_shards(dataset_dir, "train")
     key = tf.constant([0, seed], tf.int64)
 
     def transform(index, serialized):
-        example = tfrecord.decode_example(serialized)
+        example = records.decode_example(serialized)
         s_scale, s_crop, s_flip = tf.unstack(augment.split_seed(tf.random.experimental.stateless_fold_in(key, index), 3))
         image, label = augment.random_scale(example["image"], example["label"], s_scale)
         image, label = augment.pad_to_size(image, label, crop, crop)

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """CamVid in the SegNet tutorial layout -> TFRecord shards + dataset.json (11 classes).
 
-Input: --input_dir holding train.txt / val.txt / test.txt ("image label" per line, with absolute paths
-from the machine that wrote them, e.g. /SegNet/CamVid/train/0001TP_006690.png: they are resolved against
---input_dir) and the train/, trainannot/, val/, valannot/, ... folders. Labels are 8-bit index PNGs;
-class 11 (Unlabelled) becomes the ignore label 255. Real data: 367 train, 101 val, 233 test.
+Input: --input_dir holding train.txt / val.txt / test.txt ("image label" per line, with absolute
+paths from the machine that wrote them, e.g. /SegNet/CamVid/train/0001TP_006690.png: they are
+resolved against --input_dir) and the train/, trainannot/, val/, valannot/, ... folders. Labels are
+8-bit index PNGs; class 11 (Unlabelled) becomes the ignore label 255. Real data: 367 train, 101 val,
+233 test.
 
 Example:
   python datasets/build_camvid.py --input_dir ../shared/data/camvid --output_dir data/camvid
@@ -13,7 +14,8 @@ Example:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+# Run from a checkout: the repository root first on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deeplab.data import convert  # noqa: E402  (TensorFlow is imported only to write)
 from deeplab.data import datasets_info

@@ -1,20 +1,23 @@
 #!/usr/bin/env python
-"""Writes the synthetic segmentation dataset (deeplab/data/synthetic.py) as TFRecord shards + dataset.json.
+"""Writes the synthetic segmentation dataset (deeplab/data/synthetic.py) as TFRecord shards +
+dataset.json.
 
 Textured shapes of several classes on a textured background, train and val splits: the quick-start
-dataset and the tests' fixture. --preset voc_like makes 500x375 JPEG images with 21 classes, the input of
-benchmarks/input_pipeline.py.
+dataset and the tests' fixture. --preset voc_like makes 500x375 JPEG images with 21 classes, the
+input of benchmarks/input_pipeline.py.
 
 Examples:
   python datasets/make_synthetic.py --output_dir data/synthetic
-  python datasets/make_synthetic.py --preset voc_like --num_train 256 --num_val 16 --output_dir data/voc_like
+  python datasets/make_synthetic.py --preset voc_like --num_train 256 --num_val 16 \\
+      --output_dir data/voc_like
 """
 
 import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+# Run from a checkout: the repository root first on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deeplab.data import synthetic  # noqa: E402
 from deeplab.data.convert import run_cli  # noqa: E402
@@ -22,20 +25,30 @@ from deeplab.common.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="where the shards and dataset.json go")
-    parser.add_argument("--preset", choices=["default", "voc_like"], default="default", help="voc_like: 375x500 JPEG, 21 classes")
+    parser.add_argument("--preset", choices=["default", "voc_like"], default="default",
+                        help="voc_like: 375x500 JPEG, 21 classes")
     parser.add_argument("--num_train", type=int, default=64)
     parser.add_argument("--num_val", type=int, default=16)
-    parser.add_argument("--height", type=int, default=None, help="image height (default 65; voc_like 375)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default 65; voc_like 500)")
-    parser.add_argument("--num_classes", type=int, default=None, help="classes incl. background (default 5; voc_like 21)")
-    parser.add_argument("--image_format", choices=["png", "jpeg"], default=None, help="default png; voc_like jpeg")
-    parser.add_argument("--size_jitter", type=float, default=0.0, help="shrink each image side by up to this fraction")
+    parser.add_argument("--height", type=int, default=None,
+                        help="image height (default 65; voc_like 375)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="image width (default 65; voc_like 500)")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="classes incl. background (default 5; voc_like 21)")
+    parser.add_argument("--image_format", choices=["png", "jpeg"], default=None,
+                        help="default png; voc_like jpeg")
+    parser.add_argument("--size_jitter", type=float, default=0.0,
+                        help="shrink each image side by up to this fraction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_shards", type=int, default=None, help="shards per split")
     args = parser.parse_args(argv)
-    base = dict(synthetic.VOC_LIKE) if args.preset == "voc_like" else {"image_size": (65, 65), "num_classes": 5, "image_format": "png"}
+    if args.preset == "voc_like":
+        base = dict(synthetic.VOC_LIKE)
+    else:
+        base = {"image_size": (65, 65), "num_classes": 5, "image_format": "png"}
     height, width = base["image_size"]
     # 0 is a value, not "unset": only a missing flag takes the preset's.
     args.height = height if args.height is None else args.height

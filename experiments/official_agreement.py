@@ -6,7 +6,7 @@
 
 Every stage segments the same real photographs, each resized to the file's 513x513 input:
 
-- keras:        the model ``deeplab.import_official`` builds from the file, float32;
+- keras:        the model ``deeplab.export.official`` builds from the file, float32;
 - ours_float:   that model exported by ``deeplab.export.tflite.convert_float`` (float TFLite);
 - ours_int8:    exported by ``deeplab.export.tflite.convert_int8``, calibrated on --num_calibration
                 other images of the same folder (full-integer TFLite);
@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab import import_official  # noqa: E402  pylint: disable=wrong-import-position
+from deeplab.export import official as official_import  # noqa: E402  pylint: disable=wrong-import-position
 from deeplab.model import preprocessing
 from deeplab.export import tflite
 
@@ -70,7 +70,7 @@ def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "
     from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
 
     official = _interpreter(tflite_path)
-    model, report = import_official.import_tflite(tflite_path)
+    model, report = official_import.import_tflite(tflite_path)
     size = tuple(report["input"]["shape"][1:3])
     runners = {}
     if "keras" in stages:

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from deeplab.training import checkpoints
-from deeplab import train as train_lib
+from deeplab.training import trainer as train_lib
+from deeplab.training import bookkeeping
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import UserError
 
 MODEL = {"backbone": "resnet14_tiny", "num_classes": 3, "output_stride": 16,
@@ -25,7 +27,7 @@ def _config(data_dir, logdir, **overrides):
                   max_scale_factor=1.0, shuffle_buffer=8, save_checkpoint_steps=2, log_steps=100,
                   image_summary_steps=0, keep_checkpoints=10, seed=0)
     values.update(overrides)
-    return train_lib.TrainConfig(**values)
+    return ExperimentConfig.create(**values)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
     logdir = str(tmp_path / "diverged")
     # At this rate the weights overflow a step or two before the loss does (measured: finite
     # checkpoints 1 and 2, infinite weights at step 3).
-    with pytest.raises(train_lib.NonFiniteLossError, match="non-finite weights at step"):
+    with pytest.raises(bookkeeping.NonFiniteLossError, match="non-finite weights at step"):
         train_lib.train(_config(data_dir, logdir, base_learning_rate=1e6, save_checkpoint_steps=1,
                                 training_steps=6))
     kept = checkpoints.checkpoint_steps_on_disk(logdir)
@@ -137,7 +139,7 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
     the one before instead of stopping at the same step again (and never starts at step 0)."""
     logdir = str(tmp_path / "run")
     huge = dict(base_learning_rate=1e5, save_checkpoint_steps=1, training_steps=8, deterministic=True)
-    with pytest.raises(train_lib.NonFiniteLossError) as caught:
+    with pytest.raises(bookkeeping.NonFiniteLossError) as caught:
         train_lib.train(_config(data_dir, logdir, **huge))
     message = str(caught.value)
     match = re.search(r"non-finite loss or gradients at step (\d+) .*ckpt-(\d+) holds the weights "
@@ -164,7 +166,7 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
         if name.startswith(f"ckpt-{bad}."):
             shutil.copy(os.path.join(aside, name), os.path.join(logdir, name))
     sane = dict(huge, base_learning_rate=0.01)
-    with pytest.raises(train_lib.NonFiniteLossError,
+    with pytest.raises(bookkeeping.NonFiniteLossError,
                        match=rf"at step {bad + 1} .*ckpt-{bad} holds the weights"):
         train_lib.train(_config(data_dir, logdir, **sane))
     # Set aside twice, kept twice: the second move went to a folder of its own.

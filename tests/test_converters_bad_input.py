@@ -16,6 +16,7 @@ from PIL import Image
 import raw_fixtures as fx
 from deeplab.data import convert
 from deeplab.data import raw_datasets
+from deeplab.data import records
 from deeplab.data import tfrecord
 from deeplab.data.datasets_info import DatasetSpec, cityscapes, coco_voc, color_map
 from deeplab.common.errors import DataError
@@ -109,7 +110,7 @@ def test_skip_bad_skips_reports_and_counts(tmp_path, case, capsys):
     assert str(bad_file) in reports["train"].skipped[0]
     assert str(bad_file) in capsys.readouterr().err
     assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 2}
-    names = [tfrecord.decode_example(r)["filename"].numpy() for r in tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))]
+    names = [records.decode_example(r)["filename"].numpy() for r in tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))]
     assert names == [b"img0", b"img2"]
 
 
@@ -117,13 +118,13 @@ def test_palette_masks_flag_reads_palette_indices(tmp_path):
     root = fx.make_folder(tmp_path / "raw")
     fx.voc_palette_png(root / "labels" / "img1.png", np.full((6, 8), 2, np.uint8))
     _convert(root, tmp_path / "out", palette_masks=True)
-    records = list(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train")))
-    assert (tfrecord.decode_example(records[1])["label"].numpy() == 2).all()  # the index, not a colour
+    serialized = list(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train")))
+    assert (records.decode_example(serialized[1])["label"].numpy() == 2).all()  # the index, not a colour
 
 
 def _decoded(out, index):
-    records = list(tf.data.TFRecordDataset(tfrecord.list_shards(out, "train")))
-    return tfrecord.decode_example(records[index])
+    serialized = list(tf.data.TFRecordDataset(tfrecord.list_shards(out, "train")))
+    return records.decode_example(serialized[index])
 
 
 def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, capsys):
@@ -185,7 +186,7 @@ def test_coco_image_size_disagreeing_with_annotation(tmp_path):
 
 
 def _filenames(out, split):
-    return [tfrecord.decode_example(r)["filename"].numpy().decode()
+    return [records.decode_example(r)["filename"].numpy().decode()
             for r in tf.data.TFRecordDataset(tfrecord.list_shards(out, split))]
 
 

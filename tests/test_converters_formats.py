@@ -13,6 +13,7 @@ from PIL import Image
 import raw_fixtures as fx
 from deeplab.data import datasets_info
 from deeplab.data import raw_datasets
+from deeplab.data import records
 from deeplab.data import tfrecord
 
 CAMVID_DIR = fx.REPO.parent / "shared" / "data" / "camvid"
@@ -21,7 +22,7 @@ CAMVID_DIR = fx.REPO.parent / "shared" / "data" / "camvid"
 def read_split(directory, split):
     out = []
     for record in tf.data.TFRecordDataset(tfrecord.list_shards(directory, split)):
-        ex = tfrecord.decode_example(record)
+        ex = records.decode_example(record)
         out.append({"image": ex["image"].numpy(), "label": ex["label"].numpy(), "filename": ex["filename"].numpy().decode(),
                     "present": ex["classes_present"].numpy().tolist()})
     return out

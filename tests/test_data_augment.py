@@ -40,13 +40,6 @@ def _numpy_bilinear(image, height, width):
     return rows[:, x0] * (1 - b)[None, :, None] + rows[:, x1] * b[None, :, None]
 
 
-def test_scaled_size_is_inference_scaled_size_halves_up():
-    for size, scale in [((65, 65), 0.5), ((23, 31), 0.5), ((360, 480), 1.25), ((9, 11), 1.5)]:
-        h, w = augment.scaled_size(tf.constant(size[0]), tf.constant(size[1]), tf.constant(scale))
-        expected = tuple(max(1, int(np.floor(scale * s + 0.5))) for s in size)
-        assert (int(h), int(w)) == expected
-
-
 def test_sample_scale_discrete_values_and_range():
     values = {round(float(augment.sample_scale(tf.constant([i, 3]))), 4) for i in range(300)}
     assert values == {0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0}

@@ -12,6 +12,7 @@ from deeplab.data import augment
 from deeplab.data import input_pipeline, tfds_source
 from deeplab.model import preprocessing
 from deeplab.data import synthetic
+from deeplab.data import records
 from deeplab.data import tfrecord
 from deeplab.common.errors import ConfigError, DataError
 
@@ -29,7 +30,7 @@ def dataset_dir(tmp_path_factory):
 
 
 def _records(dataset_dir, split):
-    return [tfrecord.decode_example(r) for r in tf.data.TFRecordDataset(tfrecord.list_shards(dataset_dir, split))]
+    return [records.decode_example(r) for r in tf.data.TFRecordDataset(tfrecord.list_shards(dataset_dir, split))]
 
 
 def _identity_train(dataset_dir, split="train", **kw):
@@ -94,16 +95,16 @@ def test_one_epoch_visits_every_example_once(dataset_dir):
 
 
 def test_bootstrapping_repeats_images_with_hard_classes(dataset_dir):
-    records = _records(dataset_dir, "train")
+    decoded = _records(dataset_dir, "train")
     hard = 1
-    has_hard = [hard in r["classes_present"].numpy() for r in records]
+    has_hard = [hard in r["classes_present"].numpy() for r in decoded]
     assert 0 < sum(has_hard) < 12  # the fixture has both kinds
     k = 3
     epoch = 12 + (k - 1) * sum(has_hard)
     ds = _identity_train(dataset_dir, bootstrap_classes=["shape_1"], bootstrap_repeat=k, shuffle_buffer=1)
     seen = [_key(lab.numpy()[0]) for _, lab in ds.take(epoch)]
     counts = {key: seen.count(key) for key in set(seen)}
-    for rec, hit in zip(records, has_hard):
+    for rec, hit in zip(decoded, has_hard):
         key = _key(augment.train_transform(rec["image"], rec["label"], tf.constant([0, 0]), crop_size=31, min_scale=1.0,
                                            max_scale=1.0, flip=False)[1].numpy())
         assert counts[key] == (k if hit else 1)
@@ -111,12 +112,12 @@ def test_bootstrapping_repeats_images_with_hard_classes(dataset_dir):
 
 def test_bootstrapping_without_classes_present_key_reads_the_label(tmp_path):
     """Records made by other tools lack image/segmentation/class/present: bootstrapping decodes labels."""
-    with tfrecord.ShardedWriter(tmp_path, "train", 4, 1) as writer:
+    with records.ShardedWriter(tmp_path, "train", 4, 1) as writer:
         for i in range(4):
             label = np.full((5, 5), i % 2, np.uint8)
             buf = io.BytesIO()
             Image.fromarray(np.full((5, 5, 3), 40 * i, np.uint8)).save(buf, format="PNG")
-            writer.write(i, tfrecord.encode_example(image_bytes=buf.getvalue(), image_format="png", height=5, width=5,
+            writer.write(i, records.encode_example(image_bytes=buf.getvalue(), image_format="png", height=5, width=5,
                                                     label_png=tfrecord.encode_label_png(label), filename=str(i)))
     tfrecord.write_dataset_info(tmp_path, name="t", num_classes=2, ignore_label=255, class_names=["a", "b"],
                                 palette=[[0, 0, 0], [1, 1, 1]], splits={"train": 4})
@@ -150,12 +151,12 @@ def test_input_context_batches_per_replica(dataset_dir):
 
 
 def test_eval_dataset_whole_images_in_order_labels_untouched(dataset_dir):
-    records = _records(dataset_dir, "val")
+    decoded = _records(dataset_dir, "val")
     examples = list(input_pipeline.make_eval_dataset(dataset_dir, "val", num_classes=NUM_CLASSES))
     assert len(examples) == 5
     assert [e["filename"].numpy() for e in examples] == [f"val_{i:06d}".encode() for i in range(5)]
     sizes = set()
-    for example, record in zip(examples, records):
+    for example, record in zip(examples, decoded):
         assert example["image"].dtype == tf.float32 and example["raw_image"].dtype == tf.uint8
         assert example["label"].dtype == tf.int32
         np.testing.assert_array_equal(example["raw_image"].numpy(), record["image"].numpy())

@@ -3,12 +3,16 @@
 import io
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+from deeplab.data import records
 from deeplab.data import tfrecord
 from deeplab.common.errors import ConfigError, DataError
 
@@ -30,12 +34,12 @@ def _example(index, height=6, width=5):
 
 
 def _write_split(directory, split, n, num_shards):
-    with tfrecord.ShardedWriter(directory, split, n, num_shards) as writer:
+    with records.ShardedWriter(directory, split, n, num_shards) as writer:
         for i in range(n):
             image, label = _example(i)
             writer.write(
                 i,
-                tfrecord.encode_example(
+                records.encode_example(
                     image_bytes=_png(image),
                     image_format="png",
                     height=6,
@@ -55,11 +59,11 @@ def test_encode_decode_round_trip_png_and_jpeg():
             buf = io.BytesIO()
             Image.fromarray(image).save(buf, format="JPEG", quality=95)
             data = buf.getvalue()
-        serialized = tfrecord.encode_example(
+        serialized = records.encode_example(
             image_bytes=data, image_format=fmt, height=6, width=5, label_png=tfrecord.encode_label_png(label),
             filename="2007_000032", classes_present=[2, 0, 1],
         )
-        decoded = tfrecord.decode_example(tf.constant(serialized))
+        decoded = records.decode_example(tf.constant(serialized))
         assert decoded["image"].dtype == tf.uint8 and decoded["image"].shape == (6, 5, 3)
         if fmt == "png":
             np.testing.assert_array_equal(decoded["image"].numpy(), image)
@@ -75,7 +79,7 @@ def test_encode_decode_round_trip_png_and_jpeg():
 
 def test_schema_has_the_original_deeplab_keys():
     image, label = _example(1)
-    serialized = tfrecord.encode_example(
+    serialized = records.encode_example(
         image_bytes=_png(image), image_format="png", height=6, width=5, label_png=tfrecord.encode_label_png(label), filename="x"
     )
     keys = set(tf.train.Example.FromString(serialized).features.feature)
@@ -99,7 +103,7 @@ def test_record_written_by_plain_tf_with_only_original_keys_decodes():
         "image/segmentation/class/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"png"])),
     }
     serialized = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-    decoded = tfrecord.decode_example(tf.constant(serialized))
+    decoded = records.decode_example(tf.constant(serialized))
     np.testing.assert_array_equal(decoded["image"].numpy(), image)
     np.testing.assert_array_equal(decoded["label"].numpy(), label)
     assert decoded["classes_present"].numpy().size == 0
@@ -107,12 +111,12 @@ def test_record_written_by_plain_tf_with_only_original_keys_decodes():
 
 def test_decode_rejects_size_mismatch_naming_the_record():
     image, _ = _example(3)
-    serialized = tfrecord.encode_example(
+    serialized = records.encode_example(
         image_bytes=_png(image), image_format="png", height=6, width=5,
         label_png=tfrecord.encode_label_png(np.zeros((4, 4), np.uint8)), filename="mismatched_one",
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="mismatched_one"):
-        tfrecord.decode_example(tf.constant(serialized))
+        records.decode_example(tf.constant(serialized))
 
 
 def test_label_png_is_single_channel_8bit_and_exact():
@@ -133,19 +137,19 @@ def test_sharded_writer_names_contiguous_blocks_and_order(tmp_path):
     counts = [tfrecord.check_shard_framing(tmp_path / n) for n in names]
     assert counts == [3, 2, 2]  # i * 3 // 7: 0,0,0,1,1,2,2
     files = tfrecord.list_shards(tmp_path, "train")
-    filenames = [tfrecord.decode_example(r)["filename"].numpy().decode() for r in tf.data.TFRecordDataset(files)]
+    filenames = [records.decode_example(r)["filename"].numpy().decode() for r in tf.data.TFRecordDataset(files)]
     assert filenames == [f"ex{i}" for i in range(7)]
 
 
 def test_writer_interrupted_leaves_nothing_that_looks_complete(tmp_path):
     with pytest.raises(RuntimeError):
-        with tfrecord.ShardedWriter(tmp_path, "val", 4, 2) as writer:
+        with records.ShardedWriter(tmp_path, "val", 4, 2) as writer:
             image, label = _example(0)
             writer.write(0, b"not even a real example")
             raise RuntimeError("converter killed")
     assert os.listdir(tmp_path) == []
     # A hard kill (no cleanup) leaves only hidden .incomplete- files, which no reader takes for shards.
-    writer = tfrecord.ShardedWriter(tmp_path, "val", 4, 2)
+    writer = records.ShardedWriter(tmp_path, "val", 4, 2)
     writer.write(0, b"x")
     writer._writer.flush()
     assert all(n.startswith(".incomplete-") for n in os.listdir(tmp_path))
@@ -199,9 +203,9 @@ def test_verify_shards_full_finds_payload_corruption(tmp_path):
     bad = bytearray(path.read_bytes())
     bad[40] ^= 0xFF  # inside the first payload: the framing is intact, the data CRC is not
     path.write_bytes(bytes(bad))
-    assert tfrecord.verify_shards(tmp_path, "train") == 4  # the quick check cannot see it
+    assert records.verify_shards(tmp_path, "train") == 4  # the quick check cannot see it
     with pytest.raises(DataError, match=r"train-00001-of-00002\.tfrecord: corrupt TFRecord file"):
-        tfrecord.verify_shards(tmp_path, "train", full=True)
+        records.verify_shards(tmp_path, "train", full=True)
 
 
 def test_dataset_info_round_trip_merge_and_atomic_write(tmp_path):
@@ -239,3 +243,27 @@ def test_num_classes_disagreement_is_a_config_error_naming_both(tmp_path):
     with pytest.raises(ConfigError, match=r"num_classes=21 .* num_classes=3"):
         tfrecord.read_dataset_info(tmp_path, num_classes=21)
     assert tfrecord.read_dataset_info(tmp_path, num_classes=3)["num_classes"] == 3
+
+
+def test_converter_workers_and_dataset_json_readers_do_not_import_tensorflow(tmp_path):
+    """What a converter worker runs (read, check and encode one example) and what reads
+    dataset.json and the shard lists import neither TensorFlow nor Keras: deeplab.data.tfrecord
+    is TF-free, and TensorFlow comes only with deeplab.data.records."""
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.ones((4, 5), np.uint8)).save(tmp_path / "a_label.png")
+    tfrecord.write_dataset_info(tmp_path, **INFO, splits={"train": 1})
+    code = (
+        "import sys\n"
+        "from deeplab.data import convert, tfrecord\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "spec = convert.ExampleSpec(folder + '/a.png', convert.PngLabel(folder + '/a_label.png'),"
+        " 'a')\n"
+        "example = convert.load_example(spec, 3, 255)\n"
+        "assert example['classes_present'] == [1], example\n"
+        "assert tfrecord.read_dataset_info(folder)['num_classes'] == 3\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

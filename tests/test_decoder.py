@@ -6,7 +6,9 @@ import pytest
 
 import deeplab
 from deeplab.training import checkpoints
-from deeplab import train as train_lib
+from deeplab.training import trainer as train_lib
+from deeplab.training import bookkeeping
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.model.decoder import Decoder
 from deeplab.common.errors import ConfigError
 from tests.test_train import _config

@@ -1,4 +1,5 @@
-"""deeplab.describe: parameter count, conv GFLOPs, plan table, feature size."""
+"""deeplab.model.description and python -m deeplab.describe: parameter count, conv GFLOPs,
+plan table, feature size."""
 
 import os
 import subprocess
@@ -8,7 +9,7 @@ import keras
 import pytest
 
 import deeplab
-from deeplab import describe
+from deeplab.model import description
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,16 +20,16 @@ def test_conv_flops_counts_atrous_convs_at_their_logical_size():
     x = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=4)(x)        # atrous
     x = keras.layers.Conv2D(6, 1, strides=2)(x)                              # 10x15
     model = keras.Model(inputs, x)
-    total, per_op = describe.conv_flops(model, 20, 30)
+    total, per_op = description.conv_flops(model, 20, 30)
     expected = (2 * 9 * 3 * 8 * 20 * 30) + (2 * 9 * 8 * 4 * 20 * 30) + (2 * 1 * 4 * 6 * 10 * 15)
     assert len(per_op) == 3
     assert total == expected
 
 
 def test_resnet50_output_stride_16_at_513_matches_the_reference_count():
-    # FACTS.md: ResNet-50 OS 16 at 513x513 = 99.2 GFLOPs over all convolutions.
+    # README.md: ResNet-50 OS 16 at 513x513 = 99.2 GFLOPs over all convolutions.
     model = deeplab.build_model(backbone="resnet50", output_stride=16, num_classes=21)
-    total, per_op = describe.conv_flops(model, 513, 513)
+    total, per_op = description.conv_flops(model, 513, 513)
     assert len(per_op) == 53 + 6 + 1  # backbone, ASPP (4 + pooling + projection), logits
     assert total / 1e9 == pytest.approx(99.2, abs=0.05)
 
@@ -43,7 +44,7 @@ def test_describe_binary_prints_parameters_flops_and_plan():
     model = deeplab.build_model(backbone="resnet14_tiny", num_classes=5, output_stride=8,
                                 multi_grid=(1, 2, 4), aspp_filters=16)
     assert f"parameters: {model.count_params():,}" in out
-    total, _ = describe.conv_flops(model, 65, 65)
+    total, _ = description.conv_flops(model, 65, 65)
     assert f"forward GFLOPs at 65x65: {total / 1e9:.1f}" in out
     assert "feature map at 65x65: 9x9x512" in out  # ceil(65 / 8) = 9; 2048 / 4 channels
     assert "block3  1      1       8              2" in out

@@ -40,14 +40,13 @@ def test_set_sync_batch_norm_reaches_every_bn_layer():
 # Runs in a fresh interpreter: the logical CPUs must be configured before TensorFlow starts.
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
-    from deeplab.model import batch_norm
     from deeplab.training import distribute
     distribute.configure_logical_cpus(2)
-    from deeplab import train
+    from deeplab.training import trainer as train
+    from deeplab.config.experiment import ExperimentConfig
     # Synchronized BN has no fused kernel: the single-device reference runs Keras' kernel too, so
     # the comparison isolates the distribution (the kernels differ by float rounding, which
-    # tiny-batch BN amplifies by step 2).
-    batch_norm.FUSED_TRAINING = False
+    # tiny-batch BN amplifies by step 2): every run below has fused_batch_norm=False.
     data_dir, logdir = sys.argv[1], sys.argv[2]
     # No ASPP dropout: each replica draws its own dropout mask, which is not what is compared.
     model = {"backbone": "resnet14_tiny", "atrous_rates": (1, 2, 3), "aspp_filters": 16,
@@ -62,12 +61,12 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
             ("default_bn", "default", 2, {}),
             ("mirrored_sync_bn", "mirrored", 2, {}),
             ("mirrored_replica_bn", "mirrored", 1, {})]:
-        config = train.TrainConfig(
+        config = ExperimentConfig.create(
             dataset_dir=data_dir, logdir=f"{logdir}/{name}", model=dict(model, **extra),
             crop_size=(33, 33), batch_size=4, training_steps=steps, base_learning_rate=0.01,
             min_scale_factor=0.75, max_scale_factor=1.25, shuffle_buffer=16, deterministic=True,
             image_summary_steps=0, save_checkpoint_steps=100, log_steps=100, strategy=strategy,
-            sync_batch_norm=(name == "mirrored_sync_bn"), seed=5)
+            sync_batch_norm=(name == "mirrored_sync_bn"), seed=5, fused_batch_norm=False)
         result = train.train(config, strategies[strategy])
         runs[name] = {"replicas": result.num_replicas,
                       "loss": [result.history[s]["loss"] for s in sorted(result.history)]}

@@ -15,7 +15,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from deeplab.training import checkpoints
+from deeplab.evaluation import continuous
 from deeplab.evaluation import evaluator as evaluation
+from deeplab.evaluation import visualization
 from deeplab.data import input_pipeline
 from deeplab.training import summaries
 from deeplab.data import synthetic
@@ -321,8 +323,6 @@ def test_binary_user_errors_are_one_line(parsed_flags, trained, dataset_dir, cap
 
 
 def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_model, dataset_dir):
-    from deeplab import evaluate  # pylint: disable=import-outside-toplevel
-
     logdir = str(tmp_path / "run")
     write_checkpoint(logdir, tiny_model, 1, dataset_dir)
     now = [0.0]
@@ -336,7 +336,7 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
             write_checkpoint(logdir, tiny_model, 3, dataset_dir)
 
     settings = {"dataset_dir": dataset_dir, "split": "val", "limit": 1}
-    evaluated = evaluate.watch(logdir, settings, timeout=25, interval=10, sleep=sleep,
+    evaluated = continuous.watch(logdir, settings, timeout=25, interval=10, sleep=sleep,
                                clock=lambda: now[0])
     assert [os.path.basename(p) for p in evaluated] == ["ckpt-1", "ckpt-2", "ckpt-3"]
     assert len(sleeps) == 4  # one poll finds ckpt-2 and -3, then 3 polls until 25 s pass
@@ -352,44 +352,35 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
 
     # With the final step known, watching stops right after that checkpoint.
     sleeps.clear()
-    evaluated = evaluate.watch(logdir, settings, timeout=1000, interval=10, final_step=3,
+    evaluated = continuous.watch(logdir, settings, timeout=1000, interval=10, final_step=3,
                                sleep=sleep, clock=lambda: now[0])
     assert len(evaluated) == 3 and not sleeps
 
 
 def test_watch_finds_the_checkpoints_of_a_relative_logdir(tmp_path, monkeypatch):
     """--watch --logdir=runs/x (relative, as the flagfiles give it) sees the run's checkpoints."""
-    import tensorflow as tf
-
-    from deeplab import evaluate as evaluate_binary
-
     monkeypatch.chdir(tmp_path)
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     manager = tf.train.CheckpointManager(checkpoint, os.path.join("runs", "x"), max_to_keep=3,
                                          checkpoint_name="ckpt")
     manager.save(checkpoint_number=5)
     manager.save(checkpoint_number=10)
-    assert evaluate_binary._checkpoint_prefixes(os.path.join("runs", "x")) == [
+    assert continuous.checkpoint_prefixes(os.path.join("runs", "x")) == [
         os.path.join("runs", "x", "ckpt-5"), os.path.join("runs", "x", "ckpt-10")]
-    assert evaluate_binary._checkpoint_prefixes(str(tmp_path / "runs" / "x")) == [
+    assert continuous.checkpoint_prefixes(str(tmp_path / "runs" / "x")) == [
         str(tmp_path / "runs" / "x" / "ckpt-5"), str(tmp_path / "runs" / "x" / "ckpt-10")]
 
 
 def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_path):
     """TensorBoard gets the per-class IOU scalars and the confusion matrix as an image whose
     rows are normalized (read back from the event file)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from deeplab import evaluate  # pylint: disable=import-outside-toplevel
-    from deeplab.evaluation import visualization
-
     matrix = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]], np.int64)
     rows = visualization.normalized_confusion_rows(matrix)
     np.testing.assert_allclose(rows, [[0.8, 0.2, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]])
     results = {"step": 7, "miou": 0.5, "pixel_accuracy": 0.79, "confusion_matrix": matrix,
                "class_names": ["sky", "road", "car"],
                "per_class_iou": {"sky": 0.73, "road": 0.5, "car": float("nan")}}
-    evaluate.write_summaries(str(tmp_path), results)
+    continuous.write_summaries(str(tmp_path), results)
     eval_dir = os.path.join(str(tmp_path), "eval")
     scalars = summaries.read_scalars(eval_dir)
     assert scalars["eval/iou/sky"] == [(7, pytest.approx(0.73))]
@@ -408,3 +399,27 @@ def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_pat
     picture = pictures[0][1]
     assert picture.ndim == 3 and picture.shape[2] == 3 and min(picture.shape[:2]) > 100
     assert picture.std() > 10  # drawn, not blank
+
+
+def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, dataset_dir):
+    """`deeplab.evaluate --logdir=RUN` with no --dataset_dir: the data, split and evaluation
+    settings come from RUN/config.json; a flag given on the command line still wins."""
+    from deeplab.config.experiment import ExperimentConfig  # pylint: disable=import-outside-toplevel
+    from deeplab.training import run_record  # pylint: disable=import-outside-toplevel
+
+    logdir = str(tmp_path / "run")
+    write_checkpoint(logdir, tiny_model, 3, dataset_dir)
+    config = ExperimentConfig.create(dataset_dir=dataset_dir, logdir=logdir, eval_split="train",
+                                     eval_output_stride=8, eval_limit=1)
+    run_record.write_config(logdir, run_record.resolved_config(config, tiny_model.get_config(),
+                                                               NUM_CLASSES))
+    result = run_binary(f"--logdir={logdir}", f"--results_dir={tmp_path / 'a'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert saved["split"] == "train" and saved["output_stride"] == 8 and saved["num_images"] == 1
+    assert "config.json" in result.stdout
+    result = run_binary(f"--logdir={logdir}", "--eval_split=val", "--eval_limit=0",
+                        f"--results_dir={tmp_path / 'b'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert saved["split"] == "val" and saved["output_stride"] == 8 and saved["num_images"] == 3

@@ -434,3 +434,17 @@ def test_boundary_band_marks_pixels_near_class_changes():
                            abs(y - 3) + abs(x - 2), abs(y - 5) + abs(x - 2)) <= 2
             expected[y, x] = (near_column or near_dot) and label[y, x] != 255
     assert np.array_equal(band, expected)
+
+
+def test_every_row_overrides_settings_of_the_experiment_config():
+    """A row's overrides are fields of ExperimentConfig (so reproduce can tell training from
+    evaluation by section), and its flags parse back to the same config."""
+    from deeplab.config import experiment  # pylint: disable=import-outside-toplevel
+
+    for _, row in all_rows():
+        for name, value in row.overrides:
+            section = experiment.ExperimentConfig.section_of(name)  # KeyError if not a setting
+            parsed = experiment.from_flag_values(
+                {name: [str(v) for v in value] if isinstance(value, tuple) else
+                 [str(value)] if name == "crop_size" else value})
+            assert getattr(getattr(parsed, section), name) in (value, (value, value)), (row, name)

@@ -205,7 +205,7 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
 
 def test_export_flag_errors_name_the_flag(tmp_path):
     from deeplab.common.errors import ConfigError, UserError
-    from deeplab.export_saved_model import run_export
+    from deeplab.export.saved_model import run_export
 
     with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
         run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), quantize="int8")
@@ -246,7 +246,7 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(tmp_pat
     export's class on >= 99% of the pixels."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab.export_saved_model import run_export  # pylint: disable=import-outside-toplevel
+    from deeplab.export.saved_model import run_export  # pylint: disable=import-outside-toplevel
 
     run_dir = fx.shared_tiny_run(tmp_path_factory)["run_dir"]
     exports = {}

@@ -1,4 +1,5 @@
-"""Tests for deeplab.figures (Figure 4): brute force over every position and tap, hand values."""
+"""deeplab.evaluation.figures (Figure 4; python -m deeplab.figures): brute force over every
+position and tap, hand values."""
 
 import os
 import pathlib
@@ -8,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from deeplab import figures
+from deeplab.evaluation import figures
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

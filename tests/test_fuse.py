@@ -82,6 +82,68 @@ def test_atrous_conv_native_path_equals_space_to_batch_path_with_gradients(rate)
         assert "SpaceToBatchND" not in types and "Conv2D" in types
 
 
+def _conv_ops(layer, shape=(1, 21, 19, 4)):
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_native_dilation_is_an_explicit_argument_that_survives_the_config():
+    spaced = deeplab_layers.AtrousConv2D(6, 3, padding="same", dilation_rate=2,
+                                         native_dilation=False)
+    assert "SpaceToBatchND" in _conv_ops(spaced)
+    forced = deeplab_layers.AtrousConv2D(6, 3, padding="same", dilation_rate=2,
+                                         native_dilation=True)
+    assert "SpaceToBatchND" not in _conv_ops(forced)
+    auto = deeplab_layers.AtrousConv2D(6, 3, padding="same", dilation_rate=2)
+    detect = deeplab_layers._tensorflow_has_native_dilated_cpu_conv  # pylint: disable=W0212
+    assert ("SpaceToBatchND" not in _conv_ops(auto)) == detect()
+    for layer in (spaced, forced, auto):
+        clone = keras.layers.deserialize(keras.layers.serialize(layer))
+        assert clone.native_dilation is layer.native_dilation
+    with pytest.raises(TypeError):
+        deeplab_layers.AtrousConv2D(6, 3, native_dilation="no")
+
+
+def test_performance_options_reach_the_atrous_convolutions_and_the_folded_model():
+    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
+    from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
+
+    model = deeplab.build_model(**TINY, performance=PerformanceOptions(native_dilation=False))
+    atrous = [l for l in iter_layers(model) if isinstance(l, deeplab_layers.AtrousConv2D)]
+    assert atrous and all(l.native_dilation is False for l in atrous)
+    assert model.get_layer("aspp").native_dilation is False
+    folded = fuse.fuse_batch_norm(model)
+    folded_atrous = [l for l in iter_layers(folded)
+                     if isinstance(l, deeplab_layers.AtrousConv2D)]
+    assert len(folded_atrous) == len(atrous)
+    assert all(l.native_dilation is False for l in folded_atrous)
+    assert folded.performance == model.performance
+    images = np.random.default_rng(8).normal(0, 1, (1, 33, 33, 3)).astype("float32")
+    graph = tf.function(lambda x: folded(x, training=False)).get_concrete_function(
+        tf.TensorSpec(images.shape, tf.float32)).graph
+    assert "SpaceToBatchND" in {op.type for op in graph.get_operations()}
+
+
+def test_aspp_exposes_its_conv_bn_pairs_and_the_folded_aspp_uses_the_public_hook():
+    from deeplab.model.aspp import ASPP  # pylint: disable=import-outside-toplevel
+
+    model = deeplab.build_model(**TINY)
+    aspp = model.get_layer("aspp")
+    pairs = aspp.conv_bn_pairs()
+    # 1x1 branch, three atrous branches, image pooling, projection
+    assert [conv.name for conv, _ in pairs] == [
+        "aspp0_conv", "aspp1_conv", "aspp2_conv", "aspp3_conv", "image_pooling_conv",
+        "projection_conv"]
+    assert all(bn.name == conv.name[:-len("conv")] + "bn" for conv, bn in pairs)
+    assert "make_conv_bn" in vars(fuse.FusedASPP) and "_conv_bn" not in vars(fuse.FusedASPP)
+    assert not [name for name in vars(fuse.FusedASPP)
+                if name.startswith("_") and hasattr(ASPP, name) and not name.startswith("__")]
+    folded = fuse.FusedASPP.from_config(aspp.get_config())
+    assert len(folded.conv_bn_pairs()) == len(pairs)
+    assert all(isinstance(bn, fuse.FoldedBatchNorm) and conv.use_bias
+               for conv, bn in folded.conv_bn_pairs())
+
+
 def test_bfloat16_inference_agrees_with_float32_on_99_percent_of_pixels():
     """Issue 7: bf16 only where argmax agreement with float32 stays >= 99% (same weights)."""
     model = deeplab.build_model(**TINY)

@@ -11,10 +11,11 @@ from PIL import Image, ImageOps
 
 import export_fixtures as efx
 import raw_fixtures as fx
-from deeplab import predict
+from deeplab.export import predictor
 from deeplab.data import convert
 from deeplab.data import images
 from deeplab.data import raw_datasets
+from deeplab.data import records
 from deeplab.data import tfrecord
 from deeplab.data.datasets_info import DatasetSpec, color_map
 
@@ -144,10 +145,16 @@ def test_bad_files_are_one_line_naming_them(tmp_path):
         images.read_rgb(str(tmp_path / "cut.png"))
 
 
-def test_one_extension_list():
-    assert predict.IMAGE_EXTENSIONS == images.IMAGE_EXTENSIONS
-    assert set(raw_datasets.IMAGE_EXTENSIONS) == (
-        set(images.IMAGE_EXTENSIONS) | {e.upper() for e in images.IMAGE_EXTENSIONS})
+def test_one_extension_list_matched_in_either_case(tmp_path):
+    assert all(e == e.lower() for e in images.IMAGE_EXTENSIONS)
+    assert not hasattr(raw_datasets, "IMAGE_EXTENSIONS")
+    assert images.has_image_extension("a.JPG") and images.has_image_extension("b.tiff")
+    assert not images.has_image_extension("notes.txt")
+    assert images.find_image_file(tmp_path, "a") is None
+    (tmp_path / "a.PNG").write_bytes(b"")
+    assert images.find_image_file(tmp_path, "a") == tmp_path / "a.PNG"
+    (tmp_path / "a.jpeg").write_bytes(b"")  # .jpeg comes before .png in the list
+    assert images.find_image_file(tmp_path, "a") == tmp_path / "a.jpeg"
 
 
 # ----------------------------------------------------------------------------- one photo, one answer
@@ -170,10 +177,10 @@ def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tm
                                      progress=False, log=lambda s: None)
     assert "EXIF orientation 6 applied" in reports["train"].notes[0]
     record = next(iter(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))))
-    np.testing.assert_array_equal(tfrecord.decode_example(record)["image"].numpy(), shown)
+    np.testing.assert_array_equal(records.decode_example(record)["image"].numpy(), shown)
 
     # predict (and visualize, which calls the same reader).
-    image, note = predict.read_image(str(tmp_path / "images" / "img0.png"))
+    image, note = predictor.read_image(str(tmp_path / "images" / "img0.png"))
     np.testing.assert_array_equal(image, shown)
     assert note.startswith("EXIF orientation 6 applied")
 

@@ -1,5 +1,5 @@
-"""deeplab.import_official: our int8 export round trip, the authors' files (../shared), TF1
-slim checkpoints, and bad files."""
+"""deeplab.export.official and python -m deeplab.import_official: our int8 export round trip, the
+authors' files (../shared), TF1 slim checkpoints, and bad files."""
 
 import os
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab import import_official
+from deeplab.export import official
 from deeplab.training import checkpoints
 from deeplab.export import tflite
 from deeplab.model.batch_norm import BatchNormalization
@@ -53,8 +53,8 @@ def _folded(conv, bn):
 
 def _pairs(model):
     backbone = model.backbone_model
-    for conv in import_official._conv_layers(backbone):  # pylint: disable=protected-access
-        yield conv.name, conv, import_official._following_bn(backbone, conv)  # pylint: disable=protected-access
+    for conv in official._conv_layers(backbone):  # pylint: disable=protected-access
+        yield conv.name, conv, official._following_bn(backbone, conv)  # pylint: disable=protected-access
     aspp = model.get_layer("aspp")
     for conv, bn in list(aspp.branches) + [aspp.pool_branch, aspp.projection]:
         yield conv.name, conv, bn
@@ -68,7 +68,7 @@ def int8_roundtrip(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("export") / "ours_int8.tflite")
     with open(path, "wb") as handle:
         handle.write(tflite.convert_int8(model, SIZE, calibration))
-    imported, report = import_official.import_tflite(path)
+    imported, report = official.import_tflite(path)
     return model, imported, report, path
 
 
@@ -131,19 +131,19 @@ def test_bad_files_give_one_clear_error(int8_roundtrip, tmp_path):
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(content[: len(content) // 3])
     with pytest.raises(UserError, match="truncated.tflite: corrupt or truncated"):
-        import_official.import_tflite(str(truncated))
+        official.import_tflite(str(truncated))
     text = tmp_path / "notes.tflite"
     text.write_text("hello")
     with pytest.raises(UserError, match="not a TFLite flatbuffer"):
-        import_official.import_tflite(str(text))
+        official.import_tflite(str(text))
     with pytest.raises(UserError, match="cannot read it"):
-        import_official.import_tflite(str(tmp_path / "missing.tflite"))
+        official.import_tflite(str(tmp_path / "missing.tflite"))
     resnet = deeplab.build_model(backbone="resnet14_tiny", num_classes=3, multi_grid=None,
                                  output_stride=16)
     other = tmp_path / "resnet.tflite"
     other.write_bytes(tflite.convert_float(resnet, SIZE))
     with pytest.raises(UserError, match="another architecture"):
-        import_official.import_tflite(str(other))
+        official.import_tflite(str(other))
 
 
 # ----------------------------------------------------------------------------- TF1 checkpoints
@@ -194,7 +194,7 @@ def _slim_checkpoint(model, prefix, extra=None):
 def test_tf1_slim_checkpoint_maps_every_variable(tmp_path):
     model = _random_model(seed=7)
     prefix = _slim_checkpoint(model, str(tmp_path / "model.ckpt-30000"))
-    imported, report = import_official.import_tf1_checkpoint(prefix, output_stride=16)
+    imported, report = official.import_tf1_checkpoint(prefix, output_stride=16)
     assert report["backbone"] == "mobilenet_v2_dm05" and report["num_classes"] == 5
     assert report["variables"] == 51 * 5 + 3 * 5 + 2
     images = np.random.default_rng(4).normal(0, 40, (2, *SIZE, 3)).astype("float32")
@@ -207,9 +207,9 @@ def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
                               extra={"decoder/feature_projection0/weights":
                                      np.zeros((1, 1, 12, 48), np.float32)})
     with pytest.raises(UserError, match="decoder/feature_projection0/weights has no place"):
-        import_official.import_tf1_checkpoint(prefix)
+        official.import_tf1_checkpoint(prefix)
     with pytest.raises(UserError, match="not a readable checkpoint"):
-        import_official.import_tf1_checkpoint(str(tmp_path / "nothing"))
+        official.import_tf1_checkpoint(str(tmp_path / "nothing"))
 
 
 # ----------------------------------------------------------------------------- the authors' file
@@ -231,14 +231,16 @@ def test_official_model_agrees_with_the_authors_interpreter():
 
 def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     """evaluate (OS 8, multi-scale + flip), export and predict take an import like a run."""
-    from deeplab import export_saved_model, predict  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
     from deeplab.evaluation import evaluator as evaluation
+    from deeplab.export import predictor
+    from deeplab.export import saved_model
     from deeplab.model import fuse
 
     model = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=3, multi_grid=None,
                                 atrous_rates=(), output_stride=16, aspp_dropout=0.0)
     _randomize(model.backbone_model, 9)
-    folder = import_official.write_imported(
+    folder = official.write_imported(
         model, {"backbone": model.backbone, "num_classes": 3,
                 "class_names": ["a", "b", "c"]}, str(tmp_path / "imported"))
     # BN folding covers the depthwise convolutions too, and keeps the logits.
@@ -249,9 +251,9 @@ def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     results = evaluation.evaluate_checkpoint(folder, data_dir, split="val", output_stride=8,
                                              scales=(0.75, 1.0), flip=True)
     assert 0.0 <= results["miou"] <= 1.0 and results["output_stride"] == 8
-    exported = export_saved_model.run_export(checkpoint=folder, export_dir=str(tmp_path / "export"),
-                                             log=lambda *_: None)
+    exported = saved_model.run_export(checkpoint=folder, export_dir=str(tmp_path / "export"),
+                                      log=lambda *_: None)
     assert os.path.exists(os.path.join(exported["saved_model"], "saved_model.pb"))
-    segmenter = predict.make_segmenter(model=folder)
+    segmenter = predictor.make_segmenter(model=folder)
     labels = segmenter(np.zeros((40, 40, 3), np.uint8))
     assert labels.shape == (40, 40) and segmenter.class_names == ["a", "b", "c"]

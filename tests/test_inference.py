@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from deeplab.common import geometry
 from deeplab.evaluation import inference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -110,13 +111,32 @@ def _images(seed=0, shape=(2, 9, 11, 3)):
 
 
 def test_scaled_size_rounds_halves_up():
-    assert inference.scaled_size(9, 11, 0.5) == (5, 6)
-    assert inference.scaled_size(9, 11, 1.5) == (14, 17)
-    assert inference.scaled_size(513, 513, 0.75) == (385, 385)  # 384.75
-    assert inference.scaled_size(65, 65, 0.5) == (33, 33)  # 32.5: Python round() gives 32
-    assert inference.scaled_size(1, 1, 0.25) == (1, 1)
-    h, w = inference.scaled_size(tf.constant(9), tf.constant(11), 1.5)
-    assert (int(h), int(w)) == (14, 17)
+    assert geometry.scaled_size(9, 11, 0.5) == (5, 6)
+    assert geometry.scaled_size(9, 11, 1.5) == (14, 17)
+    assert geometry.scaled_size(513, 513, 0.75) == (385, 385)  # 384.75
+    assert geometry.scaled_size(65, 65, 0.5) == (33, 33)  # 32.5: Python round() gives 32
+    assert geometry.scaled_size(1, 1, 0.25) == (1, 1)
+    # Dynamic sides (tensors, as in tf.data and the training augmentation), float or tensor scale.
+    for size, scale in [((65, 65), 0.5), ((23, 31), 0.5), ((360, 480), 1.25), ((9, 11), 1.5)]:
+        for scale_arg in (scale, tf.constant(scale)):
+            h, w = geometry.scaled_size(tf.constant(size[0]), tf.constant(size[1]), scale_arg)
+            assert (int(h), int(w)) == geometry.scaled_size(size[0], size[1], scale)
+
+
+def test_resize_bilinear_static_and_dynamic_sizes_agree():
+    images = tf.constant(_images())
+    static = geometry.resize_bilinear(images, (14, 17))
+    assert geometry.resize_bilinear(images, (9, 11)) is images
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def dynamic(x):
+        return geometry.resize_bilinear(x, geometry.scaled_size(tf.shape(x)[1], tf.shape(x)[2], 1.5))
+
+    np.testing.assert_allclose(dynamic(images).numpy(), keras.ops.convert_to_numpy(static),
+                               rtol=1e-6, atol=1e-6)
+    single = geometry.resize_bilinear(images[0], (tf.constant(14), tf.constant(17)))
+    np.testing.assert_allclose(single.numpy(), keras.ops.convert_to_numpy(static)[0],
+                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("scales, flip", [((1.0,), False), ((1.0,), True),
@@ -130,10 +150,6 @@ def test_matches_numpy_average(scales, flip):
     assert got.dtype == np.float32 and got.shape == (2, 9, 11, NUM_CLASSES)
     np.testing.assert_allclose(got, expected, atol=2e-6)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
-    labels = keras.ops.convert_to_numpy(
-        inference.predict_labels(model, images, scales=scales, flip=flip))
-    assert labels.dtype == np.int32
-    np.testing.assert_array_equal(labels, expected.argmax(-1))
 
 
 def test_flip_matters_for_this_model():
@@ -161,31 +177,11 @@ def test_tf_function_with_dynamic_height_and_width():
         atol=2e-6)
 
 
-class _CountingModel:
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def __call__(self, x, training=False):
-        self.calls.append(tuple(x.shape[1:3]))
-        return self.model(x, training=training)
-
-
-def test_strategies_share_passes():
-    images = _images(4)
-    model = _CountingModel(_model())
-    results = inference.predict_inference_strategies(model, images, scales=(0.5, 1.0, 1.5))
-    assert len(model.calls) == 6  # 3 scales x 2 flips; the 1.0 pass is not run twice
-    assert sorted(model.calls).count((9, 11)) == 2  # unflipped and flipped, once each
-    for key, (scales, flip) in {"single_scale": ((1.0,), False),
-                                "multi_scale": ((0.5, 1.0, 1.5), False),
-                                "multi_scale_flip": ((0.5, 1.0, 1.5), True)}.items():
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(results[key]),
-                                   _np_expected(images, scales, flip, SIZES), atol=2e-6)
-    model.calls.clear()
-    results = inference.predict_inference_strategies(model, images, scales=(0.5, 1.5), flip=False)
-    assert len(model.calls) == 3 and set(results) == {"single_scale", "multi_scale"}
-    with pytest.raises(ValueError, match="repeat"):
-        inference.predict_probabilities(model, images, scales=(1.0, 1.0))
+def test_scales_must_be_distinct_and_positive():
+    images, model = _images(4), _model()
+    for scales, message in [((1.0, 1.0), "repeat"), ((), "at least one"), ((0.0,), "positive")]:
+        with pytest.raises(ValueError, match=message):
+            inference.predict_probabilities(model, images, scales=scales)
 
 
 _JAX_SCRIPT = MODEL_SOURCE + r"""
@@ -205,19 +201,17 @@ labels = np.array(args["labels"], np.int32)
 logits = np.array(args["logits"], np.float32)
 out = {}
 
-# inference.py: eager probabilities and jitted labels.
+# inference.py: eager probabilities and jitted class maps.
 out["probabilities"] = np.asarray(inference.predict_probabilities(
     model, images, scales=(0.5, 1.0, 1.5), flip=True)).tolist()
-predicted = jax.jit(lambda x: inference.predict_labels(model, x, scales=(0.5, 1.0, 1.5),
-                                                       flip=True))(images)
+predicted = jax.jit(lambda x: keras.ops.argmax(inference.predict_probabilities(
+    model, x, scales=(0.5, 1.0, 1.5), flip=True), axis=-1))(images)
 out["labels"] = np.asarray(predicted).tolist()
 
-# metrics.py: jitted confusion matrix of those predictions, and the Keras metric.
+# metrics.py: jitted confusion matrix of those predictions and its mIOU.
 cm = jax.jit(lambda l, p: metrics.confusion_matrix_update(l, p, 3, 255))(labels, predicted)
 out["cm"] = np.asarray(cm).tolist()
-metric = metrics.MeanIoU(3)
-metric.update_state(labels, predicted)
-out["miou"] = float(metric.result())
+out["miou"] = metrics.mean_iou(np.asarray(cm))
 
 # losses.py: eager, jitted, bf16 + class weights, zero gradient on an all-ignored batch.
 loss = losses.SegmentationCrossEntropy(class_weights=[0.5, 2.0, 1.0])

@@ -9,7 +9,9 @@ import pytest
 
 from deeplab.data import input_pipeline
 from deeplab.data import tfrecord
-from deeplab import train as train_lib
+from deeplab.training import trainer as train_lib
+from deeplab.training import bookkeeping
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import DataError
 
 MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "multi_grid": (1, 2, 4),
@@ -34,7 +36,7 @@ def _edited_copy(data_dir, tmp_path, num_classes, keep_label_classes=True):
 
 
 def _train(dataset_dir, logdir):
-    return train_lib.train(train_lib.TrainConfig(
+    return train_lib.train(ExperimentConfig.create(
         dataset_dir=dataset_dir, logdir=str(logdir), model=dict(MODEL), crop_size=(33, 33),
         batch_size=2, training_steps=2, min_scale_factor=1.0, max_scale_factor=1.0,
         shuffle_buffer=8, save_checkpoint_steps=2, log_steps=100, image_summary_steps=0, seed=0))

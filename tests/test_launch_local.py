@@ -1,4 +1,5 @@
-"""deeplab.launch_local: TF_CONFIG per task, prefixed logs, restarts, and no process left behind."""
+"""deeplab.launch_local (deeplab.training.cluster): TF_CONFIG per task, prefixed logs, restarts,
+and no process left behind."""
 
 import os
 import re
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from deeplab import launch_local
+from deeplab.training import cluster as cluster_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,19 +122,19 @@ def _assert_all_gone(pids, output):
 
 
 def test_cluster_spec_layouts():
-    ps = launch_local.cluster_spec(2, 1)
+    ps = cluster_lib.cluster_spec(2, 1)
     assert sorted(ps) == ["chief", "ps", "worker"]
     assert len(ps["worker"]) == 2 and len(ps["ps"]) == 1
     addresses = ps["chief"] + ps["worker"] + ps["ps"]
     assert len(set(addresses)) == 4 and all(a.startswith("127.0.0.1:") for a in addresses)
-    mwms = launch_local.cluster_spec(3, 0)
+    mwms = cluster_lib.cluster_spec(3, 0)
     assert list(mwms) == ["worker"] and len(mwms["worker"]) == 3
-    assert launch_local.task_list(ps, evaluator=True) == [
+    assert cluster_lib.task_list(ps, evaluator=True) == [
         ("chief", 0), ("worker", 0), ("worker", 1), ("ps", 0), ("evaluator", 0)]
-    assert launch_local.is_chief(("worker", 0), mwms)
-    assert not launch_local.is_chief(("worker", 0), ps)
+    assert cluster_lib.is_chief(("worker", 0), mwms)
+    assert not cluster_lib.is_chief(("worker", 0), ps)
     with pytest.raises(ValueError):
-        launch_local.cluster_spec(0, 1)
+        cluster_lib.cluster_spec(0, 1)
 
 
 def test_success_streams_prefixed_logs_and_leaves_nothing(tmp_path):

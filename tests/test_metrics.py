@@ -1,4 +1,4 @@
-"""Tests for deeplab.evaluation.metrics: confusion matrix, IOU, mIOU, the Keras MeanIoU metric.
+"""Tests for deeplab.evaluation.metrics: confusion matrix, IOU, mIOU.
 
 Expected values come from per-pixel loops and boolean masks written here, never from the
 module under test.
@@ -121,53 +121,6 @@ def test_inside_tf_function_with_dynamic_shape():
     bad = np.array([[[0, 9]]], np.int32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="class indices in"):
         step(bad, np.zeros_like(bad))
-
-
-def test_keras_metric_streams_logits_and_round_trips():
-    metric = metrics.MeanIoU(num_classes=5, ignore_label=IGNORE)
-    assert float(metric.result()) == 0.0
-    rng = np.random.default_rng(7)
-    all_labels, all_predictions = [], []
-    for seed in (8, 9):
-        labels, _ = _random_batch(seed, shape=(2, 6, 5))
-        logits = rng.normal(size=labels.shape + (5,)).astype(np.float32)
-        metric.update_state(labels[..., None], logits)  # [N, H, W, 1] labels are accepted
-        all_labels.append(labels)
-        all_predictions.append(logits.argmax(-1))
-    all_labels, all_predictions = np.concatenate(all_labels), np.concatenate(all_predictions)
-    np.testing.assert_array_equal(
-        metric.confusion_matrix(), _loop_confusion_matrix(all_labels, all_predictions, 5)
-    )
-    expected = []
-    for c in range(5):
-        inter, union = _mask_iou(all_labels, all_predictions, c)
-        if union:
-            expected.append(inter / union)
-    assert float(metric.result()) == pytest.approx(np.mean(expected), rel=1e-5)
-
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
-    assert isinstance(restored, metrics.MeanIoU)
-    assert (restored.num_classes, restored.ignore_label) == (5, IGNORE)
-    metric.reset_state()
-    assert metric.confusion_matrix().sum() == 0
-
-
-def test_keras_metric_in_model_evaluate():
-    inputs = keras.Input((5, 6, 2))
-    outputs = keras.layers.Conv2D(
-        4, 1, kernel_initializer=keras.initializers.RandomNormal(seed=1)
-    )(inputs)
-    model = keras.Model(inputs, outputs)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                                  ignore_class=IGNORE),
-                  metrics=[metrics.MeanIoU(4)])
-    rng = np.random.default_rng(12)
-    x = rng.normal(size=(4, 5, 6, 2)).astype(np.float32)
-    labels, _ = _random_batch(13, shape=(4, 5, 6), num_classes=4)
-    _, miou = model.evaluate(x, labels, batch_size=2, verbose=0)  # two streamed batches
-    predictions = model.predict(x, verbose=0).argmax(-1)
-    ious = [i / u for i, u in (_mask_iou(labels, predictions, c) for c in range(4)) if u]
-    assert miou == pytest.approx(np.mean(ious), rel=1e-5)
 
 
 def test_format_iou_table():

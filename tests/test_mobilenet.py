@@ -152,10 +152,10 @@ def test_load_imagenet_backbone_mobilenet(tmp_path):
 
 
 def test_describe_prints_the_mobilenet_plan():
-    from deeplab import describe  # pylint: disable=import-outside-toplevel
+    from deeplab.model import description  # pylint: disable=import-outside-toplevel
 
-    text = describe.describe({"backbone": "mobilenet_v2", "num_classes": 21, "multi_grid": None,
-                              "atrous_rates": (), "output_stride": 8}, (129, 129))
+    text = description.describe({"backbone": "mobilenet_v2", "num_classes": 21, "multi_grid": None,
+                                 "atrous_rates": (), "output_stride": 8}, (129, 129))
     assert "feature map at 129x129: 17x17x320" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("block_")}
     assert rows["block_6"][3:] == ["1", "8", "1"]   # converted: stride 1, keeps rate 1

@@ -270,6 +270,40 @@ def test_get_config_round_trip():
     assert ASPP.from_config(aspp.get_config()).get_config() == aspp.get_config()
 
 
+def test_performance_options_are_not_config(tmp_path):
+    """PerformanceOptions choose kernels: not in get_config / model_config.json, so configs
+    written before they existed load, a config rebuilds with the defaults, and load_model /
+    rebuild_with_output_stride keep the options they are given."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
+    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+
+    slow = PerformanceOptions(fused_batch_norm=False, native_dilation=False)
+    model = _tiny(performance=slow)
+    assert model.performance == slow and "performance" not in model.get_config()
+    assert "performance" not in model_lib.DeepLabV3.complete_config(model.get_config())
+    assert model.get_config() == _tiny().get_config()
+    _randomize_all(model, 5)
+    checkpoints.write_run_info(str(tmp_path), model)
+    tf.train.CheckpointManager(checkpoints.make_checkpoint(model), str(tmp_path), max_to_keep=1,
+                               checkpoint_name=checkpoints.CHECKPOINT_NAME).save(checkpoint_number=1)
+    images = np.random.default_rng(1).normal(0, 1, (1, 33, 33, 3)).astype("float32")
+    expected = model(images).numpy()
+    loaded = checkpoints.load_model(str(tmp_path))
+    assert loaded.performance == PerformanceOptions()
+    given = checkpoints.load_model(str(tmp_path), performance=slow, output_stride=8)
+    assert given.performance == slow and given.output_stride == 8
+    assert given.get_layer("aspp").native_dilation is False
+    np.testing.assert_allclose(loaded(images).numpy(), expected, atol=1e-5)
+    folded = checkpoints.load_model(str(tmp_path), performance=slow, fuse_batch_norm=True)
+    assert folded.performance == slow
+    np.testing.assert_allclose(folded(images).numpy(), expected, atol=1e-4)
+    assert deeplab.rebuild_with_output_stride(model, 8).performance == slow
+    assert deeplab.rebuild_with_output_stride(model, 8, performance=None).performance == \
+        PerformanceOptions()
+
+
 def test_keras_file_round_trip(tmp_path):
     model = _tiny()
     _randomize_all(model, 3)

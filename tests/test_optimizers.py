@@ -73,17 +73,17 @@ def test_momentum_slots_are_touched_only_by_the_kernel():
     assert all("ReadVariableOp" in c for c in consumers)
 
 
-@pytest.mark.parametrize("momentum, fused_switch", [(0.0, True), (0.9, False)])
-def test_keras_update_where_the_kernel_does_not_apply(monkeypatch, momentum, fused_switch):
-    """No momentum, or DEEPLAB_FUSED_MOMENTUM=0 (FUSED_UPDATE False): Keras' own update."""
-    monkeypatch.setattr(optimizers, "FUSED_UPDATE", fused_switch)
-    optimizer = optimizers.SGD(0.05, momentum=momentum)
+@pytest.mark.parametrize("momentum, fused_update", [(0.0, True), (0.9, False)])
+def test_keras_update_where_the_kernel_does_not_apply(momentum, fused_update):
+    """No momentum, or ``fused_update=False`` (what DEEPLAB_FUSED_MOMENTUM=0 maps to): Keras'
+    own update."""
+    optimizer = optimizers.SGD(0.05, momentum=momentum, fused_update=fused_update)
     variables = _variables()
     optimizer.build(variables)
     graph = tf.function(lambda g: optimizer.apply(g, variables)).get_concrete_function(
         [tf.TensorSpec(s, tf.float32) for s in SHAPES]).graph
     assert "ResourceApplyKerasMomentum" not in {op.type for op in graph.get_operations()}
-    got = _train(optimizers.SGD(0.05, momentum=momentum))[0]
+    got = _train(optimizers.SGD(0.05, momentum=momentum, fused_update=fused_update))[0]
     want = _train(keras.optimizers.SGD(0.05, momentum=momentum))[0]
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -109,5 +109,25 @@ def test_serialization_round_trip():
     optimizer = optimizers.SGD(0.02, momentum=0.8, nesterov=True)
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(clone) is optimizers.SGD
-    assert (clone.momentum, clone.nesterov) == (0.8, True)
+    assert (clone.momentum, clone.nesterov, clone.fused_update) == (0.8, True, True)
     assert float(clone.learning_rate.numpy()) == pytest.approx(0.02)
+    unfused = optimizers.SGD(0.02, momentum=0.8, fused_update=False)
+    assert not keras.optimizers.deserialize(keras.optimizers.serialize(unfused)).fused_update
+    # a config written before the argument existed
+    config = keras.optimizers.serialize(unfused)
+    del config["config"]["fused_update"]
+    assert keras.optimizers.deserialize(config).fused_update
+
+
+def test_environment_override_maps_to_fused_update(monkeypatch):
+    monkeypatch.delenv("DEEPLAB_FUSED_MOMENTUM", raising=False)
+    assert optimizers.fused_update_from_environment() is True
+    assert optimizers.fused_update_from_environment(default=False) is False
+    monkeypatch.setenv("DEEPLAB_FUSED_MOMENTUM", "0")
+    assert optimizers.fused_update_from_environment() is False
+    assert not optimizers.SGD(0.1, momentum=0.9,
+                              fused_update=optimizers.fused_update_from_environment()).fused_update
+    monkeypatch.setenv("DEEPLAB_FUSED_MOMENTUM", "1")
+    assert optimizers.fused_update_from_environment(default=False) is True
+    assert optimizers.fused_update_from_environment({"DEEPLAB_FUSED_MOMENTUM": "0"}) is False
+    assert optimizers.fused_update_from_environment({}) is True

@@ -11,11 +11,15 @@ import pytest
 
 import export_fixtures as efx
 import raw_fixtures as fx
-from deeplab import export_saved_model, predict, visualize
+from deeplab.evaluation import vis_export
+from deeplab.export import predictor
+from deeplab.export import saved_model
 from deeplab.common import atomic_io
 from deeplab.data import convert
 from deeplab.data import raw_datasets
-from deeplab import train as train_lib
+from deeplab.training import trainer as train_lib
+from deeplab.training import bookkeeping
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.data.datasets_info import DatasetSpec, color_map
 from deeplab.common.errors import ConfigError
 
@@ -38,7 +42,7 @@ def test_ensure_folder(tmp_path, a_file):
 
 
 def test_train_logdir(data_dir, a_file):
-    config = train_lib.TrainConfig(dataset_dir=data_dir, logdir=a_file,
+    config = ExperimentConfig.create(dataset_dir=data_dir, logdir=a_file,
                                    model={"backbone": "resnet14_tiny"}, training_steps=1)
     with pytest.raises(ConfigError, match="--logdir=.*afile is a file"):
         train_lib.train(config)
@@ -49,14 +53,14 @@ def test_train_logdir(data_dir, a_file):
 def test_export_predict_visualize(tmp_path_factory, a_file, tmp_path):
     run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     with pytest.raises(ConfigError, match="--export_dir=.*afile is a file"):
-        export_saved_model.run_export(checkpoint=run_dir, export_dir=a_file)
+        saved_model.run_export(checkpoint=run_dir, export_dir=a_file)
     image = efx.structured_images(1, (20, 20))[0]
     fx.save(tmp_path / "in.png", image)
-    segmenter = predict.make_segmenter(checkpoint=run_dir)
+    segmenter = predictor.make_segmenter(checkpoint=run_dir)
     with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
-        predict.predict_files(segmenter, [str(tmp_path / "in.png")], a_file, log=lambda s: None)
+        predictor.predict_files(segmenter, [str(tmp_path / "in.png")], a_file, log=lambda s: None)
     with pytest.raises(ConfigError, match="--vis_dir=.*afile is a file"):
-        visualize.visualize(run_dir, vis_dir=a_file, input_images=str(tmp_path / "in.png"))
+        vis_export.visualize(run_dir, vis_dir=a_file, input_images=str(tmp_path / "in.png"))
 
 
 def test_converter_and_synthetic_output_dir(tmp_path, a_file):

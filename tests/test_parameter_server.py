@@ -25,13 +25,15 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from deeplab import launch_local
+from deeplab.training import cluster as cluster_lib
 from deeplab.training import checkpoints
 from deeplab.training import distribute
 from deeplab.training import summaries
 from deeplab.data import synthetic
-from deeplab import evaluate as evaluate_lib
-from deeplab import train as train_lib
+from deeplab.evaluation import continuous
+from deeplab.training import trainer as train_lib
+from deeplab.training import bookkeeping
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import ConfigError
 from test_launch_local import _assert_all_gone, _pids  # pylint: disable=import-error
 from test_train import TINY_FLAGS as TRAIN_TINY_FLAGS  # pylint: disable=import-error
@@ -195,7 +197,7 @@ def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     assert max(lr for _, lr in steps.values()) == pytest.approx(0.01, rel=1e-6)
     assert all(lr <= 0.01 + 1e-9 for _, lr in steps.values())
     assert steps[20][1] < 0.0025, steps[20]
-    scalars = summaries.read_scalars(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    scalars = summaries.read_scalars(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     assert [s for s, _ in scalars["loss/total"]] == list(range(1, 21))
     assert scalars["loss/total"][-1][1] == pytest.approx(steps[20][0], abs=1e-4)
 
@@ -224,7 +226,7 @@ def test_ps_evaluator_task_evaluates_each_checkpoint(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
     assert "[evaluator:0] Evaluated the final checkpoint (step 20); stopping." in output
-    evals = summaries.read_scalars(os.path.join(logdir, evaluate_lib.EVAL_SUMMARY_DIR))
+    evals = summaries.read_scalars(os.path.join(logdir, continuous.EVAL_SUMMARY_DIR))
     assert [s for s, _ in evals["eval/miou"]] == [10, 20]
     assert all(0.0 <= v <= 1.0 for _, v in evals["eval/miou"])
 
@@ -287,8 +289,8 @@ def _listening_ports(pid):
 def _assert_servers_unreachable_from_outside(output):
     """While the cluster trains: its gRPC servers listen inside the launcher's namespace (on
     0.0.0.0, TensorFlow's only choice), and no address of this machine reaches them."""
-    if launch_local.isolation_unavailable():
-        pytest.skip(f"no network namespace here: {launch_local.isolation_unavailable()}")
+    if cluster_lib.isolation_unavailable():
+        pytest.skip(f"no network namespace here: {cluster_lib.isolation_unavailable()}")
     assert "cluster in a private network namespace" in output, output[-3000:]
     cluster = json.loads(re.search(r"^\[launch_local\] cluster (\{.*\})$", output, re.M).group(1))
     ports = [int(a.rsplit(":", 1)[1]) for job in ("ps", "worker") for a in cluster[job]]
@@ -353,7 +355,7 @@ def test_multi_worker_mirrored_two_processes_match_one_process(tmp_path):
     assert "task worker:1" in output
     steps = {int(s): float(l) for s, l in
              re.findall(r"^\[worker:0\] step\s+(\d+)/\d+\s+loss (\S+)", output, re.M)}
-    config = train_lib.TrainConfig(
+    config = ExperimentConfig.create(
         dataset_dir=data, logdir=str(tmp_path / "single"),
         model={"backbone": "resnet14_tiny", "atrous_rates": (1, 2, 3), "aspp_filters": 16,
                "batch_norm_momentum": 0.9, "freeze_batch_norm": True, "aspp_dropout": 0.0},

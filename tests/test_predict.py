@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
-from deeplab import predict
+from deeplab.export import predictor
 from deeplab.common.errors import UserError
 from deeplab.evaluation.visualization import colorize_labels
 
@@ -43,39 +43,40 @@ def test_read_image_converts_every_mode_with_a_note(tmp_path):
              "cmyk.jpg": (Image.fromarray(rgb).convert("CMYK"), "CMYK")}
     for name, (image, note) in cases.items():
         image.save(tmp_path / name)
-        array, got_note = predict.read_image(str(tmp_path / name))
+        array, got_note = predictor.read_image(str(tmp_path / name))
         assert array.dtype == np.uint8 and array.shape == (9, 7, 3), name
         assert (got_note is None) if note is None else (note in got_note), (name, got_note)
-    np.testing.assert_array_equal(predict.read_image(str(tmp_path / "rgb.png"))[0], rgb)
-    gray = predict.read_image(str(tmp_path / "gray.png"))[0]
+    np.testing.assert_array_equal(predictor.read_image(str(tmp_path / "rgb.png"))[0], rgb)
+    gray = predictor.read_image(str(tmp_path / "gray.png"))[0]
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
-    np.testing.assert_array_equal(predict.read_image(str(tmp_path / "rgba.png"))[0], rgb)
+    np.testing.assert_array_equal(predictor.read_image(str(tmp_path / "rgba.png"))[0], rgb)
 
 
 def test_read_image_scales_16_bit_grayscale(tmp_path):
     values = np.array([[0, 257, 65535], [257 * 100, 257 * 200, 128]], np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")
-    array, note = predict.read_image(str(tmp_path / "deep.png"))
+    array, note = predictor.read_image(str(tmp_path / "deep.png"))
     np.testing.assert_array_equal(array[..., 0], [[0, 1, 255], [100, 200, 0]])
     assert "8 bits" in note
 
 
 def test_collect_inputs_expands_folders_and_reports_missing(tmp_path):
     _write_inputs(str(tmp_path / "in"), fx.structured_images(3, (9, 9)))
-    paths, problems = predict.collect_inputs([str(tmp_path / "in"), str(tmp_path / "missing.jpg"),
-                                              str(tmp_path / "in" / "notes.txt")])
+    paths, problems = predictor.collect_inputs([str(tmp_path / "in"),
+                                                str(tmp_path / "missing.jpg"),
+                                                str(tmp_path / "in" / "notes.txt")])
     names = [os.path.basename(p) for p in paths]
     # A folder lists image files only, sorted; a file named explicitly is tried anyway.
     assert names == ["alpha.png", "broken.png", "gray.png", "scene.jpg", "scene.png", "notes.txt"]
     assert problems == [(str(tmp_path / "missing.jpg"), "no such file or folder")]
-    assert predict._output_stems(paths)[3:5] == ["scene", "scene_2"]  # pylint: disable=protected-access
+    assert predictor.output_stems(paths)[3:5] == ["scene", "scene_2"]
 
 
 def test_output_names_never_collide():
     """x.jpg writes x_color.png; an input named x_color.jpg must not overwrite it."""
-    stems = predict._output_stems(["a/x.jpg", "b/x_color.jpg", "c/x.png", "d/X_Color.png",  # pylint: disable=protected-access
-                                   "e/x_2.png"])
-    files = [stem + suffix for stem in stems for suffix in predict.OUTPUT_SUFFIXES]
+    stems = predictor.output_stems(["a/x.jpg", "b/x_color.jpg", "c/x.png", "d/X_Color.png",
+                                    "e/x_2.png"])
+    files = [stem + suffix for stem in stems for suffix in predictor.OUTPUT_SUFFIXES]
     assert len({name.lower() for name in files}) == len(files) == 15
     assert stems[:2] == ["x", "x_color_2"]
 
@@ -95,9 +96,9 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
 
     export = fx.shared_export(tmp_path_factory)
     lines = []
-    segmenter = predict.make_segmenter(model=export["export_dir"])
+    segmenter = predictor.make_segmenter(model=export["export_dir"])
     assert segmenter.class_names == fx.CLASS_NAMES and segmenter.palette == fx.PALETTE
-    result = predict.predict_files(segmenter, [inputs_dir], str(tmp_path), log=lines.append)
+    result = predictor.predict_files(segmenter, [inputs_dir], str(tmp_path), log=lines.append)
     processed = {os.path.basename(p): out for p, out in result["processed"]}
     assert sorted(processed) == ["alpha.png", "gray.png", "scene.jpg", "scene.png"]
     assert [os.path.basename(p) for p, _ in result["skipped"]] == ["broken.png"]
@@ -106,7 +107,7 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
     assert sum(" ms -> " in line for line in lines) == 4  # one timing line per image
     reference = serving.KerasSegmenter(export["model"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP)
     for name, index_png in processed.items():
-        image, _ = predict.read_image(os.path.join(inputs_dir, name))
+        image, _ = predictor.read_image(os.path.join(inputs_dir, name))
         labels = np.asarray(Image.open(index_png))
         assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
         assert (labels == reference(image)).mean() >= 0.999, name
@@ -123,27 +124,27 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
 
 def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs_dir):
     export = fx.shared_export(tmp_path_factory)
-    from_checkpoint = predict.make_segmenter(checkpoint=export["run_dir"], scales=fx.EXPORT_SCALES,
-                                             flip=fx.EXPORT_FLIP)
+    from_checkpoint = predictor.make_segmenter(checkpoint=export["run_dir"],
+                                               scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP)
     assert from_checkpoint.palette == fx.PALETTE
-    from_export = predict.make_segmenter(model=export["export_dir"])
-    image, _ = predict.read_image(os.path.join(inputs_dir, "scene.png"))
+    from_export = predictor.make_segmenter(model=export["export_dir"])
+    image, _ = predictor.read_image(os.path.join(inputs_dir, "scene.png"))
     assert (from_checkpoint(image) == from_export(image)).mean() >= 0.999
 
 
 def test_refuses_to_overwrite_inputs(inputs_dir):
     with pytest.raises(UserError, match="would overwrite an input image"):
-        predict.predict_files(lambda image: np.zeros(image.shape[:2], np.int32), [inputs_dir],
-                              inputs_dir, log=_quiet)
+        predictor.predict_files(lambda image: np.zeros(image.shape[:2], np.int32),
+                                [inputs_dir], inputs_dir, log=_quiet)
 
 
 def test_model_argument_errors(tmp_path):
     with pytest.raises(UserError, match="--model=.*neither a .tflite file nor a SavedModel"):
-        predict.make_segmenter(model=str(tmp_path / "nothing"))
+        predictor.make_segmenter(model=str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="no saved_model.pb"):
-        predict.make_segmenter(model=str(tmp_path))
+        predictor.make_segmenter(model=str(tmp_path))
     with pytest.raises(UserError, match="pass --model=EXPORT"):
-        predict.make_segmenter()
+        predictor.make_segmenter()
 
 
 # ----------------------------------------------------------------------------- the binary
@@ -168,7 +169,7 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     assert "processed 4, skipped 2" in text
     # scene.jpg sorts first and keeps the stem "scene"; scene.png is written as scene_2.png.
     labels = np.asarray(Image.open(out / "scene_2.png"))
-    image, _ = predict.read_image(os.path.join(inputs_dir, "scene.png"))
+    image, _ = predictor.read_image(os.path.join(inputs_dir, "scene.png"))
     np.testing.assert_array_equal(labels, tflite.TFLiteSegmenter(model_path)(image))
     for suffix in ("_color.png", "_overlay.png"):
         assert (out / f"scene{suffix}").is_file() and (out / f"scene_2{suffix}").is_file()

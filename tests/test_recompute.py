@@ -12,6 +12,8 @@ import tensorflow as tf
 
 import deeplab
 from deeplab.model import batch_norm
+from deeplab.model.deeplabv3 import UnsplittableModelError
+from deeplab.model.options import PerformanceOptions
 from deeplab.training import distribute
 from deeplab.training import recompute
 from deeplab.common.errors import ConfigError
@@ -119,7 +121,7 @@ def test_the_backward_pass_keeps_no_activation_of_the_recomputed_part(through):
     assert len(_kept_activations(model, "none", through)) >= (3 if through == "stem" else 20)
 
 
-def test_falls_back_to_the_plain_step_where_it_cannot_apply(monkeypatch):
+def test_falls_back_to_the_plain_step_where_it_cannot_apply():
     model = _tiny()
     with pytest.raises(ConfigError, match="--recompute_through='block9'"):
         recompute.training_forward(model, "block9")
@@ -128,14 +130,53 @@ def test_falls_back_to_the_plain_step_where_it_cannot_apply(monkeypatch):
     assert forward.recompute_through == "none"
     assert "synchronized" in forward.recompute_disabled_reason
     distribute.set_sync_batch_norm(model, False)
-    monkeypatch.setattr(batch_norm, "FUSED_TRAINING", False)
-    forward = recompute.training_forward(model, "block2")
+    assert recompute.training_forward(model, "block2").recompute_through == "block2"
+    # a model built without the fused BN kernel (what DEEPLAB_FUSED_BATCH_NORM=0 maps to)
+    unfused = _tiny(performance=PerformanceOptions(fused_batch_norm=False))
+    forward = recompute.training_forward(unfused, "block2")
     assert forward.recompute_through == "none"
     assert "fused training kernel" in forward.recompute_disabled_reason
     # and the BN layer refuses to run Keras' kernel (a second statistics update) when recomputed
-    layer = model.backbone_model.get_layer("conv1_bn")
-    with batch_norm.recomputing(), pytest.raises(RuntimeError, match="cannot be recomputed"):
+    layer = unfused.backbone_model.get_layer("conv1_bn")
+    assert not layer.fused and not layer.recomputing
+    with batch_norm.recomputing([layer]), pytest.raises(RuntimeError, match="cannot be recomputed"):
         layer(tf.ones([1, 5, 5, layer.gamma.shape[0]]), training=True)
+    assert not layer.recomputing  # restored on exit
+    # the decoder reads backbone features from inside the recomputed part
+    decoder = _tiny(decoder_output_stride=4)
+    with pytest.raises(UnsplittableModelError, match="decoder"):
+        decoder.recompute_segments("block2")
+    forward = recompute.training_forward(decoder, "block2")
+    assert forward.recompute_through == "none" and "decoder" in forward.recompute_disabled_reason
+
+
+def test_recomputing_marks_only_the_given_layers_and_skips_their_statistics_update():
+    model = _tiny()
+    front, _ = model.recompute_segments("stem")
+    inside = model.backbone_model.get_layer("conv1_bn")
+    outside = model.backbone_model.get_layer("conv2_block1_1_bn")
+    assert inside in front.layers and outside not in front.layers
+    before = inside.moving_mean.numpy().copy()
+    with batch_norm.recomputing(front.layers) as marked:
+        assert marked == [inside]
+        assert inside.recomputing and not outside.recomputing
+        inside(tf.ones([1, 5, 5, inside.gamma.shape[0]]) * 3.0, training=True)
+    assert not inside.recomputing
+    np.testing.assert_array_equal(inside.moving_mean.numpy(), before)
+
+
+@pytest.mark.parametrize("through", ["stem", "block1", "block2"])
+def test_the_model_exposes_its_segments(through):
+    """``rest(front(x), x)`` is the model (layers shared, so no variable is added)."""
+    model = _tiny(head="cascade") if through == "block1" else _tiny()
+    front, rest = model.recompute_segments(through)
+    assert front.layers[-1].name == SEGMENT_OUTPUT[through]
+    images = _images(batch=1, size=33)
+    np.testing.assert_allclose(rest(front(images), images).numpy(), model(images).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert {v.path for v in front.weights} <= {v.path for v in model.weights}
+    with pytest.raises(ValueError, match="not an endpoint"):
+        model.recompute_segments("features")
 
 
 def test_frozen_batch_norm_is_recomputed_too():

@@ -24,7 +24,9 @@ EXACT = dict(deterministic=True, training_steps=6, save_checkpoint_steps=1,
 KILLED_RUN = textwrap.dedent(r'''
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
-    from deeplab import train as train_lib  # first: it chooses TensorFlow's CPU kernels
+    from deeplab.training import trainer as train_lib  # first: it chooses TensorFlow's CPU kernels
+    from deeplab.training import bookkeeping
+    from deeplab.config.experiment import ExperimentConfig
     import tensorflow as tf
     from test_checkpoint_safety import _config
     from test_resume import EXACT
@@ -108,7 +110,9 @@ def test_a_checkpoint_written_without_generator_states_still_resumes(data_dir, t
                                                                      monkeypatch, capsys):
     """Runs checkpointed before the random generators' states were saved resume as before."""
     from deeplab.training import checkpoints
-    from deeplab import train as train_lib
+    from deeplab.training import trainer as train_lib
+    from deeplab.training import bookkeeping
+    from deeplab.config.experiment import ExperimentConfig
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 
     original = checkpoints.make_checkpoint
@@ -129,7 +133,11 @@ def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path,
     the values it was built with, so the same command resumes; a real difference still stops."""
     import json
 
-    from deeplab import train as train_lib
+    from deeplab.training import trainer as train_lib
+
+    from deeplab.training import bookkeeping
+
+    from deeplab.config.experiment import ExperimentConfig
     from deeplab.common.errors import ConfigError
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 

@@ -233,25 +233,25 @@ def test_official_model_io():
 
 @needs_official
 def test_predict_reproduces_the_official_interpreter_at_its_input_size(tmp_path):
-    from deeplab import predict
+    from deeplab.export import predictor
 
     # The CamVid image resized by the test to the model's input size: predict must feed it
     # unchanged and return the interpreter's own class map, pixel for pixel.
     image = np.asarray(Image.open(CAMVID_IMAGE).convert("RGB").resize((513, 513), Image.BILINEAR))
     Image.fromarray(image).save(tmp_path / "street.png")
-    result = predict.predict_files(tflite.TFLiteSegmenter(_official_path()),
-                                   [str(tmp_path / "street.png")], str(tmp_path / "out"),
-                                   log=lambda _: None)
+    result = predictor.predict_files(tflite.TFLiteSegmenter(_official_path()),
+                                     [str(tmp_path / "street.png")], str(tmp_path / "out"),
+                                     log=lambda _: None)
     written = np.asarray(Image.open(result["processed"][0][1]))
     np.testing.assert_array_equal(written, _invoke_official(image))
 
 
 @needs_official
 def test_predict_reproduces_the_official_interpreter_on_a_camvid_image(tmp_path):
-    from deeplab import predict
+    from deeplab.export import predictor
 
-    result = predict.predict_files(tflite.TFLiteSegmenter(_official_path()), [CAMVID_IMAGE],
-                                   str(tmp_path), log=lambda _: None)
+    result = predictor.predict_files(tflite.TFLiteSegmenter(_official_path()),
+                                     [CAMVID_IMAGE], str(tmp_path), log=lambda _: None)
     written = np.asarray(Image.open(result["processed"][0][1]))
     original = Image.open(CAMVID_IMAGE).convert("RGB")
     assert written.shape == (original.height, original.width) == (360, 480)

@@ -104,7 +104,9 @@ def test_saved_model_pixel_cap_set_at_export(model, tmp_path):
 def test_evaluation_with_windows(data_dir, tmp_path):
     from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
     from tests.test_train import _config  # pylint: disable=import-outside-toplevel
-    from deeplab import train as train_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.training import trainer as train_lib  # pylint: disable=import-outside-toplevel
+    from deeplab.training import bookkeeping
+    from deeplab.config.experiment import ExperimentConfig
 
     train_lib.train(_config(data_dir, tmp_path / "run", training_steps=1, image_summary_steps=0))
     whole = evaluation.evaluate_checkpoint(str(tmp_path / "run"), data_dir)

@@ -2,6 +2,7 @@
 resume after kill -9, and one-line errors. Tiny models (resnet14_tiny, <= 49 px crops)."""
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -17,8 +18,10 @@ import tensorflow as tf
 from deeplab.training import checkpoints
 from deeplab.training import summaries
 from deeplab.data import synthetic
-from deeplab import evaluate as evaluate_lib
-from deeplab import train as train_lib
+from deeplab.evaluation import continuous
+from deeplab.training import trainer as train_lib
+from deeplab.training import bookkeeping
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +42,7 @@ def _config(data_dir, logdir, **overrides):
                   save_checkpoint_steps=10, log_steps=5, image_summary_steps=10,
                   summary_images=2, seed=0)
     values.update(overrides)
-    return train_lib.TrainConfig(**values)
+    return ExperimentConfig.create(**values)
 
 
 @pytest.fixture(scope="module")
@@ -84,39 +87,44 @@ def test_run_info_checkpoints_and_regularization(short_run):
 
 def test_tensorboard_tags_are_written_with_finite_values(short_run):
     logdir, result = short_run
-    scalars = summaries.read_scalars(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    scalars = summaries.read_scalars(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     for tag in ("loss/total", "loss/cross_entropy", "loss/regularization", "learning_rate",
                 "train/pixel_accuracy", "perf/images_per_second"):
         assert [s for s, _ in scalars[tag]] == [5, 10, 15, 20], tag
         assert all(math.isfinite(v) for _, v in scalars[tag]), tag
     assert scalars["loss/total"][-1][1] == pytest.approx(result.history[20]["loss"], rel=1e-5)
-    tags = summaries.read_tags(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    tags = summaries.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     for kind in ("input", "ground_truth", "prediction"):
         assert tags[f"images/val_{kind}"] == "images"
-    evals = summaries.read_scalars(os.path.join(logdir, evaluate_lib.EVAL_SUMMARY_DIR))
+    evals = summaries.read_scalars(os.path.join(logdir, continuous.EVAL_SUMMARY_DIR))
     assert evals["eval/miou"] == [(20, pytest.approx(result.eval["miou"], rel=1e-6))]
     assert 0.0 <= result.eval["miou"] <= 1.0 and result.eval["num_images"] == 4
     per_class = [t for t in evals if t.startswith("eval/iou/")]
     assert per_class and all(math.isfinite(evals[t][0][1]) for t in per_class)
 
 
-def test_the_run_records_its_whole_recipe(short_run):
-    """config.json holds every TrainConfig field and the model config; TensorBoard gets it as
-    text and as HParams; read_config reads it back."""
+def test_the_run_records_its_whole_recipe(short_run, data_dir):
+    """config.json holds every section of the ExperimentConfig and the model's Keras config;
+    TensorBoard gets it as text and as HParams; read_experiment reads the config back equal."""
+    from deeplab.config import experiment  # pylint: disable=import-outside-toplevel
     from deeplab.training import run_record  # pylint: disable=import-outside-toplevel
 
     logdir, _ = short_run
     record = run_record.read_config(str(logdir))
-    fields = {f.name for f in dataclasses.fields(train_lib.TrainConfig)}
-    assert set(record["train"]) == fields
-    assert record["train"]["crop_size"] == [33, 33] and record["train"]["training_steps"] == 20
-    assert record["model"]["backbone"] == "resnet14_tiny" and record["num_classes"] == 3
-    tags = summaries.read_tags(os.path.join(logdir, train_lib.TRAIN_SUMMARY_DIR))
+    for section, cls in experiment.SECTIONS.items():
+        assert set(record[section]) == {f.name for f in dataclasses.fields(cls)}, section
+    assert record["data"]["crop_size"] == [33, 33] and record["train"]["training_steps"] == 20
+    assert record["model_config"]["backbone"] == "resnet14_tiny" and record["num_classes"] == 3
+    expected = _config(data_dir, logdir, eval_after_training=True).to_dict()
+    assert run_record.read_experiment(str(logdir)).to_dict() == json.loads(json.dumps(
+        expected, default=str), object_hook=lambda d: {k: tuple(v) if isinstance(v, list) else v
+                                                       for k, v in d.items()})
+    tags = summaries.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     assert tags["config"] == "text"
     assert any(plugin == "hparams" for plugin in tags.values())
     flat = run_record.hparams(record)
     assert flat["train/base_learning_rate"] == record["train"]["base_learning_rate"]
-    assert flat["train/crop_size"] == "33,33"
+    assert flat["data/crop_size"] == "33,33"
 
 
 def test_tiny_model_overfits_four_images(tmp_path):
@@ -170,7 +178,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data_dir, tmp_path):
     # Resume the same run with an absurd learning rate: it diverges within a few steps.
     config = _config(data_dir, logdir, training_steps=40, base_learning_rate=1e12,
                      save_checkpoint_steps=1000, image_summary_steps=0)
-    with pytest.raises(train_lib.NonFiniteLossError, match=r"non-finite loss or gradients at step "
+    with pytest.raises(bookkeeping.NonFiniteLossError, match=r"non-finite loss or gradients at step "
                        r"\d+.*the last good checkpoint is .*ckpt-3"):
         train_lib.train(config)
     assert checkpoints.resolve_checkpoint(str(logdir)) == prefix

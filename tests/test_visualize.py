@@ -16,6 +16,7 @@ from deeplab.data import datasets_info
 from deeplab.evaluation import evaluator as evaluation
 from deeplab.data import input_pipeline
 from deeplab.data import synthetic
+from deeplab.evaluation import vis_export
 from deeplab.evaluation import visualization
 from deeplab.model.deeplabv3 import build_model
 
@@ -125,12 +126,10 @@ def synthetic_run(tmp_path_factory):
 
 
 def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, tmp_path):
-    from deeplab import visualize  # pylint: disable=import-outside-toplevel
-
     dataset_dir, logdir, model = synthetic_run
-    result = visualize.visualize(logdir, vis_dir=str(tmp_path), dataset_dir=dataset_dir,
-                                 split="val", scales=(0.75, 1.0), flip=True, vis_num_images=2,
-                                 save_raw_predictions=True)
+    result = vis_export.visualize(logdir, vis_dir=str(tmp_path), dataset_dir=dataset_dir,
+                                  split="val", scales=(0.75, 1.0), flip=True, vis_num_images=2,
+                                  save_raw_predictions=True)
     assert result == {"vis_dir": str(tmp_path), "num_images": 3, "num_raw": 3,
                       "server_format": None}
     names = sorted(os.listdir(tmp_path))

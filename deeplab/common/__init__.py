@@ -1,3 +1,4 @@
 """Shared foundations every other subpackage may use: the error types the binaries turn into one
-clear line (``errors``) and writes that never leave a half-written file (``atomic_io``). Nothing
-here imports TensorFlow or Keras."""
+clear line (``errors``), writes that never leave a half-written file (``atomic_io``) and the
+image-size arithmetic of training and inference (``geometry``). ``errors`` and ``atomic_io``
+import neither TensorFlow nor Keras; ``geometry`` uses ``keras.ops``."""

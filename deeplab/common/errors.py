@@ -10,7 +10,8 @@ class UserError(ValueError):
 
 
 class DataError(UserError):
-    """A dataset file (image, label, record, dataset.json) is missing, unreadable or inconsistent."""
+    """A dataset file (image, label, record, dataset.json) is missing, unreadable or
+    inconsistent."""
 
 
 class ConfigError(UserError):

@@ -5,11 +5,14 @@ module, so one ``experiments/*.flags`` file serves every one of them (absl rejec
 flagfile that names a flag the binary does not define). Flags that only make sense on a
 binary's own command line (an output folder, input images) are defined by that binary.
 
-Library code never reads these flags: binaries call :func:`model_kwargs`,
-:func:`data_kwargs` and friends and pass plain values on.
+Each flag sets the field of the same name of ``deeplab.config.experiment.ExperimentConfig``;
+:func:`experiment_config` reads them all in one place. Library code never reads flags:
+binaries pass the config (or plain values from it) on.
 """
 
 from absl import flags
+
+from deeplab.config import experiment
 
 # ---------------------------------------------------------------- data
 flags.DEFINE_string("dataset_dir", None,
@@ -127,6 +130,22 @@ flags.DEFINE_boolean("deterministic", False,
                      "Deterministic data order and ops; a resumed run then continues the "
                      "uninterrupted run's data stream exactly (kill and resume reproduces its "
                      "weights on one machine). Slower input pipeline.")
+flags.DEFINE_boolean("fused_batch_norm", True,
+                     "Batch norm trains with TensorFlow's fused kernel (deeplab/model/batch_norm.py); "
+                     "--nofused_batch_norm (or DEEPLAB_FUSED_BATCH_NORM=0) takes Keras' own.")
+flags.DEFINE_boolean("fused_momentum", True,
+                     "The momentum update is one fused kernel per variable "
+                     "(deeplab/training/optimizers.py); --nofused_momentum (or "
+                     "DEEPLAB_FUSED_MOMENTUM=0) takes Keras' own update.")
+flags.DEFINE_integer("summary_images", 3, "Images shown in the TensorBoard image summaries.",
+                     lower_bound=0)
+flags.DEFINE_boolean("fresh_start", False,
+                     "Train from step 0 even though --logdir holds checkpoints that cannot be read "
+                     "(without it such a logdir is an error; intact checkpoints are always resumed).")
+flags.DEFINE_float("evaluator_interval", 10.0,
+                   "TF_CONFIG task 'evaluator': seconds between looks for a new checkpoint.")
+flags.DEFINE_float("evaluator_timeout", 3600.0,
+                   "TF_CONFIG task 'evaluator': stop when no new checkpoint appeared for this long.")
 flags.DEFINE_boolean("eval_after_training", False,
                      "Evaluate --eval_split with the final weights and print mIOU (quick start).")
 
@@ -221,66 +240,41 @@ _validate("class_weights", _non_negative_numbers,
           "takes non-negative finite numbers, one per class (empty: all 1)")
 
 
-def _ints(values):
-    return tuple(int(v) for v in values)
+def _positive_numbers(values):
+    try:
+        return bool(values) and all(float(v) > 0 for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
+_validate("eval_scales", _positive_numbers, "takes positive scales, e.g. 0.5,1.0,1.5")
+
+
+def experiment_config(recorded=None):
+    """The :class:`~deeplab.config.experiment.ExperimentConfig` of the parsed flags (with
+    ``recorded``, a run's recorded config, where the command line names no flag)."""
+    return experiment.from_flags(FLAGS, recorded)
 
 
 def crop_size():
     """--crop_size as (height, width)."""
-    values = _ints(FLAGS.crop_size)
-    if len(values) == 1:
-        return values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise flags.ValidationError(f"--crop_size takes S or H,W; got {FLAGS.crop_size}")
-    return values
+    return experiment_config().data.crop_size
 
 
-# The flags model_kwargs reads (deeplab.describe's --help lists these, and --crop_size).
-MODEL_FLAGS = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
-               "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
-               "batch_norm_momentum", "freeze_batch_norm", "weight_decay", "aspp_filters",
-               "aspp_dropout", "decoder_output_stride", "decoder_separable_conv",
-               "backbone_padding")
+# The flags of the model (deeplab.describe's --help lists these, and --crop_size).
+MODEL_FLAGS = ("num_classes",) + experiment.setting_names("model")
 
 
 def model_kwargs(num_classes, *, output_stride=None):
     """Keyword arguments of ``deeplab.build_model`` from the flags."""
-    return {
-        "backbone": FLAGS.backbone,
-        "num_classes": int(num_classes),
-        "output_stride": int(output_stride or FLAGS.output_stride),
-        "multi_grid": _ints(FLAGS.multi_grid),
-        "atrous_rates": _ints(FLAGS.atrous_rates),
-        "image_pooling": FLAGS.image_pooling,
-        "head": FLAGS.head,
-        "num_cascaded_blocks": FLAGS.num_cascaded_blocks,
-        "upsample_logits": FLAGS.upsample_logits,
-        "batch_norm_momentum": FLAGS.batch_norm_momentum,
-        "freeze_batch_norm": FLAGS.freeze_batch_norm,
-        "weight_decay": FLAGS.weight_decay,
-        "aspp_filters": FLAGS.aspp_filters,
-        "aspp_dropout": FLAGS.aspp_dropout,
-        "decoder_output_stride": FLAGS.decoder_output_stride,
-        "decoder_separable": FLAGS.decoder_separable_conv,
-        "backbone_padding": FLAGS.backbone_padding,
-    }
+    return experiment_config().model.build_kwargs(num_classes, output_stride=output_stride)
 
 
 def eval_tile_size():
     """--eval_tile_size as (height, width), or None for whole-image inference."""
-    values = [v for v in FLAGS.eval_tile_size if v.strip()]
-    if not values:
-        return None
-    if len(values) > 2 or not _positive_ints(values):
-        raise flags.ValidationError(f"--eval_tile_size takes 'H,W' or one positive size; got "
-                                    f"{','.join(FLAGS.eval_tile_size)}")
-    sizes = [int(v) for v in values]
-    return (sizes[0], sizes[-1])
+    return experiment_config().eval.eval_tile_size
 
 
 def eval_scales():
     """--eval_scales as floats."""
-    scales = tuple(float(s) for s in FLAGS.eval_scales)
-    if not scales or min(scales) <= 0:
-        raise flags.ValidationError(f"--eval_scales needs positive scales; got {FLAGS.eval_scales}")
-    return scales
+    return experiment_config().eval.eval_scales

@@ -7,8 +7,9 @@ cluster ``deeplab.launch_local`` starts). ``deeplab.reproduce`` runs the rows fr
 --update_readme``), and ``tests/test_experiments.py`` checks every row against the
 transcription of the paper in PAPER_TABLES.md.
 
-A row is ``--flagfile=<flagfile> <overrides...>`` for both ``deeplab.train`` and
-``deeplab.evaluate``. Rows whose overrides change only evaluation flags (``--eval_*``) share
+A row is a flagfile plus overrides of the experiment config (``deeplab/config/experiment.py``:
+setting name -> value), written as ``--flagfile=<flagfile> --<setting>=<value>...`` for both
+``deeplab.train`` and ``deeplab.evaluate``. Rows whose overrides change only the eval section share
 their training run: Tables 4, 6, 10 and 12 evaluate one checkpoint several ways. Rows whose
 training differs from the flagfile's carry their own ``--logdir`` so that no two training
 configurations write into one folder.
@@ -21,11 +22,11 @@ import dataclasses
 EXPERIMENTS_DIR = "experiments"
 
 # Eval-only overrides, named once because Tables 4, 6 and 12 reuse them.
-_OS16 = ("--eval_output_stride=16", "--eval_scales=1.0", "--noeval_flip")
-_OS8 = ("--eval_output_stride=8", "--eval_scales=1.0", "--noeval_flip")
-_OS8_MS = ("--eval_output_stride=8", "--eval_scales=0.5,0.75,1.0,1.25,1.5,1.75", "--noeval_flip")
-_OS8_MS_FLIP = ("--eval_output_stride=8", "--eval_scales=0.5,0.75,1.0,1.25,1.5,1.75",
-                "--eval_flip")
+_MS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+_OS16 = dict(eval_output_stride=16, eval_scales=(1.0,), eval_flip=False)
+_OS8 = dict(eval_output_stride=8, eval_scales=(1.0,), eval_flip=False)
+_OS8_MS = dict(eval_output_stride=8, eval_scales=_MS, eval_flip=False)
+_OS8_MS_FLIP = dict(eval_output_stride=8, eval_scales=_MS, eval_flip=True)
 
 _RESNET50_WEIGHTS = "weights/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -40,7 +41,9 @@ class Row:
         and 3, the model name for Tables 7 and 13).
       paper_miou: the paper's mIOU in percent, exactly as printed.
       flagfile: the experiment flagfile, relative to the repository root.
-      overrides: flags appended after the flagfile (later flags win in absl).
+      overrides: the experiment settings the row changes from its flagfile, as
+        ``((name, value), ...)`` of ``deeplab.config.experiment.ExperimentConfig`` fields
+        (:func:`settings` builds it from keywords); :meth:`args` writes them as flags.
       split: "val" (scored locally) or "test" (scored by the dataset's evaluation server).
       reproducible: False when the row needs something that is not public (JFT-300M).
       note: why a row is not reproducible, or a caveat about the recipe.
@@ -53,7 +56,7 @@ class Row:
     key: str
     paper_miou: float
     flagfile: str
-    overrides: tuple = ()
+    overrides: tuple = ()  # ((setting, value), ...): see settings()
     split: str = "val"
     reproducible: bool = True
     note: str = ""
@@ -61,8 +64,13 @@ class Row:
     launch: tuple = ()
 
     def args(self):
-        """``--flagfile=...`` followed by the overrides: the flags of train and evaluate."""
-        return (f"--flagfile={self.flagfile}",) + tuple(self.overrides)
+        """``--flagfile=...`` followed by the overrides as flags: the flags of train and
+        evaluate (later flags win in absl)."""
+        return (f"--flagfile={self.flagfile}",) + tuple(_flag(n, v) for n, v in self.overrides)
+
+    def settings(self):
+        """The overrides as ``{setting: value}``."""
+        return dict(self.overrides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +101,20 @@ class Table:
         return max((r for r in self.rows if r.reproducible), key=lambda r: r.paper_miou)
 
 
+def settings(**values):
+    """A row's overrides: settings of the experiment config, in the order given."""
+    return tuple(values.items())
+
+
+def _flag(name, value):
+    """One setting as the command-line flag that sets it."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, (tuple, list)):
+        value = ",".join(str(v) for v in value)
+    return f"--{name}={value}"
+
+
 def _flagfile(name):
     return f"{EXPERIMENTS_DIR}/{name}.flags"
 
@@ -102,8 +124,8 @@ def _table1():
     values = {8: 75.18, 16: 73.88, 32: 70.06, 64: 59.99, 128: 42.34, 256: 20.29}
     rows = []
     for output_stride, miou in values.items():
-        overrides = () if output_stride == 8 else (
-            f"--output_stride={output_stride}", f"--logdir=runs/table1_os{output_stride}")
+        overrides = () if output_stride == 8 else settings(
+            output_stride=output_stride, logdir=f"runs/table1_os{output_stride}")
         rows.append(Row(str(output_stride), miou, flagfile, overrides))
     return Table(1, "Going deeper with atrous convolution: ResNet-50 + block7 (cascade), output "
                  "stride for training and evaluation, VOC val", ("OS",), tuple(rows), flagfile)
@@ -119,14 +141,14 @@ def _table2():
     for network, mious in values.items():
         for extra_blocks, miou in enumerate(mious):
             block = f"block{4 + extra_blocks}"
-            overrides = []
+            overrides = {}
             if network == "ResNet-50":
-                overrides += ["--backbone=resnet50", f"--imagenet_weights={_RESNET50_WEIGHTS}"]
+                overrides.update(backbone="resnet50", imagenet_weights=_RESNET50_WEIGHTS)
             if extra_blocks != 3:
-                overrides.append(f"--num_cascaded_blocks={extra_blocks}")
+                overrides["num_cascaded_blocks"] = extra_blocks
             if overrides:
-                overrides.append(f"--logdir=runs/table2_{network.lower().replace('-', '')}_{block}")
-            rows.append(Row(f"{network} | {block}", miou, flagfile, tuple(overrides)))
+                overrides["logdir"] = f"runs/table2_{network.lower().replace('-', '')}_{block}"
+            rows.append(Row(f"{network} | {block}", miou, flagfile, settings(**overrides)))
     return Table(2, "Cascaded blocks (block5-7 after block4) at output stride 16, no multi-grid, "
                  "VOC val", ("", ""), tuple(rows), flagfile)
 
@@ -144,15 +166,15 @@ def _table3():
     for grid, mious in values.items():
         for extra_blocks, miou in enumerate(mious):
             block = f"block{4 + extra_blocks}"
-            overrides = []
+            overrides = {}
             if grid != (1, 2, 1):
-                overrides.append("--multi_grid=" + ",".join(map(str, grid)))
+                overrides["multi_grid"] = grid
             if extra_blocks != 3:
-                overrides.append(f"--num_cascaded_blocks={extra_blocks}")
+                overrides["num_cascaded_blocks"] = extra_blocks
             if overrides:
-                overrides.append(f"--logdir=runs/table3_mg{''.join(map(str, grid))}_{block}")
+                overrides["logdir"] = f"runs/table3_mg{''.join(map(str, grid))}_{block}"
             rows.append(Row(f"({', '.join(map(str, grid))}) | {block}", miou, flagfile,
-                            tuple(overrides)))
+                            settings(**overrides)))
     return Table(3, "Multi-grid unit rates in block4-7, ResNet-101, output stride 16, VOC val",
                  ("MG", ""), tuple(rows), flagfile)
 
@@ -160,9 +182,9 @@ def _table3():
 def _table4():
     flagfile = _flagfile("table4")
     rows = (
-        Row("OS 16", 76.66, flagfile, _OS16),
-        Row("OS 8", 78.05, flagfile, _OS8),
-        Row("OS 8 + MS", 78.93, flagfile, _OS8_MS),
+        Row("OS 16", 76.66, flagfile, settings(**_OS16)),
+        Row("OS 8", 78.05, flagfile, settings(**_OS8)),
+        Row("OS 8 + MS", 78.93, flagfile, settings(**_OS8_MS)),
         Row("OS 8 + MS + Flip", 79.35, flagfile),
     )
     return Table(4, "Inference strategy for block7 + MG (1, 2, 1) trained at output stride 16 "
@@ -173,13 +195,14 @@ def _table5():
     flagfile = _flagfile("table5")
     rows = (
         Row("(1, 1, 1) | (6, 12, 18) | no", 75.36, flagfile,
-            ("--multi_grid=1,1,1", "--noimage_pooling", "--logdir=runs/table5_mg111")),
+            settings(multi_grid=(1, 1, 1), image_pooling=False, logdir="runs/table5_mg111")),
         Row("(1, 2, 1) | (6, 12, 18) | no", 75.93, flagfile,
-            ("--multi_grid=1,2,1", "--noimage_pooling", "--logdir=runs/table5_mg121")),
+            settings(multi_grid=(1, 2, 1), image_pooling=False, logdir="runs/table5_mg121")),
         Row("(1, 2, 4) | (6, 12, 18) | no", 76.58, flagfile,
-            ("--noimage_pooling", "--logdir=runs/table5_mg124")),
+            settings(image_pooling=False, logdir="runs/table5_mg124")),
         Row("(1, 2, 4) | (6, 12, 18, 24) | no", 76.46, flagfile,
-            ("--atrous_rates=6,12,18,24", "--noimage_pooling", "--logdir=runs/table5_mg124_rate24")),
+            settings(atrous_rates=(6, 12, 18, 24), image_pooling=False,
+                     logdir="runs/table5_mg124_rate24")),
         Row("(1, 2, 4) | (6, 12, 18) | yes", 77.21, flagfile),
     )
     return Table(5, "ASPP after block4 at output stride 16, ResNet-101, VOC val",
@@ -189,10 +212,10 @@ def _table5():
 def _table6():
     final_model = _flagfile("table5")
     rows = (
-        Row("OS 16", 77.21, final_model, _OS16),
-        Row("OS 8", 78.51, final_model, _OS8),
-        Row("OS 8 + MS", 79.45, final_model, _OS8_MS),
-        Row("OS 8 + MS + Flip", 79.77, final_model, _OS8_MS_FLIP),
+        Row("OS 16", 77.21, final_model, settings(**_OS16)),
+        Row("OS 8", 78.51, final_model, settings(**_OS8)),
+        Row("OS 8 + MS", 79.45, final_model, settings(**_OS8_MS)),
+        Row("OS 8 + MS + Flip", 79.77, final_model, settings(**_OS8_MS_FLIP)),
         Row("OS 8 + MS + Flip, COCO-pretrained", 82.70, _flagfile("table6"),
             note="fine-tuned from coco_pretrain.flags with base_lr 0.0001, Sec. 4.3"),
     )
@@ -223,11 +246,11 @@ def _table8():
     rows = (
         Row("513 | yes | yes", 77.21, flagfile),
         Row("513 | yes | no", 75.95, flagfile,
-            ("--freeze_batch_norm", "--logdir=runs/table8_frozen_bn")),
+            settings(freeze_batch_norm=True, logdir="runs/table8_frozen_bn")),
         Row("513 | no (groundtruth downsampled) | yes", 76.01, flagfile,
-            ("--noupsample_logits", "--logdir=runs/table8_labels_downsampled")),
+            settings(upsample_logits=False, logdir="runs/table8_labels_downsampled")),
         Row("321 | no | yes", 67.22, flagfile,
-            ("--crop_size=321", "--noupsample_logits", "--logdir=runs/table8_crop321")),
+            settings(crop_size=321, upsample_logits=False, logdir="runs/table8_crop321")),
     )
     return Table(8, "Training protocol at output stride 16 (train and eval), VOC val",
                  ("crop", "upsample logits", "fine-tune BN"), rows, flagfile)
@@ -238,8 +261,8 @@ def _table9():
     values = {4: 64.43, 8: 75.76, 12: 76.49, 16: 77.21}
     rows = []
     for batch, miou in values.items():
-        overrides = () if batch == 16 else (f"--batch_size={batch}",
-                                            f"--logdir=runs/table9_batch{batch}")
+        overrides = () if batch == 16 else settings(batch_size=batch,
+                                                    logdir=f"runs/table9_batch{batch}")
         rows.append(Row(str(batch), miou, flagfile, overrides))
     return Table(9, "Training batch size, output stride 16 (train and eval), VOC val",
                  ("batch",), tuple(rows), flagfile)
@@ -248,14 +271,14 @@ def _table9():
 def _table10():
     flagfile = _flagfile("table10")
     # Largest batch that fit the paper's GPUs at each training output stride.
-    train = {8: ("--output_stride=8", "--batch_size=6", "--logdir=runs/table10_train_os8"),
+    train = {8: settings(output_stride=8, batch_size=6, logdir="runs/table10_train_os8"),
              16: (),
-             32: ("--output_stride=32", "--batch_size=24", "--logdir=runs/table10_train_os32")}
+             32: settings(output_stride=32, batch_size=24, logdir="runs/table10_train_os32")}
     values = {(8, 16): 74.45, (16, 16): 77.21, (32, 16): 75.90,
               (8, 8): 75.62, (16, 8): 78.51, (32, 8): 75.75}
     rows = []
     for (train_os, eval_os), miou in values.items():
-        overrides = train[train_os] + (("--eval_output_stride=16",) if eval_os == 16 else ())
+        overrides = train[train_os] + (settings(eval_output_stride=16) if eval_os == 16 else ())
         rows.append(Row(f"{train_os} | {eval_os}", miou, flagfile, overrides))
     return Table(10, "Training vs evaluation output stride (batch 6, 16, 24 at train OS 8, 16, 32), "
                  "VOC val", ("train OS", "eval OS"), tuple(rows), flagfile)
@@ -276,7 +299,7 @@ def _table11():
     relative_time = {1: "1.00", 2: "0.50", 4: "0.25", 8: "0.13", 16: "0.06", 32: "0.03"}
     rows = []
     for replicas, miou in values.items():
-        overrides = () if replicas == 1 else (f"--logdir=runs/table11_{replicas}replicas",)
+        overrides = () if replicas == 1 else settings(logdir=f"runs/table11_{replicas}replicas")
         rows.append(Row(str(replicas), miou, flagfile, overrides,
                         note=f"paper: relative training time {relative_time[replicas]}",
                         launch=(f"--workers={replicas}", f"--ps={table11_ps_tasks(replicas)}")))
@@ -288,9 +311,9 @@ def _table11():
 def _table12():
     flagfile = _flagfile("table12")
     rows = (
-        Row("OS 16", 77.23, flagfile, _OS16),
-        Row("OS 8", 77.82, flagfile, _OS8),
-        Row("MS (0.75, 1, 1.25)", 79.06, flagfile, ("--noeval_flip",),
+        Row("OS 16", 77.23, flagfile, settings(**_OS16)),
+        Row("OS 8", 77.82, flagfile, settings(**_OS8)),
+        Row("MS (0.75, 1, 1.25)", 79.06, flagfile, settings(eval_flip=False),
             note="evaluated at OS 8: the paper's table does not say"),
         Row("MS (0.75, 1, 1.25) + Flip", 79.30, flagfile,
             note="evaluated at OS 8: the paper's table does not say"),
@@ -331,5 +354,5 @@ def all_flagfiles():
     return tuple(sorted(names | set(EXTRA_FLAGFILES)))
 
 
-__all__ = ["Row", "Table", "TABLES", "EXTRA_FLAGFILES", "get_table", "all_flagfiles",
+__all__ = ["Row", "Table", "settings", "TABLES", "EXTRA_FLAGFILES", "get_table", "all_flagfiles",
            "table11_ps_tasks"]

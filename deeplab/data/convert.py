@@ -1,26 +1,28 @@
 """The engine shared by the dataset converters in ``datasets/``: read, check, encode, write shards.
 
-A converter lists its raw examples (:mod:`deeplab.data.raw_datasets`) as :class:`ExampleSpec` objects and calls
-:func:`convert_splits`, which reads and checks every example in parallel worker processes, writes the
-records through :class:`deeplab.data.tfrecord.ShardedWriter` (atomic shards) and records the counts in
-dataset.json.
+A converter lists its raw examples (:mod:`deeplab.data.raw_datasets`) as :class:`ExampleSpec`
+objects and calls :func:`convert_splits`, which reads and checks every example in parallel worker
+processes, writes the records through :class:`deeplab.data.records.ShardedWriter` (atomic shards)
+and records the counts in dataset.json.
 
-What is checked, per example (each failure names the file and the reason; the converter stops, or with
-``skip_bad`` skips the example and reports it):
+What is checked, per example (each failure names the file and the reason; the converter stops, or
+with ``skip_bad`` skips the example and reports it):
 
-- the image and label files exist and decode completely (truncated or corrupt files are caught here);
-- image: 8-bit RGB. Grayscale (L), palette (P) and CMYK images are converted to RGB and stored as PNG, with
-  a note; RGBA / LA images whose alpha is fully opaque are converted the same way, translucent ones are
-  rejected (there is no right background to composite on); 16-bit images are rejected (their scaling to
-  8 bits is ambiguous); JPEG and PNG RGB files are stored byte for byte;
-- label: one class index per pixel. 8-bit single-channel ("L") PNGs everywhere; palette ("P") PNGs only
-  where the palette is the dataset's format (PASCAL VOC SegmentationClass) or when allowed explicitly;
-  RGB colour masks and 16-bit masks are rejected;
+- the image and label files exist and decode completely (truncated or corrupt files are caught
+  here);
+- image: 8-bit RGB. Grayscale (L), palette (P) and CMYK images are converted to RGB and stored as
+  PNG, with a note; RGBA / LA images whose alpha is fully opaque are converted the same way,
+  translucent ones are rejected (there is no right background to composite on); 16-bit images are
+  rejected (their scaling to 8 bits is ambiguous); JPEG and PNG RGB files are stored byte for byte;
+- label: one class index per pixel. 8-bit single-channel ("L") PNGs everywhere; palette ("P") PNGs
+  only where the palette is the dataset's format (PASCAL VOC SegmentationClass) or when allowed
+  explicitly; RGB colour masks and 16-bit masks are rejected;
 - image and label have the same size;
 - every label value is in [0, num_classes) or the ignore label (after the dataset's id mapping).
 
-This module imports neither TensorFlow nor Keras, so worker processes start fast; the parent process
-imports :mod:`deeplab.data.tfrecord` when it writes.
+This module imports neither TensorFlow nor Keras, so worker processes start fast: they encode labels
+with the TF-free :mod:`deeplab.data.tfrecord`; the parent process imports
+:mod:`deeplab.data.records` (TensorFlow) when it writes.
 """
 
 import argparse
@@ -36,12 +38,13 @@ import time
 import numpy as np
 
 from deeplab.common.errors import ConfigError, DataError, UserError
+from deeplab.data import tfrecord
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Example descriptions (picklable: they travel to worker processes).
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +74,8 @@ class CocoLabel:
     """COCO instance annotations of one image, rendered to a VOC-class label map.
 
     Attributes:
-      annotations: tuple of dicts with "segmentation" (polygons or RLE), "category_id", "iscrowd", "area".
+      annotations: tuple of dicts with "segmentation" (polygons or RLE), "category_id", "iscrowd",
+        "area".
       height, width: image size from the annotation file.
       category_map: tuple of (coco_category_id, class_index) pairs; other categories are background.
       source: the annotation file (for messages).
@@ -86,7 +90,8 @@ class CocoLabel:
 
 @dataclasses.dataclass(frozen=True)
 class ExampleSpec:
-    """One raw example: an image file, its label source and the name stored in ``image/filename``."""
+    """One raw example: an image file, its label source and the name stored in
+    ``image/filename``."""
 
     image_path: str
     label: object
@@ -97,9 +102,9 @@ class BadExample(Exception):
     """An example that cannot be converted; the message names the file and the reason."""
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Reading and checking (runs in worker processes).
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 def _read_bytes(path, what):
@@ -127,7 +132,8 @@ def _open_image(data, path, what):
 
 
 def read_image(path):
-    """Reads an image file by the rules of :mod:`deeplab.data.images` (the one reader of every binary).
+    """Reads an image file by the rules of :mod:`deeplab.data.images` (the one reader of every
+    binary).
 
     An 8-bit RGB JPEG or PNG with no EXIF orientation to apply is stored as its original bytes;
     anything else (grayscale, palette, alpha, 16-bit, other formats, an EXIF orientation) is
@@ -172,11 +178,13 @@ def read_png_label(label, expect_palette_hint=""):
     image = _open_image(data, path, "label")
     # By content, not by name: a lossy file (a JPEG saved as .png) has changed class ids.
     if image.format not in LOSSLESS_LABEL_FORMATS:
-        raise BadExample(f"{path}: label is a {image.format or 'unknown-format'} file whatever its name; "
-                         f"lossy compression changes class ids: labels must be PNG files of class indices")
+        raise BadExample(f"{path}: label is a {image.format or 'unknown-format'} file whatever its "
+                         "name; lossy compression changes class ids: labels must be PNG files of "
+                         "class indices")
     depth = _png_bit_depth(data)
     if depth == 16 or image.mode.startswith("I") or image.mode == "F":
-        raise BadExample(f"{path}: 16-bit label image (mode {image.mode}); labels must be 8-bit PNGs of class indices")
+        raise BadExample(f"{path}: 16-bit label image (mode {image.mode}); labels must be 8-bit "
+                         "PNGs of class indices")
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
     if image.mode == "1":
@@ -185,15 +193,16 @@ def read_png_label(label, expect_palette_hint=""):
         if label.palette_ok:
             return np.asarray(image, dtype=np.uint8)  # the palette indices, not the colours
         raise BadExample(
-            f"{path}: label is a palette (colour-mapped) PNG, but this dataset expects 8-bit index PNGs "
-            f"(mode L, one class id per pixel){expect_palette_hint}"
+            f"{path}: label is a palette (colour-mapped) PNG, but this dataset expects 8-bit index "
+            f"PNGs (mode L, one class id per pixel){expect_palette_hint}"
         )
     if image.mode in ("RGB", "RGBA"):
         raise BadExample(
-            f"{path}: label is an {image.mode} colour image; labels must be single-channel PNGs of class indices "
-            f"(map each colour to its class id first)"
+            f"{path}: label is an {image.mode} colour image; labels must be single-channel PNGs of "
+            f"class indices (map each colour to its class id first)"
         )
-    raise BadExample(f"{path}: unsupported label image mode {image.mode}; expected an 8-bit single-channel PNG")
+    raise BadExample(f"{path}: unsupported label image mode {image.mode}; expected an 8-bit "
+                     "single-channel PNG")
 
 
 def read_sbd_label(label):
@@ -210,10 +219,12 @@ def read_sbd_label(label):
     try:
         segmentation = mat["GTcls"]["Segmentation"][0, 0]
     except (KeyError, ValueError, IndexError, TypeError):
-        raise BadExample(f"{path}: no GTcls.Segmentation struct field (not an SBD cls/*.mat file?)") from None
+        raise BadExample(f"{path}: no GTcls.Segmentation struct field (not an SBD cls/*.mat "
+                         "file?)") from None
     segmentation = np.asarray(segmentation)
     if segmentation.ndim != 2:
-        raise BadExample(f"{path}: GTcls.Segmentation has shape {segmentation.shape}, expected [H, W]")
+        raise BadExample(f"{path}: GTcls.Segmentation has shape {segmentation.shape}, expected "
+                         "[H, W]")
     if segmentation.size and (segmentation.min() < 0 or segmentation.max() > 255):
         raise BadExample(f"{path}: GTcls.Segmentation values outside [0, 255]")
     return segmentation.astype(np.uint8)
@@ -228,28 +239,32 @@ def _coco_mask(segmentation, height, width):
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:  # compressed RLE
         counts = segmentation["counts"]
-        rle = {"size": segmentation["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        rle = {"size": segmentation["size"],
+               "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     return mask_utils.decode(rle).astype(bool)
 
 
 def render_coco_label(label, ignore_label):
     """Paints COCO annotations into a VOC label map (Sec. 4.3).
 
-    Non-crowd annotations of VOC categories are painted largest first (so smaller objects in front of
-    larger ones stay visible); annotations of other categories stay background (0); crowd regions are
-    painted last with the ignore label.
+    Non-crowd annotations of VOC categories are painted largest first (so smaller objects in front
+    of larger ones stay visible); annotations of other categories stay background (0); crowd regions
+    are painted last with the ignore label.
     """
     category_map = dict(label.category_map)
     out = np.zeros((label.height, label.width), np.uint8)
-    regular = [a for a in label.annotations if not a.get("iscrowd", 0) and a["category_id"] in category_map]
+    regular = [a for a in label.annotations
+               if not a.get("iscrowd", 0) and a["category_id"] in category_map]
     crowd = [a for a in label.annotations if a.get("iscrowd", 0)]
     try:
         for ann in sorted(regular, key=lambda a: -float(a.get("area", 0))):
-            out[_coco_mask(ann["segmentation"], label.height, label.width)] = category_map[ann["category_id"]]
+            mask = _coco_mask(ann["segmentation"], label.height, label.width)
+            out[mask] = category_map[ann["category_id"]]
         for ann in crowd:
             out[_coco_mask(ann["segmentation"], label.height, label.width)] = ignore_label
     except Exception as e:  # malformed polygons / RLE
-        raise BadExample(f"{label.source}: bad segmentation in an annotation of this image ({e})") from None
+        raise BadExample(f"{label.source}: bad segmentation in an annotation of this image "
+                         f"({e})") from None
     return out
 
 
@@ -257,13 +272,11 @@ def load_example(spec, num_classes, ignore_label, palette_hint=""):
     """Reads, checks and encodes one example (in a worker process).
 
     Returns:
-      dict with the fields of ``tfrecord.encode_example`` plus "note" (str or None).
+      dict with the fields of ``records.encode_example`` plus "note" (str or None).
 
     Raises:
       BadExample: with the file and the reason.
     """
-    from deeplab.data.tfrecord import encode_label_png  # TF-free part of the module
-
     image_bytes, image_format, height, width, note = read_image(spec.image_path)
     label_src = spec.label
     if isinstance(label_src, PngLabel):
@@ -285,9 +298,9 @@ def load_example(spec, num_classes, ignore_label, palette_hint=""):
     if raw.shape != (height, width):
         turned = ""
         if note and "EXIF orientation" in note and raw.shape == (width, height):
-            turned = (" as displayed (its EXIF orientation is applied, as everywhere in this project; "
-                      "the label matches the stored, unturned pixels: turn the label too, or save the "
-                      "image without the orientation tag)")
+            turned = (" as displayed (its EXIF orientation is applied, as everywhere in this "
+                      "project; the label matches the stored, unturned pixels: turn the label too, "
+                      "or save the image without the orientation tag)")
         raise BadExample(
             f"{label_file}: label is {raw.shape[1]}x{raw.shape[0]} but image {spec.image_path} is "
             f"{width}x{height}{turned}"
@@ -298,7 +311,8 @@ def load_example(spec, num_classes, ignore_label, palette_hint=""):
         values = np.unique(raw)
         unknown = values[lut[values] < 0]
         if unknown.size:
-            raise BadExample(f"{label_file}: label values {unknown.tolist()[:10]} are not ids of this dataset's label table")
+            raise BadExample(f"{label_file}: label values {unknown.tolist()[:10]} are not ids of "
+                             "this dataset's label table")
         label = lut[raw].astype(np.uint8)
     else:
         label = raw
@@ -306,15 +320,15 @@ def load_example(spec, num_classes, ignore_label, palette_hint=""):
     bad = values[(values >= num_classes) & (values != ignore_label)]
     if bad.size:
         raise BadExample(
-            f"{label_file}: label values {bad.tolist()[:10]} are outside [0, {num_classes}) and not the ignore label "
-            f"{ignore_label}"
+            f"{label_file}: label values {bad.tolist()[:10]} are outside [0, {num_classes}) and "
+            f"not the ignore label {ignore_label}"
         )
     return {
         "image_bytes": image_bytes,
         "image_format": image_format,
         "height": height,
         "width": width,
-        "label_png": encode_label_png(label),
+        "label_png": tfrecord.encode_label_png(label),
         "filename": spec.filename,
         "classes_present": [int(v) for v in values if v != ignore_label],
         "note": note,
@@ -331,14 +345,15 @@ def _load_batch(specs, num_classes, ignore_label, palette_hint):
     return results
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Writing splits (parent process).
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class SplitReport:
-    """What happened to one split: examples written, skipped (with reasons) and converted (notes)."""
+    """What happened to one split: examples written, skipped (with reasons) and converted
+    (notes)."""
 
     split: str
     count: int = 0
@@ -367,7 +382,8 @@ def _exit_with_parent(parent_pid, poll_seconds=0.5):
 
 
 def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers, chunk=8):
-    """Yields per-example results in input order, from worker processes (or inline with num_workers=0)."""
+    """Yields per-example results in input order, from worker processes (or inline with
+    num_workers=0)."""
     batches = [specs[i : i + chunk] for i in range(0, len(specs), chunk)]
     if num_workers == 0:
         for batch in batches:
@@ -382,7 +398,8 @@ def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers
         batch_iter = iter(batches)
         try:
             for batch in batch_iter:
-                pending.append(pool.submit(_load_batch, batch, num_classes, ignore_label, palette_hint))
+                pending.append(pool.submit(_load_batch, batch, num_classes, ignore_label,
+                                           palette_hint))
                 if len(pending) >= 4 * num_workers:
                     yield from pending.popleft().result()
             while pending:
@@ -396,7 +413,8 @@ def _progress(total, desc, enabled):
     try:
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled, mininterval=0.5, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled,
+                    mininterval=0.5, dynamic_ncols=True)
     except ImportError:  # pragma: no cover - tqdm comes with tensorflow-datasets
 
         class _Line:
@@ -445,9 +463,10 @@ def convert_split(
       :class:`SplitReport`.
 
     Raises:
-      DataError: a bad example without ``skip_bad`` (nothing of the split is left behind), or an empty split.
+      DataError: a bad example without ``skip_bad`` (nothing of the split is left behind), or an
+        empty split.
     """
-    from deeplab.data import tfrecord
+    from deeplab.data import records  # TensorFlow: imported by the parent process, to write
 
     if not specs:
         raise DataError(f"split {split!r}: no examples listed")
@@ -459,22 +478,24 @@ def convert_split(
         # A fresh shard-set tag: the new shards never overwrite the split's current ones
         # (convert_splits switches dataset.json over to them, then removes the old).
         run = tfrecord.new_run_tag()
-        with tfrecord.ShardedWriter(output_dir, split, len(specs), num_shards, run=run) as writer:
+        with records.ShardedWriter(output_dir, split, len(specs), num_shards, run=run) as writer:
             results = _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers)
             for index, (status, payload) in enumerate(results):
                 bar.update(1)
                 if status == "bad":
                     if not skip_bad:
-                        raise DataError(f"{payload} (split {split!r}; nothing written for this split; --skip_bad skips such files)")
+                        raise DataError(f"{payload} (split {split!r}; nothing written for this "
+                                        "split; --skip_bad skips such files)")
                     report.skipped.append(payload)
                     continue
                 note = payload.pop("note")
                 if note:
                     report.notes.append(note)
                 report.classes.update(payload["classes_present"])
-                writer.write(index, tfrecord.encode_example(**payload))
+                writer.write(index, records.encode_example(**payload))
             if writer.count == 0:
-                raise DataError(f"split {split!r}: all {len(specs)} examples were bad; nothing written")
+                raise DataError(f"split {split!r}: all {len(specs)} examples were bad; nothing "
+                                "written")
         report.count = writer.count
         report.run = run
     finally:
@@ -500,7 +521,8 @@ def convert_splits(
     Args:
       split_specs: dict split name -> list of :class:`ExampleSpec`.
       output_dir: dataset directory.
-      dataset: :class:`deeplab.data.datasets_info.DatasetSpec` (name, classes, ignore label, names, palette).
+      dataset: :class:`deeplab.data.datasets_info.DatasetSpec` (name, classes, ignore label, names,
+        palette).
       num_shards, num_workers, skip_bad, progress, palette_hint: see :func:`convert_split`.
       log: where the per-split summary lines go (print to stdout by default).
       extra_info: dict of extra dataset.json keys.
@@ -509,7 +531,6 @@ def convert_splits(
       dict split -> :class:`SplitReport`.
     """
     from deeplab.common import atomic_io
-    from deeplab.data import tfrecord
 
     atomic_io.ensure_folder(output_dir, "--output_dir")
     reports = {}
@@ -538,7 +559,8 @@ def convert_splits(
         for note in report.notes[:20]:
             print(f"note: {note}", file=sys.stderr)
         if len(report.notes) > 20:
-            print(f"note: ... and {len(report.notes) - 20} more images converted to RGB", file=sys.stderr)
+            print(f"note: ... and {len(report.notes) - 20} more images converted to RGB",
+                  file=sys.stderr)
         extra = []
         if report.skipped:
             extra.append(f"{len(report.skipped)} skipped")
@@ -548,21 +570,28 @@ def convert_splits(
     return reports
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Command-line helpers for datasets/*.py.
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 def make_parser(description, *, input_dir=True):
     """An argparse parser with the flags every converter shares."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     if input_dir:
-        parser.add_argument("--input_dir", required=True, help="root of the raw dataset, laid out as its authors distribute it")
+        parser.add_argument("--input_dir", required=True,
+                            help="root of the raw dataset, laid out as its authors distribute it")
     parser.add_argument("--output_dir", required=True, help="where the shards and dataset.json go")
-    parser.add_argument("--splits", default=None, help="comma-separated splits to convert (default: every split found)")
-    parser.add_argument("--num_shards", type=int, default=None, help="shards per split (default: about 500 examples per shard)")
-    parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU count, fewer for small splits; 0: no workers)")
-    parser.add_argument("--skip_bad", action="store_true", help="skip bad examples and report each one, instead of stopping")
+    parser.add_argument("--splits", default=None,
+                        help="comma-separated splits to convert (default: every split found)")
+    parser.add_argument("--num_shards", type=int, default=None,
+                        help="shards per split (default: about 500 examples per shard)")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="worker processes (default: CPU count, fewer for small splits; 0: no "
+                             "workers)")
+    parser.add_argument("--skip_bad", action="store_true",
+                        help="skip bad examples and report each one, instead of stopping")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 

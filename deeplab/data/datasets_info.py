@@ -1,8 +1,9 @@
 """Class names, colour palettes and ignore labels of the datasets the paper uses.
 
-The tables live in ``third_party/*.csv`` (each names its source and licence; see third_party/README.md) and
-are read here, so converters, the input pipeline and the visualizer share one copy. This module needs only
-numpy: the converters' worker processes import it without TensorFlow.
+The tables live in ``third_party/*.csv`` (each names its source and licence; see
+third_party/README.md) and are read here, so converters, the input pipeline and the visualizer share
+one copy. This module needs only numpy: the converters' worker processes import it without
+TensorFlow.
 """
 
 import csv
@@ -16,7 +17,8 @@ import numpy as np
 from deeplab.common.errors import ConfigError, DataError
 
 def _third_party_dir():
-    """The label tables: $DEEPLAB_THIRD_PARTY_DIR, the checkout's third_party/, or the installed copy."""
+    """The label tables: $DEEPLAB_THIRD_PARTY_DIR, the checkout's third_party/, or the installed
+    copy."""
     if os.environ.get("DEEPLAB_THIRD_PARTY_DIR"):
         return Path(os.environ["DEEPLAB_THIRD_PARTY_DIR"])
     package = Path(__file__).resolve().parents[1]  # deeplab/
@@ -28,7 +30,8 @@ THIRD_PARTY_DIR = _third_party_dir()
 
 IGNORE_LABEL = 255
 
-# Sec. 4.3 (test-set model): images containing these "hard" classes are duplicated in the training stream.
+# Sec. 4.3 (test-set model): images containing these "hard" classes are duplicated in the training
+# stream.
 VOC_BOOTSTRAP_CLASSES = ("bicycle", "chair", "diningtable", "pottedplant", "sofa")
 
 
@@ -61,15 +64,17 @@ class DatasetSpec:
 
 
 def read_table(filename):
-    """Reads one ``third_party`` CSV table (``#`` comment lines, then a header row) as a list of dicts."""
+    """Reads one ``third_party`` CSV table (``#`` comment lines, then a header row) as a list of
+    dicts."""
     path = THIRD_PARTY_DIR / filename
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [line for line in f if line.strip() and not line.startswith("#")]
     except OSError as e:
         raise DataError(
-            f"{path}: cannot read the label table ({e.strerror}); the repository's third_party/ folder must sit "
-            f"next to the deeplab package, or set DEEPLAB_THIRD_PARTY_DIR to its location."
+            f"{path}: cannot read the label table ({e.strerror}); the repository's third_party/ "
+            f"folder must sit next to the deeplab package, or set DEEPLAB_THIRD_PARTY_DIR to its "
+            f"location."
         ) from e
     return list(csv.DictReader(rows))
 
@@ -93,13 +98,15 @@ def pascal_voc():
 
 @functools.lru_cache(maxsize=None)
 def coco_voc():
-    """COCO restricted to the VOC classes (Sec. 4.3 pretraining): VOC's label space under another name."""
+    """COCO restricted to the VOC classes (Sec. 4.3 pretraining): VOC's label space under another
+    name."""
     return dataclasses.replace(pascal_voc(), name="coco_voc")
 
 
 @functools.lru_cache(maxsize=None)
 def cityscapes_label_table():
-    """All rows of the Cityscapes label table (name, id, train_id, category, ...) as dicts with int ids."""
+    """All rows of the Cityscapes label table (name, id, train_id, category, ...) as dicts with int
+    ids."""
     rows = read_table("cityscapes_labels.csv")
     for r in rows:
         r["id"] = int(r["id"])
@@ -126,8 +133,9 @@ def cityscapes():
 def cityscapes_label_id_to_train_id():
     """Lookup table of 256 entries: Cityscapes labelId -> train id (255 for ids not evaluated).
 
-    Entries for values that are not Cityscapes label ids at all (34..254) are -1, so a converter can tell
-    "not evaluated" (-> ignore) from "not a Cityscapes labelIds image" (-> error). 255 maps to 255.
+    Entries for values that are not Cityscapes label ids at all (34..254) are -1, so a converter can
+    tell "not evaluated" (-> ignore) from "not a Cityscapes labelIds image" (-> error). 255 maps to
+    255.
     """
     lut = np.full(256, -1, dtype=np.int16)
     lut[IGNORE_LABEL] = IGNORE_LABEL
@@ -138,7 +146,8 @@ def cityscapes_label_id_to_train_id():
 
 @functools.lru_cache(maxsize=None)
 def camvid():
-    """CamVid (SegNet tutorial layout): 11 classes; index 11 'Unlabelled' becomes the ignore label."""
+    """CamVid (SegNet tutorial layout): 11 classes; index 11 'Unlabelled' becomes the ignore
+    label."""
     rows = read_table("camvid_classes.csv")
     rows = [r for r in rows if r["name"] != "Unlabelled"]
     return DatasetSpec(
@@ -154,7 +163,8 @@ CAMVID_VOID_INDEX = 11
 
 
 def camvid_label_lut():
-    """256-entry lookup table for SegNet CamVid annotations: 0..10 kept, 11 -> 255, everything else -1."""
+    """256-entry lookup table for SegNet CamVid annotations: 0..10 kept, 11 -> 255, everything else
+    -1."""
     lut = np.full(256, -1, dtype=np.int16)
     lut[: camvid().num_classes] = np.arange(camvid().num_classes)
     lut[CAMVID_VOID_INDEX] = IGNORE_LABEL
@@ -164,23 +174,26 @@ def camvid_label_lut():
 
 @functools.lru_cache(maxsize=None)
 def coco_to_voc():
-    """COCO category id -> VOC class index for the 20 VOC classes; other categories are background (0)."""
+    """COCO category id -> VOC class index for the 20 VOC classes; other categories are background
+    (0)."""
     rows = read_table("coco_to_voc.csv")
     voc_names = pascal_voc().class_names
     mapping = {}
     for r in rows:
         voc_index = int(r["voc_index"])
         if voc_names[voc_index] != r["voc_name"]:
-            raise DataError(f"{THIRD_PARTY_DIR / 'coco_to_voc.csv'}: VOC index {voc_index} is not {r['voc_name']!r}")
+            raise DataError(f"{THIRD_PARTY_DIR / 'coco_to_voc.csv'}: VOC index {voc_index} is "
+                            f"not {r['voc_name']!r}")
         mapping[int(r["coco_id"])] = voc_index
     return mapping
 
 
 def color_map(num_colors):
-    """The PASCAL VOC colour map extended to ``num_colors`` entries (bits of the index spread over RGB).
+    """The PASCAL VOC colour map extended to ``num_colors`` entries (bits of the index spread over
+    RGB).
 
-    Used for datasets that bring no palette of their own (synthetic, plain folders). Its first 21 entries
-    equal the VOC table in third_party/ (tested).
+    Used for datasets that bring no palette of their own (synthetic, plain folders). Its first 21
+    entries equal the VOC table in third_party/ (tested).
     """
     colors = []
     for index in range(num_colors):
@@ -192,22 +205,6 @@ def color_map(num_colors):
             value >>= 3
         colors.append(tuple(rgb))
     return tuple(colors)
-
-
-_BUILTIN = {
-    "pascal_voc_seg": pascal_voc,
-    "coco_voc": coco_voc,
-    "cityscapes": cityscapes,
-    "camvid": camvid,
-}
-
-
-def get_dataset_spec(name):
-    """Returns the :class:`DatasetSpec` of a known dataset ('pascal_voc_seg', 'coco_voc', 'cityscapes', 'camvid')."""
-    try:
-        return _BUILTIN[name]()
-    except KeyError:
-        raise ConfigError(f"unknown dataset name {name!r}; known: {', '.join(sorted(_BUILTIN))}") from None
 
 
 def resolve_class_ids(classes, class_names):
@@ -256,6 +253,5 @@ __all__ = [
     "CAMVID_VOID_INDEX",
     "coco_to_voc",
     "color_map",
-    "get_dataset_spec",
     "resolve_class_ids",
 ]

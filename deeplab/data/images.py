@@ -26,11 +26,13 @@ palette, CMYK, YCbCr
 Each rule that changes anything returns a note (one line) for the caller to print. Errors are
 :class:`ImageError` (a ``DataError``) with one line naming the file.
 
-The file-extension list for folders of images is :data:`IMAGE_EXTENSIONS` (lower case;
-compare with ``name.lower()``).
+The file-extension list for folders of images is :data:`IMAGE_EXTENSIONS` (lower case); match
+file names against it with :func:`has_image_extension` and :func:`find_image_file`, which accept
+either case.
 """
 
 import io
+import pathlib
 
 import numpy as np
 
@@ -54,7 +56,6 @@ _MODE_NOTES = {
     "LAB": "Lab image converted to RGB",
     "HSV": "HSV image converted to RGB",
 }
-_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _ORIENTATION_WORDS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down",
                       5: "transposed", 6: "rotated 90 degrees clockwise", 7: "transversed",
                       8: "rotated 90 degrees counter-clockwise"}
@@ -143,7 +144,8 @@ def exif_orientation(data):
 
 
 def apply_orientation(array, orientation):
-    """Turns an [H, W, ...] array as EXIF ``orientation`` says (the inverse of how it was stored)."""
+    """Turns an [H, W, ...] array as EXIF ``orientation`` says (the inverse of how it was
+    stored)."""
     if orientation == 2:
         return array[:, ::-1]
     if orientation == 3:
@@ -181,7 +183,8 @@ def to_rgb(image, path="image", orientation=1):
         values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
         gray = (values >> 8).astype(np.uint8)
         array = np.repeat(gray[..., None], 3, axis=-1)
-        notes.append(f"16-bit grayscale ({mode}) reduced to 8 bits (high byte) and converted to RGB")
+        notes.append(f"16-bit grayscale ({mode}) reduced to 8 bits (high byte) and converted to "
+                     "RGB")
     elif mode == "F":
         raise ImageError(f"{path}: floating-point image (mode F): convert it to 8-bit RGB first "
                          "(the right scaling to 8 bits is not knowable here)")
@@ -197,6 +200,23 @@ def to_rgb(image, path="image", orientation=1):
         notes.append(f"EXIF orientation {orientation} applied "
                      f"({_ORIENTATION_WORDS[orientation]} as stored)")
     return array, (f"{path}: " + "; ".join(notes) if notes else None)
+
+
+def has_image_extension(filename):
+    """Whether ``filename`` ends in one of :data:`IMAGE_EXTENSIONS`, in any case (``a.JPG``)."""
+    return str(filename).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def find_image_file(folder, name):
+    """The image file ``folder/name.EXT``: the first extension of :data:`IMAGE_EXTENSIONS` for
+    which that file exists, spelled in lower case or else in upper case (``.jpg``, ``.JPG``,
+    ``.jpeg``, ...). Returns a :class:`pathlib.Path`, or None when there is none."""
+    for extension in IMAGE_EXTENSIONS:
+        for spelled in (extension, extension.upper()):
+            path = pathlib.Path(folder) / f"{name}{spelled}"
+            if path.is_file():
+                return path
+    return None
 
 
 def read_bytes(path, what="image"):

@@ -4,11 +4,13 @@ Training::
 
     shards --(shuffled file order, parallel interleave)--> serialized records
       --[bootstrapping: records with a hard class repeated k times (Sec. 4.3)]--> shuffle --> repeat
-      --(parallel map: decode, random scale, pad, crop, flip, normalize; one seed per example)--> batch --> prefetch
+      --(parallel map: decode, random scale, pad, crop, flip, normalize; one seed per example)
+      --> batch --> prefetch
 
 Evaluation: every image once, in shard order, at its own size, normalized, label untouched.
 
-``dataset_dir`` is either a directory made by ``datasets/*.py`` (shards + dataset.json) or a TFDS spec::
+``dataset_dir`` is either a directory made by ``datasets/*.py`` (shards + dataset.json) or a
+TFDS spec::
 
     tfds:NAME[?key=value&key=value...]
 
@@ -23,34 +25,34 @@ NAME is what ``tfds.load`` takes (``oxford_iiit_pet``, ``cityscapes/semantic_seg
     ignore_label=K       default 255
     class_names=a,b,... optional
     data_dir=PATH        TFDS data directory
-    download=0|1         let TFDS download and prepare (default 0: the data must be prepared already)
+    download=0|1         let TFDS download and prepare (default 0: the data must be prepared
+                         already)
 
-Presets: ``oxford_iiit_pet`` (trimap 1 pet -> 1, 2 background -> 0, 3 border -> ignore; 2 classes) and
-``cityscapes/*`` (labelIds -> the 19 train ids). ``make_train_dataset`` / ``make_eval_dataset`` also take
-``label_map=`` (dict or 256-entry list) as a keyword, which overrides the spec's. The TFDS split argument
-is any TFDS split string ("train", "test", "train[:90%]").
+Presets: ``oxford_iiit_pet`` (trimap 1 pet -> 1, 2 background -> 0, 3 border -> ignore; 2 classes)
+and ``cityscapes/*`` (labelIds -> the 19 train ids). ``make_train_dataset`` / ``make_eval_dataset``
+also take ``label_map=`` (dict or 256-entry list) as a keyword, which overrides the spec's. The TFDS
+split argument is any TFDS split string ("train", "test", "train[:90%]").
 """
 
 import contextlib
-import dataclasses
 import os
 import re
 import secrets
-import urllib.parse
 
 import numpy as np
 import tensorflow as tf
 
 from deeplab.data import augment
 from deeplab.data import datasets_info
+from deeplab.data import records
 from deeplab.data import tfds_source
 from deeplab.data import tfrecord
 from deeplab.common.errors import ConfigError, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Shared pieces.
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 def _load_tfds(source, split, **kwargs):
@@ -59,7 +61,7 @@ def _load_tfds(source, split, **kwargs):
 
     def checked(example):
         raw = decode(example)
-        tfrecord.assert_same_size(raw["image"], raw["label"], raw["filename"],
+        records.assert_same_size(raw["image"], raw["label"], raw["filename"],
                                   what=f"tfds:{source.name} example")
         return raw
 
@@ -78,7 +80,8 @@ def _bootstrap_counts(classes_present, label, bootstrap_ids, repeat):
     ids = tf.constant(bootstrap_ids, tf.int32)
     hit = tf.reduce_any(tf.equal(present[:, tf.newaxis], ids[tf.newaxis, :]))
     if label is not None:
-        hit = tf.logical_or(hit, tf.reduce_any(tf.equal(tf.reshape(label, [-1, 1]), ids[tf.newaxis, :])))
+        in_label = tf.reduce_any(tf.equal(tf.reshape(label, [-1, 1]), ids[tf.newaxis, :]))
+        hit = tf.logical_or(hit, in_label)
     return tf.where(hit, tf.constant(repeat, tf.int64), tf.constant(1, tf.int64))
 
 
@@ -125,31 +128,34 @@ def explain_data_errors(dataset_dir, split):
         raise DataError(f"{dataset_dir} split {split!r}: {detail}") from None
     except tf.errors.DataLossError as e:
         if str(dataset_dir).startswith(tfds_source.TFDS_PREFIX):
-            raise DataError(f"{dataset_dir} split {split!r}: corrupt data ({e.message}); re-prepare it with tfds build.") from e
-        tfrecord.verify_shards(dataset_dir, split, full=True)  # raises DataError naming the shard
-        raise DataError(f"{dataset_dir} split {split!r}: corrupt record ({e.message}); re-run the converter.") from e
+            raise DataError(f"{dataset_dir} split {split!r}: corrupt data ({e.message}); "
+                            "re-prepare it with tfds build.") from e
+        records.verify_shards(dataset_dir, split, full=True)  # raises DataError naming the shard
+        raise DataError(f"{dataset_dir} split {split!r}: corrupt record ({e.message}); re-run "
+                        "the converter.") from e
 
 
 def _record_files(dataset_dir, split, info, verify):
     files = tfrecord.list_shards(dataset_dir, split)
     expected = info["splits"].get(split)
     if expected == 0:
-        raise DataError(f"{dataset_dir}/{tfrecord.DATASET_INFO_FILE}: split {split!r} has 0 examples")
+        raise DataError(f"{dataset_dir}/{tfrecord.DATASET_INFO_FILE}: split {split!r} has 0 "
+                        "examples")
     if verify:
         total = sum(tfrecord.check_shard_framing(f) for f in files)
         if expected is not None and total != expected:
             raise DataError(
-                f"{dataset_dir}: split {split!r} has {total} records in its shards but dataset.json says {expected}; "
-                f"re-run the converter."
+                f"{dataset_dir}: split {split!r} has {total} records in its shards but "
+                f"dataset.json says {expected}; re-run the converter."
             )
         if total == 0:
             raise DataError(f"{dataset_dir}: split {split!r} has no records")
     return files
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Training.
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 def make_train_dataset(
@@ -188,13 +194,15 @@ def make_train_dataset(
       min_scale, max_scale, scale_step: random scale range and step (0 = continuous), Sec. 4.1.
       flip: random left-right flips.
       bootstrap_classes: class indices or names; training images that contain any of them appear
-        ``bootstrap_repeat`` times per epoch (Sec. 4.3: bicycle, chair, diningtable, pottedplant, sofa).
+        ``bootstrap_repeat`` times per epoch (Sec. 4.3: bicycle, chair, diningtable, pottedplant,
+        sofa).
       bootstrap_repeat: k, the number of copies of each hard image (1 = off).
       shuffle_buffer: examples in the shuffle buffer (serialized records, so cheap to hold).
-      seed: makes file order, shuffling and every augmentation reproducible; None draws a fresh seed.
+      seed: makes file order, shuffling and every augmentation reproducible; None draws a fresh
+        seed.
       deterministic: keep element order fixed under parallelism (tests, debugging); slower.
-      input_context: ``tf.distribute.InputContext``: each input pipeline reads its own shards (or every
-        n-th record when there are fewer shards than pipelines).
+      input_context: ``tf.distribute.InputContext``: each input pipeline reads its own shards (or
+        every n-th record when there are fewer shards than pipelines).
       num_classes: if given, must equal dataset.json's (ConfigError otherwise).
       drop_remainder: batches of static size.
       label_map: TFDS only, raw mask value -> class (overrides the spec).
@@ -207,7 +215,8 @@ def make_train_dataset(
         same augmentation as in the uninterrupted stream. Exact with ``deterministic``.
 
     Returns:
-      tf.data.Dataset of (images float32 [B, crop_h, crop_w, 3] normalized, labels int32 [B, crop_h, crop_w]).
+      tf.data.Dataset of (images float32 [B, crop_h, crop_w, 3] normalized, labels int32 [B, crop_h,
+      crop_w]).
 
     Raises:
       ConfigError: num_classes disagrees with the dataset, bad arguments.
@@ -215,19 +224,24 @@ def make_train_dataset(
     """
     crop_h, crop_w = _hw(crop_size)
     if batch_size < 1 or crop_h < 1 or crop_w < 1:
-        raise ConfigError(f"batch_size and crop_size must be positive, got {batch_size}, {crop_size}")
+        raise ConfigError(f"batch_size and crop_size must be positive, got {batch_size}, "
+                          f"{crop_size}")
     if bootstrap_repeat < 1:
         raise ConfigError(f"bootstrap_repeat must be >= 1, got {bootstrap_repeat}")
     dataset_dir = os.fspath(dataset_dir)
     is_tfds = dataset_dir.startswith(tfds_source.TFDS_PREFIX)
     if is_tfds:
-        source = tfds_source.parse_tfds_spec(dataset_dir, label_map=label_map, num_classes=num_classes)
-        info = tfds_source.tfds_dataset_info(dataset_dir, label_map=label_map, num_classes=source.num_classes)
+        source = tfds_source.parse_tfds_spec(dataset_dir, label_map=label_map,
+                                             num_classes=num_classes)
+        info = tfds_source.tfds_dataset_info(dataset_dir, label_map=label_map,
+                                             num_classes=source.num_classes)
         if num_classes is not None and int(num_classes) != info["num_classes"]:
-            raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has {info['num_classes']}")
+            raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has "
+                              f"{info['num_classes']}")
     else:
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
-        tfrecord.check_label_classes(info, split, os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
+        tfrecord.check_label_classes(info, split,
+                                     os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
     ignore_label = info["ignore_label"]
     bootstrap_ids = datasets_info.resolve_class_ids(bootstrap_classes, info["class_names"])
     base_seed = _base_seed(seed)
@@ -235,16 +249,19 @@ def make_train_dataset(
     pipeline_id, num_pipelines = 0, 1
     if input_context is not None:
         per_replica_batch = input_context.get_per_replica_batch_size(batch_size)
-        pipeline_id, num_pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
+        pipeline_id = input_context.input_pipeline_id
+        num_pipelines = input_context.num_input_pipelines
     # Different pipelines shuffle and augment differently; each is still reproducible.
     base_seed = (base_seed + 1_000_003 * pipeline_id) % (2**62)
     shuffle_seed = base_seed % (2**31)
 
     if is_tfds:
-        ds, decode = _load_tfds(source, split, shuffle_files=True, seed=shuffle_seed, input_context=input_context)
+        ds, decode = _load_tfds(source, split, shuffle_files=True, seed=shuffle_seed,
+                                input_context=input_context)
         if bootstrap_ids and bootstrap_repeat > 1:
             ds = ds.map(
-                lambda ex: (ex, _bootstrap_counts(tf.zeros([0], tf.int64), decode(ex)["label"], bootstrap_ids, bootstrap_repeat)),
+                lambda ex: (ex, _bootstrap_counts(tf.zeros([0], tf.int64), decode(ex)["label"],
+                                                  bootstrap_ids, bootstrap_repeat)),
                 num_parallel_calls=AUTOTUNE,
                 deterministic=True if deterministic else None,
             )
@@ -264,7 +281,8 @@ def make_train_dataset(
         ds = tf.data.Dataset.from_tensor_slices(files)
         if not by_record:
             ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
-        # Sharding by record needs the same record order in every pipeline: fixed file order, ordered interleave.
+        # Sharding by record needs the same record order in every pipeline: fixed file order,
+        # ordered interleave.
         ds = ds.interleave(
             tf.data.TFRecordDataset,
             cycle_length=min(len(files), interleave_cycle_length),
@@ -276,26 +294,30 @@ def make_train_dataset(
         if bootstrap_ids and bootstrap_repeat > 1:
 
             def count(serialized):
-                parsed = tfrecord.parse_example(serialized)
+                parsed = records.parse_example(serialized)
                 present = parsed["classes_present"]
-                # Records without the classes-present key (made by other tools): look at the label itself.
+                # Records without the classes-present key (made by other tools): look at the label
+                # itself.
                 label = tf.cond(
                     tf.size(present) > 0,
                     lambda: tf.zeros([0, 0], tf.int32),
-                    lambda: tfrecord.decode_label(parsed["label_encoded"]),
+                    lambda: records.decode_label(parsed["label_encoded"]),
                 )
-                return serialized, _bootstrap_counts(present, label, bootstrap_ids, bootstrap_repeat)
+                return serialized, _bootstrap_counts(present, label, bootstrap_ids,
+                                                     bootstrap_repeat)
 
-            ds = ds.map(count, num_parallel_calls=AUTOTUNE, deterministic=True if deterministic else None)
+            ds = ds.map(count, num_parallel_calls=AUTOTUNE,
+                        deterministic=True if deterministic else None)
             ds = ds.flat_map(lambda s, n: tf.data.Dataset.from_tensors(s).repeat(n))
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
 
         def load(serialized):
-            parsed = tfrecord.parse_example(serialized)
+            parsed = records.parse_example(serialized)
             image = tf.io.decode_image(parsed["image_encoded"], channels=3, expand_animations=False)
             image = tf.ensure_shape(image, [None, None, 3])
-            label = tf.io.decode_png(parsed["label_encoded"], channels=1)[:, :, 0]  # uint8 until the end
-            tfrecord.assert_same_size(image, label, parsed["filename"])
+            # uint8 until the end
+            label = tf.io.decode_png(parsed["label_encoded"], channels=1)[:, :, 0]
+            records.assert_same_size(image, label, parsed["filename"])
             return image, label
 
     key = tf.constant([base_seed >> 31, base_seed & (2**31 - 1)], tf.int64)
@@ -318,19 +340,22 @@ def make_train_dataset(
     ds = ds.enumerate()
     if skip_batches:
         ds = ds.skip(int(skip_batches) * per_replica_batch)
-    ds = ds.map(transform, num_parallel_calls=num_parallel_calls, deterministic=True if deterministic else None)
+    ds = ds.map(transform, num_parallel_calls=num_parallel_calls,
+                deterministic=True if deterministic else None)
     ds = ds.batch(per_replica_batch, drop_remainder=drop_remainder)
     ds = ds.prefetch(AUTOTUNE)
     return ds.with_options(_options(deterministic, private_threadpool_size))
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # Evaluation.
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
-def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label_map=None, input_context=None, verify=True):
-    """Evaluation examples (Sec. 4.1): whole images at their own size, no augmentation, labels untouched.
+def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label_map=None,
+                      input_context=None, verify=True):
+    """Evaluation examples (Sec. 4.1): whole images at their own size, no augmentation, labels
+    untouched.
 
     Args:
       dataset_dir: directory of shards + dataset.json, or a ``tfds:`` spec.
@@ -338,35 +363,41 @@ def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label
       num_classes: if given, must equal the dataset's (ConfigError otherwise).
       limit: keep only the first ``limit`` examples.
       label_map: TFDS only, raw mask value -> class.
-      input_context: each input pipeline gets every n-th example (each example is seen exactly once).
+      input_context: each input pipeline gets every n-th example (each example is seen exactly
+        once).
       verify: check the shard files before building.
 
     Returns:
-      un-batched, un-repeated tf.data.Dataset of dicts: "image" float32 [H, W, 3] normalized, "raw_image"
-      uint8 [H, W, 3], "label" int32 [H, W], "filename" tf.string. Order: shard order (the converter's
-      input order) for TFRecords.
+      un-batched, un-repeated tf.data.Dataset of dicts: "image" float32 [H, W, 3] normalized,
+      "raw_image" uint8 [H, W, 3], "label" int32 [H, W], "filename" tf.string. Order: shard order
+      (the converter's input order) for TFRecords.
     """
     dataset_dir = os.fspath(dataset_dir)
     if dataset_dir.startswith(tfds_source.TFDS_PREFIX):
-        source = tfds_source.parse_tfds_spec(dataset_dir, label_map=label_map, num_classes=num_classes)
+        source = tfds_source.parse_tfds_spec(dataset_dir, label_map=label_map,
+                                             num_classes=num_classes)
         if num_classes is not None and int(num_classes) != source.num_classes:
-            raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has {source.num_classes}")
-        ds, decode = _load_tfds(source, split, shuffle_files=False, seed=None, input_context=input_context)
+            raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has "
+                              f"{source.num_classes}")
+        ds, decode = _load_tfds(source, split, shuffle_files=False, seed=None,
+                                input_context=input_context)
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
-        tfrecord.check_label_classes(info, split, os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
+        tfrecord.check_label_classes(info, split,
+                                     os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
         files = _record_files(dataset_dir, split, info, verify)
         ds = tf.data.TFRecordDataset(files)
         if input_context is not None and input_context.num_input_pipelines > 1:
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        ds = ds.map(tfrecord.decode_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.map(records.decode_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     if limit is not None:
         ds = ds.take(int(limit))
 
     def finish(example):
         image, label = augment.eval_transform(example["image"], example["label"])
-        return {"image": image, "raw_image": example["image"], "label": label, "filename": example["filename"]}
+        return {"image": image, "raw_image": example["image"], "label": label,
+                "filename": example["filename"]}
 
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)

@@ -1,33 +1,38 @@
 """A small, learnable synthetic segmentation dataset, written through the project's TFRecord writer.
 
-Each image is a textured background (class 0) with 1-4 shapes (ellipses, rectangles, triangles) of the
-other classes drawn over it. A class is recognizable from local evidence alone: every foreground class has
-its own hue and its own stripe orientation and period, so a small DeepLab learns it in minutes on a CPU,
-while shape, size, position, overlap, brightness and noise vary per image. Like PASCAL VOC, a 1-pixel band
-along each boundary between two classes carries the ignore label.
+Each image is a textured background (class 0) with 1-4 shapes (ellipses, rectangles, triangles) of
+the other classes drawn over it. A class is recognizable from local evidence alone: every foreground
+class has its own hue and its own stripe orientation and period, so a small DeepLab learns it in
+minutes on a CPU, while shape, size, position, overlap, brightness and noise vary per image. Like
+PASCAL VOC, a 1-pixel band along each boundary between two classes carries the ignore label.
 
-It is the quick-start dataset of the training binary, the fixture of many tests, and (at 500x375 JPEG,
-:data:`VOC_LIKE`) the input of ``benchmarks/input_pipeline.py``. Output is a function of the arguments and
-``seed`` only. Pure numpy + PIL for the pixels.
+It is the quick-start dataset of the training binary, the fixture of many tests, and (at 500x375
+JPEG, :data:`VOC_LIKE`) the input of ``benchmarks/input_pipeline.py``. Output is a function of the
+arguments and ``seed`` only. Pure numpy + PIL for the pixels.
 """
 
 import colorsys
 import io
+import json
 import math
 import os
+import time
 
 import numpy as np
 
+from deeplab.data import tfrecord
 from deeplab.data.datasets_info import IGNORE_LABEL
 
-# Arguments that mimic PASCAL VOC 2012 images for throughput measurements (500 wide, 375 high, JPEG).
+# Arguments that mimic PASCAL VOC 2012 images for throughput measurements (500 wide, 375 high,
+# JPEG).
 VOC_LIKE = {"image_size": (375, 500), "num_classes": 21, "image_format": "jpeg"}
 
 _BACKGROUND_RGB = (118, 112, 104)
 
 
 def class_colors(num_classes):
-    """Base RGB colour of each class: a neutral grey-brown background, evenly spaced saturated hues."""
+    """Base RGB colour of each class: a neutral grey-brown background, evenly spaced saturated
+    hues."""
     colors = [_BACKGROUND_RGB]
     for c in range(1, num_classes):
         hue = (c - 1) / max(1, num_classes - 1)
@@ -159,7 +164,7 @@ def build_synthetic_dataset(
     Returns:
       the dataset.json dict.
     """
-    from deeplab.data import tfrecord  # TensorFlow only when writing
+    from deeplab.data import records  # TensorFlow: imported only when writing
 
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
@@ -172,18 +177,20 @@ def build_synthetic_dataset(
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     counts, classes = {}, {}
     for split_id, (split, num) in enumerate((("train", num_train), ("val", num_val))):
-        with tfrecord.ShardedWriter(output_dir, split, num, num_shards) as writer:
+        with records.ShardedWriter(output_dir, split, num, num_shards) as writer:
             for index in range(num):
                 rng = np.random.default_rng([seed, split_id, index])
                 size = (height, width)
                 if size_jitter:
                     size = tuple(int(round(n * rng.uniform(1.0 - size_jitter, 1.0))) for n in size)
-                image, label = make_example(rng, image_size=size, num_classes=num_classes, ignore_boundary=ignore_boundary)
+                image, label = make_example(rng, image_size=size, num_classes=num_classes,
+                                            ignore_boundary=ignore_boundary)
                 present = np.unique(label)
-                classes.setdefault(split, set()).update(int(c) for c in present if c != IGNORE_LABEL)
+                classes.setdefault(split, set()).update(
+                    int(c) for c in present if c != IGNORE_LABEL)
                 writer.write(
                     index,
-                    tfrecord.encode_example(
+                    records.encode_example(
                         image_bytes=_encode_image(image, image_format),
                         image_format=image_format,
                         height=size[0],
@@ -204,13 +211,48 @@ def build_synthetic_dataset(
         splits=counts,
         label_classes=classes,
         merge=False,
-        source=f"deeplab.data.synthetic seed={seed} image_size={height}x{width} format={image_format}",
+        source=(f"deeplab.data.synthetic seed={seed} image_size={height}x{width} "
+                f"format={image_format}"),
     )
 
 
-def default_dataset_dir():
-    """Where the quick start keeps its synthetic dataset: $DEEPLAB_DATA_DIR/synthetic or ./data/synthetic."""
-    return os.path.join(os.environ.get("DEEPLAB_DATA_DIR", "data"), "synthetic")
+def build_if_missing(data, *, seed=0):
+    """--build_synthetic_if_missing: writes the synthetic dataset into ``data.dataset_dir`` once.
+
+    Args:
+      data: a ``DataConfig`` (``dataset_dir`` and the ``synthetic_*`` settings).
+      seed: the dataset's random seed (the run's).
+
+    An existing dataset is used as it is; if it was built with other ``synthetic_*`` values a
+    warning says so (delete the folder to rebuild it).
+    """
+    size = tuple(data.synthetic_image_size)
+    wanted = {"num_classes": data.synthetic_num_classes,
+              "splits": {"train": data.synthetic_num_train, "val": data.synthetic_num_val}}
+    info_path = os.path.join(data.dataset_dir, tfrecord.DATASET_INFO_FILE)
+    if os.path.exists(info_path):
+        try:
+            with open(info_path, encoding="utf-8") as f:
+                existing = json.load(f)
+        except (OSError, ValueError):
+            return  # the training run reports an unreadable dataset.json
+        found = {"num_classes": existing.get("num_classes"), "splits": existing.get("splits")}
+        source = str(existing.get("source", ""))
+        if found != wanted or (source and f"image_size={size[0]}x{size[1]}" not in source):
+            print(f"warning: {data.dataset_dir} already holds a dataset ({found}, "
+                  f"{source or 'no source'}) that differs from the --synthetic_* flags "
+                  f"({wanted}, {size[0]}x{size[1]}); using it as it is. Delete the folder to "
+                  "rebuild it.", flush=True)
+        return
+    start = time.time()
+    print(f"Building the synthetic dataset in {data.dataset_dir} ({data.synthetic_num_train} "
+          f"train + {data.synthetic_num_val} val images, {size[0]}x{size[1]}, "
+          f"{data.synthetic_num_classes} classes)", flush=True)
+    build_synthetic_dataset(data.dataset_dir, num_train=data.synthetic_num_train,
+                            num_val=data.synthetic_num_val, image_size=size,
+                            num_classes=data.synthetic_num_classes, seed=seed)
+    print(f"  done in {time.time() - start:.0f}s", flush=True)
 
 
-__all__ = ["VOC_LIKE", "build_synthetic_dataset", "make_example", "class_colors", "class_names", "default_dataset_dir"]
+__all__ = ["VOC_LIKE", "build_synthetic_dataset", "build_if_missing", "make_example",
+           "class_colors", "class_names"]

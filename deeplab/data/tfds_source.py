@@ -7,7 +7,6 @@ image, the mask and the file name, plus an optional label map. :func:`tfds_datas
 """
 
 import dataclasses
-import re
 import urllib.parse
 
 import numpy as np
@@ -19,14 +18,15 @@ from deeplab.data import datasets_info
 TFDS_PREFIX = "tfds:"
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # TFDS adapter.
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class TfdsSource:
-    """A TFDS dataset seen as a segmentation dataset (see the module docstring for the spec syntax)."""
+    """A TFDS dataset seen as a segmentation dataset (see the module docstring for the spec
+    syntax)."""
 
     name: str
     image_key: str = None
@@ -72,7 +72,8 @@ def _parse_label_map(text, spec):
             raw, cls = item.split(":")
             mapping[int(raw)] = int(cls)
         except ValueError:
-            raise ConfigError(f"{spec}: label_map must look like 1:1,2:0,3:255, got item {item!r}") from None
+            raise ConfigError(f"{spec}: label_map must look like 1:1,2:0,3:255, got item "
+                              f"{item!r}") from None
     return mapping
 
 
@@ -106,8 +107,8 @@ def parse_tfds_spec(spec, *, label_map=None, num_classes=None, data_dir=None):
             fields["download"] = value not in ("0", "false", "False", "")
         else:
             raise ConfigError(
-                f"{spec}: unknown option {key!r}; known: image, label, filename, label_map, num_classes, "
-                f"ignore_label, class_names, data_dir, download"
+                f"{spec}: unknown option {key!r}; known: image, label, filename, label_map, "
+                f"num_classes, ignore_label, class_names, data_dir, download"
             )
     if label_map is not None:
         if isinstance(label_map, dict):
@@ -119,7 +120,8 @@ def parse_tfds_spec(spec, *, label_map=None, num_classes=None, data_dir=None):
     source = TfdsSource(name=name, **fields)
     if source.num_classes is None:
         if num_classes is None:
-            raise ConfigError(f"{spec}: give num_classes (in the spec, ?num_classes=N, or as an argument)")
+            raise ConfigError(f"{spec}: give num_classes (in the spec, ?num_classes=N, or as an "
+                              "argument)")
         source.num_classes = int(num_classes)
     if source.class_names is None:
         source.class_names = tuple(f"class_{i}" for i in range(source.num_classes))
@@ -130,7 +132,8 @@ def _import_tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - a dependency of the package
-        raise ConfigError("tfds: datasets need the tensorflow-datasets package (pip install tensorflow-datasets)") from e
+        raise ConfigError("tfds: datasets need the tensorflow-datasets package (pip install "
+                          "tensorflow-datasets)") from e
     return tfds
 
 
@@ -142,16 +145,19 @@ def _resolve_feature_keys(source, builder):
     if source.image_key is None:
         rgb = [k for k, f in images.items() if f.shape[-1] == 3]
         if len(rgb) != 1:
-            raise ConfigError(f"tfds:{source.name}: cannot tell the image feature among {sorted(features)}; add ?image=KEY")
+            raise ConfigError(f"tfds:{source.name}: cannot tell the image feature among "
+                              f"{sorted(features)}; add ?image=KEY")
         source.image_key = rgb[0]
     if source.label_key is None:
         masks = [k for k, f in images.items() if f.shape[-1] == 1]
         if len(masks) != 1:
-            raise ConfigError(f"tfds:{source.name}: cannot tell the mask feature among {sorted(features)}; add ?label=KEY")
+            raise ConfigError(f"tfds:{source.name}: cannot tell the mask feature among "
+                              f"{sorted(features)}; add ?label=KEY")
         source.label_key = masks[0]
     for key in (source.image_key, source.label_key):
         if key not in features:
-            raise ConfigError(f"tfds:{source.name}: no feature {key!r}; features: {sorted(features)}")
+            raise ConfigError(f"tfds:{source.name}: no feature {key!r}; features: "
+                              f"{sorted(features)}")
     if source.filename_key is not None and source.filename_key not in features:
         source.filename_key = None
 
@@ -165,7 +171,8 @@ def _tfds_builder(source):
 
 
 def tfds_dataset_info(spec, **kwargs):
-    """dataset.json-style dict for a ``tfds:`` spec (splits from the builder's info when it is prepared)."""
+    """dataset.json-style dict for a ``tfds:`` spec (splits from the builder's info when it is
+    prepared)."""
     source = parse_tfds_spec(spec, **kwargs)
     builder = _tfds_builder(source)
     splits = {name: int(s.num_examples) for name, s in builder.info.splits.items()}
@@ -190,8 +197,8 @@ def _label_lut(source):
     for raw, cls in source.label_map.items():
         if not (0 <= cls < source.num_classes or cls == source.ignore_label):
             raise ConfigError(
-                f"tfds:{source.name}: label_map sends {raw} to {cls}, outside [0, {source.num_classes}) and not the "
-                f"ignore label {source.ignore_label}"
+                f"tfds:{source.name}: label_map sends {raw} to {cls}, outside "
+                f"[0, {source.num_classes}) and not the ignore label {source.ignore_label}"
             )
         lut[raw] = cls
     return tf.constant(lut)
@@ -201,14 +208,15 @@ def load(source, split, *, shuffle_files, seed, input_context):
     """TFDS examples, still encoded where TFDS allows it, and the function that decodes one.
 
     Returns:
-      (dataset of TFDS example dicts, ``decode(example) -> {"image", "label", "filename"}``), so that
-      shuffling and bootstrapping hold encoded bytes, not decoded images.
+      (dataset of TFDS example dicts, ``decode(example) -> {"image", "label", "filename"}``), so
+      that shuffling and bootstrapping hold encoded bytes, not decoded images.
     """
     tfds = _import_tfds()
     builder = _tfds_builder(source)
     _resolve_feature_keys(source, builder)
     read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context)
-    decoders = {source.image_key: tfds.decode.SkipDecoding(), source.label_key: tfds.decode.SkipDecoding()}
+    decoders = {source.image_key: tfds.decode.SkipDecoding(),
+                source.label_key: tfds.decode.SkipDecoding()}
     try:
         ds = tfds.load(
             source.name,
@@ -221,8 +229,8 @@ def load(source, split, *, shuffle_files, seed, input_context):
         )
     except (AssertionError, FileNotFoundError, ValueError) as e:
         raise DataError(
-            f"tfds:{source.name} split {split!r}: cannot load ({e}). Prepare it first (tfds build {source.name}) "
-            f"or add ?download=1."
+            f"tfds:{source.name} split {split!r}: cannot load ({e}). Prepare it first (tfds build "
+            f"{source.name}) or add ?download=1."
         ) from e
     lut = _label_lut(source)
 

@@ -1,9 +1,10 @@
-"""The record format: tf.Example schema, sharded atomic writer, shard checks and ``dataset.json``.
+"""The record format without TensorFlow: schema keys, label PNGs, shard files and ``dataset.json``.
 
-One tf.Example per image, with the keys of the original DeepLab TensorFlow code, so records built with it
-load unchanged::
+One tf.Example per image, with the keys of the original DeepLab TensorFlow code, so records built
+with it load unchanged::
 
-    image/encoded                      JPEG or PNG bytes of the RGB image (kept as the file was, when possible)
+    image/encoded                      JPEG or PNG bytes of the RGB image (kept as the file was,
+                                       when possible)
     image/filename                     the image's name without extension
     image/format                       "jpeg" or "png"
     image/height, image/width          int64
@@ -11,14 +12,19 @@ load unchanged::
     image/segmentation/class/encoded   PNG (8-bit, one channel) of class indices; ignore label as is
     image/segmentation/class/format    "png"
 
-plus one extra key, ``image/segmentation/class/present`` (int64 list of the classes present, without the
-ignore label), which lets hard-image bootstrapping (Sec. 4.3) pick images without decoding their labels.
+plus one extra key, ``image/segmentation/class/present`` (int64 list of the classes present,
+without the ignore label), which lets hard-image bootstrapping (Sec. 4.3) pick images without
+decoding their labels.
 
-Shards are ``{split}-{i:05d}-of-{n:05d}.tfrecord``. A writer fills hidden ``.incomplete-...`` files and
-renames them only when every shard of the split is written, so an interrupted converter leaves nothing that
-looks complete. ``dataset.json`` beside the shards (see CONVENTIONS.md) is written last, atomically.
+Shards are ``{split}-{i:05d}-of-{n:05d}.tfrecord``. A writer fills hidden ``.incomplete-...``
+files and renames them only when every shard of the split is written, so an interrupted converter
+leaves nothing that looks complete. ``dataset.json`` beside the shards (see CONVENTIONS.md) is
+written last, atomically.
 
-Converters encode with :func:`encode_example`; the input pipeline decodes with :func:`decode_example`.
+This module imports neither TensorFlow nor Keras, so converter worker processes (which encode
+labels with :func:`encode_label_png`) and the binaries that only read ``dataset.json`` start
+fast. The TensorFlow side of the format, building and parsing the tf.Examples, writing shards and
+reading them back in full, is :mod:`deeplab.data.records`.
 """
 
 import glob
@@ -34,19 +40,6 @@ import numpy as np
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, DataError
 
-
-class _LazyTensorFlow:
-    """TensorFlow, imported on first use: converter worker processes use only the TF-free parts
-    (:func:`encode_label_png`), and importing TensorFlow in each of them would cost seconds."""
-
-    def __getattr__(self, name):
-        import tensorflow
-
-        return getattr(tensorflow, name)
-
-
-tf = _LazyTensorFlow()
-
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FILENAME = "image/filename"
 IMAGE_FORMAT = "image/format"
@@ -60,12 +53,13 @@ CLASSES_PRESENT = "image/segmentation/class/present"
 DATASET_INFO_FILE = "dataset.json"
 SHARD_PATTERN = "{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 # Converters add the run tag of one conversion (8 hex digits) that dataset.json lists.
-_SHARD_RE = re.compile(r"^(?P<split>.+?)-(?P<index>\d{5})-of-(?P<num>\d{5})(?:-(?P<run>[0-9a-f]{8}))?\.tfrecord$")
-_INCOMPLETE_PREFIX = ".incomplete-"
+_SHARD_RE = re.compile(
+    r"^(?P<split>.+?)-(?P<index>\d{5})-of-(?P<num>\d{5})(?:-(?P<run>[0-9a-f]{8}))?\.tfrecord$")
+INCOMPLETE_PREFIX = ".incomplete-"
 
-# ----------------------------------------------------------------------------------------------------------
-# Encode (converters) and decode (input pipeline).
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Label PNGs (converter workers).
+# ---------------------------------------------------------------------------------------------
 
 
 def encode_label_png(label):
@@ -82,118 +76,15 @@ def encode_label_png(label):
     return buf.getvalue()
 
 
-def _bytes(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-
-def _ints(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def encode_example(*, image_bytes, image_format, height, width, label_png, filename, classes_present=None):
-    """Builds one serialized tf.Example in the DeepLab schema.
-
-    Args:
-      image_bytes: encoded RGB image (JPEG or PNG bytes).
-      image_format: "jpeg" or "png".
-      height, width: image size in pixels (equal to the label's).
-      label_png: PNG bytes of the class-index label (see :func:`encode_label_png`).
-      filename: image name without extension (str).
-      classes_present: optional iterable of the class indices in the label (ignore label excluded).
-
-    Returns:
-      bytes of the serialized tf.train.Example.
-    """
-    if image_format not in ("jpeg", "png"):
-        raise ValueError(f"image_format must be 'jpeg' or 'png', got {image_format!r}")
-    feature = {
-        IMAGE_ENCODED: _bytes([image_bytes]),
-        IMAGE_FILENAME: _bytes([filename.encode("utf-8")]),
-        IMAGE_FORMAT: _bytes([image_format.encode("ascii")]),
-        IMAGE_HEIGHT: _ints([height]),
-        IMAGE_WIDTH: _ints([width]),
-        IMAGE_CHANNELS: _ints([3]),
-        LABEL_ENCODED: _bytes([label_png]),
-        LABEL_FORMAT: _bytes([b"png"]),
-    }
-    if classes_present is not None:
-        feature[CLASSES_PRESENT] = _ints(sorted(int(c) for c in classes_present))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _features():
-    return {
-        IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
-        IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        IMAGE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value="jpeg"),
-        IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-        IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-        LABEL_ENCODED: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        CLASSES_PRESENT: tf.io.VarLenFeature(tf.int64),
-    }
-
-
-def parse_example(serialized):
-    """Parses a serialized example without decoding pixels: dict of the schema's raw tensors.
-
-    ``classes_present`` is a dense int64 vector (empty for records without the key).
-    """
-    parsed = tf.io.parse_single_example(serialized, _features())
-    return {
-        "image_encoded": parsed[IMAGE_ENCODED],
-        "label_encoded": parsed[LABEL_ENCODED],
-        "filename": parsed[IMAGE_FILENAME],
-        "format": parsed[IMAGE_FORMAT],
-        "height": parsed[IMAGE_HEIGHT],
-        "width": parsed[IMAGE_WIDTH],
-        "classes_present": tf.sparse.to_dense(parsed[CLASSES_PRESENT]),
-    }
-
-
-def decode_label(label_encoded):
-    """Decodes a class-index PNG into int32 [H, W] (values kept exactly)."""
-    label = tf.io.decode_png(label_encoded, channels=1, dtype=tf.uint8)
-    return tf.cast(label[:, :, 0], tf.int32)
-
-
-def assert_same_size(image, label, filename, what="record"):
-    """Fails (InvalidArgumentError printing ``filename``) when image [H, W, 3] and label [H, W] differ in size."""
-    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2]))
-    tf.debugging.Assert(same, [f"image and label sizes differ in {what}", filename, tf.shape(image), tf.shape(label)])
-
-
-def decode_example(serialized):
-    """Decodes one record: the inverse of :func:`encode_example`.
-
-    Args:
-      serialized: scalar tf.string, a serialized tf.Example.
-
-    Returns:
-      dict with "image" uint8 [H, W, 3], "label" int32 [H, W], "filename" tf.string and
-      "classes_present" int64 [K]. Raises InvalidArgumentError (naming the record's filename) when the
-      image and label sizes differ.
-    """
-    parsed = parse_example(serialized)
-    image = tf.io.decode_image(parsed["image_encoded"], channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
-    label = decode_label(parsed["label_encoded"])
-    assert_same_size(image, label, parsed["filename"])
-    return {
-        "image": image,
-        "label": label,
-        "filename": parsed["filename"],
-        "classes_present": parsed["classes_present"],
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Shards: names, atomic writing, listing and integrity checks.
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Shards: names, listing and integrity checks (the writer: deeplab.data.records.ShardedWriter).
+# ---------------------------------------------------------------------------------------------
 
 
 def shard_filename(split, index, num_shards, run=None):
     """``{split}-{index:05d}-of-{num_shards:05d}.tfrecord``, or ``...-of-NNNNN-{run}.tfrecord``
-    for the shards of one converter run (``run``: 8 hex digits, see :class:`ShardedWriter`)."""
+    for the shards of one converter run (``run``: 8 hex digits, see
+    :class:`deeplab.data.records.ShardedWriter`)."""
     name = SHARD_PATTERN.format(split=split, index=index, num_shards=num_shards)
     return name if run is None else f"{name[:-len('.tfrecord')]}-{run}.tfrecord"
 
@@ -204,115 +95,15 @@ def new_run_tag():
 
 
 def default_num_shards(num_examples):
-    """About 500 examples per shard, at least 1: enough files for multi-worker sharding and interleaving."""
+    """About 500 examples per shard, at least 1: enough files for multi-worker sharding and
+    interleaving."""
     return max(1, min(1024, -(-num_examples // 500)))
 
 
-class ShardedWriter:
-    """Writes one split's examples into ``num_shards`` shards, atomically.
-
-    Example ``i`` of ``num_examples`` goes to shard ``i * num_shards // num_examples`` (contiguous blocks,
-    so reading the shards in order gives back the input order). Shards are written under hidden temporary
-    names and renamed by :meth:`commit`; :meth:`abort` (or leaving the ``with`` block by an exception)
-    deletes them.
-
-    Without ``run``, old shards of the same split are replaced and removed on commit. With
-    ``run`` (converters), the shards are named with that tag, so they never overwrite the split's
-    current shards: the conversion takes effect when dataset.json lists the tag
-    (``write_dataset_info(shard_runs=...)``), after which :func:`remove_stale_shards` deletes the
-    old ones. A conversion killed at any point leaves the old dataset or the new, never a mixture.
-
-    Args:
-      output_dir: directory of the dataset (created if needed).
-      split: split name.
-      num_examples: number of example slots (indices passed to :meth:`write` are in [0, num_examples)).
-      num_shards: number of shard files (default :func:`default_num_shards`).
-      run: shard-set tag (:func:`new_run_tag`) or None.
-    """
-
-    def __init__(self, output_dir, split, num_examples, num_shards=None, run=None):
-        if not re.fullmatch(r"[A-Za-z0-9_.\[\]%:+]+", split):
-            raise ConfigError(f"split name {split!r} may only contain letters, digits and _ . : + % [ ]")
-        self.output_dir = os.fspath(output_dir)
-        self.split = split
-        self.num_examples = int(num_examples)
-        self.num_shards = int(num_shards or default_num_shards(self.num_examples))
-        if run is not None and not re.fullmatch(r"[0-9a-f]{8}", run):
-            raise ConfigError(f"shard run tag must be 8 hex digits, got {run!r}")
-        self.run = run
-        if self.num_shards < 1:
-            raise ConfigError(f"num_shards must be >= 1, got {self.num_shards}")
-        os.makedirs(self.output_dir, exist_ok=True)
-        for stale in glob.glob(os.path.join(glob.escape(self.output_dir), f"{_INCOMPLETE_PREFIX}{glob.escape(split)}-*")):
-            os.remove(stale)
-        self._current = -1
-        self._writer = None
-        self._last_index = -1
-        self.count = 0
-        self._finished = False
-
-    def _final_path(self, shard):
-        return os.path.join(self.output_dir, shard_filename(self.split, shard, self.num_shards, self.run))
-
-    def _temp_path(self, shard):
-        return os.path.join(self.output_dir, _INCOMPLETE_PREFIX + shard_filename(self.split, shard, self.num_shards, self.run))
-
-    def _open_through(self, shard):
-        while self._current < shard:
-            if self._writer is not None:
-                self._writer.close()
-            self._current += 1
-            self._writer = tf.io.TFRecordWriter(self._temp_path(self._current))
-
-    def write(self, index, serialized):
-        """Writes the serialized example of slot ``index`` (indices must increase)."""
-        if not self._last_index < index < self.num_examples:
-            raise ValueError(f"example index {index} out of order or range (last {self._last_index})")
-        self._last_index = index
-        self._open_through(index * self.num_shards // self.num_examples)
-        self._writer.write(serialized)
-        self.count += 1
-
-    def commit(self):
-        """Closes all shards and gives them their final names. Returns the number of examples written."""
-        self._open_through(self.num_shards - 1)
-        self._writer.close()
-        self._writer = None
-        for shard in range(self.num_shards):
-            os.replace(self._temp_path(shard), self._final_path(shard))
-        if self.run is None:
-            keep = {shard_filename(self.split, s, self.num_shards) for s in range(self.num_shards)}
-            for path in _shard_files(self.output_dir, self.split):
-                if os.path.basename(path) not in keep:
-                    os.remove(path)
-        self._finished = True
-        return self.count
-
-    def abort(self):
-        """Deletes the temporary shards; the split's previous shards, if any, are left as they were."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        for shard in range(self.num_shards):
-            if os.path.exists(self._temp_path(shard)):
-                os.remove(self._temp_path(shard))
-        self._finished = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if not self._finished:
-            if exc_type is None:
-                self.commit()
-            else:
-                self.abort()
-        return False
-
-
-def _shard_files(dataset_dir, split):
+def shard_files(dataset_dir, split):
     """Every shard file of ``split`` (any run tag), sorted."""
-    pattern = os.path.join(glob.escape(os.fspath(dataset_dir)), f"{glob.escape(split)}-[0-9]*-of-[0-9]*.tfrecord")
+    pattern = os.path.join(glob.escape(os.fspath(dataset_dir)),
+                           f"{glob.escape(split)}-[0-9]*-of-[0-9]*.tfrecord")
     return sorted(p for p in glob.glob(pattern)
                   if (m := _SHARD_RE.match(os.path.basename(p))) and m.group("split") == split)
 
@@ -342,13 +133,13 @@ def list_shards(dataset_dir, split):
       DataError: no shards, a split dataset.json does not list, shards with different ``-of-N``
         counts, or a missing shard index.
     """
-    all_paths = _shard_files(dataset_dir, split)
+    all_paths = shard_files(dataset_dir, split)
     listed, run = _listed_runs(dataset_dir, split)
     if listed is not None and split not in listed and all_paths:
         raise DataError(
             f"{dataset_dir}: split {split!r} is not listed in {DATASET_INFO_FILE} (listed: "
-            f"{', '.join(sorted(listed)) or 'none'}); its shards are left over from an earlier conversion. "
-            f"Re-run the converter with this split to rebuild it."
+            f"{', '.join(sorted(listed)) or 'none'}); its shards are left over from an earlier "
+            f"conversion. Re-run the converter with this split to rebuild it."
         )
     by_run = {}
     for p in all_paths:
@@ -358,34 +149,40 @@ def list_shards(dataset_dir, split):
         if not paths:
             raise DataError(
                 f"{dataset_dir}: {DATASET_INFO_FILE} lists shard set {run} for split {split!r} "
-                f"({shard_filename(split, 0, 1, run).replace('00001', 'NNNNN')}), but none of its files are there. "
-                f"Re-run the converter."
+                f"({shard_filename(split, 0, 1, run).replace('00001', 'NNNNN')}), but none of its "
+                f"files are there. Re-run the converter."
             )
     elif None in by_run or len(by_run) <= 1:
         paths = by_run.get(None) or next(iter(by_run.values()), [])
     else:
         raise DataError(
             f"{dataset_dir}: split {split!r} holds {len(by_run)} shard sets "
-            f"({', '.join(sorted(by_run))}) and {DATASET_INFO_FILE} names none; re-run the converter."
+            f"({', '.join(sorted(by_run))}) and {DATASET_INFO_FILE} names none; re-run the "
+            f"converter."
         )
     if not paths:
-        present = sorted({m.group("split") for m in map(_SHARD_RE.match, os.listdir(dataset_dir)) if m}) if os.path.isdir(dataset_dir) else []
+        present = []
+        if os.path.isdir(dataset_dir):
+            matches = map(_SHARD_RE.match, os.listdir(dataset_dir))
+            present = sorted({m.group("split") for m in matches if m})
         raise DataError(
-            f"{dataset_dir}: no shards for split {split!r} ({split}-00000-of-NNNNN.tfrecord); splits present: "
-            f"{', '.join(present) or 'none'}. Run a converter in datasets/ to build it."
+            f"{dataset_dir}: no shards for split {split!r} ({split}-00000-of-NNNNN.tfrecord); "
+            f"splits present: {', '.join(present) or 'none'}. Run a converter in datasets/ to "
+            f"build it."
         )
     counts = {int(_SHARD_RE.match(os.path.basename(p)).group("num")) for p in paths}
     if len(counts) != 1:
         raise DataError(
-            f"{dataset_dir}: split {split!r} mixes shard sets of {sorted(counts)} files; delete the stale ones "
-            f"or re-run the converter."
+            f"{dataset_dir}: split {split!r} mixes shard sets of {sorted(counts)} files; delete "
+            f"the stale ones or re-run the converter."
         )
     (num,) = counts
     indices = sorted(int(_SHARD_RE.match(os.path.basename(p)).group("index")) for p in paths)
     if indices != list(range(num)):
         missing = sorted(set(range(num)) - set(indices))
+        names = ", ".join(shard_filename(split, i, num, run) for i in missing[:5])
         raise DataError(
-            f"{dataset_dir}: split {split!r} is incomplete: missing {', '.join(shard_filename(split, i, num, run) for i in missing[:5])}"
+            f"{dataset_dir}: split {split!r} is incomplete: missing {names}"
             f"{' ...' if len(missing) > 5 else ''}. Re-run the converter."
         )
     return paths
@@ -396,7 +193,7 @@ def remove_stale_shards(dataset_dir, split, run):
 
     Returns the paths removed."""
     removed = []
-    for path in _shard_files(dataset_dir, split):
+    for path in shard_files(dataset_dir, split):
         if _SHARD_RE.match(os.path.basename(path)).group("run") != run:
             os.remove(path)
             removed.append(path)
@@ -432,9 +229,9 @@ def _masked_crc(data):
 def check_shard_framing(path):
     """Walks a TFRecord file's record headers without reading the payloads.
 
-    Detects truncated files and corrupted length headers in a few milliseconds per thousand records (the
-    payload checksums are verified by TensorFlow while reading, or by :func:`verify_shards` with
-    ``full=True``).
+    Detects truncated files and corrupted length headers in a few milliseconds per thousand records
+    (the payload checksums are verified by TensorFlow while reading, or by
+    :func:`deeplab.data.records.verify_shards` with ``full=True``).
 
     Returns:
       the number of records.
@@ -450,14 +247,17 @@ def check_shard_framing(path):
             while offset < size:
                 header = f.read(12)
                 if len(header) < 12:
-                    raise DataError(f"{path}: truncated TFRecord file (record {count} at byte {offset} is cut off); re-run the converter.")
+                    raise DataError(f"{path}: truncated TFRecord file (record {count} at byte "
+                                    f"{offset} is cut off); re-run the converter.")
                 (length,) = struct.unpack("<Q", header[:8])
                 (length_crc,) = struct.unpack("<I", header[8:])
                 if _masked_crc(header[:8]) != length_crc:
-                    raise DataError(f"{path}: corrupt TFRecord file (bad length header of record {count} at byte {offset}); re-run the converter.")
+                    raise DataError(f"{path}: corrupt TFRecord file (bad length header of record "
+                                    f"{count} at byte {offset}); re-run the converter.")
                 offset += 12 + length + 4
                 if offset > size:
-                    raise DataError(f"{path}: truncated TFRecord file (record {count} needs {offset} bytes, file has {size}); re-run the converter.")
+                    raise DataError(f"{path}: truncated TFRecord file (record {count} needs "
+                                    f"{offset} bytes, file has {size}); re-run the converter.")
                 f.seek(offset)
                 count += 1
     except OSError as e:
@@ -465,32 +265,9 @@ def check_shard_framing(path):
     return count
 
 
-def verify_shards(dataset_dir, split, *, full=False):
-    """Checks every shard of a split; returns the total number of records.
-
-    Args:
-      dataset_dir: dataset directory.
-      split: split name.
-      full: also read every record through TensorFlow (payload CRCs), which reads the whole split.
-
-    Raises:
-      DataError: naming the first damaged shard.
-    """
-    total = 0
-    for path in list_shards(dataset_dir, split):
-        total += check_shard_framing(path)
-        if full:
-            try:
-                for _ in tf.data.TFRecordDataset(path):
-                    pass
-            except tf.errors.DataLossError as e:
-                raise DataError(f"{path}: corrupt TFRecord file ({e.message.split('[')[0].strip()}); re-run the converter.") from e
-    return total
-
-
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 # dataset.json
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
 
 _REQUIRED = ("name", "num_classes", "ignore_label", "class_names", "palette", "splits")
 
@@ -510,27 +287,35 @@ def validate_dataset_info(info, source="dataset.json"):
     if missing:
         raise bad(f"missing key(s) {', '.join(missing)}")
     num_classes = info["num_classes"]
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= 256:
+    if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+            or not 1 <= num_classes <= 256):
         raise bad(f"num_classes must be an integer in [1, 256], got {num_classes!r}")
     ignore = info["ignore_label"]
-    if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255 or ignore < num_classes:
-        raise bad(f"ignore_label must be an integer in [num_classes, 255] = [{num_classes}, 255], got {ignore!r}")
+    if (not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255
+            or ignore < num_classes):
+        raise bad(f"ignore_label must be an integer in [num_classes, 255] = [{num_classes}, 255], "
+                  f"got {ignore!r}")
     names = info["class_names"]
-    if not isinstance(names, list) or len(names) != num_classes or not all(isinstance(n, str) for n in names):
+    if (not isinstance(names, list) or len(names) != num_classes
+            or not all(isinstance(n, str) for n in names)):
         raise bad(f"class_names must be a list of {num_classes} strings")
     palette = info["palette"]
     if (
         not isinstance(palette, list)
         or len(palette) != num_classes
-        or not all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette)
+        or not all(isinstance(c, list) and len(c) == 3
+                   and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette)
     ):
-        raise bad(f"palette must be a list of {num_classes} [r, g, b] lists of integers in [0, 255]")
+        raise bad(f"palette must be a list of {num_classes} [r, g, b] lists of integers in "
+                  "[0, 255]")
     splits = info["splits"]
-    if not isinstance(splits, dict) or not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in splits.items()):
+    if not isinstance(splits, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in splits.items()):
         raise bad("splits must map split names to example counts (non-negative integers)")
     runs = info.get("shard_runs", {})
     if not isinstance(runs, dict) or not all(
-            k in splits and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{8}", v) for k, v in runs.items()):
+            k in splits and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{8}", v)
+            for k, v in runs.items()):
         raise bad("shard_runs must map listed splits to 8-hex-digit shard-set tags")
     classes = info.get("label_classes", {})
     if not isinstance(classes, dict) or not all(
@@ -574,7 +359,8 @@ def read_dataset_info(dataset_dir, *, num_classes=None):
     """Reads and validates ``dataset_dir/dataset.json``.
 
     Args:
-      dataset_dir: a dataset directory, or a ``tfds:NAME...`` spec (see :mod:`deeplab.data.input_pipeline`).
+      dataset_dir: a dataset directory, or a ``tfds:NAME...`` spec (see
+        :mod:`deeplab.data.input_pipeline`).
       num_classes: if given, must equal the dataset's.
 
     Returns:
@@ -597,30 +383,31 @@ def read_dataset_info(dataset_dir, *, num_classes=None):
                 info = json.load(f)
         except FileNotFoundError:
             raise DataError(
-                f"{path}: not found. Point --dataset_dir at a folder made by a converter in datasets/ "
-                f"(e.g. python datasets/make_synthetic.py --output_dir {dataset_dir})."
+                f"{path}: not found. Point --dataset_dir at a folder made by a converter in "
+                f"datasets/ (e.g. python datasets/make_synthetic.py --output_dir {dataset_dir})."
             ) from None
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable ({e})") from e
         info = validate_dataset_info(info, path)
     if num_classes is not None and int(num_classes) != info["num_classes"]:
         raise ConfigError(
-            f"num_classes={num_classes} disagrees with {dataset_dir}/{DATASET_INFO_FILE}, which says "
-            f"num_classes={info['num_classes']} ({info['name']}); fix the flag or the dataset."
+            f"num_classes={num_classes} disagrees with {dataset_dir}/{DATASET_INFO_FILE}, which "
+            f"says num_classes={info['num_classes']} ({info['name']}); fix the flag or the "
+            f"dataset."
         )
     return info
 
 
-def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_names, palette, splits, merge=True,
-                       shard_runs=None, label_classes=None, **extra):
+def write_dataset_info(dataset_dir, *, name, num_classes, ignore_label, class_names, palette,
+                       splits, merge=True, shard_runs=None, label_classes=None, **extra):
     """Writes ``dataset.json`` atomically (temporary file + rename).
 
     Args:
       dataset_dir: dataset directory.
       name, num_classes, ignore_label, class_names, palette: the label space (see CONVENTIONS.md).
       splits: dict split name -> number of examples written.
-      merge: keep the counts of other splits already recorded in an existing dataset.json with the same
-        name and num_classes (a converter run with --splits adds to the dataset).
+      merge: keep the counts of other splits already recorded in an existing dataset.json with the
+        same name and num_classes (a converter run with --splits adds to the dataset).
       shard_runs: dict split name -> shard-set tag of the shards just written (converters); a split
         written without one loses any tag recorded before.
       label_classes: dict split name -> the class ids its labels hold (converters; checked by
@@ -679,20 +466,15 @@ __all__ = [
     "CLASSES_PRESENT",
     "DATASET_INFO_FILE",
     "encode_label_png",
-    "encode_example",
-    "parse_example",
-    "decode_label",
-    "decode_example",
-    "assert_same_size",
+    "INCOMPLETE_PREFIX",
     "shard_filename",
+    "shard_files",
     "default_num_shards",
-    "ShardedWriter",
     "list_shards",
     "new_run_tag",
     "remove_stale_shards",
     "crc32c",
     "check_shard_framing",
-    "verify_shards",
     "validate_dataset_info",
     "read_dataset_info",
     "write_dataset_info",

@@ -8,9 +8,9 @@ image of the split (ignore-label pixels excluded) and summarized at the end
 Every image is evaluated whole, at its own size, with no cropping (Appendix C: "whole image
 inference"), one image at a time. With several ``scales`` and/or ``flip`` the prediction is the
 argmax of the softmax probabilities averaged over every scale and the flipped input, at the
-original resolution (Sec. 4.2; :func:`deeplab.evaluation.inference.predict_probabilities`). Evaluating at
-another output stride than the training one (Tables 4, 6, 10) is a matter of the model passed in:
-:func:`evaluate_checkpoint` rebuilds the checkpoint's model at ``output_stride``.
+original resolution (Sec. 4.2; :func:`deeplab.evaluation.inference.predict_probabilities`).
+Evaluating at another output stride than the training one (Tables 4, 6, 10) is a matter of the model
+passed in: :func:`evaluate_checkpoint` rebuilds the checkpoint's model at ``output_stride``.
 
     results = evaluate(model, input_pipeline.make_eval_dataset(d, "val"), num_classes=21,
                        ignore_label=255, scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip=True)
@@ -45,8 +45,8 @@ class Predictor:
 
     The network's forward pass is one ``tf.function`` whose inputs have a dynamic height and
     width, traced once and reused for every image size and every (scale, flip) pass; the
-    cheap glue of :func:`deeplab.evaluation.inference.predict_probabilities` (resizing, softmax, flips,
-    averaging) runs eagerly around it. Tracing the whole multi-scale average instead would
+    cheap glue of :func:`deeplab.evaluation.inference.predict_probabilities` (resizing, softmax,
+    flips, averaging) runs eagerly around it. Tracing the whole multi-scale average instead would
     trace the network once per pass (12 times with 6 scales and flips). A model that cannot be
     traced with unknown image sizes runs eagerly, with a warning.
 
@@ -122,7 +122,8 @@ def _single_image(image):
     image = tf.convert_to_tensor(image, dtype=tf.float32)
     if image.shape.rank == 4:
         if image.shape[0] != 1:
-            raise ValueError(f"evaluation takes one image at a time, got a batch of shape {image.shape}")
+            raise ValueError(f"evaluation takes one image at a time, got a batch of shape "
+                             f"{image.shape}")
         image = image[0]
     if image.shape.rank != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected one normalized RGB image [H, W, 3], got shape {image.shape}")

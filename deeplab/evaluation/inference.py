@@ -19,13 +19,13 @@ interpolation near label boundaries.) Bilinear resizing uses ``keras.ops.image.r
 half-pixel convention without antialiasing, the same as the model's own logit upsampling.
 
 Everything runs on the TensorFlow and JAX backends and eagerly. Under the TensorFlow backend it
-also works inside a ``tf.function`` whose images have dynamic height and width (the resize then
-goes through ``tf.image.resize``, which is what ``keras.ops.image.resize`` calls on TF).
+also works inside a ``tf.function`` whose images have dynamic height and width (sizes and
+resizes: :mod:`deeplab.common.geometry`, shared with the training augmentation).
 """
 
-import math
-
 from keras import ops
+
+from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).
 PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -33,48 +33,11 @@ PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 CITYSCAPES_TEST_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
-def _is_static(value):
-    return isinstance(value, int)
-
-
-def scaled_size(height, width, scale):
-    """The input size of one scale: each side ``floor(scale * side + 0.5)``, at least 1.
-
-    Args:
-      height, width: Python ints, or scalar int tensors (dynamic shapes under tf.function).
-      scale: positive float.
-
-    Returns:
-      ``(h, w)``: Python ints when the inputs are ints, else int32 scalar tensors. The two
-      paths agree for the paper's scales, which are exact in binary floating point.
-    """
-
-    def one(side):
-        if _is_static(side):
-            return max(1, int(math.floor(scale * side + 0.5)))
-        value = ops.floor(ops.cast(side, "float32") * scale + 0.5)
-        return ops.cast(ops.maximum(value, 1.0), "int32")
-
-    return one(height), one(width)
-
-
 def _spatial_size(x):
     """(H, W) of an NHWC tensor: Python ints where static, scalar tensors where dynamic."""
     dynamic = ops.shape(x)
     static = x.shape
     return tuple(static[i] if static[i] is not None else dynamic[i] for i in (1, 2))
-
-
-def _resize_bilinear(x, size):
-    if all(_is_static(s) for s in size):
-        if tuple(x.shape[1:3]) == tuple(size):
-            return x
-        return ops.image.resize(x, size, interpolation="bilinear", antialias=False)
-    # keras.ops.image.resize validates size with Python comparisons, which a symbolic size
-    # cannot pass; this is the op it would call on the TensorFlow backend.
-    import tensorflow as tf
-
-    return tf.image.resize(x, tf.stack([size[0], size[1]]), method="bilinear")
 
 
 def _softmax(model, images):
@@ -125,7 +88,7 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
         raise ValueError(f"tile size must be positive and overlap in [0, 1), got {tile_size}, "
                          f"{overlap}")
     height, width = _spatial_size(images)
-    if _is_static(height) and _is_static(width):
+    if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
             return _softmax(model, images)
         import numpy as np  # pylint: disable=import-outside-toplevel
@@ -190,12 +153,12 @@ def _one_pass(model, images, scale, flipped, tile=None):
     size = _spatial_size(images)
     x = ops.flip(images, axis=2) if flipped else images
     if scale != 1.0:
-        x = _resize_bilinear(x, scaled_size(size[0], size[1], scale))
+        x = resize_bilinear(x, scaled_size(size[0], size[1], scale))
     if tile:
         probabilities = tiled_probabilities(model, x, tile[0], tile[1])
     else:
         probabilities = _softmax(model, x)
-    probabilities = _resize_bilinear(probabilities, size)
+    probabilities = resize_bilinear(probabilities, size)
     return ops.flip(probabilities, axis=2) if flipped else probabilities
 
 
@@ -210,15 +173,13 @@ def _check_scales(scales):
     return scales
 
 
-def _sum_passes(model, images, scales, flipped, keep_scale=None, tile=None):
-    """Sum of the passes at ``scales``; also returns the pass at ``keep_scale`` if computed."""
-    total, kept = None, None
+def _sum_passes(model, images, scales, flipped, tile=None):
+    """Sum of the passes at ``scales``."""
+    total = None
     for scale in scales:
         probabilities = _one_pass(model, images, scale, flipped, tile)
-        if scale == keep_scale:
-            kept = probabilities
         total = probabilities if total is None else total + probabilities
-    return total, kept
+    return total
 
 
 def predict_probabilities(model, images, *, scales=(1.0,), flip=False, tile_size=None,
@@ -244,62 +205,19 @@ def predict_probabilities(model, images, *, scales=(1.0,), flip=False, tile_size
     scales = _check_scales(scales)
     images = ops.convert_to_tensor(images, dtype="float32")
     tile = (tile_size, float(tile_overlap)) if tile_size else None
-    total, _ = _sum_passes(model, images, scales, flipped=False, tile=tile)
+    total = _sum_passes(model, images, scales, flipped=False, tile=tile)
     count = len(scales)
     if flip:
-        flipped_total, _ = _sum_passes(model, images, scales, flipped=True, tile=tile)
+        flipped_total = _sum_passes(model, images, scales, flipped=True, tile=tile)
         total = total + flipped_total
         count *= 2
     return total if count == 1 else total / float(count)
 
 
-def predict_labels(model, images, *, scales=(1.0,), flip=False, tile_size=None,
-                   tile_overlap=0.25):
-    """Per-pixel predicted classes: argmax of :func:`predict_probabilities`, int32 [N, H, W]."""
-    probabilities = predict_probabilities(model, images, scales=scales, flip=flip,
-                                          tile_size=tile_size, tile_overlap=tile_overlap)
-    return ops.cast(ops.argmax(probabilities, axis=-1), "int32")
-
-
-def predict_inference_strategies(model, images, *, scales=PAPER_EVAL_SCALES, flip=True):
-    """The inference strategies of Tables 4 and 6 (at one output stride) from shared passes.
-
-    Each (scale, flip) pass runs once: the single-scale result is the scale-1.0 pass of the
-    multi-scale average (computed separately only if 1.0 is not among ``scales``), and the
-    flip average reuses the unflipped passes. ``len(scales) * (2 if flip else 1)`` model calls
-    in total, plus one if 1.0 is missing. (The "OS 16" vs "OS 8" rows need two models; see
-    ``deeplab.model.deeplabv3.rebuild_with_output_stride``.)
-
-    Args:
-      model: as in :func:`predict_probabilities`.
-      images: normalized images [N, H, W, 3].
-      scales: distinct positive input scales for the multi-scale rows.
-      flip: also return the multi-scale + flip average.
-
-    Returns:
-      dict of float32 probabilities [N, H, W, C]: ``"single_scale"`` (scale 1.0, no flip),
-      ``"multi_scale"`` and, if ``flip``, ``"multi_scale_flip"``; each equals
-      :func:`predict_probabilities` with the corresponding arguments.
-    """
-    scales = _check_scales(scales)
-    images = ops.convert_to_tensor(images, dtype="float32")
-    total, single = _sum_passes(model, images, scales, flipped=False, keep_scale=1.0)
-    if single is None:
-        single = _one_pass(model, images, 1.0, flipped=False)
-    results = {"single_scale": single, "multi_scale": total / float(len(scales))}
-    if flip:
-        flipped_total, _ = _sum_passes(model, images, scales, flipped=True)
-        results["multi_scale_flip"] = (total + flipped_total) / float(2 * len(scales))
-    return results
-
-
 __all__ = [
     "CITYSCAPES_TEST_SCALES",
     "PAPER_EVAL_SCALES",
-    "predict_inference_strategies",
-    "predict_labels",
     "predict_probabilities",
-    "scaled_size",
     "tile_starts",
     "tiled_probabilities",
 ]

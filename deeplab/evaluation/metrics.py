@@ -6,7 +6,7 @@ integer confusion matrix over the split and summarizes it at the end:
 
     cm = np.zeros([num_classes, num_classes], np.int64)
     for images, labels in dataset:                      # or a distributed tf.function step
-        predictions = predict_labels(model, images)
+        predictions = ops.argmax(predict_probabilities(model, images), axis=-1)
         cm += ops.convert_to_numpy(
             confusion_matrix_update(labels, predictions, num_classes, ignore_label))
     print(format_iou_table(cm, class_names))
@@ -14,7 +14,7 @@ integer confusion matrix over the split and summarizes it at the end:
 Two halves:
 
 * Tensor side (keras.ops, runs on TensorFlow and JAX, inside ``tf.function`` and ``jax.jit``):
-  :func:`confusion_matrix_update`, :func:`check_labels` and the :class:`MeanIoU` Keras metric.
+  :func:`confusion_matrix_update` and :func:`check_labels`.
 * Numpy side (summaries of a finished matrix): :func:`iou_per_class`, :func:`mean_iou`,
   :func:`pixel_accuracy`, :func:`format_iou_table`.
 
@@ -169,83 +169,6 @@ def confusion_matrix_update(labels, predictions, num_classes, ignore_label=255):
     return ops.reshape(counts[:dropped_bin], (num_classes, num_classes))
 
 
-@keras.saving.register_keras_serializable(package="deeplab")
-class MeanIoU(keras.metrics.Metric):
-    """Streaming mIOU with an ignore label, as a Keras metric (Sec. 4).
-
-    Accumulates a confusion matrix (one sum-aggregated variable, so ``tf.distribute`` replicas
-    are summed) and reports the mean IOU over classes present in the ground truth or the
-    predictions, the same rule as :func:`mean_iou`. Before any update it reports 0, not NaN,
-    so training logs stay numeric.
-
-    Unlike ``keras.metrics.MeanIoU`` it skips ``ignore_label`` pixels instead of requiring
-    them to be in range, and it accepts logits directly.
-
-    Args:
-      num_classes: number of classes C.
-      ignore_label: label value that is not counted, or None.
-      name: metric name.
-      dtype: dtype of the result.
-    """
-
-    def __init__(self, num_classes, ignore_label=255, name="mean_iou", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self.num_classes = int(num_classes)
-        self.ignore_label = None if ignore_label is None else int(ignore_label)
-        self.total_confusion_matrix = self.add_variable(
-            shape=(self.num_classes, self.num_classes),
-            initializer="zeros",
-            dtype=count_dtype(),
-            aggregation="sum",
-            name="total_confusion_matrix",
-        )
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        """Adds one batch.
-
-        Args:
-          y_true: integer labels [N, H, W] or [N, H, W, 1].
-          y_pred: logits / probabilities [N, H, W, C] (argmax is taken) or integer
-            predictions with the same shape as ``y_true``.
-          sample_weight: not supported (must be None); mIOU counts pixels.
-        """
-        if sample_weight is not None:
-            raise ValueError("MeanIoU does not support sample_weight; use ignore_label.")
-        y_true = ops.convert_to_tensor(y_true)
-        y_pred = ops.convert_to_tensor(y_pred)
-        if len(y_true.shape) == 4 and y_true.shape[-1] == 1:
-            y_true = ops.squeeze(y_true, axis=-1)
-        if len(y_pred.shape) == len(y_true.shape) + 1:
-            y_pred = ops.argmax(y_pred, axis=-1)
-        batch = confusion_matrix_update(y_true, y_pred, self.num_classes, self.ignore_label)
-        self.total_confusion_matrix.assign_add(ops.cast(batch, self.total_confusion_matrix.dtype))
-
-    def result(self):
-        cm = ops.cast(self.total_confusion_matrix, "float32")
-        true_positives = ops.diagonal(cm)
-        union = ops.sum(cm, axis=0) + ops.sum(cm, axis=1) - true_positives
-        present = ops.cast(ops.greater(union, 0), "float32")
-        iou = ops.divide_no_nan(true_positives, union)
-        return ops.cast(ops.divide_no_nan(ops.sum(iou * present), ops.sum(present)), self.dtype)
-
-    def reset_state(self):
-        self.total_confusion_matrix.assign(
-            ops.zeros((self.num_classes, self.num_classes), self.total_confusion_matrix.dtype)
-        )
-
-    def confusion_matrix(self):
-        """The accumulated confusion matrix as a numpy int64 array [C, C]."""
-        return ops.convert_to_numpy(self.total_confusion_matrix).astype(np.int64)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "num_classes": self.num_classes,
-            "ignore_label": self.ignore_label,
-        }
-
-
 def _as_confusion_matrix(cm):
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -325,7 +248,8 @@ def format_iou_table(cm, class_names=None):
         )
     iou = iou_per_class(cm_float)
     name_width = max([len("class")] + [len(str(n)) for n in class_names])
-    header = f"{'id':>3}  {'class':<{name_width}}  {'IOU %':>7}  {'GT pixels':>12}  {'pred pixels':>12}"
+    header = (f"{'id':>3}  {'class':<{name_width}}  {'IOU %':>7}  {'GT pixels':>12}  "
+              f"{'pred pixels':>12}")
     lines = [header, "-" * len(header)]
     gt_pixels = cm_float.sum(axis=1)
     pred_pixels = cm_float.sum(axis=0)
@@ -337,13 +261,13 @@ def format_iou_table(cm, class_names=None):
         )
     present = int((~np.isnan(iou)).sum())
     lines.append("-" * len(header))
-    lines.append(f"mIOU over {present}/{num_classes} present classes: {100 * mean_iou(cm_float):.2f}%")
+    lines.append(f"mIOU over {present}/{num_classes} present classes: "
+                 f"{100 * mean_iou(cm_float):.2f}%")
     lines.append(f"pixel accuracy: {100 * pixel_accuracy(cm_float):.2f}%")
     return "\n".join(lines)
 
 
 __all__ = [
-    "MeanIoU",
     "check_labels",
     "confusion_matrix_update",
     "count_dtype",

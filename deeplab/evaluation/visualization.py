@@ -39,7 +39,8 @@ def colorize_labels(labels, palette, ignore_label=255, ignore_color=(255, 255, 2
 
 
 def overlay(image, colored, alpha=0.5):
-    """Blends an RGB image [H, W, 3] with a colorized label map: (1 - alpha) * image + alpha * colored."""
+    """Blends an RGB image [H, W, 3] with a colorized label map: (1 - alpha) * image + alpha *
+    colored."""
     blend = (1.0 - alpha) * np.asarray(image, np.float32) + alpha * np.asarray(colored, np.float32)
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
@@ -126,7 +127,8 @@ def panel(image, prediction, palette, *, label=None, class_names=None, ignore_la
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
 
     image = np.asarray(image, np.uint8)
@@ -173,7 +175,8 @@ def confusion_matrix_image(confusion_matrix, class_names):
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     rows = normalized_confusion_rows(confusion_matrix)
     count = rows.shape[0]
@@ -199,7 +202,8 @@ def confusion_matrix_image(confusion_matrix, class_names):
 
 
 def cityscapes_train_id_to_label_id():
-    """Lookup table uint8 [256]: Cityscapes train id (0..18) -> label id of the *_labelIds.png files.
+    """Lookup table uint8 [256]: Cityscapes train id (0..18) -> label id of the *_labelIds.png
+    files.
 
     The Cityscapes server scores label ids, not the 19 train ids the model predicts. Built from
     the label table in third_party/cityscapes_labels.csv (``deeplab.data.datasets_info``). Entries
@@ -256,8 +260,10 @@ def save_raw_prediction(output_dir, name, prediction, *, dataset_name, palette=N
     kind = server_format(dataset_name)
     if kind == "voc":
         if competition not in VOC_COMPETITIONS:
-            raise ValueError(f"VOC competition must be one of {VOC_COMPETITIONS}, got {competition!r}")
-        path = os.path.join(output_dir, VOC_RESULTS_DIR, f"{competition}_{testset}_cls", f"{name}.png")
+            raise ValueError(f"VOC competition must be one of {VOC_COMPETITIONS}, got "
+                             f"{competition!r}")
+        path = os.path.join(output_dir, VOC_RESULTS_DIR, f"{competition}_{testset}_cls",
+                            f"{name}.png")
         save_index_png(path, prediction, palette)
     elif kind == "cityscapes":
         if name.endswith(CITYSCAPES_IMAGE_SUFFIX):

@@ -23,9 +23,9 @@ height and width (one image per call always works); a call that mixes sizes fail
 are one size by construction.
 
 Input checks (what a caller sees is tested in tests/test_export.py and listed in
-the README, "Serving the SavedModel"): a uint8 signature cannot receive another dtype as a tensor (TensorFlow
-rejects the call: ``InvalidArgumentError ... expected to be a uint8 tensor but is a float
-tensor``); numpy arrays are checked against the signature's shape (``TypeError``) and cast to
+the README, "Serving the SavedModel"): a uint8 signature cannot receive another dtype as a tensor
+(TensorFlow rejects the call: ``InvalidArgumentError ... expected to be a uint8 tensor but is a
+float tensor``); numpy arrays are checked against the signature's shape (``TypeError``) and cast to
 uint8 by TensorFlow before the graph runs. Tensors reach the graph with any shape, so it
 asserts rank 4, at least one image, 3 channels and positive H, W with messages that name the
 signature and the shape received, and caps the pixels of one call (N x H x W <= the export's
@@ -33,8 +33,8 @@ signature and the shape received, and caps the pixels of one call (N x H x W <= 
 cannot take the server's memory. ``serve_encoded_images`` checks each input's leading bytes and
 names the index of one that is not a JPEG, PNG, GIF or BMP file; a file with a valid header but
 damaged content fails with TensorFlow's decoder error. Decoded images follow the rules of
-:mod:`deeplab.data.images` (EXIF orientation applied, alpha dropped, 16-bit reduced to the high byte),
-as the converters and ``deeplab.predict`` do.
+:mod:`deeplab.data.images` (EXIF orientation applied, alpha dropped, 16-bit reduced to the high
+byte), as the converters and ``deeplab.predict`` do.
 
 TensorFlow-only code (not part of the keras.ops model).
 """
@@ -157,7 +157,8 @@ class SegmentationModule(tf.Module):
         if any("\n" in n for n in class_names):
             raise ValueError("class names must not contain newlines")
         if palette is None:
-            from deeplab.data.datasets_info import color_map  # pylint: disable=import-outside-toplevel
+            # pylint: disable-next=import-outside-toplevel
+            from deeplab.data.datasets_info import color_map
 
             palette = color_map(num_classes)
         palette = np.asarray(palette, np.int32).reshape(-1, 3)[:num_classes]
@@ -213,7 +214,8 @@ class SegmentationModule(tf.Module):
         with tf.control_dependencies([assert_some]):
             first = _decode_checked(image_bytes, 0)
         first_size = tf.shape(first)[:2]
-        decoded = tf.TensorArray(tf.uint8, size=count, element_shape=tf.TensorShape([None, None, 3]))
+        decoded = tf.TensorArray(tf.uint8, size=count,
+                                 element_shape=tf.TensorShape([None, None, 3]))
         decoded = decoded.write(0, first)
         for i in tf.range(1, count):
             image = _decode_checked(image_bytes, i)
@@ -306,7 +308,8 @@ class KerasSegmenter:
         # loop and the [H, W, C] accumulator eager in NumPy, so memory is bounded by one window.
         self._tiled = None
         if tile_size:
-            from deeplab.evaluation.evaluator import Predictor  # pylint: disable=import-outside-toplevel
+            # pylint: disable-next=import-outside-toplevel
+            from deeplab.evaluation.evaluator import Predictor
 
             self._tiled = Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
                                     tile_overlap=tile_overlap)

@@ -177,9 +177,11 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
     the argmax of the upsampled logits either way.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tensorflow.python.framework import convert_to_constants
 
-    from deeplab.model.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from deeplab.model.preprocessing import normalize_image
     from deeplab.export.serving import segment_images  # pylint: disable=import-outside-toplevel
 
     height, width = input_size
@@ -299,7 +301,8 @@ def make_metadata(*, input_size, quantization, class_names, palette, scales, fli
 
 def _make_interpreter(path, num_threads):
     try:
-        from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+        # pylint: disable-next=import-outside-toplevel
+        from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -362,7 +365,8 @@ class TFLiteSegmenter:
         self.class_names = self.metadata.get("class_names")
         palette = self.metadata.get("palette")
         if palette is None:
-            from deeplab.data.datasets_info import color_map  # pylint: disable=import-outside-toplevel
+            # pylint: disable-next=import-outside-toplevel
+            from deeplab.data.datasets_info import color_map
 
             palette = color_map(256)
         self.palette = palette
@@ -474,12 +478,13 @@ def format_comparison(results):
     """A text table of :func:`evaluate_segmenters` results (percentages)."""
     names = list(results)
     width = max(len("model"), *(len(n) for n in names))
-    header = f"{'model':<{width}}  {'mIOU %':>7}  {'pixel acc %':>11}  {'same class as ' + names[0] + ' %':>10}"
+    agreement = f"same class as {names[0]} %"
+    header = f"{'model':<{width}}  {'mIOU %':>7}  {'pixel acc %':>11}  {agreement:>10}"
     lines = [header, "-" * len(header)]
     for name in names:
         r = results[name]
-        lines.append(f"{name:<{width}}  {100 * r['miou']:>7.2f}  {100 * r['pixel_accuracy']:>11.2f}  "
-                     f"{100 * r['agreement']:>10.3f}")
+        lines.append(f"{name:<{width}}  {100 * r['miou']:>7.2f}  "
+                     f"{100 * r['pixel_accuracy']:>11.2f}  {100 * r['agreement']:>10.3f}")
     lines.append(f"({results[names[0]]['images']} images)")
     return "\n".join(lines)
 

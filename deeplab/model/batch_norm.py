@@ -11,55 +11,67 @@ benchmarks/RESULTS.md, "Session 5".
 Everything else is Keras' layer, unchanged: the same variables (so checkpoints are unaffected),
 inference with the moving statistics, frozen BN (``trainable=False``), synchronized BN, masks,
 renorm, other layouts and the JAX backend all take Keras' own path, and so does everything when
-the environment variable DEEPLAB_FUSED_BATCH_NORM=0 is set (or ``FUSED_TRAINING`` is False). The
-two kernels agree to float rounding (~1e-5 in the gradients), but tiny-batch BN can amplify such
-differences over a few steps: a run compared step by step with synchronized BN (which has no fused
-kernel) should turn fusion off.
+the layer is built with ``fused=False`` (``PerformanceOptions(fused_batch_norm=False)`` of
+``deeplab.model.options``; the binaries map DEEPLAB_FUSED_BATCH_NORM=0 to it). The two kernels
+agree to float rounding (~1e-5 in the gradients), but tiny-batch BN can amplify such differences
+over a few steps: a run compared step by step with synchronized BN (which has no fused kernel)
+should turn fusion off.
 """
 
-import os
+import contextlib
 
 import keras
 
-FUSED_TRAINING = os.environ.get("DEEPLAB_FUSED_BATCH_NORM", "1") != "0"
 
-# Set by deeplab.training.recompute while it re-runs a segment of the forward pass for its gradient:
-# training-mode BN then normalizes with the batch statistics as before but leaves the moving
-# statistics alone (the forward pass has already updated them once).
-_RECOMPUTING = [False]
+@contextlib.contextmanager
+def recomputing(layers):
+    """Context in which the training-mode BN layers among ``layers`` leave their moving
+    statistics alone (``deeplab.training.recompute`` re-runs a segment of the forward pass for
+    its gradient: the first pass has updated them already).
 
-
-class recomputing:  # pylint: disable=invalid-name
-    """Context in which training-mode BN does not update its moving statistics."""
-
-    def __enter__(self):
-        self._previous = _RECOMPUTING[0]
-        _RECOMPUTING[0] = True
-
-    def __exit__(self, *exc):
-        _RECOMPUTING[0] = self._previous
+    Sets :attr:`BatchNormalization.recomputing` on each of those layers and restores the
+    previous values on exit; other layers are ignored. While set, a layer whose training step
+    would take Keras' kernel (which updates the statistics) raises instead.
+    """
+    bns = [layer for layer in layers if isinstance(layer, BatchNormalization)]
+    previous = [layer.recomputing for layer in bns]
+    for layer in bns:
+        layer.recomputing = True
+    try:
+        yield bns
+    finally:
+        for layer, value in zip(bns, previous):
+            layer.recomputing = value
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
 class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` with a fused training kernel on TensorFlow (NHWC).
 
+    ``fused=False``: Keras' own kernel in training too (same results to float rounding).
+
     ``freeze_statistics=True`` (``--freeze_batch_norm``): the layer always normalizes with its
     moving statistics and never updates them, while gamma and beta stay trainable, as the
     authors' code does with ``fine_tune_batch_norm=False`` (slim's ``is_training=False`` BN
     keeps its scale and offset among the trained variables). Keras' ``trainable=False`` would
     freeze gamma and beta as well.
+
+    ``recomputing`` (an attribute, not an argument; see :func:`recomputing`): True while the
+    layer's forward pass is re-run for a gradient; the moving statistics are then not updated.
     """
 
-    def __init__(self, *args, freeze_statistics=False, **kwargs):
+    def __init__(self, *args, freeze_statistics=False, fused=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.freeze_statistics = bool(freeze_statistics)
+        self.fused = bool(fused)
+        self.recomputing = False
 
     def get_config(self):
-        return {**super().get_config(), "freeze_statistics": self.freeze_statistics}
+        return {**super().get_config(), "freeze_statistics": self.freeze_statistics,
+                "fused": self.fused}
 
     def _can_fuse(self, inputs, training, mask):
-        return (FUSED_TRAINING and training is True and self.trainable and mask is None
+        return (self.fused and training is True and self.trainable and mask is None
                 and not self.synchronized and not self.renorm
                 and keras.backend.backend() == "tensorflow"
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
@@ -70,7 +82,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if self.freeze_statistics:
             training = False
         if not self._can_fuse(inputs, training, mask):
-            if _RECOMPUTING[0] and training is True and self.trainable:
+            if self.recomputing and training is True and self.trainable:
                 # Keras' kernel would update the moving statistics a second time.
                 raise RuntimeError(f"BatchNormalization {self.name!r} cannot be recomputed: "
                                    "its training step does not take the fused kernel")
@@ -86,7 +98,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
         # The kernel returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
         # moving variance averages the plain batch variance, which is also what normalized.
-        if not _RECOMPUTING[0]:
+        if not self.recomputing:
             count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
             variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
             self.moving_mean.assign(

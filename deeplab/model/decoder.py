@@ -41,11 +41,15 @@ class Decoder(keras.layers.Layer):
       filters: channels of the two 3x3 convolutions (paper: 256).
       separable: depthwise-separable 3x3 convolutions (the authors') or plain ones.
       batch_norm_momentum, weight_decay: as for the rest of the head.
+      fused_batch_norm: BN layers take the fused training kernel
+        (``deeplab.model.batch_norm.BatchNormalization(fused=...)``). Changes no result.
     """
 
     def __init__(self, feature_stride, decoder_stride=4, low_level_filters=48, filters=256,
-                 separable=True, batch_norm_momentum=0.9997, weight_decay=0.0, **kwargs):
+                 separable=True, batch_norm_momentum=0.9997, weight_decay=0.0,
+                 fused_batch_norm=True, **kwargs):
         super().__init__(**kwargs)
+        self.fused_batch_norm = bool(fused_batch_norm)
         self.feature_stride = int(feature_stride)
         self.decoder_stride = int(decoder_stride)
         if self.feature_stride % self.decoder_stride:
@@ -84,7 +88,8 @@ class Decoder(keras.layers.Layer):
                                        kernel_regularizer=regularizer, name=name + "_conv",
                                        dtype=self.dtype_policy)
         bn = BatchNormalization(momentum=self.batch_norm_momentum, epsilon=HEAD_BN_EPSILON,
-                                name=name + "_bn", dtype=self.dtype_policy)
+                                fused=self.fused_batch_norm, name=name + "_bn",
+                                dtype=self.dtype_policy)
         return conv, bn
 
     def build(self, input_shapes):
@@ -123,7 +128,7 @@ class Decoder(keras.layers.Layer):
                 "decoder_stride": self.decoder_stride,
                 "low_level_filters": self.low_level_filters, "filters": self.filters,
                 "separable": self.separable, "batch_norm_momentum": self.batch_norm_momentum,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "fused_batch_norm": self.fused_batch_norm}
 
 
 __all__ = ["Decoder", "ENDPOINT_FOR_STRIDE"]

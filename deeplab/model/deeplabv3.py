@@ -8,9 +8,12 @@
     deeplab.load_imagenet_backbone(model, "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
 
 The model maps normalized images (``deeplab.model.preprocessing.normalize_image``) to float32 logits.
-Keyword names match the binaries' flag names.
+Keyword names match the binaries' flag names, except ``performance``
+(``deeplab.model.options.PerformanceOptions``: which kernels run), which is not part of the
+model's config.
 """
 
+import collections
 import inspect
 import os
 
@@ -24,6 +27,7 @@ from deeplab.model.batch_norm import BatchNormalization
 from deeplab.model.decoder import ENDPOINT_FOR_STRIDE, Decoder
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.model.layers import StrideUpsample
+from deeplab.model.options import PerformanceOptions
 
 # name -> (depth, width multiplier). resnet14_tiny is not in the paper: it exists so that
 # tests and the quick start train in minutes on a CPU.
@@ -36,6 +40,22 @@ BACKBONE_NAMES = tuple(BACKBONES) + tuple(MOBILENET_BACKBONES)
 HEADS = ("aspp", "cascade")
 # The paper states the ASPP rates for output_stride 16 (Sec. 3.3).
 ASPP_REFERENCE_STRIDE = 16
+# Constructor keywords that are not part of the config (get_config, model_config.json): they
+# choose kernels, not the function the model computes.
+NON_CONFIG_KEYWORDS = ("performance",)
+
+RecomputeSegments = collections.namedtuple("RecomputeSegments", ["front", "rest"])
+RecomputeSegments.__doc__ = """A DeepLabV3 split in two at a backbone endpoint (see
+:meth:`DeepLabV3.recompute_segments`).
+
+front: a keras.Model from the images to the endpoint's features, made of the model's own layers.
+rest: ``rest(features, images, training=None) -> logits``: the rest of the backbone and the head
+(``images`` only sets the size the logits are upsampled to).
+"""
+
+
+class UnsplittableModelError(ValueError):
+    """The model cannot be split at the requested endpoint (the message says why)."""
 
 
 def scale_atrous_rates(atrous_rates, output_stride):
@@ -97,6 +117,10 @@ class DeepLabV3(keras.Model):
         stride at pixel ``s * i`` at every size) or "same" (TensorFlow's, as in the authors'
         graphs: shifted on even sizes); identical at odd sizes such as 513 (deeplab.model.mobilenet).
       input_shape: shape of one input image; (None, None, 3) accepts any size.
+      performance: a :class:`deeplab.model.options.PerformanceOptions` (or None: its
+        defaults), the kernels the layers run (fused BN training kernel, native dilated
+        convolutions). Changes no variable and, up to float rounding, no result, so it is
+        not in :meth:`get_config` (model_config.json); kept as ``self.performance``.
     """
 
     def __init__(self, *, backbone="resnet101", num_classes=21, output_stride=16,
@@ -104,8 +128,9 @@ class DeepLabV3(keras.Model):
                  head="aspp", num_cascaded_blocks=0, upsample_logits=True,
                  batch_norm_momentum=0.9997, freeze_batch_norm=False, weight_decay=1e-4,
                  aspp_filters=256, aspp_dropout=0.1, decoder_output_stride=0,
-                 decoder_separable=True, backbone_padding="symmetric", input_shape=(None, None, 3), name="deeplabv3",
-                 **kwargs):
+                 decoder_separable=True, backbone_padding="symmetric",
+                 input_shape=(None, None, 3), name="deeplabv3", performance=None, **kwargs):
+        performance = PerformanceOptions.coerce(performance)
         if backbone not in BACKBONE_NAMES:
             raise ConfigError(f"--backbone={backbone!r}: choose one of {sorted(BACKBONE_NAMES)}")
         if head not in HEADS:
@@ -141,14 +166,15 @@ class DeepLabV3(keras.Model):
                     depth_multiplier=MOBILENET_BACKBONES[backbone][0],
                     divisible_by=MOBILENET_BACKBONES[backbone][1], output_stride=output_stride,
                     batch_norm_momentum=batch_norm_momentum, weight_decay=weight_decay,
-                    input_shape=input_shape, padding=backbone_padding, name=backbone)
+                    input_shape=input_shape, padding=backbone_padding, name=backbone,
+                    performance=performance)
             else:
                 depth, width = BACKBONES[backbone]
                 backbone_model = resnet.build_resnet(
                     depth=depth, width_multiplier=width, output_stride=output_stride,
                     multi_grid=multi_grid, num_cascaded_blocks=num_cascaded_blocks,
                     batch_norm_momentum=batch_norm_momentum, weight_decay=weight_decay,
-                    input_shape=input_shape, name=backbone)
+                    input_shape=input_shape, name=backbone, performance=performance)
         except ValueError as error:
             raise ConfigError(str(error)) from error
 
@@ -160,12 +186,15 @@ class DeepLabV3(keras.Model):
                             image_pooling=image_pooling, filters=aspp_filters,
                             batch_norm_momentum=batch_norm_momentum,
                             weight_decay=weight_decay, dropout=aspp_dropout,
+                            fused_batch_norm=performance.fused_batch_norm,
+                            native_dilation=performance.native_dilation,
                             name="aspp")(features)
         if decoder_output_stride:
             features = Decoder(output_stride, decoder_output_stride,
                                separable=decoder_separable,
                                batch_norm_momentum=batch_norm_momentum,
-                               weight_decay=weight_decay, name="decoder")(
+                               weight_decay=weight_decay,
+                               fused_batch_norm=performance.fused_batch_norm, name="decoder")(
                 [features, endpoints[ENDPOINT_FOR_STRIDE[decoder_output_stride]]])
         regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
         # Logits and their upsampling stay float32 under mixed precision (cheap, and the
@@ -195,6 +224,7 @@ class DeepLabV3(keras.Model):
         self.decoder_separable = bool(decoder_separable)
         self.backbone_padding = backbone_padding
         self.model_input_shape = input_shape
+        self.performance = performance
         if freeze_batch_norm:
             for layer in iter_layers(self):
                 if isinstance(layer, layers.BatchNormalization):
@@ -211,6 +241,58 @@ class DeepLabV3(keras.Model):
     def backbone_model(self):
         """The nested ResNet (a keras.Model returning a dict of endpoints)."""
         return self.get_layer(self.backbone)
+
+    def recompute_segments(self, through):
+        """The model split at backbone endpoint ``through``, for recomputing the first part in
+        the backward pass (``deeplab.training.recompute``).
+
+        ``rest(front(x, training=t), x, training=t)`` computes ``self(x, training=t)`` with the
+        same layers and variables.
+
+        Args:
+          through: a backbone endpoint before the features ("stem", "block1", ...).
+
+        Returns:
+          :data:`RecomputeSegments` ``(front, rest)``.
+
+        Raises:
+          UnsplittableModelError: this model cannot be split there (the DeepLabv3+ decoder
+            reads backbone features the front would hide).
+          ValueError: ``through`` is no endpoint of the backbone.
+        """
+        if self.decoder_output_stride:
+            raise UnsplittableModelError("the decoder reads backbone features from inside the "
+                                         "recomputed part")
+        backbone = self.backbone_model
+        endpoints = backbone.output
+        if through not in endpoints or through == "features":
+            raise ValueError(f"{through!r} is not an endpoint of {backbone.name} to split at: "
+                             f"choose one of {sorted(set(endpoints) - {'features'})}")
+        front = keras.Model(backbone.input, endpoints[through],
+                            name=f"{backbone.name}_through_{through}")
+        late = keras.Model(endpoints[through], endpoints["features"],
+                           name=f"{backbone.name}_after_{through}")
+        # The head, as __init__ builds it: [aspp] -> logits -> [upsample to the image].
+        head = ([self.get_layer("aspp")] if self.head == "aspp" else []) + [
+            self.get_layer("logits")]
+        upsample = self.get_layer("upsample_logits") if self.upsample_logits else None
+        used = {id(l) for l in front.layers + late.layers + head + [upsample]}
+        missing = [l.name for l in backbone.layers + self.layers
+                   if l is not backbone and id(l) not in used
+                   and not isinstance(l, keras.layers.InputLayer)]
+        if missing:
+            raise ValueError(f"recompute_segments does not run layers {missing} of "
+                             f"{self.name}; update DeepLabV3.recompute_segments with __init__")
+
+        def rest(features, images, training=None):
+            features = late(features, training=training)
+            for layer in head:
+                features = layer(features, training=training)
+            if upsample is not None:
+                features = upsample([features, images])
+            return features
+
+        return RecomputeSegments(front, rest)
 
     def get_config(self):
         return {
@@ -246,6 +328,7 @@ class DeepLabV3(keras.Model):
             config.setdefault("backbone_padding", "same")
         for name, parameter in inspect.signature(cls.__init__).parameters.items():
             if (parameter.kind == inspect.Parameter.KEYWORD_ONLY
+                    and name not in NON_CONFIG_KEYWORDS
                     and parameter.default is not inspect.Parameter.empty):
                 config.setdefault(name, parameter.default)
         return config
@@ -261,7 +344,8 @@ def build_model(*, backbone="resnet101", num_classes=21, output_stride=16, multi
                 upsample_logits=True, **kwargs):
     """Builds DeepLabv3; defaults are the paper's best VOC model (Table 5 last row / Table 6).
 
-    Keyword arguments are those of :class:`DeepLabV3` (and of the binaries' flags).
+    Keyword arguments are those of :class:`DeepLabV3` (and of the binaries' flags), plus
+    ``performance`` (a :class:`deeplab.model.options.PerformanceOptions`, not in the config).
 
     Returns:
       A keras.Model from normalized float images [N, H, W, 3] to float32 logits.
@@ -282,12 +366,14 @@ def rebuild_with_output_stride(model, output_stride, **overrides):
     Args:
       model: a :class:`DeepLabV3`.
       output_stride: the new output stride.
-      **overrides: other constructor arguments to change (e.g. ``input_shape``).
+      **overrides: other constructor arguments to change (e.g. ``input_shape``, or
+        ``performance``: by default the new model keeps ``model.performance``).
 
     Returns:
       A new DeepLabV3 sharing no state with ``model`` but holding the same weight values.
     """
-    config = {**model.get_config(), "output_stride": output_stride, **overrides}
+    config = {**model.get_config(), "output_stride": output_stride,
+              "performance": getattr(model, "performance", None), **overrides}
     new_model = DeepLabV3.from_config(config)
     old_paths = [v.path for v in model.weights]
     new_paths = [v.path for v in new_model.weights]

@@ -87,22 +87,21 @@ class FusedASPP(ASPP):
     """:class:`deeplab.model.aspp.ASPP` with every conv + BN pair folded into one biased conv.
 
     Built from an ASPP's config; :meth:`fold_from` copies the folded weights of that ASPP.
-    ``call`` is the ASPP's own (each BN is replaced by an identity), so the two cannot drift.
+    ``call`` is the ASPP's own (each BN is replaced by an identity), so the two cannot drift:
+    only the public hook :meth:`ASPP.make_conv_bn` is overridden.
     """
 
-    def _conv_bn(self, kernel_size, rate, name):
-        conv, _ = super()._conv_bn(kernel_size, rate, name)
+    def make_conv_bn(self, kernel_size, rate, name):
+        conv, _ = super().make_conv_bn(kernel_size, rate, name)
         return _biased_conv(conv), FoldedBatchNorm(name=name + "_bn", dtype=self.dtype_policy)
-
-    def _pairs(self):
-        pairs = list(self.branches)
-        if self.pool_branch:
-            pairs.append(self.pool_branch)
-        return pairs + [self.projection]
 
     def fold_from(self, aspp):
         """Sets this layer's weights to ``aspp``'s, BN folded (both must be built)."""
-        for (conv, _), (src_conv, src_bn) in zip(self._pairs(), FusedASPP._pairs(aspp)):
+        pairs, source_pairs = self.conv_bn_pairs(), aspp.conv_bn_pairs()
+        if len(pairs) != len(source_pairs):
+            raise ValueError(f"{aspp.name} has {len(source_pairs)} conv + BN pairs, "
+                             f"{self.name} {len(pairs)}")
+        for (conv, _), (src_conv, src_bn) in zip(pairs, source_pairs):
             conv.set_weights(list(_folded_conv_weights(src_conv, src_bn)))
 
 
@@ -159,7 +158,7 @@ def _fuse_functional(model):
             config = layer.get_config()
             new = FusedASPP.from_config(config)
             copies.append((new, lambda n, old=layer: n.fold_from(old)))
-            count[0] += len(FusedASPP._pairs(layer))
+            count[0] += len(layer.conv_bn_pairs())
             return new
         if id(layer) in folded_bns:
             return _identity_for(layer)
@@ -185,8 +184,7 @@ def _fuse_functional(model):
 _MODEL_ATTRIBUTES = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
                      "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
                      "aspp_filters", "decoder_output_stride", "decoder_separable",
-                     "backbone_padding",
-                     "model_input_shape")
+                     "backbone_padding", "model_input_shape", "performance")
 
 
 def fuse_batch_norm(model):

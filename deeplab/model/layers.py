@@ -1,5 +1,7 @@
 """Small Keras layers shared by the heads (keras.ops only: TensorFlow and JAX backends)."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -71,11 +73,13 @@ class StrideUpsample(keras.layers.Layer):
         return {**super().get_config(), "stride": self.stride}
 
 
+@functools.cache
 def _tensorflow_has_native_dilated_cpu_conv():
     """Whether TensorFlow's CPU Conv2D (and its gradients) accept dilations > 1 natively.
 
     True when TensorFlow runs its oneDNN CPU kernels (the default on x86 Linux; off with
-    TF_ENABLE_ONEDNN_OPTS=0). The plain Eigen kernels reject dilated gradients.
+    TF_ENABLE_ONEDNN_OPTS=0). The plain Eigen kernels reject dilated gradients. Asked once per
+    process (a fact about the TensorFlow build and its startup environment).
     """
     try:
         from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
@@ -99,22 +103,42 @@ class AtrousConv2D(keras.layers.Conv2D):
     which oneDNN (and cuDNN, and XLA) execute natively, gradients included; float32 and
     bfloat16 only (float16 keeps ``keras.ops.conv``: oneDNN lacks it on some CPUs and the
     Eigen fallback has no dilated gradient).
+
+    Args:
+      native_dilation: None (default): the native path where TensorFlow's oneDNN kernels are
+        on; False: always ``keras.ops.conv`` (the SpaceToBatchND path); True: the native path
+        regardless of that check (dtype and layout rules still apply). Changes no variable
+        and, up to float rounding, no result
+        (``deeplab.model.options.PerformanceOptions.native_dilation``).
+      Every other argument is Conv2D's.
     """
 
-    def convolution_op(self, inputs, kernel):
-        if (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
+    def __init__(self, *args, native_dilation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if native_dilation is not None and not isinstance(native_dilation, bool):
+            raise TypeError(f"native_dilation must be None, True or False, got {native_dilation!r}")
+        self.native_dilation = native_dilation
+
+    def get_config(self):
+        return {**super().get_config(), "native_dilation": self.native_dilation}
+
+    def uses_native_dilation(self, dtype):
+        """Whether a call on inputs of ``dtype`` runs the native dilated ``tf.nn.conv2d``."""
+        if not (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
                 and self.data_format == "channels_last" and self.groups == 1
-                and tuple(self.strides) == (1, 1) and _NATIVE_DILATION[0] is not False
+                and tuple(self.strides) == (1, 1) and self.native_dilation is not False
                 # oneDNN has no float16 path on every CPU, and a bfloat16 one only on CPUs
                 # with AVX512_BF16 / AMX; Eigen's fallback rejects dilated gradients.
-                and _native_dtype(keras.backend.standardize_dtype(inputs.dtype))):
-            if _NATIVE_DILATION[0] is None:
-                _NATIVE_DILATION[0] = _tensorflow_has_native_dilated_cpu_conv()
-            if _NATIVE_DILATION[0]:
-                import tensorflow as tf  # pylint: disable=import-outside-toplevel
+                and _native_dtype(keras.backend.standardize_dtype(dtype))):
+            return False
+        return self.native_dilation or _tensorflow_has_native_dilated_cpu_conv()
 
-                return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
-                                    dilations=list(self.dilation_rate), data_format="NHWC")
+    def convolution_op(self, inputs, kernel):
+        if self.uses_native_dilation(inputs.dtype):
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+            return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
+                                dilations=list(self.dilation_rate), data_format="NHWC")
         return super().convolution_op(inputs, kernel)
 
 
@@ -123,7 +147,3 @@ def _native_dtype(dtype):
     if dtype == "float32":
         return True
     return dtype == "bfloat16" and _cpu.has_native_bfloat16() is not False
-
-
-# Cached answer of _tensorflow_has_native_dilated_cpu_conv (None: not asked yet).
-_NATIVE_DILATION = [None]

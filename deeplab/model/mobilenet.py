@@ -31,6 +31,7 @@ from keras import layers, ops
 
 from deeplab.model import stride_plan
 from deeplab.model.batch_norm import BatchNormalization
+from deeplab.model.options import PerformanceOptions
 from deeplab.model.preprocessing import MEAN_RGB
 
 # (expansion, output channels, nominal stride) of the inverted residual blocks 0..16.
@@ -129,7 +130,7 @@ def _inverted_residual(x, *, expansion, filters, stride, rate, index, conv_kwarg
 
 def build_mobilenet_v2(*, depth_multiplier=1.0, divisible_by=8, output_stride=16,
                        batch_norm_momentum=0.9997, weight_decay=0.0, input_shape=(None, None, 3),
-                       padding="symmetric", name="mobilenet_v2"):
+                       padding="symmetric", name="mobilenet_v2", performance=None):
     """Builds the atrous MobileNetV2 backbone as a functional keras.Model.
 
     Args:
@@ -145,6 +146,9 @@ def build_mobilenet_v2(*, depth_multiplier=1.0, divisible_by=8, output_stride=16
       input_shape: shape of one normalized input image; spatial dims may be None.
       padding: "symmetric" or "same" for the stride-2 layers (see the module docstring).
       name: model name.
+      performance: a ``deeplab.model.options.PerformanceOptions`` (None: the defaults); only
+        ``fused_batch_norm`` applies (the depthwise convolutions are Keras' own). Changes no
+        variable or result.
 
     Returns:
       keras.Model from normalized images to a dict of endpoints "stem", "block1".."block4"
@@ -155,7 +159,8 @@ def build_mobilenet_v2(*, depth_multiplier=1.0, divisible_by=8, output_stride=16
     plan = mobilenet_plan(output_stride)
     regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
     conv_kwargs = {"kernel_regularizer": regularizer}
-    bn_kwargs = {"momentum": batch_norm_momentum, "epsilon": BN_EPSILON}
+    bn_kwargs = {"momentum": batch_norm_momentum, "epsilon": BN_EPSILON,
+                 "fused": PerformanceOptions.coerce(performance).fused_batch_norm}
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = UnitRangeInput(name="unit_range_input")(inputs)

@@ -20,6 +20,7 @@ from keras import layers
 from deeplab.model import stride_plan
 from deeplab.model.batch_norm import BatchNormalization
 from deeplab.model.layers import AtrousConv2D
+from deeplab.model.options import PerformanceOptions
 
 # Units per block (block1..block4) for each depth. Depth 14 (one unit per block) is not in
 # the paper: with a width multiplier it makes the tiny models of the tests and quick start.
@@ -103,7 +104,8 @@ def _layer_prefix(block_index, unit_index):
     return f"block{block_index + 1}_unit{unit_index + 1}"
 
 
-def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs, bn_kwargs):
+def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs, bn_kwargs,
+                native_dilation=None):
     """ResNet-v1 bottleneck unit, variables in keras.applications order."""
     if shortcut_conv:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=prefix + "_0_conv",
@@ -119,7 +121,7 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
     x = BatchNormalization(name=prefix + "_1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_1_relu")(x)
     x = AtrousConv2D(filters, 3, padding="same", dilation_rate=rate, name=prefix + "_2_conv",
-                     **conv_kwargs)(x)
+                     native_dilation=native_dilation, **conv_kwargs)(x)
     x = BatchNormalization(name=prefix + "_2_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=prefix + "_3_conv", **conv_kwargs)(x)
@@ -130,7 +132,7 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
 
 def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_blocks=0,
                  batch_norm_momentum=0.9997, weight_decay=0.0, input_shape=(None, None, 3),
-                 width_multiplier=1.0, name=None):
+                 width_multiplier=1.0, name=None, performance=None):
     """Builds the atrous ResNet-v1 backbone as a functional keras.Model.
 
     Args:
@@ -144,6 +146,8 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
       input_shape: shape of one input image; spatial dims may be None.
       width_multiplier: scales every layer's channels (1.0 = the paper's ResNet).
       name: model name (default ``resnet{depth}``).
+      performance: a ``deeplab.model.options.PerformanceOptions`` (None: the defaults): which
+        kernels the BN layers and atrous convolutions run. Changes no variable or result.
 
     Returns:
       keras.Model from a normalized image batch to a dict of endpoints: "stem" (after pool1),
@@ -152,7 +156,9 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
     plan = atrous_plan(output_stride, num_cascaded_blocks, multi_grid, depth)
     regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
     conv_kwargs = {"kernel_regularizer": regularizer}
-    bn_kwargs = {"momentum": batch_norm_momentum, "epsilon": BACKBONE_BN_EPSILON}
+    performance = PerformanceOptions.coerce(performance)
+    bn_kwargs = {"momentum": batch_norm_momentum, "epsilon": BACKBONE_BN_EPSILON,
+                 "fused": performance.fused_batch_norm}
 
     inputs = keras.Input(shape=input_shape, name="image")
     # The explicit paddings match keras.applications exactly ("same" differs on even sizes).
@@ -177,7 +183,8 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
                 # block5-7 replicate block4's last units: 2048 channels in and out.
                 shortcut_conv=unit_index == 0 and block_index < 4,
                 prefix=_layer_prefix(block_index, unit_index),
-                conv_kwargs=conv_kwargs, bn_kwargs=bn_kwargs)
+                conv_kwargs=conv_kwargs, bn_kwargs=bn_kwargs,
+                native_dilation=performance.native_dilation)
         endpoints[block.name] = x
     endpoints["features"] = x
     return keras.Model(inputs, endpoints, name=name or f"resnet{depth}")

@@ -277,7 +277,7 @@ def restore_weights(model, checkpoint):
 
 
 def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=None,
-               fuse_batch_norm=False, **overrides):
+               fuse_batch_norm=False, performance=None, **overrides):
     """Rebuilds the trained DeepLabV3 from its model_config.json and restores its weights.
 
     Args:
@@ -291,6 +291,8 @@ def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=
         training config's (normally (None, None, 3)).
       fuse_batch_norm: return the inference model with every BN folded into its convolution
         (deeplab.model.fuse; what evaluate, export and predict run). Not for training.
+      performance: a ``deeplab.model.options.PerformanceOptions`` for the rebuilt model (None:
+        the defaults). Not part of model_config.json, so never read from the run.
       **overrides: other DeepLabV3 keywords that change no variable (``upsample_logits``,
         ``freeze_batch_norm``, ``batch_norm_momentum``, ...).
 
@@ -313,6 +315,7 @@ def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=
     if input_shape is not None:
         config["input_shape"] = tuple(input_shape)
     config.update(overrides)
+    config["performance"] = performance
     model = DeepLabV3.from_config(config)
     restore_weights(model, info["checkpoint"])
     logging.info("Restored %s (step %s) into %s at output stride %d", info["checkpoint"],

@@ -16,24 +16,49 @@ It is Keras' SGD in every other respect: the same slot variables (checkpoints wr
 class restore into the other), schedules, ``LossScaleOptimizer`` wrapping, serialization (the
 class is registered). The fused kernel is used on the TensorFlow backend for dense gradients of
 floating-point variables with momentum; everything else (no momentum, ``tf.IndexedSlices``
-gradients, the JAX backend, DEEPLAB_FUSED_MOMENTUM=0 in the environment) takes Keras' own
-``update_step``.
+gradients, the JAX backend, ``SGD(..., fused_update=False)``) takes Keras' own ``update_step``.
+The library reads no environment variable: binaries that honour DEEPLAB_FUSED_MOMENTUM=0 pass
+``fused_update=fused_update_from_environment()``.
 """
-
-import os
 
 import keras
 
-FUSED_UPDATE = os.environ.get("DEEPLAB_FUSED_MOMENTUM", "1") != "0"
+from deeplab.model.options import environment_switch
+
+FUSED_MOMENTUM_VARIABLE = "DEEPLAB_FUSED_MOMENTUM"
+
+
+def fused_update_from_environment(environ=None, default=True):
+    """``SGD``'s ``fused_update`` with the environment's override: DEEPLAB_FUSED_MOMENTUM=0 ->
+    False, any other non-empty value -> True, unset -> ``default``. For the binaries.
+
+    Args:
+      environ: a mapping to read instead of ``os.environ``.
+      default: the value when the variable is unset.
+    """
+    return environment_switch(FUSED_MOMENTUM_VARIABLE, bool(default), environ)
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
 class SGD(keras.optimizers.SGD):
-    """``keras.optimizers.SGD`` whose momentum update is ``ResourceApplyKerasMomentum`` on TF."""
+    """``keras.optimizers.SGD`` whose momentum update is ``ResourceApplyKerasMomentum`` on TF.
+
+    Args:
+      fused_update: use the fused kernel where it applies (default); False: Keras' own update
+        everywhere (the same values to float rounding). Keras' SGD's other arguments follow.
+    """
+
+    def __init__(self, *args, fused_update=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused_update = bool(fused_update)
+
+    def get_config(self):
+        return {**super().get_config(), "fused_update": self.fused_update}
 
     def _fused_slot(self, gradient, variable):
         """The momentum slot to update in place, or None where Keras' own update must run."""
-        if not FUSED_UPDATE or self.momentum == 0 or keras.backend.backend() != "tensorflow":
+        if (not self.fused_update or self.momentum == 0
+                or keras.backend.backend() != "tensorflow"):
             return None
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 

@@ -1,9 +1,10 @@
 """What a training run records about itself in its logdir, besides checkpoints.
 
-* ``config.json``: the whole resolved training configuration (every field of
-  ``deeplab.train.TrainConfig``, the model's own config and the class count), written at the
-  start of every invocation, so a finished run keeps its recipe (learning rate, steps, crop,
-  augmentation, ...), not only its model. :func:`read_config` reads it back.
+* ``config.json``: the whole resolved experiment configuration (the data, model, train and
+  eval sections of ``deeplab.config.experiment.ExperimentConfig``, plus the model's own Keras
+  config and the class count), written at the start of every invocation, so a finished run
+  keeps its recipe (learning rate, steps, crop, augmentation, ...), not only its model.
+  :func:`read_config` reads it back; :func:`read_experiment` as an ExperimentConfig.
 * TensorBoard: the same configuration as a text summary (``config``) and as HParams (the
   scalars and strings of it), so runs can be compared in TensorBoard's HParams dashboard.
 * ``train.log`` (``train-<task>-<index>.log`` for the other tasks of a cluster): a copy of what
@@ -18,6 +19,8 @@ import sys
 import time
 
 from deeplab.common import atomic_io
+from deeplab.config import experiment
+from deeplab.training import summaries
 
 CONFIG_FILE = "config.json"
 
@@ -35,8 +38,12 @@ def _plain(value):
 
 
 def resolved_config(config, model_config, num_classes):
-    """The run's recipe as a JSON-able dict: ``{"train": ..., "model": ..., "num_classes": N}``."""
-    return {"train": _plain(config), "model": _plain(model_config), "num_classes": int(num_classes)}
+    """The run's recipe as a JSON-able dict: the sections of ``config`` (an ExperimentConfig)
+    plus ``"model_config"`` (the Keras model's config) and ``"num_classes"``."""
+    record = _plain(config.to_dict())
+    record["model_config"] = _plain(model_config)
+    record["num_classes"] = int(num_classes)
+    return record
 
 
 def write_config(logdir, record):
@@ -51,6 +58,13 @@ def read_config(logdir):
         return None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_experiment(logdir):
+    """The recorded :class:`~deeplab.config.experiment.ExperimentConfig` of a run (None if it
+    recorded none). Configs written before the sections existed are read too."""
+    record = read_config(logdir)
+    return None if record is None else experiment.ExperimentConfig.from_dict(record)
 
 
 def hparams(record):
@@ -81,8 +95,6 @@ def write_summaries(record, step):
     HParams need the ``tensorboard`` package (installed by the cpu/gpu extras); without it only
     the text summary is written, and this returns False.
     """
-    from deeplab.training import summaries  # pylint: disable=import-outside-toplevel
-
     text = "```\n" + json.dumps(record, indent=2, sort_keys=True) + "\n```"
     summaries.text("config", text, step=step)
     try:  # optional dependency: the viewer

@@ -1,0 +1,148 @@
+"""Evaluating checkpoints as a run writes them, with TensorBoard summaries.
+
+:func:`evaluate_once` evaluates one checkpoint on a split, prints the per-class IOU table and
+writes results.json / confusion_matrix.{npy,csv}; :func:`watch` does it for every new
+checkpoint of a training logdir and writes mIOU, pixel accuracy, per-class IOU and the
+confusion matrix at the checkpoint's step under ``<logdir>/eval`` (:func:`write_summaries`).
+``python -m deeplab.evaluate`` (``--watch``), the evaluator task of a cluster and
+``deeplab.train --eval_after_training`` run these.
+"""
+
+import math
+import os
+import time
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab.common.errors import UserError
+from deeplab.evaluation import evaluator
+from deeplab.evaluation import visualization
+from deeplab.training import summaries
+
+# The folder under a logdir that evaluation summaries and results go to (deeplab.evaluate
+# --watch, the evaluator task and deeplab.train --eval_after_training share it and its tags).
+EVAL_SUMMARY_DIR = "eval"
+
+
+def _say(text):
+    print(text, flush=True)
+
+
+def default_results_dir(results):
+    """``<checkpoint folder>/eval/<split>-os<N>[-ms...][-flip][-tile...]`` for ``results``."""
+    logdir = os.path.dirname(results["checkpoint"])
+    return os.path.join(logdir, EVAL_SUMMARY_DIR, evaluator.results_tag(
+        results["split"], results["output_stride"], results["scales"], results["flip"],
+        results.get("tile_size")))
+
+
+def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_say):
+    """Evaluates one checkpoint, prints the table and writes the result files.
+
+    Args:
+      checkpoint: checkpoint prefix or training logdir.
+      settings: keyword arguments of ``evaluator.evaluate_checkpoint``.
+      results_dir: where the files go (default :func:`default_results_dir`).
+      subfolder: a folder inside ``results_dir`` to write into instead (``--watch``: one per
+        checkpoint).
+      log: called with each printed text (the table, then a summary line).
+
+    Returns:
+      (results dict, results_dir written to).
+    """
+    start = time.time()
+
+    def progress(count):
+        if count % 100 == 0:
+            logging.info("%d images evaluated (%.0f s)", count, time.time() - start)
+
+    results = evaluator.evaluate_checkpoint(checkpoint, progress=progress, **settings)
+    results_dir = results_dir or default_results_dir(results)
+    if subfolder:
+        results_dir = os.path.join(results_dir, subfolder)
+    evaluator.write_results(results_dir, results)
+    log(evaluator.format_results(results))
+    log(f"{results['split']} mIOU {100 * results['miou']:.2f}% over {results['num_images']} "
+        f"images (output stride {results['output_stride']}, scales "
+        f"{','.join(f'{s:g}' for s in results['scales'])}, flip {results['flip']}, step "
+        f"{results['step']}, {time.time() - start:.0f} s); results in {results_dir}")
+    return results, results_dir
+
+
+def write_summaries(logdir, results):
+    """Writes mIOU, pixel accuracy, per-class IOU and the confusion matrix (an image, rows
+    normalized, class names on the axes) at the checkpoint's step to <logdir>/eval."""
+    step = int(results["step"] or 0)
+    writer = tf.summary.create_file_writer(os.path.join(logdir, EVAL_SUMMARY_DIR))
+    with writer.as_default():
+        summaries.scalar("eval/miou", results["miou"], step=step)
+        summaries.scalar("eval/pixel_accuracy", results["pixel_accuracy"], step=step)
+        for name, iou in results["per_class_iou"].items():
+            if not math.isnan(iou):
+                summaries.scalar(f"eval/iou/{name}", iou, step=step)
+        if results.get("confusion_matrix") is not None:
+            picture = visualization.confusion_matrix_image(results["confusion_matrix"],
+                                                           results["class_names"])
+            summaries.image("eval/confusion_matrix", picture[None], step=step, max_outputs=1)
+    writer.flush()
+    writer.close()
+
+
+def checkpoint_prefixes(logdir):
+    """The checkpoints the logdir's 'checkpoint' file lists, oldest first (existing ones only)."""
+    state = tf.train.get_checkpoint_state(logdir)
+    if state is None:
+        return []
+    # get_checkpoint_state already puts the logdir (relative or not) in front of relative
+    # entries ("runs/x/ckpt-5"): the paths are usable as they are.
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    return [p for p in paths if os.path.exists(p + ".index")]
+
+
+def watch(logdir, settings, *, timeout, interval, final_step=None, results_dir=None,
+          sleep=time.sleep, clock=time.monotonic, log=_say):
+    """Continuous evaluation: each new checkpoint of ``logdir`` once, in step order.
+
+    Args:
+      logdir: the training run's folder.
+      settings: keyword arguments of ``evaluator.evaluate_checkpoint`` (not the checkpoint).
+      timeout: stop when no new checkpoint appeared for this many seconds.
+      interval: seconds between polls.
+      final_step: stop after evaluating a checkpoint of at least this step.
+      results_dir: parent of the per-checkpoint result folders ``ckpt-N`` (default
+        ``<logdir>/eval/<tag>``).
+      sleep, clock: injectable for tests.
+      log: called with each printed text.
+
+    Returns:
+      list of the evaluated checkpoint prefixes.
+    """
+    if not os.path.isdir(logdir):
+        raise UserError(f"--watch needs a training logdir, got --checkpoint={logdir} "
+                        "(not a folder)")
+    evaluated = []
+    last_new = clock()
+    while True:
+        new = [p for p in checkpoint_prefixes(logdir) if p not in evaluated]
+        for prefix in new:
+            try:
+                results, _ = evaluate_once(prefix, settings, results_dir,
+                                           subfolder=os.path.basename(prefix), log=log)
+            except UserError:
+                if os.path.exists(prefix + ".index"):
+                    raise
+                # The trainer's CheckpointManager deleted it before we could read it.
+                logging.warning("%s was deleted before it could be evaluated; skipped", prefix)
+                evaluated.append(prefix)
+                continue
+            write_summaries(logdir, results)
+            evaluated.append(prefix)
+            last_new = clock()
+            if final_step and results["step"] is not None and results["step"] >= final_step:
+                log(f"Evaluated the final checkpoint (step {results['step']}); stopping.")
+                return evaluated
+        if clock() - last_new > timeout:
+            log(f"No new checkpoint in {logdir} for {timeout:.0f} s; stopping.")
+            return evaluated
+        sleep(interval)

@@ -1,0 +1,167 @@
+"""Colour PNGs, overlays, panels and evaluation-server files of a checkpoint's predictions.
+
+:func:`visualize` predicts the images of a split of a dataset (with groundtruth) or of a glob of
+raw image files (the test sets: no groundtruth) with the evaluation settings (output stride,
+scales, flip, tiles; Sec. 4.2), and writes for the first ``vis_num_images`` images
+``<name>_prediction.png``, ``<name>_overlay.png``, ``<name>_groundtruth.png`` and
+``<name>_panel.png`` and, with ``save_raw_predictions``, every prediction in the format of the
+dataset's evaluation server (:func:`deeplab.evaluation.visualization.save_raw_prediction`).
+``python -m deeplab.visualize`` and ``deeplab.reproduce`` (test-set rows) run it.
+"""
+
+import glob
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from deeplab.common import atomic_io
+from deeplab.common.errors import ConfigError, DataError
+from deeplab.data import datasets_info
+from deeplab.data import images
+from deeplab.data import input_pipeline
+from deeplab.data import tfrecord
+from deeplab.evaluation import evaluator
+from deeplab.evaluation import metrics
+from deeplab.evaluation import visualization
+from deeplab.model.preprocessing import normalize_image
+from deeplab.training import checkpoints
+
+
+def _list_input_images(pattern, list_file):
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise DataError(f"--vis_images={pattern}: no file matches")
+    if list_file:
+        try:
+            with open(list_file, encoding="utf-8") as f:
+                wanted = [line.split()[0] for line in f if line.strip()]
+        except OSError as error:
+            raise DataError(f"--vis_image_list={list_file}: cannot read it "
+                            f"({error.strerror})") from error
+        by_name = {}
+        for path in paths:
+            by_name.setdefault(os.path.splitext(os.path.basename(path))[0], path)
+        missing = [name for name in wanted if name not in by_name]
+        if missing:
+            raise DataError(f"--vis_image_list={list_file}: {len(missing)} listed images are not "
+                            f"among --vis_images (e.g. {missing[0]}); check both paths")
+        paths = [by_name[name] for name in wanted]
+    return paths
+
+
+def _raw_image_examples(paths):
+    """Examples with "raw_image" uint8 [H, W, 3], "image" normalized, "filename"; no label."""
+    for path in paths:
+        rgb, note = images.read_rgb(path)  # the rules of every binary; ImageError is one line
+        if note:
+            print(f"note: {note}", flush=True)
+        yield {"raw_image": rgb, "image": normalize_image(rgb),
+               "filename": os.path.splitext(os.path.basename(path))[0]}
+
+
+def _as_text(value):
+    value = value.numpy() if hasattr(value, "numpy") else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _safe_name(name, index):
+    name = os.path.basename(name.strip()) or f"image_{index:05d}"
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_images=None,
+              input_list=None, num_classes=None, output_stride=None, scales=(1.0,), flip=False,
+              limit=None, vis_num_images=20, save_raw_predictions=False, competition="comp6",
+              alpha=0.5, tile_size=None, tile_overlap=0.25):
+    """Writes colour PNGs, panels and (optionally) server-format predictions for a checkpoint.
+
+    Args:
+      checkpoint: checkpoint prefix or training logdir.
+      vis_dir: output folder (default ``<checkpoint folder>/vis/<split or "images">``).
+      dataset_dir: dataset with ``split`` (used unless ``input_images`` is given; its
+        dataset.json gives class names and palette).
+      split: split to visualize.
+      input_images: glob of raw images (no groundtruth); class names and palette then come from
+        the checkpoint's dataset_info.json.
+      input_list: optional list file of image names to keep (first word per line).
+      num_classes: expected classes (None: the dataset's).
+      output_stride, scales, flip: evaluation settings (Sec. 4.2).
+      limit: stop after this many images (None: all of them when saving raw predictions,
+        else ``vis_num_images``).
+      vis_num_images: images that get colour PNGs and a panel.
+      save_raw_predictions: write every prediction in the evaluation server's format.
+      competition: VOC "comp5" or "comp6".
+      alpha: overlay opacity.
+      tile_size, tile_overlap: sliding-window inference (None: whole images).
+
+    Returns:
+      dict with "vis_dir", "num_images", "num_raw" (server files written), "server_format".
+    """
+    run = checkpoints.read_run_info(checkpoint)
+    if input_images:
+        info = run["dataset_info"]
+        if info is None:
+            if not dataset_dir:
+                raise ConfigError(f"{run['logdir']} has no dataset_info.json: pass --dataset_dir "
+                                  "so that class names and palette are known")
+            info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
+        examples = _raw_image_examples(_list_input_images(input_images, input_list))
+        source = "images"
+    else:
+        if not dataset_dir:
+            raise ConfigError("pass --dataset_dir (with --eval_split) or --vis_images")
+        info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
+        examples = input_pipeline.make_eval_dataset(dataset_dir, split,
+                                                    num_classes=info["num_classes"])
+        source = split
+    model = checkpoints.load_model(run["checkpoint"], output_stride=output_stride or None,
+                                   num_classes=info["num_classes"], upsample_logits=True)
+    predictor = evaluator.Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
+                                    tile_overlap=tile_overlap)
+    vis_dir = vis_dir or os.path.join(run["logdir"], "vis", source)
+    atomic_io.ensure_folder(vis_dir, "--vis_dir")
+    palette = info.get("palette") or [list(c)
+                                      for c in datasets_info.color_map(info["num_classes"])]
+    class_names = info.get("class_names")
+    ignore_label = info.get("ignore_label", 255)
+    kind = visualization.server_format(info.get("name"))
+    if limit is None:
+        limit = None if save_raw_predictions else vis_num_images
+    count = num_raw = 0
+    start = time.time()
+    for example in examples:
+        if limit is not None and count >= limit:
+            break
+        name = _safe_name(_as_text(example["filename"]), count)
+        prediction = predictor.labels(example["image"]).numpy().astype(np.int32)
+        if count < vis_num_images:
+            raw = np.asarray(example["raw_image"], np.uint8)
+            colored = visualization.colorize_labels(prediction, palette, ignore_label)
+            visualization.save_rgb_png(os.path.join(vis_dir, f"{name}_prediction.png"), colored)
+            visualization.save_rgb_png(os.path.join(vis_dir, f"{name}_overlay.png"),
+                                       visualization.overlay(raw, colored, alpha))
+            label = None
+            title = name
+            if "label" in example:
+                label = np.asarray(example["label"], np.int32)
+                visualization.save_rgb_png(
+                    os.path.join(vis_dir, f"{name}_groundtruth.png"),
+                    visualization.colorize_labels(label, palette, ignore_label))
+                cm = metrics.confusion_matrix_update(label, prediction, info["num_classes"],
+                                                     ignore_label)
+                title = f"{name}: mIOU {100 * metrics.mean_iou(np.asarray(cm)):.2f}%"
+            visualization.save_rgb_png(
+                os.path.join(vis_dir, f"{name}_panel.png"),
+                visualization.panel(raw, prediction, palette, label=label, class_names=class_names,
+                                    ignore_label=ignore_label, title=title, alpha=alpha))
+        if save_raw_predictions:
+            visualization.save_raw_prediction(vis_dir, name, prediction,
+                                              dataset_name=info.get("name"), palette=palette,
+                                              competition=competition)
+            num_raw += 1
+        count += 1
+        if count % 100 == 0:
+            logging.info("%d images (%.0f s)", count, time.time() - start)
+    return {"vis_dir": vis_dir, "num_images": count, "num_raw": num_raw, "server_format": kind}
