@@ -49,12 +49,17 @@ def _timed(fn, warmup, iters, sync):
 
 def run_peak(args):
     import torch  # pylint: disable=import-outside-toplevel
+
     n = 8192
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     seconds = _timed(lambda: a @ b, 3, 10, torch.cuda.synchronize)
-    return {"side": "peak", "bf16_matmul_tflops": 2 * n ** 3 / seconds / 1e12,
-            "device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    return {
+        "side": "peak",
+        "bf16_matmul_tflops": 2 * n**3 / seconds / 1e12,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+    }
 
 
 def run_ours(args):
@@ -66,21 +71,30 @@ def run_ours(args):
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     import deeplab  # pylint: disable=import-outside-toplevel
+
     assert keras.backend.backend() == "jax"
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = deeplab.build_model(backbone="resnet101", num_classes=NUM_CLASSES, output_stride=16,
-                                multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18),
-                                image_pooling=True)
+    model = deeplab.build_model(
+        backbone="resnet101",
+        num_classes=NUM_CLASSES,
+        output_stride=16,
+        multi_grid=(1, 2, 4),
+        atrous_rates=(6, 12, 18),
+        image_pooling=True,
+    )
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(0, 50, (args.batch, args.size, args.size, 3)).astype("float32"))
-    y = jnp.asarray(rng.integers(0, NUM_CLASSES, (args.batch, args.size, args.size)).astype("int32"))
+    y = jnp.asarray(
+        rng.integers(0, NUM_CLASSES, (args.batch, args.size, args.size)).astype("int32")
+    )
     optimizer = keras.optimizers.SGD(learning_rate=0.007, momentum=0.9)
     optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
 
     def compute_loss(trainable, non_trainable, images, labels):
         logits, non_trainable, losses = model.stateless_call(
-            trainable, non_trainable, images, training=True, return_losses=True)
+            trainable, non_trainable, images, training=True, return_losses=True
+        )
         return loss_fn(labels, logits) + sum(losses), non_trainable
 
     grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
@@ -121,11 +135,17 @@ def run_ours(args):
     one = x[:1]
     forward_flops = predict.lower(tv, ntv, one).compile().cost_analysis()
     forward_flops = forward_flops[0] if isinstance(forward_flops, list) else forward_flops
-    return {"side": "ours (Keras 3 / JAX, mixed_bfloat16, XLA)",
-            "train_images_per_s": args.batch / train_s, "infer_images_per_s": args.batch / infer_s,
-            "train_step_s": train_s, "compile_s": compile_s,
-            "xla_forward_gflops_per_image": float(forward_flops.get("flops", 0.0)) / 1e9,
-            "final_loss": float(losses[-1]), "keras": keras.__version__, "jax": jax.__version__}
+    return {
+        "side": "ours (Keras 3 / JAX, mixed_bfloat16, XLA)",
+        "train_images_per_s": args.batch / train_s,
+        "infer_images_per_s": args.batch / infer_s,
+        "train_step_s": train_s,
+        "compile_s": compile_s,
+        "xla_forward_gflops_per_image": float(forward_flops.get("flops", 0.0)) / 1e9,
+        "final_loss": float(losses[-1]),
+        "keras": keras.__version__,
+        "jax": jax.__version__,
+    }
 
 
 def run_torchvision(args):
@@ -138,13 +158,22 @@ def run_torchvision(args):
 
     torch.backends.cudnn.benchmark = True
     backbone = resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
-    model = DeepLabV3(IntermediateLayerGetter(backbone, {"layer4": "out"}),
-                      nn.Sequential(ASPP(2048, [6, 12, 18]), nn.Conv2d(256, NUM_CLASSES, 1)),
-                      None).cuda().to(memory_format=torch.channels_last)
+    model = (
+        DeepLabV3(
+            IntermediateLayerGetter(backbone, {"layer4": "out"}),
+            nn.Sequential(ASPP(2048, [6, 12, 18]), nn.Conv2d(256, NUM_CLASSES, 1)),
+            None,
+        )
+        .cuda()
+        .to(memory_format=torch.channels_last)
+    )
     compiled = torch.compile(model)
     gen = torch.Generator().manual_seed(0)
-    x = (torch.randn(args.batch, 3, args.size, args.size, generator=gen) * 50).cuda().to(
-        memory_format=torch.channels_last)
+    x = (
+        (torch.randn(args.batch, 3, args.size, args.size, generator=gen) * 50)
+        .cuda()
+        .to(memory_format=torch.channels_last)
+    )
     y = torch.randint(0, NUM_CLASSES, (args.batch, args.size, args.size), generator=gen).cuda()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss(ignore_index=255)
@@ -173,19 +202,36 @@ def run_torchvision(args):
             out[0] = compiled(x)["out"].argmax(1)
 
     infer_s = _timed(infer, 3, args.iters, torch.cuda.synchronize)
-    return {"side": "torchvision (channels_last, bf16 autocast, torch.compile)",
-            "train_images_per_s": args.batch / train_s, "infer_images_per_s": args.batch / infer_s,
-            "train_step_s": train_s, "compile_s": compile_s, "final_loss": float(losses[-1]),
-            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {
+        "side": "torchvision (channels_last, bf16 autocast, torch.compile)",
+        "train_images_per_s": args.batch / train_s,
+        "infer_images_per_s": args.batch / infer_s,
+        "train_step_s": train_s,
+        "compile_s": compile_s,
+        "final_loss": float(losses[-1]),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
 
 
 def run_all(args):
     results = {}
     for side in ("peak", "ours", "torchvision"):
         env = {**os.environ, "KERAS_BACKEND": "jax"}
-        proc = subprocess.run([sys.executable, __file__, f"--side={side}", f"--batch={args.batch}",
-                               f"--iters={args.iters}", f"--size={args.size}"], env=env, capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                f"--side={side}",
+                f"--batch={args.batch}",
+                f"--iters={args.iters}",
+                f"--size={args.size}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
         if proc.returncode or not lines:
             print(f"{side} failed:\n{proc.stderr[-4000:]}", file=sys.stderr)
@@ -194,10 +240,15 @@ def run_all(args):
     peak = results.get("peak", {}).get("bf16_matmul_tflops")
     flops = args.forward_gflops
     xla_flops = results.get("ours", {}).get("xla_forward_gflops_per_image")
-    print(f"\nGPU: {results.get('peak', {}).get('device')}; bf16 matmul peak {peak:.0f} TFLOP/s"
-          if peak else "no peak")
-    print(f"forward FLOPs per image: {flops:.1f} G (deeplab.describe conv count; XLA's cost "
-          f"analysis says {xla_flops} G)")
+    print(
+        f"\nGPU: {results.get('peak', {}).get('device')}; bf16 matmul peak {peak:.0f} TFLOP/s"
+        if peak
+        else "no peak"
+    )
+    print(
+        f"forward FLOPs per image: {flops:.1f} G (deeplab.describe conv count; XLA's cost "
+        f"analysis says {xla_flops} G)"
+    )
     print("| side | train img/s (batch 16, 513) | inference img/s | train MFU | compile s |")
     print("|---|---|---|---|---|")
     for side in ("ours", "torchvision"):
@@ -205,11 +256,15 @@ def run_all(args):
         if not r:
             continue
         mfu = (3 * flops * 1e9 * r["train_images_per_s"] / (peak * 1e12)) if (peak and flops) else 0
-        print(f"| {r['side']} | {r['train_images_per_s']:.1f} | {r['infer_images_per_s']:.1f} | "
-              f"{100 * mfu:.1f}% | {r['compile_s']:.0f} |")
+        print(
+            f"| {r['side']} | {r['train_images_per_s']:.1f} | {r['infer_images_per_s']:.1f} | "
+            f"{100 * mfu:.1f}% | {r['compile_s']:.0f} |"
+        )
     if "ours" in results and "torchvision" in results:
-        print(f"ratio ours/torchvision: train {results['ours']['train_images_per_s'] / results['torchvision']['train_images_per_s']:.2f}x"
-              f" images/s, inference {results['ours']['infer_images_per_s'] / results['torchvision']['infer_images_per_s']:.2f}x images/s")
+        print(
+            f"ratio ours/torchvision: train {results['ours']['train_images_per_s'] / results['torchvision']['train_images_per_s']:.2f}x"
+            f" images/s, inference {results['ours']['infer_images_per_s'] / results['torchvision']['infer_images_per_s']:.2f}x images/s"
+        )
     print(json.dumps(results))
 
 
@@ -219,8 +274,12 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--size", type=int, default=513, help="input height and width")
-    parser.add_argument("--forward_gflops", type=float, default=140.5,
-                        help="forward conv GFLOPs per image (python -m deeplab.describe)")
+    parser.add_argument(
+        "--forward_gflops",
+        type=float,
+        default=140.5,
+        help="forward conv GFLOPs per image (python -m deeplab.describe)",
+    )
     args = parser.parse_args()
     if args.side == "all":
         run_all(args)

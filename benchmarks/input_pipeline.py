@@ -43,7 +43,9 @@ def prepare(work_dir, num_images, camvid_dir):
         from deeplab.data import synthetic
 
         print(f"writing {num_images} VOC-like 500x375 JPEG records to {voc_dir}", file=sys.stderr)
-        synthetic.build_synthetic_dataset(voc_dir, num_train=num_images, num_val=1, num_shards=4, seed=0, **synthetic.VOC_LIKE)
+        synthetic.build_synthetic_dataset(
+            voc_dir, num_train=num_images, num_val=1, num_shards=4, seed=0, **synthetic.VOC_LIKE
+        )
     datasets["voc_like"] = voc_dir
     if camvid_dir and os.path.isdir(camvid_dir):
         out = os.path.join(work_dir, "camvid")
@@ -54,7 +56,14 @@ def prepare(work_dir, num_images, camvid_dir):
 
             print(f"converting CamVid train from {camvid_dir} to {out}", file=sys.stderr)
             specs = raw_datasets.camvid_examples(camvid_dir, ["train"])
-            convert.convert_splits(specs, out, dataset=datasets_info.camvid(), num_shards=4, progress=False, log=lambda s: None)
+            convert.convert_splits(
+                specs,
+                out,
+                dataset=datasets_info.camvid(),
+                num_shards=4,
+                progress=False,
+                log=lambda s: None,
+            )
         datasets["camvid"] = out
     return datasets
 
@@ -72,14 +81,20 @@ def _reference_dataset(dataset_dir, batch_size, crop, seed):
 
     def transform(index, serialized):
         example = records.decode_example(serialized)
-        s_scale, s_crop, s_flip = tf.unstack(augment.split_seed(tf.random.experimental.stateless_fold_in(key, index), 3))
+        s_scale, s_crop, s_flip = tf.unstack(
+            augment.split_seed(tf.random.experimental.stateless_fold_in(key, index), 3)
+        )
         image, label = augment.random_scale(example["image"], example["label"], s_scale)
         image, label = augment.pad_to_size(image, label, crop, crop)
         image, label = augment.random_crop(image, label, s_crop, crop, crop)
         image, label = augment.random_flip(image, label, s_flip)
-        return tf.ensure_shape(augment.normalize(image), [crop, crop, 3]), tf.ensure_shape(label, [crop, crop])
+        return tf.ensure_shape(augment.normalize(image), [crop, crop, 3]), tf.ensure_shape(
+            label, [crop, crop]
+        )
 
-    ds = tf.data.Dataset.from_tensor_slices(files).interleave(tf.data.TFRecordDataset, cycle_length=len(files))
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=len(files)
+    )
     ds = ds.shuffle(256, seed=seed).repeat().enumerate()
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -93,7 +108,12 @@ def measure(dataset_dir, variant, cores, batch_size, crop, seconds, warmup):
 
     if variant == "pipeline":
         ds = input_pipeline.make_train_dataset(
-            dataset_dir, "train", batch_size=batch_size, crop_size=crop, seed=0, private_threadpool_size=cores
+            dataset_dir,
+            "train",
+            batch_size=batch_size,
+            crop_size=crop,
+            seed=0,
+            private_threadpool_size=cores,
         )
     else:
         ds = _reference_dataset(dataset_dir, batch_size, crop, 0)
@@ -120,13 +140,23 @@ def _cpu_seconds():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work_dir", default=DEFAULT_WORK_DIR)
     parser.add_argument("--camvid_dir", default=CAMVID_DIR)
     parser.add_argument("--datasets", default="voc_like,camvid")
-    parser.add_argument("--variants", default="pipeline,reference", help="pipeline (make_train_dataset) and/or reference")
-    parser.add_argument("--num_images", type=int, default=128, help="VOC-like training images to write")
-    parser.add_argument("--cores", default=None, help="comma-separated core counts to pin to (default: 1 and all)")
+    parser.add_argument(
+        "--variants",
+        default="pipeline,reference",
+        help="pipeline (make_train_dataset) and/or reference",
+    )
+    parser.add_argument(
+        "--num_images", type=int, default=128, help="VOC-like training images to write"
+    )
+    parser.add_argument(
+        "--cores", default=None, help="comma-separated core counts to pin to (default: 1 and all)"
+    )
     parser.add_argument("--crop", type=int, default=513)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -137,25 +167,55 @@ def main():
     if args._child:
         job = json.loads(args._child)
         os.sched_setaffinity(0, set(job["cpus"]))
-        rate, per_cpu_second = measure(job["dir"], job["variant"], len(job["cpus"]), args.batch_size, args.crop, args.seconds, args.warmup)
+        rate, per_cpu_second = measure(
+            job["dir"],
+            job["variant"],
+            len(job["cpus"]),
+            args.batch_size,
+            args.crop,
+            args.seconds,
+            args.warmup,
+        )
         print(json.dumps({"crops_per_s": rate, "crops_per_cpu_s": per_cpu_second}))
         return
 
     available = sorted(os.sched_getaffinity(0))
-    core_counts = [int(c) for c in args.cores.split(",")] if args.cores else sorted({1, len(available)})
+    core_counts = (
+        [int(c) for c in args.cores.split(",")] if args.cores else sorted({1, len(available)})
+    )
     datasets = prepare(args.work_dir, args.num_images, args.camvid_dir)
-    print(f"host: {os.cpu_count()} CPUs, {len(available)} usable; load average before: {os.getloadavg()}")
-    print(f"crop {args.crop}, batch {args.batch_size}, scale 0.5..2.0 step 0.25, flip; {args.seconds:g} s after {args.warmup} warm-up batches")
-    print(f"{'dataset':10s} {'variant':10s} {'cores':>5s} {'crops/s':>9s} {'per core':>9s} {'per CPU-s':>9s}")
+    print(
+        f"host: {os.cpu_count()} CPUs, {len(available)} usable; load average before: {os.getloadavg()}"
+    )
+    print(
+        f"crop {args.crop}, batch {args.batch_size}, scale 0.5..2.0 step 0.25, flip; {args.seconds:g} s after {args.warmup} warm-up batches"
+    )
+    print(
+        f"{'dataset':10s} {'variant':10s} {'cores':>5s} {'crops/s':>9s} {'per core':>9s} {'per CPU-s':>9s}"
+    )
     results = {}
     for name in [d for d in args.datasets.split(",") if d in datasets]:
         for cores in core_counts:
             for variant in args.variants.split(","):
                 job = {"dir": datasets[name], "variant": variant, "cpus": available[:cores]}
                 out = subprocess.run(
-                    [sys.executable, __file__, "--_child", json.dumps(job), "--crop", str(args.crop), "--batch_size", str(args.batch_size),
-                     "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
-                    capture_output=True, text=True, check=False,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--_child",
+                        json.dumps(job),
+                        "--crop",
+                        str(args.crop),
+                        "--batch_size",
+                        str(args.batch_size),
+                        "--seconds",
+                        str(args.seconds),
+                        "--warmup",
+                        str(args.warmup),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
@@ -163,10 +223,15 @@ def main():
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 rate = result["crops_per_s"]
                 results[(name, variant, cores)] = rate
-                print(f"{name:10s} {variant:10s} {cores:5d} {rate:9.1f} {rate / cores:9.1f} {result['crops_per_cpu_s']:9.1f}", flush=True)
+                print(
+                    f"{name:10s} {variant:10s} {cores:5d} {rate:9.1f} {rate / cores:9.1f} {result['crops_per_cpu_s']:9.1f}",
+                    flush=True,
+                )
     for (name, variant, cores), rate in results.items():
         if variant == "pipeline" and (name, "reference", cores) in results:
-            print(f"{name} {cores} core(s): pipeline / reference = {rate / results[(name, 'reference', cores)]:.2f}")
+            print(
+                f"{name} {cores} core(s): pipeline / reference = {rate / results[(name, 'reference', cores)]:.2f}"
+            )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -7,6 +7,7 @@ deeplab.evaluation.evaluator.Predictor (one dynamic-shape tf.function for the ne
 x 2 flips in one call, against each (scale, flip) pass run alone, alternated; wall and process
 CPU seconds.
 """
+
 import argparse
 import os
 import sys
@@ -35,13 +36,16 @@ from deeplab.model import fuse
 from deeplab.evaluation import inference
 
 keras.utils.set_random_seed(0)
-model = fuse.fuse_batch_norm(deeplab.build_model(backbone="resnet101", num_classes=21,
-                                                 output_stride=16))
-image = tf.constant(np.random.default_rng(0).uniform(-1, 1, (args.size, args.size, 3)),
-                    tf.float32)
+model = fuse.fuse_batch_norm(
+    deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=16)
+)
+image = tf.constant(np.random.default_rng(0).uniform(-1, 1, (args.size, args.size, 3)), tf.float32)
 full = evaluation.Predictor(model, scales=inference.PAPER_EVAL_SCALES, flip=True)
-singles = [(evaluation.Predictor(model, scales=(s,)), flip)
-           for s in inference.PAPER_EVAL_SCALES for flip in (False, True)]
+singles = [
+    (evaluation.Predictor(model, scales=(s,)), flip)
+    for s in inference.PAPER_EVAL_SCALES
+    for flip in (False, True)
+]
 
 
 def run_full():
@@ -68,5 +72,7 @@ for _ in range(args.rounds):
 print(f"size {args.size}, {args.threads} threads, load {os.getloadavg()[0]:.1f}")
 for name, values in results.items():
     walls, cpus = zip(*values)
-    print(f"  {name:30s} wall median {np.median(walls):.2f} s, CPU median {np.median(cpus):.2f} s"
-          f"  (wall {[round(w, 2) for w in walls]})")
+    print(
+        f"  {name:30s} wall median {np.median(walls):.2f} s, CPU median {np.median(cpus):.2f} s"
+        f"  (wall {[round(w, 2) for w in walls]})"
+    )

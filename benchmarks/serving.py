@@ -59,20 +59,32 @@ SIDES = {
     "floor_ort": ("peers/torch/bin/python", "floor", "floor"),
 }
 # The runtime floor under each side (for "ratio above the floor").
-FLOOR_OF = {"ours_savedmodel_f32": "floor_tf", "ours_savedmodel_bf16": "floor_tf",
-            "ours_tflite_f32": "floor_litert", "ours_tflite_int8": "floor_litert",
-            "torch_eager": "floor_torch", "ort_f32": "floor_ort", "ort_int8": "floor_ort"}
+FLOOR_OF = {
+    "ours_savedmodel_f32": "floor_tf",
+    "ours_savedmodel_bf16": "floor_tf",
+    "ours_tflite_f32": "floor_litert",
+    "ours_tflite_int8": "floor_litert",
+    "torch_eager": "floor_torch",
+    "ort_f32": "floor_ort",
+    "ort_int8": "floor_ort",
+}
 # Reduced-precision side -> its float32 source (same weights): argmax agreement.
-AGREEMENT = {"ours_savedmodel_bf16": "ours_savedmodel_f32", "ours_tflite_int8": "ours_tflite_f32",
-             "ort_int8": "ort_f32", "ours_tflite_f32": "ours_savedmodel_f32"}
+AGREEMENT = {
+    "ours_savedmodel_bf16": "ours_savedmodel_f32",
+    "ours_tflite_int8": "ours_tflite_f32",
+    "ort_int8": "ort_f32",
+    "ours_tflite_f32": "ours_savedmodel_f32",
+}
 ARTEFACTS_READY = {"ours": "ours_int8.tflite", "torch": "torchvision_int8.onnx"}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sides", default=",".join(SIDES),
-                        help=f"comma-separated, from {', '.join(SIDES)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sides", default=",".join(SIDES), help=f"comma-separated, from {', '.join(SIDES)}"
+    )
     parser.add_argument("--artifacts", default=os.path.join(HERE, "out", "serving-artifacts"))
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--rounds", type=int, default=2)
@@ -81,8 +93,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1 round, 3 timed calls")
     parser.add_argument("--skip-setup", action="store_true")
-    parser.add_argument("--skip-prepare", action="store_true",
-                        help="reuse --artifacts as they are")
+    parser.add_argument("--skip-prepare", action="store_true", help="reuse --artifacts as they are")
     args = parser.parse_args(argv)
     args.sides = [s for s in args.sides.split(",") if s]
     unknown = [s for s in args.sides if s not in SIDES]
@@ -95,25 +106,36 @@ def parse_args(argv=None):
 
 def prepare(args, env, log_path):
     os.makedirs(args.artifacts, exist_ok=True)
-    jobs = [("ours", ".venv/bin/python", "prepare_serving_ours.py"),
-            ("torch", "peers/torch/bin/python", "prepare_serving_torch.py")]
+    jobs = [
+        ("ours", ".venv/bin/python", "prepare_serving_ours.py"),
+        ("torch", "peers/torch/bin/python", "prepare_serving_torch.py"),
+    ]
     for name, python, script in jobs:
         if args.skip_prepare or os.path.exists(os.path.join(args.artifacts, ARTEFACTS_READY[name])):
             continue
         start = time.monotonic()
-        argv = [os.path.join(REPO_ROOT, python), os.path.join(PEERS_SCRIPTS, script),
-                "--artifacts", args.artifacts, "--size", str(args.size)]
+        argv = [
+            os.path.join(REPO_ROOT, python),
+            os.path.join(PEERS_SCRIPTS, script),
+            "--artifacts",
+            args.artifacts,
+            "--size",
+            str(args.size),
+        ]
         with open(log_path, "a", encoding="utf-8") as log:
-            proc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=REPO_ROOT, check=False)
+            proc = subprocess.run(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, check=False
+            )
         if proc.returncode != 0:
             sys.exit(f"[serving] {script} failed (exit {proc.returncode}); see {log_path}")
-        print(f"[serving] prepared {name} artefacts in {time.monotonic() - start:.0f} s",
-              flush=True)
+        print(
+            f"[serving] prepared {name} artefacts in {time.monotonic() - start:.0f} s", flush=True
+        )
 
 
 def agreement(path_a, path_b):
     import numpy as np  # pylint: disable=import-outside-toplevel
+
     a, b = np.load(path_a), np.load(path_b)
     return float((a == b).mean()) if a.shape == b.shape else None
 
@@ -135,22 +157,30 @@ def summarize(records):
 
 
 def render(summary, agreements):
-    lines = ["| side | precision | latency (median) | load | RSS after load | peak RSS | "
-             "peak above runtime floor |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| side | precision | latency (median) | load | RSS after load | peak RSS | "
+        "peak above runtime floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for side, entry in summary.items():
         floor = summary.get(FLOOR_OF.get(side, ""), {}).get("peak_rss_mb")
         above = f"{entry['peak_rss_mb'] - floor:.0f} MiB" if floor else ""
         latency = "" if SIDES[side][1] == "floor" else f"{entry['median_s']:.3f} s"
-        lines.append(f"| {side} | {SIDES[side][1]} | {latency} | {entry['load_s']:.1f} s | "
-                     f"{entry['rss_loaded_mb']:.0f} MiB | {entry['peak_rss_mb']:.0f} MiB | {above} |")
+        lines.append(
+            f"| {side} | {SIDES[side][1]} | {latency} | {entry['load_s']:.1f} s | "
+            f"{entry['rss_loaded_mb']:.0f} MiB | {entry['peak_rss_mb']:.0f} MiB | {above} |"
+        )
     for side, value in agreements.items():
         if value is not None:
-            lines.append(f"\nargmax agreement {side} vs {AGREEMENT[side]}: {100 * value:.2f}% of pixels")
+            lines.append(
+                f"\nargmax agreement {side} vs {AGREEMENT[side]}: {100 * value:.2f}% of pixels"
+            )
     return "\n".join(lines)
 
 
 def ratio_line(summary):
     """ours / best peer, per precision, for latency and peak RSS (and above the floors)."""
+
     def best(precisions, key, above_floor=False):
         values = []
         for side, entry in summary.items():
@@ -165,10 +195,12 @@ def ratio_line(summary):
         return min(values) if values else None
 
     parts = []
-    for ours, precisions in (("ours_savedmodel_f32", ("float32",)),
-                             ("ours_tflite_f32", ("float32",)),
-                             ("ours_savedmodel_bf16", ("float32",)),
-                             ("ours_tflite_int8", ("int8",))):
+    for ours, precisions in (
+        ("ours_savedmodel_f32", ("float32",)),
+        ("ours_tflite_f32", ("float32",)),
+        ("ours_savedmodel_bf16", ("float32",)),
+        ("ours_tflite_int8", ("int8",)),
+    ):
         if ours not in summary:
             continue
         for key, word in (("median_s", "latency"), ("peak_rss_mb", "peak RSS")):
@@ -178,8 +210,10 @@ def ratio_line(summary):
         peer = best(precisions, "peak_rss_mb", above_floor=True)
         floor = summary.get(FLOOR_OF[ours], {}).get("peak_rss_mb")
         if peer and floor:
-            parts.append(f"{ours} peak RSS above floor "
-                         f"{(summary[ours]['peak_rss_mb'] - floor) / peer[0]:.2f}x {peer[1]}")
+            parts.append(
+                f"{ours} peak RSS above floor "
+                f"{(summary[ours]['peak_rss_mb'] - floor) / peer[0]:.2f}x {peer[1]}"
+            )
     return "ratios ours / best peer: " + "; ".join(parts)
 
 
@@ -191,18 +225,33 @@ def main(argv=None):
     log_path = os.path.join(out_dir, f"serving-{stamp}.log")
     env = speed.child_env(args.threads)
     if not args.skip_setup:
-        subprocess.run(["bash", os.path.join(HERE, "setup_peers.sh"), "torch", "litert"],
-                       check=True, cwd=REPO_ROOT)
+        subprocess.run(
+            ["bash", os.path.join(HERE, "setup_peers.sh"), "torch", "litert"],
+            check=True,
+            cwd=REPO_ROOT,
+        )
     prepare(args, env, log_path)
     records = {side: [] for side in args.sides}
     outputs = {}
     for round_index in range(args.rounds):
         for side in args.sides:
             python = os.path.join(REPO_ROOT, SIDES[side][0])
-            argv = [python, os.path.join(PEERS_SCRIPTS, "run_serving.py"), "--side", side,
-                    "--artifacts", args.artifacts, "--size", str(args.size),
-                    "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                    "--threads", str(args.threads)]
+            argv = [
+                python,
+                os.path.join(PEERS_SCRIPTS, "run_serving.py"),
+                "--side",
+                side,
+                "--artifacts",
+                args.artifacts,
+                "--size",
+                str(args.size),
+                "--warmup",
+                str(args.warmup),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ]
             output = None
             if side not in outputs and SIDES[side][1] != "floor":
                 output = os.path.join(args.artifacts, f"output-{side}.npy")
@@ -216,22 +265,37 @@ def main(argv=None):
             if output and os.path.exists(output):
                 outputs[side] = output
             records[side].append(value)
-            print(f"[serving] {side} round {round_index + 1}: {value['median_s']:.3f} s, "
-                  f"RSS loaded {value['rss_loaded_mb']:.0f} MiB, peak {value['peak_rss_mb']:.0f} MiB",
-                  flush=True)
+            print(
+                f"[serving] {side} round {round_index + 1}: {value['median_s']:.3f} s, "
+                f"RSS loaded {value['rss_loaded_mb']:.0f} MiB, peak {value['peak_rss_mb']:.0f} MiB",
+                flush=True,
+            )
     summary = summarize(records)
-    agreements = {side: agreement(outputs[side], outputs[source])
-                  for side, source in AGREEMENT.items()
-                  if side in outputs and source in outputs and side in summary and source in summary}
-    print(f"\nServing, {args.size}x{args.size}, batch 1, {args.threads} threads, "
-          f"{args.rounds} round(s) x {args.repeats} calls after {args.warmup} warm-up; "
-          f"{platform.processor() or platform.machine()}, {datetime.date.today()}\n")
+    agreements = {
+        side: agreement(outputs[side], outputs[source])
+        for side, source in AGREEMENT.items()
+        if side in outputs and source in outputs and side in summary and source in summary
+    }
+    print(
+        f"\nServing, {args.size}x{args.size}, batch 1, {args.threads} threads, "
+        f"{args.rounds} round(s) x {args.repeats} calls after {args.warmup} warm-up; "
+        f"{platform.processor() or platform.machine()}, {datetime.date.today()}\n"
+    )
     print(render(summary, agreements))
     line = ratio_line(summary)
     print("\n" + line)
     with open(os.path.join(out_dir, f"serving-{stamp}.json"), "w", encoding="utf-8") as handle:
-        json.dump({"args": vars(args), "records": records, "summary": summary,
-                   "agreements": agreements, "ratios": line}, handle, indent=1)
+        json.dump(
+            {
+                "args": vars(args),
+                "records": records,
+                "summary": summary,
+                "agreements": agreements,
+                "ratios": line,
+            },
+            handle,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

@@ -52,16 +52,26 @@ PEER_SIDES = ("torchvision", "modelgarden")
 
 # name -> (column title, runner arguments)
 MEASUREMENTS = {
-    "infer_os16": ("inference OS 16, 513, batch 1",
-                   dict(task="infer", output_stride=16, size=513, batch=1)),
-    "infer_os8": ("inference OS 8, 513, batch 1",
-                  dict(task="infer", output_stride=8, size=513, batch=1)),
-    "train_b2": ("train step batch 2 at 321",
-                 dict(task="train", output_stride=16, size=321, batch=2)),
-    "train_b8": ("train step batch 8 at 321",
-                 dict(task="train", output_stride=16, size=321, batch=8)),
-    "infer_os16_bf16": ("inference OS 16, 513, batch 1, bf16",
-                        dict(task="infer", output_stride=16, size=513, batch=1, dtype="bfloat16")),
+    "infer_os16": (
+        "inference OS 16, 513, batch 1",
+        dict(task="infer", output_stride=16, size=513, batch=1),
+    ),
+    "infer_os8": (
+        "inference OS 8, 513, batch 1",
+        dict(task="infer", output_stride=8, size=513, batch=1),
+    ),
+    "train_b2": (
+        "train step batch 2 at 321",
+        dict(task="train", output_stride=16, size=321, batch=2),
+    ),
+    "train_b8": (
+        "train step batch 8 at 321",
+        dict(task="train", output_stride=16, size=321, batch=8),
+    ),
+    "infer_os16_bf16": (
+        "inference OS 16, 513, batch 1, bf16",
+        dict(task="infer", output_stride=16, size=513, batch=1, dtype="bfloat16"),
+    ),
 }
 DEFAULT_MEASUREMENTS = ("infer_os16", "infer_os8", "train_b2", "train_b8")
 
@@ -101,14 +111,19 @@ def summarize(records, sides, measurements):
             entry = {
                 "n": len(seconds),
                 "median_s": common.median(seconds) if seconds else None,
-                "peak_rss_mb": max((r["result"]["peak_rss_mb"] for r in runs if "result" in r),
-                                   default=None),
+                "peak_rss_mb": max(
+                    (r["result"]["peak_rss_mb"] for r in runs if "result" in r), default=None
+                ),
                 "errors": [r["error"] for r in runs if "error" in r],
             }
-            entry["gflops_per_s"] = (measurement_flops(spec) / entry["median_s"] / 1e9
-                                     if entry["median_s"] else None)
-            agreements = [r["result"]["argmax_agreement_vs_float32"] for r in runs
-                          if "result" in r and "argmax_agreement_vs_float32" in r["result"]]
+            entry["gflops_per_s"] = (
+                measurement_flops(spec) / entry["median_s"] / 1e9 if entry["median_s"] else None
+            )
+            agreements = [
+                r["result"]["argmax_agreement_vs_float32"]
+                for r in runs
+                if "result" in r and "argmax_agreement_vs_float32" in r["result"]
+            ]
             if agreements:
                 entry["argmax_agreement"] = min(agreements)
             summary[name][side] = entry
@@ -117,8 +132,9 @@ def summarize(records, sides, measurements):
 
 def best_peer(entries, key="median_s"):
     """(peer name, value) with the smallest ``key`` among the peers that have one, else None."""
-    candidates = [(entries[s][key], s) for s in PEER_SIDES
-                  if s in entries and entries[s].get(key) is not None]
+    candidates = [
+        (entries[s][key], s) for s in PEER_SIDES if s in entries and entries[s].get(key) is not None
+    ]
     if not candidates:
         return None
     value, side = min(candidates)
@@ -193,15 +209,19 @@ def ratio_line(summary, measurements):
     for m in measurements:
         best = best_peer(summary[m])
         ours = summary[m].get("ours", {}).get("median_s")
-        parts.append(f"{m} {format_ratio(ours, best[1] if best else None)}"
-                     + (f" ({best[0]})" if best else ""))
+        parts.append(
+            f"{m} {format_ratio(ours, best[1] if best else None)}"
+            + (f" ({best[0]})" if best else "")
+        )
     for m in measurements:
         if MEASUREMENTS[m][1]["task"] != "train":
             continue
         best = best_peer(summary[m], key="peak_rss_mb")
         ours = summary[m].get("ours", {}).get("peak_rss_mb")
-        parts.append(f"peak RSS {m} {format_ratio(ours, best[1] if best else None)}"
-                     + (f" ({best[0]})" if best else ""))
+        parts.append(
+            f"peak RSS {m} {format_ratio(ours, best[1] if best else None)}"
+            + (f" ({best[0]})" if best else "")
+        )
         for side in TRAIN_ONLY_SIDES:
             if side not in summary[m]:
                 continue
@@ -216,11 +236,28 @@ def ratio_line(summary, measurements):
 def runner_command(side, spec, warmup, repeats, threads, seed=0, xla=False, count_flops=False):
     """argv that runs one measurement of ``side`` in its own virtualenv."""
     python, script, _ = SIDES[side]
-    argv = [os.path.join(REPO_ROOT, python), os.path.join(PEERS_SCRIPTS, script),
-            "--task", spec["task"], "--output-stride", str(spec["output_stride"]),
-            "--size", str(spec["size"]), "--batch", str(spec["batch"]),
-            "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(threads),
-            "--dtype", spec.get("dtype", "float32"), "--seed", str(seed)]
+    argv = [
+        os.path.join(REPO_ROOT, python),
+        os.path.join(PEERS_SCRIPTS, script),
+        "--task",
+        spec["task"],
+        "--output-stride",
+        str(spec["output_stride"]),
+        "--size",
+        str(spec["size"]),
+        "--batch",
+        str(spec["batch"]),
+        "--warmup",
+        str(warmup),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(threads),
+        "--dtype",
+        spec.get("dtype", "float32"),
+        "--seed",
+        str(seed),
+    ]
     if xla and side != "torchvision":
         argv.append("--xla")
     if count_flops:
@@ -234,12 +271,17 @@ def runner_command(side, spec, warmup, repeats, threads, seed=0, xla=False, coun
 def child_env(threads):
     """The environment every child gets: same threads everywhere, quiet TensorFlow."""
     env = dict(os.environ)
-    env.update({
-        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-        "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
-        "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONHASHSEED": "0",
-    })
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "TF_NUM_INTRAOP_THREADS": str(threads),
+            "TF_NUM_INTEROP_THREADS": str(threads),
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONHASHSEED": "0",
+        }
+    )
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 
@@ -248,8 +290,15 @@ def run_child(argv, env, timeout_s, log_path):
     """Runs one runner; returns ("result", dict) or ("error", message). Logs its output."""
     start = time.monotonic()
     try:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              cwd=REPO_ROOT, check=False)
+        proc = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO_ROOT,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "error", f"timed out after {timeout_s} s: {' '.join(argv[1:3])}"
     finally:
@@ -273,8 +322,9 @@ def setup_peers(sides):
     if not names:
         return
     start = time.monotonic()
-    subprocess.run(["bash", os.path.join(HERE, "setup_peers.sh"), *names], check=True,
-                   cwd=REPO_ROOT)
+    subprocess.run(
+        ["bash", os.path.join(HERE, "setup_peers.sh"), *names], check=True, cwd=REPO_ROOT
+    )
     print(f"[speed] peers ready in {time.monotonic() - start:.0f} s", flush=True)
 
 
@@ -286,9 +336,16 @@ def measure_peak(args, env, log_path):
     if "torchvision" in args.sides:
         runs.append(("torch", SIDES["torchvision"][0]))
     for framework, python in runs:
-        argv = [os.path.join(REPO_ROOT, python), os.path.join(PEERS_SCRIPTS, "run_matmul.py"),
-                "--framework", framework, "--threads", str(args.threads),
-                "--repeats", str(args.repeats)]
+        argv = [
+            os.path.join(REPO_ROOT, python),
+            os.path.join(PEERS_SCRIPTS, "run_matmul.py"),
+            "--framework",
+            framework,
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+        ]
         kind, value = run_child(argv, env, 600, log_path)
         if kind == "error":
             print(f"[speed] matmul peak ({framework}) failed: {value}", flush=True)
@@ -302,30 +359,58 @@ def measure_peak(args, env, log_path):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="3 timed calls per side and measurement, 1 round (< 10 min)")
-    parser.add_argument("--sides", default="ours,torchvision,modelgarden",
-                        help="comma-separated, in run order (default: %(default)s); "
-                             "ours_no_recompute is ours with deeplab.train's "
-                             "--recompute_through=none, run for the training measurements")
-    parser.add_argument("--measurements", default=",".join(DEFAULT_MEASUREMENTS),
-                        help=f"comma-separated from {', '.join(MEASUREMENTS)}")
-    parser.add_argument("--bf16", action="store_true",
-                        help="add bf16 inference at OS 16 with argmax agreement vs float32")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="alternating rounds per measurement; medians pool all rounds")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed calls per process (default 5, --quick 3)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed calls first (TensorFlow's 2nd call is still slow)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 timed calls per side and measurement, 1 round (< 10 min)",
+    )
+    parser.add_argument(
+        "--sides",
+        default="ours,torchvision,modelgarden",
+        help="comma-separated, in run order (default: %(default)s); "
+        "ours_no_recompute is ours with deeplab.train's "
+        "--recompute_through=none, run for the training measurements",
+    )
+    parser.add_argument(
+        "--measurements",
+        default=",".join(DEFAULT_MEASUREMENTS),
+        help=f"comma-separated from {', '.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="add bf16 inference at OS 16 with argmax agreement vs float32",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternating rounds per measurement; medians pool all rounds",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls per process (default 5, --quick 3)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed calls first (TensorFlow's 2nd call is still slow)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--xla", action="store_true", help="jit_compile on the TensorFlow sides")
-    parser.add_argument("--skip-setup", action="store_true",
-                        help="do not run setup_peers.sh (the virtualenvs must exist)")
-    parser.add_argument("--no-flops-check", action="store_true",
-                        help="skip counting each model's conv FLOPs from its graph")
+    parser.add_argument(
+        "--skip-setup",
+        action="store_true",
+        help="do not run setup_peers.sh (the virtualenvs must exist)",
+    )
+    parser.add_argument(
+        "--no-flops-check",
+        action="store_true",
+        help="skip counting each model's conv FLOPs from its graph",
+    )
     parser.add_argument("--timeout", type=int, default=900, help="seconds per child process")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "out"))
     args = parser.parse_args(argv)
@@ -357,9 +442,11 @@ def main(argv=None):
         setup_peers(args.sides)
     env = child_env(args.threads)
     peak, peak_details = measure_peak(args, env, log_path)
-    print(f"[speed] matmul peak at {args.threads} threads: float32 "
-          f"{peak['float32'] or 0:.0f} GFLOP/s, bfloat16 {peak['bfloat16'] or 0:.0f} GFLOP/s",
-          flush=True)
+    print(
+        f"[speed] matmul peak at {args.threads} threads: float32 "
+        f"{peak['float32'] or 0:.0f} GFLOP/s, bfloat16 {peak['bfloat16'] or 0:.0f} GFLOP/s",
+        flush=True,
+    )
 
     records = []
     for m_index, name in enumerate(args.measurements):
@@ -368,21 +455,38 @@ def main(argv=None):
             for side in args.sides:
                 if not runs_measurement(side, name):
                     continue
-                count = (not args.no_flops_check and round_index == 0 and m_index == 0)
-                argv_child = runner_command(side, spec, args.warmup, args.repeats, args.threads,
-                                            xla=args.xla, count_flops=count)
+                count = not args.no_flops_check and round_index == 0 and m_index == 0
+                argv_child = runner_command(
+                    side,
+                    spec,
+                    args.warmup,
+                    args.repeats,
+                    args.threads,
+                    xla=args.xla,
+                    count_flops=count,
+                )
                 load_before = os.getloadavg()[0]
                 kind, value = run_child(argv_child, env, args.timeout, log_path)
-                record = {"measurement": name, "side": side, "round": round_index, kind: value,
-                          "loadavg_1min": [load_before, os.getloadavg()[0]]}
+                record = {
+                    "measurement": name,
+                    "side": side,
+                    "round": round_index,
+                    kind: value,
+                    "loadavg_1min": [load_before, os.getloadavg()[0]],
+                }
                 records.append(record)
                 if kind == "result":
-                    extra = (f", model conv {value['model_conv_gflops']:.1f} GFLOPs"
-                             if "model_conv_gflops" in value else "")
-                    print(f"[speed] {name} {side}: median {value['median_s']:.3f} s of "
-                          f"{len(value['seconds'])}, peak RSS {value['peak_rss_mb']:.0f} MiB, "
-                          f"process {value['wall_s']:.0f} s, load {load_before:.1f}{extra}",
-                          flush=True)
+                    extra = (
+                        f", model conv {value['model_conv_gflops']:.1f} GFLOPs"
+                        if "model_conv_gflops" in value
+                        else ""
+                    )
+                    print(
+                        f"[speed] {name} {side}: median {value['median_s']:.3f} s of "
+                        f"{len(value['seconds'])}, peak RSS {value['peak_rss_mb']:.0f} MiB, "
+                        f"process {value['wall_s']:.0f} s, load {load_before:.1f}{extra}",
+                        flush=True,
+                    )
                 else:
                     print(f"[speed] {name} {side}: FAILED {value}", flush=True)
 
@@ -394,25 +498,44 @@ def main(argv=None):
     text = render_tables(summary, args.sides, args.measurements, peak)
     elapsed = time.monotonic() - started
     with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                   "command": command, "machine": platform.platform(),
-                   "cpu_count": os.cpu_count(), "threads": args.threads,
-                   "warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds,
-                   "elapsed_s": elapsed, "peak": peak, "peak_details": peak_details,
-                   "versions": versions, "summary": summary, "records": records},
-                  handle, indent=1)
+        json.dump(
+            {
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "command": command,
+                "machine": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "threads": args.threads,
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "rounds": args.rounds,
+                "elapsed_s": elapsed,
+                "peak": peak,
+                "peak_details": peak_details,
+                "versions": versions,
+                "summary": summary,
+                "records": records,
+            },
+            handle,
+            indent=1,
+        )
     print()
-    print(f"{command}  ({datetime.date.today()}, {elapsed / 60:.1f} min; medians of "
-          f"{args.repeats * args.rounds} after {args.warmup} warm-up; {args.threads} threads)")
+    print(
+        f"{command}  ({datetime.date.today()}, {elapsed / 60:.1f} min; medians of "
+        f"{args.repeats * args.rounds} after {args.warmup} warm-up; {args.threads} threads)"
+    )
     for side, v in versions.items():
         print(f"  {side}: " + ", ".join(f"{k} {x}" for k, x in (v or {}).items()))
-    print(f"matmul peak: float32 {peak['float32'] or 0:.0f} GFLOP/s, "
-          f"bfloat16 {peak['bfloat16'] or 0:.0f} GFLOP/s (best of TF / torch, same run)")
+    print(
+        f"matmul peak: float32 {peak['float32'] or 0:.0f} GFLOP/s, "
+        f"bfloat16 {peak['bfloat16'] or 0:.0f} GFLOP/s (best of TF / torch, same run)"
+    )
     loads = [x for r in records for x in r["loadavg_1min"]]
     if loads and max(loads) > 1.5 * args.threads:
-        print(f"WARNING: 1-minute load average reached {max(loads):.1f} on "
-              f"{os.cpu_count()} cores during the run: other jobs shared the CPU, the times "
-              f"are noisy")
+        print(
+            f"WARNING: 1-minute load average reached {max(loads):.1f} on "
+            f"{os.cpu_count()} cores during the run: other jobs shared the CPU, the times "
+            f"are noisy"
+        )
     print(f"full results: {json_path}")
     print()
     print(text)

@@ -24,11 +24,17 @@ from deeplab.data import raw_datasets
 
 def main(argv=None):
     parser = convert.make_parser(__doc__)
-    parser.add_argument("--allow_outside_root", action="store_true",
-                        help="read listed files outside --input_dir (default: an error)")
+    parser.add_argument(
+        "--allow_outside_root",
+        action="store_true",
+        help="read listed files outside --input_dir (default: an error)",
+    )
     args = parser.parse_args(argv)
-    split_specs = raw_datasets.camvid_examples(args.input_dir, convert.parse_splits(args.splits),
-                                               allow_outside_root=args.allow_outside_root)
+    split_specs = raw_datasets.camvid_examples(
+        args.input_dir,
+        convert.parse_splits(args.splits),
+        allow_outside_root=args.allow_outside_root,
+    )
     convert.convert_from_args(split_specs, args, datasets_info.camvid())
 
 

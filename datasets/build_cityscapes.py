@@ -31,8 +31,9 @@ from deeplab.data import raw_datasets
 def main(argv=None):
     parser = convert.make_parser(__doc__)
     args = parser.parse_args(argv)
-    split_specs = raw_datasets.cityscapes_examples(args.input_dir,
-                                                   convert.parse_splits(args.splits))
+    split_specs = raw_datasets.cityscapes_examples(
+        args.input_dir, convert.parse_splits(args.splits)
+    )
     convert.convert_from_args(split_specs, args, datasets_info.cityscapes())
 
 

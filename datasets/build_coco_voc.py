@@ -30,15 +30,24 @@ from deeplab.data import raw_datasets
 
 def main(argv=None):
     parser = convert.make_parser(__doc__)
-    parser.add_argument("--min_area", type=float, default=raw_datasets.MIN_REGION_AREA,
-                        help="keep images with a VOC-class region larger than this many pixels")
+    parser.add_argument(
+        "--min_area",
+        type=float,
+        default=raw_datasets.MIN_REGION_AREA,
+        help="keep images with a VOC-class region larger than this many pixels",
+    )
     args = parser.parse_args(argv)
-    split_specs = raw_datasets.coco_examples(args.input_dir, convert.parse_splits(args.splits),
-                                             min_area=args.min_area)
+    split_specs = raw_datasets.coco_examples(
+        args.input_dir, convert.parse_splits(args.splits), min_area=args.min_area
+    )
     convert.convert_from_args(
-        split_specs, args, datasets_info.coco_voc(),
-        extra_info={"selection": f"images with a non-crowd VOC-class annotation of area > "
-                                 f"{args.min_area:g} px"},
+        split_specs,
+        args,
+        datasets_info.coco_voc(),
+        extra_info={
+            "selection": f"images with a non-crowd VOC-class annotation of area > "
+            f"{args.min_area:g} px"
+        },
     )
 
 

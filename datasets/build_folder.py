@@ -30,24 +30,46 @@ from deeplab.common.errors import ConfigError  # noqa: E402
 
 def main(argv=None):
     parser = convert.make_parser(__doc__)
-    parser.add_argument("--num_classes", type=int, required=True,
-                        help="number of classes (label values 0..N-1)")
-    parser.add_argument("--ignore_label", type=int, default=255,
-                        help="label value excluded from training and metrics")
-    parser.add_argument("--class_names", default=None,
-                        help="comma-separated class names (default class_0, class_1, ...)")
-    parser.add_argument("--name", default=None,
-                        help="dataset name for dataset.json (default: the input folder's name)")
-    parser.add_argument("--image_dir", default="images",
-                        help="image folder, relative to --input_dir")
-    parser.add_argument("--label_dir", default="labels",
-                        help="label folder, relative to --input_dir")
-    parser.add_argument("--list_dir", default=None,
-                        help="folder of the {split}.txt list files (default: --input_dir)")
-    parser.add_argument("--palette_masks", action="store_true",
-                        help="accept palette PNG masks, reading their palette indices as class ids")
-    parser.add_argument("--allow_outside_root", action="store_true",
-                        help="read listed files outside --input_dir (default: an error)")
+    parser.add_argument(
+        "--num_classes", type=int, required=True, help="number of classes (label values 0..N-1)"
+    )
+    parser.add_argument(
+        "--ignore_label",
+        type=int,
+        default=255,
+        help="label value excluded from training and metrics",
+    )
+    parser.add_argument(
+        "--class_names",
+        default=None,
+        help="comma-separated class names (default class_0, class_1, ...)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="dataset name for dataset.json (default: the input folder's name)",
+    )
+    parser.add_argument(
+        "--image_dir", default="images", help="image folder, relative to --input_dir"
+    )
+    parser.add_argument(
+        "--label_dir", default="labels", help="label folder, relative to --input_dir"
+    )
+    parser.add_argument(
+        "--list_dir",
+        default=None,
+        help="folder of the {split}.txt list files (default: --input_dir)",
+    )
+    parser.add_argument(
+        "--palette_masks",
+        action="store_true",
+        help="accept palette PNG masks, reading their palette indices as class ids",
+    )
+    parser.add_argument(
+        "--allow_outside_root",
+        action="store_true",
+        help="read listed files outside --input_dir (default: an error)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.num_classes <= 255:
         raise ConfigError(f"--num_classes must be in [1, 255], got {args.num_classes}")
@@ -58,8 +80,9 @@ def main(argv=None):
     else:
         names = [f"class_{i}" for i in range(args.num_classes)]
     if len(names) != args.num_classes:
-        raise ConfigError(f"--class_names has {len(names)} names but --num_classes is "
-                          f"{args.num_classes}")
+        raise ConfigError(
+            f"--class_names has {len(names)} names but --num_classes is {args.num_classes}"
+        )
     dataset = datasets_info.DatasetSpec(
         name=args.name or os.path.basename(os.path.normpath(args.input_dir)),
         num_classes=args.num_classes,
@@ -77,7 +100,9 @@ def main(argv=None):
         allow_outside_root=args.allow_outside_root,
     )
     convert.convert_from_args(
-        split_specs, args, dataset,
+        split_specs,
+        args,
+        dataset,
         palette_hint="; pass --palette_masks if its palette indices are the class ids",
     )
 

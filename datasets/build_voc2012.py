@@ -28,11 +28,13 @@ from deeplab.data import raw_datasets
 
 def main(argv=None):
     parser = convert.make_parser(__doc__)
-    parser.add_argument("--sbd_dir", default=None,
-                        help="SBD benchmark_RELEASE folder; adds the trainaug split")
+    parser.add_argument(
+        "--sbd_dir", default=None, help="SBD benchmark_RELEASE folder; adds the trainaug split"
+    )
     args = parser.parse_args(argv)
-    split_specs = raw_datasets.voc_examples(args.input_dir, convert.parse_splits(args.splits),
-                                            sbd_dir=args.sbd_dir)
+    split_specs = raw_datasets.voc_examples(
+        args.input_dir, convert.parse_splits(args.splits), sbd_dir=args.sbd_dir
+    )
     convert.convert_from_args(split_specs, args, datasets_info.pascal_voc())
 
 

@@ -25,23 +25,39 @@ from deeplab.common.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output_dir", required=True, help="where the shards and dataset.json go")
-    parser.add_argument("--preset", choices=["default", "voc_like"], default="default",
-                        help="voc_like: 375x500 JPEG, 21 classes")
+    parser.add_argument(
+        "--preset",
+        choices=["default", "voc_like"],
+        default="default",
+        help="voc_like: 375x500 JPEG, 21 classes",
+    )
     parser.add_argument("--num_train", type=int, default=64)
     parser.add_argument("--num_val", type=int, default=16)
-    parser.add_argument("--height", type=int, default=None,
-                        help="image height (default 65; voc_like 375)")
-    parser.add_argument("--width", type=int, default=None,
-                        help="image width (default 65; voc_like 500)")
-    parser.add_argument("--num_classes", type=int, default=None,
-                        help="classes incl. background (default 5; voc_like 21)")
-    parser.add_argument("--image_format", choices=["png", "jpeg"], default=None,
-                        help="default png; voc_like jpeg")
-    parser.add_argument("--size_jitter", type=float, default=0.0,
-                        help="shrink each image side by up to this fraction")
+    parser.add_argument(
+        "--height", type=int, default=None, help="image height (default 65; voc_like 375)"
+    )
+    parser.add_argument(
+        "--width", type=int, default=None, help="image width (default 65; voc_like 500)"
+    )
+    parser.add_argument(
+        "--num_classes",
+        type=int,
+        default=None,
+        help="classes incl. background (default 5; voc_like 21)",
+    )
+    parser.add_argument(
+        "--image_format", choices=["png", "jpeg"], default=None, help="default png; voc_like jpeg"
+    )
+    parser.add_argument(
+        "--size_jitter",
+        type=float,
+        default=0.0,
+        help="shrink each image side by up to this fraction",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_shards", type=int, default=None, help="shards per split")
     args = parser.parse_args(argv)
@@ -56,8 +72,10 @@ def main(argv=None):
     args.num_classes = base["num_classes"] if args.num_classes is None else args.num_classes
     for flag in ("height", "width", "num_classes", "num_train", "num_val"):
         if getattr(args, flag) < (2 if flag == "num_classes" else 1):
-            raise ConfigError(f"--{flag} must be at least {2 if flag == 'num_classes' else 1}, "
-                              f"got {getattr(args, flag)}")
+            raise ConfigError(
+                f"--{flag} must be at least {2 if flag == 'num_classes' else 1}, "
+                f"got {getattr(args, flag)}"
+            )
     if args.num_classes > 255:
         raise ConfigError(f"--num_classes must be at most 255, got {args.num_classes}")
     if not 0.0 <= args.size_jitter < 1.0:

@@ -12,8 +12,9 @@ import sys
 
 
 def _verbosity_requested(argv):
-    return any(arg in ("-v", "--v") or arg.startswith(("--verbosity", "-v=", "--v="))
-               for arg in argv[1:])
+    return any(
+        arg in ("-v", "--v") or arg.startswith(("--verbosity", "-v=", "--v=")) for arg in argv[1:]
+    )
 
 
 def quiet_tensorflow(argv=None):

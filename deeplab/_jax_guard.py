@@ -36,7 +36,8 @@ class _RefuseJaxToSideImports:
                 raise ModuleNotFoundError(
                     f"jax is not imported by {importer} in deeplab processes "
                     "(see deeplab/_jax_guard.py; DEEPLAB_TFLITE_JAX=1 turns this off)",
-                    name="jax")
+                    name="jax",
+                )
             frame = frame.f_back
         return None
 

@@ -25,8 +25,9 @@ FLAGS = flags.FLAGS
 # --help lists the experiment flags this binary reads (the model's and --crop_size).
 for _name in experiment_flags.MODEL_FLAGS + ("crop_size",):
     flags.declare_key_flag(_name)
-flags.DEFINE_integer("describe_num_classes", 21,
-                     "Classes to describe when --num_classes is 0 (PASCAL VOC: 21).")
+flags.DEFINE_integer(
+    "describe_num_classes", 21, "Classes to describe when --num_classes is 0 (PASCAL VOC: 21)."
+)
 
 
 def main(argv):
@@ -34,8 +35,11 @@ def main(argv):
     del argv
     try:
         num_classes = FLAGS.num_classes or FLAGS.describe_num_classes
-        print(description.describe(experiment_flags.model_kwargs(num_classes),
-                                   experiment_flags.crop_size()))
+        print(
+            description.describe(
+                experiment_flags.model_kwargs(num_classes), experiment_flags.crop_size()
+            )
+        )
     except (UserError, flags.ValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -40,15 +40,22 @@ from deeplab.training import run_record
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
 flags.adopt_module_key_flags(experiment_flags)
-flags.DEFINE_string("results_dir", None,
-                    "Where results.json and confusion_matrix.{npy,csv} go; default "
-                    "<checkpoint folder>/eval/<split>-os<N>[-ms...][-flip] (with --watch, one "
-                    "subfolder per checkpoint).")
-flags.DEFINE_boolean("watch", False,
-                     "Evaluate every new checkpoint in the logdir as it appears and write "
-                     "TensorBoard scalars to <logdir>/eval.")
-flags.DEFINE_float("watch_timeout", 3600.0,
-                   "--watch stops when no new checkpoint appeared for this many seconds.")
+flags.DEFINE_string(
+    "results_dir",
+    None,
+    "Where results.json and confusion_matrix.{npy,csv} go; default "
+    "<checkpoint folder>/eval/<split>-os<N>[-ms...][-flip] (with --watch, one "
+    "subfolder per checkpoint).",
+)
+flags.DEFINE_boolean(
+    "watch",
+    False,
+    "Evaluate every new checkpoint in the logdir as it appears and write "
+    "TensorBoard scalars to <logdir>/eval.",
+)
+flags.DEFINE_float(
+    "watch_timeout", 3600.0, "--watch stops when no new checkpoint appeared for this many seconds."
+)
 flags.DEFINE_float("watch_interval", 30.0, "--watch polls the logdir every this many seconds.")
 
 
@@ -56,17 +63,23 @@ def _settings():
     """The evaluation settings, as keyword arguments of evaluate_checkpoint: the flags, over
     the run's recorded config.json when --logdir (or a --checkpoint folder) has one, so
     ``deeplab.evaluate --logdir=runs/x`` evaluates on the data the run recorded."""
-    folder = FLAGS.logdir or (FLAGS.checkpoint if FLAGS.checkpoint and
-                              os.path.isdir(FLAGS.checkpoint) else None)
+    folder = FLAGS.logdir or (
+        FLAGS.checkpoint if FLAGS.checkpoint and os.path.isdir(FLAGS.checkpoint) else None
+    )
     recorded = run_record.read_experiment(folder) if folder else None
     config = experiment_flags.experiment_config(recorded)
     if not config.data.dataset_dir:
-        raise UserError("--dataset_dir is required: the folder of TFRecord shards + dataset.json "
-                        "to evaluate on (or pass the experiment's --flagfile, or a --logdir "
-                        "whose run recorded its config.json)")
+        raise UserError(
+            "--dataset_dir is required: the folder of TFRecord shards + dataset.json "
+            "to evaluate on (or pass the experiment's --flagfile, or a --logdir "
+            "whose run recorded its config.json)"
+        )
     if recorded is not None:
-        print(f"Settings of {os.path.join(folder, run_record.CONFIG_FILE)}, with the flags given "
-              "here on top", flush=True)
+        print(
+            f"Settings of {os.path.join(folder, run_record.CONFIG_FILE)}, with the flags given "
+            "here on top",
+            flush=True,
+        )
     settings = config.eval.evaluate_kwargs(config.data)
     settings.setdefault("tile_size", None)
     settings.setdefault("tile_overlap", config.eval.eval_tile_overlap)
@@ -76,19 +89,27 @@ def _settings():
 def main(argv):
     _console.quiet_absl()
     if len(argv) > 1:
-        print(f"deeplab.evaluate: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-              file=sys.stderr)
+        print(
+            f"deeplab.evaluate: error: unexpected arguments {argv[1:]} (flags need --name=value)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     try:
         settings = _settings()
         checkpoint = FLAGS.checkpoint or FLAGS.logdir
         if not checkpoint:
-            raise UserError("pass --checkpoint (a checkpoint prefix or a training logdir) or "
-                            "--logdir")
+            raise UserError(
+                "pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir"
+            )
         if FLAGS.watch:
-            continuous.watch(checkpoint, settings, timeout=FLAGS.watch_timeout,
-                             interval=FLAGS.watch_interval, final_step=FLAGS.training_steps,
-                             results_dir=FLAGS.results_dir)
+            continuous.watch(
+                checkpoint,
+                settings,
+                timeout=FLAGS.watch_timeout,
+                interval=FLAGS.watch_interval,
+                final_step=FLAGS.training_steps,
+                results_dir=FLAGS.results_dir,
+            )
         else:
             continuous.evaluate_once(checkpoint, settings, FLAGS.results_dir)
     except (UserError, flags.ValidationError) as error:

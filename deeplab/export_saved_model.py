@@ -37,44 +37,74 @@ from deeplab.export import tflite as tflite_lib
 from deeplab.training import checkpoints
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
-flags.DEFINE_list("class_names", [],
-                  "Class names, index order; only used when neither the run's dataset_info.json "
-                  "nor --dataset_dir gives them.")
+flags.DEFINE_list(
+    "class_names",
+    [],
+    "Class names, index order; only used when neither the run's dataset_info.json "
+    "nor --dataset_dir gives them.",
+)
 flags.DEFINE_boolean("saved_model", True, "Write the SavedModel (--nosaved_model: TFLite only).")
 flags.DEFINE_boolean("tflite", False, "Also write deeplab_float32.tflite (static input size).")
-flags.DEFINE_enum("quantize", "none", ["none", "int8"],
-                  "With --tflite: also write a full-integer int8 model, calibrated on "
-                  "--num_calibration_images images of --calibration_split.")
-flags.DEFINE_list("tflite_input_size", [],
-                  "TFLite input 'S' or 'H,W'; default --crop_size. Other image sizes are "
-                  "letterboxed (resized keeping the aspect ratio and padded) by the runner.")
-flags.DEFINE_string("calibration_split", None,
-                    "Split of --dataset_dir whose images calibrate int8 (default --train_split).")
+flags.DEFINE_enum(
+    "quantize",
+    "none",
+    ["none", "int8"],
+    "With --tflite: also write a full-integer int8 model, calibrated on "
+    "--num_calibration_images images of --calibration_split.",
+)
+flags.DEFINE_list(
+    "tflite_input_size",
+    [],
+    "TFLite input 'S' or 'H,W'; default --crop_size. Other image sizes are "
+    "letterboxed (resized keeping the aspect ratio and padded) by the runner.",
+)
+flags.DEFINE_string(
+    "calibration_split",
+    None,
+    "Split of --dataset_dir whose images calibrate int8 (default --train_split).",
+)
 flags.DEFINE_integer("num_calibration_images", 100, "Images used for int8 calibration.")
-flags.DEFINE_integer("serving_max_pixels", 4096 * 4096,
-                     "Most pixels (N x H x W) one call of the SavedModel may send (a request "
-                     "above it is refused with a message); 0: no cap.", lower_bound=0)
-flags.DEFINE_enum("serving_dtype", "float32", ["float32", "bfloat16"],
-                  "Type the SavedModel stores its weights in and computes in. bfloat16 (BN folded "
-                  "first, in float32) halves the weights' memory and runs the bfloat16 kernels "
-                  "of CPUs with AVX512-BF16 or AMX; softmax and outputs stay float32. TFLite "
-                  "files are float32 / int8 whatever this says.")
-flags.DEFINE_string("evaluate_split", None,
-                    "After export, evaluate float Keras / float TFLite / int8 TFLite mIOU on this "
-                    "split of --dataset_dir (limit: --eval_limit).")
+flags.DEFINE_integer(
+    "serving_max_pixels",
+    4096 * 4096,
+    "Most pixels (N x H x W) one call of the SavedModel may send (a request "
+    "above it is refused with a message); 0: no cap.",
+    lower_bound=0,
+)
+flags.DEFINE_enum(
+    "serving_dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "Type the SavedModel stores its weights in and computes in. bfloat16 (BN folded "
+    "first, in float32) halves the weights' memory and runs the bfloat16 kernels "
+    "of CPUs with AVX512-BF16 or AMX; softmax and outputs stay float32. TFLite "
+    "files are float32 / int8 whatever this says.",
+)
+flags.DEFINE_string(
+    "evaluate_split",
+    None,
+    "After export, evaluate float Keras / float TFLite / int8 TFLite mIOU on this "
+    "split of --dataset_dir (limit: --eval_limit).",
+)
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
 flags.adopt_module_key_flags(experiment_flags)
 
+
 def _report_ignored_model_flags(model_config):
     """Logs model flags set on the command line that disagree with model_config.json."""
-    given = {name: FLAGS[name].value for name in saved_model_lib.ARCHITECTURE_FLAGS
-             if FLAGS[name].present}
+    given = {
+        name: FLAGS[name].value
+        for name in saved_model_lib.ARCHITECTURE_FLAGS
+        if FLAGS[name].present
+    }
     ignored = saved_model_lib.disagreeing_model_flags(model_config, given)
     if ignored:
-        logging.warning("The checkpoint's model_config.json decides the architecture; ignoring %s",
-                        ", ".join(ignored))
+        logging.warning(
+            "The checkpoint's model_config.json decides the architecture; ignoring %s",
+            ", ".join(ignored),
+        )
     return ignored
 
 
@@ -90,16 +120,26 @@ def main(argv):
         _report_ignored_model_flags(run["model_config"])
         input_size = tflite_lib.parse_input_size(FLAGS.tflite_input_size or FLAGS.crop_size)
         saved_model_lib.run_export(
-            checkpoint=run["checkpoint"], export_dir=FLAGS.export_dir,
-            output_stride=FLAGS.eval_output_stride, scales=experiment_flags.eval_scales(),
-            flip=FLAGS.eval_flip, dataset_dir=FLAGS.dataset_dir, class_names=FLAGS.class_names,
-            saved_model=FLAGS.saved_model, tflite=FLAGS.tflite, quantize=FLAGS.quantize,
+            checkpoint=run["checkpoint"],
+            export_dir=FLAGS.export_dir,
+            output_stride=FLAGS.eval_output_stride,
+            scales=experiment_flags.eval_scales(),
+            flip=FLAGS.eval_flip,
+            dataset_dir=FLAGS.dataset_dir,
+            class_names=FLAGS.class_names,
+            saved_model=FLAGS.saved_model,
+            tflite=FLAGS.tflite,
+            quantize=FLAGS.quantize,
             tflite_input_size=input_size,
             calibration_split=FLAGS.calibration_split or FLAGS.train_split,
             num_calibration_images=FLAGS.num_calibration_images,
-            evaluate_split=FLAGS.evaluate_split, eval_limit=FLAGS.eval_limit,
-            tile_size=experiment_flags.eval_tile_size(), tile_overlap=FLAGS.eval_tile_overlap,
-            max_pixels=FLAGS.serving_max_pixels, serving_dtype=FLAGS.serving_dtype)
+            evaluate_split=FLAGS.evaluate_split,
+            eval_limit=FLAGS.eval_limit,
+            tile_size=experiment_flags.eval_tile_size(),
+            tile_overlap=FLAGS.eval_tile_overlap,
+            max_pixels=FLAGS.serving_max_pixels,
+            serving_dtype=FLAGS.serving_dtype,
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

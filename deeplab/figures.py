@@ -34,8 +34,9 @@ def main(argv):
     del argv
     try:
         if FLAGS.figure != 4:
-            raise UserError(f"--figure={FLAGS.figure}: only Figure 4 can be reproduced; "
-                            "pass --figure=4")
+            raise UserError(
+                f"--figure={FLAGS.figure}: only Figure 4 can be reproduced; pass --figure=4"
+            )
         if FLAGS.feature_size < 1 or FLAGS.max_rate < 1:
             raise UserError("--feature_size and --max_rate must be >= 1")
         rates = range(1, FLAGS.max_rate + 1)

@@ -33,14 +33,20 @@ def define_flags():
     that holds another binary's --tflite / --output (export_saved_model, figures) clashes with
     nothing."""
     flags.DEFINE_string("tflite", None, "An authors' DeepLab v3 MobileNetV2 .tflite file.")
-    flags.DEFINE_string("tf1_checkpoint", None,
-                        "An authors' TF1 (slim) DeepLab v3 MobileNetV2 checkpoint prefix.")
+    flags.DEFINE_string(
+        "tf1_checkpoint", None, "An authors' TF1 (slim) DeepLab v3 MobileNetV2 checkpoint prefix."
+    )
     flags.DEFINE_string("output", None, "Folder to write (a logdir of ours: ckpt-0, configs).")
-    flags.DEFINE_string("labels", None, "Text file with one class name per line (default: "
-                        "PASCAL VOC's names for 21 classes).")
-    flags.DEFINE_integer("import_output_stride", 16,
-                         "Output stride of a model imported from a TF1 checkpoint (TFLite files "
-                         "record theirs).")
+    flags.DEFINE_string(
+        "labels",
+        None,
+        "Text file with one class name per line (default: PASCAL VOC's names for 21 classes).",
+    )
+    flags.DEFINE_integer(
+        "import_output_stride",
+        16,
+        "Output stride of a model imported from a TF1 checkpoint (TFLite files record theirs).",
+    )
     flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output folder.")
 
 
@@ -62,13 +68,16 @@ def main(argv):
             model, report = official.import_tflite(FLAGS.tflite, names)
         else:
             model, report = official.import_tf1_checkpoint(
-                FLAGS.tf1_checkpoint, output_stride=FLAGS.import_output_stride, class_names=names)
+                FLAGS.tf1_checkpoint, output_stride=FLAGS.import_output_stride, class_names=names
+            )
         output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"imported {report['source']} -> {output}: {report['backbone']}, output stride "
-          f"{report['output_stride']}, {report['num_classes']} classes")
+    print(
+        f"imported {report['source']} -> {output}: {report['backbone']}, output stride "
+        f"{report['output_stride']}, {report['num_classes']} classes"
+    )
     print(json.dumps({k: v for k, v in report.items() if k != "class_names"}))
     return 0
 

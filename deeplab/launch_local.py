@@ -48,27 +48,41 @@ flags.DEFINE_boolean("restart_workers", False, "Restart a worker that dies while
 flags.DEFINE_integer("max_restarts", 5, "Restarts allowed per worker.")
 flags.DEFINE_string("module", "deeplab.train", "Python module every task runs (python -m ...).")
 flags.DEFINE_float("grace_seconds", 10.0, "SIGTERM -> SIGKILL delay when stopping tasks.")
-flags.DEFINE_float("evaluator_wait_seconds", 600.0,
-                   "After the chief succeeds, how long the evaluator may take to evaluate the last "
-                   "checkpoint and exit before it is stopped.")
+flags.DEFINE_float(
+    "evaluator_wait_seconds",
+    600.0,
+    "After the chief succeeds, how long the evaluator may take to evaluate the last "
+    "checkpoint and exit before it is stopped.",
+)
 flags.DEFINE_string("host", "127.0.0.1", "Address the tasks listen on (loopback only).")
-flags.DEFINE_boolean("isolate_network", True,
-                     "Run the cluster in a private network namespace (only its own loopback), so "
-                     "TensorFlow's gRPC servers, which listen on every interface, are unreachable "
-                     "from outside. --noisolate_network: the machine's network.")
+flags.DEFINE_boolean(
+    "isolate_network",
+    True,
+    "Run the cluster in a private network namespace (only its own loopback), so "
+    "TensorFlow's gRPC servers, which listen on every interface, are unreachable "
+    "from outside. --noisolate_network: the machine's network.",
+)
 
 
 def main(argv):
     if FLAGS.isolate_network and os.environ.get(cluster_lib.NETNS_ENV) != "1":
         reason = cluster_lib.reexec_isolated(
-            [sys.executable, "-m", "deeplab.launch_local", *sys.argv[1:]])
-        print(f"[launch_local] network not isolated: {reason}. TensorFlow's gRPC servers listen "
-              f"unauthenticated on every interface of this machine; --noisolate_network silences "
-              f"this", file=sys.stderr, flush=True)
+            [sys.executable, "-m", "deeplab.launch_local", *sys.argv[1:]]
+        )
+        print(
+            f"[launch_local] network not isolated: {reason}. TensorFlow's gRPC servers listen "
+            f"unauthenticated on every interface of this machine; --noisolate_network silences "
+            f"this",
+            file=sys.stderr,
+            flush=True,
+        )
     elif os.environ.get(cluster_lib.NETNS_ENV) == "1":
         cluster_lib.loopback_up()
-        print("[launch_local] cluster in a private network namespace: reachable only from its "
-              "own tasks", flush=True)
+        print(
+            "[launch_local] cluster in a private network namespace: reachable only from its "
+            "own tasks",
+            flush=True,
+        )
     train_flags = argv[1:]
     if "--" in train_flags:
         train_flags.remove("--")
@@ -82,11 +96,15 @@ def main(argv):
     if not any(f.startswith("--strategy") for f in train_flags) and FLAGS.module == "deeplab.train":
         command.append(f"--strategy={strategy}")
     print(f"[launch_local] cluster {json.dumps(cluster)}", flush=True)
-    return cluster_lib.run_cluster(cluster, command, evaluator=FLAGS.evaluator,
-                                   restart_workers=FLAGS.restart_workers,
-                                   max_restarts=FLAGS.max_restarts,
-                                   grace_seconds=FLAGS.grace_seconds,
-                                   evaluator_wait_seconds=FLAGS.evaluator_wait_seconds)
+    return cluster_lib.run_cluster(
+        cluster,
+        command,
+        evaluator=FLAGS.evaluator,
+        restart_workers=FLAGS.restart_workers,
+        max_restarts=FLAGS.max_restarts,
+        grace_seconds=FLAGS.grace_seconds,
+        evaluator_wait_seconds=FLAGS.evaluator_wait_seconds,
+    )
 
 
 if __name__ == "__main__":

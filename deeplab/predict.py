@@ -41,10 +41,13 @@ from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.export import predictor
 
-flags.DEFINE_string("model", None,
-                    "SavedModel folder (deeplab.export_saved_model), .tflite file, or a model "
-                    "folder of ours (a training logdir, an import of deeplab.import_official: "
-                    "run with Keras); without it, --checkpoint (or --logdir) is run with Keras.")
+flags.DEFINE_string(
+    "model",
+    None,
+    "SavedModel folder (deeplab.export_saved_model), .tflite file, or a model "
+    "folder of ours (a training logdir, an import of deeplab.import_official: "
+    "run with Keras); without it, --checkpoint (or --logdir) is run with Keras.",
+)
 flags.DEFINE_list("input", [], "Image files and/or folders (more may follow as arguments).")
 flags.DEFINE_string("predict_output_dir", None, "Where the PNGs go (alias: --output_dir).")
 flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in the overlay.")
@@ -61,8 +64,9 @@ def main(argv):
     output_dir = FLAGS.predict_output_dir
     try:
         if not inputs:
-            raise UserError("pass --input=FILES_OR_FOLDERS (comma-separated) or list them as "
-                            "arguments")
+            raise UserError(
+                "pass --input=FILES_OR_FOLDERS (comma-separated) or list them as arguments"
+            )
         if not output_dir:
             raise UserError("pass --output_dir=FOLDER for the PNGs")
         paths, problems = predictor.collect_inputs(inputs)
@@ -74,12 +78,18 @@ def main(argv):
         if FLAGS.model and (FLAGS.checkpoint or FLAGS.logdir):
             logging.info("--model=%s given: ignoring --checkpoint/--logdir", FLAGS.model)
         segmenter = predictor.make_segmenter(
-            model=FLAGS.model, checkpoint=FLAGS.checkpoint or FLAGS.logdir,
-            scales=experiment_flags.eval_scales(), flip=FLAGS.eval_flip,
-            output_stride=FLAGS.eval_output_stride, num_threads=FLAGS.num_threads,
-            tile_size=experiment_flags.eval_tile_size(), tile_overlap=FLAGS.eval_tile_overlap)
-        result = predictor.predict_files(segmenter, inputs, output_dir,
-                                         alpha=FLAGS.predict_overlay_alpha)
+            model=FLAGS.model,
+            checkpoint=FLAGS.checkpoint or FLAGS.logdir,
+            scales=experiment_flags.eval_scales(),
+            flip=FLAGS.eval_flip,
+            output_stride=FLAGS.eval_output_stride,
+            num_threads=FLAGS.num_threads,
+            tile_size=experiment_flags.eval_tile_size(),
+            tile_overlap=FLAGS.eval_tile_overlap,
+        )
+        result = predictor.predict_files(
+            segmenter, inputs, output_dir, alpha=FLAGS.predict_overlay_alpha
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -89,10 +99,13 @@ def main(argv):
 def exit_code(result):
     """0 when every input was segmented; 1 when any was skipped (or none processed)."""
     if result["skipped"]:
-        print(f"error: {len(result['skipped'])} of "
-              f"{len(result['skipped']) + len(result['processed'])} inputs were skipped: "
-              + ", ".join(path for path, _ in result["skipped"][:5])
-              + (" ..." if len(result["skipped"]) > 5 else ""), file=sys.stderr)
+        print(
+            f"error: {len(result['skipped'])} of "
+            f"{len(result['skipped']) + len(result['processed'])} inputs were skipped: "
+            + ", ".join(path for path, _ in result["skipped"][:5])
+            + (" ..." if len(result["skipped"]) > 5 else ""),
+            file=sys.stderr,
+        )
         return 1
     return 0 if result["processed"] else 1
 

@@ -37,9 +37,12 @@ FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
 flags.adopt_module_key_flags(experiment_flags)
 # A flag of this binary's own command line (process set-up, not part of the experiment).
-flags.DEFINE_integer("logical_cpu_devices", 0,
-                     "Split the CPU into N logical devices before TensorFlow starts, so "
-                     "--strategy=mirrored runs N replicas without accelerators (tests, development).")
+flags.DEFINE_integer(
+    "logical_cpu_devices",
+    0,
+    "Split the CPU into N logical devices before TensorFlow starts, so "
+    "--strategy=mirrored runs N replicas without accelerators (tests, development).",
+)
 
 
 def config_from_flags():
@@ -47,16 +50,24 @@ def config_from_flags():
     config = experiment_flags.experiment_config()
     train = config.train
     performance = PerformanceOptions.from_environment(
-        base=PerformanceOptions(fused_batch_norm=train.fused_batch_norm))
-    return dataclasses.replace(config, train=dataclasses.replace(
-        train, fused_batch_norm=performance.fused_batch_norm,
-        fused_momentum=optimizers.fused_update_from_environment(default=train.fused_momentum)))
+        base=PerformanceOptions(fused_batch_norm=train.fused_batch_norm)
+    )
+    return dataclasses.replace(
+        config,
+        train=dataclasses.replace(
+            train,
+            fused_batch_norm=performance.fused_batch_norm,
+            fused_momentum=optimizers.fused_update_from_environment(default=train.fused_momentum),
+        ),
+    )
 
 
 def main(argv):
     if len(argv) > 1:
-        print(f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-              file=sys.stderr)
+        print(
+            f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     _console.quiet_absl()  # e.g. an INFO line per checkpoint write; --verbosity=0 shows them
     try:

@@ -43,47 +43,82 @@ FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
 flags.adopt_module_key_flags(experiment_flags)
 flags.DEFINE_string("vis_dir", None, "Output folder; default <checkpoint folder>/vis/<split>.")
-flags.DEFINE_integer("vis_num_images", 20,
-                     "Images that get colour PNGs and a panel (0: none, e.g. only the raw "
-                     "predictions).")
-flags.DEFINE_boolean("save_raw_predictions", False,
-                     "Also write every image's prediction in its evaluation server's format "
-                     "(VOC: comp6_test_cls index PNGs; Cityscapes: *_pred_labelIds.png).")
-flags.DEFINE_string("vis_images", None,
-                    "Glob of raw RGB images to predict instead of --eval_split (test sets have "
-                    "no groundtruth).")
-flags.DEFINE_string("vis_image_list", None,
-                    "With --vis_images: keep only images whose name (file stem) is the first "
-                    "word of a line of this file (e.g. VOC ImageSets/Segmentation/test.txt).")
-flags.DEFINE_enum("voc_competition", "comp6", ["comp5", "comp6"],
-                  "VOC results folder: comp5 = VOC training data only, comp6 = other data too "
-                  "(ImageNet/COCO pretraining).")
+flags.DEFINE_integer(
+    "vis_num_images",
+    20,
+    "Images that get colour PNGs and a panel (0: none, e.g. only the raw predictions).",
+)
+flags.DEFINE_boolean(
+    "save_raw_predictions",
+    False,
+    "Also write every image's prediction in its evaluation server's format "
+    "(VOC: comp6_test_cls index PNGs; Cityscapes: *_pred_labelIds.png).",
+)
+flags.DEFINE_string(
+    "vis_images",
+    None,
+    "Glob of raw RGB images to predict instead of --eval_split (test sets have no groundtruth).",
+)
+flags.DEFINE_string(
+    "vis_image_list",
+    None,
+    "With --vis_images: keep only images whose name (file stem) is the first "
+    "word of a line of this file (e.g. VOC ImageSets/Segmentation/test.txt).",
+)
+flags.DEFINE_enum(
+    "voc_competition",
+    "comp6",
+    ["comp5", "comp6"],
+    "VOC results folder: comp5 = VOC training data only, comp6 = other data too "
+    "(ImageNet/COCO pretraining).",
+)
 flags.DEFINE_float("vis_overlay_alpha", 0.5, "Opacity of the prediction in overlays.")
 
 
 def main(argv):
     _console.quiet_absl()
     if len(argv) > 1:
-        print(f"deeplab.visualize: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-              file=sys.stderr)
+        print(
+            f"deeplab.visualize: error: unexpected arguments {argv[1:]} (flags need --name=value)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     try:
         checkpoint = FLAGS.checkpoint or FLAGS.logdir
         if not checkpoint:
-            raise UserError("pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir")
+            raise UserError(
+                "pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir"
+            )
         result = vis_export.visualize(
-            checkpoint, vis_dir=FLAGS.vis_dir, dataset_dir=FLAGS.dataset_dir,
-            split=FLAGS.eval_split, input_images=FLAGS.vis_images, input_list=FLAGS.vis_image_list,
-            num_classes=FLAGS.num_classes or None, output_stride=FLAGS.eval_output_stride or None,
-            scales=experiment_flags.eval_scales(), flip=FLAGS.eval_flip,
-            limit=FLAGS.eval_limit or None, vis_num_images=FLAGS.vis_num_images,
-            save_raw_predictions=FLAGS.save_raw_predictions, competition=FLAGS.voc_competition,
-            alpha=FLAGS.vis_overlay_alpha, tile_size=experiment_flags.eval_tile_size(),
-            tile_overlap=FLAGS.eval_tile_overlap)
-        print(f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"
-              + (f" and {result['num_raw']} raw predictions "
-                 f"({result['server_format'] or 'index PNGs'})" if FLAGS.save_raw_predictions else "")
-              + f" to {result['vis_dir']}", flush=True)
+            checkpoint,
+            vis_dir=FLAGS.vis_dir,
+            dataset_dir=FLAGS.dataset_dir,
+            split=FLAGS.eval_split,
+            input_images=FLAGS.vis_images,
+            input_list=FLAGS.vis_image_list,
+            num_classes=FLAGS.num_classes or None,
+            output_stride=FLAGS.eval_output_stride or None,
+            scales=experiment_flags.eval_scales(),
+            flip=FLAGS.eval_flip,
+            limit=FLAGS.eval_limit or None,
+            vis_num_images=FLAGS.vis_num_images,
+            save_raw_predictions=FLAGS.save_raw_predictions,
+            competition=FLAGS.voc_competition,
+            alpha=FLAGS.vis_overlay_alpha,
+            tile_size=experiment_flags.eval_tile_size(),
+            tile_overlap=FLAGS.eval_tile_overlap,
+        )
+        print(
+            f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"
+            + (
+                f" and {result['num_raw']} raw predictions "
+                f"({result['server_format'] or 'index PNGs'})"
+                if FLAGS.save_raw_predictions
+                else ""
+            )
+            + f" to {result['vis_dir']}",
+            flush=True,
+        )
     except (UserError, flags.ValidationError) as error:
         print(f"deeplab.visualize: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

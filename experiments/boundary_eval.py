@@ -54,15 +54,20 @@ def evaluate(checkpoint, dataset_dir, split, bands, limit=None):
             mask = valid if band is None else boundary_band(label, band, ignore)
             confusions[band] += np.bincount(
                 num_classes * label[mask].astype(np.int64) + prediction[mask],
-                minlength=num_classes ** 2).reshape(num_classes, num_classes)
+                minlength=num_classes**2,
+            ).reshape(num_classes, num_classes)
     return dataset_info.get("class_names") or [str(i) for i in range(num_classes)], confusions
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset_dir", required=True)
     parser.add_argument("--split", default="val")
-    parser.add_argument("--checkpoints", required=True, help="comma-separated logdirs or checkpoints")
+    parser.add_argument(
+        "--checkpoints", required=True, help="comma-separated logdirs or checkpoints"
+    )
     parser.add_argument("--bands", default="4,8", help="band half-widths in pixels")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
@@ -75,8 +80,12 @@ def main(argv=None):
         for band, confusion in confusions.items():
             iou = 100 * metrics.iou_per_class(confusion)
             label = "whole" if band is None else f"{band} px"
-            print(label.ljust(8) + f"{100 * metrics.mean_iou(confusion):7.2f}"
-                  + "".join(f"{v:11.2f}" for v in iou), flush=True)
+            print(
+                label.ljust(8)
+                + f"{100 * metrics.mean_iou(confusion):7.2f}"
+                + "".join(f"{v:11.2f}" for v in iou),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

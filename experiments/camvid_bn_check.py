@@ -18,15 +18,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--dataset_dir", default="data/camvid")
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--crop_size", default="176,240")
     parser.add_argument("--eval_limit", type=int, default=0)
-    parser.add_argument("--output_stride", type=int, default=0,
-                        help="evaluate (and re-estimate BN) at this output stride; 0: the run's")
+    parser.add_argument(
+        "--output_stride",
+        type=int,
+        default=0,
+        help="evaluate (and re-estimate BN) at this output stride; 0: the run's",
+    )
     args = parser.parse_args()
 
     from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
@@ -37,29 +43,55 @@ def main():
     import keras  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(args.dataset_dir)
-    model = checkpoints.load_model(args.checkpoint, num_classes=info["num_classes"], upsample_logits=True,
-                                   output_stride=args.output_stride or None)
+    model = checkpoints.load_model(
+        args.checkpoint,
+        num_classes=info["num_classes"],
+        upsample_logits=True,
+        output_stride=args.output_stride or None,
+    )
 
     def score(tag):
-        dataset = input_pipeline.make_eval_dataset(args.dataset_dir, "val", num_classes=info["num_classes"],
-                                                   limit=args.eval_limit or None)
-        results = evaluation.evaluate(model, dataset, num_classes=info["num_classes"],
-                                      ignore_label=info["ignore_label"], class_names=info["class_names"])
-        print(f"{tag}: val mIOU {100 * results['miou']:.2f}%  pixel accuracy "
-              f"{100 * results['pixel_accuracy']:.2f}  ({results['num_images']} images)", flush=True)
+        dataset = input_pipeline.make_eval_dataset(
+            args.dataset_dir, "val", num_classes=info["num_classes"], limit=args.eval_limit or None
+        )
+        results = evaluation.evaluate(
+            model,
+            dataset,
+            num_classes=info["num_classes"],
+            ignore_label=info["ignore_label"],
+            class_names=info["class_names"],
+        )
+        print(
+            f"{tag}: val mIOU {100 * results['miou']:.2f}%  pixel accuracy "
+            f"{100 * results['pixel_accuracy']:.2f}  ({results['num_images']} images)",
+            flush=True,
+        )
         return results
 
     score(f"{args.checkpoint}, BN moving statistics as saved")
-    bns = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    bns = [
+        layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     crop = tuple(int(v) for v in args.crop_size.split(","))
-    stream = input_pipeline.make_train_dataset(args.dataset_dir, "train", batch_size=args.batch_size,
-                                               crop_size=crop, min_scale=0.5, max_scale=1.5, seed=123,
-                                               num_classes=info["num_classes"])
+    stream = input_pipeline.make_train_dataset(
+        args.dataset_dir,
+        "train",
+        batch_size=args.batch_size,
+        crop_size=crop,
+        min_scale=0.5,
+        max_scale=1.5,
+        seed=123,
+        num_classes=info["num_classes"],
+    )
     for k, (images, _) in enumerate(stream.take(args.batches)):
-        for layer in bns:  # moving = moving * m + batch * (1 - m): m = k / (k + 1) is the running mean
+        for (
+            layer
+        ) in bns:  # moving = moving * m + batch * (1 - m): m = k / (k + 1) is the running mean
             layer.momentum = k / (k + 1.0)
         model(images, training=True)
-    score(f"{args.checkpoint}, BN statistics re-estimated over {args.batches} train batches of {args.batch_size}")
+    score(
+        f"{args.checkpoint}, BN statistics re-estimated over {args.batches} train batches of {args.batch_size}"
+    )
 
 
 if __name__ == "__main__":

@@ -62,13 +62,15 @@ def read_torch(torch_logdir):
 def smooth(points, window=5):
     out = []
     for i in range(len(points)):
-        chunk = points[max(0, i - window + 1): i + 1]
+        chunk = points[max(0, i - window + 1) : i + 1]
         out.append((points[i][0], sum(v for _, v in chunk) / len(chunk)))
     return out
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--logdir", default="runs/camvid")
     parser.add_argument("--torch_logdir", default="runs/camvid_torchvision")
     parser.add_argument("--out_dir", default=None)
@@ -77,6 +79,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
 
     import matplotlib  # pylint: disable=import-outside-toplevel
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
@@ -105,7 +108,9 @@ def main():
     if ours_miou:
         ax.plot(*zip(*ours_miou), "o-", label="ours (deeplab.evaluate)", ms=3, lw=1)
     if torch_miou:
-        ax.plot(*zip(*torch_miou), "s-", label="torchvision (deeplab.evaluation.metrics)", ms=3, lw=1)
+        ax.plot(
+            *zip(*torch_miou), "s-", label="torchvision (deeplab.evaluation.metrics)", ms=3, lw=1
+        )
     ax.axhline(0.45, color="gray", ls="--", lw=0.8, label="floor 0.45")
     ax.set_xlabel("step (batch 8)")
     ax.set_ylabel("val mIOU (OS 16, scale 1)")
@@ -116,22 +121,39 @@ def main():
     plt.close(fig)
 
     with open(os.path.join(out_dir, "curves.json"), "w", encoding="utf-8") as f:
-        json.dump({"ours_loss": ours_loss, "ours_cross_entropy": ours_ce, "ours_val_miou": ours_miou,
-                   "torch_loss": torch_loss, "torch_val_miou": torch_miou}, f, indent=1)
+        json.dump(
+            {
+                "ours_loss": ours_loss,
+                "ours_cross_entropy": ours_ce,
+                "ours_val_miou": ours_miou,
+                "torch_loss": torch_loss,
+                "torch_val_miou": torch_miou,
+            },
+            f,
+            indent=1,
+        )
     print("| step | ours val mIOU | torchvision val mIOU |\n|---|---|---|")
     for step in sorted(set(ours_eval) | set(torch_eval)):
         a, b = ours_eval.get(step, {}).get("miou"), torch_eval.get(step, {}).get("miou")
-        print(f"| {step} | {'' if a is None else f'{100 * a:.2f}'} | {'' if b is None else f'{100 * b:.2f}'} |")
+        print(
+            f"| {step} | {'' if a is None else f'{100 * a:.2f}'} | {'' if b is None else f'{100 * b:.2f}'} |"
+        )
     common = sorted(set(ours_eval) & set(torch_eval))
     if common:
         ours_last, torch_last = ours_eval[common[-1]], torch_eval[common[-1]]
         print(f"\n| class (IoU %, step {common[-1]}) | ours | torchvision |\n|---|---|---|")
         for name, theirs in zip(ours_last["class_names"], torch_last["iou"]):
             mine = ours_last["per_class_iou"].get(name)
-            print(f"| {name} | {'n/a' if mine is None else f'{100 * mine:.2f}'} | {100 * theirs:.2f} |")
-        print(f"| **mIOU** | **{100 * ours_last['miou']:.2f}** | **{100 * torch_last['miou']:.2f}** |")
-        print(f"| pixel accuracy | {100 * ours_last['pixel_accuracy']:.2f} | "
-              f"{100 * torch_last['pixel_accuracy']:.2f} |")
+            print(
+                f"| {name} | {'n/a' if mine is None else f'{100 * mine:.2f}'} | {100 * theirs:.2f} |"
+            )
+        print(
+            f"| **mIOU** | **{100 * ours_last['miou']:.2f}** | **{100 * torch_last['miou']:.2f}** |"
+        )
+        print(
+            f"| pixel accuracy | {100 * ours_last['pixel_accuracy']:.2f} | "
+            f"{100 * torch_last['pixel_accuracy']:.2f} |"
+        )
     print(f"wrote {out_dir}/camvid_loss.png, camvid_miou.png, curves.json")
 
 

@@ -50,16 +50,28 @@ from absl import app, flags  # noqa: E402
 
 from deeplab.config import flags as experiment_flags  # noqa: E402,F401  (defines the shared flags)
 
-flags.DEFINE_string("torch_logdir", "runs/camvid_torchvision", "Checkpoints and history of this run.")
-flags.DEFINE_string("torch_site_packages", None,
-                    "site-packages holding torch + torchvision (default: peers/torch's).")
+flags.DEFINE_string(
+    "torch_logdir", "runs/camvid_torchvision", "Checkpoints and history of this run."
+)
+flags.DEFINE_string(
+    "torch_site_packages",
+    None,
+    "site-packages holding torch + torchvision (default: peers/torch's).",
+)
 flags.DEFINE_integer("torch_threads", 2, "torch intra-op threads.")
-flags.DEFINE_boolean("eval_only", False, "Only evaluate (the latest checkpoint, or --torch_weights).")
-flags.DEFINE_integer("precise_bn_batches", 0,
-                     "With --eval_only: first re-estimate every BN layer's statistics as the plain "
-                     "average over this many training batches (weights unchanged), as "
-                     "experiments/camvid_bn_check.py does for ours.")
-flags.DEFINE_string("torch_weights", None, "With --eval_only: a model-STEP.pt file of --torch_logdir to evaluate.")
+flags.DEFINE_boolean(
+    "eval_only", False, "Only evaluate (the latest checkpoint, or --torch_weights)."
+)
+flags.DEFINE_integer(
+    "precise_bn_batches",
+    0,
+    "With --eval_only: first re-estimate every BN layer's statistics as the plain "
+    "average over this many training batches (weights unchanged), as "
+    "experiments/camvid_bn_check.py does for ours.",
+)
+flags.DEFINE_string(
+    "torch_weights", None, "With --eval_only: a model-STEP.pt file of --torch_logdir to evaluate."
+)
 FLAGS = flags.FLAGS
 
 
@@ -68,17 +80,21 @@ def _import_torch():
     if site is None:
         found = glob.glob(os.path.join(_ROOT, "peers", "torch", "lib", "python3*", "site-packages"))
         if not found:
-            raise SystemExit("camvid_torchvision.py: no peers/torch; run `bash benchmarks/setup_peers.sh torch` "
-                             "or pass --torch_site_packages")
+            raise SystemExit(
+                "camvid_torchvision.py: no peers/torch; run `bash benchmarks/setup_peers.sh torch` "
+                "or pass --torch_site_packages"
+            )
         site = found[0]
     sys.path.append(site)
     import torch  # pylint: disable=import-outside-toplevel
+
     # See benchmarks/peers/run_torchvision.py: declare the two schemas torchvision's (CUDA-linked,
     # unloadable here) extension would register, so that `import torchvision` succeeds.
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     import torchvision  # pylint: disable=import-outside-toplevel
+
     return torch, torchvision, lib
 
 
@@ -108,9 +124,15 @@ def poly_rate(step, _schedule=[]):  # pylint: disable=dangerous-default-value
     if not _schedule:
         from deeplab.training.schedules import PolyLearningRate  # pylint: disable=import-outside-toplevel
 
-        _schedule.append(PolyLearningRate(
-            FLAGS.base_learning_rate, FLAGS.training_steps, power=FLAGS.learning_power,
-            end_learning_rate=FLAGS.end_learning_rate, warmup_steps=FLAGS.warmup_steps))
+        _schedule.append(
+            PolyLearningRate(
+                FLAGS.base_learning_rate,
+                FLAGS.training_steps,
+                power=FLAGS.learning_power,
+                end_learning_rate=FLAGS.end_learning_rate,
+                warmup_steps=FLAGS.warmup_steps,
+            )
+        )
     return float(_schedule[0](step))
 
 
@@ -122,14 +144,20 @@ def evaluate(torch, model, dataset_dir, split, num_classes, ignore_label, autoca
     model.eval()
     confusion = np.zeros((num_classes, num_classes), np.int64)
     with torch.inference_mode():
-        for example in input_pipeline.make_eval_dataset(dataset_dir, split, num_classes=num_classes,
-                                                                limit=limit).as_numpy_iterator():
-            image = torch.from_numpy(np.ascontiguousarray(example["image"].transpose(2, 0, 1)[None]))
+        for example in input_pipeline.make_eval_dataset(
+            dataset_dir, split, num_classes=num_classes, limit=limit
+        ).as_numpy_iterator():
+            image = torch.from_numpy(
+                np.ascontiguousarray(example["image"].transpose(2, 0, 1)[None])
+            )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 logits = model(image)["out"]
             prediction = logits.float().argmax(1)[0].numpy()
-            confusion += np.asarray(metrics.confusion_matrix_update(example["label"], prediction, num_classes,
-                                                                    ignore_label))
+            confusion += np.asarray(
+                metrics.confusion_matrix_update(
+                    example["label"], prediction, num_classes, ignore_label
+                )
+            )
     model.train()
     return confusion
 
@@ -154,14 +182,24 @@ def main(argv):
     if FLAGS.mixed_precision == "float16":
         raise SystemExit("camvid_torchvision.py: --mixed_precision=float16 is not supported here")
 
-    model = build_model(torch, num_classes, [int(r) for r in FLAGS.atrous_rates],
-                        [int(g) for g in FLAGS.multi_grid], FLAGS.batch_norm_momentum)
+    model = build_model(
+        torch,
+        num_classes,
+        [int(r) for r in FLAGS.atrous_rates],
+        [int(g) for g in FLAGS.multi_grid],
+        FLAGS.batch_norm_momentum,
+    )
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (decay if param.ndim == 4 else no_decay).append(param)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": FLAGS.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=FLAGS.base_learning_rate, momentum=FLAGS.momentum)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": FLAGS.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=FLAGS.base_learning_rate,
+        momentum=FLAGS.momentum,
+    )
     weights = torch.tensor([float(w) for w in FLAGS.class_weights]) if FLAGS.class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, ignore_index=ignore_label, reduction="sum")
 
@@ -183,19 +221,37 @@ def main(argv):
 
     def save():
         tmp = ckpt_path + ".tmp"
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        torch.save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp
+        )
         os.replace(tmp, ckpt_path)
         torch.save(model.state_dict(), os.path.join(FLAGS.torch_logdir, f"model-{step}.pt"))
 
     def run_eval():
         # float32, as deeplab.evaluate (it rebuilds the model under the float32 policy).
-        confusion = evaluate(torch, model, FLAGS.dataset_dir, FLAGS.eval_split, num_classes, ignore_label, False,
-                             limit=FLAGS.eval_limit or None)
+        confusion = evaluate(
+            torch,
+            model,
+            FLAGS.dataset_dir,
+            FLAGS.eval_split,
+            num_classes,
+            ignore_label,
+            False,
+            limit=FLAGS.eval_limit or None,
+        )
         miou = metrics.mean_iou(confusion)
         print(metrics.format_iou_table(confusion, info.get("class_names")), flush=True)
-        log({"step": step, "eval_split": FLAGS.eval_split, "miou": miou,
-             "iou": [None if np.isnan(v) else float(v) for v in metrics.iou_per_class(confusion)],
-             "pixel_accuracy": metrics.pixel_accuracy(confusion)})
+        log(
+            {
+                "step": step,
+                "eval_split": FLAGS.eval_split,
+                "miou": miou,
+                "iou": [
+                    None if np.isnan(v) else float(v) for v in metrics.iou_per_class(confusion)
+                ],
+                "pixel_accuracy": metrics.pixel_accuracy(confusion),
+            }
+        )
         print(f"torchvision step {step}: {FLAGS.eval_split} mIOU {100 * miou:.2f}%", flush=True)
 
     if FLAGS.eval_only:
@@ -204,9 +260,15 @@ def main(argv):
             step = int(os.path.basename(FLAGS.torch_weights).split("-")[1].split(".")[0])
         if FLAGS.precise_bn_batches:
             stream = input_pipeline.make_train_dataset(
-                FLAGS.dataset_dir, FLAGS.train_split, batch_size=FLAGS.batch_size, crop_size=crop,
-                min_scale=FLAGS.min_scale_factor, max_scale=FLAGS.max_scale_factor, seed=123,
-                num_classes=num_classes)
+                FLAGS.dataset_dir,
+                FLAGS.train_split,
+                batch_size=FLAGS.batch_size,
+                crop_size=crop,
+                min_scale=FLAGS.min_scale_factor,
+                max_scale=FLAGS.max_scale_factor,
+                seed=123,
+                num_classes=num_classes,
+            )
             for module in model.modules():
                 if isinstance(module, torch.nn.BatchNorm2d):
                     module.reset_running_stats()
@@ -215,20 +277,33 @@ def main(argv):
             with torch.no_grad():
                 for images, _ in stream.take(FLAGS.precise_bn_batches).as_numpy_iterator():
                     model(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
-            print(f"BN statistics re-estimated over {FLAGS.precise_bn_batches} train batches", flush=True)
+            print(
+                f"BN statistics re-estimated over {FLAGS.precise_bn_batches} train batches",
+                flush=True,
+            )
         run_eval()
         return
 
     stop = FLAGS.stop_at_step or FLAGS.training_steps
     dataset = input_pipeline.make_train_dataset(
-        FLAGS.dataset_dir, FLAGS.train_split, batch_size=FLAGS.batch_size, crop_size=crop,
-        min_scale=FLAGS.min_scale_factor, max_scale=FLAGS.max_scale_factor, scale_step=FLAGS.scale_factor_step,
-        flip=FLAGS.random_flip, shuffle_buffer=FLAGS.shuffle_buffer,
+        FLAGS.dataset_dir,
+        FLAGS.train_split,
+        batch_size=FLAGS.batch_size,
+        crop_size=crop,
+        min_scale=FLAGS.min_scale_factor,
+        max_scale=FLAGS.max_scale_factor,
+        scale_step=FLAGS.scale_factor_step,
+        flip=FLAGS.random_flip,
+        shuffle_buffer=FLAGS.shuffle_buffer,
         seed=FLAGS.seed + 1_000_003 * step,  # as deeplab.train: a resumed run draws a new stream
-        num_classes=num_classes)
-    print(f"Training torchvision DeepLabV3-ResNet-50 (OS 16, random init) steps {step}->{stop} of "
-          f"{FLAGS.training_steps}, batch {FLAGS.batch_size}, crop {crop}, "
-          f"{'bfloat16 autocast' if autocast else 'float32'}", flush=True)
+        num_classes=num_classes,
+    )
+    print(
+        f"Training torchvision DeepLabV3-ResNet-50 (OS 16, random init) steps {step}->{stop} of "
+        f"{FLAGS.training_steps}, batch {FLAGS.batch_size}, crop {crop}, "
+        f"{'bfloat16 autocast' if autocast else 'float32'}",
+        flush=True,
+    )
     model.train()
     window_start, window_steps, run_start, start_step = time.time(), 0, time.time(), step
     for images, labels in dataset.as_numpy_iterator():
@@ -243,7 +318,9 @@ def main(argv):
         valid = (labels != ignore_label).sum().clamp(min=1)
         loss = loss_fn(logits.float(), labels) / valid
         if not torch.isfinite(loss):
-            raise SystemExit(f"non-finite loss at step {step + 1}; the last checkpoint is {ckpt_path}")
+            raise SystemExit(
+                f"non-finite loss at step {step + 1}; the last checkpoint is {ckpt_path}"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -253,10 +330,20 @@ def main(argv):
             now = time.time()
             ips = window_steps * FLAGS.batch_size / (now - window_start)
             acc = float(((logits.argmax(1) == labels) & (labels != ignore_label)).sum() / valid)
-            print(f"step {step:>6d}/{FLAGS.training_steps}  loss {float(loss.detach()):.4f}  lr {poly_rate(step - 1):.4g}  "
-                  f"acc {acc:.3f}  {ips:.2f} img/s", flush=True)
-            log({"step": step, "loss": float(loss.detach()), "pixel_accuracy": acc, "images_per_second": ips,
-                 "wall": now})
+            print(
+                f"step {step:>6d}/{FLAGS.training_steps}  loss {float(loss.detach()):.4f}  lr {poly_rate(step - 1):.4g}  "
+                f"acc {acc:.3f}  {ips:.2f} img/s",
+                flush=True,
+            )
+            log(
+                {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "pixel_accuracy": acc,
+                    "images_per_second": ips,
+                    "wall": now,
+                }
+            )
             window_start, window_steps = now, 0
         if step % FLAGS.save_checkpoint_steps == 0 or step == stop:
             save()

@@ -54,9 +54,15 @@ def exact_probe():
     print(f"{'size':>9} {'OS':>3} {'x':>4}  " + "  ".join(f"{m:>10}" for m in METHODS))
     for size in ((256, 256), (513, 513), (769, 769), (360, 480)):
         for stride in (8, 16):
-            model = impulse_weights(deeplab.build_model(
-                backbone="resnet14_tiny", num_classes=2, output_stride=stride, weight_decay=0.0,
-                upsample_logits=False))
+            model = impulse_weights(
+                deeplab.build_model(
+                    backbone="resnet14_tiny",
+                    num_classes=2,
+                    output_stride=stride,
+                    weight_decay=0.0,
+                    upsample_logits=False,
+                )
+            )
             last = (size[1] - 1) // 32 * 32
             columns = [x for x in (64, size[1] // 2 // 32 * 32, last - 64) if 32 <= x <= last - 32]
             for x in sorted(set(columns)):
@@ -68,8 +74,10 @@ def exact_probe():
                 for method in METHODS:
                     response = np.clip(upsample(logits, size, stride, method)[0, :, :, 0], 0, None)
                     offsets.append(centroid(response)[1] - x)
-                print(f"{size[0]:>4}x{size[1]:<4} {stride:>3} {x:>4}  "
-                      + "  ".join(f"{o:>+10.2f}" for o in offsets))
+                print(
+                    f"{size[0]:>4}x{size[1]:<4} {stride:>3} {x:>4}  "
+                    + "  ".join(f"{o:>+10.2f}" for o in offsets)
+                )
 
 
 def random_probe(num_models):
@@ -81,8 +89,13 @@ def random_probe(num_models):
         for stride in (8, 16):
             tf.keras.utils.set_random_seed(keras_seed)
             deeplab_model[stride] = deeplab.build_model(
-                backbone="resnet14_tiny", num_classes=4, output_stride=stride, aspp_filters=16,
-                atrous_rates=(2, 4, 6), upsample_logits=False)
+                backbone="resnet14_tiny",
+                num_classes=4,
+                output_stride=stride,
+                aspp_filters=16,
+                atrous_rates=(2, 4, 6),
+                upsample_logits=False,
+            )
         deeplab_model[8].set_weights(deeplab_model[16].get_weights())
         base = np.random.default_rng(seed).normal(0, 1, (1,) + size + (3,)).astype(np.float32)
         for point in points:
@@ -91,12 +104,15 @@ def random_probe(num_models):
             for method in METHODS:
                 centres = {}
                 for stride, model in deeplab_model.items():
-                    change = (upsample(model(probe, training=False), size, stride, method)
-                              - upsample(model(base, training=False), size, stride, method))
+                    change = upsample(
+                        model(probe, training=False), size, stride, method
+                    ) - upsample(model(base, training=False), size, stride, method)
                     centres[stride] = np.array(map_centroid(np.abs(change).sum(-1)[0]))
                 shifts[method].append(centres[16] - centres[8])
-    print(f"\nrandom tiny models ({num_models} x {len(points)} impulses, 128x128): centroid at OS 16 "
-          "minus OS 8 (px), mean +- standard error")
+    print(
+        f"\nrandom tiny models ({num_models} x {len(points)} impulses, 128x128): centroid at OS 16 "
+        "minus OS 8 (px), mean +- standard error"
+    )
     for method in METHODS:
         values = np.array(shifts[method])
         mean, se = values.mean(0), values.std(0, ddof=1) / np.sqrt(len(values))

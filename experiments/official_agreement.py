@@ -35,8 +35,9 @@ from deeplab.export import tflite
 def _interpreter(path_or_bytes):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    kwargs = {"experimental_op_resolver_type":
-              tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    kwargs = {
+        "experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    }
     if isinstance(path_or_bytes, bytes):
         interpreter = tf.lite.Interpreter(model_content=path_or_bytes, **kwargs)
     else:
@@ -57,15 +58,19 @@ def _classes(interpreter, image):
 
 
 def load_images(folder, size, count, offset=0):
-    files = sorted(glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.jpg")))
+    files = sorted(
+        glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.jpg"))
+    )
     step = max(1, len(files) // max(1, count))
     chosen = files[offset::step][:count]
-    return chosen, [np.asarray(Image.open(f).convert("RGB").resize(size[::-1], Image.BILINEAR))
-                    for f in chosen]
+    return chosen, [
+        np.asarray(Image.open(f).convert("RGB").resize(size[::-1], Image.BILINEAR)) for f in chosen
+    ]
 
 
-def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "ours_int8",
-                                                          "keras_os8")):
+def agreement(
+    tflite_path, images, calibration, stages=("keras", "ours_float", "ours_int8", "keras_os8")
+):
     """{stage: mean share of pixels equal to the official interpreter's classes}."""
     from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
 
@@ -74,12 +79,20 @@ def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "
     size = tuple(report["input"]["shape"][1:3])
     runners = {}
     if "keras" in stages:
-        runners["keras"] = lambda image: np.argmax(np.asarray(
-            model(preprocessing.normalize_image(image[None].astype("float32")), training=False))[0], -1)
+        runners["keras"] = lambda image: np.argmax(
+            np.asarray(
+                model(preprocessing.normalize_image(image[None].astype("float32")), training=False)
+            )[0],
+            -1,
+        )
     if "keras_os8" in stages:
         os8 = model_lib.rebuild_with_output_stride(model, 8)
-        runners["keras_os8"] = lambda image: np.argmax(np.asarray(
-            os8(preprocessing.normalize_image(image[None].astype("float32")), training=False))[0], -1)
+        runners["keras_os8"] = lambda image: np.argmax(
+            np.asarray(
+                os8(preprocessing.normalize_image(image[None].astype("float32")), training=False)
+            )[0],
+            -1,
+        )
     if "ours_float" in stages:
         interpreter = _interpreter(tflite.convert_float(model, size))
         runners["ours_float"] = lambda image, i=interpreter: _classes(i, image)
@@ -100,7 +113,9 @@ def agreement(tflite_path, images, calibration, stages=("keras", "ours_float", "
                 versus_keras[name].append(float(np.mean(classes == outputs["keras"])))
     names = report["class_names"]
     agreement.versus_keras = {name: float(np.mean(v)) for name, v in versus_keras.items()}
-    return {name: float(np.mean(v)) for name, v in shares.items()}, [names[c] for c in sorted(found)]
+    return {name: float(np.mean(v)) for name, v in shares.items()}, [
+        names[c] for c in sorted(found)
+    ]
 
 
 def main():
@@ -113,8 +128,10 @@ def main():
     _, images = load_images(args.images, (513, 513), args.num_images)
     _, calibration = load_images(args.images, (513, 513), args.num_calibration, offset=1)
     shares, classes = agreement(args.tflite, images, calibration)
-    print(f"{len(images)} images of {args.images}, 513x513; classes the official model finds: "
-          f"{', '.join(classes)}")
+    print(
+        f"{len(images)} images of {args.images}, 513x513; classes the official model finds: "
+        f"{', '.join(classes)}"
+    )
     for name, share in shares.items():
         print(f"{name:<11} agrees with the official int8 file on {100 * share:.2f}% of pixels")
     for name, share in getattr(agreement, "versus_keras", {}).items():

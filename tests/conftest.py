@@ -18,6 +18,7 @@ def data_dir(tmp_path_factory):
     from deeplab.data import synthetic  # pylint: disable=import-outside-toplevel
 
     path = str(tmp_path_factory.mktemp("data") / "synthetic3")
-    synthetic.build_synthetic_dataset(path, num_train=8, num_val=4, image_size=(40, 40),
-                                      num_classes=3, seed=1)
+    synthetic.build_synthetic_dataset(
+        path, num_train=8, num_val=4, image_size=(40, 40), num_classes=3, seed=1
+    )
     return path

@@ -16,8 +16,13 @@ NUM_CLASSES = 3
 TINY = {"backbone": "resnet14_tiny", "aspp_filters": 8, "atrous_rates": (1, 2, 3)}
 CLASS_NAMES = ["sky", "road", "car"]
 PALETTE = [[70, 130, 180], [128, 64, 128], [0, 0, 142]]
-DATASET_INFO = {"name": "toy", "num_classes": NUM_CLASSES, "ignore_label": 255,
-                "class_names": CLASS_NAMES, "palette": PALETTE}
+DATASET_INFO = {
+    "name": "toy",
+    "num_classes": NUM_CLASSES,
+    "ignore_label": 255,
+    "class_names": CLASS_NAMES,
+    "palette": PALETTE,
+}
 # The shared export averages these (Sec. 4.2), so the fresh-process test covers them.
 EXPORT_SCALES = (1.0, 0.75)
 EXPORT_FLIP = True
@@ -48,8 +53,9 @@ def keras_probabilities(model, images, scales=(1.0,), flip=False):
     from deeplab.evaluation import inference  # pylint: disable=import-outside-toplevel
     from deeplab.model.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
 
-    return ops.convert_to_numpy(inference.predict_probabilities(
-        model, normalize_image(images), scales=scales, flip=flip))
+    return ops.convert_to_numpy(
+        inference.predict_probabilities(model, normalize_image(images), scales=scales, flip=flip)
+    )
 
 
 def structured_images(count, size, seed=0):
@@ -57,8 +63,14 @@ def structured_images(count, size, seed=0):
     a randomized model predict several classes with unsaturated probabilities."""
     from deeplab.data import synthetic
 
-    return np.stack([synthetic.make_example(np.random.default_rng([seed, i]), image_size=size,
-                                            num_classes=NUM_CLASSES)[0] for i in range(count)])
+    return np.stack(
+        [
+            synthetic.make_example(
+                np.random.default_rng([seed, i]), image_size=size, num_classes=NUM_CLASSES
+            )[0]
+            for i in range(count)
+        ]
+    )
 
 
 def calibrate_batch_norm(model, images):
@@ -95,8 +107,11 @@ def make_tiny_run(logdir, *, output_stride=16, seed=2):
     calibrate_batch_norm(model, structured_images(4, (41, 41), seed=100 + seed))
     checkpoints.write_run_info(logdir, model, DATASET_INFO)
     manager = tf.train.CheckpointManager(
-        checkpoints.make_checkpoint(model, step=tf.Variable(5, dtype=tf.int64)), logdir,
-        max_to_keep=1, checkpoint_name=checkpoints.CHECKPOINT_NAME)
+        checkpoints.make_checkpoint(model, step=tf.Variable(5, dtype=tf.int64)),
+        logdir,
+        max_to_keep=1,
+        checkpoint_name=checkpoints.CHECKPOINT_NAME,
+    )
     return model, manager.save(checkpoint_number=5)
 
 
@@ -109,8 +124,15 @@ def subprocess_env():
 
 def run_binary(module, *args, timeout=300):
     """Runs ``python -m module args`` from the repository root; returns CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def shared_tiny_run(tmp_path_factory):
@@ -130,10 +152,17 @@ def shared_float_tflite(tmp_path_factory):
 
         path = str(tmp_path_factory.mktemp("shared_tflite") / "tiny.tflite")
         _CACHE["float_tflite"] = tflite.write_tflite(
-            path, tflite.convert_float(shared_tiny_run(tmp_path_factory)["model"], (33, 33)),
-            tflite.make_metadata(input_size=(33, 33), quantization="none",
-                                 class_names=CLASS_NAMES, palette=PALETTE, scales=(1.0,),
-                                 flip=False))
+            path,
+            tflite.convert_float(shared_tiny_run(tmp_path_factory)["model"], (33, 33)),
+            tflite.make_metadata(
+                input_size=(33, 33),
+                quantization="none",
+                class_names=CLASS_NAMES,
+                palette=PALETTE,
+                scales=(1.0,),
+                flip=False,
+            ),
+        )
     return _CACHE["float_tflite"]
 
 
@@ -147,13 +176,20 @@ def shared_export(tmp_path_factory):
         run = shared_tiny_run(tmp_path_factory)
         run_dir, model = run["run_dir"], run["model"]
         export_dir = str(tmp_path_factory.mktemp("shared_export") / "export")
-        result = run_binary("deeplab.export_saved_model", f"--checkpoint={run_dir}",
-                            f"--export_dir={export_dir}",
-                            f"--eval_scales={','.join(map(str, EXPORT_SCALES))}",
-                            "--eval_flip" if EXPORT_FLIP else "--noeval_flip")
+        result = run_binary(
+            "deeplab.export_saved_model",
+            f"--checkpoint={run_dir}",
+            f"--export_dir={export_dir}",
+            f"--eval_scales={','.join(map(str, EXPORT_SCALES))}",
+            "--eval_flip" if EXPORT_FLIP else "--noeval_flip",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-        _CACHE["export"] = {"run_dir": run_dir, "export_dir": export_dir, "model": model,
-                            "stdout": result.stdout + result.stderr}
+        _CACHE["export"] = {
+            "run_dir": run_dir,
+            "export_dir": export_dir,
+            "model": model,
+            "stdout": result.stdout + result.stderr,
+        }
     return _CACHE["export"]
 
 
@@ -163,7 +199,8 @@ def shared_data(tmp_path_factory):
         from deeplab.data import synthetic
 
         root = str(tmp_path_factory.mktemp("synthetic"))
-        synthetic.build_synthetic_dataset(root, num_train=6, num_val=4, image_size=(33, 33),
-                                          num_classes=NUM_CLASSES, seed=3)
+        synthetic.build_synthetic_dataset(
+            root, num_train=6, num_val=4, image_size=(33, 33), num_classes=NUM_CLASSES, seed=3
+        )
         _CACHE["data"] = root
     return _CACHE["data"]

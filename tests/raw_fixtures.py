@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_script(name):
     """Imports datasets/<name>.py by path (``datasets`` is deliberately not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_converter_{name}", REPO / "datasets" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_converter_{name}", REPO / "datasets" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -54,8 +56,14 @@ def sbd_mat(path, segmentation):
     boundaries = np.empty((20, 1), dtype=object)
     for i in range(20):
         boundaries[i, 0] = scipy.sparse.csc_matrix((height, width), dtype=np.float64)
-    cats = np.unique(segmentation[(segmentation > 0) & (segmentation < 255)]).astype(np.uint8).reshape(-1, 1)
-    gt = np.empty((1, 1), dtype=[("Boundaries", "O"), ("Segmentation", "O"), ("CategoriesPresent", "O")])
+    cats = (
+        np.unique(segmentation[(segmentation > 0) & (segmentation < 255)])
+        .astype(np.uint8)
+        .reshape(-1, 1)
+    )
+    gt = np.empty(
+        (1, 1), dtype=[("Boundaries", "O"), ("Segmentation", "O"), ("CategoriesPresent", "O")]
+    )
     gt[0, 0] = (boundaries, segmentation.astype(np.uint8), cats)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +107,9 @@ def make_voc(root):
         sbd_labels[name] = seg
         sbd_mat(sbd / "cls" / f"{name}.mat", seg)
         if not (voc / "JPEGImages" / f"{name}.jpg").exists():
-            folder = sbd / "img" if name == "2008_000102" else voc / "JPEGImages"  # one image only in SBD's img/
+            folder = (
+                sbd / "img" if name == "2008_000102" else voc / "JPEGImages"
+            )  # one image only in SBD's img/
             save(folder / f"{name}.jpg", rgb(12, 16, 100 + i), quality=95)
     (sbd / "train.txt").write_text("\n".join(SBD_TRAIN) + "\n")
     (sbd / "val.txt").write_text("\n".join(SBD_VAL) + "\n")
@@ -112,15 +122,24 @@ CITYSCAPES_IDS = np.array([[0, 4, 7, 7], [24, 26, 33, 21], [8, 8, 23, 23]], np.u
 def make_cityscapes(root):
     """leftImg8bit + gtFine (train, val) + gtCoarse (train_extra) with Cityscapes file names."""
     root = Path(root)
-    layout = {"train": ("gtFine", ["aachen", "bochum"]), "val": ("gtFine", ["frankfurt"]), "train_extra": ("gtCoarse", ["augsburg"])}
+    layout = {
+        "train": ("gtFine", ["aachen", "bochum"]),
+        "val": ("gtFine", ["frankfurt"]),
+        "train_extra": ("gtCoarse", ["augsburg"]),
+    }
     count = 0
     for split, (gt, cities) in layout.items():
         for city in cities:
             for frame in range(2):
                 stem = f"{city}_{frame:06d}_{19 + frame:06d}"
-                save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", rgb(3, 4, count))
+                save(
+                    root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                    rgb(3, 4, count),
+                )
                 save(root / gt / split / city / f"{stem}_{gt}_labelIds.png", CITYSCAPES_IDS)
-                save(root / gt / split / city / f"{stem}_{gt}_color.png", rgb(3, 4, 99))  # must be ignored
+                save(
+                    root / gt / split / city / f"{stem}_{gt}_color.png", rgb(3, 4, 99)
+                )  # must be ignored
                 count += 1
     return root
 
@@ -145,7 +164,9 @@ def make_coco(root):
 
     root = Path(root)
     h, w = 60, 80
-    images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w} for i in (1, 2, 3, 4)]
+    images = [
+        {"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w} for i in (1, 2, 3, 4)
+    ]
     for image in images:
         save(root / "train2017" / image["file_name"], rgb(h, w, image["id"]), quality=95)
     person = [[5.0, 5.0, 45.0, 5.0, 45.0, 45.0, 5.0, 45.0]]  # 40x40 square polygon, area 1600
@@ -158,14 +179,61 @@ def make_coco(root):
     car_rle["counts"] = car_rle["counts"].decode("ascii")
     small = [[1.0, 1.0, 20.0, 1.0, 20.0, 20.0, 1.0, 20.0]]  # area 361
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": person, "area": 1600.0, "iscrowd": 0},
-        {"id": 2, "image_id": 1, "category_id": 8, "segmentation": truck, "area": 500.0, "iscrowd": 0},
-        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": _rle_uncompressed(crowd), "area": 250.0, "iscrowd": 1},
-        {"id": 4, "image_id": 2, "category_id": 3, "segmentation": car_rle, "area": float(car.sum()), "iscrowd": 0},
-        {"id": 5, "image_id": 3, "category_id": 18, "segmentation": small, "area": 361.0, "iscrowd": 0},
-        {"id": 6, "image_id": 4, "category_id": 8, "segmentation": truck, "area": 5000.0, "iscrowd": 0},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": person,
+            "area": 1600.0,
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 8,
+            "segmentation": truck,
+            "area": 500.0,
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": _rle_uncompressed(crowd),
+            "area": 250.0,
+            "iscrowd": 1,
+        },
+        {
+            "id": 4,
+            "image_id": 2,
+            "category_id": 3,
+            "segmentation": car_rle,
+            "area": float(car.sum()),
+            "iscrowd": 0,
+        },
+        {
+            "id": 5,
+            "image_id": 3,
+            "category_id": 18,
+            "segmentation": small,
+            "area": 361.0,
+            "iscrowd": 0,
+        },
+        {
+            "id": 6,
+            "image_id": 4,
+            "category_id": 8,
+            "segmentation": truck,
+            "area": 5000.0,
+            "iscrowd": 0,
+        },
     ]
-    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 8, "name": "truck"}, {"id": 18, "name": "dog"}]
+    categories = [
+        {"id": 1, "name": "person"},
+        {"id": 3, "name": "car"},
+        {"id": 8, "name": "truck"},
+        {"id": 18, "name": "dog"},
+    ]
     (root / "annotations").mkdir(parents=True)
     with open(root / "annotations" / "instances_train2017.json", "w") as f:
         json.dump({"images": images, "annotations": anns, "categories": categories}, f)
@@ -183,7 +251,9 @@ def make_camvid(root, names=("0001TP_006690", "0001TP_006720"), splits=("train",
         for i, name in enumerate(names):
             save(root / split / f"{name}.png", rgb(3, 4, 10 * s + i))
             save(root / f"{split}annot" / f"{name}.png", CAMVID_LABEL)
-            lines.append(f"/SegNet/CamVid/{split}/{name}.png /SegNet/CamVid/{split}annot/{name}.png")
+            lines.append(
+                f"/SegNet/CamVid/{split}/{name}.png /SegNet/CamVid/{split}annot/{name}.png"
+            )
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
 
@@ -194,7 +264,10 @@ def make_folder(root, n=3, size=(6, 8), num_classes=3):
     names = [f"img{i}" for i in range(n)]
     for i, name in enumerate(names):
         save(root / "images" / f"{name}.png", rgb(*size, i))
-        save(root / "labels" / f"{name}.png", (np.arange(size[0] * size[1]).reshape(size) % num_classes).astype(np.uint8))
+        save(
+            root / "labels" / f"{name}.png",
+            (np.arange(size[0] * size[1]).reshape(size) % num_classes).astype(np.uint8),
+        )
     (root / "train.txt").write_text("\n".join(names) + "\n")
     (root / "val.txt").write_text(f"images/{names[0]}.png labels/{names[0]}.png\n")
     return root
@@ -202,5 +275,8 @@ def make_folder(root, n=3, size=(6, 8), num_classes=3):
 
 def shard_names(directory):
     """The shard files of a dataset folder, with the converters' run tag (-xxxxxxxx) taken off."""
-    return sorted(re.sub(r"-[0-9a-f]{8}\.tfrecord$", ".tfrecord", n)
-                  for n in os.listdir(directory) if n.endswith(".tfrecord"))
+    return sorted(
+        re.sub(r"-[0-9a-f]{8}\.tfrecord$", ".tfrecord", n)
+        for n in os.listdir(directory)
+        if n.endswith(".tfrecord")
+    )

@@ -17,8 +17,12 @@ def _pair(channels=6, momentum=0.9, epsilon=1.001e-5, dtype=None):
     rng = np.random.default_rng(0)
     ours = BatchNormalization(momentum=momentum, epsilon=epsilon, dtype=dtype)
     reference = keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, dtype=dtype)
-    weights = [rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.3, channels),
-               rng.normal(0, 0.3, channels), rng.uniform(0.5, 2.0, channels)]
+    weights = [
+        rng.uniform(0.5, 1.5, channels),
+        rng.normal(0, 0.3, channels),
+        rng.normal(0, 0.3, channels),
+        rng.uniform(0.5, 2.0, channels),
+    ]
     for layer in (ours, reference):
         layer.build((None, None, None, channels))
         layer.set_weights([w.astype("float32") for w in weights])
@@ -50,11 +54,13 @@ def test_training_step_matches_keras_in_float32():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
     # The moving statistics take the biased batch variance, as Keras' do.
     np.testing.assert_allclose(ours.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(ours.moving_variance.numpy(), reference.moving_variance.numpy(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-5
+    )
     # Inference uses the moving statistics, through Keras' own path.
-    np.testing.assert_allclose(ours(x, training=False).numpy(),
-                               reference(x, training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        ours(x, training=False).numpy(), reference(x, training=False).numpy(), atol=1e-5
+    )
 
 
 def test_bfloat16_training_matches_keras_within_bfloat16_rounding():
@@ -64,14 +70,17 @@ def test_bfloat16_training_matches_keras_within_bfloat16_rounding():
     y_ours, g_ours = _train_call(ours, x, upstream)
     y_ref, g_ref = _train_call(reference, x, upstream)
     assert y_ours.dtype == tf.bfloat16 and ours.moving_mean.dtype == "float32"
-    np.testing.assert_allclose(tf.cast(y_ours, tf.float32).numpy(),
-                               tf.cast(y_ref, tf.float32).numpy(), atol=0.05)
+    np.testing.assert_allclose(
+        tf.cast(y_ours, tf.float32).numpy(), tf.cast(y_ref, tf.float32).numpy(), atol=0.05
+    )
     for name, a, b in zip(("gamma", "beta"), g_ours[1:], g_ref[1:]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0.02, atol=0.05, err_msg=name)
-    np.testing.assert_allclose(ours.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-2,
-                               atol=1e-3)
-    np.testing.assert_allclose(ours.moving_variance.numpy(), reference.moving_variance.numpy(),
-                               rtol=1e-2)
+    np.testing.assert_allclose(
+        ours.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-2, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-2
+    )
 
 
 def test_fused_kernel_runs_in_training_only():
@@ -118,16 +127,26 @@ def test_unfused_layer_trains_with_keras_kernel_and_the_same_results():
     np.testing.assert_allclose(y_ours.numpy(), y_ref.numpy(), rtol=1e-6, atol=1e-6)
     for a, b in zip(g_ours, g_ref):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours.moving_variance.numpy(), reference.moving_variance.numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-6
+    )
 
 
 def _model_bns(**kwargs):
-    config = dict(backbone="resnet14_tiny", num_classes=3, output_stride=16,
-                  atrous_rates=(1, 2, 3), image_pooling=True, aspp_filters=8)
+    config = dict(
+        backbone="resnet14_tiny",
+        num_classes=3,
+        output_stride=16,
+        atrous_rates=(1, 2, 3),
+        image_pooling=True,
+        aspp_filters=8,
+    )
     model = deeplab.build_model(**dict(config, **kwargs))
-    return model, [layer for layer in deeplab.model.deeplabv3.iter_layers(model)
-                   if isinstance(layer, keras.layers.BatchNormalization)]
+    return model, [
+        layer
+        for layer in deeplab.model.deeplabv3.iter_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def test_models_use_it_and_serialize():
@@ -146,8 +165,7 @@ def test_models_use_it_and_serialize():
 
 
 @pytest.mark.parametrize("backbone, decoder", [("resnet14_tiny", 0), ("mobilenet_v2_dm05", 8)])
-def test_performance_option_reaches_every_batch_norm_and_stays_out_of_the_config(backbone,
-                                                                                 decoder):
+def test_performance_option_reaches_every_batch_norm_and_stays_out_of_the_config(backbone, decoder):
     kwargs = dict(backbone=backbone, decoder_output_stride=decoder)
     if backbone.startswith("mobilenet"):
         kwargs.update(multi_grid=(1, 1, 1), atrous_rates=())
@@ -161,12 +179,19 @@ def test_performance_option_reaches_every_batch_norm_and_stays_out_of_the_config
     # rebuilt at another output stride: the options it is given, by default the model's
     again = deeplab.model.deeplabv3.rebuild_with_output_stride(model, 8)
     assert again.performance == model.performance
-    assert not any(l.fused for l in deeplab.model.deeplabv3.iter_layers(again)
-                   if isinstance(l, BatchNormalization))
+    assert not any(
+        l.fused
+        for l in deeplab.model.deeplabv3.iter_layers(again)
+        if isinstance(l, BatchNormalization)
+    )
     fused = deeplab.model.deeplabv3.rebuild_with_output_stride(
-        model, 8, performance=PerformanceOptions())
-    assert all(l.fused for l in deeplab.model.deeplabv3.iter_layers(fused)
-               if isinstance(l, BatchNormalization))
+        model, 8, performance=PerformanceOptions()
+    )
+    assert all(
+        l.fused
+        for l in deeplab.model.deeplabv3.iter_layers(fused)
+        if isinstance(l, BatchNormalization)
+    )
 
 
 def test_environment_overrides_map_to_the_options(monkeypatch):
@@ -177,14 +202,18 @@ def test_environment_overrides_map_to_the_options(monkeypatch):
     # overrides apply on top of what the caller chose; the other options are kept
     base = PerformanceOptions(native_dilation=False)
     assert PerformanceOptions.from_environment(base=base) == PerformanceOptions(
-        fused_batch_norm=False, native_dilation=False)
+        fused_batch_norm=False, native_dilation=False
+    )
     monkeypatch.setenv("DEEPLAB_FUSED_BATCH_NORM", "1")
     assert PerformanceOptions.from_environment(
-        base=PerformanceOptions(fused_batch_norm=False)).fused_batch_norm
-    assert not PerformanceOptions.from_environment({"DEEPLAB_FUSED_BATCH_NORM": "0"}) \
-        .fused_batch_norm
+        base=PerformanceOptions(fused_batch_norm=False)
+    ).fused_batch_norm
+    assert not PerformanceOptions.from_environment(
+        {"DEEPLAB_FUSED_BATCH_NORM": "0"}
+    ).fused_batch_norm
     assert PerformanceOptions.from_environment({}) == PerformanceOptions()
     assert PerformanceOptions.coerce({"fused_batch_norm": False}) == PerformanceOptions(
-        fused_batch_norm=False)
+        fused_batch_norm=False
+    )
     with pytest.raises(TypeError):
         PerformanceOptions(fused_batch_norm="0")

@@ -26,8 +26,10 @@ common = _load("common", os.path.join(BENCH, "peers", "common.py"))
 speed = _load("bench_speed", os.path.join(BENCH, "speed.py"))
 
 
-@pytest.mark.parametrize("depth, output_stride, gflops", [
-    (101, 16, 140.5), (101, 8, 491.6), (50, 16, 99.2), (50, 8, 331.5)])
+@pytest.mark.parametrize(
+    "depth, output_stride, gflops",
+    [(101, 16, 140.5), (101, 8, 491.6), (50, 16, 99.2), (50, 8, 331.5)],
+)
 def test_analytic_conv_flops_match_the_recorded_figures(depth, output_stride, gflops):
     flops = common.deeplabv3_conv_flops(513, output_stride, depth=depth)
     assert flops / 1e9 == pytest.approx(gflops, abs=0.05)
@@ -59,8 +61,9 @@ def test_median_and_timing():
         common.median([])
     ticks = iter(range(100))
     calls = []
-    seconds = common.time_calls(lambda: calls.append(1), warmup=2, repeats=3,
-                                clock=lambda: float(next(ticks)))
+    seconds = common.time_calls(
+        lambda: calls.append(1), warmup=2, repeats=3, clock=lambda: float(next(ticks))
+    )
     assert len(calls) == 5 and seconds == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError):
         common.time_calls(lambda: None, warmup=0, repeats=0)
@@ -69,11 +72,15 @@ def test_median_and_timing():
 def test_protocol_round_trip(capsys):
     common.emit({"side": "ours", "seconds": [1.5, 1.25], "median_s": 1.375})
     out = "some framework log line\n" + capsys.readouterr().out + "trailing noise\n"
-    assert common.parse_result(out) == {"side": "ours", "seconds": [1.5, 1.25],
-                                        "median_s": 1.375}
+    assert common.parse_result(out) == {"side": "ours", "seconds": [1.5, 1.25], "median_s": 1.375}
     # The last result line wins.
-    two = (common.PROTOCOL_PREFIX + json.dumps({"a": 1}) + "\n"
-           + common.PROTOCOL_PREFIX + json.dumps({"a": 2}))
+    two = (
+        common.PROTOCOL_PREFIX
+        + json.dumps({"a": 1})
+        + "\n"
+        + common.PROTOCOL_PREFIX
+        + json.dumps({"a": 2})
+    )
     assert common.parse_result(two) == {"a": 2}
     with pytest.raises(ValueError):
         common.parse_result("no result here\n")
@@ -98,8 +105,12 @@ def test_seeded_inputs_are_reproducible():
 
 
 def _result(side, seconds, rss=1000.0):
-    return {"side": side, "seconds": seconds, "median_s": common.median(seconds),
-            "peak_rss_mb": rss}
+    return {
+        "side": side,
+        "seconds": seconds,
+        "median_s": common.median(seconds),
+        "peak_rss_mb": rss,
+    }
 
 
 def _record(measurement, side, seconds, rss=1000.0):
@@ -108,7 +119,8 @@ def _record(measurement, side, seconds, rss=1000.0):
 
 def test_summary_pools_rounds_and_picks_the_best_peer():
     records = [
-        _record("infer_os16", "ours", [1.0, 3.0]), _record("infer_os16", "ours", [2.0]),
+        _record("infer_os16", "ours", [1.0, 3.0]),
+        _record("infer_os16", "ours", [2.0]),
         _record("infer_os16", "torchvision", [0.5]),
         {"measurement": "infer_os16", "side": "modelgarden", "error": "exit 1: boom"},
         _record("train_b2", "ours", [4.0], 3072.0),
@@ -128,10 +140,13 @@ def test_summary_pools_rounds_and_picks_the_best_peer():
     assert summary["train_b2"]["ours"]["gflops_per_s"] == pytest.approx(train_flops / 4.0 / 1e9)
 
     line = speed.ratio_line(summary, ["infer_os16", "train_b2"])
-    assert line == ("ratios ours / best peer: infer_os16 4.00x (torchvision), "
-                    "train_b2 2.00x (torchvision), peak RSS train_b2 3.00x (modelgarden)")
-    text = speed.render_tables(summary, sides, ["infer_os16", "train_b2"],
-                               {"float32": 100.0, "bfloat16": None})
+    assert line == (
+        "ratios ours / best peer: infer_os16 4.00x (torchvision), "
+        "train_b2 2.00x (torchvision), peak RSS train_b2 3.00x (modelgarden)"
+    )
+    text = speed.render_tables(
+        summary, sides, ["infer_os16", "train_b2"], {"float32": 100.0, "bfloat16": None}
+    )
     assert text.splitlines()[-1] == line
     assert "| ours | 2 s | 4 s | 3.00 GiB |" in text
     assert "| modelgarden | failed | 8 s | 1.00 GiB |" in text
@@ -145,21 +160,25 @@ def test_training_only_side_is_skipped_for_inference_and_reported_for_training()
     assert argv[0].endswith(".venv/bin/python") and argv[1].endswith("run_ours.py")
     assert argv[-2:] == ["--recompute-through", "none"]
     assert "--recompute-through" not in speed.runner_command(
-        "ours", speed.MEASUREMENTS["train_b2"][1], 1, 3, 2)
+        "ours", speed.MEASUREMENTS["train_b2"][1], 1, 3, 2
+    )
     records = [
-        _record("infer_os16", "ours", [1.0]), _record("infer_os16", "torchvision", [2.0]),
+        _record("infer_os16", "ours", [1.0]),
+        _record("infer_os16", "torchvision", [2.0]),
         _record("train_b2", "ours", [4.0], 3072.0),
         _record("train_b2", "torchvision", [2.0], 2048.0),
         _record("train_b2", "ours_no_recompute", [5.0], 1024.0),
     ]
     sides = ["ours", "torchvision", "ours_no_recompute"]
     summary = speed.summarize(records, sides, ["infer_os16", "train_b2"])
-    text = speed.render_tables(summary, sides, ["infer_os16", "train_b2"],
-                               {"float32": 100.0, "bfloat16": None})
+    text = speed.render_tables(
+        summary, sides, ["infer_os16", "train_b2"], {"float32": 100.0, "bfloat16": None}
+    )
     assert "| ours_no_recompute | n/a | 5 s | 1.00 GiB |" in text
     assert text.splitlines()[-1] == (
         "ratios ours / best peer: infer_os16 0.50x (torchvision), train_b2 2.00x (torchvision), "
-        "peak RSS train_b2 1.50x (torchvision), ours_no_recompute train_b2 2.50x, peak RSS 0.50x")
+        "peak RSS train_b2 1.50x (torchvision), ours_no_recompute train_b2 2.50x, peak RSS 0.50x"
+    )
 
 
 def test_formatting_helpers():
@@ -205,25 +224,35 @@ def test_serving_sides_agree_between_driver_and_runner():
 
 def test_serving_summary_table_and_ratios():
     def record(median, peak, loaded=100.0):
-        return {"seconds": [median, median], "load_s": 1.0, "rss_loaded_mb": loaded,
-                "peak_rss_mb": peak, "versions": {}}
+        return {
+            "seconds": [median, median],
+            "load_s": 1.0,
+            "rss_loaded_mb": loaded,
+            "peak_rss_mb": peak,
+            "versions": {},
+        }
 
-    records = {"ours_savedmodel_f32": [record(0.6, 1200.0), record(0.8, 1100.0)],
-               "ours_tflite_int8": [record(0.3, 300.0)],
-               "torch_eager": [record(0.9, 800.0)], "ort_f32": [record(0.5, 700.0)],
-               "ort_int8": [record(0.4, 400.0)],
-               "floor_tf": [record(0.0, 500.0)], "floor_ort": [record(0.0, 100.0)],
-               "floor_torch": [record(0.0, 300.0)], "floor_litert": [record(0.0, 50.0)]}
+    records = {
+        "ours_savedmodel_f32": [record(0.6, 1200.0), record(0.8, 1100.0)],
+        "ours_tflite_int8": [record(0.3, 300.0)],
+        "torch_eager": [record(0.9, 800.0)],
+        "ort_f32": [record(0.5, 700.0)],
+        "ort_int8": [record(0.4, 400.0)],
+        "floor_tf": [record(0.0, 500.0)],
+        "floor_ort": [record(0.0, 100.0)],
+        "floor_torch": [record(0.0, 300.0)],
+        "floor_litert": [record(0.0, 50.0)],
+    }
     summary = serving.summarize(records)
     assert summary["ours_savedmodel_f32"]["median_s"] == pytest.approx(0.7)  # all calls pooled
     assert summary["ours_savedmodel_f32"]["peak_rss_mb"] == 1200.0  # the worst round
     line = serving.ratio_line(summary)
     assert line.startswith("ratios ours / best peer: ")
-    assert "ours_savedmodel_f32 latency 1.40x ort_f32" in line       # 0.7 / 0.5
-    assert "ours_savedmodel_f32 peak RSS 1.71x ort_f32" in line      # 1200 / 700
+    assert "ours_savedmodel_f32 latency 1.40x ort_f32" in line  # 0.7 / 0.5
+    assert "ours_savedmodel_f32 peak RSS 1.71x ort_f32" in line  # 1200 / 700
     # above the floors: (1200 - 500) / min(700 - 100, 800 - 300) = 700 / 500
     assert "ours_savedmodel_f32 peak RSS above floor 1.40x torch_eager" in line
-    assert "ours_tflite_int8 latency 0.75x ort_int8" in line         # int8 against int8 only
+    assert "ours_tflite_int8 latency 0.75x ort_int8" in line  # int8 against int8 only
     table = serving.render(summary, {"ort_int8": 0.9876})
     assert "| ours_savedmodel_f32 | float32 | 0.700 s |" in table
     assert "| 700 MiB |" in table and "argmax agreement ort_int8 vs ort_f32: 98.76%" in table

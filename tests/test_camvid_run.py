@@ -27,9 +27,13 @@ RUN = REPO / "runs" / "camvid"
 DATA = REPO / "data" / "camvid"
 
 pytestmark = pytest.mark.skipif(
-    not ((CAMVID_DIR / "val.txt").is_file() and (DATA / "dataset.json").is_file()
-         and (RUN / "checkpoint").is_file()),
-    reason="needs ../shared/data/camvid, data/camvid and a trained runs/camvid (issue 8)")
+    not (
+        (CAMVID_DIR / "val.txt").is_file()
+        and (DATA / "dataset.json").is_file()
+        and (RUN / "checkpoint").is_file()
+    ),
+    reason="needs ../shared/data/camvid, data/camvid and a trained runs/camvid (issue 8)",
+)
 
 
 def _run(module, *args):
@@ -47,12 +51,23 @@ def test_saved_model_through_predict_matches_evaluate(tmp_path):
 
     export_dir = tmp_path / "export"
     _run("deeplab.export_saved_model", f"--checkpoint={checkpoint}", f"--export_dir={export_dir}")
-    _run("deeplab.predict", f"--model={export_dir}", f"--input={image_path}",
-         f"--output_dir={tmp_path / 'pred'}")
-    _run("deeplab.evaluate", "--flagfile=experiments/camvid.flags", f"--checkpoint={checkpoint}",
-         "--eval_limit=1", f"--results_dir={tmp_path / 'eval'}")
+    _run(
+        "deeplab.predict",
+        f"--model={export_dir}",
+        f"--input={image_path}",
+        f"--output_dir={tmp_path / 'pred'}",
+    )
+    _run(
+        "deeplab.evaluate",
+        "--flagfile=experiments/camvid.flags",
+        f"--checkpoint={checkpoint}",
+        "--eval_limit=1",
+        f"--results_dir={tmp_path / 'eval'}",
+    )
 
-    prediction = np.asarray(Image.open(tmp_path / "pred" / (image_path.stem + ".png"))).astype(np.int64)
+    prediction = np.asarray(Image.open(tmp_path / "pred" / (image_path.stem + ".png"))).astype(
+        np.int64
+    )
     raw_label = np.asarray(Image.open(label_path)).astype(np.int64)
     assert prediction.shape == raw_label.shape == (360, 480)
     valid = raw_label != 11  # Unlabelled -> ignore label

@@ -14,18 +14,38 @@ from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import UserError
 
-MODEL = {"backbone": "resnet14_tiny", "num_classes": 3, "output_stride": 16,
-         "multi_grid": (1, 2, 4), "atrous_rates": (1, 2, 3), "image_pooling": True,
-         "batch_norm_momentum": 0.9, "aspp_filters": 8}
+MODEL = {
+    "backbone": "resnet14_tiny",
+    "num_classes": 3,
+    "output_stride": 16,
+    "multi_grid": (1, 2, 4),
+    "atrous_rates": (1, 2, 3),
+    "image_pooling": True,
+    "batch_norm_momentum": 0.9,
+    "aspp_filters": 8,
+}
 
 
 def _config(data_dir, logdir, **overrides):
     model = dict(MODEL)
     model.pop("num_classes")
-    values = dict(dataset_dir=data_dir, logdir=str(logdir), model=model, crop_size=(33, 33),
-                  batch_size=2, training_steps=6, base_learning_rate=0.01, min_scale_factor=1.0,
-                  max_scale_factor=1.0, shuffle_buffer=8, save_checkpoint_steps=2, log_steps=100,
-                  image_summary_steps=0, keep_checkpoints=10, seed=0)
+    values = dict(
+        dataset_dir=data_dir,
+        logdir=str(logdir),
+        model=model,
+        crop_size=(33, 33),
+        batch_size=2,
+        training_steps=6,
+        base_learning_rate=0.01,
+        min_scale_factor=1.0,
+        max_scale_factor=1.0,
+        shuffle_buffer=8,
+        save_checkpoint_steps=2,
+        log_steps=100,
+        image_summary_steps=0,
+        keep_checkpoints=10,
+        seed=0,
+    )
     values.update(overrides)
     return ExperimentConfig.create(**values)
 
@@ -51,16 +71,22 @@ def _resume(data_dir, logdir, capsys, **overrides):
 
 
 def _truncate(prefix):
-    data = [p for p in os.listdir(os.path.dirname(prefix))
-            if p.startswith(os.path.basename(prefix) + ".data")]
+    data = [
+        p
+        for p in os.listdir(os.path.dirname(prefix))
+        if p.startswith(os.path.basename(prefix) + ".data")
+    ]
     path = os.path.join(os.path.dirname(prefix), data[0])
     with open(path, "r+b") as handle:
         handle.truncate(os.path.getsize(path) // 2)
 
 
 def _flip_a_byte(prefix):
-    data = [p for p in os.listdir(os.path.dirname(prefix))
-            if p.startswith(os.path.basename(prefix) + ".data")]
+    data = [
+        p
+        for p in os.listdir(os.path.dirname(prefix))
+        if p.startswith(os.path.basename(prefix) + ".data")
+    ]
     path = os.path.join(os.path.dirname(prefix), data[0])
     with open(path, "r+b") as handle:
         handle.seek(os.path.getsize(path) // 3)
@@ -90,8 +116,9 @@ def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, ca
 
 
 @pytest.mark.parametrize("pointer", ["garbage {{{ not a proto", ""])
-def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(data_dir, run, capsys,
-                                                                        pointer):
+def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(
+    data_dir, run, capsys, pointer
+):
     with open(os.path.join(run, "checkpoint"), "w", encoding="utf-8") as handle:
         handle.write(pointer)
     result, out = _resume(data_dir, run, capsys)
@@ -101,8 +128,11 @@ def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(data_di
 def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, capsys):
     for step in (2, 4, 6):
         _truncate(os.path.join(run, f"ckpt-{step}"))
-    with pytest.raises(UserError, match=r"none can be resumed from: ckpt-6 .*ckpt-4 .*ckpt-2 .*"
-                                        r"--fresh_start"):
+    with pytest.raises(
+        UserError,
+        match=r"none can be resumed from: ckpt-6 .*ckpt-4 .*ckpt-2 .*"
+        r"--fresh_start",
+    ):
         _resume(data_dir, run, capsys)
     result, out = _resume(data_dir, run, capsys, fresh_start=True)
     assert result.resumed_from == 0 and result.step == 8
@@ -114,7 +144,10 @@ def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
     with open(os.path.join(run, "checkpoint.tmp1234"), "w", encoding="utf-8") as handle:
         handle.write("half")
     result, out = _resume(data_dir, run, capsys)
-    assert "Removed the leftovers of interrupted checkpoint writes: checkpoint.tmp1234, ckpt-8_temp" in out
+    assert (
+        "Removed the leftovers of interrupted checkpoint writes: checkpoint.tmp1234, ckpt-8_temp"
+        in out
+    )
     assert not os.path.exists(os.path.join(run, "ckpt-8_temp"))
     assert result.step == 8
 
@@ -125,8 +158,11 @@ def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
     # At this rate the weights overflow a step or two before the loss does (measured: finite
     # checkpoints 1 and 2, infinite weights at step 3).
     with pytest.raises(bookkeeping.NonFiniteLossError, match="non-finite weights at step"):
-        train_lib.train(_config(data_dir, logdir, base_learning_rate=1e6, save_checkpoint_steps=1,
-                                training_steps=6))
+        train_lib.train(
+            _config(
+                data_dir, logdir, base_learning_rate=1e6, save_checkpoint_steps=1, training_steps=6
+            )
+        )
     kept = checkpoints.checkpoint_steps_on_disk(logdir)
     assert kept, "the run should have checkpointed its first, finite steps"
     for step, prefix in kept.items():
@@ -138,19 +174,25 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
     gradients, so that checkpoint moves to diverged/ and a rerun with a sane rate goes on from
     the one before instead of stopping at the same step again (and never starts at step 0)."""
     logdir = str(tmp_path / "run")
-    huge = dict(base_learning_rate=1e5, save_checkpoint_steps=1, training_steps=8, deterministic=True)
+    huge = dict(
+        base_learning_rate=1e5, save_checkpoint_steps=1, training_steps=8, deterministic=True
+    )
     with pytest.raises(bookkeeping.NonFiniteLossError) as caught:
         train_lib.train(_config(data_dir, logdir, **huge))
     message = str(caught.value)
-    match = re.search(r"non-finite loss or gradients at step (\d+) .*ckpt-(\d+) holds the weights "
-                      r"that gave it and was moved to .*diverged/ckpt-\d+-[\d-]+; a rerun resumes from "
-                      r"(.*ckpt-\d+)\.",
-                      message)
+    match = re.search(
+        r"non-finite loss or gradients at step (\d+) .*ckpt-(\d+) holds the weights "
+        r"that gave it and was moved to .*diverged/ckpt-\d+-[\d-]+; a rerun resumes from "
+        r"(.*ckpt-\d+)\.",
+        message,
+    )
     assert match, message
     stopped, bad = int(match.group(1)), int(match.group(2))
     assert bad == stopped - 1 and bad >= 2, message
-    (aside,) = [os.path.join(logdir, checkpoints.DIVERGED_DIR, d)
-                for d in os.listdir(os.path.join(logdir, checkpoints.DIVERGED_DIR))]
+    (aside,) = [
+        os.path.join(logdir, checkpoints.DIVERGED_DIR, d)
+        for d in os.listdir(os.path.join(logdir, checkpoints.DIVERGED_DIR))
+    ]
     assert os.path.basename(aside).startswith(f"ckpt-{bad}-") and aside in message
     assert os.path.exists(os.path.join(aside, f"ckpt-{bad}.index"))
     with open(os.path.join(aside, "why.txt"), encoding="utf-8") as handle:
@@ -166,8 +208,9 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
         if name.startswith(f"ckpt-{bad}."):
             shutil.copy(os.path.join(aside, name), os.path.join(logdir, name))
     sane = dict(huge, base_learning_rate=0.01)
-    with pytest.raises(bookkeeping.NonFiniteLossError,
-                       match=rf"at step {bad + 1} .*ckpt-{bad} holds the weights"):
+    with pytest.raises(
+        bookkeeping.NonFiniteLossError, match=rf"at step {bad + 1} .*ckpt-{bad} holds the weights"
+    ):
         train_lib.train(_config(data_dir, logdir, **sane))
     # Set aside twice, kept twice: the second move went to a folder of its own.
     assert len(os.listdir(os.path.join(logdir, checkpoints.DIVERGED_DIR))) == 2
@@ -212,27 +255,61 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_pat
     from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
 
     unshare = _shutil.which("unshare")
-    probe = subprocess.run([unshare or "unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            f"mount -t tmpfs -o size=1m tmpfs {tmp_path}"], capture_output=True,
-                           check=False) if unshare else None
+    probe = (
+        subprocess.run(
+            [
+                unshare or "unshare",
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                f"mount -t tmpfs -o size=1m tmpfs {tmp_path}",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if unshare
+        else None
+    )
     if probe is None or probe.returncode:
         pytest.skip("no private mount namespace with tmpfs here")
     mount = tmp_path / "small"
     mount.mkdir()
-    train = " ".join([sys.executable, "-m", "deeplab.train", f"--dataset_dir={data_dir}",
-                      f"--logdir={mount}/run", "--training_steps=5", "--save_checkpoint_steps=1",
-                      "--keep_checkpoints=10", *TINY_FLAGS])
-    script = (f"mount -t tmpfs -o size=13m tmpfs {mount} && {train}; echo \"first exit $?\"; "
-              f"ls {mount}/run; mount -o remount,size=64m {mount} && {train}; echo \"second exit $?\"")
-    result = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=600, check=False,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    train = " ".join(
+        [
+            sys.executable,
+            "-m",
+            "deeplab.train",
+            f"--dataset_dir={data_dir}",
+            f"--logdir={mount}/run",
+            "--training_steps=5",
+            "--save_checkpoint_steps=1",
+            "--keep_checkpoints=10",
+            *TINY_FLAGS,
+        ]
+    )
+    script = (
+        f'mount -t tmpfs -o size=13m tmpfs {mount} && {train}; echo "first exit $?"; '
+        f'ls {mount}/run; mount -o remount,size=64m {mount} && {train}; echo "second exit $?"'
+    )
+    result = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     out = result.stdout
     first, second = out.split("first exit")
     assert "Traceback" not in first, first[-3000:]
-    match = re.search(r"error: cannot write checkpoint ckpt-(\d) in \S+/run \(([^)]*)\); "
-                      r"(\S+/ckpt-(\d)) is intact: free space there and run the same command", first)
+    match = re.search(
+        r"error: cannot write checkpoint ckpt-(\d) in \S+/run \(([^)]*)\); "
+        r"(\S+/ckpt-(\d)) is intact: free space there and run the same command",
+        first,
+    )
     assert match, first[-3000:]
     failed, kept = int(match.group(1)), int(match.group(4))
     assert kept == failed - 1 >= 1 and "space" in match.group(2).lower(), match.group(0)

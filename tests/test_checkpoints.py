@@ -14,8 +14,14 @@ from deeplab.common.errors import ConfigError, UserError
 from deeplab.model.deeplabv3 import DeepLabV3, build_model
 
 TINY = {"backbone": "resnet14_tiny", "aspp_filters": 8, "atrous_rates": (1, 2, 3)}
-DATASET_INFO = {"name": "toy", "num_classes": 3, "ignore_label": 255, "class_names": ["a", "b", "c"],
-                "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "splits": {"train": 4}}
+DATASET_INFO = {
+    "name": "toy",
+    "num_classes": 3,
+    "ignore_label": 255,
+    "class_names": ["a", "b", "c"],
+    "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+    "splits": {"train": 4},
+}
 
 
 def _save_run(logdir, num_classes=3, output_stride=16, step=7):
@@ -25,9 +31,12 @@ def _save_run(logdir, num_classes=3, output_stride=16, step=7):
     optimizer.build(model.trainable_variables)
     step_var = tf.Variable(step, dtype=tf.int64)
     checkpoints.write_run_info(logdir, model, {**DATASET_INFO, "num_classes": num_classes})
-    manager = tf.train.CheckpointManager(checkpoints.make_checkpoint(model, optimizer, step_var),
-                                         logdir, max_to_keep=2,
-                                         checkpoint_name=checkpoints.CHECKPOINT_NAME)
+    manager = tf.train.CheckpointManager(
+        checkpoints.make_checkpoint(model, optimizer, step_var),
+        logdir,
+        max_to_keep=2,
+        checkpoint_name=checkpoints.CHECKPOINT_NAME,
+    )
     prefix = manager.save(checkpoint_number=step)
     return model, prefix
 

@@ -14,8 +14,9 @@ TF_LOG_MARKERS = ("I0000", "W0000", "All log messages before absl::InitializeLog
 def _run(*extra):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = REPO
-    out = subprocess.run(DESCRIBE + list(extra), cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=180)
+    out = subprocess.run(
+        DESCRIBE + list(extra), cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out
 
@@ -23,8 +24,11 @@ def _run(*extra):
 def test_binaries_print_their_own_lines_only_by_default():
     out = _run()
     assert out.stdout.startswith("DeepLabv3: resnet14_tiny")
-    noise = [line for line in (out.stdout + out.stderr).splitlines()
-             if any(marker in line for marker in TF_LOG_MARKERS)]
+    noise = [
+        line
+        for line in (out.stdout + out.stderr).splitlines()
+        if any(marker in line for marker in TF_LOG_MARKERS)
+    ]
     assert noise == []
 
 

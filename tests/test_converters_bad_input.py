@@ -26,8 +26,16 @@ SPEC = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
 
 def _convert(root, out, skip_bad=False, palette_masks=False, splits=("train",)):
     specs = raw_datasets.folder_examples(root, list(splits), palette_masks=palette_masks)
-    return convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, skip_bad=skip_bad, progress=False, log=lambda s: None,
-                                  palette_hint="; pass --palette_masks if its palette indices are the class ids")
+    return convert.convert_splits(
+        specs,
+        out,
+        dataset=SPEC,
+        num_workers=0,
+        skip_bad=skip_bad,
+        progress=False,
+        log=lambda s: None,
+        palette_hint="; pass --palette_masks if its palette indices are the class ids",
+    )
 
 
 def _break(root, case):
@@ -64,8 +72,10 @@ def _break(root, case):
         exif = Image.Exif()
         exif[0x0112] = 6  # stored sideways: shown 6 wide and 8 high
         Image.fromarray(fx.rgb(6, 8, 1)).save(image, exif=exif.tobytes())
-        return label, (r"label is 8x6 but image .*img1.png is 6x8 as displayed \(its EXIF "
-                       r"orientation is applied")
+        return label, (
+            r"label is 8x6 but image .*img1.png is 6x8 as displayed \(its EXIF "
+            r"orientation is applied"
+        )
     if case == "palette mask":
         fx.voc_palette_png(label, np.ones((6, 8), np.uint8))
         return label, "palette .colour-mapped. PNG.*pass --palette_masks"
@@ -77,15 +87,28 @@ def _break(root, case):
         Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(image)
         return image, "too large to decode safely"
     if case == "JPEG label named .png":
-        Image.fromarray((np.arange(48).reshape(6, 8) % 3).astype(np.uint8)).save(label, format="JPEG")
+        Image.fromarray((np.arange(48).reshape(6, 8) % 3).astype(np.uint8)).save(
+            label, format="JPEG"
+        )
         return label, "label is a JPEG file whatever its name; lossy compression"
     raise ValueError(case)
 
 
-CASES = ["missing image", "missing label", "corrupt image", "truncated image", "size mismatch", "label out of range",
-         "floating-point image", "16-bit label", "label for the stored pixels of a turned photo",
-         "palette mask", "RGB colour mask",
-         "JPEG label named .png", "decompression bomb"]
+CASES = [
+    "missing image",
+    "missing label",
+    "corrupt image",
+    "truncated image",
+    "size mismatch",
+    "label out of range",
+    "floating-point image",
+    "16-bit label",
+    "label for the stored pixels of a turned photo",
+    "palette mask",
+    "RGB colour mask",
+    "JPEG label named .png",
+    "decompression bomb",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -98,7 +121,9 @@ def test_bad_example_stops_with_file_and_reason_and_writes_nothing(tmp_path, cas
     with pytest.raises(DataError, match=reason) as err:
         _convert(root, out)
     assert str(bad_file) in str(err.value)
-    assert fx.shard_names(out) == [] and os.listdir(out) == []  # no shard, no temporary file, no dataset.json
+    assert (
+        fx.shard_names(out) == [] and os.listdir(out) == []
+    )  # no shard, no temporary file, no dataset.json
 
 
 @pytest.mark.parametrize("case", ["corrupt image", "label out of range", "palette mask"])
@@ -110,7 +135,10 @@ def test_skip_bad_skips_reports_and_counts(tmp_path, case, capsys):
     assert str(bad_file) in reports["train"].skipped[0]
     assert str(bad_file) in capsys.readouterr().err
     assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 2}
-    names = [records.decode_example(r)["filename"].numpy() for r in tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))]
+    names = [
+        records.decode_example(r)["filename"].numpy()
+        for r in tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))
+    ]
     assert names == [b"img0", b"img2"]
 
 
@@ -119,7 +147,9 @@ def test_palette_masks_flag_reads_palette_indices(tmp_path):
     fx.voc_palette_png(root / "labels" / "img1.png", np.full((6, 8), 2, np.uint8))
     _convert(root, tmp_path / "out", palette_masks=True)
     serialized = list(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train")))
-    assert (records.decode_example(serialized[1])["label"].numpy() == 2).all()  # the index, not a colour
+    assert (
+        records.decode_example(serialized[1])["label"].numpy() == 2
+    ).all()  # the index, not a colour
 
 
 def _decoded(out, index):
@@ -136,9 +166,13 @@ def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, ca
     reports = _convert(root, tmp_path / "out")
     assert reports["train"].count == 3 and len(reports["train"].notes) == 2
     assert reports["train"].notes[0].endswith("img1.png: grayscale image converted to RGB")
-    assert reports["train"].notes[1].endswith("img2.png: RGBA image converted to RGB (alpha dropped)")
+    assert (
+        reports["train"].notes[1].endswith("img2.png: RGBA image converted to RGB (alpha dropped)")
+    )
     assert "converted to RGB" in capsys.readouterr().err
-    np.testing.assert_array_equal(_decoded(tmp_path / "out", 1)["image"].numpy(), np.repeat(gray[:, :, None], 3, -1))
+    np.testing.assert_array_equal(
+        _decoded(tmp_path / "out", 1)["image"].numpy(), np.repeat(gray[:, :, None], 3, -1)
+    )
     np.testing.assert_array_equal(_decoded(tmp_path / "out", 2)["image"].numpy(), opaque[:, :, :3])
 
 
@@ -160,8 +194,18 @@ def test_cityscapes_unknown_label_id_and_sbd_bad_mat(tmp_path):
     bad = root / "gtFine" / "val" / "frankfurt" / "frankfurt_000000_000019_gtFine_labelIds.png"
     fx.save(bad, np.full((3, 4), 40, np.uint8))
     specs = raw_datasets.cityscapes_examples(root, ["val"])
-    with pytest.raises(DataError, match=r"frankfurt_000000_000019_gtFine_labelIds\.png: label values \[40\] are not ids"):
-        convert.convert_splits(specs, tmp_path / "out", dataset=cityscapes(), num_workers=0, progress=False, log=lambda s: None)
+    with pytest.raises(
+        DataError,
+        match=r"frankfurt_000000_000019_gtFine_labelIds\.png: label values \[40\] are not ids",
+    ):
+        convert.convert_splits(
+            specs,
+            tmp_path / "out",
+            dataset=cityscapes(),
+            num_workers=0,
+            progress=False,
+            log=lambda s: None,
+        )
     voc, sbd, _, _ = fx.make_voc(tmp_path / "voc")
     mat = sbd / "dataset" / "cls" / "2008_000100.mat"
     import scipy.io
@@ -171,28 +215,48 @@ def test_cityscapes_unknown_label_id_and_sbd_bad_mat(tmp_path):
     from deeplab.data.datasets_info import pascal_voc
 
     with pytest.raises(DataError, match=r"2008_000100\.mat: no GTcls\.Segmentation"):
-        convert.convert_splits(specs, tmp_path / "out2", dataset=pascal_voc(), num_workers=0, progress=False, log=lambda s: None)
+        convert.convert_splits(
+            specs,
+            tmp_path / "out2",
+            dataset=pascal_voc(),
+            num_workers=0,
+            progress=False,
+            log=lambda s: None,
+        )
 
 
 def test_coco_image_size_disagreeing_with_annotation(tmp_path):
     root, _ = fx.make_coco(tmp_path / "raw")
     fx.save(root / "train2017" / "000000000002.jpg", fx.rgb(10, 10, 0))
     specs = raw_datasets.coco_examples(root)
-    with pytest.raises(DataError, match=r"000000000002\.jpg: image is 10x10 but .*instances_train2017\.json says 80x60"):
-        convert.convert_splits(specs, tmp_path / "out", dataset=coco_voc(), num_workers=0, progress=False, log=lambda s: None)
+    with pytest.raises(
+        DataError,
+        match=r"000000000002\.jpg: image is 10x10 but .*instances_train2017\.json says 80x60",
+    ):
+        convert.convert_splits(
+            specs,
+            tmp_path / "out",
+            dataset=coco_voc(),
+            num_workers=0,
+            progress=False,
+            log=lambda s: None,
+        )
 
 
 # ----------------------------------------------------------------------------- interrupted re-runs
 
 
 def _filenames(out, split):
-    return [records.decode_example(r)["filename"].numpy().decode()
-            for r in tf.data.TFRecordDataset(tfrecord.list_shards(out, split))]
+    return [
+        records.decode_example(r)["filename"].numpy().decode()
+        for r in tf.data.TFRecordDataset(tfrecord.list_shards(out, split))
+    ]
 
 
 @pytest.mark.parametrize("fail_after_renames", [0, 1, 2, 3])
 def test_a_conversion_killed_during_the_switch_leaves_old_or_new_never_a_mixture(
-        tmp_path, monkeypatch, fail_after_renames):
+    tmp_path, monkeypatch, fail_after_renames
+):
     """Dataset A (4 shards), then dataset B over it, interrupted after k shard renames (and, for
     k=3, before its dataset.json is written): the folder reads as all-A; finished, all-B."""
     a = fx.make_folder(tmp_path / "a", n=8)
@@ -205,12 +269,20 @@ def test_a_conversion_killed_during_the_switch_leaves_old_or_new_never_a_mixture
 
     def convert_b():
         specs = raw_datasets.folder_examples(b, ["train"], palette_masks=False)
-        return convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, num_shards=3,
-                                      progress=False, log=lambda s: None)
+        return convert.convert_splits(
+            specs,
+            out,
+            dataset=SPEC,
+            num_workers=0,
+            num_shards=3,
+            progress=False,
+            log=lambda s: None,
+        )
 
     specs = raw_datasets.folder_examples(a, ["train"], palette_masks=False)
-    convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, num_shards=4, progress=False,
-                           log=lambda s: None)
+    convert.convert_splits(
+        specs, out, dataset=SPEC, num_workers=0, num_shards=4, progress=False, log=lambda s: None
+    )
     a_names = _filenames(out, "train")
     assert len(a_names) == 8
 
@@ -228,8 +300,11 @@ def test_a_conversion_killed_during_the_switch_leaves_old_or_new_never_a_mixture
         with pytest.raises(KeyboardInterrupt):
             convert_b()
     else:  # every shard renamed: die when dataset.json is switched over
-        monkeypatch.setattr(tfrecord, "write_dataset_info",
-                            lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        monkeypatch.setattr(
+            tfrecord,
+            "write_dataset_info",
+            lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed")),
+        )
         with pytest.raises(KeyboardInterrupt):
             convert_b()
     monkeypatch.undo()
@@ -250,41 +325,58 @@ def test_a_split_dataset_json_does_not_list_is_refused(tmp_path):
     _convert(root, out, splits=("train", "val"))
     other = DatasetSpec("other", 3, 255, ("a", "b", "c"), color_map(3))
     specs = raw_datasets.folder_examples(root, ["train"], palette_masks=False)
-    convert.convert_splits(specs, out, dataset=other, num_workers=0, progress=False,
-                           log=lambda s: None)
+    convert.convert_splits(
+        specs, out, dataset=other, num_workers=0, progress=False, log=lambda s: None
+    )
     assert tfrecord.read_dataset_info(out)["splits"] == {"train": 4}
-    with pytest.raises(DataError, match=r"split 'val' is not listed in dataset.json \(listed: train\)"):
+    with pytest.raises(
+        DataError, match=r"split 'val' is not listed in dataset.json \(listed: train\)"
+    ):
         tfrecord.list_shards(out, "val")
 
 
 # ----------------------------------------------------------------------------- list files
 
 
-@pytest.mark.parametrize("entry", ["../outside/secret.png ../outside/secret_label.png",
-                                   "{outside}/secret.png {outside}/secret_label.png",
-                                   "images/../../outside/secret.png labels/img0.png"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "../outside/secret.png ../outside/secret_label.png",
+        "{outside}/secret.png {outside}/secret_label.png",
+        "images/../../outside/secret.png labels/img0.png",
+    ],
+)
 def test_list_entries_outside_the_root_are_refused(tmp_path, entry):
     root = fx.make_folder(tmp_path / "raw")
     outside = tmp_path / "outside"
     fx.save(outside / "secret.png", fx.rgb(6, 8, 9))
     fx.save(outside / "secret_label.png", np.zeros((6, 8), np.uint8))
     (root / "train.txt").write_text(entry.format(outside=outside) + "\n")
-    with pytest.raises(DataError, match=r"train.txt: .*secret.png.* resolves to .*outside.*, outside the dataset "
-                                         r"root .*raw; pass --allow_outside_root"):
+    with pytest.raises(
+        DataError,
+        match=r"train.txt: .*secret.png.* resolves to .*outside.*, outside the dataset "
+        r"root .*raw; pass --allow_outside_root",
+    ):
         raw_datasets.folder_examples(root, ["train"])
     # Allowed explicitly: read where it points.
     specs = raw_datasets.folder_examples(root, ["train"], allow_outside_root=True)
-    assert os.path.realpath(specs["train"][0].image_path) == os.path.realpath(outside / "secret.png")
+    assert os.path.realpath(specs["train"][0].image_path) == os.path.realpath(
+        outside / "secret.png"
+    )
 
 
 def test_name_entries_and_camvid_paths_outside_the_root_are_refused(tmp_path):
     root = fx.make_folder(tmp_path / "raw")
     (root / "train.txt").write_text("img0\n../../etc/passwd\n")
-    with pytest.raises(DataError, match=r"train.txt: '../../etc/passwd' resolves to .*outside the dataset root"):
+    with pytest.raises(
+        DataError, match=r"train.txt: '../../etc/passwd' resolves to .*outside the dataset root"
+    ):
         raw_datasets.folder_examples(root, ["train"])
     camvid = fx.make_camvid(tmp_path / "camvid")
     fx.save(tmp_path / "elsewhere.png", fx.rgb(3, 4, 1))
-    (camvid / "train.txt").write_text(f"{tmp_path / 'elsewhere.png'} /SegNet/CamVid/trainannot/0001TP_006690.png\n")
+    (camvid / "train.txt").write_text(
+        f"{tmp_path / 'elsewhere.png'} /SegNet/CamVid/trainannot/0001TP_006690.png\n"
+    )
     with pytest.raises(DataError, match=r"train.txt: .*elsewhere.png.* outside the dataset root"):
         raw_datasets.camvid_examples(camvid, ["train"])
     # The SegNet lists' absolute paths of another machine still resolve under the root.
@@ -315,12 +407,27 @@ def test_workers_die_with_a_killed_converter(tmp_path, sig):
     root = fx.make_folder(tmp_path / "raw", n=3)
     os.remove(root / "images" / "img1.png")
     os.mkfifo(root / "images" / "img1.png")
-    (root / "train.txt").write_text("".join(f"images/img{i}.png labels/img{i}.png\n" for i in range(3)))
+    (root / "train.txt").write_text(
+        "".join(f"images/img{i}.png labels/img{i}.png\n" for i in range(3))
+    )
     out = tmp_path / "out"
     converter = subprocess.Popen(
-        [sys.executable, os.path.join(fx.REPO, "datasets", "build_folder.py"), "--input_dir", str(root),
-         "--output_dir", str(out), "--num_classes", "3", "--num_workers", "2", "--no_progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            os.path.join(fx.REPO, "datasets", "build_folder.py"),
+            "--input_dir",
+            str(root),
+            "--output_dir",
+            str(out),
+            "--num_classes",
+            "3",
+            "--num_workers",
+            "2",
+            "--no_progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     parent = psutil.Process(converter.pid)
     # The event: a worker process has the FIFO open (it is blocked reading it).
     deadline = time.time() + 120

@@ -9,9 +9,11 @@ import pytest
 from deeplab import _cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PROBE = ("import os, deeplab, tensorflow\n"
-          "from tensorflow.python.util import _pywrap_util_port as p\n"
-          "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], bool(p.IsMklEnabled()))\n")
+_PROBE = (
+    "import os, deeplab, tensorflow\n"
+    "from tensorflow.python.util import _pywrap_util_port as p\n"
+    "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], bool(p.IsMklEnabled()))\n"
+)
 
 
 def _probe(env_value):
@@ -19,8 +21,14 @@ def _probe(env_value):
     if env_value is not None:
         env[_cpu.ONEDNN_VARIABLE] = env_value
     env["PYTHONPATH"] = REPO
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()[-2:]
 

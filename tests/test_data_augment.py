@@ -28,6 +28,7 @@ def _coordinate_image(height, width):
 
 def _numpy_bilinear(image, height, width):
     """Direct half-pixel bilinear resize: output pixel i reads (i + 0.5) * in / out - 0.5."""
+
     def axis(n_in, n_out):
         u = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         low = np.floor(u).astype(int)
@@ -47,7 +48,12 @@ def test_sample_scale_discrete_values_and_range():
     assert 0.5 <= min(cont) and max(cont) < 2.0 and len(set(cont)) == 200
     assert float(augment.sample_scale(tf.constant([1, 1]), min_scale=1.0, max_scale=1.0)) == 1.0
     # step 0.5 in [0.5, 1.75]: 0.5, 1.0, 1.5 only (the last step would pass max_scale)
-    values = {float(augment.sample_scale(tf.constant([i, 0]), min_scale=0.5, max_scale=1.75, scale_step=0.5)) for i in range(200)}
+    values = {
+        float(
+            augment.sample_scale(tf.constant([i, 0]), min_scale=0.5, max_scale=1.75, scale_step=0.5)
+        )
+        for i in range(200)
+    }
     assert values == {0.5, 1.0, 1.5}
     with pytest.raises(ValueError):
         augment.sample_scale(tf.constant([0, 0]), min_scale=2.0, max_scale=1.0)
@@ -65,8 +71,9 @@ def test_scaling_never_interpolates_labels_and_matches_nearest_formula():
         cols = np.minimum(np.floor((np.arange(w) + 0.5) * 31 / w).astype(int), 30)
         np.testing.assert_array_equal(out_label.numpy(), label.numpy()[rows][:, cols])
         # The image: bilinear with the same half-pixel centres (the label's grid), edges clamped.
-        np.testing.assert_allclose(out_image.numpy(), _numpy_bilinear(image.numpy(), h, w),
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            out_image.numpy(), _numpy_bilinear(image.numpy(), h, w), atol=1e-3
+        )
     same_image, same_label = augment.scale_image_and_label(image, label, tf.constant(1.0))
     np.testing.assert_array_equal(same_image.numpy(), image.numpy().astype(np.float32))
     np.testing.assert_array_equal(same_label.numpy(), label.numpy())
@@ -77,8 +84,12 @@ def test_pad_to_size_uses_mean_pixel_and_ignore_label():
     out_image, out_label = augment.pad_to_size(image, label, 8, 6, ignore_label=255)
     assert out_image.shape == (8, 6, 3) and out_label.shape == (8, 6)
     np.testing.assert_array_equal(out_image.numpy()[:5, :4], image.numpy())
-    np.testing.assert_allclose(out_image.numpy()[5:, :], np.broadcast_to(np.float32(preprocessing.MEAN_RGB), (3, 6, 3)))
-    np.testing.assert_allclose(out_image.numpy()[:, 4:], np.broadcast_to(np.float32(preprocessing.MEAN_RGB), (8, 2, 3)))
+    np.testing.assert_allclose(
+        out_image.numpy()[5:, :], np.broadcast_to(np.float32(preprocessing.MEAN_RGB), (3, 6, 3))
+    )
+    np.testing.assert_allclose(
+        out_image.numpy()[:, 4:], np.broadcast_to(np.float32(preprocessing.MEAN_RGB), (8, 2, 3))
+    )
     assert (out_label.numpy()[5:, :] == 255).all() and (out_label.numpy()[:, 4:] == 255).all()
     np.testing.assert_array_equal(out_label.numpy()[:5, :4], label.numpy())
     # already large enough: unchanged
@@ -103,7 +114,10 @@ def test_random_crop_and_flip_move_image_and_label_together():
 
 def test_flip_probability_is_about_one_half():
     image, label = _coordinate_image(2, 3)
-    flips = sum(int(augment.random_flip(image, label, tf.constant([i, 11]))[1][0, 0] != label[0, 0]) for i in range(200))
+    flips = sum(
+        int(augment.random_flip(image, label, tf.constant([i, 11]))[1][0, 0] != label[0, 0])
+        for i in range(200)
+    )
     assert 70 < flips < 130
 
 
@@ -125,7 +139,9 @@ def test_train_transform_equals_composition_of_single_ops(crop):
         reference = _composed(image, label, seed, crop)
         np.testing.assert_array_equal(fused[0].numpy(), reference[0].numpy())
         np.testing.assert_array_equal(fused[1].numpy(), reference[1].numpy())
-        assert fused[0].shape == crop + (3,) and fused[1].shape == crop and fused[1].dtype == tf.int32
+        assert (
+            fused[0].shape == crop + (3,) and fused[1].shape == crop and fused[1].dtype == tf.int32
+        )
 
 
 def test_train_transform_is_pure_and_identical_eagerly_and_in_tf_data():
@@ -134,7 +150,10 @@ def test_train_transform_is_pure_and_identical_eagerly_and_in_tf_data():
     eager = [augment.train_transform(image, label, tf.constant(s, tf.int64), **kw) for s in SEEDS]
     again = [augment.train_transform(image, label, tf.constant(s, tf.int64), **kw) for s in SEEDS]
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(SEEDS, tf.int64))
-    ds = ds.map(lambda s: augment.train_transform(image, tf.cast(label, tf.uint8), s, **kw), num_parallel_calls=4)
+    ds = ds.map(
+        lambda s: augment.train_transform(image, tf.cast(label, tf.uint8), s, **kw),
+        num_parallel_calls=4,
+    )
     in_data = list(ds.as_numpy_iterator())
     for (e_img, e_lab), (a_img, a_lab), (d_img, d_lab) in zip(eager, again, in_data):
         np.testing.assert_array_equal(e_img.numpy(), a_img.numpy())
@@ -153,7 +172,9 @@ def test_train_transform_keeps_labels_aligned_with_image_content():
     image = colors[label]
     checked = 0
     for seed in SEEDS:
-        out_image, out_label = augment.train_transform(tf.constant(image), tf.constant(label), tf.constant(seed, tf.int64), crop_size=21)
+        out_image, out_label = augment.train_transform(
+            tf.constant(image), tf.constant(label), tf.constant(seed, tf.int64), crop_size=21
+        )
         rgb = preprocessing.denormalize_image(out_image).numpy()
         lab = out_label.numpy()
         assert set(np.unique(lab)) <= set(range(10)) | {255}
@@ -164,7 +185,9 @@ def test_train_transform_keeps_labels_aligned_with_image_content():
                     np.testing.assert_allclose(rgb[y, x], colors[lab[y, x]], atol=1e-3)
                     checked += 1
                 elif lab[y, x] == 255 and (window == 255).all():
-                    np.testing.assert_allclose(out_image.numpy()[y, x], 0.0)  # padding: the mean pixel
+                    np.testing.assert_allclose(
+                        out_image.numpy()[y, x], 0.0
+                    )  # padding: the mean pixel
     assert checked > 300
 
 
@@ -177,7 +200,9 @@ def test_eval_transform_keeps_label_and_normalizes():
 
 def test_tf_only_normalization_equals_normalize_image():
     image, _ = _image_and_label()
-    np.testing.assert_array_equal(augment._normalize_tf(image).numpy(), preprocessing.normalize_image(image).numpy())
+    np.testing.assert_array_equal(
+        augment._normalize_tf(image).numpy(), preprocessing.normalize_image(image).numpy()
+    )
 
 
 def test_window_nearest_indices_equal_tf_image_resize():
@@ -185,8 +210,18 @@ def test_window_nearest_indices_equal_tf_image_resize():
     rng = np.random.default_rng(0)
     for in_size in (1, 7, 23, 360, 375, 500, 1024):
         source = tf.range(in_size)[:, tf.newaxis]
-        for out_size in {1, 2, max(1, in_size // 2), in_size, in_size + 1, 2 * in_size, *rng.integers(1, 3 * in_size + 2, 5).tolist()}:
-            full = tf.image.resize(source[:, :, tf.newaxis], [out_size, 1], method="nearest")[:, 0, 0]
+        for out_size in {
+            1,
+            2,
+            max(1, in_size // 2),
+            in_size,
+            in_size + 1,
+            2 * in_size,
+            *rng.integers(1, 3 * in_size + 2, 5).tolist(),
+        }:
+            full = tf.image.resize(source[:, :, tf.newaxis], [out_size, 1], method="nearest")[
+                :, 0, 0
+            ]
             start = int(rng.integers(0, out_size))
             count = int(rng.integers(1, out_size - start + 1))
             window = augment._nearest_source_indices(in_size, out_size, start, count)
@@ -197,7 +232,11 @@ def test_train_transform_equals_composition_with_continuous_scales():
     image, label = _image_and_label(37, 29, seed=3)
     for i in range(20):
         seed = tf.constant([i, 17], tf.int64)
-        fused = augment.train_transform(image, label, seed, crop_size=(33, 41), scale_step=0, min_scale=0.3, max_scale=2.7)
-        reference = _composed(image, label, seed, (33, 41), scale_step=0, min_scale=0.3, max_scale=2.7)
+        fused = augment.train_transform(
+            image, label, seed, crop_size=(33, 41), scale_step=0, min_scale=0.3, max_scale=2.7
+        )
+        reference = _composed(
+            image, label, seed, (33, 41), scale_step=0, min_scale=0.3, max_scale=2.7
+        )
         np.testing.assert_array_equal(fused[0].numpy(), reference[0].numpy())
         np.testing.assert_array_equal(fused[1].numpy(), reference[1].numpy())

@@ -24,18 +24,39 @@ def dataset_dir(tmp_path_factory):
     """12 train / 5 val synthetic examples, 25x31 px (val with size jitter), 3 train shards."""
     directory = tmp_path_factory.mktemp("synthetic")
     synthetic.build_synthetic_dataset(
-        directory, num_train=12, num_val=5, image_size=(25, 31), num_classes=NUM_CLASSES, seed=3, num_shards=3, size_jitter=0.3
+        directory,
+        num_train=12,
+        num_val=5,
+        image_size=(25, 31),
+        num_classes=NUM_CLASSES,
+        seed=3,
+        num_shards=3,
+        size_jitter=0.3,
     )
     return str(directory)
 
 
 def _records(dataset_dir, split):
-    return [records.decode_example(r) for r in tf.data.TFRecordDataset(tfrecord.list_shards(dataset_dir, split))]
+    return [
+        records.decode_example(r)
+        for r in tf.data.TFRecordDataset(tfrecord.list_shards(dataset_dir, split))
+    ]
 
 
 def _identity_train(dataset_dir, split="train", **kw):
     """A train stream whose crops are whole, unchanged images (scale 1, crop = image size, no flip)."""
-    kw = dict(batch_size=1, crop_size=(31, 31), min_scale=1.0, max_scale=1.0, flip=False, seed=0, deterministic=True) | kw
+    kw = (
+        dict(
+            batch_size=1,
+            crop_size=(31, 31),
+            min_scale=1.0,
+            max_scale=1.0,
+            flip=False,
+            seed=0,
+            deterministic=True,
+        )
+        | kw
+    )
     return input_pipeline.make_train_dataset(dataset_dir, split, **kw)
 
 
@@ -44,7 +65,9 @@ def _key(label):
 
 
 def test_train_batches_shapes_dtypes_values(dataset_dir):
-    ds = input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=4, crop_size=(21, 17), seed=1)
+    ds = input_pipeline.make_train_dataset(
+        dataset_dir, "train", batch_size=4, crop_size=(21, 17), seed=1
+    )
     assert ds.element_spec[0].shape == (4, 21, 17, 3) and ds.element_spec[1].shape == (4, 21, 17)
     for images, labels in ds.take(3):
         assert images.dtype == tf.float32 and labels.dtype == tf.int32
@@ -54,7 +77,9 @@ def test_train_batches_shapes_dtypes_values(dataset_dir):
 
 
 def test_train_crop_larger_than_images_is_padded_with_ignore_and_mean(dataset_dir):
-    ds = input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=2, crop_size=61, min_scale=1.0, max_scale=1.0, seed=0)
+    ds = input_pipeline.make_train_dataset(
+        dataset_dir, "train", batch_size=2, crop_size=61, min_scale=1.0, max_scale=1.0, seed=0
+    )
     images, labels = next(iter(ds))
     assert (labels.numpy()[:, 25:, :] == 255).all() and (labels.numpy()[:, :, 31:] == 255).all()
     assert (images.numpy()[:, 25:, :] == 0).all()  # the mean pixel after normalization
@@ -62,7 +87,9 @@ def test_train_crop_larger_than_images_is_padded_with_ignore_and_mean(dataset_di
 
 def test_train_is_reproducible_with_seed_and_differs_across_seeds(dataset_dir):
     def first(seed):
-        ds = input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=3, crop_size=13, seed=seed, deterministic=True)
+        ds = input_pipeline.make_train_dataset(
+            dataset_dir, "train", batch_size=3, crop_size=13, seed=seed, deterministic=True
+        )
         return [(x.numpy(), y.numpy()) for x, y in ds.take(4)]
 
     a, b, c = first(5), first(5), first(6)
@@ -75,13 +102,28 @@ def test_train_is_reproducible_with_seed_and_differs_across_seeds(dataset_dir):
 def test_train_stream_equals_train_transform_of_the_records(dataset_dir):
     """The pipeline applies exactly augment.train_transform to the decoded records (any seed per example)."""
     ds = input_pipeline.make_train_dataset(
-        dataset_dir, "train", batch_size=1, crop_size=31, min_scale=1.0, max_scale=1.0, flip=False, seed=0,
-        deterministic=True, shuffle_buffer=1,
+        dataset_dir,
+        "train",
+        batch_size=1,
+        crop_size=31,
+        min_scale=1.0,
+        max_scale=1.0,
+        flip=False,
+        seed=0,
+        deterministic=True,
+        shuffle_buffer=1,
     )
     by_label = {}
     for rec in _records(dataset_dir, "train"):
-        image, label = augment.train_transform(rec["image"], rec["label"], tf.constant([0, 0], tf.int64), crop_size=31,
-                                               min_scale=1.0, max_scale=1.0, flip=False)
+        image, label = augment.train_transform(
+            rec["image"],
+            rec["label"],
+            tf.constant([0, 0], tf.int64),
+            crop_size=31,
+            min_scale=1.0,
+            max_scale=1.0,
+            flip=False,
+        )
         by_label[_key(label.numpy())] = image.numpy()
     for images, labels in ds.take(12):
         np.testing.assert_array_equal(images.numpy()[0], by_label[_key(labels.numpy()[0])])
@@ -89,8 +131,20 @@ def test_train_stream_equals_train_transform_of_the_records(dataset_dir):
 
 def test_one_epoch_visits_every_example_once(dataset_dir):
     keys = [_key(lab.numpy()[0]) for _, lab in _identity_train(dataset_dir).take(12)]
-    expected = {_key(augment.train_transform(r["image"], r["label"], tf.constant([0, 0]), crop_size=31, min_scale=1.0,
-                                             max_scale=1.0, flip=False)[1].numpy()) for r in _records(dataset_dir, "train")}
+    expected = {
+        _key(
+            augment.train_transform(
+                r["image"],
+                r["label"],
+                tf.constant([0, 0]),
+                crop_size=31,
+                min_scale=1.0,
+                max_scale=1.0,
+                flip=False,
+            )[1].numpy()
+        )
+        for r in _records(dataset_dir, "train")
+    }
     assert set(keys) == expected and len(set(keys)) == 12
 
 
@@ -101,12 +155,23 @@ def test_bootstrapping_repeats_images_with_hard_classes(dataset_dir):
     assert 0 < sum(has_hard) < 12  # the fixture has both kinds
     k = 3
     epoch = 12 + (k - 1) * sum(has_hard)
-    ds = _identity_train(dataset_dir, bootstrap_classes=["shape_1"], bootstrap_repeat=k, shuffle_buffer=1)
+    ds = _identity_train(
+        dataset_dir, bootstrap_classes=["shape_1"], bootstrap_repeat=k, shuffle_buffer=1
+    )
     seen = [_key(lab.numpy()[0]) for _, lab in ds.take(epoch)]
     counts = {key: seen.count(key) for key in set(seen)}
     for rec, hit in zip(decoded, has_hard):
-        key = _key(augment.train_transform(rec["image"], rec["label"], tf.constant([0, 0]), crop_size=31, min_scale=1.0,
-                                           max_scale=1.0, flip=False)[1].numpy())
+        key = _key(
+            augment.train_transform(
+                rec["image"],
+                rec["label"],
+                tf.constant([0, 0]),
+                crop_size=31,
+                min_scale=1.0,
+                max_scale=1.0,
+                flip=False,
+            )[1].numpy()
+        )
         assert counts[key] == (k if hit else 1)
 
 
@@ -117,20 +182,51 @@ def test_bootstrapping_without_classes_present_key_reads_the_label(tmp_path):
             label = np.full((5, 5), i % 2, np.uint8)
             buf = io.BytesIO()
             Image.fromarray(np.full((5, 5, 3), 40 * i, np.uint8)).save(buf, format="PNG")
-            writer.write(i, records.encode_example(image_bytes=buf.getvalue(), image_format="png", height=5, width=5,
-                                                    label_png=tfrecord.encode_label_png(label), filename=str(i)))
-    tfrecord.write_dataset_info(tmp_path, name="t", num_classes=2, ignore_label=255, class_names=["a", "b"],
-                                palette=[[0, 0, 0], [1, 1, 1]], splits={"train": 4})
-    ds = input_pipeline.make_train_dataset(tmp_path, "train", batch_size=1, crop_size=5, min_scale=1.0, max_scale=1.0,
-                                           flip=False, bootstrap_classes=[1], bootstrap_repeat=4, shuffle_buffer=1,
-                                           seed=0, deterministic=True)
+            writer.write(
+                i,
+                records.encode_example(
+                    image_bytes=buf.getvalue(),
+                    image_format="png",
+                    height=5,
+                    width=5,
+                    label_png=tfrecord.encode_label_png(label),
+                    filename=str(i),
+                ),
+            )
+    tfrecord.write_dataset_info(
+        tmp_path,
+        name="t",
+        num_classes=2,
+        ignore_label=255,
+        class_names=["a", "b"],
+        palette=[[0, 0, 0], [1, 1, 1]],
+        splits={"train": 4},
+    )
+    ds = input_pipeline.make_train_dataset(
+        tmp_path,
+        "train",
+        batch_size=1,
+        crop_size=5,
+        min_scale=1.0,
+        max_scale=1.0,
+        flip=False,
+        bootstrap_classes=[1],
+        bootstrap_repeat=4,
+        shuffle_buffer=1,
+        seed=0,
+        deterministic=True,
+    )
     firsts = [int(lab.numpy()[0, 0, 0]) for _, lab in ds.take(10)]
     assert firsts == [0, 1, 1, 1, 1, 0, 1, 1, 1, 1]
 
 
 def test_input_context_gives_each_pipeline_its_own_examples(dataset_dir):
     def keys(pipeline_id, num_pipelines):
-        context = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id, num_replicas_in_sync=num_pipelines)
+        context = tf.distribute.InputContext(
+            num_input_pipelines=num_pipelines,
+            input_pipeline_id=pipeline_id,
+            num_replicas_in_sync=num_pipelines,
+        )
         ds = _identity_train(dataset_dir, input_context=context, batch_size=num_pipelines)
         n = 12 // num_pipelines
         return [_key(lab.numpy()[0]) for _, lab in ds.take(n)]
@@ -145,8 +241,12 @@ def test_input_context_gives_each_pipeline_its_own_examples(dataset_dir):
 
 
 def test_input_context_batches_per_replica(dataset_dir):
-    context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=4)
-    ds = input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=8, crop_size=9, input_context=context, seed=0)
+    context = tf.distribute.InputContext(
+        num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=4
+    )
+    ds = input_pipeline.make_train_dataset(
+        dataset_dir, "train", batch_size=8, crop_size=9, input_context=context, seed=0
+    )
     assert ds.element_spec[0].shape[0] == 2
 
 
@@ -161,7 +261,9 @@ def test_eval_dataset_whole_images_in_order_labels_untouched(dataset_dir):
         assert example["label"].dtype == tf.int32
         np.testing.assert_array_equal(example["raw_image"].numpy(), record["image"].numpy())
         np.testing.assert_array_equal(example["label"].numpy(), record["label"].numpy())
-        np.testing.assert_array_equal(example["image"].numpy(), preprocessing.normalize_image(record["image"]).numpy())
+        np.testing.assert_array_equal(
+            example["image"].numpy(), preprocessing.normalize_image(record["image"]).numpy()
+        )
         sizes.add(tuple(example["label"].shape))
     assert len(sizes) > 1  # each at its own size
     assert len(list(input_pipeline.make_eval_dataset(dataset_dir, "val", limit=2))) == 2
@@ -171,13 +273,22 @@ def test_eval_input_context_splits_examples(dataset_dir):
     names = []
     for i in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i)
-        names.append([e["filename"].numpy() for e in input_pipeline.make_eval_dataset(dataset_dir, "val", input_context=context)])
-    assert sorted(names[0] + names[1]) == [f"val_{i:06d}".encode() for i in range(5)] and not set(names[0]) & set(names[1])
+        names.append(
+            [
+                e["filename"].numpy()
+                for e in input_pipeline.make_eval_dataset(dataset_dir, "val", input_context=context)
+            ]
+        )
+    assert sorted(names[0] + names[1]) == [f"val_{i:06d}".encode() for i in range(5)] and not set(
+        names[0]
+    ) & set(names[1])
 
 
 def test_num_classes_disagreement_names_both(dataset_dir):
     with pytest.raises(ConfigError, match=r"num_classes=21 .* num_classes=4"):
-        input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=2, crop_size=9, num_classes=21)
+        input_pipeline.make_train_dataset(
+            dataset_dir, "train", batch_size=2, crop_size=9, num_classes=21
+        )
     with pytest.raises(ConfigError, match=r"num_classes=3 .* num_classes=4"):
         input_pipeline.make_eval_dataset(dataset_dir, "val", num_classes=3)
 
@@ -228,17 +339,29 @@ def test_record_count_must_match_dataset_json(dataset_dir, tmp_path):
     copy = str(tmp_path / "copy")
     _copy_dataset(dataset_dir, copy)
     info = tfrecord.read_dataset_info(copy)
-    tfrecord.write_dataset_info(copy, **{k: info[k] for k in ("name", "num_classes", "ignore_label", "class_names", "palette")},
-                                splits={"train": 13, "val": 5})
+    tfrecord.write_dataset_info(
+        copy,
+        **{k: info[k] for k in ("name", "num_classes", "ignore_label", "class_names", "palette")},
+        splits={"train": 13, "val": 5},
+    )
     with pytest.raises(DataError, match="12 records in its shards but dataset.json says 13"):
         input_pipeline.make_train_dataset(copy, "train", batch_size=2, crop_size=9)
 
 
 def test_bad_arguments(dataset_dir):
     with pytest.raises(ConfigError, match="not one of this dataset's classes"):
-        input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=2, crop_size=9, bootstrap_classes=["sofa"], bootstrap_repeat=2)
+        input_pipeline.make_train_dataset(
+            dataset_dir,
+            "train",
+            batch_size=2,
+            crop_size=9,
+            bootstrap_classes=["sofa"],
+            bootstrap_repeat=2,
+        )
     with pytest.raises(ConfigError, match="bootstrap_repeat"):
-        input_pipeline.make_train_dataset(dataset_dir, "train", batch_size=2, crop_size=9, bootstrap_repeat=0)
+        input_pipeline.make_train_dataset(
+            dataset_dir, "train", batch_size=2, crop_size=9, bootstrap_repeat=0
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -276,11 +399,20 @@ def _pet_mock(encoded):
                     "head_bbox": np.zeros(4, np.float32),
                 }
 
-        image_spec = tf.TensorSpec([], tf.string) if skip else tf.TensorSpec([None, None, 3], tf.uint8)
-        mask_spec = tf.TensorSpec([], tf.string) if skip else tf.TensorSpec([None, None, 1], tf.uint8)
-        signature = {"image": image_spec, "segmentation_mask": mask_spec, "file_name": tf.TensorSpec([], tf.string),
-                     "label": tf.TensorSpec([], tf.int64), "species": tf.TensorSpec([], tf.int64),
-                     "head_bbox": tf.TensorSpec([4], tf.float32)}
+        image_spec = (
+            tf.TensorSpec([], tf.string) if skip else tf.TensorSpec([None, None, 3], tf.uint8)
+        )
+        mask_spec = (
+            tf.TensorSpec([], tf.string) if skip else tf.TensorSpec([None, None, 1], tf.uint8)
+        )
+        signature = {
+            "image": image_spec,
+            "segmentation_mask": mask_spec,
+            "file_name": tf.TensorSpec([], tf.string),
+            "label": tf.TensorSpec([], tf.int64),
+            "species": tf.TensorSpec([], tf.int64),
+            "head_bbox": tf.TensorSpec([4], tf.float32),
+        }
         return tf.data.Dataset.from_generator(gen, output_signature=signature)
 
     return tfds.testing.mock_data(as_dataset_fn=as_dataset)
@@ -302,11 +434,24 @@ def test_tfds_train_and_custom_label_map_spec():
     with _pet_mock(True):
         info = tfds_source.tfds_dataset_info(spec)
         assert info["class_names"] == ["bg", "fg"] and info["num_classes"] == 2
-        ds = input_pipeline.make_train_dataset(spec, "train", batch_size=3, crop_size=4, min_scale=1.0, max_scale=1.0, flip=False, seed=0)
+        ds = input_pipeline.make_train_dataset(
+            spec,
+            "train",
+            batch_size=3,
+            crop_size=4,
+            min_scale=1.0,
+            max_scale=1.0,
+            flip=False,
+            seed=0,
+        )
         _, labels = next(iter(ds))
         assert set(np.unique(labels.numpy())) <= {0, 1, 255}
         # the keyword label_map overrides the spec: everything to class 1
-        examples = list(input_pipeline.make_eval_dataset("tfds:oxford_iiit_pet", "test", label_map={1: 1, 2: 1, 3: 1}))
+        examples = list(
+            input_pipeline.make_eval_dataset(
+                "tfds:oxford_iiit_pet", "test", label_map={1: 1, 2: 1, 3: 1}
+            )
+        )
         assert all((e["label"].numpy() == 1).all() for e in examples)
     with pytest.raises(ConfigError, match="num_classes=5 disagrees"):
         with _pet_mock(True):
@@ -321,14 +466,36 @@ def test_tfds_spec_errors():
     with pytest.raises(ConfigError, match="label_map must look like"):
         tfds_source.parse_tfds_spec("tfds:some_dataset?label_map=1-2&num_classes=2")
     source = tfds_source.parse_tfds_spec("tfds:cityscapes/semantic_segmentation")
-    assert source.num_classes == 19 and source.label_map[7] == 0 and source.label_map[33] == 18 and source.label_map[0] == 255
+    assert (
+        source.num_classes == 19
+        and source.label_map[7] == 0
+        and source.label_map[33] == 18
+        and source.label_map[0] == 255
+    )
 
 
 def test_tfds_bootstrapping_repeats_examples_with_the_class():
     with _pet_mock(True):
-        ds = input_pipeline.make_train_dataset("tfds:oxford_iiit_pet", "train", batch_size=1, crop_size=4, min_scale=1.0, max_scale=1.0,
-                                               flip=False, seed=0, deterministic=True, shuffle_buffer=1,
-                                               bootstrap_classes=["pet"], bootstrap_repeat=2)
+        ds = input_pipeline.make_train_dataset(
+            "tfds:oxford_iiit_pet",
+            "train",
+            batch_size=1,
+            crop_size=4,
+            min_scale=1.0,
+            max_scale=1.0,
+            flip=False,
+            seed=0,
+            deterministic=True,
+            shuffle_buffer=1,
+            bootstrap_classes=["pet"],
+            bootstrap_repeat=2,
+        )
         labels = [lab.numpy()[0] for _, lab in ds.take(5)]
     has_pet = [bool((lab == 1).any()) for lab in labels]
-    assert has_pet == [True, True, False, True, True]  # masks 0 and 2 hold the pet (raw 1); mask 1 does not
+    assert has_pet == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]  # masks 0 and 2 hold the pet (raw 1); mask 1 does not

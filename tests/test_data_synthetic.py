@@ -12,7 +12,10 @@ from deeplab.common.errors import ConfigError
 
 
 def _examples(directory, split):
-    return [records.decode_example(r) for r in tf.data.TFRecordDataset(tfrecord.list_shards(directory, split))]
+    return [
+        records.decode_example(r)
+        for r in tf.data.TFRecordDataset(tfrecord.list_shards(directory, split))
+    ]
 
 
 def test_synthetic_is_deterministic_given_the_seed(tmp_path):
@@ -20,14 +23,24 @@ def test_synthetic_is_deterministic_given_the_seed(tmp_path):
     a = synthetic.build_synthetic_dataset(tmp_path / "a", seed=7, **kw)
     synthetic.build_synthetic_dataset(tmp_path / "b", seed=7, **kw)
     synthetic.build_synthetic_dataset(tmp_path / "c", seed=8, **kw)
-    assert a["splits"] == {"train": 4, "val": 2} and a["num_classes"] == 4 and a["class_names"][0] == "background"
-    for name in ("train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord", "val-00000-of-00002.tfrecord"):
+    assert (
+        a["splits"] == {"train": 4, "val": 2}
+        and a["num_classes"] == 4
+        and a["class_names"][0] == "background"
+    )
+    for name in (
+        "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord",
+        "val-00000-of-00002.tfrecord",
+    ):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
         assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "c" / name).read_bytes()
 
 
 def test_synthetic_labels_and_boundaries(tmp_path):
-    synthetic.build_synthetic_dataset(tmp_path, num_train=6, num_val=2, image_size=(33, 40), num_classes=5, image_format="jpeg")
+    synthetic.build_synthetic_dataset(
+        tmp_path, num_train=6, num_val=2, image_size=(33, 40), num_classes=5, image_format="jpeg"
+    )
     for ex in _examples(tmp_path, "train"):
         label = ex["label"].numpy()
         assert ex["image"].shape == (33, 40, 3) and label.shape == (33, 40)
@@ -42,14 +55,23 @@ def test_synthetic_labels_and_boundaries(tmp_path):
 
 def _blur(image):
     padded = np.pad(image.astype(np.float32), ((1, 1), (1, 1), (0, 0)), mode="edge")
-    return sum(padded[dy : dy + image.shape[0], dx : dx + image.shape[1]] for dy in range(3) for dx in range(3)) / 9.0
+    return (
+        sum(
+            padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
+            for dy in range(3)
+            for dx in range(3)
+        )
+        / 9.0
+    )
 
 
 def test_synthetic_classes_are_recognizable_from_local_colour(tmp_path):
     """A nearest-class-mean classifier on 3x3-averaged colours (no learning beyond class means) already
     separates the classes: the dataset is learnable from local evidence, as the quick start needs."""
     num_classes = 5
-    synthetic.build_synthetic_dataset(tmp_path, num_train=16, num_val=8, image_size=(48, 48), num_classes=num_classes)
+    synthetic.build_synthetic_dataset(
+        tmp_path, num_train=16, num_val=8, image_size=(48, 48), num_classes=num_classes
+    )
     sums, counts = np.zeros((num_classes, 3)), np.zeros(num_classes)
     for ex in _examples(tmp_path, "train"):
         colors, label = _blur(ex["image"].numpy()), ex["label"].numpy()
@@ -103,7 +125,13 @@ def test_camvid_table_and_lut():
 
 def test_resolve_class_ids_and_dataset_specs():
     names = datasets_info.pascal_voc().class_names
-    assert datasets_info.resolve_class_ids(datasets_info.VOC_BOOTSTRAP_CLASSES, names) == (2, 9, 11, 16, 18)
+    assert datasets_info.resolve_class_ids(datasets_info.VOC_BOOTSTRAP_CLASSES, names) == (
+        2,
+        9,
+        11,
+        16,
+        18,
+    )
     assert datasets_info.resolve_class_ids([3, "3", "cat"], names) == (3, 8)
     with pytest.raises(ConfigError, match="not one of"):
         datasets_info.resolve_class_ids(["unicorn"], names)

@@ -16,7 +16,13 @@ from deeplab.data import records
 from deeplab.data import tfrecord
 from deeplab.common.errors import ConfigError, DataError
 
-INFO = dict(name="toy", num_classes=3, ignore_label=255, class_names=["a", "b", "c"], palette=[[0, 0, 0], [1, 2, 3], [4, 5, 6]])
+INFO = dict(
+    name="toy",
+    num_classes=3,
+    ignore_label=255,
+    class_names=["a", "b", "c"],
+    palette=[[0, 0, 0], [1, 2, 3], [4, 5, 6]],
+)
 
 
 def _png(array):
@@ -60,17 +66,26 @@ def test_encode_decode_round_trip_png_and_jpeg():
             Image.fromarray(image).save(buf, format="JPEG", quality=95)
             data = buf.getvalue()
         serialized = records.encode_example(
-            image_bytes=data, image_format=fmt, height=6, width=5, label_png=tfrecord.encode_label_png(label),
-            filename="2007_000032", classes_present=[2, 0, 1],
+            image_bytes=data,
+            image_format=fmt,
+            height=6,
+            width=5,
+            label_png=tfrecord.encode_label_png(label),
+            filename="2007_000032",
+            classes_present=[2, 0, 1],
         )
         decoded = records.decode_example(tf.constant(serialized))
         assert decoded["image"].dtype == tf.uint8 and decoded["image"].shape == (6, 5, 3)
         if fmt == "png":
             np.testing.assert_array_equal(decoded["image"].numpy(), image)
         else:  # the JPEG bytes are stored as they were: decoding gives TF's (and, within rounding, PIL's) pixels
-            np.testing.assert_array_equal(decoded["image"].numpy(), tf.io.decode_jpeg(data, channels=3).numpy())
+            np.testing.assert_array_equal(
+                decoded["image"].numpy(), tf.io.decode_jpeg(data, channels=3).numpy()
+            )
             pil = np.asarray(Image.open(io.BytesIO(data))).astype(int)
-            assert np.abs(decoded["image"].numpy().astype(int) - pil).mean() < 4.0  # chroma upsampling differs
+            assert (
+                np.abs(decoded["image"].numpy().astype(int) - pil).mean() < 4.0
+            )  # chroma upsampling differs
         np.testing.assert_array_equal(decoded["label"].numpy(), label.astype(np.int32))
         assert decoded["label"].dtype == tf.int32
         assert decoded["filename"].numpy() == b"2007_000032"
@@ -80,12 +95,23 @@ def test_encode_decode_round_trip_png_and_jpeg():
 def test_schema_has_the_original_deeplab_keys():
     image, label = _example(1)
     serialized = records.encode_example(
-        image_bytes=_png(image), image_format="png", height=6, width=5, label_png=tfrecord.encode_label_png(label), filename="x"
+        image_bytes=_png(image),
+        image_format="png",
+        height=6,
+        width=5,
+        label_png=tfrecord.encode_label_png(label),
+        filename="x",
     )
     keys = set(tf.train.Example.FromString(serialized).features.feature)
     assert keys == {
-        "image/encoded", "image/filename", "image/format", "image/height", "image/width", "image/channels",
-        "image/segmentation/class/encoded", "image/segmentation/class/format",
+        "image/encoded",
+        "image/filename",
+        "image/format",
+        "image/height",
+        "image/width",
+        "image/channels",
+        "image/segmentation/class/encoded",
+        "image/segmentation/class/format",
     }
 
 
@@ -99,8 +125,12 @@ def test_record_written_by_plain_tf_with_only_original_keys_decodes():
         "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[6])),
         "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[5])),
         "image/channels": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
-        "image/segmentation/class/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(label)])),
-        "image/segmentation/class/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"png"])),
+        "image/segmentation/class/encoded": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[_png(label)])
+        ),
+        "image/segmentation/class/format": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b"png"])
+        ),
     }
     serialized = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
     decoded = records.decode_example(tf.constant(serialized))
@@ -112,8 +142,12 @@ def test_record_written_by_plain_tf_with_only_original_keys_decodes():
 def test_decode_rejects_size_mismatch_naming_the_record():
     image, _ = _example(3)
     serialized = records.encode_example(
-        image_bytes=_png(image), image_format="png", height=6, width=5,
-        label_png=tfrecord.encode_label_png(np.zeros((4, 4), np.uint8)), filename="mismatched_one",
+        image_bytes=_png(image),
+        image_format="png",
+        height=6,
+        width=5,
+        label_png=tfrecord.encode_label_png(np.zeros((4, 4), np.uint8)),
+        filename="mismatched_one",
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="mismatched_one"):
         records.decode_example(tf.constant(serialized))
@@ -133,11 +167,18 @@ def test_sharded_writer_names_contiguous_blocks_and_order(tmp_path):
     writer = _write_split(tmp_path, "train", 7, 3)
     assert writer.count == 7
     names = sorted(os.listdir(tmp_path))
-    assert names == ["train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
+    assert names == [
+        "train-00000-of-00003.tfrecord",
+        "train-00001-of-00003.tfrecord",
+        "train-00002-of-00003.tfrecord",
+    ]
     counts = [tfrecord.check_shard_framing(tmp_path / n) for n in names]
     assert counts == [3, 2, 2]  # i * 3 // 7: 0,0,0,1,1,2,2
     files = tfrecord.list_shards(tmp_path, "train")
-    filenames = [records.decode_example(r)["filename"].numpy().decode() for r in tf.data.TFRecordDataset(files)]
+    filenames = [
+        records.decode_example(r)["filename"].numpy().decode()
+        for r in tf.data.TFRecordDataset(files)
+    ]
     assert filenames == [f"ex{i}" for i in range(7)]
 
 
@@ -164,7 +205,10 @@ def test_writer_interrupted_leaves_nothing_that_looks_complete(tmp_path):
 def test_rewriting_a_split_with_another_shard_count_removes_the_old_shards(tmp_path):
     _write_split(tmp_path, "train", 6, 3)
     _write_split(tmp_path, "train", 6, 2)
-    assert sorted(os.listdir(tmp_path)) == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord",
+    ]
 
 
 def test_list_shards_detects_missing_and_mixed_shards(tmp_path):
@@ -188,7 +232,9 @@ def test_framing_check_finds_truncation_and_names_the_shard(tmp_path):
     assert tfrecord.check_shard_framing(path) == 4
     data = path.read_bytes()
     path.write_bytes(data[:-10])
-    with pytest.raises(DataError, match=r"train-00000-of-00001\.tfrecord: truncated TFRecord file \(record 3"):
+    with pytest.raises(
+        DataError, match=r"train-00000-of-00001\.tfrecord: truncated TFRecord file \(record 3"
+    ):
         tfrecord.check_shard_framing(path)
     bad = bytearray(data)
     bad[3] ^= 0xFF  # first length header
@@ -261,9 +307,16 @@ def test_converter_workers_and_dataset_json_readers_do_not_import_tensorflow(tmp
         "example = convert.load_example(spec, 3, 255)\n"
         "assert example['classes_present'] == [1], example\n"
         "assert tfrecord.read_dataset_info(folder)['num_classes'] == 3\n"
-        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n")
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
+    )
     root = pathlib.Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"

@@ -16,9 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_conv_flops_counts_atrous_convs_at_their_logical_size():
     inputs = keras.Input((20, 30, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)                    # 20x30
-    x = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=4)(x)        # atrous
-    x = keras.layers.Conv2D(6, 1, strides=2)(x)                              # 10x15
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)  # 20x30
+    x = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=4)(x)  # atrous
+    x = keras.layers.Conv2D(6, 1, strides=2)(x)  # 10x15
     model = keras.Model(inputs, x)
     total, per_op = description.conv_flops(model, 20, 30)
     expected = (2 * 9 * 3 * 8 * 20 * 30) + (2 * 9 * 8 * 4 * 20 * 30) + (2 * 1 * 4 * 6 * 10 * 15)
@@ -36,13 +36,32 @@ def test_resnet50_output_stride_16_at_513_matches_the_reference_count():
 
 def test_describe_binary_prints_parameters_flops_and_plan():
     result = subprocess.run(
-        [sys.executable, "-m", "deeplab.describe", "--backbone=resnet14_tiny", "--num_classes=5",
-         "--output_stride=8", "--multi_grid=1,2,4", "--crop_size=65", "--aspp_filters=16"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "deeplab.describe",
+            "--backbone=resnet14_tiny",
+            "--num_classes=5",
+            "--output_stride=8",
+            "--multi_grid=1,2,4",
+            "--crop_size=65",
+            "--aspp_filters=16",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    model = deeplab.build_model(backbone="resnet14_tiny", num_classes=5, output_stride=8,
-                                multi_grid=(1, 2, 4), aspp_filters=16)
+    model = deeplab.build_model(
+        backbone="resnet14_tiny",
+        num_classes=5,
+        output_stride=8,
+        multi_grid=(1, 2, 4),
+        aspp_filters=16,
+    )
     assert f"parameters: {model.count_params():,}" in out
     total, _ = description.conv_flops(model, 65, 65)
     assert f"forward GFLOPs at 65x65: {total / 1e9:.1f}" in out
@@ -54,9 +73,19 @@ def test_describe_binary_prints_parameters_flops_and_plan():
 
 def test_describe_binary_reports_bad_flags_in_one_line():
     result = subprocess.run(
-        [sys.executable, "-m", "deeplab.describe", "--backbone=resnet14_tiny",
-         "--output_stride=64"], cwd=REPO, capture_output=True, text=True, timeout=120,
-        check=False)
+        [
+            sys.executable,
+            "-m",
+            "deeplab.describe",
+            "--backbone=resnet14_tiny",
+            "--output_stride=64",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1
     assert "output_stride=64" in result.stderr
     assert "Traceback" not in result.stderr

@@ -86,15 +86,23 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     are compared); without it even the first loss differs.
     """
     data_dir = str(tmp_path / "data")
-    synthetic.build_synthetic_dataset(data_dir, num_train=8, num_val=2, image_size=(40, 40),
-                                      num_classes=3, seed=4)
-    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, data_dir, str(tmp_path / "runs")],
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
-                          capture_output=True, text=True, timeout=400)
+    synthetic.build_synthetic_dataset(
+        data_dir, num_train=8, num_val=2, image_size=(40, 40), num_classes=3, seed=4
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, data_dir, str(tmp_path / "runs")],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert runs["default_frozen"]["replicas"] == 1 and runs["mirrored_frozen"]["replicas"] == 2
-    assert runs["mirrored_frozen"]["loss"] == pytest.approx(runs["default_frozen"]["loss"], rel=1e-4)
+    assert runs["mirrored_frozen"]["loss"] == pytest.approx(
+        runs["default_frozen"]["loss"], rel=1e-4
+    )
     # the losses move (a comparison of constant sequences would prove nothing)
     assert max(runs["default_frozen"]["loss"]) - min(runs["default_frozen"]["loss"]) > 0.05
     # First step: the same statistics, the same loss. Second: round-off through tiny-batch BN
@@ -103,4 +111,6 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     sync, single = runs["mirrored_sync_bn"]["loss"], runs["default_bn"]["loss"]
     assert sync[0] == pytest.approx(single[0], rel=1e-4)
     assert sync[1] == pytest.approx(single[1], rel=1e-3)
-    assert runs["mirrored_replica_bn"]["loss"][0] != pytest.approx(runs["default_bn"]["loss"][0], rel=1e-3)
+    assert runs["mirrored_replica_bn"]["loss"][0] != pytest.approx(
+        runs["default_bn"]["loss"][0], rel=1e-3
+    )

@@ -68,16 +68,27 @@ def random_examples(rng, count, absent_class=NUM_CLASSES - 1):
         label = np.where(rng.random((height, width)) < 0.15, 255, label)
         image = np.zeros((height, width, 3), np.float32)
         image[..., 0] = prediction
-        examples.append({"image": image, "label": label.astype(np.int32),
-                         "filename": f"img_{index}", "prediction": prediction})
+        examples.append(
+            {
+                "image": image,
+                "label": label.astype(np.int32),
+                "filename": f"img_{index}",
+                "prediction": prediction,
+            }
+        )
     return examples
 
 
 def test_metric_matches_independent_numpy_on_random_predictions():
     rng = np.random.default_rng(0)
     examples = random_examples(rng, 6)
-    results = evaluation.evaluate(OneHotModel(), examples, num_classes=NUM_CLASSES, ignore_label=255,
-                                  class_names=[f"c{i}" for i in range(NUM_CLASSES)])
+    results = evaluation.evaluate(
+        OneHotModel(),
+        examples,
+        num_classes=NUM_CLASSES,
+        ignore_label=255,
+        class_names=[f"c{i}" for i in range(NUM_CLASSES)],
+    )
     pairs = [(e["prediction"], e["label"]) for e in examples]
     iou, miou, accuracy = numpy_scores(pairs, NUM_CLASSES, 255)
 
@@ -96,8 +107,9 @@ def test_metric_matches_independent_numpy_on_random_predictions():
     assert np.isnan(results["per_class_iou"][f"c{NUM_CLASSES - 1}"])
     assert 0.2 < results["miou"] < 0.9
 
-    limited = evaluation.evaluate(OneHotModel(), examples, num_classes=NUM_CLASSES, ignore_label=255,
-                                  limit=2)
+    limited = evaluation.evaluate(
+        OneHotModel(), examples, num_classes=NUM_CLASSES, ignore_label=255, limit=2
+    )
     assert limited["num_images"] == 2
     assert limited["miou"] == pytest.approx(numpy_scores(pairs[:2], NUM_CLASSES, 255)[1], abs=1e-12)
 
@@ -125,7 +137,7 @@ def hand_computed_probabilities(model, image, scales, flip):
     height, width = image.shape[:2]
     total = np.zeros((height, width, NUM_CLASSES), np.float64)
     passes = 0
-    for flipped in ((False, True) if flip else (False,)):
+    for flipped in (False, True) if flip else (False,):
         x = image[:, ::-1] if flipped else image
         for scale in scales:
             size = (int(np.floor(scale * height + 0.5)), int(np.floor(scale * width + 0.5)))
@@ -157,8 +169,14 @@ def test_multiscale_flip_equals_hand_computed_average(tiny_model):
     # The metric of evaluate() is computed on the argmax of that average.
     label = rng.integers(0, NUM_CLASSES, size=(33, 41)).astype(np.int32)
     label[::7] = 255
-    results = evaluation.evaluate(tiny_model, [{"image": image, "label": label}],
-                                  num_classes=NUM_CLASSES, ignore_label=255, scales=scales, flip=True)
+    results = evaluation.evaluate(
+        tiny_model,
+        [{"image": image, "label": label}],
+        num_classes=NUM_CLASSES,
+        ignore_label=255,
+        scales=scales,
+        flip=True,
+    )
     prediction = expected.argmax(-1)
     valid = label != 255
     expected_cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -182,7 +200,9 @@ def test_falls_back_to_eager_for_a_model_that_cannot_trace_unknown_sizes():
             return super().__call__(images, training)
 
     examples = random_examples(np.random.default_rng(4), 2)
-    reference = evaluation.evaluate(OneHotModel(), examples, num_classes=NUM_CLASSES, ignore_label=255)
+    reference = evaluation.evaluate(
+        OneHotModel(), examples, num_classes=NUM_CLASSES, ignore_label=255
+    )
     predictor = evaluation.Predictor(StaticOnly())
     predictor.labels(examples[0]["image"])
     assert predictor.graph_mode is False
@@ -194,11 +214,13 @@ def test_falls_back_to_eager_for_a_model_that_cannot_trace_unknown_sizes():
 # Checkpoints: OS 16 -> OS 8, result files, the binary, --watch.
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("data") / "synthetic")
-    synthetic.build_synthetic_dataset(path, num_train=2, num_val=3, image_size=(33, 41),
-                                      size_jitter=0.3, num_classes=NUM_CLASSES)
+    synthetic.build_synthetic_dataset(
+        path, num_train=2, num_val=3, image_size=(33, 41), size_jitter=0.3, num_classes=NUM_CLASSES
+    )
     return path
 
 
@@ -207,8 +229,9 @@ def write_checkpoint(logdir, model, step, dataset_dir):
     from deeplab.data import tfrecord
 
     checkpoint = checkpoints.make_checkpoint(model, step=tf.Variable(step, dtype=tf.int64))
-    manager = tf.train.CheckpointManager(checkpoint, logdir, max_to_keep=5,
-                                         checkpoint_name=checkpoints.CHECKPOINT_NAME)
+    manager = tf.train.CheckpointManager(
+        checkpoint, logdir, max_to_keep=5, checkpoint_name=checkpoints.CHECKPOINT_NAME
+    )
     prefix = manager.save(checkpoint_number=step)
     checkpoints.write_run_info(logdir, model, tfrecord.read_dataset_info(dataset_dir))
     return prefix
@@ -231,16 +254,21 @@ def test_checkpoint_trained_at_os16_evaluates_at_os8(trained, tiny_model, datase
     assert at8["class_names"] == synthetic.class_names(NUM_CLASSES)
 
     # Same numbers as the weights rebuilt at OS 8 directly, evaluated on the same images.
-    direct = evaluation.evaluate(rebuild_with_output_stride(tiny_model, 8),
-                                 input_pipeline.make_eval_dataset(dataset_dir, "val"),
-                                 num_classes=NUM_CLASSES, ignore_label=255)
+    direct = evaluation.evaluate(
+        rebuild_with_output_stride(tiny_model, 8),
+        input_pipeline.make_eval_dataset(dataset_dir, "val"),
+        num_classes=NUM_CLASSES,
+        ignore_label=255,
+    )
     np.testing.assert_array_equal(at8["confusion_matrix"], direct["confusion_matrix"])
     at16 = evaluation.evaluate_checkpoint(logdir, dataset_dir, split="val")
     assert at16["output_stride"] == 16
     # The two strides are different networks: their probabilities differ.
     image = next(iter(input_pipeline.make_eval_dataset(dataset_dir, "val")))["image"]
     p16 = evaluation.Predictor(tiny_model).probabilities(image).numpy()
-    p8 = evaluation.Predictor(rebuild_with_output_stride(tiny_model, 8)).probabilities(image).numpy()
+    p8 = (
+        evaluation.Predictor(rebuild_with_output_stride(tiny_model, 8)).probabilities(image).numpy()
+    )
     assert np.abs(p16 - p8).max() > 1e-4
     assert at16["num_pixels"] == at8["num_pixels"]
 
@@ -273,15 +301,26 @@ def test_result_files(tmp_path):
 
 def run_binary(*args):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "deeplab.evaluate", *args], capture_output=True,
-                          text=True, env=env, check=False, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "deeplab.evaluate", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
 
 
 def test_binary_evaluates_at_another_output_stride_with_ms_and_flip(trained, dataset_dir, tmp_path):
     logdir, _ = trained
-    result = run_binary(f"--dataset_dir={dataset_dir}", f"--checkpoint={logdir}",
-                        "--eval_output_stride=8", "--eval_scales=0.75,1.0", "--eval_flip",
-                        f"--results_dir={tmp_path}")
+    result = run_binary(
+        f"--dataset_dir={dataset_dir}",
+        f"--checkpoint={logdir}",
+        "--eval_output_stride=8",
+        "--eval_scales=0.75,1.0",
+        "--eval_flip",
+        f"--results_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["output_stride"] == 8 and saved["train_output_stride"] == 16
@@ -301,12 +340,16 @@ def parsed_flags():
         yield flags.FLAGS
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"num_classes": 7}, "num_classes=7 disagrees"),
-    ({"checkpoint": "/nonexistent/run"}, "--checkpoint=/nonexistent/run"),
-])
-def test_binary_user_errors_are_one_line(parsed_flags, trained, dataset_dir, capsys, override,
-                                         message):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"num_classes": 7}, "num_classes=7 disagrees"),
+        ({"checkpoint": "/nonexistent/run"}, "--checkpoint=/nonexistent/run"),
+    ],
+)
+def test_binary_user_errors_are_one_line(
+    parsed_flags, trained, dataset_dir, capsys, override, message
+):
     from deeplab import evaluate  # pylint: disable=import-outside-toplevel
 
     logdir, _ = trained
@@ -336,8 +379,9 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
             write_checkpoint(logdir, tiny_model, 3, dataset_dir)
 
     settings = {"dataset_dir": dataset_dir, "split": "val", "limit": 1}
-    evaluated = continuous.watch(logdir, settings, timeout=25, interval=10, sleep=sleep,
-                               clock=lambda: now[0])
+    evaluated = continuous.watch(
+        logdir, settings, timeout=25, interval=10, sleep=sleep, clock=lambda: now[0]
+    )
     assert [os.path.basename(p) for p in evaluated] == ["ckpt-1", "ckpt-2", "ckpt-3"]
     assert len(sleeps) == 4  # one poll finds ckpt-2 and -3, then 3 polls until 25 s pass
     scalars = summaries.read_scalars(os.path.join(logdir, "eval"))
@@ -345,15 +389,19 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
     assert "eval/pixel_accuracy" in scalars
     assert any(tag.startswith("eval/iou/") for tag in scalars)
     for name in ("ckpt-1", "ckpt-2", "ckpt-3"):
-        saved = json.loads(open(os.path.join(logdir, "eval", "val-os16", name, "results.json"),
-                                encoding="utf-8").read())
+        saved = json.loads(
+            open(
+                os.path.join(logdir, "eval", "val-os16", name, "results.json"), encoding="utf-8"
+            ).read()
+        )
         assert saved["step"] == int(name.split("-")[1])
         assert saved["miou"] == pytest.approx(scalars["eval/miou"][0][1], abs=1e-6)
 
     # With the final step known, watching stops right after that checkpoint.
     sleeps.clear()
-    evaluated = continuous.watch(logdir, settings, timeout=1000, interval=10, final_step=3,
-                               sleep=sleep, clock=lambda: now[0])
+    evaluated = continuous.watch(
+        logdir, settings, timeout=1000, interval=10, final_step=3, sleep=sleep, clock=lambda: now[0]
+    )
     assert len(evaluated) == 3 and not sleeps
 
 
@@ -361,14 +409,19 @@ def test_watch_finds_the_checkpoints_of_a_relative_logdir(tmp_path, monkeypatch)
     """--watch --logdir=runs/x (relative, as the flagfiles give it) sees the run's checkpoints."""
     monkeypatch.chdir(tmp_path)
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join("runs", "x"), max_to_keep=3,
-                                         checkpoint_name="ckpt")
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join("runs", "x"), max_to_keep=3, checkpoint_name="ckpt"
+    )
     manager.save(checkpoint_number=5)
     manager.save(checkpoint_number=10)
     assert continuous.checkpoint_prefixes(os.path.join("runs", "x")) == [
-        os.path.join("runs", "x", "ckpt-5"), os.path.join("runs", "x", "ckpt-10")]
+        os.path.join("runs", "x", "ckpt-5"),
+        os.path.join("runs", "x", "ckpt-10"),
+    ]
     assert continuous.checkpoint_prefixes(str(tmp_path / "runs" / "x")) == [
-        str(tmp_path / "runs" / "x" / "ckpt-5"), str(tmp_path / "runs" / "x" / "ckpt-10")]
+        str(tmp_path / "runs" / "x" / "ckpt-5"),
+        str(tmp_path / "runs" / "x" / "ckpt-10"),
+    ]
 
 
 def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_path):
@@ -377,9 +430,14 @@ def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_pat
     matrix = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]], np.int64)
     rows = visualization.normalized_confusion_rows(matrix)
     np.testing.assert_allclose(rows, [[0.8, 0.2, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]])
-    results = {"step": 7, "miou": 0.5, "pixel_accuracy": 0.79, "confusion_matrix": matrix,
-               "class_names": ["sky", "road", "car"],
-               "per_class_iou": {"sky": 0.73, "road": 0.5, "car": float("nan")}}
+    results = {
+        "step": 7,
+        "miou": 0.5,
+        "pixel_accuracy": 0.79,
+        "confusion_matrix": matrix,
+        "class_names": ["sky", "road", "car"],
+        "per_class_iou": {"sky": 0.73, "road": 0.5, "car": float("nan")},
+    }
     continuous.write_summaries(str(tmp_path), results)
     eval_dir = os.path.join(str(tmp_path), "eval")
     scalars = summaries.read_scalars(eval_dir)
@@ -409,17 +467,27 @@ def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, datase
 
     logdir = str(tmp_path / "run")
     write_checkpoint(logdir, tiny_model, 3, dataset_dir)
-    config = ExperimentConfig.create(dataset_dir=dataset_dir, logdir=logdir, eval_split="train",
-                                     eval_output_stride=8, eval_limit=1)
-    run_record.write_config(logdir, run_record.resolved_config(config, tiny_model.get_config(),
-                                                               NUM_CLASSES))
+    config = ExperimentConfig.create(
+        dataset_dir=dataset_dir,
+        logdir=logdir,
+        eval_split="train",
+        eval_output_stride=8,
+        eval_limit=1,
+    )
+    run_record.write_config(
+        logdir, run_record.resolved_config(config, tiny_model.get_config(), NUM_CLASSES)
+    )
     result = run_binary(f"--logdir={logdir}", f"--results_dir={tmp_path / 'a'}")
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "a" / "results.json").read_text())
     assert saved["split"] == "train" and saved["output_stride"] == 8 and saved["num_images"] == 1
     assert "config.json" in result.stdout
-    result = run_binary(f"--logdir={logdir}", "--eval_split=val", "--eval_limit=0",
-                        f"--results_dir={tmp_path / 'b'}")
+    result = run_binary(
+        f"--logdir={logdir}",
+        "--eval_split=val",
+        "--eval_limit=0",
+        f"--results_dir={tmp_path / 'b'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "b" / "results.json").read_text())
     assert saved["split"] == "val" and saved["output_stride"] == 8 and saved["num_images"] == 3

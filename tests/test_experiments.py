@@ -40,7 +40,9 @@ def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
     pattern = os.path.join(REPO_ROOT, "experiments", "*.flags")
     on_disk = {os.path.relpath(p, REPO_ROOT) for p in glob.glob(pattern)}
     on_disk.discard(os.path.join("experiments", "quickstart.flags"))
-    on_disk.discard(os.path.join("experiments", "camvid.flags"))  # issue 8: real data, not a paper row
+    on_disk.discard(
+        os.path.join("experiments", "camvid.flags")
+    )  # issue 8: real data, not a paper row
     # Issue 18: fine-tuning the authors' imported PASCAL model on CamVid, not a paper row.
     on_disk.discard(os.path.join("experiments", "camvid_from_pascal.flags"))
     assert on_disk == set(paper_tables.all_flagfiles())
@@ -61,9 +63,11 @@ def test_real_data_flagfiles_parse_and_build_their_model():
         "    out[name] = [kwargs['backbone'], deeplab.build_model(**kwargs).count_params(),\n"
         "                 FLAGS.init_checkpoint, FLAGS.freeze_batch_norm]\n"
         "    FLAGS.unparse_flags()\n"
-        "print(json.dumps(out))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=REPO_ROOT, check=False)
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["camvid"][0] == "resnet50" and out["camvid"][2] is None
@@ -97,15 +101,23 @@ print(json.dumps(failures))
 """
 
 
-@pytest.mark.parametrize("binary", [b for b in BINARIES
-                                    if os.path.exists(os.path.join(REPO_ROOT, "deeplab", f"{b}.py"))])
+@pytest.mark.parametrize(
+    "binary", [b for b in BINARIES if os.path.exists(os.path.join(REPO_ROOT, "deeplab", f"{b}.py"))]
+)
 def test_every_flagfile_and_row_parses_with_the_binary(binary):
     arg_lists = [[f"--flagfile={f}"] for f in paper_tables.all_flagfiles()]
     arg_lists += [list(row.args()) for _, row in all_rows()]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", _PARSE_SCRIPT, f"deeplab.{binary}"],
-                            input=json.dumps(arg_lists), capture_output=True, text=True,
-                            cwd=REPO_ROOT, env=env, check=False, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _PARSE_SCRIPT, f"deeplab.{binary}"],
+        input=json.dumps(arg_lists),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        check=False,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -113,6 +125,7 @@ def test_every_flagfile_and_row_parses_with_the_binary(binary):
 # ------------------------------------------------------------------------------------------------
 # The paper's numbers.
 # ------------------------------------------------------------------------------------------------
+
 
 def parse_paper_tables(text):
     """{table number: {row key: mIOU}} from PAPER_TABLES.md (keys as paper_tables.Row.key)."""
@@ -143,8 +156,10 @@ def parse_paper_tables(text):
     return tables
 
 
-@pytest.mark.skipif(not os.path.exists(PAPER_TABLES_MD),
-                    reason=f"{PAPER_TABLES_MD} (the transcription of the paper) is not here")
+@pytest.mark.skipif(
+    not os.path.exists(PAPER_TABLES_MD),
+    reason=f"{PAPER_TABLES_MD} (the transcription of the paper) is not here",
+)
 def test_every_row_of_the_paper_has_a_definition_with_the_papers_number():
     with open(PAPER_TABLES_MD, encoding="utf-8") as f:
         paper = parse_paper_tables(f.read())
@@ -171,6 +186,7 @@ def test_paper_numbers_spot_checks():
 # Each row's flags say what its label says.
 # ------------------------------------------------------------------------------------------------
 
+
 def values_of(row):
     return reproduce.resolve_flags(row.args())
 
@@ -181,8 +197,11 @@ def ints(values):
 
 def eval_setting(values):
     """(evaluation output stride, scales, flip) of resolved flags."""
-    return (values["eval_output_stride"] or values["output_stride"],
-            tuple(float(s) for s in values["eval_scales"]), values["eval_flip"])
+    return (
+        values["eval_output_stride"] or values["output_stride"],
+        tuple(float(s) for s in values["eval_scales"]),
+        values["eval_flip"],
+    )
 
 
 def parse_eval_key(key, ms_scales):
@@ -218,7 +237,10 @@ def test_table_1_to_3_rows():
         values = values_of(row)
         assert values["output_stride"] == int(row.key) and eval_setting(values)[0] == int(row.key)
         assert (values["backbone"], values["head"], values["num_cascaded_blocks"]) == (
-            "resnet50", "cascade", 3)
+            "resnet50",
+            "cascade",
+            3,
+        )
         assert ints(values["multi_grid"]) == (1, 1, 1)
     for row in paper_tables.TABLES[2].rows:
         values = values_of(row)
@@ -226,30 +248,47 @@ def test_table_1_to_3_rows():
         assert values["backbone"] == {"ResNet-50": "resnet50", "ResNet-101": "resnet101"}[network]
         assert values["num_cascaded_blocks"] == int(block[-1]) - 4
         assert (values["head"], values["output_stride"], ints(values["multi_grid"])) == (
-            "cascade", 16, (1, 1, 1))
+            "cascade",
+            16,
+            (1, 1, 1),
+        )
     for row in paper_tables.TABLES[3].rows:
         values = values_of(row)
         grid, block = row.key.split(" | ")
         assert ints(values["multi_grid"]) == tuple(int(v) for v in re.findall(r"\d", grid))
         assert values["num_cascaded_blocks"] == int(block[-1]) - 4
         assert (values["backbone"], values["head"], values["output_stride"]) == (
-            "resnet101", "cascade", 16)
+            "resnet101",
+            "cascade",
+            16,
+        )
         assert eval_setting(values) == (16, (1.0,), False)
 
 
 def test_inference_strategy_rows_of_tables_4_6_12():
-    for number, ms_scales in ((4, PAPER_EVAL_SCALES), (6, PAPER_EVAL_SCALES), (12, (0.75, 1.0, 1.25))):
+    for number, ms_scales in (
+        (4, PAPER_EVAL_SCALES),
+        (6, PAPER_EVAL_SCALES),
+        (12, (0.75, 1.0, 1.25)),
+    ):
         for row in paper_tables.TABLES[number].rows:
             values = values_of(row)
             assert eval_setting(values) == parse_eval_key(row.key, ms_scales), row.key
             assert values["output_stride"] == 16  # trained at 16 in every row
     table4 = values_of(paper_tables.TABLES[4].rows[0])
     assert (table4["head"], table4["num_cascaded_blocks"], ints(table4["multi_grid"])) == (
-        "cascade", 3, (1, 2, 1))
+        "cascade",
+        3,
+        (1, 2, 1),
+    )
     for row in paper_tables.TABLES[6].rows:
         values = values_of(row)
-        assert (values["head"], ints(values["multi_grid"]), ints(values["atrous_rates"]),
-                values["image_pooling"]) == ("aspp", (1, 2, 4), (6, 12, 18), True)
+        assert (
+            values["head"],
+            ints(values["multi_grid"]),
+            ints(values["atrous_rates"]),
+            values["image_pooling"],
+        ) == ("aspp", (1, 2, 4), (6, 12, 18), True)
 
 
 def test_table_5_rows():
@@ -260,7 +299,10 @@ def test_table_5_rows():
         assert ints(values["atrous_rates"]) == tuple(int(v) for v in re.findall(r"\d+", rates))
         assert values["image_pooling"] == (pooling == "yes")
         assert (values["head"], values["num_cascaded_blocks"], values["output_stride"]) == (
-            "aspp", 0, 16)
+            "aspp",
+            0,
+            16,
+        )
 
 
 def test_tables_8_9_10_rows():
@@ -312,8 +354,13 @@ def test_test_set_recipes_and_the_chain_of_stages():
 
     stage2 = values_of(paper_tables.TABLES[7].rows[0])
     assert reproduce.prerequisite(stage2, logdirs) == "experiments/table6.flags"
-    assert (stage2["train_split"], stage2["output_stride"], stage2["freeze_batch_norm"],
-            stage2["base_learning_rate"], stage2["training_steps"]) == ("trainval", 8, True, 0.001, 30000)
+    assert (
+        stage2["train_split"],
+        stage2["output_stride"],
+        stage2["freeze_batch_norm"],
+        stage2["base_learning_rate"],
+        stage2["training_steps"],
+    ) == ("trainval", 8, True, 0.001, 30000)
     assert tuple(stage2["bootstrap_classes"]) == datasets_info.VOC_BOOTSTRAP_CLASSES
     assert stage2["bootstrap_repeat"] == 2
     assert eval_setting(stage2) == (8, PAPER_EVAL_SCALES, True)
@@ -340,8 +387,12 @@ def test_each_logdir_holds_one_training_configuration():
     assert all(len(keys) == 1 for keys in keys_by_logdir.values()), keys_by_logdir
     # Shared runs: Table 5's final model is Table 6 rows 1-4, Table 8/9 best and Table 10 rows 2, 5.
     final = reproduce.run_key(paper_tables.TABLES[5].rows[-1].args(), logdirs)
-    shared = [(t.number, i) for t, r in all_rows() for i in [t.rows.index(r) + 1]
-              if r.reproducible and reproduce.run_key(r.args(), logdirs) == final]
+    shared = [
+        (t.number, i)
+        for t, r in all_rows()
+        for i in [t.rows.index(r) + 1]
+        if r.reproducible and reproduce.run_key(r.args(), logdirs) == final
+    ]
     assert shared == [(5, 5), (6, 1), (6, 2), (6, 3), (6, 4), (8, 1), (9, 4), (10, 2), (10, 5)]
 
 
@@ -363,19 +414,33 @@ def test_readme_rows_are_generated_from_the_row_definitions():
         assert f"| {reproduce.paper_text(row)} |" in text
 
 
-@pytest.mark.parametrize("binary, listed, not_listed", [
-    ("train", ["--base_learning_rate", "--crop_size", "--backbone", "--training_steps"], []),
-    ("evaluate", ["--eval_output_stride", "--backbone", "--dataset_dir"], []),
-    ("describe", ["--backbone", "--crop_size", "--output_stride", "--aspp_dropout"],
-     ["--base_learning_rate", "--training_steps"]),
-])
+@pytest.mark.parametrize(
+    "binary, listed, not_listed",
+    [
+        ("train", ["--base_learning_rate", "--crop_size", "--backbone", "--training_steps"], []),
+        ("evaluate", ["--eval_output_stride", "--backbone", "--dataset_dir"], []),
+        (
+            "describe",
+            ["--backbone", "--crop_size", "--output_stride", "--aspp_dropout"],
+            ["--base_learning_rate", "--training_steps"],
+        ),
+    ],
+)
 def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_listed):
-    out = subprocess.run([sys.executable, "-m", f"deeplab.{binary}", "--help"], cwd=REPO_ROOT,
-                         env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", f"deeplab.{binary}", "--help"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = out.stdout + out.stderr
-    names = {line.split(":")[0].strip().replace("[no]", "") for line in text.splitlines()
-             if line.startswith("  --")}
+    names = {
+        line.split(":")[0].strip().replace("[no]", "")
+        for line in text.splitlines()
+        if line.startswith("  --")
+    }
     for flag in listed:
         assert flag in names, (binary, flag)
     for flag in not_listed:
@@ -385,21 +450,24 @@ def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_list
         assert os.path.exists(os.path.join(REPO_ROOT, path)), path
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--min_scale_factor=-1"], "--min_scale_factor must be positive"),
-    (["--min_scale_factor=2", "--max_scale_factor=1"], "must not exceed --max_scale_factor"),
-    (["--momentum=-5"], r"--momentum must be in \[0, 1\)"),
-    (["--shuffle_buffer=0"], "--shuffle_buffer must be at least 1"),
-    (["--aspp_filters=0"], "--aspp_filters must be at least 1"),
-    (["--atrous_rates=-1,2,3"], "--atrous_rates takes positive rates"),
-    (["--multi_grid="], "--multi_grid takes three positive unit rates"),
-    (["--crop_size=0"], "--crop_size takes S or H,W"),
-    (["--batch_norm_momentum=1.5"], "--batch_norm_momentum must be in"),
-    (["--training_steps=0"], "--training_steps must be at least 1"),
-    (["--seed=-1"], r"--seed must be in \[0, 2\*\*32\)"),
-    (["--class_weights=1,-2,1"], "--class_weights takes non-negative finite numbers"),
-    (["--class_weights=1,x"], "--class_weights takes non-negative finite numbers"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--min_scale_factor=-1"], "--min_scale_factor must be positive"),
+        (["--min_scale_factor=2", "--max_scale_factor=1"], "must not exceed --max_scale_factor"),
+        (["--momentum=-5"], r"--momentum must be in \[0, 1\)"),
+        (["--shuffle_buffer=0"], "--shuffle_buffer must be at least 1"),
+        (["--aspp_filters=0"], "--aspp_filters must be at least 1"),
+        (["--atrous_rates=-1,2,3"], "--atrous_rates takes positive rates"),
+        (["--multi_grid="], "--multi_grid takes three positive unit rates"),
+        (["--crop_size=0"], "--crop_size takes S or H,W"),
+        (["--batch_norm_momentum=1.5"], "--batch_norm_momentum must be in"),
+        (["--training_steps=0"], "--training_steps must be at least 1"),
+        (["--seed=-1"], r"--seed must be in \[0, 2\*\*32\)"),
+        (["--class_weights=1,-2,1"], "--class_weights takes non-negative finite numbers"),
+        (["--class_weights=1,x"], "--class_weights takes non-negative finite numbers"),
+    ],
+)
 def test_bad_flag_values_are_rejected_when_parsed(args, message):
     """A bad value is refused before anything runs, with a line naming the flag (it used to be
     clamped, replaced or turned into a traceback deep in training)."""
@@ -423,15 +491,23 @@ def test_boundary_band_marks_pixels_near_class_changes():
 
     label = np.zeros((9, 12), np.int32)
     label[:, 6:] = 1
-    label[4, 2] = 2            # a one-pixel object: its 4 neighbours and itself are edges
-    label[0, 0] = 255          # ignore: no boundary, never in the band
+    label[4, 2] = 2  # a one-pixel object: its 4 neighbours and itself are edges
+    label[0, 0] = 255  # ignore: no boundary, never in the band
     band = boundary_eval.boundary_band(label, 2, 255)
     expected = np.zeros(label.shape, bool)
     for y in range(9):
         for x in range(12):
             near_column = min(abs(x - 5), abs(x - 6)) <= 2
-            near_dot = min(abs(y - 4) + abs(x - 2), abs(y - 4) + abs(x - 1), abs(y - 4) + abs(x - 3),
-                           abs(y - 3) + abs(x - 2), abs(y - 5) + abs(x - 2)) <= 2
+            near_dot = (
+                min(
+                    abs(y - 4) + abs(x - 2),
+                    abs(y - 4) + abs(x - 1),
+                    abs(y - 4) + abs(x - 3),
+                    abs(y - 3) + abs(x - 2),
+                    abs(y - 5) + abs(x - 2),
+                )
+                <= 2
+            )
             expected[y, x] = (near_column or near_dot) and label[y, x] != 255
     assert np.array_equal(band, expected)
 
@@ -445,6 +521,12 @@ def test_every_row_overrides_settings_of_the_experiment_config():
         for name, value in row.overrides:
             section = experiment.ExperimentConfig.section_of(name)  # KeyError if not a setting
             parsed = experiment.from_flag_values(
-                {name: [str(v) for v in value] if isinstance(value, tuple) else
-                 [str(value)] if name == "crop_size" else value})
+                {
+                    name: [str(v) for v in value]
+                    if isinstance(value, tuple)
+                    else [str(value)]
+                    if name == "crop_size"
+                    else value
+                }
+            )
             assert getattr(getattr(parsed, section), name) in (value, (value, value)), (row, name)

@@ -19,7 +19,7 @@ from PIL import Image
 import export_fixtures as fx
 
 # Runs in a fresh process: no project code, only tensorflow and numpy.
-FRESH_PROCESS_SCRIPT = textwrap.dedent(r'''
+FRESH_PROCESS_SCRIPT = textwrap.dedent(r"""
     import json, sys
     import numpy as np
     import tensorflow as tf
@@ -71,7 +71,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(r'''
     np.savez(outputs_path, **out)
     with open(outputs_path + ".json", "w") as f:
         json.dump(report, f)
-''')
+""")
 
 
 def _png(array):
@@ -84,8 +84,10 @@ def _png(array):
 def fresh(tmp_path_factory):
     """Runs the export in a fresh process on two batches (odd and even sizes)."""
     export = fx.shared_export(tmp_path_factory)
-    inputs = {"batch_a": fx.structured_images(2, (33, 41), seed=7),
-              "batch_b": fx.structured_images(1, (46, 30), seed=8)}
+    inputs = {
+        "batch_a": fx.structured_images(2, (33, 41), seed=7),
+        "batch_b": fx.structured_images(1, (46, 30), seed=8),
+    }
     inputs.update({f"png_{i}": _png(inputs["batch_a"][i]) for i in range(2)})
     inputs["png_small"] = _png(inputs["batch_a"][0][:20])
     root = tmp_path_factory.mktemp("fresh")
@@ -95,14 +97,24 @@ def fresh(tmp_path_factory):
     # No PYTHONPATH to the repository: the reload cannot import project code even by accident.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run([sys.executable, str(script), export["export_dir"], in_path, out_path],
-                            cwd=str(root), env=env, capture_output=True, text=True, timeout=300,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, str(script), export["export_dir"], in_path, out_path],
+        cwd=str(root),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out_path + ".json", encoding="utf-8") as f:
         report = json.load(f)
-    return {"export": export, "inputs": inputs, "outputs": dict(np.load(out_path)),
-            "report": report}
+    return {
+        "export": export,
+        "inputs": inputs,
+        "outputs": dict(np.load(out_path)),
+        "report": report,
+    }
 
 
 def test_fresh_process_reload_matches_keras(fresh):
@@ -111,8 +123,10 @@ def test_fresh_process_reload_matches_keras(fresh):
     assert report["project_modules"] == []
     assert report["signatures"] == ["class_info", "serve_encoded_images", "serving_default"]
     assert report["inputs"] == {"images": ["uint8", [None, None, None, 3]]}
-    assert report["outputs"] == {"probabilities": ["float32", [None, None, None, fx.NUM_CLASSES]],
-                                 "semantic": ["int32", [None, None, None]]}
+    assert report["outputs"] == {
+        "probabilities": ["float32", [None, None, None, fx.NUM_CLASSES]],
+        "semantic": ["int32", [None, None, None]],
+    }
     for key in ("batch_a", "batch_b"):
         images = fresh["inputs"][key]
         expected = fx.keras_probabilities(model, images, fx.EXPORT_SCALES, fx.EXPORT_FLIP)
@@ -135,8 +149,9 @@ def test_export_averages_scales_and_flip(fresh):
 
 
 def test_encoded_signature_decodes_png(fresh):
-    np.testing.assert_array_equal(fresh["outputs"]["encoded_semantic"],
-                                  fresh["outputs"]["batch_a_semantic"])
+    np.testing.assert_array_equal(
+        fresh["outputs"]["encoded_semantic"], fresh["outputs"]["batch_a_semantic"]
+    )
 
 
 def test_class_names_are_an_asset_and_a_signature(fresh):
@@ -167,9 +182,13 @@ def test_bad_inputs_give_readable_errors(fresh):
         assert kind == "TypeError" and "(None, None, None, 3)" in message and "uint8" in message
     # Tensors reach the graph, whose assertion names the signature, the rule and the shape.
     expected = "serving_default expects uint8 RGB images of shape [N, H, W, 3] with N, H, W > 0"
-    for name, shape in (("rank_3", "[33 41 3]"), ("rank_5", "[1 9 9 3 1]"),
-                        ("four_channels", "[1 9 9 4]"), ("empty_image", "[1 0 9 3]"),
-                        ("empty_batch", "[0 9 9 3]")):
+    for name, shape in (
+        ("rank_3", "[33 41 3]"),
+        ("rank_5", "[1 9 9 3 1]"),
+        ("four_channels", "[1 9 9 4]"),
+        ("empty_image", "[1 0 9 3]"),
+        ("empty_batch", "[0 9 9 3]"),
+    ):
         kind, message = errors[name]
         assert kind == "InvalidArgumentError", (name, message)
         assert expected in message and f"got shape] {shape}" in message, (name, message)
@@ -177,12 +196,16 @@ def test_bad_inputs_give_readable_errors(fresh):
     assert kind == "InvalidArgumentError" and "same height and width" in message
     kind, message = errors["not_an_image"]
     assert kind == "InvalidArgumentError"
-    assert ("serve_encoded_images: not a JPEG, PNG, GIF or BMP file: image_bytes index] [1] [of] "
-            "[2] [starts with] [hello]") in message, message
+    assert (
+        "serve_encoded_images: not a JPEG, PNG, GIF or BMP file: image_bytes index] [1] [of] "
+        "[2] [starts with] [hello]"
+    ) in message, message
     kind, message = errors["too_many_pixels"]
     assert kind == "InvalidArgumentError"
-    assert ("serving_default: N x H x W exceeds the cap of 16777216 pixels per call set at "
-            "export (--serving_max_pixels)") in message and "[1 4097 4096 3]" in message
+    assert (
+        "serving_default: N x H x W exceeds the cap of 16777216 pixels per call set at "
+        "export (--serving_max_pixels)"
+    ) in message and "[1 4097 4096 3]" in message
     kind, message = errors["no_images"]
     assert kind == "InvalidArgumentError" and "at least one encoded image" in message
 
@@ -191,16 +214,31 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
         pytest.skip("saved_model_cli is not installed next to this Python")
-    result = subprocess.run([cli, "show", "--dir", fresh["export"]["export_dir"],
-                             "--tag_set", "serve", "--signature_def", "serving_default"],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(
+        [
+            cli,
+            "show",
+            "--dir",
+            fresh["export"]["export_dir"],
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = " ".join(result.stdout.split())
     assert "inputs['images'] tensor_info: dtype: DT_UINT8 shape: (-1, -1, -1, 3)" in text
     assert "outputs['semantic'] tensor_info: dtype: DT_INT32 shape: (-1, -1, -1)" in text
-    assert (f"outputs['probabilities'] tensor_info: dtype: DT_FLOAT shape: "
-            f"(-1, -1, -1, {fx.NUM_CLASSES})") in text
+    assert (
+        f"outputs['probabilities'] tensor_info: dtype: DT_FLOAT shape: "
+        f"(-1, -1, -1, {fx.NUM_CLASSES})"
+    ) in text
 
 
 def test_export_flag_errors_name_the_flag(tmp_path):
@@ -210,15 +248,20 @@ def test_export_flag_errors_name_the_flag(tmp_path):
     with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
         run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), quantize="int8")
     with pytest.raises(ConfigError, match="--quantize=int8 needs --dataset_dir"):
-        run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), tflite=True,
-                   quantize="int8")
+        run_export(
+            checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), tflite=True, quantize="int8"
+        )
     with pytest.raises(UserError, match="holds no checkpoint"):
         run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"))
 
 
 def test_binary_reports_a_missing_checkpoint(tmp_path):
-    result = fx.run_binary("deeplab.export_saved_model", f"--checkpoint={tmp_path / 'nothing'}",
-                           f"--export_dir={tmp_path / 'e'}", timeout=120)
+    result = fx.run_binary(
+        "deeplab.export_saved_model",
+        f"--checkpoint={tmp_path / 'nothing'}",
+        f"--export_dir={tmp_path / 'e'}",
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "error: --checkpoint=" in result.stderr and "Traceback" not in result.stderr
 
@@ -240,7 +283,9 @@ def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_fact
         assert os.stat(path).st_mode & 0o777 == expected, (path, oct(os.stat(path).st_mode))
 
 
-def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(tmp_path_factory, tmp_path):
+def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
+    tmp_path_factory, tmp_path
+):
     """--serving_dtype=bfloat16: the SavedModel holds its weights once, in bfloat16 (half the
     variables' bytes of the float32 export), outputs float32 probabilities, and gives the float32
     export's class on >= 99% of the pixels."""
@@ -252,28 +297,45 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(tmp_pat
     exports = {}
     for dtype in ("float32", "bfloat16"):
         exports[dtype] = str(tmp_path / dtype)
-        run_export(checkpoint=run_dir, export_dir=exports[dtype], serving_dtype=dtype,
-                   log=lambda line: None)
+        run_export(
+            checkpoint=run_dir,
+            export_dir=exports[dtype],
+            serving_dtype=dtype,
+            log=lambda line: None,
+        )
     images = np.stack(fx.structured_images(2, (40, 48), seed=3))
     results, sizes = {}, {}
     for dtype, path in exports.items():
         reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-        stored = {k: d for k, d in reader.get_variable_to_dtype_map().items()
-                  if d.is_floating and "OBJECT_GRAPH" not in k}
+        stored = {
+            k: d
+            for k, d in reader.get_variable_to_dtype_map().items()
+            if d.is_floating and "OBJECT_GRAPH" not in k
+        }
         assert {d.name for d in stored.values()} == {dtype}, dtype
         sizes[dtype] = sum(reader.get_tensor(k).nbytes for k in stored)
         loaded = tf.saved_model.load(path)
         results[dtype] = loaded.signatures["serving_default"](images=tf.constant(images))
     assert sizes["bfloat16"] * 2 == sizes["float32"]
     assert results["bfloat16"]["probabilities"].dtype == tf.float32
-    agreement = np.mean(results["bfloat16"]["semantic"].numpy() == results["float32"]["semantic"].numpy())
+    agreement = np.mean(
+        results["bfloat16"]["semantic"].numpy() == results["float32"]["semantic"].numpy()
+    )
     assert agreement >= 0.99, agreement
-    with open(os.path.join(exports["bfloat16"], "assets", "deeplab_export.json"), encoding="utf-8") as handle:
+    with open(
+        os.path.join(exports["bfloat16"], "assets", "deeplab_export.json"), encoding="utf-8"
+    ) as handle:
         assert json.load(handle)["serving_dtype"] == "bfloat16"
     from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
     with pytest.raises(ConfigError, match="--serving_dtype applies to the SavedModel"):
-        run_export(checkpoint=run_dir, export_dir=str(tmp_path / "x"), saved_model=False,
-                   tflite=True, serving_dtype="bfloat16")
+        run_export(
+            checkpoint=run_dir,
+            export_dir=str(tmp_path / "x"),
+            saved_model=False,
+            tflite=True,
+            serving_dtype="bfloat16",
+        )
 
 
 def test_saved_model_is_lean_one_graph_per_signature_and_no_layer_objects(tmp_path_factory):

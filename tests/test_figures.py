@@ -68,17 +68,40 @@ def test_binary_writes_png_and_table(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     result = subprocess.run(
         [sys.executable, "-m", "deeplab.figures", "--figure=4", f"--output={output}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert output.stat().st_size > 5000
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["rate", "1", "valid", "2", "valid", "3", "valid", "4", "valid",
-                                "6", "valid", "9", "valid"]
+    assert lines[0].split() == [
+        "rate",
+        "1",
+        "valid",
+        "2",
+        "valid",
+        "3",
+        "valid",
+        "4",
+        "valid",
+        "6",
+        "valid",
+        "9",
+        "valid",
+    ]
     row_64 = [float(v) for v in lines[64].split()]
     assert row_64[0] == 64 and row_64[1] == pytest.approx(63 * 63 / 4225, abs=1e-4)
 
-    bad = subprocess.run([sys.executable, "-m", "deeplab.figures", "--figure=3"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "deeplab.figures", "--figure=3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "--figure=4" in bad.stderr

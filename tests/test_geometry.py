@@ -44,8 +44,14 @@ def impulse_weights(model):
 
 
 def impulse_model(output_stride, **kwargs):
-    config = dict(backbone="resnet14_tiny", num_classes=2, output_stride=output_stride,
-                  atrous_rates=(6, 12, 18), image_pooling=True, weight_decay=0.0)
+    config = dict(
+        backbone="resnet14_tiny",
+        num_classes=2,
+        output_stride=output_stride,
+        atrous_rates=(6, 12, 18),
+        image_pooling=True,
+        weight_decay=0.0,
+    )
     config.update(kwargs)
     return impulse_weights(deeplab.build_model(**config))
 
@@ -69,9 +75,11 @@ def centroid(response):
 # An even, an odd and a CamVid-like shape; impulses on the stride-32 grid with a stride-32
 # feature centre on each side (past the last centre the output repeats it, so a tent there
 # would be one-sided).
-CASES = [((128, 128), [(64, 64), (32, 64), (64, 32)]),
-         ((129, 161), [(64, 64), (32, 128), (96, 96)]),
-         ((90, 120), [(32, 64), (32, 32)])]
+CASES = [
+    ((128, 128), [(64, 64), (32, 64), (64, 32)]),
+    ((129, 161), [(64, 64), (32, 128), (96, 96)]),
+    ((90, 120), [(32, 64), (32, 32)]),
+]
 
 
 @pytest.mark.parametrize("size, points", CASES)
@@ -107,14 +115,25 @@ def _numpy_stride_upsample(features, size, stride):
             y0, x0 = int(np.floor(u)), int(np.floor(v))
             y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
             a, b = u - y0, v - x0
-            out[:, y, x] = ((1 - a) * (1 - b) * features[:, y0, x0] + (1 - a) * b * features[:, y0, x1]
-                            + a * (1 - b) * features[:, y1, x0] + a * b * features[:, y1, x1])
+            out[:, y, x] = (
+                (1 - a) * (1 - b) * features[:, y0, x0]
+                + (1 - a) * b * features[:, y0, x1]
+                + a * (1 - b) * features[:, y1, x0]
+                + a * b * features[:, y1, x1]
+            )
     return out
 
 
-@pytest.mark.parametrize("in_size, out_size, stride", [
-    ((3, 4), (33, 49), 16), ((5, 5), (33, 33), 8), ((2, 3), (64, 96), 32), ((1, 1), (7, 5), 4),
-    ((3, 4), (40, 60), 16)])
+@pytest.mark.parametrize(
+    "in_size, out_size, stride",
+    [
+        ((3, 4), (33, 49), 16),
+        ((5, 5), (33, 33), 8),
+        ((2, 3), (64, 96), 32),
+        ((1, 1), (7, 5), 4),
+        ((3, 4), (40, 60), 16),
+    ],
+)
 def test_stride_upsample_against_numpy(in_size, out_size, stride):
     features = np.random.default_rng(1).normal(size=(2,) + in_size + (3,)).astype(np.float32)
     got = np.asarray(layers_lib.stride_upsample(features, out_size, stride))
@@ -135,8 +154,10 @@ def test_stride_upsample_in_a_tf_function_with_dynamic_size():
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     model = impulse_model(16)
-    fn = tf.function(lambda x: model(x, training=False),
-                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    fn = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
     images = impulse_images((96, 80), [(32, 48)])
     logits = fn(images).numpy()
     assert logits.shape == (1, 96, 80, 2)
@@ -186,7 +207,11 @@ def test_exports_keep_the_location(tmp_path, output_stride):
     tflite_path.write_bytes(tflite.convert_float(model, (64, 64)))
     lite = tflite.TFLiteSegmenter(str(tflite_path))
     for point, image in zip(points, images):
-        for name, segmenter in (("keras", keras_segmenter), ("saved_model", saved),
-                                ("tflite", lite)):
-            np.testing.assert_allclose(_semantic_centre(segmenter(image)), point, atol=0.5,
-                                       err_msg=name)
+        for name, segmenter in (
+            ("keras", keras_segmenter),
+            ("saved_model", saved),
+            ("tflite", lite),
+        ):
+            np.testing.assert_allclose(
+                _semantic_centre(segmenter(image)), point, atol=0.5, err_msg=name
+            )

@@ -24,9 +24,9 @@ def _quadrants(height=6, width=10):
     """An image whose every orientation is distinct (four colours and one white corner)."""
     array = np.zeros((height, width, 3), np.uint8)
     array[: height // 2, : width // 2] = [255, 0, 0]
-    array[: height // 2, width // 2:] = [0, 255, 0]
-    array[height // 2:, : width // 2] = [0, 0, 255]
-    array[height // 2:, width // 2:] = [255, 255, 0]
+    array[: height // 2, width // 2 :] = [0, 255, 0]
+    array[height // 2 :, : width // 2] = [0, 0, 255]
+    array[height // 2 :, width // 2 :] = [255, 255, 0]
     array[0, 0] = [255, 255, 255]
     return array
 
@@ -43,21 +43,28 @@ def _encoded(array, fmt, orientation=None, **options):
 
 def _little_endian_jpeg(array, orientation):
     """A JPEG whose EXIF block is little-endian ("II"), with two IFD entries before ours."""
-    entries = [(0x010F, 2, 4, b"cam\x00"), (0x0110, 2, 4, b"mod\x00"),
-               (images.EXIF_ORIENTATION_TAG, 3, 1, struct.pack("<HH", orientation, 0))]
+    entries = [
+        (0x010F, 2, 4, b"cam\x00"),
+        (0x0110, 2, 4, b"mod\x00"),
+        (images.EXIF_ORIENTATION_TAG, 3, 1, struct.pack("<HH", orientation, 0)),
+    ]
     ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+        struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries
+    )
     tiff = b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00\x00\x00\x00"
     return _encoded(array, "JPEG", exif=b"Exif\x00\x00" + tiff, quality=95)
 
 
 # The graph functions, traced once for the whole module (as a SavedModel holds them).
-_ORIENTATION = tf.function(images.exif_orientation_tf,
-                           input_signature=[tf.TensorSpec([], tf.string)])
+_ORIENTATION = tf.function(
+    images.exif_orientation_tf, input_signature=[tf.TensorSpec([], tf.string)]
+)
 _DECODE_TURNED = tf.function(
     lambda d: images.apply_orientation_tf(
-        tf.io.decode_image(d, channels=3, expand_animations=False), images.exif_orientation_tf(d)),
-    input_signature=[tf.TensorSpec([], tf.string)])
+        tf.io.decode_image(d, channels=3, expand_animations=False), images.exif_orientation_tf(d)
+    ),
+    input_signature=[tf.TensorSpec([], tf.string)],
+)
 
 
 # ----------------------------------------------------------------------------- each rule
@@ -79,8 +86,9 @@ def test_exif_orientation_gives_the_pixels_a_viewer_shows(orientation):
     jpeg = _encoded(array, "JPEG", orientation, quality=95)
     assert int(_ORIENTATION(tf.constant(jpeg))) == orientation
     stored = tf.io.decode_jpeg(jpeg, channels=3).numpy()
-    np.testing.assert_array_equal(graph(tf.constant(jpeg)).numpy(),
-                                  images.apply_orientation(stored, orientation))
+    np.testing.assert_array_equal(
+        graph(tf.constant(jpeg)).numpy(), images.apply_orientation(stored, orientation)
+    )
     little = _little_endian_jpeg(array, orientation)
     assert int(_ORIENTATION(tf.constant(little))) == orientation
     assert images.exif_orientation(little) == orientation
@@ -111,12 +119,22 @@ def test_modes_become_8_bit_rgb_by_the_documented_rules():
     cases = {
         "rgb": (Image.fromarray(rgb), rgb, None),
         "gray": (Image.fromarray(rgb[..., 1]), np.repeat(rgb[..., 1:2], 3, -1), "grayscale"),
-        "rgba (alpha dropped, colours kept)": (Image.fromarray(alpha, "RGBA"), rgb, "alpha dropped"),
+        "rgba (alpha dropped, colours kept)": (
+            Image.fromarray(alpha, "RGBA"),
+            rgb,
+            "alpha dropped",
+        ),
         "palette": (palette, np.asarray(palette.convert("RGB")), "palette image"),
-        "palette with transparency": (with_transparency, np.asarray(palette.convert("RGB")),
-                                      "alpha dropped"),
-        "16-bit (high byte)": (Image.fromarray(deep), np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, -1),
-                               "high byte"),
+        "palette with transparency": (
+            with_transparency,
+            np.asarray(palette.convert("RGB")),
+            "alpha dropped",
+        ),
+        "16-bit (high byte)": (
+            Image.fromarray(deep),
+            np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, -1),
+            "high byte",
+        ),
     }
     for name, (image, expected, note) in cases.items():
         data = io.BytesIO()
@@ -137,7 +155,9 @@ def test_bad_files_are_one_line_naming_them(tmp_path):
     with pytest.raises(images.ImageError, match=r"missing.png: image file not found$"):
         images.read_rgb(str(tmp_path / "missing.png"))
     (tmp_path / "text.png").write_bytes(b"hello")
-    with pytest.raises(images.ImageError, match=r"text.png: image is not an image file PIL can read$"):
+    with pytest.raises(
+        images.ImageError, match=r"text.png: image is not an image file PIL can read$"
+    ):
         images.read_rgb(str(tmp_path / "text.png"))
     data = _encoded(fx.rgb(40, 40, 0), "PNG")
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
@@ -173,8 +193,9 @@ def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tm
     # Converter: stores the shown pixels (lossless PNG), with a note.
     specs = raw_datasets.folder_examples(tmp_path, ["train"])
     spec = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
-    reports = convert.convert_splits(specs, tmp_path / "out", dataset=spec, num_workers=0,
-                                     progress=False, log=lambda s: None)
+    reports = convert.convert_splits(
+        specs, tmp_path / "out", dataset=spec, num_workers=0, progress=False, log=lambda s: None
+    )
     assert "EXIF orientation 6 applied" in reports["train"].notes[0]
     record = next(iter(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))))
     np.testing.assert_array_equal(records.decode_example(record)["image"].numpy(), shown)
@@ -190,18 +211,24 @@ def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tm
     dense = loaded.signatures["serving_default"](images=tf.constant(shown[None]))
     assert encoded["semantic"].shape == (1, 32, 24)
     np.testing.assert_array_equal(encoded["semantic"].numpy(), dense["semantic"].numpy())
-    np.testing.assert_allclose(encoded["probabilities"].numpy(), dense["probabilities"].numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        encoded["probabilities"].numpy(), dense["probabilities"].numpy(), atol=1e-6
+    )
 
 
 def _tiff(order, orientation, kind=3, before=0):
     """A TIFF block whose IFD0 holds ``before`` other entries, then the orientation."""
     fmt = "<" if order == b"II" else ">"
     entries = [(0x9000 + i, 3, struct.pack(fmt + "HH", 1, 0)) for i in range(before)]
-    value = struct.pack(fmt + "HH", orientation, 0) if kind == 3 else struct.pack(fmt + "I", orientation)
+    value = (
+        struct.pack(fmt + "HH", orientation, 0)
+        if kind == 3
+        else struct.pack(fmt + "I", orientation)
+    )
     entries.append((images.EXIF_ORIENTATION_TAG, kind, value))
     ifd = struct.pack(fmt + "H", len(entries)) + b"".join(
-        struct.pack(fmt + "HHI", tag, k, 1) + v for tag, k, v in entries)
+        struct.pack(fmt + "HHI", tag, k, 1) + v for tag, k, v in entries
+    )
     return order + struct.pack(fmt + "HI", 42, 8) + ifd + b"\x00" * 4
 
 
@@ -212,8 +239,10 @@ def test_python_and_graph_read_the_orientation_from_the_same_place():
     from PIL import PngImagePlugin  # pylint: disable=import-outside-toplevel
 
     array = _quadrants()
-    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
-           'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
+        'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
     itxt = PngImagePlugin.PngInfo()
     itxt.add_itxt("XML:com.adobe.xmp", xmp)
     profile = PngImagePlugin.PngInfo()
@@ -223,18 +252,28 @@ def test_python_and_graph_read_the_orientation_from_the_same_place():
     comment = b"\xff\xfe" + struct.pack(">H", 12) + b"Exif\x00\x00MM\x00\x00"
     cases = {  # file -> the orientation both must read
         "big-endian SHORT": (_encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"MM", 3)), 3),
-        "little-endian LONG": (_encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"II", 8, 4)), 8),
+        "little-endian LONG": (
+            _encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"II", 8, 4)),
+            8,
+        ),
         "big-endian LONG": (_encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"MM", 5, 4)), 5),
-        "100 entries before it": (_encoded(array, "JPEG",
-                                           exif=b"Exif\x00\x00" + _tiff(b"II", 7, before=100)), 7),
+        "100 entries before it": (
+            _encoded(array, "JPEG", exif=b"Exif\x00\x00" + _tiff(b"II", 7, before=100)),
+            7,
+        ),
         "a comment holding Exif before the APP1": (jpeg[:2] + comment + jpeg[2:], 6),
-        "PNG eXIf after text chunks": (_encoded(array, "PNG", pnginfo=itxt,
-                                                exif=_tiff(b"II", 2)), 2),
+        "PNG eXIf after text chunks": (
+            _encoded(array, "PNG", pnginfo=itxt, exif=_tiff(b"II", 2)),
+            2,
+        ),
         "JPEG with XMP only": (_encoded(array, "JPEG", xmp=xmp.encode()), 1),
         "PNG with XMP only": (_encoded(array, "PNG", pnginfo=itxt), 1),
         "PNG with a text-chunk EXIF profile only": (_encoded(array, "PNG", pnginfo=profile), 1),
         "APP1 cut short": (b"\xff\xd8\xff\xe1\x00\x08Exif\x00\x00", 1),
-        "IFD past the end": (_encoded(array, "JPEG", exif=b"Exif\x00\x00II*\x00\xf0\xff\xff\xff"), 1),
+        "IFD past the end": (
+            _encoded(array, "JPEG", exif=b"Exif\x00\x00II*\x00\xf0\xff\xff\xff"),
+            1,
+        ),
         "empty": (b"", 1),
     }
     for name, (data, expected) in cases.items():

@@ -26,16 +26,26 @@ SIZE = (33, 33)
 
 
 def _random_model(seed=0):
-    model = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=5, multi_grid=None,
-                                atrous_rates=(), output_stride=16, aspp_dropout=0.0)
+    model = deeplab.build_model(
+        backbone="mobilenet_v2_dm05",
+        num_classes=5,
+        multi_grid=None,
+        atrous_rates=(),
+        output_stride=16,
+        aspp_dropout=0.0,
+    )
     _randomize(model.backbone_model, seed)
     rng = np.random.default_rng(seed + 1)
     for layer in deeplab.model.deeplabv3.iter_layers(model.get_layer("aspp")):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"),
-                               rng.normal(0, 0.1, layer.beta.shape).astype("float32"),
-                               rng.normal(0, 0.1, layer.gamma.shape).astype("float32"),
-                               rng.uniform(0.5, 2.0, layer.gamma.shape).astype("float32")])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"),
+                    rng.normal(0, 0.1, layer.beta.shape).astype("float32"),
+                    rng.normal(0, 0.1, layer.gamma.shape).astype("float32"),
+                    rng.uniform(0.5, 2.0, layer.gamma.shape).astype("float32"),
+                ]
+            )
     return model
 
 
@@ -106,20 +116,33 @@ def test_imported_bn_is_identity_plus_bias(int8_roundtrip):
 def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     _, imported, _, path = int8_roundtrip
     output = str(tmp_path / "imported")
-    result = subprocess.run([sys.executable, "-m", "deeplab.import_official", f"--tflite={path}",
-                             f"--output={output}"], capture_output=True, text=True, cwd=REPO,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "deeplab.import_official", f"--tflite={path}", f"--output={output}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mobilenet_v2_dm05, output stride 16, 5 classes" in result.stdout
-    for name in ("checkpoint", "model_config.json", "dataset_info.json", "model.weights.h5",
-                 "import_report.json"):
+    for name in (
+        "checkpoint",
+        "model_config.json",
+        "dataset_info.json",
+        "model.weights.h5",
+        "import_report.json",
+    ):
         assert os.path.exists(os.path.join(output, name)), name
     loaded = checkpoints.load_model(output)
     images = np.random.default_rng(3).normal(0, 40, (1, *SIZE, 3)).astype("float32")
     np.testing.assert_allclose(loaded(images), imported(images), atol=1e-5)
-    again = subprocess.run([sys.executable, "-m", "deeplab.import_official", f"--tflite={path}",
-                            f"--output={output}"], capture_output=True, text=True, cwd=REPO,
-                           check=False)
+    again = subprocess.run(
+        [sys.executable, "-m", "deeplab.import_official", f"--tflite={path}", f"--output={output}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
     assert os.path.exists(os.path.join(output, "checkpoint"))  # the first import is kept
 
@@ -138,8 +161,9 @@ def test_bad_files_give_one_clear_error(int8_roundtrip, tmp_path):
         official.import_tflite(str(text))
     with pytest.raises(UserError, match="cannot read it"):
         official.import_tflite(str(tmp_path / "missing.tflite"))
-    resnet = deeplab.build_model(backbone="resnet14_tiny", num_classes=3, multi_grid=None,
-                                 output_stride=16)
+    resnet = deeplab.build_model(
+        backbone="resnet14_tiny", num_classes=3, multi_grid=None, output_stride=16
+    )
     other = tmp_path / "resnet.tflite"
     other.write_bytes(tflite.convert_float(resnet, SIZE))
     with pytest.raises(UserError, match="another architecture"):
@@ -148,14 +172,17 @@ def test_bad_files_give_one_clear_error(int8_roundtrip, tmp_path):
 
 # ----------------------------------------------------------------------------- TF1 checkpoints
 
+
 def _slim_checkpoint(model, prefix, extra=None):
     """Writes ``model`` as the authors' TF1 slim checkpoint: their names, BN unfolded, their
     concatenation order [image_pooling, aspp0] in concat_projection/weights."""
     values = {}
     backbone = model.backbone_model
-    scopes = {"Conv1": "MobilenetV2/Conv", "expanded_conv_depthwise":
-              "MobilenetV2/expanded_conv/depthwise", "expanded_conv_project":
-              "MobilenetV2/expanded_conv/project"}
+    scopes = {
+        "Conv1": "MobilenetV2/Conv",
+        "expanded_conv_depthwise": "MobilenetV2/expanded_conv/depthwise",
+        "expanded_conv_project": "MobilenetV2/expanded_conv/project",
+    }
     for index in range(1, 17):
         for role in ("expand", "depthwise", "project"):
             scopes[f"block_{index}_{role}"] = f"MobilenetV2/expanded_conv_{index}/{role}"
@@ -165,29 +192,46 @@ def _slim_checkpoint(model, prefix, extra=None):
         weight = "depthwise_weights" if "depthwise" in name else "weights"
         values[f"{scope}/{weight}"] = conv.get_weights()[0]
         gamma, beta, mean, var = backbone.get_layer(bn_names.get(name, name + "_BN")).get_weights()
-        values.update({f"{scope}/BatchNorm/gamma": gamma, f"{scope}/BatchNorm/beta": beta,
-                       f"{scope}/BatchNorm/moving_mean": mean,
-                       f"{scope}/BatchNorm/moving_variance": var})
+        values.update(
+            {
+                f"{scope}/BatchNorm/gamma": gamma,
+                f"{scope}/BatchNorm/beta": beta,
+                f"{scope}/BatchNorm/moving_mean": mean,
+                f"{scope}/BatchNorm/moving_variance": var,
+            }
+        )
     aspp = model.get_layer("aspp")
-    for scope, (conv, bn) in (("aspp0", aspp.branches[0]), ("image_pooling", aspp.pool_branch),
-                              ("concat_projection", aspp.projection)):
+    for scope, (conv, bn) in (
+        ("aspp0", aspp.branches[0]),
+        ("image_pooling", aspp.pool_branch),
+        ("concat_projection", aspp.projection),
+    ):
         kernel = conv.get_weights()[0]
         if scope == "concat_projection":
             filters = kernel.shape[-1]
             kernel = np.concatenate([kernel[:, :, filters:], kernel[:, :, :filters]], axis=2)
         values[f"{scope}/weights"] = kernel
         gamma, beta, mean, var = bn.get_weights()
-        values.update({f"{scope}/BatchNorm/gamma": gamma, f"{scope}/BatchNorm/beta": beta,
-                       f"{scope}/BatchNorm/moving_mean": mean,
-                       f"{scope}/BatchNorm/moving_variance": var})
+        values.update(
+            {
+                f"{scope}/BatchNorm/gamma": gamma,
+                f"{scope}/BatchNorm/beta": beta,
+                f"{scope}/BatchNorm/moving_mean": mean,
+                f"{scope}/BatchNorm/moving_variance": var,
+            }
+        )
     kernel, bias = model.get_layer("logits").get_weights()
     values["logits/semantic/weights"], values["logits/semantic/biases"] = kernel, bias
     values["global_step"] = np.array(30000, np.int64)
     values["logits/semantic/weights/Momentum"] = np.zeros_like(kernel)
     values.update(extra or {})
     names = sorted(values)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(values[n]) for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(values[n]) for n in names],
+    )
     return prefix
 
 
@@ -203,9 +247,11 @@ def test_tf1_slim_checkpoint_maps_every_variable(tmp_path):
 
 def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
     model = _random_model(seed=8)
-    prefix = _slim_checkpoint(model, str(tmp_path / "model.ckpt-1"),
-                              extra={"decoder/feature_projection0/weights":
-                                     np.zeros((1, 1, 12, 48), np.float32)})
+    prefix = _slim_checkpoint(
+        model,
+        str(tmp_path / "model.ckpt-1"),
+        extra={"decoder/feature_projection0/weights": np.zeros((1, 1, 12, 48), np.float32)},
+    )
     with pytest.raises(UserError, match="decoder/feature_projection0/weights has no place"):
         official.import_tf1_checkpoint(prefix)
     with pytest.raises(UserError, match="not a readable checkpoint"):
@@ -214,8 +260,11 @@ def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
 
 # ----------------------------------------------------------------------------- the authors' file
 
-@pytest.mark.skipif(not (os.path.exists(OFFICIAL) and os.path.isdir(CAMVID_VAL)),
-                    reason="needs ../shared/data/deeplab_tflite and ../shared/data/camvid")
+
+@pytest.mark.skipif(
+    not (os.path.exists(OFFICIAL) and os.path.isdir(CAMVID_VAL)),
+    reason="needs ../shared/data/deeplab_tflite and ../shared/data/camvid",
+)
 def test_official_model_agrees_with_the_authors_interpreter():
     sys.path.insert(0, os.path.join(REPO, "experiments"))
     import official_agreement  # pylint: disable=import-outside-toplevel
@@ -229,6 +278,7 @@ def test_official_model_agrees_with_the_authors_interpreter():
 
 # ----------------------------------------------------------------------------- use it
 
+
 def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     """evaluate (OS 8, multi-scale + flip), export and predict take an import like a run."""
     # pylint: disable=import-outside-toplevel
@@ -237,22 +287,32 @@ def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     from deeplab.export import saved_model
     from deeplab.model import fuse
 
-    model = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=3, multi_grid=None,
-                                atrous_rates=(), output_stride=16, aspp_dropout=0.0)
+    model = deeplab.build_model(
+        backbone="mobilenet_v2_dm05",
+        num_classes=3,
+        multi_grid=None,
+        atrous_rates=(),
+        output_stride=16,
+        aspp_dropout=0.0,
+    )
     _randomize(model.backbone_model, 9)
     folder = official.write_imported(
-        model, {"backbone": model.backbone, "num_classes": 3,
-                "class_names": ["a", "b", "c"]}, str(tmp_path / "imported"))
+        model,
+        {"backbone": model.backbone, "num_classes": 3, "class_names": ["a", "b", "c"]},
+        str(tmp_path / "imported"),
+    )
     # BN folding covers the depthwise convolutions too, and keeps the logits.
     fused = fuse.fuse_batch_norm(model)
     images = np.random.default_rng(5).normal(0, 40, (1, 40, 40, 3)).astype("float32")
     np.testing.assert_allclose(fused(images), model(images), atol=1e-4)
     assert fused.batch_norm_folded == 51 + 3  # every conv + BN pair, depthwise included
-    results = evaluation.evaluate_checkpoint(folder, data_dir, split="val", output_stride=8,
-                                             scales=(0.75, 1.0), flip=True)
+    results = evaluation.evaluate_checkpoint(
+        folder, data_dir, split="val", output_stride=8, scales=(0.75, 1.0), flip=True
+    )
     assert 0.0 <= results["miou"] <= 1.0 and results["output_stride"] == 8
-    exported = saved_model.run_export(checkpoint=folder, export_dir=str(tmp_path / "export"),
-                                      log=lambda *_: None)
+    exported = saved_model.run_export(
+        checkpoint=folder, export_dir=str(tmp_path / "export"), log=lambda *_: None
+    )
     assert os.path.exists(os.path.join(exported["saved_model"], "saved_model.pb"))
     segmenter = predictor.make_segmenter(model=folder)
     labels = segmenter(np.zeros((40, 40, 3), np.uint8))

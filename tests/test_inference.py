@@ -76,8 +76,9 @@ def _np_resize_axis(x, out_size, axis):
     frac = coord - lower
     shape = [1] * x.ndim
     shape[axis] = out_size
-    return (np.take(x, lower, axis=axis) * (1 - frac).reshape(shape)
-            + np.take(x, upper, axis=axis) * frac.reshape(shape))
+    return np.take(x, lower, axis=axis) * (1 - frac).reshape(shape) + np.take(
+        x, upper, axis=axis
+    ) * frac.reshape(shape)
 
 
 def _np_resize(x, size):
@@ -93,7 +94,7 @@ def _np_expected(images, scales, flip, sizes):
     height, width = images.shape[1:3]
     passes = []
     for scale in scales:
-        for flipped in ([False, True] if flip else [False]):
+        for flipped in [False, True] if flip else [False]:
             x = images[:, :, ::-1] if flipped else images
             if scale != 1.0:
                 x = _np_resize(x, sizes[scale])
@@ -130,22 +131,29 @@ def test_resize_bilinear_static_and_dynamic_sizes_agree():
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def dynamic(x):
-        return geometry.resize_bilinear(x, geometry.scaled_size(tf.shape(x)[1], tf.shape(x)[2], 1.5))
+        return geometry.resize_bilinear(
+            x, geometry.scaled_size(tf.shape(x)[1], tf.shape(x)[2], 1.5)
+        )
 
-    np.testing.assert_allclose(dynamic(images).numpy(), keras.ops.convert_to_numpy(static),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        dynamic(images).numpy(), keras.ops.convert_to_numpy(static), rtol=1e-6, atol=1e-6
+    )
     single = geometry.resize_bilinear(images[0], (tf.constant(14), tf.constant(17)))
-    np.testing.assert_allclose(single.numpy(), keras.ops.convert_to_numpy(static)[0],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        single.numpy(), keras.ops.convert_to_numpy(static)[0], rtol=1e-6, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("scales, flip", [((1.0,), False), ((1.0,), True),
-                                          ((0.5, 1.0, 1.5), False), ((0.5, 1.0, 1.5), True)])
+@pytest.mark.parametrize(
+    "scales, flip",
+    [((1.0,), False), ((1.0,), True), ((0.5, 1.0, 1.5), False), ((0.5, 1.0, 1.5), True)],
+)
 def test_matches_numpy_average(scales, flip):
     images = _images()
     model = _model()
     got = keras.ops.convert_to_numpy(
-        inference.predict_probabilities(model, images, scales=scales, flip=flip))
+        inference.predict_probabilities(model, images, scales=scales, flip=flip)
+    )
     expected = _np_expected(images, scales, flip, SIZES)
     assert got.dtype == np.float32 and got.shape == (2, 9, 11, NUM_CLASSES)
     np.testing.assert_allclose(got, expected, atol=2e-6)
@@ -168,13 +176,15 @@ def test_tf_function_with_dynamic_height_and_width():
         return inference.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
 
     images = _images(2)
-    np.testing.assert_allclose(infer(images).numpy(),
-                               _np_expected(images, (0.5, 1.0, 1.5), True, SIZES), atol=2e-6)
+    np.testing.assert_allclose(
+        infer(images).numpy(), _np_expected(images, (0.5, 1.0, 1.5), True, SIZES), atol=2e-6
+    )
     other = _images(3, shape=(1, 7, 6, 3))  # same trace, new size: 0.5 -> (4, 3), 1.5 -> (11, 9)
     np.testing.assert_allclose(
         infer(other).numpy(),
         _np_expected(other, (0.5, 1.0, 1.5), True, {0.5: (4, 3), 1.0: (7, 6), 1.5: (11, 9)}),
-        atol=2e-6)
+        atol=2e-6,
+    )
 
 
 def test_scales_must_be_distinct_and_positive():
@@ -184,7 +194,9 @@ def test_scales_must_be_distinct_and_positive():
             inference.predict_probabilities(model, images, scales=scales)
 
 
-_JAX_SCRIPT = MODEL_SOURCE + r"""
+_JAX_SCRIPT = (
+    MODEL_SOURCE
+    + r"""
 import json, sys
 import numpy as np
 import jax, jax.numpy as jnp
@@ -228,6 +240,7 @@ schedule = jax.jit(schedules.PolyLearningRate(0.007, 30000))
 out["lr"] = [float(schedule(jnp.array(s, jnp.int32))) for s in (0, 15000, 30000, 40000)]
 print(json.dumps(out))
 """
+)
 
 
 def _np_cross_entropy(labels, logits, class_weights=(1.0, 1.0, 1.0)):
@@ -247,11 +260,25 @@ def test_jax_backend_in_subprocess():
     labels[rng.random(labels.shape) < 0.2] = 255
     logits = (3 * rng.normal(size=(2, 9, 11, NUM_CLASSES))).astype(np.float32)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    payload = json.dumps({"kernel": KERNEL.tolist(), "bias": BIAS.tolist(), "ramp": RAMP.tolist(),
-                          "images": images.tolist(), "labels": labels.tolist(),
-                          "logits": logits.tolist()})
-    out = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], input=payload, env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=180)
+    payload = json.dumps(
+        {
+            "kernel": KERNEL.tolist(),
+            "bias": BIAS.tolist(),
+            "ramp": RAMP.tolist(),
+            "images": images.tolist(),
+            "labels": labels.tolist(),
+            "logits": logits.tolist(),
+        }
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT],
+        input=payload,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -277,7 +304,8 @@ def test_jax_backend_in_subprocess():
     assert result["loss_jit"] == pytest.approx(_np_cross_entropy(labels, logits), rel=1e-5)
     rounded = tf.cast(tf.constant(logits, tf.bfloat16), tf.float32).numpy()
     assert result["loss_bf16_weighted"] == pytest.approx(
-        _np_cross_entropy(labels, rounded, (0.5, 2.0, 1.0)), rel=1e-5)
+        _np_cross_entropy(labels, rounded, (0.5, 2.0, 1.0)), rel=1e-5
+    )
     assert result["ignored_grad_all_zero"]
     assert result["down"] == [[[0, 4], [32, 36]]]  # rows/columns 0 and 4 of an 8x8 ramp
 

@@ -10,12 +10,17 @@ import pytest
 from deeplab.data import input_pipeline
 from deeplab.data import tfrecord
 from deeplab.training import trainer as train_lib
-from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import DataError
 
-MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "multi_grid": (1, 2, 4),
-         "atrous_rates": (1, 2, 3), "image_pooling": True, "aspp_filters": 8}
+MODEL = {
+    "backbone": "resnet14_tiny",
+    "output_stride": 16,
+    "multi_grid": (1, 2, 4),
+    "atrous_rates": (1, 2, 3),
+    "image_pooling": True,
+    "aspp_filters": 8,
+}
 
 
 def _edited_copy(data_dir, tmp_path, num_classes, keep_label_classes=True):
@@ -27,7 +32,9 @@ def _edited_copy(data_dir, tmp_path, num_classes, keep_label_classes=True):
         info = json.load(handle)
     names = info["class_names"] + [f"extra{i}" for i in range(8)]
     palette = info["palette"] + [[9, 9, 9]] * 8
-    info.update(num_classes=num_classes, class_names=names[:num_classes], palette=palette[:num_classes])
+    info.update(
+        num_classes=num_classes, class_names=names[:num_classes], palette=palette[:num_classes]
+    )
     if not keep_label_classes:  # as a dataset written before label_classes was recorded
         info.pop("label_classes")
     with open(path, "w", encoding="utf-8") as handle:
@@ -36,10 +43,23 @@ def _edited_copy(data_dir, tmp_path, num_classes, keep_label_classes=True):
 
 
 def _train(dataset_dir, logdir):
-    return train_lib.train(ExperimentConfig.create(
-        dataset_dir=dataset_dir, logdir=str(logdir), model=dict(MODEL), crop_size=(33, 33),
-        batch_size=2, training_steps=2, min_scale_factor=1.0, max_scale_factor=1.0,
-        shuffle_buffer=8, save_checkpoint_steps=2, log_steps=100, image_summary_steps=0, seed=0))
+    return train_lib.train(
+        ExperimentConfig.create(
+            dataset_dir=dataset_dir,
+            logdir=str(logdir),
+            model=dict(MODEL),
+            crop_size=(33, 33),
+            batch_size=2,
+            training_steps=2,
+            min_scale_factor=1.0,
+            max_scale_factor=1.0,
+            shuffle_buffer=8,
+            save_checkpoint_steps=2,
+            log_steps=100,
+            image_summary_steps=0,
+            seed=0,
+        )
+    )
 
 
 def test_the_synthetic_builder_records_the_classes_of_each_split(data_dir):
@@ -48,25 +68,38 @@ def test_the_synthetic_builder_records_the_classes_of_each_split(data_dir):
 
 
 def test_check_label_classes_errors_and_notes():
-    info = {"num_classes": 4, "ignore_label": 255, "class_names": ["a", "b", "c", "d"],
-            "label_classes": {"train": [0, 1, 255]}}
+    info = {
+        "num_classes": 4,
+        "ignore_label": 255,
+        "class_names": ["a", "b", "c", "d"],
+        "label_classes": {"train": [0, 1, 255]},
+    }
     note = tfrecord.check_label_classes(info, "train", "x/dataset.json")
-    assert note == ("x/dataset.json: no label of split 'train' holds class(es) 2 (c), 3 (d) of its "
-                    "num_classes=4; those logits are only ever pushed down")
+    assert note == (
+        "x/dataset.json: no label of split 'train' holds class(es) 2 (c), 3 (d) of its "
+        "num_classes=4; those logits are only ever pushed down"
+    )
     assert tfrecord.check_label_classes(info, "val") is None  # nothing recorded: no claim
     info["label_classes"]["train"] = [0, 1, 2, 3, 5, 7]
-    with pytest.raises(DataError, match=r"^x/dataset.json: num_classes=4, but the 'train' labels "
-                                        r"hold class ids \[5, 7\]"):
+    with pytest.raises(
+        DataError,
+        match=r"^x/dataset.json: num_classes=4, but the 'train' labels "
+        r"hold class ids \[5, 7\]",
+    ):
         tfrecord.check_label_classes(info, "train", "x/dataset.json")
     with pytest.raises(DataError, match="label_classes must map listed splits"):
-        tfrecord.validate_dataset_info({**info, "name": "n", "palette": [[0, 0, 0]] * 4,
-                                        "splits": {"val": 1}}, "d.json")
+        tfrecord.validate_dataset_info(
+            {**info, "name": "n", "palette": [[0, 0, 0]] * 4, "splits": {"val": 1}}, "d.json"
+        )
 
 
 def test_too_few_classes_is_an_error_before_training(data_dir, tmp_path):
     claims2 = _edited_copy(data_dir, tmp_path, 2)
-    with pytest.raises(DataError, match=r"claims2/dataset.json: num_classes=2, but the 'train' "
-                                        r"labels hold class ids \[2\]"):
+    with pytest.raises(
+        DataError,
+        match=r"claims2/dataset.json: num_classes=2, but the 'train' "
+        r"labels hold class ids \[2\]",
+    ):
         _train(claims2, tmp_path / "run")
     assert not os.path.exists(tmp_path / "run" / "ckpt-2.index")
     with pytest.raises(DataError, match="'val' labels hold class ids"):
@@ -80,7 +113,8 @@ def test_too_few_classes_without_a_record_fails_in_one_line_at_the_first_step(da
     assert str(caught.value) == (
         f"{claims2} split 'train': labels must be class indices in [0, 2) or the ignore label "
         "255; check num_classes and ignore_label (dataset.json) against the label files; values "
-        "seen, e.g.: 2")
+        "seen, e.g.: 2"
+    )
 
 
 def test_too_many_classes_trains_with_a_warning_naming_them(data_dir, tmp_path, capsys):
@@ -88,5 +122,7 @@ def test_too_many_classes_trains_with_a_warning_naming_them(data_dir, tmp_path, 
     result = _train(claims5, tmp_path / "run")
     assert result.step == 2
     out = capsys.readouterr().out
-    assert (f"WARNING: {claims5}/dataset.json: no label of split 'train' holds class(es) 3 (extra0), "
-            "4 (extra1) of its num_classes=5") in out
+    assert (
+        f"WARNING: {claims5}/dataset.json: no label of split 'train' holds class(es) 3 (extra0), "
+        "4 (extra1) of its num_classes=5"
+    ) in out

@@ -15,7 +15,7 @@ from deeplab.training import cluster as cluster_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-FAKE_TASK = textwrap.dedent(r'''
+FAKE_TASK = textwrap.dedent(r"""
     import json, os, signal, sys, time
     config = json.loads(os.environ["TF_CONFIG"])
     kind, index = config["task"]["type"], config["task"]["index"]
@@ -67,16 +67,26 @@ FAKE_TASK = textwrap.dedent(r'''
     import subprocess
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     time.sleep(600)
-''')
+""")
 
 
 def _launch(tmp_path, mode, *extra, wait=True):
     (tmp_path / "fake_task.py").write_text(FAKE_TASK)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    command = [sys.executable, "-m", "deeplab.launch_local", "--module=fake_task",
-               "--grace_seconds=2", *extra, "--", mode, str(tmp_path)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=REPO)
+    command = [
+        sys.executable,
+        "-m",
+        "deeplab.launch_local",
+        "--module=fake_task",
+        "--grace_seconds=2",
+        *extra,
+        "--",
+        mode,
+        str(tmp_path),
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+    )
     if not wait:
         return process
     output, _ = process.communicate(timeout=120)
@@ -130,7 +140,12 @@ def test_cluster_spec_layouts():
     mwms = cluster_lib.cluster_spec(3, 0)
     assert list(mwms) == ["worker"] and len(mwms["worker"]) == 3
     assert cluster_lib.task_list(ps, evaluator=True) == [
-        ("chief", 0), ("worker", 0), ("worker", 1), ("ps", 0), ("evaluator", 0)]
+        ("chief", 0),
+        ("worker", 0),
+        ("worker", 1),
+        ("ps", 0),
+        ("evaluator", 0),
+    ]
     assert cluster_lib.is_chief(("worker", 0), mwms)
     assert not cluster_lib.is_chief(("worker", 0), ps)
     with pytest.raises(ValueError):
@@ -152,8 +167,9 @@ def test_success_streams_prefixed_logs_and_leaves_nothing(tmp_path):
 
 def test_an_evaluator_that_does_not_finish_is_stopped_after_its_wait(tmp_path):
     start = time.time()
-    code, output = _launch(tmp_path, "eval_hangs", "--workers=1", "--ps=1", "--evaluator",
-                           "--evaluator_wait_seconds=1")
+    code, output = _launch(
+        tmp_path, "eval_hangs", "--workers=1", "--ps=1", "--evaluator", "--evaluator_wait_seconds=1"
+    )
     assert code == 0, output
     assert time.time() - start < 60
     assert "evaluator finished" not in output

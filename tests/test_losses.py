@@ -142,7 +142,12 @@ def test_labels_at_feature_centres_against_numpy():
     out = keras.ops.convert_to_numpy(losses.labels_at_feature_centres(labels, 16))
     assert out.shape == (1, 33, 33)  # the logits' size at output stride 16
     np.testing.assert_array_equal(out, _numpy_labels_at_centres(labels, 16))
-    for shape, stride in [((2, 64, 48, 1), 4), ((2, 13, 17), 8), ((1, 30, 31), 16), ((1, 5, 5), 32)]:
+    for shape, stride in [
+        ((2, 64, 48, 1), 4),
+        ((2, 13, 17), 8),
+        ((1, 30, 31), 16),
+        ((1, 5, 5), 32),
+    ]:
         small = rng.choice(np.array([0, 3, 7, IGNORE], np.uint8), size=shape)
         out = keras.ops.convert_to_numpy(losses.labels_at_feature_centres(small, stride))
         assert out.dtype == np.uint8
@@ -153,9 +158,14 @@ def test_labels_at_feature_centres_against_numpy():
 def test_labels_at_feature_centres_match_the_model_logits_size():
     """The targets have exactly the size of the model's logits (ceil(H / s)) at odd sizes."""
     for stride, size in [(8, (37, 50)), (16, (33, 47)), (32, (65, 64))]:
-        model = deeplab.build_model(backbone="resnet14_tiny", num_classes=3, output_stride=stride,
-                                    atrous_rates=(1,), image_pooling=False,
-                                    upsample_logits=False)
+        model = deeplab.build_model(
+            backbone="resnet14_tiny",
+            num_classes=3,
+            output_stride=stride,
+            atrous_rates=(1,),
+            image_pooling=False,
+            upsample_logits=False,
+        )
         logits = model(np.zeros((1,) + size + (3,), np.float32))
         labels = np.zeros((1,) + size, np.int32)
         targets = losses.labels_at_feature_centres(labels, stride)
@@ -163,8 +173,10 @@ def test_labels_at_feature_centres_match_the_model_logits_size():
 
 
 def test_labels_at_feature_centres_in_tf_function_with_dynamic_shape():
-    fn = tf.function(lambda l: losses.labels_at_feature_centres(l, 4),
-                     input_signature=[tf.TensorSpec([None, None, None], tf.int32)])
+    fn = tf.function(
+        lambda l: losses.labels_at_feature_centres(l, 4),
+        input_signature=[tf.TensorSpec([None, None, None], tf.int32)],
+    )
     labels = np.arange(2 * 12 * 17, dtype=np.int32).reshape(2, 12, 17)
     np.testing.assert_array_equal(fn(labels).numpy(), labels[:, ::4, ::4])
 
@@ -174,6 +186,7 @@ def test_labels_at_feature_centres_in_tf_function_with_dynamic_shape():
 
 
 # ----------------------------------------------------------------------------- focal, hard pixels
+
 
 def _np_softmax_ce(labels, logits):
     shifted = logits - logits.max(-1, keepdims=True)
@@ -191,8 +204,9 @@ def test_focal_loss_matches_numpy():
     labels[0, 0, :3] = 255
     weights = [0.5, 1.0, 2.0, 3.0]
     for gamma in (0.0, 0.5, 2.0):
-        got, valid = losses_lib.focal_pixel_losses(labels, logits, gamma=gamma,
-                                                   class_weights=weights)
+        got, valid = losses_lib.focal_pixel_losses(
+            labels, logits, gamma=gamma, class_weights=weights
+        )
         ce = _np_softmax_ce(labels, logits)
         p_true = np.exp(-ce)
         want = np.asarray(weights)[np.where(labels == 255, 0, labels)] * (1 - p_true) ** gamma * ce

@@ -14,14 +14,16 @@ from tests.test_model import _randomize
 
 
 def _reference_features(size, alpha=1.0, seed=3):
-    reference = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=alpha,
-                                               input_shape=(*size, 3))
+    reference = keras.applications.MobileNetV2(
+        weights=None, include_top=False, alpha=alpha, input_shape=(*size, 3)
+    )
     _randomize(reference, seed)
     return reference
 
 
-@pytest.mark.parametrize("size, padding", [((64, 48), "same"), ((65, 97), "same"),
-                                           ((65, 97), "symmetric")])
+@pytest.mark.parametrize(
+    "size, padding", [((64, 48), "same"), ((65, 97), "same"), ((65, 97), "symmetric")]
+)
 def test_features_equal_keras_applications_at_output_stride_32(size, padding):
     """The variable layout is keras.applications'. With TensorFlow's "same" padding the
     features are equal at every size; DeepLab's default symmetric padding is the same function
@@ -37,11 +39,14 @@ def test_features_equal_keras_applications_at_output_stride_32(size, padding):
     # Every weighted layer but keras' final Conv_1 / Conv_1_bn has its place.
     assert copied == sum(1 for layer in reference.layers if layer.weights) - 2
     pixels = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype("float32")
-    expected = keras.Model(reference.input, {
-        "block1": reference.get_layer("block_2_add").output,
-        "block2": reference.get_layer("block_5_add").output,
-        "features": reference.get_layer("block_16_project_BN").output,
-    }).predict(pixels / 127.5 - 1.0, verbose=0)
+    expected = keras.Model(
+        reference.input,
+        {
+            "block1": reference.get_layer("block_2_add").output,
+            "block2": reference.get_layer("block_5_add").output,
+            "features": reference.get_layer("block_16_project_BN").output,
+        },
+    ).predict(pixels / 127.5 - 1.0, verbose=0)
     got = ours.predict(np.asarray(preprocessing.normalize_image(pixels)), verbose=0)
     for key, value in expected.items():
         scale = float(np.abs(value).max())
@@ -54,8 +59,9 @@ def test_symmetric_padding_geometry(size):
     """An impulse at input pixel 16 * k reaches feature k at output stride 16 with symmetric
     padding at even and odd sizes; "same" padding moves it on even sizes."""
     for padding, exact in (("symmetric", True), ("same", size % 2 == 1)):
-        backbone = mobilenet.build_mobilenet_v2(output_stride=16, input_shape=(size, size, 3),
-                                                padding=padding)
+        backbone = mobilenet.build_mobilenet_v2(
+            output_stride=16, input_shape=(size, size, 3), padding=padding
+        )
         # Identity BN, centre-tap 3x3 kernels, channel-averaging 1x1 kernels: the backbone is a
         # pure subsampler, so an impulse reaches exactly the features whose strided layers read
         # its pixel.
@@ -64,8 +70,12 @@ def test_symmetric_padding_geometry(size):
             if not weights:
                 continue
             if "BN" in layer.name or layer.name == "bn_Conv1":
-                weights = [np.ones_like(weights[0]), np.zeros_like(weights[1]),
-                           np.zeros_like(weights[2]), np.ones_like(weights[3]) - layer.epsilon]
+                weights = [
+                    np.ones_like(weights[0]),
+                    np.zeros_like(weights[1]),
+                    np.zeros_like(weights[2]),
+                    np.ones_like(weights[3]) - layer.epsilon,
+                ]
             else:
                 kernel = np.zeros_like(weights[0])
                 kernel[kernel.shape[0] // 2, kernel.shape[1] // 2] = 1.0
@@ -101,13 +111,23 @@ def test_plan_is_the_authors_at_every_output_stride():
 def test_stride_plan_rates_before_and_after():
     points = stride_plan.convert_strides([2, 1, 2, 2], output_stride=4, initial_stride=1)
     assert [(p.stride, p.rate_before, p.rate_after, p.output_stride) for p in points] == [
-        (2, 1, 1, 2), (1, 1, 1, 2), (2, 1, 1, 4), (1, 1, 2, 4)]
+        (2, 1, 1, 2),
+        (1, 1, 1, 2),
+        (2, 1, 1, 4),
+        (1, 1, 2, 4),
+    ]
 
 
 @pytest.mark.parametrize("output_stride, feature_size", [(8, 9), (16, 5), (32, 3)])
 def test_model_output_strides_and_switch(output_stride, feature_size):
-    model = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=4, multi_grid=None,
-                                atrous_rates=(), output_stride=16, aspp_dropout=0.0)
+    model = deeplab.build_model(
+        backbone="mobilenet_v2_dm05",
+        num_classes=4,
+        multi_grid=None,
+        atrous_rates=(),
+        output_stride=16,
+        aspp_dropout=0.0,
+    )
     images = np.random.default_rng(1).normal(0, 40, (1, 65, 65, 3)).astype("float32")
     switched = deeplab.rebuild_with_output_stride(model, output_stride)
     features = switched.backbone_model(images)["features"]
@@ -118,8 +138,9 @@ def test_model_output_strides_and_switch(output_stride, feature_size):
 
 
 def test_authors_channel_rounding_at_depth_half():
-    backbone = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=2, multi_grid=None,
-                                   atrous_rates=()).backbone_model
+    backbone = deeplab.build_model(
+        backbone="mobilenet_v2_dm05", num_classes=2, multi_grid=None, atrous_rates=()
+    ).backbone_model
     # The authors build depth 0.5 without rounding to 8: 24 * 0.5 = 12 channels after block 1.
     assert backbone.get_layer("block_1_project").filters == 12
     assert backbone.get_layer("Conv1").filters == 16
@@ -134,19 +155,24 @@ def test_mobilenet_rejects_resnet_only_options():
 
 
 def test_load_imagenet_backbone_mobilenet(tmp_path):
-    reference = keras.applications.MobileNetV2(weights=None, include_top=False,
-                                               input_shape=(None, None, 3))
+    reference = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     _randomize(reference, seed=5)
     path = str(tmp_path / "mobilenet_v2.weights.h5")
     reference.save_weights(path)
-    model = deeplab.build_model(backbone="mobilenet_v2", num_classes=3, multi_grid=None,
-                                atrous_rates=(), output_stride=32)
+    model = deeplab.build_model(
+        backbone="mobilenet_v2", num_classes=3, multi_grid=None, atrous_rates=(), output_stride=32
+    )
     loaded = deeplab.load_imagenet_backbone(model, path)
     assert loaded == sum(1 for layer in reference.layers if layer.weights) - 2
-    np.testing.assert_array_equal(model.backbone_model.get_layer("block_7_depthwise").get_weights()[0],
-                                  reference.get_layer("block_7_depthwise").get_weights()[0])
-    dm05 = deeplab.build_model(backbone="mobilenet_v2_dm05", num_classes=3, multi_grid=None,
-                               atrous_rates=())
+    np.testing.assert_array_equal(
+        model.backbone_model.get_layer("block_7_depthwise").get_weights()[0],
+        reference.get_layer("block_7_depthwise").get_weights()[0],
+    )
+    dm05 = deeplab.build_model(
+        backbone="mobilenet_v2_dm05", num_classes=3, multi_grid=None, atrous_rates=()
+    )
     with pytest.raises(ConfigError, match="rounds channels like the authors"):
         deeplab.load_imagenet_backbone(dm05, path)
 
@@ -154,10 +180,20 @@ def test_load_imagenet_backbone_mobilenet(tmp_path):
 def test_describe_prints_the_mobilenet_plan():
     from deeplab.model import description  # pylint: disable=import-outside-toplevel
 
-    text = description.describe({"backbone": "mobilenet_v2", "num_classes": 21, "multi_grid": None,
-                                 "atrous_rates": (), "output_stride": 8}, (129, 129))
+    text = description.describe(
+        {
+            "backbone": "mobilenet_v2",
+            "num_classes": 21,
+            "multi_grid": None,
+            "atrous_rates": (),
+            "output_stride": 8,
+        },
+        (129, 129),
+    )
     assert "feature map at 129x129: 17x17x320" in text
-    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("block_")}
-    assert rows["block_6"][3:] == ["1", "8", "1"]   # converted: stride 1, keeps rate 1
+    rows = {
+        line.split()[0]: line.split() for line in text.splitlines() if line.startswith("block_")
+    }
+    assert rows["block_6"][3:] == ["1", "8", "1"]  # converted: stride 1, keeps rate 1
     assert rows["block_7"][3:] == ["1", "8", "2"]
     assert rows["block_16"][3:] == ["1", "8", "4"]

@@ -23,21 +23,61 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------------------- the plan
 
-@pytest.mark.parametrize("output_stride, cascaded, multi_grid, expected", [
-    # (stride, rates) of block1..blockN.
-    (16, 0, (1, 2, 4), [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (1, (2, 4, 8))]),
-    (8, 0, (1, 2, 4), [(1, (1,) * 3), (2, (1,) * 4), (1, (2,) * 6), (1, (4, 8, 16))]),
-    (32, 0, None, [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (2, (1, 1, 1))]),
-    (4, 0, None, [(1, (1,) * 3), (1, (2,) * 4), (1, (4,) * 6), (1, (8, 8, 8))]),
-    # Fig. 3(b) / Table 2: block4..7 at OS 16 have rates 2, 4, 8, 16.
-    (16, 3, (1, 2, 1), [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (1, (2, 4, 2)),
-                        (1, (4, 8, 4)), (1, (8, 16, 8)), (1, (16, 32, 16))]),
-    # Table 1: block7 without atrous convolution reaches output stride 256.
-    (256, 3, None, [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (2, (1, 1, 1)),
-                    (2, (1, 1, 1)), (2, (1, 1, 1)), (2, (1, 1, 1))]),
-    (64, 3, None, [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (2, (1, 1, 1)),
-                   (2, (1, 1, 1)), (1, (2, 2, 2)), (1, (4, 4, 4))]),
-])
+
+@pytest.mark.parametrize(
+    "output_stride, cascaded, multi_grid, expected",
+    [
+        # (stride, rates) of block1..blockN.
+        (16, 0, (1, 2, 4), [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (1, (2, 4, 8))]),
+        (8, 0, (1, 2, 4), [(1, (1,) * 3), (2, (1,) * 4), (1, (2,) * 6), (1, (4, 8, 16))]),
+        (32, 0, None, [(1, (1,) * 3), (2, (1,) * 4), (2, (1,) * 6), (2, (1, 1, 1))]),
+        (4, 0, None, [(1, (1,) * 3), (1, (2,) * 4), (1, (4,) * 6), (1, (8, 8, 8))]),
+        # Fig. 3(b) / Table 2: block4..7 at OS 16 have rates 2, 4, 8, 16.
+        (
+            16,
+            3,
+            (1, 2, 1),
+            [
+                (1, (1,) * 3),
+                (2, (1,) * 4),
+                (2, (1,) * 6),
+                (1, (2, 4, 2)),
+                (1, (4, 8, 4)),
+                (1, (8, 16, 8)),
+                (1, (16, 32, 16)),
+            ],
+        ),
+        # Table 1: block7 without atrous convolution reaches output stride 256.
+        (
+            256,
+            3,
+            None,
+            [
+                (1, (1,) * 3),
+                (2, (1,) * 4),
+                (2, (1,) * 6),
+                (2, (1, 1, 1)),
+                (2, (1, 1, 1)),
+                (2, (1, 1, 1)),
+                (2, (1, 1, 1)),
+            ],
+        ),
+        (
+            64,
+            3,
+            None,
+            [
+                (1, (1,) * 3),
+                (2, (1,) * 4),
+                (2, (1,) * 6),
+                (2, (1, 1, 1)),
+                (2, (1, 1, 1)),
+                (1, (2, 2, 2)),
+                (1, (4, 4, 4)),
+            ],
+        ),
+    ],
+)
 def test_atrous_plan_table(output_stride, cascaded, multi_grid, expected):
     plan = resnet.atrous_plan(output_stride, cascaded, multi_grid, depth=50)
     assert [(b.stride, b.rates) for b in plan] == expected
@@ -60,13 +100,24 @@ def test_atrous_plan_rejects_bad_multi_grid_and_blocks():
 
 def test_model_convolutions_follow_the_plan():
     """Every 3x3 conv of block4 gets rate x multi-grid, every stride lands where planned."""
-    model = deeplab.build_model(backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4),
-                                num_cascaded_blocks=1, num_classes=3)
+    model = deeplab.build_model(
+        backbone="resnet50",
+        output_stride=8,
+        multi_grid=(1, 2, 4),
+        num_cascaded_blocks=1,
+        num_classes=3,
+    )
     backbone = model.backbone_model
     assert [backbone.get_layer(f"conv5_block{i}_2_conv").dilation_rate for i in (1, 2, 3)] == [
-        (4, 4), (8, 8), (16, 16)]
+        (4, 4),
+        (8, 8),
+        (16, 16),
+    ]
     assert [backbone.get_layer(f"block5_unit{i}_2_conv").dilation_rate for i in (1, 2, 3)] == [
-        (8, 8), (16, 16), (32, 32)]
+        (8, 8),
+        (16, 16),
+        (32, 32),
+    ]
     assert backbone.get_layer("conv4_block1_1_conv").strides == (1, 1)
     assert backbone.get_layer("conv4_block1_2_conv").dilation_rate == (2, 2)
     assert backbone.get_layer("conv3_block1_1_conv").strides == (2, 2)
@@ -74,6 +125,7 @@ def test_model_convolutions_follow_the_plan():
 
 
 # ----------------------------------------------------------------------------- shapes
+
 
 def _expected_size(size, output_stride):
     """Each stride-2 step (7x7 conv, max-pool, 1x1 convs) maps n -> ceil(n / 2)."""
@@ -86,7 +138,7 @@ def _valid_combinations(depths):
     for depth in depths:
         for cascaded in range(4):
             for output_stride in resnet.VALID_OUTPUT_STRIDES:
-                if output_stride <= 32 * 2 ** cascaded:
+                if output_stride <= 32 * 2**cascaded:
                     yield depth, cascaded, output_stride
 
 
@@ -94,40 +146,64 @@ def _valid_combinations(depths):
 # number of block3 units, which no output stride changes, so it gets a representative subset
 # (each Keras build of it costs ~4 s on 2 cores).
 SHAPE_CASES = list(_valid_combinations((50,))) + [
-    (101, 0, 4), (101, 0, 8), (101, 0, 16), (101, 0, 32), (101, 3, 16), (101, 3, 256)]
+    (101, 0, 4),
+    (101, 0, 8),
+    (101, 0, 16),
+    (101, 0, 32),
+    (101, 3, 16),
+    (101, 3, 256),
+]
 
 
 @pytest.mark.parametrize("depth, cascaded, output_stride", SHAPE_CASES)
 def test_backbone_endpoint_shapes(depth, cascaded, output_stride):
-    backbone = resnet.build_resnet(depth=depth, output_stride=output_stride,
-                                   num_cascaded_blocks=cascaded, multi_grid=(1, 2, 4))
+    backbone = resnet.build_resnet(
+        depth=depth, output_stride=output_stride, num_cascaded_blocks=cascaded, multi_grid=(1, 2, 4)
+    )
     height, width = 37, 50  # odd and even, non-square
     spec = backbone.compute_output_spec(keras.KerasTensor((2, height, width, 3)))
     plan = resnet.atrous_plan(output_stride, cascaded, (1, 2, 4), depth)
     assert spec["stem"].shape == (2, _expected_size(height, 4), _expected_size(width, 4), 256 // 4)
     for block in plan:
-        channels = 2048 if block.name >= "block4" else {"block1": 256, "block2": 512,
-                                                         "block3": 1024}[block.name]
-        assert spec[block.name].shape == (2, _expected_size(height, block.output_stride),
-                                          _expected_size(width, block.output_stride), channels)
-    assert spec["features"].shape[1:3] == (_expected_size(height, output_stride),
-                                           _expected_size(width, output_stride))
+        channels = (
+            2048
+            if block.name >= "block4"
+            else {"block1": 256, "block2": 512, "block3": 1024}[block.name]
+        )
+        assert spec[block.name].shape == (
+            2,
+            _expected_size(height, block.output_stride),
+            _expected_size(width, block.output_stride),
+            channels,
+        )
+    assert spec["features"].shape[1:3] == (
+        _expected_size(height, output_stride),
+        _expected_size(width, output_stride),
+    )
 
 
 @pytest.mark.parametrize("head, upsample", [("aspp", True), ("aspp", False), ("cascade", True)])
 def test_logits_shapes_on_any_input_size(head, upsample):
-    model = deeplab.build_model(backbone="resnet14_tiny", num_classes=7, output_stride=8,
-                                head=head, num_cascaded_blocks=1, upsample_logits=upsample,
-                                aspp_filters=16)
+    model = deeplab.build_model(
+        backbone="resnet14_tiny",
+        num_classes=7,
+        output_stride=8,
+        head=head,
+        num_cascaded_blocks=1,
+        upsample_logits=upsample,
+        aspp_filters=16,
+    )
     for height, width in [(33, 33), (40, 57)]:
         logits = model(np.random.rand(2, height, width, 3).astype("float32"))
-        expected = (height, width) if upsample else (_expected_size(height, 8),
-                                                     _expected_size(width, 8))
+        expected = (
+            (height, width) if upsample else (_expected_size(height, 8), _expected_size(width, 8))
+        )
         assert tuple(logits.shape) == (2, *expected, 7)
         assert logits.dtype == "float32"
 
 
 # ----------------------------------------------------------------------------- parameters
+
 
 def test_backbone_parameter_counts_match_keras_applications():
     assert resnet.build_resnet(depth=50).count_params() == 23_587_712
@@ -135,9 +211,15 @@ def test_backbone_parameter_counts_match_keras_applications():
 
 
 def test_paper_model_parameter_count():
-    model = deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=16,
-                                multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18),
-                                image_pooling=True, head="aspp")
+    model = deeplab.build_model(
+        backbone="resnet101",
+        num_classes=21,
+        output_stride=16,
+        multi_grid=(1, 2, 4),
+        atrous_rates=(6, 12, 18),
+        image_pooling=True,
+        head="aspp",
+    )
     assert model.count_params() == 58_201_749
     assert model.backbone_model.count_params() == 42_658_176
     # ASPP convs feed BN and carry no bias; the logits conv has one.
@@ -152,11 +234,16 @@ def test_cascaded_blocks_add_three_block4_units_each():
     # BN with 4 values per channel.
     unit = (2048 * 512 + 512) + (9 * 512 * 512 + 512) + (512 * 2048 + 2048) + 4 * (512 + 512 + 2048)
     for cascaded in (1, 3):
-        assert resnet.build_resnet(depth=50, num_cascaded_blocks=cascaded,
-                                   output_stride=16).count_params() == base + 3 * cascaded * unit
+        assert (
+            resnet.build_resnet(
+                depth=50, num_cascaded_blocks=cascaded, output_stride=16
+            ).count_params()
+            == base + 3 * cascaded * unit
+        )
 
 
 # ----------------------------------------------------------------------------- keras.applications
+
 
 def _randomize(model, seed):
     """Random weights everywhere, BN statistics included, so an equivalence test can fail."""
@@ -167,11 +254,17 @@ def _randomize(model, seed):
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = weights
-            weights = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                       rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2.0, var.shape)]
+            weights = [
+                rng.uniform(0.5, 1.5, gamma.shape),
+                rng.normal(0, 0.1, beta.shape),
+                rng.normal(0, 0.1, mean.shape),
+                rng.uniform(0.5, 2.0, var.shape),
+            ]
         else:
-            weights = [rng.normal(0, 0.5 / math.sqrt(w[..., 0].size if w.ndim > 1 else 1),
-                                  w.shape) for w in weights]
+            weights = [
+                rng.normal(0, 0.5 / math.sqrt(w[..., 0].size if w.ndim > 1 else 1), w.shape)
+                for w in weights
+            ]
         layer.set_weights([w.astype("float32") for w in weights])
 
 
@@ -192,8 +285,9 @@ def _write_legacy_h5(model, path):
 
 @pytest.fixture(scope="module")
 def keras_resnet50():
-    reference = keras.applications.ResNet50(weights=None, include_top=False,
-                                            input_shape=(None, None, 3))
+    reference = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     _randomize(reference, seed=1)
     return reference
 
@@ -206,16 +300,22 @@ def test_equivalence_with_keras_applications_resnet50(keras_resnet50, tmp_path, 
     else:
         path = str(tmp_path / "resnet50_notop.h5")
         _write_legacy_h5(keras_resnet50, path)
-    model = deeplab.build_model(backbone="resnet50", output_stride=32, multi_grid=None,
-                                num_classes=3)
+    model = deeplab.build_model(
+        backbone="resnet50", output_stride=32, multi_grid=None, num_classes=3
+    )
     loaded = deeplab.load_imagenet_backbone(model, path)
     assert loaded == sum(1 for layer in keras_resnet50.layers if layer.weights)
 
     ours = model.backbone_model
-    names = {"block1": "conv2_block3_out", "block2": "conv3_block4_out",
-             "block3": "conv4_block6_out", "block4": "conv5_block3_out"}
-    reference = keras.Model(keras_resnet50.inputs,
-                            {k: keras_resnet50.get_layer(v).output for k, v in names.items()})
+    names = {
+        "block1": "conv2_block3_out",
+        "block2": "conv3_block4_out",
+        "block3": "conv4_block6_out",
+        "block4": "conv5_block3_out",
+    }
+    reference = keras.Model(
+        keras_resnet50.inputs, {k: keras_resnet50.get_layer(v).output for k, v in names.items()}
+    )
     # Even sizes are where "same" padding would differ from keras' explicit padding.
     images = np.random.default_rng(0).normal(0, 50, (2, 64, 48, 3)).astype("float32")
     expected = reference.predict(images, verbose=0)
@@ -242,9 +342,17 @@ def test_load_imagenet_backbone_rejects_the_other_depth(keras_resnet50, tmp_path
 
 # ----------------------------------------------------------------------------- serialization
 
+
 def _tiny(**overrides):
-    kwargs = dict(backbone="resnet14_tiny", num_classes=5, output_stride=16, aspp_filters=16,
-                  multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True)
+    kwargs = dict(
+        backbone="resnet14_tiny",
+        num_classes=5,
+        output_stride=16,
+        aspp_filters=16,
+        multi_grid=(1, 2, 4),
+        atrous_rates=(6, 12, 18),
+        image_pooling=True,
+    )
     kwargs.update(overrides)
     return deeplab.build_model(**kwargs)
 
@@ -286,8 +394,12 @@ def test_performance_options_are_not_config(tmp_path):
     assert model.get_config() == _tiny().get_config()
     _randomize_all(model, 5)
     checkpoints.write_run_info(str(tmp_path), model)
-    tf.train.CheckpointManager(checkpoints.make_checkpoint(model), str(tmp_path), max_to_keep=1,
-                               checkpoint_name=checkpoints.CHECKPOINT_NAME).save(checkpoint_number=1)
+    tf.train.CheckpointManager(
+        checkpoints.make_checkpoint(model),
+        str(tmp_path),
+        max_to_keep=1,
+        checkpoint_name=checkpoints.CHECKPOINT_NAME,
+    ).save(checkpoint_number=1)
     images = np.random.default_rng(1).normal(0, 1, (1, 33, 33, 3)).astype("float32")
     expected = model(images).numpy()
     loaded = checkpoints.load_model(str(tmp_path))
@@ -300,8 +412,10 @@ def test_performance_options_are_not_config(tmp_path):
     assert folded.performance == slow
     np.testing.assert_allclose(folded(images).numpy(), expected, atol=1e-4)
     assert deeplab.rebuild_with_output_stride(model, 8).performance == slow
-    assert deeplab.rebuild_with_output_stride(model, 8, performance=None).performance == \
-        PerformanceOptions()
+    assert (
+        deeplab.rebuild_with_output_stride(model, 8, performance=None).performance
+        == PerformanceOptions()
+    )
 
 
 def test_keras_file_round_trip(tmp_path):
@@ -339,13 +453,15 @@ def test_output_stride_16_weights_load_at_8(tmp_path):
 
 # ----------------------------------------------------------------------------- training knobs
 
+
 def test_freeze_batch_norm_freezes_the_statistics_and_trains_gamma_and_beta():
     """--freeze_batch_norm as in the authors' code: moving statistics used and never updated,
     gamma and beta still trained (slim's is_training=False BN keeps them trainable)."""
     model = _tiny(freeze_batch_norm=True, aspp_dropout=0.0)
     _randomize_all(model, 5)
-    bn_layers = [l for l in model_lib.iter_layers(model)
-                 if isinstance(l, keras.layers.BatchNormalization)]
+    bn_layers = [
+        l for l in model_lib.iter_layers(model) if isinstance(l, keras.layers.BatchNormalization)
+    ]
     assert bn_layers and all(l.freeze_statistics and l.trainable for l in bn_layers)
     trainable = {v.path for v in model.trainable_weights}
     assert sum("gamma" in p for p in trainable) == len(bn_layers)
@@ -353,8 +469,11 @@ def test_freeze_batch_norm_freezes_the_statistics_and_trains_gamma_and_beta():
     assert not any("moving" in p for p in trainable)
     images = np.random.default_rng(3).normal(0, 1, (2, 33, 33, 3)).astype("float32")
     before = [np.asarray(l.moving_mean).copy() for l in bn_layers]
-    np.testing.assert_allclose(np.asarray(model(images, training=True)),
-                               np.asarray(model(images, training=False)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model(images, training=True)),
+        np.asarray(model(images, training=False)),
+        atol=1e-5,
+    )
     for layer, mean in zip(bn_layers, before):
         np.testing.assert_array_equal(np.asarray(layer.moving_mean), mean)
     # A gradient reaches gamma and beta.
@@ -364,13 +483,19 @@ def test_freeze_batch_norm_freezes_the_statistics_and_trains_gamma_and_beta():
         loss = tf.reduce_mean(tf.square(model(images, training=True)))
     gammas = [l.gamma for l in bn_layers]
     grads = tape.gradient(loss, gammas)
-    assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0
-                                                      for g in grads)
+    assert all(g is not None for g in grads) and any(
+        float(tf.reduce_max(tf.abs(g))) > 0 for g in grads
+    )
     unfrozen = _tiny(aspp_dropout=0.0)
     _randomize_all(unfrozen, 5)
     assert len(unfrozen.trainable_weights) == len(model.trainable_weights)
-    assert np.abs(np.asarray(unfrozen(images, training=True))
-                  - np.asarray(unfrozen(images, training=False))).max() > 1e-3
+    assert (
+        np.abs(
+            np.asarray(unfrozen(images, training=True))
+            - np.asarray(unfrozen(images, training=False))
+        ).max()
+        > 1e-3
+    )
 
 
 def test_aspp_dropout_is_training_only_and_has_no_variables():
@@ -378,8 +503,11 @@ def test_aspp_dropout_is_training_only_and_has_no_variables():
     assert [v.path for v in with_dropout.weights] == [v.path for v in without.weights]
     without.set_weights(with_dropout.get_weights())
     images = np.random.default_rng(4).normal(0, 1, (2, 33, 33, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(with_dropout(images, training=False)),
-                               np.asarray(without(images, training=False)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(with_dropout(images, training=False)),
+        np.asarray(without(images, training=False)),
+        atol=1e-6,
+    )
     assert with_dropout.get_config()["aspp_dropout"] == 0.5
     with pytest.raises(ConfigError, match="aspp_dropout"):
         _tiny(aspp_dropout=1.0)
@@ -396,8 +524,11 @@ def test_weight_decay_is_half_l2_on_conv_kernels():
 
 def test_batch_norm_momentum_reaches_every_bn_layer():
     model = _tiny(batch_norm_momentum=0.95)
-    momenta = {l.momentum for l in model_lib.iter_layers(model)
-               if isinstance(l, keras.layers.BatchNormalization)}
+    momenta = {
+        l.momentum
+        for l in model_lib.iter_layers(model)
+        if isinstance(l, keras.layers.BatchNormalization)
+    }
     assert momenta == {0.95}
 
 
@@ -427,8 +558,9 @@ def test_image_pooling_branch_is_a_constant_map():
     conv, bn = aspp.pool_branch
     pooled = np.maximum(np.asarray(bn(conv(features.mean(axis=(1, 2), keepdims=True)))), 0)
     resized = keras.ops.image.resize(pooled, (5, 7), interpolation="bilinear")
-    np.testing.assert_allclose(np.asarray(resized), np.broadcast_to(pooled, (1, 5, 7, 4)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(resized), np.broadcast_to(pooled, (1, 5, 7, 4)), atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- JAX backend
@@ -444,9 +576,16 @@ np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
 
 def test_jax_backend_gives_the_same_logits(tmp_path):
     pytest.importorskip("jax")
-    kwargs = dict(backbone="resnet14_tiny", num_classes=5, output_stride=8, aspp_filters=16,
-                  multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True,
-                  num_cascaded_blocks=1)
+    kwargs = dict(
+        backbone="resnet14_tiny",
+        num_classes=5,
+        output_stride=8,
+        aspp_filters=16,
+        multi_grid=(1, 2, 4),
+        atrous_rates=(6, 12, 18),
+        image_pooling=True,
+        num_cascaded_blocks=1,
+    )
     model = deeplab.build_model(**kwargs)
     _randomize_all(model, 7)
     images = np.random.default_rng(8).normal(0, 1, (2, 45, 37, 3)).astype("float32")
@@ -455,12 +594,26 @@ def test_jax_backend_gives_the_same_logits(tmp_path):
     np.save(tmp_path / "images.npy", images)
     script = tmp_path / "run_jax.py"
     script.write_text(JAX_SCRIPT.replace("__KWARGS__", repr(kwargs)))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "w.weights.h5"),
-         str(tmp_path / "images.npy"), str(tmp_path / "out.npy")],
-        env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "w.weights.h5"),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(tmp_path / "out.npy")
     assert got.shape == expected.shape == (2, 45, 37, 5)

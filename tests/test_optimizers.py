@@ -16,8 +16,10 @@ SHAPES = [(3, 3, 4, 5), (5,), (2, 7)]
 
 def _variables(seed=0):
     rng = np.random.default_rng(seed)
-    return [keras.Variable(rng.normal(size=shape).astype("float32"), name=f"v{i}")
-            for i, shape in enumerate(SHAPES)]
+    return [
+        keras.Variable(rng.normal(size=shape).astype("float32"), name=f"v{i}")
+        for i, shape in enumerate(SHAPES)
+    ]
 
 
 def _gradients(step):
@@ -80,8 +82,11 @@ def test_keras_update_where_the_kernel_does_not_apply(momentum, fused_update):
     optimizer = optimizers.SGD(0.05, momentum=momentum, fused_update=fused_update)
     variables = _variables()
     optimizer.build(variables)
-    graph = tf.function(lambda g: optimizer.apply(g, variables)).get_concrete_function(
-        [tf.TensorSpec(s, tf.float32) for s in SHAPES]).graph
+    graph = (
+        tf.function(lambda g: optimizer.apply(g, variables))
+        .get_concrete_function([tf.TensorSpec(s, tf.float32) for s in SHAPES])
+        .graph
+    )
     assert "ResourceApplyKerasMomentum" not in {op.type for op in graph.get_operations()}
     got = _train(optimizers.SGD(0.05, momentum=momentum, fused_update=fused_update))[0]
     want = _train(keras.optimizers.SGD(0.05, momentum=momentum))[0]
@@ -91,8 +96,10 @@ def test_keras_update_where_the_kernel_does_not_apply(momentum, fused_update):
 
 def test_checkpoints_move_between_keras_sgd_and_ours(tmp_path):
     """Same slot variables: a checkpoint of either class restores into the other."""
-    for source_class, target_class in ((optimizers.SGD, keras.optimizers.SGD),
-                                       (keras.optimizers.SGD, optimizers.SGD)):
+    for source_class, target_class in (
+        (optimizers.SGD, keras.optimizers.SGD),
+        (keras.optimizers.SGD, optimizers.SGD),
+    ):
         source = source_class(0.01, momentum=0.9)
         _train(source, steps=2)
         prefix = tf.train.Checkpoint(optimizer=source).save(str(tmp_path / source_class.__module__))
@@ -125,8 +132,9 @@ def test_environment_override_maps_to_fused_update(monkeypatch):
     assert optimizers.fused_update_from_environment(default=False) is False
     monkeypatch.setenv("DEEPLAB_FUSED_MOMENTUM", "0")
     assert optimizers.fused_update_from_environment() is False
-    assert not optimizers.SGD(0.1, momentum=0.9,
-                              fused_update=optimizers.fused_update_from_environment()).fused_update
+    assert not optimizers.SGD(
+        0.1, momentum=0.9, fused_update=optimizers.fused_update_from_environment()
+    ).fused_update
     monkeypatch.setenv("DEEPLAB_FUSED_MOMENTUM", "1")
     assert optimizers.fused_update_from_environment(default=False) is True
     assert optimizers.fused_update_from_environment({"DEEPLAB_FUSED_MOMENTUM": "0"}) is False

@@ -18,7 +18,6 @@ from deeplab.common import atomic_io
 from deeplab.data import convert
 from deeplab.data import raw_datasets
 from deeplab.training import trainer as train_lib
-from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.data.datasets_info import DatasetSpec, color_map
 from deeplab.common.errors import ConfigError
@@ -34,16 +33,21 @@ def a_file(tmp_path):
 def test_ensure_folder(tmp_path, a_file):
     atomic_io.ensure_folder(str(tmp_path / "new" / "deeper"), "--x")
     assert os.path.isdir(tmp_path / "new" / "deeper")
-    with pytest.raises(ConfigError, match=r"^--x=.*afile is a file, not a folder; choose a folder$"):
+    with pytest.raises(
+        ConfigError, match=r"^--x=.*afile is a file, not a folder; choose a folder$"
+    ):
         atomic_io.ensure_folder(a_file, "--x")
-    with pytest.raises(ConfigError, match=r"^--x=.*afile/sub: cannot create the folder \(Not a directory\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^--x=.*afile/sub: cannot create the folder \(Not a directory\)$"
+    ):
         atomic_io.ensure_folder(os.path.join(a_file, "sub"), "--x")
     atomic_io.ensure_folder("gs://bucket/run", "--x")  # remote: TensorFlow's to check
 
 
 def test_train_logdir(data_dir, a_file):
-    config = ExperimentConfig.create(dataset_dir=data_dir, logdir=a_file,
-                                   model={"backbone": "resnet14_tiny"}, training_steps=1)
+    config = ExperimentConfig.create(
+        dataset_dir=data_dir, logdir=a_file, model={"backbone": "resnet14_tiny"}, training_steps=1
+    )
     with pytest.raises(ConfigError, match="--logdir=.*afile is a file"):
         train_lib.train(config)
     with open(a_file, encoding="utf-8") as handle:
@@ -70,9 +74,15 @@ def test_converter_and_synthetic_output_dir(tmp_path, a_file):
     with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
         convert.convert_splits(specs, a_file, dataset=spec, num_workers=0, progress=False)
     script = os.path.join(fx.REPO, "datasets", "make_synthetic.py")
-    result = subprocess.run([sys.executable, script, f"--output_dir={tmp_path / 'syn'}",
-                             "--num_classes=0"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, script, f"--output_dir={tmp_path / 'syn'}", "--num_classes=0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "error: --num_classes must be at least 2, got 0"
+    assert (
+        result.stderr.strip().splitlines()[-1] == "error: --num_classes must be at least 2, got 0"
+    )
     assert not os.path.exists(tmp_path / "syn")
     np.testing.assert_equal(os.path.exists(a_file), True)

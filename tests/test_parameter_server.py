@@ -41,7 +41,12 @@ from test_train import TINY_FLAGS as TRAIN_TINY_FLAGS  # pylint: disable=import-
 import export_fixtures as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = [*TRAIN_TINY_FLAGS, "--shuffle_buffer=16", "--base_learning_rate=0.01", "--log_steps=1"]
+TINY_FLAGS = [
+    *TRAIN_TINY_FLAGS,
+    "--shuffle_buffer=16",
+    "--base_learning_rate=0.01",
+    "--log_steps=1",
+]
 STEP_LINE = re.compile(r"^\[chief:0\] step\s+(\d+)/(\d+)\s+loss (\S+) .* lr (\S+) ", re.M)
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -53,13 +58,28 @@ def _env():
 
 
 def _launch_command(launch_args, train_args):
-    return [sys.executable, "-m", "deeplab.launch_local", "--grace_seconds=3", *launch_args, "--",
-            *TINY_FLAGS, *train_args]
+    return [
+        sys.executable,
+        "-m",
+        "deeplab.launch_local",
+        "--grace_seconds=3",
+        *launch_args,
+        "--",
+        *TINY_FLAGS,
+        *train_args,
+    ]
 
 
 def _run(launch_args, train_args, timeout=150):
-    proc = subprocess.run(_launch_command(launch_args, train_args), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        _launch_command(launch_args, train_args),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     output = proc.stdout + proc.stderr
     _assert_all_gone(_pids(output), output)
     return proc.returncode, output
@@ -69,8 +89,14 @@ class _Streamed:
     """A launcher whose output is read line by line while it runs."""
 
     def __init__(self, command):
-        self.process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -135,15 +161,18 @@ def _checkpoint_is_valid(prefix, step):
 # Bad input.
 # ------------------------------------------------------------------------------------------------
 
+
 def test_parameter_server_needs_a_cluster(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="--strategy=parameter_server needs TF_CONFIG"):
         distribute.create_strategy("parameter_server")
     cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
-                                                "task": {"type": "chief", "index": 0}}))
-    with pytest.raises(ConfigError,
-                       match="--strategy=parameter_server: the TF_CONFIG cluster has no ps"):
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
+    )
+    with pytest.raises(
+        ConfigError, match="--strategy=parameter_server: the TF_CONFIG cluster has no ps"
+    ):
         distribute.create_strategy("parameter_server")
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
@@ -154,10 +183,23 @@ def test_parameter_server_needs_a_cluster(monkeypatch):
 
 
 def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "deeplab.train", f"--dataset_dir={data_dir}",
-                           f"--logdir={tmp_path}", *TINY_FLAGS, "--training_steps=1",
-                           "--strategy=parameter_server"],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeplab.train",
+            f"--dataset_dir={data_dir}",
+            f"--logdir={tmp_path}",
+            *TINY_FLAGS,
+            "--training_steps=1",
+            "--strategy=parameter_server",
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "deeplab.train: error: --strategy=parameter_server needs TF_CONFIG" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -167,21 +209,30 @@ def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_pat
 # Parameter-server training.
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ps_run(data_dir, tmp_path_factory):
     """chief + 2 workers + 1 ps + evaluator, 20 asynchronous steps, checkpoints at 10 and 20."""
     logdir = str(tmp_path_factory.mktemp("ps_run") / "run")
-    code, output = _run(["--workers=2", "--ps=1", "--evaluator"],
-                        [f"--dataset_dir={data_dir}", f"--logdir={logdir}", "--training_steps=20",
-                         "--save_checkpoint_steps=10", "--evaluator_interval=0.5"])
+    code, output = _run(
+        ["--workers=2", "--ps=1", "--evaluator"],
+        [
+            f"--dataset_dir={data_dir}",
+            f"--logdir={logdir}",
+            "--training_steps=20",
+            "--save_checkpoint_steps=10",
+            "--evaluator_interval=0.5",
+        ],
+    )
     return code, output, logdir
 
 
 def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
-    assert ("ParameterServerStrategyV2 with 1 replica(s) per worker, 2 asynchronous worker(s), "
-            "1 ps") in output
+    assert (
+        "ParameterServerStrategyV2 with 1 replica(s) per worker, 2 asynchronous worker(s), 1 ps"
+    ) in output
     assert "[ps:0] ps:0 serving at grpc://127.0.0.1:" in output
     for worker in ("worker:0", "worker:1"):
         assert f"[{worker}] {worker} serving at grpc://127.0.0.1:" in output
@@ -206,7 +257,9 @@ def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
     assert sorted(f for f in os.listdir(logdir) if f.endswith(".index")) == [
-        "ckpt-10.index", "ckpt-20.index"]
+        "ckpt-10.index",
+        "ckpt-20.index",
+    ]
     prefix = checkpoints.resolve_checkpoint(logdir)
     assert prefix == os.path.join(logdir, "ckpt-20")
     _checkpoint_is_valid(prefix, 20)
@@ -215,8 +268,9 @@ def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
     reader = tf.train.load_checkpoint(prefix)
     values = checkpoints._checkpoint_values(prefix)  # pylint: disable=protected-access
     for variable in model.weights:
-        np.testing.assert_array_equal(np.asarray(variable.numpy()),
-                                      reader.get_tensor(values.weights[variable.path]))
+        np.testing.assert_array_equal(
+            np.asarray(variable.numpy()), reader.get_tensor(values.weights[variable.path])
+        )
     image = np.random.default_rng(0).uniform(-100, 100, (1, 33, 33, 3)).astype(np.float32)
     logits = np.asarray(model(image, training=False))
     assert logits.shape == (1, 33, 33, 3) and np.all(np.isfinite(logits))
@@ -237,8 +291,10 @@ def test_restarted_chief_resumes_from_the_last_checkpoint(ps_run, data_dir, tmp_
     assert code == 0, output[-4000:]
     resumed = str(tmp_path / "run")
     shutil.copytree(logdir, resumed, ignore=shutil.ignore_patterns("eval", "train"))
-    code, output = _run(["--workers=1", "--ps=1"],
-                        [f"--dataset_dir={data_dir}", f"--logdir={resumed}", "--training_steps=24"])
+    code, output = _run(
+        ["--workers=1", "--ps=1"],
+        [f"--dataset_dir={data_dir}", f"--logdir={resumed}", "--training_steps=24"],
+    )
     assert code == 0, output[-4000:]
     assert f"Resuming from {resumed}/ckpt-20 at step 20" in output
     steps = _steps(output)
@@ -254,10 +310,17 @@ def test_worker_killed_mid_run_the_run_completes(data_dir, tmp_path):
     valid."""
     logdir = str(tmp_path / "run")
     total = 30
-    launcher = _Streamed(_launch_command(
-        ["--workers=2", "--ps=1", "--restart_workers"],
-        [f"--dataset_dir={data_dir}", f"--logdir={logdir}", f"--training_steps={total}",
-         "--save_checkpoint_steps=10"]))
+    launcher = _Streamed(
+        _launch_command(
+            ["--workers=2", "--ps=1", "--restart_workers"],
+            [
+                f"--dataset_dir={data_dir}",
+                f"--logdir={logdir}",
+                f"--training_steps={total}",
+                "--save_checkpoint_steps=10",
+            ],
+        )
+    )
     pid = int(launcher.wait_for(r"worker:1 started pid=(\d+)", 300).group(1))
     launcher.wait_for(r"^\[chief:0\] step\s+6/", 300)  # a deadline against hangs, not a timing
     os.kill(pid, signal.SIGKILL)
@@ -297,8 +360,12 @@ def _assert_servers_unreachable_from_outside(output):
     inside = _listening_ports(_pids(output)[0])
     wildcard = {"0" * 8, "0" * 32}  # 0.0.0.0 or [::]
     assert all(inside.get(port, set()) & wildcard for port in ports), (ports, inside)
-    addresses = {"127.0.0.1"} | {a.address for nic in psutil.net_if_addrs().values() for a in nic
-                                 if a.family == socket.AF_INET}
+    addresses = {"127.0.0.1"} | {
+        a.address
+        for nic in psutil.net_if_addrs().values()
+        for a in nic
+        if a.family == socket.AF_INET
+    }
     for address in sorted(addresses):
         for port in ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -307,9 +374,12 @@ def _assert_servers_unreachable_from_outside(output):
 
 
 def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
-    launcher = _Streamed(_launch_command(
-        ["--workers=2", "--ps=1", "--evaluator"],
-        [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}", "--training_steps=1000"]))
+    launcher = _Streamed(
+        _launch_command(
+            ["--workers=2", "--ps=1", "--evaluator"],
+            [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}", "--training_steps=1000"],
+        )
+    )
     launcher.wait_for(r"^\[chief:0\] step\s+2/", 300)
     try:
         _assert_servers_unreachable_from_outside(launcher.output)
@@ -325,9 +395,15 @@ def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
 
 
 def test_failing_chief_stops_the_serving_tasks(data_dir, tmp_path):
-    code, output = _run(["--workers=2", "--ps=1"],
-                        [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}",
-                         "--training_steps=5", "--num_classes=5"])
+    code, output = _run(
+        ["--workers=2", "--ps=1"],
+        [
+            f"--dataset_dir={data_dir}",
+            f"--logdir={tmp_path / 'run'}",
+            "--training_steps=5",
+            "--num_classes=5",
+        ],
+    )
     assert code == 1, output[-3000:]
     assert re.search(r"^\[chief:0\] deeplab.train: error: .*num_classes=5", output, re.M), output
     assert len(_pids(output)) == 4
@@ -337,6 +413,7 @@ def test_failing_chief_stops_the_serving_tasks(data_dir, tmp_path):
 # Multi-worker mirrored.
 # ------------------------------------------------------------------------------------------------
 
+
 def test_multi_worker_mirrored_two_processes_match_one_process(tmp_path):
     """Two workers of batch 2 against one process of batch 4, on two 33x33 images in one shard:
     each worker reads its own record (sharding by record), the single process sees both twice
@@ -344,24 +421,50 @@ def test_multi_worker_mirrored_two_processes_match_one_process(tmp_path):
     (per-worker BN would normalize 2 images instead of 4), no flips and crops the size of the
     images, the losses agree step after step."""
     data = str(tmp_path / "two")
-    synthetic.build_synthetic_dataset(data, num_train=2, num_val=1, image_size=(33, 33),
-                                      num_classes=3, seed=2, num_shards=1)
+    synthetic.build_synthetic_dataset(
+        data, num_train=2, num_val=1, image_size=(33, 33), num_classes=3, seed=2, num_shards=1
+    )
     # No ASPP dropout either: each worker would draw its own masks.
-    common = [f"--dataset_dir={data}", "--training_steps=4", "--norandom_flip",
-              "--freeze_batch_norm", "--deterministic", "--shuffle_buffer=4", "--aspp_dropout=0"]
+    common = [
+        f"--dataset_dir={data}",
+        "--training_steps=4",
+        "--norandom_flip",
+        "--freeze_batch_norm",
+        "--deterministic",
+        "--shuffle_buffer=4",
+        "--aspp_dropout=0",
+    ]
     code, output = _run(["--workers=2", "--ps=0"], common + [f"--logdir={tmp_path / 'mwms'}"])
     assert code == 0, output[-4000:]
     assert "CollectiveAllReduceStrategy with 2 replica(s), task worker:0" in output
     assert "task worker:1" in output
-    steps = {int(s): float(l) for s, l in
-             re.findall(r"^\[worker:0\] step\s+(\d+)/\d+\s+loss (\S+)", output, re.M)}
+    steps = {
+        int(s): float(l)
+        for s, l in re.findall(r"^\[worker:0\] step\s+(\d+)/\d+\s+loss (\S+)", output, re.M)
+    }
     config = ExperimentConfig.create(
-        dataset_dir=data, logdir=str(tmp_path / "single"),
-        model={"backbone": "resnet14_tiny", "atrous_rates": (1, 2, 3), "aspp_filters": 16,
-               "batch_norm_momentum": 0.9, "freeze_batch_norm": True, "aspp_dropout": 0.0},
-        crop_size=(33, 33), batch_size=4, training_steps=4, base_learning_rate=0.01,
-        min_scale_factor=1.0, max_scale_factor=1.0, random_flip=False, shuffle_buffer=4,
-        deterministic=True, image_summary_steps=0, log_steps=1)
+        dataset_dir=data,
+        logdir=str(tmp_path / "single"),
+        model={
+            "backbone": "resnet14_tiny",
+            "atrous_rates": (1, 2, 3),
+            "aspp_filters": 16,
+            "batch_norm_momentum": 0.9,
+            "freeze_batch_norm": True,
+            "aspp_dropout": 0.0,
+        },
+        crop_size=(33, 33),
+        batch_size=4,
+        training_steps=4,
+        base_learning_rate=0.01,
+        min_scale_factor=1.0,
+        max_scale_factor=1.0,
+        random_flip=False,
+        shuffle_buffer=4,
+        deterministic=True,
+        image_summary_steps=0,
+        log_steps=1,
+    )
     single = train_lib.train(config, distribute.create_strategy("default"))
     expected = [single.history[s]["loss"] for s in range(1, 5)]
     assert [steps[s] for s in range(1, 5)] == pytest.approx(expected, rel=2e-4)

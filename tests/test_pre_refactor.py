@@ -40,14 +40,19 @@ def test_a_pre_refactor_training_run_resumes(tmp_path):
     """The whole training checkpoint (optimizer slots, step, random generators) and the
     config.json of that time are read: the run continues from step 2."""
     data_dir = tmp_path / "data"
-    synthetic.build_synthetic_dataset(str(data_dir), image_size=(40, 40), num_train=4,
-                                      num_val=2, num_classes=5, seed=0)
+    synthetic.build_synthetic_dataset(
+        str(data_dir), image_size=(40, 40), num_train=4, num_val=2, num_classes=5, seed=0
+    )
     logdir = tmp_path / "run"
     shutil.copytree(os.path.join(FIXTURES, "tiny_run"), logdir)
     recorded = json.load(open(logdir / "config.json", encoding="utf-8"))
     config = experiment_flags.experiment.ExperimentConfig.from_dict(recorded).replace(
-        dataset_dir=str(data_dir), logdir=str(logdir), training_steps=3,
-        image_summary_steps=0, summary_images=0)
+        dataset_dir=str(data_dir),
+        logdir=str(logdir),
+        training_steps=3,
+        image_summary_steps=0,
+        summary_images=0,
+    )
     assert config.model.aspp_filters == 8 and config.data.crop_size == (33, 33)
     result = trainer.train(config)
     assert result.resumed_from == 2 and result.step == 3
@@ -58,18 +63,27 @@ def test_the_quick_start_trains_with_the_same_losses(tmp_path):
     with open(os.path.join(FIXTURES, "quickstart_losses.json"), encoding="utf-8") as f:
         expected = json.load(f)
     data = tmp_path / "synthetic"
-    synthetic.build_synthetic_dataset(str(data), image_size=(96, 96), num_train=400,
-                                      num_val=100, num_classes=5, seed=0)
+    synthetic.build_synthetic_dataset(
+        str(data), image_size=(96, 96), num_train=400, num_val=100, num_classes=5, seed=0
+    )
     steps = 20
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train", f"--flagfile={REPO_ROOT}/experiments/quickstart.flags",
-                     f"--dataset_dir={data}", f"--logdir={tmp_path / 'run'}",
-                     f"--stop_at_step={steps}", "--noeval_after_training"])
+        flags.FLAGS(
+            [
+                "train",
+                f"--flagfile={REPO_ROOT}/experiments/quickstart.flags",
+                f"--dataset_dir={data}",
+                f"--logdir={tmp_path / 'run'}",
+                f"--stop_at_step={steps}",
+                "--noeval_after_training",
+            ]
+        )
         config = experiment_flags.experiment_config()
     result = trainer.train(config)
     assert sorted(result.history) == list(range(1, steps + 1))
     for step in range(1, steps + 1):
         for key in ("loss", "cross_entropy", "learning_rate"):
-            assert result.history[step][key] == pytest.approx(expected[str(step)][key],
-                                                              rel=LOSS_RTOL), (step, key)
+            assert result.history[step][key] == pytest.approx(
+                expected[str(step)][key], rel=LOSS_RTOL
+            ), (step, key)

@@ -35,12 +35,14 @@ def _write_inputs(folder, images):
 
 def test_read_image_converts_every_mode_with_a_note(tmp_path):
     rgb = fx.structured_images(1, (9, 7), seed=4)[0]
-    cases = {"rgb.png": (Image.fromarray(rgb), None),
-             "gray.png": (Image.fromarray(rgb).convert("L"), "grayscale"),
-             "graya.png": (Image.fromarray(rgb).convert("LA"), "alpha dropped"),
-             "rgba.png": (Image.fromarray(rgb).convert("RGBA"), "alpha dropped"),
-             "palette.png": (Image.fromarray(rgb).convert("P"), "palette"),
-             "cmyk.jpg": (Image.fromarray(rgb).convert("CMYK"), "CMYK")}
+    cases = {
+        "rgb.png": (Image.fromarray(rgb), None),
+        "gray.png": (Image.fromarray(rgb).convert("L"), "grayscale"),
+        "graya.png": (Image.fromarray(rgb).convert("LA"), "alpha dropped"),
+        "rgba.png": (Image.fromarray(rgb).convert("RGBA"), "alpha dropped"),
+        "palette.png": (Image.fromarray(rgb).convert("P"), "palette"),
+        "cmyk.jpg": (Image.fromarray(rgb).convert("CMYK"), "CMYK"),
+    }
     for name, (image, note) in cases.items():
         image.save(tmp_path / name)
         array, got_note = predictor.read_image(str(tmp_path / name))
@@ -62,9 +64,9 @@ def test_read_image_scales_16_bit_grayscale(tmp_path):
 
 def test_collect_inputs_expands_folders_and_reports_missing(tmp_path):
     _write_inputs(str(tmp_path / "in"), fx.structured_images(3, (9, 9)))
-    paths, problems = predictor.collect_inputs([str(tmp_path / "in"),
-                                                str(tmp_path / "missing.jpg"),
-                                                str(tmp_path / "in" / "notes.txt")])
+    paths, problems = predictor.collect_inputs(
+        [str(tmp_path / "in"), str(tmp_path / "missing.jpg"), str(tmp_path / "in" / "notes.txt")]
+    )
     names = [os.path.basename(p) for p in paths]
     # A folder lists image files only, sorted; a file named explicitly is tried anyway.
     assert names == ["alpha.png", "broken.png", "gray.png", "scene.jpg", "scene.png", "notes.txt"]
@@ -74,8 +76,9 @@ def test_collect_inputs_expands_folders_and_reports_missing(tmp_path):
 
 def test_output_names_never_collide():
     """x.jpg writes x_color.png; an input named x_color.jpg must not overwrite it."""
-    stems = predictor.output_stems(["a/x.jpg", "b/x_color.jpg", "c/x.png", "d/X_Color.png",
-                                    "e/x_2.png"])
+    stems = predictor.output_stems(
+        ["a/x.jpg", "b/x_color.jpg", "c/x.png", "d/X_Color.png", "e/x_2.png"]
+    )
     files = [stem + suffix for stem in stems for suffix in predictor.OUTPUT_SUFFIXES]
     assert len({name.lower() for name in files}) == len(files) == 15
     assert stems[:2] == ["x", "x_color_2"]
@@ -105,7 +108,9 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
     assert "unreadable image" in result["skipped"][0][1]
     assert sorted(os.path.basename(p) for p, _ in result["notes"]) == ["alpha.png", "gray.png"]
     assert sum(" ms -> " in line for line in lines) == 4  # one timing line per image
-    reference = serving.KerasSegmenter(export["model"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP)
+    reference = serving.KerasSegmenter(
+        export["model"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP
+    )
     for name, index_png in processed.items():
         image, _ = predictor.read_image(os.path.join(inputs_dir, name))
         labels = np.asarray(Image.open(index_png))
@@ -124,8 +129,9 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
 
 def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs_dir):
     export = fx.shared_export(tmp_path_factory)
-    from_checkpoint = predictor.make_segmenter(checkpoint=export["run_dir"],
-                                               scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP)
+    from_checkpoint = predictor.make_segmenter(
+        checkpoint=export["run_dir"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP
+    )
     assert from_checkpoint.palette == fx.PALETTE
     from_export = predictor.make_segmenter(model=export["export_dir"])
     image, _ = predictor.read_image(os.path.join(inputs_dir, "scene.png"))
@@ -134,8 +140,9 @@ def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs
 
 def test_refuses_to_overwrite_inputs(inputs_dir):
     with pytest.raises(UserError, match="would overwrite an input image"):
-        predictor.predict_files(lambda image: np.zeros(image.shape[:2], np.int32),
-                                [inputs_dir], inputs_dir, log=_quiet)
+        predictor.predict_files(
+            lambda image: np.zeros(image.shape[:2], np.int32), [inputs_dir], inputs_dir, log=_quiet
+        )
 
 
 def test_model_argument_errors(tmp_path):
@@ -150,14 +157,18 @@ def test_model_argument_errors(tmp_path):
 # ----------------------------------------------------------------------------- the binary
 
 
-def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_factory,
-                                                           inputs_dir):
+def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_factory, inputs_dir):
     from deeplab.export import tflite
 
     model_path = fx.shared_float_tflite(tmp_path_factory)
     out = tmp_path / "out"
-    result = fx.run_binary("deeplab.predict", f"--model={model_path}", f"--input={inputs_dir}",
-                           f"--output_dir={out}", str(tmp_path / "missing.png"))
+    result = fx.run_binary(
+        "deeplab.predict",
+        f"--model={model_path}",
+        f"--input={inputs_dir}",
+        f"--output_dir={out}",
+        str(tmp_path / "missing.png"),
+    )
     # Two inputs were skipped: the run says so and exits 1 (the rest is still written).
     assert result.returncode == 1, result.stderr[-2000:]
     assert "error: 2 of 6 inputs were skipped: " in result.stderr
@@ -174,8 +185,12 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     for suffix in ("_color.png", "_overlay.png"):
         assert (out / f"scene{suffix}").is_file() and (out / f"scene_2{suffix}").is_file()
 
-    nothing = fx.run_binary("deeplab.predict", f"--model={model_path}",
-                            f"--input={tmp_path / 'missing.png'}", f"--output_dir={out}")
+    nothing = fx.run_binary(
+        "deeplab.predict",
+        f"--model={model_path}",
+        f"--input={tmp_path / 'missing.png'}",
+        f"--output_dir={out}",
+    )
     assert nothing.returncode == 1 and "processed 0 images" in nothing.stdout
 
     usage = fx.run_binary("deeplab.predict", f"--input={inputs_dir}", f"--output_dir={out}")

@@ -19,16 +19,25 @@ from deeplab.training import recompute
 from deeplab.common.errors import ConfigError
 
 # Names of the layers in the recomputed part, by endpoint (deeplab.model.resnet's layer names).
-EARLY_LAYERS = {"stem": r"(conv1|pool1)_", "block1": r"(conv1|pool1|conv2)_",
-                "block2": r"(conv1|pool1|conv2|conv3)_"}
+EARLY_LAYERS = {
+    "stem": r"(conv1|pool1)_",
+    "block1": r"(conv1|pool1|conv2)_",
+    "block2": r"(conv1|pool1|conv2|conv3)_",
+}
 SEGMENT_OUTPUT = {"stem": "pool1_pool", "block1": "conv2_block1_out", "block2": "conv3_block1_out"}
 
 
 def _tiny(**overrides):
     keras.utils.set_random_seed(7)
     # No ASPP dropout: the plain and the recomputing step would draw different masks.
-    config = dict(backbone="resnet14_tiny", num_classes=3, aspp_filters=8, atrous_rates=(1, 2, 3),
-                  batch_norm_momentum=0.5, aspp_dropout=0.0)
+    config = dict(
+        backbone="resnet14_tiny",
+        num_classes=3,
+        aspp_filters=8,
+        atrous_rates=(1, 2, 3),
+        batch_norm_momentum=0.5,
+        aspp_dropout=0.0,
+    )
     config.update(overrides)
     return deeplab.build_model(**config)
 
@@ -56,9 +65,15 @@ def _step(model, forward, images):
     return step()
 
 
-@pytest.mark.parametrize("through, overrides", [
-    ("stem", {}), ("block1", {}), ("block2", {}),
-    ("block2", {"head": "cascade", "upsample_logits": False, "image_pooling": False})])
+@pytest.mark.parametrize(
+    "through, overrides",
+    [
+        ("stem", {}),
+        ("block1", {}),
+        ("block2", {}),
+        ("block2", {"head": "cascade", "upsample_logits": False, "image_pooling": False}),
+    ],
+)
 def test_logits_gradients_and_statistics_match_the_plain_step(through, overrides):
     plain_model = _tiny(**overrides)
     model = _copy(plain_model)
@@ -71,13 +86,15 @@ def test_logits_gradients_and_statistics_match_the_plain_step(through, overrides
     assert len(got_grads) == len(want_grads) == len(model.trainable_variables)
     for got, want, variable in zip(got_grads, want_grads, model.trainable_variables):
         assert got is not None, variable.path
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5,
-                                   err_msg=variable.path)
+        np.testing.assert_allclose(
+            got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5, err_msg=variable.path
+        )
     # The moving statistics moved once (momentum 0.5: a second update would be far off).
     for got, want in zip(model.non_trainable_variables, plain_model.non_trainable_variables):
         assert got.path == want.path
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6,
-                                   err_msg=got.path)
+        np.testing.assert_allclose(
+            got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6, err_msg=got.path
+        )
     moved = [v for v in model.non_trainable_variables if "moving_mean" in v.path]
     assert any(np.abs(v.numpy()).max() > 1e-3 for v in moved)
 
@@ -172,8 +189,9 @@ def test_the_model_exposes_its_segments(through):
     front, rest = model.recompute_segments(through)
     assert front.layers[-1].name == SEGMENT_OUTPUT[through]
     images = _images(batch=1, size=33)
-    np.testing.assert_allclose(rest(front(images), images).numpy(), model(images).numpy(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        rest(front(images), images).numpy(), model(images).numpy(), rtol=1e-5, atol=1e-5
+    )
     assert {v.path for v in front.weights} <= {v.path for v in model.weights}
     with pytest.raises(ValueError, match="not an endpoint"):
         model.recompute_segments("features")

@@ -21,8 +21,9 @@ def plan(*numbers, smoke_dataset=None):
 
 
 def test_resolve_flags_applies_overrides_after_the_flagfile():
-    values = reproduce.resolve_flags(["--flagfile=experiments/table5.flags", "--multi_grid=1,1,1",
-                                      "--noimage_pooling"])
+    values = reproduce.resolve_flags(
+        ["--flagfile=experiments/table5.flags", "--multi_grid=1,1,1", "--noimage_pooling"]
+    )
     assert values["multi_grid"] == ["1", "1", "1"] and values["image_pooling"] is False
     assert values["atrous_rates"] == ["6", "12", "18"] and values["logdir"] == "runs/table5"
     assert values["warmup_steps"] == 0  # not in the flagfile: the flag's default
@@ -33,13 +34,20 @@ def test_resolve_flags_applies_overrides_after_the_flagfile():
 def test_training_key_ignores_evaluation_and_logging_flags():
     base = ["--flagfile=experiments/table5.flags"]
     key = reproduce.training_key(reproduce.resolve_flags(base))
-    for extra in ("--eval_output_stride=8", "--eval_flip", "--logdir=elsewhere", "--log_steps=7",
-                  "--eval_scales=0.5,1"):
+    for extra in (
+        "--eval_output_stride=8",
+        "--eval_flip",
+        "--logdir=elsewhere",
+        "--log_steps=7",
+        "--eval_scales=0.5,1",
+    ):
         assert reproduce.training_key(reproduce.resolve_flags(base + [extra])) == key
     for extra in ("--output_stride=8", "--batch_size=8", "--noimage_pooling", "--crop_size=321"):
         assert reproduce.training_key(reproduce.resolve_flags(base + [extra])) != key
     # The same value spelled differently is one configuration.
-    assert reproduce.training_key(reproduce.resolve_flags(base + ["--base_learning_rate=7e-3"])) == key
+    assert (
+        reproduce.training_key(reproduce.resolve_flags(base + ["--base_learning_rate=7e-3"])) == key
+    )
 
 
 def test_rows_that_differ_only_in_evaluation_train_once():
@@ -66,8 +74,10 @@ def test_chained_stages_train_first():
     assert run is runs[2] and no_run is None and not jft.reproducible
     for run in runs:
         run.run_dir = f"/out/{run.name}"
-    assert reproduce.train_command(runs[2])[-2:] == ["--logdir=/out/table7",
-                                                     "--init_checkpoint=/out/table6"]
+    assert reproduce.train_command(runs[2])[-2:] == [
+        "--logdir=/out/table7",
+        "--init_checkpoint=/out/table6",
+    ]
 
 
 def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
@@ -88,8 +98,13 @@ def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
 def test_dry_run_prints_every_command_in_order(tmp_path):
     lines = []
     planner = reproduce.Planner()
-    results = reproduce.reproduce(paper_tables.TABLES[6], output_dir=str(tmp_path), planner=planner,
-                                  dry_run=True, log=lines.append)
+    results = reproduce.reproduce(
+        paper_tables.TABLES[6],
+        output_dir=str(tmp_path),
+        planner=planner,
+        dry_run=True,
+        log=lines.append,
+    )
     trains = [l for l in lines if l.startswith("python -m deeplab.train")]
     evals = [l for l in lines if l.startswith("python -m deeplab.evaluate")]
     assert len(trains) == 3 and len(evals) == 5
@@ -101,22 +116,32 @@ def test_dry_run_prints_every_command_in_order(tmp_path):
 
 
 def training_lines(lines):
-    return [l for l in lines if l.startswith(("python -m deeplab.train",
-                                              "python -m deeplab.launch_local"))]
+    return [
+        l
+        for l in lines
+        if l.startswith(("python -m deeplab.train", "python -m deeplab.launch_local"))
+    ]
 
 
 @pytest.mark.parametrize("number", sorted(paper_tables.TABLES))
 @pytest.mark.parametrize("smoke", [False, True])
-def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(tmp_path, number,
-                                                                            smoke):
+def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(
+    tmp_path, number, smoke
+):
     """Rows with their own --logdir (Tables 1-3, 5, 8) and chained stages (Tables 6, 7): the
     run's folder replaces the row's --logdir and --init_checkpoint, it is not appended."""
     root = tmp_path / "runs" / "reproduce"
     lines = []
-    planner = reproduce.Planner(["--log_steps=5"], smoke_dataset=str(root / "synthetic") if smoke
-                                else None)
-    reproduce.reproduce(paper_tables.TABLES[number], output_dir=str(root), planner=planner,
-                        dry_run=True, log=lines.append)
+    planner = reproduce.Planner(
+        ["--log_steps=5"], smoke_dataset=str(root / "synthetic") if smoke else None
+    )
+    reproduce.reproduce(
+        paper_tables.TABLES[number],
+        output_dir=str(root),
+        planner=planner,
+        dry_run=True,
+        log=lines.append,
+    )
     trains = training_lines(lines)
     assert len(trains) == len(planner.runs) > 0
     run_dirs = []
@@ -125,7 +150,7 @@ def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(tmp
         assert len(logdirs) == 1, line
         assert line.split().count("--log_steps=5") == 1
         assert len([a for a in line.split() if a.startswith("--init_checkpoint=")]) <= 1, line
-        run_dirs.append(logdirs[0][len("--logdir="):])
+        run_dirs.append(logdirs[0][len("--logdir=") :])
     assert all(os.path.dirname(d) == str(root) for d in run_dirs), run_dirs
     assert len(set(run_dirs)) == len(run_dirs)  # one folder per run
     for line in lines:
@@ -137,8 +162,15 @@ def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(tmp
 
 def run_reproduce(cwd, *flags):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "deeplab.reproduce", *flags], capture_output=True,
-                          text=True, cwd=str(cwd), env=env, check=False, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "deeplab.reproduce", *flags],
+        capture_output=True,
+        text=True,
+        cwd=str(cwd),
+        env=env,
+        check=False,
+        timeout=300,
+    )
 
 
 def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
@@ -152,8 +184,10 @@ def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
         for line in trains:
             assert line.count("--logdir=") == 1, line
         root = os.path.join(str(tmp_path), "runs", "reproduce")
-        assert trains[2].split()[-2:] == [f"--logdir={root}/table6",
-                                          f"--init_checkpoint={root}/coco_pretrain"]
+        assert trains[2].split()[-2:] == [
+            f"--logdir={root}/table6",
+            f"--init_checkpoint={root}/coco_pretrain",
+        ]
         assert "runs/reproduce/runs/" not in result.stdout
         assert ("ignoring --logdir" in result.stderr) == bool(flags)
         assert not os.listdir(tmp_path)  # nothing ran
@@ -165,8 +199,7 @@ def test_smoke_note_comes_first(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == f"# {reproduce.SMOKE_NOTE}" and "not the paper's setting" in lines[0]
     assert lines[1].startswith("# Table 6")
-    assert run_reproduce(tmp_path, "--table=6", "--dry_run").stdout.count(
-        reproduce.SMOKE_NOTE) == 0
+    assert run_reproduce(tmp_path, "--table=6", "--dry_run").stdout.count(reproduce.SMOKE_NOTE) == 0
     # The side-by-side table: the note under the title, before the header and the rows.
     table = paper_tables.TABLES[4]
     results = [{"row": row, "ours": 1.0} for row in table.rows]
@@ -202,10 +235,23 @@ def run_folders(root):
 def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     """Train once (tiny model, synthetic data) and evaluate the four inference strategies."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "deeplab.reproduce", f"--table={number}", "--smoke",
-               f"--reproduce_dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path), env=env,
-                            check=False, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "deeplab.reproduce",
+        f"--table={number}",
+        "--smoke",
+        f"--reproduce_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        env=env,
+        check=False,
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     table = paper_tables.TABLES[number]
     saved = json.loads((tmp_path / f"table{number}.json").read_text())
@@ -219,8 +265,9 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     settings = []
     for row in saved["rows"]:
         assert 0.0 <= row["ours"] <= 100.0
-        results = json.loads(open(os.path.join(row["results_dir"], "results.json"),
-                                  encoding="utf-8").read())
+        results = json.loads(
+            open(os.path.join(row["results_dir"], "results.json"), encoding="utf-8").read()
+        )
         assert results["miou_percent"] == pytest.approx(row["ours"], abs=0.006)
         assert results["train_output_stride"] == 16 and results["num_images"] == 4
         settings.append((results["output_stride"], len(results["scales"]), results["flip"]))
@@ -229,8 +276,9 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     printed = result.stdout
     assert printed.splitlines()[0] == f"# {reproduce.SMOKE_NOTE}"
     title = printed.index(f"Table {number}: {table.title}")
-    assert printed.index(reproduce.SMOKE_NOTE, title) < printed.index(table.label(table.rows[0]),
-                                                                       title)
+    assert printed.index(reproduce.SMOKE_NOTE, title) < printed.index(
+        table.label(table.rows[0]), title
+    )
     for row, saved_row in zip(table.rows, saved["rows"]):
         assert f"{table.label(row)}" in printed and f"{row.paper_miou:.2f}" in printed
         assert f"{saved_row['ours']:.2f}" in printed
@@ -251,7 +299,8 @@ def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
     planner = reproduce.Planner(smoke_dataset="/tmp/syn", smoke_max_workers=2)
     planned = reproduce.plan_table(paper_tables.TABLES[11], planner)
     assert [run.launch for _, run, _ in planned] == [("--workers=1", "--ps=1")] + [
-        ("--workers=2", "--ps=1")] * 5
+        ("--workers=2", "--ps=1")
+    ] * 5
     assert len(planner.runs) == 2  # rows with more workers share the capped run
     for _, run, _ in planned:
         assert run.values["strategy"] == "parameter_server"  # not smoke's --strategy=default
@@ -262,10 +311,24 @@ def test_smoke_table_11_trains_through_launch_local(tmp_path):
     """Two tiny parameter-server clusters (1 and 2 workers), six rows evaluated, times noted."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
-    command = [sys.executable, "-m", "deeplab.reproduce", "--table=11", "--smoke",
-               "--smoke_steps=4", f"--reproduce_dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path), env=env,
-                            check=False, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "deeplab.reproduce",
+        "--table=11",
+        "--smoke",
+        "--smoke_steps=4",
+        f"--reproduce_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        env=env,
+        check=False,
+        timeout=300,
+    )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     saved = json.loads((tmp_path / "table11.json").read_text())
     assert [r["paper_miou"] for r in saved["rows"]] == [77.21, 77.15, 76.79, 77.02, 77.18, 76.69]

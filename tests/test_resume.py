@@ -16,12 +16,18 @@ from deeplab.data import input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Random scale, crop and flip, and ASPP dropout: every source of randomness a step has.
-EXACT = dict(deterministic=True, training_steps=6, save_checkpoint_steps=1,
-             min_scale_factor=0.5, max_scale_factor=1.5, random_flip=True)
+EXACT = dict(
+    deterministic=True,
+    training_steps=6,
+    save_checkpoint_steps=1,
+    min_scale_factor=0.5,
+    max_scale_factor=1.5,
+    random_flip=True,
+)
 
 # The killed run, in its own process: SIGKILL itself at a chosen point of the checkpoint
 # sequence (the process cannot react; nothing is flushed).
-KILLED_RUN = textwrap.dedent(r'''
+KILLED_RUN = textwrap.dedent(r"""
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from deeplab.training import trainer as train_lib  # first: it chooses TensorFlow's CPU kernels
@@ -44,14 +50,17 @@ KILLED_RUN = textwrap.dedent(r'''
     tf.train.CheckpointManager.save = save
     train_lib.train(_config(data_dir, logdir, **EXACT))
     sys.exit(7)  # not killed
-''')
+""")
 
 
 def _weights(logdir):
     reader = tf.train.load_checkpoint(logdir)
     # Every saved value: weights, BN statistics, the optimizer's momentum, the step.
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(logdir)
-            if name.split("/")[0] in ("weights", "optimizer", "step")}
+    return {
+        name: reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(logdir)
+        if name.split("/")[0] in ("weights", "optimizer", "step")
+    }
 
 
 def _run(tmp_path, data_dir, logdir, mode):
@@ -61,9 +70,14 @@ def _run(tmp_path, data_dir, logdir, mode):
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
-    return subprocess.run([sys.executable, str(script), os.path.join(REPO, "tests"), data_dir,
-                           str(logdir), mode], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, str(script), os.path.join(REPO, "tests"), data_dir, str(logdir), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +89,9 @@ def uninterrupted(data_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode,resumed_from", [("after_save_3", 3), ("before_save_4", 3)])
-def test_kill_9_and_resume_reproduces_the_uninterrupted_weights(data_dir, tmp_path, uninterrupted,
-                                                                mode, resumed_from):
+def test_kill_9_and_resume_reproduces_the_uninterrupted_weights(
+    data_dir, tmp_path, uninterrupted, mode, resumed_from
+):
     logdir = str(tmp_path / "killed")
     child = _run(tmp_path, data_dir, logdir, mode)
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
@@ -92,11 +107,20 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_weights(data_dir, tmp_pa
 
 def test_without_deterministic_a_resumed_stream_is_a_new_one(data_dir):
     """What --deterministic changes: skip_batches continues the stream; the default reseeds."""
+
     def batches(seed, skip, count):
-        ds = input_pipeline.make_train_dataset(data_dir, "train", batch_size=2, crop_size=33,
-                                               min_scale=0.5, max_scale=1.5, seed=seed,
-                                               deterministic=True, skip_batches=skip,
-                                               shuffle_buffer=8)
+        ds = input_pipeline.make_train_dataset(
+            data_dir,
+            "train",
+            batch_size=2,
+            crop_size=33,
+            min_scale=0.5,
+            max_scale=1.5,
+            seed=seed,
+            deterministic=True,
+            skip_batches=skip,
+            shuffle_buffer=8,
+        )
         return [images.numpy() for images, _ in ds.take(count)]
 
     whole = batches(0, 0, 5)
@@ -106,19 +130,22 @@ def test_without_deterministic_a_resumed_stream_is_a_new_one(data_dir):
     assert not np.array_equal(batches(0 + 1_000_003 * 3, 0, 1)[0], whole[3])
 
 
-def test_a_checkpoint_written_without_generator_states_still_resumes(data_dir, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_a_checkpoint_written_without_generator_states_still_resumes(
+    data_dir, tmp_path, monkeypatch, capsys
+):
     """Runs checkpointed before the random generators' states were saved resume as before."""
     from deeplab.training import checkpoints
     from deeplab.training import trainer as train_lib
-    from deeplab.training import bookkeeping
-    from deeplab.config.experiment import ExperimentConfig
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 
     original = checkpoints.make_checkpoint
-    monkeypatch.setattr(checkpoints, "make_checkpoint",
-                        lambda model, optimizer=None, step=None, rng=False:
-                        original(model, optimizer, step, rng=False))
+    monkeypatch.setattr(
+        checkpoints,
+        "make_checkpoint",
+        lambda model, optimizer=None, step=None, rng=False: original(
+            model, optimizer, step, rng=False
+        ),
+    )
     logdir = tmp_path / "old"
     train_lib.train(_config(data_dir, logdir, training_steps=4, stop_at_step=2))
     assert not checkpoints.checkpoint_has_rng(tf.train.latest_checkpoint(str(logdir)))
@@ -135,9 +162,7 @@ def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path,
 
     from deeplab.training import trainer as train_lib
 
-    from deeplab.training import bookkeeping
 
-    from deeplab.config.experiment import ExperimentConfig
     from deeplab.common.errors import ConfigError
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 

@@ -35,8 +35,13 @@ def test_paper_schedule_golden_values(step, expected):
 def test_step_types_give_the_same_value():
     schedule = PolyLearningRate(0.007, 30000)
     expected = 0.007 * (1 - 12345 / 30000) ** 0.9
-    steps = [12345, np.int64(12345), tf.constant(12345, tf.int64), tf.Variable(12345, dtype=tf.int64),
-             tf.constant(12345.0)]
+    steps = [
+        12345,
+        np.int64(12345),
+        tf.constant(12345, tf.int64),
+        tf.Variable(12345, dtype=tf.int64),
+        tf.constant(12345.0),
+    ]
     for step in steps:
         assert _value(schedule, step) == pytest.approx(expected, rel=1e-6)
     assert schedule(tf.constant(1, tf.int64)).dtype == tf.float32

@@ -28,9 +28,14 @@ def tiny(tmp_path_factory):
 def float_model(tiny, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("float") / "m.tflite")
     content = tflite.convert_float(tiny, INPUT_SIZE)
-    meta = tflite.make_metadata(input_size=INPUT_SIZE, quantization="none",
-                                class_names=fx.CLASS_NAMES, palette=fx.PALETTE, scales=(1.0,),
-                                flip=False)
+    meta = tflite.make_metadata(
+        input_size=INPUT_SIZE,
+        quantization="none",
+        class_names=fx.CLASS_NAMES,
+        palette=fx.PALETTE,
+        scales=(1.0,),
+        flip=False,
+    )
     return tflite.write_tflite(path, content, meta)
 
 
@@ -58,7 +63,9 @@ def test_unletterbox_crops_padding_and_upsamples_by_nearest_neighbour():
     # padding (class 9): back at 4x4, every 2x2 block is one class, no 9 anywhere.
     labels = np.array([[0, 1, 9], [2, 3, 9], [9, 9, 9]])
     restored = tflite.unletterbox(labels, (2, 2), (4, 4))
-    np.testing.assert_array_equal(restored, np.kron(np.array([[0, 1], [2, 3]]), np.ones((2, 2), int)))
+    np.testing.assert_array_equal(
+        restored, np.kron(np.array([[0, 1], [2, 3]]), np.ones((2, 2), int))
+    )
 
 
 def test_letterbox_geometry_against_numpy():
@@ -123,8 +130,9 @@ def test_runner_letterboxes_other_sizes(float_model):
     labels = segmenter(image)
     assert labels.shape == (50, 30)
     model_input, inner = tflite.letterbox(image, INPUT_SIZE, tflite.model_pad_value())
-    np.testing.assert_array_equal(labels, tflite.unletterbox(segmenter.run(model_input), inner,
-                                                             (50, 30)))
+    np.testing.assert_array_equal(
+        labels, tflite.unletterbox(segmenter.run(model_input), inner, (50, 30))
+    )
 
 
 # ----------------------------------------------------------------------------- int8
@@ -137,9 +145,14 @@ def int8_model(tiny, tmp_path_factory):
     assert len(images) == 6 and images[0].shape == (33, 33, 3)
     content = tflite.convert_int8(tiny, (33, 33), images)
     path = str(tmp_path_factory.mktemp("int8") / "m.tflite")
-    meta = tflite.make_metadata(input_size=(33, 33), quantization="int8",
-                                class_names=fx.CLASS_NAMES, palette=fx.PALETTE, scales=(1.0,),
-                                flip=False)
+    meta = tflite.make_metadata(
+        input_size=(33, 33),
+        quantization="int8",
+        class_names=fx.CLASS_NAMES,
+        palette=fx.PALETTE,
+        scales=(1.0,),
+        flip=False,
+    )
     return data, tflite.write_tflite(path, content, meta)
 
 
@@ -151,9 +164,14 @@ def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
     # The calibration images span 0..255, so the input quantization is the identity: raw bytes.
     assert inp["quantization"] == (1.0, 0)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    float_ops = [op["op_name"] for op in interpreter._get_ops_details()  # pylint: disable=protected-access
-                 if any(i >= 0 and tensors[i]["dtype"] == np.float32
-                        for i in list(op["inputs"]) + list(op["outputs"]))]
+    float_ops = [
+        op["op_name"]
+        for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+        if any(
+            i >= 0 and tensors[i]["dtype"] == np.float32
+            for i in list(op["inputs"]) + list(op["outputs"])
+        )
+    ]
     assert float_ops == []
     ops = {op["op_name"] for op in interpreter._get_ops_details()}  # pylint: disable=protected-access
     assert {"CONV_2D", "SOFTMAX", "ARG_MAX"} <= ops
@@ -165,9 +183,17 @@ def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_pat
     data, int8_path = int8_model
     float_path = fx.shared_float_tflite(tmp_path_factory)
     results = tflite.evaluate_segmenters(
-        {"float Keras": serving.KerasSegmenter(tiny), "float32 TFLite": tflite.TFLiteSegmenter(float_path),
-         "int8 TFLite": tflite.TFLiteSegmenter(int8_path)}, data, "val")
-    keras_r, float_r, int8_r = (results[k] for k in ("float Keras", "float32 TFLite", "int8 TFLite"))
+        {
+            "float Keras": serving.KerasSegmenter(tiny),
+            "float32 TFLite": tflite.TFLiteSegmenter(float_path),
+            "int8 TFLite": tflite.TFLiteSegmenter(int8_path),
+        },
+        data,
+        "val",
+    )
+    keras_r, float_r, int8_r = (
+        results[k] for k in ("float Keras", "float32 TFLite", "int8 TFLite")
+    )
     assert keras_r["images"] == 4
     assert float_r["agreement"] >= 0.999
     assert abs(float_r["miou"] - keras_r["miou"]) <= 0.002
@@ -183,16 +209,20 @@ def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_pat
 
 
 def _official_dir():
-    for candidate in (os.path.join(fx.REPO, "..", "shared", "data", "deeplab_tflite"),
-                      "/work/shared/data/deeplab_tflite"):
+    for candidate in (
+        os.path.join(fx.REPO, "..", "shared", "data", "deeplab_tflite"),
+        "/work/shared/data/deeplab_tflite",
+    ):
         if os.path.isfile(os.path.join(candidate, "deeplabv3_mnv2_pascal_quant.tflite")):
             return os.path.abspath(candidate)
     return None
 
 
 def _camvid_image():
-    for candidate in (os.path.join(fx.REPO, "..", "shared", "data", "camvid", "val"),
-                      "/work/shared/data/camvid/val"):
+    for candidate in (
+        os.path.join(fx.REPO, "..", "shared", "data", "camvid", "val"),
+        "/work/shared/data/camvid/val",
+    ):
         path = os.path.join(candidate, "0016E5_07959.png")
         if os.path.isfile(path):
             return path
@@ -201,8 +231,10 @@ def _camvid_image():
 
 OFFICIAL = _official_dir()
 CAMVID_IMAGE = _camvid_image()
-needs_official = pytest.mark.skipif(OFFICIAL is None or CAMVID_IMAGE is None,
-                                    reason="../shared/data/deeplab_tflite or camvid not present")
+needs_official = pytest.mark.skipif(
+    OFFICIAL is None or CAMVID_IMAGE is None,
+    reason="../shared/data/deeplab_tflite or camvid not present",
+)
 
 
 def _official_path():
@@ -239,9 +271,12 @@ def test_predict_reproduces_the_official_interpreter_at_its_input_size(tmp_path)
     # unchanged and return the interpreter's own class map, pixel for pixel.
     image = np.asarray(Image.open(CAMVID_IMAGE).convert("RGB").resize((513, 513), Image.BILINEAR))
     Image.fromarray(image).save(tmp_path / "street.png")
-    result = predictor.predict_files(tflite.TFLiteSegmenter(_official_path()),
-                                     [str(tmp_path / "street.png")], str(tmp_path / "out"),
-                                     log=lambda _: None)
+    result = predictor.predict_files(
+        tflite.TFLiteSegmenter(_official_path()),
+        [str(tmp_path / "street.png")],
+        str(tmp_path / "out"),
+        log=lambda _: None,
+    )
     written = np.asarray(Image.open(result["processed"][0][1]))
     np.testing.assert_array_equal(written, _invoke_official(image))
 
@@ -250,8 +285,9 @@ def test_predict_reproduces_the_official_interpreter_at_its_input_size(tmp_path)
 def test_predict_reproduces_the_official_interpreter_on_a_camvid_image(tmp_path):
     from deeplab.export import predictor
 
-    result = predictor.predict_files(tflite.TFLiteSegmenter(_official_path()),
-                                     [CAMVID_IMAGE], str(tmp_path), log=lambda _: None)
+    result = predictor.predict_files(
+        tflite.TFLiteSegmenter(_official_path()), [CAMVID_IMAGE], str(tmp_path), log=lambda _: None
+    )
     written = np.asarray(Image.open(result["processed"][0][1]))
     original = Image.open(CAMVID_IMAGE).convert("RGB")
     assert written.shape == (original.height, original.width) == (360, 480)
@@ -277,8 +313,11 @@ def test_int8_softmax_runs_at_the_feature_resolution(int8_model):
     _, path = int8_model
     interpreter = _interpreter(path)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    softmax = [op for op in interpreter._get_ops_details()  # pylint: disable=protected-access
-               if op["op_name"] == "SOFTMAX"]
+    softmax = [
+        op
+        for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+        if op["op_name"] == "SOFTMAX"
+    ]
     assert len(softmax) == 1
     height, width = tensors[softmax[0]["outputs"][0]]["shape"][1:3]
     (inp,) = interpreter.get_input_details()

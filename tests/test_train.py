@@ -25,22 +25,52 @@ from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "multi_grid": (1, 2, 4),
-              "atrous_rates": (1, 2, 3), "image_pooling": True, "head": "aspp",
-              "num_cascaded_blocks": 0, "upsample_logits": True, "batch_norm_momentum": 0.9,
-              "freeze_batch_norm": False, "weight_decay": 1e-4, "aspp_filters": 16}
-TINY_FLAGS = ["--backbone=resnet14_tiny", "--atrous_rates=1,2,3", "--aspp_filters=16",
-              "--batch_norm_momentum=0.9", "--crop_size=33", "--batch_size=4",
-              "--image_summary_steps=0", "--min_scale_factor=1", "--max_scale_factor=1"]
+TINY_MODEL = {
+    "backbone": "resnet14_tiny",
+    "output_stride": 16,
+    "multi_grid": (1, 2, 4),
+    "atrous_rates": (1, 2, 3),
+    "image_pooling": True,
+    "head": "aspp",
+    "num_cascaded_blocks": 0,
+    "upsample_logits": True,
+    "batch_norm_momentum": 0.9,
+    "freeze_batch_norm": False,
+    "weight_decay": 1e-4,
+    "aspp_filters": 16,
+}
+TINY_FLAGS = [
+    "--backbone=resnet14_tiny",
+    "--atrous_rates=1,2,3",
+    "--aspp_filters=16",
+    "--batch_norm_momentum=0.9",
+    "--crop_size=33",
+    "--batch_size=4",
+    "--image_summary_steps=0",
+    "--min_scale_factor=1",
+    "--max_scale_factor=1",
+]
 
 
 def _config(data_dir, logdir, **overrides):
     model = dict(TINY_MODEL, **overrides.pop("model", {}))
-    values = dict(dataset_dir=data_dir, logdir=str(logdir), model=model, crop_size=(33, 33),
-                  batch_size=4, training_steps=20, base_learning_rate=0.01,
-                  min_scale_factor=1.0, max_scale_factor=1.0, shuffle_buffer=16,
-                  save_checkpoint_steps=10, log_steps=5, image_summary_steps=10,
-                  summary_images=2, seed=0)
+    values = dict(
+        dataset_dir=data_dir,
+        logdir=str(logdir),
+        model=model,
+        crop_size=(33, 33),
+        batch_size=4,
+        training_steps=20,
+        base_learning_rate=0.01,
+        min_scale_factor=1.0,
+        max_scale_factor=1.0,
+        shuffle_buffer=16,
+        save_checkpoint_steps=10,
+        log_steps=5,
+        image_summary_steps=10,
+        summary_images=2,
+        seed=0,
+    )
     values.update(overrides)
     return ExperimentConfig.create(**values)
 
@@ -74,7 +104,10 @@ def test_poly_learning_rate_per_step(short_run):
 def test_run_info_checkpoints_and_regularization(short_run):
     logdir, result = short_run
     assert result.checkpoint == os.path.join(str(logdir), "ckpt-20")
-    assert sorted(f for f in os.listdir(logdir) if f.endswith(".index")) == ["ckpt-10.index", "ckpt-20.index"]
+    assert sorted(f for f in os.listdir(logdir) if f.endswith(".index")) == [
+        "ckpt-10.index",
+        "ckpt-20.index",
+    ]
     info = checkpoints.read_run_info(str(logdir))
     assert info["step"] == 20 and info["model_config"]["aspp_filters"] == 16
     assert info["dataset_info"]["class_names"] == ["background", "shape_1", "shape_2"]
@@ -88,8 +121,14 @@ def test_run_info_checkpoints_and_regularization(short_run):
 def test_tensorboard_tags_are_written_with_finite_values(short_run):
     logdir, result = short_run
     scalars = summaries.read_scalars(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
-    for tag in ("loss/total", "loss/cross_entropy", "loss/regularization", "learning_rate",
-                "train/pixel_accuracy", "perf/images_per_second"):
+    for tag in (
+        "loss/total",
+        "loss/cross_entropy",
+        "loss/regularization",
+        "learning_rate",
+        "train/pixel_accuracy",
+        "perf/images_per_second",
+    ):
         assert [s for s, _ in scalars[tag]] == [5, 10, 15, 20], tag
         assert all(math.isfinite(v) for _, v in scalars[tag]), tag
     assert scalars["loss/total"][-1][1] == pytest.approx(result.history[20]["loss"], rel=1e-5)
@@ -116,9 +155,10 @@ def test_the_run_records_its_whole_recipe(short_run, data_dir):
     assert record["data"]["crop_size"] == [33, 33] and record["train"]["training_steps"] == 20
     assert record["model_config"]["backbone"] == "resnet14_tiny" and record["num_classes"] == 3
     expected = _config(data_dir, logdir, eval_after_training=True).to_dict()
-    assert run_record.read_experiment(str(logdir)).to_dict() == json.loads(json.dumps(
-        expected, default=str), object_hook=lambda d: {k: tuple(v) if isinstance(v, list) else v
-                                                       for k, v in d.items()})
+    assert run_record.read_experiment(str(logdir)).to_dict() == json.loads(
+        json.dumps(expected, default=str),
+        object_hook=lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()},
+    )
     tags = summaries.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     assert tags["config"] == "text"
     assert any(plugin == "hparams" for plugin in tags.values())
@@ -133,12 +173,24 @@ def test_tiny_model_overfits_four_images(tmp_path):
     Output stride 4 (8x8 features) so the logits can draw the small shapes; at 8 the 4x4
     features cap this at ~0.91."""
     data = str(tmp_path / "four")
-    synthetic.build_synthetic_dataset(data, num_train=4, num_val=1, image_size=(32, 32),
-                                      num_classes=3, seed=3)
-    config = _config(data, tmp_path / "run", model={"output_stride": 4, "aspp_filters": 32, "weight_decay": 0.0},
-                     crop_size=(32, 32), batch_size=4, training_steps=80, base_learning_rate=0.05,
-                     random_flip=False, save_checkpoint_steps=1000, log_steps=20,
-                     image_summary_steps=0, eval_after_training=True, eval_split="train")
+    synthetic.build_synthetic_dataset(
+        data, num_train=4, num_val=1, image_size=(32, 32), num_classes=3, seed=3
+    )
+    config = _config(
+        data,
+        tmp_path / "run",
+        model={"output_stride": 4, "aspp_filters": 32, "weight_decay": 0.0},
+        crop_size=(32, 32),
+        batch_size=4,
+        training_steps=80,
+        base_learning_rate=0.05,
+        random_flip=False,
+        save_checkpoint_steps=1000,
+        log_steps=20,
+        image_summary_steps=0,
+        eval_after_training=True,
+        eval_split="train",
+    )
     result = train_lib.train(config)
     assert result.eval["num_images"] == 4
     assert result.eval["miou"] > 0.9, result.eval["per_class_iou"]
@@ -146,23 +198,35 @@ def test_tiny_model_overfits_four_images(tmp_path):
 
 def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
     """COCO -> VOC style: a 3-class run initializes a 4-class run; only the logits are skipped."""
-    source = train_lib.train(_config(data_dir, tmp_path / "source", training_steps=2,
-                                     image_summary_steps=0))
+    source = train_lib.train(
+        _config(data_dir, tmp_path / "source", training_steps=2, image_summary_steps=0)
+    )
     four = str(tmp_path / "four_classes")
-    synthetic.build_synthetic_dataset(four, num_train=4, num_val=1, image_size=(40, 40),
-                                      num_classes=4, seed=2)
+    synthetic.build_synthetic_dataset(
+        four, num_train=4, num_val=1, image_size=(40, 40), num_classes=4, seed=2
+    )
     # A learning rate of ~0 leaves the restored weights as they were after one step.
-    target = train_lib.train(_config(four, tmp_path / "target", training_steps=1,
-                                     base_learning_rate=1e-12, image_summary_steps=0,
-                                     init_checkpoint=str(tmp_path / "source")))
+    target = train_lib.train(
+        _config(
+            four,
+            tmp_path / "target",
+            training_steps=1,
+            base_learning_rate=1e-12,
+            image_summary_steps=0,
+            init_checkpoint=str(tmp_path / "source"),
+        )
+    )
     assert "skipped: logits/bias, logits/kernel" in capsys.readouterr().out
     before = tf.train.load_checkpoint(source.checkpoint)
     after = tf.train.load_checkpoint(target.checkpoint)
     values_before = checkpoints._checkpoint_values(source.checkpoint)  # pylint: disable=protected-access
     values_after = checkpoints._checkpoint_values(target.checkpoint)  # pylint: disable=protected-access
     kernel = "conv1_conv/kernel"
-    np.testing.assert_allclose(after.get_tensor(values_after.weights[kernel]),
-                               before.get_tensor(values_before.weights[kernel]), atol=1e-8)
+    np.testing.assert_allclose(
+        after.get_tensor(values_after.weights[kernel]),
+        before.get_tensor(values_before.weights[kernel]),
+        atol=1e-8,
+    )
     assert values_after.shape("logits/kernel") == (1, 1, 16, 4)
     assert values_before.shape("logits/kernel") == (1, 1, 16, 3)
     assert checkpoints.read_run_info(target.checkpoint)["model_config"]["num_classes"] == 4
@@ -170,16 +234,28 @@ def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
 
 def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data_dir, tmp_path):
     logdir = tmp_path / "run"
-    train_lib.train(_config(data_dir, logdir, training_steps=3, save_checkpoint_steps=3,
-                            image_summary_steps=0))
+    train_lib.train(
+        _config(data_dir, logdir, training_steps=3, save_checkpoint_steps=3, image_summary_steps=0)
+    )
     prefix = checkpoints.resolve_checkpoint(str(logdir))
     reader = tf.train.load_checkpoint(prefix)
-    saved = {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if not n.startswith("_")}
+    saved = {
+        n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if not n.startswith("_")
+    }
     # Resume the same run with an absurd learning rate: it diverges within a few steps.
-    config = _config(data_dir, logdir, training_steps=40, base_learning_rate=1e12,
-                     save_checkpoint_steps=1000, image_summary_steps=0)
-    with pytest.raises(bookkeeping.NonFiniteLossError, match=r"non-finite loss or gradients at step "
-                       r"\d+.*the last good checkpoint is .*ckpt-3"):
+    config = _config(
+        data_dir,
+        logdir,
+        training_steps=40,
+        base_learning_rate=1e12,
+        save_checkpoint_steps=1000,
+        image_summary_steps=0,
+    )
+    with pytest.raises(
+        bookkeeping.NonFiniteLossError,
+        match=r"non-finite loss or gradients at step "
+        r"\d+.*the last good checkpoint is .*ckpt-3",
+    ):
         train_lib.train(config)
     assert checkpoints.resolve_checkpoint(str(logdir)) == prefix
     reader = tf.train.load_checkpoint(prefix)
@@ -193,8 +269,15 @@ def test_num_classes_disagreeing_with_dataset_is_a_config_error(data_dir, tmp_pa
 
 
 def _command(data_dir, logdir, *extra):
-    return [sys.executable, "-m", "deeplab.train", f"--dataset_dir={data_dir}",
-            f"--logdir={logdir}", *TINY_FLAGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "deeplab.train",
+        f"--dataset_dir={data_dir}",
+        f"--logdir={logdir}",
+        *TINY_FLAGS,
+        *extra,
+    ]
 
 
 def _env():
@@ -202,8 +285,14 @@ def _env():
 
 
 def test_command_line_errors_are_one_clear_line(data_dir, tmp_path):
-    proc = subprocess.run(_command(data_dir, "", "--training_steps=1"), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        _command(data_dir, "", "--training_steps=1"),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "deeplab.train: error: --logdir is required" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -214,10 +303,17 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     from that checkpoint's step, optimizer state and schedule, and finishes."""
     logdir = tmp_path / "run"
     total = 60
-    command = _command(data_dir, logdir, f"--training_steps={total}", "--save_checkpoint_steps=5",
-                       "--log_steps=1", "--base_learning_rate=0.01")
-    first = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    command = _command(
+        data_dir,
+        logdir,
+        f"--training_steps={total}",
+        "--save_checkpoint_steps=5",
+        "--log_steps=1",
+        "--base_learning_rate=0.01",
+    )
+    first = subprocess.Popen(
+        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 120
     while not os.path.exists(logdir / "checkpoint"):
         assert first.poll() is None, first.stdout.read()
@@ -229,15 +325,22 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     killed_at = checkpoints.read_run_info(str(logdir))["step"]
     assert killed_at < total, "the run finished before it could be killed"
     iterations_key = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
-    assert tf.train.load_checkpoint(str(logdir / f"ckpt-{killed_at}")).get_tensor(iterations_key) == killed_at
+    assert (
+        tf.train.load_checkpoint(str(logdir / f"ckpt-{killed_at}")).get_tensor(iterations_key)
+        == killed_at
+    )
 
-    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"Resuming from {logdir}/ckpt-{killed_at} at step {killed_at}" in second.stdout
     steps = [int(m) for m in re.findall(r"^step\s+(\d+)/", second.stdout, re.M)]
     assert steps == list(range(killed_at + 1, total + 1))
     # The learning rate continues the poly schedule where it stopped (not from the base rate).
-    lr = float(re.search(rf"^step\s+{killed_at + 1}/{total}.*lr (\S+)", second.stdout, re.M).group(1))
+    lr = float(
+        re.search(rf"^step\s+{killed_at + 1}/{total}.*lr (\S+)", second.stdout, re.M).group(1)
+    )
     assert lr == pytest.approx(0.01 * (1 - killed_at / total) ** 0.9, rel=1e-3)
     final = tf.train.load_checkpoint(str(logdir / f"ckpt-{total}"))
     assert final.get_tensor(iterations_key) == total
@@ -253,8 +356,15 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
     """--stop_at_step=3 of an 8-step schedule: the process stops after step 3 with a checkpoint
     of step 3 (though 3 is no --save_checkpoint_steps multiple) and the learning rate of the
     8-step schedule; the same config without it resumes at step 4 and finishes at 8."""
-    config = _config(data_dir, tmp_path, training_steps=8, stop_at_step=3, save_checkpoint_steps=5,
-                     log_steps=1, image_summary_steps=0)
+    config = _config(
+        data_dir,
+        tmp_path,
+        training_steps=8,
+        stop_at_step=3,
+        save_checkpoint_steps=5,
+        log_steps=1,
+        image_summary_steps=0,
+    )
     first = train_lib.train(config)
     assert first.step == 3 and sorted(first.history) == [1, 2, 3]
     # The progress line's ETA counts to the stop, not to the schedule's end.
@@ -263,8 +373,16 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
     assert first.checkpoint.endswith("ckpt-3")
     assert checkpoints.read_run_info(str(tmp_path))["step"] == 3
     assert first.history[3]["learning_rate"] == pytest.approx(0.01 * (1 - 2 / 8) ** 0.9, rel=1e-5)
-    second = train_lib.train(_config(data_dir, tmp_path, training_steps=8, save_checkpoint_steps=5,
-                                     log_steps=1, image_summary_steps=0))
+    second = train_lib.train(
+        _config(
+            data_dir,
+            tmp_path,
+            training_steps=8,
+            save_checkpoint_steps=5,
+            log_steps=1,
+            image_summary_steps=0,
+        )
+    )
     assert second.resumed_from == 3 and second.step == 8
     assert sorted(second.history) == [4, 5, 6, 7, 8]
     assert second.history[4]["learning_rate"] == pytest.approx(0.01 * (1 - 3 / 8) ** 0.9, rel=1e-5)
@@ -277,16 +395,24 @@ def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
     step by step (identical on this machine), and the same BN statistics in the checkpoint."""
     runs = {}
     for through in ("none", "block2"):
-        runs[through] = train_lib.train(_config(
-            data_dir, tmp_path / through, training_steps=4, recompute_through=through,
-            deterministic=True, log_steps=1, image_summary_steps=0))
+        runs[through] = train_lib.train(
+            _config(
+                data_dir,
+                tmp_path / through,
+                training_steps=4,
+                recompute_through=through,
+                deterministic=True,
+                log_steps=1,
+                image_summary_steps=0,
+            )
+        )
     for step in range(1, 5):
         assert runs["block2"].history[step]["cross_entropy"] == pytest.approx(
-            runs["none"].history[step]["cross_entropy"], rel=1e-5), step
+            runs["none"].history[step]["cross_entropy"], rel=1e-5
+        ), step
     assert runs["block2"].history[4]["cross_entropy"] != runs["block2"].history[1]["cross_entropy"]
     plain, recomputed = (checkpoints.load_model(runs[k].checkpoint) for k in ("none", "block2"))
-    a, b = (m.backbone_model.get_layer("conv1_bn").moving_mean.numpy()
-            for m in (plain, recomputed))
+    a, b = (m.backbone_model.get_layer("conv1_bn").moving_mean.numpy() for m in (plain, recomputed))
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
     with pytest.raises(ConfigError, match="--recompute_through"):
         train_lib.train(_config(data_dir, tmp_path / "bad", recompute_through="block4"))
@@ -296,8 +422,16 @@ def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
 def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision):
     import keras  # pylint: disable=import-outside-toplevel
 
-    result = train_lib.train(_config(data_dir, tmp_path, training_steps=6, mixed_precision=precision,
-                                     image_summary_steps=0, log_steps=3))
+    result = train_lib.train(
+        _config(
+            data_dir,
+            tmp_path,
+            training_steps=6,
+            mixed_precision=precision,
+            image_summary_steps=0,
+            log_steps=3,
+        )
+    )
     losses = [result.history[s]["cross_entropy"] for s in range(1, 7)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
@@ -308,8 +442,15 @@ def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision)
 def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, short_run):
     """--noupsample_logits: the loss is taken at feature resolution (33 px crop, output stride 16:
     3x3 logits), on labels picked by nearest neighbour, not on 33x33 upsampled logits."""
-    down = train_lib.train(_config(data_dir, tmp_path / "down", training_steps=2,
-                                   model={"upsample_logits": False}, image_summary_steps=0))
+    down = train_lib.train(
+        _config(
+            data_dir,
+            tmp_path / "down",
+            training_steps=2,
+            model={"upsample_logits": False},
+            image_summary_steps=0,
+        )
+    )
     _, up = short_run  # the same data and crops with upsampled logits
     assert 0 < down.history[1]["valid_pixels"] <= 4 * 3 * 3
     assert 4 * 33 * 33 * 0.8 < up.history[1]["valid_pixels"] <= 4 * 33 * 33
@@ -319,14 +460,23 @@ def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, sh
 def test_class_weights_scale_the_cross_entropy(data_dir, tmp_path, short_run):
     """Same seed, data and first step as short_run: weights (2, 2, 2) double the first loss
     term (the weighted loss is averaged over the valid pixels, not over the weights)."""
-    weighted = train_lib.train(_config(data_dir, tmp_path / "weighted", training_steps=1,
-                                       class_weights=(2.0, 2.0, 2.0), image_summary_steps=0))
+    weighted = train_lib.train(
+        _config(
+            data_dir,
+            tmp_path / "weighted",
+            training_steps=1,
+            class_weights=(2.0, 2.0, 2.0),
+            image_summary_steps=0,
+        )
+    )
     _, plain = short_run
     assert weighted.history[1]["cross_entropy"] == pytest.approx(
-        2.0 * plain.history[1]["cross_entropy"], rel=1e-4)
+        2.0 * plain.history[1]["cross_entropy"], rel=1e-4
+    )
     with pytest.raises(ConfigError, match="--class_weights has 2 values"):
-        train_lib.train(_config(data_dir, tmp_path / "bad", training_steps=1,
-                                class_weights=(1.0, 2.0)))
+        train_lib.train(
+            _config(data_dir, tmp_path / "bad", training_steps=1, class_weights=(1.0, 2.0))
+        )
 
 
 def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
@@ -334,18 +484,25 @@ def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
     random stand-in for the ImageNet file; the learning rate is ~0 so one step keeps it)."""
     import keras  # pylint: disable=import-outside-toplevel
 
-    reference = keras.applications.ResNet50(weights=None, include_top=False,
-                                            input_shape=(None, None, 3))
+    reference = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     rng = np.random.RandomState(3)
     conv1 = reference.get_layer("conv1_conv")
-    conv1.set_weights([rng.normal(0, 0.05, w.shape).astype("float32")
-                       for w in conv1.get_weights()])
+    conv1.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in conv1.get_weights()])
     path = str(tmp_path / "resnet50_notop.weights.h5")
     reference.save_weights(path)
-    result = train_lib.train(_config(
-        data_dir, tmp_path / "run", training_steps=1, base_learning_rate=1e-12,
-        image_summary_steps=0, imagenet_weights=path,
-        model={"backbone": "resnet50", "aspp_filters": 8}))
+    result = train_lib.train(
+        _config(
+            data_dir,
+            tmp_path / "run",
+            training_steps=1,
+            base_learning_rate=1e-12,
+            image_summary_steps=0,
+            imagenet_weights=path,
+            model={"backbone": "resnet50", "aspp_filters": 8},
+        )
+    )
     model = checkpoints.load_model(result.checkpoint)
     loaded = model.backbone_model.get_layer("conv1_conv").get_weights()
     for got, want in zip(loaded, conv1.get_weights()):
@@ -357,11 +514,20 @@ def test_focal_loss_and_hard_pixel_mining_train(data_dir, tmp_path, short_run):
     (every factor (1 - p) ** 2 < 1); hard-pixel mining keeps the hardest quarter of the pixels
     (their mean loss is above the mean of all); both keep training finite."""
     _, plain = short_run
-    focal = train_lib.train(_config(data_dir, tmp_path / "focal", training_steps=2,
-                                    focal_gamma=2.0, image_summary_steps=0))
+    focal = train_lib.train(
+        _config(
+            data_dir, tmp_path / "focal", training_steps=2, focal_gamma=2.0, image_summary_steps=0
+        )
+    )
     assert 0 < focal.history[1]["cross_entropy"] < 0.7 * plain.history[1]["cross_entropy"]
-    mined = train_lib.train(_config(data_dir, tmp_path / "mined", training_steps=2,
-                                    top_k_percent_pixels=0.25, image_summary_steps=0))
+    mined = train_lib.train(
+        _config(
+            data_dir,
+            tmp_path / "mined",
+            training_steps=2,
+            top_k_percent_pixels=0.25,
+            image_summary_steps=0,
+        )
+    )
     assert mined.history[1]["cross_entropy"] > 1.05 * plain.history[1]["cross_entropy"]
-    assert all(math.isfinite(r["loss"]) for r in (*focal.history.values(),
-                                                   *mined.history.values()))
+    assert all(math.isfinite(r["loss"]) for r in (*focal.history.values(), *mined.history.values()))

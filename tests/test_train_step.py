@@ -11,15 +11,30 @@ from deeplab.model.deeplabv3 import build_model
 from deeplab.training import checkpoints, optimizers, step, trainer
 from deeplab.training.schedules import PolyLearningRate
 
-MODEL = {"backbone": "resnet14_tiny", "output_stride": 16, "atrous_rates": (1, 2, 3),
-         "aspp_filters": 16, "batch_norm_momentum": 0.9}
+MODEL = {
+    "backbone": "resnet14_tiny",
+    "output_stride": 16,
+    "atrous_rates": (1, 2, 3),
+    "aspp_filters": 16,
+    "batch_norm_momentum": 0.9,
+}
 
 
 def _config(data_dir, logdir):
     return ExperimentConfig.create(
-        dataset_dir=data_dir, logdir=str(logdir), model=MODEL, crop_size=(33, 33), batch_size=4,
-        training_steps=10, stop_at_step=1, base_learning_rate=0.01, shuffle_buffer=16,
-        save_checkpoint_steps=1, image_summary_steps=0, seed=5)
+        dataset_dir=data_dir,
+        logdir=str(logdir),
+        model=MODEL,
+        crop_size=(33, 33),
+        batch_size=4,
+        training_steps=10,
+        stop_at_step=1,
+        base_learning_rate=0.01,
+        shuffle_buffer=16,
+        save_checkpoint_steps=1,
+        image_summary_steps=0,
+        seed=5,
+    )
 
 
 def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
@@ -29,17 +44,30 @@ def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
     # The same step, assembled by hand from the public pieces.
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(config.train.seed)
-    schedule = PolyLearningRate(config.train.base_learning_rate, config.train.training_steps,
-                                power=config.train.learning_power)
+    schedule = PolyLearningRate(
+        config.train.base_learning_rate,
+        config.train.training_steps,
+        power=config.train.learning_power,
+    )
     model = build_model(**config.model.build_kwargs(3))
     optimizer = optimizers.SGD(learning_rate=schedule, momentum=config.train.momentum)
     optimizer.build(model.trainable_variables)
     replica_step = step.build_replica_step(
-        model, optimizer, schedule, step.LossSettings(ignore_label=255),
-        recompute_through=config.train.recompute_through)
+        model,
+        optimizer,
+        schedule,
+        step.LossSettings(ignore_label=255),
+        recompute_through=config.train.recompute_through,
+    )
     dataset = input_pipeline.make_train_dataset(
-        data_dir, "train", batch_size=4, crop_size=(33, 33), seed=config.train.seed,
-        shuffle_buffer=16, num_classes=3)
+        data_dir,
+        "train",
+        batch_size=4,
+        crop_size=(33, 33),
+        seed=config.train.seed,
+        shuffle_buffer=16,
+        num_classes=3,
+    )
     strategy = tf.distribute.get_strategy()
     values = step.build_train_step(strategy, replica_step)(iter(dataset))
 

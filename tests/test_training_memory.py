@@ -19,8 +19,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _tiny_model():
     keras.utils.set_random_seed(3)
-    return deeplab.build_model(backbone="resnet14_tiny", num_classes=4, output_stride=16,
-                               aspp_filters=8, image_pooling=True, weight_decay=0.05)
+    return deeplab.build_model(
+        backbone="resnet14_tiny",
+        num_classes=4,
+        output_stride=16,
+        aspp_filters=8,
+        image_pooling=True,
+        weight_decay=0.05,
+    )
 
 
 def test_decay_gradients_equal_the_gradients_of_the_regularized_loss():
@@ -43,8 +49,9 @@ def test_decay_gradients_equal_the_gradients_of_the_regularized_loss():
         with tf.GradientTape() as tape:
             loss = 3.0 * loss_fn(y, model(x, training=False))
         grads = tape.gradient(loss, model.trainable_variables)
-        return weight_decay.add_decay_gradients(grads, model.trainable_variables,
-                                                coefficients, scale=3.0)
+        return weight_decay.add_decay_gradients(
+            grads, model.trainable_variables, coefficients, scale=3.0
+        )
 
     expected, got = on_tape(), late()
     assert len(expected) == len(got)
@@ -63,8 +70,11 @@ def test_decay_coefficients_and_the_losses_kept_on_the_tape():
     dense = keras.layers.Dense(3, kernel_regularizer=keras.regularizers.L1(0.1))
     with pytest.raises(ValueError, match="not keras.regularizers.L2"):
         weight_decay.decay_coefficients(keras.Model(inputs, dense(inputs)))
-    both = keras.layers.Dense(3, kernel_regularizer=keras.regularizers.L2(0.1),
-                              activity_regularizer=keras.regularizers.L2(0.5))
+    both = keras.layers.Dense(
+        3,
+        kernel_regularizer=keras.regularizers.L2(0.1),
+        activity_regularizer=keras.regularizers.L2(0.5),
+    )
     model = keras.Model(inputs, both(inputs))
     coefficients = weight_decay.decay_coefficients(model)
     assert coefficients == [0.1, None]
@@ -72,30 +82,50 @@ def test_decay_coefficients_and_the_losses_kept_on_the_tape():
     call_loss, decay_loss = weight_decay.split_losses(model, coefficients)
     # the activity term (added by the call; Keras divides it by the batch) is the part to keep
     # on the tape, the kernel's L2 term the part whose gradient is added late
-    np.testing.assert_allclose(float(call_loss), 0.5 * float(tf.reduce_sum(tf.square(y))) / 2,
-                               rtol=1e-5)
-    np.testing.assert_allclose(float(decay_loss),
-                               0.1 * float(tf.reduce_sum(tf.square(both.kernel))), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(call_loss), 0.5 * float(tf.reduce_sum(tf.square(y))) / 2, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(decay_loss), 0.1 * float(tf.reduce_sum(tf.square(both.kernel))), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="must match"):
         weight_decay.add_decay_gradients([None], [], [0.1])
 
 
 def _run(code, **env):
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
-                   "PYTHONPATH": REPO_ROOT, **env}
+    environment = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "KERAS_BACKEND": "tensorflow",
+        "PYTHONPATH": REPO_ROOT,
+        **env,
+    }
     if "DEEPLAB_TFLITE_JAX" not in env:
         environment.pop("DEEPLAB_TFLITE_JAX", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=environment, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+        timeout=300,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
 def test_deeplab_keeps_jax_out_of_tensorflow_processes():
     pytest.importorskip("jax")
-    code = ("import sys, deeplab, tensorflow, keras; a = 'jax' in sys.modules; "
-            "import jax; print(a, jax.numpy.ones(3).sum() == 3)")
+    code = (
+        "import sys, deeplab, tensorflow, keras; a = 'jax' in sys.modules; "
+        "import jax; print(a, jax.numpy.ones(3).sum() == 3)"
+    )
     assert _run(code) == "False True"  # not imported as a side effect; still importable
     assert _run(code, DEEPLAB_TFLITE_JAX="1") == "True True"  # the opt-out
     # On the JAX backend nothing changes: Keras imports JAX first.
-    assert _run("import sys, deeplab, keras; print(keras.backend.backend(), 'jax' in sys.modules)",
-                KERAS_BACKEND="jax") == "jax True"
+    assert (
+        _run(
+            "import sys, deeplab, keras; print(keras.backend.backend(), 'jax' in sys.modules)",
+            KERAS_BACKEND="jax",
+        )
+        == "jax True"
+    )

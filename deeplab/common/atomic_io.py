@@ -32,8 +32,9 @@ def ensure_folder(path, flag):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"{flag}={path}: cannot create the folder "
-                          f"({error.strerror or error})") from None
+        raise ConfigError(
+            f"{flag}={path}: cannot create the folder ({error.strerror or error})"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag}={path}: the folder is not writable")
 
@@ -54,8 +55,9 @@ def write_bytes(path, data):
     """Writes ``data`` (bytes) to ``path`` atomically; creates the folder."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                                         suffix="-" + os.path.basename(path))
+    handle, temp_path = tempfile.mkstemp(
+        dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path)
+    )
     try:
         with os.fdopen(handle, "wb") as f:
             # mkstemp creates the file 0600 whatever the umask; give it the ordinary mode.

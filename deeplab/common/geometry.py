@@ -58,8 +58,7 @@ def resize_bilinear(images, size):
     if is_static(height) and is_static(width):
         if tuple(images.shape[-3:-1]) == (height, width):
             return images
-        return ops.image.resize(images, (height, width), interpolation="bilinear",
-                                antialias=False)
+        return ops.image.resize(images, (height, width), interpolation="bilinear", antialias=False)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     return tf.image.resize(images, tf.stack([height, width]), method="bilinear")

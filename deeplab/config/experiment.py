@@ -102,8 +102,10 @@ class ModelConfig:
 
     def build_kwargs(self, num_classes, *, output_stride=None):
         """Keyword arguments of ``deeplab.build_model``."""
-        kwargs = {self._KWARG_NAMES.get(f.name, f.name): getattr(self, f.name)
-                  for f in dataclasses.fields(self)}
+        kwargs = {
+            self._KWARG_NAMES.get(f.name, f.name): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        }
         kwargs["num_classes"] = int(num_classes)
         if output_stride:
             kwargs["output_stride"] = int(output_stride)
@@ -173,14 +175,17 @@ class EvalConfig:
     def evaluate_kwargs(self, data, *, num_classes=None):
         """Keyword arguments of ``deeplab.evaluation.evaluator.evaluate_checkpoint`` (the
         window settings only when windows are asked for)."""
-        kwargs = {"dataset_dir": data.dataset_dir, "split": self.eval_split,
-                  "num_classes": num_classes or data.num_classes or None,
-                  "output_stride": self.eval_output_stride or None,
-                  "scales": tuple(self.eval_scales), "flip": bool(self.eval_flip),
-                  "limit": self.eval_limit or None}
+        kwargs = {
+            "dataset_dir": data.dataset_dir,
+            "split": self.eval_split,
+            "num_classes": num_classes or data.num_classes or None,
+            "output_stride": self.eval_output_stride or None,
+            "scales": tuple(self.eval_scales),
+            "flip": bool(self.eval_flip),
+            "limit": self.eval_limit or None,
+        }
         if self.eval_tile_size:
-            kwargs.update(tile_size=tuple(self.eval_tile_size),
-                          tile_overlap=self.eval_tile_overlap)
+            kwargs.update(tile_size=tuple(self.eval_tile_size), tile_overlap=self.eval_tile_overlap)
         return kwargs
 
 
@@ -246,16 +251,21 @@ class ExperimentConfig:
         for name, section_cls in SECTIONS.items():
             values = record.get(name, {}) or {}
             fields = {f.name for f in dataclasses.fields(section_cls)}
-            sections[name] = section_cls(**{k: _tuples(v) for k, v in values.items()
-                                            if k in fields})
+            sections[name] = section_cls(
+                **{k: _tuples(v) for k, v in values.items() if k in fields}
+            )
         return cls(**sections)
 
 
 def non_training_settings():
     """The settings that never make two training runs differ: the eval section's and the
     training settings marked ``weights=False``."""
-    return tuple(f.name for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
-                 if name == "eval" or not f.metadata["weights"])
+    return tuple(
+        f.name
+        for name, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if name == "eval" or not f.metadata["weights"]
+    )
 
 
 def setting_names(section=None):
@@ -273,8 +283,11 @@ def from_flags(flag_values, recorded=None):
       recorded: an :class:`ExperimentConfig` read from a run's config.json, or None. Where
         given, its values stand wherever the command line did not name the flag.
     """
-    values = {name: flag_values[name].value for name in setting_names()
-              if name in flag_values and (recorded is None or flag_values[name].present)}
+    values = {
+        name: flag_values[name].value
+        for name in setting_names()
+        if name in flag_values and (recorded is None or flag_values[name].present)
+    }
     return from_flag_values(values, recorded)
 
 

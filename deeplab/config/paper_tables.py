@@ -124,11 +124,20 @@ def _table1():
     values = {8: 75.18, 16: 73.88, 32: 70.06, 64: 59.99, 128: 42.34, 256: 20.29}
     rows = []
     for output_stride, miou in values.items():
-        overrides = () if output_stride == 8 else settings(
-            output_stride=output_stride, logdir=f"runs/table1_os{output_stride}")
+        overrides = (
+            ()
+            if output_stride == 8
+            else settings(output_stride=output_stride, logdir=f"runs/table1_os{output_stride}")
+        )
         rows.append(Row(str(output_stride), miou, flagfile, overrides))
-    return Table(1, "Going deeper with atrous convolution: ResNet-50 + block7 (cascade), output "
-                 "stride for training and evaluation, VOC val", ("OS",), tuple(rows), flagfile)
+    return Table(
+        1,
+        "Going deeper with atrous convolution: ResNet-50 + block7 (cascade), output "
+        "stride for training and evaluation, VOC val",
+        ("OS",),
+        tuple(rows),
+        flagfile,
+    )
 
 
 def _table2():
@@ -149,8 +158,13 @@ def _table2():
             if overrides:
                 overrides["logdir"] = f"runs/table2_{network.lower().replace('-', '')}_{block}"
             rows.append(Row(f"{network} | {block}", miou, flagfile, settings(**overrides)))
-    return Table(2, "Cascaded blocks (block5-7 after block4) at output stride 16, no multi-grid, "
-                 "VOC val", ("", ""), tuple(rows), flagfile)
+    return Table(
+        2,
+        "Cascaded blocks (block5-7 after block4) at output stride 16, no multi-grid, VOC val",
+        ("", ""),
+        tuple(rows),
+        flagfile,
+    )
 
 
 def _table3():
@@ -173,10 +187,21 @@ def _table3():
                 overrides["num_cascaded_blocks"] = extra_blocks
             if overrides:
                 overrides["logdir"] = f"runs/table3_mg{''.join(map(str, grid))}_{block}"
-            rows.append(Row(f"({', '.join(map(str, grid))}) | {block}", miou, flagfile,
-                            settings(**overrides)))
-    return Table(3, "Multi-grid unit rates in block4-7, ResNet-101, output stride 16, VOC val",
-                 ("MG", ""), tuple(rows), flagfile)
+            rows.append(
+                Row(
+                    f"({', '.join(map(str, grid))}) | {block}",
+                    miou,
+                    flagfile,
+                    settings(**overrides),
+                )
+            )
+    return Table(
+        3,
+        "Multi-grid unit rates in block4-7, ResNet-101, output stride 16, VOC val",
+        ("MG", ""),
+        tuple(rows),
+        flagfile,
+    )
 
 
 def _table4():
@@ -187,26 +212,54 @@ def _table4():
         Row("OS 8 + MS", 78.93, flagfile, settings(**_OS8_MS)),
         Row("OS 8 + MS + Flip", 79.35, flagfile),
     )
-    return Table(4, "Inference strategy for block7 + MG (1, 2, 1) trained at output stride 16 "
-                 "(one training run), VOC val", ("",), rows, flagfile)
+    return Table(
+        4,
+        "Inference strategy for block7 + MG (1, 2, 1) trained at output stride 16 "
+        "(one training run), VOC val",
+        ("",),
+        rows,
+        flagfile,
+    )
 
 
 def _table5():
     flagfile = _flagfile("table5")
     rows = (
-        Row("(1, 1, 1) | (6, 12, 18) | no", 75.36, flagfile,
-            settings(multi_grid=(1, 1, 1), image_pooling=False, logdir="runs/table5_mg111")),
-        Row("(1, 2, 1) | (6, 12, 18) | no", 75.93, flagfile,
-            settings(multi_grid=(1, 2, 1), image_pooling=False, logdir="runs/table5_mg121")),
-        Row("(1, 2, 4) | (6, 12, 18) | no", 76.58, flagfile,
-            settings(image_pooling=False, logdir="runs/table5_mg124")),
-        Row("(1, 2, 4) | (6, 12, 18, 24) | no", 76.46, flagfile,
-            settings(atrous_rates=(6, 12, 18, 24), image_pooling=False,
-                     logdir="runs/table5_mg124_rate24")),
+        Row(
+            "(1, 1, 1) | (6, 12, 18) | no",
+            75.36,
+            flagfile,
+            settings(multi_grid=(1, 1, 1), image_pooling=False, logdir="runs/table5_mg111"),
+        ),
+        Row(
+            "(1, 2, 1) | (6, 12, 18) | no",
+            75.93,
+            flagfile,
+            settings(multi_grid=(1, 2, 1), image_pooling=False, logdir="runs/table5_mg121"),
+        ),
+        Row(
+            "(1, 2, 4) | (6, 12, 18) | no",
+            76.58,
+            flagfile,
+            settings(image_pooling=False, logdir="runs/table5_mg124"),
+        ),
+        Row(
+            "(1, 2, 4) | (6, 12, 18, 24) | no",
+            76.46,
+            flagfile,
+            settings(
+                atrous_rates=(6, 12, 18, 24), image_pooling=False, logdir="runs/table5_mg124_rate24"
+            ),
+        ),
         Row("(1, 2, 4) | (6, 12, 18) | yes", 77.21, flagfile),
     )
-    return Table(5, "ASPP after block4 at output stride 16, ResNet-101, VOC val",
-                 ("MG", "ASPP rates", "image pooling"), rows, flagfile)
+    return Table(
+        5,
+        "ASPP after block4 at output stride 16, ResNet-101, VOC val",
+        ("MG", "ASPP rates", "image pooling"),
+        rows,
+        flagfile,
+    )
 
 
 def _table6():
@@ -216,27 +269,50 @@ def _table6():
         Row("OS 8", 78.51, final_model, settings(**_OS8)),
         Row("OS 8 + MS", 79.45, final_model, settings(**_OS8_MS)),
         Row("OS 8 + MS + Flip", 79.77, final_model, settings(**_OS8_MS_FLIP)),
-        Row("OS 8 + MS + Flip, COCO-pretrained", 82.70, _flagfile("table6"),
-            note="fine-tuned from coco_pretrain.flags with base_lr 0.0001, Sec. 4.3"),
+        Row(
+            "OS 8 + MS + Flip, COCO-pretrained",
+            82.70,
+            _flagfile("table6"),
+            note="fine-tuned from coco_pretrain.flags with base_lr 0.0001, Sec. 4.3",
+        ),
     )
-    return Table(6, "Inference strategy for the final model (Table 5 best, one training run) and "
-                 "COCO pretraining, VOC val", ("",), rows, _flagfile("table6"))
+    return Table(
+        6,
+        "Inference strategy for the final model (Table 5 best, one training run) and "
+        "COCO pretraining, VOC val",
+        ("",),
+        rows,
+        _flagfile("table6"),
+    )
 
 
-_VOC_TEST_IMAGES = ("--vis_images=raw/VOCdevkit/VOC2012/JPEGImages/*.jpg",
-                    "--vis_image_list=raw/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt")
+_VOC_TEST_IMAGES = (
+    "--vis_images=raw/VOCdevkit/VOC2012/JPEGImages/*.jpg",
+    "--vis_image_list=raw/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt",
+)
 _CITYSCAPES_TEST_IMAGES = ("--vis_images=raw/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png",)
 
 
 def _table7():
     flagfile = _flagfile("table7")
     rows = (
-        Row("DeepLabv3", 85.7, flagfile, split="test",
+        Row(
+            "DeepLabv3",
+            85.7,
+            flagfile,
+            split="test",
             note="stage 2 of coco_pretrain -> table6 -> table7; submit "
-                 "results/VOC2012/Segmentation/comp6_test_cls to the VOC server",
-            server_args=_VOC_TEST_IMAGES),
-        Row("DeepLabv3-JFT", 86.9, flagfile, split="test", reproducible=False,
-            note="needs a ResNet-101 pretrained on JFT-300M, which is not public"),
+            "results/VOC2012/Segmentation/comp6_test_cls to the VOC server",
+            server_args=_VOC_TEST_IMAGES,
+        ),
+        Row(
+            "DeepLabv3-JFT",
+            86.9,
+            flagfile,
+            split="test",
+            reproducible=False,
+            note="needs a ResNet-101 pretrained on JFT-300M, which is not public",
+        ),
     )
     return Table(7, "PASCAL VOC 2012 test (evaluation server)", ("",), rows, flagfile)
 
@@ -245,15 +321,32 @@ def _table8():
     flagfile = _flagfile("table8")
     rows = (
         Row("513 | yes | yes", 77.21, flagfile),
-        Row("513 | yes | no", 75.95, flagfile,
-            settings(freeze_batch_norm=True, logdir="runs/table8_frozen_bn")),
-        Row("513 | no (groundtruth downsampled) | yes", 76.01, flagfile,
-            settings(upsample_logits=False, logdir="runs/table8_labels_downsampled")),
-        Row("321 | no | yes", 67.22, flagfile,
-            settings(crop_size=321, upsample_logits=False, logdir="runs/table8_crop321")),
+        Row(
+            "513 | yes | no",
+            75.95,
+            flagfile,
+            settings(freeze_batch_norm=True, logdir="runs/table8_frozen_bn"),
+        ),
+        Row(
+            "513 | no (groundtruth downsampled) | yes",
+            76.01,
+            flagfile,
+            settings(upsample_logits=False, logdir="runs/table8_labels_downsampled"),
+        ),
+        Row(
+            "321 | no | yes",
+            67.22,
+            flagfile,
+            settings(crop_size=321, upsample_logits=False, logdir="runs/table8_crop321"),
+        ),
     )
-    return Table(8, "Training protocol at output stride 16 (train and eval), VOC val",
-                 ("crop", "upsample logits", "fine-tune BN"), rows, flagfile)
+    return Table(
+        8,
+        "Training protocol at output stride 16 (train and eval), VOC val",
+        ("crop", "upsample logits", "fine-tune BN"),
+        rows,
+        flagfile,
+    )
 
 
 def _table9():
@@ -261,27 +354,46 @@ def _table9():
     values = {4: 64.43, 8: 75.76, 12: 76.49, 16: 77.21}
     rows = []
     for batch, miou in values.items():
-        overrides = () if batch == 16 else settings(batch_size=batch,
-                                                    logdir=f"runs/table9_batch{batch}")
+        overrides = (
+            () if batch == 16 else settings(batch_size=batch, logdir=f"runs/table9_batch{batch}")
+        )
         rows.append(Row(str(batch), miou, flagfile, overrides))
-    return Table(9, "Training batch size, output stride 16 (train and eval), VOC val",
-                 ("batch",), tuple(rows), flagfile)
+    return Table(
+        9,
+        "Training batch size, output stride 16 (train and eval), VOC val",
+        ("batch",),
+        tuple(rows),
+        flagfile,
+    )
 
 
 def _table10():
     flagfile = _flagfile("table10")
     # Largest batch that fit the paper's GPUs at each training output stride.
-    train = {8: settings(output_stride=8, batch_size=6, logdir="runs/table10_train_os8"),
-             16: (),
-             32: settings(output_stride=32, batch_size=24, logdir="runs/table10_train_os32")}
-    values = {(8, 16): 74.45, (16, 16): 77.21, (32, 16): 75.90,
-              (8, 8): 75.62, (16, 8): 78.51, (32, 8): 75.75}
+    train = {
+        8: settings(output_stride=8, batch_size=6, logdir="runs/table10_train_os8"),
+        16: (),
+        32: settings(output_stride=32, batch_size=24, logdir="runs/table10_train_os32"),
+    }
+    values = {
+        (8, 16): 74.45,
+        (16, 16): 77.21,
+        (32, 16): 75.90,
+        (8, 8): 75.62,
+        (16, 8): 78.51,
+        (32, 8): 75.75,
+    }
     rows = []
     for (train_os, eval_os), miou in values.items():
         overrides = train[train_os] + (settings(eval_output_stride=16) if eval_os == 16 else ())
         rows.append(Row(f"{train_os} | {eval_os}", miou, flagfile, overrides))
-    return Table(10, "Training vs evaluation output stride (batch 6, 16, 24 at train OS 8, 16, 32), "
-                 "VOC val", ("train OS", "eval OS"), tuple(rows), flagfile)
+    return Table(
+        10,
+        "Training vs evaluation output stride (batch 6, 16, 24 at train OS 8, 16, 32), VOC val",
+        ("train OS", "eval OS"),
+        tuple(rows),
+        flagfile,
+    )
 
 
 def table11_ps_tasks(replicas):
@@ -300,12 +412,24 @@ def _table11():
     rows = []
     for replicas, miou in values.items():
         overrides = () if replicas == 1 else settings(logdir=f"runs/table11_{replicas}replicas")
-        rows.append(Row(str(replicas), miou, flagfile, overrides,
-                        note=f"paper: relative training time {relative_time[replicas]}",
-                        launch=(f"--workers={replicas}", f"--ps={table11_ps_tasks(replicas)}")))
-    return Table(11, "Asynchronous training with N parameter-server replicas (workers), each "
-                 "step one worker's batch of 16, 30K steps in all, output stride 16, VOC val",
-                 ("replicas",), tuple(rows), flagfile)
+        rows.append(
+            Row(
+                str(replicas),
+                miou,
+                flagfile,
+                overrides,
+                note=f"paper: relative training time {relative_time[replicas]}",
+                launch=(f"--workers={replicas}", f"--ps={table11_ps_tasks(replicas)}"),
+            )
+        )
+    return Table(
+        11,
+        "Asynchronous training with N parameter-server replicas (workers), each "
+        "step one worker's batch of 16, 30K steps in all, output stride 16, VOC val",
+        ("replicas",),
+        tuple(rows),
+        flagfile,
+    )
 
 
 def _table12():
@@ -313,27 +437,59 @@ def _table12():
     rows = (
         Row("OS 16", 77.23, flagfile, settings(**_OS16)),
         Row("OS 8", 77.82, flagfile, settings(**_OS8)),
-        Row("MS (0.75, 1, 1.25)", 79.06, flagfile, settings(eval_flip=False),
-            note="evaluated at OS 8: the paper's table does not say"),
-        Row("MS (0.75, 1, 1.25) + Flip", 79.30, flagfile,
-            note="evaluated at OS 8: the paper's table does not say"),
+        Row(
+            "MS (0.75, 1, 1.25)",
+            79.06,
+            flagfile,
+            settings(eval_flip=False),
+            note="evaluated at OS 8: the paper's table does not say",
+        ),
+        Row(
+            "MS (0.75, 1, 1.25) + Flip",
+            79.30,
+            flagfile,
+            note="evaluated at OS 8: the paper's table does not say",
+        ),
     )
-    return Table(12, "Cityscapes val, trained on train_fine only (one training run)", ("",), rows,
-                 flagfile)
+    return Table(
+        12, "Cityscapes val, trained on train_fine only (one training run)", ("",), rows, flagfile
+    )
 
 
 def _table13():
     flagfile = _flagfile("table13")
-    rows = (Row("DeepLabv3", 81.3, flagfile, split="test",
-                note="trained on trainval_coarse; submit cityscapes_results/*_pred_labelIds.png "
-                     "to the Cityscapes server",
-                server_args=_CITYSCAPES_TEST_IMAGES),)
+    rows = (
+        Row(
+            "DeepLabv3",
+            81.3,
+            flagfile,
+            split="test",
+            note="trained on trainval_coarse; submit cityscapes_results/*_pred_labelIds.png "
+            "to the Cityscapes server",
+            server_args=_CITYSCAPES_TEST_IMAGES,
+        ),
+    )
     return Table(13, "Cityscapes test (evaluation server)", ("",), rows, flagfile)
 
 
-TABLES = {t.number: t for t in (_table1(), _table2(), _table3(), _table4(), _table5(), _table6(),
-                                _table7(), _table8(), _table9(), _table10(), _table11(),
-                                _table12(), _table13())}
+TABLES = {
+    t.number: t
+    for t in (
+        _table1(),
+        _table2(),
+        _table3(),
+        _table4(),
+        _table5(),
+        _table6(),
+        _table7(),
+        _table8(),
+        _table9(),
+        _table10(),
+        _table11(),
+        _table12(),
+        _table13(),
+    )
+}
 
 # Flagfiles that are not a table's row on their own: COCO pretraining, the first stage of
 # Table 6's last row and hence of Table 7.
@@ -354,5 +510,13 @@ def all_flagfiles():
     return tuple(sorted(names | set(EXTRA_FLAGFILES)))
 
 
-__all__ = ["Row", "Table", "settings", "TABLES", "EXTRA_FLAGFILES", "get_table", "all_flagfiles",
-           "table11_ps_tasks"]
+__all__ = [
+    "Row",
+    "Table",
+    "settings",
+    "TABLES",
+    "EXTRA_FLAGFILES",
+    "get_table",
+    "all_flagfiles",
+    "table11_ps_tasks",
+]

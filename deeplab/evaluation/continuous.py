@@ -32,9 +32,17 @@ def _say(text):
 def default_results_dir(results):
     """``<checkpoint folder>/eval/<split>-os<N>[-ms...][-flip][-tile...]`` for ``results``."""
     logdir = os.path.dirname(results["checkpoint"])
-    return os.path.join(logdir, EVAL_SUMMARY_DIR, evaluator.results_tag(
-        results["split"], results["output_stride"], results["scales"], results["flip"],
-        results.get("tile_size")))
+    return os.path.join(
+        logdir,
+        EVAL_SUMMARY_DIR,
+        evaluator.results_tag(
+            results["split"],
+            results["output_stride"],
+            results["scales"],
+            results["flip"],
+            results.get("tile_size"),
+        ),
+    )
 
 
 def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_say):
@@ -63,10 +71,12 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
         results_dir = os.path.join(results_dir, subfolder)
     evaluator.write_results(results_dir, results)
     log(evaluator.format_results(results))
-    log(f"{results['split']} mIOU {100 * results['miou']:.2f}% over {results['num_images']} "
+    log(
+        f"{results['split']} mIOU {100 * results['miou']:.2f}% over {results['num_images']} "
         f"images (output stride {results['output_stride']}, scales "
         f"{','.join(f'{s:g}' for s in results['scales'])}, flip {results['flip']}, step "
-        f"{results['step']}, {time.time() - start:.0f} s); results in {results_dir}")
+        f"{results['step']}, {time.time() - start:.0f} s); results in {results_dir}"
+    )
     return results, results_dir
 
 
@@ -82,8 +92,9 @@ def write_summaries(logdir, results):
             if not math.isnan(iou):
                 summaries.scalar(f"eval/iou/{name}", iou, step=step)
         if results.get("confusion_matrix") is not None:
-            picture = visualization.confusion_matrix_image(results["confusion_matrix"],
-                                                           results["class_names"])
+            picture = visualization.confusion_matrix_image(
+                results["confusion_matrix"], results["class_names"]
+            )
             summaries.image("eval/confusion_matrix", picture[None], step=step, max_outputs=1)
     writer.flush()
     writer.close()
@@ -100,8 +111,18 @@ def checkpoint_prefixes(logdir):
     return [p for p in paths if os.path.exists(p + ".index")]
 
 
-def watch(logdir, settings, *, timeout, interval, final_step=None, results_dir=None,
-          sleep=time.sleep, clock=time.monotonic, log=_say):
+def watch(
+    logdir,
+    settings,
+    *,
+    timeout,
+    interval,
+    final_step=None,
+    results_dir=None,
+    sleep=time.sleep,
+    clock=time.monotonic,
+    log=_say,
+):
     """Continuous evaluation: each new checkpoint of ``logdir`` once, in step order.
 
     Args:
@@ -119,16 +140,18 @@ def watch(logdir, settings, *, timeout, interval, final_step=None, results_dir=N
       list of the evaluated checkpoint prefixes.
     """
     if not os.path.isdir(logdir):
-        raise UserError(f"--watch needs a training logdir, got --checkpoint={logdir} "
-                        "(not a folder)")
+        raise UserError(
+            f"--watch needs a training logdir, got --checkpoint={logdir} (not a folder)"
+        )
     evaluated = []
     last_new = clock()
     while True:
         new = [p for p in checkpoint_prefixes(logdir) if p not in evaluated]
         for prefix in new:
             try:
-                results, _ = evaluate_once(prefix, settings, results_dir,
-                                           subfolder=os.path.basename(prefix), log=log)
+                results, _ = evaluate_once(
+                    prefix, settings, results_dir, subfolder=os.path.basename(prefix), log=log
+                )
             except UserError:
                 if os.path.exists(prefix + ".index"):
                     raise

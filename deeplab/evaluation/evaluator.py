@@ -70,7 +70,8 @@ class Predictor:
         self.graph_mode = None
         self._forward_graph = tf.function(
             lambda images: self.model(images, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
 
     def _forward(self, images, training=False):
         del training  # always inference
@@ -82,16 +83,24 @@ class Predictor:
             except (TypeError, ValueError) as error:  # raised while tracing, not at run time
                 if self.graph_mode:
                     raise
-                logging.warning("The model cannot be traced for images of unknown size (%s); "
-                                "evaluating eagerly.", _first_line(str(error)))
+                logging.warning(
+                    "The model cannot be traced for images of unknown size (%s); "
+                    "evaluating eagerly.",
+                    _first_line(str(error)),
+                )
                 self.graph_mode = False
         return self.model(images, training=False)
 
     def _average(self, image):
         """[1, H, W, C] probabilities: a tensor, or the NumPy accumulator of tiled inference."""
         return inference.predict_probabilities(
-            self._forward, _single_image(image)[tf.newaxis], scales=self.scales, flip=self.flip,
-            tile_size=self.tile_size, tile_overlap=self.tile_overlap)
+            self._forward,
+            _single_image(image)[tf.newaxis],
+            scales=self.scales,
+            flip=self.flip,
+            tile_size=self.tile_size,
+            tile_overlap=self.tile_overlap,
+        )
 
     def probabilities(self, image):
         """Averaged class probabilities of one normalized image [H, W, 3]: float32 [H, W, C]."""
@@ -113,8 +122,9 @@ class Predictor:
         label = tf.convert_to_tensor(label)
         if label.shape.rank == 3 and label.shape[-1] == 1:
             label = label[..., 0]
-        counts = metrics.confusion_matrix_update(tf.cast(label, tf.int32), self.labels(image),
-                                                 int(num_classes), ignore_label)
+        counts = metrics.confusion_matrix_update(
+            tf.cast(label, tf.int32), self.labels(image), int(num_classes), ignore_label
+        )
         return np.asarray(counts, np.int64)
 
 
@@ -122,8 +132,9 @@ def _single_image(image):
     image = tf.convert_to_tensor(image, dtype=tf.float32)
     if image.shape.rank == 4:
         if image.shape[0] != 1:
-            raise ValueError(f"evaluation takes one image at a time, got a batch of shape "
-                             f"{image.shape}")
+            raise ValueError(
+                f"evaluation takes one image at a time, got a batch of shape {image.shape}"
+            )
         image = image[0]
     if image.shape.rank != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected one normalized RGB image [H, W, 3], got shape {image.shape}")
@@ -140,9 +151,20 @@ def _as_text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def evaluate(model, dataset, *, num_classes, ignore_label, scales=(1.0,), flip=False, limit=None,
-             tile_size=None, tile_overlap=0.25,
-             class_names=None, progress=None):
+def evaluate(
+    model,
+    dataset,
+    *,
+    num_classes,
+    ignore_label,
+    scales=(1.0,),
+    flip=False,
+    limit=None,
+    tile_size=None,
+    tile_overlap=0.25,
+    class_names=None,
+    progress=None,
+):
     """Evaluates ``model`` on every image of ``dataset``: one confusion matrix over the split.
 
     Args:
@@ -175,15 +197,18 @@ def evaluate(model, dataset, *, num_classes, ignore_label, scales=(1.0,), flip=F
     num_classes = int(num_classes)
     model_classes = getattr(model, "num_classes", None)
     if model_classes is not None and int(model_classes) != num_classes:
-        raise ConfigError(f"the model predicts {model_classes} classes but the dataset has "
-                          f"{num_classes}; check --num_classes and --dataset_dir")
+        raise ConfigError(
+            f"the model predicts {model_classes} classes but the dataset has "
+            f"{num_classes}; check --num_classes and --dataset_dir"
+        )
     if class_names is None:
         class_names = [f"class_{i}" for i in range(num_classes)]
     class_names = [str(n) for n in class_names]
     if len(class_names) != num_classes:
         raise ConfigError(f"got {len(class_names)} class names for {num_classes} classes")
-    predictor = Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
-                          tile_overlap=tile_overlap)
+    predictor = Predictor(
+        model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
+    )
     confusion = np.zeros((num_classes, num_classes), np.int64)
     num_images = 0
     start = time.perf_counter()
@@ -191,8 +216,9 @@ def evaluate(model, dataset, *, num_classes, ignore_label, scales=(1.0,), flip=F
         if limit and num_images >= limit:
             break
         try:
-            confusion += predictor.confusion_matrix(example["image"], example["label"],
-                                                    num_classes, ignore_label)
+            confusion += predictor.confusion_matrix(
+                example["image"], example["label"], num_classes, ignore_label
+            )
         except DataError as error:
             name = _as_text(example.get("filename", f"#{num_images}"))
             raise DataError(f"image {name!r} (example {num_images}): {error}") from error
@@ -200,8 +226,12 @@ def evaluate(model, dataset, *, num_classes, ignore_label, scales=(1.0,), flip=F
         if progress is not None:
             progress(num_images)
     results = summarize(confusion, class_names)
-    results.update(num_images=num_images, scales=list(predictor.scales), flip=predictor.flip,
-                   seconds=time.perf_counter() - start)
+    results.update(
+        num_images=num_images,
+        scales=list(predictor.scales),
+        flip=predictor.flip,
+        seconds=time.perf_counter() - start,
+    )
     return results
 
 
@@ -218,8 +248,9 @@ def summarize(confusion, class_names=None):
     """
     confusion = np.asarray(confusion, np.int64)
     num_classes = confusion.shape[0]
-    class_names = list(class_names) if class_names is not None else [
-        f"class_{i}" for i in range(num_classes)]
+    class_names = (
+        list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    )
     iou = metrics.iou_per_class(confusion)
     return {
         "miou": metrics.mean_iou(confusion),
@@ -231,10 +262,21 @@ def summarize(confusion, class_names=None):
     }
 
 
-def evaluate_checkpoint(checkpoint, dataset_dir, *, split="val", num_classes=None,
-                        output_stride=None, scales=(1.0,), flip=False, limit=None, progress=None,
-                        tile_size=None, tile_overlap=0.25,
-                        fuse_batch_norm=True):
+def evaluate_checkpoint(
+    checkpoint,
+    dataset_dir,
+    *,
+    split="val",
+    num_classes=None,
+    output_stride=None,
+    scales=(1.0,),
+    flip=False,
+    limit=None,
+    progress=None,
+    tile_size=None,
+    tile_overlap=0.25,
+    fuse_batch_norm=True,
+):
     """Evaluates a training checkpoint on a dataset split (what ``deeplab.evaluate`` runs).
 
     The model is rebuilt from the model_config.json beside the checkpoint
@@ -266,22 +308,40 @@ def evaluate_checkpoint(checkpoint, dataset_dir, *, split="val", num_classes=Non
 
     info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
     run = checkpoints.read_run_info(checkpoint)
-    model = checkpoints.load_model(run["checkpoint"], output_stride=output_stride or None,
-                                   num_classes=info["num_classes"], upsample_logits=True,
-                                   fuse_batch_norm=fuse_batch_norm)
-    dataset = input_pipeline.make_eval_dataset(dataset_dir, split, num_classes=info["num_classes"],
-                                               limit=limit or None)
+    model = checkpoints.load_model(
+        run["checkpoint"],
+        output_stride=output_stride or None,
+        num_classes=info["num_classes"],
+        upsample_logits=True,
+        fuse_batch_norm=fuse_batch_norm,
+    )
+    dataset = input_pipeline.make_eval_dataset(
+        dataset_dir, split, num_classes=info["num_classes"], limit=limit or None
+    )
     with input_pipeline.explain_data_errors(dataset_dir, split):
-        results = evaluate(model, dataset, num_classes=info["num_classes"],
-                           ignore_label=info["ignore_label"], scales=scales, flip=flip,
-                           tile_size=tile_size, tile_overlap=tile_overlap,
-                           class_names=info["class_names"], progress=progress)
-    results.update(checkpoint=run["checkpoint"], step=run["step"],
-                   output_stride=int(model.output_stride),
-                   train_output_stride=int(run["model_config"]["output_stride"]),
-                   split=split, dataset_dir=os.fspath(dataset_dir), dataset=info["name"],
-                   tile_size=tile_size or None,
-                   tile_overlap=float(tile_overlap) if tile_size else None)
+        results = evaluate(
+            model,
+            dataset,
+            num_classes=info["num_classes"],
+            ignore_label=info["ignore_label"],
+            scales=scales,
+            flip=flip,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            class_names=info["class_names"],
+            progress=progress,
+        )
+    results.update(
+        checkpoint=run["checkpoint"],
+        step=run["step"],
+        output_stride=int(model.output_stride),
+        train_output_stride=int(run["model_config"]["output_stride"]),
+        split=split,
+        dataset_dir=os.fspath(dataset_dir),
+        dataset=info["name"],
+        tile_size=tile_size or None,
+        tile_overlap=float(tile_overlap) if tile_size else None,
+    )
     return results
 
 
@@ -303,12 +363,16 @@ def format_results(results):
     """The per-class IOU table, mIOU and pixel accuracy (percent) as printable text."""
     header = []
     if results.get("checkpoint"):
-        header.append(f"checkpoint {results['checkpoint']} (step {results.get('step')}), "
-                      f"output stride {results.get('output_stride')}")
+        header.append(
+            f"checkpoint {results['checkpoint']} (step {results.get('step')}), "
+            f"output stride {results.get('output_stride')}"
+        )
     if results.get("split"):
-        header.append(f"{results.get('dataset', '')} {results['split']}: "
-                      f"{results['num_images']} images, scales {results['scales']}, "
-                      f"flip {results['flip']}")
+        header.append(
+            f"{results.get('dataset', '')} {results['split']}: "
+            f"{results['num_images']} images, scales {results['scales']}, "
+            f"flip {results['flip']}"
+        )
     table = metrics.format_iou_table(results["confusion_matrix"], results["class_names"])
     return "\n".join(header + [table])
 
@@ -327,7 +391,6 @@ def _json_value(value):
     return value
 
 
-
 def write_results(results_dir, results):
     """Writes results.json, confusion_matrix.npy and confusion_matrix.csv into ``results_dir``.
 
@@ -339,8 +402,9 @@ def write_results(results_dir, results):
       the path of results.json.
     """
     summary = {k: v for k, v in results.items() if k != "confusion_matrix"}
-    summary["miou_percent"] = round(100.0 * results["miou"], 2) if math.isfinite(
-        results["miou"]) else None
+    summary["miou_percent"] = (
+        round(100.0 * results["miou"], 2) if math.isfinite(results["miou"]) else None
+    )
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(results["confusion_matrix"], np.int64))
     atomic_io.write_bytes(os.path.join(results_dir, CONFUSION_MATRIX_NPY), buffer.getvalue())
@@ -361,8 +425,9 @@ def read_results(results_dir):
     with open(os.path.join(results_dir, RESULTS_FILE), encoding="utf-8") as f:
         results = json.load(f)
     results["confusion_matrix"] = np.load(os.path.join(results_dir, CONFUSION_MATRIX_NPY))
-    results["per_class_iou"] = {k: float("nan") if v is None else v
-                                for k, v in results["per_class_iou"].items()}
+    results["per_class_iou"] = {
+        k: float("nan") if v is None else v for k, v in results["per_class_iou"].items()
+    }
     return results
 
 

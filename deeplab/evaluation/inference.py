@@ -82,11 +82,15 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
     Static sizes (eager evaluation and prediction) loop in Python and accumulate in NumPy;
     dynamic sizes (inside an exported SavedModel) use a ``tf.while_loop``.
     """
-    tile_h, tile_w = (int(tile_size), int(tile_size)) if isinstance(tile_size, int) else \
-        tuple(int(t) for t in tile_size)
+    tile_h, tile_w = (
+        (int(tile_size), int(tile_size))
+        if isinstance(tile_size, int)
+        else tuple(int(t) for t in tile_size)
+    )
     if min(tile_h, tile_w) < 1 or not 0.0 <= float(overlap) < 1.0:
-        raise ValueError(f"tile size must be positive and overlap in [0, 1), got {tile_size}, "
-                         f"{overlap}")
+        raise ValueError(
+            f"tile size must be positive and overlap in [0, 1), got {tile_size}, {overlap}"
+        )
     height, width = _spatial_size(images)
     if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
@@ -96,15 +100,16 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
         total = count = None
         for top in tile_starts(height, tile_h, overlap):
             for left in tile_starts(width, tile_w, overlap):
-                window = images[:, top:top + tile_h, left:left + tile_w, :]
+                window = images[:, top : top + tile_h, left : left + tile_w, :]
                 probabilities = ops.convert_to_numpy(_softmax(model, window))
                 if total is None:
-                    total = np.zeros((probabilities.shape[0], height, width,
-                                      probabilities.shape[-1]), np.float32)
+                    total = np.zeros(
+                        (probabilities.shape[0], height, width, probabilities.shape[-1]), np.float32
+                    )
                     count = np.zeros((1, height, width, 1), np.float32)
                 rows, cols = probabilities.shape[1], probabilities.shape[2]
-                total[:, top:top + rows, left:left + cols] += probabilities
-                count[:, top:top + rows, left:left + cols] += 1.0
+                total[:, top : top + rows, left : left + cols] += probabilities
+                count[:, top : top + rows, left : left + cols] += 1.0
         # In place: an [N, H, W, C] float32 array is the largest thing here (1 GiB for a
         # 12-megapixel image and 21 classes); no second copy is made.
         total /= count
@@ -120,28 +125,32 @@ def _tiled_dynamic(model, images, tile, overlap):
     tops = _tile_starts_dynamic(height, tile[0], overlap)
     lefts = _tile_starts_dynamic(width, tile[1], overlap)
     num_left = tf.size(lefts)
-    first = _softmax(model, images[:, :tile[0], :tile[1], :])
+    first = _softmax(model, images[:, : tile[0], : tile[1], :])
     classes = first.shape[-1]
 
     def place(probabilities, top, left):
         rows, cols = tf.shape(probabilities)[1], tf.shape(probabilities)[2]
         paddings = [[0, 0], [top, height - top - rows], [left, width - left - cols], [0, 0]]
-        return (tf.pad(probabilities, paddings),
-                tf.pad(tf.ones([1, rows, cols, 1]), paddings))
+        return (tf.pad(probabilities, paddings), tf.pad(tf.ones([1, rows, cols, 1]), paddings))
 
     total, count = place(first, 0, 0)
 
     def body(index, total, count):
         top, left = tops[index // num_left], lefts[index % num_left]
-        window = images[:, top:top + tile[0], left:left + tile[1], :]
+        window = images[:, top : top + tile[0], left : left + tile[1], :]
         probabilities, ones = place(_softmax(model, window), top, left)
         return index + 1, total + probabilities, count + ones
 
     _, total, count = tf.while_loop(
-        lambda index, *_: index < tf.size(tops) * num_left, body,
+        lambda index, *_: index < tf.size(tops) * num_left,
+        body,
         (tf.constant(1), total, count),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, None, classes]),
-                          tf.TensorShape([1, None, None, 1])))
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None, None, None, classes]),
+            tf.TensorShape([1, None, None, 1]),
+        ),
+    )
     return total / count
 
 
@@ -182,8 +191,9 @@ def _sum_passes(model, images, scales, flipped, tile=None):
     return total
 
 
-def predict_probabilities(model, images, *, scales=(1.0,), flip=False, tile_size=None,
-                          tile_overlap=0.25):
+def predict_probabilities(
+    model, images, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25
+):
     """Class probabilities averaged over input scales and, optionally, left-right flips.
 
     Sec. 4.2: "averaging the probabilities from each scale"; with ``flip`` the flipped input of

@@ -163,9 +163,7 @@ def confusion_matrix_update(labels, predictions, num_classes, ignore_label=255):
     dropped_bin = num_classes * num_classes
     index = ops.where(valid, labels * num_classes + predictions, dropped_bin)
     dtype = count_dtype()
-    counts = ops.segment_sum(
-        ops.ones_like(index, dtype=dtype), index, num_segments=dropped_bin + 1
-    )
+    counts = ops.segment_sum(ops.ones_like(index, dtype=dtype), index, num_segments=dropped_bin + 1)
     return ops.reshape(counts[:dropped_bin], (num_classes, num_classes))
 
 
@@ -248,8 +246,9 @@ def format_iou_table(cm, class_names=None):
         )
     iou = iou_per_class(cm_float)
     name_width = max([len("class")] + [len(str(n)) for n in class_names])
-    header = (f"{'id':>3}  {'class':<{name_width}}  {'IOU %':>7}  {'GT pixels':>12}  "
-              f"{'pred pixels':>12}")
+    header = (
+        f"{'id':>3}  {'class':<{name_width}}  {'IOU %':>7}  {'GT pixels':>12}  {'pred pixels':>12}"
+    )
     lines = [header, "-" * len(header)]
     gt_pixels = cm_float.sum(axis=1)
     pred_pixels = cm_float.sum(axis=0)
@@ -261,8 +260,9 @@ def format_iou_table(cm, class_names=None):
         )
     present = int((~np.isnan(iou)).sum())
     lines.append("-" * len(header))
-    lines.append(f"mIOU over {present}/{num_classes} present classes: "
-                 f"{100 * mean_iou(cm_float):.2f}%")
+    lines.append(
+        f"mIOU over {present}/{num_classes} present classes: {100 * mean_iou(cm_float):.2f}%"
+    )
     lines.append(f"pixel accuracy: {100 * pixel_accuracy(cm_float):.2f}%")
     return "\n".join(lines)
 

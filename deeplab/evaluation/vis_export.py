@@ -38,15 +38,18 @@ def _list_input_images(pattern, list_file):
             with open(list_file, encoding="utf-8") as f:
                 wanted = [line.split()[0] for line in f if line.strip()]
         except OSError as error:
-            raise DataError(f"--vis_image_list={list_file}: cannot read it "
-                            f"({error.strerror})") from error
+            raise DataError(
+                f"--vis_image_list={list_file}: cannot read it ({error.strerror})"
+            ) from error
         by_name = {}
         for path in paths:
             by_name.setdefault(os.path.splitext(os.path.basename(path))[0], path)
         missing = [name for name in wanted if name not in by_name]
         if missing:
-            raise DataError(f"--vis_image_list={list_file}: {len(missing)} listed images are not "
-                            f"among --vis_images (e.g. {missing[0]}); check both paths")
+            raise DataError(
+                f"--vis_image_list={list_file}: {len(missing)} listed images are not "
+                f"among --vis_images (e.g. {missing[0]}); check both paths"
+            )
         paths = [by_name[name] for name in wanted]
     return paths
 
@@ -57,8 +60,11 @@ def _raw_image_examples(paths):
         rgb, note = images.read_rgb(path)  # the rules of every binary; ImageError is one line
         if note:
             print(f"note: {note}", flush=True)
-        yield {"raw_image": rgb, "image": normalize_image(rgb),
-               "filename": os.path.splitext(os.path.basename(path))[0]}
+        yield {
+            "raw_image": rgb,
+            "image": normalize_image(rgb),
+            "filename": os.path.splitext(os.path.basename(path))[0],
+        }
 
 
 def _as_text(value):
@@ -71,10 +77,26 @@ def _safe_name(name, index):
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
 
-def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_images=None,
-              input_list=None, num_classes=None, output_stride=None, scales=(1.0,), flip=False,
-              limit=None, vis_num_images=20, save_raw_predictions=False, competition="comp6",
-              alpha=0.5, tile_size=None, tile_overlap=0.25):
+def visualize(
+    checkpoint,
+    *,
+    vis_dir=None,
+    dataset_dir=None,
+    split="val",
+    input_images=None,
+    input_list=None,
+    num_classes=None,
+    output_stride=None,
+    scales=(1.0,),
+    flip=False,
+    limit=None,
+    vis_num_images=20,
+    save_raw_predictions=False,
+    competition="comp6",
+    alpha=0.5,
+    tile_size=None,
+    tile_overlap=0.25,
+):
     """Writes colour PNGs, panels and (optionally) server-format predictions for a checkpoint.
 
     Args:
@@ -104,8 +126,10 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
         info = run["dataset_info"]
         if info is None:
             if not dataset_dir:
-                raise ConfigError(f"{run['logdir']} has no dataset_info.json: pass --dataset_dir "
-                                  "so that class names and palette are known")
+                raise ConfigError(
+                    f"{run['logdir']} has no dataset_info.json: pass --dataset_dir "
+                    "so that class names and palette are known"
+                )
             info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
         examples = _raw_image_examples(_list_input_images(input_images, input_list))
         source = "images"
@@ -113,17 +137,22 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
         if not dataset_dir:
             raise ConfigError("pass --dataset_dir (with --eval_split) or --vis_images")
         info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
-        examples = input_pipeline.make_eval_dataset(dataset_dir, split,
-                                                    num_classes=info["num_classes"])
+        examples = input_pipeline.make_eval_dataset(
+            dataset_dir, split, num_classes=info["num_classes"]
+        )
         source = split
-    model = checkpoints.load_model(run["checkpoint"], output_stride=output_stride or None,
-                                   num_classes=info["num_classes"], upsample_logits=True)
-    predictor = evaluator.Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
-                                    tile_overlap=tile_overlap)
+    model = checkpoints.load_model(
+        run["checkpoint"],
+        output_stride=output_stride or None,
+        num_classes=info["num_classes"],
+        upsample_logits=True,
+    )
+    predictor = evaluator.Predictor(
+        model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
+    )
     vis_dir = vis_dir or os.path.join(run["logdir"], "vis", source)
     atomic_io.ensure_folder(vis_dir, "--vis_dir")
-    palette = info.get("palette") or [list(c)
-                                      for c in datasets_info.color_map(info["num_classes"])]
+    palette = info.get("palette") or [list(c) for c in datasets_info.color_map(info["num_classes"])]
     class_names = info.get("class_names")
     ignore_label = info.get("ignore_label", 255)
     kind = visualization.server_format(info.get("name"))
@@ -140,26 +169,44 @@ def visualize(checkpoint, *, vis_dir=None, dataset_dir=None, split="val", input_
             raw = np.asarray(example["raw_image"], np.uint8)
             colored = visualization.colorize_labels(prediction, palette, ignore_label)
             visualization.save_rgb_png(os.path.join(vis_dir, f"{name}_prediction.png"), colored)
-            visualization.save_rgb_png(os.path.join(vis_dir, f"{name}_overlay.png"),
-                                       visualization.overlay(raw, colored, alpha))
+            visualization.save_rgb_png(
+                os.path.join(vis_dir, f"{name}_overlay.png"),
+                visualization.overlay(raw, colored, alpha),
+            )
             label = None
             title = name
             if "label" in example:
                 label = np.asarray(example["label"], np.int32)
                 visualization.save_rgb_png(
                     os.path.join(vis_dir, f"{name}_groundtruth.png"),
-                    visualization.colorize_labels(label, palette, ignore_label))
-                cm = metrics.confusion_matrix_update(label, prediction, info["num_classes"],
-                                                     ignore_label)
+                    visualization.colorize_labels(label, palette, ignore_label),
+                )
+                cm = metrics.confusion_matrix_update(
+                    label, prediction, info["num_classes"], ignore_label
+                )
                 title = f"{name}: mIOU {100 * metrics.mean_iou(np.asarray(cm)):.2f}%"
             visualization.save_rgb_png(
                 os.path.join(vis_dir, f"{name}_panel.png"),
-                visualization.panel(raw, prediction, palette, label=label, class_names=class_names,
-                                    ignore_label=ignore_label, title=title, alpha=alpha))
+                visualization.panel(
+                    raw,
+                    prediction,
+                    palette,
+                    label=label,
+                    class_names=class_names,
+                    ignore_label=ignore_label,
+                    title=title,
+                    alpha=alpha,
+                ),
+            )
         if save_raw_predictions:
-            visualization.save_raw_prediction(vis_dir, name, prediction,
-                                              dataset_name=info.get("name"), palette=palette,
-                                              competition=competition)
+            visualization.save_raw_prediction(
+                vis_dir,
+                name,
+                prediction,
+                dataset_name=info.get("name"),
+                palette=palette,
+                competition=competition,
+            )
             num_raw += 1
         count += 1
         if count % 100 == 0:

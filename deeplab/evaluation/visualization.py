@@ -32,8 +32,10 @@ def colorize_labels(labels, palette, ignore_label=255, ignore_color=(255, 255, 2
     table[: len(palette)] = palette
     valid = labels != ignore_label
     if valid.any() and (labels[valid].min() < 0 or labels[valid].max() >= len(palette)):
-        raise ValueError(f"label values {labels[valid].min()}..{labels[valid].max()} do not fit a "
-                         f"palette of {len(palette)} colors")
+        raise ValueError(
+            f"label values {labels[valid].min()}..{labels[valid].max()} do not fit a "
+            f"palette of {len(palette)} colors"
+        )
     table[ignore_label] = ignore_color
     return table[np.where(valid, labels, ignore_label)]
 
@@ -71,7 +73,6 @@ def _png_bytes(image):
     return buffer.getvalue()
 
 
-
 def save_rgb_png(path, rgb):
     """Writes a uint8 RGB array [H, W, 3] as a PNG (atomically)."""
     from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -106,8 +107,17 @@ def save_index_png(path, labels, palette=None):
     atomic_io.write_bytes(path, _png_bytes(image))
 
 
-def panel(image, prediction, palette, *, label=None, class_names=None, ignore_label=255,
-          title=None, alpha=0.5):
+def panel(
+    image,
+    prediction,
+    palette,
+    *,
+    label=None,
+    class_names=None,
+    ignore_label=255,
+    title=None,
+    alpha=0.5,
+):
     """A matplotlib figure image x groundtruth x prediction (and overlay), as a uint8 RGB array.
 
     Args:
@@ -127,6 +137,7 @@ def panel(image, prediction, palette, *, label=None, class_names=None, ignore_la
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
     # pylint: disable-next=import-outside-toplevel
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
@@ -151,10 +162,18 @@ def panel(image, prediction, palette, *, label=None, class_names=None, ignore_la
     if label is not None:
         present |= set(np.unique(label[label != ignore_label]).tolist())
     if class_names is not None and present:
-        handles = [Patch(color=np.asarray(palette[c]) / 255.0, label=str(class_names[c]))
-                   for c in sorted(present) if 0 <= c < len(class_names)]
-        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8),
-                      fontsize=7, frameon=False)
+        handles = [
+            Patch(color=np.asarray(palette[c]) / 255.0, label=str(class_names[c]))
+            for c in sorted(present)
+            if 0 <= c < len(class_names)
+        ]
+        figure.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=min(len(handles), 8),
+            fontsize=7,
+            frameon=False,
+        )
     if title:
         figure.suptitle(title, fontsize=9)
     figure.canvas.draw()
@@ -175,6 +194,7 @@ def confusion_matrix_image(confusion_matrix, class_names):
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
     # pylint: disable-next=import-outside-toplevel
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -194,8 +214,15 @@ def confusion_matrix_image(confusion_matrix, class_names):
     if count <= 25:
         for i in range(count):
             for j in range(count):
-                axis.text(j, i, f"{100 * rows[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                          color="white" if rows[i, j] > 0.5 else "black")
+                axis.text(
+                    j,
+                    i,
+                    f"{100 * rows[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if rows[i, j] > 0.5 else "black",
+                )
     figure.tight_layout()
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
@@ -232,8 +259,9 @@ def server_format(dataset_name):
     return None
 
 
-def save_raw_prediction(output_dir, name, prediction, *, dataset_name, palette=None,
-                        competition="comp6", testset="test"):
+def save_raw_prediction(
+    output_dir, name, prediction, *, dataset_name, palette=None, competition="comp6", testset="test"
+):
     """Writes one prediction as the dataset's evaluation server expects it.
 
     * PASCAL VOC (Table 7): ``results/VOC2012/Segmentation/<competition>_<testset>_cls/<id>.png``,
@@ -260,17 +288,21 @@ def save_raw_prediction(output_dir, name, prediction, *, dataset_name, palette=N
     kind = server_format(dataset_name)
     if kind == "voc":
         if competition not in VOC_COMPETITIONS:
-            raise ValueError(f"VOC competition must be one of {VOC_COMPETITIONS}, got "
-                             f"{competition!r}")
-        path = os.path.join(output_dir, VOC_RESULTS_DIR, f"{competition}_{testset}_cls",
-                            f"{name}.png")
+            raise ValueError(
+                f"VOC competition must be one of {VOC_COMPETITIONS}, got {competition!r}"
+            )
+        path = os.path.join(
+            output_dir, VOC_RESULTS_DIR, f"{competition}_{testset}_cls", f"{name}.png"
+        )
         save_index_png(path, prediction, palette)
     elif kind == "cityscapes":
         if name.endswith(CITYSCAPES_IMAGE_SUFFIX):
             name = name[: -len(CITYSCAPES_IMAGE_SUFFIX)]
         if prediction.size and (prediction.min() < 0 or prediction.max() > 18):
-            raise ValueError("Cityscapes predictions must be train ids 0..18, got "
-                             f"{prediction.min()}..{prediction.max()}")
+            raise ValueError(
+                "Cityscapes predictions must be train ids 0..18, got "
+                f"{prediction.min()}..{prediction.max()}"
+            )
         path = os.path.join(output_dir, CITYSCAPES_RESULTS_DIR, name + CITYSCAPES_PREDICTION_SUFFIX)
         save_index_png(path, cityscapes_train_id_to_label_id()[prediction.astype(np.int64)])
     else:

@@ -46,8 +46,15 @@ from deeplab.model import deeplabv3 as model_lib
 from deeplab.model import mobilenet
 from deeplab.training import checkpoints
 
-_TFLITE_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
-                 7: np.int16, 9: np.int8}
+_TFLITE_TYPES = {
+    0: np.float32,
+    1: np.float16,
+    2: np.int32,
+    3: np.uint8,
+    4: np.int64,
+    7: np.int16,
+    9: np.int8,
+}
 _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 _POOL_OPS = ("AVERAGE_POOL_2D", "MEAN")
 # TFLite fused activations.
@@ -79,27 +86,37 @@ class TFLiteGraph:
             # TensorFlow's TFLite schema is only needed for .tflite files (some builds lack it).
             schema = importlib.import_module("tensorflow.lite.python.schema_py_generated")
         except ImportError as error:
-            raise UserError("reading TFLite files needs TensorFlow's TFLite schema "
-                            "(pip install tensorflow-cpu)") from error
+            raise UserError(
+                "reading TFLite files needs TensorFlow's TFLite schema (pip install tensorflow-cpu)"
+            ) from error
         try:
             model = schema.ModelT.InitFromPackedBuf(data, 0)
             graph = model.subgraphs[0]
-            op_names = {v: k for k, v in vars(schema.BuiltinOperator).items()
-                        if not k.startswith("_")}
+            op_names = {
+                v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")
+            }
             self.tensors = [self._tensor(t, model.buffers) for t in graph.tensors]
             self.ops = []
             for index, op in enumerate(graph.operators):
                 code = model.operatorCodes[op.opcodeIndex]
                 name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
                 options = vars(op.builtinOptions) if op.builtinOptions is not None else {}
-                self.ops.append({"index": index, "name": name, "options": dict(options),
-                                 "inputs": [int(i) for i in op.inputs],
-                                 "outputs": [int(i) for i in op.outputs]})
+                self.ops.append(
+                    {
+                        "index": index,
+                        "name": name,
+                        "options": dict(options),
+                        "inputs": [int(i) for i in op.inputs],
+                        "outputs": [int(i) for i in op.outputs],
+                    }
+                )
             self.inputs = [int(i) for i in graph.inputs]
             self.outputs = [int(i) for i in graph.outputs]
         except Exception as error:  # a truncated or corrupt buffer fails anywhere in parsing
-            raise UserError(f"--tflite={path}: corrupt or truncated TFLite file "
-                            f"({type(error).__name__}: {error})") from error
+            raise UserError(
+                f"--tflite={path}: corrupt or truncated TFLite file "
+                f"({type(error).__name__}: {error})"
+            ) from error
         self.producer = {t: op["index"] for op in self.ops for t in op["outputs"]}
 
     @staticmethod
@@ -109,14 +126,21 @@ class TFLiteGraph:
         axis = 0
         if quant is not None and quant.scale is not None and len(quant.scale):
             scale = np.asarray(quant.scale, np.float64)
-            zero_point = np.asarray(quant.zeroPoint if quant.zeroPoint is not None else
-                                    np.zeros_like(scale), np.float64)
+            zero_point = np.asarray(
+                quant.zeroPoint if quant.zeroPoint is not None else np.zeros_like(scale), np.float64
+            )
             axis = int(quant.quantizedDimension)
         data = buffers[tensor.buffer].data if tensor.buffer < len(buffers) else None
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-        return {"name": name, "shape": tuple(int(d) for d in tensor.shape),
-                "type": int(tensor.type), "scale": scale, "zero_point": zero_point,
-                "axis": axis, "data": None if data is None or not len(data) else data}
+        return {
+            "name": name,
+            "shape": tuple(int(d) for d in tensor.shape),
+            "type": int(tensor.type),
+            "scale": scale,
+            "zero_point": zero_point,
+            "axis": axis,
+            "data": None if data is None or not len(data) else data,
+        }
 
     def value(self, index):
         """The dequantized float32 value of constant tensor ``index`` (None if not constant)."""
@@ -124,10 +148,13 @@ class TFLiteGraph:
         if tensor["data"] is None:
             return None
         if tensor["type"] not in _TFLITE_TYPES:
-            raise UserError(f"{self.path}: tensor {tensor['name']!r} has TFLite type "
-                            f"{tensor['type']}, which the importer cannot read")
-        raw = np.frombuffer(bytes(np.asarray(tensor["data"], np.uint8)),
-                            _TFLITE_TYPES[tensor["type"]]).reshape(tensor["shape"])
+            raise UserError(
+                f"{self.path}: tensor {tensor['name']!r} has TFLite type "
+                f"{tensor['type']}, which the importer cannot read"
+            )
+        raw = np.frombuffer(
+            bytes(np.asarray(tensor["data"], np.uint8)), _TFLITE_TYPES[tensor["type"]]
+        ).reshape(tensor["shape"])
         if tensor["scale"] is None or raw.dtype in (np.float32, np.float16):
             return raw.astype(np.float32)
         shape = [1] * raw.ndim
@@ -141,8 +168,11 @@ class TFLiteGraph:
         weights = [self.tensors[i]["name"] for i in op["inputs"][1:2] if i >= 0]
         return f"op {op['index']} {op['name']}" + (f" ({weights[0]})" if weights else "")
 
-    def trace_to_conv(self, tensor_index, through=("RESIZE_BILINEAR", "QUANTIZE", "DEQUANTIZE",
-                                                   "BROADCAST_TO", "TILE", "RESHAPE")):
+    def trace_to_conv(
+        self,
+        tensor_index,
+        through=("RESIZE_BILINEAR", "QUANTIZE", "DEQUANTIZE", "BROADCAST_TO", "TILE", "RESHAPE"),
+    ):
         """The conv op whose output reaches ``tensor_index`` through shape-only ops."""
         seen = 0
         while tensor_index in self.producer and seen < 16:
@@ -157,8 +187,11 @@ class TFLiteGraph:
 
 
 def _conv_layers(backbone):
-    return [layer for layer in backbone.layers
-            if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    return [
+        layer
+        for layer in backbone.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    ]
 
 
 def _following_bn(backbone, conv):
@@ -175,8 +208,9 @@ def _set_folded(conv, bn, kernel, bias):
     """conv <- folded kernel; BN <- identity + bias (fine-tunable, exact)."""
     conv.set_weights([kernel])
     ones = np.ones_like(bias)
-    bn.set_weights([ones, bias.astype(np.float32), np.zeros_like(bias),
-                    (ones - bn.epsilon).astype(np.float32)])
+    bn.set_weights(
+        [ones, bias.astype(np.float32), np.zeros_like(bias), (ones - bn.epsilon).astype(np.float32)]
+    )
 
 
 def _keras_kernel(weights):
@@ -189,17 +223,21 @@ def _keras_kernel(weights):
 
 
 def _check(graph, op, expected, what):
-    got = {"stride": op["options"].get("strideH"),
-           "dilation": op["options"].get("dilationHFactor", 1),
-           "padding": "same" if op["options"].get("padding") == 0 else "valid",
-           "activation": _ACTIVATIONS.get(op["options"].get("fusedActivationFunction"), "other")}
+    got = {
+        "stride": op["options"].get("strideH"),
+        "dilation": op["options"].get("dilationHFactor", 1),
+        "padding": "same" if op["options"].get("padding") == 0 else "valid",
+        "activation": _ACTIVATIONS.get(op["options"].get("fusedActivationFunction"), "other"),
+    }
     if graph.tensors[op["inputs"][1]]["shape"][1:3] == (1, 1):
         got["padding"] = expected.get("padding")  # "same" and "valid" agree for a 1x1 kernel
     for key, value in expected.items():
         if got[key] != value:
-            raise UserError(f"{graph.path}: {graph.describe(op)} has {key}={got[key]} where our "
-                            f"{what} has {key}={value}; the file is not the authors' DeepLab v3 "
-                            "MobileNetV2 (or uses a convention the importer does not know)")
+            raise UserError(
+                f"{graph.path}: {graph.describe(op)} has {key}={got[key]} where our "
+                f"{what} has {key}={value}; the file is not the authors' DeepLab v3 "
+                "MobileNetV2 (or uses a convention the importer does not know)"
+            )
 
 
 def _weights(graph, op):
@@ -208,15 +246,19 @@ def _weights(graph, op):
         raise UserError(f"{graph.path}: {graph.describe(op)} has non-constant weights")
     bias = graph.value(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2] >= 0 else None
     if bias is None:
-        bias = np.zeros(kernel.shape[0] if op["name"] == "CONV_2D" else kernel.shape[-1],
-                        np.float32)
+        bias = np.zeros(
+            kernel.shape[0] if op["name"] == "CONV_2D" else kernel.shape[-1], np.float32
+        )
     return kernel, bias
 
 
 def _backbones_with_stem(channels):
     """Our MobileNetV2 backbones whose stem has ``channels`` outputs (it tells the depth)."""
-    return [name for name, (alpha, rounding) in model_lib.MOBILENET_BACKBONES.items()
-            if mobilenet.make_divisible(mobilenet.STEM_FILTERS * alpha, rounding) == channels]
+    return [
+        name
+        for name, (alpha, rounding) in model_lib.MOBILENET_BACKBONES.items()
+        if mobilenet.make_divisible(mobilenet.STEM_FILTERS * alpha, rounding) == channels
+    ]
 
 
 def _find_head(graph, conv_ops):
@@ -226,19 +268,24 @@ def _find_head(graph, conv_ops):
     logits = conv_ops[-1]
     projection = graph.trace_to_conv(logits["inputs"][0])
     if projection is None:
-        raise UserError(f"{graph.path}: cannot find the ASPP projection before "
-                        f"{graph.describe(logits)}")
+        raise UserError(
+            f"{graph.path}: cannot find the ASPP projection before {graph.describe(logits)}"
+        )
     concat_index = projection["inputs"][0]
     concat = graph.ops[graph.producer[concat_index]] if concat_index in graph.producer else None
     if concat is None or concat["name"] != "CONCATENATION":
-        raise UserError(f"{graph.path}: {graph.describe(projection)} does not read a "
-                        "concatenation of ASPP branches; not a DeepLab v3 head")
+        raise UserError(
+            f"{graph.path}: {graph.describe(projection)} does not read a "
+            "concatenation of ASPP branches; not a DeepLab v3 head"
+        )
     branches = []
     for tensor_index in concat["inputs"]:
         op = graph.trace_to_conv(tensor_index)
         if op is None:
-            raise UserError(f"{graph.path}: input {graph.tensors[tensor_index]['name']!r} of the "
-                            "ASPP concatenation does not come from a convolution")
+            raise UserError(
+                f"{graph.path}: input {graph.tensors[tensor_index]['name']!r} of the "
+                "ASPP concatenation does not come from a convolution"
+            )
         source = graph.producer.get(op["inputs"][0])
         pooled = source is not None and graph.ops[source]["name"] in _POOL_OPS
         branches.append((op, pooled))
@@ -272,25 +319,39 @@ def import_tflite(path, class_names=None):
         raise UserError(
             f"{path}: {len(backbone_ops)} backbone convolutions with a {stem_out}-channel stem; "
             "the authors' DeepLab v3 MobileNetV2 has 51 and a 32- (or 16-, depth 0.5) channel "
-            "stem: this TFLite model has another architecture")
+            "stem: this TFLite model has another architecture"
+        )
     output_stride = 1
     for op in backbone_ops:
         output_stride *= op["options"].get("strideH", 1)
     pool = [op for op, pooled in branches if pooled]
-    plain = sorted((op for op, pooled in branches if not pooled),
-                   key=lambda op: (graph.tensors[op["inputs"][1]]["shape"][1],
-                                   op["options"].get("dilationHFactor", 1)))
+    plain = sorted(
+        (op for op, pooled in branches if not pooled),
+        key=lambda op: (
+            graph.tensors[op["inputs"][1]]["shape"][1],
+            op["options"].get("dilationHFactor", 1),
+        ),
+    )
     if not plain or graph.tensors[plain[0]["inputs"][1]]["shape"][1] != 1 or len(pool) > 1:
-        raise UserError(f"{path}: the ASPP branches are not one 1x1 convolution, 3x3 atrous "
-                        "convolutions and at most one image-pooling branch")
-    rates = tuple(int(op["options"].get("dilationHFactor", 1) * output_stride // 16)
-                  for op in plain[1:])
+        raise UserError(
+            f"{path}: the ASPP branches are not one 1x1 convolution, 3x3 atrous "
+            "convolutions and at most one image-pooling branch"
+        )
+    rates = tuple(
+        int(op["options"].get("dilationHFactor", 1) * output_stride // 16) for op in plain[1:]
+    )
     num_classes = graph.tensors[logits_op["inputs"][1]]["shape"][0]
     filters = graph.tensors[projection_op["inputs"][1]]["shape"][0]
     model = model_lib.DeepLabV3(
-        backbone=candidates[0], num_classes=num_classes, output_stride=output_stride,
-        multi_grid=None, atrous_rates=rates, image_pooling=bool(pool), aspp_filters=filters,
-        weight_decay=MOBILENET_WEIGHT_DECAY)
+        backbone=candidates[0],
+        num_classes=num_classes,
+        output_stride=output_stride,
+        multi_grid=None,
+        atrous_rates=rates,
+        image_pooling=bool(pool),
+        aspp_filters=filters,
+        weight_decay=MOBILENET_WEIGHT_DECAY,
+    )
 
     backbone = model.backbone_model
     ours = _conv_layers(backbone)
@@ -298,20 +359,31 @@ def import_tflite(path, class_names=None):
     for op, layer in zip(backbone_ops, ours):
         kind = "DEPTHWISE_CONV_2D" if "depthwise" in layer.name else "CONV_2D"
         if op["name"] != kind:
-            raise UserError(f"{path}: {graph.describe(op)} where our backbone has {kind} "
-                            f"{layer.name}: another architecture")
+            raise UserError(
+                f"{path}: {graph.describe(op)} where our backbone has {kind} "
+                f"{layer.name}: another architecture"
+            )
         source = graph.producer.get(op["inputs"][0])
         padded = source is not None and graph.ops[source]["name"] in ("PAD", "PADV2")
         # The authors' graphs: "same"; ours with symmetric padding: PAD + "valid" when strided.
-        _check(graph, op, {"stride": layer.strides[0], "dilation": layer.dilation_rate[0],
-                           "padding": "valid" if padded and layer.strides[0] > 1 else "same",
-                           "activation": _activation_after(layer.name)},
-               layer.name)
+        _check(
+            graph,
+            op,
+            {
+                "stride": layer.strides[0],
+                "dilation": layer.dilation_rate[0],
+                "padding": "valid" if padded and layer.strides[0] > 1 else "same",
+                "activation": _activation_after(layer.name),
+            },
+            layer.name,
+        )
         kernel, bias = _weights(graph, op)
         kernel = _keras_kernel(kernel)
         if kernel.shape != tuple(layer.kernel.shape):
-            raise UserError(f"{path}: {graph.describe(op)} has shape {kernel.shape} in Keras "
-                            f"layout where {layer.name} has {tuple(layer.kernel.shape)}")
+            raise UserError(
+                f"{path}: {graph.describe(op)} has shape {kernel.shape} in Keras "
+                f"layout where {layer.name} has {tuple(layer.kernel.shape)}"
+            )
         _set_folded(layer, _following_bn(backbone, layer), kernel, bias)
         placed.update(op["inputs"][1:3])
 
@@ -319,8 +391,17 @@ def import_tflite(path, class_names=None):
     ours_branches = list(aspp.branches) + ([aspp.pool_branch] if aspp.image_pooling else [])
     theirs = plain + pool
     for index, (op, (conv, bn)) in enumerate(zip(theirs, ours_branches)):
-        _check(graph, op, {"stride": 1, "activation": "relu", "padding": "same",
-                           "dilation": conv.dilation_rate[0]}, f"ASPP {conv.name}")
+        _check(
+            graph,
+            op,
+            {
+                "stride": 1,
+                "activation": "relu",
+                "padding": "same",
+                "dilation": conv.dilation_rate[0],
+            },
+            f"ASPP {conv.name}",
+        )
         kernel, bias = _weights(graph, op)
         _set_folded(conv, bn, _keras_kernel(kernel), bias)
         placed.update(op["inputs"][1:3])
@@ -328,8 +409,9 @@ def import_tflite(path, class_names=None):
     kernel, bias = _weights(graph, projection_op)
     kernel = _keras_kernel(kernel)
     order = [op["index"] for op, _ in branches]
-    slices = {op_index: kernel[:, :, i * filters:(i + 1) * filters]
-              for i, op_index in enumerate(order)}
+    slices = {
+        op_index: kernel[:, :, i * filters : (i + 1) * filters] for i, op_index in enumerate(order)
+    }
     kernel = np.concatenate([slices[op["index"]] for op in theirs], axis=2)
     _check(graph, projection_op, {"stride": 1, "activation": "relu"}, "ASPP projection")
     _set_folded(*aspp.projection, kernel, bias)
@@ -341,24 +423,41 @@ def import_tflite(path, class_names=None):
 
     for op in conv_ops:
         for tensor_index in op["inputs"][1:]:
-            if tensor_index >= 0 and graph.tensors[tensor_index]["data"] is not None \
-                    and tensor_index not in placed:
-                raise UserError(f"{path}: weight tensor {graph.tensors[tensor_index]['name']!r} "
-                                "has no place in the model")
+            if (
+                tensor_index >= 0
+                and graph.tensors[tensor_index]["data"] is not None
+                and tensor_index not in placed
+            ):
+                raise UserError(
+                    f"{path}: weight tensor {graph.tensors[tensor_index]['name']!r} "
+                    "has no place in the model"
+                )
 
     resizes = [op["options"] for op in graph.ops if op["name"] == "RESIZE_BILINEAR"]
     image = graph.tensors[graph.inputs[0]]
     report = {
-        "source": os.path.abspath(path), "format": "tflite", "backbone": candidates[0],
-        "output_stride": output_stride, "num_classes": int(num_classes),
-        "atrous_rates_at_os16": list(rates), "image_pooling": bool(pool),
-        "convolutions": len(conv_ops), "weight_tensors": len(placed),
-        "concat_order": ["image_pooling" if pooled
-                         else f"branch(kernel {graph.tensors[op['inputs'][1]]['shape'][1]})"
-                         for op, pooled in branches],
-        "resize_bilinear": [{"align_corners": bool(o.get("alignCorners")),
-                             "half_pixel_centers": bool(o.get("halfPixelCenters"))}
-                            for o in resizes],
+        "source": os.path.abspath(path),
+        "format": "tflite",
+        "backbone": candidates[0],
+        "output_stride": output_stride,
+        "num_classes": int(num_classes),
+        "atrous_rates_at_os16": list(rates),
+        "image_pooling": bool(pool),
+        "convolutions": len(conv_ops),
+        "weight_tensors": len(placed),
+        "concat_order": [
+            "image_pooling"
+            if pooled
+            else f"branch(kernel {graph.tensors[op['inputs'][1]]['shape'][1]})"
+            for op, pooled in branches
+        ],
+        "resize_bilinear": [
+            {
+                "align_corners": bool(o.get("alignCorners")),
+                "half_pixel_centers": bool(o.get("halfPixelCenters")),
+            }
+            for o in resizes
+        ],
         "input": {"shape": list(image["shape"]), "type": image["type"]},
     }
     if image["scale"] is not None and image["type"] == 3:
@@ -367,8 +466,10 @@ def import_tflite(path, class_names=None):
         report["input"]["range"] = [low, high]
         raw_pixels = abs(low) < 1e-3 and abs(high - 255) < 0.5  # our exports normalize inside
         if not raw_pixels and (abs(low + 1) > 0.02 or abs(high - 1) > 0.02):
-            raise UserError(f"{path}: the input maps pixels to [{low:.3f}, {high:.3f}], neither "
-                            "raw pixels nor the authors' MobileNetV2 range [-1, 1]")
+            raise UserError(
+                f"{path}: the input maps pixels to [{low:.3f}, {high:.3f}], neither "
+                "raw pixels nor the authors' MobileNetV2 range [-1, 1]"
+            )
     report["class_names"] = _class_names(class_names, num_classes, path)
     return model, report
 
@@ -379,15 +480,15 @@ def _class_names(class_names, num_classes, source):
             return list(datasets_info.pascal_voc().class_names)
         return [f"class_{i}" for i in range(num_classes)]
     if len(class_names) != num_classes:
-        raise UserError(f"--labels: {len(class_names)} names but {source} has {num_classes} "
-                        "classes")
+        raise UserError(
+            f"--labels: {len(class_names)} names but {source} has {num_classes} classes"
+        )
     return list(class_names)
 
 
 # ----------------------------------------------------------------------------- TF1 checkpoints
 
-_SLIM_IGNORED = ("global_step", "/Momentum", "/ExponentialMovingAverage", "/Adam",
-                 "/RMSProp")
+_SLIM_IGNORED = ("global_step", "/Momentum", "/ExponentialMovingAverage", "/Adam", "/RMSProp")
 
 
 def slim_name(layer_name):
@@ -395,8 +496,8 @@ def slim_name(layer_name):
     if layer_name == "Conv1":
         return "MobilenetV2/Conv"
     if layer_name.startswith("expanded_conv_"):
-        return "MobilenetV2/expanded_conv/" + layer_name[len("expanded_conv_"):]
-    index, role = layer_name[len("block_"):].split("_", 1)
+        return "MobilenetV2/expanded_conv/" + layer_name[len("expanded_conv_") :]
+    index, role = layer_name[len("block_") :].split("_", 1)
     return f"MobilenetV2/expanded_conv_{index}/{role}"
 
 
@@ -415,31 +516,47 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
         raise UserError(f"--tf1_checkpoint={path}: not a readable checkpoint ({error})") from error
     shapes = reader.get_variable_to_shape_map()
     if "MobilenetV2/Conv/weights" not in shapes or "logits/semantic/weights" not in shapes:
-        raise UserError(f"--tf1_checkpoint={path}: no MobilenetV2/Conv/weights or "
-                        "logits/semantic/weights; not an authors' DeepLab v3 MobileNetV2 "
-                        "checkpoint")
+        raise UserError(
+            f"--tf1_checkpoint={path}: no MobilenetV2/Conv/weights or "
+            "logits/semantic/weights; not an authors' DeepLab v3 MobileNetV2 "
+            "checkpoint"
+        )
     stem_out = shapes["MobilenetV2/Conv/weights"][-1]
     candidates = _backbones_with_stem(stem_out)
     if not candidates:
-        raise UserError(f"--tf1_checkpoint={path}: a {stem_out}-channel stem matches no "
-                        "MobileNetV2 depth multiplier we build (1.0: 32, 0.5: 16)")
+        raise UserError(
+            f"--tf1_checkpoint={path}: a {stem_out}-channel stem matches no "
+            "MobileNetV2 depth multiplier we build (1.0: 32, 0.5: 16)"
+        )
     num_classes = shapes["logits/semantic/weights"][-1]
     rates = []
-    while f"aspp{len(rates) + 1}/weights" in shapes or \
-            f"aspp{len(rates) + 1}_depthwise/depthwise_weights" in shapes:
+    while (
+        f"aspp{len(rates) + 1}/weights" in shapes
+        or f"aspp{len(rates) + 1}_depthwise/depthwise_weights" in shapes
+    ):
         if f"aspp{len(rates) + 1}/weights" not in shapes:
-            raise UserError(f"--tf1_checkpoint={path}: separable ASPP branches (aspp1_depthwise) "
-                            "are a DeepLabv3+ option this importer does not build")
+            raise UserError(
+                f"--tf1_checkpoint={path}: separable ASPP branches (aspp1_depthwise) "
+                "are a DeepLabv3+ option this importer does not build"
+            )
         rates.append(None)
     if rates:
-        raise UserError(f"--tf1_checkpoint={path}: the checkpoint has 3x3 ASPP branches "
-                        "(aspp1...), whose rates it does not record; only the authors' "
-                        "MobileNetV2 head (1x1 + image pooling) is imported")
+        raise UserError(
+            f"--tf1_checkpoint={path}: the checkpoint has 3x3 ASPP branches "
+            "(aspp1...), whose rates it does not record; only the authors' "
+            "MobileNetV2 head (1x1 + image pooling) is imported"
+        )
     filters = shapes["concat_projection/weights"][-1]
     model = model_lib.DeepLabV3(
-        backbone=candidates[0], num_classes=num_classes, output_stride=output_stride,
-        multi_grid=None, atrous_rates=(), image_pooling="image_pooling/weights" in shapes,
-        aspp_filters=filters, weight_decay=MOBILENET_WEIGHT_DECAY)
+        backbone=candidates[0],
+        num_classes=num_classes,
+        output_stride=output_stride,
+        multi_grid=None,
+        atrous_rates=(),
+        image_pooling="image_pooling/weights" in shapes,
+        aspp_filters=filters,
+        weight_decay=MOBILENET_WEIGHT_DECAY,
+    )
     used = set()
 
     def get(name):
@@ -449,17 +566,27 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
         return reader.get_tensor(name).astype(np.float32)
 
     def set_bn(bn, scope):
-        gamma = get(scope + "/BatchNorm/gamma") if scope + "/BatchNorm/gamma" in shapes else \
-            np.ones(shapes[scope + "/BatchNorm/beta"], np.float32)
-        bn.set_weights([gamma, get(scope + "/BatchNorm/beta"),
-                        get(scope + "/BatchNorm/moving_mean"),
-                        get(scope + "/BatchNorm/moving_variance")])
+        gamma = (
+            get(scope + "/BatchNorm/gamma")
+            if scope + "/BatchNorm/gamma" in shapes
+            else np.ones(shapes[scope + "/BatchNorm/beta"], np.float32)
+        )
+        bn.set_weights(
+            [
+                gamma,
+                get(scope + "/BatchNorm/beta"),
+                get(scope + "/BatchNorm/moving_mean"),
+                get(scope + "/BatchNorm/moving_variance"),
+            ]
+        )
 
     def set_conv(layer, name):
         value = get(name)
         if value.shape != tuple(layer.kernel.shape):
-            raise UserError(f"--tf1_checkpoint={path}: {name} has shape {value.shape}, our "
-                            f"{layer.name} {tuple(layer.kernel.shape)}")
+            raise UserError(
+                f"--tf1_checkpoint={path}: {name} has shape {value.shape}, our "
+                f"{layer.name} {tuple(layer.kernel.shape)}"
+            )
         layer.set_weights([value])
 
     backbone = model.backbone_model
@@ -479,26 +606,36 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
         set_bn(bn, "image_pooling")
         order = ["image_pooling", "aspp0"]  # the authors' concatenation order
     kernel = get("concat_projection/weights")
-    parts = {name: kernel[:, :, i * filters:(i + 1) * filters] for i, name in enumerate(order)}
+    parts = {name: kernel[:, :, i * filters : (i + 1) * filters] for i, name in enumerate(order)}
     ours_order = ["aspp0"] + (["image_pooling"] if aspp.image_pooling else [])
     conv, bn = aspp.projection
     conv.set_weights([np.concatenate([parts[n] for n in ours_order], axis=2)])
     set_bn(bn, "concat_projection")
-    model.get_layer("logits").set_weights([get("logits/semantic/weights"),
-                                           get("logits/semantic/biases")])
-    unplaced = sorted(n for n in shapes if n not in used
-                      and not any(part in n for part in _SLIM_IGNORED))
+    model.get_layer("logits").set_weights(
+        [get("logits/semantic/weights"), get("logits/semantic/biases")]
+    )
+    unplaced = sorted(
+        n for n in shapes if n not in used and not any(part in n for part in _SLIM_IGNORED)
+    )
     if unplaced:
-        raise UserError(f"--tf1_checkpoint={path}: variable {unplaced[0]} has no place in the "
-                        f"model ({len(unplaced)} unplaced)")
-    report = {"source": os.path.abspath(path), "format": "tf1_checkpoint",
-              "backbone": candidates[0], "output_stride": output_stride,
-              "num_classes": int(num_classes), "variables": len(used),
-              "class_names": _class_names(class_names, num_classes, path)}
+        raise UserError(
+            f"--tf1_checkpoint={path}: variable {unplaced[0]} has no place in the "
+            f"model ({len(unplaced)} unplaced)"
+        )
+    report = {
+        "source": os.path.abspath(path),
+        "format": "tf1_checkpoint",
+        "backbone": candidates[0],
+        "output_stride": output_stride,
+        "num_classes": int(num_classes),
+        "variables": len(used),
+        "class_names": _class_names(class_names, num_classes, path),
+    }
     return model, report
 
 
 # ----------------------------------------------------------------------------- output
+
 
 def write_imported(model, report, output_dir, overwrite=False):
     """Writes the imported model as a logdir of ours (see the module docstring), atomically.
@@ -509,23 +646,35 @@ def write_imported(model, report, output_dir, overwrite=False):
     """
     output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise UserError(f"--output={output_dir} exists and is not empty; pass --overwrite or "
-                        "another folder")
+        raise UserError(
+            f"--output={output_dir} exists and is not empty; pass --overwrite or another folder"
+        )
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".import-", dir=parent)
     try:
         step = tf.Variable(0, dtype=tf.int64)
-        manager = tf.train.CheckpointManager(checkpoints.make_checkpoint(model, step=step),
-                                             staging, max_to_keep=1)
+        manager = tf.train.CheckpointManager(
+            checkpoints.make_checkpoint(model, step=step), staging, max_to_keep=1
+        )
         manager.save(checkpoint_number=0)
         num_classes = report["num_classes"]
-        palette = (datasets_info.pascal_voc().palette if num_classes == 21
-                   else datasets_info.color_map(num_classes))
-        checkpoints.write_run_info(staging, model, {
-            "name": "official_" + report["backbone"], "num_classes": num_classes,
-            "ignore_label": 255, "class_names": report["class_names"],
-            "palette": [list(map(int, c)) for c in palette][:num_classes]})
+        palette = (
+            datasets_info.pascal_voc().palette
+            if num_classes == 21
+            else datasets_info.color_map(num_classes)
+        )
+        checkpoints.write_run_info(
+            staging,
+            model,
+            {
+                "name": "official_" + report["backbone"],
+                "num_classes": num_classes,
+                "ignore_label": 255,
+                "class_names": report["class_names"],
+                "palette": [list(map(int, c)) for c in palette][:num_classes],
+            },
+        )
         model.save_weights(os.path.join(staging, "model.weights.h5"))
         atomic_io.write_json(os.path.join(staging, "import_report.json"), report)
         if os.path.exists(output_dir):

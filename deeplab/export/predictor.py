@@ -37,7 +37,7 @@ def read_image(path):
     array, note = images.read_rgb(path)
     # The notes name the file; predict prints them after the file's name already.
     prefix = f"{path}: "
-    return array, (note[len(prefix):] if note and note.startswith(prefix) else note)
+    return array, (note[len(prefix) :] if note and note.startswith(prefix) else note)
 
 
 def collect_inputs(inputs):
@@ -51,13 +51,17 @@ def collect_inputs(inputs):
         if not item:
             continue
         if os.path.isdir(item):
-            found = sorted(os.path.join(item, name) for name in os.listdir(item)
-                           if not name.startswith(".")
-                           and images.has_image_extension(name)
-                           and os.path.isfile(os.path.join(item, name)))
+            found = sorted(
+                os.path.join(item, name)
+                for name in os.listdir(item)
+                if not name.startswith(".")
+                and images.has_image_extension(name)
+                and os.path.isfile(os.path.join(item, name))
+            )
             if not found:
-                problems.append((item, "folder holds no image files "
-                                       f"({', '.join(images.IMAGE_EXTENSIONS)})"))
+                problems.append(
+                    (item, f"folder holds no image files ({', '.join(images.IMAGE_EXTENSIONS)})")
+                )
             paths.extend(found)
         elif os.path.isfile(item):
             paths.append(item)
@@ -104,8 +108,18 @@ def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
     return index_path, color_path, overlay_path
 
 
-def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, output_stride=0,
-                   num_threads=0, fuse_batch_norm=True, tile_size=None, tile_overlap=0.25):
+def make_segmenter(
+    *,
+    model=None,
+    checkpoint=None,
+    scales=(1.0,),
+    flip=False,
+    output_stride=0,
+    num_threads=0,
+    fuse_batch_norm=True,
+    tile_size=None,
+    tile_overlap=0.25,
+):
     """A callable uint8 [H, W, 3] -> int32 [H, W] with ``class_names`` / ``palette`` attributes.
 
     ``model``: a .tflite file, a SavedModel folder, or a folder with ``model_config.json`` (a
@@ -113,9 +127,12 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
     with Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own), with
     every BN folded into its convolution unless ``fuse_batch_norm`` is False (deeplab.model.fuse).
     """
-    if (model and os.path.isdir(model)
-            and not os.path.exists(os.path.join(model, "saved_model.pb"))
-            and os.path.exists(os.path.join(model, "model_config.json"))):
+    if (
+        model
+        and os.path.isdir(model)
+        and not os.path.exists(os.path.join(model, "saved_model.pb"))
+        and os.path.exists(os.path.join(model, "model_config.json"))
+    ):
         # A training logdir or an imported model (deeplab.import_official): run it with Keras.
         model, checkpoint = None, model
     if model:
@@ -125,16 +142,27 @@ def make_segmenter(*, model=None, checkpoint=None, scales=(1.0,), flip=False, ou
             return serving.SavedModelSegmenter(model)
         raise UserError(f"--model={model}: neither a .tflite file nor a SavedModel folder")
     if not checkpoint:
-        raise UserError("pass --model=EXPORT (SavedModel folder or .tflite file) or "
-                        "--checkpoint=RUN (a training logdir or checkpoint prefix)")
+        raise UserError(
+            "pass --model=EXPORT (SavedModel folder or .tflite file) or "
+            "--checkpoint=RUN (a training logdir or checkpoint prefix)"
+        )
     info = checkpoints.read_run_info(checkpoint)
-    keras_model = checkpoints.load_model(info["checkpoint"], output_stride=output_stride or None,
-                                         upsample_logits=True, fuse_batch_norm=fuse_batch_norm)
+    keras_model = checkpoints.load_model(
+        info["checkpoint"],
+        output_stride=output_stride or None,
+        upsample_logits=True,
+        fuse_batch_norm=fuse_batch_norm,
+    )
     dataset_info = info["dataset_info"] or {}
-    return serving.KerasSegmenter(keras_model, scales=scales, flip=flip, tile_size=tile_size,
-                          tile_overlap=tile_overlap,
-                          class_names=dataset_info.get("class_names"),
-                          palette=dataset_info.get("palette"))
+    return serving.KerasSegmenter(
+        keras_model,
+        scales=scales,
+        flip=flip,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        class_names=dataset_info.get("class_names"),
+        palette=dataset_info.get("palette"),
+    )
 
 
 def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
@@ -157,8 +185,10 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
         for suffix in OUTPUT_SUFFIXES:
             target = os.path.realpath(os.path.join(output_dir, stem + suffix))
             if target in inputs_real:
-                raise UserError(f"--output_dir={output_dir}: writing {target} would overwrite an "
-                                "input image; choose another output folder")
+                raise UserError(
+                    f"--output_dir={output_dir}: writing {target} would overwrite an "
+                    "input image; choose another output folder"
+                )
     result = {"processed": [], "skipped": list(skipped), "notes": [], "times_ms": []}
     palette = getattr(segmenter, "palette", None)
     for number, (path, stem) in enumerate(zip(paths, stems), start=1):
@@ -169,7 +199,7 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
             prefix = f"{path}: "
             message = str(error)
             if message.startswith(prefix):
-                message = message[len(prefix):]
+                message = message[len(prefix) :]
             reason = f"unreadable image ({message})"
             log(f"skipped {path}: {reason}")
             result["skipped"].append((path, reason))
@@ -184,14 +214,18 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
         total_ms = 1000.0 * (time.perf_counter() - start)
         result["processed"].append((path, written[0]))
         result["times_ms"].append((infer_ms, total_ms))
-        log(f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
-            f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}")
+        log(
+            f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
+            f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}"
+        )
     if result["times_ms"]:
         times = np.asarray(result["times_ms"])
         steady = times[1:] if len(times) > 1 else times
-        log(f"processed {len(result['processed'])}, skipped {len(result['skipped'])}; mean "
+        log(
+            f"processed {len(result['processed'])}, skipped {len(result['skipped'])}; mean "
             f"inference {steady[:, 0].mean():.1f} ms per image"
-            f"{' (excluding the first)' if len(times) > 1 else ''}")
+            f"{' (excluding the first)' if len(times) > 1 else ''}"
+        )
     else:
         log(f"processed 0 images, skipped {len(result['skipped'])}")
     return result

@@ -22,8 +22,16 @@ from deeplab.training import checkpoints
 
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.
-ARCHITECTURE_FLAGS = ("backbone", "num_classes", "head", "num_cascaded_blocks", "aspp_filters",
-                      "image_pooling", "atrous_rates", "multi_grid")
+ARCHITECTURE_FLAGS = (
+    "backbone",
+    "num_classes",
+    "head",
+    "num_cascaded_blocks",
+    "aspp_filters",
+    "image_pooling",
+    "atrous_rates",
+    "multi_grid",
+)
 
 
 def disagreeing_model_flags(model_config, given):
@@ -63,26 +71,47 @@ def class_metadata(dataset_info, num_classes, *, dataset_dir=None, class_names=N
         source = f"--dataset_dir={dataset_dir}"
     if info is not None:
         if int(info["num_classes"]) != num_classes:
-            raise ConfigError(f"{source} has {info['num_classes']} classes but the checkpoint's "
-                              f"model has {num_classes}")
+            raise ConfigError(
+                f"{source} has {info['num_classes']} classes but the checkpoint's "
+                f"model has {num_classes}"
+            )
         names = list(info.get("class_names") or [f"class_{i}" for i in range(num_classes)])
         palette = info.get("palette") or datasets_info.color_map(num_classes)
         return names, palette, int(info.get("ignore_label", 255)), info.get("name")
     if class_names:
         if len(class_names) != num_classes:
-            raise ConfigError(f"--class_names has {len(class_names)} names for {num_classes} "
-                              "classes")
+            raise ConfigError(
+                f"--class_names has {len(class_names)} names for {num_classes} classes"
+            )
         return list(class_names), datasets_info.color_map(num_classes), 255, None
     names = [f"class_{i}" for i in range(num_classes)]
     return names, datasets_info.color_map(num_classes), 255, None
 
 
-def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=False,
-               dataset_dir=None, class_names=None, saved_model=True, tflite=False,
-               quantize="none", tflite_input_size=(513, 513), calibration_split="train",
-               num_calibration_images=100, evaluate_split=None, eval_limit=0, log=print,
-               fuse_batch_norm=True, tile_size=None, tile_overlap=0.25,
-               max_pixels=None, serving_dtype="float32"):
+def run_export(
+    *,
+    checkpoint,
+    export_dir,
+    output_stride=0,
+    scales=(1.0,),
+    flip=False,
+    dataset_dir=None,
+    class_names=None,
+    saved_model=True,
+    tflite=False,
+    quantize="none",
+    tflite_input_size=(513, 513),
+    calibration_split="train",
+    num_calibration_images=100,
+    evaluate_split=None,
+    eval_limit=0,
+    log=print,
+    fuse_batch_norm=True,
+    tile_size=None,
+    tile_overlap=0.25,
+    max_pixels=None,
+    serving_dtype="float32",
+):
     """Does the export; the binary's flags map one to one onto these arguments.
 
     ``fuse_batch_norm`` folds every BN into its convolution before export
@@ -106,8 +135,10 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
     if quantize != "none" and not tflite:
         raise ConfigError("--quantize=int8 needs --tflite")
     if quantize == "int8" and not dataset_dir:
-        raise ConfigError("--quantize=int8 needs --dataset_dir (its --calibration_split images "
-                          "calibrate the quantization)")
+        raise ConfigError(
+            "--quantize=int8 needs --dataset_dir (its --calibration_split images "
+            "calibrate the quantization)"
+        )
     if evaluate_split and not (dataset_dir and tflite):
         raise ConfigError("--evaluate_split needs --tflite and --dataset_dir")
     if not saved_model and not tflite:
@@ -121,13 +152,23 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
     # without upsampling still serves full-resolution maps); no variable depends on it.
     # The checkpoint read_run_info resolved (a logdir still being trained may get a newer one).
-    model = checkpoints.load_model(info["checkpoint"], output_stride=output_stride or None,
-                                   upsample_logits=True, fuse_batch_norm=fuse_batch_norm)
+    model = checkpoints.load_model(
+        info["checkpoint"],
+        output_stride=output_stride or None,
+        upsample_logits=True,
+        fuse_batch_norm=fuse_batch_norm,
+    )
     names, palette, ignore_label, dataset_name = class_metadata(
-        info["dataset_info"], model.num_classes, dataset_dir=dataset_dir, class_names=class_names)
-    export_info = {"checkpoint": os.path.abspath(info["checkpoint"]), "step": info["step"],
-                   "dataset": dataset_name, "ignore_label": ignore_label,
-                   "output_stride": model.output_stride, "model_config": info["model_config"]}
+        info["dataset_info"], model.num_classes, dataset_dir=dataset_dir, class_names=class_names
+    )
+    export_info = {
+        "checkpoint": os.path.abspath(info["checkpoint"]),
+        "step": info["step"],
+        "dataset": dataset_name,
+        "ignore_label": ignore_label,
+        "output_stride": model.output_stride,
+        "model_config": info["model_config"],
+    }
     result = {"saved_model": None, "tflite": {}, "evaluation": None}
     if saved_model:
         start = time.perf_counter()
@@ -135,61 +176,107 @@ def run_export(*, checkpoint, export_dir, output_stride=0, scales=(1.0,), flip=F
         if serving_dtype != "float32":
             served = fuse.cast_model(model, serving_dtype)
             export_info["serving_dtype"] = serving_dtype
-        serving.export_saved_model(served, export_dir, class_names=names, palette=palette,
-                                   scales=scales, flip=flip, export_info=export_info,
-                                   tile_size=tile_size, tile_overlap=tile_overlap,
-                                   max_pixels=(serving.DEFAULT_MAX_PIXELS if max_pixels is None
-                                               else max_pixels))
+        serving.export_saved_model(
+            served,
+            export_dir,
+            class_names=names,
+            palette=palette,
+            scales=scales,
+            flip=flip,
+            export_info=export_info,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            max_pixels=(serving.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels),
+        )
         result["saved_model"] = export_dir
-        log(f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales "
+        log(
+            f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales "
             f"{list(scales)}, flip {flip}, output stride {model.output_stride}, "
             f"{model.num_classes} classes, {serving_dtype}"
-            f"{f', windows {tile_size} overlapping {tile_overlap}' if tile_size else ''})")
+            f"{f', windows {tile_size} overlapping {tile_overlap}' if tile_size else ''})"
+        )
     if tflite:
         extra = {k: export_info[k] for k in ("checkpoint", "step", "dataset", "output_stride")}
         start = time.perf_counter()
         content = tflite_lib.convert_float(model, tflite_input_size, scales=scales, flip=flip)
         path = tflite_lib.write_tflite(
-            os.path.join(export_dir, "deeplab_float32.tflite"), content,
-            tflite_lib.make_metadata(input_size=tflite_input_size, quantization="none",
-                                     class_names=names, palette=palette, scales=scales, flip=flip,
-                                     ignore_label=ignore_label, extra=extra))
+            os.path.join(export_dir, "deeplab_float32.tflite"),
+            content,
+            tflite_lib.make_metadata(
+                input_size=tflite_input_size,
+                quantization="none",
+                class_names=names,
+                palette=palette,
+                scales=scales,
+                flip=flip,
+                ignore_label=ignore_label,
+                extra=extra,
+            ),
+        )
         result["tflite"]["none"] = path
-        log(f"TFLite float32: {path} ({len(content) / 1e6:.2f} MB, input "
-            f"{tflite_input_size[0]}x{tflite_input_size[1]}, {time.perf_counter() - start:.1f} s)")
+        log(
+            f"TFLite float32: {path} ({len(content) / 1e6:.2f} MB, input "
+            f"{tflite_input_size[0]}x{tflite_input_size[1]}, {time.perf_counter() - start:.1f} s)"
+        )
         if quantize == "int8":
             start = time.perf_counter()
-            images = tflite_lib.calibration_images(dataset_dir, calibration_split,
-                                                   num_calibration_images, tflite_input_size)
-            content = tflite_lib.convert_int8(model, tflite_input_size, images, scales=scales,
-                                              flip=flip)
+            images = tflite_lib.calibration_images(
+                dataset_dir, calibration_split, num_calibration_images, tflite_input_size
+            )
+            content = tflite_lib.convert_int8(
+                model, tflite_input_size, images, scales=scales, flip=flip
+            )
             path = tflite_lib.write_tflite(
-                os.path.join(export_dir, "deeplab_int8.tflite"), content,
+                os.path.join(export_dir, "deeplab_int8.tflite"),
+                content,
                 tflite_lib.make_metadata(
-                    input_size=tflite_input_size, quantization="int8", class_names=names,
-                    palette=palette, scales=scales, flip=flip, ignore_label=ignore_label,
-                    extra={**extra, "calibration": f"{len(images)} images of "
-                                                   f"{dataset_dir}:{calibration_split}"}))
+                    input_size=tflite_input_size,
+                    quantization="int8",
+                    class_names=names,
+                    palette=palette,
+                    scales=scales,
+                    flip=flip,
+                    ignore_label=ignore_label,
+                    extra={
+                        **extra,
+                        "calibration": f"{len(images)} images of {dataset_dir}:{calibration_split}",
+                    },
+                ),
+            )
             result["tflite"]["int8"] = path
-            log(f"TFLite int8: {path} ({len(content) / 1e6:.2f} MB, calibrated on {len(images)} "
-                f"images of {calibration_split}, {time.perf_counter() - start:.1f} s)")
+            log(
+                f"TFLite int8: {path} ({len(content) / 1e6:.2f} MB, calibrated on {len(images)} "
+                f"images of {calibration_split}, {time.perf_counter() - start:.1f} s)"
+            )
     if evaluate_split:
         keras_segmenter = serving.KerasSegmenter(model, scales=scales, flip=flip)
         segmenters = {"float Keras": keras_segmenter}
         segmenters["float Keras, letterboxed"] = tflite_lib.LetterboxedSegmenter(
-            keras_segmenter, tflite_input_size, tflite_lib.model_pad_value())
+            keras_segmenter, tflite_input_size, tflite_lib.model_pad_value()
+        )
         labels = {"none": "float32 TFLite", "int8": "int8 TFLite"}
         for key, path in result["tflite"].items():
             segmenters[labels[key]] = tflite_lib.TFLiteSegmenter(path)
-        evaluation = tflite_lib.evaluate_segmenters(segmenters, dataset_dir, evaluate_split,
-                                                    limit=eval_limit or None)
+        evaluation = tflite_lib.evaluate_segmenters(
+            segmenters, dataset_dir, evaluate_split, limit=eval_limit or None
+        )
         result["evaluation"] = evaluation
-        log(f"mIOU on {dataset_dir}:{evaluate_split} (TFLite input {tflite_input_size[0]}x"
-            f"{tflite_input_size[1]}; 'letterboxed' = the Keras model fed what TFLite is fed):")
+        log(
+            f"mIOU on {dataset_dir}:{evaluate_split} (TFLite input {tflite_input_size[0]}x"
+            f"{tflite_input_size[1]}; 'letterboxed' = the Keras model fed what TFLite is fed):"
+        )
         log(tflite_lib.format_comparison(evaluation))
-        summary = {name: {k: v for k, v in r.items() if k != "confusion_matrix"}
-                   for name, r in evaluation.items()}
-        atomic_io.write_json(os.path.join(export_dir, "tflite_eval.json"),
-                             {"dataset_dir": dataset_dir, "split": evaluate_split,
-                              "tflite_input_size": list(tflite_input_size), "results": summary})
+        summary = {
+            name: {k: v for k, v in r.items() if k != "confusion_matrix"}
+            for name, r in evaluation.items()
+        }
+        atomic_io.write_json(
+            os.path.join(export_dir, "tflite_eval.json"),
+            {
+                "dataset_dir": dataset_dir,
+                "split": evaluate_split,
+                "tflite_input_size": list(tflite_input_size),
+                "results": summary,
+            },
+        )
     return result

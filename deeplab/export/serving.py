@@ -61,8 +61,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
-def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None,
-                   tile_overlap=0.25):
+def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25):
     """Pixels [N, H, W, 3] (uint8 or float 0..255) -> {"semantic": int32 [N, H, W],
     "probabilities": [N, H, W, C]}: normalization, (multi-scale, flipped) softmax, argmax.
 
@@ -70,8 +69,13 @@ def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None,
     deeplab.export.tflite converts.
     """
     probabilities = inference.predict_probabilities(
-        model, normalize_image(images), scales=scales, flip=flip, tile_size=tile_size,
-        tile_overlap=tile_overlap)
+        model,
+        normalize_image(images),
+        scales=scales,
+        flip=flip,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+    )
     semantic = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     return {"semantic": semantic, "probabilities": probabilities}
 
@@ -92,22 +96,32 @@ def _check_images(images, where, max_pixels=0):
     padded = tf.concat([dynamic_shape, tf.zeros([4], tf.int32)], axis=0)[:4]
     valid = tf.logical_and(
         tf.equal(tf.size(dynamic_shape), 4),
-        tf.logical_and(tf.equal(padded[3], 3), tf.reduce_all(padded[0:3] > 0)))
+        tf.logical_and(tf.equal(padded[3], 3), tf.reduce_all(padded[0:3] > 0)),
+    )
     check = tf.debugging.Assert(
         valid,
-        [f"{where} expects uint8 RGB images of shape [N, H, W, 3] with N, H, W > 0 (one image: "
-         "add a leading batch dimension; grayscale or RGBA: convert to RGB first); got shape",
-         dynamic_shape],
-        summarize=8)
+        [
+            f"{where} expects uint8 RGB images of shape [N, H, W, 3] with N, H, W > 0 (one image: "
+            "add a leading batch dimension; grayscale or RGBA: convert to RGB first); got shape",
+            dynamic_shape,
+        ],
+        summarize=8,
+    )
     checks = [check]
     if max_pixels:
         pixels = tf.reduce_prod(tf.cast(padded[0:3], tf.int64))
         with tf.control_dependencies([check]):
-            checks.append(tf.debugging.Assert(
-                pixels <= max_pixels,
-                [f"{where}: N x H x W exceeds the cap of {int(max_pixels)} pixels per call set "
-                 "at export (--serving_max_pixels); send fewer or smaller images. Got shape",
-                 dynamic_shape], summarize=8))
+            checks.append(
+                tf.debugging.Assert(
+                    pixels <= max_pixels,
+                    [
+                        f"{where}: N x H x W exceeds the cap of {int(max_pixels)} pixels per call set "
+                        "at export (--serving_max_pixels); send fewer or smaller images. Got shape",
+                        dynamic_shape,
+                    ],
+                    summarize=8,
+                )
+            )
     with tf.control_dependencies(checks):
         return tf.identity(images)
 
@@ -116,17 +130,29 @@ def _decode_checked(image_bytes, index):
     """tf.io.decode_image of ``image_bytes[index]`` after checking its leading bytes, so that a
     file that is not an image is named by its index."""
     data = image_bytes[index]
-    known = tf.reduce_any(tf.stack([
-        tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC]))
+    known = tf.reduce_any(
+        tf.stack(
+            [tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC]
+        )
+    )
     check = tf.debugging.Assert(
         known,
-        [f"{ENCODED_SIGNATURE}: not a JPEG, PNG, GIF or BMP file: image_bytes index", index,
-         "of", tf.size(image_bytes), "starts with", tf.strings.substr(data, 0, 8)], summarize=8)
+        [
+            f"{ENCODED_SIGNATURE}: not a JPEG, PNG, GIF or BMP file: image_bytes index",
+            index,
+            "of",
+            tf.size(image_bytes),
+            "starts with",
+            tf.strings.substr(data, 0, 8),
+        ],
+        summarize=8,
+    )
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     # The EXIF orientation rule of every binary (deeplab.data.images): the pixels a viewer shows.
-    return tf.ensure_shape(images.apply_orientation_tf(image, images.exif_orientation_tf(data)),
-                           [None, None, 3])
+    return tf.ensure_shape(
+        images.apply_orientation_tf(image, images.exif_orientation_tf(data)), [None, None, 3]
+    )
 
 
 class SegmentationModule(tf.Module):
@@ -145,15 +171,27 @@ class SegmentationModule(tf.Module):
       max_pixels: most pixels (N x H x W) one call may send; 0: no cap.
     """
 
-    def __init__(self, model, *, class_names, palette=None, scales=(1.0,), flip=False,
-                 export_info=None, tile_size=None, tile_overlap=0.25,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        model,
+        *,
+        class_names,
+        palette=None,
+        scales=(1.0,),
+        flip=False,
+        export_info=None,
+        tile_size=None,
+        tile_overlap=0.25,
+        max_pixels=DEFAULT_MAX_PIXELS,
+    ):
         super().__init__(name="deeplab_serving")
         num_classes = int(model.output_shape[-1])
         class_names = [str(n) for n in class_names]
         if len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for a model with {num_classes} "
-                             "classes; pass one name per class")
+            raise ValueError(
+                f"{len(class_names)} class names for a model with {num_classes} "
+                "classes; pass one name per class"
+            )
         if any("\n" in n for n in class_names):
             raise ValueError("class names must not contain newlines")
         if palette is None:
@@ -180,15 +218,22 @@ class SegmentationModule(tf.Module):
         names_path = os.path.join(self._asset_dir.name, CLASS_NAMES_FILE)
         with open(names_path, "w", encoding="utf-8") as f:
             f.write("\n".join(class_names) + "\n")
-        info = {"num_classes": num_classes, "class_names": class_names,
-                "palette": palette.tolist(), "scales": list(self.scales), "flip": self.flip,
-                "tile_size": list(tile_size) if isinstance(tile_size, (tuple, list)) else tile_size,
-                "tile_overlap": self.tile_overlap if tile_size else None,
-                "max_pixels_per_call": self.max_pixels or None,
-                "signatures": {SERVING_DEFAULT: "uint8 images [N, H, W, 3]",
-                               ENCODED_SIGNATURE: "encoded images [N], all one size",
-                               CLASS_INFO_SIGNATURE: "class names and palette"},
-                **(export_info or {})}
+        info = {
+            "num_classes": num_classes,
+            "class_names": class_names,
+            "palette": palette.tolist(),
+            "scales": list(self.scales),
+            "flip": self.flip,
+            "tile_size": list(tile_size) if isinstance(tile_size, (tuple, list)) else tile_size,
+            "tile_overlap": self.tile_overlap if tile_size else None,
+            "max_pixels_per_call": self.max_pixels or None,
+            "signatures": {
+                SERVING_DEFAULT: "uint8 images [N, H, W, 3]",
+                ENCODED_SIGNATURE: "encoded images [N], all one size",
+                CLASS_INFO_SIGNATURE: "class names and palette",
+            },
+            **(export_info or {}),
+        }
         info_path = os.path.join(self._asset_dir.name, EXPORT_INFO_FILE)
         with open(info_path, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2, sort_keys=True)
@@ -197,8 +242,14 @@ class SegmentationModule(tf.Module):
 
     def segment(self, images):
         """uint8 [N, H, W, 3] -> {"semantic": int32 [N, H, W], "probabilities": [N, H, W, C]}."""
-        return segment_images(self.model, images, scales=self.scales, flip=self.flip,
-                              tile_size=self.tile_size, tile_overlap=self.tile_overlap)
+        return segment_images(
+            self.model,
+            images,
+            scales=self.scales,
+            flip=self.flip,
+            tile_size=self.tile_size,
+            tile_overlap=self.tile_overlap,
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
@@ -210,20 +261,26 @@ class SegmentationModule(tf.Module):
         """Decodes JPEG/PNG/GIF/BMP bytes (all of one size) and segments them."""
         count = tf.size(image_bytes)
         assert_some = tf.debugging.assert_positive(
-            count, message=f"{ENCODED_SIGNATURE}: send at least one encoded image")
+            count, message=f"{ENCODED_SIGNATURE}: send at least one encoded image"
+        )
         with tf.control_dependencies([assert_some]):
             first = _decode_checked(image_bytes, 0)
         first_size = tf.shape(first)[:2]
-        decoded = tf.TensorArray(tf.uint8, size=count,
-                                 element_shape=tf.TensorShape([None, None, 3]))
+        decoded = tf.TensorArray(
+            tf.uint8, size=count, element_shape=tf.TensorShape([None, None, 3])
+        )
         decoded = decoded.write(0, first)
         for i in tf.range(1, count):
             image = _decode_checked(image_bytes, i)
             same = tf.debugging.assert_equal(
-                tf.shape(image)[:2], first_size,
-                message=(f"{ENCODED_SIGNATURE}: all images in one call must have the same "
-                         "height and width (the first image's size vs. this one's follow); "
-                         "send images of different sizes in separate calls"))
+                tf.shape(image)[:2],
+                first_size,
+                message=(
+                    f"{ENCODED_SIGNATURE}: all images in one call must have the same "
+                    "height and width (the first image's size vs. this one's follow); "
+                    "send images of different sizes in separate calls"
+                ),
+            )
             with tf.control_dependencies([same]):
                 decoded = decoded.write(i, tf.identity(image))
         images = tf.ensure_shape(decoded.stack(), [None, None, None, 3])
@@ -262,9 +319,19 @@ class SegmentationModule(tf.Module):
         return export_dir
 
 
-def export_saved_model(model, export_dir, *, class_names, palette=None, scales=(1.0,),
-                       flip=False, export_info=None, tile_size=None, tile_overlap=0.25,
-                       max_pixels=DEFAULT_MAX_PIXELS):
+def export_saved_model(
+    model,
+    export_dir,
+    *,
+    class_names,
+    palette=None,
+    scales=(1.0,),
+    flip=False,
+    export_info=None,
+    tile_size=None,
+    tile_overlap=0.25,
+    max_pixels=DEFAULT_MAX_PIXELS,
+):
     """Exports ``model`` as a SavedModel that takes raw images (see the module docstring).
 
     Args:
@@ -276,9 +343,17 @@ def export_saved_model(model, export_dir, *, class_names, palette=None, scales=(
     Returns:
       ``export_dir``.
     """
-    module = SegmentationModule(model, class_names=class_names, palette=palette, scales=scales,
-                                flip=flip, export_info=export_info, tile_size=tile_size,
-                                tile_overlap=tile_overlap, max_pixels=max_pixels)
+    module = SegmentationModule(
+        model,
+        class_names=class_names,
+        palette=palette,
+        scales=scales,
+        flip=flip,
+        export_info=export_info,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        max_pixels=max_pixels,
+    )
     return module.save(export_dir)
 
 
@@ -297,8 +372,17 @@ class KerasSegmenter:
       class_names, palette: metadata for writers (may be None).
     """
 
-    def __init__(self, model, *, scales=(1.0,), flip=False, class_names=None, palette=None,
-                 tile_size=None, tile_overlap=0.25):
+    def __init__(
+        self,
+        model,
+        *,
+        scales=(1.0,),
+        flip=False,
+        class_names=None,
+        palette=None,
+        tile_size=None,
+        tile_overlap=0.25,
+    ):
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
@@ -311,12 +395,14 @@ class KerasSegmenter:
             # pylint: disable-next=import-outside-toplevel
             from deeplab.evaluation.evaluator import Predictor
 
-            self._tiled = Predictor(model, scales=scales, flip=flip, tile_size=tile_size,
-                                    tile_overlap=tile_overlap)
+            self._tiled = Predictor(
+                model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
+            )
         self._fn = tf.function(
             self._segment,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
-            reduce_retracing=True)
+            reduce_retracing=True,
+        )
 
     def _segment(self, images):
         return segment_images(self.model, images, scales=self.scales, flip=self.flip)["semantic"]
@@ -343,14 +429,18 @@ class SavedModelSegmenter:
         from deeplab.common.errors import UserError  # pylint: disable=import-outside-toplevel
 
         if not tf.saved_model.contains_saved_model(export_dir):
-            raise UserError(f"--model={export_dir}: no saved_model.pb there; pass a folder "
-                            "written by deeplab.export_saved_model, a .tflite file, or "
-                            "--checkpoint")
+            raise UserError(
+                f"--model={export_dir}: no saved_model.pb there; pass a folder "
+                "written by deeplab.export_saved_model, a .tflite file, or "
+                "--checkpoint"
+            )
         self._loaded = tf.saved_model.load(export_dir)
         signatures = self._loaded.signatures
         if SERVING_DEFAULT not in signatures:
-            raise UserError(f"--model={export_dir}: the SavedModel has no {SERVING_DEFAULT!r} "
-                            f"signature (it has {sorted(signatures)})")
+            raise UserError(
+                f"--model={export_dir}: the SavedModel has no {SERVING_DEFAULT!r} "
+                f"signature (it has {sorted(signatures)})"
+            )
         self._serve = signatures[SERVING_DEFAULT]
         self.class_names = None
         self.palette = None

@@ -177,6 +177,7 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
     the argmax of the upsampled logits either way.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     # pylint: disable-next=import-outside-toplevel
     from tensorflow.python.framework import convert_to_constants
 
@@ -186,8 +187,9 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
 
     height, width = input_size
     scales = tuple(float(s) for s in scales)
-    head = _feature_softmax_head(model) if feature_softmax and scales == (1.0,) and not flip \
-        else None
+    head = (
+        _feature_softmax_head(model) if feature_softmax and scales == (1.0,) and not flip else None
+    )
 
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")])
     def segment(images):
@@ -233,15 +235,18 @@ def convert_int8(model, input_size, calibration_images, *, scales=(1.0,), flip=F
 
     images = [np.asarray(i, np.uint8) for i in calibration_images]
     if not images:
-        raise ConfigError("--quantize=int8 needs calibration images: pass --dataset_dir and "
-                          "--calibration_split with at least one image")
+        raise ConfigError(
+            "--quantize=int8 needs calibration images: pass --dataset_dir and "
+            "--calibration_split with at least one image"
+        )
     bad = [i.shape for i in images if i.shape != (*input_size, 3)]
     if bad:
         raise ConfigError(f"calibration images must be {input_size}; got {bad[0]}")
     # The float graph takes float32 pixels so that the converter quantizes the input tensor
     # itself (uint8 with the calibrated range) rather than keeping a float Cast.
-    function = _frozen_function(model, input_size, scales=scales, flip=flip, input_dtype=tf.float32,
-                                feature_softmax=True)
+    function = _frozen_function(
+        model, input_size, scales=scales, flip=flip, input_dtype=tf.float32, feature_softmax=True
+    )
 
     def representative_dataset():
         for image in images:
@@ -266,8 +271,10 @@ def calibration_images(dataset_dir, split, num_images, input_size, pad_value=Non
 
     pad_value = model_pad_value() if pad_value is None else pad_value
     dataset = input_pipeline.make_eval_dataset(dataset_dir, split, limit=int(num_images))
-    return [letterbox(example["raw_image"], input_size, pad_value)[0]
-            for example in dataset.as_numpy_iterator()]
+    return [
+        letterbox(example["raw_image"], input_size, pad_value)[0]
+        for example in dataset.as_numpy_iterator()
+    ]
 
 
 def sidecar_path(tflite_path):
@@ -284,14 +291,23 @@ def write_tflite(path, content, metadata):
     return path
 
 
-def make_metadata(*, input_size, quantization, class_names, palette, scales, flip,
-                  ignore_label=255, extra=None):
+def make_metadata(
+    *, input_size, quantization, class_names, palette, scales, flip, ignore_label=255, extra=None
+):
     """The sidecar dict of one of our exports."""
-    return {"format": "deeplab-tflite", "input": "rgb_pixels", "input_size": list(input_size),
-            "pad_value": list(model_pad_value()), "quantization": quantization,
-            "class_names": list(class_names), "palette": [list(map(int, c)) for c in palette],
-            "ignore_label": int(ignore_label), "scales": [float(s) for s in scales],
-            "flip": bool(flip), **(extra or {})}
+    return {
+        "format": "deeplab-tflite",
+        "input": "rgb_pixels",
+        "input_size": list(input_size),
+        "pad_value": list(model_pad_value()),
+        "quantization": quantization,
+        "class_names": list(class_names),
+        "palette": [list(map(int, c)) for c in palette],
+        "ignore_label": int(ignore_label),
+        "scales": [float(s) for s in scales],
+        "flip": bool(flip),
+        **(extra or {}),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,23 +360,32 @@ class TFLiteSegmenter:
             with open(sidecar_path(path), encoding="utf-8") as f:
                 self.metadata = json.load(f)
         inputs = self.interpreter.get_input_details()
-        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][3] != 3 \
-                or inputs[0]["shape"][0] != 1:
-            raise UserError(f"--model={path}: expected one input of shape [1, H, W, 3], got "
-                            f"{[tuple(d['shape']) for d in inputs]}")
+        if (
+            len(inputs) != 1
+            or len(inputs[0]["shape"]) != 4
+            or inputs[0]["shape"][3] != 3
+            or inputs[0]["shape"][0] != 1
+        ):
+            raise UserError(
+                f"--model={path}: expected one input of shape [1, H, W, 3], got "
+                f"{[tuple(d['shape']) for d in inputs]}"
+            )
         self._input = inputs[0]
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         outputs = self.interpreter.get_output_details()
-        labels = [d for d in outputs
-                  if len(d["shape"]) == 3 and np.issubdtype(d["dtype"], np.integer)]
+        labels = [
+            d for d in outputs if len(d["shape"]) == 3 and np.issubdtype(d["dtype"], np.integer)
+        ]
         scores = [d for d in outputs if len(d["shape"]) == 4]
         if labels:
             self._output, self._argmax = labels[0], False
         elif scores:
             self._output, self._argmax = scores[0], True
         else:
-            raise UserError(f"--model={path}: no class-map output [1, H, W] or score output "
-                            f"[1, H, W, C] among {[tuple(d['shape']) for d in outputs]}")
+            raise UserError(
+                f"--model={path}: no class-map output [1, H, W] or score output "
+                f"[1, H, W, C] among {[tuple(d['shape']) for d in outputs]}"
+            )
         self.pad_value = tuple(self.metadata.get("pad_value", DEFAULT_PAD_VALUE))
         self.class_names = self.metadata.get("class_names")
         palette = self.metadata.get("palette")
@@ -462,16 +487,24 @@ def evaluate_segmenters(segmenters, dataset_dir, split, *, limit=None):
             if reference is None:
                 reference = prediction
             same[name] += int((prediction == reference).sum())
-            matrices[name] += np.asarray(metrics.confusion_matrix_update(
-                label, prediction, num_classes, ignore_label), np.int64)
+            matrices[name] += np.asarray(
+                metrics.confusion_matrix_update(label, prediction, num_classes, ignore_label),
+                np.int64,
+            )
         pixels += reference.size
         count += 1
     if count == 0:
         raise UserError(f"--evaluate_split={split}: no images in {dataset_dir}")
-    return {n: {"miou": metrics.mean_iou(matrices[n]),
-                "pixel_accuracy": metrics.pixel_accuracy(matrices[n]),
-                "agreement": same[n] / pixels, "confusion_matrix": matrices[n], "images": count}
-            for n in names}
+    return {
+        n: {
+            "miou": metrics.mean_iou(matrices[n]),
+            "pixel_accuracy": metrics.pixel_accuracy(matrices[n]),
+            "agreement": same[n] / pixels,
+            "confusion_matrix": matrices[n],
+            "images": count,
+        }
+        for n in names
+    }
 
 
 def format_comparison(results):
@@ -483,8 +516,10 @@ def format_comparison(results):
     lines = [header, "-" * len(header)]
     for name in names:
         r = results[name]
-        lines.append(f"{name:<{width}}  {100 * r['miou']:>7.2f}  "
-                     f"{100 * r['pixel_accuracy']:>11.2f}  {100 * r['agreement']:>10.3f}")
+        lines.append(
+            f"{name:<{width}}  {100 * r['miou']:>7.2f}  "
+            f"{100 * r['pixel_accuracy']:>11.2f}  {100 * r['agreement']:>10.3f}"
+        )
     lines.append(f"({results[names[0]]['images']} images)")
     return "\n".join(lines)
 

@@ -38,9 +38,18 @@ class ASPP(keras.layers.Layer):
     a fixed order, is :meth:`conv_bn_pairs`.
     """
 
-    def __init__(self, rates=(6, 12, 18), image_pooling=True, filters=256,
-                 batch_norm_momentum=0.9997, weight_decay=0.0, dropout=0.0,
-                 fused_batch_norm=True, native_dilation=None, **kwargs):
+    def __init__(
+        self,
+        rates=(6, 12, 18),
+        image_pooling=True,
+        filters=256,
+        batch_norm_momentum=0.9997,
+        weight_decay=0.0,
+        dropout=0.0,
+        fused_batch_norm=True,
+        native_dilation=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.fused_batch_norm = bool(fused_batch_norm)
         self.native_dilation = native_dilation
@@ -52,8 +61,9 @@ class ASPP(keras.layers.Layer):
         self.dropout = float(dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ASPP dropout must be in [0, 1), got {dropout}")
-        self.dropout_layer = (keras.layers.Dropout(self.dropout, name="projection_dropout")
-                              if self.dropout else None)
+        self.dropout_layer = (
+            keras.layers.Dropout(self.dropout, name="projection_dropout") if self.dropout else None
+        )
         make = self.make_conv_bn
         self.branches = [make(1, 1, "aspp0")]
         self.branches += [make(3, rate, f"aspp{i + 1}") for i, rate in enumerate(self.rates)]
@@ -77,15 +87,25 @@ class ASPP(keras.layers.Layer):
         Returns:
           ``(conv, bn)``: an ``AtrousConv2D`` without bias and a ``BatchNormalization``.
         """
-        regularizer = (keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay
-                       else None)
-        conv = AtrousConv2D(self.filters, kernel_size, padding="same", dilation_rate=rate,
-                            use_bias=False, kernel_regularizer=regularizer,
-                            native_dilation=self.native_dilation,
-                            name=name + "_conv", dtype=self.dtype_policy)
-        bn = BatchNormalization(momentum=self.batch_norm_momentum, epsilon=HEAD_BN_EPSILON,
-                                fused=self.fused_batch_norm, name=name + "_bn",
-                                dtype=self.dtype_policy)
+        regularizer = keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay else None
+        conv = AtrousConv2D(
+            self.filters,
+            kernel_size,
+            padding="same",
+            dilation_rate=rate,
+            use_bias=False,
+            kernel_regularizer=regularizer,
+            native_dilation=self.native_dilation,
+            name=name + "_conv",
+            dtype=self.dtype_policy,
+        )
+        bn = BatchNormalization(
+            momentum=self.batch_norm_momentum,
+            epsilon=HEAD_BN_EPSILON,
+            fused=self.fused_batch_norm,
+            name=name + "_bn",
+            dtype=self.dtype_policy,
+        )
         return conv, bn
 
     def conv_bn_pairs(self):
@@ -127,8 +147,14 @@ class ASPP(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def get_config(self):
-        return {**super().get_config(), "rates": self.rates, "image_pooling": self.image_pooling,
-                "filters": self.filters, "batch_norm_momentum": self.batch_norm_momentum,
-                "weight_decay": self.weight_decay, "dropout": self.dropout,
-                "fused_batch_norm": self.fused_batch_norm,
-                "native_dilation": self.native_dilation}
+        return {
+            **super().get_config(),
+            "rates": self.rates,
+            "image_pooling": self.image_pooling,
+            "filters": self.filters,
+            "batch_norm_momentum": self.batch_norm_momentum,
+            "weight_decay": self.weight_decay,
+            "dropout": self.dropout,
+            "fused_batch_norm": self.fused_batch_norm,
+            "native_dilation": self.native_dilation,
+        }

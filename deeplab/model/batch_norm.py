@@ -67,16 +67,25 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.recomputing = False
 
     def get_config(self):
-        return {**super().get_config(), "freeze_statistics": self.freeze_statistics,
-                "fused": self.fused}
+        return {
+            **super().get_config(),
+            "freeze_statistics": self.freeze_statistics,
+            "fused": self.fused,
+        }
 
     def _can_fuse(self, inputs, training, mask):
-        return (self.fused and training is True and self.trainable and mask is None
-                and not self.synchronized and not self.renorm
-                and keras.backend.backend() == "tensorflow"
-                and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and keras.backend.standardize_dtype(inputs.dtype) in
-                ("float32", "bfloat16", "float16"))
+        return (
+            self.fused
+            and training is True
+            and self.trainable
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and keras.backend.backend() == "tensorflow"
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16", "float16")
+        )
 
     def call(self, inputs, training=None, mask=None):
         if self.freeze_statistics:
@@ -84,25 +93,34 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if not self._can_fuse(inputs, training, mask):
             if self.recomputing and training is True and self.trainable:
                 # Keras' kernel would update the moving statistics a second time.
-                raise RuntimeError(f"BatchNormalization {self.name!r} cannot be recomputed: "
-                                   "its training step does not take the fused kernel")
+                raise RuntimeError(
+                    f"BatchNormalization {self.name!r} cannot be recomputed: "
+                    "its training step does not take the fused kernel"
+                )
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         channels = inputs.shape[-1]
-        gamma = (tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32))
-        beta = (tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32))
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
         outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=gamma, offset=beta, mean=tf.zeros([0], tf.float32),
-            variance=tf.zeros([0], tf.float32), epsilon=self.epsilon,
-            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+            x=inputs,
+            scale=gamma,
+            offset=beta,
+            mean=tf.zeros([0], tf.float32),
+            variance=tf.zeros([0], tf.float32),
+            epsilon=self.epsilon,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=True,
+        )
         # The kernel returns the batch variance with Bessel's correction (n / (n - 1)); Keras'
         # moving variance averages the plain batch variance, which is also what normalized.
         if not self.recomputing:
             count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
             variance = unbiased_variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
-            self.moving_mean.assign(
-                self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
         return tf.cast(outputs, self.compute_dtype)

@@ -45,16 +45,27 @@ class Decoder(keras.layers.Layer):
         (``deeplab.model.batch_norm.BatchNormalization(fused=...)``). Changes no result.
     """
 
-    def __init__(self, feature_stride, decoder_stride=4, low_level_filters=48, filters=256,
-                 separable=True, batch_norm_momentum=0.9997, weight_decay=0.0,
-                 fused_batch_norm=True, **kwargs):
+    def __init__(
+        self,
+        feature_stride,
+        decoder_stride=4,
+        low_level_filters=48,
+        filters=256,
+        separable=True,
+        batch_norm_momentum=0.9997,
+        weight_decay=0.0,
+        fused_batch_norm=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.fused_batch_norm = bool(fused_batch_norm)
         self.feature_stride = int(feature_stride)
         self.decoder_stride = int(decoder_stride)
         if self.feature_stride % self.decoder_stride:
-            raise ValueError(f"decoder output stride {decoder_stride} must divide the output "
-                             f"stride {feature_stride}")
+            raise ValueError(
+                f"decoder output stride {decoder_stride} must divide the output "
+                f"stride {feature_stride}"
+            )
         self.low_level_filters = int(low_level_filters)
         self.filters = int(filters)
         self.separable = bool(separable)
@@ -65,31 +76,50 @@ class Decoder(keras.layers.Layer):
         self.convs = []
         for i in range(2):
             if self.separable:
-                self.convs.append([self._conv_bn(None, 3, f"decoder_conv{i}_depthwise"),
-                                   self._conv_bn(self.filters, 1, f"decoder_conv{i}_pointwise")])
+                self.convs.append(
+                    [
+                        self._conv_bn(None, 3, f"decoder_conv{i}_depthwise"),
+                        self._conv_bn(self.filters, 1, f"decoder_conv{i}_pointwise"),
+                    ]
+                )
             else:
                 self.convs.append([self._conv_bn(self.filters, 3, f"decoder_conv{i}")])
 
     def _conv_bn(self, filters, kernel_size, name):
         """A conv (depthwise when ``filters`` is None) and its BN."""
-        regularizer = (keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay
-                       else None)
+        regularizer = keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay else None
         if filters is None:
             conv = keras.layers.DepthwiseConv2D(
-                kernel_size, padding="same", use_bias=False, name=name + "_conv",
+                kernel_size,
+                padding="same",
+                use_bias=False,
+                name=name + "_conv",
                 depthwise_initializer=keras.initializers.TruncatedNormal(stddev=0.33),
-                dtype=self.dtype_policy)
+                dtype=self.dtype_policy,
+            )
         else:
-            initializer = ("glorot_uniform" if not self.separable or kernel_size != 1
-                           or name.startswith("feature_projection")
-                           else keras.initializers.TruncatedNormal(stddev=0.06))
-            conv = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
-                                       kernel_initializer=initializer,
-                                       kernel_regularizer=regularizer, name=name + "_conv",
-                                       dtype=self.dtype_policy)
-        bn = BatchNormalization(momentum=self.batch_norm_momentum, epsilon=HEAD_BN_EPSILON,
-                                fused=self.fused_batch_norm, name=name + "_bn",
-                                dtype=self.dtype_policy)
+            initializer = (
+                "glorot_uniform"
+                if not self.separable or kernel_size != 1 or name.startswith("feature_projection")
+                else keras.initializers.TruncatedNormal(stddev=0.06)
+            )
+            conv = keras.layers.Conv2D(
+                filters,
+                kernel_size,
+                padding="same",
+                use_bias=False,
+                kernel_initializer=initializer,
+                kernel_regularizer=regularizer,
+                name=name + "_conv",
+                dtype=self.dtype_policy,
+            )
+        bn = BatchNormalization(
+            momentum=self.batch_norm_momentum,
+            epsilon=HEAD_BN_EPSILON,
+            fused=self.fused_batch_norm,
+            name=name + "_bn",
+            dtype=self.dtype_policy,
+        )
         return conv, bn
 
     def build(self, input_shapes):
@@ -111,8 +141,9 @@ class Decoder(keras.layers.Layer):
         low = ops.relu(bn(conv(low_level), training=training))
         shape = ops.shape(low)
         features = ops.cast(features, low.dtype)
-        upsampled = stride_upsample(features, (shape[1], shape[2]),
-                                    self.feature_stride // self.decoder_stride)
+        upsampled = stride_upsample(
+            features, (shape[1], shape[2]), self.feature_stride // self.decoder_stride
+        )
         x = ops.concatenate([upsampled, low], axis=-1)
         for stage in self.convs:
             for conv, bn in stage:
@@ -124,11 +155,17 @@ class Decoder(keras.layers.Layer):
         return tuple(low_shape[:-1]) + (self.filters,)
 
     def get_config(self):
-        return {**super().get_config(), "feature_stride": self.feature_stride,
-                "decoder_stride": self.decoder_stride,
-                "low_level_filters": self.low_level_filters, "filters": self.filters,
-                "separable": self.separable, "batch_norm_momentum": self.batch_norm_momentum,
-                "weight_decay": self.weight_decay, "fused_batch_norm": self.fused_batch_norm}
+        return {
+            **super().get_config(),
+            "feature_stride": self.feature_stride,
+            "decoder_stride": self.decoder_stride,
+            "low_level_filters": self.low_level_filters,
+            "filters": self.filters,
+            "separable": self.separable,
+            "batch_norm_momentum": self.batch_norm_momentum,
+            "weight_decay": self.weight_decay,
+            "fused_batch_norm": self.fused_batch_norm,
+        }
 
 
 __all__ = ["Decoder", "ENDPOINT_FOR_STRIDE"]

@@ -63,8 +63,7 @@ def scale_atrous_rates(atrous_rates, output_stride):
 
     Rates are rounded half up and kept >= 1 (only output strides > 32 need rounding).
     """
-    return tuple(max(1, int(r * ASPP_REFERENCE_STRIDE / output_stride + 0.5))
-                 for r in atrous_rates)
+    return tuple(max(1, int(r * ASPP_REFERENCE_STRIDE / output_stride + 0.5)) for r in atrous_rates)
 
 
 def iter_layers(layer):
@@ -123,13 +122,31 @@ class DeepLabV3(keras.Model):
         not in :meth:`get_config` (model_config.json); kept as ``self.performance``.
     """
 
-    def __init__(self, *, backbone="resnet101", num_classes=21, output_stride=16,
-                 multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18), image_pooling=True,
-                 head="aspp", num_cascaded_blocks=0, upsample_logits=True,
-                 batch_norm_momentum=0.9997, freeze_batch_norm=False, weight_decay=1e-4,
-                 aspp_filters=256, aspp_dropout=0.1, decoder_output_stride=0,
-                 decoder_separable=True, backbone_padding="symmetric",
-                 input_shape=(None, None, 3), name="deeplabv3", performance=None, **kwargs):
+    def __init__(
+        self,
+        *,
+        backbone="resnet101",
+        num_classes=21,
+        output_stride=16,
+        multi_grid=(1, 2, 4),
+        atrous_rates=(6, 12, 18),
+        image_pooling=True,
+        head="aspp",
+        num_cascaded_blocks=0,
+        upsample_logits=True,
+        batch_norm_momentum=0.9997,
+        freeze_batch_norm=False,
+        weight_decay=1e-4,
+        aspp_filters=256,
+        aspp_dropout=0.1,
+        decoder_output_stride=0,
+        decoder_separable=True,
+        backbone_padding="symmetric",
+        input_shape=(None, None, 3),
+        name="deeplabv3",
+        performance=None,
+        **kwargs,
+    ):
         performance = PerformanceOptions.coerce(performance)
         if backbone not in BACKBONE_NAMES:
             raise ConfigError(f"--backbone={backbone!r}: choose one of {sorted(BACKBONE_NAMES)}")
@@ -141,40 +158,62 @@ class DeepLabV3(keras.Model):
             raise ConfigError(f"--aspp_dropout must be in [0, 1), got {aspp_dropout}")
         decoder_output_stride = int(decoder_output_stride or 0)
         if decoder_output_stride and decoder_output_stride not in ENDPOINT_FOR_STRIDE:
-            raise ConfigError(f"--decoder_output_stride={decoder_output_stride}: choose 0 (no "
-                              f"decoder) or one of {sorted(ENDPOINT_FOR_STRIDE)}")
+            raise ConfigError(
+                f"--decoder_output_stride={decoder_output_stride}: choose 0 (no "
+                f"decoder) or one of {sorted(ENDPOINT_FOR_STRIDE)}"
+            )
         if decoder_output_stride and int(output_stride) < decoder_output_stride:
-            raise ConfigError(f"--decoder_output_stride={decoder_output_stride} is above "
-                              f"--output_stride={output_stride}: the decoder upsamples")
+            raise ConfigError(
+                f"--decoder_output_stride={decoder_output_stride} is above "
+                f"--output_stride={output_stride}: the decoder upsamples"
+            )
         multi_grid = tuple(int(r) for r in multi_grid) if multi_grid else (1, 1, 1)
         atrous_rates = tuple(int(r) for r in atrous_rates or ())
         input_shape = tuple(input_shape)
         if backbone not in MOBILENET_BACKBONES and backbone_padding != "symmetric":
-            raise ConfigError(f"--backbone_padding={backbone_padding}: the ResNet backbones pad "
-                              "explicitly (keras.applications layout); only MobileNetV2 has the "
-                              "'same' option")
+            raise ConfigError(
+                f"--backbone_padding={backbone_padding}: the ResNet backbones pad "
+                "explicitly (keras.applications layout); only MobileNetV2 has the "
+                "'same' option"
+            )
         if backbone in MOBILENET_BACKBONES:
             if num_cascaded_blocks:
-                raise ConfigError(f"--num_cascaded_blocks={num_cascaded_blocks}: cascaded blocks "
-                                  "replicate ResNet's block4; MobileNetV2 has none")
+                raise ConfigError(
+                    f"--num_cascaded_blocks={num_cascaded_blocks}: cascaded blocks "
+                    "replicate ResNet's block4; MobileNetV2 has none"
+                )
             if multi_grid != (1, 1, 1):
-                raise ConfigError(f"--multi_grid={','.join(map(str, multi_grid))}: multi-grid "
-                                  f"applies to ResNet's block4; pass --multi_grid=1,1,1 with {backbone}")
+                raise ConfigError(
+                    f"--multi_grid={','.join(map(str, multi_grid))}: multi-grid "
+                    f"applies to ResNet's block4; pass --multi_grid=1,1,1 with {backbone}"
+                )
         try:
             if backbone in MOBILENET_BACKBONES:
                 backbone_model = mobilenet.build_mobilenet_v2(
                     depth_multiplier=MOBILENET_BACKBONES[backbone][0],
-                    divisible_by=MOBILENET_BACKBONES[backbone][1], output_stride=output_stride,
-                    batch_norm_momentum=batch_norm_momentum, weight_decay=weight_decay,
-                    input_shape=input_shape, padding=backbone_padding, name=backbone,
-                    performance=performance)
+                    divisible_by=MOBILENET_BACKBONES[backbone][1],
+                    output_stride=output_stride,
+                    batch_norm_momentum=batch_norm_momentum,
+                    weight_decay=weight_decay,
+                    input_shape=input_shape,
+                    padding=backbone_padding,
+                    name=backbone,
+                    performance=performance,
+                )
             else:
                 depth, width = BACKBONES[backbone]
                 backbone_model = resnet.build_resnet(
-                    depth=depth, width_multiplier=width, output_stride=output_stride,
-                    multi_grid=multi_grid, num_cascaded_blocks=num_cascaded_blocks,
-                    batch_norm_momentum=batch_norm_momentum, weight_decay=weight_decay,
-                    input_shape=input_shape, name=backbone, performance=performance)
+                    depth=depth,
+                    width_multiplier=width,
+                    output_stride=output_stride,
+                    multi_grid=multi_grid,
+                    num_cascaded_blocks=num_cascaded_blocks,
+                    batch_norm_momentum=batch_norm_momentum,
+                    weight_decay=weight_decay,
+                    input_shape=input_shape,
+                    name=backbone,
+                    performance=performance,
+                )
         except ValueError as error:
             raise ConfigError(str(error)) from error
 
@@ -182,28 +221,37 @@ class DeepLabV3(keras.Model):
         endpoints = backbone_model(inputs)
         features = endpoints["features"]
         if head == "aspp":
-            features = ASPP(rates=scale_atrous_rates(atrous_rates, output_stride),
-                            image_pooling=image_pooling, filters=aspp_filters,
-                            batch_norm_momentum=batch_norm_momentum,
-                            weight_decay=weight_decay, dropout=aspp_dropout,
-                            fused_batch_norm=performance.fused_batch_norm,
-                            native_dilation=performance.native_dilation,
-                            name="aspp")(features)
+            features = ASPP(
+                rates=scale_atrous_rates(atrous_rates, output_stride),
+                image_pooling=image_pooling,
+                filters=aspp_filters,
+                batch_norm_momentum=batch_norm_momentum,
+                weight_decay=weight_decay,
+                dropout=aspp_dropout,
+                fused_batch_norm=performance.fused_batch_norm,
+                native_dilation=performance.native_dilation,
+                name="aspp",
+            )(features)
         if decoder_output_stride:
-            features = Decoder(output_stride, decoder_output_stride,
-                               separable=decoder_separable,
-                               batch_norm_momentum=batch_norm_momentum,
-                               weight_decay=weight_decay,
-                               fused_batch_norm=performance.fused_batch_norm, name="decoder")(
-                [features, endpoints[ENDPOINT_FOR_STRIDE[decoder_output_stride]]])
+            features = Decoder(
+                output_stride,
+                decoder_output_stride,
+                separable=decoder_separable,
+                batch_norm_momentum=batch_norm_momentum,
+                weight_decay=weight_decay,
+                fused_batch_norm=performance.fused_batch_norm,
+                name="decoder",
+            )([features, endpoints[ENDPOINT_FOR_STRIDE[decoder_output_stride]]])
         regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
         # Logits and their upsampling stay float32 under mixed precision (cheap, and the
         # loss and softmax need the range).
-        logits = layers.Conv2D(num_classes, 1, kernel_regularizer=regularizer, name="logits",
-                               dtype="float32")(features)
+        logits = layers.Conv2D(
+            num_classes, 1, kernel_regularizer=regularizer, name="logits", dtype="float32"
+        )(features)
         if upsample_logits:
-            logits = StrideUpsample(decoder_output_stride or output_stride, name="upsample_logits",
-                                    dtype="float32")([logits, inputs])
+            logits = StrideUpsample(
+                decoder_output_stride or output_stride, name="upsample_logits", dtype="float32"
+            )([logits, inputs])
         super().__init__(inputs=inputs, outputs=logits, name=name, **kwargs)
 
         self.backbone = backbone
@@ -261,28 +309,40 @@ class DeepLabV3(keras.Model):
           ValueError: ``through`` is no endpoint of the backbone.
         """
         if self.decoder_output_stride:
-            raise UnsplittableModelError("the decoder reads backbone features from inside the "
-                                         "recomputed part")
+            raise UnsplittableModelError(
+                "the decoder reads backbone features from inside the recomputed part"
+            )
         backbone = self.backbone_model
         endpoints = backbone.output
         if through not in endpoints or through == "features":
-            raise ValueError(f"{through!r} is not an endpoint of {backbone.name} to split at: "
-                             f"choose one of {sorted(set(endpoints) - {'features'})}")
-        front = keras.Model(backbone.input, endpoints[through],
-                            name=f"{backbone.name}_through_{through}")
-        late = keras.Model(endpoints[through], endpoints["features"],
-                           name=f"{backbone.name}_after_{through}")
+            raise ValueError(
+                f"{through!r} is not an endpoint of {backbone.name} to split at: "
+                f"choose one of {sorted(set(endpoints) - {'features'})}"
+            )
+        front = keras.Model(
+            backbone.input, endpoints[through], name=f"{backbone.name}_through_{through}"
+        )
+        late = keras.Model(
+            endpoints[through], endpoints["features"], name=f"{backbone.name}_after_{through}"
+        )
         # The head, as __init__ builds it: [aspp] -> logits -> [upsample to the image].
         head = ([self.get_layer("aspp")] if self.head == "aspp" else []) + [
-            self.get_layer("logits")]
+            self.get_layer("logits")
+        ]
         upsample = self.get_layer("upsample_logits") if self.upsample_logits else None
         used = {id(l) for l in front.layers + late.layers + head + [upsample]}
-        missing = [l.name for l in backbone.layers + self.layers
-                   if l is not backbone and id(l) not in used
-                   and not isinstance(l, keras.layers.InputLayer)]
+        missing = [
+            l.name
+            for l in backbone.layers + self.layers
+            if l is not backbone
+            and id(l) not in used
+            and not isinstance(l, keras.layers.InputLayer)
+        ]
         if missing:
-            raise ValueError(f"recompute_segments does not run layers {missing} of "
-                             f"{self.name}; update DeepLabV3.recompute_segments with __init__")
+            raise ValueError(
+                f"recompute_segments does not run layers {missing} of "
+                f"{self.name}; update DeepLabV3.recompute_segments with __init__"
+            )
 
         def rest(features, images, training=None):
             features = late(features, training=training)
@@ -327,9 +387,11 @@ class DeepLabV3(keras.Model):
         if config.get("backbone") in MOBILENET_BACKBONES:
             config.setdefault("backbone_padding", "same")
         for name, parameter in inspect.signature(cls.__init__).parameters.items():
-            if (parameter.kind == inspect.Parameter.KEYWORD_ONLY
-                    and name not in NON_CONFIG_KEYWORDS
-                    and parameter.default is not inspect.Parameter.empty):
+            if (
+                parameter.kind == inspect.Parameter.KEYWORD_ONLY
+                and name not in NON_CONFIG_KEYWORDS
+                and parameter.default is not inspect.Parameter.empty
+            ):
                 config.setdefault(name, parameter.default)
         return config
 
@@ -339,9 +401,19 @@ class DeepLabV3(keras.Model):
         return cls(**cls.complete_config(config))
 
 
-def build_model(*, backbone="resnet101", num_classes=21, output_stride=16, multi_grid=(1, 2, 4),
-                atrous_rates=(6, 12, 18), image_pooling=True, head="aspp", num_cascaded_blocks=0,
-                upsample_logits=True, **kwargs):
+def build_model(
+    *,
+    backbone="resnet101",
+    num_classes=21,
+    output_stride=16,
+    multi_grid=(1, 2, 4),
+    atrous_rates=(6, 12, 18),
+    image_pooling=True,
+    head="aspp",
+    num_cascaded_blocks=0,
+    upsample_logits=True,
+    **kwargs,
+):
     """Builds DeepLabv3; defaults are the paper's best VOC model (Table 5 last row / Table 6).
 
     Keyword arguments are those of :class:`DeepLabV3` (and of the binaries' flags), plus
@@ -350,11 +422,18 @@ def build_model(*, backbone="resnet101", num_classes=21, output_stride=16, multi
     Returns:
       A keras.Model from normalized float images [N, H, W, 3] to float32 logits.
     """
-    return DeepLabV3(backbone=backbone, num_classes=num_classes, output_stride=output_stride,
-                     multi_grid=multi_grid, atrous_rates=atrous_rates,
-                     image_pooling=image_pooling, head=head,
-                     num_cascaded_blocks=num_cascaded_blocks, upsample_logits=upsample_logits,
-                     **kwargs)
+    return DeepLabV3(
+        backbone=backbone,
+        num_classes=num_classes,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        atrous_rates=atrous_rates,
+        image_pooling=image_pooling,
+        head=head,
+        num_cascaded_blocks=num_cascaded_blocks,
+        upsample_logits=upsample_logits,
+        **kwargs,
+    )
 
 
 def rebuild_with_output_stride(model, output_stride, **overrides):
@@ -372,8 +451,12 @@ def rebuild_with_output_stride(model, output_stride, **overrides):
     Returns:
       A new DeepLabV3 sharing no state with ``model`` but holding the same weight values.
     """
-    config = {**model.get_config(), "output_stride": output_stride,
-              "performance": getattr(model, "performance", None), **overrides}
+    config = {
+        **model.get_config(),
+        "output_stride": output_stride,
+        "performance": getattr(model, "performance", None),
+        **overrides,
+    }
     new_model = DeepLabV3.from_config(config)
     old_paths = [v.path for v in model.weights]
     new_paths = [v.path for v in new_model.weights]
@@ -399,7 +482,8 @@ def _resnet_depth_in_file(path):
     try:
         with h5py.File(path, "r") as handle:
             handle.visititems(
-                lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None)
+                lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None
+            )
     except OSError:
         return None
     if not arrays or len(arrays) % 6:
@@ -428,16 +512,20 @@ def load_imagenet_backbone(model, path):
     """
     backbone_name = getattr(model, "backbone", None)
     if backbone_name not in ("resnet50", "resnet101") + tuple(MOBILENET_BACKBONES):
-        raise ConfigError("load_imagenet_backbone needs a DeepLabV3 model with a resnet50, "
-                          f"resnet101 or mobilenet_v2 backbone, not {backbone_name!r}")
+        raise ConfigError(
+            "load_imagenet_backbone needs a DeepLabV3 model with a resnet50, "
+            f"resnet101 or mobilenet_v2 backbone, not {backbone_name!r}"
+        )
     if not os.path.isfile(path):
         raise UserError(f"ImageNet weight file not found: {path}")
     if backbone_name in MOBILENET_BACKBONES:
         alpha, divisible_by = MOBILENET_BACKBONES[backbone_name]
         if divisible_by != 8:
-            raise ConfigError(f"{backbone_name} rounds channels like the authors' DeepLab, not "
-                              "like keras.applications.MobileNetV2, whose ImageNet files "
-                              "therefore do not fit it; use --backbone=mobilenet_v2")
+            raise ConfigError(
+                f"{backbone_name} rounds channels like the authors' DeepLab, not "
+                "like keras.applications.MobileNetV2, whose ImageNet files "
+                "therefore do not fit it; use --backbone=mobilenet_v2"
+            )
         description = f"MobileNetV2 (alpha={alpha})"
 
         def application(**kwargs):
@@ -449,13 +537,15 @@ def load_imagenet_backbone(model, path):
         if file_depth is not None and file_depth != depth:
             raise UserError(
                 f"{path} holds ResNet-{file_depth} weights but the model's backbone is "
-                f"resnet{depth}: pass --backbone=resnet{file_depth} or a ResNet-{depth} file")
+                f"resnet{depth}: pass --backbone=resnet{file_depth} or a ResNet-{depth} file"
+            )
         application = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[depth]
     try:
         reference = application(weights=path, include_top=False, input_shape=(None, None, 3))
     except Exception as error:  # keras raises several types for a foreign file
-        raise UserError(f"cannot load {path} as {description} ImageNet weights "
-                        f"(keras.applications): {error}") from error
+        raise UserError(
+            f"cannot load {path} as {description} ImageNet weights (keras.applications): {error}"
+        ) from error
     target = model.backbone_model
     target_names = {layer.name for layer in target.layers}
     loaded = 0
@@ -465,6 +555,8 @@ def load_imagenet_backbone(model, path):
             target.get_layer(layer.name).set_weights(weights)
             loaded += 1
         elif weights and not layer.name.startswith("Conv_1"):
-            raise UserError(f"{path}: layer {layer.name} of {description} has no place in "
-                            f"the {backbone_name} backbone")
+            raise UserError(
+                f"{path}: layer {layer.name} of {description} has no place in "
+                f"the {backbone_name} backbone"
+            )
     return loaded

@@ -49,14 +49,19 @@ def conv_flops(model, height, width):
 def _mobilenet_table(output_stride):
     """Rows of the MobileNetV2 plan: one per inverted residual block."""
     # Channels at depth 1.0.
-    rows = ["block          expansion  channels  stride  output_stride  depthwise rate",
-            "Conv1 (stem)   -          32        2       2              -"]
+    rows = [
+        "block          expansion  channels  stride  output_stride  depthwise rate",
+        "Conv1 (stem)   -          32        2       2              -",
+    ]
     current = mobilenet.STEM_STRIDE
     for index, ((expansion, channels, _), (stride, rate)) in enumerate(
-            zip(mobilenet.BLOCKS, mobilenet.mobilenet_plan(output_stride))):
+        zip(mobilenet.BLOCKS, mobilenet.mobilenet_plan(output_stride))
+    ):
         current *= stride
-        rows.append(f"{mobilenet.block_prefix(index).rstrip('_'):<14} {expansion:<10} "
-                    f"{channels:<9} {stride:<7} {current:<14} {rate}")
+        rows.append(
+            f"{mobilenet.block_prefix(index).rstrip('_'):<14} {expansion:<10} "
+            f"{channels:<9} {stride:<7} {current:<14} {rate}"
+        )
     return rows
 
 
@@ -71,15 +76,17 @@ def describe(model_kwargs, crop):
     height, width = crop
     total_flops, per_op = conv_flops(model, height, width)
     backbone = model.backbone_model
-    feature_shape = backbone.compute_output_spec(
-        keras.KerasTensor((1, height, width, 3)))["features"].shape
+    feature_shape = backbone.compute_output_spec(keras.KerasTensor((1, height, width, 3)))[
+        "features"
+    ].shape
 
     if model.backbone in model_lib.MOBILENET_BACKBONES:
         plan = None
     else:
         depth = model_lib.BACKBONES[model.backbone][0]
-        plan = resnet.atrous_plan(model.output_stride, model.num_cascaded_blocks,
-                                  model.multi_grid, depth)
+        plan = resnet.atrous_plan(
+            model.output_stride, model.num_cascaded_blocks, model.multi_grid, depth
+        )
     num_params = model.count_params()
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     lines = [
@@ -87,10 +94,12 @@ def describe(model_kwargs, crop):
         f"multi_grid={model.multi_grid}, num_cascaded_blocks={model.num_cascaded_blocks}",
     ]
     if model.head == "aspp":
-        lines.append(f"ASPP rates at this output stride: "
-                     f"{model_lib.scale_atrous_rates(model.atrous_rates, model.output_stride)}"
-                     f" (given for OS 16: {model.atrous_rates}), "
-                     f"image_pooling={model.image_pooling}")
+        lines.append(
+            f"ASPP rates at this output stride: "
+            f"{model_lib.scale_atrous_rates(model.atrous_rates, model.output_stride)}"
+            f" (given for OS 16: {model.atrous_rates}), "
+            f"image_pooling={model.image_pooling}"
+        )
     lines += [
         f"num_classes: {model.num_classes}",
         f"parameters: {num_params:,} (trainable {trainable:,}; backbone "
@@ -104,9 +113,13 @@ def describe(model_kwargs, crop):
     if plan is None:
         lines += _mobilenet_table(model.output_stride)
     else:
-        lines += ["block   units  stride  output_stride  atrous rates",
-                  "stem    -      4       4              -"]
+        lines += [
+            "block   units  stride  output_stride  atrous rates",
+            "stem    -      4       4              -",
+        ]
         for block in plan:
-            lines.append(f"{block.name:<7} {len(block.rates):<6} {block.stride:<7} "
-                         f"{block.output_stride:<14} {','.join(str(r) for r in block.rates)}")
+            lines.append(
+                f"{block.name:<7} {len(block.rates):<6} {block.stride:<7} "
+                f"{block.output_stride:<14} {','.join(str(r) for r in block.rates)}"
+            )
     return "\n".join(lines)

@@ -31,14 +31,19 @@ from deeplab.model.aspp import ASPP
 def _folded_conv_weights(conv, bn):
     """(kernel, bias) of ``conv`` followed by inference-mode ``bn``, as float32 numpy arrays."""
     kernel = keras.ops.convert_to_numpy(conv.kernel).astype(np.float64)
-    bias = (keras.ops.convert_to_numpy(conv.bias).astype(np.float64) if conv.use_bias
-            else np.zeros(kernel.shape[-1], np.float64))
+    bias = (
+        keras.ops.convert_to_numpy(conv.bias).astype(np.float64)
+        if conv.use_bias
+        else np.zeros(kernel.shape[-1], np.float64)
+    )
     mean = keras.ops.convert_to_numpy(bn.moving_mean).astype(np.float64)
     variance = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)
-    gamma = (keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale
-             else np.ones_like(mean))
-    beta = (keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center
-            else np.zeros_like(mean))
+    gamma = (
+        keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale else np.ones_like(mean)
+    )
+    beta = (
+        keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center else np.zeros_like(mean)
+    )
     scale = gamma / np.sqrt(variance + bn.epsilon)
     folded_bias = ((bias - mean) * scale + beta).astype(np.float32)
     if isinstance(conv, layers.DepthwiseConv2D):
@@ -53,17 +58,22 @@ def _foldable(conv, bn):
         return False
     if isinstance(conv, layers.DepthwiseConv2D):
         return conv.data_format == "channels_last"
-    return (isinstance(conv, layers.Conv2D) and conv.groups == 1
-            and conv.data_format == "channels_last")
+    return (
+        isinstance(conv, layers.Conv2D) and conv.groups == 1 and conv.data_format == "channels_last"
+    )
 
 
 def _biased_conv(conv):
     """A new Conv2D with ``conv``'s configuration and a bias (weights set later)."""
     config = conv.get_config()
     kernel = "depthwise" if isinstance(conv, layers.DepthwiseConv2D) else "kernel"
-    config.update(use_bias=True, bias_regularizer=None, activity_regularizer=None,
-                  bias_constraint=None, **{f"{kernel}_regularizer": None,
-                                           f"{kernel}_constraint": None})
+    config.update(
+        use_bias=True,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        bias_constraint=None,
+        **{f"{kernel}_regularizer": None, f"{kernel}_constraint": None},
+    )
     return conv.__class__.from_config(config)
 
 
@@ -99,8 +109,9 @@ class FusedASPP(ASPP):
         """Sets this layer's weights to ``aspp``'s, BN folded (both must be built)."""
         pairs, source_pairs = self.conv_bn_pairs(), aspp.conv_bn_pairs()
         if len(pairs) != len(source_pairs):
-            raise ValueError(f"{aspp.name} has {len(source_pairs)} conv + BN pairs, "
-                             f"{self.name} {len(pairs)}")
+            raise ValueError(
+                f"{aspp.name} has {len(source_pairs)} conv + BN pairs, {self.name} {len(pairs)}"
+            )
         for (conv, _), (src_conv, src_bn) in zip(pairs, source_pairs):
             conv.set_weights(list(_folded_conv_weights(src_conv, src_bn)))
 
@@ -122,9 +133,12 @@ def _batch_norm_consumers(model):
             continue
         inputs = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
         producer = inputs[0]._keras_history.operation  # pylint: disable=protected-access
-        if (len(inputs) == 1 and _foldable(producer, layer)
-                and len(producer._inbound_nodes) == 1  # pylint: disable=protected-access
-                and [id(c) for c in consumers.get(id(producer), [])] == [id(layer)]):
+        if (
+            len(inputs) == 1
+            and _foldable(producer, layer)
+            and len(producer._inbound_nodes) == 1  # pylint: disable=protected-access
+            and [id(c) for c in consumers.get(id(producer), [])] == [id(layer)]
+        ):
             folds[id(producer)] = layer
     return folds
 
@@ -132,7 +146,8 @@ def _batch_norm_consumers(model):
 def _rebuild(model, clone):
     """A new functional model: ``model``'s graph with every layer replaced by ``clone(layer)``."""
     inputs = keras.tree.map_structure(
-        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
+        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input
+    )
     outputs = model._run_through_graph(inputs, operation_fn=clone)  # pylint: disable=protected-access
     return keras.Model(inputs, outputs, name=model.name)
 
@@ -165,8 +180,9 @@ def _fuse_functional(model):
         if id(layer) in folds:
             new = _biased_conv(layer)
             bn = folds[id(layer)]
-            copies.append((new, lambda n, old=layer, b=bn: n.set_weights(
-                list(_folded_conv_weights(old, b)))))
+            copies.append(
+                (new, lambda n, old=layer, b=bn: n.set_weights(list(_folded_conv_weights(old, b))))
+            )
             count[0] += 1
             return new
         new = layer.__class__.from_config(layer.get_config())
@@ -181,10 +197,23 @@ def _fuse_functional(model):
 
 
 # Attributes of deeplab.model.deeplabv3.DeepLabV3 that evaluation, serving and export read.
-_MODEL_ATTRIBUTES = ("backbone", "num_classes", "output_stride", "multi_grid", "atrous_rates",
-                     "image_pooling", "head", "num_cascaded_blocks", "upsample_logits",
-                     "aspp_filters", "decoder_output_stride", "decoder_separable",
-                     "backbone_padding", "model_input_shape", "performance")
+_MODEL_ATTRIBUTES = (
+    "backbone",
+    "num_classes",
+    "output_stride",
+    "multi_grid",
+    "atrous_rates",
+    "image_pooling",
+    "head",
+    "num_cascaded_blocks",
+    "upsample_logits",
+    "aspp_filters",
+    "decoder_output_stride",
+    "decoder_separable",
+    "backbone_padding",
+    "model_input_shape",
+    "performance",
+)
 
 
 def fuse_batch_norm(model):
@@ -228,8 +257,11 @@ def _cast_functional(model, policy):
     for new, old in copies:
         values = []
         for variable, value in zip(new.weights, old.get_weights()):
-            values.append(np.asarray(value).astype(keras.backend.standardize_dtype(variable.dtype))
-                          if np.issubdtype(np.asarray(value).dtype, np.floating) else value)
+            values.append(
+                np.asarray(value).astype(keras.backend.standardize_dtype(variable.dtype))
+                if np.issubdtype(np.asarray(value).dtype, np.floating)
+                else value
+            )
         new.set_weights(values)
     return new_model
 

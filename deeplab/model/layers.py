@@ -124,12 +124,17 @@ class AtrousConv2D(keras.layers.Conv2D):
 
     def uses_native_dilation(self, dtype):
         """Whether a call on inputs of ``dtype`` runs the native dilated ``tf.nn.conv2d``."""
-        if not (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
-                and self.data_format == "channels_last" and self.groups == 1
-                and tuple(self.strides) == (1, 1) and self.native_dilation is not False
-                # oneDNN has no float16 path on every CPU, and a bfloat16 one only on CPUs
-                # with AVX512_BF16 / AMX; Eigen's fallback rejects dilated gradients.
-                and _native_dtype(keras.backend.standardize_dtype(dtype))):
+        if not (
+            max(self.dilation_rate) > 1
+            and keras.backend.backend() == "tensorflow"
+            and self.data_format == "channels_last"
+            and self.groups == 1
+            and tuple(self.strides) == (1, 1)
+            and self.native_dilation is not False
+            # oneDNN has no float16 path on every CPU, and a bfloat16 one only on CPUs
+            # with AVX512_BF16 / AMX; Eigen's fallback rejects dilated gradients.
+            and _native_dtype(keras.backend.standardize_dtype(dtype))
+        ):
             return False
         return self.native_dilation or _tensorflow_has_native_dilated_cpu_conv()
 
@@ -137,8 +142,14 @@ class AtrousConv2D(keras.layers.Conv2D):
         if self.uses_native_dilation(inputs.dtype):
             import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-            return tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
-                                dilations=list(self.dilation_rate), data_format="NHWC")
+            return tf.nn.conv2d(
+                inputs,
+                kernel,
+                strides=1,
+                padding=self.padding.upper(),
+                dilations=list(self.dilation_rate),
+                data_format="NHWC",
+            )
         return super().convolution_op(inputs, kernel)
 
 

@@ -35,13 +35,25 @@ from deeplab.model.options import PerformanceOptions
 from deeplab.model.preprocessing import MEAN_RGB
 
 # (expansion, output channels, nominal stride) of the inverted residual blocks 0..16.
-BLOCKS = ((1, 16, 1),
-          (6, 24, 2), (6, 24, 1),
-          (6, 32, 2), (6, 32, 1), (6, 32, 1),
-          (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1),
-          (6, 96, 1), (6, 96, 1), (6, 96, 1),
-          (6, 160, 2), (6, 160, 1), (6, 160, 1),
-          (6, 320, 1))
+BLOCKS = (
+    (1, 16, 1),
+    (6, 24, 2),
+    (6, 24, 1),
+    (6, 32, 2),
+    (6, 32, 1),
+    (6, 32, 1),
+    (6, 64, 2),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 160, 2),
+    (6, 160, 1),
+    (6, 160, 1),
+    (6, 320, 1),
+)
 STEM_FILTERS = 32
 STEM_STRIDE = 2
 # Endpoint name -> index of the block whose output it is (output strides 2, 4, 8, 16, 32 when
@@ -77,10 +89,13 @@ def mobilenet_plan(output_stride):
       A list of 17 ``(stride, rate)`` pairs for blocks 0..16; the stem keeps its stride 2.
     """
     if output_stride not in VALID_OUTPUT_STRIDES:
-        raise ValueError(f"output_stride={output_stride} is not available for MobileNetV2: "
-                         f"choose one of {VALID_OUTPUT_STRIDES}")
-    points = stride_plan.convert_strides([s for _, _, s in BLOCKS], output_stride,
-                                         initial_stride=STEM_STRIDE)
+        raise ValueError(
+            f"output_stride={output_stride} is not available for MobileNetV2: "
+            f"choose one of {VALID_OUTPUT_STRIDES}"
+        )
+    points = stride_plan.convert_strides(
+        [s for _, _, s in BLOCKS], output_stride, initial_stride=STEM_STRIDE
+    )
     return [(p.stride, p.rate_before) for p in points]
 
 
@@ -104,21 +119,28 @@ class UnitRangeInput(keras.layers.Layer):
 PADDINGS = ("symmetric", "same")
 
 
-def _inverted_residual(x, *, expansion, filters, stride, rate, index, conv_kwargs, bn_kwargs,
-                       padding):
+def _inverted_residual(
+    x, *, expansion, filters, stride, rate, index, conv_kwargs, bn_kwargs, padding
+):
     prefix = block_prefix(index)
     in_channels = x.shape[-1]
     inputs = x
     if index:
-        x = layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=prefix + "expand",
-                          **conv_kwargs)(x)
+        x = layers.Conv2D(
+            expansion * in_channels, 1, use_bias=False, name=prefix + "expand", **conv_kwargs
+        )(x)
         x = BatchNormalization(name=prefix + "expand_BN", **bn_kwargs)(x)
         x = layers.ReLU(6.0, name=prefix + "expand_relu")(x)
     if stride > 1 and padding == "symmetric":
         x = layers.ZeroPadding2D(rate, name=prefix + "pad")(x)
-    x = layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate,
-                               padding="valid" if stride > 1 and padding == "symmetric" else "same",
-                               use_bias=False, name=prefix + "depthwise")(x)
+    x = layers.DepthwiseConv2D(
+        3,
+        strides=stride,
+        dilation_rate=rate,
+        padding="valid" if stride > 1 and padding == "symmetric" else "same",
+        use_bias=False,
+        name=prefix + "depthwise",
+    )(x)
     x = BatchNormalization(name=prefix + "depthwise_BN", **bn_kwargs)(x)
     x = layers.ReLU(6.0, name=prefix + "depthwise_relu")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=prefix + "project", **conv_kwargs)(x)
@@ -128,9 +150,18 @@ def _inverted_residual(x, *, expansion, filters, stride, rate, index, conv_kwarg
     return x
 
 
-def build_mobilenet_v2(*, depth_multiplier=1.0, divisible_by=8, output_stride=16,
-                       batch_norm_momentum=0.9997, weight_decay=0.0, input_shape=(None, None, 3),
-                       padding="symmetric", name="mobilenet_v2", performance=None):
+def build_mobilenet_v2(
+    *,
+    depth_multiplier=1.0,
+    divisible_by=8,
+    output_stride=16,
+    batch_norm_momentum=0.9997,
+    weight_decay=0.0,
+    input_shape=(None, None, 3),
+    padding="symmetric",
+    name="mobilenet_v2",
+    performance=None,
+):
     """Builds the atrous MobileNetV2 backbone as a functional keras.Model.
 
     Args:
@@ -159,30 +190,53 @@ def build_mobilenet_v2(*, depth_multiplier=1.0, divisible_by=8, output_stride=16
     plan = mobilenet_plan(output_stride)
     regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
     conv_kwargs = {"kernel_regularizer": regularizer}
-    bn_kwargs = {"momentum": batch_norm_momentum, "epsilon": BN_EPSILON,
-                 "fused": PerformanceOptions.coerce(performance).fused_batch_norm}
+    bn_kwargs = {
+        "momentum": batch_norm_momentum,
+        "epsilon": BN_EPSILON,
+        "fused": PerformanceOptions.coerce(performance).fused_batch_norm,
+    }
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = UnitRangeInput(name="unit_range_input")(inputs)
     if padding == "symmetric":
         x = layers.ZeroPadding2D(1, name="Conv1_pad")(x)
-    x = layers.Conv2D(make_divisible(STEM_FILTERS * depth_multiplier, divisible_by), 3,
-                      strides=STEM_STRIDE, padding="valid" if padding == "symmetric" else "same",
-                      use_bias=False, name="Conv1", **conv_kwargs)(x)
+    x = layers.Conv2D(
+        make_divisible(STEM_FILTERS * depth_multiplier, divisible_by),
+        3,
+        strides=STEM_STRIDE,
+        padding="valid" if padding == "symmetric" else "same",
+        use_bias=False,
+        name="Conv1",
+        **conv_kwargs,
+    )(x)
     x = BatchNormalization(name="bn_Conv1", **bn_kwargs)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     endpoints = {}
     names = {index: name for name, index in ENDPOINTS.items()}
     for index, ((expansion, filters, _), (stride, rate)) in enumerate(zip(BLOCKS, plan)):
         x = _inverted_residual(
-            x, expansion=expansion, filters=make_divisible(int(filters * depth_multiplier), divisible_by),
-            stride=stride, rate=rate, index=index, conv_kwargs=conv_kwargs, bn_kwargs=bn_kwargs,
-            padding=padding)
+            x,
+            expansion=expansion,
+            filters=make_divisible(int(filters * depth_multiplier), divisible_by),
+            stride=stride,
+            rate=rate,
+            index=index,
+            conv_kwargs=conv_kwargs,
+            bn_kwargs=bn_kwargs,
+            padding=padding,
+        )
         if index in names:
             endpoints[names[index]] = x
     endpoints["features"] = x
     return keras.Model(inputs, endpoints, name=name)
 
 
-__all__ = ["build_mobilenet_v2", "mobilenet_plan", "make_divisible", "UnitRangeInput",
-           "BLOCKS", "ENDPOINTS", "VALID_OUTPUT_STRIDES"]
+__all__ = [
+    "build_mobilenet_v2",
+    "mobilenet_plan",
+    "make_divisible",
+    "UnitRangeInput",
+    "BLOCKS",
+    "ENDPOINTS",
+    "VALID_OUTPUT_STRIDES",
+]

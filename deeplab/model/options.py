@@ -51,8 +51,9 @@ class PerformanceOptions:
         if not isinstance(self.fused_batch_norm, bool):
             raise TypeError(f"fused_batch_norm must be a bool, got {self.fused_batch_norm!r}")
         if self.native_dilation is not None and not isinstance(self.native_dilation, bool):
-            raise TypeError("native_dilation must be None, True or False, got "
-                            f"{self.native_dilation!r}")
+            raise TypeError(
+                f"native_dilation must be None, True or False, got {self.native_dilation!r}"
+            )
 
     @classmethod
     def coerce(cls, value):
@@ -63,8 +64,9 @@ class PerformanceOptions:
             return value
         if isinstance(value, dict):
             return cls(**value)
-        raise TypeError(f"performance must be a PerformanceOptions, a dict or None, "
-                        f"got {type(value).__name__}")
+        raise TypeError(
+            f"performance must be a PerformanceOptions, a dict or None, got {type(value).__name__}"
+        )
 
     @classmethod
     def from_environment(cls, environ=None, base=None):
@@ -78,8 +80,12 @@ class PerformanceOptions:
           base: the options to start from.
         """
         base = cls.coerce(base)
-        return dataclasses.replace(base, fused_batch_norm=environment_switch(
-            FUSED_BATCH_NORM_VARIABLE, base.fused_batch_norm, environ))
+        return dataclasses.replace(
+            base,
+            fused_batch_norm=environment_switch(
+                FUSED_BATCH_NORM_VARIABLE, base.fused_batch_norm, environ
+            ),
+        )
 
     def replace(self, **changes):
         """A copy with ``changes`` applied."""

@@ -73,12 +73,14 @@ def atrous_plan(output_stride, num_cascaded_blocks=0, multi_grid=None, depth=50)
         raise ValueError(f"depth must be one of {sorted(BLOCK_UNITS)}, got {depth}")
     if not 0 <= num_cascaded_blocks <= MAX_CASCADED_BLOCKS:
         raise ValueError(
-            f"num_cascaded_blocks must be in 0..{MAX_CASCADED_BLOCKS}, got {num_cascaded_blocks}")
+            f"num_cascaded_blocks must be in 0..{MAX_CASCADED_BLOCKS}, got {num_cascaded_blocks}"
+        )
     max_stride = STEM_STRIDE * 2 ** (len(NOMINAL_BLOCK_STRIDE) - 1 + num_cascaded_blocks)
     if output_stride not in VALID_OUTPUT_STRIDES or output_stride > max_stride:
         raise ValueError(
             f"output_stride={output_stride} is not reachable with num_cascaded_blocks="
-            f"{num_cascaded_blocks}: choose a power of two in 4..{max_stride}")
+            f"{num_cascaded_blocks}: choose a power of two in 4..{max_stride}"
+        )
     multi_grid = tuple(multi_grid) if multi_grid else (1,) * CASCADED_UNITS
     if len(multi_grid) != CASCADED_UNITS or any(int(r) < 1 for r in multi_grid):
         raise ValueError(f"multi_grid needs {CASCADED_UNITS} positive unit rates, got {multi_grid}")
@@ -91,9 +93,14 @@ def atrous_plan(output_stride, num_cascaded_blocks=0, multi_grid=None, depth=50)
     for index, (point, num_units) in enumerate(zip(points, units)):
         # Multi-grid covers block4..7's three units (a shallower test net takes the first ones).
         unit_rates = multi_grid[:num_units] if index >= 3 else (1,) * num_units
-        plan.append(BlockPlan(f"block{index + 1}", point.stride,
-                              tuple(point.rate_after * int(u) for u in unit_rates),
-                              point.output_stride))
+        plan.append(
+            BlockPlan(
+                f"block{index + 1}",
+                point.stride,
+                tuple(point.rate_after * int(u) for u in unit_rates),
+                point.output_stride,
+            )
+        )
     return plan
 
 
@@ -104,12 +111,14 @@ def _layer_prefix(block_index, unit_index):
     return f"block{block_index + 1}_unit{unit_index + 1}"
 
 
-def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs, bn_kwargs,
-                native_dilation=None):
+def _bottleneck(
+    x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs, bn_kwargs, native_dilation=None
+):
     """ResNet-v1 bottleneck unit, variables in keras.applications order."""
     if shortcut_conv:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=prefix + "_0_conv",
-                                 **conv_kwargs)(x)
+        shortcut = layers.Conv2D(
+            4 * filters, 1, strides=stride, name=prefix + "_0_conv", **conv_kwargs
+        )(x)
         shortcut = BatchNormalization(name=prefix + "_0_bn", **bn_kwargs)(shortcut)
     elif stride != 1:
         # Parameter-free subsampling keeps block5-7's variables independent of the output
@@ -120,8 +129,15 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
     x = layers.Conv2D(filters, 1, strides=stride, name=prefix + "_1_conv", **conv_kwargs)(x)
     x = BatchNormalization(name=prefix + "_1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_1_relu")(x)
-    x = AtrousConv2D(filters, 3, padding="same", dilation_rate=rate, name=prefix + "_2_conv",
-                     native_dilation=native_dilation, **conv_kwargs)(x)
+    x = AtrousConv2D(
+        filters,
+        3,
+        padding="same",
+        dilation_rate=rate,
+        name=prefix + "_2_conv",
+        native_dilation=native_dilation,
+        **conv_kwargs,
+    )(x)
     x = BatchNormalization(name=prefix + "_2_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name=prefix + "_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=prefix + "_3_conv", **conv_kwargs)(x)
@@ -130,9 +146,19 @@ def _bottleneck(x, filters, *, stride, rate, shortcut_conv, prefix, conv_kwargs,
     return layers.Activation("relu", name=prefix + "_out")(x)
 
 
-def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_blocks=0,
-                 batch_norm_momentum=0.9997, weight_decay=0.0, input_shape=(None, None, 3),
-                 width_multiplier=1.0, name=None, performance=None):
+def build_resnet(
+    *,
+    depth=50,
+    output_stride=16,
+    multi_grid=None,
+    num_cascaded_blocks=0,
+    batch_norm_momentum=0.9997,
+    weight_decay=0.0,
+    input_shape=(None, None, 3),
+    width_multiplier=1.0,
+    name=None,
+    performance=None,
+):
     """Builds the atrous ResNet-v1 backbone as a functional keras.Model.
 
     Args:
@@ -157,14 +183,18 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
     regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
     conv_kwargs = {"kernel_regularizer": regularizer}
     performance = PerformanceOptions.coerce(performance)
-    bn_kwargs = {"momentum": batch_norm_momentum, "epsilon": BACKBONE_BN_EPSILON,
-                 "fused": performance.fused_batch_norm}
+    bn_kwargs = {
+        "momentum": batch_norm_momentum,
+        "epsilon": BACKBONE_BN_EPSILON,
+        "fused": performance.fused_batch_norm,
+    }
 
     inputs = keras.Input(shape=input_shape, name="image")
     # The explicit paddings match keras.applications exactly ("same" differs on even sizes).
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = layers.Conv2D(max(1, int(64 * width_multiplier)), 7, strides=2, name="conv1_conv",
-                      **conv_kwargs)(x)
+    x = layers.Conv2D(
+        max(1, int(64 * width_multiplier)), 7, strides=2, name="conv1_conv", **conv_kwargs
+    )(x)
     x = BatchNormalization(name="conv1_bn", **bn_kwargs)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -176,15 +206,18 @@ def build_resnet(*, depth=50, output_stride=16, multi_grid=None, num_cascaded_bl
         filters = max(1, int(BLOCK_FILTERS[min(block_index, 3)] * width_multiplier))
         for unit_index in range(num_units):
             x = _bottleneck(
-                x, filters,
+                x,
+                filters,
                 stride=block.stride if unit_index == 0 else 1,
                 rate=block.rates[unit_index],
                 # Block1..4 open with a projection shortcut (keras.applications layout);
                 # block5-7 replicate block4's last units: 2048 channels in and out.
                 shortcut_conv=unit_index == 0 and block_index < 4,
                 prefix=_layer_prefix(block_index, unit_index),
-                conv_kwargs=conv_kwargs, bn_kwargs=bn_kwargs,
-                native_dilation=performance.native_dilation)
+                conv_kwargs=conv_kwargs,
+                bn_kwargs=bn_kwargs,
+                native_dilation=performance.native_dilation,
+            )
         endpoints[block.name] = x
     endpoints["features"] = x
     return keras.Model(inputs, endpoints, name=name or f"resnet{depth}")

@@ -17,7 +17,8 @@ rate a converted point's own 3x3 convolution gets:
 import collections
 
 StridePoint = collections.namedtuple(
-    "StridePoint", ["stride", "rate_before", "rate_after", "output_stride"])
+    "StridePoint", ["stride", "rate_before", "rate_after", "output_stride"]
+)
 StridePoint.__doc__ = """One downsampling point of a backbone after conversion.
 
 stride: the stride it applies (its nominal stride, or 1 once the target is reached).

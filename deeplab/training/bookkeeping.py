@@ -45,8 +45,11 @@ def save_checkpoint(manager, step, last_saved):
         return manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as error:
         folder = manager.directory
-        reason = (error.strerror or str(error)) if isinstance(error, OSError) else \
-            error.message.strip().splitlines()[0]
+        reason = (
+            (error.strerror or str(error))
+            if isinstance(error, OSError)
+            else error.message.strip().splitlines()[0]
+        )
         try:
             checkpoints.remove_interrupted_writes(folder)
             prefix = os.path.join(folder, f"{checkpoints.CHECKPOINT_NAME}-{step}")
@@ -58,7 +61,8 @@ def save_checkpoint(manager, step, last_saved):
         raise CheckpointWriteError(
             f"cannot write checkpoint {checkpoints.CHECKPOINT_NAME}-{step} in {folder} ({reason}); "
             f"{last_saved or 'no earlier checkpoint'} is intact: free space there and run the same "
-            f"command to resume") from error
+            f"command to resume"
+        ) from error
 
 
 class Bookkeeper:
@@ -77,8 +81,20 @@ class Bookkeeper:
         parameter-server training) instead of over the last logging window.
     """
 
-    def __init__(self, model, manager, step_var, train, *, start_step, latest, end_step,
-                 chief, image_summaries=None, averaged_rate=False):
+    def __init__(
+        self,
+        model,
+        manager,
+        step_var,
+        train,
+        *,
+        start_step,
+        latest,
+        end_step,
+        chief,
+        image_summaries=None,
+        averaged_rate=False,
+    ):
         self.model, self.manager, self.step_var, self.train = model, manager, step_var, train
         self.start_step, self.end_step, self.chief = start_step, end_step, chief
         self.image_summaries, self.averaged_rate = image_summaries, averaged_rate
@@ -113,28 +129,38 @@ class Bookkeeper:
 
     def _stop_non_finite(self, step, values):
         last_saved = self.last_saved
-        where = f"; the last good checkpoint is {last_saved}" if last_saved else \
-            "; no checkpoint was written"
-        what = (f"non-finite loss or gradients at step {step} (loss "
-                f"{values['cross_entropy'] + values['regularization']:.4g}, learning rate "
-                f"{values['learning_rate']:.3g})")
+        where = (
+            f"; the last good checkpoint is {last_saved}"
+            if last_saved
+            else "; no checkpoint was written"
+        )
+        what = (
+            f"non-finite loss or gradients at step {step} (loss "
+            f"{values['cross_entropy'] + values['regularization']:.4g}, learning rate "
+            f"{values['learning_rate']:.3g})"
+        )
         if last_saved and self.last_saved_step == step - 1 and self.chief:
             # The checkpoint holds the very weights this step started from: finite, but
             # diverged. Resuming from it would stop here again whatever the rate.
             try:
                 folder, resume_from = checkpoints.set_aside_checkpoint(
-                    self.manager.directory, last_saved,
-                    f"{what}: the first step from these weights")
-                where = (f"; {os.path.basename(last_saved)} holds the weights that gave it and "
-                         f"was moved to {folder}; a rerun resumes from "
-                         f"{resume_from or 'step 0 (no earlier checkpoint is left)'}")
+                    self.manager.directory, last_saved, f"{what}: the first step from these weights"
+                )
+                where = (
+                    f"; {os.path.basename(last_saved)} holds the weights that gave it and "
+                    f"was moved to {folder}; a rerun resumes from "
+                    f"{resume_from or 'step 0 (no earlier checkpoint is left)'}"
+                )
             except (OSError, tf.errors.OpError) as error:  # the NaN message must survive
-                where = (f"; {last_saved} holds the weights that gave it, but could not be "
-                         f"moved aside ({error}): delete or move it before rerunning")
+                where = (
+                    f"; {last_saved} holds the weights that gave it, but could not be "
+                    f"moved aside ({error}): delete or move it before rerunning"
+                )
         raise NonFiniteLossError(
             f"{what}: training stopped{where}. Lower "
             "--base_learning_rate, check the labels against --num_classes, or try "
-            "--mixed_precision=none")
+            "--mixed_precision=none"
+        )
 
     def _log(self, step, record):
         now = time.time()
@@ -153,10 +179,13 @@ class Bookkeeper:
         summaries.scalar("train/pixel_accuracy", record["pixel_accuracy"], step=step)
         summaries.scalar("perf/images_per_second", images_per_second, step=step)
         if self.chief:
-            print(f"step {step:>6d}/{self.train.training_steps}  loss {record['loss']:.4f} "
-                  f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
-                  f"lr {record['learning_rate']:.4g}  acc {record['pixel_accuracy']:.3f}  "
-                  f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}", flush=True)
+            print(
+                f"step {step:>6d}/{self.train.training_steps}  loss {record['loss']:.4f} "
+                f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
+                f"lr {record['learning_rate']:.4g}  acc {record['pixel_accuracy']:.3f}  "
+                f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}",
+                flush=True,
+            )
         self.window_start, self.window_steps = now, 0
 
     def save(self, step):
@@ -165,7 +194,8 @@ class Bookkeeper:
         if not checkpoints.weights_are_finite(self.model):
             raise NonFiniteLossError(
                 f"non-finite weights at step {step}: no checkpoint written for it; the last "
-                f"good checkpoint is {self.last_saved}. Lower --base_learning_rate")
+                f"good checkpoint is {self.last_saved}. Lower --base_learning_rate"
+            )
         self.last_saved = save_checkpoint(self.manager, step, self.last_saved)
         self.last_saved_step = step
         logging.info("Saved %s", self.last_saved)

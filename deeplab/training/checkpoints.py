@@ -54,8 +54,10 @@ def variables_by_path(model):
     result = {}
     for variable in model.weights:
         if variable.path in result:
-            raise ConfigError(f"two variables of model {model.name!r} share the path "
-                              f"{variable.path!r}; cannot checkpoint it by variable path")
+            raise ConfigError(
+                f"two variables of model {model.name!r} share the path "
+                f"{variable.path!r}; cannot checkpoint it by variable path"
+            )
         result[variable.path] = variable
     return result
 
@@ -103,7 +105,6 @@ def make_checkpoint(model, optimizer=None, step=None, rng=False):
     return tf.train.Checkpoint(**objects)
 
 
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -143,14 +144,18 @@ def resolve_checkpoint(path):
       UserError: nothing readable as a checkpoint is there.
     """
     if not path:
-        raise UserError("no checkpoint given: pass --checkpoint=PATH (a training logdir or a "
-                        "checkpoint prefix such as runs/x/ckpt-1000)")
+        raise UserError(
+            "no checkpoint given: pass --checkpoint=PATH (a training logdir or a "
+            "checkpoint prefix such as runs/x/ckpt-1000)"
+        )
     path = os.fspath(path)
     if os.path.isdir(path):
         prefix = tf.train.latest_checkpoint(path)
         if prefix is None:
-            raise UserError(f"--checkpoint={path}: the folder holds no checkpoint (no 'checkpoint' "
-                            "file naming a ckpt-N); train into it first or pass a checkpoint prefix")
+            raise UserError(
+                f"--checkpoint={path}: the folder holds no checkpoint (no 'checkpoint' "
+                "file naming a ckpt-N); train into it first or pass a checkpoint prefix"
+            )
         return prefix
     if path.endswith(".index"):
         path = path[: -len(".index")]
@@ -158,8 +163,10 @@ def resolve_checkpoint(path):
         path = path[: path.rindex(".data-")]
     if os.path.isfile(path + ".index"):
         return path
-    raise UserError(f"--checkpoint={path}: not a checkpoint prefix (no {path}.index) nor a folder; "
-                    "pass a training logdir or a prefix such as runs/x/ckpt-1000")
+    raise UserError(
+        f"--checkpoint={path}: not a checkpoint prefix (no {path}.index) nor a folder; "
+        "pass a training logdir or a prefix such as runs/x/ckpt-1000"
+    )
 
 
 def _read_json(path, what):
@@ -192,17 +199,24 @@ def read_run_info(checkpoint):
     """
     prefix = resolve_checkpoint(checkpoint)
     logdir = os.path.dirname(prefix)
-    config = _read_json(os.path.join(logdir, MODEL_CONFIG_FILE),
-                        "the training run writes it beside its checkpoints; without it the "
-                        "model cannot be rebuilt (was this checkpoint written by deeplab.train?)")
+    config = _read_json(
+        os.path.join(logdir, MODEL_CONFIG_FILE),
+        "the training run writes it beside its checkpoints; without it the "
+        "model cannot be rebuilt (was this checkpoint written by deeplab.train?)",
+    )
     info_path = os.path.join(logdir, DATASET_INFO_FILE)
     dataset_info = _read_json(info_path, "") if os.path.exists(info_path) else None
     step = None
     values = _checkpoint_values(prefix)
     if values.root_keys.get(STEP_KEY) is not None:
         step = int(values.reader.get_tensor(values.root_keys[STEP_KEY]))
-    return {"checkpoint": prefix, "logdir": logdir, "model_config": config,
-            "dataset_info": dataset_info, "step": step}
+    return {
+        "checkpoint": prefix,
+        "logdir": logdir,
+        "model_config": config,
+        "dataset_info": dataset_info,
+        "step": step,
+    }
 
 
 class _CheckpointValues:
@@ -235,8 +249,10 @@ class _CheckpointValues:
         self.root_keys = {STEP_KEY: value_key(root[STEP_KEY]) if STEP_KEY in root else None}
         self.weights = {}
         if WEIGHTS_KEY not in root:
-            raise UserError(f"{prefix}: not a deeplab training checkpoint (it has no "
-                            f"'{WEIGHTS_KEY}' object; was it written by deeplab.train?)")
+            raise UserError(
+                f"{prefix}: not a deeplab training checkpoint (it has no "
+                f"'{WEIGHTS_KEY}' object; was it written by deeplab.train?)"
+            )
         for child in nodes[root[WEIGHTS_KEY]].children:
             key = value_key(child.node_id)
             if key is not None:
@@ -262,22 +278,41 @@ def restore_weights(model, checkpoint):
     values = _checkpoint_values(prefix)
     variables = variables_by_path(model)
     missing = sorted(set(variables) - set(values.weights))
-    mismatched = sorted(p for p in set(variables) & set(values.weights)
-                        if values.shape(p) != tuple(variables[p].shape))
+    mismatched = sorted(
+        p
+        for p in set(variables) & set(values.weights)
+        if values.shape(p) != tuple(variables[p].shape)
+    )
     if missing or mismatched:
-        details = [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
-        details += [f"{p}: checkpoint {values.shape(p)} vs model {tuple(variables[p].shape)}"
-                    for p in mismatched[:5]]
-        raise UserError(f"{prefix} does not match the model ({'; '.join(details)}); "
-                        "check --backbone/--num_classes/--aspp_filters or use --init_checkpoint")
+        details = (
+            [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"]
+            if missing
+            else []
+        )
+        details += [
+            f"{p}: checkpoint {values.shape(p)} vs model {tuple(variables[p].shape)}"
+            for p in mismatched[:5]
+        ]
+        raise UserError(
+            f"{prefix} does not match the model ({'; '.join(details)}); "
+            "check --backbone/--num_classes/--aspp_filters or use --init_checkpoint"
+        )
     status = tf.train.Checkpoint(**{WEIGHTS_KEY: variables}).read(prefix)
     status.expect_partial()
     status.assert_existing_objects_matched()
     return prefix
 
 
-def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=None,
-               fuse_batch_norm=False, performance=None, **overrides):
+def load_model(
+    checkpoint,
+    *,
+    output_stride=None,
+    num_classes=None,
+    input_shape=None,
+    fuse_batch_norm=False,
+    performance=None,
+    **overrides,
+):
     """Rebuilds the trained DeepLabV3 from its model_config.json and restores its weights.
 
     Args:
@@ -307,9 +342,11 @@ def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=
     info = read_run_info(checkpoint)
     config = dict(info["model_config"])
     if num_classes is not None and int(num_classes) != int(config["num_classes"]):
-        raise ConfigError(f"{info['checkpoint']} was trained with num_classes="
-                          f"{config['num_classes']} but {num_classes} classes are expected "
-                          "(check --num_classes / --dataset_dir)")
+        raise ConfigError(
+            f"{info['checkpoint']} was trained with num_classes="
+            f"{config['num_classes']} but {num_classes} classes are expected "
+            "(check --num_classes / --dataset_dir)"
+        )
     if output_stride:
         config["output_stride"] = int(output_stride)
     if input_shape is not None:
@@ -318,8 +355,13 @@ def load_model(checkpoint, *, output_stride=None, num_classes=None, input_shape=
     config["performance"] = performance
     model = DeepLabV3.from_config(config)
     restore_weights(model, info["checkpoint"])
-    logging.info("Restored %s (step %s) into %s at output stride %d", info["checkpoint"],
-                 info["step"], config.get("backbone"), model.output_stride)
+    logging.info(
+        "Restored %s (step %s) into %s at output stride %d",
+        info["checkpoint"],
+        info["step"],
+        config.get("backbone"),
+        model.output_stride,
+    )
     if fuse_batch_norm:
         from deeplab.model import fuse  # pylint: disable=import-outside-toplevel
 
@@ -357,17 +399,29 @@ def restore_for_finetuning(model, checkpoint):
         shape = values.shape(path)
         if shape != tuple(variable.shape):
             skipped.append(path)
-            logging.warning("init checkpoint %s: %s has shape %s there, %s here; keeping its "
-                            "initialization", prefix, path, shape, tuple(variable.shape))
+            logging.warning(
+                "init checkpoint %s: %s has shape %s there, %s here; keeping its initialization",
+                prefix,
+                path,
+                shape,
+                tuple(variable.shape),
+            )
             continue
         value = values.reader.get_tensor(values.weights[path])
         variable.assign(np.asarray(value, dtype=variable.dtype))
         restored += 1
     if restored == 0:
-        raise UserError(f"--init_checkpoint={checkpoint}: no variable of the model is in {prefix}; "
-                        "is it a checkpoint of another backbone?")
-    logging.info("Initialized %d variables from %s; skipped %d: %s", restored, prefix,
-                 len(skipped), ", ".join(skipped) or "none")
+        raise UserError(
+            f"--init_checkpoint={checkpoint}: no variable of the model is in {prefix}; "
+            "is it a checkpoint of another backbone?"
+        )
+    logging.info(
+        "Initialized %d variables from %s; skipped %d: %s",
+        restored,
+        prefix,
+        len(skipped),
+        ", ".join(skipped) or "none",
+    )
     return sorted(skipped)
 
 
@@ -446,24 +500,30 @@ def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
         reason = verify_checkpoint(prefix)
         if reason is None:
             if bad:
-                report(f"Skipped {len(bad)} newer checkpoint(s) that cannot be resumed from: "
-                       + "; ".join(f"{os.path.basename(p)}: {r}" for p, r in bad))
+                report(
+                    f"Skipped {len(bad)} newer checkpoint(s) that cannot be resumed from: "
+                    + "; ".join(f"{os.path.basename(p)}: {r}" for p, r in bad)
+                )
             good = [on_disk[s] for s in sorted(on_disk) if s <= step]
             try:
                 state = tf.train.get_checkpoint_state(logdir)
                 pointer = state.model_checkpoint_path if state else None
             except Exception:  # pylint: disable=broad-except  (a garbage pointer file)
                 pointer = None
-            if repair_pointer and (pointer is None
-                                   or os.path.basename(pointer) != os.path.basename(prefix)):
-                tf.compat.v1.train.update_checkpoint_state(logdir, prefix,
-                                                           all_model_checkpoint_paths=good)
+            if repair_pointer and (
+                pointer is None or os.path.basename(pointer) != os.path.basename(prefix)
+            ):
+                tf.compat.v1.train.update_checkpoint_state(
+                    logdir, prefix, all_model_checkpoint_paths=good
+                )
             return prefix
         bad.append((prefix, reason))
     names = ", ".join(f"{os.path.basename(p)} ({r})" for p, r in bad)
-    raise UserError(f"--logdir={logdir} holds checkpoints but none can be resumed from: {names}. "
-                    "Restore them, use a new --logdir, or pass --fresh_start to train from step 0 "
-                    "here (checkpoints of the same steps are then overwritten)")
+    raise UserError(
+        f"--logdir={logdir} holds checkpoints but none can be resumed from: {names}. "
+        "Restore them, use a new --logdir, or pass --fresh_start to train from step 0 "
+        "here (checkpoints of the same steps are then overwritten)"
+    )
 
 
 DIVERGED_DIR = "diverged"
@@ -506,8 +566,9 @@ def set_aside_checkpoint(logdir, prefix, reason):
     pointer = os.path.join(logdir, "checkpoint")
     if remaining:
         ordered = [remaining[step] for step in sorted(remaining)]
-        tf.compat.v1.train.update_checkpoint_state(logdir, ordered[-1],
-                                                   all_model_checkpoint_paths=ordered)
+        tf.compat.v1.train.update_checkpoint_state(
+            logdir, ordered[-1], all_model_checkpoint_paths=ordered
+        )
         return folder, ordered[-1]
     if tf.io.gfile.exists(pointer):
         tf.io.gfile.remove(pointer)

@@ -46,8 +46,12 @@ def isolation_unavailable():
     unshare = shutil.which("unshare")
     if not unshare:
         return "the unshare program (util-linux) is not installed"
-    probe = subprocess.run([unshare, "--user", "--map-root-user", "--net", "true"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--net", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.returncode:
         return f"unshare --user --net failed ({probe.stderr.strip() or probe.returncode})"
     return None
@@ -89,17 +93,20 @@ def cluster_spec(workers, ps, host="127.0.0.1"):
         raise ValueError("--ps must be >= 0")
     if ps:
         ports = free_ports(1 + workers + ps, host)
-        return {"chief": [f"{host}:{ports[0]}"],
-                "worker": [f"{host}:{p}" for p in ports[1:1 + workers]],
-                "ps": [f"{host}:{p}" for p in ports[1 + workers:]]}
+        return {
+            "chief": [f"{host}:{ports[0]}"],
+            "worker": [f"{host}:{p}" for p in ports[1 : 1 + workers]],
+            "ps": [f"{host}:{p}" for p in ports[1 + workers :]],
+        }
     ports = free_ports(workers, host)
     return {"worker": [f"{host}:{p}" for p in ports]}
 
 
 def task_list(cluster, evaluator):
     """(type, index) of every task to start; the chief (or worker 0) first."""
-    tasks = [(kind, i) for kind in ("chief", "worker", "ps")
-             for i in range(len(cluster.get(kind, [])))]
+    tasks = [
+        (kind, i) for kind in ("chief", "worker", "ps") for i in range(len(cluster.get(kind, [])))
+    ]
     if evaluator:
         tasks.append(("evaluator", 0))
     return tasks
@@ -130,13 +137,19 @@ class Task:
     def start(self):
         env = dict(os.environ)
         env["TF_CONFIG"] = json.dumps(
-            {"cluster": self.cluster, "task": {"type": self.task[0], "index": self.task[1]}})
+            {"cluster": self.cluster, "task": {"type": self.task[0], "index": self.task[1]}}
+        )
         env["PYTHONUNBUFFERED"] = "1"
         # A session of its own: stopping the task reaches the processes it spawned, and a
         # Ctrl-C in the terminal reaches only the launcher, which then stops everything.
-        self.process = subprocess.Popen(self.command, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.pids.append(self.process.pid)
         self.say(f"started pid={self.process.pid}")
         stream = threading.Thread(target=self._stream, args=(self.process,), daemon=True)
@@ -184,8 +197,17 @@ class Task:
             pass
 
 
-def run_cluster(cluster, command, *, evaluator=False, restart_workers=False, max_restarts=5,
-                grace_seconds=10.0, poll_seconds=0.2, evaluator_wait_seconds=600.0):
+def run_cluster(
+    cluster,
+    command,
+    *,
+    evaluator=False,
+    restart_workers=False,
+    max_restarts=5,
+    grace_seconds=10.0,
+    poll_seconds=0.2,
+    evaluator_wait_seconds=600.0,
+):
     """Runs every task until the chief ends; returns the chief's exit code.
 
     When the chief succeeded, an evaluator task gets ``evaluator_wait_seconds`` to finish (it
@@ -220,8 +242,11 @@ def run_cluster(cluster, command, *, evaluator=False, restart_workers=False, max
         evaluators = [t for t in tasks if t.task[0] == "evaluator"]
         if not stop_requested and chief.poll() == 0 and evaluators:
             deadline = time.time() + evaluator_wait_seconds
-            while (not stop_requested and time.time() < deadline
-                   and any(t.poll() is None for t in evaluators)):
+            while (
+                not stop_requested
+                and time.time() < deadline
+                and any(t.poll() is None for t in evaluators)
+            ):
                 time.sleep(poll_seconds)
         if stop_requested:
             with lock:

@@ -43,10 +43,13 @@ def configure_logical_cpus(num_devices):
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * int(num_devices))
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * int(num_devices)
+        )
     except RuntimeError as error:
-        raise ConfigError(f"cannot split the CPU into {num_devices} logical devices: TensorFlow "
-                          f"is already initialized ({error})") from error
+        raise ConfigError(
+            f"cannot split the CPU into {num_devices} logical devices: TensorFlow "
+            f"is already initialized ({error})"
+        ) from error
 
 
 def _local_devices():
@@ -78,8 +81,10 @@ def tf_config_task():
         return None, None
     task = config.get("task") or {}
     if "type" not in task:
-        raise ConfigError('TF_CONFIG has no "task": {"type": ..., "index": ...}; every process of '
-                          "a cluster needs its own task")
+        raise ConfigError(
+            'TF_CONFIG has no "task": {"type": ..., "index": ...}; every process of '
+            "a cluster needs its own task"
+        )
     return task["type"], int(task.get("index", 0))
 
 
@@ -93,8 +98,10 @@ def _tf_config():
     except ValueError as error:
         config = error
     if not isinstance(config, dict):
-        raise ConfigError(f"TF_CONFIG is not valid JSON for an object ({config}); it must be "
-                          '{"cluster": {...}, "task": {"type": ..., "index": ...}}')
+        raise ConfigError(
+            f"TF_CONFIG is not valid JSON for an object ({config}); it must be "
+            '{"cluster": {...}, "task": {"type": ..., "index": ...}}'
+        )
     return config
 
 
@@ -110,20 +117,26 @@ def num_tasks(task_type):
 def _parameter_server_strategy():
     """ParameterServerStrategy over the cluster of TF_CONFIG (created on the chief only)."""
     if "TF_CONFIG" not in os.environ:
-        raise ConfigError("--strategy=parameter_server needs TF_CONFIG describing a cluster with a "
-                          "chief, workers and ps tasks (python -m deeplab.launch_local --workers=N "
-                          "--ps=M -- ... starts one on this machine; WORKSPACE.md shows a real one)")
+        raise ConfigError(
+            "--strategy=parameter_server needs TF_CONFIG describing a cluster with a "
+            "chief, workers and ps tasks (python -m deeplab.launch_local --workers=N "
+            "--ps=M -- ... starts one on this machine; WORKSPACE.md shows a real one)"
+        )
     task_type, _ = tf_config_task()
     cluster = _tf_config_cluster()
     missing = [kind for kind in ("chief", "worker", "ps") if not cluster.get(kind)]
     if missing:
-        raise ConfigError(f"--strategy=parameter_server: the TF_CONFIG cluster has no "
-                          f"{' or '.join(missing)} task; it needs one chief, at least one worker "
-                          "and at least one ps")
+        raise ConfigError(
+            f"--strategy=parameter_server: the TF_CONFIG cluster has no "
+            f"{' or '.join(missing)} task; it needs one chief, at least one worker "
+            "and at least one ps"
+        )
     if task_type != "chief":
-        raise ConfigError(f"--strategy=parameter_server: only the chief creates the strategy; this "
-                          f"process is TF_CONFIG task {task_type!r} (workers and ps run "
-                          "distribute.run_server)")
+        raise ConfigError(
+            f"--strategy=parameter_server: only the chief creates the strategy; this "
+            f"process is TF_CONFIG task {task_type!r} (workers and ps run "
+            "distribute.run_server)"
+        )
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if not resolver.rpc_layer:
         resolver.rpc_layer = "grpc"
@@ -131,8 +144,9 @@ def _parameter_server_strategy():
     # variable of ResNet-101 DeepLabv3 is 9.4 MB, and whole variables restore into a plain
     # single-process model unchanged.
     strategy = tf.distribute.ParameterServerStrategy(resolver)
-    logging.info("ParameterServerStrategy: %d worker(s), %d ps", len(cluster["worker"]),
-                 len(cluster["ps"]))
+    logging.info(
+        "ParameterServerStrategy: %d worker(s), %d ps", len(cluster["worker"]), len(cluster["ps"])
+    )
     return strategy
 
 
@@ -143,16 +157,25 @@ def run_server(task_type, task_index):
     the server stops (it normally runs until the process is killed).
     """
     if task_type not in ("worker", "ps"):
-        raise ConfigError(f"TF_CONFIG task type {task_type!r} runs no server; expected worker or ps")
+        raise ConfigError(
+            f"TF_CONFIG task type {task_type!r} runs no server; expected worker or ps"
+        )
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
-                                  task_index=task_index, protocol=resolver.rpc_layer or "grpc",
-                                  start=True)
+    server = tf.distribute.Server(
+        resolver.cluster_spec(),
+        job_name=task_type,
+        task_index=task_index,
+        protocol=resolver.rpc_layer or "grpc",
+        start=True,
+    )
     print(f"{task_type}:{task_index} serving at {server.target}", flush=True)
     port = server.target.rsplit(":", 1)[-1]
-    print(f"{task_type}:{task_index}: TensorFlow's gRPC server listens unauthenticated on every "
-          f"interface (0.0.0.0:{port}); keep the cluster on a private network (WORKSPACE.md, "
-          f"'Network security')", flush=True)
+    print(
+        f"{task_type}:{task_index}: TensorFlow's gRPC server listens unauthenticated on every "
+        f"interface (0.0.0.0:{port}); keep the cluster on a private network (WORKSPACE.md, "
+        f"'Network security')",
+        flush=True,
+    )
     server.join()
 
 
@@ -226,8 +249,15 @@ def is_chief(strategy):
     if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0
-                                                         and "chief" not in resolver.cluster_spec().as_dict())
+    return (
+        task_type is None
+        or task_type == "chief"
+        or (
+            task_type == "worker"
+            and task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict()
+        )
+    )
 
 
 def worker_logdir(logdir, strategy):
@@ -242,8 +272,7 @@ def describe(strategy):
     """One line for the log: strategy class, replicas and, for multi-worker, the task."""
     text = f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
-        text += (f" per worker, {num_tasks('worker')} asynchronous worker(s), "
-                 f"{num_tasks('ps')} ps")
+        text += f" per worker, {num_tasks('worker')} asynchronous worker(s), {num_tasks('ps')} ps"
     if os.environ.get("TF_CONFIG") and not isinstance(strategy, type(tf.distribute.get_strategy())):
         try:
             task_type, index = tf_config_task()

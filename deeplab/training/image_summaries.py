@@ -27,11 +27,10 @@ class ImageSummaries:
         self.ignore_label = info["ignore_label"]
         splits = info.get("splits", {})
         split = eval_split if eval_split in splits else data.train_split
-        dataset = input_pipeline.make_eval_dataset(data.dataset_dir, split,
-                                                   num_classes=num_classes, limit=count,
-                                                   verify=False)
-        self.examples = [{k: v.numpy() for k, v in ex.items() if k != "filename"}
-                         for ex in dataset]
+        dataset = input_pipeline.make_eval_dataset(
+            data.dataset_dir, split, num_classes=num_classes, limit=count, verify=False
+        )
+        self.examples = [{k: v.numpy() for k, v in ex.items() if k != "filename"} for ex in dataset]
         self.split = split
 
     def write(self, model, step):
@@ -47,7 +46,15 @@ class ImageSummaries:
         n = len(self.examples)
         colors = (self.palette, self.ignore_label)
         summaries.image(f"images/{self.split}_input", images, step=step, max_outputs=n)
-        summaries.image(f"images/{self.split}_ground_truth", colorize_labels(labels, *colors),
-                        step=step, max_outputs=n)
-        summaries.image(f"images/{self.split}_prediction", colorize_labels(predictions, *colors),
-                        step=step, max_outputs=n)
+        summaries.image(
+            f"images/{self.split}_ground_truth",
+            colorize_labels(labels, *colors),
+            step=step,
+            max_outputs=n,
+        )
+        summaries.image(
+            f"images/{self.split}_prediction",
+            colorize_labels(predictions, *colors),
+            step=step,
+            max_outputs=n,
+        )

@@ -87,8 +87,9 @@ def focal_pixel_losses(labels, logits, *, gamma, ignore_label=255, class_weights
     ``gamma = 0`` is :func:`pixel_cross_entropy`. The class weights play the role of the
     paper's alpha. Ignored pixels are exactly 0.
     """
-    losses, valid = pixel_cross_entropy(labels, logits, ignore_label=ignore_label,
-                                        class_weights=None)
+    losses, valid = pixel_cross_entropy(
+        labels, logits, ignore_label=ignore_label, class_weights=None
+    )
     if gamma:
         # -log p_y is the unweighted loss: p_y = exp(-loss). The modulating factor is part of
         # the gradient path, as in the paper.
@@ -137,8 +138,9 @@ def hard_pixel_selection(pixel_losses, valid, fraction):
     k = ops.maximum(ops.cast(ops.floor(fraction * ops.cast(num_pixels, "float32")), "int32"), 1)
     # Sort descending by loss; a full sort keeps k dynamic (top_k needs a static k under XLA).
     order = ops.flip(ops.argsort(flat_losses), axis=0)
-    rank = ops.scatter(ops.expand_dims(order, -1), ops.arange(num_pixels, dtype="int32"),
-                       ops.shape(order))
+    rank = ops.scatter(
+        ops.expand_dims(order, -1), ops.arange(num_pixels, dtype="int32"), ops.shape(order)
+    )
     selected = ops.cast(ops.less(rank, k), "float32")
     return ops.sum(flat_losses * selected), ops.sum(flat_valid * selected)
 

@@ -57,8 +57,7 @@ class SGD(keras.optimizers.SGD):
 
     def _fused_slot(self, gradient, variable):
         """The momentum slot to update in place, or None where Keras' own update must run."""
-        if (not self.fused_update or self.momentum == 0
-                or keras.backend.backend() != "tensorflow"):
+        if not self.fused_update or self.momentum == 0 or keras.backend.backend() != "tensorflow":
             return None
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -80,7 +79,11 @@ class SGD(keras.optimizers.SGD):
         # Keras' formula, in one kernel: accum = accum * momentum - lr * grad; then
         # var += accum, or with Nesterov var += accum * momentum - lr * grad.
         return tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=slot.handle,
-            lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype),
-            momentum=tf.cast(self.momentum, dtype), use_locking=False,
-            use_nesterov=bool(self.nesterov))
+            var=variable.handle,
+            accum=slot.handle,
+            lr=tf.cast(learning_rate, dtype),
+            grad=tf.cast(gradient, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+            use_locking=False,
+            use_nesterov=bool(self.nesterov),
+        )

@@ -27,10 +27,13 @@ def per_worker_dataset_fn(strategy, dataset_fn):
         if num_workers == 1:
             return dataset_fn(tf.distribute.InputContext(1, 0, replicas))
         index = tf.distribute.coordinator.experimental_get_current_worker_index()
-        pipelines = [dataset_fn(tf.distribute.InputContext(num_workers, i, replicas), verify=i == 0)
-                     for i in range(num_workers)]
+        pipelines = [
+            dataset_fn(tf.distribute.InputContext(num_workers, i, replicas), verify=i == 0)
+            for i in range(num_workers)
+        ]
         return tf.data.Dataset.choose_from_datasets(
-            pipelines, tf.data.Dataset.from_tensors(tf.cast(index, tf.int64)).repeat())
+            pipelines, tf.data.Dataset.from_tensors(tf.cast(index, tf.int64)).repeat()
+        )
 
     def per_worker_dataset():
         return strategy.distribute_datasets_from_function(worker_dataset)
@@ -38,8 +41,17 @@ def per_worker_dataset_fn(strategy, dataset_fn):
     return per_worker_dataset
 
 
-def run(coordinator, train_step, iterator, start_step, end_step, *, save_checkpoint_steps,
-        logdir, after_step):
+def run(
+    coordinator,
+    train_step,
+    iterator,
+    start_step,
+    end_step,
+    *,
+    save_checkpoint_steps,
+    logdir,
+    after_step,
+):
     """Schedules steps start_step+1..end_step on whichever worker is free, and hands each
     finished step's values to ``after_step`` in step order.
 
@@ -69,5 +81,6 @@ def run(coordinator, train_step, iterator, start_step, end_step, *, save_checkpo
         raise UserError(
             f"--strategy=parameter_server: a parameter server became unreachable at step {step} "
             f"({error.message.splitlines()[0][:200]}); restart the whole cluster with the same "
-            f"command: the chief resumes from {latest or 'the start (no checkpoint yet)'}") from error
+            f"command: the chief resumes from {latest or 'the start (no checkpoint yet)'}"
+        ) from error
     return step

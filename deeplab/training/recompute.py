@@ -43,8 +43,9 @@ def _plain(model, reason=None):
 
 def _recompute_blocker(layers):
     if keras.backend.backend() != "tensorflow":
-        return (f"the {keras.backend.backend()} backend (recomputation is implemented for "
-                "TensorFlow)")
+        return (
+            f"the {keras.backend.backend()} backend (recomputation is implemented for TensorFlow)"
+        )
     for layer in layers:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
             fusable = isinstance(layer, batch_norm.BatchNormalization)
@@ -68,8 +69,9 @@ def training_forward(model, recompute_through="block2"):
       ConfigError: unknown ``recompute_through``.
     """
     if recompute_through not in SEGMENT_ENDS:
-        raise ConfigError(f"--recompute_through={recompute_through!r}: choose one of "
-                          f"{', '.join(SEGMENT_ENDS)}")
+        raise ConfigError(
+            f"--recompute_through={recompute_through!r}: choose one of {', '.join(SEGMENT_ENDS)}"
+        )
     if recompute_through == "none":
         return _plain(model)
     if not hasattr(model, "recompute_segments"):

@@ -27,34 +27,53 @@ class LossSettings:
 
     @classmethod
     def from_config(cls, train_config, *, ignore_label):
-        return cls(ignore_label=ignore_label,
-                   class_weights=tuple(train_config.class_weights) or None,
-                   focal_gamma=train_config.focal_gamma,
-                   top_k_percent_pixels=train_config.top_k_percent_pixels,
-                   hard_example_mining_step=train_config.hard_example_mining_step)
+        return cls(
+            ignore_label=ignore_label,
+            class_weights=tuple(train_config.class_weights) or None,
+            focal_gamma=train_config.focal_gamma,
+            top_k_percent_pixels=train_config.top_k_percent_pixels,
+            hard_example_mining_step=train_config.hard_example_mining_step,
+        )
 
 
 def replica_loss(logits, targets, step, settings):
     """(sum of the counted pixels' losses, their number, per-pixel valid mask) of one replica."""
     if settings.focal_gamma:
         pixel_losses, valid = losses.focal_pixel_losses(
-            targets, logits, gamma=settings.focal_gamma, ignore_label=settings.ignore_label,
-            class_weights=settings.class_weights)
+            targets,
+            logits,
+            gamma=settings.focal_gamma,
+            ignore_label=settings.ignore_label,
+            class_weights=settings.class_weights,
+        )
     else:
         pixel_losses, valid = losses.pixel_cross_entropy(
-            targets, logits, ignore_label=settings.ignore_label,
-            class_weights=settings.class_weights)
+            targets,
+            logits,
+            ignore_label=settings.ignore_label,
+            class_weights=settings.class_weights,
+        )
     if settings.top_k_percent_pixels < 1.0:  # hard-pixel mining, per replica
-        fraction = losses.hard_pixel_fraction(step, settings.top_k_percent_pixels,
-                                              settings.hard_example_mining_step)
+        fraction = losses.hard_pixel_fraction(
+            step, settings.top_k_percent_pixels, settings.hard_example_mining_step
+        )
         loss_sum, loss_count = losses.hard_pixel_selection(pixel_losses, valid, fraction)
     else:
         loss_sum, loss_count = tf.reduce_sum(pixel_losses), tf.reduce_sum(valid)
     return loss_sum, loss_count, valid
 
 
-def build_replica_step(model, optimizer, schedule, loss_settings, *, num_replicas=1,
-                       recompute_through="none", step_counter=None, check_gradients=True):
+def build_replica_step(
+    model,
+    optimizer,
+    schedule,
+    loss_settings,
+    *,
+    num_replicas=1,
+    recompute_through="none",
+    step_counter=None,
+    check_gradients=True,
+):
     """The per-replica training step.
 
     Args:
@@ -90,8 +109,9 @@ def build_replica_step(model, optimizer, schedule, loss_settings, *, num_replica
             targets = labels
             if not upsample_logits:  # Table 8: the labels at the logits' centres instead
                 targets = losses.labels_at_feature_centres(labels, model.logits_stride)
-            loss_sum, loss_count, valid = replica_loss(logits, targets, step_number(),
-                                                       loss_settings)
+            loss_sum, loss_count, valid = replica_loss(
+                logits, targets, step_number(), loss_settings
+            )
             # The mean over the counted pixels of the *global* batch: each replica divides its
             # sum by the all-reduced count, and the optimizer sums the replicas' gradients.
             global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, loss_count)
@@ -104,8 +124,11 @@ def build_replica_step(model, optimizer, schedule, loss_settings, *, num_replica
             scaled = optimizer.scale_loss(cross_entropy + call_loss / num_replicas)
         gradients = tape.gradient(scaled, model.trainable_variables)
         gradients = weight_decay.add_decay_gradients(
-            gradients, model.trainable_variables, decay,
-            scale=optimizer.scale_loss(tf.constant(1.0)) / num_replicas)
+            gradients,
+            model.trainable_variables,
+            decay,
+            scale=optimizer.scale_loss(tf.constant(1.0)) / num_replicas,
+        )
         optimizer.apply(gradients, model.trainable_variables)
         if step_counter is not None:
             step_counter.assign_add(1)
@@ -114,10 +137,14 @@ def build_replica_step(model, optimizer, schedule, loss_settings, *, num_replica
         finite = tf.reduce_all(tf.math.is_finite(total))
         if check_gradients:
             finite = tf.logical_and(finite, tf.math.is_finite(tf.linalg.global_norm(gradients)))
-        return {"cross_entropy": cross_entropy, "regularization": regularization,
-                "correct": correct, "valid": tf.reduce_sum(valid),
-                "nonfinite": 1.0 - tf.cast(finite, tf.float32),
-                "learning_rate": learning_rate / num_replicas}
+        return {
+            "cross_entropy": cross_entropy,
+            "regularization": regularization,
+            "correct": correct,
+            "valid": tf.reduce_sum(valid),
+            "nonfinite": 1.0 - tf.cast(finite, tf.float32),
+            "learning_rate": learning_rate / num_replicas,
+        }
 
     replica_step.recompute_disabled_reason = forward.recompute_disabled_reason
     return replica_step
@@ -133,7 +160,9 @@ def build_train_step(strategy, replica_step, *, jit_compile=False):
     def train_step(iterator):
         images, labels = next(iterator)
         per_replica = strategy.run(compiled, args=(images, labels))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in per_replica.items()}
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()
+        }
 
     return train_step

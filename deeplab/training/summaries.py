@@ -43,7 +43,9 @@ def image(name, images, step, max_outputs=3):
     """Writes up to ``max_outputs`` uint8 RGB images [N, H, W, 3] as PNGs under ``name``."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"summary image {name!r} needs uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"summary image {name!r} needs uint8 [N, H, W, C], got {images.dtype} {images.shape}"
+        )
     images = images[:max_outputs]
     encoded = [tf.io.encode_png(img) for img in images]
     height, width = images.shape[1:3]

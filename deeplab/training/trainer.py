@@ -32,8 +32,15 @@ from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
 from deeplab.model.options import PerformanceOptions
-from deeplab.training import (bookkeeping, checkpoints, distribute, loop, optimizers, ps_loop,
-                              run_record)
+from deeplab.training import (
+    bookkeeping,
+    checkpoints,
+    distribute,
+    loop,
+    optimizers,
+    ps_loop,
+    run_record,
+)
 from deeplab.training import step as step_lib
 from deeplab.training.image_summaries import ImageSummaries
 from deeplab.training.schedules import PolyLearningRate
@@ -66,19 +73,25 @@ def check_config(config):
     """Refuses a config that cannot run, with one line naming the flag; then makes the logdir."""
     data, train = config.data, config.train
     if not data.dataset_dir:
-        raise ConfigError("--dataset_dir is required: a folder of TFRecord shards + dataset.json "
-                          "(made by datasets/*.py) or tfds:NAME")
+        raise ConfigError(
+            "--dataset_dir is required: a folder of TFRecord shards + dataset.json "
+            "(made by datasets/*.py) or tfds:NAME"
+        )
     if not train.logdir:
-        raise ConfigError("--logdir is required: the folder for checkpoints and TensorBoard events "
-                          "(e.g. --logdir=runs/my_run)")
+        raise ConfigError(
+            "--logdir is required: the folder for checkpoints and TensorBoard events "
+            "(e.g. --logdir=runs/my_run)"
+        )
     for name in ("training_steps", "batch_size", "save_checkpoint_steps", "log_steps"):
         if getattr(train, name) < 1:
             raise ConfigError(f"--{name} must be positive, got {getattr(train, name)}")
     if train.base_learning_rate <= 0:
         raise ConfigError(f"--base_learning_rate must be positive, got {train.base_learning_rate}")
     if train.stop_at_step < 0:
-        raise ConfigError(f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
-                          f"{train.stop_at_step}")
+        raise ConfigError(
+            f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
+            f"{train.stop_at_step}"
+        )
     # Last: a run refused for a bad value leaves no empty logdir behind.
     atomic_io.ensure_folder(train.logdir, "--logdir")
 
@@ -135,15 +148,17 @@ def _train(config, strategy):
         # --training_steps counts the steps of all workers together.
         coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
     if train.batch_size % num_replicas:
-        raise ConfigError(f"--batch_size={train.batch_size} does not split evenly over "
-                          f"{num_replicas} replicas")
+        raise ConfigError(
+            f"--batch_size={train.batch_size} does not split evenly over {num_replicas} replicas"
+        )
     _set_precision_and_seed(train, chief)
 
     model, optimizer, schedule, step_var = _build(config, strategy, coordinator, num_classes)
     checkpoint = checkpoints.make_checkpoint(model, optimizer, step_var, rng=True)
     latest, manager = _find_checkpoint(train, strategy, checkpoint, chief)
-    start_step = _restore_or_initialize(config, model, optimizer, step_var, checkpoint, latest,
-                                        chief)
+    start_step = _restore_or_initialize(
+        config, model, optimizer, step_var, checkpoint, latest, chief
+    )
     if chief:
         checkpoints.write_run_info(train.logdir, model, info)
         recipe = run_record.resolved_config(config, model.get_config(), num_classes)
@@ -151,61 +166,103 @@ def _train(config, strategy):
 
     iterator = _make_iterator(config, strategy, coordinator, start_step, num_classes)
     replica_step = step_lib.build_replica_step(
-        model, optimizer, schedule,
+        model,
+        optimizer,
+        schedule,
         step_lib.LossSettings.from_config(train, ignore_label=info["ignore_label"]),
-        num_replicas=num_replicas, recompute_through=train.recompute_through,
+        num_replicas=num_replicas,
+        recompute_through=train.recompute_through,
         step_counter=step_var if coordinator is not None else None,
-        check_gradients=train.mixed_precision != "float16")
+        check_gradients=train.mixed_precision != "float16",
+    )
     if replica_step.recompute_disabled_reason and chief:
-        print(f"--recompute_through={train.recompute_through} is off for this run: "
-              f"{replica_step.recompute_disabled_reason}", flush=True)
+        print(
+            f"--recompute_through={train.recompute_through} is off for this run: "
+            f"{replica_step.recompute_disabled_reason}",
+            flush=True,
+        )
     train_step = step_lib.build_train_step(strategy, replica_step, jit_compile=train.jit_compile)
 
-    writer = tf.summary.create_file_writer(
-        os.path.join(train.logdir, bookkeeping.TRAIN_SUMMARY_DIR)) \
-        if chief else tf.summary.create_noop_writer()
+    writer = (
+        tf.summary.create_file_writer(os.path.join(train.logdir, bookkeeping.TRAIN_SUMMARY_DIR))
+        if chief
+        else tf.summary.create_noop_writer()
+    )
     image_summaries = None
     if chief and train.image_summary_steps > 0 and train.summary_images > 0:
-        image_summaries = ImageSummaries(data, config.eval.eval_split, info, num_classes,
-                                         train.summary_images)
+        image_summaries = ImageSummaries(
+            data, config.eval.eval_split, info, num_classes, train.summary_images
+        )
     # --stop_at_step ends this process early; the schedule still runs to --training_steps, and
     # the same command without it resumes from the checkpoint written at the stop.
     end_step = min(train.stop_at_step or train.training_steps, train.training_steps)
-    keeper = bookkeeping.Bookkeeper(model, manager, step_var, train, start_step=start_step,
-                                    latest=latest, end_step=end_step, chief=chief,
-                                    image_summaries=image_summaries,
-                                    averaged_rate=coordinator is not None)
+    keeper = bookkeeping.Bookkeeper(
+        model,
+        manager,
+        step_var,
+        train,
+        start_step=start_step,
+        latest=latest,
+        end_step=end_step,
+        chief=chief,
+        image_summaries=image_summaries,
+        averaged_rate=coordinator is not None,
+    )
     stopping = f" (stopping at {end_step})" if end_step < train.training_steps else ""
-    print(f"Training {config.model.backbone} on {data.dataset_dir}:{data.train_split} "
-          f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
-          f"{train.training_steps}{stopping}, batch {train.batch_size}, "
-          f"crop {tuple(data.crop_size)}", flush=True)
+    print(
+        f"Training {config.model.backbone} on {data.dataset_dir}:{data.train_split} "
+        f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
+        f"{train.training_steps}{stopping}, batch {train.batch_size}, "
+        f"crop {tuple(data.crop_size)}",
+        flush=True,
+    )
     if chief:
-        print(f"Logs, checkpoints and TensorBoard events in {train.logdir}: watch with "
-              f"`tensorboard --logdir {train.logdir}`", flush=True)
+        print(
+            f"Logs, checkpoints and TensorBoard events in {train.logdir}: watch with "
+            f"`tensorboard --logdir {train.logdir}`",
+            flush=True,
+        )
         with writer.as_default():
             run_record.write_summaries(recipe, step=start_step)
 
-    with writer.as_default(), input_pipeline.explain_data_errors(data.dataset_dir,
-                                                                 data.train_split):
+    with (
+        writer.as_default(),
+        input_pipeline.explain_data_errors(data.dataset_dir, data.train_split),
+    ):
         if coordinator is None:
             step = loop.run(train_step, iterator, start_step, end_step, keeper)
         else:
-            step = ps_loop.run(coordinator, train_step, iterator, start_step, end_step,
-                               save_checkpoint_steps=train.save_checkpoint_steps,
-                               logdir=train.logdir, after_step=keeper)
+            step = ps_loop.run(
+                coordinator,
+                train_step,
+                iterator,
+                start_step,
+                end_step,
+                save_checkpoint_steps=train.save_checkpoint_steps,
+                logdir=train.logdir,
+                after_step=keeper,
+            )
         writer.flush()
     keeper.finish(step)
     if chief and step > start_step:
-        print(f"Trained steps {start_step}->{step} in "
-              f"{bookkeeping.format_duration(time.time() - keeper.run_start)}; "
-              f"checkpoint {keeper.last_saved}", flush=True)
+        print(
+            f"Trained steps {start_step}->{step} in "
+            f"{bookkeeping.format_duration(time.time() - keeper.run_start)}; "
+            f"checkpoint {keeper.last_saved}",
+            flush=True,
+        )
 
-    result = TrainResult(step=step, checkpoint=keeper.last_saved, history=keeper.history,
-                         resumed_from=start_step, num_replicas=num_replicas)
+    result = TrainResult(
+        step=step,
+        checkpoint=keeper.last_saved,
+        history=keeper.history,
+        resumed_from=start_step,
+        num_replicas=num_replicas,
+    )
     if config.eval.eval_after_training and chief:
-        result.eval = evaluate_after_training(keeper.last_saved, config, num_classes=num_classes,
-                                              step=step)
+        result.eval = evaluate_after_training(
+            keeper.last_saved, config, num_classes=num_classes, step=step
+        )
     return result
 
 
@@ -215,13 +272,18 @@ def _check_dataset(data, train):
     num_classes = info["num_classes"]
     class_weights = tuple(train.class_weights) or None
     if class_weights and len(class_weights) != num_classes:
-        raise ConfigError(f"--class_weights has {len(class_weights)} values but the dataset has "
-                          f"{num_classes} classes; give one weight per class")
+        raise ConfigError(
+            f"--class_weights has {len(class_weights)} values but the dataset has "
+            f"{num_classes} classes; give one weight per class"
+        )
     if data.train_split not in info.get("splits", {data.train_split: 1}):
-        raise ConfigError(f"--train_split={data.train_split}: {data.dataset_dir} has splits "
-                          f"{sorted(info['splits'])}")
+        raise ConfigError(
+            f"--train_split={data.train_split}: {data.dataset_dir} has splits "
+            f"{sorted(info['splits'])}"
+        )
     label_note = tfrecord.check_label_classes(
-        info, data.train_split, os.path.join(data.dataset_dir, tfrecord.DATASET_INFO_FILE))
+        info, data.train_split, os.path.join(data.dataset_dir, tfrecord.DATASET_INFO_FILE)
+    )
     if label_note:
         print(f"WARNING: {label_note}", flush=True)
     return info, num_classes, class_weights
@@ -230,12 +292,18 @@ def _check_dataset(data, train):
 def _set_precision_and_seed(train, chief):
     if train.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(f"mixed_{train.mixed_precision}")
-        if (train.mixed_precision == "bfloat16" and chief
-                and not tf.config.list_logical_devices("GPU")
-                and _cpu.has_native_bfloat16() is False):
-            print("--mixed_precision=bfloat16: this CPU has no AVX512_BF16 / AMX, so bfloat16 is "
-                  "emulated and atrous layers take a slower path; --mixed_precision=none is "
-                  "faster here", flush=True)
+        if (
+            train.mixed_precision == "bfloat16"
+            and chief
+            and not tf.config.list_logical_devices("GPU")
+            and _cpu.has_native_bfloat16() is False
+        ):
+            print(
+                "--mixed_precision=bfloat16: this CPU has no AVX512_BF16 / AMX, so bfloat16 is "
+                "emulated and atrous layers take a slower path; --mixed_precision=none is "
+                "faster here",
+                flush=True,
+            )
     else:
         keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(train.seed)
@@ -246,26 +314,35 @@ def _set_precision_and_seed(train, chief):
 def _build(config, strategy, coordinator, num_classes):
     """(model, optimizer, schedule, step counter), built under the strategy's scope."""
     train = config.train
-    schedule = PolyLearningRate(train.base_learning_rate, train.training_steps,
-                                power=train.learning_power,
-                                end_learning_rate=train.end_learning_rate,
-                                warmup_steps=train.warmup_steps)
+    schedule = PolyLearningRate(
+        train.base_learning_rate,
+        train.training_steps,
+        power=train.learning_power,
+        end_learning_rate=train.end_learning_rate,
+        warmup_steps=train.warmup_steps,
+    )
     learning_rate = schedule
     if coordinator is not None:
         # Asynchronous workers: the schedule follows a step counter on the ps that every step
         # increments atomically (TF1's global_step). Keras' optimizer.iterations is a
         # read-add-write, so concurrent workers lose increments of it.
         with strategy.scope():
-            step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
-                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            step_var = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
         learning_rate = lambda: schedule(step_var)  # pylint: disable=unnecessary-lambda-assignment
     else:
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     performance = PerformanceOptions(fused_batch_norm=train.fused_batch_norm)
     with strategy.scope():
         model = build_model(**config.model.build_kwargs(num_classes), performance=performance)
-        optimizer = optimizers.SGD(learning_rate=learning_rate, momentum=train.momentum,
-                                   fused_update=train.fused_momentum)
+        optimizer = optimizers.SGD(
+            learning_rate=learning_rate, momentum=train.momentum, fused_update=train.fused_momentum
+        )
         if train.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -280,24 +357,34 @@ def _find_checkpoint(train, strategy, checkpoint, chief):
     if chief:
         removed = checkpoints.remove_interrupted_writes(train.logdir)
         if removed:
-            print(f"Removed the leftovers of interrupted checkpoint writes: {', '.join(removed)}",
-                  flush=True)
+            print(
+                f"Removed the leftovers of interrupted checkpoint writes: {', '.join(removed)}",
+                flush=True,
+            )
     # Every worker resumes from the chief's checkpoints (the others write scratch copies): the
     # newest one that reads back whole and finite; newer broken ones are skipped with a line,
     # and a logdir whose checkpoints are all broken is an error unless --fresh_start.
     try:
         latest = checkpoints.newest_intact_checkpoint(
-            train.logdir, report=(lambda line: print(line, flush=True)) if chief else
-            (lambda line: None), repair_pointer=chief)
+            train.logdir,
+            report=(lambda line: print(line, flush=True)) if chief else (lambda line: None),
+            repair_pointer=chief,
+        )
     except UserError:
         if not train.fresh_start:
             raise
         latest = None
-        print(f"--fresh_start: training {train.logdir} from step 0; its unreadable "
-              "checkpoints will be overwritten", flush=True)
+        print(
+            f"--fresh_start: training {train.logdir} from step 0; its unreadable "
+            "checkpoints will be overwritten",
+            flush=True,
+        )
     manager = tf.train.CheckpointManager(
-        checkpoint, distribute.worker_logdir(train.logdir, strategy),
-        max_to_keep=train.keep_checkpoints, checkpoint_name=checkpoints.CHECKPOINT_NAME)
+        checkpoint,
+        distribute.worker_logdir(train.logdir, strategy),
+        max_to_keep=train.keep_checkpoints,
+        checkpoint_name=checkpoints.CHECKPOINT_NAME,
+    )
     return latest, manager
 
 
@@ -308,8 +395,9 @@ def same_model_config(saved, current):
     saved = json.loads(json.dumps(DeepLabV3.complete_config(saved)))
     saved = {k: v for k, v in saved.items() if k not in ignore}
     current = {k: v for k, v in json.loads(json.dumps(current)).items() if k not in ignore}
-    return saved == current, sorted(k for k in set(saved) | set(current)
-                                    if saved.get(k) != current.get(k))
+    return saved == current, sorted(
+        k for k in set(saved) | set(current) if saved.get(k) != current.get(k)
+    )
 
 
 def _restore_or_initialize(config, model, optimizer, step_var, checkpoint, latest, chief):
@@ -321,30 +409,42 @@ def _restore_or_initialize(config, model, optimizer, step_var, checkpoint, lates
             logging.info("Loaded %d backbone layers from %s", loaded, train.imagenet_weights)
         if train.init_checkpoint:
             skipped = checkpoints.restore_for_finetuning(model, train.init_checkpoint)
-            print(f"Initialized from {train.init_checkpoint}; skipped: "
-                  f"{', '.join(skipped) or 'none'}", flush=True)
+            print(
+                f"Initialized from {train.init_checkpoint}; skipped: "
+                f"{', '.join(skipped) or 'none'}",
+                flush=True,
+            )
         return 0
     config_path = os.path.join(train.logdir, checkpoints.MODEL_CONFIG_FILE)
     if os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as f:
             same, differing = same_model_config(json.load(f), model.get_config())
         if not same:
-            raise ConfigError(f"--logdir={train.logdir} holds a run of another model "
-                              f"({', '.join(differing)} differ from {config_path}); use a new "
-                              "--logdir, or --init_checkpoint to start from that run")
+            raise ConfigError(
+                f"--logdir={train.logdir} holds a run of another model "
+                f"({', '.join(differing)} differ from {config_path}); use a new "
+                "--logdir, or --init_checkpoint to start from that run"
+            )
     if checkpoints.rng_states(model) and not checkpoints.checkpoint_has_rng(latest):
         # Written before the random generators were saved: restore what it has.
         checkpoints.make_checkpoint(model, optimizer, step_var).restore(
-            latest).assert_existing_objects_matched()
+            latest
+        ).assert_existing_objects_matched()
     else:
         checkpoint.restore(latest).assert_existing_objects_matched()
     start_step = int(step_var.numpy())
     if start_step > train.training_steps:
-        raise ConfigError(f"--training_steps={train.training_steps} is below step {start_step} "
-                          f"that {latest} has reached: raise --training_steps to continue, or "
-                          "use a new --logdir to train a shorter schedule")
-    logging.info("Resuming from %s at step %d (optimizer iterations %d)",
-                 latest, start_step, int(optimizer.iterations.numpy()))
+        raise ConfigError(
+            f"--training_steps={train.training_steps} is below step {start_step} "
+            f"that {latest} has reached: raise --training_steps to continue, or "
+            "use a new --logdir to train a shorter schedule"
+        )
+    logging.info(
+        "Resuming from %s at step %d (optimizer iterations %d)",
+        latest,
+        start_step,
+        int(optimizer.iterations.numpy()),
+    )
     if chief:
         print(f"Resuming from {latest} at step {start_step}", flush=True)
     return start_step
@@ -365,18 +465,30 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
 
     def dataset_fn(input_context, verify=True):
         return input_pipeline.make_train_dataset(
-            data.dataset_dir, data.train_split, batch_size=train.batch_size,
-            crop_size=tuple(data.crop_size), min_scale=data.min_scale_factor,
-            max_scale=data.max_scale_factor, scale_step=data.scale_factor_step,
-            flip=data.random_flip, bootstrap_classes=tuple(data.bootstrap_classes),
-            bootstrap_repeat=data.bootstrap_repeat, shuffle_buffer=data.shuffle_buffer,
-            seed=data_seed, deterministic=train.deterministic, input_context=input_context,
-            num_classes=num_classes, verify=verify, skip_batches=skip_batches)
+            data.dataset_dir,
+            data.train_split,
+            batch_size=train.batch_size,
+            crop_size=tuple(data.crop_size),
+            min_scale=data.min_scale_factor,
+            max_scale=data.max_scale_factor,
+            scale_step=data.scale_factor_step,
+            flip=data.random_flip,
+            bootstrap_classes=tuple(data.bootstrap_classes),
+            bootstrap_repeat=data.bootstrap_repeat,
+            shuffle_buffer=data.shuffle_buffer,
+            seed=data_seed,
+            deterministic=train.deterministic,
+            input_context=input_context,
+            num_classes=num_classes,
+            verify=verify,
+            skip_batches=skip_batches,
+        )
 
     if coordinator is None:
         return iter(strategy.distribute_datasets_from_function(dataset_fn))
-    return iter(coordinator.create_per_worker_dataset(
-        ps_loop.per_worker_dataset_fn(strategy, dataset_fn)))
+    return iter(
+        coordinator.create_per_worker_dataset(ps_loop.per_worker_dataset_fn(strategy, dataset_fn))
+    )
 
 
 def run_evaluator(config):
@@ -386,11 +498,18 @@ def run_evaluator(config):
     data, train = config.data, config.train
     settings = config.eval.evaluate_kwargs(data)
     os.makedirs(train.logdir, exist_ok=True)
-    print(f"Evaluator: evaluating every new checkpoint of {train.logdir} on "
-          f"{data.dataset_dir}:{config.eval.eval_split}", flush=True)
-    evaluated = continuous.watch(train.logdir, settings, timeout=train.evaluator_timeout,
-                                 interval=train.evaluator_interval,
-                                 final_step=train.training_steps)
+    print(
+        f"Evaluator: evaluating every new checkpoint of {train.logdir} on "
+        f"{data.dataset_dir}:{config.eval.eval_split}",
+        flush=True,
+    )
+    evaluated = continuous.watch(
+        train.logdir,
+        settings,
+        timeout=train.evaluator_timeout,
+        interval=train.evaluator_interval,
+        final_step=train.training_steps,
+    )
     print(f"Evaluator: {len(evaluated)} checkpoint(s) evaluated", flush=True)
 
 
@@ -403,13 +522,16 @@ def evaluate_after_training(checkpoint, config, *, num_classes, step):
     """
     start = time.time()
     results = evaluator.evaluate_checkpoint(
-        checkpoint, **config.eval.evaluate_kwargs(config.data, num_classes=num_classes))
+        checkpoint, **config.eval.evaluate_kwargs(config.data, num_classes=num_classes)
+    )
     continuous.write_summaries(config.train.logdir, dict(results, step=step))
-    print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]),
-          flush=True)
+    print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]), flush=True)
     scales = ",".join(f"{s:g}" for s in results["scales"])
-    print(f"{config.eval.eval_split} mIOU {100 * results['miou']:.2f}% over "
-          f"{results['num_images']} images (output stride {results['output_stride']}, scales "
-          f"{scales}, flip {results['flip']}, step {step}, "
-          f"{bookkeeping.format_duration(time.time() - start)})", flush=True)
+    print(
+        f"{config.eval.eval_split} mIOU {100 * results['miou']:.2f}% over "
+        f"{results['num_images']} images (output stride {results['output_stride']}, scales "
+        f"{scales}, flip {results['flip']}, step {step}, "
+        f"{bookkeeping.format_duration(time.time() - start)})",
+        flush=True,
+    )
     return results

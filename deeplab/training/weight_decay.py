@@ -30,8 +30,10 @@ def decay_coefficients(model):
         elif type(regularizer) is keras.regularizers.L2:  # pylint: disable=unidiomatic-typecheck
             coefficients.append(float(regularizer.l2))
         else:
-            raise ValueError(f"{variable.path}: weight regularizer {regularizer!r} is not "
-                             "keras.regularizers.L2; deeplab's training step only adds L2 decay")
+            raise ValueError(
+                f"{variable.path}: weight regularizer {regularizer!r} is not "
+                "keras.regularizers.L2; deeplab's training step only adds L2 decay"
+            )
     return coefficients
 
 
@@ -48,8 +50,10 @@ def split_losses(model, coefficients):
     if count > len(losses):
         raise ValueError(f"{count} regularized variables but only {len(losses)} model losses")
     split = len(losses) - count
-    return (tf.add_n(losses[:split]) if split else tf.constant(0.0),
-            tf.add_n(losses[split:]) if count else tf.constant(0.0))
+    return (
+        tf.add_n(losses[:split]) if split else tf.constant(0.0),
+        tf.add_n(losses[split:]) if count else tf.constant(0.0),
+    )
 
 
 def add_decay_gradients(gradients, variables, coefficients, scale=1.0):
@@ -60,8 +64,10 @@ def add_decay_gradients(gradients, variables, coefficients, scale=1.0):
     multiplied by before differentiation (a loss scale, ``1 / num_replicas``).
     """
     if len(gradients) != len(variables) or len(variables) != len(coefficients):
-        raise ValueError(f"{len(gradients)} gradients, {len(variables)} variables and "
-                         f"{len(coefficients)} decay coefficients: they must match")
+        raise ValueError(
+            f"{len(gradients)} gradients, {len(variables)} variables and "
+            f"{len(coefficients)} decay coefficients: they must match"
+        )
     result = []
     for gradient, variable, l2 in zip(gradients, variables, coefficients):
         if l2 is None or l2 == 0.0:
@@ -73,6 +79,7 @@ def add_decay_gradients(gradients, variables, coefficients, scale=1.0):
             continue
         with tf.control_dependencies([gradient]):
             value = tf.identity(tf.convert_to_tensor(variable))
-        result.append(gradient + tf.cast(scale * 2.0 * l2, gradient.dtype)
-                      * tf.cast(value, gradient.dtype))
+        result.append(
+            gradient + tf.cast(scale * 2.0 * l2, gradient.dtype) * tf.cast(value, gradient.dtype)
+        )
     return result
