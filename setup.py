@@ -21,7 +21,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # third_party/ (label tables with their sources and licences) ships inside the package as
-    # deeplab/third_party, where deeplab.data.datasets_info looks when the checkout's folder is absent.
+    # deeplab/third_party, where deeplab.data.datasets_info looks when the checkout's folder is
+    # absent.
     packages=find_packages(include=["deeplab", "deeplab.*"]) + ["deeplab.third_party"],
     package_dir={"deeplab.third_party": "third_party"},
     package_data={"deeplab.third_party": ["*.csv", "README.md"]},
@@ -41,6 +42,12 @@ setup(
         "cpu": [f"tensorflow-cpu{TF_RANGE}", f"tensorboard{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}", f"tensorboard{TF_RANGE}"],
         "coco": ["pycocotools>=2.0.7"],
-        "test": ["pytest>=7.4", "jax[cpu]>=0.4.30", "pycocotools>=2.0.7", "psutil>=5.9"],
+        "test": [
+            "pytest>=7.4",
+            "jax[cpu]>=0.4.30",
+            "pycocotools>=2.0.7",
+            "psutil>=5.9",
+            "ruff==0.17.6",
+        ],
     },
 )

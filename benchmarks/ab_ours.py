@@ -6,7 +6,8 @@
 Variants (ResNet-101 DeepLabv3, OS --os, random weights, 2 threads):
   s2b          atrous convs through keras.ops.conv (TensorFlow's SpaceToBatchND path): the model
                built with PerformanceOptions(native_dilation=False), same weights
-  native       atrous convs as native dilated oneDNN convs (deeplab.model.layers.AtrousConv2D, default)
+  native       atrous convs as native dilated oneDNN convs (deeplab.model.layers.AtrousConv2D,
+               default)
   *_fused      BN folded into the convolutions (deeplab.model.fuse.fuse_batch_norm), inference only
   bf16*        mixed_bfloat16 policy, same weights (inference)
 
@@ -111,7 +112,9 @@ if a.task == "infer":
     for v, (_, f) in fns.items():
         o = f(x).numpy()
         print(
-            f"{v}: max|diff| vs {list(fns)[0]} {np.abs(o - ref).max():.2e} (max|logit| {np.abs(ref).max():.2e}), argmax agree {np.mean(o.argmax(-1) == ref.argmax(-1)) * 100:.2f}%"
+            f"{v}: max|diff| vs {list(fns)[0]} {np.abs(o - ref).max():.2e} "
+            f"(max|logit| {np.abs(ref).max():.2e}), "
+            f"argmax agree {np.mean(o.argmax(-1) == ref.argmax(-1)) * 100:.2f}%"
         )
 times = {v: [] for v in fns}
 cpu = {v: [] for v in fns}
@@ -127,5 +130,7 @@ b = np.median(times[list(fns)[0]])
 bc = np.median(cpu[list(fns)[0]])
 for v, t in times.items():
     print(
-        f"  {v:22s} wall median {np.median(t):.3f} s ({np.median(t) / b:.2f}x)  cpu median {np.median(cpu[v]):.3f} s ({np.median(cpu[v]) / bc:.2f}x)  wall {[round(s, 2) for s in t]}"
+        f"  {v:22s} wall median {np.median(t):.3f} s ({np.median(t) / b:.2f}x)  "
+        f"cpu median {np.median(cpu[v]):.3f} s ({np.median(cpu[v]) / bc:.2f}x)  "
+        f"wall {[round(s, 2) for s in t]}"
     )

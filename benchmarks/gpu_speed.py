@@ -261,9 +261,12 @@ def run_all(args):
             f"{100 * mfu:.1f}% | {r['compile_s']:.0f} |"
         )
     if "ours" in results and "torchvision" in results:
+        ours, theirs = results["ours"], results["torchvision"]
         print(
-            f"ratio ours/torchvision: train {results['ours']['train_images_per_s'] / results['torchvision']['train_images_per_s']:.2f}x"
-            f" images/s, inference {results['ours']['infer_images_per_s'] / results['torchvision']['infer_images_per_s']:.2f}x images/s"
+            "ratio ours/torchvision: train "
+            f"{ours['train_images_per_s'] / theirs['train_images_per_s']:.2f}x"
+            " images/s, inference "
+            f"{ours['infer_images_per_s'] / theirs['infer_images_per_s']:.2f}x images/s"
         )
     print(json.dumps(results))
 

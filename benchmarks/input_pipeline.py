@@ -1,20 +1,21 @@
 """Training input throughput: crops per second per CPU core at the paper's settings (Sec. 4.1).
 
-Runs ``deeplab.data.input_pipeline.make_train_dataset`` (decode -> random scale 0.5..2.0 step 0.25 -> pad ->
-513x513 crop -> flip -> normalize, batched) on
+Runs ``deeplab.data.input_pipeline.make_train_dataset`` (decode -> random scale 0.5..2.0
+step 0.25 -> pad -> 513x513 crop -> flip -> normalize, batched) on
 
 - JPEG records of VOC-like 500x375 images written by the synthetic generator, and
 - PNG records of CamVid (480x360), converted from ../shared/data/camvid when it is there,
 
-with the process pinned to 1, 2, ... cores (each in a fresh subprocess, since TensorFlow sizes its thread
-pools at start-up). After warm-up batches it counts crops for a fixed time and prints crops/s, crops/s
-per pinned core (wall clock), and crops per CPU-second of the process (user + system time of all its
-threads): the last one is what a core delivers when it is not shared, so it is the robust figure on a busy
-machine (the wall-clock one is the honest figure on a quiet one). As a peer in the same run it also times the unfused reference composition of the
-same ops (pad the whole scaled image, crop, then normalize; ``--variant reference``), and prints the ratio.
+with the process pinned to 1, 2, ... cores (each in a fresh subprocess, since TensorFlow sizes its
+thread pools at start-up). After warm-up batches it counts crops for a fixed time and prints
+crops/s, crops/s per pinned core (wall clock), and crops per CPU-second of the process (user +
+system time of all its threads): the last one is what a core delivers when it is not shared, so it
+is the robust figure on a busy machine (the wall-clock one is the honest figure on a quiet one). As
+a peer in the same run it also times the unfused reference composition of the same ops (pad the
+whole scaled image, crop, then normalize; ``--variant reference``), and prints the ratio.
 
-Goal of issue 3: >= 50 crops/s per core, so a 16-core host out-feeds one modern GPU. Numbers on a shared
-machine are noisy: run it when the machine is quiet, and read the load average it prints.
+Goal of issue 3: >= 50 crops/s per core, so a 16-core host out-feeds one modern GPU. Numbers on a
+shared machine are noisy: run it when the machine is quiet, and read the load average it prints.
 
     python benchmarks/input_pipeline.py                       # both datasets, 1 core and all cores
     python benchmarks/input_pipeline.py --cores 1 --seconds 30 --datasets voc_like
@@ -69,7 +70,8 @@ def prepare(work_dir, num_images, camvid_dir):
 
 
 def _reference_dataset(dataset_dir, batch_size, crop, seed):
-    """The same augmentation as the unfused composition of the single ops (the peer being compared)."""
+    """The same augmentation as the unfused composition of the single ops (the peer being
+    compared)."""
     import tensorflow as tf
 
     from deeplab.data import augment
@@ -185,13 +187,16 @@ def main():
     )
     datasets = prepare(args.work_dir, args.num_images, args.camvid_dir)
     print(
-        f"host: {os.cpu_count()} CPUs, {len(available)} usable; load average before: {os.getloadavg()}"
+        f"host: {os.cpu_count()} CPUs, {len(available)} usable; "
+        f"load average before: {os.getloadavg()}"
     )
     print(
-        f"crop {args.crop}, batch {args.batch_size}, scale 0.5..2.0 step 0.25, flip; {args.seconds:g} s after {args.warmup} warm-up batches"
+        f"crop {args.crop}, batch {args.batch_size}, scale 0.5..2.0 step 0.25, flip; "
+        f"{args.seconds:g} s after {args.warmup} warm-up batches"
     )
     print(
-        f"{'dataset':10s} {'variant':10s} {'cores':>5s} {'crops/s':>9s} {'per core':>9s} {'per CPU-s':>9s}"
+        f"{'dataset':10s} {'variant':10s} {'cores':>5s} "
+        f"{'crops/s':>9s} {'per core':>9s} {'per CPU-s':>9s}"
     )
     results = {}
     for name in [d for d in args.datasets.split(",") if d in datasets]:
@@ -224,13 +229,15 @@ def main():
                 rate = result["crops_per_s"]
                 results[(name, variant, cores)] = rate
                 print(
-                    f"{name:10s} {variant:10s} {cores:5d} {rate:9.1f} {rate / cores:9.1f} {result['crops_per_cpu_s']:9.1f}",
+                    f"{name:10s} {variant:10s} {cores:5d} {rate:9.1f} {rate / cores:9.1f} "
+                    f"{result['crops_per_cpu_s']:9.1f}",
                     flush=True,
                 )
     for (name, variant, cores), rate in results.items():
         if variant == "pipeline" and (name, "reference", cores) in results:
             print(
-                f"{name} {cores} core(s): pipeline / reference = {rate / results[(name, 'reference', cores)]:.2f}"
+                f"{name} {cores} core(s): pipeline / reference = "
+                f"{rate / results[(name, 'reference', cores)]:.2f}"
             )
     print(f"load average after: {os.getloadavg()}")
 

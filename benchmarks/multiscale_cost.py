@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/multiscale_cost.py --size 321 --rounds 2
 
 ResNet-101 DeepLabv3 at OS 16 (random weights, BN folded as deeplab.evaluate runs it), one image,
-deeplab.evaluation.evaluator.Predictor (one dynamic-shape tf.function for the network): the 6 paper scales
-x 2 flips in one call, against each (scale, flip) pass run alone, alternated; wall and process
-CPU seconds.
+deeplab.evaluation.evaluator.Predictor (one dynamic-shape tf.function for the network): the 6 paper
+scales x 2 flips in one call, against each (scale, flip) pass run alone, alternated; wall and
+process CPU seconds.
 """
 
 import argparse

@@ -5,6 +5,8 @@ The public API is imported lazily so that ``python -m deeplab.<binary>`` and the
 dataset converters do not pay for building Keras when they do not need it.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 from deeplab import _cpu, _jax_guard  # noqa: E402  (before anything imports TensorFlow)
@@ -25,7 +27,5 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'deeplab' has no attribute {name!r}")

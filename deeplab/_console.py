@@ -1,14 +1,17 @@
 """Quiet binaries: the tools' own lines, not TensorFlow's logs, unless asked for.
 
 Every ``python -m deeplab.*`` binary calls :func:`quiet_tensorflow` before TensorFlow is
-imported (it imports it) and :func:`quiet_absl` once its flags are parsed. By default TensorFlow's C++ INFO and
-WARNING lines (``TF_CPP_MIN_LOG_LEVEL=2``; errors still show) and absl's Python INFO lines are
-hidden. ``--verbosity=0`` (absl's flag; ``-v 0`` too) brings both back; a
-``TF_CPP_MIN_LOG_LEVEL`` set by the user is kept as it is.
+imported (it imports it) and :func:`quiet_absl` once its flags are parsed. By default
+TensorFlow's C++ INFO and WARNING lines (``TF_CPP_MIN_LOG_LEVEL=2``; errors still show) and
+absl's Python INFO lines are hidden. ``--verbosity=0`` (absl's flag; ``-v 0`` too) brings both
+back; a ``TF_CPP_MIN_LOG_LEVEL`` set by the user is kept as it is.
 """
 
 import os
 import sys
+import tempfile
+
+from absl import flags, logging
 
 
 def _verbosity_requested(argv):
@@ -30,8 +33,6 @@ def quiet_tensorflow(argv=None):
 
 def quiet_absl():
     """absl's Python log at WARNING unless --verbosity was given (call after flag parsing)."""
-    from absl import flags, logging  # pylint: disable=import-outside-toplevel
-
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
 
@@ -46,16 +47,16 @@ def import_tensorflow_quietly(argv=None):
     """
     argv = sys.argv if argv is None else argv
     if "tensorflow" in sys.modules or _verbosity_requested(argv):
+        # TensorFlow: imported here, after the log settings above, never at module import
         import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
 
         return
-    import tempfile  # pylint: disable=import-outside-toplevel
-
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
+            # TensorFlow: imported here, with standard error captured, never at module import
             import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import,redefined-outer-name
         except BaseException:
             os.dup2(saved, 2)

@@ -1,6 +1,7 @@
 r"""Exports a trained DeepLab checkpoint as a SavedModel (and TFLite) that takes raw images.
 
-    python -m deeplab.export_saved_model --checkpoint=runs/quickstart --export_dir=exports/quickstart \
+    python -m deeplab.export_saved_model --checkpoint=runs/quickstart \
+        --export_dir=exports/quickstart \
         [--eval_output_stride=8] [--eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --eval_flip] \
         [--tflite [--tflite_input_size=513] [--quantize=int8 --dataset_dir=DATA \
          --calibration_split=train --num_calibration_images=100]] \

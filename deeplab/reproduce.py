@@ -6,10 +6,10 @@ r"""Reproduces a table of the paper row by row: ``python -m deeplab.reproduce --
     python -m deeplab.reproduce --table=11 --smoke        # parameter-server clusters, tiny
     python -m deeplab.reproduce --update_readme           # regenerate experiments/README.md's rows
 
-For every row of the table (``deeplab.config.paper_tables``: flagfile + overrides + the paper's mIOU) it
-trains (``python -m deeplab.train`` in a subprocess) and evaluates (``deeplab.evaluation.evaluator``), then
-prints the table side by side (row, paper mIOU, ours) and writes it to
-``<reproduce_dir>/table<N>.{json,md}``.
+For every row of the table (``deeplab.config.paper_tables``: flagfile + overrides + the paper's
+mIOU) it trains (``python -m deeplab.train`` in a subprocess) and evaluates
+(``deeplab.evaluation.evaluator``), then prints the table side by side (row, paper mIOU, ours) and
+writes it to ``<reproduce_dir>/table<N>.{json,md}``.
 
 Training runs are shared: two rows whose training flags resolve to the same values (all flags of
 ``deeplab/config/flags.py`` except evaluation and logging ones) train once, in this table and
@@ -53,6 +53,7 @@ from deeplab.config import experiment
 from deeplab.config import flags as experiment_flags
 from deeplab.config import paper_tables
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.data import tfrecord
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -158,7 +159,8 @@ def resolve_flags(args):
 
 
 def flag_name(arg):
-    """The flag an override sets: "--noeval_flip" -> "eval_flip", "--crop_size=321" -> "crop_size"."""
+    """The flag an override sets: "--noeval_flip" -> "eval_flip", "--crop_size=321" ->
+    "crop_size"."""
     name = arg.lstrip("-").split("=", 1)[0]
     if (
         "=" not in arg
@@ -287,7 +289,6 @@ def build_smoke_dataset(dataset_dir):
     """The synthetic dataset of --smoke (written once)."""
     # TensorFlow is imported only when a run needs it (--dry_run and --update_readme do not).
     from deeplab.data import synthetic  # pylint: disable=import-outside-toplevel
-    from deeplab.data import tfrecord
 
     if not os.path.exists(os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE)):
         synthetic.build_synthetic_dataset(

@@ -1,4 +1,5 @@
-r"""Colorized predictions, overlays, panels and evaluation-server files: ``python -m deeplab.visualize``.
+r"""Colorized predictions, overlays, panels and evaluation-server files:
+``python -m deeplab.visualize``.
 
     python -m deeplab.visualize --flagfile=experiments/table5.flags --vis_num_images=20
     # Table 7: the VOC test images, in the layout of the VOC evaluation server

@@ -3,10 +3,10 @@ r"""Diagnostic (issue 8): how much of an early checkpoint's low val mIOU is stal
     python experiments/camvid_bn_check.py --checkpoint=runs/camvid/ckpt-100 [--batches=20]
 
 Evaluates the checkpoint on the whole val split (scale 1, training output stride) twice with
-deeplab.evaluation.evaluator.evaluate: (a) as saved, BN using its moving statistics (what deeplab.evaluate
-reports); (b) after re-estimating every BN layer's moving mean and variance as the plain average
-over --batches training batches (the training stream of experiments/camvid.flags: same crops and
-augmentation), weights unchanged ("precise BN"). Nothing is written to the run.
+deeplab.evaluation.evaluator.evaluate: (a) as saved, BN using its moving statistics (what
+deeplab.evaluate reports); (b) after re-estimating every BN layer's moving mean and variance as the
+plain average over --batches training batches (the training stream of experiments/camvid.flags: same
+crops and augmentation), weights unchanged ("precise BN"). Nothing is written to the run.
 """
 
 import argparse
@@ -90,7 +90,8 @@ def main():
             layer.momentum = k / (k + 1.0)
         model(images, training=True)
     score(
-        f"{args.checkpoint}, BN statistics re-estimated over {args.batches} train batches of {args.batch_size}"
+        f"{args.checkpoint}, BN statistics re-estimated over {args.batches} train batches of "
+        f"{args.batch_size}"
     )
 
 

@@ -1,7 +1,7 @@
 r"""Curves and tables of the CamVid runs (issue 8), for experiments/RESULTS.md.
 
-    python experiments/camvid_report.py [--logdir runs/camvid] [--torch_logdir runs/camvid_torchvision] \
-        [--out_dir runs/camvid/report]
+    python experiments/camvid_report.py [--logdir runs/camvid] \
+        [--torch_logdir runs/camvid_torchvision] [--out_dir runs/camvid/report]
 
 Reads
   <logdir>/train/events.*                     training loss every --log_steps (deeplab.train)
@@ -136,7 +136,8 @@ def main():
     for step in sorted(set(ours_eval) | set(torch_eval)):
         a, b = ours_eval.get(step, {}).get("miou"), torch_eval.get(step, {}).get("miou")
         print(
-            f"| {step} | {'' if a is None else f'{100 * a:.2f}'} | {'' if b is None else f'{100 * b:.2f}'} |"
+            f"| {step} | {'' if a is None else f'{100 * a:.2f}'} | "
+            f"{'' if b is None else f'{100 * b:.2f}'} |"
         )
     common = sorted(set(ours_eval) & set(torch_eval))
     if common:
@@ -145,7 +146,8 @@ def main():
         for name, theirs in zip(ours_last["class_names"], torch_last["iou"]):
             mine = ours_last["per_class_iou"].get(name)
             print(
-                f"| {name} | {'n/a' if mine is None else f'{100 * mine:.2f}'} | {100 * theirs:.2f} |"
+                f"| {name} | {'n/a' if mine is None else f'{100 * mine:.2f}'} | "
+                f"{100 * theirs:.2f} |"
             )
         print(
             f"| **mIOU** | **{100 * ours_last['miou']:.2f}** | **{100 * torch_last['miou']:.2f}** |"

@@ -7,8 +7,8 @@ Same recipe as ``python -m deeplab.train --flagfile=experiments/camvid.flags``, 
 flagfile:
 
 - the same batches: the training stream is our own tf.data pipeline
-  (``deeplab.data.input_pipeline.make_train_dataset``, same crop, random scale, flip, seed), handed over
-  as numpy arrays (NHWC -> NCHW);
+  (``deeplab.data.input_pipeline.make_train_dataset``, same crop, random scale, flip, seed), handed
+  over as numpy arrays (NHWC -> NCHW);
 - the same model shape: torchvision ``resnet50(weights=None)`` (random init, like ours) with
   ``replace_stride_with_dilation=[False, False, True]`` (output stride 16), layer4 unit rates
   2 x (1, 2, 4) (multi-grid), torchvision's ``DeepLabHead`` ASPP at rates --atrous_rates with image
@@ -331,7 +331,8 @@ def main(argv):
             ips = window_steps * FLAGS.batch_size / (now - window_start)
             acc = float(((logits.argmax(1) == labels) & (labels != ignore_label)).sum() / valid)
             print(
-                f"step {step:>6d}/{FLAGS.training_steps}  loss {float(loss.detach()):.4f}  lr {poly_rate(step - 1):.4g}  "
+                f"step {step:>6d}/{FLAGS.training_steps}  loss {float(loss.detach()):.4f}  "
+                f"lr {poly_rate(step - 1):.4g}  "
                 f"acc {acc:.3f}  {ips:.2f} img/s",
                 flush=True,
             )

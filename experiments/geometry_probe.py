@@ -11,8 +11,8 @@ built with ``upsample_logits=False``):
    ``impulse_weights``); an impulse on the stride-32 grid comes out as a tent whose centroid is
    compared with the impulse's pixel, per input size, output stride and position (columns).
 2. **random**: random tiny models (``--models`` of them); for impulses on a 128x128 input, the
-   centroid of |logits(with impulse) - logits(without)| (whole map) at OS 16 minus that at OS 8, same
-   weights; mean and standard error over models and impulses. It should be 0.
+   centroid of |logits(with impulse) - logits(without)| (whole map) at OS 16 minus that at OS 8,
+   same weights; mean and standard error over models and impulses. It should be 0.
 
     python experiments/geometry_probe.py            # ~1 minute on 2 cores
 """

@@ -36,7 +36,9 @@ def _interpreter(path_or_bytes):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     kwargs = {
-        "experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        "experimental_op_resolver_type": (
+            tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
     }
     if isinstance(path_or_bytes, bytes):
         interpreter = tf.lite.Interpreter(model_content=path_or_bytes, **kwargs)

@@ -1,4 +1,5 @@
-"""Tiny raw datasets in their authors' layouts, built inside the tests (no data files in the repository)."""
+"""Tiny raw datasets in their authors' layouts, built inside the tests (no data files in the
+repository)."""
 
 import importlib.util
 import json
@@ -37,7 +38,8 @@ def save(path, array, mode=None, **kwargs):
 
 
 def voc_palette_png(path, indices):
-    """A SegmentationClass-style palette PNG: mode P, the VOC colour map, pixel values = class indices."""
+    """A SegmentationClass-style palette PNG: mode P, the VOC colour map, pixel values = class
+    indices."""
     from deeplab.data import datasets_info
 
     image = Image.fromarray(indices.astype(np.uint8), mode="P")
@@ -87,7 +89,8 @@ SBD_VAL = ["2008_000102", "2007_000011"]
 
 
 def make_voc(root):
-    """VOCdevkit/VOC2012 + benchmark_RELEASE/dataset; returns (voc_root, sbd_root, labels by name)."""
+    """VOCdevkit/VOC2012 + benchmark_RELEASE/dataset; returns (voc_root, sbd_root, labels by
+    name)."""
     voc = Path(root) / "VOCdevkit" / "VOC2012"
     labels = {}
     for i, name in enumerate(VOC_TRAIN + VOC_VAL):
@@ -145,7 +148,8 @@ def make_cityscapes(root):
 
 
 def _rle_uncompressed(mask):
-    """COCO uncompressed RLE: run lengths over the column-major flattened mask, starting with zeros."""
+    """COCO uncompressed RLE: run lengths over the column-major flattened mask, starting with
+    zeros."""
     flat = mask.flatten(order="F").astype(np.uint8)
     counts, current, run = [], 0, 0
     for value in flat:
@@ -158,8 +162,9 @@ def _rle_uncompressed(mask):
 
 
 def make_coco(root):
-    """annotations/instances_train2017.json with polygons, uncompressed and compressed RLE, a crowd region,
-    a non-VOC category, an image with only small VOC regions and one with only non-VOC objects."""
+    """annotations/instances_train2017.json with polygons, uncompressed and compressed RLE, a crowd
+    region, a non-VOC category, an image with only small VOC regions and one with only non-VOC
+    objects."""
     from pycocotools import mask as mask_utils
 
     root = Path(root)

@@ -1,4 +1,5 @@
-"""deeplab.training.checkpoints: run info, checkpoint resolution, reload at another output stride, fine-tuning."""
+"""deeplab.training.checkpoints: run info, checkpoint resolution, reload at another output stride,
+fine-tuning."""
 
 import json
 import os

@@ -1,5 +1,6 @@
-"""Bad input: each case stops the converter with the file and the reason (nothing half-written), or with
-skip_bad is skipped, reported and counted. Deliberate conversions (grayscale, opaque RGBA) are noted."""
+"""Bad input: each case stops the converter with the file and the reason (nothing half-written), or
+with skip_bad is skipped, reported and counted. Deliberate conversions (grayscale, opaque RGBA) are
+noted."""
 
 import io
 import os

@@ -1,4 +1,5 @@
-"""Per-example augmentation ops (Sec. 4.1): pure functions of (image, label, seed), eager == tf.data."""
+"""Per-example augmentation ops (Sec. 4.1): pure functions of (image, label, seed),
+eager == tf.data."""
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ def _image_and_label(height=23, width=31, seed=0):
 
 
 def _coordinate_image(height, width):
-    """Image whose pixels encode their own position; label = an injective function of the position."""
+    """Image whose pixels encode their own position; label = an injective function of the
+    position."""
     rows, cols = np.mgrid[0:height, 0:width]
     image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
     label = (rows * width + cols) % 200
@@ -206,7 +208,8 @@ def test_tf_only_normalization_equals_normalize_image():
 
 
 def test_window_nearest_indices_equal_tf_image_resize():
-    """The crop-window label resize of train_transform picks exactly tf.image.resize's nearest pixels."""
+    """The crop-window label resize of train_transform picks exactly tf.image.resize's nearest
+    pixels."""
     rng = np.random.default_rng(0)
     for in_size in (1, 7, 23, 360, 375, 500, 1024):
         source = tf.range(in_size)[:, tf.newaxis]

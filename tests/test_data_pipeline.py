@@ -1,4 +1,5 @@
-"""The tf.data pipelines (Sec. 4.1): train stream, eval stream, bootstrapping, sharding, TFDS, bad input."""
+"""The tf.data pipelines (Sec. 4.1): train stream, eval stream, bootstrapping, sharding, TFDS, bad
+input."""
 
 import io
 import os
@@ -44,7 +45,8 @@ def _records(dataset_dir, split):
 
 
 def _identity_train(dataset_dir, split="train", **kw):
-    """A train stream whose crops are whole, unchanged images (scale 1, crop = image size, no flip)."""
+    """A train stream whose crops are whole, unchanged images (scale 1, crop = image size, no
+    flip)."""
     kw = (
         dict(
             batch_size=1,
@@ -100,7 +102,8 @@ def test_train_is_reproducible_with_seed_and_differs_across_seeds(dataset_dir):
 
 
 def test_train_stream_equals_train_transform_of_the_records(dataset_dir):
-    """The pipeline applies exactly augment.train_transform to the decoded records (any seed per example)."""
+    """The pipeline applies exactly augment.train_transform to the decoded records (any seed per
+    example)."""
     ds = input_pipeline.make_train_dataset(
         dataset_dir,
         "train",
@@ -176,7 +179,8 @@ def test_bootstrapping_repeats_images_with_hard_classes(dataset_dir):
 
 
 def test_bootstrapping_without_classes_present_key_reads_the_label(tmp_path):
-    """Records made by other tools lack image/segmentation/class/present: bootstrapping decodes labels."""
+    """Records made by other tools lack image/segmentation/class/present: bootstrapping decodes
+    labels."""
     with records.ShardedWriter(tmp_path, "train", 4, 1) as writer:
         for i in range(4):
             label = np.full((5, 5), i % 2, np.uint8)
@@ -364,9 +368,9 @@ def test_bad_arguments(dataset_dir):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # TFDS through its mock data.
-# ----------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 PET_MASKS = [
     np.array([[1, 2, 3, 1], [2, 2, 3, 1], [1, 1, 1, 2]], np.uint8),
@@ -376,7 +380,8 @@ PET_MASKS = [
 
 
 def _pet_mock(encoded):
-    """tfds mock: oxford_iiit_pet examples with known trimaps (PNG bytes when the loader skips decoding)."""
+    """tfds mock: oxford_iiit_pet examples with known trimaps (PNG bytes when the loader skips
+    decoding)."""
     import tensorflow_datasets as tfds
 
     def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):

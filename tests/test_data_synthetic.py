@@ -66,8 +66,9 @@ def _blur(image):
 
 
 def test_synthetic_classes_are_recognizable_from_local_colour(tmp_path):
-    """A nearest-class-mean classifier on 3x3-averaged colours (no learning beyond class means) already
-    separates the classes: the dataset is learnable from local evidence, as the quick start needs."""
+    """A nearest-class-mean classifier on 3x3-averaged colours (no learning beyond class means)
+    already separates the classes: the dataset is learnable from local evidence, as the quick start
+    needs."""
     num_classes = 5
     synthetic.build_synthetic_dataset(
         tmp_path, num_train=16, num_val=8, image_size=(48, 48), num_classes=num_classes
@@ -99,7 +100,8 @@ def test_synthetic_argument_errors(tmp_path):
 
 
 def test_voc_table_equals_the_devkit_colour_map_algorithm():
-    """third_party/pascal_voc_classes.csv against an independent bit-by-bit construction of VOClabelcolormap."""
+    """third_party/pascal_voc_classes.csv against an independent bit-by-bit construction of
+    VOClabelcolormap."""
 
     def devkit_color(index):
         r = g = b = 0

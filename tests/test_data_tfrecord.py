@@ -78,7 +78,9 @@ def test_encode_decode_round_trip_png_and_jpeg():
         assert decoded["image"].dtype == tf.uint8 and decoded["image"].shape == (6, 5, 3)
         if fmt == "png":
             np.testing.assert_array_equal(decoded["image"].numpy(), image)
-        else:  # the JPEG bytes are stored as they were: decoding gives TF's (and, within rounding, PIL's) pixels
+        else:
+            # the JPEG bytes are stored as they were: decoding gives TF's (and, within rounding,
+            # PIL's) pixels
             np.testing.assert_array_equal(
                 decoded["image"].numpy(), tf.io.decode_jpeg(data, channels=3).numpy()
             )
@@ -189,7 +191,8 @@ def test_writer_interrupted_leaves_nothing_that_looks_complete(tmp_path):
             writer.write(0, b"not even a real example")
             raise RuntimeError("converter killed")
     assert os.listdir(tmp_path) == []
-    # A hard kill (no cleanup) leaves only hidden .incomplete- files, which no reader takes for shards.
+    # A hard kill (no cleanup) leaves only hidden .incomplete- files, which no reader takes for
+    # shards.
     writer = records.ShardedWriter(tmp_path, "val", 4, 2)
     writer.write(0, b"x")
     writer._writer.flush()

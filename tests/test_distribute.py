@@ -28,7 +28,8 @@ def test_default_strategy_and_errors():
 
 def test_set_sync_batch_norm_reaches_every_bn_layer():
     model = build_model(backbone="resnet14_tiny", num_classes=3, aspp_filters=8)
-    # resnet14_tiny: conv1 + 4 units x (3 convs + shortcut) = 17 BN; ASPP: 4 branches + pooling + projection.
+    # resnet14_tiny: conv1 + 4 units x (3 convs + shortcut) = 17 BN; ASPP: 4 branches + pooling +
+    # projection.
     assert distribute.set_sync_batch_norm(model, True) == 17 + 6
     layers = [l for l in model.backbone_model.layers if "bn" in l.name]
     assert layers and all(l.synchronized for l in layers)

@@ -63,7 +63,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(r"""
     attempt("four_channels", lambda: serve(images=tf.zeros([1, 9, 9, 4], tf.uint8)))
     attempt("four_channels_numpy", lambda: serve(images=np.zeros([1, 9, 9, 4], np.uint8)))
     attempt("empty_image", lambda: serve(images=tf.zeros([1, 0, 9, 3], tf.uint8)))
-    attempt("mixed_sizes", lambda: encoded(image_bytes=tf.constant([pngs[0], bytes(inputs["png_small"])])))
+    attempt("mixed_sizes",
+            lambda: encoded(image_bytes=tf.constant([pngs[0], bytes(inputs["png_small"])])))
     attempt("not_an_image", lambda: encoded(image_bytes=tf.constant([pngs[0], b"hello"])))
     attempt("empty_batch", lambda: serve(images=tf.zeros([0, 9, 9, 3], tf.uint8)))
     attempt("too_many_pixels", lambda: serve(images=tf.zeros([1, 4097, 4096, 3], tf.uint8)))

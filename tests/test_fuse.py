@@ -1,4 +1,5 @@
-"""deeplab.model.fuse (BN folding), AtrousConv2D's native dilated path, and bfloat16 inference accuracy."""
+"""deeplab.model.fuse (BN folding), AtrousConv2D's native dilated path, and bfloat16 inference
+accuracy."""
 
 import numpy as np
 import pytest

@@ -177,7 +177,7 @@ def test_one_extension_list_matched_in_either_case(tmp_path):
     assert images.find_image_file(tmp_path, "a") == tmp_path / "a.jpeg"
 
 
-# ----------------------------------------------------------------------------- one photo, one answer
+# ---------------------------------------------------------------------------- one photo, one answer
 
 
 def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tmp_path_factory):

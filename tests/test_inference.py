@@ -1,4 +1,5 @@
-"""Tests for deeplab.evaluation.inference against a numpy re-implementation of multi-scale + flip averaging.
+"""Tests for deeplab.evaluation.inference against a numpy re-implementation of multi-scale + flip
+averaging.
 
 Also home of the one JAX-backend subprocess test, which covers inference, metrics, losses and
 schedules together (a subprocess each would cost seconds of start-up apiece).

@@ -1,7 +1,7 @@
-"""deeplab.training.optimizers.SGD: the fused momentum kernel computes what Keras' SGD computes, nothing of
-the update can run before its gradient, and it is Keras' SGD for checkpoints, serialization and
-the cases it leaves to Keras. (MirroredStrategy and parameter-server training run it through
-deeplab.train in test_distribute.py and test_parameter_server.py.)"""
+"""deeplab.training.optimizers.SGD: the fused momentum kernel computes what Keras' SGD computes,
+nothing of the update can run before its gradient, and it is Keras' SGD for checkpoints,
+serialization and the cases it leaves to Keras. (MirroredStrategy and parameter-server training run
+it through deeplab.train in test_distribute.py and test_parameter_server.py.)"""
 
 import keras
 import numpy as np

@@ -162,7 +162,6 @@ def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path,
 
     from deeplab.training import trainer as train_lib
 
-
     from deeplab.common.errors import ConfigError
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 

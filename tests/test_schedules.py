@@ -1,4 +1,5 @@
-"""Tests for deeplab.training.schedules.PolyLearningRate: golden values of the poly policy (Sec. 4.1)."""
+"""Tests for deeplab.training.schedules.PolyLearningRate: golden values of the poly policy
+(Sec. 4.1)."""
 
 import json
 

@@ -1,5 +1,5 @@
-"""deeplab.export.tflite: float32 and full-integer int8 conversion, the runner, the mIOU comparison, and
-the official DeepLab v3 MobileNetV2 PASCAL int8 model run through our predict path."""
+"""deeplab.export.tflite: float32 and full-integer int8 conversion, the runner, the mIOU comparison,
+and the official DeepLab v3 MobileNetV2 PASCAL int8 model run through our predict path."""
 
 import os
 

@@ -391,8 +391,9 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
 
 
 def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
-    """--recompute_through=block2 (deeplab.training.recompute) trains the same model: the same losses
-    step by step (identical on this machine), and the same BN statistics in the checkpoint."""
+    """--recompute_through=block2 (deeplab.training.recompute) trains the same model: the same
+    losses step by step (identical on this machine), and the same BN statistics in the
+    checkpoint."""
     runs = {}
     for through in ("none", "block2"):
         runs[through] = train_lib.train(

@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 
+from deeplab.common.errors import ConfigError
+
 
 def ensure_folder(path, flag):
     """Makes sure ``path`` is a folder this process can write into, creating it if needed.
@@ -22,8 +24,6 @@ def ensure_folder(path, flag):
       deeplab.common.errors.ConfigError: one line naming ``flag``: the path is a file, cannot be
         created, or is not writable.
     """
-    from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
-
     path = os.fspath(path)
     if "://" in path:
         return

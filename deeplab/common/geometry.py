@@ -37,6 +37,7 @@ def scaled_size(height, width, scale):
     def one(side):
         if is_static(side):
             return max(1, int(math.floor(scale * side + 0.5)))
+        # backend-specific: only TensorFlow graphs have tensor sizes (JAX never gets here)
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         value = tf.floor(tf.cast(side, tf.float32) * scale + 0.5)
@@ -59,6 +60,7 @@ def resize_bilinear(images, size):
         if tuple(images.shape[-3:-1]) == (height, width):
             return images
         return ops.image.resize(images, (height, width), interpolation="bilinear", antialias=False)
+    # backend-specific: only TensorFlow graphs have tensor sizes (JAX never gets here)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     return tf.image.resize(images, tf.stack([height, width]), method="bilinear")

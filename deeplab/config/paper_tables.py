@@ -92,7 +92,8 @@ class Table:
     best_flagfile: str
 
     def label(self, row):
-        """A readable label of ``row``, e.g. "MG (1, 2, 4), ASPP rates (6, 12, 18), image pooling yes"."""
+        """A readable label of ``row``,
+        e.g. "MG (1, 2, 4), ASPP rates (6, 12, 18), image pooling yes"."""
         parts = row.key.split(" | ")
         return ", ".join(f"{c} {p}" if c else p for c, p in zip(self.columns, parts))
 

@@ -37,8 +37,9 @@ import time
 
 import numpy as np
 
+from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, DataError, UserError
-from deeplab.data import tfrecord
+from deeplab.data import images, tfrecord
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -108,8 +109,6 @@ class BadExample(Exception):
 
 
 def _read_bytes(path, what):
-    from deeplab.data import images  # PIL-only module, safe in worker processes
-
     try:
         return images.read_bytes(path, what)
     except images.ImageError as error:
@@ -123,8 +122,6 @@ def _png_bit_depth(data):
 
 
 def _open_image(data, path, what):
-    from deeplab.data import images  # PIL-only module, safe in worker processes
-
     try:
         return images.open_image(data, path, what)
     except images.ImageError as error:
@@ -145,8 +142,6 @@ def read_image(path):
     Raises:
       BadExample: missing, unreadable or corrupt file, a floating-point image.
     """
-    from deeplab.data import images  # pylint: disable=import-outside-toplevel
-
     data = _read_bytes(path, "image")
     image = _open_image(data, path, "image")
     fmt = (image.format or "").upper()
@@ -207,7 +202,7 @@ def read_png_label(label, expect_palette_hint=""):
 
 def read_sbd_label(label):
     """Reads ``GTcls.Segmentation`` from an SBD ``cls/*.mat`` file as uint8 [H, W]."""
-    import scipy.io
+    import scipy.io  # slow to import, and only SBD's .mat labels need it
 
     path = label.path
     if not os.path.exists(path):
@@ -231,6 +226,7 @@ def read_sbd_label(label):
 
 
 def _coco_mask(segmentation, height, width):
+    # optional dependency (COCO only): pip install pycocotools
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):  # polygons
@@ -411,7 +407,7 @@ def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers
 
 def _progress(total, desc, enabled):
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional dependency (a plain counter without it)
 
         return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled,
                     mininterval=0.5, dynamic_ncols=True)
@@ -530,8 +526,6 @@ def convert_splits(
     Returns:
       dict split -> :class:`SplitReport`.
     """
-    from deeplab.common import atomic_io
-
     atomic_io.ensure_folder(output_dir, "--output_dir")
     reports = {}
     for split, specs in split_specs.items():

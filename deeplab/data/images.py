@@ -80,6 +80,7 @@ def open_image(data, path, what="image"):
       ImageError: not an image, corrupt or truncated, or too large to decode safely (PIL's
         decompression-bomb limit).
     """
+    # PIL: only the Python reader needs it, not the graph functions the SavedModel uses
     from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
 
     try:
@@ -240,6 +241,7 @@ def read_rgb(source, path=None, what="image"):
 
 def encode_png(array, compress_level=1):
     """PNG bytes of a uint8 [H, W, 3] array (lossless)."""
+    # PIL: only the Python reader needs it, not the graph functions the SavedModel uses
     from PIL import Image  # pylint: disable=import-outside-toplevel
 
     buffer = io.BytesIO()
@@ -256,6 +258,7 @@ def exif_orientation_tf(data):
     image string, read from the same place by the same rule (JPEG segments and PNG chunks
     walked up to :data:`MAX_SEGMENTS`, IFD0 entries up to :data:`MAX_IFD_ENTRIES`, SHORT or
     LONG values); 1 for anything unexpected. ``tests/test_images.py`` checks the two agree."""
+    # TensorFlow: not imported by converter worker processes, which use the Python reader
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     data = tf.convert_to_tensor(data, tf.string)
@@ -354,6 +357,7 @@ def exif_orientation_tf(data):
 
 def apply_orientation_tf(image, orientation):
     """:func:`apply_orientation` for a [H, W, C] tensor and an int32 scalar orientation."""
+    # TensorFlow: not imported by converter worker processes, which use the Python reader
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     branches = [

@@ -49,7 +49,7 @@ def class_names(num_classes):
 
 def _smooth_noise(rng, height, width, cells):
     """Low-frequency noise in [-1, 1]: a coarse random grid, bilinearly upsampled."""
-    from PIL import Image
+    from PIL import Image  # PIL only where pixels are drawn (as in deeplab.data.tfrecord)
 
     grid = rng.uniform(-1.0, 1.0, size=(cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(grid, mode="F").resize((width, height), Image.BILINEAR))
@@ -122,7 +122,7 @@ def make_example(rng, *, image_size, num_classes, ignore_boundary=True):
 
 
 def _encode_image(image, image_format):
-    from PIL import Image
+    from PIL import Image  # PIL only where pixels are encoded (as in deeplab.data.tfrecord)
 
     buf = io.BytesIO()
     if image_format == "jpeg":

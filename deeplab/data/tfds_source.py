@@ -130,7 +130,7 @@ def parse_tfds_spec(spec, *, label_map=None, num_classes=None, data_dir=None):
 
 def _import_tfds():
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # heavy: only tfds: sources need it
     except ImportError as e:  # pragma: no cover - a dependency of the package
         raise ConfigError("tfds: datasets need the tensorflow-datasets package (pip install "
                           "tensorflow-datasets)") from e

@@ -31,9 +31,12 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab.common import atomic_io
+from deeplab.common.errors import ConfigError, DataError
+from deeplab.data import input_pipeline
+from deeplab.data import tfrecord
 from deeplab.evaluation import inference
 from deeplab.evaluation import metrics
-from deeplab.common.errors import ConfigError, DataError
+from deeplab.training import checkpoints
 
 RESULTS_FILE = "results.json"
 CONFUSION_MATRIX_NPY = "confusion_matrix.npy"
@@ -302,10 +305,6 @@ def evaluate_checkpoint(
     Raises:
       UserError: missing checkpoint or dataset, wrong ``num_classes``, bad labels.
     """
-    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
-    from deeplab.data import input_pipeline
-    from deeplab.data import tfrecord
-
     info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
     run = checkpoints.read_run_info(checkpoint)
     model = checkpoints.load_model(

@@ -91,7 +91,7 @@ def plot_figure4(fractions, rates, output, feature_size=65):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the Agg backend is chosen (see above)
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for k, marker in zip(PLOTTED_COUNTS, ("o", "s", "^")):

@@ -23,6 +23,7 @@ also works inside a ``tf.function`` whose images have dynamic height and width (
 resizes: :mod:`deeplab.common.geometry`, shared with the training augmentation).
 """
 
+import numpy as np
 from keras import ops
 
 from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
@@ -62,6 +63,7 @@ def _tile_stride(tile, overlap):
 
 def _tile_starts_dynamic(length, tile, overlap):
     """:func:`tile_starts` for a scalar int32 tensor ``length`` (TensorFlow graphs)."""
+    # backend-specific: only TensorFlow graphs have dynamic sizes (this module runs on JAX too)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     stride = _tile_stride(tile, overlap)
@@ -95,8 +97,6 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
     if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
             return _softmax(model, images)
-        import numpy as np  # pylint: disable=import-outside-toplevel
-
         total = count = None
         for top in tile_starts(height, tile_h, overlap):
             for left in tile_starts(width, tile_w, overlap):
@@ -118,6 +118,7 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
 
 
 def _tiled_dynamic(model, images, tile, overlap):
+    # backend-specific: only TensorFlow graphs have dynamic sizes (this module runs on JAX too)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     shape = tf.shape(images)

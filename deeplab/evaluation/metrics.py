@@ -44,7 +44,7 @@ def count_dtype():
     (~2.7e8 pixels) or Cityscapes val (~1.0e9 pixels) split.
     """
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # the JAX backend only
 
         if not jax.config.jax_enable_x64:
             return "int32"
@@ -55,11 +55,11 @@ def _tracing_mode(x):
     """Returns "tf_graph", "jax_traced" or "eager" for a backend tensor."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # backend-specific: only the TensorFlow backend has tf
 
         return "eager" if tf.executing_eagerly() else "tf_graph"
     if backend == "jax":
-        import jax
+        import jax  # the JAX backend only
 
         return "jax_traced" if isinstance(x, jax.core.Tracer) else "eager"
     return "eager"
@@ -101,7 +101,7 @@ def check_labels(labels, num_classes, ignore_label=255, *, name="labels"):
     if mode == "jax_traced":
         return labels
     if mode == "tf_graph":
-        import tensorflow as tf
+        import tensorflow as tf  # backend-specific: only the TensorFlow backend has tf
 
         values = tf.reshape(tf.cast(labels, tf.int64), [-1])
         bad = tf.boolean_mask(values, tf.logical_not(tf.reshape(in_range, [-1])))

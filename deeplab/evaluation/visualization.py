@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from deeplab.common import atomic_io
+from deeplab.data import datasets_info
 
 
 def colorize_labels(labels, palette, ignore_label=255, ignore_color=(255, 255, 255)):
@@ -75,6 +76,7 @@ def _png_bytes(image):
 
 def save_rgb_png(path, rgb):
     """Writes a uint8 RGB array [H, W, 3] as a PNG (atomically)."""
+    # PIL: only the PNG writers need it (colorizing is numpy only)
     from PIL import Image  # pylint: disable=import-outside-toplevel
 
     rgb = np.asarray(rgb)
@@ -90,6 +92,7 @@ def save_index_png(path, labels, palette=None):
     reader that takes raw pixel values (VOC devkit ``imread``, PIL, ``tf.io.decode_png``) still
     gets the indices; without it a greyscale ("L") image.
     """
+    # PIL: only the PNG writers need it (colorizing is numpy only)
     from PIL import Image  # pylint: disable=import-outside-toplevel
 
     labels = np.asarray(labels)
@@ -133,14 +136,14 @@ def panel(
     Returns:
       uint8 array [h, w, 3] of the rendered figure.
     """
-    import matplotlib  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    # matplotlib is slow to import, and its other modules load after the Agg backend is chosen
+    import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-
-    # pylint: disable-next=import-outside-toplevel
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # after use("Agg")
+    from matplotlib.figure import Figure  # after use("Agg")
+    from matplotlib.patches import Patch  # after use("Agg")
 
     image = np.asarray(image, np.uint8)
     prediction = np.asarray(prediction)
@@ -190,13 +193,13 @@ def normalized_confusion_rows(confusion_matrix):
 def confusion_matrix_image(confusion_matrix, class_names):
     """The confusion matrix as a uint8 RGB picture: rows (groundtruth) normalized to 1, class
     names on both axes, each cell's percentage written in it (up to 25 classes)."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    # matplotlib is slow to import, and its other modules load after the Agg backend is chosen
+    import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-
-    # pylint: disable-next=import-outside-toplevel
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # after use("Agg")
+    from matplotlib.figure import Figure  # after use("Agg")
 
     rows = normalized_confusion_rows(confusion_matrix)
     count = rows.shape[0]
@@ -236,8 +239,6 @@ def cityscapes_train_id_to_label_id():
     the label table in third_party/cityscapes_labels.csv (``deeplab.data.datasets_info``). Entries
     of values that are not train ids (19..255) map to 0 ("unlabeled").
     """
-    from deeplab.data import datasets_info  # pylint: disable=import-outside-toplevel
-
     lut = np.zeros(256, np.uint8)
     seen = set()
     for row in datasets_info.cityscapes_label_table():

@@ -46,8 +46,11 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from deeplab.common.errors import UserError
 from deeplab.data import images
+from deeplab.data.datasets_info import color_map
 from deeplab.evaluation import inference
+from deeplab.evaluation.evaluator import Predictor
 from deeplab.model.preprocessing import normalize_image
 
 SERVING_DEFAULT = "serving_default"
@@ -115,8 +118,9 @@ def _check_images(images, where, max_pixels=0):
                 tf.debugging.Assert(
                     pixels <= max_pixels,
                     [
-                        f"{where}: N x H x W exceeds the cap of {int(max_pixels)} pixels per call set "
-                        "at export (--serving_max_pixels); send fewer or smaller images. Got shape",
+                        f"{where}: N x H x W exceeds the cap of {int(max_pixels)} pixels "
+                        "per call set at export (--serving_max_pixels); send fewer or smaller "
+                        "images. Got shape",
                         dynamic_shape,
                     ],
                     summarize=8,
@@ -195,9 +199,6 @@ class SegmentationModule(tf.Module):
         if any("\n" in n for n in class_names):
             raise ValueError("class names must not contain newlines")
         if palette is None:
-            # pylint: disable-next=import-outside-toplevel
-            from deeplab.data.datasets_info import color_map
-
             palette = color_map(num_classes)
         palette = np.asarray(palette, np.int32).reshape(-1, 3)[:num_classes]
         if len(palette) != num_classes:
@@ -392,9 +393,6 @@ class KerasSegmenter:
         # loop and the [H, W, C] accumulator eager in NumPy, so memory is bounded by one window.
         self._tiled = None
         if tile_size:
-            # pylint: disable-next=import-outside-toplevel
-            from deeplab.evaluation.evaluator import Predictor
-
             self._tiled = Predictor(
                 model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
             )
@@ -426,8 +424,6 @@ class SavedModelSegmenter:
     """
 
     def __init__(self, export_dir):
-        from deeplab.common.errors import UserError  # pylint: disable=import-outside-toplevel
-
         if not tf.saved_model.contains_saved_model(export_dir):
             raise UserError(
                 f"--model={export_dir}: no saved_model.pb there; pass a folder "

@@ -60,6 +60,8 @@ from PIL import Image
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.data import tfrecord
+from deeplab.data.datasets_info import color_map
 
 # Padding value for a model without a sidecar: MobileNet-style inputs map 128 to ~0.
 DEFAULT_PAD_VALUE = (128, 128, 128)
@@ -89,6 +91,7 @@ def parse_input_size(value):
 
 def model_pad_value():
     """The pixel our models normalize to (almost) zero: the ImageNet mean, rounded."""
+    # Keras (deeplab.model): for exports only, the TFLite runner works without it
     from deeplab.model.preprocessing import MEAN_RGB  # pylint: disable=import-outside-toplevel
 
     return tuple(int(round(v)) for v in MEAN_RGB)
@@ -156,9 +159,11 @@ def unletterbox(labels, inner_size, image_size):
 def _feature_softmax_head(model):
     """(model up to the logits at feature resolution, its StrideUpsample layer), or None when
     ``model`` is not a functional DeepLab ending in ``logits`` -> ``upsample_logits``."""
-    import keras  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    # Keras and the model code: conversion only, the TFLite runner works without them
+    import keras
 
-    from deeplab.model.layers import StrideUpsample  # pylint: disable=import-outside-toplevel
+    from deeplab.model.layers import StrideUpsample  # conversion only (Keras)
 
     try:
         logits, upsample = model.get_layer("logits"), model.get_layer("upsample_logits")
@@ -176,14 +181,13 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
     upsample the probabilities (the int8 export, see the module docstring); the class map is
     the argmax of the upsampled logits either way.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    # TensorFlow and the model code: conversion only, the TFLite runner works without them
+    import tensorflow as tf
+    from tensorflow.python.framework import convert_to_constants  # conversion only
 
-    # pylint: disable-next=import-outside-toplevel
-    from tensorflow.python.framework import convert_to_constants
-
-    # pylint: disable-next=import-outside-toplevel
-    from deeplab.model.preprocessing import normalize_image
-    from deeplab.export.serving import segment_images  # pylint: disable=import-outside-toplevel
+    from deeplab.model.preprocessing import normalize_image  # conversion only (Keras)
+    from deeplab.export.serving import segment_images  # conversion only (TensorFlow)
 
     height, width = input_size
     scales = tuple(float(s) for s in scales)
@@ -208,6 +212,7 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
 
 def convert_float(model, input_size, *, scales=(1.0,), flip=False):
     """float32 TFLite flatbuffer of ``model`` for uint8 pixels [1, H, W, 3] (see module doc)."""
+    # TensorFlow: conversion only, the TFLite runner works without it
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     function = _frozen_function(model, input_size, scales=scales, flip=flip, input_dtype=tf.uint8)
@@ -231,6 +236,7 @@ def convert_int8(model, input_size, calibration_images, *, scales=(1.0,), flip=F
     Raises:
       ConfigError: no calibration image, or one of another size.
     """
+    # TensorFlow: conversion only, the TFLite runner works without it
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     images = [np.asarray(i, np.uint8) for i in calibration_images]
@@ -267,6 +273,7 @@ def calibration_images(dataset_dir, split, num_images, input_size, pad_value=Non
     Returns:
       list of uint8 [H, W, 3].
     """
+    # TensorFlow (tf.data): calibration only, the TFLite runner works without it
     from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
 
     pad_value = model_pad_value() if pad_value is None else pad_value
@@ -317,9 +324,10 @@ def make_metadata(
 
 def _make_interpreter(path, num_threads):
     try:
-        # pylint: disable-next=import-outside-toplevel
+        # optional: the standalone LiteRT interpreter  pylint: disable-next=import-outside-toplevel
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
+        # TensorFlow's interpreter, only without ai_edge_litert
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
@@ -390,9 +398,6 @@ class TFLiteSegmenter:
         self.class_names = self.metadata.get("class_names")
         palette = self.metadata.get("palette")
         if palette is None:
-            # pylint: disable-next=import-outside-toplevel
-            from deeplab.data.datasets_info import color_map
-
             palette = color_map(256)
         self.palette = palette
         self.last_invoke_ms = 0.0
@@ -467,9 +472,10 @@ def evaluate_segmenters(segmenters, dataset_dir, split, *, limit=None):
       dict name -> {"miou", "pixel_accuracy", "agreement" (share of all pixels whose class
       equals the reference's), "confusion_matrix" (np.int64 [C, C]), "images"}.
     """
-    from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
-    from deeplab.evaluation import metrics
-    from deeplab.data import tfrecord
+    # pylint: disable=import-outside-toplevel
+    # TensorFlow (tf.data) and Keras: evaluation only, the TFLite runner works without them
+    from deeplab.data import input_pipeline
+    from deeplab.evaluation import metrics  # Keras: evaluation only
 
     info = tfrecord.read_dataset_info(dataset_dir)
     num_classes, ignore_label = info["num_classes"], info["ignore_label"]

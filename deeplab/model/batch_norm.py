@@ -98,6 +98,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
                     "its training step does not take the fused kernel"
                 )
             return super().call(inputs, training=training, mask=mask)
+        # backend-specific: only the TensorFlow backend fuses (_can_fuse), model code stays Keras
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         channels = inputs.shape[-1]

@@ -10,13 +10,12 @@ the authors' code (``decoder_use_separable_conv=True``: a 3x3 depthwise conv + B
 1x1 conv + BN + ReLU; no weight decay on the depthwise kernel; their initializers, truncated
 normal with stddev 0.33 (depthwise) and 0.06 (pointwise), which keep the activation scale where
 BN statistics are frozen: Keras' default Glorot counts all input channels in a depthwise fan-in
-and shrinks each depthwise output ~10x); ``separable=False`` gives the
-plain 3x3 convolutions of TF Model Garden and most ports. 48 low-level channels and 256 decoder
-channels as in the paper. The resampling
-from stride ``s`` to stride 4 uses :func:`deeplab.model.layers.stride_upsample` with ratio ``s / 4``,
-so feature ``i`` of the ASPP output lands on decoder position ``i * s / 4``, the same pixel
-``s * i`` of the image (the authors' code resizes with ``align_corners=True``, identical at
-their 513 crops).
+and shrinks each depthwise output ~10x); ``separable=False`` gives the plain 3x3 convolutions of TF
+Model Garden and most ports. 48 low-level channels and 256 decoder channels as in the paper. The
+resampling from stride ``s`` to stride 4 uses :func:`deeplab.model.layers.stride_upsample` with
+ratio ``s / 4``, so feature ``i`` of the ASPP output lands on decoder position ``i * s / 4``, the
+same pixel ``s * i`` of the image (the authors' code resizes with ``align_corners=True``, identical
+at their 513 crops).
 """
 
 import keras

@@ -7,8 +7,8 @@
                                 upsample_logits=True)
     deeplab.load_imagenet_backbone(model, "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
 
-The model maps normalized images (``deeplab.model.preprocessing.normalize_image``) to float32 logits.
-Keyword names match the binaries' flag names, except ``performance``
+The model maps normalized images (``deeplab.model.preprocessing.normalize_image``) to float32
+logits. Keyword names match the binaries' flag names, except ``performance``
 (``deeplab.model.options.PerformanceOptions``: which kernels run), which is not part of the
 model's config.
 """
@@ -32,8 +32,8 @@ from deeplab.model.options import PerformanceOptions
 # name -> (depth, width multiplier). resnet14_tiny is not in the paper: it exists so that
 # tests and the quick start train in minutes on a CPU.
 BACKBONES = {"resnet50": (50, 1.0), "resnet101": (101, 1.0), "resnet14_tiny": (14, 0.25)}
-# name -> (depth multiplier, channel rounding) of the atrous MobileNetV2 (deeplab.model.mobilenet): the
-# backbones of the authors' released mobile models (deeplab.import_official). The authors round
+# name -> (depth multiplier, channel rounding) of the atrous MobileNetV2 (deeplab.model.mobilenet):
+# the backbones of the authors' released mobile models (deeplab.import_official). The authors round
 # channels to multiples of 8 only at depth 1.0.
 MOBILENET_BACKBONES = {"mobilenet_v2": (1.0, 8), "mobilenet_v2_dm05": (0.5, 1)}
 BACKBONE_NAMES = tuple(BACKBONES) + tuple(MOBILENET_BACKBONES)
@@ -93,8 +93,8 @@ class DeepLabV3(keras.Model):
       head: "aspp" (Sec. 3.3) or "cascade" (1x1 logits on the last block, Sec. 3.2).
       num_cascaded_blocks: 0..3 extra replicas of block4 (block5..block7).
       upsample_logits: bilinearly upsample logits to the input size (Sec. 4.1) with the
-        stride-aware sampler of ``deeplab.model.layers.StrideUpsample`` (feature ``i`` lands on input
-        pixel ``output_stride * i`` at every size and output stride; CONVENTIONS.md,
+        stride-aware sampler of ``deeplab.model.layers.StrideUpsample`` (feature ``i`` lands on
+        input pixel ``output_stride * i`` at every size and output stride; CONVENTIONS.md,
         "Geometry"); False keeps them at feature resolution (Table 8 ablation: the labels at
         the feature centres are used instead).
       batch_norm_momentum: BN statistics decay (paper: 0.9997).
@@ -114,7 +114,8 @@ class DeepLabV3(keras.Model):
         authors' default) or plain.
       backbone_padding: MobileNetV2's stride-2 layers: "symmetric" (feature ``i`` of every
         stride at pixel ``s * i`` at every size) or "same" (TensorFlow's, as in the authors'
-        graphs: shifted on even sizes); identical at odd sizes such as 513 (deeplab.model.mobilenet).
+        graphs: shifted on even sizes); identical at odd sizes such as 513
+        (deeplab.model.mobilenet).
       input_shape: shape of one input image; (None, None, 3) accepts any size.
       performance: a :class:`deeplab.model.options.PerformanceOptions` (or None: its
         defaults), the kernels the layers run (fused BN training kernel, native dilated
@@ -475,6 +476,7 @@ def _resnet_depth_in_file(path):
     (the 4 projection shortcuts, minus the classifier absent from ``notop`` files).
     """
     try:
+        # h5py: only to inspect a weights file, and without it the depth is unknown (None)
         import h5py  # pylint: disable=import-outside-toplevel
     except ImportError:
         return None

@@ -220,8 +220,8 @@ def fuse_batch_norm(model):
     """An inference model equivalent to ``model`` with every conv + BN pair folded.
 
     Args:
-      model: a functional Keras model, normally a :class:`deeplab.model.deeplabv3.DeepLabV3` (its nested
-        ResNet and its ASPP are folded too). It is not modified.
+      model: a functional Keras model, normally a :class:`deeplab.model.deeplabv3.DeepLabV3` (its
+        nested ResNet and its ASPP are folded too). It is not modified.
 
     Returns:
       A new functional keras.Model with the same inputs and outputs (logits agree with

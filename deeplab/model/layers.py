@@ -82,6 +82,7 @@ def _tensorflow_has_native_dilated_cpu_conv():
     process (a fact about the TensorFlow build and its startup environment).
     """
     try:
+        # backend-specific: asked only on the TensorFlow backend (model code stays Keras)
         from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
 
         return bool(_pywrap_util_port.IsMklEnabled())
@@ -140,6 +141,7 @@ class AtrousConv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         if self.uses_native_dilation(inputs.dtype):
+            # backend-specific: only the TensorFlow backend has tf (model code stays Keras)
             import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
             return tf.nn.conv2d(

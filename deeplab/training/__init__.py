@@ -1,4 +1,9 @@
-"""Training: the losses (``losses``), optimizer and schedule (``optimizers``, ``schedules``),
-weight decay (``weight_decay``), gradient recomputation (``recompute``), strategies
-(``distribute``), checkpoints (``checkpoints``), summaries and the run record (``summaries``,
-``run_record``) and the training loop. Add a loss in ``losses``."""
+"""Training. ``trainer.train(config)`` runs one experiment: it sets the run up and drives the
+synchronous loop (``loop``) or the parameter-server loop (``ps_loop``) over the one training
+step (``step``: loss, backward pass, weight decay, update), sharing the per-step bookkeeping
+(``bookkeeping``: non-finite stop, logs, checkpoints) and image summaries
+(``image_summaries``). Around it: the losses (``losses``), optimizer and schedule
+(``optimizers``, ``schedules``), weight decay (``weight_decay``), gradient recomputation
+(``recompute``), strategies and local clusters (``distribute``, ``cluster``), checkpoints
+(``checkpoints``), summaries and the run record (``summaries``, ``run_record``). Add a loss in
+``losses`` and select it in ``step.replica_loss``."""

@@ -5,7 +5,8 @@ A training logdir holds
     ckpt-N.index, ckpt-N.data-*   tf.train.Checkpoint written by tf.train.CheckpointManager
     checkpoint                    the manager's pointer to the latest ckpt-N
     model_config.json             DeepLabV3.get_config(): the constructor keywords of the model
-    dataset_info.json             the dataset's name, num_classes, ignore_label, class_names, palette
+    dataset_info.json             the dataset's name, num_classes, ignore_label, class_names,
+                                  palette
     diverged/ckpt-N-<time>/       checkpoints set aside because their weights gave a non-finite
                                   loss or gradients (:func:`set_aside_checkpoint`), with why.txt
 
@@ -25,13 +26,17 @@ Library code: no flags are read here.
 import json
 import re
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.model import fuse
+from deeplab.model.deeplabv3 import DeepLabV3
 
 MODEL_CONFIG_FILE = "model_config.json"
 DATASET_INFO_FILE = "dataset_info.json"
@@ -229,8 +234,6 @@ class _CheckpointValues:
     """
 
     def __init__(self, prefix):
-        from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=import-outside-toplevel
-
         try:
             self.reader = tf.train.load_checkpoint(prefix)
             graph = trackable_object_graph_pb2.TrackableObjectGraph()
@@ -337,8 +340,6 @@ def load_model(
     Raises:
       UserError: no checkpoint / model_config.json, or weights that do not fit.
     """
-    from deeplab.model.deeplabv3 import DeepLabV3  # pylint: disable=import-outside-toplevel
-
     info = read_run_info(checkpoint)
     config = dict(info["model_config"])
     if num_classes is not None and int(num_classes) != int(config["num_classes"]):
@@ -363,8 +364,6 @@ def load_model(
         model.output_stride,
     )
     if fuse_batch_norm:
-        from deeplab.model import fuse  # pylint: disable=import-outside-toplevel
-
         model = fuse.fuse_batch_norm(model)
     return model
 
@@ -545,8 +544,6 @@ def set_aside_checkpoint(logdir, prefix, reason):
     Raises:
       OSError / tf.errors.OpError: the files could not be moved (the caller reports it).
     """
-    import time  # pylint: disable=import-outside-toplevel
-
     name = os.path.basename(prefix)
     folder = os.path.join(logdir, DIVERGED_DIR, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     suffix = 0

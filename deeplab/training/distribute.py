@@ -18,10 +18,12 @@ Library code: no flags are read here; binaries pass plain values.
 import json
 import os
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 from deeplab.common.errors import ConfigError
+from deeplab.model.deeplabv3 import iter_layers
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server")
 
@@ -53,7 +55,8 @@ def configure_logical_cpus(num_devices):
 
 
 def _local_devices():
-    """The devices a one-machine MirroredStrategy replicates over: all GPUs, else all logical CPUs."""
+    """The devices a one-machine MirroredStrategy replicates over: all GPUs, else all logical
+    CPUs."""
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return [d.name for d in gpus]
@@ -110,7 +113,8 @@ def _tf_config_cluster():
 
 
 def num_tasks(task_type):
-    """How many tasks of ``task_type`` ("worker", "ps", ...) the TF_CONFIG cluster has (0 without)."""
+    """How many tasks of ``task_type`` ("worker", "ps", ...) the TF_CONFIG cluster has (0
+    without)."""
     return len(_tf_config_cluster().get(task_type, []))
 
 
@@ -228,9 +232,6 @@ def set_sync_batch_norm(model, enabled):
     Returns:
       The number of BatchNormalization layers changed.
     """
-    from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
-    import keras  # pylint: disable=import-outside-toplevel
-
     count = 0
     for layer in iter_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -261,7 +262,8 @@ def is_chief(strategy):
 
 
 def worker_logdir(logdir, strategy):
-    """Where this worker writes checkpoints: ``logdir`` on the chief, a scratch subfolder elsewhere."""
+    """Where this worker writes checkpoints: ``logdir`` on the chief, a scratch subfolder
+    elsewhere."""
     if is_chief(strategy):
         return logdir
     resolver = strategy.cluster_resolver

@@ -59,6 +59,7 @@ class SGD(keras.optimizers.SGD):
         """The momentum slot to update in place, or None where Keras' own update must run."""
         if not self.fused_update or self.momentum == 0 or keras.backend.backend() != "tensorflow":
             return None
+        # backend-specific: only the TensorFlow backend has tf (JAX returned above)
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         if isinstance(gradient, tf.IndexedSlices) or not tf.as_dtype(variable.dtype).is_floating:
@@ -73,6 +74,7 @@ class SGD(keras.optimizers.SGD):
         slot = self._fused_slot(gradient, variable)
         if slot is None:
             return super().update_step(gradient, variable, learning_rate)
+        # backend-specific: only the TensorFlow backend has tf (JAX returned above)
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         dtype = variable.dtype

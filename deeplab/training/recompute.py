@@ -85,6 +85,7 @@ def training_forward(model, recompute_through="block2"):
     if reason:
         return _plain(model, reason)
 
+    # backend-specific: only the TensorFlow backend recomputes (others returned above)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     @tf.custom_gradient

@@ -1,10 +1,10 @@
 """TensorBoard scalar and image summaries written with core TensorFlow alone.
 
-``tf.summary.scalar`` / ``tf.summary.image`` / ``tf.summary.text`` are implemented by the ``tensorboard`` package,
-which ``tensorflow-cpu`` does not install; training must not fail for want of a viewer. These
-functions write the same records (same plugin names and tensor layouts) through
-``tf.summary.write``, so TensorBoard shows them as ordinary scalars and images. Use them
-inside ``writer.as_default()`` like the tf.summary functions.
+``tf.summary.scalar`` / ``tf.summary.image`` / ``tf.summary.text`` are implemented by the
+``tensorboard`` package, which ``tensorflow-cpu`` does not install; training must not fail for want
+of a viewer. These functions write the same records (same plugin names and tensor layouts) through
+``tf.summary.write``, so TensorBoard shows them as ordinary scalars and images. Use them inside
+``writer.as_default()`` like the tf.summary functions.
 
 :func:`read_scalars` reads event files back (tests, scripts) without TensorBoard either.
 """

@@ -1,0 +1,150 @@
+"""The package layout's rules (CONVENTIONS.md, "Layout"), checked on the source: no import
+cycle, no library module importing a binary, function-local imports only with a reason, a
+documented owner for every subpackage, and the ruff configuration clean."""
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO_ROOT, "deeplab")
+SUBPACKAGES = ("common", "config", "data", "model", "training", "evaluation", "export")
+BINARIES = (
+    "train",
+    "evaluate",
+    "visualize",
+    "predict",
+    "export_saved_model",
+    "reproduce",
+    "describe",
+    "import_official",
+    "launch_local",
+    "figures",
+)
+
+
+def _modules():
+    """{dotted module name: path} of every module of the package."""
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            parts = os.path.relpath(path, REPO_ROOT)[: -len(".py")].split(os.sep)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path, *, top_level_only):
+    """(line, dotted name) of every deeplab module ``path`` imports."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    out = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("deeplab")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("deeplab"):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                out.append((node.lineno, child if child in MODULES else node.module))
+    return out
+
+
+def test_the_subpackages_exist_and_say_what_they_own():
+    for name in SUBPACKAGES:
+        doc = ast.get_docstring(ast.parse(open(MODULES[f"deeplab.{name}"]).read()))
+        assert doc and len(doc.split()) >= 15, f"deeplab/{name}/__init__.py needs a docstring"
+    top = sorted(m for m in MODULES if m.count(".") == 1 and m.split(".")[1] not in SUBPACKAGES)
+    allowed = {f"deeplab.{b}" for b in BINARIES} | {
+        "deeplab._console",
+        "deeplab._cpu",
+        "deeplab._jax_guard",
+    }
+    assert set(top) <= allowed, set(top) - allowed
+
+
+def test_no_import_cycle_between_modules():
+    graph = {
+        m: {name for _, name in _imports(p, top_level_only=True) if name in MODULES}
+        for m, p in MODULES.items()
+    }
+    # A package's __init__ is imported on the way to its modules; that is not a dependency.
+    graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+    state, stack = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        stack.append(module)
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                cycle = stack[stack.index(dep) :] + [dep]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep)
+        stack.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_no_library_module_imports_a_binary():
+    binaries = {f"deeplab.{b}" for b in BINARIES}
+    for module, path in MODULES.items():
+        if module in binaries:
+            continue
+        for line, name in _imports(path, top_level_only=False):
+            assert name not in binaries, f"{path}:{line} imports the binary {name}"
+
+
+def _has_reason(lines, lineno):
+    """A comment other than a linter directive on the import's line or the line above."""
+    for text in (lines[lineno - 1], lines[lineno - 2] if lineno > 1 else ""):
+        if "#" in text:
+            comment = text.split("#", 1)[1].strip()
+            for directive in ("pylint:", "noqa", "pylint: disable"):
+                comment = comment.split(directive)[0].strip()
+            if comment:
+                return True
+    return False
+
+
+def test_function_local_imports_say_why():
+    missing = []
+    for path in MODULES.values():
+        source = open(path, encoding="utf-8").read()
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)) and not _has_reason(
+                        lines, inner.lineno
+                    ):
+                        missing.append(f"{os.path.relpath(path, REPO_ROOT)}:{inner.lineno}")
+    assert not missing, "function-local imports without a reason comment: " + ", ".join(missing)
+
+
+def _ruff():
+    found = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
+    assert found, "ruff is not installed: pip install -e '.[test]' (setup.py pins it)"
+    return found
+
+
+@pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]])
+def test_ruff_is_clean(command):
+    result = subprocess.run(
+        [_ruff(), *command], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
