@@ -15,7 +15,7 @@ WORK="${1:-$(mktemp -d)}"
 mkdir -p "$WORK" && cd "$WORK" || exit 1
 PY="${PYTHON:-python}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-"$PY" -c "from deeplab import synthetic; synthetic.build_synthetic_dataset('syn', num_train=8, num_val=4, image_size=(40, 40), num_classes=3, seed=1)" >/dev/null 2>&1
+"$PY" -c "from deeplab.data import synthetic; synthetic.build_synthetic_dataset('syn', num_train=8, num_val=4, image_size=(40, 40), num_classes=3, seed=1)" >/dev/null 2>&1
 T="--dataset_dir=syn --backbone=resnet14_tiny --output_stride=16 --atrous_rates=1,2,3 --aspp_filters=8 --crop_size=33 --batch_size=2 --training_steps=2 --min_scale_factor=1 --max_scale_factor=1 --image_summary_steps=0"
 "$PY" -m deeplab.train $T --logdir=run >/dev/null 2>&1
 touch afile

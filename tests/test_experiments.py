@@ -53,7 +53,7 @@ def test_real_data_flagfiles_parse_and_build_their_model():
         "import json, sys\n"
         "from absl import flags\n"
         "import deeplab.train\n"
-        "from deeplab import experiment_flags\n"
+        "from deeplab.config import flags as experiment_flags\n"
         "import deeplab\n"
         "FLAGS = flags.FLAGS\n"
         "out = {}\n"
