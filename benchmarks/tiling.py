@@ -36,7 +36,7 @@ def _side(args):
     """One measurement in this process: prints a JSON line, writes the class map."""
     from PIL import Image
 
-    from deeplab.training import checkpoints
+    from deeplab.logdir import checkpoints
     from deeplab.export import serving
 
     Image.MAX_IMAGE_PIXELS = None

@@ -35,7 +35,7 @@ from absl import app, flags
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.evaluation import continuous
-from deeplab.training import run_record
+from deeplab.logdir import run_record
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.

@@ -35,7 +35,7 @@ from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.export import saved_model as saved_model_lib
 from deeplab.export import tflite as tflite_lib
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
 flags.DEFINE_list(

@@ -31,7 +31,8 @@ from deeplab.common.errors import UserError  # noqa: E402
 from deeplab.config import flags as experiment_flags  # noqa: E402
 from deeplab.data import synthetic  # noqa: E402
 from deeplab.model.options import PerformanceOptions  # noqa: E402
-from deeplab.training import distribute, optimizers, run_record, trainer  # noqa: E402
+from deeplab.training import distribute, optimizers, trainer  # noqa: E402
+from deeplab.logdir import run_record
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.

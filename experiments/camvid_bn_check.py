@@ -35,7 +35,7 @@ def main():
     )
     args = parser.parse_args()
 
-    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
     from deeplab.evaluation import evaluator as evaluation
     from deeplab.data import input_pipeline
     from deeplab.data import tfrecord

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def read_train_scalars(logdir, tags=("loss/total", "loss/cross_entropy")):
     """{tag: [(step, value), ...]} of the training summaries, one value per step (a resumed
     run's later value wins)."""
-    from deeplab.training import summaries  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import summaries  # pylint: disable=import-outside-toplevel
 
     scalars = summaries.read_scalars(os.path.join(logdir, "train"))
     return {tag: sorted(dict(scalars.get(tag, [])).items()) for tag in tags}

@@ -99,7 +99,7 @@ def make_tiny_run(logdir, *, output_stride=16, seed=2):
     """
     import tensorflow as tf
 
-    from deeplab.training import checkpoints
+    from deeplab.logdir import checkpoints
     from deeplab.model.deeplabv3 import build_model
 
     model = build_model(num_classes=NUM_CLASSES, output_stride=output_stride, **TINY)

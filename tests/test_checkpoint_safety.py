@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.training import trainer as train_lib
 from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig

@@ -1,4 +1,4 @@
-"""deeplab.training.checkpoints: run info, checkpoint resolution, reload at another output stride,
+"""deeplab.logdir.checkpoints: run info, checkpoint resolution, reload at another output stride,
 fine-tuning."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from export_fixtures import randomize  # non-default values for every variable
 
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.model.deeplabv3 import DeepLabV3, build_model
 

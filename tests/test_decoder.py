@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.training import trainer as train_lib
 from deeplab.model.decoder import Decoder
 from deeplab.common.errors import ConfigError

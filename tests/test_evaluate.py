@@ -14,12 +14,12 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.evaluation import continuous
 from deeplab.evaluation import evaluator as evaluation
 from deeplab.evaluation import visualization
 from deeplab.data import input_pipeline
-from deeplab.training import summaries
+from deeplab.logdir import summaries
 from deeplab.data import synthetic
 from deeplab.common.errors import ConfigError, DataError
 from deeplab.model.deeplabv3 import build_model, rebuild_with_output_stride
@@ -463,7 +463,7 @@ def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, datase
     """`deeplab.evaluate --logdir=RUN` with no --dataset_dir: the data, split and evaluation
     settings come from RUN/config.json; a flag given on the command line still wins."""
     from deeplab.config.experiment import ExperimentConfig  # pylint: disable=import-outside-toplevel
-    from deeplab.training import run_record  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import run_record  # pylint: disable=import-outside-toplevel
 
     logdir = str(tmp_path / "run")
     write_checkpoint(logdir, tiny_model, 3, dataset_dir)

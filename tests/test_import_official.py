@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import deeplab
 from deeplab.export import official
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.export import tflite
 from deeplab.model.batch_norm import BatchNormalization
 from deeplab.common.errors import UserError

@@ -12,7 +12,8 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO_ROOT, "deeplab")
-SUBPACKAGES = ("common", "config", "data", "model", "training", "evaluation", "export")
+# In dependency order (CONVENTIONS.md, "Layout"): a subpackage imports only those before it.
+SUBPACKAGES = ("common", "config", "model", "data", "logdir", "evaluation", "training", "export")
 BINARIES = (
     "train",
     "evaluate",
@@ -97,6 +98,21 @@ def test_no_import_cycle_between_modules():
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+def test_subpackages_import_only_the_ones_before_them():
+    order = {name: i for i, name in enumerate(SUBPACKAGES)}
+    for module, path in MODULES.items():
+        parts = module.split(".")
+        if len(parts) < 2 or parts[1] not in order:
+            continue
+        for line, name in _imports(path, top_level_only=False):
+            target = name.split(".")[1] if name.count(".") else None
+            if target in order and target != parts[1]:
+                assert order[target] < order[parts[1]], (
+                    f"{path}:{line}: deeplab.{parts[1]} imports deeplab.{target}, which comes "
+                    "after it in the layering"
+                )
 
 
 def test_no_library_module_imports_a_binary():

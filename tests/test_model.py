@@ -385,7 +385,7 @@ def test_performance_options_are_not_config(tmp_path):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
-    from deeplab.training import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
 
     slow = PerformanceOptions(fused_batch_norm=False, native_dilation=False)
     model = _tiny(performance=slow)

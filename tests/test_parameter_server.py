@@ -26,9 +26,9 @@ import pytest
 import tensorflow as tf
 
 from deeplab.training import cluster as cluster_lib
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.training import distribute
-from deeplab.training import summaries
+from deeplab.logdir import summaries
 from deeplab.data import synthetic
 from deeplab.evaluation import continuous
 from deeplab.training import trainer as train_lib

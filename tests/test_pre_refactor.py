@@ -17,7 +17,8 @@ from absl.testing import flagsaver
 from deeplab.config import flags as experiment_flags
 from deeplab.data import synthetic
 from deeplab.model import preprocessing
-from deeplab.training import checkpoints, trainer
+from deeplab.training import trainer
+from deeplab.logdir import checkpoints
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pre_refactor")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

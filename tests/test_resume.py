@@ -134,7 +134,7 @@ def test_a_checkpoint_written_without_generator_states_still_resumes(
     data_dir, tmp_path, monkeypatch, capsys
 ):
     """Runs checkpointed before the random generators' states were saved resume as before."""
-    from deeplab.training import checkpoints
+    from deeplab.logdir import checkpoints
     from deeplab.training import trainer as train_lib
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 

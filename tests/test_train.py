@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab.training import checkpoints
-from deeplab.training import summaries
+from deeplab.logdir import checkpoints
+from deeplab.logdir import summaries
 from deeplab.data import synthetic
 from deeplab.evaluation import continuous
 from deeplab.training import trainer as train_lib
@@ -146,7 +146,7 @@ def test_the_run_records_its_whole_recipe(short_run, data_dir):
     """config.json holds every section of the ExperimentConfig and the model's Keras config;
     TensorBoard gets it as text and as HParams; read_experiment reads the config back equal."""
     from deeplab.config import experiment  # pylint: disable=import-outside-toplevel
-    from deeplab.training import run_record  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import run_record  # pylint: disable=import-outside-toplevel
 
     logdir, _ = short_run
     record = run_record.read_config(str(logdir))

@@ -8,7 +8,8 @@ import tensorflow as tf
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.data import input_pipeline
 from deeplab.model.deeplabv3 import build_model
-from deeplab.training import checkpoints, optimizers, step, trainer
+from deeplab.training import optimizers, step, trainer
+from deeplab.logdir import checkpoints
 from deeplab.training.schedules import PolyLearningRate
 
 MODEL = {

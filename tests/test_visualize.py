@@ -11,7 +11,7 @@ from absl import flags
 from absl.testing import flagsaver
 from PIL import Image
 
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 from deeplab.data import datasets_info
 from deeplab.evaluation import evaluator as evaluation
 from deeplab.data import input_pipeline

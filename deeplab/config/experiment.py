@@ -9,7 +9,7 @@ evaluation from the section they live in. Adding a setting is one flag definitio
 field here.
 
 A training run writes the resolved configuration to ``<logdir>/config.json`` at every start
-(``deeplab.training.run_record``); :meth:`ExperimentConfig.from_dict` reads it back, so
+(``deeplab.logdir.run_record``); :meth:`ExperimentConfig.from_dict` reads it back, so
 ``deeplab.evaluate --logdir=...`` can evaluate a run with the dataset and settings it recorded.
 
 Imports nothing but the standard library.

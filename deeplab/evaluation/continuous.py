@@ -18,7 +18,7 @@ from absl import logging
 from deeplab.common.errors import UserError
 from deeplab.evaluation import evaluator
 from deeplab.evaluation import visualization
-from deeplab.training import summaries
+from deeplab.logdir import summaries
 
 # The folder under a logdir that evaluation summaries and results go to (deeplab.evaluate
 # --watch, the evaluator task and deeplab.train --eval_after_training share it and its tags).

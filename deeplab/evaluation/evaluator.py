@@ -36,7 +36,7 @@ from deeplab.data import input_pipeline
 from deeplab.data import tfrecord
 from deeplab.evaluation import inference
 from deeplab.evaluation import metrics
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 
 RESULTS_FILE = "results.json"
 CONFUSION_MATRIX_NPY = "confusion_matrix.npy"
@@ -283,7 +283,7 @@ def evaluate_checkpoint(
     """Evaluates a training checkpoint on a dataset split (what ``deeplab.evaluate`` runs).
 
     The model is rebuilt from the model_config.json beside the checkpoint
-    (:func:`deeplab.training.checkpoints.load_model`), at ``output_stride`` if given (train at 16,
+    (:func:`deeplab.logdir.checkpoints.load_model`), at ``output_stride`` if given (train at 16,
     evaluate at 8: Tables 4, 6, 10), always with logits upsampled to the image: a model trained
     against downsampled groundtruth (Table 8) is still scored at full resolution.
 

@@ -26,7 +26,7 @@ from deeplab.evaluation import evaluator
 from deeplab.evaluation import metrics
 from deeplab.evaluation import visualization
 from deeplab.model.preprocessing import normalize_image
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 
 
 def _list_input_images(pattern, list_file):

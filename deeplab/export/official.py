@@ -44,7 +44,7 @@ from deeplab.common.errors import UserError
 from deeplab.data import datasets_info
 from deeplab.model import deeplabv3 as model_lib
 from deeplab.model import mobilenet
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 
 _TFLITE_TYPES = {
     0: np.float32,

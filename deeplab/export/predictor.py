@@ -20,7 +20,7 @@ from deeplab.data import images
 from deeplab.evaluation import visualization
 from deeplab.export import serving
 from deeplab.export import tflite
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 
 
 def read_image(path):

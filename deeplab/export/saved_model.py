@@ -18,7 +18,7 @@ from deeplab.data import tfrecord
 from deeplab.export import serving
 from deeplab.export import tflite as tflite_lib
 from deeplab.model import fuse
-from deeplab.training import checkpoints
+from deeplab.logdir import checkpoints
 
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.

@@ -4,6 +4,6 @@ step (``step``: loss, backward pass, weight decay, update), sharing the per-step
 (``bookkeeping``: non-finite stop, logs, checkpoints) and image summaries
 (``image_summaries``). Around it: the losses (``losses``), optimizer and schedule
 (``optimizers``, ``schedules``), weight decay (``weight_decay``), gradient recomputation
-(``recompute``), strategies and local clusters (``distribute``, ``cluster``), checkpoints
-(``checkpoints``), summaries and the run record (``summaries``, ``run_record``). Add a loss in
-``losses`` and select it in ``step.replica_loss``."""
+(``recompute``), strategies and local clusters (``distribute``, ``cluster``). What a run
+writes into its folder is ``deeplab.logdir``'s. Add a loss in ``losses`` and select it in
+``step.replica_loss``."""

@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab.common.errors import UserError
-from deeplab.training import checkpoints, summaries
+from deeplab.logdir import checkpoints, summaries
 
 TRAIN_SUMMARY_DIR = "train"
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from deeplab.data import input_pipeline
 from deeplab.evaluation.visualization import colorize_labels
-from deeplab.training import summaries
+from deeplab.logdir import summaries
 
 
 def padded_batch(arrays, fill):

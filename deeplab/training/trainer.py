@@ -10,7 +10,7 @@ strategy, model, optimizer, resume), then runs the synchronous loop
 the same step (``deeplab.training.step``) and bookkeeping (``deeplab.training.bookkeeping``).
 
 The run lives in ``train.logdir``: checkpoints, model_config.json + dataset_info.json, the
-resolved config.json (``deeplab.training.run_record``) and TensorBoard events in train/ (and
+resolved config.json (``deeplab.logdir.run_record``) and TensorBoard events in train/ (and
 eval/ with ``eval_after_training``). Running it again resumes from the newest intact
 checkpoint: weights, optimizer slots, step counter and random generators.
 """
@@ -32,15 +32,8 @@ from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
 from deeplab.model.options import PerformanceOptions
-from deeplab.training import (
-    bookkeeping,
-    checkpoints,
-    distribute,
-    loop,
-    optimizers,
-    ps_loop,
-    run_record,
-)
+from deeplab.training import bookkeeping, distribute, loop, optimizers, ps_loop
+from deeplab.logdir import checkpoints, run_record
 from deeplab.training import step as step_lib
 from deeplab.training.image_summaries import ImageSummaries
 from deeplab.training.schedules import PolyLearningRate

@@ -20,7 +20,7 @@ import time
 
 from deeplab.common import atomic_io
 from deeplab.config import experiment
-from deeplab.training import summaries
+from deeplab.logdir import summaries
 
 CONFIG_FILE = "config.json"
 
