@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
+import event_tags
 from deeplab.logdir import checkpoints
 from deeplab.evaluation import continuous
 from deeplab.evaluation import evaluator as evaluation
@@ -443,7 +444,7 @@ def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_pat
     scalars = summaries.read_scalars(eval_dir)
     assert scalars["eval/iou/sky"] == [(7, pytest.approx(0.73))]
     assert "eval/iou/car" not in scalars  # absent class: no point
-    tags = summaries.read_tags(eval_dir)
+    tags = event_tags.read_tags(eval_dir)
     assert tags["eval/confusion_matrix"] == "images"
     pictures = []
     for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import event_tags
 from deeplab.logdir import checkpoints
 from deeplab.logdir import summaries
 from deeplab.data import synthetic
@@ -132,7 +133,7 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
         assert [s for s, _ in scalars[tag]] == [5, 10, 15, 20], tag
         assert all(math.isfinite(v) for _, v in scalars[tag]), tag
     assert scalars["loss/total"][-1][1] == pytest.approx(result.history[20]["loss"], rel=1e-5)
-    tags = summaries.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
+    tags = event_tags.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     for kind in ("input", "ground_truth", "prediction"):
         assert tags[f"images/val_{kind}"] == "images"
     evals = summaries.read_scalars(os.path.join(logdir, continuous.EVAL_SUMMARY_DIR))
@@ -159,7 +160,7 @@ def test_the_run_records_its_whole_recipe(short_run, data_dir):
         json.dumps(expected, default=str),
         object_hook=lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()},
     )
-    tags = summaries.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
+    tags = event_tags.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     assert tags["config"] == "text"
     assert any(plugin == "hparams" for plugin in tags.values())
     flat = run_record.hparams(record)

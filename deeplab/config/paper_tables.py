@@ -97,10 +97,6 @@ class Table:
         parts = row.key.split(" | ")
         return ", ".join(f"{c} {p}" if c else p for c, p in zip(self.columns, parts))
 
-    def best_row(self):
-        """The row with the highest paper mIOU among the reproducible ones."""
-        return max((r for r in self.rows if r.reproducible), key=lambda r: r.paper_miou)
-
 
 def settings(**values):
     """A row's overrides: settings of the experiment config, in the order given."""

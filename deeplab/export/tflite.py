@@ -52,7 +52,6 @@ the PASCAL color map.
 
 import json
 import os
-import time
 import warnings
 
 import numpy as np
@@ -347,7 +346,6 @@ class TFLiteSegmenter:
     Attributes:
       input_size: (H, W) the model takes.
       class_names, palette: from the sidecar (palette: PASCAL color map without one).
-      last_invoke_ms: time of the last interpreter call alone.
 
     Raises:
       UserError: the file is missing or not a TFLite model of the expected form.
@@ -400,7 +398,6 @@ class TFLiteSegmenter:
         if palette is None:
             palette = color_map(256)
         self.palette = palette
-        self.last_invoke_ms = 0.0
 
     def _quantize(self, pixels):
         dtype = self._input["dtype"]
@@ -422,9 +419,7 @@ class TFLiteSegmenter:
         """Runs the interpreter on one input-size image: uint8 [H_in, W_in, 3] -> int32 labels."""
         feed = self._quantize(np.asarray(model_input, np.uint8)[None])
         self.interpreter.set_tensor(self._input["index"], feed)
-        start = time.perf_counter()
         self.interpreter.invoke()
-        self.last_invoke_ms = 1000.0 * (time.perf_counter() - start)
         output = self.interpreter.get_tensor(self._output["index"])[0]
         if self._argmax:
             output = np.argmax(output, axis=-1)

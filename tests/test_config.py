@@ -1,0 +1,108 @@
+"""deeplab.config.experiment: one typed config, one flag per field, read back as written."""
+
+import json
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from deeplab.config import experiment
+from deeplab.config import flags as experiment_flags
+from deeplab.config.experiment import ExperimentConfig
+
+
+def test_every_setting_is_one_flag_and_every_flag_one_setting():
+    defined = {f.name for f in flags.FLAGS.flags_by_module_dict()[experiment_flags.__name__]}
+    settings = set(experiment.setting_names())
+    assert len(settings) == len(experiment.setting_names())  # names are unique across sections
+    assert defined == settings, (defined - settings, settings - defined)
+
+
+def test_defaults_are_the_flags_defaults():
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["prog"])
+        assert experiment_flags.experiment_config() == ExperimentConfig()
+
+
+def test_flags_fill_every_section_and_parse_lists():
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(
+            [
+                "prog",
+                "--crop_size=321",
+                "--multi_grid=1,1,1",
+                "--eval_scales=0.5,1",
+                "--eval_tile_size=97",
+                "--class_weights=1,2",
+                "--logdir=runs/x",
+                "--noimage_pooling",
+                "--nodecoder_separable_conv",
+            ]
+        )
+        config = experiment_flags.experiment_config()
+    assert config.data.crop_size == (321, 321) and config.model.multi_grid == (1, 1, 1)
+    assert config.eval.eval_scales == (0.5, 1.0) and config.eval.eval_tile_size == (97, 97)
+    assert config.train.class_weights == (1.0, 2.0) and config.train.logdir == "runs/x"
+    kwargs = config.model.build_kwargs(21, output_stride=8)
+    assert kwargs["decoder_separable"] is False and kwargs["image_pooling"] is False
+    assert kwargs["num_classes"] == 21 and kwargs["output_stride"] == 8
+
+
+def test_recorded_config_is_the_base_and_the_command_line_wins():
+    recorded = ExperimentConfig.create(dataset_dir="data/x", eval_split="test", eval_limit=3)
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["prog", "--eval_limit=0"])
+        config = experiment_flags.experiment_config(recorded)
+    assert config.data.dataset_dir == "data/x" and config.eval.eval_split == "test"
+    assert config.eval.eval_limit == 0
+
+
+def test_json_round_trip_and_the_pre_section_layout():
+    config = ExperimentConfig.create(
+        dataset_dir="d",
+        crop_size=(33, 41),
+        atrous_rates=(),
+        eval_scales=(0.75, 1.0),
+        training_steps=7,
+    )
+    back = ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert back == config
+    # config.json of a run made before the sections: one flat "train" dict with "model" kwargs.
+    old = {
+        "train": {
+            "dataset_dir": "d",
+            "crop_size": [33, 41],
+            "training_steps": 7,
+            "eval_scales": [0.75, 1.0],
+            "eval_split": "val",
+            "model": {"backbone": "resnet14_tiny", "decoder_separable": False, "atrous_rates": []},
+        },
+        "model": {"name": "deeplabv3"},
+        "num_classes": 3,
+    }
+    read = ExperimentConfig.from_dict(old)
+    assert read.data.crop_size == (33, 41) and read.train.training_steps == 7
+    assert read.model.backbone == "resnet14_tiny" and read.model.decoder_separable_conv is False
+
+
+def test_replace_puts_each_setting_in_its_section_and_refuses_unknown_names():
+    config = ExperimentConfig().replace(batch_size=4, eval_flip=True, backbone="resnet50")
+    assert (config.train.batch_size, config.eval.eval_flip, config.model.backbone) == (
+        4,
+        True,
+        "resnet50",
+    )
+    assert ExperimentConfig.section_of("crop_size") == "data"
+    with pytest.raises(KeyError, match="learning_rate"):
+        ExperimentConfig().replace(learning_rate=0.1)
+
+
+def test_settings_that_cannot_change_weights_are_marked():
+    """reproduce keys runs by the other settings: these must stay out of a run's identity."""
+    marked = set(experiment.non_training_settings())
+    assert set(experiment.setting_names("eval")) <= marked
+    assert {"logdir", "log_steps", "save_checkpoint_steps", "fused_batch_norm"} <= marked
+    assert not {"base_learning_rate", "crop_size", "seed", "backbone"} & marked
