@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from deeplab import reproduce
+from deeplab.training import reproduction
 from deeplab.data import datasets_info
 from deeplab.config import paper_tables
 from deeplab.evaluation.inference import CITYSCAPES_TEST_SCALES, PAPER_EVAL_SCALES
@@ -188,7 +188,7 @@ def test_paper_numbers_spot_checks():
 
 
 def values_of(row):
-    return reproduce.resolve_flags(row.args())
+    return reproduction.resolve_flags(row.args())
 
 
 def ints(values):
@@ -344,16 +344,16 @@ def test_table_11_rows_are_parameter_server_clusters():
 
 
 def test_test_set_recipes_and_the_chain_of_stages():
-    logdirs = reproduce._logdirs_of_flagfiles()  # pylint: disable=protected-access
-    coco = reproduce.resolve_flags(["--flagfile=experiments/coco_pretrain.flags"])
+    logdirs = reproduction._logdirs_of_flagfiles()  # pylint: disable=protected-access
+    coco = reproduction.resolve_flags(["--flagfile=experiments/coco_pretrain.flags"])
     assert coco["dataset_dir"] == "data/coco_voc" and coco["num_classes"] == 21
     table6 = values_of(paper_tables.TABLES[6].rows[-1])
-    assert reproduce.prerequisite(table6, logdirs) == "experiments/coco_pretrain.flags"
+    assert reproduction.prerequisite(table6, logdirs) == "experiments/coco_pretrain.flags"
     assert table6["base_learning_rate"] == 0.0001 and table6["train_split"] == "trainaug"
     assert table6["output_stride"] == 16 and not table6["freeze_batch_norm"]
 
     stage2 = values_of(paper_tables.TABLES[7].rows[0])
-    assert reproduce.prerequisite(stage2, logdirs) == "experiments/table6.flags"
+    assert reproduction.prerequisite(stage2, logdirs) == "experiments/table6.flags"
     assert (
         stage2["train_split"],
         stage2["output_stride"],
@@ -377,21 +377,21 @@ def test_test_set_recipes_and_the_chain_of_stages():
 
 
 def test_each_logdir_holds_one_training_configuration():
-    logdirs = reproduce._logdirs_of_flagfiles()  # pylint: disable=protected-access
+    logdirs = reproduction._logdirs_of_flagfiles()  # pylint: disable=protected-access
     keys_by_logdir = {}
     for _, row in all_rows():
         if row.reproducible:
             values = values_of(row)
-            key = reproduce.run_key(row.args(), logdirs)
+            key = reproduction.run_key(row.args(), logdirs)
             keys_by_logdir.setdefault(os.path.normpath(values["logdir"]), set()).add(key)
     assert all(len(keys) == 1 for keys in keys_by_logdir.values()), keys_by_logdir
     # Shared runs: Table 5's final model is Table 6 rows 1-4, Table 8/9 best and Table 10 rows 2, 5.
-    final = reproduce.run_key(paper_tables.TABLES[5].rows[-1].args(), logdirs)
+    final = reproduction.run_key(paper_tables.TABLES[5].rows[-1].args(), logdirs)
     shared = [
         (t.number, i)
         for t, r in all_rows()
         for i in [t.rows.index(r) + 1]
-        if r.reproducible and reproduce.run_key(r.args(), logdirs) == final
+        if r.reproducible and reproduction.run_key(r.args(), logdirs) == final
     ]
     assert shared == [(5, 5), (6, 1), (6, 2), (6, 3), (6, 4), (8, 1), (9, 4), (10, 2), (10, 5)]
 
@@ -402,16 +402,16 @@ def test_each_table_flagfile_encodes_its_best_row():
         assert best.flagfile == table.best_flagfile and best.overrides == ()
         with open(os.path.join(REPO_ROOT, best.flagfile), encoding="utf-8") as f:
             header = f.read().split("\n--", 1)[0]
-        assert f"Table {table.number}" in header and reproduce.paper_text(best) in header
+        assert f"Table {table.number}" in header and reproduction.paper_text(best) in header
 
 
 def test_readme_rows_are_generated_from_the_row_definitions():
     with open(os.path.join(REPO_ROOT, "experiments", "README.md"), encoding="utf-8") as f:
         text = f.read()
-    expected = reproduce.readme_with_rows(text, reproduce.readme_rows_markdown())
+    expected = reproduction.readme_with_rows(text, reproduction.readme_rows_markdown())
     assert text == expected, "run: python -m deeplab.reproduce --update_readme"
     for table, row in all_rows():
-        assert f"| {reproduce.paper_text(row)} |" in text
+        assert f"| {reproduction.paper_text(row)} |" in text
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from deeplab import reproduce
+from deeplab.training import reproduction
 from deeplab.config import paper_tables
 from deeplab.common.errors import ConfigError
 
@@ -15,25 +15,25 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def plan(*numbers, smoke_dataset=None):
-    planner = reproduce.Planner(smoke_dataset=smoke_dataset)
-    planned = [reproduce.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
+    planner = reproduction.Planner(smoke_dataset=smoke_dataset)
+    planned = [reproduction.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
     return planner, planned
 
 
 def test_resolve_flags_applies_overrides_after_the_flagfile():
-    values = reproduce.resolve_flags(
+    values = reproduction.resolve_flags(
         ["--flagfile=experiments/table5.flags", "--multi_grid=1,1,1", "--noimage_pooling"]
     )
     assert values["multi_grid"] == ["1", "1", "1"] and values["image_pooling"] is False
     assert values["atrous_rates"] == ["6", "12", "18"] and values["logdir"] == "runs/table5"
     assert values["warmup_steps"] == 0  # not in the flagfile: the flag's default
     with pytest.raises(ConfigError, match="results_dir"):
-        reproduce.resolve_flags(["--flagfile=experiments/table5.flags", "--results_dir=x"])
+        reproduction.resolve_flags(["--flagfile=experiments/table5.flags", "--results_dir=x"])
 
 
 def test_training_key_ignores_evaluation_and_logging_flags():
     base = ["--flagfile=experiments/table5.flags"]
-    key = reproduce.training_key(reproduce.resolve_flags(base))
+    key = reproduction.training_key(reproduction.resolve_flags(base))
     for extra in (
         "--eval_output_stride=8",
         "--eval_flip",
@@ -41,12 +41,13 @@ def test_training_key_ignores_evaluation_and_logging_flags():
         "--log_steps=7",
         "--eval_scales=0.5,1",
     ):
-        assert reproduce.training_key(reproduce.resolve_flags(base + [extra])) == key
+        assert reproduction.training_key(reproduction.resolve_flags(base + [extra])) == key
     for extra in ("--output_stride=8", "--batch_size=8", "--noimage_pooling", "--crop_size=321"):
-        assert reproduce.training_key(reproduce.resolve_flags(base + [extra])) != key
+        assert reproduction.training_key(reproduction.resolve_flags(base + [extra])) != key
     # The same value spelled differently is one configuration.
     assert (
-        reproduce.training_key(reproduce.resolve_flags(base + ["--base_learning_rate=7e-3"])) == key
+        reproduction.training_key(reproduction.resolve_flags(base + ["--base_learning_rate=7e-3"]))
+        == key
     )
 
 
@@ -74,14 +75,14 @@ def test_chained_stages_train_first():
     assert run is runs[2] and no_run is None and not jft.reproducible
     for run in runs:
         run.run_dir = f"/out/{run.name}"
-    assert reproduce.train_command(runs[2])[-2:] == [
+    assert reproduction.train_command(runs[2])[-2:] == [
         "--logdir=/out/table7",
         "--init_checkpoint=/out/table6",
     ]
 
 
 def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
-    assert [reproduce.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
+    assert [reproduction.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
     planner, planned = plan(8, 7, smoke_dataset="/tmp/syn")
     crops = sorted({tuple(run.values["crop_size"]) for _, run, _ in planned[0]})
     assert crops == [("21",), ("33",)]
@@ -97,8 +98,8 @@ def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
 
 def test_dry_run_prints_every_command_in_order(tmp_path):
     lines = []
-    planner = reproduce.Planner()
-    results = reproduce.reproduce(
+    planner = reproduction.Planner()
+    results = reproduction.reproduce(
         paper_tables.TABLES[6],
         output_dir=str(tmp_path),
         planner=planner,
@@ -132,10 +133,10 @@ def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(
     run's folder replaces the row's --logdir and --init_checkpoint, it is not appended."""
     root = tmp_path / "runs" / "reproduce"
     lines = []
-    planner = reproduce.Planner(
+    planner = reproduction.Planner(
         ["--log_steps=5"], smoke_dataset=str(root / "synthetic") if smoke else None
     )
-    reproduce.reproduce(
+    reproduction.reproduce(
         paper_tables.TABLES[number],
         output_dir=str(root),
         planner=planner,
@@ -197,16 +198,18 @@ def test_smoke_note_comes_first(tmp_path):
     result = run_reproduce(tmp_path, "--table=6", "--dry_run", "--smoke")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0] == f"# {reproduce.SMOKE_NOTE}" and "not the paper's setting" in lines[0]
+    assert lines[0] == f"# {reproduction.SMOKE_NOTE}" and "not the paper's setting" in lines[0]
     assert lines[1].startswith("# Table 6")
-    assert run_reproduce(tmp_path, "--table=6", "--dry_run").stdout.count(reproduce.SMOKE_NOTE) == 0
+    assert (
+        run_reproduce(tmp_path, "--table=6", "--dry_run").stdout.count(reproduction.SMOKE_NOTE) == 0
+    )
     # The side-by-side table: the note under the title, before the header and the rows.
     table = paper_tables.TABLES[4]
     results = [{"row": row, "ours": 1.0} for row in table.rows]
-    text = reproduce.format_side_by_side(table, results, smoke=True).splitlines()
-    assert text[0].startswith("Table 4") and text[1] == f"({reproduce.SMOKE_NOTE})"
+    text = reproduction.format_side_by_side(table, results, smoke=True).splitlines()
+    assert text[0].startswith("Table 4") and text[1] == f"({reproduction.SMOKE_NOTE})"
     assert text[2].split()[:2] == ["#", "row"] and len(text) == 3 + len(table.rows)
-    assert reproduce.SMOKE_NOTE not in reproduce.format_side_by_side(table, results)
+    assert reproduction.SMOKE_NOTE not in reproduction.format_side_by_side(table, results)
 
 
 def test_run_folders_reuse_legacy_runs_and_avoid_reserved_and_taken_names(tmp_path):
@@ -215,14 +218,16 @@ def test_run_folders_reuse_legacy_runs_and_avoid_reserved_and_taken_names(tmp_pa
     legacy = tmp_path / "runs" / "table6"
     legacy.mkdir(parents=True)
     (legacy / "run.json").write_text(json.dumps({"key": table6.key, "complete": True}))
-    assert reproduce.assign_run_dir(table6, str(tmp_path)) is True
+    assert reproduction.assign_run_dir(table6, str(tmp_path)) is True
     assert table6.run_dir == str(legacy)  # a finished run of the old layout is reused
-    assert reproduce.assign_run_dir(table6, str(tmp_path), reuse=False) is False
+    assert reproduction.assign_run_dir(table6, str(tmp_path), reuse=False) is False
     assert table6.run_dir == str(tmp_path / "table6")
-    reproduce.assign_run_dir(table6, str(tmp_path), reuse=False, taken=[str(tmp_path / "table6")])
+    reproduction.assign_run_dir(
+        table6, str(tmp_path), reuse=False, taken=[str(tmp_path / "table6")]
+    )
     assert table6.run_dir == str(tmp_path / f"table6-{table6.key}")
     table6.values = dict(table6.values, logdir="runs/evals")
-    reproduce.assign_run_dir(table6, str(tmp_path), reuse=False)
+    reproduction.assign_run_dir(table6, str(tmp_path), reuse=False)
     assert table6.run_dir == str(tmp_path / f"evals-{table6.key}")
 
 
@@ -274,9 +279,9 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     assert settings == [(16, 1, False), (8, 1, False), (8, 6, False), (8, 6, True)]
     # The side-by-side table: row, paper, ours; the smoke note first and under the title.
     printed = result.stdout
-    assert printed.splitlines()[0] == f"# {reproduce.SMOKE_NOTE}"
+    assert printed.splitlines()[0] == f"# {reproduction.SMOKE_NOTE}"
     title = printed.index(f"Table {number}: {table.title}")
-    assert printed.index(reproduce.SMOKE_NOTE, title) < printed.index(
+    assert printed.index(reproduction.SMOKE_NOTE, title) < printed.index(
         table.label(table.rows[0]), title
     )
     for row, saved_row in zip(table.rows, saved["rows"]):
@@ -291,13 +296,13 @@ def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
     (_, first, _), (_, last, _) = planned[0][0], planned[0][-1]
     assert first.launch == ("--workers=1", "--ps=1") and last.launch == ("--workers=32", "--ps=4")
     first.run_dir, last.run_dir = "/out/table11", "/out/table11_32replicas"
-    command = reproduce.train_command(last)
+    command = reproduction.train_command(last)
     assert command[1:6] == ["-m", "deeplab.launch_local", "--workers=32", "--ps=4", "--"]
     assert command[-1] == "--logdir=/out/table11_32replicas"
     assert any(a.endswith("experiments/table11.flags") for a in command)
 
-    planner = reproduce.Planner(smoke_dataset="/tmp/syn", smoke_max_workers=2)
-    planned = reproduce.plan_table(paper_tables.TABLES[11], planner)
+    planner = reproduction.Planner(smoke_dataset="/tmp/syn", smoke_max_workers=2)
+    planned = reproduction.plan_table(paper_tables.TABLES[11], planner)
     assert [run.launch for _, run, _ in planned] == [("--workers=1", "--ps=1")] + [
         ("--workers=2", "--ps=1")
     ] * 5
