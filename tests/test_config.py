@@ -106,3 +106,15 @@ def test_settings_that_cannot_change_weights_are_marked():
     assert set(experiment.setting_names("eval")) <= marked
     assert {"logdir", "log_steps", "save_checkpoint_steps", "fused_batch_norm"} <= marked
     assert not {"base_learning_rate", "crop_size", "seed", "backbone"} & marked
+
+
+def test_the_data_section_names_make_train_dataset_arguments():
+    """The trainer passes DataConfig.pipeline_kwargs() on as it is: every key is an argument."""
+    import inspect  # pylint: disable=import-outside-toplevel
+
+    from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
+    parameters = inspect.signature(input_pipeline.make_train_dataset).parameters
+    kwargs = ExperimentConfig.create(crop_size=(33, 41), random_flip=False).data.pipeline_kwargs()
+    assert set(kwargs) <= set(parameters)
+    assert kwargs["crop_size"] == (33, 41) and kwargs["flip"] is False

@@ -75,6 +75,33 @@ class DataConfig:
     synthetic_num_val: int = _field(100)
     synthetic_num_classes: int = _field(5)
 
+    # make_train_dataset's keyword for each sampling / augmentation setting (the same where
+    # absent from this map).
+    _PIPELINE_NAMES = {
+        "min_scale_factor": "min_scale",
+        "max_scale_factor": "max_scale",
+        "scale_factor_step": "scale_step",
+        "random_flip": "flip",
+    }
+    _PIPELINE_SETTINGS = (
+        "crop_size",
+        "min_scale_factor",
+        "max_scale_factor",
+        "scale_factor_step",
+        "random_flip",
+        "bootstrap_classes",
+        "bootstrap_repeat",
+        "shuffle_buffer",
+    )
+
+    def pipeline_kwargs(self):
+        """Keyword arguments of ``deeplab.data.input_pipeline.make_train_dataset`` that this
+        section sets (crop, scales, flip, bootstrapping, shuffling)."""
+        return {
+            self._PIPELINE_NAMES.get(name, name): getattr(self, name)
+            for name in self._PIPELINE_SETTINGS
+        }
+
 
 @dataclasses.dataclass
 class ModelConfig:

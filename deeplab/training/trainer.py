@@ -461,20 +461,13 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
             data.dataset_dir,
             data.train_split,
             batch_size=train.batch_size,
-            crop_size=tuple(data.crop_size),
-            min_scale=data.min_scale_factor,
-            max_scale=data.max_scale_factor,
-            scale_step=data.scale_factor_step,
-            flip=data.random_flip,
-            bootstrap_classes=tuple(data.bootstrap_classes),
-            bootstrap_repeat=data.bootstrap_repeat,
-            shuffle_buffer=data.shuffle_buffer,
             seed=data_seed,
             deterministic=train.deterministic,
             input_context=input_context,
             num_classes=num_classes,
             verify=verify,
             skip_batches=skip_batches,
+            **data.pipeline_kwargs(),
         )
 
     if coordinator is None:
