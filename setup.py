@@ -44,6 +44,7 @@ setup(
         "coco": ["pycocotools>=2.0.7"],
         "test": [
             "pytest>=7.4",
+            "pytest-xdist==3.8.0",
             "jax[cpu]>=0.4.30",
             "pycocotools>=2.0.7",
             "psutil>=5.9",
