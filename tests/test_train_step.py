@@ -1,8 +1,9 @@
 """The training step as a unit (deeplab.training.step): built and run alone, outside
-deeplab.training.trainer, it gives the first step of a whole train() run exactly."""
+deeplab.training.trainer, it gives the first step of a whole train() run (same loss and weights)."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from deeplab.config.experiment import ExperimentConfig
@@ -73,10 +74,15 @@ def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
     values = step.build_train_step(strategy, replica_step)(iter(dataset))
 
     first = result.history[1]
-    assert float(values["cross_entropy"]) == first["cross_entropy"]
-    assert float(values["cross_entropy"]) + float(values["regularization"]) == first["loss"]
+    # Bit-equal on the machines measured; the tolerance only allows a kernel that reduces in
+    # another order. A different batch, seed, schedule or loss moves these by percents.
+    assert float(values["cross_entropy"]) == pytest.approx(first["cross_entropy"], rel=1e-6)
+    total = float(values["cross_entropy"]) + float(values["regularization"])
+    assert total == pytest.approx(first["loss"], rel=1e-6)
     assert int(optimizer.iterations.numpy()) == 1
     trained = checkpoints.load_model(result.checkpoint)
     assert len(trained.weights) == len(model.weights)
     for ours, theirs in zip(model.weights, trained.weights):
-        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+        np.testing.assert_allclose(
+            ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7, err_msg=ours.path
+        )
