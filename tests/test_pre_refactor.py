@@ -7,7 +7,7 @@ The fixtures in tests/fixtures/pre_refactor were written by
 
 import json
 import os
-import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -28,8 +28,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS_RTOL = 2e-3
 
 
-def test_a_pre_refactor_checkpoint_restores_with_the_same_logits():
-    model = checkpoints.load_model(os.path.join(FIXTURES, "tiny_run", "ckpt-2"))
+def _tiny_run(folder):
+    """The pre-refactor training run (tiny_run.tar.xz, see make.py), unpacked into ``folder``."""
+    with tarfile.open(os.path.join(FIXTURES, "tiny_run.tar.xz")) as archive:
+        archive.extractall(folder, filter="data")
+    return folder / "tiny_run"
+
+
+def test_a_pre_refactor_checkpoint_restores_with_the_same_logits(tmp_path):
+    model = checkpoints.load_model(str(_tiny_run(tmp_path) / "ckpt-2"))
     images = np.load(os.path.join(FIXTURES, "tiny_images.npy"))
     logits = np.asarray(model(preprocessing.normalize_image(images), training=False))
     expected = np.load(os.path.join(FIXTURES, "tiny_logits.npy"))
@@ -44,8 +51,7 @@ def test_a_pre_refactor_training_run_resumes(tmp_path):
     synthetic.build_synthetic_dataset(
         str(data_dir), image_size=(40, 40), num_train=4, num_val=2, num_classes=5, seed=0
     )
-    logdir = tmp_path / "run"
-    shutil.copytree(os.path.join(FIXTURES, "tiny_run"), logdir)
+    logdir = _tiny_run(tmp_path)
     recorded = json.load(open(logdir / "config.json", encoding="utf-8"))
     config = experiment_flags.experiment.ExperimentConfig.from_dict(recorded).replace(
         dataset_dir=str(data_dir),
