@@ -18,6 +18,7 @@ from deeplab import _console  # noqa: E402  (first: before anything imports Tens
 _console.quiet_tensorflow()
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -52,6 +53,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    _console.quiet_absl()
     try:
         if bool(FLAGS.tflite) == bool(FLAGS.tf1_checkpoint):
             raise UserError("pass exactly one of --tflite and --tf1_checkpoint")
@@ -64,13 +66,19 @@ def main(argv):
                     names = [line.strip() for line in handle if line.strip()]
             except OSError as error:
                 raise UserError(f"--labels={FLAGS.labels}: {error.strerror}") from error
-        if FLAGS.tflite:
-            model, report = official.import_tflite(FLAGS.tflite, names)
-        else:
-            model, report = official.import_tf1_checkpoint(
-                FLAGS.tf1_checkpoint, output_stride=FLAGS.import_output_stride, class_names=names
-            )
-        output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
+        source = FLAGS.tflite or FLAGS.tf1_checkpoint
+        print(f"reading {source}")
+        with _console.library_output_to_log(os.path.join(FLAGS.output, "import.log")):
+            if FLAGS.tflite:
+                model, report = official.import_tflite(FLAGS.tflite, names)
+            else:
+                model, report = official.import_tf1_checkpoint(
+                    FLAGS.tf1_checkpoint,
+                    output_stride=FLAGS.import_output_stride,
+                    class_names=names,
+                )
+            print(f"writing {FLAGS.output} (checkpoint, weights, model card)")
+            output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

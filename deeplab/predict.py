@@ -10,10 +10,13 @@ For every image NAME.EXT it writes into ``--output_dir``:
 
     NAME.png          class index per pixel (8-bit grayscale PNG; 16-bit if an index > 255)
     NAME_color.png    the class map in the model's palette
-    NAME_overlay.png  the image blended with the colorized map (``--overlay_alpha``)
+    NAME_overlay.png  the photo with the classes found painted over it (``--overlay_alpha``;
+                      the dataset's background class left unpainted) and a legend of the
+                      classes with their colours and shares of the pixels
 
-and prints one line per image with its size and the inference and total times in ms (the
-first image also pays for graph tracing / interpreter warm-up).
+It first prints the model card's one-line summary (``model: ...``), then per image a line with
+its size and the inference and total times in ms (the first image also pays for graph tracing /
+interpreter warm-up) and a line listing the classes found with their share of the pixels.
 
 - ``--input`` takes files and folders (comma-separated, or as extra arguments); a folder
   contributes its image files (not recursive).
@@ -39,7 +42,7 @@ from absl import app, flags, logging
 
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.export import predictor
+from deeplab.export import loading, model_card, predictor
 
 flags.DEFINE_string(
     "model",
@@ -50,7 +53,12 @@ flags.DEFINE_string(
 )
 flags.DEFINE_list("input", [], "Image files and/or folders (more may follow as arguments).")
 flags.DEFINE_string("predict_output_dir", None, "Where the PNGs go (alias: --output_dir).")
-flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in the overlay.")
+flags.DEFINE_float(
+    "predict_overlay_alpha",
+    0.6,
+    "Opacity of the class colors in the overlay (the background class, if the dataset has one, "
+    "is never painted).",
+)
 flags.DEFINE_integer("num_threads", 0, "TFLite interpreter threads (0: its default).")
 
 FLAGS = flags.FLAGS
@@ -87,6 +95,8 @@ def main(argv):
             tile_size=experiment_flags.eval_tile_size(),
             tile_overlap=FLAGS.eval_tile_overlap,
         )
+        card = loading.find_card(FLAGS.model or FLAGS.checkpoint or FLAGS.logdir, segmenter)
+        print(f"model: {model_card.summary(card) if card else 'no model card'}")
         result = predictor.predict_files(
             segmenter, inputs, output_dir, alpha=FLAGS.predict_overlay_alpha
         )

@@ -39,7 +39,7 @@ def ensure_folder(path, flag):
         raise ConfigError(f"{flag}={path}: the folder is not writable")
 
 
-def _umask():
+def current_umask():
     """The process's umask (``os.umask`` can only read it by setting it: set and restore)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -48,7 +48,7 @@ def _umask():
 
 def default_file_mode():
     """The permission bits ``open(path, "w")`` gives a new file: 0666 less the current umask."""
-    return 0o666 & ~_umask()
+    return 0o666 & ~current_umask()
 
 
 def write_bytes(path, data):

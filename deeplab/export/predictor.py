@@ -88,8 +88,15 @@ def output_stems(paths):
     return stems
 
 
-def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
-    """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths."""
+def write_outputs(
+    output_dir, stem, image, labels, palette, alpha=0.6, class_names=None, ignore_label=255
+):
+    """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths.
+
+    The overlay is :func:`deeplab.evaluation.visualization.legend_overlay`: the classes found
+    painted over the photo (the background class, if the dataset has one, left as it is) with
+    a legend of names, colours and pixel shares.
+    """
     labels = np.asarray(labels)
     index_path = os.path.join(output_dir, stem + ".png")
     if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0:
@@ -104,7 +111,16 @@ def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
     color_path = os.path.join(output_dir, stem + "_color.png")
     overlay_path = os.path.join(output_dir, stem + "_overlay.png")
     visualization.save_rgb_png(color_path, colored)
-    visualization.save_rgb_png(overlay_path, visualization.overlay(image, colored, alpha))
+    picture = visualization.legend_overlay(
+        image,
+        labels,
+        palette,
+        class_names,
+        ignore_label=ignore_label,
+        background=visualization.background_class(class_names),
+        alpha=alpha,
+    )
+    visualization.save_rgb_png(overlay_path, picture)
     return index_path, color_path, overlay_path
 
 
@@ -154,7 +170,7 @@ def make_segmenter(
         fuse_batch_norm=fuse_batch_norm,
     )
     dataset_info = info["dataset_info"] or {}
-    return serving.KerasSegmenter(
+    segmenter = serving.KerasSegmenter(
         keras_model,
         scales=scales,
         flip=flip,
@@ -163,9 +179,11 @@ def make_segmenter(
         class_names=dataset_info.get("class_names"),
         palette=dataset_info.get("palette"),
     )
+    segmenter.run_info = info  # what deeplab.load's model card is built from
+    return segmenter
 
 
-def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
+def predict_files(segmenter, inputs, output_dir, *, alpha=0.6, log=print):
     """Runs ``segmenter`` on every image of ``inputs`` and writes the PNGs.
 
     Returns:
@@ -191,6 +209,7 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
                 )
     result = {"processed": [], "skipped": list(skipped), "notes": [], "times_ms": []}
     palette = getattr(segmenter, "palette", None)
+    class_names = getattr(segmenter, "class_names", None)
     for number, (path, stem) in enumerate(zip(paths, stems), start=1):
         start = time.perf_counter()
         try:
@@ -210,14 +229,19 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.5, log=print):
         infer_start = time.perf_counter()
         labels = segmenter(image)
         infer_ms = 1000.0 * (time.perf_counter() - infer_start)
-        written = write_outputs(output_dir, stem, image, labels, palette, alpha)
+        written = write_outputs(
+            output_dir, stem, image, labels, palette, alpha, class_names=class_names
+        )
         total_ms = 1000.0 * (time.perf_counter() - start)
         result["processed"].append((path, written[0]))
         result["times_ms"].append((infer_ms, total_ms))
+        shares = visualization.class_shares(labels, class_names)
+        result.setdefault("classes", []).append((path, shares))
         log(
             f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
             f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}"
         )
+        log(f"    classes: {visualization.format_shares(shares)}")
     if result["times_ms"]:
         times = np.asarray(result["times_ms"])
         steady = times[1:] if len(times) > 1 else times

@@ -15,10 +15,12 @@ from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.data import datasets_info
 from deeplab.data import tfrecord
+from deeplab.export import model_card
 from deeplab.export import serving
 from deeplab.export import tflite as tflite_lib
 from deeplab.model import fuse
 from deeplab.logdir import checkpoints
+from deeplab.logdir import run_record
 
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.
@@ -279,4 +281,123 @@ def run_export(
                 "results": summary,
             },
         )
+    card = export_card(
+        model,
+        info,
+        export_dir,
+        names=names,
+        palette=palette,
+        ignore_label=ignore_label,
+        dataset_name=dataset_name,
+        result=result,
+        scales=scales,
+        flip=flip,
+        tile_size=tile_size,
+        max_pixels=serving.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        serving_dtype=serving_dtype,
+        tflite_input_size=tflite_input_size,
+        evaluate_split=evaluate_split,
+        batch_norm_folded=fuse_batch_norm,
+    )
+    result["model_card"] = model_card.write_card(export_dir, card)
+    card_path = os.path.join(export_dir, model_card.CARD_MARKDOWN)
+    log(f"model card: {card_path}: {model_card.summary(card)}")
     return result
+
+
+def export_card(
+    model,
+    info,
+    export_dir,
+    *,
+    names,
+    palette,
+    ignore_label,
+    dataset_name,
+    result,
+    scales,
+    flip,
+    tile_size,
+    max_pixels,
+    serving_dtype,
+    tflite_input_size,
+    evaluate_split,
+    batch_norm_folded,
+):
+    """The model card of an export (:mod:`deeplab.export.model_card`): what run_export wrote
+    and, when it evaluated, the figures it measured."""
+    evaluation = result.get("evaluation")
+    measured = {}
+    if evaluation:
+        section = model_card.evaluation_section(dataset_name, evaluate_split, evaluation, names)
+        measured = section["models"]
+    else:
+        section = None
+    variants = []
+    if result["saved_model"]:
+        variants.append(
+            {
+                "file": "saved_model.pb (SavedModel)",
+                "precision": serving_dtype,
+                "miou": (measured.get("float Keras") or {}).get("miou")
+                if serving_dtype == "float32"
+                else None,
+                "agreement_with_float": 1.0 if serving_dtype == "float32" else None,
+            }
+        )
+    labels = {"none": ("float32 TFLite", "float32"), "int8": ("int8 TFLite", "int8")}
+    for key, path in result["tflite"].items():
+        row = measured.get(labels[key][0]) or {}
+        variants.append(
+            {
+                "file": os.path.basename(path),
+                "precision": labels[key][1],
+                "input_size": list(tflite_input_size),
+                "miou": row.get("miou"),
+                "agreement_with_float": row.get("agreement_with_float"),
+            }
+        )
+    limits = [
+        "Trained on the classes above only: anything else is labelled as the nearest of them.",
+        "The TFLite files take a fixed input size; other sizes are letterboxed (resized keeping "
+        "the aspect ratio, padded), so small details of large photos are lost.",
+    ]
+    if not evaluation:
+        limits.append(
+            "Not evaluated at export: run deeplab.export_saved_model with "
+            "--evaluate_split and --dataset_dir to measure it."
+        )
+    return model_card.make_card(
+        name=os.path.basename(os.path.normpath(export_dir)),
+        kind="export",
+        architecture_section=model_card.architecture(
+            model,
+            info["model_config"],
+            gflops_size=tflite_input_size,
+            batch_norm_folded=batch_norm_folded,
+        ),
+        classes_section=model_card.classes(names, palette, ignore_label),
+        provenance={
+            "checkpoint": os.path.abspath(info["checkpoint"]),
+            "step": info["step"],
+            "dataset": dataset_name,
+            "config": _recorded_config(info["logdir"]),
+        },
+        evaluation=section,
+        input_section={
+            "max_pixels": int(max_pixels),
+            "scales": list(scales),
+            "flip": bool(flip),
+            "tile_size": tile_size,
+        },
+        variants=variants,
+        limits=limits,
+    )
+
+
+def _recorded_config(logdir):
+    """The run's config.json, or None (runs from before it, imports)."""
+    try:
+        return run_record.read_config(logdir)
+    except (OSError, ValueError):
+        return None

@@ -216,7 +216,12 @@ def _train(config, strategy):
             flush=True,
         )
         with writer.as_default():
-            run_record.write_summaries(recipe, step=start_step)
+            run_record.write_summaries(
+                recipe,
+                step=start_step,
+                logdir=train.logdir,
+                class_names=info.get("class_names") or (),
+            )
 
     with (
         writer.as_default(),
