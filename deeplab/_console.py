@@ -11,10 +11,11 @@ import contextlib
 import os
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 
 def _verbosity_requested(argv):
@@ -150,3 +151,69 @@ def _save_captured(captured_path, log_path, failed):
         )
         return
     os.unlink(captured_path)
+
+
+HELP_ARGUMENTS = (
+    "-h",
+    "-?",
+    "-help",
+    "--help",
+    "-helpshort",
+    "--helpshort",
+    "-helpfull",
+    "--helpfull",
+)
+
+
+def help_requested(argv=None):
+    """Whether the command line asks for help (absl's spellings)."""
+    argv = sys.argv if argv is None else argv
+    return any(arg in HELP_ARGUMENTS for arg in argv[1:])
+
+
+def _flag_lines(flag_list):
+    lines = []
+    for flag in sorted(flag_list, key=lambda f: f.name):
+        if flag.name in ("help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok"):
+            continue
+        default = flag.default_as_str if flag.default_as_str is not None else "None"
+        lines += textwrap.wrap(
+            f"--{flag.name}: {flag.help} (default: {default})",
+            width=100,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
+    return lines
+
+
+def help_text(main_module=None, full=False):
+    """The binary's help: its docstring, its own flags, then the shared experiment flags it reads
+    (``full``: every flag absl knows, as absl's --helpfull prints them)."""
+    main_module = main_module or sys.argv[0]
+    doc = (sys.modules["__main__"].__doc__ or "").strip()
+    if full:
+        return doc + "\n\n" + flags.FLAGS.get_help()
+    by_module = flags.FLAGS.flags_by_module_dict()
+    own = list(by_module.get(main_module, []))
+    own_names = {f.name for f in own}
+    shared = [
+        f for f in flags.FLAGS.get_key_flags_for_module(main_module) if f.name not in own_names
+    ]
+    lines = [doc, "", "Flags of this binary:"] + (_flag_lines(own) or ["  (none)"])
+    if shared:
+        lines += ["", "Experiment flags it reads (shared by the binaries; a --flagfile sets them):"]
+        lines += _flag_lines(shared)
+    lines += ["", "--helpfull lists every flag, absl's own included."]
+    return "\n".join(lines)
+
+
+def run(main, argv=None):
+    """``absl.app.run(main)``, except that help (``--help``, ``-h``, ``--helpfull``) is printed
+    at once, before the library and TensorFlow are imported (binaries import them in ``main``),
+    and exits 0."""
+    argv = sys.argv if argv is None else argv
+    if help_requested(argv):
+        full = any(arg.endswith("helpfull") for arg in argv[1:])
+        print(help_text(full=full))
+        sys.exit(0)
+    app.run(main, argv=argv)

@@ -28,20 +28,14 @@ TensorFlow's and the TFLite converter's own log lines go to ``export.log`` in th
 The work is done by :func:`deeplab.export.saved_model.run_export`.
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import os
 import sys
 
 from absl import app, flags, logging
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.export import saved_model as saved_model_lib
-from deeplab.export import tflite as tflite_lib
-from deeplab.logdir import checkpoints
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
 flags.DEFINE_list(
@@ -101,6 +95,11 @@ flags.adopt_module_key_flags(experiment_flags)
 
 def _report_ignored_model_flags(model_config):
     """Logs model flags set on the command line that disagree with model_config.json."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import (
+        saved_model as saved_model_lib,
+    )  # library: after the flags (fast --help)
+
     given = {
         name: FLAGS[name].value
         for name in saved_model_lib.ARCHITECTURE_FLAGS
@@ -116,6 +115,11 @@ def _report_ignored_model_flags(model_config):
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import tflite as tflite_lib  # library: after the flags (fast --help)
+    from deeplab.logdir import checkpoints  # library: after the flags (fast --help)
+
     _console.quiet_absl()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -135,6 +139,11 @@ def main(argv):
 
 def _export(run, input_size):
     """run_export with the flags (TensorFlow's and the converter's lines go to export.log)."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import (
+        saved_model as saved_model_lib,
+    )  # library: after the flags (fast --help)
+
     saved_model_lib.run_export(
         checkpoint=run["checkpoint"],
         export_dir=FLAGS.export_dir,
@@ -160,4 +169,4 @@ def _export(run, input_size):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("export_dir")
-    app.run(main)
+    _console.run(main)

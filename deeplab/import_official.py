@@ -13,18 +13,14 @@ The output folder is laid out like a training logdir (``ckpt-0``, ``model_config
 mapped: :mod:`deeplab.export.official` (and CONVENTIONS.md, "The authors' released models").
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import UserError
-from deeplab.export import official
 
 FLAGS = flags.FLAGS
 
@@ -52,6 +48,10 @@ def define_flags():
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import official  # library: after the flags (fast --help)
+
     del argv
     _console.quiet_absl()
     try:
@@ -92,4 +92,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    _console.run(main)

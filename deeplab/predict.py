@@ -32,17 +32,13 @@ interpreter warm-up) and a line listing the classes found with their share of th
 The work is done by :mod:`deeplab.export.predictor` (``make_segmenter``, ``predict_files``).
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.export import loading, model_card, predictor
 
 flags.DEFINE_string(
     "model",
@@ -68,6 +64,14 @@ flags.adopt_module_key_flags(experiment_flags)
 
 def main(argv):
     _console.quiet_absl()
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import (
+        loading,
+        model_card,
+        predictor,
+    )  # library: after the flags (fast --help)
+
     inputs = list(FLAGS.input) + list(argv[1:])
     output_dir = FLAGS.predict_output_dir
     try:
@@ -123,4 +127,4 @@ def exit_code(result):
 if __name__ == "__main__":
     flags.DEFINE_alias("output_dir", "predict_output_dir")
     flags.DEFINE_alias("overlay_alpha", "predict_overlay_alpha")
-    app.run(main)
+    _console.run(main)

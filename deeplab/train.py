@@ -17,22 +17,15 @@ Environment overrides, read here only: DEEPLAB_FUSED_BATCH_NORM=0 and DEEPLAB_FU
 act as --nofused_batch_norm and --nofused_momentum.
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+import dataclasses
+import os
+import sys
 
-_console.quiet_tensorflow()
+from absl import flags
 
-import dataclasses  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from deeplab.common.errors import UserError  # noqa: E402
-from deeplab.config import flags as experiment_flags  # noqa: E402
-from deeplab.data import synthetic  # noqa: E402
-from deeplab.model.options import PerformanceOptions  # noqa: E402
-from deeplab.training import distribute, optimizers, trainer  # noqa: E402
-from deeplab.logdir import run_record
+from deeplab import _console
+from deeplab.common.errors import UserError
+from deeplab.config import flags as experiment_flags
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -48,6 +41,10 @@ flags.DEFINE_integer(
 
 def config_from_flags():
     """The run's ExperimentConfig: the flags, with the environment's overrides applied."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.model.options import PerformanceOptions  # library: after the flags (fast --help)
+    from deeplab.training import optimizers  # library: after the flags (fast --help)
+
     config = experiment_flags.experiment_config()
     train = config.train
     performance = PerformanceOptions.from_environment(
@@ -64,6 +61,12 @@ def config_from_flags():
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.data import synthetic  # library: after the flags (fast --help)
+    from deeplab.logdir import run_record  # library: after the flags (fast --help)
+    from deeplab.training import distribute, trainer  # library: after the flags (fast --help)
+
     if len(argv) > 1:
         print(
             f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
@@ -96,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

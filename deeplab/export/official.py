@@ -694,7 +694,7 @@ def write_imported(model, report, output_dir, overwrite=False):
 def import_card(model, report, palette, output_dir):
     """The model card of an imported model: the source file by name and SHA-256, the
     architecture read from it, and no evaluation (none is run at import)."""
-    source = report["source"]
+    source = report.get("source") or ""
     size = (report.get("input") or {}).get("shape", [1, 513, 513, 3])[1:3]
     return model_card.make_card(
         name=os.path.basename(os.path.normpath(output_dir)),
@@ -704,10 +704,10 @@ def import_card(model, report, palette, output_dir):
             report["class_names"], palette[: report["num_classes"]], 255
         ),
         provenance={
-            "source": os.path.basename(source),
-            "source_path": source,
-            "source_format": report["format"],
-            "sha256": model_card.sha256_of(source) if os.path.isfile(source) else None,
+            "source": os.path.basename(source) or None,
+            "source_path": source or None,
+            "source_format": report.get("format"),
+            "sha256": model_card.sha256_of(source) if source and os.path.isfile(source) else None,
             "imported_by": "python -m deeplab.import_official",
         },
         input_section={"source_input_size": list(size)},
@@ -715,7 +715,7 @@ def import_card(model, report, palette, output_dir):
             {
                 "file": "ckpt-0, model.weights.h5",
                 "precision": "float32 (the source's weights, dequantized)"
-                if report["format"] == "tflite"
+                if report.get("format") == "tflite"
                 else "float32",
                 "miou": None,
                 "agreement_with_float": 1.0,
