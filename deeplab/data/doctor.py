@@ -239,8 +239,13 @@ def layout_examples(layout, input_dir, splits=None, **options):
 
 
 def _space_of(spec):
-    return LabelSpace(spec.name, spec.num_classes, spec.ignore_label, tuple(spec.class_names),
-                      tuple(tuple(c) for c in spec.palette))
+    return LabelSpace(
+        spec.name,
+        spec.num_classes,
+        spec.ignore_label,
+        tuple(spec.class_names),
+        tuple(tuple(c) for c in spec.palette),
+    )
 
 
 def folder_space(num_classes, class_names=None, ignore_label=255, name="folder"):
@@ -248,16 +253,16 @@ def folder_space(num_classes, class_names=None, ignore_label=255, name="folder")
     ``num_classes`` 0: unknown yet (inferred from the values, see :func:`observe_raw`)."""
     names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))
     if num_classes and len(names) != num_classes:
-        raise ConfigError(f"--class_names has {len(names)} names but --num_classes is "
-                          f"{num_classes}")
+        raise ConfigError(
+            f"--class_names has {len(names)} names but --num_classes is {num_classes}"
+        )
     if not names and not num_classes:
         return None
     num_classes = num_classes or len(names)
     return LabelSpace(name, num_classes, ignore_label, names, datasets_info.color_map(num_classes))
 
 
-def observe_raw(layout, input_dir, splits=None, *, space=None, limit=0, progress=None,
-                **options):
+def observe_raw(layout, input_dir, splits=None, *, space=None, limit=0, progress=None, **options):
     """Reads a raw dataset as its converter would: ({split: [Observation]}, LabelSpace, notes).
 
     Args:
@@ -277,8 +282,9 @@ def observe_raw(layout, input_dir, splits=None, *, space=None, limit=0, progress
     for split, specs in split_specs.items():
         chosen = specs[:limit] if limit else specs
         if limit and len(specs) > limit:
-            notes.append(("note", f"split {split!r}: read the first {limit} of {len(specs)} "
-                                  "examples"))
+            notes.append(
+                ("note", f"split {split!r}: read the first {limit} of {len(specs)} examples")
+            )
         observed[split] = []
         for index, spec in enumerate(chosen):
             observed[split].append(_observe_spec(spec, split, probe))
@@ -292,9 +298,14 @@ def observe_raw(layout, input_dir, splits=None, *, space=None, limit=0, progress
             if obs.histogram is not None:
                 values = np.union1d(values, np.nonzero(obs.histogram[:255])[0])
         num_classes = int(values.max()) + 1
-        space = LabelSpace("folder", num_classes, 255,
-                           tuple(f"class_{i}" for i in range(num_classes)),
-                           datasets_info.color_map(num_classes), inferred=True)
+        space = LabelSpace(
+            "folder",
+            num_classes,
+            255,
+            tuple(f"class_{i}" for i in range(num_classes)),
+            datasets_info.color_map(num_classes),
+            inferred=True,
+        )
     return observed, space, notes
 
 
@@ -317,18 +328,35 @@ def _unlisted_folder_files(input_dir, split_specs, options):
     lines = []
     orphans = [p for s, p in label_stems.items() if s not in image_stems]
     if orphans:
-        lines.append(("warning", _named(f"labels without an image: {len(orphans)} file(s) in "
-                                        f"{label_dir}", orphans)))
-    unlabelled = [p for s, p in image_stems.items()
-                  if s not in label_stems and os.path.realpath(p) not in listed]
+        lines.append(
+            (
+                "warning",
+                _named(f"labels without an image: {len(orphans)} file(s) in {label_dir}", orphans),
+            )
+        )
+    unlabelled = [
+        p
+        for s, p in image_stems.items()
+        if s not in label_stems and os.path.realpath(p) not in listed
+    ]
     if unlabelled:
-        lines.append(("warning", _named(f"images without a label (not listed in any split): "
-                                        f"{len(unlabelled)} file(s) in {image_dir}", unlabelled)))
-    unlisted = [p for s, p in image_stems.items()
-                if s in label_stems and os.path.realpath(p) not in listed]
+        lines.append(
+            (
+                "warning",
+                _named(
+                    f"images without a label (not listed in any split): "
+                    f"{len(unlabelled)} file(s) in {image_dir}",
+                    unlabelled,
+                ),
+            )
+        )
+    unlisted = [
+        p for s, p in image_stems.items() if s in label_stems and os.path.realpath(p) not in listed
+    ]
     if unlisted:
-        lines.append(("note", _named(f"{len(unlisted)} labelled image(s) in no split's list file",
-                                     unlisted)))
+        lines.append(
+            ("note", _named(f"{len(unlisted)} labelled image(s) in no split's list file", unlisted))
+        )
     return lines
 
 
@@ -348,13 +376,20 @@ def observe_records(dataset_dir, splits=None, *, limit=0, progress=None):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(dataset_dir)
-    space = LabelSpace(info["name"], info["num_classes"], info["ignore_label"],
-                       tuple(info["class_names"]), tuple(tuple(c) for c in info["palette"]))
+    space = LabelSpace(
+        info["name"],
+        info["num_classes"],
+        info["ignore_label"],
+        tuple(info["class_names"]),
+        tuple(tuple(c) for c in info["palette"]),
+    )
     chosen = list(info["splits"]) if splits is None else list(splits)
     unknown = [s for s in chosen if s not in info["splits"]]
     if unknown:
-        raise DataError(f"{dataset_dir}: split(s) {', '.join(unknown)} not in dataset.json "
-                        f"(splits: {', '.join(info['splits'])})")
+        raise DataError(
+            f"{dataset_dir}: split(s) {', '.join(unknown)} not in dataset.json "
+            f"(splits: {', '.join(info['splits'])})"
+        )
     observed, notes = {}, []
     for split in chosen:
         total = info["splits"][split]
@@ -365,8 +400,9 @@ def observe_records(dataset_dir, splits=None, *, limit=0, progress=None):
                     break
                 feature = tf.train.Example.FromString(serialized).features.feature
                 name = _feature_bytes(feature, tfrecord.IMAGE_FILENAME).decode("utf-8", "replace")
-                obs = Observation(split, name or f"{os.path.basename(path)}#{index}",
-                                  where=(path, index))
+                obs = Observation(
+                    split, name or f"{os.path.basename(path)}#{index}", where=(path, index)
+                )
                 _observe_record(obs, feature, tf)
                 observed[split].append(obs)
                 if progress:
@@ -408,7 +444,7 @@ def _observe_record(obs, feature, tf):
             "RGB": "an RGB colour PNG: the pipeline reads its luminance, not class ids",
             "RGBA": "an RGBA colour PNG: the pipeline reads its luminance, not class ids",
             "palette": "a palette PNG: the pipeline reads the luminance of its colours, not its "
-                       "indices",
+            "indices",
             "16-bit": "a 16-bit PNG: the pipeline reads the high byte of each value",
             "1-bit": "a 1-bit PNG: the pipeline reads its 1s as 255",
         }.get(kind, f"a {kind} PNG the pipeline does not read as class indices")
@@ -485,20 +521,41 @@ def _split_findings(split, group, space, counts):
     where = f"split {split!r}"
     unreadable = [msg for o in group for msg in o.unreadable]
     if unreadable:
-        out.append(("error", _named(f"unreadable files: {len(unreadable)} in {where}",
-                                    unreadable)))
+        out.append(("error", _named(f"unreadable files: {len(unreadable)} in {where}", unreadable)))
     missing_images = [o.display() for o in group if o.image_missing]
     if missing_images:
-        out.append(("error", _named(f"labels without an image: {len(missing_images)} of "
-                                    f"{len(group)} examples of {where} have no image file",
-                                    missing_images)))
+        out.append(
+            (
+                "error",
+                _named(
+                    f"labels without an image: {len(missing_images)} of "
+                    f"{len(group)} examples of {where} have no image file",
+                    missing_images,
+                ),
+            )
+        )
     no_label = [o.image_file or o.name for o in group if o.label_missing]
     if no_label and len(no_label) == len(group):
-        out.append(("error", _named(f"{where} has no labels at all ({len(group)} images "
-                                    "without a label file)", no_label)))
+        out.append(
+            (
+                "error",
+                _named(
+                    f"{where} has no labels at all ({len(group)} images without a label file)",
+                    no_label,
+                ),
+            )
+        )
     elif no_label:
-        out.append(("error", _named(f"missing label files: {len(no_label)} of {len(group)} "
-                                    f"images of {where} have no label", no_label)))
+        out.append(
+            (
+                "error",
+                _named(
+                    f"missing label files: {len(no_label)} of {len(group)} "
+                    f"images of {where} have no label",
+                    no_label,
+                ),
+            )
+        )
     by_problem = collections.defaultdict(list)
     for obs in group:
         if obs.label_problem:
@@ -509,34 +566,68 @@ def _split_findings(split, group, space, counts):
         out.append(("error", _named(line, files)))
         if kind in ("RGB", "RGBA"):
             out.append(_colour_finding(members, space, where))
-    mismatched = [o for o in group
-                  if o.image_size and o.label_size and o.image_size != o.label_size]
+    mismatched = [
+        o for o in group if o.image_size and o.label_size and o.image_size != o.label_size
+    ]
     if mismatched:
-        files = [f"{o.display()} (image {o.image_size[1]}x{o.image_size[0]}, label "
-                 f"{o.label_size[1]}x{o.label_size[0]})" for o in mismatched]
-        out.append(("error", _named(f"image/label size mismatch: {len(mismatched)} of "
-                                    f"{len(group)} examples of {where}", files)))
+        files = [
+            f"{o.display()} (image {o.image_size[1]}x{o.image_size[0]}, label "
+            f"{o.label_size[1]}x{o.label_size[0]})"
+            for o in mismatched
+        ]
+        out.append(
+            (
+                "error",
+                _named(
+                    f"image/label size mismatch: {len(mismatched)} of "
+                    f"{len(group)} examples of {where}",
+                    files,
+                ),
+            )
+        )
     unknown = [o for o in group if o.unknown_ids]
     if unknown:
         ids = sorted({v for o in unknown for v in o.unknown_ids})
-        out.append(("error", _named(f"label values {ids[:10]} are not ids of this dataset's "
-                                    f"label table: {len(unknown)} labels of {where}",
-                                    [o.display() for o in unknown])))
-    beyond = [o for o in group if o.histogram is not None and not o.label_problem
-              and _beyond(o.histogram, space)]
+        out.append(
+            (
+                "error",
+                _named(
+                    f"label values {ids[:10]} are not ids of this dataset's "
+                    f"label table: {len(unknown)} labels of {where}",
+                    [o.display() for o in unknown],
+                ),
+            )
+        )
+    beyond = [
+        o
+        for o in group
+        if o.histogram is not None and not o.label_problem and _beyond(o.histogram, space)
+    ]
     if beyond and not space.inferred:
         values = sorted({v for o in beyond for v in _beyond(o.histogram, space)})
-        out.append(("error", _named(
-            f"label values {values[:10]} outside [0, {space.num_classes}) and not the ignore "
-            f"label {space.ignore_label}: {len(beyond)} of {len(group)} labels of {where}",
-            [o.display() for o in beyond])))
+        out.append(
+            (
+                "error",
+                _named(
+                    f"label values {values[:10]} outside [0, {space.num_classes}) and not the "
+                    f"ignore label {space.ignore_label}: {len(beyond)} of {len(group)} labels "
+                    f"of {where}",
+                    [o.display() for o in beyond],
+                ),
+            )
+        )
     labelled = counts.pixels.sum()
     if group and labelled:
         absent = [c for c in range(space.num_classes) if counts.pixels[c] == 0]
         if absent:
-            out.append(("warning", f"classes missing from {where}: "
-                        + ", ".join(f"{c} ({space.class_names[c]})" for c in absent[:10])
-                        + (f", ... ({len(absent) - 10} more)" if len(absent) > 10 else "")))
+            out.append(
+                (
+                    "warning",
+                    f"classes missing from {where}: "
+                    + ", ".join(f"{c} ({space.class_names[c]})" for c in absent[:10])
+                    + (f", ... ({len(absent) - 10} more)" if len(absent) > 10 else ""),
+                )
+            )
     return out
 
 
@@ -551,17 +642,23 @@ def _colour_finding(members, space, where):
     known = {tuple(c) for c in space.palette} | set(datasets_info.color_map(256))
     in_palette = sum(tuple(int(v) for v in c) in known for c in colours)
     if gray:
-        text = (f"the RGB labels of {where} have equal R, G and B ({len(colours)} values "
-                f"{sorted(int(c[0]) for c in colours)[:10]}): class ids saved as RGB; save "
-                "them as single-channel (mode L) PNGs")
+        text = (
+            f"the RGB labels of {where} have equal R, G and B ({len(colours)} values "
+            f"{sorted(int(c[0]) for c in colours)[:10]}): class ids saved as RGB; save "
+            "them as single-channel (mode L) PNGs"
+        )
     elif in_palette == len(colours):
-        text = (f"palette labels saved as RGB: the {len(colours)} colours of the RGB labels of "
-                f"{where} are all colours of the dataset's palette / the PASCAL VOC colour map; "
-                "save them as index PNGs (each pixel its class id, e.g. PIL's "
-                "Image.convert('P') keeps the indices of an image that had a palette)")
+        text = (
+            f"palette labels saved as RGB: the {len(colours)} colours of the RGB labels of "
+            f"{where} are all colours of the dataset's palette / the PASCAL VOC colour map; "
+            "they were palette PNGs saved as RGB: write each pixel's palette index (its class "
+            "id) into a single-channel PNG"
+        )
     else:
-        text = (f"RGB colour labels in {where}: {len(colours)} distinct colours, "
-                f"{in_palette} of them palette colours; map each colour to its class id")
+        text = (
+            f"RGB colour labels in {where}: {len(colours)} distinct colours, "
+            f"{in_palette} of them palette colours; map each colour to its class id"
+        )
     return ("error", text)
 
 
@@ -576,8 +673,7 @@ def _duplicates(observed):
         return []
     across = [g for g in groups if len({o.split for o in g}) > 1]
     pairs = [" = ".join(f"{o.split}:{o.image_file or o.name}" for o in g[:3]) for g in groups]
-    line = (f"exact duplicate images: {len(groups)} group(s), "
-            f"{sum(len(g) for g in groups)} images")
+    line = f"exact duplicate images: {len(groups)} group(s), {sum(len(g) for g in groups)} images"
     if across:
         line += f"; {len(across)} group(s) span splits (training images evaluated on)"
     return [("warning", _named(line, pairs))]
@@ -592,29 +688,52 @@ def _convention_findings(observed, space, values, summaries, train_split):
     used = sorted(v for v, c in values.items() if c)
     largest = max(v for v in used if v != ignore) if any(v != ignore for v in used) else -1
     if 0 not in used and largest == n:
-        out.append(("error", f"labels look 1-based: value 0 never occurs and the largest value "
-                    f"is {n} = num_classes (classes 1..{n} for {n} class names); subtract 1 "
-                    f"from every label (or add a class 0 to the class list)"))
+        out.append(
+            (
+                "error",
+                f"labels look 1-based: value 0 never occurs and the largest value "
+                f"is {n} = num_classes (classes 1..{n} for {n} class names); subtract 1 "
+                f"from every label (or add a class 0 to the class list)",
+            )
+        )
     elif 0 in used and ignore not in used and largest == n:
-        out.append(("error", f"0 looks like the ignore label: values 0..{n} occur for "
-                    f"num_classes={n}, the ignore label {ignore} never does; if 0 marks "
-                    f"unlabelled pixels (classes 1..{n}), map 0 -> {ignore} and v -> v - 1 "
-                    f"(or make 0 a class named e.g. 'background' and num_classes {n + 1})"))
+        out.append(
+            (
+                "error",
+                f"0 looks like the ignore label: values 0..{n} occur for "
+                f"num_classes={n}, the ignore label {ignore} never does; if 0 marks "
+                f"unlabelled pixels (classes 1..{n}), map 0 -> {ignore} and v -> v - 1 "
+                f"(or make 0 a class named e.g. 'background' and num_classes {n + 1})",
+            )
+        )
     if space.class_names and space.class_names[0].strip().lower() in _VOID_NAMES and used:
-        out.append(("warning", f"class 0 is named {space.class_names[0]!r}: if it marks pixels "
-                    f"without a class, make it the ignore label ({ignore}) instead of a class "
-                    "the model learns"))
+        out.append(
+            (
+                "warning",
+                f"class 0 is named {space.class_names[0]!r}: if it marks pixels "
+                f"without a class, make it the ignore label ({ignore}) instead of a class "
+                "the model learns",
+            )
+        )
     train = summaries.get(train_split)
     if train is not None and train.counts.pixels.sum():
         others = {s: v for s, v in summaries.items() if s != train_split}
         for c in range(n):
             if train.counts.pixels[c]:
                 continue
-            elsewhere = [f"{s}: {int(v.counts.images[c])} images" for s, v in others.items()
-                         if v.counts.pixels[c]]
+            elsewhere = [
+                f"{s}: {int(v.counts.images[c])} images"
+                for s, v in others.items()
+                if v.counts.pixels[c]
+            ]
             seen = f" (it occurs in {', '.join(elsewhere)})" if elsewhere else ""
-            out.append(("warning", f"class {c} ({space.class_names[c]}) is absent from the "
-                        f"training split {train_split!r}{seen}: the model cannot learn it"))
+            out.append(
+                (
+                    "warning",
+                    f"class {c} ({space.class_names[c]}) is absent from the "
+                    f"training split {train_split!r}{seen}: the model cannot learn it",
+                )
+            )
     return out
 
 
@@ -630,19 +749,23 @@ def _size_text(size):
 def format_report(diagnosis, *, weights=True):
     """The report's text (per-split tables, then the findings, then a last line)."""
     space = diagnosis.space
-    lines = [f"Dataset {diagnosis.source}: {space.name}, {space.num_classes} classes"
-             f"{' (inferred from the label values)' if space.inferred else ''}, ignore label "
-             f"{space.ignore_label}"]
+    lines = [
+        f"Dataset {diagnosis.source}: {space.name}, {space.num_classes} classes"
+        f"{' (inferred from the label values)' if space.inferred else ''}, ignore label "
+        f"{space.ignore_label}"
+    ]
     width = max([len(n) for n in space.class_names] + [8])
     for split, summary in diagnosis.splits.items():
         lines.append("")
         lines.append(f"== split {split}: {summary.num_images} images")
         if summary.sizes:
             by_area = sorted(summary.sizes, key=lambda s: (s[0] * s[1], s))
-            lines.append(f"sizes (HxW): min {_size_text(by_area[0])}, median "
-                         f"{_size_text(by_area[len(by_area) // 2])}, max "
-                         f"{_size_text(by_area[-1])}"
-                         f"{'' if len(set(summary.sizes)) > 1 else ' (all the same)'}")
+            lines.append(
+                f"sizes (HxW): min {_size_text(by_area[0])}, median "
+                f"{_size_text(by_area[len(by_area) // 2])}, max "
+                f"{_size_text(by_area[-1])}"
+                f"{'' if len(set(summary.sizes)) > 1 else ' (all the same)'}"
+            )
         if summary.label_kinds:
             kinds = ", ".join(f"{c} {k}" for k, c in summary.label_kinds.most_common())
             lines.append(f"label files: {kinds}")
@@ -654,29 +777,39 @@ def format_report(diagnosis, *, weights=True):
         lines.append(f"  {'id':>3}  {'class':<{width}}  {'pixels':>13}  {'%':>6}  {'images':>6}")
         for c in range(space.num_classes):
             share = 100.0 * counts.pixels[c] / total
-            lines.append(f"  {c:>3}  {space.class_names[c]:<{width}}  {counts.pixels[c]:>13,}  "
-                         f"{share:>6.2f}  {counts.images[c]:>6}")
-        lines.append(f"  {'':>3}  {'ignore':<{width}}  {counts.ignored:>13,}  "
-                     f"{'':>6}  ({space.ignore_label})")
+            lines.append(
+                f"  {c:>3}  {space.class_names[c]:<{width}}  {counts.pixels[c]:>13,}  "
+                f"{share:>6.2f}  {counts.images[c]:>6}"
+            )
+        lines.append(
+            f"  {'':>3}  {'ignore':<{width}}  {counts.ignored:>13,}  "
+            f"{'':>6}  ({space.ignore_label})"
+        )
         for value, pixels in sorted(counts.beyond.items())[:10]:
             lines.append(f"  {value:>3}  {'(not a class)':<{width}}  {pixels:>13,}")
         present = [c for c in range(space.num_classes) if counts.pixels[c]]
         most = max(present, key=lambda c: counts.pixels[c])
         least = min(present, key=lambda c: counts.pixels[c])
-        lines.append(f"imbalance: {space.class_names[most]} / {space.class_names[least]} = "
-                     f"{counts.pixels[most] / counts.pixels[least]:,.1f}x (most / least "
-                     "frequent class, by pixels)")
+        lines.append(
+            f"imbalance: {space.class_names[most]} / {space.class_names[least]} = "
+            f"{counts.pixels[most] / counts.pixels[least]:,.1f}x (most / least "
+            "frequent class, by pixels)"
+        )
         if weights and split == diagnosis.train_split:
             for rule in class_weights_lib.RULES:
                 values, _ = class_weights_lib.compute_weights(rule, counts)
-                lines.append(f"--class_weights={rule} would give: "
-                             + ",".join(f"{w:.3f}" for w in values))
+                lines.append(
+                    f"--class_weights={rule} would give: " + ",".join(f"{w:.3f}" for w in values)
+                )
     lines.append("")
     for severity, text in diagnosis.findings:
         lines.append(f"{severity}: {text}")
     errors, warnings = len(diagnosis.errors), len(diagnosis.warnings)
-    verdict = ("problems that would spoil training: fix them before training (exit 1)"
-               if errors else "nothing that would spoil training was found")
+    verdict = (
+        "problems that would spoil training: fix them before training (exit 1)"
+        if errors
+        else "nothing that would spoil training was found"
+    )
     lines.append(f"{errors} error(s), {warnings} warning(s): {verdict}")
     return "\n".join(lines)
 
@@ -690,18 +823,31 @@ def choose_cover(observed, space, max_images=12):
     """Observations whose labels together show every class that occurs (greedy set cover:
     each pick adds the most classes not shown yet, ties to the rarer classes); then more
     images, one per split in turn, up to ``max_images`` when few were needed."""
-    candidates = [o for g in observed.values() for o in g
-                  if o.histogram is not None and not o.label_problem and not o.label_missing
-                  and not o.image_missing and not o.unreadable]
-    present = {o.name + o.split: {int(c) for c in np.nonzero(o.histogram[:space.num_classes])[0]}
-               for o in candidates}
+    candidates = [
+        o
+        for g in observed.values()
+        for o in g
+        if o.histogram is not None
+        and not o.label_problem
+        and not o.label_missing
+        and not o.image_missing
+        and not o.unreadable
+    ]
+    present = {
+        o.name + o.split: {int(c) for c in np.nonzero(o.histogram[: space.num_classes])[0]}
+        for o in candidates
+    }
     frequency = collections.Counter(c for classes in present.values() for c in classes)
     uncovered = set(frequency)
     chosen = []
     while uncovered and len(chosen) < max_images:
-        best = max(candidates, key=lambda o: (
-            len(present[o.name + o.split] & uncovered),
-            sum(1.0 / frequency[c] for c in present[o.name + o.split] & uncovered)))
+        best = max(
+            candidates,
+            key=lambda o: (
+                len(present[o.name + o.split] & uncovered),
+                sum(1.0 / frequency[c] for c in present[o.name + o.split] & uncovered),
+            ),
+        )
         gained = present[best.name + best.split] & uncovered
         if not gained:
             break
@@ -764,8 +910,9 @@ def overlay(image, label, space, alpha=0.55):
     colours = palette[np.where(valid, label, 256)]
     out = image.astype(np.float32)
     out[valid] = (1 - alpha) * out[valid] + alpha * colours[valid]
-    hatch = (~valid) & ((np.add.outer(np.arange(label.shape[0]), np.arange(label.shape[1])) % 6)
-                        == 0)
+    hatch = (~valid) & (
+        (np.add.outer(np.arange(label.shape[0]), np.arange(label.shape[1])) % 6) == 0
+    )
     out[hatch] = 128
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -787,14 +934,15 @@ def contact_sheet(observed, space, *, max_images=12, tile_width=320, columns=3):
         image, label = load_pair(obs)
         height = max(1, round(image.shape[0] * tile_width / image.shape[1]))
         left = Image.fromarray(image).resize((tile_width, height), Image.BILINEAR)
-        right = Image.fromarray(overlay(image, label, space)).resize((tile_width, height),
-                                                                       Image.NEAREST)
+        right = Image.fromarray(overlay(image, label, space)).resize(
+            (tile_width, height), Image.NEAREST
+        )
         tile = Image.new("RGB", (2 * tile_width + 4, height + caption), (255, 255, 255))
         tile.paste(left, (0, caption))
         tile.paste(right, (tile_width + 4, caption))
         draw = ImageDraw.Draw(tile)
         draw.text((4, 2), f"{obs.split}: {obs.name}", fill=(0, 0, 0), font=font)
-        classes = [space.class_names[c] for c in np.nonzero(obs.histogram[:space.num_classes])[0]]
+        classes = [space.class_names[c] for c in np.nonzero(obs.histogram[: space.num_classes])[0]]
         draw.text((4, 18), ", ".join(classes)[:100], fill=(60, 60, 60), font=small)
         tiles.append(tile)
     columns = min(columns, len(tiles))
@@ -804,19 +952,26 @@ def contact_sheet(observed, space, *, max_images=12, tile_width=320, columns=3):
     legend_columns = max(1, (columns * cell_w) // 200)
     legend_rows = -(-space.num_classes // legend_columns)
     legend_h = 30 + 22 * legend_rows
-    sheet = Image.new("RGB", (columns * cell_w + 10, rows * cell_h + legend_h + 10),
-                      (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (columns * cell_w + 10, rows * cell_h + legend_h + 10), (255, 255, 255)
+    )
     for i, tile in enumerate(tiles):
         sheet.paste(tile, (10 + (i % columns) * cell_w, 10 + (i // columns) * cell_h))
     draw = ImageDraw.Draw(sheet)
     top = 10 + rows * cell_h
-    draw.text((10, top), f"{space.name}: {space.num_classes} classes (image | labels; "
-              f"hatched: ignore label {space.ignore_label})", fill=(0, 0, 0), font=font)
+    draw.text(
+        (10, top),
+        f"{space.name}: {space.num_classes} classes (image | labels; "
+        f"hatched: ignore label {space.ignore_label})",
+        fill=(0, 0, 0),
+        font=font,
+    )
     for c in range(space.num_classes):
         x = 10 + (c % legend_columns) * 200
         y = top + 26 + (c // legend_columns) * 22
-        draw.rectangle([x, y, x + 16, y + 16], fill=tuple(int(v) for v in space.palette[c]),
-                       outline=(0, 0, 0))
+        draw.rectangle(
+            [x, y, x + 16, y + 16], fill=tuple(int(v) for v in space.palette[c]), outline=(0, 0, 0)
+        )
         name = f"{c} {space.class_names[c]}" + ("" if c in occurring else " (nowhere)")
         draw.text((x + 22, y), name[:24], fill=(0, 0, 0), font=small)
     return np.asarray(sheet, np.uint8)
