@@ -31,20 +31,33 @@ from deeplab.data import doctor
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", None, "A converted dataset (TFRecord shards + dataset.json).")
 flags.DEFINE_string("input_dir", None, "A raw dataset before conversion (with --layout).")
-flags.DEFINE_enum("layout", None, list(doctor.LAYOUTS), "How --input_dir is laid out: the "
-                  "converter whose reader is used (datasets/build_<layout>.py).")
+flags.DEFINE_enum(
+    "layout",
+    None,
+    list(doctor.LAYOUTS),
+    "How --input_dir is laid out: the converter whose reader is used (datasets/build_<layout>.py).",
+)
 flags.DEFINE_list("splits", [], "Splits to read (default: all).")
-flags.DEFINE_string("train_split", "train", "The split training will use (class weights, "
-                    "classes absent from training).")
-flags.DEFINE_integer("num_classes", 0, "--layout=folder: classes (0: inferred from the values, "
-                     "which cannot tell values out of range)")
+flags.DEFINE_string(
+    "train_split",
+    "train",
+    "The split training will use (class weights, classes absent from training).",
+)
+flags.DEFINE_integer(
+    "num_classes",
+    0,
+    "--layout=folder: classes (0: inferred from the values, which cannot tell values out of range)",
+)
 flags.DEFINE_list("class_names", [], "--layout=folder: class names (as build_folder.py takes).")
 flags.DEFINE_integer("ignore_label", 255, "--layout=folder: the ignore label.")
 flags.DEFINE_string("image_dir", "images", "--layout=folder: image folder under --input_dir.")
 flags.DEFINE_string("label_dir", "labels", "--layout=folder: label folder under --input_dir.")
 flags.DEFINE_string("list_dir", None, "--layout=folder: folder of the {split}.txt files.")
-flags.DEFINE_boolean("palette_masks", False, "--layout=folder: palette PNG masks are read as "
-                     "their indices (build_folder.py's flag).")
+flags.DEFINE_boolean(
+    "palette_masks",
+    False,
+    "--layout=folder: palette PNG masks are read as their indices (build_folder.py's flag).",
+)
 flags.DEFINE_string("sbd_dir", None, "--layout=voc: SBD benchmark_RELEASE (split trainaug).")
 flags.DEFINE_integer("limit", 0, "Read at most this many examples per split (0: all).")
 flags.DEFINE_string("sheet", None, "Write a contact sheet PNG of image/label overlays here.")
@@ -59,8 +72,12 @@ def _progress():
         now = time.time()
         if sys.stderr.isatty() and (now - state["last"] > 0.5 or done == total):
             state["last"] = now
-            print(f"\r{split}: {done}/{total}", end="\n" if done == total else "",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r{split}: {done}/{total}",
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
 
     return report
 
@@ -68,23 +85,34 @@ def _progress():
 def _observe():
     splits = FLAGS.splits or None
     if bool(FLAGS.dataset_dir) == bool(FLAGS.input_dir):
-        raise UserError("give either --dataset_dir (converted records) or --input_dir with "
-                        "--layout (a raw dataset)")
+        raise UserError(
+            "give either --dataset_dir (converted records) or --input_dir with "
+            "--layout (a raw dataset)"
+        )
     if FLAGS.dataset_dir:
         observed, space, notes = doctor.observe_records(
-            FLAGS.dataset_dir, splits, limit=FLAGS.limit, progress=_progress())
+            FLAGS.dataset_dir, splits, limit=FLAGS.limit, progress=_progress()
+        )
         return observed, space, notes, FLAGS.dataset_dir
     if not FLAGS.layout:
         raise UserError(f"--input_dir needs --layout ({', '.join(doctor.LAYOUTS)})")
     space = None
     if FLAGS.layout == "folder":
         name = os.path.basename(os.path.normpath(FLAGS.input_dir))
-        space = doctor.folder_space(FLAGS.num_classes, FLAGS.class_names, FLAGS.ignore_label,
-                                    name)
+        space = doctor.folder_space(FLAGS.num_classes, FLAGS.class_names, FLAGS.ignore_label, name)
     observed, space, notes = doctor.observe_raw(
-        FLAGS.layout, FLAGS.input_dir, splits, space=space, limit=FLAGS.limit,
-        progress=_progress(), image_dir=FLAGS.image_dir, label_dir=FLAGS.label_dir,
-        list_dir=FLAGS.list_dir, palette_masks=FLAGS.palette_masks, sbd_dir=FLAGS.sbd_dir)
+        FLAGS.layout,
+        FLAGS.input_dir,
+        splits,
+        space=space,
+        limit=FLAGS.limit,
+        progress=_progress(),
+        image_dir=FLAGS.image_dir,
+        label_dir=FLAGS.label_dir,
+        list_dir=FLAGS.list_dir,
+        palette_masks=FLAGS.palette_masks,
+        sbd_dir=FLAGS.sbd_dir,
+    )
     return observed, space, notes, f"{FLAGS.input_dir} (raw, {FLAGS.layout} layout)"
 
 
@@ -114,8 +142,9 @@ def main(argv):
         return 2
     try:
         observed, space, notes, source = _observe()
-        diagnosis = doctor.diagnose(observed, space, source=source, notes=notes,
-                                    train_split=FLAGS.train_split)
+        diagnosis = doctor.diagnose(
+            observed, space, source=source, notes=notes, train_split=FLAGS.train_split
+        )
         print(doctor.format_report(diagnosis), flush=True)
         if FLAGS.sheet or FLAGS.logdir:
             _write_sheet(observed, space)

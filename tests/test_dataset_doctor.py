@@ -53,16 +53,19 @@ def broken(case):
     if case == "palette_as_rgb":  # palette masks opened and saved again as RGB
         colours = np.asarray(datasets_info.color_map(3), np.uint8)
         for split, group in examples.items():
-            examples[split] = [(n, im, _png(colours[_label(i)])) for i, (n, im, _) in
-                               enumerate(group)]
+            examples[split] = [
+                (n, im, _png(colours[_label(i)])) for i, (n, im, _) in enumerate(group)
+            ]
     elif case == "zero_is_ignore":  # 0 = unlabelled, classes 1..3 for 3 class names
         for split, group in examples.items():
-            examples[split] = [(n, im, _png(_label(i, (0, 1, 2, 3)))) for i, (n, im, _) in
-                               enumerate(group)]
+            examples[split] = [
+                (n, im, _png(_label(i, (0, 1, 2, 3)))) for i, (n, im, _) in enumerate(group)
+            ]
     elif case == "one_based":  # classes 1..3 for 3 class names
         for split, group in examples.items():
-            examples[split] = [(n, im, _png(_label(i, (1, 2, 3)))) for i, (n, im, _) in
-                               enumerate(group)]
+            examples[split] = [
+                (n, im, _png(_label(i, (1, 2, 3)))) for i, (n, im, _) in enumerate(group)
+            ]
     elif case == "size_mismatch":
         name, image, _ = examples["train"][1]
         examples["train"][1] = (name, image, _png(_label(1)[: H // 2, : W // 2]))
@@ -70,8 +73,9 @@ def broken(case):
         name, image, _ = examples["train"][2]
         examples["train"][2] = (name, image, None)
     elif case == "class_absent_from_train":  # dog only in val
-        examples["train"] = [(n, im, _png(_label(i, (0, 1)))) for i, (n, im, _) in
-                             enumerate(examples["train"])]
+        examples["train"] = [
+            (n, im, _png(_label(i, (0, 1)))) for i, (n, im, _) in enumerate(examples["train"])
+        ]
     elif case != "clean":
         raise ValueError(case)
     return examples
@@ -108,12 +112,21 @@ def write_records(root, examples):
     for split, group in examples.items():
         with records.ShardedWriter(root, split, len(group), 1) as writer:
             for index, (name, image, label) in enumerate(group):
-                writer.write(index, records.encode_example(
-                    image_bytes=_png(image), image_format="png", height=H, width=W,
-                    label_png=label or b"", filename=name))
+                writer.write(
+                    index,
+                    records.encode_example(
+                        image_bytes=_png(image),
+                        image_format="png",
+                        height=H,
+                        width=W,
+                        label_png=label or b"",
+                        filename=name,
+                    ),
+                )
     spec = datasets_info.DatasetSpec("toy", 3, 255, NAMES, datasets_info.color_map(3))
-    tfrecord.write_dataset_info(root, **spec.as_dict(),
-                                splits={s: len(g) for s, g in examples.items()})
+    tfrecord.write_dataset_info(
+        root, **spec.as_dict(), splits={s: len(g) for s, g in examples.items()}
+    )
     return str(root)
 
 
@@ -173,10 +186,13 @@ def test_raw_folder_readings_follow_the_converter(tmp_path):
     palette_png.save(os.path.join(root, "labels", "t0.png"))
     Image.fromarray(_label(0)).save(os.path.join(root, "labels", "orphan.png"))
     diagnosis, _, _ = _raw_diagnosis(root)
-    assert any("label files misread: 1 palette label(s) in split 'train'" in line
-               for line in diagnosis.errors), doctor.format_report(diagnosis)
-    assert any("labels without an image" in line and "orphan.png" in line
-               for line in diagnosis.warnings)
+    assert any(
+        "label files misread: 1 palette label(s) in split 'train'" in line
+        for line in diagnosis.errors
+    ), doctor.format_report(diagnosis)
+    assert any(
+        "labels without an image" in line and "orphan.png" in line for line in diagnosis.warnings
+    )
     space = doctor.folder_space(3, NAMES, 255, "toy")
     observed, space, _ = doctor.observe_raw("folder", root, space=space, palette_masks=True)
     assert not doctor.diagnose(observed, space).errors
@@ -185,8 +201,9 @@ def test_raw_folder_readings_follow_the_converter(tmp_path):
 def test_the_sheet_covers_every_class(tmp_path):
     examples = broken("clean")
     # class 2 only in the last val image: the cover must pick it
-    examples["train"] = [(n, im, _png(_label(i, (0, 1)))) for i, (n, im, _) in
-                         enumerate(examples["train"])]
+    examples["train"] = [
+        (n, im, _png(_label(i, (0, 1)))) for i, (n, im, _) in enumerate(examples["train"])
+    ]
     examples["val"][0] = (examples["val"][0][0], examples["val"][0][1], _png(_label(0, (0, 1))))
     root = write_records(str(tmp_path / "rec"), examples)
     observed, space, _ = doctor.observe_records(root)
@@ -204,23 +221,42 @@ def test_binary_exit_status_sheet_and_read_only(tmp_path):
     and a TensorBoard copy; the dataset folders are left byte for byte as they were."""
     raw = write_folder(tmp_path / "raw", broken("one_based"))
     rec = write_records(str(tmp_path / "rec"), broken("clean"))
-    before = {p: open(os.path.join(d, p), "rb").read() for d in (raw, rec)
-              for p in os.listdir(d) if os.path.isfile(os.path.join(d, p))}
+    before = {
+        p: open(os.path.join(d, p), "rb").read()
+        for d in (raw, rec)
+        for p in os.listdir(d)
+        if os.path.isfile(os.path.join(d, p))
+    }
     env = dict(os.environ, PYTHONPATH=REPO)
     command = [sys.executable, "-m", "deeplab.inspect_dataset"]
-    bad = subprocess.run(command + [f"--input_dir={raw}", "--layout=folder", "--num_classes=3",
-                                    "--class_names=bg,cat,dog"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    bad = subprocess.run(
+        command
+        + [f"--input_dir={raw}", "--layout=folder", "--num_classes=3", "--class_names=bg,cat,dog"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "error: labels look 1-based" in bad.stdout
     sheet = tmp_path / "sheet.png"
-    good = subprocess.run(command + [f"--dataset_dir={rec}", f"--sheet={sheet}",
-                                     f"--logdir={tmp_path / 'tb'}"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    good = subprocess.run(
+        command + [f"--dataset_dir={rec}", f"--sheet={sheet}", f"--logdir={tmp_path / 'tb'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     assert "0 error(s), 0 warning(s)" in good.stdout
     assert Image.open(sheet).mode == "RGB"
     assert any(name.startswith("events.out") for name in os.listdir(tmp_path / "tb"))
-    after = {p: open(os.path.join(d, p), "rb").read() for d in (raw, rec)
-             for p in os.listdir(d) if os.path.isfile(os.path.join(d, p))}
+    after = {
+        p: open(os.path.join(d, p), "rb").read()
+        for d in (raw, rec)
+        for p in os.listdir(d)
+        if os.path.isfile(os.path.join(d, p))
+    }
     assert before == after

@@ -103,8 +103,10 @@ def compute_weights(rule, counts):
     elif rule == "inverse_sqrt":
         weights = inverse_sqrt_weights(counts)
     else:
-        raise ConfigError(f"--class_weights={rule}: not a rule; use one of {', '.join(RULES)} "
-                          "or one number per class")
+        raise ConfigError(
+            f"--class_weights={rule}: not a rule; use one of {', '.join(RULES)} "
+            "or one number per class"
+        )
     absent = [int(c) for c in np.nonzero(counts.pixels == 0)[0]]
     note = f"class(es) {absent} never occur: weight 1" if absent else None
     return tuple(round(float(w), 6) for w in weights), note
@@ -123,8 +125,9 @@ def label_histograms(dataset_dir, split):
 
     def histogram(serialized):
         label = records.decode_label(records.parse_example(serialized)["label_encoded"])
-        return tf.math.bincount(tf.reshape(label, [-1]), minlength=256, maxlength=256,
-                                dtype=tf.int64)
+        return tf.math.bincount(
+            tf.reshape(label, [-1]), minlength=256, maxlength=256, dtype=tf.int64
+        )
 
     dataset = tf.data.TFRecordDataset(paths).map(histogram, num_parallel_calls=tf.data.AUTOTUNE)
     yield from dataset.as_numpy_iterator()
