@@ -15,9 +15,9 @@ occurs; with ``--logdir`` it is also a TensorBoard image (``dataset/contact_shee
 checks are listed in ``deeplab/data/doctor.py``.
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
+# TensorFlow is imported (quietly, _console.quiet_tensorflow) only to read records or write the
+# TensorBoard image: a raw dataset is checked with PIL and numpy alone, in a fraction of the time.
+from deeplab import _console
 
 import os
 import sys
@@ -90,6 +90,7 @@ def _observe():
             "--layout (a raw dataset)"
         )
     if FLAGS.dataset_dir:
+        _console.quiet_tensorflow()
         observed, space, notes = doctor.observe_records(
             FLAGS.dataset_dir, splits, limit=FLAGS.limit, progress=_progress()
         )
@@ -122,7 +123,8 @@ def _write_sheet(observed, space):
         doctor.write_png(FLAGS.sheet, sheet)
         print(f"contact sheet: {FLAGS.sheet} ({sheet.shape[1]}x{sheet.shape[0]})")
     if FLAGS.logdir:
-        # TensorFlow: only the TensorBoard copy of the sheet needs it
+        _console.quiet_tensorflow()
+        # TensorFlow: only the TensorBoard copy of the sheet needs it (imported quietly above)
         import tensorflow as tf
 
         # TensorFlow at module level (core summaries): imported with it
