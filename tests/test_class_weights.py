@@ -36,10 +36,11 @@ def _counts(histograms, num_classes=3, ignore=255):
 
 
 def test_the_rules_follow_their_definitions():
-    # class 0 in both images (100 + 60 of 100 + 100 labelled pixels), class 1 in image 1 (30
-    # of 100 + 20 ignored), class 2 in image 2 (40 of 100)
+    # class 0 in both images (70 + 60 of 120 + 100 pixels: ignored ones count in the
+    # denominator, as SegNet's "all pixels of the images where c appears"), class 1 in image 1
+    # (30 of 120), class 2 in image 2 (40 of 100)
     counts = _counts([{0: 70, 1: 30, 255: 20}, {0: 60, 2: 40}])
-    freq = np.array([130 / 200, 30 / 100, 40 / 100])
+    freq = np.array([130 / 220, 30 / 120, 40 / 100])
     assert counts.frequencies() == pytest.approx(freq)
     median = np.median(freq)
     expected = median / freq

@@ -6,9 +6,11 @@ resolves a rule once at the start of a run, from one pass over the training spli
 weights and records them in the run's config.json. Both rules start from SegNet's class
 frequency (Badrinarayanan et al. 2017, Sec. 3.4 / Eigen & Fergus 2015)::
 
-    freq(c) = pixels of class c / labelled pixels of the images in which c appears
+    freq(c) = pixels of class c / all pixels of the images in which c appears
 
-(ignored pixels count nowhere), over the classes that occur in the split:
+(the denominator counts every pixel of those images, ignored ones included, as SegNet's
+definition says; with it the rule reproduces, to the third decimal, the CamVid weights
+``experiments/camvid.flags`` had copied by hand), over the classes that occur in the split:
 
 ``median_frequency``
     ``w(c) = median(freq) / freq(c)``: the median class weighs 1, a class ten times rarer 10.
@@ -39,8 +41,8 @@ class ClassCounts:
 
     Attributes:
       pixels: int64 [num_classes], pixels of each class.
-      image_pixels: int64 [num_classes], labelled (non-ignored) pixels of the images in which
-        the class appears (SegNet's denominator).
+      image_pixels: int64 [num_classes], all pixels (ignored ones included) of the images in
+        which the class appears (SegNet's denominator).
       images: int64 [num_classes], images in which the class appears.
       num_images: images counted.
       ignored: pixels with the ignore label.
@@ -66,7 +68,7 @@ class ClassCounts:
         inside = histogram[:num_classes]
         present = inside > 0
         self.pixels += inside
-        self.image_pixels += np.where(present, inside.sum(), 0)
+        self.image_pixels += np.where(present, histogram.sum(), 0)
         self.images += present
         self.num_images += 1
         self.ignored += int(histogram[ignore_label]) if ignore_label < len(histogram) else 0
