@@ -177,6 +177,16 @@ def test_a_clean_dataset_has_no_finding_and_counts_every_pixel(tmp_path):
         assert train.pixels.sum() == 3 * H * W and train.images.tolist() == [3, 3, 3]
 
 
+def test_duplicates_and_how_labels_are_read_are_reported(tmp_path):
+    examples = broken("clean")
+    name, _, label = examples["val"][1]
+    examples["val"][1] = (name, examples["train"][0][1], label)  # a train image again in val
+    diagnosis, _, _ = _raw_diagnosis(write_folder(tmp_path / "dup", examples))
+    (line,) = diagnosis.warnings
+    assert line.startswith("exact duplicate images: 1 group(s), 2 images; 1 group(s) span splits")
+    assert "label files: 3 8-bit index (read as class ids)" in doctor.format_report(diagnosis)
+
+
 def test_raw_folder_readings_follow_the_converter(tmp_path):
     """A palette PNG is refused without --palette_masks (as build_folder.py refuses it) and
     read as its indices with it; a label file nobody lists is named."""

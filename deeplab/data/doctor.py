@@ -500,7 +500,9 @@ def diagnose(observed, space, *, source="", notes=(), train_split="train"):
     all_values = collections.Counter()
     for split, group in observed.items():
         counts = class_weights_lib.ClassCounts.empty(n)
-        kinds = collections.Counter(o.label_kind for o in group if o.label_kind)
+        kinds = collections.Counter(
+            (o.label_kind, o.label_problem is None) for o in group if o.label_kind
+        )
         sizes = [o.image_size for o in group if o.image_size]
         for obs in group:
             if obs.histogram is not None and not obs.label_problem:
@@ -742,6 +744,18 @@ def _convention_findings(observed, space, values, summaries, train_split):
 # ---------------------------------------------------------------------------------------------
 
 
+# How a label file that is accepted is read (the other kinds are errors, each explained there).
+_HOW_READ = {
+    "8-bit index": "read as class ids",
+    "1-bit": "read as class ids 0 and 1",
+    "palette": "read as their palette indices, not their colours",
+    "SBD .mat": "GTcls.Segmentation read as class ids",
+    "COCO polygons": "polygons painted as VOC class ids",
+}
+
+_MISREAD = "misread or refused: see the errors"
+
+
 def _size_text(size):
     return f"{size[0]}x{size[1]}"
 
@@ -767,7 +781,10 @@ def format_report(diagnosis, *, weights=True):
                 f"{'' if len(set(summary.sizes)) > 1 else ' (all the same)'}"
             )
         if summary.label_kinds:
-            kinds = ", ".join(f"{c} {k}" for k, c in summary.label_kinds.most_common())
+            kinds = "; ".join(
+                f"{c} {kind} ({_HOW_READ.get(kind, 'read as class ids') if ok else _MISREAD})"
+                for (kind, ok), c in summary.label_kinds.most_common()
+            )
             lines.append(f"label files: {kinds}")
         counts = summary.counts
         total = int(counts.pixels.sum())
