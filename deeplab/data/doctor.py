@@ -573,8 +573,8 @@ def _split_findings(split, group, space, counts):
     ]
     if mismatched:
         files = [
-            f"{o.display()} (image {o.image_size[1]}x{o.image_size[0]}, label "
-            f"{o.label_size[1]}x{o.label_size[0]})"
+            f"{o.display()} (HxW: image {_size_text(o.image_size)}, label "
+            f"{_size_text(o.label_size)})"
             for o in mismatched
         ]
         out.append(
