@@ -17,6 +17,7 @@ Environment overrides, read here only: DEEPLAB_FUSED_BATCH_NORM=0 and DEEPLAB_FU
 act as --nofused_batch_norm and --nofused_momentum.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -78,12 +79,22 @@ def main(argv):
         if FLAGS.logical_cpu_devices > 1:
             distribute.configure_logical_cpus(FLAGS.logical_cpu_devices)
         config = config_from_flags()
-        trainer.check_config(config)
-        if config.data.build_synthetic_if_missing:
-            synthetic.build_if_missing(config.data, seed=config.train.seed)
-        log_name = run_record.log_file_name(*distribute.tf_config_task())
-        with run_record.console_log(config.train.logdir, log_name):
-            result = trainer.train(config)
+        task = distribute.tf_config_task()
+        progress = trainer.RunProgress()
+        # A start that fails before the first step (a refused flag, a missing dataset) leaves
+        # no new logdir behind, train.log included; the other tasks of a cluster leave the
+        # chief's logdir alone.
+        cleanup = (
+            trainer.removed_if_no_step(config.train.logdir, progress)
+            if task[0] in (None, "chief")
+            else contextlib.nullcontext()
+        )
+        with cleanup:
+            trainer.check_config(config)
+            if config.data.build_synthetic_if_missing:
+                synthetic.build_if_missing(config.data, seed=config.train.seed)
+            with run_record.console_log(config.train.logdir, run_record.log_file_name(*task)):
+                result = trainer.train(config, progress=progress)
         if config.train.strategy == "parameter_server" and result is not None:
             # The run is complete and its files are closed (checkpoints are written
             # synchronously, the summary writer flushed). After a worker was lost, the

@@ -20,6 +20,7 @@ BINARIES = (
     "describe",
     "launch_local",
     "figures",
+    "inspect_dataset",
 )
 
 # Runs the binary as `python -m` would, with the help flag, and reports what it imported.

@@ -39,12 +39,16 @@ def _plain(value):
     return value
 
 
-def resolved_config(config, model_config, num_classes):
+def resolved_config(config, model_config, num_classes, class_weights=None):
     """The run's recipe as a JSON-able dict: the sections of ``config`` (an ExperimentConfig)
-    plus ``"model_config"`` (the Keras model's config) and ``"num_classes"``."""
+    plus ``"model_config"`` (the Keras model's config), ``"num_classes"`` and, when the run
+    weighs classes, ``"class_weights"``: the numbers the loss used (``train.class_weights``
+    keeps what was asked for, e.g. a rule's name)."""
     record = _plain(config.to_dict())
     record["model_config"] = _plain(model_config)
     record["num_classes"] = int(num_classes)
+    if class_weights:
+        record["class_weights"] = [float(w) for w in class_weights]
     return record
 
 
