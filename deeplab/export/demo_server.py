@@ -457,7 +457,7 @@ class DemoServer(http.server.ThreadingHTTPServer):
             )
         start = time.perf_counter()
         try:
-            pixels, note = image_io.read_rgb(body, path="image")
+            pixels, note = image_io.read_rgb(body, path="request body")
         except image_io.ImageError as error:
             raise RequestError(400, "bad_image", str(error)) from None
         if pixels.shape[0] * pixels.shape[1] > self.max_pixels:  # the header lied
@@ -535,6 +535,9 @@ class DemoRequestHandler(http.server.BaseHTTPRequestHandler):
     server_version = "deeplab-serve"
     sys_version = ""
     protocol_version = "HTTP/1.1"  # for Expect: 100-continue; every response closes anyway
+    # A request line that cannot be parsed still gets a status line and headers (HTTP/0.9's
+    # default would send the bare body).
+    default_request_version = "HTTP/1.0"
 
     def version_string(self):
         return self.server_version

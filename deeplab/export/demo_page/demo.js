@@ -150,9 +150,7 @@ function render() {
   canvas.width = data.width;
   canvas.height = data.height;
   canvas.getContext("2d").putImageData(data, 0, 0);
-  canvas.classList.toggle("small", data.width < 320);
-  if (data.width < 480) canvas.style.width = Math.min(480, 4 * data.width) + "px";
-  else canvas.style.width = "";
+  canvas.classList.toggle("small", data.width < 320); // enlarged: show the pixels as pixels
   canvas.dataset.view = state.view;
   canvas.hidden = false;
   $("#placeholder").hidden = true;
@@ -217,6 +215,7 @@ async function segmentBlob(blob, name) {
     showLegend(result);
     const notes = result.notes.length ? ` (${result.notes.join("; ")})` : "";
     setStatus(`${name}: ${result.classes.length} classes found${notes}.`);
+    document.body.dataset.image = name;
     document.body.dataset.state = "ready";
     document.dispatchEvent(new CustomEvent("segmented", { detail: result }));
   } catch (error) {
