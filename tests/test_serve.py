@@ -190,6 +190,26 @@ def test_protocol_errors_are_json_lines(server):
     assert head.startswith(b"HTTP/1.1 400") and one_json_line(body)["status"] == 400
 
 
+def test_expect_100_continue_refuses_an_oversized_body_before_it_is_sent(server):
+    with socket.create_connection(server.server_address, timeout=30) as raw:
+        raw.sendall(
+            b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+        )
+        answer = b"".join(iter(lambda: raw.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and one_json_line(body)["error"] == "body_too_large"
+    with socket.create_connection(server.server_address, timeout=30) as raw:  # within the cap
+        raw.sendall(
+            b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 5\r\n\r\n"
+        )
+        assert raw.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        raw.sendall(b"hello")
+        answer = b"".join(iter(lambda: raw.recv(65536), b""))
+    assert b"HTTP/1.1 415" in answer and b'"unsupported_image"' in answer
+
+
 TRAVERSALS = [
     "/static/../../etc/passwd",
     "/static/%2e%2e/%2e%2e/etc/passwd",

@@ -46,6 +46,7 @@ import urllib.parse
 
 import numpy as np
 
+from deeplab.common.errors import UserError
 from deeplab.data import images as image_io
 from deeplab.export import serving
 
@@ -332,6 +333,8 @@ class DemoServer(http.server.ThreadingHTTPServer):
         self._connections = threading.BoundedSemaphore(int(max_connections))
         self._state = threading.Condition()
         self.counters = {"open_connections": 0, "held": 0, "segmented": 0, "refused_busy": 0}
+        if ":" in str(address[0]):  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__(address, DemoRequestHandler)
 
     # --- connections: bounded, no thread for one over the cap ---------------------------
@@ -476,6 +479,8 @@ class DemoServer(http.server.ThreadingHTTPServer):
             on_model = time.perf_counter()
             labels = self.segmenter.predict(pixels)
             done = time.perf_counter()
+        except UserError as error:  # the model refused these pixels (its own checks)
+            raise RequestError(400, "bad_image", str(error).splitlines()[0]) from None
         finally:
             self.model_lock.release()
         png = label_map_png(labels, self.segmenter.colors)
