@@ -284,6 +284,15 @@ def test_slow_body_times_out_and_connections_are_capped(segmenter):
         assert head.startswith(b"HTTP/1.1 408") and one_json_line(body)["error"] == (
             "request_timeout"
         )
+        with server._state:  # the one connection allowed is free again
+            assert server._state.wait_for(
+                lambda: server.counters["open_connections"] == 0, timeout=30
+            )
+        with socket.create_connection(server.server_address, timeout=30) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never end
+            answer = b"".join(iter(lambda: slow.recv(65536), b""))
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and "headers" in one_json_line(body)["message"]
     finally:
         assert demo_server.stop(server, thread, grace=10)
 

@@ -648,6 +648,21 @@ class DemoRequestHandler(http.server.BaseHTTPRequestHandler):
             ) from None
         return b"".join(chunks)
 
+    def parse_request(self):
+        # Headers that stop arriving: a 408 line (the base class would close without a word).
+        try:
+            return super().parse_request()
+        except TimeoutError:
+            self.command = self.command or "GET"
+            self._send_error_line(
+                RequestError(
+                    408,
+                    "request_timeout",
+                    f"the headers did not arrive within {self.server.request_timeout:g} s",
+                )
+            )
+            return False
+
     def handle_expect_100(self):
         # Refuse an oversized body before the client sends it.
         try:
