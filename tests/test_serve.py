@@ -1,5 +1,7 @@
 """python -m deeplab.serve: the JSON API over a tiny model, bad input, limits, static files,
-the binary's start and clean stop (the page in a real browser: test_serve_browser.py)."""
+the binary's start and clean stop (the page in a real browser: test_serve_browser.py).
+
+Run with ``-s`` to see each bad input's status and JSON line."""
 
 import ast
 import base64
@@ -315,6 +317,16 @@ def test_declared_image_size_reads_headers(photo):
     for bad in (b"", b"\xff\xd8\xff\xd9", _gif(), b"II*\x00rest"):
         with pytest.raises(demo_server.RequestError):
             demo_server.declared_image_size(bad)
+
+
+def test_label_map_png_keeps_the_indices():
+    labels = np.arange(12, dtype=np.int32).reshape(3, 4) % 3
+    small = Image.open(io.BytesIO(demo_server.label_map_png(labels, fx.PALETTE)))
+    assert small.mode == "P" and small.getpalette()[:9] == sum(fx.PALETTE, [])
+    np.testing.assert_array_equal(np.asarray(small), labels)
+    many = np.arange(12, dtype=np.int32).reshape(3, 4) * 25  # up to 275: a model of 300 classes
+    wide = Image.open(io.BytesIO(demo_server.label_map_png(many, np.zeros((300, 3)))))
+    np.testing.assert_array_equal(np.asarray(wide), many)
 
 
 def test_loopback_hosts():

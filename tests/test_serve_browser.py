@@ -1,6 +1,7 @@
 """The demo page of python -m deeplab.serve in a real browser: headless Chromium (Debian's
 ``chromium`` package) driven by Playwright's Python API. Skips with one line where either is
-missing (the README's test command installs chromium where apt-get can)."""
+missing (the README's test command installs chromium where apt-get can). The screenshot is
+saved in the test's tmp_path; ``DEEPLAB_DEMO_SCREENSHOT=PATH`` copies it there too."""
 
 import base64
 import http.client

@@ -232,12 +232,12 @@ def label_map_png(labels, colors):
     labels = np.asarray(labels)
     buffer = io.BytesIO()
     if len(colors) <= 256 and labels.min(initial=0) >= 0 and labels.max(initial=0) <= 255:
-        image = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
+        image = Image.fromarray(labels.astype(np.uint8)).convert("P")
         table = np.zeros((256, 3), np.uint8)
         table[: len(colors)] = np.asarray(colors, np.uint8).reshape(-1, 3)[:256]
         image.putpalette(table.reshape(-1).tolist())
     else:
-        image = Image.fromarray(labels.astype(np.uint16), mode="I;16")
+        image = Image.fromarray(labels.astype(np.uint16))  # I;16
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
