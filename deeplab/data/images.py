@@ -41,6 +41,9 @@ from deeplab.common.errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
 EXIF_ORIENTATION_TAG = 0x0112
+# Pixels one image (or one serving call, N x H x W) may have by default: 16.8 M, a 4096 x 4096
+# photo or 64 of 513 x 513. The SavedModel's cap (--serving_max_pixels) and the demo server's.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 _MODE_NOTES = {
     "L": "grayscale image converted to RGB",

@@ -59,7 +59,7 @@ CLASS_INFO_SIGNATURE = "class_info"
 CLASS_NAMES_FILE = "class_names.txt"
 EXPORT_INFO_FILE = "deeplab_export.json"
 # Pixels (N x H x W) one serving call may send: 16.8 M, a 4096 x 4096 image or 64 of 513 x 513.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_PIXELS = images.DEFAULT_MAX_PIXELS
 # Leading bytes of the encoded formats tf.io.decode_image reads.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
