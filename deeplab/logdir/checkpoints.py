@@ -477,6 +477,24 @@ def verify_checkpoint(prefix):
     return None
 
 
+def write_checkpoint_pointer(logdir, prefixes):
+    """Writes ``logdir``'s ``checkpoint`` file (the pointer ``tf.train.CheckpointManager`` and
+    ``tf.train.latest_checkpoint`` read): ``prefixes`` oldest first, the last one the latest.
+
+    What ``tf.compat.v1.train.update_checkpoint_state`` writes (relative names), without its
+    deprecation warning, which would add lines to a one-line stop message; atomically."""
+    names = [os.path.basename(os.fspath(p)) for p in prefixes]
+    lines = [f"model_checkpoint_path: {json.dumps(names[-1])}"]
+    lines += [f"all_model_checkpoint_paths: {json.dumps(name)}" for name in names]
+    text = "\n".join(lines) + "\n"
+    path = os.path.join(logdir, "checkpoint")
+    if "://" in os.fspath(logdir):  # gs:// and other TensorFlow file systems
+        with tf.io.gfile.GFile(path, "w") as handle:
+            handle.write(text)
+    else:
+        atomic_io.write_text(path, text)
+
+
 def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
     """The newest checkpoint of ``logdir`` that reads back whole and finite, or None if it holds
     none at all.
@@ -512,9 +530,7 @@ def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
             if repair_pointer and (
                 pointer is None or os.path.basename(pointer) != os.path.basename(prefix)
             ):
-                tf.compat.v1.train.update_checkpoint_state(
-                    logdir, prefix, all_model_checkpoint_paths=good
-                )
+                write_checkpoint_pointer(logdir, good)
             return prefix
         bad.append((prefix, reason))
     names = ", ".join(f"{os.path.basename(p)} ({r})" for p, r in bad)
@@ -563,9 +579,7 @@ def set_aside_checkpoint(logdir, prefix, reason):
     pointer = os.path.join(logdir, "checkpoint")
     if remaining:
         ordered = [remaining[step] for step in sorted(remaining)]
-        tf.compat.v1.train.update_checkpoint_state(
-            logdir, ordered[-1], all_model_checkpoint_paths=ordered
-        )
+        write_checkpoint_pointer(logdir, ordered)
         return folder, ordered[-1]
     if tf.io.gfile.exists(pointer):
         tf.io.gfile.remove(pointer)
