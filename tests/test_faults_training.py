@@ -6,8 +6,13 @@ Cases: a diverged run and its rerun (diverged/), a converter re-run killed or ou
 config.json, absurd crop / scale / tiling flags, the num_classes message, the warning of a
 directly started cluster task."""
 
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import types
 
 import keras
@@ -116,3 +121,121 @@ def test_a_diverged_run_reruns_at_a_lower_rate(data_dir, tmp_path):
     result = train_lib.train(_config(data_dir, logdir, base_learning_rate=0.01, **run))
     assert result.step == 6
     assert all(np.isfinite(r["loss"]) and r["loss"] < 100 for r in result.history.values())
+
+
+# --------------------------------------------------------------- item 5: one run per logdir
+
+
+def _train_command(data_dir, logdir, *extra):
+    from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
+
+    return [
+        sys.executable,
+        "-m",
+        "deeplab.train",
+        f"--dataset_dir={data_dir}",
+        f"--logdir={logdir}",
+        *TINY_FLAGS,
+        *extra,
+    ]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _tail_lines(text):
+    """The lines a user reads: TensorFlow's and absl's start-up noise removed."""
+    noise = re.compile(r"^(W0000|I0000|WARNING: All log)|oneDNN|cpu_feature_guard|absl::")
+    return [line for line in text.splitlines() if line.strip() and not noise.search(line)]
+
+
+def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_taken_over(
+    data_dir, tmp_path
+):
+    """Two real processes on one logdir: the second stops with one line naming the first
+    (exit 1) and writes nothing; after the first is killed (-9) its lock is recognised as
+    stale and a new run takes it over with a line, trains, and removes it."""
+    logdir = tmp_path / "dup"
+    lock_path = logdir / "train.lock"
+    first = subprocess.Popen(
+        # Never finishes by itself, never checkpoints: killed below.
+        _train_command(
+            data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"
+        ),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The event: the lock file names the first process (it writes it before training).
+        deadline = time.time() + 300
+        holder = None
+        while holder is None or holder.get("pid") != first.pid:
+            assert first.poll() is None, "the first run ended early"
+            assert time.time() < deadline, "no lock file within 300 s"
+            time.sleep(0.05)
+            try:
+                holder = json.loads(lock_path.read_text())
+            except (OSError, ValueError):
+                holder = None
+        second = subprocess.run(
+            _train_command(data_dir, logdir, "--training_steps=3"),
+            cwd=REPO,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert first.poll() is None, "the first run must still hold the lock"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    lines = _tail_lines(second.stderr)
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert lines == [lines[-1]] and re.fullmatch(
+        rf"deeplab\.train: error: --logdir={re.escape(str(logdir))} is in use by another "
+        rf"training run \(pid {first.pid} on host \S+, started [\d:\- ]+; lock file "
+        rf"{re.escape(str(lock_path))}\): wait for it to end or stop it, or train into another "
+        r"--logdir",
+        lines[-1],
+    ), second.stderr[-3000:]
+    assert "Traceback" not in second.stderr
+    assert not [n for n in os.listdir(logdir) if n.startswith("ckpt-")]
+
+    # kill -9 left the file behind, unlocked: the next run takes it over and says so.
+    assert json.loads(lock_path.read_text())["pid"] == first.pid
+    third = subprocess.run(
+        _train_command(data_dir, logdir, "--training_steps=1"),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert re.search(
+        rf"Took over the lock of {re.escape(str(logdir))} left by a training run that is no "
+        rf"longer running \(pid {first.pid} on host \S+, started ",
+        third.stdout,
+    ), third.stdout[-3000:]
+    assert os.path.exists(logdir / "ckpt-1.index") and not os.path.exists(lock_path)
+
+
+def test_readers_of_a_logdir_do_not_take_the_lock(data_dir, tmp_path):
+    """While a run holds the lock, a second training in the same process is refused, and the
+    evaluator of that logdir (what --watch and a cluster's evaluator run) reads it as usual."""
+    from deeplab.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import lock  # pylint: disable=import-outside-toplevel
+
+    logdir = str(tmp_path / "run")
+    train_lib.train(_config(data_dir, logdir, training_steps=1))
+    with lock.training_lock(logdir):
+        with pytest.raises(lock.LogdirInUseError, match=rf"pid {os.getpid()} on host"):
+            train_lib.train(_config(data_dir, logdir, training_steps=2))
+        results = evaluator.evaluate_checkpoint(logdir, dataset_dir=data_dir, split="val")
+        assert results["num_images"] == 4
+    assert not os.path.exists(os.path.join(logdir, lock.LOCK_FILE))

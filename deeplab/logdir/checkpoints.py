@@ -8,7 +8,9 @@ A training logdir holds
     dataset_info.json             the dataset's name, num_classes, ignore_label, class_names,
                                   palette
     diverged/ckpt-N-<time>/       checkpoints set aside because their weights gave a non-finite
-                                  loss or gradients (:func:`set_aside_checkpoint`), with why.txt
+                                  or diverged loss, gradients or update
+                                  (:func:`set_aside_checkpoint`), with why.txt
+    train.lock                    while a training runs: its holder (deeplab.logdir.lock)
 
 so evaluate / visualize / export rebuild the model from a checkpoint alone (:func:`load_model`).
 

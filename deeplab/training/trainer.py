@@ -15,6 +15,7 @@ eval/ with ``eval_after_training``). Running it again resumes from the newest in
 checkpoint: weights, optimizer slots, step counter and random generators.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging as python_logging
@@ -33,7 +34,7 @@ from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
 from deeplab.model.options import PerformanceOptions
 from deeplab.training import bookkeeping, distribute, loop, optimizers, ps_loop
-from deeplab.logdir import checkpoints, run_record
+from deeplab.logdir import checkpoints, lock, run_record
 from deeplab.training import step as step_lib
 from deeplab.training.image_summaries import ImageSummaries
 from deeplab.training.schedules import PolyLearningRate
@@ -129,10 +130,23 @@ def _train(config, strategy):
             return None
     # TensorFlow's INFO lines (one per checkpoint write) drown the progress lines.
     python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
-    info, num_classes, class_weights = _check_dataset(data, train)
+    info, num_classes, _ = _check_dataset(data, train)
     if strategy is None:
         strategy = distribute.create_strategy(train.strategy, tpu=train.tpu)
     chief = distribute.is_chief(strategy)
+    # One training per logdir (deeplab.logdir.lock): the chief holds the logdir's lock from
+    # before it reads the checkpoints until it returns; evaluators and readers never take it.
+    held = (
+        lock.training_lock(train.logdir, report=lambda line: print(line, flush=True))
+        if chief
+        else contextlib.nullcontext()
+    )
+    with held:
+        return _train_holding_lock(config, strategy, chief, info, num_classes)
+
+
+def _train_holding_lock(config, strategy, chief, info, num_classes):
+    data, train = config.data, config.train
     num_replicas = strategy.num_replicas_in_sync
     coordinator = None
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
