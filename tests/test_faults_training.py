@@ -9,6 +9,7 @@ directly started cluster task."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,3 +240,145 @@ def test_readers_of_a_logdir_do_not_take_the_lock(data_dir, tmp_path):
         results = evaluator.evaluate_checkpoint(logdir, dataset_dir=data_dir, split="val")
         assert results["num_images"] == 4
     assert not os.path.exists(os.path.join(logdir, lock.LOCK_FILE))
+
+
+# ------------------------------------------------- item 2: a converter re-run switches whole
+
+
+def _raw_dataset(root, prefix, n, size, num_classes=3):
+    """make_folder's tree with images named <prefix>0.., val = the last one."""
+    import raw_fixtures as fx  # pylint: disable=import-error,import-outside-toplevel
+
+    fx.make_folder(root, n=n, size=size, num_classes=num_classes)
+    for i in range(n):
+        for folder in ("images", "labels"):
+            os.replace(root / folder / f"img{i}.png", root / folder / f"{prefix}{i}.png")
+    (root / "train.txt").write_text("".join(f"{prefix}{i}\n" for i in range(n - 1)))
+    (root / "val.txt").write_text(f"images/{prefix}{n - 1}.png labels/{prefix}{n - 1}.png\n")
+    return root
+
+
+def _read_split(out, split):
+    from deeplab.data import records, tfrecord  # pylint: disable=import-outside-toplevel
+
+    return [
+        records.decode_example(r)["filename"].numpy().decode()
+        for r in tf.data.TFRecordDataset(tfrecord.list_shards(out, split))
+    ]
+
+
+def _convert(raw, out, name):
+    from deeplab.data import convert, raw_datasets  # pylint: disable=import-outside-toplevel
+    from deeplab.data.datasets_info import (  # pylint: disable=import-outside-toplevel
+        DatasetSpec,
+        color_map,
+    )
+
+    specs = raw_datasets.folder_examples(raw, ["train", "val"], palette_masks=False)
+    spec = DatasetSpec(name, 3, 255, ("a", "b", "c"), color_map(3))
+    return convert.convert_splits(
+        specs, out, dataset=spec, num_workers=0, progress=False, log=lambda s: None
+    )
+
+
+def test_a_converter_rerun_killed_after_its_train_split_leaves_the_old_dataset_whole(
+    tmp_path, monkeypatch
+):
+    """Dataset A, then B into the same folder, killed while B's val shards are renamed into
+    place (B's train split is done): the folder still reads as A in every split, and B's
+    train shards are gone (before: dataset.json named B's train shards and A's val shards)."""
+    from deeplab.data import tfrecord  # pylint: disable=import-outside-toplevel
+
+    out = tmp_path / "out"
+    _convert(_raw_dataset(tmp_path / "a", "a", 5, (6, 8)), out, "A")
+    before = {split: _read_split(out, split) for split in ("train", "val")}
+    listing = sorted(os.listdir(out))
+    b = _raw_dataset(tmp_path / "b", "b", 4, (5, 7))
+    real_replace = os.replace
+
+    def killed_at_val(src, dst):
+        if os.path.basename(str(dst)).startswith("val-"):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_val)
+    with pytest.raises(KeyboardInterrupt):
+        _convert(b, out, "B")
+    monkeypatch.undo()
+    assert {split: _read_split(out, split) for split in ("train", "val")} == before
+    assert tfrecord.read_dataset_info(out)["name"] == "A"
+    assert sorted(os.listdir(out)) == listing  # nothing of B left behind
+    _convert(b, out, "B")
+    assert _read_split(out, "train") == ["b0", "b1", "b2"] and _read_split(out, "val") == ["b3"]
+    assert len([n for n in os.listdir(out) if n.endswith(".tfrecord")]) == 2
+
+
+def _private_tmpfs(tmp_path):
+    """`unshare` when this machine gives a private mount namespace with tmpfs, else skip."""
+    unshare = shutil.which("unshare")
+    probe = (
+        subprocess.run(
+            [
+                unshare,
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                f"mount -t tmpfs -o size=1m tmpfs {tmp_path}",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if unshare
+        else None
+    )
+    if probe is None or probe.returncode:
+        pytest.skip("no private mount namespace with tmpfs here")
+    return unshare
+
+
+def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset(tmp_path):
+    """The dataset folder on a 1 MB tmpfs: A (a few KB) fits, B (1.4 MB of noise images) does
+    not. The re-run stops with one line naming the folder and the reason, exit 1, no
+    traceback, and the folder still holds A whole (before: a raw ResourceExhaustedError
+    traceback)."""
+    unshare = _private_tmpfs(tmp_path)
+    a = _raw_dataset(tmp_path / "a", "a", 5, (6, 8))
+    b = _raw_dataset(tmp_path / "b", "b", 4, (400, 400))
+    mount = tmp_path / "small"
+    mount.mkdir()
+    out = mount / "out"
+
+    def build(raw):
+        return (
+            f"{sys.executable} {REPO}/datasets/build_folder.py --input_dir={raw} "
+            f"--output_dir={out} --num_classes=3 --num_workers=0 --no_progress --name={raw.name}"
+        )
+
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {mount} && {build(a)} >/dev/null && "
+        f'{build(b)}; echo "exit $?"; cp -r {out} {tmp_path}/after'
+    )
+    result = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+        env=_env(),
+    )
+    lines = _tail_lines(result.stderr)
+    assert "exit 1" in result.stdout, (result.stdout, result.stderr[-3000:])
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: cannot write the 'train' shards in {re.escape(str(out))} \(.*No space left on "
+        rf"device.*\); {re.escape(str(out))} holds the dataset it held before, unchanged "
+        r"\(its dataset\.json and shards\)",
+        lines[0],
+    ), result.stderr[-3000:]
+    after = tmp_path / "after"
+    assert _read_split(after, "train") == ["a0", "a1", "a2", "a3"]
+    assert _read_split(after, "val") == ["a4"]
+    assert json.loads((after / "dataset.json").read_text())["name"] == "a"
+    assert len([n for n in os.listdir(after) if n.endswith(".tfrecord")]) == 2
