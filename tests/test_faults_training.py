@@ -382,3 +382,240 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
     assert _read_split(after, "val") == ["a4"]
     assert json.loads((after / "dataset.json").read_text())["name"] == "a"
     assert len([n for n in os.listdir(after) if n.endswith(".tfrecord")]) == 2
+
+
+# ------------------------------------------------ item 4: a directly started server task
+
+
+def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_dir, tmp_path):
+    """A ps task started by hand with TF_CONFIG naming 127.0.0.1 (no launcher namespace):
+    its line says it is reachable from the network and how to fence it."""
+    import queue  # pylint: disable=import-outside-toplevel
+    import socket  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    from deeplab.training import cluster  # pylint: disable=import-outside-toplevel
+
+    ports = []
+    for _ in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    tf_config = {
+        "cluster": {
+            "chief": [f"127.0.0.1:{ports[0]}"],
+            "worker": [f"127.0.0.1:{ports[1]}"],
+            "ps": [f"127.0.0.1:{ports[2]}"],
+        },
+        "task": {"type": "ps", "index": 0},
+    }
+    env = dict(_env(), TF_CONFIG=json.dumps(tf_config))
+    env.pop(cluster.NETNS_ENV, None)
+    task = subprocess.Popen(
+        _train_command(data_dir, tmp_path / "run", "--strategy=parameter_server"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in task.stdout], daemon=True)
+    reader.start()
+    seen, found = [], None
+    try:
+        # The event: the task's line about where it listens (it serves until killed).
+        deadline = time.time() + 300
+        while found is None and time.time() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                break
+            seen.append(line)
+            if "gRPC server listens" in line:
+                found = line.strip()
+    finally:
+        task.kill()
+        task.wait(timeout=60)
+    assert found, "".join(seen)[-3000:]
+    port = ports[2]
+    assert found == (
+        "ps:0: TensorFlow's gRPC server listens unauthenticated on every interface of this "
+        f"machine (0.0.0.0:{port}), whatever address TF_CONFIG names: this task is REACHABLE "
+        "FROM THE NETWORK, and anyone who reaches the port can run code in it. Run it fenced: "
+        "started by python -m deeplab.launch_local (a private network namespace), in a network "
+        "namespace of its own (unshare --net, ip netns exec), or behind a firewall rule "
+        "admitting only the cluster's hosts (e.g. iptables -A INPUT -p tcp --dport "
+        f"{port} ! -s 10.0.0.0/24 -j DROP); WORKSPACE.md, 'Network security'"
+    )
+
+
+def test_a_task_inside_the_launchers_namespace_says_only_the_cluster_reaches_it():
+    from deeplab.training import distribute  # pylint: disable=import-outside-toplevel
+
+    line = distribute.server_exposure_line("worker", 1, 2222, fenced=True)
+    assert "private network namespace" in line and "REACHABLE" not in line
+
+
+# ------------------------------------------------------- item 6: config.json and bad flags
+
+
+@pytest.fixture(scope="module")
+def one_step_run(data_dir, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("one_step") / "run"
+    train_lib.train(_config(data_dir, logdir, training_steps=1))
+    return logdir
+
+
+@pytest.fixture()
+def run_copy(one_step_run, tmp_path):
+    logdir = tmp_path / "run"
+    shutil.copytree(one_step_run, logdir)
+    return logdir
+
+
+def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
+    """`deeplab.evaluate --logdir` over a truncated config.json: one line naming the file
+    (before: a 34-line JSONDecodeError traceback)."""
+    path = run_copy / "config.json"
+    path.write_text(path.read_text()[:40])
+    result = subprocess.run(
+        [sys.executable, "-m", "deeplab.evaluate", f"--logdir={run_copy}"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = _tail_lines(result.stderr)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert len(lines) == 1 and re.fullmatch(
+        rf"deeplab\.evaluate: error: {re.escape(str(path))}: the run's recorded settings cannot "
+        r"be read \(.+\); restore it, or delete it to use the flags alone",
+        lines[0],
+    ), result.stderr[-3000:]
+
+
+def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
+    """A resume over an unreadable config.json does not overwrite it silently: the file is
+    kept as config.json.unreadable-<time>, with a WARNING line, and a new one written."""
+    from deeplab.logdir import run_record  # pylint: disable=import-outside-toplevel
+
+    path = run_copy / "config.json"
+    broken = path.read_text()[:40]
+    path.write_text(broken)
+    result = train_lib.train(_config(data_dir, run_copy, training_steps=2))
+    assert result.resumed_from == 1 and result.step == 2
+    (aside,) = [p for p in run_copy.iterdir() if p.name.startswith("config.json.unreadable-")]
+    assert aside.read_text() == broken
+    out = capsys.readouterr().out
+    assert re.search(
+        rf"WARNING: {re.escape(str(path))}: the run's recorded settings cannot be read .*; kept "
+        rf"it as {re.escape(str(aside))} and wrote a new config\.json",
+        out,
+    ), out
+    assert run_record.read_experiment(str(run_copy)).train.training_steps == 2
+
+
+def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_path):
+    """--crop_size=20000 (before: "Invalid value in tensor used for shape: -1094967296" deep
+    in the first step)."""
+    result = subprocess.run(
+        _train_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = _tail_lines(result.stderr)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert lines == [
+        "deeplab.train: error: --crop_size=20000,20000 with --batch_size=8: a batch of 9.6e+09 "
+        "values (batch x H x W x 3) is more than TensorFlow can index (2^31); use a smaller "
+        "--crop_size or --batch_size"
+    ], result.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("flag", ["min_scale_factor", "max_scale_factor"])
+@pytest.mark.parametrize("value", ["inf", "nan", "1e6"])
+def test_an_infinite_scale_factor_is_refused_when_parsed(flag, value):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+
+    from deeplab.config import flags as experiment_flags  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    with flagsaver.flagsaver():
+        with pytest.raises(
+            flags.IllegalFlagValueError,
+            match=rf"--{flag} must be positive and at most 16 \(finite\)",
+        ):
+            flags.FLAGS(["prog", f"--{flag}={value}"])
+
+
+def test_an_infinite_scale_factor_in_a_config_is_refused(data_dir, tmp_path):
+    from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(ConfigError, match=r"--max_scale_factor must be positive and at most 16"):
+        train_lib.train(
+            _config(data_dir, tmp_path / "run", min_scale_factor=1.0, max_scale_factor=np.inf)
+        )
+
+
+# ------------------------------------------------- item 7: absurd tiling, num_classes wording
+
+
+@pytest.mark.parametrize("tile, overlap", [(1, 0.25), (8, 0.99)])
+def test_an_absurd_tiling_is_refused_in_one_line(data_dir, one_step_run, tile, overlap):
+    """1-pixel windows, or 8-pixel windows overlapping 99%: refused before the first window
+    (before: 43 s for one 64x64 image at 29% mIOU against 80% whole, without a word)."""
+    from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--eval_tile_size={tile},{tile} with --eval_tile_overlap={overlap:g}: \d+ "
+        r"windows do \d+x the work of the whole 40x40 image \(at most 16x is accepted\)",
+    ):
+        evaluator.evaluate_checkpoint(
+            str(one_step_run), data_dir, tile_size=(tile, tile), tile_overlap=overlap
+        )
+
+
+def test_usual_tilings_are_accepted():
+    from deeplab.evaluation import inference  # pylint: disable=import-outside-toplevel
+
+    # Cityscapes 1024x2048 in 513 windows, 25% overlap, output stride 8: under 2x.
+    assert inference.tiling_work(1024, 2048, (513, 513), 0.25, 8) < 2
+    assert inference.tiling_work(64, 64, (32, 32), 0.5, 8) <= 16
+    assert inference.tiling_work(64, 64, (1, 1), 0.25, 8) == 64
+
+
+def test_a_changed_num_classes_names_the_checkpoints_value_and_the_new_one(run_copy):
+    """The run has 3 classes. Asked for 7: the message gives 3 as the trained value and 7 as
+    the one asked for; with model_config.json rewritten to 7 by a later run, it says the
+    checkpoint's logits hold 3 (before: "was trained with num_classes=7")."""
+    from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(ConfigError) as caught:
+        checkpoints.load_model(str(run_copy), num_classes=7)
+    assert re.match(
+        r".*/ckpt-1 was trained with num_classes=3, but num_classes=7 is asked for here "
+        r"\(--num_classes, or the dataset's dataset\.json\)",
+        str(caught.value),
+    ), caught.value
+    path = run_copy / checkpoints.MODEL_CONFIG_FILE
+    config = json.loads(path.read_text())
+    config["num_classes"] = 7
+    path.write_text(json.dumps(config))
+    for expected in (3, 7, None):
+        with pytest.raises(ConfigError) as caught:
+            checkpoints.load_model(str(run_copy), num_classes=expected)
+        assert re.match(
+            rf".*/ckpt-1 was trained with num_classes=3 \(its logits\), but {re.escape(str(path))} "
+            r"says num_classes=7: another run rewrote it",
+            str(caught.value),
+        ), caught.value

@@ -26,6 +26,7 @@ resizes: :mod:`deeplab.common.geometry`, shared with the training augmentation).
 import numpy as np
 from keras import ops
 
+from deeplab.common.errors import ConfigError
 from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).
@@ -72,6 +73,43 @@ def _tile_starts_dynamic(length, tile, overlap):
     return tf.minimum(tf.range(count) * stride, extra)
 
 
+# An image tiled into windows may cost up to this many times its whole-image inference (in
+# feature cells the network computes); more is an absurd tiling (1-pixel windows, 99% overlap):
+# many times slower for no gain, and windows far below the network's receptive field score far
+# worse. Refused with one line.
+MAX_TILING_WORK = 16.0
+
+
+def tiling_work(height, width, tile, overlap, stride):
+    """The network's work on an ``height`` x ``width`` image tiled into ``tile`` = (h, w)
+    windows with ``overlap``, over its work on the whole image: every window costs at least
+    one feature cell of ``stride`` x ``stride`` pixels per row and column."""
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    windows = len(tile_starts(height, tile[0], overlap)) * len(tile_starts(width, tile[1], overlap))
+    cells = -(-tile_h // stride) * -(-tile_w // stride)
+    return windows * cells / (-(-height // stride) * -(-width // stride))
+
+
+def check_tiling(height, width, tile, overlap, stride):
+    """Refuses a tiling of more than :data:`MAX_TILING_WORK` x the whole image's work.
+
+    Raises:
+      ConfigError: one line naming --eval_tile_size / --eval_tile_overlap and the factor.
+    """
+    work = tiling_work(height, width, tile, overlap, stride)
+    if work > MAX_TILING_WORK:
+        windows = len(tile_starts(height, tile[0], overlap)) * len(
+            tile_starts(width, tile[1], overlap)
+        )
+        raise ConfigError(
+            f"--eval_tile_size={tile[0]},{tile[1]} with --eval_tile_overlap={overlap:g}: "
+            f"{windows} windows do {work:.0f}x the work of the whole {height}x{width} image "
+            f"(at most {MAX_TILING_WORK:g}x is accepted); use larger windows (at least the "
+            f"network's output stride, {stride}, and usually the training crop) or less "
+            "overlap, or no --eval_tile_size"
+        )
+
+
 def tiled_probabilities(model, images, tile_size, overlap=0.25):
     """Sliding-window probabilities [N, H, W, C]: windows of ``tile_size`` averaged.
 
@@ -97,6 +135,9 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
     if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
             return _softmax(model, images)
+        check_tiling(
+            height, width, (tile_h, tile_w), overlap, int(getattr(model, "output_stride", 8) or 8)
+        )
         total = count = None
         for top in tile_starts(height, tile_h, overlap):
             for left in tile_starts(width, tile_w, overlap):
@@ -231,4 +272,6 @@ __all__ = [
     "predict_probabilities",
     "tile_starts",
     "tiled_probabilities",
+    "tiling_work",
+    "check_tiling",
 ]

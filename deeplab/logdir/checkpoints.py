@@ -344,11 +344,22 @@ def load_model(
     """
     info = read_run_info(checkpoint)
     config = dict(info["model_config"])
+    # The checkpoint's own logits say how many classes it was trained with; model_config.json
+    # is the logdir's (a later run into the same logdir may have rewritten it).
+    trained = checkpoint_num_classes(info["checkpoint"])
+    config_path = os.path.join(info["logdir"], MODEL_CONFIG_FILE)
+    if trained is not None and trained != int(config["num_classes"]):
+        raise ConfigError(
+            f"{info['checkpoint']} was trained with num_classes={trained} (its logits), but "
+            f"{config_path} says num_classes={config['num_classes']}: another run rewrote it; "
+            "evaluate a checkpoint of that run, or restore the file"
+        )
     if num_classes is not None and int(num_classes) != int(config["num_classes"]):
         raise ConfigError(
-            f"{info['checkpoint']} was trained with num_classes="
-            f"{config['num_classes']} but {num_classes} classes are expected "
-            "(check --num_classes / --dataset_dir)"
+            f"{info['checkpoint']} was trained with num_classes={config['num_classes']}, but "
+            f"num_classes={int(num_classes)} is asked for here (--num_classes, or the "
+            "dataset's dataset.json): pass the dataset the run was trained on, or train a "
+            "new run (--init_checkpoint fine-tunes this one to the new classes)"
         )
     if output_stride:
         config["output_stride"] = int(output_stride)
@@ -368,6 +379,15 @@ def load_model(
     if fuse_batch_norm:
         model = fuse.fuse_batch_norm(model)
     return model
+
+
+def checkpoint_num_classes(prefix):
+    """The class count of the logits a checkpoint holds (the last dimension of
+    ``logits/kernel``), or None where it has none by that path."""
+    values = _checkpoint_values(prefix)
+    if "logits/kernel" not in values.weights:
+        return None
+    return int(values.shape("logits/kernel")[-1])
 
 
 def restore_for_finetuning(model, checkpoint):

@@ -29,6 +29,7 @@ from absl import logging
 from deeplab import _cpu
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.config.experiment import MAX_SCALE_FACTOR
 from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
@@ -85,6 +86,21 @@ def check_config(config):
         raise ConfigError(
             f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
             f"{train.stop_at_step}"
+        )
+    for name in ("min_scale_factor", "max_scale_factor"):
+        value = getattr(data, name)
+        if not 0 < value <= MAX_SCALE_FACTOR:  # also NaN and inf
+            raise ConfigError(
+                f"--{name} must be positive and at most {MAX_SCALE_FACTOR:g} (finite), got {value}"
+            )
+    height, width = data.crop_size
+    if train.batch_size * height * width * 3 >= 2**31:
+        # TensorFlow computes such a batch's element count in int32 and fails mid-graph
+        # ("Invalid value in tensor used for shape: -1094967296").
+        raise ConfigError(
+            f"--crop_size={height},{width} with --batch_size={train.batch_size}: a batch of "
+            f"{train.batch_size * height * width * 3:.3g} values (batch x H x W x 3) is more "
+            "than TensorFlow can index (2^31); use a smaller --crop_size or --batch_size"
         )
     # Last: a run refused for a bad value leaves no empty logdir behind.
     atomic_io.ensure_folder(train.logdir, "--logdir")
@@ -169,7 +185,9 @@ def _train_holding_lock(config, strategy, chief, info, num_classes):
     if chief:
         checkpoints.write_run_info(train.logdir, model, info)
         recipe = run_record.resolved_config(config, model.get_config(), num_classes)
-        run_record.write_config(train.logdir, recipe)
+        note = run_record.write_config(train.logdir, recipe)
+        if note:
+            print(f"WARNING: {note}", flush=True)
 
     iterator = _make_iterator(config, strategy, coordinator, start_step, num_classes)
     replica_step = step_lib.build_replica_step(
