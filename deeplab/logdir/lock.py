@@ -37,9 +37,9 @@ class LogdirInUseError(UserError):
     """Another training run holds the logdir's lock."""
 
 
-def _describe(holder, path):
+def _describe(holder):
     if not isinstance(holder, dict):
-        return f"lock file {path}"
+        return "a run that has not written its name into it yet"
     started = holder.get("started")
     when = (
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
@@ -114,7 +114,7 @@ def training_lock(logdir, report=print):
             handle.close()
             raise LogdirInUseError(
                 f"--logdir={logdir} is in use by another training run "
-                f"({_describe(holder, path)}; lock file {path}): wait for it to end or stop it, "
+                f"({_describe(holder)}; lock file {path}): wait for it to end or stop it, "
                 "or train into another --logdir"
             )
         try:
@@ -131,13 +131,13 @@ def training_lock(logdir, report=print):
             handle.close()
             raise LogdirInUseError(
                 f"--logdir={logdir} is in use by another training run "
-                f"({_describe(holder, path)}; lock file {path}), as far as this file system "
+                f"({_describe(holder)}; lock file {path}), as far as this file system "
                 "can tell: if that run has ended, delete the lock file; or train into another "
                 "--logdir"
             )
         report(
             f"Took over the lock of {logdir} left by a training run that is no longer running "
-            f"({_describe(holder, path)})"
+            f"({_describe(holder)})"
         )
     try:
         handle.seek(0)
