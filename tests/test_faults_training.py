@@ -578,7 +578,8 @@ def test_an_absurd_tiling_is_refused_in_one_line(data_dir, one_step_run, tile, o
     with pytest.raises(
         ConfigError,
         match=rf"^--eval_tile_size={tile},{tile} with --eval_tile_overlap={overlap:g}: \d+ "
-        r"windows do \d+x the work of the whole 40x40 image \(at most 16x is accepted\)",
+        r"windows do \d+x the work of the whole 40x40 image \(at most 16x is accepted\); use "
+        r"larger windows \(at least the network's output stride, 16,",
     ):
         evaluator.evaluate_checkpoint(
             str(one_step_run), data_dir, tile_size=(tile, tile), tile_overlap=overlap

@@ -90,12 +90,27 @@ def tiling_work(height, width, tile, overlap, stride):
     return windows * cells / (-(-height // stride) * -(-width // stride))
 
 
+def _network_stride(model):
+    """The output stride of ``model`` (a DeepLabV3, or a bound method of an object whose
+    ``model`` is one, as the evaluator's forward pass), or None where it does not say."""
+    for candidate in (model, getattr(getattr(model, "__self__", None), "model", None)):
+        stride = getattr(candidate, "output_stride", None)
+        if isinstance(stride, int) and stride > 0:
+            return stride
+    return None
+
+
 def check_tiling(height, width, tile, overlap, stride):
     """Refuses a tiling of more than :data:`MAX_TILING_WORK` x the whole image's work.
+
+    ``stride``: the network's output stride (None: unknown, counted as 8, the smallest the
+    project trains with, which refuses the fewest tilings).
 
     Raises:
       ConfigError: one line naming --eval_tile_size / --eval_tile_overlap and the factor.
     """
+    known = stride
+    stride = stride or 8
     work = tiling_work(height, width, tile, overlap, stride)
     if work > MAX_TILING_WORK:
         windows = len(tile_starts(height, tile[0], overlap)) * len(
@@ -105,8 +120,8 @@ def check_tiling(height, width, tile, overlap, stride):
             f"--eval_tile_size={tile[0]},{tile[1]} with --eval_tile_overlap={overlap:g}: "
             f"{windows} windows do {work:.0f}x the work of the whole {height}x{width} image "
             f"(at most {MAX_TILING_WORK:g}x is accepted); use larger windows (at least the "
-            f"network's output stride, {stride}, and usually the training crop) or less "
-            "overlap, or no --eval_tile_size"
+            f"network's output stride{f', {known}' if known else ''}, and usually the training "
+            "crop) or less overlap, or no --eval_tile_size"
         )
 
 
@@ -135,9 +150,7 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
     if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
             return _softmax(model, images)
-        check_tiling(
-            height, width, (tile_h, tile_w), overlap, int(getattr(model, "output_stride", 8) or 8)
-        )
+        check_tiling(height, width, (tile_h, tile_w), overlap, _network_stride(model))
         total = count = None
         for top in tile_starts(height, tile_h, overlap):
             for left in tile_starts(width, tile_w, overlap):
