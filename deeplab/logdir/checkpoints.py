@@ -574,7 +574,8 @@ def set_aside_checkpoint(logdir, prefix, reason):
 
     A checkpoint is finite when written; its weights can still be diverged (huge but finite, so
     that the next step's loss overflows). The step that starts from them is the test: when its
-    loss or gradients are non-finite, the checkpoint it started from is set aside.
+    loss or gradients are non-finite, its loss diverged (``deeplab.training.bookkeeping``) or
+    its update made the weights non-finite, the checkpoint it started from is set aside.
 
     Returns:
       (the folder the files went to, prefix of the checkpoint a rerun resumes from or None).
