@@ -620,3 +620,29 @@ def test_a_changed_num_classes_names_the_checkpoints_value_and_the_new_one(run_c
             r"says num_classes=7: another run rewrote it",
             str(caught.value),
         ), caught.value
+
+
+def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkeypatch):
+    """A file system that cannot flock: the holder's pid decides. A process of this host that
+    no longer runs: taken over with a line; a live one (or another host's): refused."""
+    import socket  # pylint: disable=import-outside-toplevel
+
+    from deeplab.logdir import lock  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(lock, "_flock", lambda handle: None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = tmp_path / lock.LOCK_FILE
+    host = socket.gethostname()
+    lines = []
+    path.write_text(json.dumps({"host": host, "pid": gone.pid, "started": 0}))
+    with lock.training_lock(tmp_path, report=lines.append):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert len(lines) == 1 and f"pid {gone.pid} on host {host}" in lines[0], lines
+    assert "no longer running" in lines[0] and not path.exists()
+    for holder in ({"host": host, "pid": os.getppid()}, {"host": "elsewhere", "pid": gone.pid}):
+        path.write_text(json.dumps(holder))
+        with pytest.raises(lock.LogdirInUseError, match="if that run has ended, delete the lock"):
+            with lock.training_lock(tmp_path):
+                pass
+        assert json.loads(path.read_text()) == holder  # left as it was
