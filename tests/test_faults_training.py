@@ -646,3 +646,57 @@ def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkey
             with lock.training_lock(tmp_path):
                 pass
         assert json.loads(path.read_text()) == holder  # left as it was
+
+
+def test_a_converter_rerun_killed_by_sigkill_mid_val_leaves_the_old_dataset(tmp_path):
+    """The issue's case with a real kill: A (train + val), then `build_folder.py` converting B
+    into the same folder, killed (-9) while it reads B's val image (a FIFO that never
+    delivers: B's train shards are written by then). Every split still reads as A (before:
+    dataset.json named B's train shards and A's val shards)."""
+    out = tmp_path / "out"
+    _convert(_raw_dataset(tmp_path / "a", "a", 5, (6, 8)), out, "A")
+    before = {split: _read_split(out, split) for split in ("train", "val")}
+    info = (out / "dataset.json").read_text()
+    b = _raw_dataset(tmp_path / "b", "b", 4, (5, 7))
+    fifo = b / "images" / "b3.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    converter = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(REPO, "datasets", "build_folder.py"),
+            f"--input_dir={b}",
+            f"--output_dir={out}",
+            "--num_classes=3",
+            "--splits=train,val",
+            "--num_workers=0",
+            "--no_progress",
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    writer = None
+    try:
+        # The event: the converter has opened the FIFO for reading (a non-blocking open for
+        # writing succeeds only then); train is converted by then.
+        deadline = time.time() + 300
+        while writer is None:
+            assert converter.poll() is None, "the converter ended early"
+            assert time.time() < deadline, "the converter never reached B's val image"
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.05)
+        # B's train split is written by then.
+        a_train = json.loads(info)["shard_runs"]["train"]
+        assert [n for n in os.listdir(out) if n.startswith("train-") and a_train not in n]
+        converter.send_signal(signal.SIGKILL)
+        converter.wait(timeout=60)
+    finally:
+        if converter.poll() is None:
+            converter.kill()
+        if writer is not None:
+            os.close(writer)
+    assert (out / "dataset.json").read_text() == info
+    assert {split: _read_split(out, split) for split in ("train", "val")} == before
