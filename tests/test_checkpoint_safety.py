@@ -155,18 +155,23 @@ def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
 def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
     """A rate that overflows the weights: the run stops, and every checkpoint it left is finite."""
     logdir = str(tmp_path / "diverged")
-    # At this rate the weights overflow a step or two before the loss does (measured: finite
-    # checkpoints 1 and 2, infinite weights at step 3).
-    with pytest.raises(bookkeeping.NonFiniteLossError, match="non-finite weights at step"):
+    # At this rate the loss of step 2 is already ~1e10 per pixel (a diverged loss): the run
+    # stops there and sets ckpt-1 aside.
+    with pytest.raises(
+        bookkeeping.NonFiniteLossError, match="non-finite weights after the update|diverged loss"
+    ):
         train_lib.train(
             _config(
                 data_dir, logdir, base_learning_rate=1e6, save_checkpoint_steps=1, training_steps=6
             )
         )
-    kept = checkpoints.checkpoint_steps_on_disk(logdir)
+    kept = list(checkpoints.checkpoint_steps_on_disk(logdir).values())
+    aside = os.path.join(logdir, checkpoints.DIVERGED_DIR)
+    for folder in os.listdir(aside):
+        kept += checkpoints.checkpoint_steps_on_disk(os.path.join(aside, folder)).values()
     assert kept, "the run should have checkpointed its first, finite steps"
-    for step, prefix in kept.items():
-        assert checkpoints.verify_checkpoint(prefix) is None, step
+    for prefix in kept:
+        assert checkpoints.verify_checkpoint(prefix) is None, prefix
 
 
 def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_dir, tmp_path):
@@ -177,12 +182,17 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
     huge = dict(
         base_learning_rate=1e5, save_checkpoint_steps=1, training_steps=8, deterministic=True
     )
+    # Two sane steps first (ckpt-1, ckpt-2), then the huge rate: the update of step 3 gives
+    # diverged weights (ckpt-3), and the first step from them diverges.
+    train_lib.train(
+        _config(data_dir, logdir, **dict(huge, base_learning_rate=0.01, stop_at_step=2))
+    )
     with pytest.raises(bookkeeping.NonFiniteLossError) as caught:
         train_lib.train(_config(data_dir, logdir, **huge))
     message = str(caught.value)
     match = re.search(
-        r"non-finite loss or gradients at step (\d+) .*ckpt-(\d+) holds the weights "
-        r"that gave it and was moved to .*diverged/ckpt-\d+-[\d-]+; a rerun resumes from "
+        r"(?:non-finite loss or gradients|diverged loss) at step (\d+) .*ckpt-(\d+) holds the "
+        r"weights that gave it and was moved to .*diverged/ckpt-\d+-[\d-]+; a rerun resumes from "
         r"(.*ckpt-\d+)\.",
         message,
     )

@@ -66,6 +66,12 @@ def _field(default, parse=None, *, weights=True):
     return dataclasses.field(default=default, metadata={"parse": parse, "weights": weights})
 
 
+# The largest random scale of a training image (--min/max_scale_factor): finite, and at most
+# 16x (256x the pixels); a scale of inf (or 1e6) makes the scaled image's shape overflow before
+# any crop is taken.
+MAX_SCALE_FACTOR = 16.0
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the data is and how training batches are drawn (Sec. 4.1)."""

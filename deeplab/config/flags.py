@@ -295,8 +295,16 @@ def _positive_ints(values, minimum=1):
         return False
 
 
-_validate("min_scale_factor", lambda v: v > 0, "must be positive")
-_validate("max_scale_factor", lambda v: v > 0, "must be positive")
+_validate(
+    "min_scale_factor",
+    lambda v: 0 < v <= experiment.MAX_SCALE_FACTOR,
+    f"must be positive and at most {experiment.MAX_SCALE_FACTOR:g} (finite)",
+)
+_validate(
+    "max_scale_factor",
+    lambda v: 0 < v <= experiment.MAX_SCALE_FACTOR,
+    f"must be positive and at most {experiment.MAX_SCALE_FACTOR:g} (finite)",
+)
 _validate("scale_factor_step", lambda v: v >= 0, "must be >= 0 (0: continuous scales)")
 flags.register_multi_flags_validator(
     ["min_scale_factor", "max_scale_factor"],

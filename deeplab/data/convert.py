@@ -28,6 +28,7 @@ with the TF-free :mod:`deeplab.data.tfrecord`; the parent process imports
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -452,11 +453,13 @@ def convert_split(
         num_workers = min(os.cpu_count() or 1, max(1, len(specs) // 16))
     report = SplitReport(split)
     bar = _progress(len(specs), split, progress)
+    run = None
     try:
         # A fresh shard-set tag: the new shards never overwrite the split's current ones
         # (convert_splits switches dataset.json over to them, then removes the old).
         run = tfrecord.new_run_tag()
-        with records.ShardedWriter(output_dir, split, len(specs), num_shards, run=run) as writer:
+        writer = records.ShardedWriter(output_dir, split, len(specs), num_shards, run=run)
+        with writer, records.explain_write_errors(f"the {split!r} shards in {output_dir}"):
             results = _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers)
             for index, (status, payload) in enumerate(results):
                 bar.update(1)
@@ -476,6 +479,11 @@ def convert_split(
                                 "written")
         report.count = writer.count
         report.run = run
+    except BaseException:
+        if run is not None:  # shards of this run renamed before the failure: listed nowhere
+            with contextlib.suppress(OSError):
+                tfrecord.remove_shard_set(output_dir, split, run)
+        raise
     finally:
         bar.close()
     return report
@@ -510,26 +518,51 @@ def convert_splits(
     """
     atomic_io.ensure_folder(output_dir, "--output_dir")
     reports = {}
-    for split, specs in split_specs.items():
-        report = convert_split(
-            specs,
-            output_dir,
-            split,
-            num_classes=dataset.num_classes,
-            ignore_label=dataset.ignore_label,
-            num_shards=num_shards,
-            num_workers=num_workers,
-            skip_bad=skip_bad,
-            progress=progress,
-            palette_hint=palette_hint,
-        )
-        reports[split] = report
-        # dataset.json after every split: a split in it is always complete on disk. Writing it is
-        # the switch from the split's old shard set to the new one; only then is the old removed.
-        tfrecord.write_dataset_info(output_dir, **dataset.as_dict(), splits={split: report.count},
-                                    shard_runs={split: report.run},
-                                    label_classes={split: report.classes}, **(extra_info or {}))
-        tfrecord.remove_stale_shards(output_dir, split, report.run)
+    switched = False
+    try:
+        for split, specs in split_specs.items():
+            reports[split] = convert_split(
+                specs,
+                output_dir,
+                split,
+                num_classes=dataset.num_classes,
+                ignore_label=dataset.ignore_label,
+                num_shards=num_shards,
+                num_workers=num_workers,
+                skip_bad=skip_bad,
+                progress=progress,
+                palette_hint=palette_hint,
+            )
+        # One switch for every split: rewriting dataset.json (atomically) moves all of them from
+        # their old shard sets to the new ones at once, so a conversion killed or failing at any
+        # point leaves the old dataset or the new, never one split of each.
+        try:
+            tfrecord.write_dataset_info(
+                output_dir,
+                **dataset.as_dict(),
+                splits={split: report.count for split, report in reports.items()},
+                shard_runs={split: report.run for split, report in reports.items()},
+                label_classes={split: report.classes for split, report in reports.items()},
+                **(extra_info or {}),
+            )
+        except OSError as error:
+            raise tfrecord.WriteError(
+                f"cannot write {os.path.join(output_dir, tfrecord.DATASET_INFO_FILE)} "
+                f"({error.strerror or error})"
+            ) from None
+        switched = True
+    except BaseException as error:
+        # The new shard sets of the splits already written are listed nowhere: remove them.
+        for report in reports.values():
+            with contextlib.suppress(OSError):
+                tfrecord.remove_shard_set(output_dir, report.split, report.run)
+        if isinstance(error, tfrecord.WriteError) and not switched:
+            raise tfrecord.WriteError(f"{error}; {_unchanged(output_dir)}") from None
+        raise
+    for split, report in reports.items():
+        # Only now are the old shard sets unused.
+        with contextlib.suppress(OSError):
+            tfrecord.remove_stale_shards(output_dir, split, report.run)
         for reason in report.skipped:
             print(f"skipped: {reason}", file=sys.stderr)
         for note in report.notes[:20]:
@@ -544,6 +577,14 @@ def convert_splits(
             extra.append(f"{len(report.notes)} converted to RGB")
         log(f"{split}: {report.count} examples" + (f" ({', '.join(extra)})" if extra else ""))
     return reports
+
+
+def _unchanged(output_dir):
+    """The end of a failed conversion's message: what the folder holds now."""
+    if os.path.exists(os.path.join(output_dir, tfrecord.DATASET_INFO_FILE)):
+        return (f"{output_dir} holds the dataset it held before, unchanged (its "
+                f"{tfrecord.DATASET_INFO_FILE} and shards)")
+    return f"nothing was written to {output_dir}"
 
 
 # ---------------------------------------------------------------------------------------------

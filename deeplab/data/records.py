@@ -7,6 +7,7 @@ pipeline decodes. Converter worker processes never import this module (nor Tenso
 need only :func:`deeplab.data.tfrecord.encode_label_png`.
 """
 
+import contextlib
 import glob
 import os
 import re
@@ -216,11 +217,15 @@ class ShardedWriter:
     def commit(self):
         """Closes all shards and gives them their final names. Returns the number of examples
         written."""
-        self._open_through(self.num_shards - 1)
-        self._writer.close()
-        self._writer = None
-        for shard in range(self.num_shards):
-            os.replace(self._temp_path(shard), self._final_path(shard))
+        try:
+            self._open_through(self.num_shards - 1)
+            self._writer.close()
+            self._writer = None
+            for shard in range(self.num_shards):
+                os.replace(self._temp_path(shard), self._final_path(shard))
+        except BaseException:
+            self.abort()  # the temporaries; shards already renamed are the caller's (run tag)
+            raise
         if self.run is None:
             keep = {tfrecord.shard_filename(self.split, s, self.num_shards)
                     for s in range(self.num_shards)}
@@ -251,6 +256,20 @@ class ShardedWriter:
             else:
                 self.abort()
         return False
+
+
+@contextlib.contextmanager
+def explain_write_errors(what):
+    """Turns a failed write of ``what`` (a full disk: TensorFlow's ResourceExhaustedError, an
+    OSError) into one line: :class:`deeplab.data.tfrecord.WriteError`."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        if isinstance(error, OSError):
+            reason = error.strerror or str(error)
+        else:
+            reason = (error.message or type(error).__name__).strip().splitlines()[0]
+        raise tfrecord.WriteError(f"cannot write {what} ({reason[:200]})") from None
 
 
 def verify_shards(dataset_dir, split, *, full=False):
@@ -286,6 +305,7 @@ __all__ = [
     "decode_example",
     "decode_label",
     "encode_example",
+    "explain_write_errors",
     "parse_example",
     "verify_shards",
 ]

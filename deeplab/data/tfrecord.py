@@ -189,6 +189,22 @@ def list_shards(dataset_dir, split):
     return paths
 
 
+class WriteError(DataError):
+    """A shard or dataset.json could not be written (disk full, permissions)."""
+
+
+def remove_shard_set(dataset_dir, split, run):
+    """Deletes the split's shards of set ``run`` (a conversion that did not switch to them).
+
+    Returns the paths removed."""
+    removed = []
+    for path in shard_files(dataset_dir, split):
+        if _SHARD_RE.match(os.path.basename(path)).group("run") == run:
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def remove_stale_shards(dataset_dir, split, run):
     """Deletes the split's shards of every set but ``run`` (call after dataset.json lists it).
 
@@ -512,6 +528,8 @@ __all__ = [
     "default_num_shards",
     "list_shards",
     "new_run_tag",
+    "WriteError",
+    "remove_shard_set",
     "remove_stale_shards",
     "crc32c",
     "check_shard_framing",

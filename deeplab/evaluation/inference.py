@@ -26,6 +26,7 @@ resizes: :mod:`deeplab.common.geometry`, shared with the training augmentation).
 import numpy as np
 from keras import ops
 
+from deeplab.common.errors import ConfigError
 from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).
@@ -72,6 +73,58 @@ def _tile_starts_dynamic(length, tile, overlap):
     return tf.minimum(tf.range(count) * stride, extra)
 
 
+# An image tiled into windows may cost up to this many times its whole-image inference (in
+# feature cells the network computes); more is an absurd tiling (1-pixel windows, 99% overlap):
+# many times slower for no gain, and windows far below the network's receptive field score far
+# worse. Refused with one line.
+MAX_TILING_WORK = 16.0
+
+
+def tiling_work(height, width, tile, overlap, stride):
+    """The network's work on an ``height`` x ``width`` image tiled into ``tile`` = (h, w)
+    windows with ``overlap``, over its work on the whole image: every window costs at least
+    one feature cell of ``stride`` x ``stride`` pixels per row and column."""
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    windows = len(tile_starts(height, tile[0], overlap)) * len(tile_starts(width, tile[1], overlap))
+    cells = -(-tile_h // stride) * -(-tile_w // stride)
+    return windows * cells / (-(-height // stride) * -(-width // stride))
+
+
+def _network_stride(model):
+    """The output stride of ``model`` (a DeepLabV3, or a bound method of an object whose
+    ``model`` is one, as the evaluator's forward pass), or None where it does not say."""
+    for candidate in (model, getattr(getattr(model, "__self__", None), "model", None)):
+        stride = getattr(candidate, "output_stride", None)
+        if isinstance(stride, int) and stride > 0:
+            return stride
+    return None
+
+
+def check_tiling(height, width, tile, overlap, stride):
+    """Refuses a tiling of more than :data:`MAX_TILING_WORK` x the whole image's work.
+
+    ``stride``: the network's output stride (None: unknown, counted as 8, the smallest the
+    project trains with, which refuses the fewest tilings).
+
+    Raises:
+      ConfigError: one line naming --eval_tile_size / --eval_tile_overlap and the factor.
+    """
+    known = stride
+    stride = stride or 8
+    work = tiling_work(height, width, tile, overlap, stride)
+    if work > MAX_TILING_WORK:
+        windows = len(tile_starts(height, tile[0], overlap)) * len(
+            tile_starts(width, tile[1], overlap)
+        )
+        raise ConfigError(
+            f"--eval_tile_size={tile[0]},{tile[1]} with --eval_tile_overlap={overlap:g}: "
+            f"{windows} windows do {work:.0f}x the work of the whole {height}x{width} image "
+            f"(at most {MAX_TILING_WORK:g}x is accepted); use larger windows (at least the "
+            f"network's output stride{f', {known}' if known else ''}, and usually the training "
+            "crop) or less overlap, or no --eval_tile_size"
+        )
+
+
 def tiled_probabilities(model, images, tile_size, overlap=0.25):
     """Sliding-window probabilities [N, H, W, C]: windows of ``tile_size`` averaged.
 
@@ -97,6 +150,7 @@ def tiled_probabilities(model, images, tile_size, overlap=0.25):
     if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
             return _softmax(model, images)
+        check_tiling(height, width, (tile_h, tile_w), overlap, _network_stride(model))
         total = count = None
         for top in tile_starts(height, tile_h, overlap):
             for left in tile_starts(width, tile_w, overlap):
@@ -231,4 +285,6 @@ __all__ = [
     "predict_probabilities",
     "tile_starts",
     "tiled_probabilities",
+    "tiling_work",
+    "check_tiling",
 ]

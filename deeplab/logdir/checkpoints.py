@@ -8,7 +8,9 @@ A training logdir holds
     dataset_info.json             the dataset's name, num_classes, ignore_label, class_names,
                                   palette
     diverged/ckpt-N-<time>/       checkpoints set aside because their weights gave a non-finite
-                                  loss or gradients (:func:`set_aside_checkpoint`), with why.txt
+                                  or diverged loss, gradients or update
+                                  (:func:`set_aside_checkpoint`), with why.txt
+    train.lock                    while a training runs: its holder (deeplab.logdir.lock)
 
 so evaluate / visualize / export rebuild the model from a checkpoint alone (:func:`load_model`).
 
@@ -342,11 +344,22 @@ def load_model(
     """
     info = read_run_info(checkpoint)
     config = dict(info["model_config"])
+    # The checkpoint's own logits say how many classes it was trained with; model_config.json
+    # is the logdir's (a later run into the same logdir may have rewritten it).
+    trained = checkpoint_num_classes(info["checkpoint"])
+    config_path = os.path.join(info["logdir"], MODEL_CONFIG_FILE)
+    if trained is not None and trained != int(config["num_classes"]):
+        raise ConfigError(
+            f"{info['checkpoint']} was trained with num_classes={trained} (its logits), but "
+            f"{config_path} says num_classes={config['num_classes']}: another run rewrote it; "
+            "evaluate a checkpoint of that run, or restore the file"
+        )
     if num_classes is not None and int(num_classes) != int(config["num_classes"]):
         raise ConfigError(
-            f"{info['checkpoint']} was trained with num_classes="
-            f"{config['num_classes']} but {num_classes} classes are expected "
-            "(check --num_classes / --dataset_dir)"
+            f"{info['checkpoint']} was trained with num_classes={config['num_classes']}, but "
+            f"num_classes={int(num_classes)} is asked for here (--num_classes, or the "
+            "dataset's dataset.json): pass the dataset the run was trained on, or train a "
+            "new run (--init_checkpoint fine-tunes this one to the new classes)"
         )
     if output_stride:
         config["output_stride"] = int(output_stride)
@@ -366,6 +379,15 @@ def load_model(
     if fuse_batch_norm:
         model = fuse.fuse_batch_norm(model)
     return model
+
+
+def checkpoint_num_classes(prefix):
+    """The class count of the logits a checkpoint holds (the last dimension of
+    ``logits/kernel``), or None where it has none by that path."""
+    values = _checkpoint_values(prefix)
+    if "logits/kernel" not in values.weights:
+        return None
+    return int(values.shape("logits/kernel")[-1])
 
 
 def restore_for_finetuning(model, checkpoint):
@@ -477,6 +499,24 @@ def verify_checkpoint(prefix):
     return None
 
 
+def write_checkpoint_pointer(logdir, prefixes):
+    """Writes ``logdir``'s ``checkpoint`` file (the pointer ``tf.train.CheckpointManager`` and
+    ``tf.train.latest_checkpoint`` read): ``prefixes`` oldest first, the last one the latest.
+
+    What ``tf.compat.v1.train.update_checkpoint_state`` writes (relative names), without its
+    deprecation warning, which would add lines to a one-line stop message; atomically."""
+    names = [os.path.basename(os.fspath(p)) for p in prefixes]
+    lines = [f"model_checkpoint_path: {json.dumps(names[-1])}"]
+    lines += [f"all_model_checkpoint_paths: {json.dumps(name)}" for name in names]
+    text = "\n".join(lines) + "\n"
+    path = os.path.join(logdir, "checkpoint")
+    if "://" in os.fspath(logdir):  # gs:// and other TensorFlow file systems
+        with tf.io.gfile.GFile(path, "w") as handle:
+            handle.write(text)
+    else:
+        atomic_io.write_text(path, text)
+
+
 def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
     """The newest checkpoint of ``logdir`` that reads back whole and finite, or None if it holds
     none at all.
@@ -512,9 +552,7 @@ def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
             if repair_pointer and (
                 pointer is None or os.path.basename(pointer) != os.path.basename(prefix)
             ):
-                tf.compat.v1.train.update_checkpoint_state(
-                    logdir, prefix, all_model_checkpoint_paths=good
-                )
+                write_checkpoint_pointer(logdir, good)
             return prefix
         bad.append((prefix, reason))
     names = ", ".join(f"{os.path.basename(p)} ({r})" for p, r in bad)
@@ -536,7 +574,8 @@ def set_aside_checkpoint(logdir, prefix, reason):
 
     A checkpoint is finite when written; its weights can still be diverged (huge but finite, so
     that the next step's loss overflows). The step that starts from them is the test: when its
-    loss or gradients are non-finite, the checkpoint it started from is set aside.
+    loss or gradients are non-finite, its loss diverged (``deeplab.training.bookkeeping``) or
+    its update made the weights non-finite, the checkpoint it started from is set aside.
 
     Returns:
       (the folder the files went to, prefix of the checkpoint a rerun resumes from or None).
@@ -563,9 +602,7 @@ def set_aside_checkpoint(logdir, prefix, reason):
     pointer = os.path.join(logdir, "checkpoint")
     if remaining:
         ordered = [remaining[step] for step in sorted(remaining)]
-        tf.compat.v1.train.update_checkpoint_state(
-            logdir, ordered[-1], all_model_checkpoint_paths=ordered
-        )
+        write_checkpoint_pointer(logdir, ordered)
         return folder, ordered[-1]
     if tf.io.gfile.exists(pointer):
         tf.io.gfile.remove(pointer)

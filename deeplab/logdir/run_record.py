@@ -21,6 +21,7 @@ import time
 import tensorflow as tf
 
 from deeplab.common import atomic_io
+from deeplab.common.errors import UserError
 from deeplab.config import experiment
 from deeplab.logdir import summaries
 
@@ -53,29 +54,82 @@ def resolved_config(config, model_config, num_classes, class_weights=None):
 
 
 def write_config(logdir, record):
-    """Writes ``record`` (from :func:`resolved_config`) to ``<logdir>/config.json`` atomically."""
-    atomic_io.write_json(os.path.join(logdir, CONFIG_FILE), record)
+    """Writes ``record`` (from :func:`resolved_config`) to ``<logdir>/config.json`` atomically.
+
+    A config.json there that cannot be read back (corrupt, not a run's config) is not
+    overwritten: it is kept as ``config.json.unreadable-<time>`` beside it.
+
+    Returns:
+      None, or a line saying where the unreadable file went (for the caller to print).
+    """
+    path = os.path.join(logdir, CONFIG_FILE)
+    note = None
+    if os.path.exists(path):
+        try:
+            read_experiment(logdir)
+        except UserError as error:
+            aside = f"{path}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+            try:
+                os.replace(path, aside)
+            except OSError as move_error:
+                raise UserError(
+                    f"{error}; it cannot be kept aside as {aside} "
+                    f"({move_error.strerror or move_error}): move it away before resuming"
+                ) from None
+            note = f"{error}; kept it as {aside} and wrote a new {CONFIG_FILE}"
+    atomic_io.write_json(path, record)
+    return note
 
 
 def read_config(logdir):
-    """The recorded config of a run, or None if it has none (a run from before this file)."""
+    """The recorded config of a run, or None if it has none (a run from before this file).
+
+    Raises:
+      UserError: the file is there but is not a readable JSON object (one line naming it).
+    """
     path = os.path.join(logdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise UserError(_unreadable(path, reason)) from None
+    if not isinstance(record, dict):
+        raise UserError(_unreadable(path, f"a JSON {type(record).__name__}, not an object"))
+    return record
+
+
+def _unreadable(path, reason):
+    return (
+        f"{path}: the run's recorded settings cannot be read ({reason[:200]}); restore it, or "
+        "delete it to use the flags alone"
+    )
 
 
 def read_experiment(logdir):
     """The recorded :class:`~deeplab.config.experiment.ExperimentConfig` of a run (None if it
-    recorded none). Configs written before the sections existed are read too."""
+    recorded none). Configs written before the sections existed are read too.
+
+    Raises:
+      UserError: config.json is there but unreadable or not a run's config (one line).
+    """
     record = read_config(logdir)
-    return None if record is None else experiment.ExperimentConfig.from_dict(record)
+    if record is None:
+        return None
+    try:
+        return experiment.ExperimentConfig.from_dict(record)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise UserError(
+            _unreadable(os.path.join(logdir, CONFIG_FILE), f"{type(error).__name__}: {error}")
+        ) from None
 
 
 # Record keys that are not settings of their own: the model's Keras config repeats the model
-# section, and the resolved class count replaces the sections' "0 = the dataset's".
-_NOT_HPARAMS = ("model_config", "num_classes")
+# section, the resolved class count replaces the sections' "0 = the dataset's", and the
+# resolved class weights are what train/class_weights (a rule or a list) computed.
+_NOT_HPARAMS = ("model_config", "num_classes", "class_weights")
 
 
 def hparams(record):

@@ -19,8 +19,17 @@ from deeplab.logdir import checkpoints, summaries
 TRAIN_SUMMARY_DIR = "train"
 
 
+# A mean cross-entropy above this many nats per pixel is a diverged run: the right class's
+# probability is below e^-1e6, which only logits of that size give (a sane network's is a few
+# nats at initialization and falls from there). Such a run overflows a step or a few later;
+# it is stopped here, before it does, like a non-finite loss.
+DIVERGED_CROSS_ENTROPY = 1e6
+
+
 class NonFiniteLossError(UserError):
-    """The loss or the gradients became NaN or infinite; the last checkpoint is left as it was."""
+    """The loss or the gradients became NaN or infinite (or the loss diverged, above
+    ``DIVERGED_CROSS_ENTROPY``), or the weights did; the checkpoints that led there are set
+    aside, the others left as they were."""
 
 
 class CheckpointWriteError(UserError):
@@ -107,7 +116,7 @@ class Bookkeeper:
     def __call__(self, step, values):
         """Bookkeeping of one finished step: NaN check, history, logs, summaries, checkpoint."""
         self.window_steps += 1
-        if values["nonfinite"] > 0:
+        if values["nonfinite"] > 0 or values["cross_entropy"] > DIVERGED_CROSS_ENTROPY:
             self._stop_non_finite(step, values)
         record = {
             "loss": values["cross_entropy"] + values["regularization"],
@@ -128,38 +137,52 @@ class Bookkeeper:
             self.save(step)
 
     def _stop_non_finite(self, step, values):
-        last_saved = self.last_saved
-        where = (
-            f"; the last good checkpoint is {last_saved}"
-            if last_saved
-            else "; no checkpoint was written"
-        )
-        what = (
-            f"non-finite loss or gradients at step {step} (loss "
-            f"{values['cross_entropy'] + values['regularization']:.4g}, learning rate "
-            f"{values['learning_rate']:.3g})"
-        )
-        if last_saved and self.last_saved_step == step - 1 and self.chief:
-            # The checkpoint holds the very weights this step started from: finite, but
-            # diverged. Resuming from it would stop here again whatever the rate.
-            try:
-                folder, resume_from = checkpoints.set_aside_checkpoint(
-                    self.manager.directory, last_saved, f"{what}: the first step from these weights"
-                )
-                where = (
-                    f"; {os.path.basename(last_saved)} holds the weights that gave it and "
-                    f"was moved to {folder}; a rerun resumes from "
-                    f"{resume_from or 'step 0 (no earlier checkpoint is left)'}"
-                )
-            except (OSError, tf.errors.OpError) as error:  # the NaN message must survive
-                where = (
-                    f"; {last_saved} holds the weights that gave it, but could not be "
-                    f"moved aside ({error}): delete or move it before rerunning"
-                )
+        loss = values["cross_entropy"] + values["regularization"]
+        if values["nonfinite"] > 0:
+            what = f"non-finite loss or gradients at step {step} (loss {loss:.4g}"
+        else:
+            what = (
+                f"diverged loss at step {step} (cross-entropy {values['cross_entropy']:.4g} "
+                f"per pixel, above {DIVERGED_CROSS_ENTROPY:.0e}"
+            )
+        what += f", learning rate {values['learning_rate']:.3g})"
         raise NonFiniteLossError(
-            f"{what}: training stopped{where}. Lower "
+            f"{what}: training stopped{self._set_aside_or_keep(step, what)}. Lower "
             "--base_learning_rate, check the labels against --num_classes, or try "
             "--mixed_precision=none"
+        )
+
+    def _set_aside_or_keep(self, step, what):
+        """The end of the stop line: where a rerun resumes from.
+
+        The step that went wrong started from the weights of step ``step - 1``. When those are
+        the last checkpoint (written by this run, or the one it resumed from), that checkpoint
+        is finite but diverged: its first step gave a non-finite loss, gradients or weights,
+        and resuming from it would stop at the same step again at any rate. It is moved to
+        diverged/ (the chief does it) and a rerun resumes from the one before. A checkpoint
+        written earlier is kept: steps since then ran from it without a fault, so a lower rate
+        from it is the remedy.
+        """
+        last_saved = self.last_saved
+        if not last_saved:
+            return "; no checkpoint was written"
+        if self.last_saved_step != step - 1 or not self.chief:
+            return f"; the last good checkpoint is {last_saved}"
+        try:
+            folder, resume_from = checkpoints.set_aside_checkpoint(
+                self.manager.directory, last_saved, f"{what}: the first step from these weights"
+            )
+        except (OSError, tf.errors.OpError) as error:  # the stop message must survive
+            return (
+                f"; {last_saved} holds the weights that gave it, but could not be "
+                f"moved aside ({error}): delete or move it before rerunning"
+            )
+        self.last_saved = resume_from
+        self.last_saved_step = None
+        return (
+            f"; {os.path.basename(last_saved)} holds the weights that gave it and "
+            f"was moved to {folder}; a rerun resumes from "
+            f"{resume_from or 'step 0 (no earlier checkpoint is left)'}"
         )
 
     def _log(self, step, record):
@@ -192,9 +215,13 @@ class Bookkeeper:
         """Writes the checkpoint of ``step`` (refusing non-finite weights)."""
         self.step_var.assign(step)
         if not checkpoints.weights_are_finite(self.model):
+            # The update of this step (or of an earlier one since the last checkpoint)
+            # overflowed the weights; with a checkpoint of the step before, that update
+            # started from it (see _set_aside_or_keep).
+            what = f"non-finite weights after the update of step {step}"
             raise NonFiniteLossError(
-                f"non-finite weights at step {step}: no checkpoint written for it; the last "
-                f"good checkpoint is {self.last_saved}. Lower --base_learning_rate"
+                f"{what}: no checkpoint written for it, training stopped"
+                f"{self._set_aside_or_keep(step, what)}. Lower --base_learning_rate"
             )
         self.last_saved = save_checkpoint(self.manager, step, self.last_saved)
         self.last_saved_step = step

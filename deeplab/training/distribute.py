@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab.common.errors import ConfigError
+from deeplab.training import cluster as cluster_lib
 from deeplab.model.deeplabv3 import iter_layers
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server")
@@ -174,13 +175,33 @@ def run_server(task_type, task_index):
     )
     print(f"{task_type}:{task_index} serving at {server.target}", flush=True)
     port = server.target.rsplit(":", 1)[-1]
-    print(
-        f"{task_type}:{task_index}: TensorFlow's gRPC server listens unauthenticated on every "
-        f"interface (0.0.0.0:{port}); keep the cluster on a private network (WORKSPACE.md, "
-        f"'Network security')",
-        flush=True,
-    )
+    fenced = os.environ.get(cluster_lib.NETNS_ENV) == "1"
+    print(server_exposure_line(task_type, task_index, port, fenced=fenced), flush=True)
     server.join()
+
+
+def server_exposure_line(task_type, task_index, port, *, fenced):
+    """The line a server task prints about who can reach it.
+
+    TensorFlow's gRPC server listens on every interface (0.0.0.0) whatever host TF_CONFIG
+    names, with no authentication: a task started directly is reachable from the network.
+    ``fenced``: it runs inside ``deeplab.launch_local``'s private network namespace.
+    """
+    where = f"{task_type}:{task_index}: TensorFlow's gRPC server listens unauthenticated on every"
+    if fenced:
+        return (
+            f"{where} interface of deeplab.launch_local's private network namespace "
+            f"(0.0.0.0:{port}): only the cluster's own processes can reach it"
+        )
+    return (
+        f"{where} interface of this machine (0.0.0.0:{port}), whatever address TF_CONFIG "
+        "names: this task is REACHABLE FROM THE NETWORK, and anyone who reaches the port can "
+        "run code in it. Run it fenced: started by python -m deeplab.launch_local (a private "
+        "network namespace), in a network namespace of its own (unshare --net, ip netns "
+        f"exec), or behind a firewall rule admitting only the cluster's hosts (e.g. iptables "
+        f"-A INPUT -p tcp --dport {port} ! -s 10.0.0.0/24 -j DROP); WORKSPACE.md, 'Network "
+        "security'"
+    )
 
 
 def create_strategy(name, *, tpu=None):

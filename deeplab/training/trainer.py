@@ -30,13 +30,14 @@ from absl import logging
 from deeplab import _cpu
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.config.experiment import MAX_SCALE_FACTOR
 from deeplab.data import class_weights as class_weights_lib
 from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
 from deeplab.model.options import PerformanceOptions
 from deeplab.training import bookkeeping, distribute, loop, optimizers, ps_loop
-from deeplab.logdir import checkpoints, run_record
+from deeplab.logdir import checkpoints, lock, run_record
 from deeplab.training import step as step_lib
 from deeplab.training.image_summaries import ImageSummaries
 from deeplab.training.schedules import PolyLearningRate
@@ -87,6 +88,21 @@ def check_config(config):
         raise ConfigError(
             f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
             f"{train.stop_at_step}"
+        )
+    for name in ("min_scale_factor", "max_scale_factor"):
+        value = getattr(data, name)
+        if not 0 < value <= MAX_SCALE_FACTOR:  # also NaN and inf
+            raise ConfigError(
+                f"--{name} must be positive and at most {MAX_SCALE_FACTOR:g} (finite), got {value}"
+            )
+    height, width = data.crop_size
+    if train.batch_size * height * width * 3 >= 2**31:
+        # TensorFlow computes such a batch's element count in int32 and fails mid-graph
+        # ("Invalid value in tensor used for shape: -1094967296").
+        raise ConfigError(
+            f"--crop_size={height},{width} with --batch_size={train.batch_size}: a batch of "
+            f"{train.batch_size * height * width * 3:.3g} values (batch x H x W x 3) is more "
+            "than TensorFlow can index (2^31); use a smaller --crop_size or --batch_size"
         )
     # Last: a run refused for a bad value leaves no empty logdir behind.
     atomic_io.ensure_folder(train.logdir, "--logdir")
@@ -181,10 +197,23 @@ def _train(config, strategy, progress):
             return None
     # TensorFlow's INFO lines (one per checkpoint write) drown the progress lines.
     python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
-    info, num_classes, class_weights = _check_dataset(data, train)
+    info, num_classes, _ = _check_dataset(data, train)
     if strategy is None:
         strategy = distribute.create_strategy(train.strategy, tpu=train.tpu)
     chief = distribute.is_chief(strategy)
+    # One training per logdir (deeplab.logdir.lock): the chief holds the logdir's lock from
+    # before it reads the checkpoints until it returns; evaluators and readers never take it.
+    held = (
+        lock.training_lock(train.logdir, report=lambda line: print(line, flush=True))
+        if chief
+        else contextlib.nullcontext()
+    )
+    with held:
+        return _train_holding_lock(config, strategy, chief, info, num_classes)
+
+
+def _train_holding_lock(config, strategy, chief, info, num_classes):
+    data, train = config.data, config.train
     num_replicas = strategy.num_replicas_in_sync
     coordinator = None
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
@@ -209,7 +238,9 @@ def _train(config, strategy, progress):
         recipe = run_record.resolved_config(
             config, model.get_config(), num_classes, class_weights=class_weights
         )
-        run_record.write_config(train.logdir, recipe)
+        note = run_record.write_config(train.logdir, recipe)
+        if note:
+            print(f"WARNING: {note}", flush=True)
 
     iterator = _make_iterator(config, strategy, coordinator, start_step, num_classes)
     replica_step = step_lib.build_replica_step(
