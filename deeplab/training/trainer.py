@@ -197,7 +197,7 @@ def _train(config, strategy, progress):
             return None
     # TensorFlow's INFO lines (one per checkpoint write) drown the progress lines.
     python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
-    info, num_classes, _ = _check_dataset(data, train)
+    info, num_classes, class_weights = _check_dataset(data, train)
     if strategy is None:
         strategy = distribute.create_strategy(train.strategy, tpu=train.tpu)
     chief = distribute.is_chief(strategy)
@@ -209,10 +209,12 @@ def _train(config, strategy, progress):
         else contextlib.nullcontext()
     )
     with held:
-        return _train_holding_lock(config, strategy, chief, info, num_classes)
+        return _train_holding_lock(
+            config, strategy, chief, info, num_classes, class_weights, progress
+        )
 
 
-def _train_holding_lock(config, strategy, chief, info, num_classes):
+def _train_holding_lock(config, strategy, chief, info, num_classes, class_weights, progress):
     data, train = config.data, config.train
     num_replicas = strategy.num_replicas_in_sync
     coordinator = None
