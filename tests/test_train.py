@@ -134,8 +134,11 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
         assert all(math.isfinite(v) for _, v in scalars[tag]), tag
     assert scalars["loss/total"][-1][1] == pytest.approx(result.history[20]["loss"], rel=1e-5)
     tags = event_tags.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
-    for kind in ("input", "ground_truth", "prediction"):
-        assert tags[f"images/val_{kind}"] == "images"
+    # One picture per image (summary_images=2): image | ground truth | prediction side by side.
+    assert {t for t in tags if t.startswith("images/")} == {"images/val_0", "images/val_1"}
+    assert tags["images/val_0"] == "images"
+    width, height = _image_summary_size(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
+    assert (width, height) == (3 * 40 + 2 * 4, 40)  # three 40x40 panels, 4 px apart
     evals = summaries.read_scalars(os.path.join(logdir, continuous.EVAL_SUMMARY_DIR))
     assert evals["eval/miou"] == [(20, pytest.approx(result.eval["miou"], rel=1e-6))]
     assert 0.0 <= result.eval["miou"] <= 1.0 and result.eval["num_images"] == 4
@@ -178,6 +181,21 @@ def test_the_run_records_its_whole_recipe(short_run, data_dir):
     assert all(m.name.group == "eval" for m in experiment_info.metric_infos)
     assert session_info.group_name == os.path.basename(str(logdir))  # named after the run
     assert set(session_info.hparams) == set(flat)
+
+
+def _image_summary_size(folder, tag="images/val_0"):
+    """(width, height) of the first picture written under ``tag``."""
+    import glob  # pylint: disable=import-outside-toplevel  (this helper only)
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (event files)
+
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+                if value.tag == tag:
+                    width, height = value.tensor.string_val[:2]
+                    return int(width), int(height)
+    raise AssertionError(f"no {tag} in {folder}")
 
 
 def _hparams_session(folder):
