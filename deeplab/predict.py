@@ -21,7 +21,10 @@ first image also pays for graph tracing / interpreter warm-up).
   orientation applied, grayscale, palette, CMYK and RGBA converted to 8-bit RGB (alpha dropped),
   16-bit reduced to the high byte, each with a note. The map has the (turned) image's size.
 - Unreadable or missing files are reported and skipped; the rest are processed, and the exit
-  status is 1 when anything was skipped (a summary line names what).
+  status is 1 when anything was skipped (a summary line names what). So is an image whose
+  header declares more than ``--max_image_pixels`` pixels (default 4096 x 4096; an export's own
+  cap too), before it is decoded, one whose inference or outputs fail, and, on a full disk,
+  the rest (one line says so).
 - Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
 - ``--model`` ending in .tflite (ours or the official DeepLab TFLite models): images are
   letterboxed to the model's fixed input size (see deeplab/export/tflite.py).
@@ -39,6 +42,7 @@ from absl import app, flags, logging
 
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
+from deeplab.data import images
 from deeplab.export import predictor
 
 flags.DEFINE_string(
@@ -52,6 +56,14 @@ flags.DEFINE_list("input", [], "Image files and/or folders (more may follow as a
 flags.DEFINE_string("predict_output_dir", None, "Where the PNGs go (alias: --output_dir).")
 flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in the overlay.")
 flags.DEFINE_integer("num_threads", 0, "TFLite interpreter threads (0: its default).")
+flags.DEFINE_integer(
+    "max_image_pixels",
+    images.DEFAULT_MAX_PIXELS,
+    "Most pixels (H x W) of one input image, read from its header before anything is "
+    "decoded: a larger image is skipped with a line (an export also applies its own "
+    "--serving_max_pixels). 0: no cap.",
+    lower_bound=0,
+)
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -88,7 +100,11 @@ def main(argv):
             tile_overlap=FLAGS.eval_tile_overlap,
         )
         result = predictor.predict_files(
-            segmenter, inputs, output_dir, alpha=FLAGS.predict_overlay_alpha
+            segmenter,
+            inputs,
+            output_dir,
+            alpha=FLAGS.predict_overlay_alpha,
+            max_pixels=FLAGS.max_image_pixels,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
