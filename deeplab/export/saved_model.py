@@ -129,7 +129,7 @@ _WRITE_ERRNOS = (
     errno.EIO,
 )
 _WRITE_WORDS = (
-    "No space left",
+    "No space left on device",
     "Disk quota",
     "Read-only file system",
     "Permission denied",
