@@ -425,6 +425,27 @@ def test_a_failed_tflite_write_keeps_the_earlier_export(
     assert _listing(export_dir) == before and os.listdir(tmp_path) == ["export"]
 
 
+def test_a_tflite_only_export_keeps_the_earlier_saved_model(
+    capped_export, tmp_path_factory, tmp_path
+):
+    export_dir = str(tmp_path / "export")
+    shutil.copytree(capped_export, export_dir)
+    before = _listing(export_dir)
+    result = saved_model.run_export(
+        checkpoint=efx.shared_tiny_run(tmp_path_factory)["run_dir"],
+        export_dir=export_dir,
+        saved_model=False,
+        tflite=True,
+        tflite_input_size=(33, 33),
+        log=lambda _: None,
+    )
+    assert result["tflite"] == {"none": os.path.join(export_dir, "deeplab_float32.tflite")}
+    after = _listing(export_dir)
+    assert [entry for entry in after if not entry[0].startswith("deeplab_float32.")] == before
+    assert sorted(os.listdir(tmp_path)) == ["export"]
+    serving.SavedModelSegmenter(export_dir)  # still loads
+
+
 def _unshare(folder):
     """unshare, where it gives a private mount namespace that can mount a tmpfs; else None."""
     unshare = shutil.which("unshare")

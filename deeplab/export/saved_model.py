@@ -113,7 +113,7 @@ def _not_an_export(entries):
         return None
     listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
     return (
-        f"holds {listed}, which an export does not write (an export replaces its folder whole): "
+        f"holds {listed}, which an export does not write (an export owns its folder): "
         "choose a new or empty folder, or an earlier export"
     )
 
@@ -160,12 +160,36 @@ def export_write_error(error, export_dir, staging=None):
     )
 
 
+def _link_or_copy(source, target):
+    try:
+        os.link(source, target)  # no space needed; the old folder is removed after the swap
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _keep_unwritten(export_dir, staging):
+    """Carries into the new export what the earlier one in ``export_dir`` holds and this one
+    did not write (a ``--nosaved_model --tflite`` export keeps the SavedModel beside it), as
+    exporting into the folder always did."""
+    if staging == export_dir or not os.path.isdir(export_dir):
+        return
+    for name in os.listdir(export_dir):
+        source, target = os.path.join(export_dir, name), os.path.join(staging, name)
+        if os.path.lexists(target):
+            continue
+        if os.path.isdir(source):
+            shutil.copytree(source, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, target)
+
+
 def run_export(*, export_dir, log=print, **options):
     """Does the export (:func:`_write_export`, the binary's flags map one to one onto its
     arguments) into a folder beside ``export_dir`` that is renamed into place when complete:
     a failure leaves an earlier export in ``export_dir`` intact and no partial folder, and a
     folder holding anything an export does not write (:data:`EXPORT_ENTRIES`) is refused
-    before any work.
+    before any work. What an earlier export holds and this one does not write (its SavedModel,
+    for a TFLite-only export) is kept.
 
     Returns:
       see :func:`_write_export` (paths inside ``export_dir``).
@@ -181,6 +205,7 @@ def run_export(*, export_dir, log=print, **options):
 
     try:
         result = _write_export(export_dir=staging, log=lambda m: log(shown(m)), **options)
+        _keep_unwritten(export_dir, staging)
         atomic_io.replace_directory(staging, export_dir)
     except BaseException as error:
         if staging != export_dir:
