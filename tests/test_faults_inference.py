@@ -315,6 +315,44 @@ def test_a_250_character_image_name_is_processed(tmp_path_factory, tmp_path):
     assert sorted(os.listdir(out)) == sorted(names)
 
 
+def test_a_failed_inference_or_write_skips_that_image_only(tmp_path, monkeypatch):
+    """One image's inference fails, another's outputs fail half written (a permission error),
+    the third goes through: a line each, no partial set of outputs, an earlier output kept."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes(_ok_png())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_overlay.png").write_bytes(b"from an earlier run")
+
+    def segmenter(image):  # a.png, the first, fails
+        segmenter.calls += 1
+        if segmenter.calls == 1:
+            raise tf.errors.InvalidArgumentError(None, None, "the graph said no\nmore detail")
+        return np.zeros(image.shape[:2], np.int32)
+
+    segmenter.calls = 0
+    write = predictor.write_outputs
+
+    def failing(output_dir, stem, *args):
+        if stem == "b":
+            predictor.visualization.save_index_png(os.path.join(output_dir, "b.png"), args[1])
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return write(output_dir, stem, *args)
+
+    monkeypatch.setattr(predictor, "write_outputs", failing)
+    lines = []
+    result = predictor.predict_files(segmenter, [str(folder)], str(out), log=lines.append)
+    assert [os.path.basename(p) for p, _ in result["processed"]] == ["c.png"]
+    assert f"skipped {folder / 'a.png'}: inference failed (the graph said no)" in lines
+    assert (
+        f"skipped {folder / 'b.png'}: cannot write its outputs {out / 'b'}*.png (Permission denied)"
+    ) in lines
+    assert sorted(os.listdir(out)) == ["b_overlay.png", "c.png", "c_color.png", "c_overlay.png"]
+    assert (out / "b_overlay.png").read_bytes() == b"from an earlier run"
+
+
 def _truncate_variables(export_dir):
     path = os.path.join(export_dir, "variables", "variables.data-00000-of-00001")
     with open(path, "r+b") as handle:
