@@ -63,6 +63,14 @@ def _pixels(height=13, width=21, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def _animated_gif(array):
+    """Two frames, a comment and a loop extension (sub-blocks to walk before the first frame)."""
+    buffer = io.BytesIO()
+    frames = [Image.fromarray(array), Image.fromarray(255 - array)]
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], loop=0, comment=b"x")
+    return buffer.getvalue()
+
+
 def _files():
     """Small files of every accepted format (and the variants that move header fields)."""
     array = _pixels()
@@ -75,6 +83,7 @@ def _files():
         "jpeg_cmyk": _encode(array, "JPEG", "CMYK"),
         "jpeg_big_icc": _encode(array, "JPEG", icc_profile=b"x" * 70000),  # SOF past 64 KB
         "gif": _encode(array, "GIF"),
+        "gif_animated": _animated_gif(array),
         "bmp": _encode(array, "BMP"),
         "webp": _encode(array, "WEBP"),
         "webp_lossless": _encode(array, "WEBP", lossless=True),
@@ -101,7 +110,7 @@ def _declare(data, height, width):
         while data[pos + 1] not in (0xC0, 0xC1, 0xC2):
             pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         data[pos + 5 : pos + 9] = struct.pack(">HH", height, width)
-    elif data[:4] == b"GIF8":
+    elif data[:4] == b"GIF8":  # the screen; the first frame reaching past it in _frame_bomb
         data[6:10] = struct.pack("<HH", width, height)
     elif data[:2] == b"BM":
         data[18:26] = struct.pack("<ii", width, height)
@@ -126,6 +135,14 @@ def _declare(data, height, width):
         data = b"\n".join([magic, f"{width} {height}".encode(), depth, pixels])
     else:
         raise AssertionError("no header to patch")
+    return bytes(data)
+
+
+def _frame_bomb():
+    """A GIF whose screen is small and whose first frame declares HUGE x HUGE."""
+    data = bytearray(_files()["gif"])
+    at = data.index(struct.pack("<BHHHH", 0x2C, 0, 0, 21, 13))  # the 21 x 13 frame at (0, 0)
+    data[at + 5 : at + 9] = struct.pack("<HH", HUGE, HUGE)
     return bytes(data)
 
 
@@ -154,6 +171,12 @@ def test_header_size_of_every_accepted_format(name):
     assert images.image_size(data) == expected
     graph = tuple(int(v) for v in _SIZE_TF(data).numpy())
     assert graph == (expected if name.split("_")[0] in GRAPH_FORMATS else (-1, -1))
+
+
+def test_a_gif_frame_larger_than_its_screen_counts():
+    bomb = _frame_bomb()
+    assert images.image_size(bomb) == (HUGE, HUGE)
+    assert tuple(int(v) for v in _SIZE_TF(bomb).numpy()) == (HUGE, HUGE)
 
 
 def test_python_and_graph_header_sizes_agree_on_damaged_files():

@@ -253,6 +253,31 @@ def _jpeg_size(data):
     return None
 
 
+def _gif_size(data):
+    """The logical screen, enlarged to the first frame where that frame reaches past it (as
+    PIL does; giflib allocates the frame's own size)."""
+    if len(data) < 13:
+        return None
+    height, width = int.from_bytes(data[8:10], "little"), int.from_bytes(data[6:8], "little")
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # the global palette
+    in_blocks = False  # walking an extension's data sub-blocks
+    for _ in range(MAX_HEADER_STEPS):
+        if pos >= len(data):
+            return None
+        if in_blocks:
+            in_blocks = data[pos] != 0
+            pos += 1 + data[pos]
+        elif data[pos] == 0x21:  # an extension: introducer, label, then sub-blocks
+            pos, in_blocks = pos + 2, True
+        elif data[pos] == 0x2C and pos + 9 <= len(data):  # the first image descriptor
+            left, top, frame_width, frame_height = (
+                int.from_bytes(data[pos + k:pos + k + 2], "little") for k in (1, 3, 5, 7))
+            return max(height, top + frame_height), max(width, left + frame_width)
+        else:
+            return None
+    return None
+
+
 def _tiff_size(data):
     order = {b"II*\x00": "little", b"MM\x00*": "big"}.get(bytes(data[:4]))
     if order is None:
@@ -297,7 +322,8 @@ def image_size(data):
     without decoding anything; None when the header is not one of these or is damaged.
 
     PNG: the IHDR chunk. JPEG: the first frame header (SOF0..SOF15 markers, walked past up to
-    :data:`MAX_HEADER_STEPS` other segments). GIF: the logical screen (the size decoders give).
+    :data:`MAX_HEADER_STEPS` other segments). GIF: the logical screen, or the first frame where
+    it reaches past the screen (later frames of an animation are not read).
     BMP: the DIB header (a negative height means top-down). WebP: the VP8, VP8L or VP8X header.
     TIFF: ImageWidth / ImageLength of IFD0. PPM / PGM (P1..P6): the first two numbers of the
     text header. :func:`image_size_tf` reads the same fields in a TensorFlow graph (JPEG, PNG,
@@ -311,8 +337,7 @@ def image_size(data):
             return None
         return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
     if data[:4] == b"GIF8":
-        return (int.from_bytes(data[8:10], "little"), int.from_bytes(data[6:8], "little")) \
-            if len(data) >= 10 else None
+        return _gif_size(data)
     if data[:2] == b"BM":
         if len(data) < 26:
             return None
@@ -568,8 +593,35 @@ def image_size_tf(data):
     is_png = tf.logical_and(tf.equal(text(0, 8), _PNG_SIGNATURE),
                             tf.logical_and(size >= 24, tf.equal(text(12, 4), b"IHDR")))
     png = tf.stack([number(head, 20, 24, "big"), number(head, 16, 20, "big")])
-    is_gif = tf.logical_and(tf.equal(text(0, 4), b"GIF8"), size >= 10)
-    gif = tf.stack([number(head, 8, 10, "little"), number(head, 6, 8, "little")])
+    is_gif = tf.logical_and(tf.equal(text(0, 4), b"GIF8"), size >= 13)
+    screen = tf.stack([number(head, 8, 10, "little"), number(head, 6, 8, "little")])
+    palette = tf.where(tf.bitwise.bitwise_and(head[10], 0x80) > 0,
+                       tf.bitwise.left_shift(tf.constant(3, tf.int64),
+                                             tf.bitwise.bitwise_and(head[10], 7) + 1),
+                       tf.constant(0, tf.int64))
+    running, found, failed = 0, 1, 2
+
+    def gif_walk(step, position, in_blocks, state, result):  # as _gif_size's loop
+        block = raw(position, 9)
+        past = position >= size
+        descriptor = tf.logical_and(tf.equal(block[0], 0x2C), position + 9 <= size)
+        frame = tf.stack([number(block, 3, 5, "little") + number(block, 7, 9, "little"),
+                          number(block, 1, 3, "little") + number(block, 5, 7, "little")])
+        extension = tf.equal(block[0], 0x21)
+        state = tf.where(past, failed, tf.where(in_blocks, running, tf.where(
+            extension, running, tf.where(descriptor, found, failed))))
+        position = position + tf.where(in_blocks, 1 + block[0], tf.constant(2, tf.int64))
+        in_blocks = tf.where(in_blocks, tf.not_equal(block[0], 0), extension)
+        return step + 1, position, in_blocks, state, tf.maximum(screen, frame)
+
+    _, _, _, gif_state, gif_frame = tf.while_loop(
+        lambda step, position, in_blocks, state, result: tf.logical_and(
+            step < MAX_HEADER_STEPS, tf.equal(state, running)),
+        gif_walk,
+        (tf.constant(0), 13 + palette, tf.constant(False), tf.where(is_gif, running, failed),
+         unknown),
+    )
+    gif = tf.where(tf.equal(gif_state, found), gif_frame, unknown)
     is_bmp = tf.logical_and(tf.equal(text(0, 2), b"BM"), size >= 26)
     core = tf.equal(number(head, 14, 18, "little"), 12)
 
@@ -598,7 +650,6 @@ def image_size_tf(data):
 
     # JPEG: walk the markers to the first frame header, as _jpeg_size does.
     is_jpeg = tf.equal(text(0, 3), b"\xff\xd8\xff")
-    running, found, failed = 0, 1, 2
 
     def walk(step, position, state, result):
         segment = raw(position, 9)
