@@ -15,6 +15,8 @@ _jax_guard.install()
 _cpu.enable_onednn_by_default()
 
 _LAZY = {
+    "load": "deeplab.export.loading",
+    "Segmenter": "deeplab.export.loading",
     "build_model": "deeplab.model.deeplabv3",
     "load_imagenet_backbone": "deeplab.model.deeplabv3",
     "rebuild_with_output_stride": "deeplab.model.deeplabv3",

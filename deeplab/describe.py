@@ -9,17 +9,13 @@ graph of the model at batch 1 and the given crop, so what is counted is exactly 
 (:mod:`deeplab.model.description`).
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.model import description
 
 FLAGS = flags.FLAGS
 # --help lists the experiment flags this binary reads (the model's and --crop_size).
@@ -31,6 +27,10 @@ flags.DEFINE_integer(
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.model import description  # library: after the flags (fast --help)
+
     _console.quiet_absl()
     del argv
     try:
@@ -47,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

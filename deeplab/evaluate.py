@@ -23,19 +23,14 @@ checkpoint appeared for --watch_timeout seconds.
 The work is done by :mod:`deeplab.evaluation.continuous` (``evaluate_once``, ``watch``).
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.evaluation import continuous
-from deeplab.logdir import run_record
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -63,6 +58,9 @@ def _settings():
     """The evaluation settings, as keyword arguments of evaluate_checkpoint: the flags, over
     the run's recorded config.json when --logdir (or a --checkpoint folder) has one, so
     ``deeplab.evaluate --logdir=runs/x`` evaluates on the data the run recorded."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.logdir import run_record  # library: after the flags (fast --help)
+
     folder = FLAGS.logdir or (
         FLAGS.checkpoint if FLAGS.checkpoint and os.path.isdir(FLAGS.checkpoint) else None
     )
@@ -87,6 +85,10 @@ def _settings():
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.evaluation import continuous  # library: after the flags (fast --help)
+
     _console.quiet_absl()
     if len(argv) > 1:
         print(
@@ -118,4 +120,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

@@ -18,24 +18,24 @@ Writes into ``--export_dir``: the SavedModel (signatures ``serving_default``,
 ``serve_encoded_images``, ``class_info``; see deeplab/export/serving.py and the README) and, with
 ``--tflite``, ``deeplab_float32.tflite`` (+ ``deeplab_int8.tflite`` with ``--quantize=int8``),
 each with a ``.json`` sidecar. ``--evaluate_split`` prints the mIOU of float Keras, float TFLite
-and int8 TFLite on that split side by side and writes ``tflite_eval.json``.
+and int8 TFLite on that split side by side and writes ``tflite_eval.json``. Every export gets a
+model card (``MODEL_CARD.md``, ``model_card.json``; deeplab/export/model_card.py).
+
+The console shows one line per stage (progress with a count, rate and ETA on a terminal);
+TensorFlow's and the TFLite converter's own log lines go to ``export.log`` in the folder
+(``--verbosity=0`` shows them on the console instead).
 
 The work is done by :func:`deeplab.export.saved_model.run_export`.
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
+import os
 import sys
 
 from absl import app, flags, logging
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.export import saved_model as saved_model_lib
-from deeplab.export import tflite as tflite_lib
-from deeplab.logdir import checkpoints
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
 flags.DEFINE_list(
@@ -95,6 +95,11 @@ flags.adopt_module_key_flags(experiment_flags)
 
 def _report_ignored_model_flags(model_config):
     """Logs model flags set on the command line that disagree with model_config.json."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import (
+        saved_model as saved_model_lib,
+    )  # library: after the flags (fast --help)
+
     given = {
         name: FLAGS[name].value
         for name in saved_model_lib.ARCHITECTURE_FLAGS
@@ -110,6 +115,11 @@ def _report_ignored_model_flags(model_config):
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import tflite as tflite_lib  # library: after the flags (fast --help)
+    from deeplab.logdir import checkpoints  # library: after the flags (fast --help)
+
     _console.quiet_absl()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -120,32 +130,43 @@ def main(argv):
         run = checkpoints.read_run_info(checkpoint)  # resolved once: a live logdir may move on
         _report_ignored_model_flags(run["model_config"])
         input_size = tflite_lib.parse_input_size(FLAGS.tflite_input_size or FLAGS.crop_size)
-        saved_model_lib.run_export(
-            checkpoint=run["checkpoint"],
-            export_dir=FLAGS.export_dir,
-            output_stride=FLAGS.eval_output_stride,
-            scales=experiment_flags.eval_scales(),
-            flip=FLAGS.eval_flip,
-            dataset_dir=FLAGS.dataset_dir,
-            class_names=FLAGS.class_names,
-            saved_model=FLAGS.saved_model,
-            tflite=FLAGS.tflite,
-            quantize=FLAGS.quantize,
-            tflite_input_size=input_size,
-            calibration_split=FLAGS.calibration_split or FLAGS.train_split,
-            num_calibration_images=FLAGS.num_calibration_images,
-            evaluate_split=FLAGS.evaluate_split,
-            eval_limit=FLAGS.eval_limit,
-            tile_size=experiment_flags.eval_tile_size(),
-            tile_overlap=FLAGS.eval_tile_overlap,
-            max_pixels=FLAGS.serving_max_pixels,
-            serving_dtype=FLAGS.serving_dtype,
-        )
+        with _console.library_output_to_log(os.path.join(FLAGS.export_dir, "export.log")):
+            _export(run, input_size)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
+def _export(run, input_size):
+    """run_export with the flags (TensorFlow's and the converter's lines go to export.log)."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import (
+        saved_model as saved_model_lib,
+    )  # library: after the flags (fast --help)
+
+    saved_model_lib.run_export(
+        checkpoint=run["checkpoint"],
+        export_dir=FLAGS.export_dir,
+        output_stride=FLAGS.eval_output_stride,
+        scales=experiment_flags.eval_scales(),
+        flip=FLAGS.eval_flip,
+        dataset_dir=FLAGS.dataset_dir,
+        class_names=FLAGS.class_names,
+        saved_model=FLAGS.saved_model,
+        tflite=FLAGS.tflite,
+        quantize=FLAGS.quantize,
+        tflite_input_size=input_size,
+        calibration_split=FLAGS.calibration_split or FLAGS.train_split,
+        num_calibration_images=FLAGS.num_calibration_images,
+        evaluate_split=FLAGS.evaluate_split,
+        eval_limit=FLAGS.eval_limit,
+        tile_size=experiment_flags.eval_tile_size(),
+        tile_overlap=FLAGS.eval_tile_overlap,
+        max_pixels=FLAGS.serving_max_pixels,
+        serving_dtype=FLAGS.serving_dtype,
+    )
+
+
 if __name__ == "__main__":
     flags.mark_flag_as_required("export_dir")
-    app.run(main)
+    _console.run(main)

@@ -18,8 +18,9 @@ the possible counts are 1, 2, 3, 4, 6 and 9. The counting and the plot are in
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.evaluation import figures
 
@@ -54,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

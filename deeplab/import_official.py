@@ -13,17 +13,14 @@ The output folder is laid out like a training logdir (``ckpt-0``, ``model_config
 mapped: :mod:`deeplab.export.official` (and CONVENTIONS.md, "The authors' released models").
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import json
+import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import UserError
-from deeplab.export import official
 
 FLAGS = flags.FLAGS
 
@@ -56,7 +53,12 @@ def define_flags():
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import official  # library: after the flags (fast --help)
+
     del argv
+    _console.quiet_absl()
     try:
         if bool(FLAGS.tflite) == bool(FLAGS.tf1_checkpoint):
             raise UserError("pass exactly one of --tflite and --tf1_checkpoint")
@@ -70,13 +72,19 @@ def main(argv):
                     names = [line.strip() for line in handle if line.strip()]
             except OSError as error:
                 raise UserError(f"--labels={FLAGS.labels}: {error.strerror}") from error
-        if FLAGS.tflite:
-            model, report = official.import_tflite(FLAGS.tflite, names)
-        else:
-            model, report = official.import_tf1_checkpoint(
-                FLAGS.tf1_checkpoint, output_stride=FLAGS.import_output_stride, class_names=names
-            )
-        output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
+        source = FLAGS.tflite or FLAGS.tf1_checkpoint
+        print(f"reading {source}")
+        with _console.library_output_to_log(os.path.join(FLAGS.output, "import.log")):
+            if FLAGS.tflite:
+                model, report = official.import_tflite(FLAGS.tflite, names)
+            else:
+                model, report = official.import_tf1_checkpoint(
+                    FLAGS.tf1_checkpoint,
+                    output_stride=FLAGS.import_output_stride,
+                    class_names=names,
+                )
+            print(f"writing {FLAGS.output} (checkpoint, weights, model card)")
+            output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -90,4 +98,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    _console.run(main)

@@ -36,8 +36,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.training import cluster as cluster_lib
 
 FLAGS = flags.FLAGS
@@ -108,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

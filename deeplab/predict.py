@@ -10,10 +10,13 @@ For every image NAME.EXT it writes into ``--output_dir``:
 
     NAME.png          class index per pixel (8-bit grayscale PNG; 16-bit if an index > 255)
     NAME_color.png    the class map in the model's palette
-    NAME_overlay.png  the image blended with the colorized map (``--overlay_alpha``)
+    NAME_overlay.png  the photo with the classes found painted over it (``--overlay_alpha``;
+                      the dataset's background class left unpainted) and a legend of the
+                      classes with their colours and shares of the pixels
 
-and prints one line per image with its size and the inference and total times in ms (the
-first image also pays for graph tracing / interpreter warm-up).
+It first prints the model card's one-line summary (``model: ...``), then per image a line with
+its size and the inference and total times in ms (the first image also pays for graph tracing /
+interpreter warm-up) and a line listing the classes found with their share of the pixels.
 
 - ``--input`` takes files and folders (comma-separated, or as extra arguments); a folder
   contributes its image files (not recursive).
@@ -32,18 +35,13 @@ first image also pays for graph tracing / interpreter warm-up).
 The work is done by :mod:`deeplab.export.predictor` (``make_segmenter``, ``predict_files``).
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.data import images
-from deeplab.export import predictor
 
 flags.DEFINE_string(
     "model",
@@ -54,11 +52,16 @@ flags.DEFINE_string(
 )
 flags.DEFINE_list("input", [], "Image files and/or folders (more may follow as arguments).")
 flags.DEFINE_string("predict_output_dir", None, "Where the PNGs go (alias: --output_dir).")
-flags.DEFINE_float("predict_overlay_alpha", 0.5, "Opacity of the class colors in the overlay.")
+flags.DEFINE_float(
+    "predict_overlay_alpha",
+    0.6,
+    "Opacity of the class colors in the overlay (the background class, if the dataset has one, "
+    "is never painted).",
+)
 flags.DEFINE_integer("num_threads", 0, "TFLite interpreter threads (0: its default).")
 flags.DEFINE_integer(
     "max_image_pixels",
-    images.DEFAULT_MAX_PIXELS,
+    4096 * 4096,  # deeplab.data.images.DEFAULT_MAX_PIXELS (the library loads after the flags)
     "Most pixels (H x W) of one input image, read from its header before anything is "
     "decoded: a larger image is skipped with a line (an export also applies its own "
     "--serving_max_pixels). 0: no cap.",
@@ -72,6 +75,14 @@ flags.adopt_module_key_flags(experiment_flags)
 
 def main(argv):
     _console.quiet_absl()
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.export import (
+        loading,
+        model_card,
+        predictor,
+    )  # library: after the flags (fast --help)
+
     inputs = list(FLAGS.input) + list(argv[1:])
     output_dir = FLAGS.predict_output_dir
     try:
@@ -99,6 +110,8 @@ def main(argv):
             tile_size=experiment_flags.eval_tile_size(),
             tile_overlap=FLAGS.eval_tile_overlap,
         )
+        card = loading.find_card(FLAGS.model or FLAGS.checkpoint or FLAGS.logdir, segmenter)
+        print(f"model: {model_card.summary(card) if card else 'no model card'}")
         result = predictor.predict_files(
             segmenter,
             inputs,
@@ -129,4 +142,4 @@ def exit_code(result):
 if __name__ == "__main__":
     flags.DEFINE_alias("output_dir", "predict_output_dir")
     flags.DEFINE_alias("overlay_alpha", "predict_overlay_alpha")
-    app.run(main)
+    _console.run(main)

@@ -33,16 +33,13 @@ synthetic one, keeping everything else of each row (output strides, multi-grid, 
 batch sizes, evaluation scales and flips).
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.config import paper_tables
@@ -108,6 +105,7 @@ def command_line_overrides():
 
 
 def main(argv):
+    _console.quiet_tensorflow()
     _console.quiet_absl()
     if len(argv) > 1:
         print(
@@ -157,4 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

@@ -17,22 +17,16 @@ Environment overrides, read here only: DEEPLAB_FUSED_BATCH_NORM=0 and DEEPLAB_FU
 act as --nofused_batch_norm and --nofused_momentum.
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
+import contextlib
+import dataclasses
+import os
+import sys
 
-_console.quiet_tensorflow()
+from absl import flags
 
-import dataclasses  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from deeplab.common.errors import UserError  # noqa: E402
-from deeplab.config import flags as experiment_flags  # noqa: E402
-from deeplab.data import synthetic  # noqa: E402
-from deeplab.model.options import PerformanceOptions  # noqa: E402
-from deeplab.training import distribute, optimizers, trainer  # noqa: E402
-from deeplab.logdir import run_record
+from deeplab import _console
+from deeplab.common.errors import UserError
+from deeplab.config import flags as experiment_flags
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -48,6 +42,10 @@ flags.DEFINE_integer(
 
 def config_from_flags():
     """The run's ExperimentConfig: the flags, with the environment's overrides applied."""
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.model.options import PerformanceOptions  # library: after the flags (fast --help)
+    from deeplab.training import optimizers  # library: after the flags (fast --help)
+
     config = experiment_flags.experiment_config()
     train = config.train
     performance = PerformanceOptions.from_environment(
@@ -64,6 +62,12 @@ def config_from_flags():
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.data import synthetic  # library: after the flags (fast --help)
+    from deeplab.logdir import run_record  # library: after the flags (fast --help)
+    from deeplab.training import distribute, trainer  # library: after the flags (fast --help)
+
     if len(argv) > 1:
         print(
             f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
@@ -75,12 +79,22 @@ def main(argv):
         if FLAGS.logical_cpu_devices > 1:
             distribute.configure_logical_cpus(FLAGS.logical_cpu_devices)
         config = config_from_flags()
-        trainer.check_config(config)
-        if config.data.build_synthetic_if_missing:
-            synthetic.build_if_missing(config.data, seed=config.train.seed)
-        log_name = run_record.log_file_name(*distribute.tf_config_task())
-        with run_record.console_log(config.train.logdir, log_name):
-            result = trainer.train(config)
+        task = distribute.tf_config_task()
+        progress = trainer.RunProgress()
+        # A start that fails before the first step (a refused flag, a missing dataset) leaves
+        # no new logdir behind, train.log included; the other tasks of a cluster leave the
+        # chief's logdir alone.
+        cleanup = (
+            trainer.removed_if_no_step(config.train.logdir, progress)
+            if task[0] in (None, "chief")
+            else contextlib.nullcontext()
+        )
+        with cleanup:
+            trainer.check_config(config)
+            if config.data.build_synthetic_if_missing:
+                synthetic.build_if_missing(config.data, seed=config.train.seed)
+            with run_record.console_log(config.train.logdir, run_record.log_file_name(*task)):
+                result = trainer.train(config, progress=progress)
         if config.train.strategy == "parameter_server" and result is not None:
             # The run is complete and its files are closed (checkpoints are written
             # synchronously, the summary writer flushed). After a worker was lost, the
@@ -96,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

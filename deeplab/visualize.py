@@ -28,17 +28,13 @@ dataset's evaluation server (``deeplab.evaluation.visualization.save_raw_predict
 The work is done by :func:`deeplab.evaluation.vis_export.visualize`.
 """
 
-from deeplab import _console  # noqa: E402  (first: before anything imports TensorFlow)
-
-_console.quiet_tensorflow()
-
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
-from deeplab.evaluation import vis_export
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -77,6 +73,10 @@ flags.DEFINE_float("vis_overlay_alpha", 0.5, "Opacity of the prediction in overl
 
 
 def main(argv):
+    _console.quiet_tensorflow()
+    # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.evaluation import vis_export  # library: after the flags (fast --help)
+
     _console.quiet_absl()
     if len(argv) > 1:
         print(
@@ -126,4 +126,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _console.run(main)

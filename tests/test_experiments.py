@@ -45,6 +45,8 @@ def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
     )  # issue 8: real data, not a paper row
     # Issue 18: fine-tuning the authors' imported PASCAL model on CamVid, not a paper row.
     on_disk.discard(os.path.join("experiments", "camvid_from_pascal.flags"))
+    # Issue 30: the template of README.md's "Train on your own data", not a paper row.
+    on_disk.discard(os.path.join("experiments", "own_data.flags"))
     assert on_disk == set(paper_tables.all_flagfiles())
 
 

@@ -25,6 +25,7 @@ BINARIES = (
     "import_official",
     "launch_local",
     "figures",
+    "inspect_dataset",
 )
 
 

@@ -108,6 +108,14 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
     assert "unreadable image" in result["skipped"][0][1]
     assert sorted(os.path.basename(p) for p, _ in result["notes"]) == ["alpha.png", "gray.png"]
     assert sum(" ms -> " in line for line in lines) == 4  # one timing line per image
+    class_lines = [line for line in lines if line.startswith("    classes: ")]
+    assert len(class_lines) == 4  # and one line of the classes found, with their shares
+    for (path, shares), line in zip(result["classes"], class_lines):
+        assert abs(sum(s["share"] for s in shares) - 1.0) < 1e-6
+        assert {s["name"] for s in shares} <= set(fx.CLASS_NAMES)
+        assert line == "    classes: " + ", ".join(
+            f"{s['name']} {100 * s['share']:.1f}%" for s in shares
+        )
     reference = serving.KerasSegmenter(
         export["model"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP
     )
@@ -119,8 +127,20 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
         stem = index_png[: -len(".png")]
         colored = np.asarray(Image.open(stem + "_color.png"))
         np.testing.assert_array_equal(colored, colorize_labels(labels, fx.PALETTE))
-        blended = np.asarray(Image.open(stem + "_overlay.png")).astype(int)
-        np.testing.assert_array_less(np.abs(blended - (image.astype(int) + colored) / 2), 1.0)
+        overlay = np.asarray(Image.open(stem + "_overlay.png")).astype(int)
+        height, width = labels.shape
+        assert overlay.shape[0] > height and overlay.shape[1] == max(width, 320)  # + legend
+        # Inside each region (not at a class boundary) the photo and the class colour blend at
+        # 0.6; no class of this dataset is a background, so every pixel is painted.
+        padded = np.pad(labels, 2, mode="edge")
+        inside = np.ones_like(labels, bool)
+        for dy in range(5):
+            for dx in range(5):
+                inside &= padded[dy : dy + height, dx : dx + width] == labels
+        expected = 0.4 * image.astype(int) + 0.6 * colored
+        blend = overlay[:height, :width]
+        assert inside.mean() > 0.3
+        np.testing.assert_array_less(np.abs(blend - expected)[inside], 1.0)
     scene = np.asarray(Image.open(processed["scene.png"]))
     assert len(np.unique(scene)) >= 2
     # RGBA with alpha dropped is the same picture as scene.png.
@@ -174,6 +194,9 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     assert "error: 2 of 6 inputs were skipped: " in result.stderr
     text = result.stdout
     assert text.count(" ms -> ") == 4
+    assert text.count("    classes: ") == 4
+    # The shared .tflite has a sidecar but no export folder's card: predict says so in one line.
+    assert text.splitlines()[0] == "model: no model card"
     assert "note: " in text and "grayscale image converted to RGB" in text
     assert "skipped " + os.path.join(inputs_dir, "broken.png") in text
     assert "skipped " + str(tmp_path / "missing.png") in text

@@ -162,10 +162,43 @@ def test_the_run_records_its_whole_recipe(short_run, data_dir):
     )
     tags = event_tags.read_tags(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
     assert tags["config"] == "text"
-    assert any(plugin == "hparams" for plugin in tags.values())
+    # One HParams session per run, in the logdir itself; each setting once.
+    session = event_tags.read_tags(str(logdir))
+    assert session and set(session.values()) == {"hparams"}
     flat = run_record.hparams(record)
     assert flat["train/base_learning_rate"] == record["train"]["base_learning_rate"]
     assert flat["data/crop_size"] == "33,33"
+    assert flat["data/num_classes"] == 3 and "num_classes" not in flat
+    assert not any(key.startswith("model_config/") for key in flat)
+    assert "model/num_classes" not in flat
+    experiment_info, session_info = _hparams_session(str(logdir))
+    metrics = {m.name.tag for m in experiment_info.metric_infos}
+    assert {"eval/miou", "eval/pixel_accuracy"} <= metrics
+    assert {f"eval/iou/{name}" for name in ("background", "shape_1", "shape_2")} <= metrics
+    assert all(m.name.group == "eval" for m in experiment_info.metric_infos)
+    assert session_info.group_name == os.path.basename(str(logdir))  # named after the run
+    assert set(session_info.hparams) == set(flat)
+
+
+def _hparams_session(folder):
+    """(experiment info, session start info) of the HParams summaries in ``folder``."""
+    import glob  # pylint: disable=import-outside-toplevel  (this helper only)
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (event files)
+    from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=import-outside-toplevel
+
+    experiment_info = session_info = None
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+                data = plugin_data_pb2.HParamsPluginData.FromString(
+                    value.metadata.plugin_data.content
+                )
+                if data.HasField("experiment"):
+                    experiment_info = data.experiment
+                if data.HasField("session_start_info"):
+                    session_info = data.session_start_info
+    return experiment_info, session_info
 
 
 def test_tiny_model_overfits_four_images(tmp_path):

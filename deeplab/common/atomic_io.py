@@ -47,7 +47,7 @@ def ensure_folder(path, flag):
         raise ConfigError(f"{flag}={path}: the folder is not writable")
 
 
-def _umask():
+def current_umask():
     """The process's umask (``os.umask`` can only read it by setting it: set and restore)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -56,7 +56,7 @@ def _umask():
 
 def default_file_mode():
     """The permission bits ``open(path, "w")`` gives a new file: 0666 less the current umask."""
-    return 0o666 & ~_umask()
+    return 0o666 & ~current_umask()
 
 
 # Longest file name most file systems take (bytes); temporary names stay well below it.
@@ -142,7 +142,7 @@ def check_directory_target(target, flag, replaceable=None):
 
 
 def _default_folder_mode():
-    return 0o777 & ~_umask()
+    return 0o777 & ~current_umask()
 
 
 def staging_directory(target):

@@ -32,6 +32,18 @@ def _strings(values):
     return tuple(str(v) for v in values)
 
 
+def _class_weights(values):
+    """--class_weights: one number per class, or one rule name ("median_frequency",
+    "inverse_sqrt"; deeplab/data/class_weights.py) kept as a 1-tuple of that string."""
+    values = tuple(values)
+    if len(values) == 1 and isinstance(values[0], str):
+        try:
+            float(values[0])
+        except ValueError:
+            return (values[0].strip(),)
+    return _floats(values)
+
+
 def _size(values):
     """'S' or 'H,W' (a list of one or two numbers) as (height, width)."""
     sizes = _ints(values)
@@ -159,7 +171,7 @@ class TrainConfig:
     end_learning_rate: float = _field(0.0)
     warmup_steps: int = _field(0)
     momentum: float = _field(0.9)
-    class_weights: tuple = _field((), _floats)
+    class_weights: tuple = _field((), _class_weights)
     top_k_percent_pixels: float = _field(1.0)
     hard_example_mining_step: int = _field(0)
     focal_gamma: float = _field(0.0)

@@ -131,7 +131,13 @@ flags.DEFINE_float("learning_power", 0.9, "Poly schedule power (Sec. 4.1).")
 flags.DEFINE_float("end_learning_rate", 0.0, "Learning rate reached at --training_steps.")
 flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps before the poly decay.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum (Sec. 4.1).")
-flags.DEFINE_list("class_weights", [], "Optional per-class loss weights (num_classes values).")
+flags.DEFINE_list(
+    "class_weights",
+    [],
+    "Per-class loss weights: num_classes numbers, or a rule computed at the start of the run "
+    "from the training split's labels: median_frequency (SegNet: median(freq) / freq(c)) or "
+    "inverse_sqrt (its square root, milder); deeplab/data/class_weights.py. Empty: all 1.",
+)
 flags.DEFINE_float(
     "top_k_percent_pixels",
     1.0,
@@ -346,6 +352,13 @@ _validate("num_classes", lambda v: v >= 0, "must be >= 0 (0: from dataset.json)"
 _validate("seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)")
 
 
+CLASS_WEIGHT_RULES = ("median_frequency", "inverse_sqrt")  # deeplab/data/class_weights.py
+
+
+def _class_weights_ok(values):
+    return (len(values) == 1 and values[0] in CLASS_WEIGHT_RULES) or _non_negative_numbers(values)
+
+
 def _non_negative_numbers(values):
     try:
         return all(float(v) >= 0 and float(v) != float("inf") for v in values)
@@ -355,8 +368,9 @@ def _non_negative_numbers(values):
 
 _validate(
     "class_weights",
-    _non_negative_numbers,
-    "takes non-negative finite numbers, one per class (empty: all 1)",
+    _class_weights_ok,
+    "takes non-negative finite numbers, one per class (empty: all 1), or one of "
+    + ", ".join(CLASS_WEIGHT_RULES),
 )
 
 

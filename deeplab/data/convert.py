@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from deeplab.common import atomic_io
+from deeplab.common.progress import Progress
 from deeplab.common.errors import ConfigError, DataError, UserError
 from deeplab.data import images, tfrecord
 
@@ -406,27 +407,8 @@ def _ordered_results(specs, num_classes, ignore_label, palette_hint, num_workers
 
 
 def _progress(total, desc, enabled):
-    try:
-        from tqdm import tqdm  # optional dependency (a plain counter without it)
-
-        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled,
-                    mininterval=0.5, dynamic_ncols=True)
-    except ImportError:  # pragma: no cover - tqdm comes with tensorflow-datasets
-
-        class _Line:
-            def __init__(self):
-                self.n = 0
-
-            def update(self, k):
-                self.n += k
-                if enabled and (self.n % 100 == 0 or self.n == total):
-                    print(f"\r{desc}: {self.n}/{total}", end="", file=sys.stderr, flush=True)
-
-            def close(self):
-                if enabled:
-                    print(file=sys.stderr)
-
-        return _Line()
+    """done / total, rate and ETA on a terminal; one line per split in a log."""
+    return Progress(total, f"convert {desc}", unit="img", enabled=enabled)
 
 
 def convert_split(

@@ -27,6 +27,7 @@ fast. The TensorFlow side of the format, building and parsing the tf.Examples, w
 reading them back in full, is :mod:`deeplab.data.records`.
 """
 
+import difflib
 import glob
 import io
 import json
@@ -355,6 +356,48 @@ def check_label_classes(info, split, source="dataset.json"):
     return None
 
 
+def nearby_datasets(dataset_dir, limit=8):
+    """Folders with a dataset.json near ``dataset_dir`` (a path that has none): its parent,
+    its siblings and, if it is a folder, its children; most similar names first (a typo)."""
+    dataset_dir = os.path.normpath(dataset_dir)
+    parent = os.path.dirname(dataset_dir) or "."
+    candidates = [parent]
+    for folder in (parent, dataset_dir):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        candidates += [os.path.join(folder, n) if folder != "." else n for n in names]
+    found = []
+    for candidate in candidates:
+        if (os.path.normpath(candidate) != dataset_dir and candidate not in found
+                and os.path.isfile(os.path.join(candidate, DATASET_INFO_FILE))):
+            found.append(candidate)
+    name = os.path.basename(dataset_dir)
+
+    def similarity(path):
+        return -difflib.SequenceMatcher(None, name, os.path.basename(path)).ratio()
+
+    return sorted(found, key=similarity)[:limit]
+
+
+def _missing_dataset_message(dataset_dir, path):
+    """Why a --dataset_dir has no dataset.json, and the datasets that exist nearby (never a
+    suggestion to write at the missing path)."""
+    if not os.path.exists(dataset_dir):
+        what = f"{path}: not found ({dataset_dir} does not exist)."
+    elif not os.path.isdir(dataset_dir):
+        what = f"{path}: not found ({dataset_dir} is a file, not a dataset folder)."
+    else:
+        what = f"{path}: not found ({dataset_dir} is a folder without one)."
+    nearby = nearby_datasets(dataset_dir)
+    if nearby:
+        return (f"{what} Folders with a {DATASET_INFO_FILE} nearby: {', '.join(nearby)}; "
+                "point --dataset_dir at one of them.")
+    return (f"{what} No folder next to it holds a {DATASET_INFO_FILE}: point --dataset_dir at "
+            "a folder a converter in datasets/ wrote (README.md, \"Train on your own data\").")
+
+
 def read_dataset_info(dataset_dir, *, num_classes=None):
     """Reads and validates ``dataset_dir/dataset.json``.
 
@@ -382,10 +425,7 @@ def read_dataset_info(dataset_dir, *, num_classes=None):
             with open(path, encoding="utf-8") as f:
                 info = json.load(f)
         except FileNotFoundError:
-            raise DataError(
-                f"{path}: not found. Point --dataset_dir at a folder made by a converter in "
-                f"datasets/ (e.g. python datasets/make_synthetic.py --output_dir {dataset_dir})."
-            ) from None
+            raise DataError(_missing_dataset_message(dataset_dir, path)) from None
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable ({e})") from e
         info = validate_dataset_info(info, path)
@@ -477,6 +517,7 @@ __all__ = [
     "check_shard_framing",
     "validate_dataset_info",
     "read_dataset_info",
+    "nearby_datasets",
     "write_dataset_info",
     "check_label_classes",
 ]

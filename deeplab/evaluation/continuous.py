@@ -16,6 +16,8 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab.common.errors import UserError
+from deeplab.common.progress import Progress
+from deeplab.data import tfrecord
 from deeplab.evaluation import evaluator
 from deeplab.evaluation import visualization
 from deeplab.logdir import summaries
@@ -45,6 +47,18 @@ def default_results_dir(results):
     )
 
 
+def _split_size(settings):
+    """Images the evaluation will see (dataset.json's split size, capped by the limit), or
+    None when unknown (a tfds: spec, an older dataset.json)."""
+    try:
+        info = tfrecord.read_dataset_info(settings["dataset_dir"])
+        size = int(info.get("splits", {})[settings.get("split", "val")])
+    except (UserError, KeyError, TypeError, ValueError, OSError):
+        return None
+    limit = settings.get("limit")
+    return min(size, int(limit)) if limit else size
+
+
 def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_say):
     """Evaluates one checkpoint, prints the table and writes the result files.
 
@@ -60,12 +74,12 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
       (results dict, results_dir written to).
     """
     start = time.time()
-
-    def progress(count):
-        if count % 100 == 0:
-            logging.info("%d images evaluated (%.0f s)", count, time.time() - start)
-
-    results = evaluator.evaluate_checkpoint(checkpoint, progress=progress, **settings)
+    with Progress(
+        _split_size(settings), f"evaluate {settings.get('split', 'val')}", unit="img"
+    ) as bar:
+        results = evaluator.evaluate_checkpoint(
+            checkpoint, progress=lambda count: bar.update(), **settings
+        )
     results_dir = results_dir or default_results_dir(results)
     if subfolder:
         results_dir = os.path.join(results_dir, subfolder)

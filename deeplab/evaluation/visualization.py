@@ -48,6 +48,124 @@ def overlay(image, colored, alpha=0.5):
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
+BACKGROUND_NAMES = ("background", "_background_", "bg")
+
+
+def background_class(class_names):
+    """Index of the dataset's background class (class 0 named "background", as PASCAL VOC's
+    is), or None when the dataset has none (CamVid, Cityscapes: every class is a thing to see).
+    """
+    if class_names and str(class_names[0]).strip().lower() in BACKGROUND_NAMES:
+        return 0
+    return None
+
+
+def class_shares(labels, class_names=None, ignore_label=255):
+    """The classes found in a label map, most pixels first.
+
+    Returns:
+      list of dicts {"index", "name", "share"}: ``share`` is the fraction of the map's pixels
+      (the ignore label, if present, is not a class and is left out).
+    """
+    labels = np.asarray(labels)
+    values, counts = np.unique(labels, return_counts=True)
+    total = max(int(labels.size), 1)
+    found = []
+    for value, count in sorted(zip(values.tolist(), counts.tolist()), key=lambda vc: -vc[1]):
+        if value == ignore_label:
+            continue
+        name = (
+            str(class_names[value])
+            if class_names is not None and 0 <= value < len(class_names)
+            else f"class_{value}"
+        )
+        found.append({"index": int(value), "name": name, "share": count / total})
+    return found
+
+
+def format_shares(shares, limit=8):
+    """One line of :func:`class_shares`: ``road 41.2%, sky 20.3%, ...``."""
+    parts = [f"{s['name']} {100 * s['share']:.1f}%" for s in shares[:limit]]
+    if len(shares) > limit:
+        parts.append(f"+{len(shares) - limit} more")
+    return ", ".join(parts) if parts else "no class"
+
+
+def _legend_font(size):
+    # PIL: only the picture writers need it (colorizing is numpy only)
+    from PIL import ImageFont  # pylint: disable=import-outside-toplevel
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def legend_overlay(
+    image, labels, palette, class_names=None, *, ignore_label=255, background=None, alpha=0.6
+):
+    """The photo with the classes found painted over it and a legend below: a picture to read.
+
+    Pixels of ``background`` (see :func:`background_class`) and of the ignore label are left as
+    the photo shows them; every other class is blended in its palette colour at ``alpha`` and
+    outlined where it meets another class, so a grey class on a grey car still shows. The
+    legend lists each class found with its colour and share of the pixels, most first.
+
+    Returns:
+      uint8 RGB [H + legend height, max(W, 320), 3].
+    """
+    # PIL: only the picture writers need it (colorizing is numpy only)
+    from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+
+    image = np.asarray(image, np.uint8)
+    labels = np.asarray(labels)
+    height, width = labels.shape
+    palette = np.asarray(palette, np.uint8).reshape(-1, 3)
+    paint = labels != ignore_label
+    if background is not None:
+        paint &= labels != background
+    safe = np.where(paint, labels, 0).clip(0, len(palette) - 1)
+    colors = palette[safe].astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colors
+    out = np.where(paint[..., None], np.rint(blended), image).astype(np.uint8)
+    # Class boundaries drawn 2 px wide in a dark shade of the class colour, so a class whose
+    # colour is close to the photo's (PASCAL's grey car on a silver car) still shows its shape.
+    edge = np.zeros_like(paint)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[1:] |= labels[:-1] != labels[1:]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:, 1:] |= labels[:, :-1] != labels[:, 1:]
+    edge &= paint
+    out[edge] = (palette[safe[edge]].astype(np.float32) * 0.45).astype(np.uint8)
+
+    shares = class_shares(labels, class_names, ignore_label)
+    font_size = int(np.clip(width / 40, 11, 22))
+    font = _legend_font(font_size)
+    canvas_width = max(width, 320)
+    row, pad, swatch = font_size + 8, 6, font_size
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    entries, x, rows = [], pad, 1
+    for share in shares:
+        text = f"{share['name']} {100 * share['share']:.1f}%"
+        if share["index"] == background:
+            text += " (unpainted)"
+        item_width = swatch + 4 + int(measure.textlength(text, font=font)) + 14
+        if x + item_width > canvas_width - pad and x > pad:
+            x, rows = pad, rows + 1
+        entries.append((x, (rows - 1) * row + pad, share["index"], text))
+        x += item_width
+    legend_height = rows * row + 2 * pad
+    canvas = Image.new("RGB", (canvas_width, height + legend_height), (255, 255, 255))
+    canvas.paste(Image.fromarray(out), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for x, y, index, text in entries:
+        y += height
+        color = tuple(int(c) for c in palette[min(max(index, 0), len(palette) - 1)])
+        draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=color, outline=(0, 0, 0))
+        draw.text((x + swatch + 4, y + 1), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas, np.uint8)
+
+
 # ------------------------------------------------------------------------------------------------
 # PNG files, the image x groundtruth x prediction panel, and evaluation-server formats.
 # ------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ import tensorflow as tf
 from deeplab.common import atomic_io
 from deeplab.common.errors import UserError
 from deeplab.data import datasets_info
+from deeplab.export import model_card
 from deeplab.model import deeplabv3 as model_lib
 from deeplab.model import mobilenet
 from deeplab.logdir import checkpoints
@@ -706,8 +707,48 @@ def write_imported(model, report, output_dir, overwrite=False):
         )
         model.save_weights(os.path.join(staging, "model.weights.h5"))
         atomic_io.write_json(os.path.join(staging, "import_report.json"), report)
+        model_card.write_card(staging, import_card(model, report, palette, output_dir))
         atomic_io.replace_directory(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+def import_card(model, report, palette, output_dir):
+    """The model card of an imported model: the source file by name and SHA-256, the
+    architecture read from it, and no evaluation (none is run at import)."""
+    source = report.get("source") or ""
+    size = (report.get("input") or {}).get("shape", [1, 513, 513, 3])[1:3]
+    return model_card.make_card(
+        name=os.path.basename(os.path.normpath(output_dir)),
+        kind="import",
+        architecture_section=model_card.architecture(model, gflops_size=size),
+        classes_section=model_card.classes(
+            report["class_names"], palette[: report["num_classes"]], 255
+        ),
+        provenance={
+            "source": os.path.basename(source) or None,
+            "source_path": source or None,
+            "source_format": report.get("format"),
+            "sha256": model_card.sha256_of(source) if source and os.path.isfile(source) else None,
+            "imported_by": "python -m deeplab.import_official",
+        },
+        input_section={"source_input_size": list(size)},
+        variants=[
+            {
+                "file": "ckpt-0, model.weights.h5",
+                "precision": "float32 (the source's weights, dequantized)"
+                if report.get("format") == "tflite"
+                else "float32",
+                "miou": None,
+                "agreement_with_float": 1.0,
+            }
+        ],
+        limits=[
+            "The authors' training data and classes (PASCAL VOC for their released files): "
+            "other scenes are labelled with the nearest of these classes.",
+            "Not evaluated at import. experiments/official_agreement.py measures how often this "
+            "float model and the source file's own interpreter agree (experiments/RESULTS.md).",
+        ],
+    )

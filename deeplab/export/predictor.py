@@ -100,8 +100,15 @@ def output_stems(paths):
     return stems
 
 
-def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
-    """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths."""
+def write_outputs(
+    output_dir, stem, image, labels, palette, alpha=0.6, class_names=None, ignore_label=255
+):
+    """Writes NAME.png (indices), NAME_color.png and NAME_overlay.png; returns their paths.
+
+    The overlay is :func:`deeplab.evaluation.visualization.legend_overlay`: the classes found
+    painted over the photo (the background class, if the dataset has one, left as it is) with
+    a legend of names, colours and pixel shares.
+    """
     labels = np.asarray(labels)
     index_path = os.path.join(output_dir, stem + ".png")
     if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0:
@@ -116,7 +123,16 @@ def write_outputs(output_dir, stem, image, labels, palette, alpha=0.5):
     color_path = os.path.join(output_dir, stem + "_color.png")
     overlay_path = os.path.join(output_dir, stem + "_overlay.png")
     visualization.save_rgb_png(color_path, colored)
-    visualization.save_rgb_png(overlay_path, visualization.overlay(image, colored, alpha))
+    picture = visualization.legend_overlay(
+        image,
+        labels,
+        palette,
+        class_names,
+        ignore_label=ignore_label,
+        background=visualization.background_class(class_names),
+        alpha=alpha,
+    )
+    visualization.save_rgb_png(overlay_path, picture)
     return index_path, color_path, overlay_path
 
 
@@ -166,7 +182,7 @@ def make_segmenter(
         fuse_batch_norm=fuse_batch_norm,
     )
     dataset_info = info["dataset_info"] or {}
-    return serving.KerasSegmenter(
+    segmenter = serving.KerasSegmenter(
         keras_model,
         scales=scales,
         flip=flip,
@@ -175,6 +191,8 @@ def make_segmenter(
         class_names=dataset_info.get("class_names"),
         palette=dataset_info.get("palette"),
     )
+    segmenter.run_info = info  # what deeplab.load's model card is built from
+    return segmenter
 
 
 def input_cap(segmenter, max_pixels):
@@ -198,7 +216,7 @@ def _first_line(error):
     return (text.splitlines() or [type(error).__name__])[0][-200:]
 
 
-def _write_or_clean(output_dir, stem, image, labels, palette, alpha):
+def _write_or_clean(output_dir, stem, image, labels, palette, alpha, **options):
     """write_outputs, removing what it wrote for this image if a write fails (no partial set;
     files of an earlier run that were not rewritten are kept)."""
     paths = [os.path.join(output_dir, stem + suffix) for suffix in OUTPUT_SUFFIXES]
@@ -211,7 +229,7 @@ def _write_or_clean(output_dir, stem, image, labels, palette, alpha):
 
     before = [stamp(path) for path in paths]
     try:
-        return write_outputs(output_dir, stem, image, labels, palette, alpha)
+        return write_outputs(output_dir, stem, image, labels, palette, alpha, **options)
     except OSError:
         for path, old in zip(paths, before):
             if stamp(path) not in (None, old):
@@ -221,7 +239,7 @@ def _write_or_clean(output_dir, stem, image, labels, palette, alpha):
 
 
 def predict_files(
-    segmenter, inputs, output_dir, *, alpha=0.5, log=print, max_pixels=images.DEFAULT_MAX_PIXELS
+    segmenter, inputs, output_dir, *, alpha=0.6, log=print, max_pixels=images.DEFAULT_MAX_PIXELS
 ):
     """Runs ``segmenter`` on every image of ``inputs`` and writes the PNGs.
 
@@ -252,6 +270,7 @@ def predict_files(
                 )
     result = {"processed": [], "skipped": list(skipped), "notes": [], "times_ms": []}
     palette = getattr(segmenter, "palette", None)
+    class_names = getattr(segmenter, "class_names", None)
     cap, hint = input_cap(segmenter, max_pixels)
     for number, (path, stem) in enumerate(zip(paths, stems), start=1):
         start = time.perf_counter()
@@ -280,7 +299,9 @@ def predict_files(
             continue
         infer_ms = 1000.0 * (time.perf_counter() - infer_start)
         try:
-            written = _write_or_clean(output_dir, stem, image, labels, palette, alpha)
+            written = _write_or_clean(
+                output_dir, stem, image, labels, palette, alpha, class_names=class_names
+            )
         except OSError as error:
             target = os.path.join(output_dir, stem)
             reason = f"cannot write its outputs {target}*.png ({error.strerror or error})"
@@ -300,10 +321,13 @@ def predict_files(
         total_ms = 1000.0 * (time.perf_counter() - start)
         result["processed"].append((path, written[0]))
         result["times_ms"].append((infer_ms, total_ms))
+        shares = visualization.class_shares(labels, class_names)
+        result.setdefault("classes", []).append((path, shares))
         log(
             f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
             f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}"
         )
+        log(f"    classes: {visualization.format_shares(shares)}")
     if result["times_ms"]:
         times = np.asarray(result["times_ms"])
         steady = times[1:] if len(times) > 1 else times

@@ -17,10 +17,12 @@ from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.data import datasets_info
 from deeplab.data import tfrecord
+from deeplab.export import model_card
 from deeplab.export import serving
 from deeplab.export import tflite as tflite_lib
 from deeplab.model import fuse
 from deeplab.logdir import checkpoints
+from deeplab.logdir import run_record
 
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.
@@ -103,6 +105,9 @@ EXPORT_ENTRIES = (
     "deeplab_int8.tflite",
     "deeplab_int8.json",
     "tflite_eval.json",
+    "MODEL_CARD.md",  # deeplab.export.model_card
+    "model_card.json",
+    "export.log",  # deeplab.export_saved_model: TensorFlow's and the converter's lines
 )
 
 
@@ -204,7 +209,9 @@ def run_export(*, export_dir, log=print, **options):
         return str(text).replace(staging, final)
 
     try:
-        result = _write_export(export_dir=staging, log=lambda m: log(shown(m)), **options)
+        result = _write_export(
+            export_dir=staging, final_dir=final, log=lambda m: log(shown(m)), **options
+        )
         _keep_unwritten(export_dir, staging)
         atomic_io.replace_directory(staging, export_dir)
     except BaseException as error:
@@ -216,6 +223,8 @@ def run_export(*, export_dir, log=print, **options):
         raise
     result["saved_model"] = result["saved_model"] and final
     result["tflite"] = {key: shown(path) for key, path in result["tflite"].items()}
+    if result.get("model_card"):
+        result["model_card"] = shown(result["model_card"])
     return result
 
 
@@ -242,8 +251,10 @@ def _write_export(
     tile_overlap=0.25,
     max_pixels=None,
     serving_dtype="float32",
+    final_dir=None,
 ):
-    """Does the export; the binary's flags map one to one onto these arguments.
+    """Does the export; the binary's flags map one to one onto these arguments (``final_dir``:
+    where :func:`run_export` renames ``export_dir`` to, which names the model card).
 
     ``fuse_batch_norm`` folds every BN into its convolution before export
     (:mod:`deeplab.model.fuse`: the same logits to ~1e-5, fewer ops in the SavedModel and the
@@ -410,4 +421,123 @@ def _write_export(
                 "results": summary,
             },
         )
+    card = export_card(
+        model,
+        info,
+        final_dir or export_dir,
+        names=names,
+        palette=palette,
+        ignore_label=ignore_label,
+        dataset_name=dataset_name,
+        result=result,
+        scales=scales,
+        flip=flip,
+        tile_size=tile_size,
+        max_pixels=serving.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        serving_dtype=serving_dtype,
+        tflite_input_size=tflite_input_size,
+        evaluate_split=evaluate_split,
+        batch_norm_folded=fuse_batch_norm,
+    )
+    result["model_card"] = model_card.write_card(export_dir, card)
+    card_path = os.path.join(export_dir, model_card.CARD_MARKDOWN)
+    log(f"model card: {card_path}: {model_card.summary(card)}")
     return result
+
+
+def export_card(
+    model,
+    info,
+    export_dir,
+    *,
+    names,
+    palette,
+    ignore_label,
+    dataset_name,
+    result,
+    scales,
+    flip,
+    tile_size,
+    max_pixels,
+    serving_dtype,
+    tflite_input_size,
+    evaluate_split,
+    batch_norm_folded,
+):
+    """The model card of an export (:mod:`deeplab.export.model_card`): what run_export wrote
+    and, when it evaluated, the figures it measured."""
+    evaluation = result.get("evaluation")
+    measured = {}
+    if evaluation:
+        section = model_card.evaluation_section(dataset_name, evaluate_split, evaluation, names)
+        measured = section["models"]
+    else:
+        section = None
+    variants = []
+    if result["saved_model"]:
+        variants.append(
+            {
+                "file": "saved_model.pb (SavedModel)",
+                "precision": serving_dtype,
+                "miou": (measured.get("float Keras") or {}).get("miou")
+                if serving_dtype == "float32"
+                else None,
+                "agreement_with_float": 1.0 if serving_dtype == "float32" else None,
+            }
+        )
+    labels = {"none": ("float32 TFLite", "float32"), "int8": ("int8 TFLite", "int8")}
+    for key, path in result["tflite"].items():
+        row = measured.get(labels[key][0]) or {}
+        variants.append(
+            {
+                "file": os.path.basename(path),
+                "precision": labels[key][1],
+                "input_size": list(tflite_input_size),
+                "miou": row.get("miou"),
+                "agreement_with_float": row.get("agreement_with_float"),
+            }
+        )
+    limits = [
+        "Trained on the classes above only: anything else is labelled as the nearest of them.",
+        "The TFLite files take a fixed input size; other sizes are letterboxed (resized keeping "
+        "the aspect ratio, padded), so small details of large photos are lost.",
+    ]
+    if not evaluation:
+        limits.append(
+            "Not evaluated at export: run deeplab.export_saved_model with "
+            "--evaluate_split and --dataset_dir to measure it."
+        )
+    return model_card.make_card(
+        name=os.path.basename(os.path.normpath(export_dir)),
+        kind="export",
+        architecture_section=model_card.architecture(
+            model,
+            info["model_config"],
+            gflops_size=tflite_input_size,
+            batch_norm_folded=batch_norm_folded,
+        ),
+        classes_section=model_card.classes(names, palette, ignore_label),
+        provenance={
+            "checkpoint": os.path.abspath(info["checkpoint"]),
+            "step": info["step"],
+            "dataset": dataset_name,
+            "config": _recorded_config(info["logdir"]),
+        },
+        evaluation=section,
+        input_section={
+            "max_pixels": int(max_pixels),
+            "scales": list(scales),
+            "flip": bool(flip),
+            "tile_size": tile_size,
+        },
+        variants=variants,
+        limits=limits,
+    )
+
+
+def _recorded_config(logdir):
+    """The run's config.json, or None (runs from before it, imports)."""
+    try:
+        return run_record.read_config(logdir)
+    except (OSError, ValueError):
+        return None

@@ -450,6 +450,7 @@ class KerasSegmenter:
             self._tiled = Predictor(
                 model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
             )
+        self._fn_both = None  # traced on the first probabilities() call
         self._fn = tf.function(
             self._segment,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
@@ -458,6 +459,24 @@ class KerasSegmenter:
 
     def _segment(self, images):
         return segment_images(self.model, images, scales=self.scales, flip=self.flip)["semantic"]
+
+    def _both(self, images):
+        return segment_images(self.model, images, scales=self.scales, flip=self.flip)
+
+    def probabilities(self, image):
+        """uint8 [H, W, 3] -> (int32 class map [H, W], float32 probabilities [H, W, C])."""
+        pixels = np.asarray(image, np.uint8)
+        if self._tiled is not None:
+            probabilities = np.asarray(self._tiled.probabilities(normalize_image(pixels)))
+            return np.argmax(probabilities, axis=-1).astype(np.int32), probabilities
+        if self._fn_both is None:
+            self._fn_both = tf.function(
+                self._both,
+                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+                reduce_retracing=True,
+            )
+        out = self._fn_both(tf.convert_to_tensor(pixels[None]))
+        return out["semantic"][0].numpy(), out["probabilities"][0].numpy()
 
     def __call__(self, image):
         """uint8 [H, W, 3] -> int32 class map [H, W]."""
@@ -531,6 +550,12 @@ class SavedModelSegmenter:
         """uint8 [H, W, 3] -> int32 class map [H, W]."""
         batch = tf.convert_to_tensor(np.asarray(image, np.uint8)[None])
         return self._serve(images=batch)["semantic"][0].numpy()
+
+    def probabilities(self, image):
+        """uint8 [H, W, 3] -> (int32 class map [H, W], float32 probabilities [H, W, C])."""
+        batch = tf.convert_to_tensor(np.asarray(image, np.uint8)[None])
+        out = self._serve(images=batch)
+        return out["semantic"][0].numpy(), out["probabilities"][0].numpy()
 
 
 __all__ = [

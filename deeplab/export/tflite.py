@@ -59,6 +59,7 @@ from PIL import Image
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.progress import Progress
 from deeplab.data import tfrecord
 from deeplab.data.datasets_info import color_map
 
@@ -277,10 +278,22 @@ def calibration_images(dataset_dir, split, num_images, input_size, pad_value=Non
 
     pad_value = model_pad_value() if pad_value is None else pad_value
     dataset = input_pipeline.make_eval_dataset(dataset_dir, split, limit=int(num_images))
-    return [
-        letterbox(example["raw_image"], input_size, pad_value)[0]
-        for example in dataset.as_numpy_iterator()
-    ]
+    images = []
+    total = _split_size(dataset_dir, split, num_images)
+    with Progress(total, f"read calibration images ({split})", unit="img") as bar:
+        for example in dataset.as_numpy_iterator():
+            images.append(letterbox(example["raw_image"], input_size, pad_value)[0])
+            bar.update()
+    return images
+
+
+def _split_size(dataset_dir, split, limit=None):
+    """Images a pass over ``split`` will read (dataset.json, capped by ``limit``), or None."""
+    try:
+        size = int(tfrecord.read_dataset_info(dataset_dir)["splits"][split])
+    except (UserError, KeyError, TypeError, ValueError, OSError):
+        return None
+    return min(size, int(limit)) if limit else size
 
 
 def sidecar_path(tflite_path):
@@ -431,6 +444,34 @@ class TFLiteSegmenter:
         model_input, inner = letterbox(image, self.input_size, self.pad_value)
         return unletterbox(self.run(model_input), inner, image.shape[:2])
 
+    def probabilities(self, image):
+        """uint8 [H, W, 3] -> (int32 class map [H, W], float32 scores [H, W, C]).
+
+        The scores are the model's score output, dequantized (probabilities for our exports;
+        the authors' files output class indices only, which is an error here).
+        """
+        image = np.asarray(image, np.uint8)
+        scores = [
+            d
+            for d in self.interpreter.get_output_details()
+            if len(d["shape"]) == 4 and d["shape"][-1] > 1
+        ]
+        if not scores:
+            raise UserError(
+                f"{self.path}: this TFLite model outputs class indices only, no probabilities"
+            )
+        labels = self(image)  # invokes the interpreter on this image
+        raw = self.interpreter.get_tensor(scores[0]["index"])[0]
+        scale, zero_point = scores[0]["quantization"]
+        values = raw.astype(np.float32)
+        if scale:
+            values = (values - zero_point) * scale
+        (h, w), (height, width) = letterbox(image, self.input_size, self.pad_value)[1], labels.shape
+        # The same nearest-neighbour sampling as unletterbox, on every channel.
+        rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
+        cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
+        return labels, values[:h, :w][rows[:, None], cols[None, :]]
+
 
 class LetterboxedSegmenter:
     """Wraps an any-size segmenter so it sees what a fixed-size TFLite model sees.
@@ -480,7 +521,13 @@ def evaluate_segmenters(segmenters, dataset_dir, split, *, limit=None):
     pixels = 0
     count = 0
     dataset = input_pipeline.make_eval_dataset(dataset_dir, split, limit=limit or None)
+    bar = Progress(
+        _split_size(dataset_dir, split, limit),
+        f"evaluate {len(names)} models on {split}",
+        unit="img",
+    )
     for example in dataset.as_numpy_iterator():
+        bar.update()
         image, label = example["raw_image"], example["label"]
         reference = None
         for name in names:
@@ -494,6 +541,7 @@ def evaluate_segmenters(segmenters, dataset_dir, split, *, limit=None):
             )
         pixels += reference.size
         count += 1
+    bar.close()
     if count == 0:
         raise UserError(f"--evaluate_split={split}: no images in {dataset_dir}")
     return {

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+import tensorflow as tf
+
 from deeplab.common import atomic_io
 from deeplab.config import experiment
 from deeplab.logdir import summaries
@@ -37,12 +39,16 @@ def _plain(value):
     return value
 
 
-def resolved_config(config, model_config, num_classes):
+def resolved_config(config, model_config, num_classes, class_weights=None):
     """The run's recipe as a JSON-able dict: the sections of ``config`` (an ExperimentConfig)
-    plus ``"model_config"`` (the Keras model's config) and ``"num_classes"``."""
+    plus ``"model_config"`` (the Keras model's config), ``"num_classes"`` and, when the run
+    weighs classes, ``"class_weights"``: the numbers the loss used (``train.class_weights``
+    keeps what was asked for, e.g. a rule's name)."""
     record = _plain(config.to_dict())
     record["model_config"] = _plain(model_config)
     record["num_classes"] = int(num_classes)
+    if class_weights:
+        record["class_weights"] = [float(w) for w in class_weights]
     return record
 
 
@@ -67,9 +73,17 @@ def read_experiment(logdir):
     return None if record is None else experiment.ExperimentConfig.from_dict(record)
 
 
+# Record keys that are not settings of their own: the model's Keras config repeats the model
+# section, and the resolved class count replaces the sections' "0 = the dataset's".
+_NOT_HPARAMS = ("model_config", "num_classes")
+
+
 def hparams(record):
-    """Flattened ``{"train/lr": 0.007, "model/backbone": "resnet101", ...}`` of scalars and
-    strings (lists become comma-separated strings), as TensorBoard's HParams plugin takes."""
+    """Each setting of the run once, flattened for TensorBoard's HParams plugin:
+    ``{"train/base_learning_rate": 0.007, "model/backbone": "resnet101", ...}`` from the data,
+    model, train and eval sections (lists become comma-separated strings). The model's Keras
+    config (a repeat of the model section) is left out, and ``data/num_classes`` is the class
+    count the run resolved, not the flag's 0 ("the dataset's")."""
     flat = {}
 
     def visit(prefix, value):
@@ -85,12 +99,31 @@ def hparams(record):
         else:
             flat[prefix] = str(value)
 
-    visit("", record)
+    visit("", {k: v for k, v in record.items() if k not in _NOT_HPARAMS})
+    if "num_classes" in record:
+        flat["data/num_classes"] = int(record["num_classes"])
+        flat.pop("model/num_classes", None)
     return flat
 
 
-def write_summaries(record, step):
-    """Text and HParams summaries of ``record`` into the default summary writer.
+# Metrics of the HParams dashboard: the evaluation's scalars, as continuous.write_summaries
+# writes them under <logdir>/eval.
+EVAL_GROUP = "eval"
+
+
+def hparams_metrics(class_names=()):
+    """Metric tags of the HParams session: eval mIOU, pixel accuracy and per-class IoU."""
+    tags = ["eval/miou", "eval/pixel_accuracy"]
+    tags += [f"eval/iou/{name}" for name in class_names]
+    return tags
+
+
+def write_summaries(record, step, *, logdir=None, class_names=()):
+    """The run's recipe in TensorBoard: a text summary (``config``) into the default summary
+    writer and, with ``logdir``, one HParams session for the run in ``logdir`` itself (named
+    after the run's folder; its metrics the evaluation's mIOU, pixel accuracy and per-class
+    IoU from ``<logdir>/eval``), so ``tensorboard --logdir runs`` compares runs by their
+    evaluation.
 
     HParams need the ``tensorboard`` package (installed by the cpu/gpu extras); without it only
     the text summary is written, and this returns False.
@@ -101,7 +134,21 @@ def write_summaries(record, step):
         from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
     except ImportError:
         return False
-    hp.hparams(hparams(record))
+    if logdir is None:
+        return True
+    flat = hparams(record)
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default():
+        hp.hparams_config(
+            hparams=[hp.HParam(name) for name in sorted(flat)],
+            metrics=[
+                hp.Metric(tag, group=EVAL_GROUP, display_name=tag[len("eval/") :])
+                for tag in hparams_metrics(class_names)
+            ],
+        )
+        hp.hparams(flat, trial_id=os.path.basename(os.path.normpath(logdir)))
+    writer.flush()
+    writer.close()
     return True
 
 

@@ -8,19 +8,10 @@ from deeplab.evaluation.visualization import colorize_labels
 from deeplab.logdir import summaries
 
 
-def padded_batch(arrays, fill):
-    """Stacks arrays [H_i, W_i, ...] into one batch, padding to the largest size with ``fill``."""
-    height = max(a.shape[0] for a in arrays)
-    width = max(a.shape[1] for a in arrays)
-    out = np.full((len(arrays), height, width) + arrays[0].shape[2:], fill, arrays[0].dtype)
-    for i, a in enumerate(arrays):
-        out[i, : a.shape[0], : a.shape[1]] = a
-    return out
-
-
 class ImageSummaries:
-    """Input, ground truth and prediction of ``count`` images of the eval split (the training
-    split when the dataset has no eval split)."""
+    """``count`` fixed images of the eval split (the training split when the dataset has no eval
+    split), each one picture under its own tag ``images/<split>_<i>``: the input, its ground
+    truth and the model's prediction side by side."""
 
     def __init__(self, data, eval_split, info, num_classes, count):
         self.palette = info["palette"]
@@ -40,21 +31,25 @@ class ImageSummaries:
         for example in self.examples:
             logits = model(example["image"][np.newaxis], training=False)
             predictions.append(np.argmax(np.asarray(logits)[0], axis=-1))
-        images = padded_batch([e["raw_image"] for e in self.examples], 0)
-        labels = padded_batch([e["label"] for e in self.examples], self.ignore_label)
-        predictions = padded_batch(predictions, self.ignore_label)
-        n = len(self.examples)
         colors = (self.palette, self.ignore_label)
-        summaries.image(f"images/{self.split}_input", images, step=step, max_outputs=n)
-        summaries.image(
-            f"images/{self.split}_ground_truth",
-            colorize_labels(labels, *colors),
-            step=step,
-            max_outputs=n,
-        )
-        summaries.image(
-            f"images/{self.split}_prediction",
-            colorize_labels(predictions, *colors),
-            step=step,
-            max_outputs=n,
-        )
+        for index, (example, prediction) in enumerate(zip(self.examples, predictions)):
+            summaries.image(
+                f"images/{self.split}_{index}",
+                side_by_side(
+                    example["raw_image"],
+                    colorize_labels(example["label"], *colors),
+                    colorize_labels(prediction, *colors),
+                )[np.newaxis],
+                step=step,
+                max_outputs=1,
+            )
+
+
+def side_by_side(*pictures, gap=4):
+    """uint8 RGB pictures [H, W_i, 3] of one height in a row, ``gap`` white pixels apart."""
+    height = pictures[0].shape[0]
+    spacer = np.full((height, gap, 3), 255, np.uint8)
+    row = []
+    for picture in pictures:
+        row += [np.asarray(picture, np.uint8), spacer]
+    return np.concatenate(row[:-1], axis=1)

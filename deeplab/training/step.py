@@ -26,10 +26,13 @@ class LossSettings:
     hard_example_mining_step: int = 0
 
     @classmethod
-    def from_config(cls, train_config, *, ignore_label):
+    def from_config(cls, train_config, *, ignore_label, class_weights=None):
+        """The settings of ``train_config``; ``class_weights``: the run's resolved weights
+        (numbers, one per class, or None), which the trainer computes once at the start
+        (``train_config.class_weights`` may name a rule)."""
         return cls(
             ignore_label=ignore_label,
-            class_weights=tuple(train_config.class_weights) or None,
+            class_weights=tuple(class_weights) if class_weights else None,
             focal_gamma=train_config.focal_gamma,
             top_k_percent_pixels=train_config.top_k_percent_pixels,
             hard_example_mining_step=train_config.hard_example_mining_step,

@@ -15,10 +15,12 @@ eval/ with ``eval_after_training``). Running it again resumes from the newest in
 checkpoint: weights, optimizer slots, step counter and random generators.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging as python_logging
 import os
+import shutil
 import time
 
 import keras
@@ -28,6 +30,7 @@ from absl import logging
 from deeplab import _cpu
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.data import class_weights as class_weights_lib
 from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
@@ -89,16 +92,63 @@ def check_config(config):
     atomic_io.ensure_folder(train.logdir, "--logdir")
 
 
-def train(config, strategy=None):
+class RunProgress:
+    """Steps this process has trained (``steps``), for :func:`removed_if_no_step`."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def counting(self, after_step):
+        """``after_step`` (the loops' per-step callback) that also counts the steps."""
+
+        def call(step, values):
+            self.steps += 1
+            return after_step(step, values)
+
+        return call
+
+
+def _new_folders_top(path):
+    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists or is
+    remote)."""
+    if not path or "://" in path:
+        return None
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        return None
+    while not os.path.exists(os.path.dirname(path)):
+        path = os.path.dirname(path)
+    return path
+
+
+@contextlib.contextmanager
+def removed_if_no_step(logdir, progress):
+    """Removes the folders of ``logdir`` this block creates if it fails before the run's first
+    step (``progress.steps`` is 0): a refused or crashed start leaves no logdir behind (a
+    logdir that existed before, or a run that trained a step, is kept as it is)."""
+    created = _new_folders_top(logdir)
+    try:
+        yield
+    except BaseException:
+        if created and progress.steps == 0 and os.path.isdir(created):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def train(config, strategy=None, progress=None):
     """Runs (or resumes) one training run; see the module docstring.
 
     Keras' global dtype policy is set for ``mixed_precision`` during the run and restored after.
+    A run that fails before its first step removes the logdir if it created it
+    (:func:`removed_if_no_step`).
 
     Args:
       config: an :class:`~deeplab.config.experiment.ExperimentConfig`.
       strategy: a tf.distribute.Strategy to use instead of creating ``train.strategy``. One
         process should create one multi-device strategy and reuse it: TensorFlow caches
         collective parameters by keys that a second strategy over the same devices reuses.
+      progress: a :class:`RunProgress` to count the steps in (``deeplab.train`` passes the
+        one its own :func:`removed_if_no_step` reads).
 
     Returns:
       :class:`TrainResult` (None for a task that only serves or evaluates).
@@ -108,13 +158,15 @@ def train(config, strategy=None):
         diverges (the last checkpoint is kept).
     """
     previous_policy = keras.mixed_precision.global_policy()
+    progress = progress or RunProgress()
     try:
-        return _train(config, strategy)
+        with removed_if_no_step(config.train.logdir, progress):
+            return _train(config, strategy, progress)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config, strategy):
+def _train(config, strategy, progress):
     check_config(config)
     data, train = config.data, config.train
     if strategy is None:
@@ -154,7 +206,9 @@ def _train(config, strategy):
     )
     if chief:
         checkpoints.write_run_info(train.logdir, model, info)
-        recipe = run_record.resolved_config(config, model.get_config(), num_classes)
+        recipe = run_record.resolved_config(
+            config, model.get_config(), num_classes, class_weights=class_weights
+        )
         run_record.write_config(train.logdir, recipe)
 
     iterator = _make_iterator(config, strategy, coordinator, start_step, num_classes)
@@ -162,7 +216,9 @@ def _train(config, strategy):
         model,
         optimizer,
         schedule,
-        step_lib.LossSettings.from_config(train, ignore_label=info["ignore_label"]),
+        step_lib.LossSettings.from_config(
+            train, ignore_label=info["ignore_label"], class_weights=class_weights
+        ),
         num_replicas=num_replicas,
         recompute_through=train.recompute_through,
         step_counter=step_var if coordinator is not None else None,
@@ -216,14 +272,19 @@ def _train(config, strategy):
             flush=True,
         )
         with writer.as_default():
-            run_record.write_summaries(recipe, step=start_step)
+            run_record.write_summaries(
+                recipe,
+                step=start_step,
+                logdir=train.logdir,
+                class_names=info.get("class_names") or (),
+            )
 
     with (
         writer.as_default(),
         input_pipeline.explain_data_errors(data.dataset_dir, data.train_split),
     ):
         if coordinator is None:
-            step = loop.run(train_step, iterator, start_step, end_step, keeper)
+            step = loop.run(train_step, iterator, start_step, end_step, progress.counting(keeper))
         else:
             step = ps_loop.run(
                 coordinator,
@@ -233,7 +294,7 @@ def _train(config, strategy):
                 end_step,
                 save_checkpoint_steps=train.save_checkpoint_steps,
                 logdir=train.logdir,
-                after_step=keeper,
+                after_step=progress.counting(keeper),
             )
         writer.flush()
     keeper.finish(step)
@@ -260,15 +321,13 @@ def _train(config, strategy):
 
 
 def _check_dataset(data, train):
-    """dataset.json against the config: (info, num_classes, class_weights)."""
+    """dataset.json against the config: (info, num_classes, class_weights).
+
+    ``class_weights`` is the run's one resolved list (None: all 1): ``--class_weights`` as
+    given, or the rule it names computed here, once, from the training split's labels
+    (:func:`resolve_class_weights`)."""
     info = tfrecord.read_dataset_info(data.dataset_dir, num_classes=data.num_classes or None)
     num_classes = info["num_classes"]
-    class_weights = tuple(train.class_weights) or None
-    if class_weights and len(class_weights) != num_classes:
-        raise ConfigError(
-            f"--class_weights has {len(class_weights)} values but the dataset has "
-            f"{num_classes} classes; give one weight per class"
-        )
     if data.train_split not in info.get("splits", {data.train_split: 1}):
         raise ConfigError(
             f"--train_split={data.train_split}: {data.dataset_dir} has splits "
@@ -279,7 +338,52 @@ def _check_dataset(data, train):
     )
     if label_note:
         print(f"WARNING: {label_note}", flush=True)
+    class_weights = resolve_class_weights(train.class_weights, data, info)
     return info, num_classes, class_weights
+
+
+def resolve_class_weights(setting, data, info):
+    """``--class_weights`` as one number per class (None when not set).
+
+    A rule ("median_frequency", "inverse_sqrt"; ``deeplab.data.class_weights``) is computed
+    from one pass over the training split's label PNGs and printed with the class names;
+    explicit numbers must be one per class."""
+    setting = tuple(setting or ())
+    num_classes = info["num_classes"]
+    if not setting:
+        return None
+    if not class_weights_lib.is_rule(setting):
+        if any(isinstance(v, str) for v in setting):
+            raise ConfigError(
+                f"--class_weights={','.join(map(str, setting))}: give one number per class "
+                f"or one of {', '.join(class_weights_lib.RULES)}"
+            )
+        if len(setting) != num_classes:
+            raise ConfigError(
+                f"--class_weights has {len(setting)} values but the dataset has "
+                f"{num_classes} classes; give one weight per class"
+            )
+        return tuple(float(v) for v in setting)
+    rule = setting[0]
+    if str(data.dataset_dir).startswith("tfds:"):
+        raise ConfigError(
+            f"--class_weights={rule} counts the pixels of converted records; with a TFDS "
+            "dataset give one number per class"
+        )
+    start = time.time()
+    counts = class_weights_lib.count_split(
+        data.dataset_dir, data.train_split, num_classes, info["ignore_label"]
+    )
+    weights, note = class_weights_lib.compute_weights(rule, counts)
+    names = info["class_names"]
+    print(
+        f"Class weights ({rule}, from the {counts.num_images} labels of "
+        f"{data.dataset_dir}:{data.train_split}, {time.time() - start:.1f} s): "
+        + ", ".join(f"{names[c]} {w:.3f}" for c, w in enumerate(weights))
+        + (f"; {note}" if note else ""),
+        flush=True,
+    )
+    return weights
 
 
 def _set_precision_and_seed(train, chief):
