@@ -412,7 +412,7 @@ def test_a_damaged_export_is_one_line(capped_export, bomb_and_ok, tmp_path, dama
 # ----------------------------------------------------------------------------- writing
 
 
-def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     target = tmp_path / "target"
     target.mkdir()
     (target / "old.txt").write_text("old")
@@ -432,6 +432,9 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
     with pytest.raises(ConfigError, match="afile is a file, not a folder"):
         with atomic_io.atomic_directory(tmp_path / "afile", flag="--x"):
             pass
+    monkeypatch.chdir(target)
+    with pytest.raises(ConfigError, match=r"^--x=\. is the current folder or holds it"):
+        atomic_io.check_directory_target(".", "--x")
     long_target = tmp_path / ("t" * 250)  # temporary names stay short
     with atomic_io.atomic_directory(long_target, flag="--x") as folder:
         atomic_io.write_text(os.path.join(folder, "a" * 250), "ok")

@@ -128,6 +128,12 @@ def check_directory_target(target, flag, replaceable=None):
         return
     if os.path.exists(target) and not os.path.isdir(target):
         raise ConfigError(f"{flag}={target} is a file, not a folder; choose a folder")
+    here, real = os.path.realpath(os.getcwd()), os.path.realpath(target)
+    if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+        raise ConfigError(
+            f"{flag}={target} is the current folder or holds it; it is replaced whole: "
+            "choose a folder below it"
+        )
     if os.path.isdir(target) and replaceable is not None:
         try:
             entries = sorted(os.listdir(target))
