@@ -25,7 +25,17 @@ setup(
     # absent.
     packages=find_packages(include=["deeplab", "deeplab.*"]) + ["deeplab.third_party"],
     package_dir={"deeplab.third_party": "third_party"},
-    package_data={"deeplab.third_party": ["*.csv", "README.md"]},
+    package_data={
+        "deeplab.third_party": ["*.csv", "README.md"],
+        # The demo page of `python -m deeplab.serve` (plain files, no CDN: it runs offline).
+        "deeplab.export": [
+            "demo_page/*.html",
+            "demo_page/*.css",
+            "demo_page/*.js",
+            "demo_page/*.svg",
+            "demo_page/samples/*.png",
+        ],
+    },
     install_requires=[
         "keras>=3.5,<4",
         "numpy>=1.26,<3",
@@ -49,6 +59,9 @@ setup(
             "pycocotools>=2.0.7",
             "psutil>=5.9",
             "ruff==0.17.6",
+            # tests/test_serve_browser.py drives the demo page in Debian's chromium (not
+            # Playwright's own browser download); it skips with one line when either is missing.
+            "playwright>=1.40",
         ],
     },
 )

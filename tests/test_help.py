@@ -21,6 +21,7 @@ BINARIES = (
     "launch_local",
     "figures",
     "inspect_dataset",
+    "serve",
 )
 
 # Runs the binary as `python -m` would, with the help flag, and reports what it imported.

@@ -26,6 +26,7 @@ BINARIES = (
     "launch_local",
     "figures",
     "inspect_dataset",
+    "serve",
 )
 
 

@@ -120,6 +120,7 @@ def test_every_command_of_the_section_runs(tmp_path):
     shutil.copy(os.path.join(REPO, "experiments", "own_data.flags"), work / "experiments")
     shutil.copytree(os.path.join(REPO, "datasets"), work / "datasets")
     make_raw_folder(str(work / "data" / "mine_raw"))
+    made_by_the_test = set(_tree(work))
     official = os.path.join(SHARED, "data", "deeplab_tflite", "deeplabv3_mnv2_pascal_quant.tflite")
     env = dict(os.environ, PYTHONPATH=REPO)
     for command, binary in zip(commands, binaries):
@@ -131,16 +132,63 @@ def test_every_command_of_the_section_runs(tmp_path):
             args = [re.sub(r"^--tflite=.*", f"--tflite={official}", a) for a in args]
         args = [sys.executable] + args[1:] + TINY.get(binary, [])
         start = time.time()
-        result = subprocess.run(
-            args, cwd=work, env=env, capture_output=True, text=True, timeout=600
-        )
+        result = _run(args, work, env)
         print(f"{time.time() - start:5.1f} s  {binary}")
         assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
         if binary == "deeplab.train":
             assert "Class weights (inverse_sqrt" in result.stdout
+    # visualize writes too: its PNGs follow the same umask rule.
+    visualize = [sys.executable, "-m", "deeplab.visualize", "--flagfile=experiments/own_data.flags"]
+    result = _run(visualize + ["--vis_num_images=1", "--eval_limit=1"], work, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_modes_follow_the_umask(work, made_by_the_test)
     record = json.load(open(work / "runs" / "mine" / "config.json", encoding="utf-8"))
     assert len(record["class_weights"]) == 3 and record["num_classes"] == 3
     assert os.path.getsize(work / "mine_sheet.png") > 0
     assert os.path.isfile(work / "exports" / "mine" / "saved_model.pb")
     written = os.listdir(work / "out" / "mine")
     assert len([n for n in written if n.endswith(".png")]) >= 6, written
+
+
+# The commands run under this umask (group may read, others nothing): every file and folder
+# they write must get the ordinary mode under it (0640 / 0750), never mkstemp's 0600 or
+# mkdtemp's 0700, and never more than the umask allows.
+UMASK = 0o027
+
+
+def _run(args, work, env):
+    return subprocess.run(
+        args,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=lambda: os.umask(UMASK),
+    )
+
+
+def _tree(root):
+    for folder, names, files in os.walk(root):
+        for name in names + files:
+            yield os.path.join(folder, name)
+
+
+def _assert_modes_follow_the_umask(work, made_by_the_test):
+    wrong = []
+    checked = 0
+    for path in _tree(work):
+        if path in made_by_the_test or os.path.islink(path):
+            continue
+        mode = os.stat(path).st_mode & 0o777
+        expected = (0o777 if os.path.isdir(path) else 0o666) & ~UMASK
+        # Executable bits are the writer's business; the read/write bits must be the umask's.
+        if mode & 0o666 != expected & 0o666:
+            wrong.append(f"{os.path.relpath(path, work)}: {oct(mode)}")
+        checked += 1
+    assert checked > 30  # data, runs, weights, exports, out, the sheet
+    for folder in ("data/mine", "runs/mine", "exports/mine", "out/mine"):
+        assert os.path.isdir(work / folder), folder
+    if os.path.isdir(work / "weights"):
+        assert not [p for p in wrong if p.startswith("weights")], wrong
+    assert not wrong, wrong

@@ -41,6 +41,10 @@ from deeplab.common.errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
 EXIF_ORIENTATION_TAG = 0x0112
+# Pixels one image (or one serving call, N x H x W) may have by default: 16.8 M, a 4096 x 4096
+# photo or 64 of 513 x 513. The SavedModel's cap (--serving_max_pixels), the demo server's and
+# predict's (--max_image_pixels).
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 _MODE_NOTES = {
     "L": "grayscale image converted to RGB",
@@ -214,9 +218,7 @@ def to_rgb(image, path="image", orientation=1):
 # The pixel cap: image dimensions read from the file's header, before anything is decoded.
 # ---------------------------------------------------------------------------------------------
 
-# Most pixels (H x W) of one image that inference reads (predict, the SavedModel's default
-# --serving_max_pixels): 4096 x 4096 = 16.8 M.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+# (DEFAULT_MAX_PIXELS, above: also predict's --max_image_pixels.)
 # Most pixels any reader decodes (the converters and dataset tools; 201 MB as RGB).
 DECODE_MAX_PIXELS = 8192 * 8192
 MAX_HEADER_STEPS = 1024  # JPEG markers (fill bytes included) walked to the frame header
