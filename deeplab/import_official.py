@@ -44,7 +44,12 @@ def define_flags():
         16,
         "Output stride of a model imported from a TF1 checkpoint (TFLite files record theirs).",
     )
-    flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output folder.")
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace a non-empty --output folder that holds an earlier import (never a training "
+        "run's logdir, nor a folder without import_report.json).",
+    )
 
 
 def main(argv):
@@ -59,6 +64,7 @@ def main(argv):
             raise UserError("pass exactly one of --tflite and --tf1_checkpoint")
         if not FLAGS.output:
             raise UserError("--output is required (the folder to write)")
+        official.check_output(FLAGS.output, FLAGS.overwrite)  # before the work, not after
         names = None
         if FLAGS.labels:
             try:

@@ -24,7 +24,10 @@ interpreter warm-up) and a line listing the classes found with their share of th
   orientation applied, grayscale, palette, CMYK and RGBA converted to 8-bit RGB (alpha dropped),
   16-bit reduced to the high byte, each with a note. The map has the (turned) image's size.
 - Unreadable or missing files are reported and skipped; the rest are processed, and the exit
-  status is 1 when anything was skipped (a summary line names what).
+  status is 1 when anything was skipped (a summary line names what). So is an image whose
+  header declares more than ``--max_image_pixels`` pixels (default 4096 x 4096; an export's own
+  cap too), before it is decoded, one whose inference or outputs fail, and, on a full disk,
+  the rest (one line says so).
 - Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
 - ``--model`` ending in .tflite (ours or the official DeepLab TFLite models): images are
   letterboxed to the model's fixed input size (see deeplab/export/tflite.py).
@@ -56,6 +59,14 @@ flags.DEFINE_float(
     "is never painted).",
 )
 flags.DEFINE_integer("num_threads", 0, "TFLite interpreter threads (0: its default).")
+flags.DEFINE_integer(
+    "max_image_pixels",
+    4096 * 4096,  # deeplab.data.images.DEFAULT_MAX_PIXELS (the library loads after the flags)
+    "Most pixels (H x W) of one input image, read from its header before anything is "
+    "decoded: a larger image is skipped with a line (an export also applies its own "
+    "--serving_max_pixels). 0: no cap.",
+    lower_bound=0,
+)
 
 FLAGS = flags.FLAGS
 # --help lists the shared experiment flags this binary reads, not only its own.
@@ -102,7 +113,11 @@ def main(argv):
         card = loading.find_card(FLAGS.model or FLAGS.checkpoint or FLAGS.logdir, segmenter)
         print(f"model: {model_card.summary(card) if card else 'no model card'}")
         result = predictor.predict_files(
-            segmenter, inputs, output_dir, alpha=FLAGS.predict_overlay_alpha
+            segmenter,
+            inputs,
+            output_dir,
+            alpha=FLAGS.predict_overlay_alpha,
+            max_pixels=FLAGS.max_image_pixels,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

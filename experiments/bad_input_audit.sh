@@ -19,6 +19,16 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 T="--dataset_dir=syn --backbone=resnet14_tiny --output_stride=16 --atrous_rates=1,2,3 --aspp_filters=8 --crop_size=33 --batch_size=2 --training_steps=2 --min_scale_factor=1 --max_scale_factor=1 --image_summary_steps=0"
 "$PY" -m deeplab.train $T --logdir=run >/dev/null 2>&1
 touch afile
+"$PY" - <<'PYEOF'
+import io, struct
+from PIL import Image
+buffer = io.BytesIO()
+Image.new("RGB", (40, 30), (90, 120, 60)).save(buffer, "PNG")
+Image.new("RGB", (40, 30), (90, 120, 60)).save("ok.png")
+data = bytearray(buffer.getvalue())
+data[16:24] = struct.pack(">II", 16000, 16000)  # the header declares 16000x16000
+open("bomb.png", "wb").write(bytes(data))
+PYEOF
 cp -r syn claims2 && "$PY" - <<'PYEOF'
 import json
 info = json.load(open("claims2/dataset.json"))
@@ -53,9 +63,13 @@ cases=(
   "evaluate --eval_scales=0,-1|$PY -m deeplab.evaluate --dataset_dir=syn --checkpoint=run --eval_scales=0,-1"
   "evaluate --num_classes disagrees|$PY -m deeplab.evaluate --dataset_dir=syn --checkpoint=run --num_classes=7"
   "export --export_dir is a file|$PY -m deeplab.export_saved_model --checkpoint=run --export_dir=afile"
+  "export --export_dir is a training run|$PY -m deeplab.export_saved_model --checkpoint=run --export_dir=run"
   "visualize --vis_dir is a file|$PY -m deeplab.visualize --checkpoint=run --dataset_dir=syn --vis_dir=afile"
   "predict missing input|$PY -m deeplab.predict --checkpoint=run --output_dir=p1 --input=nowhere.jpg"
   "predict --model not a model|$PY -m deeplab.predict --model=afile --output_dir=p1 --input=afile"
+  "predict a PNG declaring 16000x16000, then an ok one|$PY -m deeplab.predict --checkpoint=run --output_dir=p2 --input=bomb.png,ok.png"
+  "import_official --output is a file|$PY -m deeplab.import_official --tflite=afile --output=afile"
+  "import_official --overwrite onto a training run|$PY -m deeplab.import_official --tflite=afile --output=run --overwrite"
   "reproduce --table=99|$PY -m deeplab.reproduce --table=99"
   "make_synthetic --num_classes=0|$PY $REPO/datasets/make_synthetic.py --output_dir=o1 --num_classes=0"
   "build_folder missing input|$PY $REPO/datasets/build_folder.py --input_dir=nowhere --output_dir=o1 --num_classes=3"

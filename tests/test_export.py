@@ -198,7 +198,7 @@ def test_bad_inputs_give_readable_errors(fresh):
     kind, message = errors["not_an_image"]
     assert kind == "InvalidArgumentError"
     assert (
-        "serve_encoded_images: not a JPEG, PNG, GIF or BMP file: image_bytes index] [1] [of] "
+        "serve_encoded_images: not a JPEG, PNG, GIF, BMP or WebP file: image_bytes index] [1] [of] "
         "[2] [starts with] [hello]"
     ) in message, message
     kind, message = errors["too_many_pixels"]

@@ -42,7 +42,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
                     ".pgm")
 EXIF_ORIENTATION_TAG = 0x0112
 # Pixels one image (or one serving call, N x H x W) may have by default: 16.8 M, a 4096 x 4096
-# photo or 64 of 513 x 513. The SavedModel's cap (--serving_max_pixels) and the demo server's.
+# photo or 64 of 513 x 513. The SavedModel's cap (--serving_max_pixels), the demo server's and
+# predict's (--max_image_pixels).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 _MODE_NOTES = {
@@ -68,26 +69,33 @@ class ImageError(DataError):
     """A file that cannot be read as an image; the message names it and the reason."""
 
 
-def open_image(data, path, what="image"):
-    """Opens and fully decodes a file's bytes with PIL (:func:`read_bytes` reads them).
+def open_image(data, path, what="image", max_pixels=None, hint=""):
+    """Opens and fully decodes a file's bytes with PIL (:func:`read_bytes` reads them), after
+    refusing one whose header declares more than ``max_pixels`` pixels (default
+    :data:`DECODE_MAX_PIXELS`; 0: PIL's own limit only): :func:`check_image_size`, then PIL's
+    size of the opened (not yet decoded) file for any format that function does not read.
 
     Args:
       data: the file's bytes.
       path: the name used in messages.
       what: the word for the file in messages ("image", "label").
+      max_pixels, hint: the cap and the end of its message (:func:`check_image_size`).
 
     Returns:
       a loaded ``PIL.Image.Image`` (its ``format`` says what the content is, whatever the name).
 
     Raises:
-      ImageError: not an image, corrupt or truncated, or too large to decode safely (PIL's
-        decompression-bomb limit).
+      ImageError: not an image, corrupt or truncated, or too large to decode safely (the cap,
+        :class:`ImageTooLargeError`, or PIL's decompression-bomb limit).
     """
     # PIL: only the Python reader needs it, not the graph functions the SavedModel uses
     from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
 
+    max_pixels = DECODE_MAX_PIXELS if max_pixels is None else max_pixels
+    check_image_size(data, path, max_pixels, what, hint)
     try:
         image = Image.open(io.BytesIO(data))
+        _refuse_above_cap((image.height, image.width), path, max_pixels, what, hint)
         image.load()
     except UnidentifiedImageError:
         raise ImageError(f"{path}: {what} is not an image file PIL can read") from None
@@ -206,6 +214,181 @@ def to_rgb(image, path="image", orientation=1):
     return array, (f"{path}: " + "; ".join(notes) if notes else None)
 
 
+# ---------------------------------------------------------------------------------------------
+# The pixel cap: image dimensions read from the file's header, before anything is decoded.
+# ---------------------------------------------------------------------------------------------
+
+# (DEFAULT_MAX_PIXELS, above: also predict's --max_image_pixels.)
+# Most pixels any reader decodes (the converters and dataset tools; 201 MB as RGB).
+DECODE_MAX_PIXELS = 8192 * 8192
+MAX_HEADER_STEPS = 1024  # JPEG markers (fill bytes included) walked to the frame header
+_JPEG_STANDALONE = (0x01, 0xD8) + tuple(range(0xD0, 0xD8))
+_JPEG_SOF = tuple(m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose header declares more pixels than the reader's cap (nothing decoded)."""
+
+
+def _jpeg_size(data):
+    pos, size = 2, len(data)
+    for _ in range(MAX_HEADER_STEPS):
+        if pos + 4 > size or data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            pos += 1
+        elif marker in _JPEG_STANDALONE:
+            pos += 2
+        elif marker in (0xDA, 0xD9):  # scan data or the end before any frame header
+            return None
+        elif marker in _JPEG_SOF:
+            if pos + 9 > size:
+                return None
+            return (int.from_bytes(data[pos + 5:pos + 7], "big"),
+                    int.from_bytes(data[pos + 7:pos + 9], "big"))
+        else:
+            length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            if length < 2:
+                return None
+            pos += 2 + length
+    return None
+
+
+def _gif_size(data):
+    """The logical screen, enlarged to the first frame where that frame reaches past it (as
+    PIL does; giflib allocates the frame's own size)."""
+    if len(data) < 13:
+        return None
+    height, width = int.from_bytes(data[8:10], "little"), int.from_bytes(data[6:8], "little")
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # the global palette
+    in_blocks = False  # walking an extension's data sub-blocks
+    for _ in range(MAX_HEADER_STEPS):
+        if pos >= len(data):
+            return None
+        if in_blocks:
+            in_blocks = data[pos] != 0
+            pos += 1 + data[pos]
+        elif data[pos] == 0x21:  # an extension: introducer, label, then sub-blocks
+            pos, in_blocks = pos + 2, True
+        elif data[pos] == 0x2C and pos + 9 <= len(data):  # the first image descriptor
+            left, top, frame_width, frame_height = (
+                int.from_bytes(data[pos + k:pos + k + 2], "little") for k in (1, 3, 5, 7))
+            return max(height, top + frame_height), max(width, left + frame_width)
+        else:
+            return None
+    return None
+
+
+def _tiff_size(data):
+    order = {b"II*\x00": "little", b"MM\x00*": "big"}.get(bytes(data[:4]))
+    if order is None:
+        return None
+    ifd = int.from_bytes(data[4:8], order)
+    count = int.from_bytes(data[ifd:ifd + 2], order) if ifd + 2 <= len(data) else 0
+    found = {}
+    for index in range(min(count, MAX_IFD_ENTRIES)):
+        entry = data[ifd + 2 + 12 * index: ifd + 14 + 12 * index]
+        if len(entry) < 12:
+            break
+        tag, kind = int.from_bytes(entry[0:2], order), int.from_bytes(entry[2:4], order)
+        if tag in (256, 257) and kind in (3, 4):
+            found[tag] = int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
+    return (found[257], found[256]) if len(found) == 2 else None
+
+
+def _netpbm_size(data):
+    if len(data) < 3 or data[0:1] != b"P" or data[1:2] not in (b"1", b"2", b"3", b"4", b"5", b"6"):
+        return None
+    numbers, pos, head = [], 2, bytes(data[:1024])
+    while len(numbers) < 2 and pos < len(head):
+        char = head[pos:pos + 1]
+        if char == b"#":
+            end = head.find(b"\n", pos)
+            pos = len(head) if end < 0 else end + 1
+        elif char.isspace():
+            pos += 1
+        elif char.isdigit():
+            end = pos
+            while end < len(head) and head[end:end + 1].isdigit():
+                end += 1
+            numbers.append(int(head[pos:end]))
+            pos = end
+        else:
+            return None
+    return (numbers[1], numbers[0]) if len(numbers) == 2 else None
+
+
+def image_size(data):
+    """(height, width) of an encoded image as its header declares them, read from the bytes
+    without decoding anything; None when the header is not one of these or is damaged.
+
+    PNG: the IHDR chunk. JPEG: the first frame header (SOF0..SOF15 markers, walked past up to
+    :data:`MAX_HEADER_STEPS` other segments). GIF: the logical screen, or the first frame where
+    it reaches past the screen (later frames of an animation are not read).
+    BMP: the DIB header (a negative height means top-down). WebP: the VP8, VP8L or VP8X header.
+    TIFF: ImageWidth / ImageLength of IFD0. PPM / PGM (P1..P6): the first two numbers of the
+    text header. :func:`image_size_tf` reads the same fields in a TensorFlow graph (JPEG, PNG,
+    GIF, BMP and WebP, what the SavedModel decodes).
+    """
+    data = bytes(data)
+    if data[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(data)
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:4] == b"GIF8":
+        return _gif_size(data)
+    if data[:2] == b"BM":
+        if len(data) < 26:
+            return None
+        if int.from_bytes(data[14:18], "little") == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+            return int.from_bytes(data[20:22], "little"), int.from_bytes(data[18:20], "little")
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)
+        return (abs(height), width) if width >= 0 else None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+            return (int.from_bytes(data[28:30], "little") & 0x3FFF,
+                    int.from_bytes(data[26:28], "little") & 0x3FFF)
+        if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+            bits = int.from_bytes(data[21:25], "little")
+            return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+        if chunk == b"VP8X" and len(data) >= 30:
+            return (int.from_bytes(data[27:30], "little") + 1,
+                    int.from_bytes(data[24:27], "little") + 1)
+        return None
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    return _netpbm_size(data)
+
+
+def check_image_size(data, path, max_pixels, what="image", hint=""):
+    """Refuses an image whose header declares more than ``max_pixels`` pixels (H x W), before
+    any decoding (:func:`image_size`); 0 or None: no cap.
+
+    Raises:
+      ImageTooLargeError: one line naming ``path``, the declared size and the cap, then
+        ``hint`` (e.g. "; raise --max_image_pixels").
+    """
+    size = image_size(data) if max_pixels else None
+    if size is not None:
+        _refuse_above_cap(size, path, max_pixels, what, hint)
+    return size
+
+
+def _refuse_above_cap(size, path, max_pixels, what, hint):
+    height, width = size
+    if max_pixels and height * width > max_pixels:
+        cap = f" ({max_pixels / 1e6:.1f} M)" if max_pixels >= 1e6 else ""
+        raise ImageTooLargeError(
+            f"{path}: {what} is {height}x{width} pixels ({height * width / 1e6:.1f} M, read from "
+            f"its header), above the cap of {int(max_pixels)} pixels{cap}; not decoded{hint}"
+        )
+
+
 def has_image_extension(filename):
     """Whether ``filename`` ends in one of :data:`IMAGE_EXTENSIONS`, in any case (``a.JPG``)."""
     return str(filename).lower().endswith(IMAGE_EXTENSIONS)
@@ -234,12 +417,14 @@ def read_bytes(path, what="image"):
         raise ImageError(f"{path}: cannot read {what} file ({error.strerror or error})") from None
 
 
-def read_rgb(source, path=None, what="image"):
+def read_rgb(source, path=None, what="image", max_pixels=None, hint=""):
     """The file (a path, or its bytes) as uint8 [H, W, 3] by the module's rules, and a note:
-    :func:`open_image`, :func:`exif_orientation`, :func:`to_rgb`."""
+    :func:`open_image` (``max_pixels``, ``hint``: its cap), :func:`exif_orientation`,
+    :func:`to_rgb`."""
     name = path if path is not None else source
     data = source if isinstance(source, (bytes, bytearray)) else read_bytes(source, what)
-    return to_rgb(open_image(bytes(data), name, what), name, exif_orientation(data))
+    image = open_image(bytes(data), name, what, max_pixels, hint)
+    return to_rgb(image, name, exif_orientation(data))
 
 
 def encode_png(array, compress_level=1):
@@ -375,3 +560,128 @@ def apply_orientation_tf(image, orientation):
     ]
     index = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation - 1, 0)
     return tf.switch_case(index, branches)
+
+
+def image_size_tf(data):
+    """:func:`image_size` inside a TensorFlow graph for the formats the graph decodes (JPEG, PNG,
+    GIF, BMP, WebP): int64 [2] (height, width) of one encoded image string, read from the same
+    header fields by the same rules without decoding; (-1, -1) where :func:`image_size` says
+    None (and for TIFF / PPM / PGM, which no graph decodes). ``tests/test_images.py`` checks
+    the two agree."""
+    # TensorFlow: not imported by converter worker processes, which use the Python reader
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    data = tf.convert_to_tensor(data, tf.string)
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    padded = tf.strings.join([data, tf.constant(b"\x00" * 64)])
+
+    def raw(position, count):
+        """Bytes [position, position + count) as int64, zeros past the end (count <= 64)."""
+        position = tf.clip_by_value(tf.cast(position, tf.int64), 0, size)
+        part = tf.io.decode_raw(tf.strings.substr(padded, position, count), tf.uint8)
+        return tf.cast(part, tf.int64)
+
+    def number(values, start, stop, order):
+        """The unsigned integer in bytes [start, stop) of ``values``."""
+        weights = [256**i for i in range(stop - start)]
+        weights = weights[::-1] if order == "big" else weights
+        return tf.reduce_sum(values[start:stop] * tf.constant(weights, tf.int64))
+
+    def text(position, count):
+        return tf.strings.substr(padded, position, count)
+
+    head = raw(0, 32)
+    unknown = tf.constant([-1, -1], tf.int64)
+    is_png = tf.logical_and(tf.equal(text(0, 8), _PNG_SIGNATURE),
+                            tf.logical_and(size >= 24, tf.equal(text(12, 4), b"IHDR")))
+    png = tf.stack([number(head, 20, 24, "big"), number(head, 16, 20, "big")])
+    is_gif = tf.logical_and(tf.equal(text(0, 4), b"GIF8"), size >= 13)
+    screen = tf.stack([number(head, 8, 10, "little"), number(head, 6, 8, "little")])
+    palette = tf.where(tf.bitwise.bitwise_and(head[10], 0x80) > 0,
+                       tf.bitwise.left_shift(tf.constant(3, tf.int64),
+                                             tf.bitwise.bitwise_and(head[10], 7) + 1),
+                       tf.constant(0, tf.int64))
+    running, found, failed = 0, 1, 2
+
+    def gif_walk(step, position, in_blocks, state, result):  # as _gif_size's loop
+        block = raw(position, 9)
+        past = position >= size
+        descriptor = tf.logical_and(tf.equal(block[0], 0x2C), position + 9 <= size)
+        frame = tf.stack([number(block, 3, 5, "little") + number(block, 7, 9, "little"),
+                          number(block, 1, 3, "little") + number(block, 5, 7, "little")])
+        extension = tf.equal(block[0], 0x21)
+        state = tf.where(past, failed, tf.where(in_blocks, running, tf.where(
+            extension, running, tf.where(descriptor, found, failed))))
+        position = position + tf.where(in_blocks, 1 + block[0], tf.constant(2, tf.int64))
+        in_blocks = tf.where(in_blocks, tf.not_equal(block[0], 0), extension)
+        return step + 1, position, in_blocks, state, tf.maximum(screen, frame)
+
+    _, _, _, gif_state, gif_frame = tf.while_loop(
+        lambda step, position, in_blocks, state, result: tf.logical_and(
+            step < MAX_HEADER_STEPS, tf.equal(state, running)),
+        gif_walk,
+        (tf.constant(0), 13 + palette, tf.constant(False), tf.where(is_gif, running, failed),
+         unknown),
+    )
+    gif = tf.where(tf.equal(gif_state, found), gif_frame, unknown)
+    is_bmp = tf.logical_and(tf.equal(text(0, 2), b"BM"), size >= 26)
+    core = tf.equal(number(head, 14, 18, "little"), 12)
+
+    def signed(value):
+        return tf.where(value >= 2**31, value - 2**32, value)
+
+    bmp_width = tf.where(core, number(head, 18, 20, "little"),
+                         signed(number(head, 18, 22, "little")))
+    bmp_height = tf.where(core, number(head, 20, 22, "little"),
+                          tf.abs(signed(number(head, 22, 26, "little"))))
+    is_bmp = tf.logical_and(is_bmp, bmp_width >= 0)
+    bmp = tf.stack([bmp_height, bmp_width])
+    is_webp = tf.logical_and(tf.equal(text(0, 4), b"RIFF"), tf.equal(text(8, 4), b"WEBP"))
+    chunk = text(12, 4)
+    is_vp8 = tf.logical_and(is_webp, tf.logical_and(tf.equal(chunk, b"VP8 "), tf.logical_and(
+        size >= 30, tf.equal(text(23, 3), b"\x9d\x01\x2a"))))
+    vp8 = tf.bitwise.bitwise_and(tf.stack([number(head, 28, 30, "little"),
+                                           number(head, 26, 28, "little")]), 0x3FFF)
+    is_vp8l = tf.logical_and(is_webp, tf.logical_and(
+        tf.equal(chunk, b"VP8L"), tf.logical_and(size >= 25, tf.equal(head[20], 0x2F))))
+    bits = number(head, 21, 25, "little")
+    vp8l = tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF),
+                     tf.bitwise.bitwise_and(bits, 0x3FFF)]) + 1
+    is_vp8x = tf.logical_and(is_webp, tf.logical_and(tf.equal(chunk, b"VP8X"), size >= 30))
+    vp8x = tf.stack([number(head, 27, 30, "little"), number(head, 24, 27, "little")]) + 1
+
+    # JPEG: walk the markers to the first frame header, as _jpeg_size does.
+    is_jpeg = tf.equal(text(0, 3), b"\xff\xd8\xff")
+
+    def walk(step, position, state, result):
+        segment = raw(position, 9)
+        marker = segment[1]
+        fail = tf.logical_or(position + 4 > size, tf.not_equal(segment[0], 0xFF))
+        fill = tf.equal(marker, 0xFF)
+        standalone = tf.reduce_any(tf.equal(marker, tf.constant(_JPEG_STANDALONE, tf.int64)))
+        stop = tf.logical_or(tf.equal(marker, 0xDA), tf.equal(marker, 0xD9))
+        sof = tf.reduce_any(tf.equal(marker, tf.constant(_JPEG_SOF, tf.int64)))
+        length = number(segment, 2, 4, "big")
+        frame = tf.stack([number(segment, 5, 7, "big"), number(segment, 7, 9, "big")])
+        # The first of these that holds decides, in the order of _jpeg_size's branches.
+        state = tf.where(fail, failed, tf.where(
+            tf.logical_or(fill, standalone), running, tf.where(
+                stop, failed, tf.where(
+                    sof, tf.where(position + 9 > size, failed, found),
+                    tf.where(length < 2, failed, running)))))
+        one, two = tf.constant(1, tf.int64), tf.constant(2, tf.int64)
+        position = position + tf.where(fill, one, tf.where(standalone, two, two + length))
+        return step + 1, position, state, tf.where(sof, frame, result)
+
+    _, _, state, frame = tf.while_loop(
+        lambda step, position, state, result: tf.logical_and(step < MAX_HEADER_STEPS,
+                                                             tf.equal(state, running)),
+        walk,
+        (tf.constant(0), tf.constant(2, tf.int64), tf.where(is_jpeg, running, failed), unknown),
+    )
+    jpeg = tf.where(tf.equal(state, found), frame, unknown)
+    result = unknown
+    for hit, value in ((is_vp8x, vp8x), (is_vp8l, vp8l), (is_vp8, vp8), (is_bmp, bmp),
+                       (is_gif, gif), (is_png, png), (is_jpeg, jpeg)):
+        result = tf.where(hit, value, result)
+    return result

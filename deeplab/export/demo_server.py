@@ -109,76 +109,7 @@ def image_format(data):
     return None
 
 
-# JPEG markers that start a frame (SOF0..SOF15 less DHT C4, JPG C8 and DAC CC): they hold the size.
-_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
-_MAX_JPEG_SEGMENTS = 4096
-
-
-def _u16be(data, pos):
-    return int.from_bytes(data[pos : pos + 2], "big")
-
-
-def _u32be(data, pos):
-    return int.from_bytes(data[pos : pos + 4], "big")
-
-
-def _jpeg_size(data):
-    pos = 2
-    for _ in range(_MAX_JPEG_SEGMENTS):
-        while pos + 1 < len(data) and data[pos] == 0xFF and data[pos + 1] == 0xFF:
-            pos += 1  # fill bytes before a marker
-        if pos + 4 > len(data) or data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker in _JPEG_STANDALONE:
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
-            return None
-        length = _u16be(data, pos + 2)
-        if length < 2:
-            return None
-        if marker in _JPEG_FRAME_MARKERS:
-            if pos + 9 > len(data):
-                return None
-            return _u16be(data, pos + 7), _u16be(data, pos + 5)  # width, height
-        pos += 2 + length
-    return None
-
-
-def _png_size(data):
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    return _u32be(data, 16), _u32be(data, 20)
-
-
-def _webp_size(data):
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        width = int.from_bytes(data[24:27], "little") + 1
-        return width, int.from_bytes(data[27:30], "little") + 1
-    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        width = int.from_bytes(data[26:28], "little") & 0x3FFF
-        return width, int.from_bytes(data[28:30], "little") & 0x3FFF
-    return None
-
-
-def _bmp_size(data):
-    if len(data) < 26:
-        return None
-    header = int.from_bytes(data[14:18], "little")
-    if header == 12:  # BITMAPCOREHEADER: unsigned 16-bit sizes
-        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
-    width = int.from_bytes(data[18:22], "little", signed=True)
-    height = int.from_bytes(data[22:26], "little", signed=True)  # negative: stored top-down
-    return abs(width), abs(height)
-
-
-_SIZE_READERS = {"jpeg": _jpeg_size, "png": _png_size, "webp": _webp_size, "bmp": _bmp_size}
+_ACCEPTED_KINDS = ("jpeg", "png", "webp", "bmp")
 
 
 def declared_image_size(data):
@@ -187,14 +118,14 @@ def declared_image_size(data):
     VP8X header, BMP's info header. The server checks the pixel cap on these numbers, so a
     small file that declares 30000 x 30000 pixels is refused before any pixel is made.
 
-    (The server's own reader; deeplab/data/images.py may grow a shared one.)
+    (The one header reader, :func:`deeplab.data.images.image_size`, as every reader's cap.)
 
     Raises:
       RequestError: 415 for bytes that are not one of :data:`ACCEPTED_FORMATS` (GIF and TIFF
         are named), 400 for a header that is cut short or declares no pixels.
     """
     kind = image_format(data)
-    if kind not in _SIZE_READERS:
+    if kind not in _ACCEPTED_KINDS:
         what = f"a {kind.upper()} file" if kind else "not an image file"
         raise RequestError(
             415,
@@ -202,14 +133,14 @@ def declared_image_size(data):
             f"the body is {what} (judged by its bytes, not its name or content type): send "
             "the bytes of a JPEG, PNG, WebP or BMP photo",
         )
-    size = _SIZE_READERS[kind](data)
+    size = image_io.image_size(data)
     if size is None:
         raise RequestError(
             400,
             "bad_image",
             f"the {kind.upper()} file's header is cut short or damaged: no image size found",
         )
-    width, height = size
+    height, width = size
     if width < 1 or height < 1:
         raise RequestError(
             400, "bad_image", f"the {kind.upper()} header declares {width} x {height} pixels"

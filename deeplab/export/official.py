@@ -33,7 +33,7 @@ How a file is read (CONVENTIONS.md, "The authors' released models"):
 import importlib
 import os
 import shutil
-import tempfile
+import re
 
 import keras
 import numpy as np
@@ -638,25 +638,51 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
 # ----------------------------------------------------------------------------- output
 
 
+# Files only a training run writes in its logdir (an import writes ckpt-0 and no events).
+_TRAINING_RUN = re.compile(
+    r"^(ckpt-[1-9]\d*\.index|train\.log|config\.json|events\.out\.tfevents.*)$"
+)
+
+
+def _not_replaceable(entries, overwrite):
+    """Why ``--output`` (a non-empty folder with these entries) must not be replaced, or None:
+    ``overwrite`` replaces an earlier import only, never a training run's logdir."""
+    if not overwrite:
+        return "exists and is not empty; pass --overwrite or another folder"
+    run = [name for name in entries if _TRAINING_RUN.match(name)]
+    if run:
+        return (
+            f"holds a training run ({', '.join(run[:3])}); --overwrite replaces only an earlier "
+            "import (nothing was deleted): choose another folder"
+        )
+    if "import_report.json" not in entries:
+        return (
+            "is not an earlier import (no import_report.json); --overwrite replaces only those "
+            "(nothing was deleted): choose another folder"
+        )
+    return None
+
+
+def check_output(output_dir, overwrite=False):
+    """Refuses, before any work, an ``--output`` that :func:`write_imported` would not write:
+    a file, or a non-empty folder it must not replace (one line, ConfigError)."""
+    atomic_io.check_directory_target(
+        output_dir, "--output", lambda entries: _not_replaceable(entries, overwrite)
+    )
+
+
 def write_imported(model, report, output_dir, overwrite=False):
     """Writes the imported model as a logdir of ours (see the module docstring), atomically.
 
     The folder is assembled beside ``output_dir`` and renamed into place, so an interrupted
     import leaves no half-written model; an existing non-empty folder is kept unless
-    ``overwrite``.
+    ``overwrite``, which replaces an earlier import only (a training run's logdir, or a
+    folder without ``import_report.json``, is refused with one line).
     """
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise UserError(
-            f"--output={output_dir} exists and is not empty; pass --overwrite or another folder"
-        )
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".import-", dir=parent)
+    check_output(output_dir, overwrite)
+    staging = atomic_io.staging_directory(output_dir)
     try:
-        # mkdtemp makes the folder 0700; the import is renamed into place, so give it the mode
-        # a plain makedirs would (0777 less the umask).
-        os.chmod(staging, 0o777 & ~atomic_io.current_umask())
         step = tf.Variable(0, dtype=tf.int64)
         manager = tf.train.CheckpointManager(
             checkpoints.make_checkpoint(model, step=step), staging, max_to_keep=1
@@ -682,9 +708,7 @@ def write_imported(model, report, output_dir, overwrite=False):
         model.save_weights(os.path.join(staging, "model.weights.h5"))
         atomic_io.write_json(os.path.join(staging, "import_report.json"), report)
         model_card.write_card(staging, import_card(model, report, palette, output_dir))
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
+        atomic_io.replace_directory(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -6,11 +6,14 @@ it on files and folders and writes ``NAME.png`` (class indices), ``NAME_color.pn
 ``NAME_overlay.png`` for each image (``python -m deeplab.predict``).
 """
 
+import contextlib
+import errno
 import io
 import os
 import time
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from deeplab.common import atomic_io
@@ -23,7 +26,7 @@ from deeplab.export import tflite
 from deeplab.logdir import checkpoints
 
 
-def read_image(path):
+def read_image(path, max_pixels=None, hint=""):
     """Reads an image file as uint8 RGB by the rules of :mod:`deeplab.data.images` (EXIF orientation
     applied, alpha dropped, 16-bit reduced to its high byte; the same as the converters and the
     SavedModel's encoded-image signature).
@@ -32,9 +35,10 @@ def read_image(path):
       (uint8 [H, W, 3], note): note says what conversion was made, or None for 8-bit RGB.
 
     Raises:
-      deeplab.data.images.ImageError: the file cannot be read as an image (one line naming it).
+      deeplab.data.images.ImageError: the file cannot be read as an image, or its header
+        declares more than ``max_pixels`` pixels (nothing decoded; one line naming it).
     """
-    array, note = images.read_rgb(path)
+    array, note = images.read_rgb(path, max_pixels=max_pixels, hint=hint)
     # The notes name the file; predict prints them after the file's name already.
     prefix = f"{path}: "
     return array, (note[len(prefix) :] if note and note.startswith(prefix) else note)
@@ -73,13 +77,21 @@ def collect_inputs(inputs):
 OUTPUT_SUFFIXES = (".png", "_color.png", "_overlay.png")
 
 
+def _fitting_stem(stem):
+    """``stem`` shortened (its start and a hash of the whole) where the longest output name
+    built from it would pass the file system's limit on a name (255 bytes)."""
+    room = atomic_io.NAME_MAX - max(len(suffix) for suffix in OUTPUT_SUFFIXES) - 8  # + "_NN"
+    return atomic_io.short_name(stem, room)
+
+
 def output_stems(paths):
     """One output stem per input whose files (stem + each of OUTPUT_SUFFIXES) no other input
     writes: the file's stem, with _2, _3... where a name is taken (``x.jpg`` and ``x_color.jpg``
-    would otherwise both write ``x_color.png``)."""
+    would otherwise both write ``x_color.png``); a stem too long for a file name is shortened
+    to its start and a hash of the whole."""
     stems, taken = [], set()
     for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
+        stem = _fitting_stem(os.path.splitext(os.path.basename(path))[0])
         name, k = stem, 2
         while any((name + suffix).lower() in taken for suffix in OUTPUT_SUFFIXES):
             name, k = f"{stem}_{k}", k + 1
@@ -183,8 +195,57 @@ def make_segmenter(
     return segmenter
 
 
-def predict_files(segmenter, inputs, output_dir, *, alpha=0.6, log=print):
+def input_cap(segmenter, max_pixels):
+    """(cap, hint) for reading one image for ``segmenter``: the smaller of ``max_pixels``
+    (``--max_image_pixels``; 0: none) and the cap an export was written with, and the end of
+    the message that says which to change."""
+    own = getattr(segmenter, "max_pixels", 0) or 0
+    if own and (not max_pixels or own < max_pixels):
+        return own, "; the export refuses more per call (--serving_max_pixels at export)"
+    return max_pixels, "; pass a larger --max_image_pixels (0: no cap) or shrink the image"
+
+
+# Failures of one image's inference that leave the model usable (the next image is tried).
+INFERENCE_ERRORS = (MemoryError, tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError)
+# A write that fails for want of space: every later image would fail the same way.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _first_line(error):
+    text = str(getattr(error, "message", None) or error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][-200:]
+
+
+def _write_or_clean(output_dir, stem, image, labels, palette, alpha, **options):
+    """write_outputs, removing what it wrote for this image if a write fails (no partial set;
+    files of an earlier run that were not rewritten are kept)."""
+    paths = [os.path.join(output_dir, stem + suffix) for suffix in OUTPUT_SUFFIXES]
+
+    def stamp(path):
+        with contextlib.suppress(OSError):
+            status = os.stat(path)
+            return status.st_ino, status.st_mtime_ns
+        return None
+
+    before = [stamp(path) for path in paths]
+    try:
+        return write_outputs(output_dir, stem, image, labels, palette, alpha, **options)
+    except OSError:
+        for path, old in zip(paths, before):
+            if stamp(path) not in (None, old):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        raise
+
+
+def predict_files(
+    segmenter, inputs, output_dir, *, alpha=0.6, log=print, max_pixels=images.DEFAULT_MAX_PIXELS
+):
     """Runs ``segmenter`` on every image of ``inputs`` and writes the PNGs.
+
+    An image whose header declares more than ``max_pixels`` pixels (or the export's own cap)
+    is skipped with a line before it is decoded; one whose inference or writing fails is
+    skipped with a line; a full disk stops the loop with a line (every later image would fail).
 
     Returns:
       dict: "processed" [(path, index_png)], "skipped" [(path, reason)], "notes"
@@ -210,16 +271,18 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.6, log=print):
     result = {"processed": [], "skipped": list(skipped), "notes": [], "times_ms": []}
     palette = getattr(segmenter, "palette", None)
     class_names = getattr(segmenter, "class_names", None)
+    cap, hint = input_cap(segmenter, max_pixels)
     for number, (path, stem) in enumerate(zip(paths, stems), start=1):
         start = time.perf_counter()
         try:
-            image, note = read_image(path)
+            image, note = read_image(path, cap, hint)
         except images.ImageError as error:
             prefix = f"{path}: "
             message = str(error)
             if message.startswith(prefix):
                 message = message[len(prefix) :]
-            reason = f"unreadable image ({message})"
+            too_large = isinstance(error, images.ImageTooLargeError)
+            reason = message if too_large else f"unreadable image ({message})"
             log(f"skipped {path}: {reason}")
             result["skipped"].append((path, reason))
             continue
@@ -227,11 +290,34 @@ def predict_files(segmenter, inputs, output_dir, *, alpha=0.6, log=print):
             log(f"note: {path}: {note}")
             result["notes"].append((path, note))
         infer_start = time.perf_counter()
-        labels = segmenter(image)
+        try:
+            labels = segmenter(image)
+        except INFERENCE_ERRORS as error:
+            reason = f"inference failed ({_first_line(error)})"
+            log(f"skipped {path}: {reason}")
+            result["skipped"].append((path, reason))
+            continue
         infer_ms = 1000.0 * (time.perf_counter() - infer_start)
-        written = write_outputs(
-            output_dir, stem, image, labels, palette, alpha, class_names=class_names
-        )
+        try:
+            written = _write_or_clean(
+                output_dir, stem, image, labels, palette, alpha, class_names=class_names
+            )
+        except OSError as error:
+            target = os.path.join(output_dir, stem)
+            reason = f"cannot write its outputs {target}*.png ({error.strerror or error})"
+            log(f"skipped {path}: {reason}")
+            result["skipped"].append((path, reason))
+            if error.errno in _NO_SPACE:
+                rest = list(paths[number:])
+                result["skipped"].extend(
+                    (p, "not processed: the output disk is full") for p in rest
+                )
+                log(
+                    f"stopped: --output_dir={output_dir} is full; {len(rest)} more image(s) not "
+                    "processed: free space and run the same command again"
+                )
+                break
+            continue
         total_ms = 1000.0 * (time.perf_counter() - start)
         result["processed"].append((path, written[0]))
         result["times_ms"].append((infer_ms, total_ms))

@@ -8,7 +8,9 @@ finds the class names and palette the export carries. ``python -m deeplab.export
 maps its flags one to one onto :func:`run_export`.
 """
 
+import errno
 import os
+import shutil
 import time
 
 from deeplab.common import atomic_io
@@ -90,7 +92,143 @@ def class_metadata(dataset_info, num_classes, *, dataset_dir=None, class_names=N
     return names, datasets_info.color_map(num_classes), 255, None
 
 
-def run_export(
+# What an export folder holds (names of its entries); a folder holding anything else is not
+# replaced by an export (deeplab.common.atomic_io.check_directory_target). Add the name of any
+# new file an export writes.
+EXPORT_ENTRIES = (
+    "saved_model.pb",
+    "fingerprint.pb",
+    "variables",
+    "assets",
+    "deeplab_float32.tflite",
+    "deeplab_float32.json",
+    "deeplab_int8.tflite",
+    "deeplab_int8.json",
+    "tflite_eval.json",
+    "MODEL_CARD.md",  # deeplab.export.model_card
+    "model_card.json",
+    "export.log",  # deeplab.export_saved_model: TensorFlow's and the converter's lines
+)
+
+
+def _not_an_export(entries):
+    """Why an existing folder with these entries must not be replaced by an export, or None."""
+    others = [name for name in entries if name not in EXPORT_ENTRIES]
+    if not others:
+        return None
+    listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return (
+        f"holds {listed}, which an export does not write (an export owns its folder): "
+        "choose a new or empty folder, or an earlier export"
+    )
+
+
+# errno values of a write that failed for want of space or permission, not for a bug.
+_WRITE_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EFBIG,
+    errno.EIO,
+)
+_WRITE_WORDS = (
+    "No space left on device",
+    "Disk quota",
+    "Read-only file system",
+    "Permission denied",
+    "File too large",
+    "Input/output error",
+)
+
+
+def export_write_error(error, export_dir, staging=None):
+    """A UserError for a write that failed while the export was assembled (a full disk, a
+    read-only folder, a quota), or None when ``error`` is not one."""
+    # TensorFlow: raises its own error types for failed file writes (SavedModel, TFLite)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        reason = error.strerror or str(error)
+    elif isinstance(error, tf.errors.OpError) and (
+        any(word in str(error.message) for word in _WRITE_WORDS)
+        or (staging and staging in str(error.message))
+    ):
+        lines = [line for line in str(error.message).strip().splitlines() if line.strip()]
+        reason = next((w for w in _WRITE_WORDS if w in lines[0]), lines[0][-200:])
+    else:
+        return None
+    return UserError(
+        f"--export_dir={export_dir}: cannot write the export ({reason}); nothing was "
+        "changed there (an earlier export is intact): free space or choose another folder"
+    )
+
+
+def _link_or_copy(source, target):
+    try:
+        os.link(source, target)  # no space needed; the old folder is removed after the swap
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _keep_unwritten(export_dir, staging):
+    """Carries into the new export what the earlier one in ``export_dir`` holds and this one
+    did not write (a ``--nosaved_model --tflite`` export keeps the SavedModel beside it), as
+    exporting into the folder always did."""
+    if staging == export_dir or not os.path.isdir(export_dir):
+        return
+    for name in os.listdir(export_dir):
+        source, target = os.path.join(export_dir, name), os.path.join(staging, name)
+        if os.path.lexists(target):
+            continue
+        if os.path.isdir(source):
+            shutil.copytree(source, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, target)
+
+
+def run_export(*, export_dir, log=print, **options):
+    """Does the export (:func:`_write_export`, the binary's flags map one to one onto its
+    arguments) into a folder beside ``export_dir`` that is renamed into place when complete:
+    a failure leaves an earlier export in ``export_dir`` intact and no partial folder, and a
+    folder holding anything an export does not write (:data:`EXPORT_ENTRIES`) is refused
+    before any work. What an earlier export holds and this one does not write (its SavedModel,
+    for a TFLite-only export) is kept.
+
+    Returns:
+      see :func:`_write_export` (paths inside ``export_dir``).
+    """
+    if not export_dir:
+        raise UserError("pass --export_dir=FOLDER for the SavedModel / TFLite files")
+    atomic_io.check_directory_target(export_dir, "--export_dir", _not_an_export)
+    staging = atomic_io.staging_directory(export_dir)
+    final = os.path.realpath(export_dir) if "://" not in export_dir else export_dir
+
+    def shown(text):  # messages name the export's place, not the staging folder's
+        return str(text).replace(staging, final)
+
+    try:
+        result = _write_export(
+            export_dir=staging, final_dir=final, log=lambda m: log(shown(m)), **options
+        )
+        _keep_unwritten(export_dir, staging)
+        atomic_io.replace_directory(staging, export_dir)
+    except BaseException as error:
+        if staging != export_dir:
+            shutil.rmtree(staging, ignore_errors=True)
+        clear = export_write_error(error, export_dir, staging)
+        if clear is not None:
+            raise clear from None
+        raise
+    result["saved_model"] = result["saved_model"] and final
+    result["tflite"] = {key: shown(path) for key, path in result["tflite"].items()}
+    if result.get("model_card"):
+        result["model_card"] = shown(result["model_card"])
+    return result
+
+
+def _write_export(
     *,
     checkpoint,
     export_dir,
@@ -113,8 +251,10 @@ def run_export(
     tile_overlap=0.25,
     max_pixels=None,
     serving_dtype="float32",
+    final_dir=None,
 ):
-    """Does the export; the binary's flags map one to one onto these arguments.
+    """Does the export; the binary's flags map one to one onto these arguments (``final_dir``:
+    where :func:`run_export` renames ``export_dir`` to, which names the model card).
 
     ``fuse_batch_norm`` folds every BN into its convolution before export
     (:mod:`deeplab.model.fuse`: the same logits to ~1e-5, fewer ops in the SavedModel and the
@@ -284,7 +424,7 @@ def run_export(
     card = export_card(
         model,
         info,
-        export_dir,
+        final_dir or export_dir,
         names=names,
         palette=palette,
         ignore_label=ignore_label,

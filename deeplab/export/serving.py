@@ -6,7 +6,7 @@ class maps back, whatever it was trained on::
     serving_default        images       uint8  [N, H, W, 3]  RGB, any H and W
                            -> semantic      int32   [N, H, W]     class per pixel
                               probabilities float32 [N, H, W, C]  averaged over scales / flips
-    serve_encoded_images   image_bytes  string [N]  encoded JPEG / PNG / GIF / BMP
+    serve_encoded_images   image_bytes  string [N]  encoded JPEG / PNG / GIF / BMP / WebP
                            -> the same two outputs
     class_info             (no input)
                            -> class_names   string  [C]       read from assets/class_names.txt
@@ -31,7 +31,9 @@ asserts rank 4, at least one image, 3 channels and positive H, W with messages t
 signature and the shape received, and caps the pixels of one call (N x H x W <= the export's
 ``max_pixels``, ``--serving_max_pixels``, default 4096 x 4096 = 16.8 M) so that one request
 cannot take the server's memory. ``serve_encoded_images`` checks each input's leading bytes and
-names the index of one that is not a JPEG, PNG, GIF or BMP file; a file with a valid header but
+names the index of one that is not a JPEG, PNG, GIF, BMP or WebP file, then reads each image's
+size from its header (:func:`deeplab.data.images.image_size_tf`) and refuses a call whose
+headers declare more than the cap before anything is decoded; a file with a valid header but
 damaged content fails with TensorFlow's decoder error. Decoded images follow the rules of
 :mod:`deeplab.data.images` (EXIF orientation applied, alpha dropped, 16-bit reduced to the high
 byte), as the converters and ``deeplab.predict`` do.
@@ -60,8 +62,10 @@ CLASS_NAMES_FILE = "class_names.txt"
 EXPORT_INFO_FILE = "deeplab_export.json"
 # Pixels (N x H x W) one serving call may send: 16.8 M, a 4096 x 4096 image or 64 of 513 x 513.
 DEFAULT_MAX_PIXELS = images.DEFAULT_MAX_PIXELS
-# Leading bytes of the encoded formats tf.io.decode_image reads.
+# Leading bytes of the encoded formats tf.io.decode_image reads (WebP: "RIFF" and, at byte 8,
+# "WEBP", see _is_known_format).
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+ENCODED_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
 def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25):
@@ -130,19 +134,66 @@ def _check_images(images, where, max_pixels=0):
         return tf.identity(images)
 
 
+def _is_known_format(data):
+    """Whether one encoded string starts like a file tf.io.decode_image reads."""
+    webp = tf.logical_and(
+        tf.equal(tf.strings.substr(data, 0, 4), b"RIFF"),
+        tf.equal(tf.strings.substr(tf.strings.join([data, b"\x00" * 12]), 8, 4), b"WEBP"),
+    )
+    magics = [tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC]
+    return tf.reduce_any(tf.stack([*magics, webp]))
+
+
+def _check_headers(image_bytes, max_pixels):
+    """Asserts, before anything is decoded, that every image's header declares its size
+    (:func:`deeplab.data.images.image_size_tf`) and that the declared pixels of the call (the
+    sum of H x W) are within ``max_pixels``: a small file that would decode to a huge image
+    (a "decompression bomb") is refused from its first bytes. Returns the checks (none without
+    a cap)."""
+    if not max_pixels:
+        return []
+    sizes = tf.map_fn(
+        images.image_size_tf, image_bytes, fn_output_signature=tf.TensorSpec([2], tf.int64)
+    )
+    readable = tf.logical_or(
+        tf.reduce_all(sizes >= 0, axis=1),
+        tf.logical_not(tf.map_fn(_is_known_format, image_bytes, fn_output_signature=tf.bool)),
+    )
+    first_bad = tf.argmin(tf.cast(readable, tf.int32), output_type=tf.int32)
+    check = tf.debugging.Assert(
+        tf.reduce_all(readable),
+        [
+            f"{ENCODED_SIGNATURE}: cannot read the image size from the header of image_bytes index",
+            first_bad,
+            "(a damaged file, or one its format's decoder would not read); nothing was decoded",
+        ],
+    )
+    pixels = tf.reduce_sum(tf.reduce_prod(tf.maximum(sizes, 0), axis=1))
+    with tf.control_dependencies([check]):
+        cap = tf.debugging.Assert(
+            pixels <= max_pixels,
+            [
+                f"{ENCODED_SIGNATURE}: the images' headers declare",
+                pixels,
+                f"pixels (the sum of H x W), above the cap of {int(max_pixels)} pixels per call "
+                "set at export (--serving_max_pixels); nothing was decoded. Send fewer or "
+                "smaller images. H, W by image_bytes index:",
+                sizes,
+            ],
+            summarize=16,
+        )
+    return [check, cap]
+
+
 def _decode_checked(image_bytes, index):
     """tf.io.decode_image of ``image_bytes[index]`` after checking its leading bytes, so that a
     file that is not an image is named by its index."""
     data = image_bytes[index]
-    known = tf.reduce_any(
-        tf.stack(
-            [tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _IMAGE_MAGIC]
-        )
-    )
+    known = _is_known_format(data)
     check = tf.debugging.Assert(
         known,
         [
-            f"{ENCODED_SIGNATURE}: not a JPEG, PNG, GIF or BMP file: image_bytes index",
+            f"{ENCODED_SIGNATURE}: not a {ENCODED_FORMATS} file: image_bytes index",
             index,
             "of",
             tf.size(image_bytes),
@@ -259,12 +310,15 @@ class SegmentationModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_encoded_images(self, image_bytes):
-        """Decodes JPEG/PNG/GIF/BMP bytes (all of one size) and segments them."""
+        """Decodes JPEG/PNG/GIF/BMP/WebP bytes (all of one size) and segments them; the pixels
+        their headers declare are checked against the cap before any decoding."""
         count = tf.size(image_bytes)
         assert_some = tf.debugging.assert_positive(
             count, message=f"{ENCODED_SIGNATURE}: send at least one encoded image"
         )
         with tf.control_dependencies([assert_some]):
+            headers = _check_headers(image_bytes, self.max_pixels)
+        with tf.control_dependencies([assert_some, *headers]):
             first = _decode_checked(image_bytes, 0)
         first_size = tf.shape(first)[:2]
         decoded = tf.TensorArray(
@@ -432,6 +486,33 @@ class KerasSegmenter:
         return self._fn(tf.convert_to_tensor(pixels[None]))[0].numpy()
 
 
+def load_saved_model(export_dir):
+    """tf.saved_model.load, with a damaged export (a corrupt or truncated saved_model.pb, a
+    truncated or missing variables file) as one UserError naming the folder."""
+    try:
+        return tf.saved_model.load(export_dir)
+    except (OSError, IndexError, KeyError, ValueError, tf.errors.OpError) as error:
+        text = str(getattr(error, "message", None) or error).strip()
+        lines = [line for line in text.splitlines() if line.strip()] or [type(error).__name__]
+        part = "saved_model.pb" if "saved_model.pb" in lines[0] else "variables/"
+        raise UserError(
+            f"--model={export_dir}: cannot load the SavedModel: {part} is damaged or "
+            f"incomplete ({lines[0][-160:]}); export it again"
+        ) from None
+
+
+def export_max_pixels(export_dir):
+    """The pixel cap per call an export was written with (its assets/deeplab_export.json), or
+    :data:`DEFAULT_MAX_PIXELS` when it does not say; 0: none."""
+    try:
+        with open(os.path.join(export_dir, "assets", EXPORT_INFO_FILE), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return DEFAULT_MAX_PIXELS
+    value = info.get("max_pixels_per_call", DEFAULT_MAX_PIXELS)
+    return int(value or 0)
+
+
 class SavedModelSegmenter:
     """Runs an exported SavedModel's ``serving_default`` signature, one image per call.
 
@@ -449,7 +530,7 @@ class SavedModelSegmenter:
                 "written by deeplab.export_saved_model, a .tflite file, or "
                 "--checkpoint"
             )
-        self._loaded = tf.saved_model.load(export_dir)
+        self._loaded = load_saved_model(export_dir)
         signatures = self._loaded.signatures
         if SERVING_DEFAULT not in signatures:
             raise UserError(
@@ -457,6 +538,7 @@ class SavedModelSegmenter:
                 f"signature (it has {sorted(signatures)})"
             )
         self._serve = signatures[SERVING_DEFAULT]
+        self.max_pixels = export_max_pixels(export_dir)
         self.class_names = None
         self.palette = None
         if CLASS_INFO_SIGNATURE in signatures:
