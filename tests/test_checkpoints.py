@@ -95,7 +95,9 @@ def test_load_model_at_another_output_stride_equals_rebuild(tmp_path):
 
 def test_load_model_rejects_other_num_classes_and_missing_config(tmp_path):
     _save_run(str(tmp_path))
-    with pytest.raises(ConfigError, match="num_classes=3 but 5"):
+    with pytest.raises(
+        ConfigError, match="was trained with num_classes=3, but num_classes=5 is asked for"
+    ):
         checkpoints.load_model(str(tmp_path), num_classes=5)
     os.remove(tmp_path / checkpoints.MODEL_CONFIG_FILE)
     with pytest.raises(UserError, match="model_config.json is missing"):

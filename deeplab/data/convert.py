@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from deeplab import _console
 from deeplab.common import atomic_io
 from deeplab.common.progress import Progress
 from deeplab.common.errors import ConfigError, DataError, UserError
@@ -445,6 +446,9 @@ def convert_split(
       DataError: a bad example without ``skip_bad`` (nothing of the split is left behind), or an
         empty split.
     """
+    # TensorFlow's start-up log lines hidden (TF_CPP_MIN_LOG_LEVEL=2 and standard error captured
+    # during its import, as in every binary); imported by the parent process only, to write
+    _console.quiet_tensorflow()
     from deeplab.data import records  # TensorFlow: imported by the parent process, to write
 
     if not specs:
