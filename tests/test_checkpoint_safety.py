@@ -13,6 +13,7 @@ from deeplab.training import trainer as train_lib
 from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import UserError
+from namespaces import private_tmpfs_or_skip, run_in_namespace  # pylint: disable=import-error
 
 MODEL = {
     "backbone": "resnet14_tiny",
@@ -258,32 +259,11 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_pat
     The run stops with one line naming it and the intact one, leaves no partial files; with
     more space the same command resumes from the intact checkpoint. Needs a private mount
     namespace (unshare --user --mount); skipped where there is none."""
-    import shutil as _shutil
-    import subprocess
     import sys
 
     from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
 
-    unshare = _shutil.which("unshare")
-    probe = (
-        subprocess.run(
-            [
-                unshare or "unshare",
-                "--user",
-                "--map-root-user",
-                "--mount",
-                "sh",
-                "-c",
-                f"mount -t tmpfs -o size=1m tmpfs {tmp_path}",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        if unshare
-        else None
-    )
-    if probe is None or probe.returncode:
-        pytest.skip("no private mount namespace with tmpfs here")
+    namespace = private_tmpfs_or_skip(tmp_path)
     mount = tmp_path / "small"
     mount.mkdir()
     train = " ".join(
@@ -303,14 +283,8 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_pat
         f'mount -t tmpfs -o size=13m tmpfs {mount} && {train}; echo "first exit $?"; '
         f'ls {mount}/run; mount -o remount,size=64m {mount} && {train}; echo "second exit $?"'
     )
-    result = subprocess.run(
-        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    result = run_in_namespace(
+        namespace, script, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     )
     out = result.stdout
     first, second = out.split("first exit")

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -47,6 +46,7 @@ from deeplab.export import official
 from deeplab.export import predictor
 from deeplab.export import saved_model
 from deeplab.export import serving
+from namespaces import private_tmpfs_or_skip, run_in_namespace  # pylint: disable=import-error
 
 HUGE = 16000  # a declared 16000 x 16000 image: 256 M pixels, 768 MB decoded (fits WebP's 14 bits)
 CAP = 48 * 48  # the test export's --serving_max_pixels
@@ -514,36 +514,13 @@ def test_a_tflite_only_export_keeps_the_earlier_saved_model(
     serving.SavedModelSegmenter(export_dir)  # still loads
 
 
-def _unshare(folder):
-    """unshare, where it gives a private mount namespace that can mount a tmpfs; else None."""
-    unshare = shutil.which("unshare")
-    if not unshare:
-        return None
-    probe = subprocess.run(
-        [
-            unshare,
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            f"mount -t tmpfs -o size=1m tmpfs {folder}",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    return unshare if probe.returncode == 0 else None
-
-
 def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok, tmp_path):
     """On a tmpfs with room for the earlier export and a third of a new one: the export stops
     with one line, the earlier export intact and no partial folder; then, the disk full,
     predict's outputs: one line per image it tried, a line saying it stopped, no partial
     outputs. Needs a private mount namespace (unshare --user --mount); skipped where there is
     none."""
-    unshare = _unshare(tmp_path)
-    if unshare is None:
-        pytest.skip("no private mount namespace with tmpfs here")
+    namespace = private_tmpfs_or_skip(tmp_path)
     run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     size_kb = sum(size for _, size in _listing(capped_export)) // 1024
     mount = tmp_path / "small"
@@ -560,16 +537,7 @@ def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok
         f'{bomb_and_ok}/ok.png --output_dir={mount}/out; echo "predict exit $?"; '
         f"ls -a {mount}/out"
     )
-    result = subprocess.run(
-        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=efx.REPO,
-        env=efx.subprocess_env(),
-    )
+    result = run_in_namespace(namespace, script, cwd=efx.REPO, env=efx.subprocess_env())
     out = result.stdout
     exported, predicted = out.split("export exit")
     assert "Traceback" not in out, out[-3000:]

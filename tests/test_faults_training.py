@@ -25,6 +25,7 @@ from deeplab.logdir import checkpoints
 from deeplab.training import bookkeeping
 from deeplab.training import trainer as train_lib
 from test_checkpoint_safety import _config  # pylint: disable=import-error
+from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -313,37 +314,12 @@ def test_a_converter_rerun_killed_after_its_train_split_leaves_the_old_dataset_w
     assert len([n for n in os.listdir(out) if n.endswith(".tfrecord")]) == 2
 
 
-def _private_tmpfs(tmp_path):
-    """`unshare` when this machine gives a private mount namespace with tmpfs, else skip."""
-    unshare = shutil.which("unshare")
-    probe = (
-        subprocess.run(
-            [
-                unshare,
-                "--user",
-                "--map-root-user",
-                "--mount",
-                "sh",
-                "-c",
-                f"mount -t tmpfs -o size=1m tmpfs {tmp_path}",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        if unshare
-        else None
-    )
-    if probe is None or probe.returncode:
-        pytest.skip("no private mount namespace with tmpfs here")
-    return unshare
-
-
 def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset(tmp_path):
     """The dataset folder on a 1 MB tmpfs: A (a few KB) fits, B (1.4 MB of noise images) does
     not. The re-run stops with one line naming the folder and the reason, exit 1, no
     traceback, and the folder still holds A whole (before: a raw ResourceExhaustedError
     traceback)."""
-    unshare = _private_tmpfs(tmp_path)
+    namespace = private_tmpfs_or_skip(tmp_path)
     a = _raw_dataset(tmp_path / "a", "a", 5, (6, 8))
     b = _raw_dataset(tmp_path / "b", "b", 4, (400, 400))
     mount = tmp_path / "small"
@@ -361,7 +337,7 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
         f'{build(b)}; echo "exit $?"; cp -r {out} {tmp_path}/after'
     )
     result = subprocess.run(
-        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        namespace + ["sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=300,
