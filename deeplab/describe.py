@@ -29,7 +29,7 @@ flags.DEFINE_integer(
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.model import description  # library: after the flags (fast --help)
+    from deeplab.model import description  # after the flags: fast --help
 
     _console.quiet_absl()
     del argv

@@ -59,7 +59,7 @@ def _settings():
     the run's recorded config.json when --logdir (or a --checkpoint folder) has one, so
     ``deeplab.evaluate --logdir=runs/x`` evaluates on the data the run recorded."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.logdir import run_record  # library: after the flags (fast --help)
+    from deeplab.logdir import run_record  # after the flags: fast --help
 
     folder = FLAGS.logdir or (
         FLAGS.checkpoint if FLAGS.checkpoint and os.path.isdir(FLAGS.checkpoint) else None
@@ -87,7 +87,7 @@ def _settings():
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.evaluation import continuous  # library: after the flags (fast --help)
+    from deeplab.evaluation import continuous  # after the flags: fast --help
 
     _console.quiet_absl()
     if len(argv) > 1:

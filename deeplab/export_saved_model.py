@@ -96,9 +96,7 @@ flags.adopt_module_key_flags(experiment_flags)
 def _report_ignored_model_flags(model_config):
     """Logs model flags set on the command line that disagree with model_config.json."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.export import (
-        saved_model as saved_model_lib,
-    )  # library: after the flags (fast --help)
+    from deeplab.export import saved_model as saved_model_lib  # after the flags: fast --help
 
     given = {
         name: FLAGS[name].value
@@ -117,8 +115,8 @@ def _report_ignored_model_flags(model_config):
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.export import tflite as tflite_lib  # library: after the flags (fast --help)
-    from deeplab.logdir import checkpoints  # library: after the flags (fast --help)
+    from deeplab.export import tflite as tflite_lib  # after the flags: fast --help
+    from deeplab.logdir import checkpoints  # after the flags: fast --help
 
     _console.quiet_absl()
     if len(argv) > 1:
@@ -140,9 +138,7 @@ def main(argv):
 def _export(run, input_size):
     """run_export with the flags (TensorFlow's and the converter's lines go to export.log)."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.export import (
-        saved_model as saved_model_lib,
-    )  # library: after the flags (fast --help)
+    from deeplab.export import saved_model as saved_model_lib  # after the flags: fast --help
 
     saved_model_lib.run_export(
         checkpoint=run["checkpoint"],

@@ -55,7 +55,7 @@ def define_flags():
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.export import official  # library: after the flags (fast --help)
+    from deeplab.export import official  # after the flags: fast --help
 
     del argv
     _console.quiet_absl()

@@ -81,7 +81,7 @@ def main(argv):
         loading,
         model_card,
         predictor,
-    )  # library: after the flags (fast --help)
+    )  # after the flags: fast --help
 
     inputs = list(FLAGS.input) + list(argv[1:])
     output_dir = FLAGS.predict_output_dir

@@ -80,7 +80,7 @@ def warm_up(segmenter, page_files):
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.export import loading  # library: after the flags (fast --help)
+    from deeplab.export import loading  # after the flags: fast --help
 
     _console.quiet_absl()
     if len(argv) > 1:

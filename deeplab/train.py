@@ -43,8 +43,8 @@ flags.DEFINE_integer(
 def config_from_flags():
     """The run's ExperimentConfig: the flags, with the environment's overrides applied."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.model.options import PerformanceOptions  # library: after the flags (fast --help)
-    from deeplab.training import optimizers  # library: after the flags (fast --help)
+    from deeplab.model.options import PerformanceOptions  # after the flags: fast --help
+    from deeplab.training import optimizers  # after the flags: fast --help
 
     config = experiment_flags.experiment_config()
     train = config.train
@@ -64,9 +64,9 @@ def config_from_flags():
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.data import synthetic  # library: after the flags (fast --help)
-    from deeplab.logdir import run_record  # library: after the flags (fast --help)
-    from deeplab.training import distribute, trainer  # library: after the flags (fast --help)
+    from deeplab.data import synthetic  # after the flags: fast --help
+    from deeplab.logdir import run_record  # after the flags: fast --help
+    from deeplab.training import distribute, trainer  # after the flags: fast --help
 
     if len(argv) > 1:
         print(

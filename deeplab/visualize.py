@@ -75,7 +75,7 @@ flags.DEFINE_float("vis_overlay_alpha", 0.5, "Opacity of the prediction in overl
 def main(argv):
     _console.quiet_tensorflow()
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.evaluation import vis_export  # library: after the flags (fast --help)
+    from deeplab.evaluation import vis_export  # after the flags: fast --help
 
     _console.quiet_absl()
     if len(argv) > 1:
