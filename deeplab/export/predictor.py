@@ -249,7 +249,8 @@ def predict_files(
 
     Returns:
       dict: "processed" [(path, index_png)], "skipped" [(path, reason)], "notes"
-      [(path, note)], "times_ms" [(inference, total)].
+      [(path, note)], "times_ms" [(inference, total)], "classes" [(path, the classes found
+      with their pixel shares, as visualization.class_shares gives them)].
 
     Raises:
       UserError: an output file would overwrite an input file.
@@ -268,7 +269,13 @@ def predict_files(
                     f"--output_dir={output_dir}: writing {target} would overwrite an "
                     "input image; choose another output folder"
                 )
-    result = {"processed": [], "skipped": list(skipped), "notes": [], "times_ms": []}
+    result = {
+        "processed": [],
+        "skipped": list(skipped),
+        "notes": [],
+        "times_ms": [],
+        "classes": [],
+    }
     palette = getattr(segmenter, "palette", None)
     class_names = getattr(segmenter, "class_names", None)
     cap, hint = input_cap(segmenter, max_pixels)
@@ -322,7 +329,7 @@ def predict_files(
         result["processed"].append((path, written[0]))
         result["times_ms"].append((infer_ms, total_ms))
         shares = visualization.class_shares(labels, class_names)
-        result.setdefault("classes", []).append((path, shares))
+        result["classes"].append((path, shares))
         log(
             f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
             f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}"
