@@ -146,6 +146,13 @@ def _env():
     return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
 
 
+def _run(args):
+    """Runs a command from the repository root with the test environment; output captured."""
+    return subprocess.run(
+        args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
 def _tail_lines(text):
     """The lines a user reads: TensorFlow's and absl's start-up noise removed."""
     noise = re.compile(r"^(W0000|I0000|WARNING: All log)|oneDNN|cpu_feature_guard|absl::")
@@ -182,15 +189,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
                 holder = json.loads(lock_path.read_text())
             except (OSError, ValueError):
                 holder = None
-        second = subprocess.run(
-            _train_command(data_dir, logdir, "--training_steps=3"),
-            cwd=REPO,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        second = _run(_train_command(data_dir, logdir, "--training_steps=3"))
         assert first.poll() is None, "the first run must still hold the lock"
     finally:
         first.send_signal(signal.SIGKILL)
@@ -209,15 +208,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
 
     # kill -9 left the file behind, unlocked: the next run takes it over and says so.
     assert json.loads(lock_path.read_text())["pid"] == first.pid
-    third = subprocess.run(
-        _train_command(data_dir, logdir, "--training_steps=1"),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    third = _run(_train_command(data_dir, logdir, "--training_steps=1"))
     assert third.returncode == 0, third.stderr[-3000:]
     assert re.search(
         rf"Took over the lock of {re.escape(str(logdir))} left by a training run that is no "
@@ -336,15 +327,7 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
         f"mount -t tmpfs -o size=1m tmpfs {mount} && {build(a)} >/dev/null && "
         f'{build(b)}; echo "exit $?"; cp -r {out} {tmp_path}/after'
     )
-    result = subprocess.run(
-        namespace + ["sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-        env=_env(),
-    )
+    result = _run(namespace + ["sh", "-c", script])
     lines = _tail_lines(result.stderr)
     assert "exit 1" in result.stdout, (result.stdout, result.stderr[-3000:])
     assert len(lines) == 1 and re.fullmatch(
@@ -455,15 +438,7 @@ def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
     (before: a 34-line JSONDecodeError traceback)."""
     path = run_copy / "config.json"
     path.write_text(path.read_text()[:40])
-    result = subprocess.run(
-        [sys.executable, "-m", "deeplab.evaluate", f"--logdir={run_copy}"],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _run([sys.executable, "-m", "deeplab.evaluate", f"--logdir={run_copy}"])
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert len(lines) == 1 and re.fullmatch(
@@ -497,15 +472,7 @@ def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
 def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_path):
     """--crop_size=20000 (before: "Invalid value in tensor used for shape: -1094967296" deep
     in the first step)."""
-    result = subprocess.run(
-        _train_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _run(_train_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert lines == [
