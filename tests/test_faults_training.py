@@ -25,6 +25,7 @@ from deeplab.logdir import checkpoints
 from deeplab.training import bookkeeping
 from deeplab.training import trainer as train_lib
 from test_checkpoint_safety import _config  # pylint: disable=import-error
+from test_train import _command, _env  # pylint: disable=import-error
 from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,24 +129,6 @@ def test_a_diverged_run_reruns_at_a_lower_rate(data_dir, tmp_path):
 # --------------------------------------------------------------- item 5: one run per logdir
 
 
-def _train_command(data_dir, logdir, *extra):
-    from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
-
-    return [
-        sys.executable,
-        "-m",
-        "deeplab.train",
-        f"--dataset_dir={data_dir}",
-        f"--logdir={logdir}",
-        *TINY_FLAGS,
-        *extra,
-    ]
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-
-
 def _run(args):
     """Runs a command from the repository root with the test environment; output captured."""
     return subprocess.run(
@@ -169,9 +152,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
     lock_path = logdir / "train.lock"
     first = subprocess.Popen(
         # Never finishes by itself, never checkpoints: killed below.
-        _train_command(
-            data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"
-        ),
+        _command(data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"),
         cwd=REPO,
         env=_env(),
         stdout=subprocess.DEVNULL,
@@ -189,7 +170,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
                 holder = json.loads(lock_path.read_text())
             except (OSError, ValueError):
                 holder = None
-        second = _run(_train_command(data_dir, logdir, "--training_steps=3"))
+        second = _run(_command(data_dir, logdir, "--training_steps=3"))
         assert first.poll() is None, "the first run must still hold the lock"
     finally:
         first.send_signal(signal.SIGKILL)
@@ -208,7 +189,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
 
     # kill -9 left the file behind, unlocked: the next run takes it over and says so.
     assert json.loads(lock_path.read_text())["pid"] == first.pid
-    third = _run(_train_command(data_dir, logdir, "--training_steps=1"))
+    third = _run(_command(data_dir, logdir, "--training_steps=1"))
     assert third.returncode == 0, third.stderr[-3000:]
     assert re.search(
         rf"Took over the lock of {re.escape(str(logdir))} left by a training run that is no "
@@ -371,7 +352,7 @@ def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_d
     env = dict(_env(), TF_CONFIG=json.dumps(tf_config))
     env.pop(cluster.NETNS_ENV, None)
     task = subprocess.Popen(
-        _train_command(data_dir, tmp_path / "run", "--strategy=parameter_server"),
+        _command(data_dir, tmp_path / "run", "--strategy=parameter_server"),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -472,7 +453,7 @@ def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
 def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_path):
     """--crop_size=20000 (before: "Invalid value in tensor used for shape: -1094967296" deep
     in the first step)."""
-    result = _run(_train_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
+    result = _run(_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert lines == [

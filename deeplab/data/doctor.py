@@ -138,6 +138,22 @@ def _read_image(obs, data, path):
     obs.image_hash = _pixels_hash(array)
 
 
+def _open_label(obs, data, where):
+    """Opens a label file's bytes and records its size, kind and (RGB) colours in ``obs``;
+    returns (kind, stored values) or None when it cannot be read (recorded as unreadable)."""
+    try:
+        image = images.open_image(data, where, "label")
+    except images.ImageError as error:
+        obs.unreadable.append(str(error))
+        return None
+    obs.label_size = (image.height, image.width)
+    kind, stored = _label_kind(image, data)
+    obs.label_kind = kind
+    if kind in ("RGB", "RGBA"):
+        obs.rgb_colours = _rgb_colours(image)
+    return kind, stored
+
+
 def _observe_png_label(obs, label, space):
     """A raw PngLabel, read with the converter's reader (what the converter would do)."""
     path = label.path
@@ -147,15 +163,13 @@ def _observe_png_label(obs, label, space):
         return
     try:
         data = images.read_bytes(path, "label")
-        image = images.open_image(data, path, "label")
     except images.ImageError as error:
         obs.unreadable.append(str(error))
         return
-    obs.label_size = (image.height, image.width)
-    kind, stored = _label_kind(image, data)
-    obs.label_kind = kind
-    if kind in ("RGB", "RGBA"):
-        obs.rgb_colours = _rgb_colours(image)
+    opened = _open_label(obs, data, path)
+    if opened is None:
+        return
+    kind, stored = opened
     try:
         raw = convert.read_png_label(label).astype(np.int64)
     except convert.BadExample as error:
@@ -422,17 +436,10 @@ def _observe_record(obs, feature, tf):
     if not label_bytes:
         obs.label_missing = True
         return
-    where = f"record {obs.name} (label)"
-    try:
-        image = images.open_image(label_bytes, where, "label")
-    except images.ImageError as error:
-        obs.unreadable.append(str(error))
+    opened = _open_label(obs, label_bytes, f"record {obs.name} (label)")
+    if opened is None:
         return
-    obs.label_size = (image.height, image.width)
-    kind, stored = _label_kind(image, label_bytes)
-    obs.label_kind = kind
-    if kind in ("RGB", "RGBA"):
-        obs.rgb_colours = _rgb_colours(image)
+    kind, stored = opened
     try:
         read = tf.io.decode_png(label_bytes, channels=1, dtype=tf.uint8).numpy()[:, :, 0]
     except tf.errors.InvalidArgumentError as error:
