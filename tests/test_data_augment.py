@@ -123,10 +123,12 @@ def test_flip_probability_is_about_one_half():
     assert 70 < flips < 130
 
 
-def _composed(image, label, seed, crop, **kw):
+def _composed(image, label, seed, crop, pad_value=augment.MEAN_RGB, **kw):
     s_scale, s_crop, s_flip = tf.unstack(augment.split_seed(seed, 3))
     image, label = augment.random_scale(image, label, s_scale, **kw)
-    image, label = augment.pad_to_size(image, label, crop[0], crop[1], ignore_label=255)
+    image, label = augment.pad_to_size(
+        image, label, crop[0], crop[1], ignore_label=255, pad_value=pad_value
+    )
     image, label = augment.random_crop(image, label, s_crop, crop[0], crop[1])
     image, label = augment.random_flip(image, label, s_flip)
     return augment.normalize(image), tf.cast(label, tf.int32)
@@ -144,6 +146,33 @@ def test_train_transform_equals_composition_of_single_ops(crop):
         assert (
             fused[0].shape == crop + (3,) and fused[1].shape == crop and fused[1].dtype == tf.int32
         )
+
+
+def test_mobilenet_crops_are_padded_with_its_zero_input():
+    """The authors pad MobileNetV2 crops with 127.5, which its [-1, 1] input maps to 0; the fused
+    transform does the same as padding the raw image with it, and padded pixels reach the
+    backbone as exactly 0 (the ResNet mean pixel would reach it as (-0.035, -0.084, -0.185))."""
+    from deeplab.model.mobilenet import UnitRangeInput  # pylint: disable=import-outside-toplevel
+
+    pad = preprocessing.pad_pixel("mobilenet_v2")
+    assert pad == (127.5, 127.5, 127.5)
+    assert preprocessing.pad_pixel("resnet50") == preprocessing.MEAN_RGB
+    image, label = _image_and_label(height=11, width=13)
+    crop = (40, 25)  # larger than the image at every scale: padding on two sides
+    for seed in SEEDS:
+        seed = tf.constant(seed, tf.int64)
+        fused = augment.train_transform(image, label, seed, crop_size=crop, pad_value=pad)
+        reference = _composed(image, label, seed, crop, pad_value=pad)
+        np.testing.assert_array_equal(fused[0].numpy(), reference[0].numpy())
+        np.testing.assert_array_equal(fused[1].numpy(), reference[1].numpy())
+        # the image is at most 22 rows after scaling, so the crop's last row is padding
+        assert (fused[1].numpy()[-1] == 255).all()
+        unit = UnitRangeInput()(fused[0][None]).numpy()[0]
+        np.testing.assert_allclose(unit[-1], 0.0, atol=1e-6)
+        # the default (ResNet) padding is the mean pixel: normalized 0, not 0 for MobileNetV2
+        default = augment.train_transform(image, label, seed, crop_size=crop)
+        assert (default[0].numpy()[-1] == 0).all()
+        assert np.abs(UnitRangeInput()(default[0][None]).numpy()[0, -1]).max() > 0.03
 
 
 def test_train_transform_is_pure_and_identical_eagerly_and_in_tf_data():

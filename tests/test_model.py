@@ -626,3 +626,17 @@ def test_plan_lists_one_rate_per_unit():
         plan = resnet.atrous_plan(16, 2, (1, 2, 4), depth)
         units = resnet.BLOCK_UNITS[depth] + (3, 3)
         assert [len(b.rates) for b in plan] == list(units)
+
+
+def test_logits_start_from_the_authors_truncated_normal():
+    """The authors initialise the logits kernel from a truncated normal of stddev 0.01
+    (``--logits_init_stddev``, the default); 0 keeps Keras' Glorot uniform."""
+    keras.utils.set_random_seed(0)
+    kernel = _tiny(num_classes=21).get_layer("logits").kernel.numpy()
+    assert kernel.std() == pytest.approx(0.0088, abs=0.0015)  # 0.01 truncated at 2 sigma
+    assert np.abs(kernel).max() <= 0.02 + 1e-7
+    glorot = _tiny(num_classes=21, logits_init_stddev=0.0).get_layer("logits").kernel.numpy()
+    limit = np.sqrt(6.0 / (kernel.shape[2] + 21))
+    assert np.abs(glorot).max() > 0.02 and np.abs(glorot).max() <= limit
+    with pytest.raises(ConfigError, match="--logits_init_stddev"):
+        _tiny(logits_init_stddev=-1.0)

@@ -84,6 +84,10 @@ def test_the_quick_start_trains_with_the_same_losses(tmp_path):
                 f"--logdir={tmp_path / 'run'}",
                 f"--stop_at_step={steps}",
                 "--noeval_after_training",
+                # The fixture predates the authors' logits conventions (issue 34): the old ones
+                # must still give the same losses.
+                "--logits_init_stddev=0",
+                "--logits_bias_lr_multiplier=1",
             ]
         )
         config = experiment_flags.experiment_config()

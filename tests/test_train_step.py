@@ -60,6 +60,7 @@ def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
         schedule,
         step.LossSettings(ignore_label=255),
         recompute_through=config.train.recompute_through,
+        multipliers=step.gradient_multipliers(model, config.train.logits_bias_lr_multiplier),
     )
     dataset = input_pipeline.make_train_dataset(
         data_dir,
@@ -86,3 +87,45 @@ def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
         np.testing.assert_allclose(
             ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7, err_msg=ours.path
         )
+
+
+def test_the_logits_bias_trains_at_twice_the_rate(data_dir):
+    """The authors' train_utils.py: the last layer's biases get a gradient multiplier of 2 (the
+    default here); with momentum SGD from zero momentum the first update is then exactly twice
+    the update without it, and every other variable's update is unchanged."""
+    dataset = input_pipeline.make_train_dataset(
+        data_dir,
+        "train",
+        batch_size=4,
+        crop_size=(33, 33),
+        seed=3,
+        shuffle_buffer=16,
+        num_classes=3,
+    )
+    images, labels = next(iter(dataset))
+    assert ExperimentConfig().train.logits_bias_lr_multiplier == 2.0
+    deltas = {}
+    for factor in (1.0, 2.0):
+        keras.utils.set_random_seed(1)
+        model = build_model(**dict(MODEL, aspp_dropout=0.0), num_classes=3)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        optimizer = optimizers.SGD(learning_rate=0.01, momentum=0.9)
+        optimizer.build(model.trainable_variables)
+        multipliers = step.gradient_multipliers(model, factor)
+        assert (multipliers is None) == (factor == 1.0)
+        replica_step = step.build_replica_step(
+            model,
+            optimizer,
+            lambda _: 0.01,
+            step.LossSettings(ignore_label=255),
+            multipliers=multipliers,
+        )
+        replica_step(images, labels)
+        deltas[factor] = {v.path: v.numpy() - b for v, b in zip(model.trainable_variables, before)}
+    bias = "logits/bias"
+    assert bias in deltas[2.0]
+    assert np.abs(deltas[1.0][bias]).max() > 0
+    np.testing.assert_allclose(deltas[2.0][bias], 2 * deltas[1.0][bias], rtol=1e-5, atol=1e-9)
+    for path, delta in deltas[1.0].items():
+        if path != bias:
+            np.testing.assert_allclose(deltas[2.0][path], delta, rtol=1e-5, atol=1e-8, err_msg=path)

@@ -141,6 +141,7 @@ class ModelConfig:
     decoder_output_stride: int = _field(0)
     decoder_separable_conv: bool = _field(True)
     backbone_padding: str = _field("symmetric")
+    logits_init_stddev: float = _field(0.01)
 
     # build_model's keyword where it differs from the flag's name.
     _KWARG_NAMES = {"decoder_separable_conv": "decoder_separable"}
@@ -176,6 +177,7 @@ class TrainConfig:
     learning_power: float = _field(0.9)
     end_learning_rate: float = _field(0.0)
     warmup_steps: int = _field(0)
+    logits_bias_lr_multiplier: float = _field(2.0)
     momentum: float = _field(0.9)
     class_weights: tuple = _field((), _class_weights)
     top_k_percent_pixels: float = _field(1.0)

@@ -113,6 +113,13 @@ flags.DEFINE_float(
     "0.1; 0 turns it off).",
 )
 
+flags.DEFINE_float(
+    "logits_init_stddev",
+    0.01,
+    "The new logits kernel starts from a truncated normal of this stddev (the authors' "
+    "0.01); 0: Glorot uniform.",
+)
+
 # ---------------------------------------------------------------- training
 flags.DEFINE_string("logdir", None, "Checkpoints and TensorBoard events of a training run.")
 flags.DEFINE_integer("training_steps", 30000, "Training iterations (Sec. 4.1: 30K on VOC).")
@@ -130,6 +137,12 @@ flags.DEFINE_float(
 flags.DEFINE_float("learning_power", 0.9, "Poly schedule power (Sec. 4.1).")
 flags.DEFINE_float("end_learning_rate", 0.0, "Learning rate reached at --training_steps.")
 flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps before the poly decay.")
+flags.DEFINE_float(
+    "logits_bias_lr_multiplier",
+    2.0,
+    "The logits' bias trains at this multiple of the learning rate (the authors' "
+    "train_utils.py: 2; 1 turns it off).",
+)
 flags.DEFINE_float("momentum", 0.9, "SGD momentum (Sec. 4.1).")
 flags.DEFINE_list(
     "class_weights",
@@ -334,6 +347,8 @@ _validate("batch_norm_momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
 _validate("weight_decay", lambda v: v >= 0, "must be >= 0")
 _validate("aspp_filters", lambda v: v >= 1, "must be at least 1")
 _validate("aspp_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")
+_validate("logits_init_stddev", lambda v: v >= 0, "must be >= 0 (0: Glorot uniform)")
+_validate("logits_bias_lr_multiplier", lambda v: v > 0, "must be positive (1: off)")
 _validate("training_steps", lambda v: v >= 1, "must be at least 1")
 _validate("stop_at_step", lambda v: v >= 0, "must be >= 0 (0: run the whole schedule)")
 _validate("batch_size", lambda v: v >= 1, "must be at least 1")

@@ -167,6 +167,7 @@ def train_transform(
     scale_step=0.25,
     flip=True,
     ignore_label=255,
+    pad_value=MEAN_RGB,
 ):
     """The whole training augmentation of Sec. 4.1 for one example.
 
@@ -174,7 +175,8 @@ def train_transform(
 
         s_scale, s_crop, s_flip = split_seed(seed, 3)
         image, label = random_scale(image, label, s_scale, ...)
-        image, label = pad_to_size(image, label, crop_h, crop_w, ignore_label=ignore_label)
+        image, label = pad_to_size(image, label, crop_h, crop_w, ignore_label=ignore_label,
+                                   pad_value=pad_value)
         image, label = random_crop(image, label, s_crop, crop_h, crop_w)
         if flip: image, label = random_flip(image, label, s_flip)
         image = normalize(image)
@@ -191,6 +193,9 @@ def train_transform(
         scaling.
       flip: random left-right flip.
       ignore_label: label of padded pixels.
+      pad_value: RGB value of padded image pixels, before normalization
+        (``deeplab.model.preprocessing.pad_pixel``: the mean pixel for ResNet, 127.5 for
+        MobileNetV2).
 
     Returns:
       (image float32 [crop_h, crop_w, 3] normalized, label int32 [crop_h, crop_w]).
@@ -214,13 +219,23 @@ def train_transform(
     cols = _nearest_source_indices(shape[1], new_w, offset_x, window_w)
     label = tf.gather(tf.gather(label, rows, axis=0), cols, axis=1)
     pad = [[0, crop_h - window_h], [0, crop_w - window_w]]
-    image = tf.pad(image, pad + [[0, 0]])  # the mean pixel is 0 after normalization
+    image = _pad_normalized(image, pad, pad_value)
     label = tf.pad(label, pad, constant_values=tf.cast(ignore_label, label.dtype))
     if flip:
         image, label = random_flip(image, label, s_flip)
     image = tf.ensure_shape(image, [crop_h, crop_w, 3])
     label = tf.ensure_shape(tf.cast(label, tf.int32), [crop_h, crop_w])
     return image, label
+
+
+def _pad_normalized(image, pad, pad_value):
+    """Pads a normalized [h, w, 3] image with the normalized ``pad_value``, channel by channel
+    (exact: real pixels are not touched)."""
+    fill = normalize(tf.constant([[list(pad_value)]], tf.float32))[0, 0]
+    channels = [
+        tf.pad(image[:, :, c], pad, constant_values=fill[c]) for c in range(3)
+    ]
+    return tf.stack(channels, axis=-1)
 
 
 def _nearest_source_indices(in_size, out_size, start, count):

@@ -182,6 +182,7 @@ def make_train_dataset(
     private_threadpool_size=None,
     interleave_cycle_length=4,
     skip_batches=0,
+    pad_value=augment.MEAN_RGB,
 ):
     """The training stream of Sec. 4.1: random scale, pad, crop, flip, normalize; repeated forever.
 
@@ -213,6 +214,9 @@ def make_train_dataset(
       skip_batches: start after this many batches of the stream (a resumed run): skipped as
         serialized records, before decoding; every later example keeps its index, so it gets the
         same augmentation as in the uninterrupted stream. Exact with ``deterministic``.
+      pad_value: RGB value padding a crop larger than the scaled image
+        (``deeplab.model.preprocessing.pad_pixel(backbone)``: the value the backbone's input
+        maps to 0).
 
     Returns:
       tf.data.Dataset of (images float32 [B, crop_h, crop_w, 3] normalized, labels int32 [B, crop_h,
@@ -335,6 +339,7 @@ def make_train_dataset(
             scale_step=scale_step,
             flip=flip,
             ignore_label=ignore_label,
+            pad_value=pad_value,
         )
 
     ds = ds.enumerate()

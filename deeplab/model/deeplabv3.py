@@ -112,6 +112,9 @@ class DeepLabV3(keras.Model):
         the ASPP output and the logits are made at that stride. Not in this paper.
       decoder_separable: the decoder's 3x3 convolutions are depthwise-separable (the
         authors' default) or plain.
+      logits_init_stddev: the logits kernel starts from a truncated normal of this stddev
+        (the authors' 0.01, train_utils/model.py); 0: Glorot uniform (Keras' default, this
+        project's before issue 34). Changes how a new head starts, never a restored one.
       backbone_padding: MobileNetV2's stride-2 layers: "symmetric" (feature ``i`` of every
         stride at pixel ``s * i`` at every size) or "same" (TensorFlow's, as in the authors'
         graphs: shifted on even sizes); identical at odd sizes such as 513
@@ -143,6 +146,7 @@ class DeepLabV3(keras.Model):
         decoder_output_stride=0,
         decoder_separable=True,
         backbone_padding="symmetric",
+        logits_init_stddev=0.01,
         input_shape=(None, None, 3),
         name="deeplabv3",
         performance=None,
@@ -157,6 +161,8 @@ class DeepLabV3(keras.Model):
             raise ConfigError(f"--num_classes must be positive, got {num_classes}")
         if not 0.0 <= float(aspp_dropout) < 1.0:
             raise ConfigError(f"--aspp_dropout must be in [0, 1), got {aspp_dropout}")
+        if float(logits_init_stddev) < 0:
+            raise ConfigError(f"--logits_init_stddev must be >= 0, got {logits_init_stddev}")
         decoder_output_stride = int(decoder_output_stride or 0)
         if decoder_output_stride and decoder_output_stride not in ENDPOINT_FOR_STRIDE:
             raise ConfigError(
@@ -247,7 +253,16 @@ class DeepLabV3(keras.Model):
         # Logits and their upsampling stay float32 under mixed precision (cheap, and the
         # loss and softmax need the range).
         logits = layers.Conv2D(
-            num_classes, 1, kernel_regularizer=regularizer, name="logits", dtype="float32"
+            num_classes,
+            1,
+            kernel_initializer=(
+                keras.initializers.TruncatedNormal(stddev=float(logits_init_stddev))
+                if logits_init_stddev
+                else "glorot_uniform"
+            ),
+            kernel_regularizer=regularizer,
+            name="logits",
+            dtype="float32",
         )(features)
         if upsample_logits:
             logits = StrideUpsample(
@@ -272,6 +287,7 @@ class DeepLabV3(keras.Model):
         self.decoder_output_stride = decoder_output_stride
         self.decoder_separable = bool(decoder_separable)
         self.backbone_padding = backbone_padding
+        self.logits_init_stddev = float(logits_init_stddev)
         self.model_input_shape = input_shape
         self.performance = performance
         if freeze_batch_norm:
@@ -376,6 +392,7 @@ class DeepLabV3(keras.Model):
             "decoder_output_stride": self.decoder_output_stride,
             "decoder_separable": self.decoder_separable,
             "backbone_padding": self.backbone_padding,
+            "logits_init_stddev": self.logits_init_stddev,
             "input_shape": self.model_input_shape,
         }
 

@@ -31,6 +31,18 @@ def normalize_image(image):
     return ops.flip(image - mean, axis=-1)
 
 
+# The pixel training crops are padded with, per backbone (the authors' input_preprocess.py pads
+# with the model's mean pixel): the ImageNet mean for ResNet, whose input subtracts it, and 127.5
+# for MobileNetV2, whose [-1, 1] input maps it to 0. CONVENTIONS.md, "Padding value".
+MOBILENET_PAD_RGB = (127.5, 127.5, 127.5)
+
+
+def pad_pixel(backbone):
+    """The RGB value (in [0, 255]) that pads a training crop of ``backbone``: the value the
+    backbone's own input scaling maps to zero."""
+    return MOBILENET_PAD_RGB if str(backbone).startswith("mobilenet") else MEAN_RGB
+
+
 def denormalize_image(normalized):
     """Inverse of :func:`normalize_image`: backbone inputs back to RGB in [0, 255] (float32)."""
     normalized = ops.cast(normalized, "float32")
@@ -38,4 +50,4 @@ def denormalize_image(normalized):
     return ops.flip(normalized, axis=-1) + mean
 
 
-__all__ = ["MEAN_RGB", "normalize_image", "denormalize_image"]
+__all__ = ["MEAN_RGB", "MOBILENET_PAD_RGB", "pad_pixel", "normalize_image", "denormalize_image"]

@@ -66,6 +66,27 @@ def replica_loss(logits, targets, step, settings):
     return loss_sum, loss_count, valid
 
 
+def gradient_multipliers(model, logits_bias_multiplier=1.0):
+    """Per-variable gradient factors, aligned with ``model.trainable_variables``: the logits
+    layer's bias gets ``logits_bias_multiplier`` (the authors' train_utils.py trains the last
+    layer's biases at twice the learning rate, as a gradient multiplier), everything else 1.
+    With SGD + momentum and no decay on biases, a factor on the gradient is the same as one on
+    the learning rate. None when every factor is 1."""
+    if float(logits_bias_multiplier) == 1.0:
+        return None
+    try:
+        bias = model.get_layer("logits").bias
+    except ValueError:
+        return None
+    if bias is None:
+        return None
+    factors = [
+        float(logits_bias_multiplier) if variable is bias else 1.0
+        for variable in model.trainable_variables
+    ]
+    return factors if any(f != 1.0 for f in factors) else None
+
+
 def build_replica_step(
     model,
     optimizer,
@@ -76,6 +97,7 @@ def build_replica_step(
     recompute_through="none",
     step_counter=None,
     check_gradients=True,
+    multipliers=None,
 ):
     """The per-replica training step.
 
@@ -90,6 +112,8 @@ def build_replica_step(
         parameter-server step counter): the schedule follows it and each step increments it.
       check_gradients: also report non-finite gradients (off under float16 loss scaling,
         which skips those steps itself).
+      multipliers: None, or one gradient factor per trainable variable
+        (:func:`gradient_multipliers`).
 
     Returns:
       ``step(images, labels) -> {"cross_entropy", "regularization", "correct", "valid",
@@ -126,6 +150,11 @@ def build_replica_step(
             total = cross_entropy + regularization
             scaled = optimizer.scale_loss(cross_entropy + call_loss / num_replicas)
         gradients = tape.gradient(scaled, model.trainable_variables)
+        if multipliers is not None:
+            gradients = [
+                g if factor == 1.0 or g is None else g * factor
+                for g, factor in zip(gradients, multipliers)
+            ]
         gradients = weight_decay.add_decay_gradients(
             gradients,
             model.trainable_variables,

@@ -35,6 +35,7 @@ from deeplab.data import class_weights as class_weights_lib
 from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
 from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
+from deeplab.model import preprocessing
 from deeplab.model.options import PerformanceOptions
 from deeplab.training import bookkeeping, distribute, loop, optimizers, ps_loop
 from deeplab.logdir import checkpoints, lock, run_record
@@ -256,6 +257,7 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
         recompute_through=train.recompute_through,
         step_counter=step_var if coordinator is not None else None,
         check_gradients=train.mixed_precision != "float16",
+        multipliers=step_lib.gradient_multipliers(model, train.logits_bias_lr_multiplier),
     )
     if replica_step.recompute_disabled_reason and chief:
         print(
@@ -604,6 +606,7 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
             num_classes=num_classes,
             verify=verify,
             skip_batches=skip_batches,
+            pad_value=preprocessing.pad_pixel(config.model.backbone),
             **data.pipeline_kwargs(),
         )
 
