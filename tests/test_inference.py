@@ -311,3 +311,58 @@ def test_jax_backend_in_subprocess():
     assert result["down"] == [[[0, 4], [32, 36]]]  # rows/columns 0 and 4 of an 8x8 ramp
 
     assert result["lr"] == pytest.approx([0.007, 0.007 * 0.5**0.9, 0.0, 0.0], rel=1e-6, abs=0)
+
+
+def test_padded_evaluation_is_inference_on_the_padded_photo_cropped_back():
+    """--eval_pad_to (the authors' whole-image inference): the photo is padded at the bottom and
+    right with the backbone's pad pixel (the ImageNet mean for ResNet, 127.5 for MobileNetV2),
+    segmented whole, and the prediction cropped back; a photo already larger is untouched."""
+    import deeplab  # pylint: disable=import-outside-toplevel
+    from deeplab.model import preprocessing  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(3)
+    backbone = "resnet14_tiny"
+    extra = dict(aspp_filters=8, atrous_rates=(1, 2, 3))
+    model = deeplab.build_model(
+        backbone=backbone, num_classes=4, output_stride=16, logits_init_stddev=0, **extra
+    )
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (1, 37, 45, 3)).astype(np.float32)
+    pad = preprocessing.pad_pixel(backbone)
+    raw = np.empty((1, 49, 65, 3), np.float32)
+    raw[:] = np.asarray(pad, np.float32)
+    raw[:, :37, :45] = photo
+    expected = inference.predict_probabilities(
+        model, preprocessing.normalize_image(raw), scales=(0.75, 1.0), flip=True
+    ).numpy()[:, :37, :45]
+    images = preprocessing.normalize_image(photo)
+    padded = inference.predict_probabilities(
+        model, images, scales=(0.75, 1.0), flip=True, pad_to=(49, 65)
+    ).numpy()
+    assert padded.shape == (1, 37, 45, 4)
+    np.testing.assert_allclose(padded, expected, atol=2e-5)
+    unpadded = inference.predict_probabilities(model, images, scales=(0.75, 1.0), flip=True)
+    # image pooling sees the padding, so padding changes the prediction
+    assert np.abs(padded - unpadded.numpy()).max() > 1e-4
+    smaller = inference.predict_probabilities(
+        model, images, scales=(0.75, 1.0), flip=True, pad_to=(33, 33)
+    )
+    np.testing.assert_allclose(smaller.numpy(), unpadded.numpy(), atol=1e-6)
+
+
+def test_mobilenet_evaluation_padding_reaches_the_network_as_zero():
+    """For MobileNetV2 the pad pixel is 127.5, which its [-1, 1] input maps to 0 (the authors'
+    pad value); real pixels are unchanged."""
+    from deeplab.model import preprocessing  # pylint: disable=import-outside-toplevel
+    from deeplab.model.mobilenet import UnitRangeInput  # pylint: disable=import-outside-toplevel
+
+    photo = np.random.default_rng(1).integers(0, 256, (1, 5, 7, 3)).astype(np.float32)
+    images = preprocessing.normalize_image(photo)
+    padded, size = inference.pad_for_inference(
+        images, (9, 8), preprocessing.pad_pixel("mobilenet_v2")
+    )
+    assert size == (5, 7) and tuple(padded.shape) == (1, 9, 8, 3)
+    unit = UnitRangeInput()(padded).numpy()
+    np.testing.assert_allclose(unit[:, 5:], 0.0, atol=1e-6)
+    np.testing.assert_allclose(unit[:, :, 7:], 0.0, atol=1e-6)
+    np.testing.assert_allclose(padded.numpy()[:, :5, :7], images.numpy(), atol=1e-4)

@@ -640,3 +640,31 @@ def test_logits_start_from_the_authors_truncated_normal():
     assert np.abs(glorot).max() > 0.02 and np.abs(glorot).max() <= limit
     with pytest.raises(ConfigError, match="--logits_init_stddev"):
         _tiny(logits_init_stddev=-1.0)
+
+
+def test_batch_norm_decay_follows_the_authors_per_backbone():
+    """The authors' MobileNetV2 backbone decays BN statistics at 0.997 (slim's training_scope),
+    their ASPP at 0.9997; the ResNet backbone keeps the paper's 0.9997 unless set."""
+
+    def momenta(model):
+        found = {}
+        for layer in model_lib.iter_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                where = "head" if layer.path.startswith(("aspp", "decoder")) else "backbone"
+                found.setdefault(where, set()).add(layer.momentum)
+        return found
+
+    mnv2 = deeplab.build_model(
+        backbone="mobilenet_v2", num_classes=3, multi_grid=(1, 1, 1), atrous_rates=()
+    )
+    assert momenta(mnv2) == {"backbone": {0.997}, "head": {0.9997}}
+    resnet = _tiny()
+    assert momenta(resnet) == {"backbone": {0.9997}, "head": {0.9997}}
+    both = _tiny(backbone_batch_norm_momentum=0.95, batch_norm_momentum=0.99)
+    assert momenta(both) == {"backbone": {0.95}, "head": {0.99}}
+    assert (
+        deeplab.build_model(**{**mnv2.get_config(), "name": "again"}).get_config()[
+            "backbone_batch_norm_momentum"
+        ]
+        == 0.0
+    )

@@ -134,6 +134,7 @@ class ModelConfig:
     num_cascaded_blocks: int = _field(0)
     upsample_logits: bool = _field(True)
     batch_norm_momentum: float = _field(0.9997)
+    backbone_batch_norm_momentum: float = _field(0.0)
     freeze_batch_norm: bool = _field(False)
     weight_decay: float = _field(1e-4)
     aspp_filters: int = _field(256)
@@ -218,6 +219,7 @@ class EvalConfig:
     eval_limit: int = _field(0)
     eval_tile_size: tuple = _field(None, _optional_size)
     eval_tile_overlap: float = _field(0.25)
+    eval_pad_to: tuple = _field(None, _optional_size)
 
     def evaluate_kwargs(self, data, *, num_classes=None):
         """Keyword arguments of ``deeplab.evaluation.evaluator.evaluate_checkpoint`` (the
@@ -233,6 +235,8 @@ class EvalConfig:
         }
         if self.eval_tile_size:
             kwargs.update(tile_size=tuple(self.eval_tile_size), tile_overlap=self.eval_tile_overlap)
+        if self.eval_pad_to:
+            kwargs.update(pad_to=tuple(self.eval_pad_to))
         return kwargs
 
 

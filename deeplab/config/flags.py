@@ -78,7 +78,18 @@ flags.DEFINE_boolean(
     "Upsample logits to the label size; False takes the loss against the labels "
     "at the feature centres instead (Table 8 ablation).",
 )
-flags.DEFINE_float("batch_norm_momentum", 0.9997, "BN statistics decay (Sec. 4.1).")
+flags.DEFINE_float(
+    "batch_norm_momentum",
+    0.9997,
+    "BN statistics decay of the head (ASPP, decoder) and of a ResNet backbone: the paper's "
+    "and the authors' ASPP value, 0.9997.",
+)
+flags.DEFINE_float(
+    "backbone_batch_norm_momentum",
+    0.0,
+    "The backbone's BN decay; 0: the authors' per backbone, 0.997 for MobileNetV2, "
+    "--batch_norm_momentum for ResNet (their public code uses 0.95 there; CONVENTIONS.md).",
+)
 flags.DEFINE_boolean(
     "freeze_batch_norm",
     False,
@@ -287,6 +298,14 @@ flags.DEFINE_list(
 flags.DEFINE_float(
     "eval_tile_overlap", 0.25, "Share of a window that its neighbour overlaps, in [0, 1)."
 )
+flags.DEFINE_list(
+    "eval_pad_to",
+    [],
+    "The authors' whole-image evaluation: pad each image at the bottom and right to at "
+    "least 'H,W' (their eval_crop_size, 513 on VOC) with the backbone's pad pixel before "
+    "inference, and crop the prediction back; empty: the image as it is (CONVENTIONS.md, "
+    "'Evaluation size').",
+)
 
 FLAGS = flags.FLAGS
 
@@ -344,6 +363,7 @@ _validate(
 )
 _validate("num_cascaded_blocks", lambda v: 0 <= v <= 3, "must be in 0..3")
 _validate("batch_norm_momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
+_validate("backbone_batch_norm_momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
 _validate("weight_decay", lambda v: v >= 0, "must be >= 0")
 _validate("aspp_filters", lambda v: v >= 1, "must be at least 1")
 _validate("aspp_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")
@@ -371,6 +391,14 @@ _validate(
     "takes 'H,W' or one positive size, e.g. 513 (empty: whole images)",
 )
 _validate("eval_tile_overlap", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+_validate(
+    "eval_pad_to",
+    lambda v: (
+        not [x for x in v if x.strip()]
+        or (_positive_ints([x for x in v if x.strip()]) and len(v) in (1, 2))
+    ),
+    "takes 'H,W' or one positive size, e.g. 513 (empty: no padding)",
+)
 _validate("num_classes", lambda v: v >= 0, "must be >= 0 (0: from dataset.json)")
 _validate("seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)")
 

@@ -43,6 +43,7 @@ def default_results_dir(results):
             results["scales"],
             results["flip"],
             results.get("tile_size"),
+            results.get("pad_to"),
         ),
     )
 
@@ -88,8 +89,13 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
     log(
         f"{results['split']} mIOU {100 * results['miou']:.2f}% over {results['num_images']} "
         f"images (output stride {results['output_stride']}, scales "
-        f"{','.join(f'{s:g}' for s in results['scales'])}, flip {results['flip']}, step "
-        f"{results['step']}, {time.time() - start:.0f} s); results in {results_dir}"
+        f"{','.join(f'{s:g}' for s in results['scales'])}, flip {results['flip']}, "
+        + (
+            f"padded to {results['pad_to'][0]}x{results['pad_to'][1]}, "
+            if results.get("pad_to")
+            else ""
+        )
+        + f"step {results['step']}, {time.time() - start:.0f} s); results in {results_dir}"
     )
     return results, results_dir
 

@@ -37,6 +37,7 @@ from deeplab.data import tfrecord
 from deeplab.evaluation import inference
 from deeplab.evaluation import metrics
 from deeplab.logdir import checkpoints
+from deeplab.model.preprocessing import pad_pixel
 
 RESULTS_FILE = "results.json"
 CONFUSION_MATRIX_NPY = "confusion_matrix.npy"
@@ -59,10 +60,17 @@ class Predictor:
       scales: input scales whose probabilities are averaged, e.g. (1.0,) or
         ``inference.PAPER_EVAL_SCALES``.
       flip: also average the left-right flipped input of every scale.
+      tile_size, tile_overlap: sliding windows (``inference.predict_probabilities``).
+      pad_to: None or (h, w): the authors' padded whole-image inference
+        (``inference.predict_probabilities``).
     """
 
-    def __init__(self, model, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25):
+    def __init__(
+        self, model, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25, pad_to=None
+    ):
         self.model = model
+        self.pad_to = tuple(int(p) for p in pad_to) if pad_to else None
+        self.pad_value = pad_pixel(getattr(model, "backbone", ""))
         self.tile_size = tile_size or None
         self.tile_overlap = float(tile_overlap)
         self.scales = tuple(float(s) for s in scales)
@@ -103,6 +111,8 @@ class Predictor:
             flip=self.flip,
             tile_size=self.tile_size,
             tile_overlap=self.tile_overlap,
+            pad_to=self.pad_to,
+            pad_value=self.pad_value,
         )
 
     def probabilities(self, image):
@@ -167,6 +177,7 @@ def evaluate(
     tile_overlap=0.25,
     class_names=None,
     progress=None,
+    pad_to=None,
 ):
     """Evaluates ``model`` on every image of ``dataset``: one confusion matrix over the split.
 
@@ -183,6 +194,8 @@ def evaluate(
       limit: evaluate only the first ``limit`` images (None or 0: all).
       class_names: C names for the per-class table; default "class_<i>".
       progress: optional callable ``progress(num_images_done)`` called after every image.
+      pad_to: None or (h, w): pad every image to at least h x w before inference and crop the
+        prediction back (the authors' evaluation; :class:`Predictor`).
 
     Returns:
       dict with
@@ -210,7 +223,12 @@ def evaluate(
     if len(class_names) != num_classes:
         raise ConfigError(f"got {len(class_names)} class names for {num_classes} classes")
     predictor = Predictor(
-        model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
+        model,
+        scales=scales,
+        flip=flip,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        pad_to=pad_to,
     )
     confusion = np.zeros((num_classes, num_classes), np.int64)
     num_images = 0
@@ -279,6 +297,7 @@ def evaluate_checkpoint(
     tile_size=None,
     tile_overlap=0.25,
     fuse_batch_norm=True,
+    pad_to=None,
 ):
     """Evaluates a training checkpoint on a dataset split (what ``deeplab.evaluate`` runs).
 
@@ -329,6 +348,7 @@ def evaluate_checkpoint(
             tile_overlap=tile_overlap,
             class_names=info["class_names"],
             progress=progress,
+            pad_to=pad_to,
         )
     results.update(
         checkpoint=run["checkpoint"],
@@ -340,11 +360,12 @@ def evaluate_checkpoint(
         dataset=info["name"],
         tile_size=tile_size or None,
         tile_overlap=float(tile_overlap) if tile_size else None,
+        pad_to=list(pad_to) if pad_to else None,
     )
     return results
 
 
-def results_tag(split, output_stride, scales, flip, tile_size=None):
+def results_tag(split, output_stride, scales, flip, tile_size=None, pad_to=None):
     """A folder name for one evaluation setting, e.g. "val-os8-ms0.5_0.75_1_1.25_1.5_1.75-flip"
     (with "-tile513x513" when windows were used)."""
     tag = f"{split}-os{output_stride}"
@@ -355,6 +376,8 @@ def results_tag(split, output_stride, scales, flip, tile_size=None):
     if tile_size:
         tile = tile_size if isinstance(tile_size, (tuple, list)) else (tile_size, tile_size)
         tag += f"-tile{int(tile[0])}x{int(tile[1])}"
+    if pad_to:
+        tag += f"-pad{int(pad_to[0])}x{int(pad_to[1])}"
     return tag
 
 

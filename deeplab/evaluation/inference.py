@@ -15,8 +15,11 @@
 The result is the plain mean of the passes. Probabilities, not logits, are resized: a bilinear
 resize is a convex combination, so every pass and their mean stay distributions over classes.
 (The original TF1 DeepLab code resized logits and then took the softmax; the two differ only by
-interpolation near label boundaries.) Bilinear resizing uses ``keras.ops.image.resize``'s
-half-pixel convention without antialiasing, the same as the model's own logit upsampling.
+interpolation near label boundaries.) Resizing between scales uses ``keras.ops.image.resize``'s
+half-pixel bilinear convention without antialiasing. That is not the model's own logit
+upsampling, which puts feature ``i`` of stride ``s`` at pixel ``s * i``
+(``deeplab.model.layers.stride_upsample``); a scaled pass is resized as an image, whose pixel
+centres the half-pixel convention keeps in place.
 
 Everything runs on the TensorFlow and JAX backends and eagerly. Under the TensorFlow backend it
 also works inside a ``tf.function`` whose images have dynamic height and width (sizes and
@@ -28,6 +31,7 @@ from keras import ops
 
 from deeplab.common.errors import ConfigError
 from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
+from deeplab.model.preprocessing import normalize_image, pad_pixel
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).
 PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -246,8 +250,31 @@ def _sum_passes(model, images, scales, flipped, tile=None):
     return total
 
 
+def pad_for_inference(images, pad_to, pad_value):
+    """The authors' whole-image inference: normalized ``images`` [N, H, W, 3] padded at the
+    bottom and right to at least ``pad_to`` (h, w) with the normalized ``pad_value`` (an RGB
+    pixel). Returns (padded images, (H, W)) ; larger images are left as they are."""
+    height, width = _spatial_size(images)
+    target_h, target_w = (int(p) for p in pad_to)
+    extra_h = ops.maximum(target_h - height, 0)
+    extra_w = ops.maximum(target_w - width, 0)
+    fill = normalize_image(ops.convert_to_tensor([[[list(pad_value)]]], dtype="float32"))
+    shifted = images - fill
+    padded = ops.pad(shifted, [[0, 0], [0, extra_h], [0, extra_w], [0, 0]]) + fill
+    # real pixels unchanged to float rounding of (x - f) + f; exact where fill is 0
+    return padded, (height, width)
+
+
 def predict_probabilities(
-    model, images, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25
+    model,
+    images,
+    *,
+    scales=(1.0,),
+    flip=False,
+    tile_size=None,
+    tile_overlap=0.25,
+    pad_to=None,
+    pad_value=None,
 ):
     """Class probabilities averaged over input scales and, optionally, left-right flips.
 
@@ -263,12 +290,30 @@ def predict_probabilities(
       tile_size: None / 0 (whole images), or an int or (h, w): every pass larger than it is
         segmented in overlapping windows (:func:`tiled_probabilities`).
       tile_overlap: share of a window its neighbour overlaps, in [0, 1).
+      pad_to: None, or (h, w): the authors' evaluation (their eval_crop_size, 513 on VOC): the
+        image is padded at the bottom and right to at least h x w before every pass (so image
+        pooling averages over the padding too), and the probabilities are cropped back.
+      pad_value: the RGB pixel padding is made of (default: the model's
+        ``preprocessing.pad_pixel(model.backbone)``, the mean pixel without one).
 
     Returns:
       float32 probabilities [N, H, W, C].
     """
     scales = _check_scales(scales)
     images = ops.convert_to_tensor(images, dtype="float32")
+    if pad_to:
+        if pad_value is None:
+            pad_value = pad_pixel(getattr(model, "backbone", ""))
+        padded, (height, width) = pad_for_inference(images, pad_to, pad_value)
+        probabilities = predict_probabilities(
+            model,
+            padded,
+            scales=scales,
+            flip=flip,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+        )
+        return probabilities[:, :height, :width]
     tile = (tile_size, float(tile_overlap)) if tile_size else None
     total = _sum_passes(model, images, scales, flipped=False, tile=tile)
     count = len(scales)
@@ -282,6 +327,7 @@ def predict_probabilities(
 __all__ = [
     "CITYSCAPES_TEST_SCALES",
     "PAPER_EVAL_SCALES",
+    "pad_for_inference",
     "predict_probabilities",
     "tile_starts",
     "tiled_probabilities",

@@ -97,7 +97,12 @@ class DeepLabV3(keras.Model):
         input pixel ``output_stride * i`` at every size and output stride; CONVENTIONS.md,
         "Geometry"); False keeps them at feature resolution (Table 8 ablation: the labels at
         the feature centres are used instead).
-      batch_norm_momentum: BN statistics decay (paper: 0.9997).
+      batch_norm_momentum: BN statistics decay (paper: 0.9997) of the head (ASPP, decoder) and,
+        unless ``backbone_batch_norm_momentum`` says otherwise, of the backbone.
+      backbone_batch_norm_momentum: the backbone's BN decay; 0: the backbone's own, the
+        authors' 0.997 for MobileNetV2 (slim's mobilenet training_scope) and
+        ``batch_norm_momentum`` for ResNet (the paper's 0.9997; the authors' public code uses
+        0.95 there, CONVENTIONS.md "BatchNorm decay").
       freeze_batch_norm: every BN layer normalizes with its moving statistics and never
         updates them (second training stage, Sec. 4.3; Table 8); gamma and beta are still
         trained, as in the authors' code (``fine_tune_batch_norm=False``).
@@ -139,6 +144,7 @@ class DeepLabV3(keras.Model):
         num_cascaded_blocks=0,
         upsample_logits=True,
         batch_norm_momentum=0.9997,
+        backbone_batch_norm_momentum=0.0,
         freeze_batch_norm=False,
         weight_decay=1e-4,
         aspp_filters=256,
@@ -194,13 +200,16 @@ class DeepLabV3(keras.Model):
                     f"--multi_grid={','.join(map(str, multi_grid))}: multi-grid "
                     f"applies to ResNet's block4; pass --multi_grid=1,1,1 with {backbone}"
                 )
+        backbone_momentum = resolve_backbone_momentum(
+            backbone, batch_norm_momentum, backbone_batch_norm_momentum
+        )
         try:
             if backbone in MOBILENET_BACKBONES:
                 backbone_model = mobilenet.build_mobilenet_v2(
                     depth_multiplier=MOBILENET_BACKBONES[backbone][0],
                     divisible_by=MOBILENET_BACKBONES[backbone][1],
                     output_stride=output_stride,
-                    batch_norm_momentum=batch_norm_momentum,
+                    batch_norm_momentum=backbone_momentum,
                     weight_decay=weight_decay,
                     input_shape=input_shape,
                     padding=backbone_padding,
@@ -215,7 +224,7 @@ class DeepLabV3(keras.Model):
                     output_stride=output_stride,
                     multi_grid=multi_grid,
                     num_cascaded_blocks=num_cascaded_blocks,
-                    batch_norm_momentum=batch_norm_momentum,
+                    batch_norm_momentum=backbone_momentum,
                     weight_decay=weight_decay,
                     input_shape=input_shape,
                     name=backbone,
@@ -280,6 +289,7 @@ class DeepLabV3(keras.Model):
         self.num_cascaded_blocks = int(num_cascaded_blocks)
         self.upsample_logits = bool(upsample_logits)
         self.batch_norm_momentum = float(batch_norm_momentum)
+        self.backbone_batch_norm_momentum = float(backbone_batch_norm_momentum)
         self.freeze_batch_norm = bool(freeze_batch_norm)
         self.weight_decay = float(weight_decay)
         self.aspp_filters = int(aspp_filters)
@@ -385,6 +395,7 @@ class DeepLabV3(keras.Model):
             "num_cascaded_blocks": self.num_cascaded_blocks,
             "upsample_logits": self.upsample_logits,
             "batch_norm_momentum": self.batch_norm_momentum,
+            "backbone_batch_norm_momentum": self.backbone_batch_norm_momentum,
             "freeze_batch_norm": self.freeze_batch_norm,
             "weight_decay": self.weight_decay,
             "aspp_filters": self.aspp_filters,
@@ -417,6 +428,21 @@ class DeepLabV3(keras.Model):
     def from_config(cls, config, custom_objects=None):
         del custom_objects
         return cls(**cls.complete_config(config))
+
+
+# The authors' MobileNetV2 BN decay (slim's mobilenet training_scope, which their
+# feature_extractor.py uses for the backbone; their ASPP uses 0.9997).
+MOBILENET_BATCH_NORM_MOMENTUM = 0.997
+
+
+def resolve_backbone_momentum(backbone, batch_norm_momentum, backbone_batch_norm_momentum=0.0):
+    """The backbone's BN decay: ``backbone_batch_norm_momentum`` when set (non-zero), else
+    0.997 for MobileNetV2 and ``batch_norm_momentum`` for ResNet."""
+    if backbone_batch_norm_momentum:
+        return float(backbone_batch_norm_momentum)
+    if backbone in MOBILENET_BACKBONES:
+        return MOBILENET_BATCH_NORM_MOMENTUM
+    return float(batch_norm_momentum)
 
 
 def build_model(
