@@ -7,6 +7,11 @@ deeplab.evaluation.evaluator.evaluate: (a) as saved, BN using its moving statist
 deeplab.evaluate reports); (b) after re-estimating every BN layer's moving mean and variance as the
 plain average over --batches training batches (the training stream of experiments/camvid.flags: same
 crops and augmentation), weights unchanged ("precise BN"). Nothing is written to the run.
+
+Cross-stride (issue 34): ``--estimate_output_stride=16 --output_stride=8`` re-estimates the
+statistics with the network at OS 16 and evaluates at OS 8 with them; against
+``--estimate_output_stride=8 --output_stride=8`` it says whether statistics gathered at OS 16 are
+what holds OS 8 back. Both see the same training batches (fixed seed).
 """
 
 import argparse
@@ -33,6 +38,12 @@ def main():
         default=0,
         help="evaluate (and re-estimate BN) at this output stride; 0: the run's",
     )
+    parser.add_argument(
+        "--estimate_output_stride",
+        type=int,
+        default=0,
+        help="re-estimate BN with the network at this output stride; 0: --output_stride",
+    )
     args = parser.parse_args()
 
     from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
@@ -40,6 +51,7 @@ def main():
     from deeplab.data import input_pipeline
     from deeplab.data import tfrecord
     from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
+    from deeplab.model import preprocessing  # pylint: disable=import-outside-toplevel
     import keras  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(args.dataset_dir)
@@ -68,10 +80,24 @@ def main():
         )
         return results
 
-    score(f"{args.checkpoint}, BN moving statistics as saved")
-    bns = [
-        layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    score(f"{args.checkpoint}, BN moving statistics as saved (OS {model.output_stride})")
+    estimator = model
+    if args.estimate_output_stride and args.estimate_output_stride != model.output_stride:
+        estimator = checkpoints.load_model(
+            args.checkpoint,
+            num_classes=info["num_classes"],
+            upsample_logits=True,
+            output_stride=args.estimate_output_stride,
+        )
+
+    def batch_norms(network):
+        return [
+            layer
+            for layer in iter_layers(network)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+
+    bns = batch_norms(estimator)
     crop = tuple(int(v) for v in args.crop_size.split(","))
     stream = input_pipeline.make_train_dataset(
         args.dataset_dir,
@@ -82,16 +108,23 @@ def main():
         max_scale=1.5,
         seed=123,
         num_classes=info["num_classes"],
+        pad_value=preprocessing.pad_pixel(model.backbone),
     )
     for k, (images, _) in enumerate(stream.take(args.batches)):
         for (
             layer
         ) in bns:  # moving = moving * m + batch * (1 - m): m = k / (k + 1) is the running mean
             layer.momentum = k / (k + 1.0)
-        model(images, training=True)
+        estimator(images, training=True)
+    if estimator is not model:  # same variables at every stride: copy the statistics over
+        for source, target in zip(bns, batch_norms(model)):
+            assert source.path == target.path, (source.path, target.path)
+            target.moving_mean.assign(source.moving_mean)
+            target.moving_variance.assign(source.moving_variance)
     score(
-        f"{args.checkpoint}, BN statistics re-estimated over {args.batches} train batches of "
-        f"{args.batch_size}"
+        f"{args.checkpoint}, BN statistics re-estimated at OS {estimator.output_stride} over "
+        f"{args.batches} train batches of {args.batch_size}, evaluated at OS "
+        f"{model.output_stride}"
     )
 
 
