@@ -13,7 +13,7 @@ writes it to ``<reproduce_dir>/table<N>.{json,md}``.
 
 Each row is an experiment config: its flagfile's, which this binary reads as ``deeplab.train``
 would (``deeplab.config.flags.config_of_args``), with the row's overrides applied
-(``deeplab.orchestration.reproduction``, which is handed the configs and reads no flag).
+(``deeplab.orchestration.plan``, which is handed the configs and reads no flag).
 Training runs are shared: two rows whose training settings resolve to the same values (every
 setting of the config outside its eval section, except those marked as not changing the
 weights: logging, folders) train once, in this table and
@@ -47,12 +47,12 @@ from deeplab import _console
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.config import paper_tables
-from deeplab.orchestration import reproduction
+from deeplab.orchestration import plan, reproduction
+from deeplab.orchestration.plan import Planner
 from deeplab.orchestration.reproduction import (
     README,
     RUN_DIR_SETTINGS,
     SMOKE_NOTE,
-    Planner,
     build_smoke_dataset,
     format_side_by_side,
     reproduce,
@@ -115,7 +115,7 @@ def flagfile_configs():
     handed configs; it reads no flagfile)."""
     return {
         flagfile: experiment_flags.config_of_args(
-            [reproduction.flagfile_arg(flagfile, reproduction.REPO_ROOT)]
+            [plan.flagfile_arg(flagfile, reproduction.REPO_ROOT)]
         )
         for flagfile in paper_tables.all_flagfiles()
     }

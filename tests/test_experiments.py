@@ -17,7 +17,7 @@ import pytest
 from deeplab.config import experiment, paper_tables
 from deeplab.config import flags as config_flags
 from deeplab.data import datasets_info
-from deeplab.orchestration import reproduction
+from deeplab.orchestration import plan, reproduction
 from deeplab.evaluation.inference import CITYSCAPES_TEST_SCALES, PAPER_EVAL_SCALES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,10 +28,10 @@ BINARIES = ("train", "evaluate", "visualize", "reproduce", "export_saved_model",
 
 # What deeplab.reproduce hands its planner: every flagfile's config, read as deeplab.train reads it.
 CONFIGS = {
-    f: config_flags.config_of_args([reproduction.flagfile_arg(f, REPO_ROOT)])
+    f: config_flags.config_of_args([plan.flagfile_arg(f, REPO_ROOT)])
     for f in paper_tables.all_flagfiles()
 }
-PLANNER = reproduction.Planner(CONFIGS)
+PLANNER = plan.Planner(CONFIGS)
 
 
 def all_rows():
@@ -364,12 +364,12 @@ def test_table_11_rows_are_parameter_server_clusters():
 
 
 def test_test_set_recipes_and_the_chain_of_stages():
-    logdirs = reproduction.logdirs_of_flagfiles(CONFIGS)
+    logdirs = plan.logdirs_of_flagfiles(CONFIGS)
     coco = CONFIGS["experiments/coco_pretrain.flags"]
     assert coco.data.dataset_dir == "data/coco_voc" and coco.data.num_classes == 21
     table6 = values_of(paper_tables.TABLES[6].rows[-1])
     assert (
-        reproduction.prerequisite(PLANNER.row_config(paper_tables.TABLES[6].rows[-1]), logdirs)
+        plan.prerequisite(PLANNER.row_config(paper_tables.TABLES[6].rows[-1]), logdirs)
         == "experiments/coco_pretrain.flags"
     )
     assert table6["base_learning_rate"] == 0.0001 and table6["train_split"] == "trainaug"
@@ -377,7 +377,7 @@ def test_test_set_recipes_and_the_chain_of_stages():
 
     stage2 = values_of(paper_tables.TABLES[7].rows[0])
     assert (
-        reproduction.prerequisite(PLANNER.row_config(paper_tables.TABLES[7].rows[0]), logdirs)
+        plan.prerequisite(PLANNER.row_config(paper_tables.TABLES[7].rows[0]), logdirs)
         == "experiments/table6.flags"
     )
     assert (

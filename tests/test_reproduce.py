@@ -11,7 +11,7 @@ import pytest
 from deeplab.common.errors import ConfigError
 from deeplab.config import experiment, paper_tables
 from deeplab.config import flags as config_flags
-from deeplab.orchestration import reproduction
+from deeplab.orchestration import plan, reproduction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,9 +19,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def config_args(args):
     """``args`` with relative flagfiles made absolute against the repository."""
     return [
-        reproduction.flagfile_arg(a.split("=", 1)[1], REPO_ROOT)
-        if a.startswith("--flagfile=")
-        else a
+        plan.flagfile_arg(a.split("=", 1)[1], REPO_ROOT) if a.startswith("--flagfile=") else a
         for a in args
     ]
 
@@ -36,18 +34,18 @@ CONFIGS = {f: config_of_args([f"--flagfile={f}"]) for f in paper_tables.all_flag
 
 
 def planner_of(overrides=(), **kwargs):
-    return reproduction.Planner(CONFIGS, overrides, **kwargs)
+    return plan.Planner(CONFIGS, overrides, **kwargs)
 
 
-def plan(*numbers, smoke_dataset=None):
+def plan_tables(*numbers, smoke_dataset=None):
     planner = planner_of(smoke_dataset=smoke_dataset)
-    planned = [reproduction.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
+    planned = [plan.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
     return planner, planned
 
 
 def test_a_row_is_its_flagfiles_config_with_the_overrides_applied():
     base = CONFIGS["experiments/table5.flags"]
-    config = reproduction.apply_settings(
+    config = plan.apply_settings(
         base, paper_tables.settings(multi_grid=(1, 1, 1), image_pooling=False)
     )
     assert config.model.multi_grid == (1, 1, 1) and config.model.image_pooling is False
@@ -59,13 +57,13 @@ def test_a_row_is_its_flagfiles_config_with_the_overrides_applied():
         ["--flagfile=experiments/table5.flags", "--multi_grid=1,1,1", "--noimage_pooling"]
     )
     # Values as the flags write them become the field's type.
-    config = reproduction.apply_settings(
+    config = plan.apply_settings(
         base, paper_tables.settings(crop_size=321, eval_scales="0.5,1", base_learning_rate=1)
     )
     assert config.data.crop_size == (321, 321) and config.eval.eval_scales == (0.5, 1.0)
     assert config.train.base_learning_rate == 1.0
     with pytest.raises(ConfigError, match="results_dir"):
-        reproduction.apply_settings(base, paper_tables.settings(results_dir="x"))
+        plan.apply_settings(base, paper_tables.settings(results_dir="x"))
 
 
 @pytest.mark.parametrize("smoke", [False, True])
@@ -74,18 +72,18 @@ def test_every_rows_config_is_the_config_of_its_command_line(smoke):
     flagfile's config; absl parsing the command it prints gives the same config."""
     planner = planner_of({"log_steps": 5}, smoke_dataset="/tmp/syn" if smoke else None)
     for table in paper_tables.TABLES.values():
-        for row, run, config in reproduction.plan_table(table, planner):
+        for row, run, config in plan.plan_table(table, planner):
             if run is None:
                 continue
             settings, _ = planner.resolve(row.flagfile, row.overrides, row.launch)
-            args = reproduction.command_args(row.flagfile, settings)
+            args = plan.command_args(row.flagfile, settings)
             assert config == config_of_args(args), (table.number, row.key)
             assert run.config == config_of_args(run.args), (table.number, row.key)
 
 
 def test_training_key_ignores_evaluation_and_logging_flags():
     base = ["--flagfile=experiments/table5.flags"]
-    key = reproduction.training_key(config_of_args(base))
+    key = plan.training_key(config_of_args(base))
     for extra in (
         "--eval_output_stride=8",
         "--eval_flip",
@@ -93,15 +91,15 @@ def test_training_key_ignores_evaluation_and_logging_flags():
         "--log_steps=7",
         "--eval_scales=0.5,1",
     ):
-        assert reproduction.training_key(config_of_args(base + [extra])) == key
+        assert plan.training_key(config_of_args(base + [extra])) == key
     for extra in ("--output_stride=8", "--batch_size=8", "--noimage_pooling", "--crop_size=321"):
-        assert reproduction.training_key(config_of_args(base + [extra])) != key
+        assert plan.training_key(config_of_args(base + [extra])) != key
     # The same value spelled differently is one configuration.
-    assert reproduction.training_key(config_of_args(base + ["--base_learning_rate=7e-3"])) == key
-    assert reproduction.training_key(config_of_args(base + ["--crop_size=513,513"])) == key
+    assert plan.training_key(config_of_args(base + ["--base_learning_rate=7e-3"])) == key
+    assert plan.training_key(config_of_args(base + ["--crop_size=513,513"])) == key
     # Settings marked weights=False (experiment.py) are left out with the eval section.
-    assert {"logdir", "log_steps"} <= reproduction.NON_TRAINING_SETTINGS
-    assert set(experiment.setting_names("eval")) <= reproduction.NON_TRAINING_SETTINGS
+    assert {"logdir", "log_steps"} <= plan.NON_TRAINING_SETTINGS
+    assert set(experiment.setting_names("eval")) <= plan.NON_TRAINING_SETTINGS
 
 
 def _key_of_flag_values(values, init_key=None, launch=()):
@@ -120,7 +118,7 @@ def _key_of_flag_values(values, init_key=None, launch=()):
     relevant = {
         k: [str(canonical(number(x))) for x in v] if isinstance(v, list) else canonical(v)
         for k, v in values.items()
-        if k not in reproduction.NON_TRAINING_SETTINGS
+        if k not in plan.NON_TRAINING_SETTINGS
     }
     if init_key:
         relevant["init_checkpoint"] = f"run:{init_key}"
@@ -136,7 +134,7 @@ def test_training_key_is_the_key_runs_were_recorded_with(smoke):
     finished runs recorded before rows became configs keep their key and are reused."""
     planner = planner_of({"log_steps": 5}, smoke_dataset="/tmp/syn" if smoke else None)
     for table in paper_tables.TABLES.values():
-        reproduction.plan_table(table, planner)
+        plan.plan_table(table, planner)
     assert len(planner.runs) > 40
     for run in planner.runs.values():
         values = config_flags.parse_experiment_args(config_args(run.args))
@@ -145,22 +143,22 @@ def test_training_key_is_the_key_runs_were_recorded_with(smoke):
 
 
 def test_rows_that_differ_only_in_evaluation_train_once():
-    planner, _ = plan(4)
+    planner, _ = plan_tables(4)
     assert len(planner.runs) == 1
-    planner, _ = plan(12)
+    planner, _ = plan_tables(12)
     assert len(planner.runs) == 1
-    planner, _ = plan(10)
+    planner, _ = plan_tables(10)
     assert len(planner.runs) == 3  # train OS 8, 16, 32
-    planner, _ = plan(2, 3)
+    planner, _ = plan_tables(2, 3)
     assert len(planner.runs) == 8 + 20 - 4  # Table 3's MG (1, 1, 1) row is Table 2's ResNet-101
-    planner, planned = plan(5, 6, 8, 9)
+    planner, planned = plan_tables(5, 6, 8, 9)
     final = planned[0][-1][1]
     assert [run for _, run, _ in planned[1][:4]] == [final] * 4
     assert planned[2][0][1] is final and planned[3][-1][1] is final
 
 
 def test_chained_stages_train_first():
-    planner, planned = plan(7)
+    planner, planned = plan_tables(7)
     runs = list(planner.runs.values())
     assert [r.name for r in runs] == ["coco_pretrain", "table6", "table7"]
     assert runs[2].init is runs[1] and runs[1].init is runs[0] and runs[0].init is None
@@ -175,8 +173,8 @@ def test_chained_stages_train_first():
 
 
 def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
-    assert [reproduction.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
-    planner, planned = plan(8, 7, smoke_dataset="/tmp/syn")
+    assert [plan.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
+    planner, planned = plan_tables(8, 7, smoke_dataset="/tmp/syn")
     crops = sorted({run.config.data.crop_size for _, run, _ in planned[0]})
     assert crops == [(21, 21), (33, 33)]
     assert all(
@@ -310,7 +308,7 @@ def test_smoke_note_comes_first(tmp_path):
 
 
 def test_run_folders_reuse_legacy_runs_and_avoid_reserved_and_taken_names(tmp_path):
-    planner, _ = plan(6)
+    planner, _ = plan_tables(6)
     table6 = [run for run in planner.runs.values() if run.name == "table6"][0]
     legacy = tmp_path / "runs" / "table6"
     legacy.mkdir(parents=True)
@@ -388,7 +386,7 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
 
 
 def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
-    planner, planned = plan(11)
+    planner, planned = plan_tables(11)
     assert len(planner.runs) == 6  # the same flags, six different clusters
     (_, first, _), (_, last, _) = planned[0][0], planned[0][-1]
     assert first.launch == ("--workers=1", "--ps=1") and last.launch == ("--workers=32", "--ps=4")
@@ -399,7 +397,7 @@ def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
     assert any(a.endswith("experiments/table11.flags") for a in command)
 
     planner = planner_of(smoke_dataset="/tmp/syn", smoke_max_workers=2)
-    planned = reproduction.plan_table(paper_tables.TABLES[11], planner)
+    planned = plan.plan_table(paper_tables.TABLES[11], planner)
     assert [run.launch for _, run, _ in planned] == [("--workers=1", "--ps=1")] + [
         ("--workers=2", "--ps=1")
     ] * 5
