@@ -63,8 +63,9 @@ def apply_settings(config, settings):
     try:
         return experiment.with_overrides(config, settings)
     except KeyError as error:
-        names = ", ".join(f"--{name}" for name, _ in settings)
-        raise ConfigError(f"{names}: {error.args[0]}") from None
+        raise ConfigError(
+            f"{error.args[0]} (the settings are the fields of deeplab/config/experiment.py)"
+        ) from None
 
 
 def spelled(name, value):
