@@ -29,7 +29,7 @@ outside the launcher's processes can reach them. Where that is unavailable it sa
 and runs unisolated. On a real cluster, keep the tasks on a private network or behind a firewall
 that admits only the cluster's machines (README, "Distributed training").
 
-The supervision is :mod:`deeplab.training.cluster`; this module parses the flags.
+The supervision is :mod:`deeplab.orchestration.cluster`; this module parses the flags.
 """
 
 import json
@@ -39,7 +39,7 @@ import sys
 from absl import flags
 
 from deeplab import _console
-from deeplab.training import cluster as cluster_lib
+from deeplab.orchestration import cluster as cluster_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Worker tasks (besides the chief, with --ps > 0).")

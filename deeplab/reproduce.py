@@ -11,8 +11,12 @@ mIOU) it trains (``python -m deeplab.train`` in a subprocess) and evaluates
 (``deeplab.evaluation.evaluator``), then prints the table side by side (row, paper mIOU, ours) and
 writes it to ``<reproduce_dir>/table<N>.{json,md}``.
 
-Training runs are shared: two rows whose training flags resolve to the same values (all flags of
-``deeplab/config/flags.py`` except evaluation and logging ones) train once, in this table and
+Each row is an experiment config: its flagfile's, which this binary reads as ``deeplab.train``
+would (``deeplab.config.flags.config_of_args``), with the row's overrides applied
+(``deeplab.orchestration.plan``, which is handed the configs and reads no flag).
+Training runs are shared: two rows whose training settings resolve to the same values (every
+setting of the config outside its eval section, except those marked as not changing the
+weights: logging, folders) train once, in this table and
 across tables and invocations (a finished run is recorded in ``<reproduce_dir>/<run>/run.json``,
 one folder per run named after its flagfile's --logdir, e.g. ``runs/reproduce/table6``; --noreuse
 retrains). Rows that need an earlier stage (``--init_checkpoint`` naming another
@@ -43,12 +47,12 @@ from deeplab import _console
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.config import paper_tables
-from deeplab.training import reproduction
-from deeplab.training.reproduction import (
+from deeplab.orchestration import plan, reproduction
+from deeplab.orchestration.plan import Planner
+from deeplab.orchestration.reproduction import (
     README,
-    RUN_DIR_FLAGS,
+    RUN_DIR_SETTINGS,
     SMOKE_NOTE,
-    Planner,
     build_smoke_dataset,
     format_side_by_side,
     reproduce,
@@ -89,10 +93,11 @@ flags.DEFINE_boolean(
 
 
 def command_line_overrides():
-    """The experiment flags given on this command line, as "--name=value" overrides."""
-    overrides = []
-    for flag in reproduction.experiment_flag_objects():
-        if flag.present and flag.name in RUN_DIR_FLAGS:
+    """The experiment flags given on this command line, as ``{setting: parsed value}`` in the
+    order the flags are defined (the order they are appended to every row's commands)."""
+    overrides = {}
+    for flag in experiment_flags.experiment_flag_objects():
+        if flag.present and flag.name in RUN_DIR_SETTINGS:
             print(
                 f"deeplab.reproduce: ignoring --{flag.name}: every run's folder is "
                 "<reproduce_dir>/<run> (set --reproduce_dir)",
@@ -100,8 +105,20 @@ def command_line_overrides():
                 flush=True,
             )
         elif flag.present:
-            overrides.append(flag.serialize())
+            overrides[flag.name] = flag.value
     return overrides
+
+
+def flagfile_configs():
+    """``{flagfile: ExperimentConfig}`` of every flagfile of the paper's tables and the stages
+    they start from, each read as ``deeplab.train --flagfile=<it>`` reads it (the library is
+    handed configs; it reads no flagfile)."""
+    return {
+        flagfile: experiment_flags.config_of_args(
+            [plan.flagfile_arg(flagfile, reproduction.REPO_ROOT)]
+        )
+        for flagfile in paper_tables.all_flagfiles()
+    }
 
 
 def main(argv):
@@ -115,7 +132,7 @@ def main(argv):
         sys.exit(1)
     try:
         if FLAGS.update_readme:
-            changed = update_readme()
+            changed = update_readme(flagfile_configs())
             print(f"{README}: {'updated' if changed else 'already up to date'}")
             return
         if FLAGS.table is None:
@@ -133,7 +150,11 @@ def main(argv):
             if not FLAGS.dry_run:
                 build_smoke_dataset(smoke_dataset)
         planner = Planner(
-            command_line_overrides(), smoke_dataset, FLAGS.smoke_steps, FLAGS.smoke_max_workers
+            flagfile_configs(),
+            command_line_overrides(),
+            smoke_dataset,
+            FLAGS.smoke_steps,
+            FLAGS.smoke_max_workers,
         )
         start = time.time()
         results = reproduce(

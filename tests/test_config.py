@@ -118,3 +118,45 @@ def test_the_data_section_names_make_train_dataset_arguments():
     kwargs = ExperimentConfig.create(crop_size=(33, 41), random_flip=False).data.pipeline_kwargs()
     assert set(kwargs) <= set(parameters)
     assert kwargs["crop_size"] == (33, 41) and kwargs["flip"] is False
+
+
+def test_overrides_take_the_values_a_row_or_a_command_line_writes():
+    """A paper-table row's overrides (``paper_tables.settings``) and a parsed command line's
+    values become the fields' types, as their flags would (``experiment.with_overrides``)."""
+    base = ExperimentConfig.create(logdir="runs/x")
+    config = experiment.with_overrides(
+        base,
+        {
+            "crop_size": 321,
+            "multi_grid": ["1", "1", "1"],
+            "eval_scales": "0.5, 1",
+            "base_learning_rate": 1,
+            "class_weights": "median_frequency",
+            "eval_tile_size": (),
+            "image_pooling": False,
+        },
+    )
+    assert config.data.crop_size == (321, 321) and config.model.multi_grid == (1, 1, 1)
+    assert config.eval.eval_scales == (0.5, 1.0) and config.eval.eval_tile_size is None
+    assert isinstance(config.train.base_learning_rate, float)
+    assert config.train.class_weights == ("median_frequency",)
+    assert config.model.image_pooling is False and config.train.logdir == "runs/x"
+    assert base.data.crop_size == (513, 513)  # the base is left as it was
+    values = experiment.setting_values(config)
+    assert values["crop_size"] == (321, 321) and len(values) == len(experiment.setting_names())
+    with pytest.raises(KeyError, match="results_dir"):
+        experiment.with_overrides(base, (("results_dir", "x"),))
+
+
+def test_config_of_args_reads_a_command_line_apart_from_this_process_flags():
+    """deeplab.reproduce reads the paper's flagfiles into configs with a private copy of the
+    experiment flags: its own flags are neither read nor changed."""
+    before = experiment_flags.FLAGS["crop_size"].value
+    config = experiment_flags.config_of_args(["--crop_size=321", "--noimage_pooling"])
+    assert config.data.crop_size == (321, 321) and config.model.image_pooling is False
+    assert config.train.training_steps == 30000  # a default, whatever this process parsed
+    assert experiment_flags.FLAGS["crop_size"].value == before
+    with pytest.raises(ValueError, match="results_dir"):
+        experiment_flags.config_of_args(["--results_dir=x"])
+    with pytest.raises(ValueError, match="crop_size"):
+        experiment_flags.config_of_args(["--crop_size=0"])  # the flags' validators run

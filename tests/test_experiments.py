@@ -14,15 +14,24 @@ import sys
 
 import pytest
 
-from deeplab.training import reproduction
+from deeplab.config import experiment, paper_tables
+from deeplab.config import flags as config_flags
 from deeplab.data import datasets_info
-from deeplab.config import paper_tables
+from deeplab.orchestration import plan, reproduction
 from deeplab.evaluation.inference import CITYSCAPES_TEST_SCALES, PAPER_EVAL_SCALES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_TABLES_MD = os.environ.get("DEEPLAB_PAPER_TABLES", "/work/shared/PAPER_TABLES.md")
 REPRODUCED_TABLES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 BINARIES = ("train", "evaluate", "visualize", "reproduce", "export_saved_model", "predict")
+
+
+# What deeplab.reproduce hands its planner: every flagfile's config, read as deeplab.train reads it.
+CONFIGS = {
+    f: config_flags.config_of_args([plan.flagfile_arg(f, REPO_ROOT)])
+    for f in paper_tables.all_flagfiles()
+}
+PLANNER = plan.Planner(CONFIGS)
 
 
 def all_rows():
@@ -198,7 +207,8 @@ def test_paper_numbers_spot_checks():
 
 
 def values_of(row):
-    return reproduction.resolve_flags(row.args())
+    """{setting: value} of a row's config (its flagfile's with its overrides applied)."""
+    return experiment.setting_values(PLANNER.row_config(row))
 
 
 def ints(values):
@@ -225,7 +235,7 @@ def test_voc_rows_share_the_papers_protocol():
         values = values_of(row)
         if table.number in (12, 13):
             assert values["dataset_dir"] == "data/cityscapes" and values["num_classes"] == 19
-            assert ints(values["crop_size"]) == (769,) and values["training_steps"] == 90000
+            assert ints(values["crop_size"]) == (769, 769) and values["training_steps"] == 90000
             continue
         assert values["dataset_dir"] == "data/voc2012_trainaug"
         assert values["num_classes"] == 21 and values["training_steps"] == 30000
@@ -319,7 +329,7 @@ def test_tables_8_9_10_rows():
     for row in paper_tables.TABLES[8].rows:
         values = values_of(row)
         crop, upsample, fine_tune_bn = row.key.split(" | ")
-        assert ints(values["crop_size"]) == (int(crop),)
+        assert ints(values["crop_size"]) == (int(crop), int(crop))
         assert values["upsample_logits"] == upsample.startswith("yes")
         assert values["freeze_batch_norm"] == (fine_tune_bn == "no")
         assert eval_setting(values) == (16, (1.0,), False)
@@ -354,16 +364,22 @@ def test_table_11_rows_are_parameter_server_clusters():
 
 
 def test_test_set_recipes_and_the_chain_of_stages():
-    logdirs = reproduction._logdirs_of_flagfiles()  # pylint: disable=protected-access
-    coco = reproduction.resolve_flags(["--flagfile=experiments/coco_pretrain.flags"])
-    assert coco["dataset_dir"] == "data/coco_voc" and coco["num_classes"] == 21
+    logdirs = plan.logdirs_of_flagfiles(CONFIGS)
+    coco = CONFIGS["experiments/coco_pretrain.flags"]
+    assert coco.data.dataset_dir == "data/coco_voc" and coco.data.num_classes == 21
     table6 = values_of(paper_tables.TABLES[6].rows[-1])
-    assert reproduction.prerequisite(table6, logdirs) == "experiments/coco_pretrain.flags"
+    assert (
+        plan.prerequisite(PLANNER.row_config(paper_tables.TABLES[6].rows[-1]), logdirs)
+        == "experiments/coco_pretrain.flags"
+    )
     assert table6["base_learning_rate"] == 0.0001 and table6["train_split"] == "trainaug"
     assert table6["output_stride"] == 16 and not table6["freeze_batch_norm"]
 
     stage2 = values_of(paper_tables.TABLES[7].rows[0])
-    assert reproduction.prerequisite(stage2, logdirs) == "experiments/table6.flags"
+    assert (
+        plan.prerequisite(PLANNER.row_config(paper_tables.TABLES[7].rows[0]), logdirs)
+        == "experiments/table6.flags"
+    )
     assert (
         stage2["train_split"],
         stage2["output_stride"],
@@ -387,21 +403,23 @@ def test_test_set_recipes_and_the_chain_of_stages():
 
 
 def test_each_logdir_holds_one_training_configuration():
-    logdirs = reproduction._logdirs_of_flagfiles()  # pylint: disable=protected-access
+    def run_key(row):  # the run of the row's flags (its cluster aside)
+        return PLANNER.run_for(row.flagfile, row.overrides).key
+
     keys_by_logdir = {}
     for _, row in all_rows():
         if row.reproducible:
             values = values_of(row)
-            key = reproduction.run_key(row.args(), logdirs)
+            key = run_key(row)
             keys_by_logdir.setdefault(os.path.normpath(values["logdir"]), set()).add(key)
     assert all(len(keys) == 1 for keys in keys_by_logdir.values()), keys_by_logdir
     # Shared runs: Table 5's final model is Table 6 rows 1-4, Table 8/9 best and Table 10 rows 2, 5.
-    final = reproduction.run_key(paper_tables.TABLES[5].rows[-1].args(), logdirs)
+    final = run_key(paper_tables.TABLES[5].rows[-1])
     shared = [
         (t.number, i)
         for t, r in all_rows()
         for i in [t.rows.index(r) + 1]
-        if r.reproducible and reproduction.run_key(r.args(), logdirs) == final
+        if r.reproducible and run_key(r) == final
     ]
     assert shared == [(5, 5), (6, 1), (6, 2), (6, 3), (6, 4), (8, 1), (9, 4), (10, 2), (10, 5)]
 
@@ -418,7 +436,7 @@ def test_each_table_flagfile_encodes_its_best_row():
 def test_readme_rows_are_generated_from_the_row_definitions():
     with open(os.path.join(REPO_ROOT, "experiments", "README.md"), encoding="utf-8") as f:
         text = f.read()
-    expected = reproduction.readme_with_rows(text, reproduction.readme_rows_markdown())
+    expected = reproduction.readme_with_rows(text, reproduction.readme_rows_markdown(CONFIGS))
     assert text == expected, "run: python -m deeplab.reproduce --update_readme"
     for table, row in all_rows():
         assert f"| {reproduction.paper_text(row)} |" in text

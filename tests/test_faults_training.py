@@ -334,7 +334,7 @@ def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_d
     import socket  # pylint: disable=import-outside-toplevel
     import threading  # pylint: disable=import-outside-toplevel
 
-    from deeplab.training import cluster  # pylint: disable=import-outside-toplevel
+    from deeplab.orchestration import cluster  # pylint: disable=import-outside-toplevel
 
     ports = []
     for _ in range(3):

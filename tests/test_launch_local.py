@@ -1,5 +1,5 @@
-"""deeplab.launch_local (deeplab.training.cluster): TF_CONFIG per task, prefixed logs, restarts,
-and no process left behind."""
+"""deeplab.launch_local (deeplab.orchestration.cluster): TF_CONFIG per task, prefixed logs,
+restarts, and no process left behind."""
 
 import os
 import re
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deeplab.training import cluster as cluster_lib
+from deeplab.orchestration import cluster as cluster_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,17 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO_ROOT, "deeplab")
 # In dependency order (CONVENTIONS.md, "Layout"): a subpackage imports only those before it.
-SUBPACKAGES = ("common", "config", "model", "data", "logdir", "evaluation", "training", "export")
+SUBPACKAGES = (
+    "common",
+    "config",
+    "model",
+    "data",
+    "logdir",
+    "evaluation",
+    "training",
+    "export",
+    "orchestration",
+)
 BINARIES = (
     "train",
     "evaluate",
@@ -124,6 +134,27 @@ def test_no_library_module_imports_a_binary():
             continue
         for line, name in _imports(path, top_level_only=False):
             assert name not in binaries, f"{path}:{line} imports the binary {name}"
+
+
+def test_the_library_reads_no_flags():
+    """Only the binaries (and their console helper) and ``deeplab/config/flags.py``, which
+    defines the shared flags, import absl's flags: the library is handed configs and values."""
+    allowed = {f"deeplab.{b}" for b in BINARIES} | {"deeplab._console", "deeplab.config.flags"}
+    for module, path in MODULES.items():
+        if module in allowed:
+            continue
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert name not in ("absl.flags", "deeplab.config.flags"), (
+                    f"{path}:{node.lineno} imports {name}: library code never reads flags"
+                )
 
 
 def _has_reason(lines, lineno):

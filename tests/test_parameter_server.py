@@ -25,7 +25,7 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from deeplab.training import cluster as cluster_lib
+from deeplab.orchestration import cluster as cluster_lib
 from deeplab.logdir import checkpoints
 from deeplab.training import distribute
 from deeplab.logdir import summaries

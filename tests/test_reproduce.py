@@ -1,5 +1,6 @@
 """deeplab.reproduce: shared training runs, chained stages, smoke mode, one table end to end."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -7,33 +8,82 @@ import sys
 
 import pytest
 
-from deeplab.training import reproduction
-from deeplab.config import paper_tables
 from deeplab.common.errors import ConfigError
+from deeplab.config import experiment, paper_tables
+from deeplab.config import flags as config_flags
+from deeplab.orchestration import plan, reproduction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def plan(*numbers, smoke_dataset=None):
-    planner = reproduction.Planner(smoke_dataset=smoke_dataset)
-    planned = [reproduction.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
+def config_args(args):
+    """``args`` with relative flagfiles made absolute against the repository."""
+    return [
+        plan.flagfile_arg(a.split("=", 1)[1], REPO_ROOT) if a.startswith("--flagfile=") else a
+        for a in args
+    ]
+
+
+def config_of_args(args):
+    """The config of flags as the binaries parse them."""
+    return config_flags.config_of_args(config_args(args))
+
+
+# What deeplab.reproduce hands the planner: every flagfile's config, read as deeplab.train reads it.
+CONFIGS = {f: config_of_args([f"--flagfile={f}"]) for f in paper_tables.all_flagfiles()}
+
+
+def planner_of(overrides=(), **kwargs):
+    return plan.Planner(CONFIGS, overrides, **kwargs)
+
+
+def plan_tables(*numbers, smoke_dataset=None):
+    planner = planner_of(smoke_dataset=smoke_dataset)
+    planned = [plan.plan_table(paper_tables.TABLES[n], planner) for n in numbers]
     return planner, planned
 
 
-def test_resolve_flags_applies_overrides_after_the_flagfile():
-    values = reproduction.resolve_flags(
+def test_a_row_is_its_flagfiles_config_with_the_overrides_applied():
+    base = CONFIGS["experiments/table5.flags"]
+    config = plan.apply_settings(
+        base, paper_tables.settings(multi_grid=(1, 1, 1), image_pooling=False)
+    )
+    assert config.model.multi_grid == (1, 1, 1) and config.model.image_pooling is False
+    assert config.model.atrous_rates == (6, 12, 18) and config.train.logdir == "runs/table5"
+    assert config.train.warmup_steps == 0  # not in the flagfile: the default
+    assert base.model.image_pooling is True  # the flagfile's config is left as it was
+    # The same config as the flags give, parsed by absl after the flagfile.
+    assert config == config_of_args(
         ["--flagfile=experiments/table5.flags", "--multi_grid=1,1,1", "--noimage_pooling"]
     )
-    assert values["multi_grid"] == ["1", "1", "1"] and values["image_pooling"] is False
-    assert values["atrous_rates"] == ["6", "12", "18"] and values["logdir"] == "runs/table5"
-    assert values["warmup_steps"] == 0  # not in the flagfile: the flag's default
+    # Values as the flags write them become the field's type.
+    config = plan.apply_settings(
+        base, paper_tables.settings(crop_size=321, eval_scales="0.5,1", base_learning_rate=1)
+    )
+    assert config.data.crop_size == (321, 321) and config.eval.eval_scales == (0.5, 1.0)
+    assert config.train.base_learning_rate == 1.0
     with pytest.raises(ConfigError, match="results_dir"):
-        reproduction.resolve_flags(["--flagfile=experiments/table5.flags", "--results_dir=x"])
+        plan.apply_settings(base, paper_tables.settings(results_dir="x"))
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_every_rows_config_is_the_config_of_its_command_line(smoke):
+    """The planner applies a row's overrides (and --smoke's, and this command line's) to the
+    flagfile's config; absl parsing the command it prints gives the same config."""
+    planner = planner_of({"log_steps": 5}, smoke_dataset="/tmp/syn" if smoke else None)
+    for table in paper_tables.TABLES.values():
+        for row, run, config in plan.plan_table(table, planner):
+            if run is None:
+                continue
+            settings, _ = planner.resolve(row.flagfile, row.overrides, row.launch)
+            args = plan.command_args(row.flagfile, settings)
+            assert config == config_of_args(args), (table.number, row.key)
+            assert run.config == config_of_args(run.args), (table.number, row.key)
 
 
 def test_training_key_ignores_evaluation_and_logging_flags():
     base = ["--flagfile=experiments/table5.flags"]
-    key = reproduction.training_key(reproduction.resolve_flags(base))
+    key = plan.training_key(config_of_args(base))
     for extra in (
         "--eval_output_stride=8",
         "--eval_flip",
@@ -41,33 +91,74 @@ def test_training_key_ignores_evaluation_and_logging_flags():
         "--log_steps=7",
         "--eval_scales=0.5,1",
     ):
-        assert reproduction.training_key(reproduction.resolve_flags(base + [extra])) == key
+        assert plan.training_key(config_of_args(base + [extra])) == key
     for extra in ("--output_stride=8", "--batch_size=8", "--noimage_pooling", "--crop_size=321"):
-        assert reproduction.training_key(reproduction.resolve_flags(base + [extra])) != key
+        assert plan.training_key(config_of_args(base + [extra])) != key
     # The same value spelled differently is one configuration.
-    assert (
-        reproduction.training_key(reproduction.resolve_flags(base + ["--base_learning_rate=7e-3"]))
-        == key
-    )
+    assert plan.training_key(config_of_args(base + ["--base_learning_rate=7e-3"])) == key
+    assert plan.training_key(config_of_args(base + ["--crop_size=513,513"])) == key
+    # Settings marked weights=False (experiment.py) are left out with the eval section.
+    assert {"logdir", "log_steps"} <= plan.NON_TRAINING_SETTINGS
+    assert set(experiment.setting_names("eval")) <= plan.NON_TRAINING_SETTINGS
+
+
+def _key_of_flag_values(values, init_key=None, launch=()):
+    """The key of a run as it was computed before rows became configs (at 8a13d62): a hash of
+    the absl values of the flags of a row's command line."""
+
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return text
+
+    def canonical(value):
+        return float(f"{value:.10g}") if isinstance(value, float) else value
+
+    relevant = {
+        k: [str(canonical(number(x))) for x in v] if isinstance(v, list) else canonical(v)
+        for k, v in values.items()
+        if k not in plan.NON_TRAINING_SETTINGS
+    }
+    if init_key:
+        relevant["init_checkpoint"] = f"run:{init_key}"
+    if launch:
+        relevant["launch_local"] = list(launch)
+    text = json.dumps(relevant, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_training_key_is_the_key_runs_were_recorded_with(smoke):
+    """A run's key hashes each setting as its flag is written (a square crop as one number), so
+    finished runs recorded before rows became configs keep their key and are reused."""
+    planner = planner_of({"log_steps": 5}, smoke_dataset="/tmp/syn" if smoke else None)
+    for table in paper_tables.TABLES.values():
+        plan.plan_table(table, planner)
+    assert len(planner.runs) > 40
+    for run in planner.runs.values():
+        values = config_flags.parse_experiment_args(config_args(run.args))
+        init_key = run.init.key if run.init else None
+        assert run.key == _key_of_flag_values(values, init_key, run.launch), run.name
 
 
 def test_rows_that_differ_only_in_evaluation_train_once():
-    planner, _ = plan(4)
+    planner, _ = plan_tables(4)
     assert len(planner.runs) == 1
-    planner, _ = plan(12)
+    planner, _ = plan_tables(12)
     assert len(planner.runs) == 1
-    planner, _ = plan(10)
+    planner, _ = plan_tables(10)
     assert len(planner.runs) == 3  # train OS 8, 16, 32
-    planner, _ = plan(2, 3)
+    planner, _ = plan_tables(2, 3)
     assert len(planner.runs) == 8 + 20 - 4  # Table 3's MG (1, 1, 1) row is Table 2's ResNet-101
-    planner, planned = plan(5, 6, 8, 9)
+    planner, planned = plan_tables(5, 6, 8, 9)
     final = planned[0][-1][1]
     assert [run for _, run, _ in planned[1][:4]] == [final] * 4
     assert planned[2][0][1] is final and planned[3][-1][1] is final
 
 
 def test_chained_stages_train_first():
-    planner, planned = plan(7)
+    planner, planned = plan_tables(7)
     runs = list(planner.runs.values())
     assert [r.name for r in runs] == ["coco_pretrain", "table6", "table7"]
     assert runs[2].init is runs[1] and runs[1].init is runs[0] and runs[0].init is None
@@ -82,23 +173,29 @@ def test_chained_stages_train_first():
 
 
 def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
-    assert [reproduction.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
-    planner, planned = plan(8, 7, smoke_dataset="/tmp/syn")
-    crops = sorted({tuple(run.values["crop_size"]) for _, run, _ in planned[0]})
-    assert crops == [("21",), ("33",)]
+    assert [plan.smoke_crop(c) for c in (513, 321, 769)] == [33, 21, 49]
+    planner, planned = plan_tables(8, 7, smoke_dataset="/tmp/syn")
+    crops = sorted({run.config.data.crop_size for _, run, _ in planned[0]})
+    assert crops == [(21, 21), (33, 33)]
+    assert all(
+        "--crop_size=33" in run.args or "--crop_size=21" in run.args
+        for run in planner.runs.values()
+    )
     assert len({run.key for _, run, _ in planned[0]}) == 4  # the four Table 8 rows stay distinct
-    for _, run, values in planned[0]:
-        assert run.values["backbone"] == "resnet14_tiny" and run.values["imagenet_weights"] == ""
-        assert run.values["dataset_dir"] == "/tmp/syn" and run.values["training_steps"] == 3
-        assert values["eval_output_stride"] == 16
+    for _, run, config in planned[0]:
+        assert run.config.model.backbone == "resnet14_tiny"
+        assert run.config.train.imagenet_weights == ""
+        assert run.config.data.dataset_dir == "/tmp/syn" and run.config.train.training_steps == 3
+        assert config.eval.eval_output_stride == 16
     stage2 = planned[1][0][1]
-    assert stage2.values["bootstrap_classes"] == ["shape_1"] and stage2.values["freeze_batch_norm"]
-    assert stage2.values["output_stride"] == 8 and stage2.init.name == "table6"
+    assert stage2.config.data.bootstrap_classes == ("shape_1",)
+    assert stage2.config.model.freeze_batch_norm
+    assert stage2.config.model.output_stride == 8 and stage2.init.name == "table6"
 
 
 def test_dry_run_prints_every_command_in_order(tmp_path):
     lines = []
-    planner = reproduction.Planner()
+    planner = planner_of()
     results = reproduction.reproduce(
         paper_tables.TABLES[6],
         output_dir=str(tmp_path),
@@ -133,9 +230,7 @@ def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(
     run's folder replaces the row's --logdir and --init_checkpoint, it is not appended."""
     root = tmp_path / "runs" / "reproduce"
     lines = []
-    planner = reproduction.Planner(
-        ["--log_steps=5"], smoke_dataset=str(root / "synthetic") if smoke else None
-    )
+    planner = planner_of({"log_steps": 5}, smoke_dataset=str(root / "synthetic") if smoke else None)
     reproduction.reproduce(
         paper_tables.TABLES[number],
         output_dir=str(root),
@@ -213,7 +308,7 @@ def test_smoke_note_comes_first(tmp_path):
 
 
 def test_run_folders_reuse_legacy_runs_and_avoid_reserved_and_taken_names(tmp_path):
-    planner, _ = plan(6)
+    planner, _ = plan_tables(6)
     table6 = [run for run in planner.runs.values() if run.name == "table6"][0]
     legacy = tmp_path / "runs" / "table6"
     legacy.mkdir(parents=True)
@@ -226,7 +321,7 @@ def test_run_folders_reuse_legacy_runs_and_avoid_reserved_and_taken_names(tmp_pa
         table6, str(tmp_path), reuse=False, taken=[str(tmp_path / "table6")]
     )
     assert table6.run_dir == str(tmp_path / f"table6-{table6.key}")
-    table6.values = dict(table6.values, logdir="runs/evals")
+    table6.config = table6.config.replace(logdir="runs/evals")
     reproduction.assign_run_dir(table6, str(tmp_path), reuse=False)
     assert table6.run_dir == str(tmp_path / f"evals-{table6.key}")
 
@@ -291,7 +386,7 @@ def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
 
 
 def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
-    planner, planned = plan(11)
+    planner, planned = plan_tables(11)
     assert len(planner.runs) == 6  # the same flags, six different clusters
     (_, first, _), (_, last, _) = planned[0][0], planned[0][-1]
     assert first.launch == ("--workers=1", "--ps=1") and last.launch == ("--workers=32", "--ps=4")
@@ -301,15 +396,16 @@ def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
     assert command[-1] == "--logdir=/out/table11_32replicas"
     assert any(a.endswith("experiments/table11.flags") for a in command)
 
-    planner = reproduction.Planner(smoke_dataset="/tmp/syn", smoke_max_workers=2)
-    planned = reproduction.plan_table(paper_tables.TABLES[11], planner)
+    planner = planner_of(smoke_dataset="/tmp/syn", smoke_max_workers=2)
+    planned = plan.plan_table(paper_tables.TABLES[11], planner)
     assert [run.launch for _, run, _ in planned] == [("--workers=1", "--ps=1")] + [
         ("--workers=2", "--ps=1")
     ] * 5
     assert len(planner.runs) == 2  # rows with more workers share the capped run
     for _, run, _ in planned:
-        assert run.values["strategy"] == "parameter_server"  # not smoke's --strategy=default
-        assert run.values["backbone"] == "resnet14_tiny" and run.values["training_steps"] == 3
+        assert run.config.train.strategy == "parameter_server"  # not smoke's --strategy=default
+        assert run.config.model.backbone == "resnet14_tiny"
+        assert run.config.train.training_steps == 3
 
 
 def test_smoke_table_11_trains_through_launch_local(tmp_path):

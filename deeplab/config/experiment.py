@@ -359,3 +359,44 @@ def from_flag_values(values, base=None):
             fields[field.name] = parse(value) if parse and value is not None else value
         sections[name] = cls(**fields)
     return ExperimentConfig(**sections)
+
+
+def setting_values(config):
+    """``{setting name: value}`` of every setting of ``config``, section by section."""
+    return {
+        field.name: getattr(getattr(config, name), field.name)
+        for name, cls in SECTIONS.items()
+        for field in dataclasses.fields(cls)
+    }
+
+
+def with_overrides(config, overrides):
+    """``config`` with ``overrides`` applied: ``{setting: value}`` (or ``((setting, value),
+    ...)``) as a paper-table row (``paper_tables.settings``) or a parsed command line writes
+    them. A value becomes the field's as its flag's would (``crop_size=321`` -> (321, 321),
+    ``multi_grid=(1, 2, 4)``, ``eval_scales="0.5,1"``, an int for a float setting -> float).
+
+    Raises:
+      KeyError: no setting has one of the names.
+    """
+    fields = {f.name: f for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+    pairs = overrides.items() if isinstance(overrides, dict) else overrides
+    values = {}
+    for name, value in pairs:
+        if name not in fields:
+            raise KeyError(f"no experiment setting is named {name!r}")
+        values[name] = _as_flag_value(fields[name], value)
+    return from_flag_values(values, config)
+
+
+def _as_flag_value(field, value):
+    """``value`` in the form absl gives the field's flag (a list for a list flag)."""
+    if value is None:
+        return None
+    if field.metadata.get("parse"):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",")] if value.strip() else []
+        return list(value) if isinstance(value, (tuple, list)) else [value]
+    if field.type in (int, float) and not isinstance(value, bool):
+        return field.type(value)
+    return value

@@ -10,6 +10,8 @@ Each flag sets the field of the same name of ``deeplab.config.experiment.Experim
 binaries pass the config (or plain values from it) on.
 """
 
+import copy
+
 from absl import flags
 
 from deeplab.config import experiment
@@ -439,6 +441,40 @@ def experiment_config(recorded=None):
     """The :class:`~deeplab.config.experiment.ExperimentConfig` of the parsed flags (with
     ``recorded``, a run's recorded config, where the command line names no flag)."""
     return experiment.from_flags(FLAGS, recorded)
+
+
+def experiment_flag_objects():
+    """The absl Flag objects this module defines, in the order it defines them."""
+    return FLAGS.flags_by_module_dict()[__name__]
+
+
+def parse_experiment_args(args):
+    """``{flag name: value}`` of every experiment flag after parsing ``args`` (a flagfile, then
+    overrides; later flags win) as the binaries parse them, validators included.
+
+    A private copy of these flags, at their defaults, parses ``args``: the result neither
+    depends on nor changes this process's own flags (``deeplab.reproduce`` reads the paper's
+    flagfiles with it). Relative ``--flagfile`` paths are relative to the working directory.
+
+    Raises:
+      ValueError: a flag these flags do not define, a bad value, an unreadable flagfile.
+    """
+    values = flags.FlagValues()
+    for flag in experiment_flag_objects():
+        copied = copy.deepcopy(flag)
+        copied.unparse()
+        values[flag.name] = copied
+    try:
+        values(["parse"] + list(args))
+    except (flags.Error, OSError) as error:
+        raise ValueError(f"{' '.join(args)}: {error}") from error
+    return {name: values[name].value for name in values}
+
+
+def config_of_args(args):
+    """The :class:`~deeplab.config.experiment.ExperimentConfig` of ``args`` (e.g.
+    ``["--flagfile=experiments/table5.flags"]``), parsed by :func:`parse_experiment_args`."""
+    return experiment.from_flag_values(parse_experiment_args(args))
 
 
 def crop_size():

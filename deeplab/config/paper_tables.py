@@ -66,7 +66,7 @@ class Row:
     def args(self):
         """``--flagfile=...`` followed by the overrides as flags: the flags of train and
         evaluate (later flags win in absl)."""
-        return (f"--flagfile={self.flagfile}",) + tuple(_flag(n, v) for n, v in self.overrides)
+        return (f"--flagfile={self.flagfile}",) + tuple(flag_arg(n, v) for n, v in self.overrides)
 
     def settings(self):
         """The overrides as ``{setting: value}``."""
@@ -103,8 +103,9 @@ def settings(**values):
     return tuple(values.items())
 
 
-def _flag(name, value):
-    """One setting as the command-line flag that sets it."""
+def flag_arg(name, value):
+    """One setting as the command-line flag that sets it: ``--name=value``, ``--name`` /
+    ``--noname`` for a boolean, a sequence joined by commas (as absl writes a list flag)."""
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no{name}"
     if isinstance(value, (tuple, list)):
@@ -511,6 +512,7 @@ __all__ = [
     "Row",
     "Table",
     "settings",
+    "flag_arg",
     "TABLES",
     "EXTRA_FLAGFILES",
     "get_table",

@@ -22,8 +22,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from deeplab.common import environment
 from deeplab.common.errors import ConfigError
-from deeplab.training import cluster as cluster_lib
 from deeplab.model.deeplabv3 import iter_layers
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server")
@@ -175,7 +175,7 @@ def run_server(task_type, task_index):
     )
     print(f"{task_type}:{task_index} serving at {server.target}", flush=True)
     port = server.target.rsplit(":", 1)[-1]
-    fenced = os.environ.get(cluster_lib.NETNS_ENV) == "1"
+    fenced = os.environ.get(environment.NETNS_ENV) == "1"
     print(server_exposure_line(task_type, task_index, port, fenced=fenced), flush=True)
     server.join()
 

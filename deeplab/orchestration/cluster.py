@@ -22,8 +22,11 @@ import sys
 import threading
 import time
 
-# Set in the launcher's environment once it runs inside its private network namespace.
-NETNS_ENV = "DEEPLAB_LAUNCH_NETNS"
+from deeplab.common import environment
+
+# Set in the launcher's environment once it runs inside its private network namespace (the
+# training tasks read it too: deeplab.common.environment).
+NETNS_ENV = environment.NETNS_ENV
 
 # After a task is stopped, how long the launcher waits for the rest of its output (a process
 # that left the task's group could hold the pipe open for ever).

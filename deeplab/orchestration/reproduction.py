@@ -1,15 +1,15 @@
 """Reproducing the paper's tables: the library behind ``python -m deeplab.reproduce``.
 
-A row (``deeplab.config.paper_tables``) resolves to its flags (:func:`resolve_flags`); rows whose
-training settings agree share one run (:func:`training_key`, from the experiment config's
-structure: every setting outside the eval section that can change the weights); a
-:class:`Planner` lists a table's runs, :func:`train` runs one (``python -m deeplab.train`` or a
-``deeplab.launch_local`` cluster in a subprocess) unless a finished one is recorded,
-:func:`evaluate_row` and :func:`server_row` score a row, and :func:`reproduce` does a whole
-table. :func:`update_readme` regenerates experiments/README.md's rows.
+Runs the plan of ``deeplab.orchestration.plan`` (each row a config, the training runs the rows
+share): :func:`assign_run_dir` gives each run its folder (or finds its finished run),
+:func:`train` runs one (``python -m deeplab.train`` or a ``deeplab.launch_local`` cluster in a
+subprocess, whose command line is the row's flagfile and settings as flags) unless a finished
+one is recorded, :func:`evaluate_row` and :func:`server_row` score a row with its config's
+evaluation settings, and :func:`reproduce` does a whole table; :func:`write_outputs` and
+:func:`format_side_by_side` report it. :func:`update_readme` regenerates experiments/README.md's
+rows. Nothing here reads a flag or a flagfile: the binary hands the flagfiles' configs over.
 """
 
-import copy
 import hashlib
 import json
 import math
@@ -18,16 +18,11 @@ import subprocess
 import sys
 import time
 
-from absl import flags
-
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
-from deeplab.config import experiment
-from deeplab.config import flags as experiment_flags
 from deeplab.config import paper_tables
 from deeplab.data import tfrecord
-
-FLAGS = flags.FLAGS
+from deeplab.orchestration import plan
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(paper_tables.EXPERIMENTS_DIR, "README.md")
@@ -36,15 +31,10 @@ README_BEGIN = (
 )
 README_END = "<!-- end of generated rows -->"
 
-# Settings that never make two training runs differ, and those of evaluation: from the
-# experiment config's structure (its eval section, and the training settings it marks as not
-# changing the weights), so a new flag is classified where its field is defined.
-NON_TRAINING_FLAGS = frozenset(experiment.non_training_settings())
-EVAL_FLAGS = frozenset(experiment.setting_names("eval"))
 RUN_RECORD = "run.json"
-# Flags this binary sets itself: a run's folder and the run it starts from, and the checkpoint
+# Settings this binary sets itself: a run's folder and the run it starts from, and the checkpoint
 # a row evaluates. A row's (or this command line's) own value is dropped from the commands.
-RUN_DIR_FLAGS = frozenset({"logdir", "checkpoint"})
+RUN_DIR_SETTINGS = frozenset({"logdir", "checkpoint"})
 # The other folders of --reproduce_dir: no run folder takes these names.
 RESERVED_DIRS = frozenset({"evals", "server", "synthetic", "runs"})
 # Before run folders sat directly in --reproduce_dir they sat in <reproduce_dir>/runs; finished
@@ -52,8 +42,6 @@ RESERVED_DIRS = frozenset({"evals", "server", "synthetic", "runs"})
 LEGACY_RUNS_DIR = "runs"
 SMOKE_NOTE = "smoke: tiny model and synthetic data, not the paper's setting"
 
-SMOKE_BACKBONE = "resnet14_tiny"
-SMOKE_ASPP_FILTERS = 16
 SMOKE_IMAGE_SIZE = (41, 49)
 SMOKE_NUM_TRAIN = 16
 SMOKE_NUM_VAL = 4
@@ -61,172 +49,8 @@ SMOKE_NUM_CLASSES = 5
 
 
 # ------------------------------------------------------------------------------------------------
-# Flags of a row, resolved exactly as the binaries' absl parser resolves them.
+# Running.
 # ------------------------------------------------------------------------------------------------
-
-
-def experiment_flag_objects():
-    """The absl Flag objects of ``deeplab/config/flags.py``."""
-    by_module = FLAGS.flags_by_module_dict()
-    return by_module[experiment_flags.__name__]
-
-
-def absolute_flagfile_args(args, root=REPO_ROOT):
-    """``--flagfile=experiments/x.flags`` made absolute against the repository root."""
-    out = []
-    for arg in args:
-        if arg.startswith("--flagfile=") and not os.path.isabs(arg[len("--flagfile=") :]):
-            arg = "--flagfile=" + os.path.join(root, arg[len("--flagfile=") :])
-        out.append(arg)
-    return out
-
-
-def resolve_flags(args):
-    """Every experiment flag's value after parsing ``args`` (flagfile + overrides) with absl.
-
-    A private copy of the flags of ``deeplab/config/flags.py`` at their defaults parses
-    ``args``, so the result does not depend on (or change) this process's own flags.
-
-    Raises:
-      ConfigError: a flag the experiment flags do not define, or a bad value.
-    """
-    values = flags.FlagValues()
-    for flag in experiment_flag_objects():
-        copied = copy.deepcopy(flag)
-        copied.unparse()
-        values[flag.name] = copied
-    try:
-        values(["resolve"] + absolute_flagfile_args(args))
-    except (flags.Error, OSError) as error:
-        raise ConfigError(f"{' '.join(args)}: {error}") from error
-    return {name: values[name].value for name in values}
-
-
-def flag_name(arg):
-    """The flag an override sets: "--noeval_flip" -> "eval_flip", "--crop_size=321" ->
-    "crop_size"."""
-    name = arg.lstrip("-").split("=", 1)[0]
-    if (
-        "=" not in arg
-        and name.startswith("no")
-        and name[2:] in {f.name for f in experiment_flag_objects()}
-    ):
-        return name[2:]
-    return name
-
-
-def _canonical(value):
-    if isinstance(value, float):
-        return float(f"{value:.10g}")
-    return value
-
-
-def training_key(values, init_key=None, launch=()):
-    """A short hash of the flags that determine the trained weights.
-
-    Args:
-      values: :func:`resolve_flags` output.
-      init_key: the key of the run --init_checkpoint names, when it is another experiment's
-        run (the path then does not matter, the run does).
-      launch: the ``deeplab.launch_local`` flags of a row trained by a cluster (Table 11).
-    """
-    # Lists of numbers written differently ("1.0" vs "1") are the same flag value.
-    relevant = {
-        k: [str(_canonical(_number(x))) for x in v] if isinstance(v, list) else _canonical(v)
-        for k, v in values.items()
-        if k not in NON_TRAINING_FLAGS
-    }
-    if init_key:
-        relevant["init_checkpoint"] = f"run:{init_key}"
-    if launch:
-        relevant["launch_local"] = list(launch)
-    text = json.dumps(relevant, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def _number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return text
-
-
-def _logdirs_of_flagfiles():
-    """{normalized --logdir: flagfile} of every experiment flagfile."""
-    result = {}
-    for flagfile in paper_tables.all_flagfiles():
-        logdir = resolve_flags([f"--flagfile={flagfile}"])["logdir"]
-        if logdir:
-            result[os.path.normpath(logdir)] = flagfile
-    return result
-
-
-def run_key(args, logdirs=None, launch=()):
-    """The training key of ``args``, its earlier stage (if any) included, recursively."""
-    logdirs = _logdirs_of_flagfiles() if logdirs is None else logdirs
-    values = resolve_flags(args)
-    stage = prerequisite(values, logdirs)
-    return training_key(
-        values, run_key([f"--flagfile={stage}"], logdirs) if stage else None, launch
-    )
-
-
-def prerequisite(values, logdirs=None):
-    """The flagfile whose run ``values["init_checkpoint"]`` names (an earlier stage), or None."""
-    init = values.get("init_checkpoint")
-    if not init:
-        return None
-    logdirs = _logdirs_of_flagfiles() if logdirs is None else logdirs
-    return logdirs.get(os.path.normpath(init))
-
-
-# ------------------------------------------------------------------------------------------------
-# Smoke mode.
-# ------------------------------------------------------------------------------------------------
-
-
-def smoke_crop(size):
-    """513 -> 33, 321 -> 21, 769 -> 49: about 1/16 of a crop, kept of the form 8k + 1."""
-    return max(9, int(round((int(size) - 1) / 16.0)) + 1)
-
-
-def smoke_overrides(values, dataset_dir, steps, *, keep_strategy=False):
-    """Flags appended to a row under --smoke (see the module docstring); ``keep_strategy``: a
-    cluster row (launched by launch_local) keeps its --strategy."""
-    overrides = [
-        f"--backbone={SMOKE_BACKBONE}",
-        "--imagenet_weights=",
-        f"--aspp_filters={SMOKE_ASPP_FILTERS}",
-        "--crop_size=" + ",".join(str(smoke_crop(c)) for c in values["crop_size"]),
-        f"--training_steps={steps}",
-        f"--save_checkpoint_steps={steps}",
-        "--log_steps=1",
-        "--image_summary_steps=0",
-        f"--dataset_dir={dataset_dir}",
-        "--train_split=train",
-        "--eval_split=val",
-        "--num_classes=0",
-        "--shuffle_buffer=16",
-        "--noeval_after_training",
-        "--mixed_precision=none",
-    ]
-    if not keep_strategy:
-        overrides.append("--strategy=default")
-    if values["bootstrap_classes"]:
-        overrides.append("--bootstrap_classes=shape_1")
-    return overrides
-
-
-def smoke_launch(launch, max_workers):
-    """A row's launch_local flags under --smoke: at most ``max_workers`` workers, one ps."""
-    out = []
-    for arg in launch:
-        if arg.startswith("--workers="):
-            arg = f"--workers={min(int(arg.split('=', 1)[1]), max(1, int(max_workers)))}"
-        elif arg.startswith("--ps="):
-            arg = "--ps=1"
-        out.append(arg)
-    return tuple(out)
 
 
 def build_smoke_dataset(dataset_dir):
@@ -245,96 +69,6 @@ def build_smoke_dataset(dataset_dir):
             seed=0,
         )
     return dataset_dir
-
-
-# ------------------------------------------------------------------------------------------------
-# The plan: which runs train (in which order) and how each row is evaluated.
-# ------------------------------------------------------------------------------------------------
-
-
-class Run:
-    """One training run: its flags, its key and the run it is initialized from."""
-
-    def __init__(self, args, values, key, init=None, launch=()):
-        self.args = list(args)
-        self.values = values
-        self.key = key
-        self.init = init
-        self.launch = tuple(launch)
-        self.run_dir = None
-        self.trained = False
-
-    @property
-    def name(self):
-        return os.path.basename(os.path.normpath(self.values["logdir"] or "run"))
-
-
-class Planner:
-    """Resolves rows into training runs, sharing identical ones.
-
-    Args:
-      extra_args: flags appended to every row (this command line's experiment flags).
-      smoke_dataset: under --smoke, the synthetic dataset folder (else None).
-      smoke_steps: training steps under --smoke.
-      smoke_max_workers: under --smoke, the most workers of a row's cluster (Table 11).
-    """
-
-    def __init__(self, extra_args=(), smoke_dataset=None, smoke_steps=3, smoke_max_workers=2):
-        self.extra_args = list(extra_args)
-        self.smoke_dataset = smoke_dataset
-        self.smoke_steps = smoke_steps
-        self.smoke_max_workers = smoke_max_workers
-        self.runs = {}  # key -> Run, in the order they must train
-        self._logdirs = _logdirs_of_flagfiles()
-
-    def row_args(self, row_args, launch=()):
-        """The flags of a row: flagfile, overrides, this command line's flags, smoke flags."""
-        args = list(row_args) + self.extra_args
-        if self.smoke_dataset:
-            args += smoke_overrides(
-                resolve_flags(args),
-                self.smoke_dataset,
-                self.smoke_steps,
-                keep_strategy=bool(launch),
-            )
-        return args
-
-    def launch_args(self, launch):
-        """A row's launch_local flags (capped under --smoke)."""
-        if launch and self.smoke_dataset:
-            return smoke_launch(launch, self.smoke_max_workers)
-        return tuple(launch)
-
-    def run_for(self, row_args, launch=()):
-        """The (shared) :class:`Run` that trains the model of ``row_args``; earlier stages first."""
-        args = self.row_args(row_args, launch)
-        launch = self.launch_args(launch)
-        values = resolve_flags(args)
-        init = None
-        stage = prerequisite(values, self._logdirs)
-        if stage is not None:
-            init = self.run_for([f"--flagfile={stage}"])
-        key = training_key(values, init.key if init else None, launch)
-        if key not in self.runs:
-            self.runs[key] = Run(args, values, key, init, launch)
-        return self.runs[key]
-
-
-def plan_table(table, planner):
-    """[(row, Run or None, resolved flags of the row)] for every row of ``table``."""
-    planned = []
-    for row in table.rows:
-        if not row.reproducible:
-            planned.append((row, None, None))
-            continue
-        run = planner.run_for(row.args(), row.launch)
-        planned.append((row, run, resolve_flags(planner.row_args(row.args(), row.launch))))
-    return planned
-
-
-# ------------------------------------------------------------------------------------------------
-# Running.
-# ------------------------------------------------------------------------------------------------
 
 
 def _read_json(path):
@@ -378,11 +112,6 @@ def assign_run_dir(run, runs_dir, reuse=True, taken=()):
     return False
 
 
-def without_flags(args, names):
-    """``args`` less every "--name=value" / "--[no]name" that sets one of ``names``."""
-    return [arg for arg in args if flag_name(arg) not in names]
-
-
 def train_command(run):
     """The subprocess command line that trains ``run`` into ``run.run_dir``.
 
@@ -391,17 +120,16 @@ def train_command(run):
     """
     # The run's folder replaces the row's own --logdir (the flagfile's is overridden by the
     # last one); an earlier stage's folder replaces --init_checkpoint.
-    args = without_flags(run.args, {"logdir"} | ({"init_checkpoint"} if run.init else set()))
+    args = plan.command_args(
+        run.flagfile,
+        run.settings,
+        without={"logdir"} | ({"init_checkpoint"} if run.init else set()),
+        root=REPO_ROOT,
+    )
     if run.launch:
-        command = [
-            sys.executable,
-            "-m",
-            "deeplab.launch_local",
-            *run.launch,
-            "--",
-        ] + absolute_flagfile_args(args)
+        command = [sys.executable, "-m", "deeplab.launch_local", *run.launch, "--"] + args
     else:
-        command = [sys.executable, "-m", "deeplab.train"] + absolute_flagfile_args(args)
+        command = [sys.executable, "-m", "deeplab.train"] + args
     command.append(f"--logdir={run.run_dir}")
     if run.init is not None:
         command.append(f"--init_checkpoint={run.init.run_dir}")
@@ -457,9 +185,8 @@ def train(run, *, reuse=True, log=print):
 
 def eval_command(row, run, planner):
     """The evaluate (or, for a test-set row, visualize) command of a row, for --dry_run."""
-    args = absolute_flagfile_args(
-        without_flags(planner.row_args(row.args(), row.launch), RUN_DIR_FLAGS)
-    )
+    settings, _ = planner.resolve(row.flagfile, row.overrides, row.launch)
+    args = plan.command_args(row.flagfile, settings, without=RUN_DIR_SETTINGS, root=REPO_ROOT)
     if row.split == "test":
         args += ["--save_raw_predictions", "--vis_num_images=0"]
         if planner.smoke_dataset is None:
@@ -470,18 +197,17 @@ def eval_command(row, run, planner):
     return [sys.executable, "-m", binary] + args + [f"--checkpoint={run.run_dir}"]
 
 
-def eval_settings(values):
-    """Keyword arguments of ``evaluation.evaluate_checkpoint`` from a row's resolved flags."""
-    config = experiment.from_flag_values(values)
+def eval_settings(config):
+    """Keyword arguments of ``evaluation.evaluate_checkpoint`` from a row's config."""
     return config.eval.evaluate_kwargs(config.data)
 
 
-def evaluate_row(run, values, evals_dir, *, reuse=True):
+def evaluate_row(run, config, evals_dir, *, reuse=True):
     """mIOU (percent) of one row: its run evaluated with its evaluation flags (cached)."""
     # TensorFlow is imported only when a run needs it (--dry_run and --update_readme do not).
     from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
 
-    settings = eval_settings(values)
+    settings = eval_settings(config)
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     results_dir = os.path.join(evals_dir, f"{run.name}-{run.key}-{tag}")
     if reuse and os.path.exists(os.path.join(results_dir, evaluation.RESULTS_FILE)):
@@ -492,7 +218,7 @@ def evaluate_row(run, values, evals_dir, *, reuse=True):
     return 100.0 * results["miou"], results_dir
 
 
-def server_row(run, values, row, server_dir, *, smoke=False):
+def server_row(run, config, row, server_dir, *, smoke=False):
     """Writes the evaluation server's files of a test-set row; returns their folder.
 
     Under --smoke the eval split of the synthetic dataset stands in for the test images.
@@ -500,7 +226,7 @@ def server_row(run, values, row, server_dir, *, smoke=False):
     # TensorFlow is imported only when a run needs it (--dry_run and --update_readme do not).
     from deeplab.evaluation import vis_export  # pylint: disable=import-outside-toplevel
 
-    settings = eval_settings(values)
+    settings = eval_settings(config)
     inputs = {}
     if not smoke:
         for arg in row.server_args:
@@ -568,7 +294,7 @@ def format_markdown(table, results, smoke):
 
 def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=print):
     """Trains and evaluates every row of ``table``; returns the list of row results."""
-    planned = plan_table(table, planner)
+    planned = plan.plan_table(table, planner)
     taken = set()
     for run in planner.runs.values():
         assign_run_dir(run, output_dir, reuse, taken)
@@ -579,7 +305,7 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
             log(" ".join(["python", "-m"] + train_command(run)[2:]))
         log(f"# {sum(1 for _, run, _ in planned if run is not None)} evaluation(s)")
     results = []
-    for row, run, values in planned:
+    for row, run, config in planned:
         if run is None:
             results.append({"row": row, "ours": None, "note": row.note})
             continue
@@ -592,7 +318,7 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
         if row.split == "test":
             server_dir = server_row(
                 run,
-                values,
+                config,
                 row,
                 os.path.join(output_dir, "server", f"table{table.number}"),
                 smoke=planner.smoke_dataset is not None,
@@ -609,7 +335,7 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
             log(f"  server files in {server_dir}")
             continue
         miou, results_dir = evaluate_row(
-            run, values, os.path.join(output_dir, "evals"), reuse=reuse
+            run, config, os.path.join(output_dir, "evals"), reuse=reuse
         )
         result = {
             "row": row,
@@ -690,9 +416,14 @@ def paper_text(row):
     return f"{row.paper_miou:.1f}" if row.split == "test" else f"{row.paper_miou:.2f}"
 
 
-def readme_rows_markdown():
-    """The generated part of experiments/README.md: every row, its commands, its paper mIOU."""
-    logdirs = _logdirs_of_flagfiles()
+def readme_rows_markdown(flagfile_configs):
+    """The generated part of experiments/README.md: every row, its commands, its paper mIOU.
+
+    Args:
+      flagfile_configs: ``{flagfile: ExperimentConfig}`` of every flagfile (see
+        :class:`~deeplab.orchestration.plan.Planner`).
+    """
+    planner = plan.Planner(flagfile_configs)
     keys = {}  # training key -> (table, row index, logdir)
     lines = []
     for table in paper_tables.TABLES.values():
@@ -712,46 +443,46 @@ def readme_rows_markdown():
                     f"| {index} | {label} | {paper_text(row)} | not reproducible: {row.note} | |"
                 )
                 continue
-            values = resolve_flags(row.args())
-            stage = prerequisite(values, logdirs)
-            key = run_key(row.args(), logdirs, row.launch)
-            train_args = [a for a in row.args() if flag_name(a) not in EVAL_FLAGS]
-            eval_args = list(row.args())
-            if key in keys:
-                first_table, first_index, logdir = keys[key]
-                train_cell = f"same run as Table {first_table} row {first_index} (`{logdir}`)"
-                if os.path.normpath(logdir) != os.path.normpath(values["logdir"]):
-                    eval_args.append(f"--checkpoint={logdir}")
-            else:
-                keys[key] = (table.number, index, values["logdir"])
-                if row.launch:
-                    train_cell = (
-                        f"`python -m deeplab.launch_local {' '.join(row.launch)} -- "
-                        f"{' '.join(train_args)}`"
-                    )
-                else:
-                    train_cell = f"`python -m deeplab.train {' '.join(train_args)}`"
-                if stage is not None:
-                    train_cell += f" (after `{stage}`)"
-            if row.split == "test":
-                eval_cell = (
-                    "`python -m deeplab.visualize "
-                    + " ".join(
-                        _quote(a)
-                        for a in eval_args
-                        + ["--save_raw_predictions", "--vis_num_images=0"]
-                        + list(row.server_args)
-                    )
-                    + "`"
-                )
-            else:
-                eval_cell = f"`python -m deeplab.evaluate {' '.join(eval_args)}`"
+            train_cell, eval_cell = _readme_commands(row, (table.number, index), planner, keys)
             note = f" ({row.note})" if row.note else ""
             lines.append(
                 f"| {index} | {label}{note} | {paper_text(row)} | {train_cell} | {eval_cell} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _readme_commands(row, place, planner, keys):
+    """(train cell, evaluate cell) of a reproducible row in experiments/README.md; ``keys``:
+    {training key: (table, row index, logdir)} of the runs listed so far (updated)."""
+    config = planner.row_config(row)
+    stage = plan.prerequisite(config, planner.logdirs)
+    key = planner.row_run(row).key
+    train_args = plan.command_args(
+        row.flagfile, [(n, v) for n, v in row.overrides if n not in plan.EVAL_SETTINGS]
+    )
+    eval_args = list(row.args())
+    if key in keys:
+        first_table, first_index, logdir = keys[key]
+        train_cell = f"same run as Table {first_table} row {first_index} (`{logdir}`)"
+        if os.path.normpath(logdir) != os.path.normpath(config.train.logdir):
+            eval_args.append(f"--checkpoint={logdir}")
+    else:
+        keys[key] = (*place, config.train.logdir)
+        if row.launch:
+            train_cell = (
+                f"`python -m deeplab.launch_local {' '.join(row.launch)} -- {' '.join(train_args)}`"
+            )
+        else:
+            train_cell = f"`python -m deeplab.train {' '.join(train_args)}`"
+        if stage is not None:
+            train_cell += f" (after `{stage}`)"
+    if row.split == "test":
+        eval_args += ["--save_raw_predictions", "--vis_num_images=0", *row.server_args]
+        eval_cell = f"`python -m deeplab.visualize {' '.join(_quote(a) for a in eval_args)}`"
+    else:
+        eval_cell = f"`python -m deeplab.evaluate {' '.join(eval_args)}`"
+    return train_cell, eval_cell
 
 
 def readme_with_rows(text, rows):
@@ -763,18 +494,14 @@ def readme_with_rows(text, rows):
     return f"{head}{README_BEGIN}\n\n{rows}\n{README_END}{tail}"
 
 
-def update_readme(path=None):
-    """Rewrites the generated rows section of experiments/README.md. Returns True if it changed."""
+def update_readme(flagfile_configs, path=None):
+    """Rewrites the generated rows section of experiments/README.md (``flagfile_configs``: see
+    :class:`~deeplab.orchestration.plan.Planner`). Returns True if it changed."""
     path = path or os.path.join(REPO_ROOT, README)
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    new = readme_with_rows(text, readme_rows_markdown())
+    new = readme_with_rows(text, readme_rows_markdown(flagfile_configs))
     if new != text:
         with open(path, "w", encoding="utf-8") as f:
             f.write(new)
     return new != text
-
-
-# ------------------------------------------------------------------------------------------------
-# The binary.
-# ------------------------------------------------------------------------------------------------
