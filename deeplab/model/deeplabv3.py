@@ -43,9 +43,7 @@ from deeplab.model.heads import ASPP_REFERENCE_STRIDE, HEAD_NAMES as HEADS  # no
 from deeplab.model.heads import scale_atrous_rates  # noqa: F401
 from deeplab.model.weights import load_imagenet_backbone  # noqa: F401
 
-# Constructor keywords that are not part of the config (get_config, model_config.json): they
-# choose kernels, not the function the model computes.
-NON_CONFIG_KEYWORDS = ("performance",)
+DEFAULT_NAME = "deeplabv3"
 
 RecomputeSegments = collections.namedtuple("RecomputeSegments", ["front", "rest"])
 RecomputeSegments.__doc__ = """A DeepLabV3 split in two at a backbone endpoint (see
@@ -136,7 +134,7 @@ class DeepLabV3(keras.Model):
       ConfigError: settings no model can be built with (the message names the flag).
     """
 
-    def __init__(self, *, name="deeplabv3", performance=None, **kwargs):
+    def __init__(self, *, name=DEFAULT_NAME, performance=None, **kwargs):
         settings = ModelSettings(
             **{key: kwargs.pop(key) for key in ModelSettings.names() if key in kwargs}
         )
@@ -239,7 +237,7 @@ class DeepLabV3(keras.Model):
         config = dict(config)
         if config.get("backbone") in MOBILENET_BACKBONES:
             config.setdefault("backbone_padding", "same")
-        for name, default in ModelSettings.defaults().items():
+        for name, default in {"name": DEFAULT_NAME, **ModelSettings.defaults()}.items():
             config.setdefault(name, default)
         return config
 
