@@ -18,7 +18,7 @@ _LAZY = {
     "load": "deeplab.export.loading",
     "Segmenter": "deeplab.export.loading",
     "build_model": "deeplab.model.deeplabv3",
-    "load_imagenet_backbone": "deeplab.model.deeplabv3",
+    "load_imagenet_backbone": "deeplab.model.weights",
     "rebuild_with_output_stride": "deeplab.model.deeplabv3",
     "atrous_plan": "deeplab.model.resnet",
     "normalize_image": "deeplab.model.preprocessing",

@@ -668,3 +668,59 @@ def test_batch_norm_decay_follows_the_authors_per_backbone():
         ]
         == 0.0
     )
+
+
+# ----------------------------------------------------------------------------- the parts
+
+
+def test_the_settings_are_the_config_keys_and_the_model_config_section():
+    """ModelSettings is the one list of model settings: DeepLabV3's get_config keys, and (under
+    the flags' names, without num_classes and input_shape) the config's model section with the
+    same defaults."""
+    from deeplab.config.experiment import ModelConfig  # pylint: disable=import-outside-toplevel
+    from deeplab.model.settings import ModelSettings  # pylint: disable=import-outside-toplevel
+
+    model = _tiny()
+    assert set(model.get_config()) == {"name", "trainable"} | set(ModelSettings.names())
+    assert model.settings == ModelSettings(backbone="resnet14_tiny", num_classes=5, aspp_filters=16)
+    defaults = ModelSettings.defaults()
+    del defaults["input_shape"]
+    assert ModelConfig().build_kwargs(defaults["num_classes"]) == defaults
+    assert ModelConfig.from_build_kwargs(ModelSettings().config()) == ModelConfig()
+
+
+@pytest.mark.parametrize("name", ["resnet14_tiny", "mobilenet_v2_dm05"])
+def test_the_backbone_factory_returns_the_backbone_and_its_plan(name):
+    from deeplab.model import backbones, mobilenet  # pylint: disable=import-outside-toplevel
+    from deeplab.model.settings import ModelSettings  # pylint: disable=import-outside-toplevel
+
+    settings = ModelSettings(backbone=name, output_stride=8, multi_grid=(1, 1, 1))
+    backbone = backbones.build_backbone(settings)
+    assert backbone.model.name == name and backbone.spec is backbones.BACKBONES[name]
+    expected = (
+        resnet.atrous_plan(8, 0, (1, 1, 1), 14)
+        if name == "resnet14_tiny"
+        else mobilenet.mobilenet_plan(8)
+    )
+    assert backbone.plan == expected == backbones.stride_plan(settings)
+    assert set(backbone.model.output) >= {"stem", "block1", "block2", "features"}
+    with pytest.raises(ConfigError, match="--backbone='vgg16'"):
+        backbones.build_backbone(settings.replace(backbone="vgg16"))
+
+
+def test_the_head_factory():
+    """ASPP with its rates scaled to the output stride; ASPP-lite (no atrous rates): the 1x1
+    branch and image pooling; the cascade: no layer, the logits read the last block."""
+    from deeplab.model import heads  # pylint: disable=import-outside-toplevel
+    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
+    from deeplab.model.settings import ModelSettings  # pylint: disable=import-outside-toplevel
+
+    options = PerformanceOptions()
+    aspp = heads.build_head(ModelSettings(output_stride=8, aspp_filters=4), options)
+    assert aspp.name == "aspp" and aspp.rates == (12, 24, 36) and aspp.image_pooling
+    lite = heads.build_head(ModelSettings(atrous_rates=()), options)
+    assert len(lite.branches) == 1 and lite.pool_branch is not None
+    assert heads.build_head(ModelSettings(head="cascade"), options) is None
+    assert heads.HEADS["cascade"].layer_names == () and heads.HEADS["aspp"].layer_names == ("aspp",)
+    with pytest.raises(ConfigError, match="--head='fcn'"):
+        heads.check_head(ModelSettings(head="fcn"))

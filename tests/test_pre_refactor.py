@@ -1,14 +1,19 @@
 """The package layout of issue 16 changed no number: a checkpoint written by the code before it
 restores with the same logits and resumes, and the quick start trains with the same losses.
+Splitting the model into parts (issue 28) changed none either: the checkpoints,
+model_config.json files and ``.keras`` files of the monolithic model load with the same logits.
 
 The fixtures in tests/fixtures/pre_refactor were written by
-``tests/fixtures/pre_refactor/make.py`` at commit e6143c2, the last commit before the layout.
+``tests/fixtures/pre_refactor/make.py`` at commit e6143c2, the last commit before the layout,
+and (``parts_*``) by ``tests/fixtures/pre_refactor/make_parts.py`` at commit 8a13d62, the last
+commit before the model was built from parts.
 """
 
 import json
 import os
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -19,6 +24,7 @@ from deeplab.data import synthetic
 from deeplab.model import preprocessing
 from deeplab.training import trainer
 from deeplab.logdir import checkpoints
+from deeplab.model.deeplabv3 import DeepLabV3
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pre_refactor")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +48,42 @@ def test_a_pre_refactor_checkpoint_restores_with_the_same_logits(tmp_path):
     expected = np.load(os.path.join(FIXTURES, "tiny_logits.npy"))
     assert logits.shape == expected.shape
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+# The models of make_parts.py: every backbone family, both heads, ASPP-lite, the decoder.
+PARTS_MODELS = ("resnet_aspp_decoder", "resnet_cascade", "mobilenet_lite")
+
+
+@pytest.fixture(scope="module", name="parts")
+def _parts(tmp_path_factory):
+    """The folder of the pre-change model files (parts_models.tar.xz) and their logits."""
+    folder = tmp_path_factory.mktemp("parts")
+    with tarfile.open(os.path.join(FIXTURES, "parts_models.tar.xz")) as archive:
+        archive.extractall(folder, filter="data")
+    return folder / "parts_models", dict(np.load(os.path.join(FIXTURES, "parts_logits.npz")))
+
+
+def _assert_same_logits(model, expected, images):
+    logits = np.asarray(model(images, training=False))
+    assert logits.shape == expected.shape
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", PARTS_MODELS)
+def test_pre_parts_checkpoints_and_configs_load_with_the_same_logits(parts, name):
+    folder, logits = parts
+    recorded = json.load(open(folder / name / "model_config.json", encoding="utf-8"))
+    model = checkpoints.load_model(str(folder / name))
+    assert json.loads(json.dumps(model.get_config())) == recorded
+    _assert_same_logits(model, logits[name], logits["images"])
+
+
+@pytest.mark.parametrize("name", PARTS_MODELS)
+def test_pre_parts_keras_files_load_with_the_same_logits(parts, name):
+    folder, logits = parts
+    model = keras.saving.load_model(str(folder / name / "model.keras"))
+    assert isinstance(model, DeepLabV3)
+    _assert_same_logits(model, logits[name], logits["images"])
 
 
 def test_a_pre_refactor_training_run_resumes(tmp_path):

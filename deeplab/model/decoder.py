@@ -21,6 +21,7 @@ at their 513 crops).
 import keras
 from keras import ops
 
+from deeplab.common.errors import ConfigError
 from deeplab.model.aspp import HEAD_BN_EPSILON
 from deeplab.model.batch_norm import BatchNormalization
 from deeplab.model.layers import stride_upsample
@@ -167,4 +168,39 @@ class Decoder(keras.layers.Layer):
         }
 
 
-__all__ = ["Decoder", "ENDPOINT_FOR_STRIDE"]
+def check_decoder(settings):
+    """Raises ConfigError if ``settings`` (a ``deeplab.model.settings.ModelSettings``) ask for
+    a decoder stride there is no endpoint for, or one above the output stride."""
+    stride = settings.decoder_output_stride
+    if stride and stride not in ENDPOINT_FOR_STRIDE:
+        raise ConfigError(
+            f"--decoder_output_stride={stride}: choose 0 (no "
+            f"decoder) or one of {sorted(ENDPOINT_FOR_STRIDE)}"
+        )
+    if stride and settings.output_stride < stride:
+        raise ConfigError(
+            f"--decoder_output_stride={stride} is above "
+            f"--output_stride={settings.output_stride}: the decoder upsamples"
+        )
+
+
+def build_decoder(settings, performance):
+    """The decoder ``settings`` ask for (``decoder_output_stride``, ``decoder_separable``,
+    the head's BN decay and weight decay), or None for DeepLabv3 (``decoder_output_stride``
+    0). It reads the backbone endpoint ``ENDPOINT_FOR_STRIDE[settings.decoder_output_stride]``.
+    """
+    check_decoder(settings)
+    if not settings.decoder_output_stride:
+        return None
+    return Decoder(
+        settings.output_stride,
+        settings.decoder_output_stride,
+        separable=settings.decoder_separable,
+        batch_norm_momentum=settings.batch_norm_momentum,
+        weight_decay=settings.weight_decay,
+        fused_batch_norm=performance.fused_batch_norm,
+        name="decoder",
+    )
+
+
+__all__ = ["Decoder", "ENDPOINT_FOR_STRIDE", "build_decoder", "check_decoder"]

@@ -9,9 +9,10 @@ exactly what runs.
 import keras
 import tensorflow as tf
 
+from deeplab.model import backbones
 from deeplab.model import deeplabv3 as model_lib
+from deeplab.model import heads
 from deeplab.model import mobilenet
-from deeplab.model import resnet
 
 
 def conv_flops(model, height, width):
@@ -46,17 +47,16 @@ def conv_flops(model, height, width):
     return sum(f for _, f in per_op), per_op
 
 
-def _mobilenet_table(output_stride):
-    """Rows of the MobileNetV2 plan: one per inverted residual block."""
+def _mobilenet_table(plan):
+    """Rows of the MobileNetV2 plan (``mobilenet.mobilenet_plan``): one per inverted residual
+    block."""
     # Channels at depth 1.0.
     rows = [
         "block          expansion  channels  stride  output_stride  depthwise rate",
         "Conv1 (stem)   -          32        2       2              -",
     ]
     current = mobilenet.STEM_STRIDE
-    for index, ((expansion, channels, _), (stride, rate)) in enumerate(
-        zip(mobilenet.BLOCKS, mobilenet.mobilenet_plan(output_stride))
-    ):
+    for index, ((expansion, channels, _), (stride, rate)) in enumerate(zip(mobilenet.BLOCKS, plan)):
         current *= stride
         rows.append(
             f"{mobilenet.block_prefix(index).rstrip('_'):<14} {expansion:<10} "
@@ -80,13 +80,8 @@ def describe(model_kwargs, crop):
         "features"
     ].shape
 
-    if model.backbone in model_lib.MOBILENET_BACKBONES:
-        plan = None
-    else:
-        depth = model_lib.BACKBONES[model.backbone][0]
-        plan = resnet.atrous_plan(
-            model.output_stride, model.num_cascaded_blocks, model.multi_grid, depth
-        )
+    family = backbones.get(model.backbone).family
+    plan = backbones.stride_plan(model.settings)
     num_params = model.count_params()
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     lines = [
@@ -96,7 +91,7 @@ def describe(model_kwargs, crop):
     if model.head == "aspp":
         lines.append(
             f"ASPP rates at this output stride: "
-            f"{model_lib.scale_atrous_rates(model.atrous_rates, model.output_stride)}"
+            f"{heads.scale_atrous_rates(model.atrous_rates, model.output_stride)}"
             f" (given for OS 16: {model.atrous_rates}), "
             f"image_pooling={model.image_pooling}"
         )
@@ -110,8 +105,8 @@ def describe(model_kwargs, crop):
         f"{feature_shape[1]}x{feature_shape[2]}x{feature_shape[3]}",
         "",
     ]
-    if plan is None:
-        lines += _mobilenet_table(model.output_stride)
+    if family == "mobilenet_v2":
+        lines += _mobilenet_table(plan)
     else:
         lines += [
             "block   units  stride  output_stride  atrous rates",

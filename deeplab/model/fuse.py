@@ -26,6 +26,7 @@ import keras
 from keras import layers
 
 from deeplab.model.aspp import ASPP
+from deeplab.model.settings import attribute_names
 
 
 def _folded_conv_weights(conv, bn):
@@ -196,24 +197,9 @@ def _fuse_functional(model):
     return new_model, count[0]
 
 
-# Attributes of deeplab.model.deeplabv3.DeepLabV3 that evaluation, serving and export read.
-_MODEL_ATTRIBUTES = (
-    "backbone",
-    "num_classes",
-    "output_stride",
-    "multi_grid",
-    "atrous_rates",
-    "image_pooling",
-    "head",
-    "num_cascaded_blocks",
-    "upsample_logits",
-    "aspp_filters",
-    "decoder_output_stride",
-    "decoder_separable",
-    "backbone_padding",
-    "model_input_shape",
-    "performance",
-)
+# Attributes of deeplab.model.deeplabv3.DeepLabV3 that evaluation, serving and export read: its
+# settings (deeplab.model.settings) and its performance options.
+_MODEL_ATTRIBUTES = attribute_names() + ("performance",)
 
 
 def fuse_batch_norm(model):
