@@ -9,6 +9,7 @@ position and a flipped pass differs from an unflipped one. The expected values u
 half-pixel bilinear resize and the numpy form of that model, both written here.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -377,3 +378,37 @@ def test_mobilenet_evaluation_padding_reaches_the_network_as_zero():
     np.testing.assert_allclose(unit[:, 5:], 0.0, atol=1e-6)
     np.testing.assert_allclose(unit[:, :, 7:], 0.0, atol=1e-6)
     np.testing.assert_allclose(padded.numpy()[:, :5, :7], images.numpy(), atol=1e-4)
+
+
+def test_inference_options_are_normalized_and_checked_once():
+    options = InferenceOptions(
+        scales=[1, 0.5], flip=1, tile_size=33, tile_overlap=0, output_stride=0, pad_to=[49]
+    )
+    assert options.scales == (1.0, 0.5) and options.flip is True
+    assert options.tile_size == (33, 33) and options.tile_overlap == 0.0
+    assert options.output_stride is None and options.pad_to == (49, 49)
+    assert InferenceOptions(tile_size=0).tile_size is None
+    assert InferenceOptions().is_default and InferenceOptions(tile_overlap=0.5).is_default
+    assert not InferenceOptions(output_stride=8).is_default
+    # the keys evaluation settings were recorded with (deeplab.reproduce keys its cache by them)
+    assert InferenceOptions().as_dict() == {"output_stride": None, "scales": (1.0,), "flip": False}
+    assert set(InferenceOptions(tile_size=9, pad_to=9).as_dict()) == {
+        "output_stride",
+        "scales",
+        "flip",
+        "tile_size",
+        "tile_overlap",
+        "pad_to",
+    }
+    for changes, message in [
+        ({"tile_overlap": 1.0}, r"tile_overlap must be in \[0, 1\)"),
+        ({"tile_size": (0, 5)}, "tile_size takes a positive size"),
+        ({"pad_to": (1, 2, 3)}, "pad_to takes a positive size"),
+        ({"output_stride": -8}, "output_stride must be a positive integer"),
+        ({"scales": (1.0, -1.0)}, "scales must be positive"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            InferenceOptions(**changes)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.flip = False  # pylint: disable=assigning-non-slot
+    assert options.replace(flip=False).flip is False and options.flip is True

@@ -95,32 +95,38 @@ class DataConfig:
     synthetic_num_val: int = _field(100)
     synthetic_num_classes: int = _field(5)
 
-    # make_train_dataset's keyword for each sampling / augmentation setting (the same where
-    # absent from this map).
+    # The keyword of ``deeplab.data.input_pipeline.Parser`` / ``make_train_dataset`` for each
+    # augmentation setting (the same where absent from this map).
     _PIPELINE_NAMES = {
         "min_scale_factor": "min_scale",
         "max_scale_factor": "max_scale",
         "scale_factor_step": "scale_step",
         "random_flip": "flip",
     }
-    _PIPELINE_SETTINGS = (
+    # What the parser does to each example (Sec. 4.1), and how the reader samples them.
+    _PARSER_SETTINGS = (
         "crop_size",
         "min_scale_factor",
         "max_scale_factor",
         "scale_factor_step",
         "random_flip",
-        "bootstrap_classes",
-        "bootstrap_repeat",
-        "shuffle_buffer",
     )
+    _READER_SETTINGS = ("bootstrap_classes", "bootstrap_repeat", "shuffle_buffer")
+
+    def parser_kwargs(self):
+        """Keyword arguments of ``deeplab.data.input_pipeline.Parser`` that this section sets
+        (crop, scales, flip)."""
+        return {self._PIPELINE_NAMES.get(n, n): getattr(self, n) for n in self._PARSER_SETTINGS}
+
+    def reader_kwargs(self):
+        """Keyword arguments of ``deeplab.data.input_pipeline.read_train_dataset`` that this
+        section sets (bootstrapping, shuffling)."""
+        return {name: getattr(self, name) for name in self._READER_SETTINGS}
 
     def pipeline_kwargs(self):
         """Keyword arguments of ``deeplab.data.input_pipeline.make_train_dataset`` that this
-        section sets (crop, scales, flip, bootstrapping, shuffling)."""
-        return {
-            self._PIPELINE_NAMES.get(name, name): getattr(self, name)
-            for name in self._PIPELINE_SETTINGS
-        }
+        section sets: :meth:`parser_kwargs` and :meth:`reader_kwargs` together."""
+        return {**self.parser_kwargs(), **self.reader_kwargs()}
 
 
 @dataclasses.dataclass

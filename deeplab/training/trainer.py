@@ -596,9 +596,13 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
     skip_batches = start_step if exact_resume else 0
 
     def dataset_fn(input_context, verify=True):
-        return input_pipeline.make_train_dataset(
+        parser = input_pipeline.Parser(
+            pad_value=preprocessing.pad_pixel(config.model.backbone), **data.parser_kwargs()
+        )
+        return input_pipeline.read_train_dataset(
             data.dataset_dir,
             data.train_split,
+            parser,
             batch_size=train.batch_size,
             seed=data_seed,
             deterministic=train.deterministic,
@@ -606,8 +610,7 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
             num_classes=num_classes,
             verify=verify,
             skip_batches=skip_batches,
-            pad_value=preprocessing.pad_pixel(config.model.backbone),
-            **data.pipeline_kwargs(),
+            **data.reader_kwargs(),
         )
 
     if coordinator is None:
