@@ -9,6 +9,11 @@ Training::
 
 Evaluation: every image once, in shard order, at its own size, normalized, label untouched.
 
+What is done to each decoded example is a :class:`Parser`'s (``parse_train``: the augmentation;
+``parse_eval``: the whole image); the readers (:func:`read_train_dataset`,
+:func:`make_eval_dataset`) only read, sample and batch. :func:`make_train_dataset` takes the
+parser's settings as keywords and builds it.
+
 ``dataset_dir`` is either a directory made by ``datasets/*.py`` (shards + dataset.json) or a
 TFDS spec::
 
