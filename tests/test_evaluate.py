@@ -383,7 +383,7 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
             write_checkpoint(logdir, tiny_model, 2, dataset_dir)
             write_checkpoint(logdir, tiny_model, 3, dataset_dir)
 
-    settings = {"dataset_dir": dataset_dir, "split": "val", "limit": 1}
+    settings = evaluation.EvalSettings(dataset_dir, split="val", limit=1)
     evaluated = continuous.watch(
         logdir, settings, timeout=25, interval=10, sleep=sleep, clock=lambda: now[0]
     )
