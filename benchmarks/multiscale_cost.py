@@ -34,15 +34,18 @@ import keras  # noqa: E402
 from deeplab.evaluation import evaluator as evaluation  # noqa: E402
 from deeplab.model import fuse
 from deeplab.evaluation import inference
+from deeplab.common.inference_options import InferenceOptions
 
 keras.utils.set_random_seed(0)
 model = fuse.fuse_batch_norm(
     deeplab.build_model(backbone="resnet101", num_classes=21, output_stride=16)
 )
 image = tf.constant(np.random.default_rng(0).uniform(-1, 1, (args.size, args.size, 3)), tf.float32)
-full = evaluation.Predictor(model, scales=inference.PAPER_EVAL_SCALES, flip=True)
+full = evaluation.Predictor(
+    model, options=InferenceOptions(scales=inference.PAPER_EVAL_SCALES, flip=True)
+)
 singles = [
-    (evaluation.Predictor(model, scales=(s,)), flip)
+    (evaluation.Predictor(model, options=InferenceOptions(scales=(s,))), flip)
     for s in inference.PAPER_EVAL_SCALES
     for flip in (False, True)
 ]

@@ -36,6 +36,7 @@ def _side(args):
     """One measurement in this process: prints a JSON line, writes the class map."""
     from PIL import Image
 
+    from deeplab.common.inference_options import InferenceOptions
     from deeplab.logdir import checkpoints
     from deeplab.export import serving
 
@@ -58,7 +59,9 @@ def _side(args):
         )
         source = "random mobilenet_v2"
     tile = (args.tile, args.tile) if args.side == "tiled" else None
-    segmenter = serving.KerasSegmenter(model, tile_size=tile, tile_overlap=args.overlap)
+    segmenter = serving.KerasSegmenter(
+        model, options=InferenceOptions(tile_size=tile, tile_overlap=args.overlap)
+    )
     # Warm up on a small image (traces the graph) so the timed call is the large one alone.
     segmenter(image[:97, :97])
     loaded = _rss_mib()

@@ -15,6 +15,7 @@ _jax_guard.install()
 _cpu.enable_onednn_by_default()
 
 _LAZY = {
+    "InferenceOptions": "deeplab.common.inference_options",
     "load": "deeplab.export.loading",
     "Segmenter": "deeplab.export.loading",
     "build_model": "deeplab.model.deeplabv3",

@@ -55,10 +55,11 @@ flags.DEFINE_float("watch_interval", 30.0, "--watch polls the logdir every this 
 
 
 def _settings():
-    """The evaluation settings, as keyword arguments of evaluate_checkpoint: the flags, over
-    the run's recorded config.json when --logdir (or a --checkpoint folder) has one, so
+    """The evaluation settings (``evaluator.EvalSettings``): the flags, over the run's recorded
+    config.json when --logdir (or a --checkpoint folder) has one, so
     ``deeplab.evaluate --logdir=runs/x`` evaluates on the data the run recorded."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
+    from deeplab.evaluation import evaluator  # after the flags: fast --help
     from deeplab.logdir import run_record  # after the flags: fast --help
 
     folder = FLAGS.logdir or (
@@ -78,10 +79,7 @@ def _settings():
             "here on top",
             flush=True,
         )
-    settings = config.eval.evaluate_kwargs(config.data)
-    settings.setdefault("tile_size", None)
-    settings.setdefault("tile_overlap", config.eval.eval_tile_overlap)
-    return settings
+    return evaluator.EvalSettings.from_config(config)
 
 
 def main(argv):

@@ -140,12 +140,7 @@ def _export(run, input_size):
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.export import saved_model as saved_model_lib  # after the flags: fast --help
 
-    saved_model_lib.run_export(
-        checkpoint=run["checkpoint"],
-        export_dir=FLAGS.export_dir,
-        output_stride=FLAGS.eval_output_stride,
-        scales=experiment_flags.eval_scales(),
-        flip=FLAGS.eval_flip,
+    export = saved_model_lib.ExportOptions(
         dataset_dir=FLAGS.dataset_dir,
         class_names=FLAGS.class_names,
         saved_model=FLAGS.saved_model,
@@ -156,11 +151,12 @@ def _export(run, input_size):
         num_calibration_images=FLAGS.num_calibration_images,
         evaluate_split=FLAGS.evaluate_split,
         eval_limit=FLAGS.eval_limit,
-        tile_size=experiment_flags.eval_tile_size(),
-        tile_overlap=FLAGS.eval_tile_overlap,
         max_pixels=FLAGS.serving_max_pixels,
         serving_dtype=FLAGS.serving_dtype,
     )
+    # --eval_pad_to is evaluate's (an export never padded)
+    options = experiment_flags.inference_options().replace(pad_to=None)
+    saved_model_lib.run_export(run["checkpoint"], FLAGS.export_dir, export, options)
 
 
 if __name__ == "__main__":

@@ -103,12 +103,9 @@ def main(argv):
         segmenter = predictor.make_segmenter(
             model=FLAGS.model,
             checkpoint=FLAGS.checkpoint or FLAGS.logdir,
-            scales=experiment_flags.eval_scales(),
-            flip=FLAGS.eval_flip,
-            output_stride=FLAGS.eval_output_stride,
+            # --eval_pad_to is evaluate's (predict never padded)
+            options=experiment_flags.inference_options().replace(pad_to=None),
             num_threads=FLAGS.num_threads,
-            tile_size=experiment_flags.eval_tile_size(),
-            tile_overlap=FLAGS.eval_tile_overlap,
         )
         card = loading.find_card(FLAGS.model or FLAGS.checkpoint or FLAGS.logdir, segmenter)
         print(f"model: {model_card.summary(card) if card else 'no model card'}")

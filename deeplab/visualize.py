@@ -98,16 +98,13 @@ def main(argv):
             input_images=FLAGS.vis_images,
             input_list=FLAGS.vis_image_list,
             num_classes=FLAGS.num_classes or None,
-            output_stride=FLAGS.eval_output_stride or None,
-            scales=experiment_flags.eval_scales(),
-            flip=FLAGS.eval_flip,
+            # --eval_pad_to is evaluate's (visualize never padded)
+            options=experiment_flags.inference_options().replace(pad_to=None),
             limit=FLAGS.eval_limit or None,
             vis_num_images=FLAGS.vis_num_images,
             save_raw_predictions=FLAGS.save_raw_predictions,
             competition=FLAGS.voc_competition,
             alpha=FLAGS.vis_overlay_alpha,
-            tile_size=experiment_flags.eval_tile_size(),
-            tile_overlap=FLAGS.eval_tile_overlap,
         )
         print(
             f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"

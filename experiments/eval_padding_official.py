@@ -8,7 +8,7 @@ The authors evaluate a photo by padding it at the bottom and right to their eval
 VOC) with 127.5 and segmenting the whole canvas (image pooling then averages the padding too).
 Each CamVid photo (360x480, kept at its size) is segmented three ways: by the authors' int8
 interpreter on the padded 513x513 canvas (the reference), and by our float Keras model imported
-from that file, (a) padded the same way (``predict_probabilities(pad_to=(513, 513))``, i.e.
+from that file, (a) padded the same way (``InferenceOptions(pad_to=(513, 513))``, i.e.
 ``--eval_pad_to=513``) and (b) at the photo's own size, unpadded (our default). Printed: the
 share of the photo's pixels whose class equals the reference's, averaged over the photos.
 """
@@ -36,6 +36,7 @@ def main():
 
     from PIL import Image
 
+    from deeplab.common.inference_options import InferenceOptions
     from deeplab.evaluation import inference
     from deeplab.export import official as official_import
     from deeplab.model import preprocessing
@@ -54,7 +55,9 @@ def main():
         canvas[:height, :width] = photo
         reference = _classes(official, np.round(canvas).astype(np.uint8))[:height, :width]
         images = preprocessing.normalize_image(photo[None].astype(np.float32))
-        padded = inference.predict_probabilities(model, images, pad_to=(513, 513))
+        padded = inference.predict_probabilities(
+            model, images, options=InferenceOptions(pad_to=(513, 513))
+        )
         whole = inference.predict_probabilities(model, images)
         for key, probabilities in zip(shares, (padded, whole)):
             classes = np.argmax(np.asarray(probabilities)[0], -1)

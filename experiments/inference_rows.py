@@ -37,6 +37,7 @@ def main():
     import numpy as np
     import tensorflow as tf
 
+    from deeplab.common.inference_options import InferenceOptions
     from deeplab.data import input_pipeline, tfrecord
     from deeplab.evaluation import evaluator, inference, metrics
     from deeplab.logdir import checkpoints
@@ -65,13 +66,15 @@ def main():
         image = example["image"][tf.newaxis]
         label = tf.cast(example["label"], tf.int32)
         height, width = label.shape
-        if pad_to:  # padded first, flipped after, as predict_probabilities(pad_to=...) does
+        if pad_to:  # padded first, flipped after, as predict_probabilities does with pad_to
             image, _ = inference.pad_for_inference(image, pad_to, pad_value)
         passes = {}
         for flipped in (False, True):
             x = tf.reverse(image, [2]) if flipped else image
             for scale in inference.PAPER_EVAL_SCALES:
-                p = inference.predict_probabilities(forward, x, scales=(scale,))
+                p = inference.predict_probabilities(
+                    forward, x, options=InferenceOptions(scales=(scale,))
+                )
                 passes[(scale, flipped)] = tf.reverse(p, [2]) if flipped else p
         single = passes[(1.0, False)]
         ms = tf.add_n([passes[(s, False)] for s in inference.PAPER_EVAL_SCALES])

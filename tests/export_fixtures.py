@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+from deeplab.common.inference_options import InferenceOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 3
@@ -54,7 +55,9 @@ def keras_probabilities(model, images, scales=(1.0,), flip=False):
     from deeplab.model.preprocessing import normalize_image  # pylint: disable=import-outside-toplevel
 
     return ops.convert_to_numpy(
-        inference.predict_probabilities(model, normalize_image(images), scales=scales, flip=flip)
+        inference.predict_probabilities(
+            model, normalize_image(images), options=InferenceOptions(scales=scales, flip=flip)
+        )
     )
 
 
@@ -159,8 +162,7 @@ def shared_float_tflite(tmp_path_factory):
                 quantization="none",
                 class_names=CLASS_NAMES,
                 palette=PALETTE,
-                scales=(1.0,),
-                flip=False,
+                options=InferenceOptions(scales=(1.0,), flip=False),
             ),
         )
     return _CACHE["float_tflite"]

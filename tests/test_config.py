@@ -160,3 +160,46 @@ def test_config_of_args_reads_a_command_line_apart_from_this_process_flags():
         experiment_flags.config_of_args(["--results_dir=x"])
     with pytest.raises(ValueError, match="crop_size"):
         experiment_flags.config_of_args(["--crop_size=0"])  # the flags' validators run
+
+
+def test_the_data_section_makes_the_parser_and_the_reader():
+    """The trainer builds input_pipeline.Parser from parser_kwargs() and passes reader_kwargs()
+    to read_train_dataset: every key is an argument, and the two make pipeline_kwargs()."""
+    import inspect  # pylint: disable=import-outside-toplevel
+
+    from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
+    data = ExperimentConfig.create(crop_size=(33, 41), min_scale_factor=0.75).data
+    parser = input_pipeline.Parser(**data.parser_kwargs())
+    assert parser.crop_size == (33, 41) and parser.min_scale == 0.75 and parser.flip is True
+    reader = inspect.signature(input_pipeline.read_train_dataset).parameters
+    assert set(data.reader_kwargs()) <= set(reader)
+    assert data.pipeline_kwargs() == {**data.parser_kwargs(), **data.reader_kwargs()}
+
+
+def test_the_eval_section_makes_the_inference_options():
+    """EvalConfig.inference_options() is the one InferenceOptions of the eval flags, and
+    evaluate_kwargs() names evaluate_checkpoint's arguments, options among them."""
+    import inspect  # pylint: disable=import-outside-toplevel
+
+    from deeplab.common.inference_options import InferenceOptions  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+
+    config = ExperimentConfig.create(
+        dataset_dir="d",
+        eval_output_stride=8,
+        eval_scales=(0.75, 1.0),
+        eval_flip=True,
+        eval_tile_size=(97, 97),
+        eval_pad_to=(513, 513),
+    )
+    options = config.eval.inference_options()
+    assert options == InferenceOptions(
+        scales=(0.75, 1.0), flip=True, tile_size=97, output_stride=8, pad_to=513
+    )
+    kwargs = config.eval.evaluate_kwargs(config.data)
+    parameters = inspect.signature(evaluator.evaluate_checkpoint).parameters
+    assert set(kwargs) - {"dataset_dir"} <= set(parameters) and kwargs["options"] == options
+    settings = evaluator.EvalSettings.from_config(config)
+    assert settings.options == options and settings.split == "val" and settings.limit is None
+    assert ExperimentConfig().eval.inference_options().is_default

@@ -24,6 +24,7 @@ from deeplab.logdir import summaries
 from deeplab.data import synthetic
 from deeplab.common.errors import ConfigError, DataError
 from deeplab.model.deeplabv3 import build_model, rebuild_with_output_stride
+from deeplab.common.inference_options import InferenceOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
@@ -156,7 +157,7 @@ def test_multiscale_flip_equals_hand_computed_average(tiny_model):
     rng = np.random.default_rng(2)
     image = rng.normal(0.0, 40.0, size=(33, 41, 3)).astype(np.float32)
     scales = (0.5, 0.75, 1.0, 1.25)
-    predictor = evaluation.Predictor(tiny_model, scales=scales, flip=True)
+    predictor = evaluation.Predictor(tiny_model, options=InferenceOptions(scales=scales, flip=True))
     ours = predictor.probabilities(image).numpy()
     expected = hand_computed_probabilities(tiny_model, image, scales, flip=True)
     assert predictor.graph_mode is True
@@ -175,8 +176,7 @@ def test_multiscale_flip_equals_hand_computed_average(tiny_model):
         [{"image": image, "label": label}],
         num_classes=NUM_CLASSES,
         ignore_label=255,
-        scales=scales,
-        flip=True,
+        options=InferenceOptions(scales=scales, flip=True),
     )
     prediction = expected.argmax(-1)
     valid = label != 255
@@ -187,7 +187,9 @@ def test_multiscale_flip_equals_hand_computed_average(tiny_model):
 
 
 def test_images_of_many_sizes_share_one_trace(tiny_model):
-    predictor = evaluation.Predictor(tiny_model, scales=(0.75, 1.0), flip=True)
+    predictor = evaluation.Predictor(
+        tiny_model, options=InferenceOptions(scales=(0.75, 1.0), flip=True)
+    )
     for size in ((17, 23), (33, 29), (40, 47)):
         assert predictor.labels(np.zeros(size + (3,), np.float32)).shape == size
     assert predictor._forward_graph.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
@@ -248,7 +250,9 @@ def trained(tmp_path_factory, tiny_model, dataset_dir):
 def test_checkpoint_trained_at_os16_evaluates_at_os8(trained, tiny_model, dataset_dir):
     logdir, prefix = trained
     assert tiny_model.output_stride == 16
-    at8 = evaluation.evaluate_checkpoint(logdir, dataset_dir, split="val", output_stride=8)
+    at8 = evaluation.evaluate_checkpoint(
+        logdir, dataset_dir, split="val", options=InferenceOptions(output_stride=8)
+    )
     assert at8["output_stride"] == 8 and at8["train_output_stride"] == 16
     assert at8["checkpoint"] == prefix and at8["step"] == 7
     assert at8["num_images"] == 3 and at8["dataset"] == "synthetic"
@@ -379,7 +383,7 @@ def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_mod
             write_checkpoint(logdir, tiny_model, 2, dataset_dir)
             write_checkpoint(logdir, tiny_model, 3, dataset_dir)
 
-    settings = {"dataset_dir": dataset_dir, "split": "val", "limit": 1}
+    settings = evaluation.EvalSettings(dataset_dir, split="val", limit=1)
     evaluated = continuous.watch(
         logdir, settings, timeout=25, interval=10, sleep=sleep, clock=lambda: now[0]
     )

@@ -244,16 +244,14 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
 
 def test_export_flag_errors_name_the_flag(tmp_path):
     from deeplab.common.errors import ConfigError, UserError
-    from deeplab.export.saved_model import run_export
+    from deeplab.export.saved_model import ExportOptions, run_export
 
     with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
-        run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), quantize="int8")
+        run_export(str(tmp_path), str(tmp_path / "e"), ExportOptions(quantize="int8"))
     with pytest.raises(ConfigError, match="--quantize=int8 needs --dataset_dir"):
-        run_export(
-            checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"), tflite=True, quantize="int8"
-        )
+        run_export(str(tmp_path), str(tmp_path / "e"), ExportOptions(tflite=True, quantize="int8"))
     with pytest.raises(UserError, match="holds no checkpoint"):
-        run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"))
+        run_export(str(tmp_path), str(tmp_path / "e"))
 
 
 def test_binary_reports_a_missing_checkpoint(tmp_path):
@@ -292,17 +290,14 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
     export's class on >= 99% of the pixels."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab.export.saved_model import run_export  # pylint: disable=import-outside-toplevel
+    from deeplab.export.saved_model import ExportOptions, run_export  # pylint: disable=import-outside-toplevel
 
     run_dir = fx.shared_tiny_run(tmp_path_factory)["run_dir"]
     exports = {}
     for dtype in ("float32", "bfloat16"):
         exports[dtype] = str(tmp_path / dtype)
         run_export(
-            checkpoint=run_dir,
-            export_dir=exports[dtype],
-            serving_dtype=dtype,
-            log=lambda line: None,
+            run_dir, exports[dtype], ExportOptions(serving_dtype=dtype), log=lambda line: None
         )
     images = np.stack(fx.structured_images(2, (40, 48), seed=3))
     results, sizes = {}, {}
@@ -331,11 +326,9 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
 
     with pytest.raises(ConfigError, match="--serving_dtype applies to the SavedModel"):
         run_export(
-            checkpoint=run_dir,
-            export_dir=str(tmp_path / "x"),
-            saved_model=False,
-            tflite=True,
-            serving_dtype="bfloat16",
+            run_dir,
+            str(tmp_path / "x"),
+            ExportOptions(saved_model=False, tflite=True, serving_dtype="bfloat16"),
         )
 
 

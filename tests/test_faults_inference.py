@@ -220,7 +220,7 @@ def capped_export(tmp_path_factory):
     run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     export_dir = str(tmp_path_factory.mktemp("capped") / "export")
     saved_model.run_export(
-        checkpoint=run_dir, export_dir=export_dir, max_pixels=CAP, log=lambda _: None
+        run_dir, export_dir, saved_model.ExportOptions(max_pixels=CAP), log=lambda _: None
     )
     return export_dir
 
@@ -445,7 +445,7 @@ def test_export_refuses_a_folder_an_export_would_not_write(tmp_path_factory):
     run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     before = sorted(os.listdir(run_dir))
     with pytest.raises(ConfigError, match=r"^--export_dir=.*run holds checkpoint, ckpt-5\."):
-        saved_model.run_export(checkpoint=run_dir, export_dir=run_dir)
+        saved_model.run_export(run_dir, run_dir)
     assert sorted(os.listdir(run_dir)) == before
 
 
@@ -479,11 +479,9 @@ def test_a_failed_tflite_write_keeps_the_earlier_export(
         ),
     ):
         saved_model.run_export(
-            checkpoint=efx.shared_tiny_run(tmp_path_factory)["run_dir"],
-            export_dir=export_dir,
-            saved_model=False,
-            tflite=True,
-            tflite_input_size=(33, 33),
+            efx.shared_tiny_run(tmp_path_factory)["run_dir"],
+            export_dir,
+            saved_model.ExportOptions(saved_model=False, tflite=True, tflite_input_size=(33, 33)),
             log=lambda _: None,
         )
     assert _listing(export_dir) == before and os.listdir(tmp_path) == ["export"]
@@ -496,11 +494,9 @@ def test_a_tflite_only_export_keeps_the_earlier_saved_model(
     shutil.copytree(capped_export, export_dir)
     before = _listing(export_dir)
     result = saved_model.run_export(
-        checkpoint=efx.shared_tiny_run(tmp_path_factory)["run_dir"],
-        export_dir=export_dir,
-        saved_model=False,
-        tflite=True,
-        tflite_input_size=(33, 33),
+        efx.shared_tiny_run(tmp_path_factory)["run_dir"],
+        export_dir,
+        saved_model.ExportOptions(saved_model=False, tflite=True, tflite_input_size=(33, 33)),
         log=lambda _: None,
     )
     assert result["tflite"] == {"none": os.path.join(export_dir, "deeplab_float32.tflite")}

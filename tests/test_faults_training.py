@@ -27,6 +27,7 @@ from deeplab.training import trainer as train_lib
 from test_checkpoint_safety import _config  # pylint: disable=import-error
 from test_train import _command, _env  # pylint: disable=import-error
 from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
+from deeplab.common.inference_options import InferenceOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -506,7 +507,9 @@ def test_an_absurd_tiling_is_refused_in_one_line(data_dir, one_step_run, tile, o
         r"larger windows \(at least the network's output stride, 16,",
     ):
         evaluator.evaluate_checkpoint(
-            str(one_step_run), data_dir, tile_size=(tile, tile), tile_overlap=overlap
+            str(one_step_run),
+            data_dir,
+            options=InferenceOptions(tile_size=(tile, tile), tile_overlap=overlap),
         )
 
 

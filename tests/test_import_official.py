@@ -17,6 +17,7 @@ from deeplab.export import tflite
 from deeplab.model.batch_norm import BatchNormalization
 from deeplab.common.errors import UserError
 from tests.test_model import _randomize
+from deeplab.common.inference_options import InferenceOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_DIR = os.path.join(REPO, "..", "shared", "data", "deeplab_tflite")
@@ -307,12 +308,13 @@ def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     np.testing.assert_allclose(fused(images), model(images), atol=1e-4)
     assert fused.batch_norm_folded == 51 + 3  # every conv + BN pair, depthwise included
     results = evaluation.evaluate_checkpoint(
-        folder, data_dir, split="val", output_stride=8, scales=(0.75, 1.0), flip=True
+        folder,
+        data_dir,
+        split="val",
+        options=InferenceOptions(output_stride=8, scales=(0.75, 1.0), flip=True),
     )
     assert 0.0 <= results["miou"] <= 1.0 and results["output_stride"] == 8
-    exported = saved_model.run_export(
-        checkpoint=folder, export_dir=str(tmp_path / "export"), log=lambda *_: None
-    )
+    exported = saved_model.run_export(folder, str(tmp_path / "export"), log=lambda *_: None)
     assert os.path.exists(os.path.join(exported["saved_model"], "saved_model.pb"))
     segmenter = predictor.make_segmenter(model=folder)
     labels = segmenter(np.zeros((40, 40, 3), np.uint8))

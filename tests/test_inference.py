@@ -9,6 +9,7 @@ position and a flipped pass differs from an unflipped one. The expected values u
 half-pixel bilinear resize and the numpy form of that model, both written here.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -22,6 +23,7 @@ import keras
 
 from deeplab.common import geometry
 from deeplab.evaluation import inference
+from deeplab.common.inference_options import InferenceOptions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -153,7 +155,9 @@ def test_matches_numpy_average(scales, flip):
     images = _images()
     model = _model()
     got = keras.ops.convert_to_numpy(
-        inference.predict_probabilities(model, images, scales=scales, flip=flip)
+        inference.predict_probabilities(
+            model, images, options=InferenceOptions(scales=scales, flip=flip)
+        )
     )
     expected = _np_expected(images, scales, flip, SIZES)
     assert got.dtype == np.float32 and got.shape == (2, 9, 11, NUM_CLASSES)
@@ -174,7 +178,9 @@ def test_tf_function_with_dynamic_height_and_width():
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def infer(images):
-        return inference.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
+        return inference.predict_probabilities(
+            model, images, options=InferenceOptions(scales=(0.5, 1.0, 1.5), flip=True)
+        )
 
     images = _images(2)
     np.testing.assert_allclose(
@@ -192,7 +198,7 @@ def test_scales_must_be_distinct_and_positive():
     images, model = _images(4), _model()
     for scales, message in [((1.0, 1.0), "repeat"), ((), "at least one"), ((0.0,), "positive")]:
         with pytest.raises(ValueError, match=message):
-            inference.predict_probabilities(model, images, scales=scales)
+            inference.predict_probabilities(model, images, options=InferenceOptions(scales=scales))
 
 
 _JAX_SCRIPT = (
@@ -201,6 +207,7 @@ _JAX_SCRIPT = (
 import json, sys
 import numpy as np
 import jax, jax.numpy as jnp
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.evaluation import inference
 from deeplab.training import losses
 from deeplab.evaluation import metrics
@@ -215,10 +222,11 @@ logits = np.array(args["logits"], np.float32)
 out = {}
 
 # inference.py: eager probabilities and jitted class maps.
+options = InferenceOptions(scales=(0.5, 1.0, 1.5), flip=True)
 out["probabilities"] = np.asarray(inference.predict_probabilities(
-    model, images, scales=(0.5, 1.0, 1.5), flip=True)).tolist()
+    model, images, options)).tolist()
 predicted = jax.jit(lambda x: keras.ops.argmax(inference.predict_probabilities(
-    model, x, scales=(0.5, 1.0, 1.5), flip=True), axis=-1))(images)
+    model, x, options), axis=-1))(images)
 out["labels"] = np.asarray(predicted).tolist()
 
 # metrics.py: jitted confusion matrix of those predictions and its mIOU.
@@ -333,19 +341,23 @@ def test_padded_evaluation_is_inference_on_the_padded_photo_cropped_back():
     raw[:] = np.asarray(pad, np.float32)
     raw[:, :37, :45] = photo
     expected = inference.predict_probabilities(
-        model, preprocessing.normalize_image(raw), scales=(0.75, 1.0), flip=True
+        model,
+        preprocessing.normalize_image(raw),
+        options=InferenceOptions(scales=(0.75, 1.0), flip=True),
     ).numpy()[:, :37, :45]
     images = preprocessing.normalize_image(photo)
     padded = inference.predict_probabilities(
-        model, images, scales=(0.75, 1.0), flip=True, pad_to=(49, 65)
+        model, images, options=InferenceOptions(scales=(0.75, 1.0), flip=True, pad_to=(49, 65))
     ).numpy()
     assert padded.shape == (1, 37, 45, 4)
     np.testing.assert_allclose(padded, expected, atol=2e-5)
-    unpadded = inference.predict_probabilities(model, images, scales=(0.75, 1.0), flip=True)
+    unpadded = inference.predict_probabilities(
+        model, images, options=InferenceOptions(scales=(0.75, 1.0), flip=True)
+    )
     # image pooling sees the padding, so padding changes the prediction
     assert np.abs(padded - unpadded.numpy()).max() > 1e-4
     smaller = inference.predict_probabilities(
-        model, images, scales=(0.75, 1.0), flip=True, pad_to=(33, 33)
+        model, images, options=InferenceOptions(scales=(0.75, 1.0), flip=True, pad_to=(33, 33))
     )
     np.testing.assert_allclose(smaller.numpy(), unpadded.numpy(), atol=1e-6)
 
@@ -366,3 +378,37 @@ def test_mobilenet_evaluation_padding_reaches_the_network_as_zero():
     np.testing.assert_allclose(unit[:, 5:], 0.0, atol=1e-6)
     np.testing.assert_allclose(unit[:, :, 7:], 0.0, atol=1e-6)
     np.testing.assert_allclose(padded.numpy()[:, :5, :7], images.numpy(), atol=1e-4)
+
+
+def test_inference_options_are_normalized_and_checked_once():
+    options = InferenceOptions(
+        scales=[1, 0.5], flip=1, tile_size=33, tile_overlap=0, output_stride=0, pad_to=[49]
+    )
+    assert options.scales == (1.0, 0.5) and options.flip is True
+    assert options.tile_size == (33, 33) and options.tile_overlap == 0.0
+    assert options.output_stride is None and options.pad_to == (49, 49)
+    assert InferenceOptions(tile_size=0).tile_size is None
+    assert InferenceOptions().is_default and InferenceOptions(tile_overlap=0.5).is_default
+    assert not InferenceOptions(output_stride=8).is_default
+    # the keys evaluation settings were recorded with (deeplab.reproduce keys its cache by them)
+    assert InferenceOptions().as_dict() == {"output_stride": None, "scales": (1.0,), "flip": False}
+    assert set(InferenceOptions(tile_size=9, pad_to=9).as_dict()) == {
+        "output_stride",
+        "scales",
+        "flip",
+        "tile_size",
+        "tile_overlap",
+        "pad_to",
+    }
+    for changes, message in [
+        ({"tile_overlap": 1.0}, r"tile_overlap must be in \[0, 1\)"),
+        ({"tile_size": (0, 5)}, "tile_size takes a positive size"),
+        ({"pad_to": (1, 2, 3)}, "pad_to takes a positive size"),
+        ({"output_stride": -8}, "output_stride must be a positive integer"),
+        ({"scales": (1.0, -1.0)}, "scales must be positive"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            InferenceOptions(**changes)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.flip = False  # pylint: disable=assigning-non-slot
+    assert options.replace(flip=False).flip is False and options.flip is True

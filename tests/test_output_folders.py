@@ -57,7 +57,7 @@ def test_train_logdir(data_dir, a_file):
 def test_export_predict_visualize(tmp_path_factory, a_file, tmp_path):
     run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     with pytest.raises(ConfigError, match="--export_dir=.*afile is a file"):
-        saved_model.run_export(checkpoint=run_dir, export_dir=a_file)
+        saved_model.run_export(run_dir, a_file)
     image = efx.structured_images(1, (20, 20))[0]
     fx.save(tmp_path / "in.png", image)
     segmenter = predictor.make_segmenter(checkpoint=run_dir)

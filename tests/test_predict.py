@@ -11,6 +11,7 @@ import export_fixtures as fx
 from deeplab.export import predictor
 from deeplab.common.errors import UserError
 from deeplab.evaluation.visualization import colorize_labels
+from deeplab.common.inference_options import InferenceOptions
 
 
 def _quiet(_):
@@ -117,7 +118,7 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
             f"{s['name']} {100 * s['share']:.1f}%" for s in shares
         )
     reference = serving.KerasSegmenter(
-        export["model"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP
+        export["model"], options=InferenceOptions(scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP)
     )
     for name, index_png in processed.items():
         image, _ = predictor.read_image(os.path.join(inputs_dir, name))
@@ -150,7 +151,8 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
 def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs_dir):
     export = fx.shared_export(tmp_path_factory)
     from_checkpoint = predictor.make_segmenter(
-        checkpoint=export["run_dir"], scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP
+        checkpoint=export["run_dir"],
+        options=InferenceOptions(scales=fx.EXPORT_SCALES, flip=fx.EXPORT_FLIP),
     )
     assert from_checkpoint.palette == fx.PALETTE
     from_export = predictor.make_segmenter(model=export["export_dir"])

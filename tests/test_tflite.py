@@ -9,6 +9,7 @@ from PIL import Image
 
 import export_fixtures as fx
 from deeplab.export import tflite
+from deeplab.common.inference_options import InferenceOptions
 
 INPUT_SIZE = (33, 41)  # not square: catches H/W swaps
 
@@ -33,8 +34,7 @@ def float_model(tiny, tmp_path_factory):
         quantization="none",
         class_names=fx.CLASS_NAMES,
         palette=fx.PALETTE,
-        scales=(1.0,),
-        flip=False,
+        options=InferenceOptions(scales=(1.0,), flip=False),
     )
     return tflite.write_tflite(path, content, meta)
 
@@ -150,8 +150,7 @@ def int8_model(tiny, tmp_path_factory):
         quantization="int8",
         class_names=fx.CLASS_NAMES,
         palette=fx.PALETTE,
-        scales=(1.0,),
-        flip=False,
+        options=InferenceOptions(scales=(1.0,), flip=False),
     )
     return data, tflite.write_tflite(path, content, meta)
 

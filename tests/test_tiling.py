@@ -9,6 +9,7 @@ import deeplab
 from deeplab.evaluation import inference
 from deeplab.model import preprocessing
 from deeplab.export import serving
+from deeplab.common.inference_options import InferenceOptions
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +44,22 @@ def test_tile_starts_cover_the_side_and_end_on_the_border():
 
 def test_a_tile_covering_the_image_is_whole_image_inference(model):
     images = _images(45, 61)
-    whole = inference.predict_probabilities(model, images, scales=(0.75, 1.0), flip=True)
+    whole = inference.predict_probabilities(
+        model, images, options=InferenceOptions(scales=(0.75, 1.0), flip=True)
+    )
     tiled = inference.predict_probabilities(
-        model, images, scales=(0.75, 1.0), flip=True, tile_size=(45, 64)
+        model, images, options=InferenceOptions(scales=(0.75, 1.0), flip=True, tile_size=(45, 64))
     )
     np.testing.assert_array_equal(np.asarray(tiled), np.asarray(whole))
 
 
 def test_tiled_probabilities_match_a_numpy_average(model):
     images = _images(50, 70, seed=1)
-    got = np.asarray(inference.tiled_probabilities(model, images, (33, 40), overlap=0.25))
+    got = np.asarray(
+        inference.tiled_probabilities(
+            model, images, InferenceOptions(tile_size=(33, 40), tile_overlap=0.25)
+        )
+    )
     total = np.zeros((1, 50, 70, 4))
     count = np.zeros((1, 50, 70, 1))
     for top in (0, 17):  # rows: stride round(33 * 0.75) = 25 -> [0] + last start 17
@@ -68,11 +75,15 @@ def test_tiled_probabilities_match_a_numpy_average(model):
 
 def test_graph_with_dynamic_sizes_equals_eager(model):
     images = _images(50, 70, seed=2)
-    eager = inference.predict_probabilities(model, images, tile_size=(33, 40), tile_overlap=0.3)
+    eager = inference.predict_probabilities(
+        model, images, options=InferenceOptions(tile_size=(33, 40), tile_overlap=0.3)
+    )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def graph(x):
-        return inference.predict_probabilities(model, x, tile_size=(33, 40), tile_overlap=0.3)
+        return inference.predict_probabilities(
+            model, x, options=InferenceOptions(tile_size=(33, 40), tile_overlap=0.3)
+        )
 
     np.testing.assert_allclose(np.asarray(graph(images)), np.asarray(eager), atol=1e-6)
     small = _images(20, 30, seed=3)  # smaller than the tile: one window inside the graph too
@@ -88,15 +99,21 @@ def test_saved_model_and_keras_segmenter_tile(model, tmp_path):
     expected = np.argmax(
         np.asarray(
             inference.predict_probabilities(
-                model, preprocessing.normalize_image(pixels[None]), tile_size=(33, 33)
+                model,
+                preprocessing.normalize_image(pixels[None]),
+                options=InferenceOptions(tile_size=(33, 33)),
             )[0]
         ),
         -1,
     )
-    keras_tiled = serving.KerasSegmenter(model, class_names=list("abcd"), tile_size=(33, 33))
+    keras_tiled = serving.KerasSegmenter(
+        model, class_names=list("abcd"), options=InferenceOptions(tile_size=(33, 33))
+    )
     np.testing.assert_array_equal(keras_tiled(pixels), expected)
     export_dir = str(tmp_path / "tiled")
-    serving.export_saved_model(model, export_dir, class_names=list("abcd"), tile_size=(33, 33))
+    serving.export_saved_model(
+        model, export_dir, class_names=list("abcd"), options=InferenceOptions(tile_size=(33, 33))
+    )
     loaded = serving.SavedModelSegmenter(export_dir)
     np.testing.assert_array_equal(loaded(pixels), expected)
 
@@ -126,10 +143,15 @@ def test_evaluation_with_windows(data_dir, tmp_path):
 
     train_lib.train(_config(data_dir, tmp_path / "run", training_steps=1, image_summary_steps=0))
     whole = evaluation.evaluate_checkpoint(str(tmp_path / "run"), data_dir)
-    covering = evaluation.evaluate_checkpoint(str(tmp_path / "run"), data_dir, tile_size=(40, 40))
+    covering = evaluation.evaluate_checkpoint(
+        str(tmp_path / "run"), data_dir, options=InferenceOptions(tile_size=(40, 40))
+    )
     assert covering["miou"] == whole["miou"]  # 40x40 images: one window each
     tiled = evaluation.evaluate_checkpoint(
-        str(tmp_path / "run"), data_dir, tile_size=(24, 24), tile_overlap=0.5
+        str(tmp_path / "run"),
+        data_dir,
+        options=InferenceOptions(tile_size=(24, 24), tile_overlap=0.5),
     )
     assert 0.0 <= tiled["miou"] <= 1.0 and tiled["tile_size"] == (24, 24)
-    assert evaluation.results_tag("val", 16, (1.0,), False, (24, 24)) == "val-os16-tile24x24"
+    tag = evaluation.results_tag("val", InferenceOptions(output_stride=16, tile_size=(24, 24)))
+    assert tag == "val-os16-tile24x24"

@@ -19,6 +19,7 @@ from deeplab.data import synthetic
 from deeplab.evaluation import vis_export
 from deeplab.evaluation import visualization
 from deeplab.model.deeplabv3 import build_model
+from deeplab.common.inference_options import InferenceOptions
 
 # Cityscapes label ids of the 19 train ids (road 7, sidewalk 8, ..., bicycle 33), from the
 # Cityscapes label definitions.
@@ -144,10 +145,9 @@ def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, t
         vis_dir=str(tmp_path),
         dataset_dir=dataset_dir,
         split="val",
-        scales=(0.75, 1.0),
-        flip=True,
         vis_num_images=2,
         save_raw_predictions=True,
+        options=InferenceOptions(scales=(0.75, 1.0), flip=True),
     )
     assert result == {
         "vis_dir": str(tmp_path),
@@ -163,7 +163,9 @@ def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, t
     assert sorted(os.listdir(tmp_path / "raw")) == [f"val_00000{i}.png" for i in range(3)]
     # The raw prediction is the evaluation prediction (same scales and flip).
     example = next(iter(input_pipeline.make_eval_dataset(dataset_dir, "val")))
-    expected = evaluation.Predictor(model, scales=(0.75, 1.0), flip=True).labels(example["image"])
+    expected = evaluation.Predictor(
+        model, options=InferenceOptions(scales=(0.75, 1.0), flip=True)
+    ).labels(example["image"])
     np.testing.assert_array_equal(read_png(tmp_path / "raw" / "val_000000.png")[1], expected)
     colored = read_png(tmp_path / "val_000000_prediction.png")[1]
     np.testing.assert_array_equal(

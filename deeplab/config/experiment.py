@@ -12,10 +12,12 @@ A training run writes the resolved configuration to ``<logdir>/config.json`` at 
 (``deeplab.logdir.run_record``); :meth:`ExperimentConfig.from_dict` reads it back, so
 ``deeplab.evaluate --logdir=...`` can evaluate a run with the dataset and settings it recorded.
 
-Imports nothing but the standard library.
+Imports nothing but the standard library and :mod:`deeplab.common.inference_options`.
 """
 
 import dataclasses
+
+from deeplab.common.inference_options import InferenceOptions
 
 # ---- how a flag's parsed value becomes a field value (fields name them in their metadata)
 
@@ -93,32 +95,38 @@ class DataConfig:
     synthetic_num_val: int = _field(100)
     synthetic_num_classes: int = _field(5)
 
-    # make_train_dataset's keyword for each sampling / augmentation setting (the same where
-    # absent from this map).
+    # The keyword of ``deeplab.data.input_pipeline.Parser`` / ``make_train_dataset`` for each
+    # augmentation setting (the same where absent from this map).
     _PIPELINE_NAMES = {
         "min_scale_factor": "min_scale",
         "max_scale_factor": "max_scale",
         "scale_factor_step": "scale_step",
         "random_flip": "flip",
     }
-    _PIPELINE_SETTINGS = (
+    # What the parser does to each example (Sec. 4.1), and how the reader samples them.
+    _PARSER_SETTINGS = (
         "crop_size",
         "min_scale_factor",
         "max_scale_factor",
         "scale_factor_step",
         "random_flip",
-        "bootstrap_classes",
-        "bootstrap_repeat",
-        "shuffle_buffer",
     )
+    _READER_SETTINGS = ("bootstrap_classes", "bootstrap_repeat", "shuffle_buffer")
+
+    def parser_kwargs(self):
+        """Keyword arguments of ``deeplab.data.input_pipeline.Parser`` that this section sets
+        (crop, scales, flip)."""
+        return {self._PIPELINE_NAMES.get(n, n): getattr(self, n) for n in self._PARSER_SETTINGS}
+
+    def reader_kwargs(self):
+        """Keyword arguments of ``deeplab.data.input_pipeline.read_train_dataset`` that this
+        section sets (bootstrapping, shuffling)."""
+        return {name: getattr(self, name) for name in self._READER_SETTINGS}
 
     def pipeline_kwargs(self):
         """Keyword arguments of ``deeplab.data.input_pipeline.make_train_dataset`` that this
-        section sets (crop, scales, flip, bootstrapping, shuffling)."""
-        return {
-            self._PIPELINE_NAMES.get(name, name): getattr(self, name)
-            for name in self._PIPELINE_SETTINGS
-        }
+        section sets: :meth:`parser_kwargs` and :meth:`reader_kwargs` together."""
+        return {**self.parser_kwargs(), **self.reader_kwargs()}
 
 
 @dataclasses.dataclass
@@ -221,23 +229,30 @@ class EvalConfig:
     eval_tile_overlap: float = _field(0.25)
     eval_pad_to: tuple = _field(None, _optional_size)
 
+    def inference_options(self):
+        """The :class:`~deeplab.common.inference_options.InferenceOptions` of this section
+        (output stride, scales, flip, windows, padding): what evaluate, visualize, predict and
+        the export run with."""
+        return InferenceOptions(
+            scales=self.eval_scales,
+            flip=self.eval_flip,
+            tile_size=self.eval_tile_size,
+            tile_overlap=self.eval_tile_overlap,
+            output_stride=self.eval_output_stride or None,
+            pad_to=self.eval_pad_to,
+        )
+
     def evaluate_kwargs(self, data, *, num_classes=None):
-        """Keyword arguments of ``deeplab.evaluation.evaluator.evaluate_checkpoint`` (the
-        window settings only when windows are asked for)."""
-        kwargs = {
+        """Keyword arguments of ``deeplab.evaluation.evaluator.evaluate_checkpoint`` (and
+        ``evaluator.EvalSettings``): the data, split and limit, and ``options``
+        (:meth:`inference_options`)."""
+        return {
             "dataset_dir": data.dataset_dir,
             "split": self.eval_split,
             "num_classes": num_classes or data.num_classes or None,
-            "output_stride": self.eval_output_stride or None,
-            "scales": tuple(self.eval_scales),
-            "flip": bool(self.eval_flip),
             "limit": self.eval_limit or None,
+            "options": self.inference_options(),
         }
-        if self.eval_tile_size:
-            kwargs.update(tile_size=tuple(self.eval_tile_size), tile_overlap=self.eval_tile_overlap)
-        if self.eval_pad_to:
-            kwargs.update(pad_to=tuple(self.eval_pad_to))
-        return kwargs
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}

@@ -491,9 +491,10 @@ def model_kwargs(num_classes, *, output_stride=None):
     return experiment_config().model.build_kwargs(num_classes, output_stride=output_stride)
 
 
-def eval_tile_size():
-    """--eval_tile_size as (height, width), or None for whole-image inference."""
-    return experiment_config().eval.eval_tile_size
+def inference_options():
+    """The ``InferenceOptions`` of the eval flags (--eval_output_stride, --eval_scales,
+    --eval_flip, --eval_tile_size, --eval_tile_overlap, --eval_pad_to)."""
+    return experiment_config().eval.inference_options()
 
 
 def eval_scales():

@@ -562,46 +562,49 @@ def apply_orientation_tf(image, orientation):
     return tf.switch_case(index, branches)
 
 
-def image_size_tf(data):
-    """:func:`image_size` inside a TensorFlow graph for the formats the graph decodes (JPEG, PNG,
-    GIF, BMP, WebP): int64 [2] (height, width) of one encoded image string, read from the same
-    header fields by the same rules without decoding; (-1, -1) where :func:`image_size` says
-    None (and for TIFF / PPM / PGM, which no graph decodes). ``tests/test_images.py`` checks
-    the two agree."""
-    # TensorFlow: not imported by converter worker processes, which use the Python reader
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+class _HeaderTF:
+    """The bytes of one encoded image string in a TensorFlow graph, read as int64 numbers (zeros
+    past the end), for :func:`image_size_tf`."""
 
-    data = tf.convert_to_tensor(data, tf.string)
-    size = tf.cast(tf.strings.length(data), tf.int64)
-    padded = tf.strings.join([data, tf.constant(b"\x00" * 64)])
+    # The states of a header walk (the GIF blocks, the JPEG markers).
+    RUNNING, FOUND, FAILED = 0, 1, 2
 
-    def raw(position, count):
+    def __init__(self, data):
+        # TensorFlow: not imported by converter worker processes, which use the Python reader
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        self.tf = tf
+        self.size = tf.cast(tf.strings.length(data), tf.int64)
+        self.padded = tf.strings.join([data, tf.constant(b"\x00" * 64)])
+        self.unknown = tf.constant([-1, -1], tf.int64)
+
+    def raw(self, position, count):
         """Bytes [position, position + count) as int64, zeros past the end (count <= 64)."""
-        position = tf.clip_by_value(tf.cast(position, tf.int64), 0, size)
-        part = tf.io.decode_raw(tf.strings.substr(padded, position, count), tf.uint8)
+        tf = self.tf
+        position = tf.clip_by_value(tf.cast(position, tf.int64), 0, self.size)
+        part = tf.io.decode_raw(tf.strings.substr(self.padded, position, count), tf.uint8)
         return tf.cast(part, tf.int64)
 
-    def number(values, start, stop, order):
+    def number(self, values, start, stop, order):
         """The unsigned integer in bytes [start, stop) of ``values``."""
         weights = [256**i for i in range(stop - start)]
         weights = weights[::-1] if order == "big" else weights
-        return tf.reduce_sum(values[start:stop] * tf.constant(weights, tf.int64))
+        return self.tf.reduce_sum(values[start:stop] * self.tf.constant(weights, self.tf.int64))
 
-    def text(position, count):
-        return tf.strings.substr(padded, position, count)
+    def text(self, position, count):
+        return self.tf.strings.substr(self.padded, position, count)
 
-    head = raw(0, 32)
-    unknown = tf.constant([-1, -1], tf.int64)
-    is_png = tf.logical_and(tf.equal(text(0, 8), _PNG_SIGNATURE),
-                            tf.logical_and(size >= 24, tf.equal(text(12, 4), b"IHDR")))
-    png = tf.stack([number(head, 20, 24, "big"), number(head, 16, 20, "big")])
-    is_gif = tf.logical_and(tf.equal(text(0, 4), b"GIF8"), size >= 13)
+
+def _gif_size_tf(header, head):
+    """(is a GIF, its size): the logical screen grown to every frame, as _gif_size's loop."""
+    tf, number, raw, size = header.tf, header.number, header.raw, header.size
+    running, found, failed = header.RUNNING, header.FOUND, header.FAILED
+    is_gif = tf.logical_and(tf.equal(header.text(0, 4), b"GIF8"), size >= 13)
     screen = tf.stack([number(head, 8, 10, "little"), number(head, 6, 8, "little")])
     palette = tf.where(tf.bitwise.bitwise_and(head[10], 0x80) > 0,
                        tf.bitwise.left_shift(tf.constant(3, tf.int64),
                                              tf.bitwise.bitwise_and(head[10], 7) + 1),
                        tf.constant(0, tf.int64))
-    running, found, failed = 0, 1, 2
 
     def gif_walk(step, position, in_blocks, state, result):  # as _gif_size's loop
         block = raw(position, 9)
@@ -621,37 +624,16 @@ def image_size_tf(data):
             step < MAX_HEADER_STEPS, tf.equal(state, running)),
         gif_walk,
         (tf.constant(0), 13 + palette, tf.constant(False), tf.where(is_gif, running, failed),
-         unknown),
+         header.unknown),
     )
-    gif = tf.where(tf.equal(gif_state, found), gif_frame, unknown)
-    is_bmp = tf.logical_and(tf.equal(text(0, 2), b"BM"), size >= 26)
-    core = tf.equal(number(head, 14, 18, "little"), 12)
+    return is_gif, tf.where(tf.equal(gif_state, found), gif_frame, header.unknown)
 
-    def signed(value):
-        return tf.where(value >= 2**31, value - 2**32, value)
 
-    bmp_width = tf.where(core, number(head, 18, 20, "little"),
-                         signed(number(head, 18, 22, "little")))
-    bmp_height = tf.where(core, number(head, 20, 22, "little"),
-                          tf.abs(signed(number(head, 22, 26, "little"))))
-    is_bmp = tf.logical_and(is_bmp, bmp_width >= 0)
-    bmp = tf.stack([bmp_height, bmp_width])
-    is_webp = tf.logical_and(tf.equal(text(0, 4), b"RIFF"), tf.equal(text(8, 4), b"WEBP"))
-    chunk = text(12, 4)
-    is_vp8 = tf.logical_and(is_webp, tf.logical_and(tf.equal(chunk, b"VP8 "), tf.logical_and(
-        size >= 30, tf.equal(text(23, 3), b"\x9d\x01\x2a"))))
-    vp8 = tf.bitwise.bitwise_and(tf.stack([number(head, 28, 30, "little"),
-                                           number(head, 26, 28, "little")]), 0x3FFF)
-    is_vp8l = tf.logical_and(is_webp, tf.logical_and(
-        tf.equal(chunk, b"VP8L"), tf.logical_and(size >= 25, tf.equal(head[20], 0x2F))))
-    bits = number(head, 21, 25, "little")
-    vp8l = tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF),
-                     tf.bitwise.bitwise_and(bits, 0x3FFF)]) + 1
-    is_vp8x = tf.logical_and(is_webp, tf.logical_and(tf.equal(chunk, b"VP8X"), size >= 30))
-    vp8x = tf.stack([number(head, 27, 30, "little"), number(head, 24, 27, "little")]) + 1
-
-    # JPEG: walk the markers to the first frame header, as _jpeg_size does.
-    is_jpeg = tf.equal(text(0, 3), b"\xff\xd8\xff")
+def _jpeg_size_tf(header):
+    """(is a JPEG, its size): the markers walked to the first frame header, as _jpeg_size."""
+    tf, number, raw, size = header.tf, header.number, header.raw, header.size
+    running, found, failed = header.RUNNING, header.FOUND, header.FAILED
+    is_jpeg = tf.equal(header.text(0, 3), b"\xff\xd8\xff")
 
     def walk(step, position, state, result):
         segment = raw(position, 9)
@@ -677,10 +659,55 @@ def image_size_tf(data):
         lambda step, position, state, result: tf.logical_and(step < MAX_HEADER_STEPS,
                                                              tf.equal(state, running)),
         walk,
-        (tf.constant(0), tf.constant(2, tf.int64), tf.where(is_jpeg, running, failed), unknown),
+        (tf.constant(0), tf.constant(2, tf.int64), tf.where(is_jpeg, running, failed),
+         header.unknown),
     )
-    jpeg = tf.where(tf.equal(state, found), frame, unknown)
-    result = unknown
+    return is_jpeg, tf.where(tf.equal(state, found), frame, header.unknown)
+
+
+def image_size_tf(data):
+    """:func:`image_size` inside a TensorFlow graph for the formats the graph decodes (JPEG, PNG,
+    GIF, BMP, WebP): int64 [2] (height, width) of one encoded image string, read from the same
+    header fields by the same rules without decoding; (-1, -1) where :func:`image_size` says
+    None (and for TIFF / PPM / PGM, which no graph decodes). ``tests/test_images.py`` checks
+    the two agree."""
+    # TensorFlow: not imported by converter worker processes, which use the Python reader
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    header = _HeaderTF(tf.convert_to_tensor(data, tf.string))
+    number, text, size = header.number, header.text, header.size
+    head = header.raw(0, 32)
+    is_png = tf.logical_and(tf.equal(text(0, 8), _PNG_SIGNATURE),
+                            tf.logical_and(size >= 24, tf.equal(text(12, 4), b"IHDR")))
+    png = tf.stack([number(head, 20, 24, "big"), number(head, 16, 20, "big")])
+    is_gif, gif = _gif_size_tf(header, head)
+    is_bmp = tf.logical_and(tf.equal(text(0, 2), b"BM"), size >= 26)
+    core = tf.equal(number(head, 14, 18, "little"), 12)
+
+    def signed(value):
+        return tf.where(value >= 2**31, value - 2**32, value)
+
+    bmp_width = tf.where(core, number(head, 18, 20, "little"),
+                         signed(number(head, 18, 22, "little")))
+    bmp_height = tf.where(core, number(head, 20, 22, "little"),
+                          tf.abs(signed(number(head, 22, 26, "little"))))
+    is_bmp = tf.logical_and(is_bmp, bmp_width >= 0)
+    bmp = tf.stack([bmp_height, bmp_width])
+    is_webp = tf.logical_and(tf.equal(text(0, 4), b"RIFF"), tf.equal(text(8, 4), b"WEBP"))
+    chunk = text(12, 4)
+    is_vp8 = tf.logical_and(is_webp, tf.logical_and(tf.equal(chunk, b"VP8 "), tf.logical_and(
+        size >= 30, tf.equal(text(23, 3), b"\x9d\x01\x2a"))))
+    vp8 = tf.bitwise.bitwise_and(tf.stack([number(head, 28, 30, "little"),
+                                           number(head, 26, 28, "little")]), 0x3FFF)
+    is_vp8l = tf.logical_and(is_webp, tf.logical_and(
+        tf.equal(chunk, b"VP8L"), tf.logical_and(size >= 25, tf.equal(head[20], 0x2F))))
+    bits = number(head, 21, 25, "little")
+    vp8l = tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF),
+                     tf.bitwise.bitwise_and(bits, 0x3FFF)]) + 1
+    is_vp8x = tf.logical_and(is_webp, tf.logical_and(tf.equal(chunk, b"VP8X"), size >= 30))
+    vp8x = tf.stack([number(head, 27, 30, "little"), number(head, 24, 27, "little")]) + 1
+    is_jpeg, jpeg = _jpeg_size_tf(header)
+    result = header.unknown
     for hit, value in ((is_vp8x, vp8x), (is_vp8l, vp8l), (is_vp8, vp8), (is_bmp, bmp),
                        (is_gif, gif), (is_png, png), (is_jpeg, jpeg)):
         result = tf.where(hit, value, result)

@@ -9,6 +9,11 @@ Training::
 
 Evaluation: every image once, in shard order, at its own size, normalized, label untouched.
 
+What is done to each decoded example is a :class:`Parser`'s (``parse_train``: the augmentation;
+``parse_eval``: the whole image); the readers (:func:`read_train_dataset`,
+:func:`make_eval_dataset`) only read, sample and batch. :func:`make_train_dataset` takes the
+parser's settings as keywords and builds it.
+
 ``dataset_dir`` is either a directory made by ``datasets/*.py`` (shards + dataset.json) or a
 TFDS spec::
 
@@ -35,6 +40,7 @@ split argument is any TFDS split string ("train", "test", "train[:90%]").
 """
 
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -154,6 +160,80 @@ def _record_files(dataset_dir, split, info, verify):
 
 
 # ---------------------------------------------------------------------------------------------
+# Parsing: a decoded (image, label) to what the model sees, on the train path and the eval path.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Parser:
+    """Turns decoded examples into model inputs: :meth:`parse_train` (the augmentation of
+    Sec. 4.1) and :meth:`parse_eval` (the whole image, normalized). Model Garden's
+    ``segmentation_input.Parser`` is the idea: one object holds the parsing settings, and the
+    pipeline that reads records does not know them. Checked once, when made.
+
+    What records decode to (the TFDS ``label_map``, the class count) is the source's business,
+    checked against dataset.json before any parsing; the parser sees class indices.
+
+    Attributes:
+      crop_size: (height, width) of a training crop (an int S means (S, S)); 513 in the
+        paper, 769 for Cityscapes.
+      min_scale, max_scale, scale_step: random scale range and step (0 = continuous), Sec. 4.1.
+      flip: random left-right flips.
+      ignore_label: label of padded pixels (None: the dataset's, which
+        :func:`read_train_dataset` fills in).
+      pad_value: RGB value padding a crop larger than the scaled image
+        (``deeplab.model.preprocessing.pad_pixel(backbone)``: the value the backbone's input
+        maps to 0).
+
+    Raises:
+      ConfigError: a crop size that is not positive, or a scale range that is empty.
+    """
+
+    crop_size: tuple = (513, 513)
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    scale_step: float = 0.25
+    flip: bool = True
+    ignore_label: int = None
+    pad_value: tuple = augment.MEAN_RGB
+
+    def __post_init__(self):
+        crop_h, crop_w = _hw(self.crop_size)
+        if crop_h < 1 or crop_w < 1:
+            raise ConfigError(f"crop_size must be positive, got {self.crop_size}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ConfigError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, "
+                              f"{self.max_scale}")
+        if self.scale_step < 0:
+            raise ConfigError(f"scale_step must be >= 0, got {self.scale_step}")
+        object.__setattr__(self, "crop_size", (crop_h, crop_w))
+        object.__setattr__(self, "pad_value", tuple(self.pad_value))
+
+    def parse_train(self, image, label, seed):
+        """One training example: uint8 image [H, W, 3] and label [H, W], stateless seed [2] ->
+        (image float32 [crop_h, crop_w, 3] normalized, label int32 [crop_h, crop_w])."""
+        return augment.train_transform(
+            image,
+            label,
+            seed,
+            crop_size=self.crop_size,
+            min_scale=self.min_scale,
+            max_scale=self.max_scale,
+            scale_step=self.scale_step,
+            flip=self.flip,
+            ignore_label=255 if self.ignore_label is None else self.ignore_label,
+            pad_value=self.pad_value,
+        )
+
+    def parse_eval(self, example):
+        """One evaluation example (a decoded record): the whole image at its own size,
+        normalized, the label untouched -> {"image", "raw_image", "label", "filename"}."""
+        image, label = augment.eval_transform(example["image"], example["label"])
+        return {"image": image, "raw_image": example["image"], "label": label,
+                "filename": example["filename"]}
+
+
+# ---------------------------------------------------------------------------------------------
 # Training.
 # ---------------------------------------------------------------------------------------------
 
@@ -184,16 +264,164 @@ def make_train_dataset(
     skip_batches=0,
     pad_value=augment.MEAN_RGB,
 ):
-    """The training stream of Sec. 4.1: random scale, pad, crop, flip, normalize; repeated forever.
+    """:func:`read_train_dataset` with a :class:`Parser` of the augmentation keywords
+    (``crop_size``, ``min_scale``, ``max_scale``, ``scale_step``, ``flip``, ``pad_value``: see
+    :class:`Parser`); the other keywords are :func:`read_train_dataset`'s. What the trainer
+    (``DataConfig.pipeline_kwargs()``), the benchmarks and the experiments call.
+    """
+    parser = Parser(crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
+                    scale_step=scale_step, flip=flip, pad_value=pad_value)
+    return read_train_dataset(
+        dataset_dir,
+        split,
+        parser,
+        batch_size=batch_size,
+        bootstrap_classes=bootstrap_classes,
+        bootstrap_repeat=bootstrap_repeat,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        deterministic=deterministic,
+        input_context=input_context,
+        num_classes=num_classes,
+        drop_remainder=drop_remainder,
+        label_map=label_map,
+        verify=verify,
+        num_parallel_calls=num_parallel_calls,
+        private_threadpool_size=private_threadpool_size,
+        interleave_cycle_length=interleave_cycle_length,
+        skip_batches=skip_batches,
+    )
+
+
+def _train_source(dataset_dir, split, label_map, num_classes):
+    """(dataset info, the TFDS source or None) of a training split, checked."""
+    if dataset_dir.startswith(tfds_source.TFDS_PREFIX):
+        source = tfds_source.parse_tfds_spec(dataset_dir, label_map=label_map,
+                                             num_classes=num_classes)
+        info = tfds_source.tfds_dataset_info(dataset_dir, label_map=label_map,
+                                             num_classes=source.num_classes)
+        if num_classes is not None and int(num_classes) != info["num_classes"]:
+            raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has "
+                              f"{info['num_classes']}")
+        return info, source
+    info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
+    tfrecord.check_label_classes(info, split,
+                                 os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
+    return info, None
+
+
+def _repeated(ds, counts, deterministic):
+    """Each element of ``ds`` ``counts(element)`` times (bootstrapping, Sec. 4.3)."""
+    ds = ds.map(lambda element: (element, counts(element)), num_parallel_calls=AUTOTUNE,
+                deterministic=True if deterministic else None)
+    return ds.flat_map(lambda element, n: tf.data.Dataset.from_tensors(element).repeat(n))
+
+
+def _tfds_train_stream(source, split, *, shuffle_seed, input_context, bootstrap, deterministic):
+    """(TFDS examples, shuffled and repeated; a function decoding one to (image, label))."""
+    ds, decode = _load_tfds(source, split, shuffle_files=True, seed=shuffle_seed,
+                            input_context=input_context)
+    if bootstrap:
+        ids, repeat = bootstrap
+        ds = _repeated(
+            ds,
+            lambda ex: _bootstrap_counts(tf.zeros([0], tf.int64), decode(ex)["label"], ids, repeat),
+            deterministic,
+        )
+
+    def load(ex):
+        decoded = decode(ex)
+        return decoded["image"], decoded["label"]
+
+    return ds, load
+
+
+def _record_counts(bootstrap):
+    """How many times a serialized record appears (bootstrapping)."""
+    ids, repeat = bootstrap
+
+    def count(serialized):
+        parsed = records.parse_example(serialized)
+        present = parsed["classes_present"]
+        # Records without the classes-present key (made by other tools): look at the label
+        # itself.
+        label = tf.cond(
+            tf.size(present) > 0,
+            lambda: tf.zeros([0, 0], tf.int32),
+            lambda: records.decode_label(parsed["label_encoded"]),
+        )
+        return _bootstrap_counts(present, label, ids, repeat)
+
+    return count
+
+
+def _load_record(serialized):
+    parsed = records.parse_example(serialized)
+    image = tf.io.decode_image(parsed["image_encoded"], channels=3, expand_animations=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    # uint8 until the end
+    label = tf.io.decode_png(parsed["label_encoded"], channels=1)[:, :, 0]
+    records.assert_same_size(image, label, parsed["filename"])
+    return image, label
+
+
+def _record_train_stream(files, *, shuffle_seed, pipeline, bootstrap, deterministic,
+                         interleave_cycle_length):
+    """(serialized records of ``files``, this ``pipeline`` = (id, count)'s share, shuffled in
+    file order and interleaved; the record decoder)."""
+    pipeline_id, num_pipelines = pipeline
+    by_file = num_pipelines > 1 and len(files) >= num_pipelines
+    by_record = num_pipelines > 1 and not by_file
+    if by_file:
+        files = files[pipeline_id::num_pipelines]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if not by_record:
+        ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Sharding by record needs the same record order in every pipeline: fixed file order,
+    # ordered interleave.
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), interleave_cycle_length),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True if (deterministic or by_record) else None,
+    )
+    if by_record:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if bootstrap:
+        ds = _repeated(ds, _record_counts(bootstrap), deterministic)
+    return ds, _load_record
+
+
+def read_train_dataset(
+    dataset_dir,
+    split,
+    parser,
+    *,
+    batch_size,
+    bootstrap_classes=(),
+    bootstrap_repeat=1,
+    shuffle_buffer=1000,
+    seed=None,
+    deterministic=False,
+    input_context=None,
+    num_classes=None,
+    drop_remainder=True,
+    label_map=None,
+    verify=True,
+    num_parallel_calls=AUTOTUNE,
+    private_threadpool_size=None,
+    interleave_cycle_length=4,
+    skip_batches=0,
+):
+    """The training stream of Sec. 4.1: records read, shuffled and repeated forever, each
+    example parsed by ``parser.parse_train`` (random scale, pad, crop, flip, normalize), batched.
 
     Args:
       dataset_dir: directory of shards + dataset.json, or a ``tfds:`` spec (module docstring).
       split: split name ("train", "trainaug", ...; a TFDS split string for tfds:).
+      parser: a :class:`Parser` (its ``ignore_label`` None: the dataset's).
       batch_size: global batch size. With ``input_context`` each pipeline yields
         ``input_context.get_per_replica_batch_size(batch_size)`` examples per batch.
-      crop_size: int or (height, width); 513 in the paper, 769 for Cityscapes.
-      min_scale, max_scale, scale_step: random scale range and step (0 = continuous), Sec. 4.1.
-      flip: random left-right flips.
       bootstrap_classes: class indices or names; training images that contain any of them appear
         ``bootstrap_repeat`` times per epoch (Sec. 4.3: bicycle, chair, diningtable, pottedplant,
         sofa).
@@ -214,9 +442,6 @@ def make_train_dataset(
       skip_batches: start after this many batches of the stream (a resumed run): skipped as
         serialized records, before decoding; every later example keeps its index, so it gets the
         same augmentation as in the uninterrupted stream. Exact with ``deterministic``.
-      pad_value: RGB value padding a crop larger than the scaled image
-        (``deeplab.model.preprocessing.pad_pixel(backbone)``: the value the backbone's input
-        maps to 0).
 
     Returns:
       tf.data.Dataset of (images float32 [B, crop_h, crop_w, 3] normalized, labels int32 [B, crop_h,
@@ -226,29 +451,17 @@ def make_train_dataset(
       ConfigError: num_classes disagrees with the dataset, bad arguments.
       DataError: missing, incomplete or truncated shards; empty split.
     """
-    crop_h, crop_w = _hw(crop_size)
-    if batch_size < 1 or crop_h < 1 or crop_w < 1:
+    if batch_size < 1:
         raise ConfigError(f"batch_size and crop_size must be positive, got {batch_size}, "
-                          f"{crop_size}")
+                          f"{parser.crop_size}")
     if bootstrap_repeat < 1:
         raise ConfigError(f"bootstrap_repeat must be >= 1, got {bootstrap_repeat}")
     dataset_dir = os.fspath(dataset_dir)
-    is_tfds = dataset_dir.startswith(tfds_source.TFDS_PREFIX)
-    if is_tfds:
-        source = tfds_source.parse_tfds_spec(dataset_dir, label_map=label_map,
-                                             num_classes=num_classes)
-        info = tfds_source.tfds_dataset_info(dataset_dir, label_map=label_map,
-                                             num_classes=source.num_classes)
-        if num_classes is not None and int(num_classes) != info["num_classes"]:
-            raise ConfigError(f"num_classes={num_classes} disagrees with {dataset_dir}, which has "
-                              f"{info['num_classes']}")
-    else:
-        info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes)
-        tfrecord.check_label_classes(info, split,
-                                     os.path.join(dataset_dir, tfrecord.DATASET_INFO_FILE))
-    ignore_label = info["ignore_label"]
+    info, source = _train_source(dataset_dir, split, label_map, num_classes)
+    if parser.ignore_label is None:
+        parser = dataclasses.replace(parser, ignore_label=info["ignore_label"])
     bootstrap_ids = datasets_info.resolve_class_ids(bootstrap_classes, info["class_names"])
-    base_seed = _base_seed(seed)
+    bootstrap = (bootstrap_ids, bootstrap_repeat) if bootstrap_ids and bootstrap_repeat > 1 else None
     per_replica_batch = batch_size
     pipeline_id, num_pipelines = 0, 1
     if input_context is not None:
@@ -256,91 +469,23 @@ def make_train_dataset(
         pipeline_id = input_context.input_pipeline_id
         num_pipelines = input_context.num_input_pipelines
     # Different pipelines shuffle and augment differently; each is still reproducible.
-    base_seed = (base_seed + 1_000_003 * pipeline_id) % (2**62)
+    base_seed = (_base_seed(seed) + 1_000_003 * pipeline_id) % (2**62)
     shuffle_seed = base_seed % (2**31)
-
-    if is_tfds:
-        ds, decode = _load_tfds(source, split, shuffle_files=True, seed=shuffle_seed,
-                                input_context=input_context)
-        if bootstrap_ids and bootstrap_repeat > 1:
-            ds = ds.map(
-                lambda ex: (ex, _bootstrap_counts(tf.zeros([0], tf.int64), decode(ex)["label"],
-                                                  bootstrap_ids, bootstrap_repeat)),
-                num_parallel_calls=AUTOTUNE,
-                deterministic=True if deterministic else None,
-            )
-            ds = ds.flat_map(lambda ex, n: tf.data.Dataset.from_tensors(ex).repeat(n))
-        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
-
-        def load(ex):
-            decoded = decode(ex)
-            return decoded["image"], decoded["label"]
-
+    if source is not None:
+        ds, load = _tfds_train_stream(source, split, shuffle_seed=shuffle_seed,
+                                      input_context=input_context, bootstrap=bootstrap,
+                                      deterministic=deterministic)
     else:
-        files = _record_files(dataset_dir, split, info, verify)
-        by_file = num_pipelines > 1 and len(files) >= num_pipelines
-        by_record = num_pipelines > 1 and not by_file
-        if by_file:
-            files = files[pipeline_id::num_pipelines]
-        ds = tf.data.Dataset.from_tensor_slices(files)
-        if not by_record:
-            ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
-        # Sharding by record needs the same record order in every pipeline: fixed file order,
-        # ordered interleave.
-        ds = ds.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(len(files), interleave_cycle_length),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True if (deterministic or by_record) else None,
-        )
-        if by_record:
-            ds = ds.shard(num_pipelines, pipeline_id)
-        if bootstrap_ids and bootstrap_repeat > 1:
-
-            def count(serialized):
-                parsed = records.parse_example(serialized)
-                present = parsed["classes_present"]
-                # Records without the classes-present key (made by other tools): look at the label
-                # itself.
-                label = tf.cond(
-                    tf.size(present) > 0,
-                    lambda: tf.zeros([0, 0], tf.int32),
-                    lambda: records.decode_label(parsed["label_encoded"]),
-                )
-                return serialized, _bootstrap_counts(present, label, bootstrap_ids,
-                                                     bootstrap_repeat)
-
-            ds = ds.map(count, num_parallel_calls=AUTOTUNE,
-                        deterministic=True if deterministic else None)
-            ds = ds.flat_map(lambda s, n: tf.data.Dataset.from_tensors(s).repeat(n))
-        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
-
-        def load(serialized):
-            parsed = records.parse_example(serialized)
-            image = tf.io.decode_image(parsed["image_encoded"], channels=3, expand_animations=False)
-            image = tf.ensure_shape(image, [None, None, 3])
-            # uint8 until the end
-            label = tf.io.decode_png(parsed["label_encoded"], channels=1)[:, :, 0]
-            records.assert_same_size(image, label, parsed["filename"])
-            return image, label
-
+        ds, load = _record_train_stream(
+            _record_files(dataset_dir, split, info, verify), shuffle_seed=shuffle_seed,
+            pipeline=(pipeline_id, num_pipelines), bootstrap=bootstrap,
+            deterministic=deterministic, interleave_cycle_length=interleave_cycle_length)
+    ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
     key = tf.constant([base_seed >> 31, base_seed & (2**31 - 1)], tf.int64)
 
     def transform(index, element):
         image, label = load(element)
-        example_seed = tf.random.experimental.stateless_fold_in(key, index)
-        return augment.train_transform(
-            image,
-            label,
-            example_seed,
-            crop_size=(crop_h, crop_w),
-            min_scale=min_scale,
-            max_scale=max_scale,
-            scale_step=scale_step,
-            flip=flip,
-            ignore_label=ignore_label,
-            pad_value=pad_value,
-        )
+        return parser.parse_train(image, label, tf.random.experimental.stateless_fold_in(key, index))
 
     ds = ds.enumerate()
     if skip_batches:
@@ -358,7 +503,7 @@ def make_train_dataset(
 
 
 def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label_map=None,
-                      input_context=None, verify=True):
+                      input_context=None, verify=True, parser=None):
     """Evaluation examples (Sec. 4.1): whole images at their own size, no augmentation, labels
     untouched.
 
@@ -371,6 +516,8 @@ def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label
       input_context: each input pipeline gets every n-th example (each example is seen exactly
         once).
       verify: check the shard files before building.
+      parser: the :class:`Parser` whose ``parse_eval`` finishes each example (default: one
+        with the defaults; the eval path uses none of its settings).
 
     Returns:
       un-batched, un-repeated tf.data.Dataset of dicts: "image" float32 [H, W, 3] normalized,
@@ -399,17 +546,14 @@ def make_eval_dataset(dataset_dir, split, *, num_classes=None, limit=None, label
     if limit is not None:
         ds = ds.take(int(limit))
 
-    def finish(example):
-        image, label = augment.eval_transform(example["image"], example["label"])
-        return {"image": image, "raw_image": example["image"], "label": label,
-                "filename": example["filename"]}
-
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map((parser or Parser()).parse_eval, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
 
 
 __all__ = [
+    "Parser",
     "make_train_dataset",
+    "read_train_dataset",
     "make_eval_dataset",
     "explain_data_errors",
 ]

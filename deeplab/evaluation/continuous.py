@@ -37,14 +37,7 @@ def default_results_dir(results):
     return os.path.join(
         logdir,
         EVAL_SUMMARY_DIR,
-        evaluator.results_tag(
-            results["split"],
-            results["output_stride"],
-            results["scales"],
-            results["flip"],
-            results.get("tile_size"),
-            results.get("pad_to"),
-        ),
+        evaluator.results_tag(results["split"], evaluator.results_options(results)),
     )
 
 
@@ -52,12 +45,11 @@ def _split_size(settings):
     """Images the evaluation will see (dataset.json's split size, capped by the limit), or
     None when unknown (a tfds: spec, an older dataset.json)."""
     try:
-        info = tfrecord.read_dataset_info(settings["dataset_dir"])
-        size = int(info.get("splits", {})[settings.get("split", "val")])
+        info = tfrecord.read_dataset_info(settings.dataset_dir)
+        size = int(info.get("splits", {})[settings.split])
     except (UserError, KeyError, TypeError, ValueError, OSError):
         return None
-    limit = settings.get("limit")
-    return min(size, int(limit)) if limit else size
+    return min(size, int(settings.limit)) if settings.limit else size
 
 
 def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_say):
@@ -65,7 +57,7 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
 
     Args:
       checkpoint: checkpoint prefix or training logdir.
-      settings: keyword arguments of ``evaluator.evaluate_checkpoint``.
+      settings: an ``evaluator.EvalSettings`` (data, split, inference options).
       results_dir: where the files go (default :func:`default_results_dir`).
       subfolder: a folder inside ``results_dir`` to write into instead (``--watch``: one per
         checkpoint).
@@ -75,12 +67,8 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
       (results dict, results_dir written to).
     """
     start = time.time()
-    with Progress(
-        _split_size(settings), f"evaluate {settings.get('split', 'val')}", unit="img"
-    ) as bar:
-        results = evaluator.evaluate_checkpoint(
-            checkpoint, progress=lambda count: bar.update(), **settings
-        )
+    with Progress(_split_size(settings), f"evaluate {settings.split}", unit="img") as bar:
+        results = settings.run(checkpoint, progress=lambda count: bar.update())
     results_dir = results_dir or default_results_dir(results)
     if subfolder:
         results_dir = os.path.join(results_dir, subfolder)
@@ -147,7 +135,7 @@ def watch(
 
     Args:
       logdir: the training run's folder.
-      settings: keyword arguments of ``evaluator.evaluate_checkpoint`` (not the checkpoint).
+      settings: an ``evaluator.EvalSettings``.
       timeout: stop when no new checkpoint appeared for this many seconds.
       interval: seconds between polls.
       final_step: stop after evaluating a checkpoint of at least this step.

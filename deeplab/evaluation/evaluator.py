@@ -12,14 +12,16 @@ original resolution (Sec. 4.2; :func:`deeplab.evaluation.inference.predict_proba
 Evaluating at another output stride than the training one (Tables 4, 6, 10) is a matter of the model
 passed in: :func:`evaluate_checkpoint` rebuilds the checkpoint's model at ``output_stride``.
 
+    options = InferenceOptions(scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip=True)
     results = evaluate(model, input_pipeline.make_eval_dataset(d, "val"), num_classes=21,
-                       ignore_label=255, scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip=True)
+                       ignore_label=255, options=options)
     print(format_results(results))
 
 Library code: nothing here reads flags.
 """
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -32,6 +34,7 @@ from absl import logging
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, DataError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import input_pipeline
 from deeplab.data import tfrecord
 from deeplab.evaluation import inference
@@ -57,26 +60,15 @@ class Predictor:
     Args:
       model: a Keras model from normalized images [N, h, w, 3] to logits [N, h, w, C]
         (:class:`deeplab.model.deeplabv3.DeepLabV3`, built at the evaluation output stride).
-      scales: input scales whose probabilities are averaged, e.g. (1.0,) or
-        ``inference.PAPER_EVAL_SCALES``.
-      flip: also average the left-right flipped input of every scale.
-      tile_size, tile_overlap: sliding windows (``inference.predict_probabilities``).
-      pad_to: None or (h, w): the authors' padded whole-image inference
-        (``inference.predict_probabilities``).
+      options: :class:`~deeplab.common.inference_options.InferenceOptions`: scales and flips
+        averaged, sliding windows, the authors' padding (``inference.predict_probabilities``;
+        its ``output_stride`` is the model's, as built). Default: one scale, no flip.
     """
 
-    def __init__(
-        self, model, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25, pad_to=None
-    ):
+    def __init__(self, model, options=None):
         self.model = model
-        self.pad_to = tuple(int(p) for p in pad_to) if pad_to else None
+        self.options = options or InferenceOptions()
         self.pad_value = pad_pixel(getattr(model, "backbone", ""))
-        self.tile_size = tile_size or None
-        self.tile_overlap = float(tile_overlap)
-        self.scales = tuple(float(s) for s in scales)
-        self.flip = bool(flip)
-        if not self.scales or min(self.scales) <= 0:
-            raise ConfigError(f"evaluation scales must be positive, got {self.scales}")
         # None: not tried yet; True: the dynamic-shape graph works; False: eager.
         self.graph_mode = None
         self._forward_graph = tf.function(
@@ -107,11 +99,7 @@ class Predictor:
         return inference.predict_probabilities(
             self._forward,
             _single_image(image)[tf.newaxis],
-            scales=self.scales,
-            flip=self.flip,
-            tile_size=self.tile_size,
-            tile_overlap=self.tile_overlap,
-            pad_to=self.pad_to,
+            self.options,
             pad_value=self.pad_value,
         )
 
@@ -170,14 +158,10 @@ def evaluate(
     *,
     num_classes,
     ignore_label,
-    scales=(1.0,),
-    flip=False,
+    options=None,
     limit=None,
-    tile_size=None,
-    tile_overlap=0.25,
     class_names=None,
     progress=None,
-    pad_to=None,
 ):
     """Evaluates ``model`` on every image of ``dataset``: one confusion matrix over the split.
 
@@ -189,13 +173,11 @@ def evaluate(
         ``deeplab.data.input_pipeline.make_eval_dataset``, or any iterable of such dicts.
       num_classes: number of classes C (must equal the model's logits channels).
       ignore_label: label value excluded from the metric (255 on VOC and Cityscapes), or None.
-      scales: input scales averaged (Sec. 4.2), e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
-      flip: also average left-right flipped inputs (Sec. 4.2).
+      options: :class:`~deeplab.common.inference_options.InferenceOptions`: input scales and
+        flips averaged (Sec. 4.2), windows, the authors' padding (:class:`Predictor`).
       limit: evaluate only the first ``limit`` images (None or 0: all).
       class_names: C names for the per-class table; default "class_<i>".
       progress: optional callable ``progress(num_images_done)`` called after every image.
-      pad_to: None or (h, w): pad every image to at least h x w before inference and crop the
-        prediction back (the authors' evaluation; :class:`Predictor`).
 
     Returns:
       dict with
@@ -222,14 +204,7 @@ def evaluate(
     class_names = [str(n) for n in class_names]
     if len(class_names) != num_classes:
         raise ConfigError(f"got {len(class_names)} class names for {num_classes} classes")
-    predictor = Predictor(
-        model,
-        scales=scales,
-        flip=flip,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        pad_to=pad_to,
-    )
+    predictor = Predictor(model, options)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     num_images = 0
     start = time.perf_counter()
@@ -249,8 +224,8 @@ def evaluate(
     results = summarize(confusion, class_names)
     results.update(
         num_images=num_images,
-        scales=list(predictor.scales),
-        flip=predictor.flip,
+        scales=list(predictor.options.scales),
+        flip=predictor.options.flip,
         seconds=time.perf_counter() - start,
     )
     return results
@@ -289,22 +264,17 @@ def evaluate_checkpoint(
     *,
     split="val",
     num_classes=None,
-    output_stride=None,
-    scales=(1.0,),
-    flip=False,
+    options=None,
     limit=None,
     progress=None,
-    tile_size=None,
-    tile_overlap=0.25,
     fuse_batch_norm=True,
-    pad_to=None,
 ):
     """Evaluates a training checkpoint on a dataset split (what ``deeplab.evaluate`` runs).
 
     The model is rebuilt from the model_config.json beside the checkpoint
-    (:func:`deeplab.logdir.checkpoints.load_model`), at ``output_stride`` if given (train at 16,
-    evaluate at 8: Tables 4, 6, 10), always with logits upsampled to the image: a model trained
-    against downsampled groundtruth (Table 8) is still scored at full resolution.
+    (:func:`deeplab.logdir.checkpoints.load_model`), at ``options.output_stride`` if given
+    (train at 16, evaluate at 8: Tables 4, 6, 10), always with logits upsampled to the image: a
+    model trained against downsampled groundtruth (Table 8) is still scored at full resolution.
 
     Args:
       checkpoint: a checkpoint prefix or a training logdir (its latest checkpoint).
@@ -312,8 +282,9 @@ def evaluate_checkpoint(
       split: split to evaluate.
       num_classes: expected number of classes; None or 0 takes dataset.json's. A value that
         disagrees with dataset.json or with the checkpoint is a ConfigError.
-      output_stride: evaluation output stride; None or 0 keeps the training one.
-      scales, flip, limit, progress: as in :func:`evaluate`.
+      options: :class:`~deeplab.common.inference_options.InferenceOptions`, as in
+        :func:`evaluate`; its ``output_stride`` (None: the training one) builds the model.
+      limit, progress: as in :func:`evaluate`.
       fuse_batch_norm: fold every BN into its convolution first (:mod:`deeplab.model.fuse`; the
         same logits to ~1e-5, faster); False evaluates the model as restored.
 
@@ -326,9 +297,10 @@ def evaluate_checkpoint(
     """
     info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
     run = checkpoints.read_run_info(checkpoint)
+    options = options or InferenceOptions()
     model = checkpoints.load_model(
         run["checkpoint"],
-        output_stride=output_stride or None,
+        output_stride=options.output_stride,
         num_classes=info["num_classes"],
         upsample_logits=True,
         fuse_batch_norm=fuse_batch_norm,
@@ -342,13 +314,9 @@ def evaluate_checkpoint(
             dataset,
             num_classes=info["num_classes"],
             ignore_label=info["ignore_label"],
-            scales=scales,
-            flip=flip,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
+            options=options,
             class_names=info["class_names"],
             progress=progress,
-            pad_to=pad_to,
         )
     results.update(
         checkpoint=run["checkpoint"],
@@ -358,26 +326,77 @@ def evaluate_checkpoint(
         split=split,
         dataset_dir=os.fspath(dataset_dir),
         dataset=info["name"],
-        tile_size=tile_size or None,
-        tile_overlap=float(tile_overlap) if tile_size else None,
-        pad_to=list(pad_to) if pad_to else None,
+        tile_size=options.tile_size,
+        tile_overlap=options.tile_overlap if options.tile_size else None,
+        pad_to=list(options.pad_to) if options.pad_to else None,
     )
     return results
 
 
-def results_tag(split, output_stride, scales, flip, tile_size=None, pad_to=None):
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What a checkpoint is evaluated on and how: :func:`evaluate_checkpoint`'s arguments
+    other than the checkpoint, as one object (``deeplab.evaluate``, ``--watch``, the
+    evaluator task and ``deeplab.train --eval_after_training`` pass it on whole).
+
+    Attributes:
+      dataset_dir: dataset directory (shards + dataset.json) or a ``tfds:`` spec.
+      split: the split evaluated.
+      num_classes: expected number of classes (None: dataset.json's).
+      limit: evaluate only the first ``limit`` images (None: all).
+      options: the :class:`~deeplab.common.inference_options.InferenceOptions`.
+    """
+
+    dataset_dir: str
+    split: str = "val"
+    num_classes: int = None
+    limit: int = None
+    options: InferenceOptions = InferenceOptions()
+
+    @classmethod
+    def from_config(cls, config, *, num_classes=None):
+        """The settings of an ``ExperimentConfig``'s data and eval sections
+        (``EvalConfig.evaluate_kwargs``)."""
+        return cls(**config.eval.evaluate_kwargs(config.data, num_classes=num_classes))
+
+    def run(self, checkpoint, *, progress=None):
+        """:func:`evaluate_checkpoint` of ``checkpoint`` with these settings."""
+        return evaluate_checkpoint(
+            checkpoint,
+            self.dataset_dir,
+            split=self.split,
+            num_classes=self.num_classes,
+            options=self.options,
+            limit=self.limit,
+            progress=progress,
+        )
+
+
+def results_options(results):
+    """The :class:`~deeplab.common.inference_options.InferenceOptions` a results dict of
+    :func:`evaluate_checkpoint` (or its results.json) was evaluated with."""
+    return InferenceOptions(
+        scales=results["scales"],
+        flip=results["flip"],
+        tile_size=results.get("tile_size"),
+        tile_overlap=0.25 if results.get("tile_overlap") is None else results["tile_overlap"],
+        output_stride=results.get("output_stride"),
+        pad_to=results.get("pad_to"),
+    )
+
+
+def results_tag(split, options):
     """A folder name for one evaluation setting, e.g. "val-os8-ms0.5_0.75_1_1.25_1.5_1.75-flip"
-    (with "-tile513x513" when windows were used)."""
-    tag = f"{split}-os{output_stride}"
-    scales = tuple(float(s) for s in scales)
-    if scales != (1.0,):
-        tag += "-ms" + "_".join(f"{s:g}" for s in scales)
-    tag += "-flip" if flip else ""
-    if tile_size:
-        tile = tile_size if isinstance(tile_size, (tuple, list)) else (tile_size, tile_size)
-        tag += f"-tile{int(tile[0])}x{int(tile[1])}"
-    if pad_to:
-        tag += f"-pad{int(pad_to[0])}x{int(pad_to[1])}"
+    (with "-tile513x513" when windows were used, "-pad513x513" when images were padded);
+    ``options.output_stride`` is the stride the model ran at."""
+    tag = f"{split}-os{options.output_stride}"
+    if options.scales != (1.0,):
+        tag += "-ms" + "_".join(f"{s:g}" for s in options.scales)
+    tag += "-flip" if options.flip else ""
+    if options.tile_size:
+        tag += f"-tile{options.tile_size[0]}x{options.tile_size[1]}"
+    if options.pad_to:
+        tag += f"-pad{options.pad_to[0]}x{options.pad_to[1]}"
     return tag
 
 
@@ -454,11 +473,13 @@ def read_results(results_dir):
 
 
 __all__ = [
+    "EvalSettings",
     "Predictor",
     "evaluate",
     "evaluate_checkpoint",
     "format_results",
     "read_results",
+    "results_options",
     "results_tag",
     "summarize",
     "write_results",

@@ -31,6 +31,7 @@ from keras import ops
 
 from deeplab.common.errors import ConfigError
 from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.model.preprocessing import normalize_image, pad_pixel
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).
@@ -129,27 +130,20 @@ def check_tiling(height, width, tile, overlap, stride):
         )
 
 
-def tiled_probabilities(model, images, tile_size, overlap=0.25):
-    """Sliding-window probabilities [N, H, W, C]: windows of ``tile_size`` averaged.
+def tiled_probabilities(model, images, options):
+    """Sliding-window probabilities [N, H, W, C]: windows of ``options.tile_size`` averaged.
 
     Each window is segmented as an image of its own (softmax of the model's logits at the
-    window's size) and the probabilities of overlapping windows are averaged per pixel. An
-    image no larger than the tile is one window, i.e. exactly whole-image inference. Memory is
-    that of one window's forward pass plus an [H, W, C] accumulator, so images far larger than
-    the training crop (a 4000x3000 photo) can be segmented on a CPU (benchmarks/tiling.py).
+    window's size) and the probabilities of overlapping windows (``options.tile_overlap``) are
+    averaged per pixel. An image no larger than the tile is one window, i.e. exactly
+    whole-image inference. Memory is that of one window's forward pass plus an [H, W, C]
+    accumulator, so images far larger than the training crop (a 4000x3000 photo) can be
+    segmented on a CPU (benchmarks/tiling.py).
 
     Static sizes (eager evaluation and prediction) loop in Python and accumulate in NumPy;
     dynamic sizes (inside an exported SavedModel) use a ``tf.while_loop``.
     """
-    tile_h, tile_w = (
-        (int(tile_size), int(tile_size))
-        if isinstance(tile_size, int)
-        else tuple(int(t) for t in tile_size)
-    )
-    if min(tile_h, tile_w) < 1 or not 0.0 <= float(overlap) < 1.0:
-        raise ValueError(
-            f"tile size must be positive and overlap in [0, 1), got {tile_size}, {overlap}"
-        )
+    (tile_h, tile_w), overlap = options.tile_size, options.tile_overlap
     height, width = _spatial_size(images)
     if is_static(height) and is_static(width):
         if height <= tile_h and width <= tile_w:
@@ -213,39 +207,26 @@ def _tiled_dynamic(model, images, tile, overlap):
     return total / count
 
 
-def _one_pass(model, images, scale, flipped, tile=None):
-    """Probabilities [N, H, W, C] of one (scale, flip) pass, at the images' size.
-
-    ``tile``: None (whole image) or ``(tile_size, overlap)`` for :func:`tiled_probabilities`.
-    """
+def _one_pass(model, images, scale, flipped, options):
+    """Probabilities [N, H, W, C] of one (scale, flip) pass, at the images' size (in windows
+    when ``options.tile_size`` is set: :func:`tiled_probabilities`)."""
     size = _spatial_size(images)
     x = ops.flip(images, axis=2) if flipped else images
     if scale != 1.0:
         x = resize_bilinear(x, scaled_size(size[0], size[1], scale))
-    if tile:
-        probabilities = tiled_probabilities(model, x, tile[0], tile[1])
+    if options.tile_size:
+        probabilities = tiled_probabilities(model, x, options)
     else:
         probabilities = _softmax(model, x)
     probabilities = resize_bilinear(probabilities, size)
     return ops.flip(probabilities, axis=2) if flipped else probabilities
 
 
-def _check_scales(scales):
-    scales = tuple(float(s) for s in scales)
-    if not scales:
-        raise ValueError("scales must name at least one input scale, e.g. (1.0,)")
-    if any(s <= 0 for s in scales):
-        raise ValueError(f"scales must be positive, got {scales}")
-    if len(set(scales)) != len(scales):
-        raise ValueError(f"scales must not repeat, got {scales}")
-    return scales
-
-
-def _sum_passes(model, images, scales, flipped, tile=None):
-    """Sum of the passes at ``scales``."""
+def _sum_passes(model, images, options, flipped):
+    """Sum of the passes at ``options.scales``."""
     total = None
-    for scale in scales:
-        probabilities = _one_pass(model, images, scale, flipped, tile)
+    for scale in options.scales:
+        probabilities = _one_pass(model, images, scale, flipped, options)
         total = probabilities if total is None else total + probabilities
     return total
 
@@ -265,60 +246,42 @@ def pad_for_inference(images, pad_to, pad_value):
     return padded, (height, width)
 
 
-def predict_probabilities(
-    model,
-    images,
-    *,
-    scales=(1.0,),
-    flip=False,
-    tile_size=None,
-    tile_overlap=0.25,
-    pad_to=None,
-    pad_value=None,
-):
+def predict_probabilities(model, images, options=None, *, pad_value=None):
     """Class probabilities averaged over input scales and, optionally, left-right flips.
 
-    Sec. 4.2: "averaging the probabilities from each scale"; with ``flip`` the flipped input of
-    every scale is added to the average (``len(scales) * 2`` passes).
+    Sec. 4.2: "averaging the probabilities from each scale"; with ``options.flip`` the flipped
+    input of every scale is added to the average (``len(scales) * 2`` passes).
 
     Args:
       model: a Keras model (or callable accepting ``training=False``) mapping normalized
         images [N, h, w, 3] to logits [N, h', w', C], normally h' = h.
       images: normalized images [N, H, W, 3] (``deeplab.model.preprocessing.normalize_image``).
-      scales: input scales, e.g. ``PAPER_EVAL_SCALES``; distinct and positive.
-      flip: also average the left-right flipped inputs.
-      tile_size: None / 0 (whole images), or an int or (h, w): every pass larger than it is
-        segmented in overlapping windows (:func:`tiled_probabilities`).
-      tile_overlap: share of a window its neighbour overlaps, in [0, 1).
-      pad_to: None, or (h, w): the authors' evaluation (their eval_crop_size, 513 on VOC): the
-        image is padded at the bottom and right to at least h x w before every pass (so image
-        pooling averages over the padding too), and the probabilities are cropped back.
-      pad_value: the RGB pixel padding is made of (default: the model's
+      options: :class:`~deeplab.common.inference_options.InferenceOptions` (default: one
+        scale, no flip, whole images): ``scales`` and ``flip`` averaged; ``tile_size`` /
+        ``tile_overlap``: every pass larger than the tile is segmented in overlapping windows
+        (:func:`tiled_probabilities`); ``pad_to``: the authors' evaluation (their
+        eval_crop_size, 513 on VOC): the image is padded at the bottom and right to at least
+        h x w before every pass (so image pooling averages over the padding too), and the
+        probabilities are cropped back. ``output_stride`` is the model's business (whoever
+        built ``model`` used it).
+      pad_value: the RGB pixel ``pad_to`` padding is made of (default: the model's
         ``preprocessing.pad_pixel(model.backbone)``, the mean pixel without one).
 
     Returns:
       float32 probabilities [N, H, W, C].
     """
-    scales = _check_scales(scales)
+    options = options or InferenceOptions()
     images = ops.convert_to_tensor(images, dtype="float32")
-    if pad_to:
+    if options.pad_to:
         if pad_value is None:
             pad_value = pad_pixel(getattr(model, "backbone", ""))
-        padded, (height, width) = pad_for_inference(images, pad_to, pad_value)
-        probabilities = predict_probabilities(
-            model,
-            padded,
-            scales=scales,
-            flip=flip,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-        )
+        padded, (height, width) = pad_for_inference(images, options.pad_to, pad_value)
+        probabilities = predict_probabilities(model, padded, options.replace(pad_to=None))
         return probabilities[:, :height, :width]
-    tile = (tile_size, float(tile_overlap)) if tile_size else None
-    total = _sum_passes(model, images, scales, flipped=False, tile=tile)
-    count = len(scales)
-    if flip:
-        flipped_total = _sum_passes(model, images, scales, flipped=True, tile=tile)
+    total = _sum_passes(model, images, options, flipped=False)
+    count = len(options.scales)
+    if options.flip:
+        flipped_total = _sum_passes(model, images, options, flipped=True)
         total = total + flipped_total
         count *= 2
     return total if count == 1 else total / float(count)
@@ -326,6 +289,7 @@ def predict_probabilities(
 
 __all__ = [
     "CITYSCAPES_TEST_SCALES",
+    "InferenceOptions",
     "PAPER_EVAL_SCALES",
     "pad_for_inference",
     "predict_probabilities",

@@ -1,11 +1,12 @@
 """Colour PNGs, overlays, panels and evaluation-server files of a checkpoint's predictions.
 
 :func:`visualize` predicts the images of a split of a dataset (with groundtruth) or of a glob of
-raw image files (the test sets: no groundtruth) with the evaluation settings (output stride,
-scales, flip, tiles; Sec. 4.2), and writes for the first ``vis_num_images`` images
-``<name>_prediction.png``, ``<name>_overlay.png``, ``<name>_groundtruth.png`` and
-``<name>_panel.png`` and, with ``save_raw_predictions``, every prediction in the format of the
-dataset's evaluation server (:func:`deeplab.evaluation.visualization.save_raw_prediction`).
+raw image files (the test sets: no groundtruth) with the evaluation settings (an
+``InferenceOptions``: output stride, scales, flip, tiles; Sec. 4.2), and writes for the first
+``vis_num_images`` images ``<name>_prediction.png``, ``<name>_overlay.png``,
+``<name>_groundtruth.png`` and ``<name>_panel.png`` and, with ``save_raw_predictions``, every
+prediction in the format of the dataset's evaluation server
+(:func:`deeplab.evaluation.visualization.save_raw_prediction`).
 ``python -m deeplab.visualize`` and ``deeplab.reproduce`` (test-set rows) run it.
 """
 
@@ -18,6 +19,7 @@ from absl import logging
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, DataError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
 from deeplab.data import images
 from deeplab.data import input_pipeline
@@ -77,6 +79,60 @@ def _safe_name(name, index):
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
 
+def _source(run, *, dataset_dir, split, input_images, input_list, num_classes):
+    """(dataset info, examples, source name) of what :func:`visualize` predicts."""
+    if input_images:
+        info = run["dataset_info"]
+        if info is None:
+            if not dataset_dir:
+                raise ConfigError(
+                    f"{run['logdir']} has no dataset_info.json: pass --dataset_dir "
+                    "so that class names and palette are known"
+                )
+            info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
+        return info, _raw_image_examples(_list_input_images(input_images, input_list)), "images"
+    if not dataset_dir:
+        raise ConfigError("pass --dataset_dir (with --eval_split) or --vis_images")
+    info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
+    examples = input_pipeline.make_eval_dataset(dataset_dir, split, num_classes=info["num_classes"])
+    return info, examples, split
+
+
+def _write_pictures(vis_dir, name, example, prediction, info, palette, alpha):
+    """``<name>_prediction.png``, ``_overlay.png``, ``_panel.png`` and, with a label,
+    ``_groundtruth.png``."""
+    ignore_label = info.get("ignore_label", 255)
+    raw = np.asarray(example["raw_image"], np.uint8)
+    colored = visualization.colorize_labels(prediction, palette, ignore_label)
+    visualization.save_rgb_png(os.path.join(vis_dir, f"{name}_prediction.png"), colored)
+    visualization.save_rgb_png(
+        os.path.join(vis_dir, f"{name}_overlay.png"), visualization.overlay(raw, colored, alpha)
+    )
+    label = None
+    title = name
+    if "label" in example:
+        label = np.asarray(example["label"], np.int32)
+        visualization.save_rgb_png(
+            os.path.join(vis_dir, f"{name}_groundtruth.png"),
+            visualization.colorize_labels(label, palette, ignore_label),
+        )
+        cm = metrics.confusion_matrix_update(label, prediction, info["num_classes"], ignore_label)
+        title = f"{name}: mIOU {100 * metrics.mean_iou(np.asarray(cm)):.2f}%"
+    visualization.save_rgb_png(
+        os.path.join(vis_dir, f"{name}_panel.png"),
+        visualization.panel(
+            raw,
+            prediction,
+            palette,
+            label=label,
+            class_names=info.get("class_names"),
+            ignore_label=ignore_label,
+            title=title,
+            alpha=alpha,
+        ),
+    )
+
+
 def visualize(
     checkpoint,
     *,
@@ -86,16 +142,12 @@ def visualize(
     input_images=None,
     input_list=None,
     num_classes=None,
-    output_stride=None,
-    scales=(1.0,),
-    flip=False,
+    options=None,
     limit=None,
     vis_num_images=20,
     save_raw_predictions=False,
     competition="comp6",
     alpha=0.5,
-    tile_size=None,
-    tile_overlap=0.25,
 ):
     """Writes colour PNGs, panels and (optionally) server-format predictions for a checkpoint.
 
@@ -109,52 +161,38 @@ def visualize(
         the checkpoint's dataset_info.json.
       input_list: optional list file of image names to keep (first word per line).
       num_classes: expected classes (None: the dataset's).
-      output_stride, scales, flip: evaluation settings (Sec. 4.2).
+      options: the :class:`~deeplab.common.inference_options.InferenceOptions` (output stride,
+        scales, flip, windows, padding; Sec. 4.2). Default: one scale, no flip, whole images.
       limit: stop after this many images (None: all of them when saving raw predictions,
         else ``vis_num_images``).
       vis_num_images: images that get colour PNGs and a panel.
       save_raw_predictions: write every prediction in the evaluation server's format.
       competition: VOC "comp5" or "comp6".
       alpha: overlay opacity.
-      tile_size, tile_overlap: sliding-window inference (None: whole images).
 
     Returns:
       dict with "vis_dir", "num_images", "num_raw" (server files written), "server_format".
     """
+    options = options or InferenceOptions()
     run = checkpoints.read_run_info(checkpoint)
-    if input_images:
-        info = run["dataset_info"]
-        if info is None:
-            if not dataset_dir:
-                raise ConfigError(
-                    f"{run['logdir']} has no dataset_info.json: pass --dataset_dir "
-                    "so that class names and palette are known"
-                )
-            info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
-        examples = _raw_image_examples(_list_input_images(input_images, input_list))
-        source = "images"
-    else:
-        if not dataset_dir:
-            raise ConfigError("pass --dataset_dir (with --eval_split) or --vis_images")
-        info = tfrecord.read_dataset_info(dataset_dir, num_classes=num_classes or None)
-        examples = input_pipeline.make_eval_dataset(
-            dataset_dir, split, num_classes=info["num_classes"]
-        )
-        source = split
+    info, examples, source = _source(
+        run,
+        dataset_dir=dataset_dir,
+        split=split,
+        input_images=input_images,
+        input_list=input_list,
+        num_classes=num_classes,
+    )
     model = checkpoints.load_model(
         run["checkpoint"],
-        output_stride=output_stride or None,
+        output_stride=options.output_stride,
         num_classes=info["num_classes"],
         upsample_logits=True,
     )
-    predictor = evaluator.Predictor(
-        model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
-    )
+    predictor = evaluator.Predictor(model, options)
     vis_dir = vis_dir or os.path.join(run["logdir"], "vis", source)
     atomic_io.ensure_folder(vis_dir, "--vis_dir")
     palette = info.get("palette") or [list(c) for c in datasets_info.color_map(info["num_classes"])]
-    class_names = info.get("class_names")
-    ignore_label = info.get("ignore_label", 255)
     kind = visualization.server_format(info.get("name"))
     if limit is None:
         limit = None if save_raw_predictions else vis_num_images
@@ -166,38 +204,7 @@ def visualize(
         name = _safe_name(_as_text(example["filename"]), count)
         prediction = predictor.labels(example["image"]).numpy().astype(np.int32)
         if count < vis_num_images:
-            raw = np.asarray(example["raw_image"], np.uint8)
-            colored = visualization.colorize_labels(prediction, palette, ignore_label)
-            visualization.save_rgb_png(os.path.join(vis_dir, f"{name}_prediction.png"), colored)
-            visualization.save_rgb_png(
-                os.path.join(vis_dir, f"{name}_overlay.png"),
-                visualization.overlay(raw, colored, alpha),
-            )
-            label = None
-            title = name
-            if "label" in example:
-                label = np.asarray(example["label"], np.int32)
-                visualization.save_rgb_png(
-                    os.path.join(vis_dir, f"{name}_groundtruth.png"),
-                    visualization.colorize_labels(label, palette, ignore_label),
-                )
-                cm = metrics.confusion_matrix_update(
-                    label, prediction, info["num_classes"], ignore_label
-                )
-                title = f"{name}: mIOU {100 * metrics.mean_iou(np.asarray(cm)):.2f}%"
-            visualization.save_rgb_png(
-                os.path.join(vis_dir, f"{name}_panel.png"),
-                visualization.panel(
-                    raw,
-                    prediction,
-                    palette,
-                    label=label,
-                    class_names=class_names,
-                    ignore_label=ignore_label,
-                    title=title,
-                    alpha=alpha,
-                ),
-            )
+            _write_pictures(vis_dir, name, example, prediction, info, palette, alpha)
         if save_raw_predictions:
             visualization.save_raw_prediction(
                 vis_dir,

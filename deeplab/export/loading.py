@@ -13,7 +13,7 @@ What ``path`` may be, and what runs it:
 =============================  ===========================================================
 a training logdir, a           Keras in this process (BN folded); ``scales``, ``flip``,
 checkpoint prefix, an import   ``tile_size`` / ``tile_overlap`` and ``output_stride`` apply
-of deeplab.import_official
+of deeplab.import_official     (or one ``options=InferenceOptions(...)``)
 a SavedModel folder            its ``serving_default`` signature (the export fixed its scales,
 (deeplab.export_saved_model)   flip, tiling and output stride: passing others is an error)
 a ``.tflite`` file             the TFLite interpreter (images letterboxed to its input size)
@@ -30,15 +30,12 @@ import os
 import numpy as np
 
 from deeplab.common.errors import UserError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
 from deeplab.data import images as image_io
 from deeplab.evaluation import visualization
 from deeplab.export import model_card
 from deeplab.export import predictor
-
-
-def _default_options(scales, flip, tile_size, output_stride):
-    return tuple(scales) == (1.0,) and not flip and not tile_size and not output_stride
 
 
 def load(
@@ -50,23 +47,40 @@ def load(
     tile_overlap=0.25,
     output_stride=0,
     num_threads=0,
+    options=None,
 ):
     """Opens a model of this project as a :class:`Segmenter` (see the module docstring).
 
+    The inference settings are the keywords ``scales``, ``flip``, ``tile_size``,
+    ``tile_overlap`` and ``output_stride``, or one ``options``
+    (:class:`~deeplab.common.inference_options.InferenceOptions`) instead of them.
+
     Raises:
-      UserError: nothing loadable at ``path`` (one line naming it), or inference options given
-        for an export that fixed its own.
+      UserError: nothing loadable at ``path`` (one line naming it), inference options given
+        for an export that fixed its own, or both ``options`` and the keywords.
     """
     path = os.fspath(path)
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise UserError(f"deeplab.load({path!r}): no such file or folder")
-    scales = tuple(float(s) for s in scales)
+    keywords = InferenceOptions(
+        scales=scales,
+        flip=flip,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_stride=output_stride or None,
+    )
+    if options is not None and not keywords.is_default:
+        raise UserError(
+            f"deeplab.load({path!r}): pass the inference settings as options=... or as "
+            "keywords, not both"
+        )
+    options = options or keywords
     is_export = (
         path.endswith(".tflite")
         or os.path.isfile(path)
         or os.path.exists(os.path.join(path, "saved_model.pb"))
     )
-    if is_export and not _default_options(scales, flip, tile_size, output_stride):
+    if is_export and not options.is_default:
         raise UserError(
             f"deeplab.load({path!r}): an export runs the scales, flip, tiling and output stride "
             "it was exported with; pass those options to deeplab.export_saved_model, or load the "
@@ -75,12 +89,8 @@ def load(
     runner = predictor.make_segmenter(
         model=path if is_export else None,
         checkpoint=None if is_export else path,
-        scales=scales,
-        flip=flip,
-        output_stride=output_stride,
+        options=options,
         num_threads=num_threads,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
     )
     kind = "tflite" if path.endswith(".tflite") else ("saved_model" if is_export else "keras")
     return Segmenter(runner, path=path, kind=kind, card=find_card(path, runner))

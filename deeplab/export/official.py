@@ -33,6 +33,7 @@ How a file is read (CONVENTIONS.md, "The authors' released models"):
 import importlib
 import os
 import shutil
+import types
 import re
 
 import keras
@@ -308,6 +309,38 @@ def import_tflite(path, class_names=None):
       UserError: unreadable file, another architecture, or a tensor that has no place.
     """
     graph = TFLiteGraph(path)
+    found = _tflite_architecture(graph, path)
+    model = model_lib.DeepLabV3(
+        backbone=found.backbone,
+        num_classes=found.num_classes,
+        output_stride=found.output_stride,
+        multi_grid=None,
+        atrous_rates=found.rates,
+        image_pooling=bool(found.pool),
+        aspp_filters=found.filters,
+        weight_decay=MOBILENET_WEIGHT_DECAY,
+    )
+    placed = _place_tflite_backbone(graph, path, model, found.backbone_ops)
+    placed |= _place_tflite_head(graph, model, found)
+    for op in found.conv_ops:
+        for tensor_index in op["inputs"][1:]:
+            if (
+                tensor_index >= 0
+                and graph.tensors[tensor_index]["data"] is not None
+                and tensor_index not in placed
+            ):
+                raise UserError(
+                    f"{path}: weight tensor {graph.tensors[tensor_index]['name']!r} "
+                    "has no place in the model"
+                )
+    report = _tflite_report(graph, path, found, len(placed))
+    report["class_names"] = _class_names(class_names, found.num_classes, path)
+    return model, report
+
+
+def _tflite_architecture(graph, path):
+    """What the graph's convolutions say: backbone, output stride, ASPP branches and rates,
+    class count (a namespace; :func:`import_tflite`)."""
     conv_ops = [op for op in graph.ops if op["name"] in _CONV_OPS]
     logits_op, projection_op, branches = _find_head(graph, conv_ops)
     head_ids = {logits_op["index"], projection_op["index"]} | {op["index"] for op, _ in branches}
@@ -341,23 +374,27 @@ def import_tflite(path, class_names=None):
     rates = tuple(
         int(op["options"].get("dilationHFactor", 1) * output_stride // 16) for op in plain[1:]
     )
-    num_classes = graph.tensors[logits_op["inputs"][1]]["shape"][0]
-    filters = graph.tensors[projection_op["inputs"][1]]["shape"][0]
-    model = model_lib.DeepLabV3(
+    return types.SimpleNamespace(
+        conv_ops=conv_ops,
+        logits_op=logits_op,
+        projection_op=projection_op,
+        branches=branches,
+        backbone_ops=backbone_ops,
         backbone=candidates[0],
-        num_classes=num_classes,
         output_stride=output_stride,
-        multi_grid=None,
-        atrous_rates=rates,
-        image_pooling=bool(pool),
-        aspp_filters=filters,
-        weight_decay=MOBILENET_WEIGHT_DECAY,
+        pool=pool,
+        plain=plain,
+        rates=rates,
+        num_classes=graph.tensors[logits_op["inputs"][1]]["shape"][0],
+        filters=graph.tensors[projection_op["inputs"][1]]["shape"][0],
     )
 
+
+def _place_tflite_backbone(graph, path, model, backbone_ops):
+    """Sets the backbone's weights from ``backbone_ops``; returns the tensor indices placed."""
     backbone = model.backbone_model
-    ours = _conv_layers(backbone)
     placed = set()
-    for op, layer in zip(backbone_ops, ours):
+    for op, layer in zip(backbone_ops, _conv_layers(backbone)):
         kind = "DEPTHWISE_CONV_2D" if "depthwise" in layer.name else "CONV_2D"
         if op["name"] != kind:
             raise UserError(
@@ -387,11 +424,16 @@ def import_tflite(path, class_names=None):
             )
         _set_folded(layer, _following_bn(backbone, layer), kernel, bias)
         placed.update(op["inputs"][1:3])
+    return placed
 
+
+def _place_tflite_head(graph, model, found):
+    """Sets the ASPP branches', projection's and logits' weights; returns the tensors placed."""
+    placed = set()
     aspp = model.get_layer("aspp")
     ours_branches = list(aspp.branches) + ([aspp.pool_branch] if aspp.image_pooling else [])
-    theirs = plain + pool
-    for index, (op, (conv, bn)) in enumerate(zip(theirs, ours_branches)):
+    theirs = found.plain + found.pool
+    for op, (conv, bn) in zip(theirs, ours_branches):
         _check(
             graph,
             op,
@@ -407,9 +449,10 @@ def import_tflite(path, class_names=None):
         _set_folded(conv, bn, _keras_kernel(kernel), bias)
         placed.update(op["inputs"][1:3])
     # Projection rows follow the file's concatenation order; ours is 1x1, 3x3..., pooling.
+    projection_op, logits_op, filters = found.projection_op, found.logits_op, found.filters
     kernel, bias = _weights(graph, projection_op)
     kernel = _keras_kernel(kernel)
-    order = [op["index"] for op, _ in branches]
+    order = [op["index"] for op, _ in found.branches]
     slices = {
         op_index: kernel[:, :, i * filters : (i + 1) * filters] for i, op_index in enumerate(order)
     }
@@ -421,36 +464,28 @@ def import_tflite(path, class_names=None):
     kernel, bias = _weights(graph, logits_op)
     model.get_layer("logits").set_weights([_keras_kernel(kernel), bias])
     placed.update(logits_op["inputs"][1:3])
+    return placed
 
-    for op in conv_ops:
-        for tensor_index in op["inputs"][1:]:
-            if (
-                tensor_index >= 0
-                and graph.tensors[tensor_index]["data"] is not None
-                and tensor_index not in placed
-            ):
-                raise UserError(
-                    f"{path}: weight tensor {graph.tensors[tensor_index]['name']!r} "
-                    "has no place in the model"
-                )
 
+def _tflite_report(graph, path, found, num_placed):
+    """The JSON-able report of an imported TFLite file (its input range checked)."""
     resizes = [op["options"] for op in graph.ops if op["name"] == "RESIZE_BILINEAR"]
     image = graph.tensors[graph.inputs[0]]
     report = {
         "source": os.path.abspath(path),
         "format": "tflite",
-        "backbone": candidates[0],
-        "output_stride": output_stride,
-        "num_classes": int(num_classes),
-        "atrous_rates_at_os16": list(rates),
-        "image_pooling": bool(pool),
-        "convolutions": len(conv_ops),
-        "weight_tensors": len(placed),
+        "backbone": found.backbone,
+        "output_stride": found.output_stride,
+        "num_classes": int(found.num_classes),
+        "atrous_rates_at_os16": list(found.rates),
+        "image_pooling": bool(found.pool),
+        "convolutions": len(found.conv_ops),
+        "weight_tensors": num_placed,
         "concat_order": [
             "image_pooling"
             if pooled
             else f"branch(kernel {graph.tensors[op['inputs'][1]]['shape'][1]})"
-            for op, pooled in branches
+            for op, pooled in found.branches
         ],
         "resize_bilinear": [
             {
@@ -471,8 +506,7 @@ def import_tflite(path, class_names=None):
                 f"{path}: the input maps pixels to [{low:.3f}, {high:.3f}], neither "
                 "raw pixels nor the authors' MobileNetV2 range [-1, 1]"
             )
-    report["class_names"] = _class_names(class_names, num_classes, path)
-    return model, report
+    return report
 
 
 def _class_names(class_names, num_classes, source):
@@ -529,25 +563,8 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
             f"--tf1_checkpoint={path}: a {stem_out}-channel stem matches no "
             "MobileNetV2 depth multiplier we build (1.0: 32, 0.5: 16)"
         )
+    _check_slim_head(path, shapes)
     num_classes = shapes["logits/semantic/weights"][-1]
-    rates = []
-    while (
-        f"aspp{len(rates) + 1}/weights" in shapes
-        or f"aspp{len(rates) + 1}_depthwise/depthwise_weights" in shapes
-    ):
-        if f"aspp{len(rates) + 1}/weights" not in shapes:
-            raise UserError(
-                f"--tf1_checkpoint={path}: separable ASPP branches (aspp1_depthwise) "
-                "are a DeepLabv3+ option this importer does not build"
-            )
-        rates.append(None)
-    if rates:
-        raise UserError(
-            f"--tf1_checkpoint={path}: the checkpoint has 3x3 ASPP branches "
-            "(aspp1...), whose rates it does not record; only the authors' "
-            "MobileNetV2 head (1x1 + image pooling) is imported"
-        )
-    filters = shapes["concat_projection/weights"][-1]
     model = model_lib.DeepLabV3(
         backbone=candidates[0],
         num_classes=num_classes,
@@ -555,68 +572,15 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
         multi_grid=None,
         atrous_rates=(),
         image_pooling="image_pooling/weights" in shapes,
-        aspp_filters=filters,
+        aspp_filters=shapes["concat_projection/weights"][-1],
         weight_decay=MOBILENET_WEIGHT_DECAY,
     )
-    used = set()
-
-    def get(name):
-        if name not in shapes:
-            raise UserError(f"--tf1_checkpoint={path}: no variable {name}")
-        used.add(name)
-        return reader.get_tensor(name).astype(np.float32)
-
-    def set_bn(bn, scope):
-        gamma = (
-            get(scope + "/BatchNorm/gamma")
-            if scope + "/BatchNorm/gamma" in shapes
-            else np.ones(shapes[scope + "/BatchNorm/beta"], np.float32)
-        )
-        bn.set_weights(
-            [
-                gamma,
-                get(scope + "/BatchNorm/beta"),
-                get(scope + "/BatchNorm/moving_mean"),
-                get(scope + "/BatchNorm/moving_variance"),
-            ]
-        )
-
-    def set_conv(layer, name):
-        value = get(name)
-        if value.shape != tuple(layer.kernel.shape):
-            raise UserError(
-                f"--tf1_checkpoint={path}: {name} has shape {value.shape}, our "
-                f"{layer.name} {tuple(layer.kernel.shape)}"
-            )
-        layer.set_weights([value])
-
-    backbone = model.backbone_model
-    for layer in _conv_layers(backbone):
-        scope = slim_name(layer.name)
-        weight = "depthwise_weights" if "depthwise" in layer.name else "weights"
-        set_conv(layer, f"{scope}/{weight}")
-        set_bn(_following_bn(backbone, layer), scope)
-    aspp = model.get_layer("aspp")
-    conv, bn = aspp.branches[0]
-    set_conv(conv, "aspp0/weights")
-    set_bn(bn, "aspp0")
-    order = ["aspp0"]
-    if aspp.image_pooling:
-        conv, bn = aspp.pool_branch
-        set_conv(conv, "image_pooling/weights")
-        set_bn(bn, "image_pooling")
-        order = ["image_pooling", "aspp0"]  # the authors' concatenation order
-    kernel = get("concat_projection/weights")
-    parts = {name: kernel[:, :, i * filters : (i + 1) * filters] for i, name in enumerate(order)}
-    ours_order = ["aspp0"] + (["image_pooling"] if aspp.image_pooling else [])
-    conv, bn = aspp.projection
-    conv.set_weights([np.concatenate([parts[n] for n in ours_order], axis=2)])
-    set_bn(bn, "concat_projection")
-    model.get_layer("logits").set_weights(
-        [get("logits/semantic/weights"), get("logits/semantic/biases")]
-    )
+    variables = _SlimVariables(reader, shapes, path)
+    _place_slim_weights(model, variables)
     unplaced = sorted(
-        n for n in shapes if n not in used and not any(part in n for part in _SLIM_IGNORED)
+        n
+        for n in shapes
+        if n not in variables.used and not any(part in n for part in _SLIM_IGNORED)
     )
     if unplaced:
         raise UserError(
@@ -629,10 +593,99 @@ def import_tf1_checkpoint(path, *, output_stride=16, class_names=None):
         "backbone": candidates[0],
         "output_stride": output_stride,
         "num_classes": int(num_classes),
-        "variables": len(used),
+        "variables": len(variables.used),
         "class_names": _class_names(class_names, num_classes, path),
     }
     return model, report
+
+
+def _check_slim_head(path, shapes):
+    """Refuses the heads this importer does not build (3x3 or separable ASPP branches)."""
+    count = 0
+    while (
+        f"aspp{count + 1}/weights" in shapes
+        or f"aspp{count + 1}_depthwise/depthwise_weights" in shapes
+    ):
+        if f"aspp{count + 1}/weights" not in shapes:
+            raise UserError(
+                f"--tf1_checkpoint={path}: separable ASPP branches (aspp1_depthwise) "
+                "are a DeepLabv3+ option this importer does not build"
+            )
+        count += 1
+    if count:
+        raise UserError(
+            f"--tf1_checkpoint={path}: the checkpoint has 3x3 ASPP branches "
+            "(aspp1...), whose rates it does not record; only the authors' "
+            "MobileNetV2 head (1x1 + image pooling) is imported"
+        )
+
+
+class _SlimVariables:
+    """A TF1 checkpoint's variables by slim name, read into layers; ``used``: those read."""
+
+    def __init__(self, reader, shapes, path):
+        self.reader, self.shapes, self.path = reader, shapes, path
+        self.used = set()
+
+    def get(self, name):
+        if name not in self.shapes:
+            raise UserError(f"--tf1_checkpoint={self.path}: no variable {name}")
+        self.used.add(name)
+        return self.reader.get_tensor(name).astype(np.float32)
+
+    def set_bn(self, bn, scope):
+        gamma = (
+            self.get(scope + "/BatchNorm/gamma")
+            if scope + "/BatchNorm/gamma" in self.shapes
+            else np.ones(self.shapes[scope + "/BatchNorm/beta"], np.float32)
+        )
+        bn.set_weights(
+            [
+                gamma,
+                self.get(scope + "/BatchNorm/beta"),
+                self.get(scope + "/BatchNorm/moving_mean"),
+                self.get(scope + "/BatchNorm/moving_variance"),
+            ]
+        )
+
+    def set_conv(self, layer, name):
+        value = self.get(name)
+        if value.shape != tuple(layer.kernel.shape):
+            raise UserError(
+                f"--tf1_checkpoint={self.path}: {name} has shape {value.shape}, our "
+                f"{layer.name} {tuple(layer.kernel.shape)}"
+            )
+        layer.set_weights([value])
+
+
+def _place_slim_weights(model, variables):
+    """Sets every layer of ``model`` from the checkpoint's ``variables``."""
+    backbone = model.backbone_model
+    for layer in _conv_layers(backbone):
+        scope = slim_name(layer.name)
+        weight = "depthwise_weights" if "depthwise" in layer.name else "weights"
+        variables.set_conv(layer, f"{scope}/{weight}")
+        variables.set_bn(_following_bn(backbone, layer), scope)
+    aspp = model.get_layer("aspp")
+    conv, bn = aspp.branches[0]
+    variables.set_conv(conv, "aspp0/weights")
+    variables.set_bn(bn, "aspp0")
+    order = ["aspp0"]
+    if aspp.image_pooling:
+        conv, bn = aspp.pool_branch
+        variables.set_conv(conv, "image_pooling/weights")
+        variables.set_bn(bn, "image_pooling")
+        order = ["image_pooling", "aspp0"]  # the authors' concatenation order
+    kernel = variables.get("concat_projection/weights")
+    filters = kernel.shape[-1]
+    parts = {name: kernel[:, :, i * filters : (i + 1) * filters] for i, name in enumerate(order)}
+    ours_order = ["aspp0"] + (["image_pooling"] if aspp.image_pooling else [])
+    conv, bn = aspp.projection
+    conv.set_weights([np.concatenate([parts[n] for n in ours_order], axis=2)])
+    variables.set_bn(bn, "concat_projection")
+    model.get_layer("logits").set_weights(
+        [variables.get("logits/semantic/weights"), variables.get("logits/semantic/biases")]
+    )
 
 
 # ----------------------------------------------------------------------------- output

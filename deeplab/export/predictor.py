@@ -18,6 +18,7 @@ from PIL import Image
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import UserError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
 from deeplab.data import images
 from deeplab.evaluation import visualization
@@ -140,20 +141,18 @@ def make_segmenter(
     *,
     model=None,
     checkpoint=None,
-    scales=(1.0,),
-    flip=False,
-    output_stride=0,
+    options=None,
     num_threads=0,
     fuse_batch_norm=True,
-    tile_size=None,
-    tile_overlap=0.25,
 ):
     """A callable uint8 [H, W, 3] -> int32 [H, W] with ``class_names`` / ``palette`` attributes.
 
     ``model``: a .tflite file, a SavedModel folder, or a folder with ``model_config.json`` (a
     training logdir or an imported model, taken as ``checkpoint``); else ``checkpoint`` is rebuilt
-    with Keras (``scales``, ``flip``, ``output_stride`` apply to it; an export has its own), with
-    every BN folded into its convolution unless ``fuse_batch_norm`` is False (deeplab.model.fuse).
+    with Keras at ``options.output_stride`` and run with ``options`` (an
+    :class:`~deeplab.common.inference_options.InferenceOptions`: scales, flip, windows; an export
+    has its own), with every BN folded into its convolution unless ``fuse_batch_norm`` is False
+    (deeplab.model.fuse).
     """
     if (
         model
@@ -174,20 +173,18 @@ def make_segmenter(
             "pass --model=EXPORT (SavedModel folder or .tflite file) or "
             "--checkpoint=RUN (a training logdir or checkpoint prefix)"
         )
+    options = options or InferenceOptions()
     info = checkpoints.read_run_info(checkpoint)
     keras_model = checkpoints.load_model(
         info["checkpoint"],
-        output_stride=output_stride or None,
+        output_stride=options.output_stride,
         upsample_logits=True,
         fuse_batch_norm=fuse_batch_norm,
     )
     dataset_info = info["dataset_info"] or {}
     segmenter = serving.KerasSegmenter(
         keras_model,
-        scales=scales,
-        flip=flip,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
+        options,
         class_names=dataset_info.get("class_names"),
         palette=dataset_info.get("palette"),
     )

@@ -1,20 +1,24 @@
 """Exporting a checkpoint: the SavedModel that takes raw images and the TFLite files.
 
-:func:`run_export` rebuilds the run's model from its model_config.json (BN folded, logits
+:func:`run_export` (an :class:`ExportOptions` of what to write and an ``InferenceOptions`` of
+how the model runs) rebuilds the run's model from its model_config.json (BN folded, logits
 upsampled; optionally at another output stride and in bfloat16), writes the SavedModel
 (:mod:`deeplab.export.serving`) and the float32 / int8 TFLite files with their sidecars
 (:mod:`deeplab.export.tflite`), and can compare their mIOU on a split; :func:`class_metadata`
 finds the class names and palette the export carries. ``python -m deeplab.export_saved_model``
-maps its flags one to one onto :func:`run_export`.
+builds the two objects from its flags.
 """
 
+import dataclasses
 import errno
 import os
 import shutil
 import time
+import typing
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
 from deeplab.data import tfrecord
 from deeplab.export import model_card
@@ -188,19 +192,106 @@ def _keep_unwritten(export_dir, staging):
             _link_or_copy(source, target)
 
 
-def run_export(*, export_dir, log=print, **options):
-    """Does the export (:func:`_write_export`, the binary's flags map one to one onto its
-    arguments) into a folder beside ``export_dir`` that is renamed into place when complete:
-    a failure leaves an earlier export in ``export_dir`` intact and no partial folder, and a
-    folder holding anything an export does not write (:data:`EXPORT_ENTRIES`) is refused
-    before any work. What an earlier export holds and this one does not write (its SavedModel,
-    for a TFLite-only export) is kept.
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """What an export writes and checks (``deeplab.export_saved_model``'s own flags); the
+    inference settings it bakes in are an :class:`InferenceOptions` beside it. Checked once,
+    when made.
+
+    Attributes:
+      dataset_dir: dataset whose dataset.json names the classes (when the run recorded none),
+        whose images calibrate int8 and on which ``evaluate_split`` is measured.
+      class_names: names when neither the run nor ``dataset_dir`` gives them.
+      saved_model: write the SavedModel.
+      tflite: write ``deeplab_float32.tflite`` (static ``tflite_input_size``).
+      quantize: "none", or "int8" (also ``deeplab_int8.tflite``, calibrated on
+        ``num_calibration_images`` images of ``calibration_split``).
+      evaluate_split: after export, compare float Keras / TFLite mIOU on this split (the first
+        ``eval_limit`` images; 0: all).
+      fuse_batch_norm: fold every BN into its convolution first (:mod:`deeplab.model.fuse`:
+        the same logits to ~1e-5, fewer ops in the SavedModel and the .tflite files).
+      max_pixels: most pixels per SavedModel call (None: ``serving.DEFAULT_MAX_PIXELS``; 0: no
+        cap).
+      serving_dtype: "float32", or "bfloat16" (the SavedModel's model stored and run in
+        bfloat16, :func:`deeplab.model.fuse.cast_model`, after the folding; the TFLite files
+        stay float32 / int8).
+
+    Raises:
+      ConfigError: settings that contradict each other (named by their flags).
+    """
+
+    dataset_dir: str = None
+    class_names: tuple = ()
+    saved_model: bool = True
+    tflite: bool = False
+    quantize: str = "none"
+    tflite_input_size: tuple = (513, 513)
+    calibration_split: str = "train"
+    num_calibration_images: int = 100
+    evaluate_split: str = None
+    eval_limit: int = 0
+    fuse_batch_norm: bool = True
+    max_pixels: int = None
+    serving_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.quantize not in tflite_lib.QUANTIZATIONS:
+            raise ConfigError(
+                f"--quantize={self.quantize!r}: choose one of {tflite_lib.QUANTIZATIONS}"
+            )
+        if self.quantize != "none" and not self.tflite:
+            raise ConfigError("--quantize=int8 needs --tflite")
+        if self.quantize == "int8" and not self.dataset_dir:
+            raise ConfigError(
+                "--quantize=int8 needs --dataset_dir (its --calibration_split images "
+                "calibrate the quantization)"
+            )
+        if self.evaluate_split and not (self.dataset_dir and self.tflite):
+            raise ConfigError("--evaluate_split needs --tflite and --dataset_dir")
+        if not self.saved_model and not self.tflite:
+            raise ConfigError("--nosaved_model without --tflite exports nothing")
+        if self.serving_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--serving_dtype={self.serving_dtype!r}: choose float32 or bfloat16")
+        if self.serving_dtype != "float32" and not self.saved_model:
+            raise ConfigError("--serving_dtype applies to the SavedModel; drop --nosaved_model")
+        cap = serving.DEFAULT_MAX_PIXELS if self.max_pixels is None else int(self.max_pixels)
+        object.__setattr__(self, "max_pixels", cap)
+        object.__setattr__(self, "class_names", tuple(self.class_names or ()))
+        object.__setattr__(self, "tflite_input_size", tuple(self.tflite_input_size))
+
+
+def run_export(checkpoint, export_dir, export=None, options=None, *, log=print):
+    """Exports ``checkpoint`` into ``export_dir`` (``python -m deeplab.export_saved_model``).
+
+    The work (:func:`_write_export`) is done in a folder beside ``export_dir`` that is renamed
+    into place when complete: a failure leaves an earlier export in ``export_dir`` intact and
+    no partial folder, and a folder holding anything an export does not write
+    (:data:`EXPORT_ENTRIES`) is refused before any work. What an earlier export holds and this
+    one does not write (its SavedModel, for a TFLite-only export) is kept.
+
+    Args:
+      checkpoint: a training logdir, a checkpoint prefix or an imported model's folder.
+      export_dir: the export's folder.
+      export: :class:`ExportOptions` (default: the SavedModel only).
+      options: :class:`InferenceOptions` baked into the SavedModel (scales, flip, windows) and
+        the TFLite files (scales and flip; they take the whole letterboxed image); its
+        ``output_stride`` builds the model (None: the training one). No ``pad_to``: an export
+        segments images at their own size.
+      log: called with one line per stage.
 
     Returns:
-      see :func:`_write_export` (paths inside ``export_dir``).
+      dict: "saved_model" (path or None), "tflite" {quantization: path}, "evaluation"
+      (results of :func:`deeplab.export.tflite.evaluate_segmenters`, or None), "model_card";
+      paths inside ``export_dir``.
     """
     if not export_dir:
         raise UserError("pass --export_dir=FOLDER for the SavedModel / TFLite files")
+    export = export or ExportOptions()
+    options = options or InferenceOptions()
+    if options.pad_to:
+        raise ConfigError(
+            "--eval_pad_to is evaluate's: an export segments images at their own size"
+        )
     atomic_io.check_directory_target(export_dir, "--export_dir", _not_an_export)
     staging = atomic_io.staging_directory(export_dir)
     final = os.path.realpath(export_dir) if "://" not in export_dir else export_dir
@@ -210,7 +301,7 @@ def run_export(*, export_dir, log=print, **options):
 
     try:
         result = _write_export(
-            export_dir=staging, final_dir=final, log=lambda m: log(shown(m)), **options
+            checkpoint, staging, export, options, final_dir=final, log=lambda m: log(shown(m))
         )
         _keep_unwritten(export_dir, staging)
         atomic_io.replace_directory(staging, export_dir)
@@ -228,67 +319,18 @@ def run_export(*, export_dir, log=print, **options):
     return result
 
 
-def _write_export(
-    *,
-    checkpoint,
-    export_dir,
-    output_stride=0,
-    scales=(1.0,),
-    flip=False,
-    dataset_dir=None,
-    class_names=None,
-    saved_model=True,
-    tflite=False,
-    quantize="none",
-    tflite_input_size=(513, 513),
-    calibration_split="train",
-    num_calibration_images=100,
-    evaluate_split=None,
-    eval_limit=0,
-    log=print,
-    fuse_batch_norm=True,
-    tile_size=None,
-    tile_overlap=0.25,
-    max_pixels=None,
-    serving_dtype="float32",
-    final_dir=None,
-):
-    """Does the export; the binary's flags map one to one onto these arguments (``final_dir``:
-    where :func:`run_export` renames ``export_dir`` to, which names the model card).
+class _Classes(typing.NamedTuple):
+    """The class metadata an export carries (:func:`class_metadata`)."""
 
-    ``fuse_batch_norm`` folds every BN into its convolution before export
-    (:mod:`deeplab.model.fuse`: the same logits to ~1e-5, fewer ops in the SavedModel and the
-    .tflite files).
-    ``serving_dtype="bfloat16"`` stores and runs the SavedModel's model in bfloat16
-    (:func:`deeplab.model.fuse.cast_model`, after the folding); the TFLite files stay float32 /
-    int8.
-    ``tile_size`` / ``tile_overlap`` put sliding-window inference inside the SavedModel's graph
-    (images larger than the tile are segmented in windows); the TFLite files have a static
-    input size and take the whole (letterboxed) image.
+    names: list
+    palette: list
+    ignore_label: int
+    dataset: str
 
-    Returns:
-      dict: "saved_model" (path or None), "tflite" {quantization: path}, "evaluation"
-      (results of :func:`deeplab.export.tflite.evaluate_segmenters`, or None).
-    """
-    if not export_dir:
-        raise UserError("pass --export_dir=FOLDER for the SavedModel / TFLite files")
-    if quantize not in tflite_lib.QUANTIZATIONS:
-        raise ConfigError(f"--quantize={quantize!r}: choose one of {tflite_lib.QUANTIZATIONS}")
-    if quantize != "none" and not tflite:
-        raise ConfigError("--quantize=int8 needs --tflite")
-    if quantize == "int8" and not dataset_dir:
-        raise ConfigError(
-            "--quantize=int8 needs --dataset_dir (its --calibration_split images "
-            "calibrate the quantization)"
-        )
-    if evaluate_split and not (dataset_dir and tflite):
-        raise ConfigError("--evaluate_split needs --tflite and --dataset_dir")
-    if not saved_model and not tflite:
-        raise ConfigError("--nosaved_model without --tflite exports nothing")
-    if serving_dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"--serving_dtype={serving_dtype!r}: choose float32 or bfloat16")
-    if serving_dtype != "float32" and not saved_model:
-        raise ConfigError("--serving_dtype applies to the SavedModel; drop --nosaved_model")
+
+def _write_export(checkpoint, export_dir, export, options, *, final_dir=None, log=print):
+    """Does the export into ``export_dir`` (see :func:`run_export`; ``final_dir``: where
+    run_export renames ``export_dir`` to, which names the model card)."""
     info = checkpoints.read_run_info(checkpoint)
     atomic_io.ensure_folder(export_dir, "--export_dir")
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
@@ -296,148 +338,48 @@ def _write_export(
     # The checkpoint read_run_info resolved (a logdir still being trained may get a newer one).
     model = checkpoints.load_model(
         info["checkpoint"],
-        output_stride=output_stride or None,
+        output_stride=options.output_stride,
         upsample_logits=True,
-        fuse_batch_norm=fuse_batch_norm,
+        fuse_batch_norm=export.fuse_batch_norm,
     )
-    names, palette, ignore_label, dataset_name = class_metadata(
-        info["dataset_info"], model.num_classes, dataset_dir=dataset_dir, class_names=class_names
+    classes = _Classes(
+        *class_metadata(
+            info["dataset_info"],
+            model.num_classes,
+            dataset_dir=export.dataset_dir,
+            class_names=export.class_names,
+        )
     )
     export_info = {
         "checkpoint": os.path.abspath(info["checkpoint"]),
         "step": info["step"],
-        "dataset": dataset_name,
-        "ignore_label": ignore_label,
+        "dataset": classes.dataset,
+        "ignore_label": classes.ignore_label,
         "output_stride": model.output_stride,
         "model_config": info["model_config"],
     }
     result = {"saved_model": None, "tflite": {}, "evaluation": None}
-    if saved_model:
-        start = time.perf_counter()
-        served = model
-        if serving_dtype != "float32":
-            served = fuse.cast_model(model, serving_dtype)
-            export_info["serving_dtype"] = serving_dtype
-        serving.export_saved_model(
-            served,
-            export_dir,
-            class_names=names,
-            palette=palette,
-            scales=scales,
-            flip=flip,
-            export_info=export_info,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            max_pixels=(serving.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels),
+    if export.saved_model:
+        result["saved_model"] = _write_saved_model(
+            model, export_dir, export, options, classes, export_info, log
         )
-        result["saved_model"] = export_dir
-        log(
-            f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales "
-            f"{list(scales)}, flip {flip}, output stride {model.output_stride}, "
-            f"{model.num_classes} classes, {serving_dtype}"
-            f"{f', windows {tile_size} overlapping {tile_overlap}' if tile_size else ''})"
-        )
-    if tflite:
+    if export.tflite:
         extra = {k: export_info[k] for k in ("checkpoint", "step", "dataset", "output_stride")}
-        start = time.perf_counter()
-        content = tflite_lib.convert_float(model, tflite_input_size, scales=scales, flip=flip)
-        path = tflite_lib.write_tflite(
-            os.path.join(export_dir, "deeplab_float32.tflite"),
-            content,
-            tflite_lib.make_metadata(
-                input_size=tflite_input_size,
-                quantization="none",
-                class_names=names,
-                palette=palette,
-                scales=scales,
-                flip=flip,
-                ignore_label=ignore_label,
-                extra=extra,
-            ),
+        result["tflite"] = _write_tflite_files(
+            model, export_dir, export, options, classes, extra, log
         )
-        result["tflite"]["none"] = path
-        log(
-            f"TFLite float32: {path} ({len(content) / 1e6:.2f} MB, input "
-            f"{tflite_input_size[0]}x{tflite_input_size[1]}, {time.perf_counter() - start:.1f} s)"
-        )
-        if quantize == "int8":
-            start = time.perf_counter()
-            images = tflite_lib.calibration_images(
-                dataset_dir, calibration_split, num_calibration_images, tflite_input_size
-            )
-            content = tflite_lib.convert_int8(
-                model, tflite_input_size, images, scales=scales, flip=flip
-            )
-            path = tflite_lib.write_tflite(
-                os.path.join(export_dir, "deeplab_int8.tflite"),
-                content,
-                tflite_lib.make_metadata(
-                    input_size=tflite_input_size,
-                    quantization="int8",
-                    class_names=names,
-                    palette=palette,
-                    scales=scales,
-                    flip=flip,
-                    ignore_label=ignore_label,
-                    extra={
-                        **extra,
-                        "calibration": f"{len(images)} images of {dataset_dir}:{calibration_split}",
-                    },
-                ),
-            )
-            result["tflite"]["int8"] = path
-            log(
-                f"TFLite int8: {path} ({len(content) / 1e6:.2f} MB, calibrated on {len(images)} "
-                f"images of {calibration_split}, {time.perf_counter() - start:.1f} s)"
-            )
-    if evaluate_split:
-        keras_segmenter = serving.KerasSegmenter(model, scales=scales, flip=flip)
-        segmenters = {"float Keras": keras_segmenter}
-        segmenters["float Keras, letterboxed"] = tflite_lib.LetterboxedSegmenter(
-            keras_segmenter, tflite_input_size, tflite_lib.model_pad_value()
-        )
-        labels = {"none": "float32 TFLite", "int8": "int8 TFLite"}
-        for key, path in result["tflite"].items():
-            segmenters[labels[key]] = tflite_lib.TFLiteSegmenter(path)
-        evaluation = tflite_lib.evaluate_segmenters(
-            segmenters, dataset_dir, evaluate_split, limit=eval_limit or None
-        )
-        result["evaluation"] = evaluation
-        log(
-            f"mIOU on {dataset_dir}:{evaluate_split} (TFLite input {tflite_input_size[0]}x"
-            f"{tflite_input_size[1]}; 'letterboxed' = the Keras model fed what TFLite is fed):"
-        )
-        log(tflite_lib.format_comparison(evaluation))
-        summary = {
-            name: {k: v for k, v in r.items() if k != "confusion_matrix"}
-            for name, r in evaluation.items()
-        }
-        atomic_io.write_json(
-            os.path.join(export_dir, "tflite_eval.json"),
-            {
-                "dataset_dir": dataset_dir,
-                "split": evaluate_split,
-                "tflite_input_size": list(tflite_input_size),
-                "results": summary,
-            },
+    if export.evaluate_split:
+        result["evaluation"] = _evaluate_exports(
+            model, export_dir, export, options, result["tflite"], log
         )
     card = export_card(
         model,
         info,
         final_dir or export_dir,
-        names=names,
-        palette=palette,
-        ignore_label=ignore_label,
-        dataset_name=dataset_name,
+        classes=classes,
         result=result,
-        scales=scales,
-        flip=flip,
-        tile_size=tile_size,
-        max_pixels=serving.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
-        serving_dtype=serving_dtype,
-        tflite_input_size=tflite_input_size,
-        evaluate_split=evaluate_split,
-        batch_norm_folded=fuse_batch_norm,
+        export=export,
+        options=options,
     )
     result["model_card"] = model_card.write_card(export_dir, card)
     card_path = os.path.join(export_dir, model_card.CARD_MARKDOWN)
@@ -445,31 +387,128 @@ def _write_export(
     return result
 
 
-def export_card(
-    model,
-    info,
-    export_dir,
-    *,
-    names,
-    palette,
-    ignore_label,
-    dataset_name,
-    result,
-    scales,
-    flip,
-    tile_size,
-    max_pixels,
-    serving_dtype,
-    tflite_input_size,
-    evaluate_split,
-    batch_norm_folded,
-):
+def _write_saved_model(model, export_dir, export, options, classes, export_info, log):
+    """The SavedModel (in ``export.serving_dtype``); returns its folder."""
+    start = time.perf_counter()
+    served = model
+    if export.serving_dtype != "float32":
+        served = fuse.cast_model(model, export.serving_dtype)
+        export_info["serving_dtype"] = export.serving_dtype
+    serving.export_saved_model(
+        served,
+        export_dir,
+        class_names=classes.names,
+        palette=classes.palette,
+        options=options,
+        export_info=export_info,
+        max_pixels=export.max_pixels,
+    )
+    tile = options.tile_size
+    log(
+        f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales "
+        f"{list(options.scales)}, flip {options.flip}, output stride {model.output_stride}, "
+        f"{model.num_classes} classes, {export.serving_dtype}"
+        f"{f', windows {tile} overlapping {options.tile_overlap}' if tile else ''})"
+    )
+    return export_dir
+
+
+def _write_tflite_files(model, export_dir, export, options, classes, extra, log):
+    """``deeplab_float32.tflite`` and, with int8 quantization, ``deeplab_int8.tflite``, with
+    their sidecars; returns {quantization: path}."""
+    # A TFLite file takes the whole (letterboxed) image at a static size: scales and flip only.
+    options = options.replace(tile_size=None, pad_to=None)
+    size = export.tflite_input_size
+    written = {}
+    start = time.perf_counter()
+    content = tflite_lib.convert_float(model, size, options)
+    written["none"] = tflite_lib.write_tflite(
+        os.path.join(export_dir, "deeplab_float32.tflite"),
+        content,
+        _tflite_metadata(size, "none", classes, options, extra),
+    )
+    log(
+        f"TFLite float32: {written['none']} ({len(content) / 1e6:.2f} MB, input "
+        f"{size[0]}x{size[1]}, {time.perf_counter() - start:.1f} s)"
+    )
+    if export.quantize == "int8":
+        start = time.perf_counter()
+        split = export.calibration_split
+        images = tflite_lib.calibration_images(
+            export.dataset_dir, split, export.num_calibration_images, size
+        )
+        content = tflite_lib.convert_int8(model, size, images, options)
+        calibration = f"{len(images)} images of {export.dataset_dir}:{split}"
+        written["int8"] = tflite_lib.write_tflite(
+            os.path.join(export_dir, "deeplab_int8.tflite"),
+            content,
+            _tflite_metadata(size, "int8", classes, options, {**extra, "calibration": calibration}),
+        )
+        log(
+            f"TFLite int8: {written['int8']} ({len(content) / 1e6:.2f} MB, calibrated on "
+            f"{len(images)} images of {split}, {time.perf_counter() - start:.1f} s)"
+        )
+    return written
+
+
+def _tflite_metadata(size, quantization, classes, options, extra):
+    return tflite_lib.make_metadata(
+        input_size=size,
+        quantization=quantization,
+        class_names=classes.names,
+        palette=classes.palette,
+        options=options,
+        ignore_label=classes.ignore_label,
+        extra=extra,
+    )
+
+
+def _evaluate_exports(model, export_dir, export, options, tflite_paths, log):
+    """mIOU of float Keras (whole and letterboxed) and of each TFLite file on
+    ``export.evaluate_split``, logged and written to ``tflite_eval.json``; returns them."""
+    size = export.tflite_input_size
+    keras_segmenter = serving.KerasSegmenter(model, options.replace(tile_size=None))
+    segmenters = {"float Keras": keras_segmenter}
+    segmenters["float Keras, letterboxed"] = tflite_lib.LetterboxedSegmenter(
+        keras_segmenter, size, tflite_lib.model_pad_value()
+    )
+    labels = {"none": "float32 TFLite", "int8": "int8 TFLite"}
+    for key, path in tflite_paths.items():
+        segmenters[labels[key]] = tflite_lib.TFLiteSegmenter(path)
+    evaluation = tflite_lib.evaluate_segmenters(
+        segmenters, export.dataset_dir, export.evaluate_split, limit=export.eval_limit or None
+    )
+    log(
+        f"mIOU on {export.dataset_dir}:{export.evaluate_split} (TFLite input {size[0]}x"
+        f"{size[1]}; 'letterboxed' = the Keras model fed what TFLite is fed):"
+    )
+    log(tflite_lib.format_comparison(evaluation))
+    summary = {
+        name: {k: v for k, v in r.items() if k != "confusion_matrix"}
+        for name, r in evaluation.items()
+    }
+    atomic_io.write_json(
+        os.path.join(export_dir, "tflite_eval.json"),
+        {
+            "dataset_dir": export.dataset_dir,
+            "split": export.evaluate_split,
+            "tflite_input_size": list(size),
+            "results": summary,
+        },
+    )
+    return evaluation
+
+
+def export_card(model, info, export_dir, *, classes, result, export, options):
     """The model card of an export (:mod:`deeplab.export.model_card`): what run_export wrote
     and, when it evaluated, the figures it measured."""
     evaluation = result.get("evaluation")
+    names, dtype, size = classes.names, export.serving_dtype, export.tflite_input_size
     measured = {}
     if evaluation:
-        section = model_card.evaluation_section(dataset_name, evaluate_split, evaluation, names)
+        section = model_card.evaluation_section(
+            classes.dataset, export.evaluate_split, evaluation, names
+        )
         measured = section["models"]
     else:
         section = None
@@ -478,11 +517,11 @@ def export_card(
         variants.append(
             {
                 "file": "saved_model.pb (SavedModel)",
-                "precision": serving_dtype,
+                "precision": dtype,
                 "miou": (measured.get("float Keras") or {}).get("miou")
-                if serving_dtype == "float32"
+                if dtype == "float32"
                 else None,
-                "agreement_with_float": 1.0 if serving_dtype == "float32" else None,
+                "agreement_with_float": 1.0 if dtype == "float32" else None,
             }
         )
     labels = {"none": ("float32 TFLite", "float32"), "int8": ("int8 TFLite", "int8")}
@@ -492,7 +531,7 @@ def export_card(
             {
                 "file": os.path.basename(path),
                 "precision": labels[key][1],
-                "input_size": list(tflite_input_size),
+                "input_size": list(size),
                 "miou": row.get("miou"),
                 "agreement_with_float": row.get("agreement_with_float"),
             }
@@ -513,22 +552,22 @@ def export_card(
         architecture_section=model_card.architecture(
             model,
             info["model_config"],
-            gflops_size=tflite_input_size,
-            batch_norm_folded=batch_norm_folded,
+            gflops_size=size,
+            batch_norm_folded=export.fuse_batch_norm,
         ),
-        classes_section=model_card.classes(names, palette, ignore_label),
+        classes_section=model_card.classes(names, classes.palette, classes.ignore_label),
         provenance={
             "checkpoint": os.path.abspath(info["checkpoint"]),
             "step": info["step"],
-            "dataset": dataset_name,
+            "dataset": classes.dataset,
             "config": _recorded_config(info["logdir"]),
         },
         evaluation=section,
         input_section={
-            "max_pixels": int(max_pixels),
-            "scales": list(scales),
-            "flip": bool(flip),
-            "tile_size": tile_size,
+            "max_pixels": int(export.max_pixels),
+            "scales": list(options.scales),
+            "flip": bool(options.flip),
+            "tile_size": list(options.tile_size) if options.tile_size else None,
         },
         variants=variants,
         limits=limits,

@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab.common.errors import UserError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import images
 from deeplab.data.datasets_info import color_map
 from deeplab.evaluation import inference
@@ -68,21 +69,15 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 ENCODED_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
-def segment_images(model, images, *, scales=(1.0,), flip=False, tile_size=None, tile_overlap=0.25):
+def segment_images(model, images, options=None):
     """Pixels [N, H, W, 3] (uint8 or float 0..255) -> {"semantic": int32 [N, H, W],
-    "probabilities": [N, H, W, C]}: normalization, (multi-scale, flipped) softmax, argmax.
+    "probabilities": [N, H, W, C]}: normalization, (multi-scale, flipped, windowed) softmax
+    (``options``, an :class:`~deeplab.common.inference_options.InferenceOptions`), argmax.
 
     What every serving path runs: the SavedModel signatures, KerasSegmenter and the graph
     deeplab.export.tflite converts.
     """
-    probabilities = inference.predict_probabilities(
-        model,
-        normalize_image(images),
-        scales=scales,
-        flip=flip,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-    )
+    probabilities = inference.predict_probabilities(model, normalize_image(images), options)
     semantic = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     return {"semantic": semantic, "probabilities": probabilities}
 
@@ -218,9 +213,9 @@ class SegmentationModule(tf.Module):
         ``upsample_logits=True``, so logits come back at the input size).
       class_names: one name per class index; written to ``assets/class_names.txt``.
       palette: one [r, g, b] per class, for colorizing; None uses the PASCAL color map.
-      scales: input scales averaged inside the graph (Sec. 4.2), e.g. (1.0,) or
-        ``deeplab.evaluation.inference.PAPER_EVAL_SCALES``.
-      flip: also average the left-right flipped inputs.
+      options: the :class:`~deeplab.common.inference_options.InferenceOptions` baked into the
+        graph: scales and flips averaged (Sec. 4.2), windows (its ``output_stride`` is the
+        model's, as built).
       export_info: JSON-able dict written to ``assets/deeplab_export.json`` (model config,
         checkpoint, output stride...), for people and tools that inspect the export.
       max_pixels: most pixels (N x H x W) one call may send; 0: no cap.
@@ -232,11 +227,8 @@ class SegmentationModule(tf.Module):
         *,
         class_names,
         palette=None,
-        scales=(1.0,),
-        flip=False,
+        options=None,
         export_info=None,
-        tile_size=None,
-        tile_overlap=0.25,
         max_pixels=DEFAULT_MAX_PIXELS,
     ):
         super().__init__(name="deeplab_serving")
@@ -256,10 +248,7 @@ class SegmentationModule(tf.Module):
             raise ValueError(f"the palette has {len(palette)} colors for {num_classes} classes")
         self.model = model
         self.num_classes = num_classes
-        self.scales = tuple(float(s) for s in scales)
-        self.flip = bool(flip)
-        self.tile_size = tile_size or None
-        self.tile_overlap = float(tile_overlap)
+        self.options = options or InferenceOptions()
         self.max_pixels = int(max_pixels or 0)
         if self.max_pixels < 0:
             raise ValueError(f"max_pixels must be >= 0 (0: no cap), got {max_pixels}")
@@ -274,10 +263,10 @@ class SegmentationModule(tf.Module):
             "num_classes": num_classes,
             "class_names": class_names,
             "palette": palette.tolist(),
-            "scales": list(self.scales),
-            "flip": self.flip,
-            "tile_size": list(tile_size) if isinstance(tile_size, (tuple, list)) else tile_size,
-            "tile_overlap": self.tile_overlap if tile_size else None,
+            "scales": list(self.options.scales),
+            "flip": self.options.flip,
+            "tile_size": list(self.options.tile_size) if self.options.tile_size else None,
+            "tile_overlap": self.options.tile_overlap if self.options.tile_size else None,
             "max_pixels_per_call": self.max_pixels or None,
             "signatures": {
                 SERVING_DEFAULT: "uint8 images [N, H, W, 3]",
@@ -294,14 +283,7 @@ class SegmentationModule(tf.Module):
 
     def segment(self, images):
         """uint8 [N, H, W, 3] -> {"semantic": int32 [N, H, W], "probabilities": [N, H, W, C]}."""
-        return segment_images(
-            self.model,
-            images,
-            scales=self.scales,
-            flip=self.flip,
-            tile_size=self.tile_size,
-            tile_overlap=self.tile_overlap,
-        )
+        return segment_images(self.model, images, self.options)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
@@ -380,11 +362,8 @@ def export_saved_model(
     *,
     class_names,
     palette=None,
-    scales=(1.0,),
-    flip=False,
+    options=None,
     export_info=None,
-    tile_size=None,
-    tile_overlap=0.25,
     max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Exports ``model`` as a SavedModel that takes raw images (see the module docstring).
@@ -392,8 +371,8 @@ def export_saved_model(
     Args:
       model: a DeepLabV3 (``upsample_logits=True``) holding trained weights.
       export_dir: folder to write; created, and overwritten if it holds a SavedModel.
-      class_names, palette, scales, flip, export_info, tile_size, tile_overlap, max_pixels:
-        see :class:`SegmentationModule` (tiling runs inside the exported graph).
+      class_names, palette, options, export_info, max_pixels: see :class:`SegmentationModule`
+        (tiling runs inside the exported graph).
 
     Returns:
       ``export_dir``.
@@ -402,11 +381,8 @@ def export_saved_model(
         model,
         class_names=class_names,
         palette=palette,
-        scales=scales,
-        flip=flip,
+        options=options,
         export_info=export_info,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
         max_pixels=max_pixels,
     )
     return module.save(export_dir)
@@ -423,33 +399,21 @@ class KerasSegmenter:
 
     Args:
       model: a DeepLabV3 with ``upsample_logits=True``.
-      scales, flip: the multi-scale + flip average (Sec. 4.2).
+      options: the :class:`~deeplab.common.inference_options.InferenceOptions` (multi-scale +
+        flip average of Sec. 4.2, windows, padding; its ``output_stride`` is the model's).
       class_names, palette: metadata for writers (may be None).
     """
 
-    def __init__(
-        self,
-        model,
-        *,
-        scales=(1.0,),
-        flip=False,
-        class_names=None,
-        palette=None,
-        tile_size=None,
-        tile_overlap=0.25,
-    ):
+    def __init__(self, model, options=None, *, class_names=None, palette=None):
         self.model = model
-        self.scales = tuple(float(s) for s in scales)
-        self.flip = bool(flip)
+        self.options = options or InferenceOptions()
         self.class_names = class_names
         self.palette = palette
         # Tiled: evaluation's Predictor runs the windows through one traced graph and keeps the
         # loop and the [H, W, C] accumulator eager in NumPy, so memory is bounded by one window.
         self._tiled = None
-        if tile_size:
-            self._tiled = Predictor(
-                model, scales=scales, flip=flip, tile_size=tile_size, tile_overlap=tile_overlap
-            )
+        if self.options.tile_size:
+            self._tiled = Predictor(model, self.options)
         self._fn_both = None  # traced on the first probabilities() call
         self._fn = tf.function(
             self._segment,
@@ -458,10 +422,10 @@ class KerasSegmenter:
         )
 
     def _segment(self, images):
-        return segment_images(self.model, images, scales=self.scales, flip=self.flip)["semantic"]
+        return segment_images(self.model, images, self.options)["semantic"]
 
     def _both(self, images):
-        return segment_images(self.model, images, scales=self.scales, flip=self.flip)
+        return segment_images(self.model, images, self.options)
 
     def probabilities(self, image):
         """uint8 [H, W, 3] -> (int32 class map [H, W], float32 probabilities [H, W, C])."""

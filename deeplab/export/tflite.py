@@ -59,6 +59,7 @@ from PIL import Image
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.common.progress import Progress
 from deeplab.data import tfrecord
 from deeplab.data.datasets_info import color_map
@@ -174,12 +175,14 @@ def _feature_softmax_head(model):
     return keras.Model(model.input, logits.output), upsample
 
 
-def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_softmax=False):
+def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax=False):
     """A variable-free concrete function [1, H, W, 3] pixels -> (probabilities, semantic).
 
-    ``feature_softmax``: single-scale graphs take the softmax at the feature resolution and
-    upsample the probabilities (the int8 export, see the module docstring); the class map is
-    the argmax of the upsampled logits either way.
+    ``options``: an :class:`~deeplab.common.inference_options.InferenceOptions` whose scales and
+    flip are averaged in the graph; a TFLite file takes the whole (letterboxed) image, so
+    windows and padding are refused. ``feature_softmax``: single-scale graphs take the softmax
+    at the feature resolution and upsample the probabilities (the int8 export, see the module
+    docstring); the class map is the argmax of the upsampled logits either way.
     """
     # pylint: disable=import-outside-toplevel
     # TensorFlow and the model code: conversion only, the TFLite runner works without them
@@ -189,16 +192,20 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
     from deeplab.model.preprocessing import normalize_image  # conversion only (Keras)
     from deeplab.export.serving import segment_images  # conversion only (TensorFlow)
 
+    options = options or InferenceOptions()
+    if options.tile_size or options.pad_to:
+        raise ConfigError(
+            "a TFLite file takes the whole (letterboxed) image: export it without "
+            "--eval_tile_size / --eval_pad_to"
+        )
     height, width = input_size
-    scales = tuple(float(s) for s in scales)
-    head = (
-        _feature_softmax_head(model) if feature_softmax and scales == (1.0,) and not flip else None
-    )
+    single = options.scales == (1.0,) and not options.flip
+    head = _feature_softmax_head(model) if feature_softmax and single else None
 
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")])
     def segment(images):
         if head is None:
-            return segment_images(model, images, scales=scales, flip=flip)
+            return segment_images(model, images, options)
         features_model, upsample = head
         normalized = normalize_image(images)
         logits = tf.cast(features_model(normalized, training=False), tf.float32)
@@ -210,17 +217,18 @@ def _frozen_function(model, input_size, *, scales, flip, input_dtype, feature_so
     return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
 
 
-def convert_float(model, input_size, *, scales=(1.0,), flip=False):
-    """float32 TFLite flatbuffer of ``model`` for uint8 pixels [1, H, W, 3] (see module doc)."""
+def convert_float(model, input_size, options=None):
+    """float32 TFLite flatbuffer of ``model`` for uint8 pixels [1, H, W, 3] (see module doc);
+    ``options``: the InferenceOptions whose scales and flip the graph averages."""
     # TensorFlow: conversion only, the TFLite runner works without it
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    function = _frozen_function(model, input_size, scales=scales, flip=flip, input_dtype=tf.uint8)
+    function = _frozen_function(model, input_size, options, input_dtype=tf.uint8)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     return converter.convert()
 
 
-def convert_int8(model, input_size, calibration_images, *, scales=(1.0,), flip=False):
+def convert_int8(model, input_size, calibration_images, options=None):
     """Full-integer int8 TFLite flatbuffer; uint8 pixel input, int8 inside.
 
     Args:
@@ -228,7 +236,7 @@ def convert_int8(model, input_size, calibration_images, *, scales=(1.0,), flip=F
       input_size: (H, W).
       calibration_images: uint8 [H, W, 3] arrays already of ``input_size`` (see
         :func:`calibration_images`); the representative dataset of post-training quantization.
-      scales, flip: the export's multi-scale + flip average.
+      options: the InferenceOptions whose scales and flip the graph averages.
 
     Returns:
       bytes of the .tflite model.
@@ -251,7 +259,7 @@ def convert_int8(model, input_size, calibration_images, *, scales=(1.0,), flip=F
     # The float graph takes float32 pixels so that the converter quantizes the input tensor
     # itself (uint8 with the calibrated range) rather than keeping a float Cast.
     function = _frozen_function(
-        model, input_size, scales=scales, flip=flip, input_dtype=tf.float32, feature_softmax=True
+        model, input_size, options, input_dtype=tf.float32, feature_softmax=True
     )
 
     def representative_dataset():
@@ -311,9 +319,11 @@ def write_tflite(path, content, metadata):
 
 
 def make_metadata(
-    *, input_size, quantization, class_names, palette, scales, flip, ignore_label=255, extra=None
+    *, input_size, quantization, class_names, palette, options=None, ignore_label=255, extra=None
 ):
-    """The sidecar dict of one of our exports."""
+    """The sidecar dict of one of our exports (``options``: the InferenceOptions the graph
+    averages the scales and flip of)."""
+    options = options or InferenceOptions()
     return {
         "format": "deeplab-tflite",
         "input": "rgb_pixels",
@@ -323,8 +333,8 @@ def make_metadata(
         "class_names": list(class_names),
         "palette": [list(map(int, c)) for c in palette],
         "ignore_label": int(ignore_label),
-        "scales": [float(s) for s in scales],
-        "flip": bool(flip),
+        "scales": list(options.scales),
+        "flip": options.flip,
         **(extra or {}),
     }
 

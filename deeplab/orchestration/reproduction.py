@@ -198,7 +198,8 @@ def eval_command(row, run, planner):
 
 
 def eval_settings(config):
-    """Keyword arguments of ``evaluation.evaluate_checkpoint`` from a row's config."""
+    """Keyword arguments of ``evaluation.evaluate_checkpoint`` from a row's config (``options``:
+    the row's InferenceOptions)."""
     return config.eval.evaluate_kwargs(config.data)
 
 
@@ -208,7 +209,10 @@ def evaluate_row(run, config, evals_dir, *, reuse=True):
     from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
 
     settings = eval_settings(config)
-    tag = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    # Keyed by the settings as flat values, as before InferenceOptions: cached folders stay.
+    keyed = {k: v for k, v in settings.items() if k != "options"}
+    keyed.update(settings["options"].as_dict())
+    tag = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     results_dir = os.path.join(evals_dir, f"{run.name}-{run.key}-{tag}")
     if reuse and os.path.exists(os.path.join(results_dir, evaluation.RESULTS_FILE)):
         results = evaluation.read_results(results_dir)
@@ -240,9 +244,8 @@ def server_row(run, config, row, server_dir, *, smoke=False):
         input_images=inputs.get("vis_images"),
         input_list=inputs.get("vis_image_list"),
         num_classes=settings["num_classes"],
-        output_stride=settings["output_stride"],
-        scales=settings["scales"],
-        flip=settings["flip"],
+        # what deeplab.visualize runs with the row's flags (eval_command): no --eval_pad_to
+        options=settings["options"].replace(pad_to=None),
         limit=settings["limit"],
         vis_num_images=0,
         save_raw_predictions=True,

@@ -596,9 +596,13 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
     skip_batches = start_step if exact_resume else 0
 
     def dataset_fn(input_context, verify=True):
-        return input_pipeline.make_train_dataset(
+        parser = input_pipeline.Parser(
+            pad_value=preprocessing.pad_pixel(config.model.backbone), **data.parser_kwargs()
+        )
+        return input_pipeline.read_train_dataset(
             data.dataset_dir,
             data.train_split,
+            parser,
             batch_size=train.batch_size,
             seed=data_seed,
             deterministic=train.deterministic,
@@ -606,8 +610,7 @@ def _make_iterator(config, strategy, coordinator, start_step, num_classes):
             num_classes=num_classes,
             verify=verify,
             skip_batches=skip_batches,
-            pad_value=preprocessing.pad_pixel(config.model.backbone),
-            **data.pipeline_kwargs(),
+            **data.reader_kwargs(),
         )
 
     if coordinator is None:
@@ -622,7 +625,7 @@ def run_evaluator(config):
     (``deeplab.evaluate --watch``), writing eval/ summaries, until the checkpoint of step
     ``training_steps`` or ``evaluator_timeout`` seconds without a new one."""
     data, train = config.data, config.train
-    settings = config.eval.evaluate_kwargs(data)
+    settings = evaluator.EvalSettings.from_config(config)
     os.makedirs(train.logdir, exist_ok=True)
     print(
         f"Evaluator: evaluating every new checkpoint of {train.logdir} on "
@@ -647,9 +650,7 @@ def evaluate_after_training(checkpoint, config, *, num_classes, step):
     deeplab.evaluate`` runs), so the number printed is the one the evaluate binary gives.
     """
     start = time.time()
-    results = evaluator.evaluate_checkpoint(
-        checkpoint, **config.eval.evaluate_kwargs(config.data, num_classes=num_classes)
-    )
+    results = evaluator.EvalSettings.from_config(config, num_classes=num_classes).run(checkpoint)
     continuous.write_summaries(config.train.logdir, dict(results, step=step))
     print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]), flush=True)
     scales = ",".join(f"{s:g}" for s in results["scales"])
