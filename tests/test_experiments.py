@@ -93,7 +93,7 @@ def test_real_data_flagfiles_parse_and_build_their_model():
     # Stage 2 (issue 34): stage 1's run, at OS 8, BN frozen, the paper's stage-2 rate.
     stage2 = out["camvid_from_pascal_stage2"]
     assert stage2[0] == "mobilenet_v2" and stage2[1] == out["camvid_from_pascal"][1]
-    assert stage2[2:] == ["runs/camvid_from_pascal", True, 8, 0.001, 500, 0.0]
+    assert stage2[2:] == ["runs/camvid_from_pascal", True, 8, 0.001, 300, 0.0]
 
 
 # ------------------------------------------------------------------------------------------------
