@@ -16,7 +16,7 @@ evaluate's, count for count (the val shard keeps val.txt's order, so --eval_limi
 import os
 from pathlib import Path
 
-import export_fixtures as fx
+import harness
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(module, *args):
-    result = fx.run_binary(module, *args, timeout=1200)
+    result = harness.run(module, *args, timeout=1200)
     assert result.returncode == 0, (module, args, result.stdout[-2000:], result.stderr[-3000:])
 
 

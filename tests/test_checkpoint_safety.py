@@ -3,6 +3,7 @@ checkpoints, skips broken ones with a line naming them, and keeps only finite we
 
 import os
 import re
+import shlex
 import shutil
 
 import numpy as np
@@ -14,6 +15,7 @@ from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import UserError
 from namespaces import private_tmpfs_or_skip, run_in_namespace  # pylint: disable=import-error
+import harness
 
 MODEL = {
     "backbone": "resnet14_tiny",
@@ -259,17 +261,13 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_pat
     The run stops with one line naming it and the intact one, leaves no partial files; with
     more space the same command resumes from the intact checkpoint. Needs a private mount
     namespace (unshare --user --mount); skipped where there is none."""
-    import sys
-
     from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
 
     namespace = private_tmpfs_or_skip(tmp_path)
     mount = tmp_path / "small"
     mount.mkdir()
-    train = " ".join(
-        [
-            sys.executable,
-            "-m",
+    train = shlex.join(
+        harness.command(
             "deeplab.train",
             f"--dataset_dir={data_dir}",
             f"--logdir={mount}/run",
@@ -277,15 +275,13 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_pat
             "--save_checkpoint_steps=1",
             "--keep_checkpoints=10",
             *TINY_FLAGS,
-        ]
+        )
     )
     script = (
         f'mount -t tmpfs -o size=13m tmpfs {mount} && {train}; echo "first exit $?"; '
         f'ls {mount}/run; mount -o remount,size=64m {mount} && {train}; echo "second exit $?"'
     )
-    result = run_in_namespace(
-        namespace, script, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    )
+    result = run_in_namespace(namespace, script)
     out = result.stdout
     first, second = out.split("first exit")
     assert "Traceback" not in first, first[-3000:]

@@ -5,18 +5,17 @@ fails leaves no logdir behind, with a missing --dataset_dir naming the datasets 
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+import harness
 
 from deeplab.common.errors import ConfigError, DataError
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.data import class_weights, records, tfrecord
 from deeplab.training import trainer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {
     "backbone": "resnet14_tiny",
     "atrous_rates": (1, 2, 3),
@@ -146,21 +145,13 @@ def test_missing_dataset_names_the_ones_nearby(data_dir, tmp_path):
         tfrecord.read_dataset_info(str(root / "data" / "camvd"))
     assert "nearby: " + str(root / "data" / "camvid") in str(error.value)
     assert "make_synthetic" not in str(error.value) and "--output_dir" not in str(error.value)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeplab.train",
-            "--dataset_dir=data/camvd",
-            "--logdir=runs/typo",
-            "--backbone=resnet14_tiny",
-            "--training_steps=1",
-        ],
+    result = harness.run(
+        "deeplab.train",
+        "--dataset_dir=data/camvd",
+        "--logdir=runs/typo",
+        "--backbone=resnet14_tiny",
+        "--training_steps=1",
         cwd=root,
-        env=dict(os.environ, PYTHONPATH=REPO),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Folders with a dataset.json nearby: data/camvid" in result.stderr

@@ -2,14 +2,13 @@
 
 import io
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+import harness
 import raw_fixtures as fx
 from deeplab.data import datasets_info
 from deeplab.data import raw_datasets
@@ -344,12 +343,7 @@ SCRIPTS = [
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help(script):
-    out = subprocess.run(
-        [sys.executable, str(fx.REPO / "datasets" / f"{script}.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = harness.run(f"datasets/{script}.py", "--help", timeout=60)
     assert out.returncode == 0 and "--output_dir" in out.stdout
     if script != "make_synthetic":
         for flag in ("--input_dir", "--splits", "--num_workers", "--skip_bad"):
@@ -367,26 +361,19 @@ def test_cli_reports_counts_and_errors_without_traceback(tmp_path, capsys):
     assert "skipped: " in captured.err and "0001TP_006690.png: label values [12]" in captured.err
     assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 2, "val": 1}
     # As a program: exit status 1, one line naming the file, no traceback, nothing written.
-    script = str(fx.REPO / "datasets" / "build_camvid.py")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    bad = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--input_dir",
-            str(root),
-            "--output_dir",
-            str(tmp_path / "out2"),
-            "--splits",
-            "val",
-            "--num_workers",
-            "0",
-            "--no_progress",
-        ],
-        capture_output=True,
-        text=True,
+    bad = harness.run(
+        "datasets/build_camvid.py",
+        "--input_dir",
+        root,
+        "--output_dir",
+        tmp_path / "out2",
+        "--splits",
+        "val",
+        "--num_workers",
+        "0",
+        "--no_progress",
         timeout=120,
-        env=env,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert bad.returncode == 1
     assert "error: " in bad.stderr and "valannot/0001TP_006690.png: label values [12]" in bad.stderr

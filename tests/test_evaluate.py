@@ -4,8 +4,6 @@ import csv
 import json
 import glob
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,6 +13,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 import event_tags
+import harness
 from deeplab.logdir import checkpoints
 from deeplab.evaluation import continuous
 from deeplab.evaluation import evaluator as evaluation
@@ -25,7 +24,6 @@ from deeplab.data import synthetic
 from deeplab.common.errors import ConfigError, DataError
 from deeplab.model.deeplabv3 import build_model, rebuild_with_output_stride
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
 
 
@@ -300,21 +298,10 @@ def test_result_files(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
-def run_binary(*args):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab.evaluate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
-
-
 def test_binary_evaluates_at_another_output_stride_with_ms_and_flip(trained, dataset_dir, tmp_path):
     logdir, _ = trained
-    result = run_binary(
+    result = harness.run(
+        "deeplab.evaluate",
         f"--dataset_dir={dataset_dir}",
         f"--checkpoint={logdir}",
         "--eval_output_stride=8",
@@ -478,12 +465,15 @@ def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, datase
     run_record.write_config(
         logdir, run_record.resolved_config(config, tiny_model.get_config(), NUM_CLASSES)
     )
-    result = run_binary(f"--logdir={logdir}", f"--results_dir={tmp_path / 'a'}")
+    result = harness.run(
+        "deeplab.evaluate", f"--logdir={logdir}", f"--results_dir={tmp_path / 'a'}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "a" / "results.json").read_text())
     assert saved["split"] == "train" and saved["output_stride"] == 8 and saved["num_images"] == 1
     assert "config.json" in result.stdout
-    result = run_binary(
+    result = harness.run(
+        "deeplab.evaluate",
         f"--logdir={logdir}",
         "--eval_split=val",
         "--eval_limit=0",

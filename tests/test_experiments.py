@@ -9,10 +9,11 @@ import glob
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
+
+import harness
 
 from deeplab.training import reproduction
 from deeplab.data import datasets_info
@@ -71,9 +72,7 @@ def test_real_data_flagfiles_parse_and_build_their_model():
         "    FLAGS.unparse_flags()\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=False
-    )
+    result = harness.run("-c", script)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["camvid"][0] == "resnet50" and out["camvid"][2] is None
@@ -117,17 +116,7 @@ print(json.dumps(failures))
 def test_every_flagfile_and_row_parses_with_the_binary(binary):
     arg_lists = [[f"--flagfile={f}"] for f in paper_tables.all_flagfiles()]
     arg_lists += [list(row.args()) for _, row in all_rows()]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, "-c", _PARSE_SCRIPT, f"deeplab.{binary}"],
-        input=json.dumps(arg_lists),
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    result = harness.run("-c", _PARSE_SCRIPT, f"deeplab.{binary}", input=json.dumps(arg_lists))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -437,14 +426,7 @@ def test_readme_rows_are_generated_from_the_row_definitions():
     ],
 )
 def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_listed):
-    out = subprocess.run(
-        [sys.executable, "-m", f"deeplab.{binary}", "--help"],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = harness.run(f"deeplab.{binary}", "--help", timeout=120)
     text = out.stdout + out.stderr
     names = {
         line.split(":")[0].strip().replace("[no]", "")

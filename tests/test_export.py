@@ -8,7 +8,6 @@ fresh Python process that imports only tensorflow and numpy.
 import io
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
+import harness
 
 # Runs in a fresh process: no project code, only tensorflow and numpy.
 FRESH_PROCESS_SCRIPT = textwrap.dedent(r"""
@@ -96,16 +96,8 @@ def fresh(tmp_path_factory):
     script.write_text(FRESH_PROCESS_SCRIPT)
     np.savez(in_path, **inputs)
     # No PYTHONPATH to the repository: the reload cannot import project code even by accident.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, str(script), export["export_dir"], in_path, out_path],
-        cwd=str(root),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = harness.run(
+        script, export["export_dir"], in_path, out_path, cwd=root, env={"PYTHONPATH": None}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out_path + ".json", encoding="utf-8") as f:
@@ -215,22 +207,15 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
         pytest.skip("saved_model_cli is not installed next to this Python")
-    result = subprocess.run(
-        [
-            cli,
-            "show",
-            "--dir",
-            fresh["export"]["export_dir"],
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-        ],
-        capture_output=True,
-        text=True,
+    result = harness.run(
+        [cli, "show"],
+        "--dir",
+        fresh["export"]["export_dir"],
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
         timeout=120,
-        check=False,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     text = " ".join(result.stdout.split())
@@ -257,7 +242,7 @@ def test_export_flag_errors_name_the_flag(tmp_path):
 
 
 def test_binary_reports_a_missing_checkpoint(tmp_path):
-    result = fx.run_binary(
+    result = harness.run(
         "deeplab.export_saved_model",
         f"--checkpoint={tmp_path / 'nothing'}",
         f"--export_dir={tmp_path / 'e'}",

@@ -28,9 +28,9 @@ import errno
 import io
 import os
 import re
+import shlex
 import shutil
 import struct
-import sys
 
 import numpy as np
 import pytest
@@ -38,6 +38,7 @@ import tensorflow as tf
 from PIL import Image, ImageFile
 
 import export_fixtures as efx
+import harness
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
 from deeplab.data import convert
@@ -302,7 +303,7 @@ def test_predict_skips_a_bomb_and_goes_on(
 
 
 def test_predict_binary_bomb_then_ok(capped_export, bomb_and_ok, tmp_path):
-    result = efx.run_binary(
+    result = harness.run(
         "deeplab.predict",
         f"--model={capped_export}",
         f"--input={bomb_and_ok / 'bomb.png'},{bomb_and_ok / 'ok.png'}",
@@ -398,7 +399,7 @@ def test_a_damaged_export_is_one_line(capped_export, bomb_and_ok, tmp_path, dama
     with pytest.raises(UserError, match=rf"^--model=.*damaged: cannot load the SavedModel: {part}"):
         predictor.make_segmenter(model=export_dir)
     if damage is _corrupt_graph:  # the binary: that line, exit 2
-        result = efx.run_binary(
+        result = harness.run(
             "deeplab.predict",
             f"--model={export_dir}",
             f"--input={bomb_and_ok / 'ok.png'}",
@@ -525,19 +526,32 @@ def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok
     size_kb = sum(size for _, size in _listing(capped_export)) // 1024
     mount = tmp_path / "small"
     mount.mkdir()
-    python = f"{sys.executable} -m"
+    export = shlex.join(
+        harness.command(
+            "deeplab.export_saved_model",
+            f"--checkpoint={run_dir}",
+            f"--export_dir={mount}/export",
+            f"--serving_max_pixels={CAP}",
+        )
+    )
+    predict = shlex.join(
+        harness.command(
+            "deeplab.predict",
+            f"--model={mount}/export",
+            f"--input={bomb_and_ok}/ok.png,{bomb_and_ok}/ok.png",
+            f"--output_dir={mount}/out",
+        )
+    )
     script = (
         f"mount -t tmpfs -o size={size_kb * 4 // 3 + 64}k tmpfs {mount} && "
         f"cp -r {capped_export} {mount}/export && ls -lR {mount}/export > {tmp_path}/before && "
-        f"{python} deeplab.export_saved_model --checkpoint={run_dir} "
-        f'--export_dir={mount}/export --serving_max_pixels={CAP}; echo "export exit $?"; '
+        f'{export}; echo "export exit $?"; '
         f"ls -lR {mount}/export > {tmp_path}/after; ls -a {mount}; "
         f"mkdir {mount}/out; head -c 100000000 /dev/zero > {mount}/filler 2>/dev/null; "
-        f"{python} deeplab.predict --model={mount}/export --input={bomb_and_ok}/ok.png,"
-        f'{bomb_and_ok}/ok.png --output_dir={mount}/out; echo "predict exit $?"; '
+        f'{predict}; echo "predict exit $?"; '
         f"ls -a {mount}/out"
     )
-    result = run_in_namespace(namespace, script, cwd=efx.REPO, env=efx.subprocess_env())
+    result = run_in_namespace(namespace, script)
     out = result.stdout
     exported, predicted = out.split("export exit")
     assert "Traceback" not in out, out[-3000:]
@@ -595,7 +609,7 @@ def test_import_official_output_cases(tmp_path_factory, tmp_path):
             r"only an earlier import \(nothing was deleted\)",
         ),
     ):
-        result = efx.run_binary(
+        result = harness.run(
             "deeplab.import_official",
             f"--tflite={tmp_path / 'never_read.tflite'}",
             f"--output={output}",

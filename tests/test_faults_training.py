@@ -9,10 +9,10 @@ directly started cluster task."""
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import types
 
@@ -25,10 +25,10 @@ from deeplab.logdir import checkpoints
 from deeplab.training import bookkeeping
 from deeplab.training import trainer as train_lib
 from test_checkpoint_safety import _config  # pylint: disable=import-error
-from test_train import _command, _env  # pylint: disable=import-error
+from test_train import _train  # pylint: disable=import-error
+import harness
 from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ------------------------------------------------------------------------ item 1: divergence
 
@@ -129,13 +129,6 @@ def test_a_diverged_run_reruns_at_a_lower_rate(data_dir, tmp_path):
 # --------------------------------------------------------------- item 5: one run per logdir
 
 
-def _run(args):
-    """Runs a command from the repository root with the test environment; output captured."""
-    return subprocess.run(
-        args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False
-    )
-
-
 def _tail_lines(text):
     """The lines a user reads: TensorFlow's and absl's start-up noise removed."""
     noise = re.compile(r"^(W0000|I0000|WARNING: All log)|oneDNN|cpu_feature_guard|absl::")
@@ -150,11 +143,9 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
     stale and a new run takes it over with a line, trains, and removes it."""
     logdir = tmp_path / "dup"
     lock_path = logdir / "train.lock"
-    first = subprocess.Popen(
+    first = harness.start(
         # Never finishes by itself, never checkpoints: killed below.
-        _command(data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"),
-        cwd=REPO,
-        env=_env(),
+        *_train(data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -170,7 +161,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
                 holder = json.loads(lock_path.read_text())
             except (OSError, ValueError):
                 holder = None
-        second = _run(_command(data_dir, logdir, "--training_steps=3"))
+        second = harness.run(*_train(data_dir, logdir, "--training_steps=3"))
         assert first.poll() is None, "the first run must still hold the lock"
     finally:
         first.send_signal(signal.SIGKILL)
@@ -189,7 +180,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
 
     # kill -9 left the file behind, unlocked: the next run takes it over and says so.
     assert json.loads(lock_path.read_text())["pid"] == first.pid
-    third = _run(_command(data_dir, logdir, "--training_steps=1"))
+    third = harness.run(*_train(data_dir, logdir, "--training_steps=1"))
     assert third.returncode == 0, third.stderr[-3000:]
     assert re.search(
         rf"Took over the lock of {re.escape(str(logdir))} left by a training run that is no "
@@ -299,16 +290,23 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
     out = mount / "out"
 
     def build(raw):
-        return (
-            f"{sys.executable} {REPO}/datasets/build_folder.py --input_dir={raw} "
-            f"--output_dir={out} --num_classes=3 --num_workers=0 --no_progress --name={raw.name}"
+        return shlex.join(
+            harness.command(
+                "datasets/build_folder.py",
+                f"--input_dir={raw}",
+                f"--output_dir={out}",
+                "--num_classes=3",
+                "--num_workers=0",
+                "--no_progress",
+                f"--name={raw.name}",
+            )
         )
 
     script = (
         f"mount -t tmpfs -o size=1m tmpfs {mount} && {build(a)} >/dev/null && "
         f'{build(b)}; echo "exit $?"; cp -r {out} {tmp_path}/after'
     )
-    result = _run(namespace + ["sh", "-c", script])
+    result = harness.run(namespace + ["sh", "-c", script])
     lines = _tail_lines(result.stderr)
     assert "exit 1" in result.stdout, (result.stdout, result.stderr[-3000:])
     assert len(lines) == 1 and re.fullmatch(
@@ -349,15 +347,9 @@ def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_d
         },
         "task": {"type": "ps", "index": 0},
     }
-    env = dict(_env(), TF_CONFIG=json.dumps(tf_config))
-    env.pop(cluster.NETNS_ENV, None)
-    task = subprocess.Popen(
-        _command(data_dir, tmp_path / "run", "--strategy=parameter_server"),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    task = harness.start(
+        *_train(data_dir, tmp_path / "run", "--strategy=parameter_server"),
+        env={"TF_CONFIG": json.dumps(tf_config), cluster.NETNS_ENV: None},
     )
     lines = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(x) for x in task.stdout], daemon=True)
@@ -419,7 +411,7 @@ def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
     (before: a 34-line JSONDecodeError traceback)."""
     path = run_copy / "config.json"
     path.write_text(path.read_text()[:40])
-    result = _run([sys.executable, "-m", "deeplab.evaluate", f"--logdir={run_copy}"])
+    result = harness.run("deeplab.evaluate", f"--logdir={run_copy}")
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert len(lines) == 1 and re.fullmatch(
@@ -453,7 +445,7 @@ def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
 def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_path):
     """--crop_size=20000 (before: "Invalid value in tensor used for shape: -1094967296" deep
     in the first step)."""
-    result = _run(_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
+    result = harness.run(*_train(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert lines == [
@@ -554,8 +546,8 @@ def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkey
     from deeplab.logdir import lock  # pylint: disable=import-outside-toplevel
 
     monkeypatch.setattr(lock, "_flock", lambda handle: None)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    gone = harness.start("-c", "pass")
+    gone.communicate()
     path = tmp_path / lock.LOCK_FILE
     host = socket.gethostname()
     lines = []
@@ -585,18 +577,14 @@ def test_a_converter_rerun_killed_by_sigkill_mid_val_leaves_the_old_dataset(tmp_
     fifo = b / "images" / "b3.png"
     fifo.unlink()
     os.mkfifo(fifo)
-    converter = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(REPO, "datasets", "build_folder.py"),
-            f"--input_dir={b}",
-            f"--output_dir={out}",
-            "--num_classes=3",
-            "--splits=train,val",
-            "--num_workers=0",
-            "--no_progress",
-        ],
-        env=_env(),
+    converter = harness.start(
+        "datasets/build_folder.py",
+        f"--input_dir={b}",
+        f"--output_dir={out}",
+        "--num_classes=3",
+        "--splits=train,val",
+        "--num_workers=0",
+        "--no_progress",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

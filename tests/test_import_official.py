@@ -2,7 +2,6 @@
 authors' files (../shared), TF1 slim checkpoints, and bad files."""
 
 import os
-import subprocess
 import sys
 
 import keras
@@ -11,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import deeplab
+import harness
 from deeplab.export import official
 from deeplab.logdir import checkpoints
 from deeplab.export import tflite
@@ -116,13 +116,7 @@ def test_imported_bn_is_identity_plus_bias(int8_roundtrip):
 def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     _, imported, _, path = int8_roundtrip
     output = str(tmp_path / "imported")
-    result = subprocess.run(
-        [sys.executable, "-m", "deeplab.import_official", f"--tflite={path}", f"--output={output}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    result = harness.run("deeplab.import_official", f"--tflite={path}", f"--output={output}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mobilenet_v2_dm05, output stride 16, 5 classes" in result.stdout
     for name in (
@@ -136,13 +130,7 @@ def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     loaded = checkpoints.load_model(output)
     images = np.random.default_rng(3).normal(0, 40, (1, *SIZE, 3)).astype("float32")
     np.testing.assert_allclose(loaded(images), imported(images), atol=1e-5)
-    again = subprocess.run(
-        [sys.executable, "-m", "deeplab.import_official", f"--tflite={path}", f"--output={output}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    again = harness.run("deeplab.import_official", f"--tflite={path}", f"--output={output}")
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
     assert os.path.exists(os.path.join(output, "checkpoint"))  # the first import is kept
 

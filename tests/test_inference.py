@@ -10,20 +10,17 @@ half-pixel bilinear resize and the numpy form of that model, both written here.
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import keras
 
+import harness
+
 from deeplab.common import geometry
 from deeplab.evaluation import inference
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
 KERNEL = np.array([[0.8, -0.5, 0.1], [0.2, 0.9, -0.7], [-0.4, 0.3, 0.6]], np.float32)
 BIAS = np.array([0.1, -0.2, 0.05], np.float32)
@@ -260,7 +257,7 @@ def test_jax_backend_in_subprocess():
     labels = rng.integers(0, NUM_CLASSES, size=(2, 9, 11)).astype(np.int32)
     labels[rng.random(labels.shape) < 0.2] = 255
     logits = (3 * rng.normal(size=(2, 9, 11, NUM_CLASSES))).astype(np.float32)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    env = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     payload = json.dumps(
         {
             "kernel": KERNEL.tolist(),
@@ -271,15 +268,7 @@ def test_jax_backend_in_subprocess():
             "logits": logits.tolist(),
         }
     )
-    out = subprocess.run(
-        [sys.executable, "-c", _JAX_SCRIPT],
-        input=payload,
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    out = harness.run("-c", _JAX_SCRIPT, input=payload, env=env, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
 

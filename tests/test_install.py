@@ -2,8 +2,9 @@
 
 import os
 import shutil
-import subprocess
 import sys
+
+import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,6 +22,6 @@ def test_the_tensorboard_command_works():
     command = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     command = command if os.path.exists(command) else shutil.which("tensorboard")
     assert command, "no tensorboard command: is the cpu extra installed?"
-    out = subprocess.run([command, "--version_tb"], capture_output=True, text=True, timeout=120)
+    out = harness.run([command], "--version_tb", timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().split(".")[0] == "2"

@@ -3,9 +3,6 @@ equivalence, serialization, output-stride weight reuse, and the JAX backend."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import h5py
 import keras
@@ -13,12 +10,11 @@ import numpy as np
 import pytest
 
 import deeplab
+import harness
 from deeplab.model import deeplabv3 as model_lib
 from deeplab.model import resnet
 from deeplab.model.aspp import ASPP
 from deeplab.common.errors import ConfigError, UserError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -594,25 +590,12 @@ def test_jax_backend_gives_the_same_logits(tmp_path):
     np.save(tmp_path / "images.npy", images)
     script = tmp_path / "run_jax.py"
     script.write_text(JAX_SCRIPT.replace("__KWARGS__", repr(kwargs)))
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(tmp_path / "w.weights.h5"),
-            str(tmp_path / "images.npy"),
-            str(tmp_path / "out.npy"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = harness.run(
+        script,
+        tmp_path / "w.weights.h5",
+        tmp_path / "images.npy",
+        tmp_path / "out.npy",
+        env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(tmp_path / "out.npy")

@@ -3,13 +3,12 @@ naming the flag before anything is computed or written (it used to be a FileExis
 traceback from os.makedirs deep in the run)."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import export_fixtures as efx
+import harness
 import raw_fixtures as fx
 from deeplab.evaluation import vis_export
 from deeplab.export import predictor
@@ -73,12 +72,8 @@ def test_converter_and_synthetic_output_dir(tmp_path, a_file):
     spec = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
     with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
         convert.convert_splits(specs, a_file, dataset=spec, num_workers=0, progress=False)
-    script = os.path.join(fx.REPO, "datasets", "make_synthetic.py")
-    result = subprocess.run(
-        [sys.executable, script, f"--output_dir={tmp_path / 'syn'}", "--num_classes=0"],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = harness.run(
+        "datasets/make_synthetic.py", f"--output_dir={tmp_path / 'syn'}", "--num_classes=0"
     )
     assert result.returncode == 1
     assert (

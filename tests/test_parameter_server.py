@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -38,9 +37,8 @@ from deeplab.common.errors import ConfigError
 from test_launch_local import _assert_all_gone, _pids  # pylint: disable=import-error
 from test_train import TINY_FLAGS as TRAIN_TINY_FLAGS  # pylint: disable=import-error
 
-import export_fixtures as fx
+import harness
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
     *TRAIN_TINY_FLAGS,
     "--shuffle_buffer=16",
@@ -51,34 +49,15 @@ STEP_LINE = re.compile(r"^\[chief:0\] step\s+(\d+)/(\d+)\s+loss (\S+) .* lr (\S+
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def _env():
-    env = fx.subprocess_env()
-    env.pop("TF_CONFIG", None)  # each task gets its own from the launcher
-    return env
-
-
-def _launch_command(launch_args, train_args):
-    return [
-        sys.executable,
-        "-m",
-        "deeplab.launch_local",
-        "--grace_seconds=3",
-        *launch_args,
-        "--",
-        *TINY_FLAGS,
-        *train_args,
-    ]
+def _launch_args(launch_args, train_args):
+    """deeplab.launch_local's arguments (the test environment has no TF_CONFIG: each task gets
+    its own from the launcher)."""
+    return ["--grace_seconds=3", *launch_args, "--", *TINY_FLAGS, *train_args]
 
 
 def _run(launch_args, train_args, timeout=150):
-    proc = subprocess.run(
-        _launch_command(launch_args, train_args),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    proc = harness.run(
+        "deeplab.launch_local", *_launch_args(launch_args, train_args), timeout=timeout
     )
     output = proc.stdout + proc.stderr
     _assert_all_gone(_pids(output), output)
@@ -88,15 +67,8 @@ def _run(launch_args, train_args, timeout=150):
 class _Streamed:
     """A launcher whose output is read line by line while it runs."""
 
-    def __init__(self, command):
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    def __init__(self, args):
+        self.process = harness.start("deeplab.launch_local", *args)
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -183,21 +155,13 @@ def test_parameter_server_needs_a_cluster(monkeypatch):
 
 
 def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeplab.train",
-            f"--dataset_dir={data_dir}",
-            f"--logdir={tmp_path}",
-            *TINY_FLAGS,
-            "--training_steps=1",
-            "--strategy=parameter_server",
-        ],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
+    proc = harness.run(
+        "deeplab.train",
+        f"--dataset_dir={data_dir}",
+        f"--logdir={tmp_path}",
+        *TINY_FLAGS,
+        "--training_steps=1",
+        "--strategy=parameter_server",
         timeout=120,
     )
     assert proc.returncode == 1
@@ -311,7 +275,7 @@ def test_worker_killed_mid_run_the_run_completes(data_dir, tmp_path):
     logdir = str(tmp_path / "run")
     total = 30
     launcher = _Streamed(
-        _launch_command(
+        _launch_args(
             ["--workers=2", "--ps=1", "--restart_workers"],
             [
                 f"--dataset_dir={data_dir}",
@@ -375,7 +339,7 @@ def _assert_servers_unreachable_from_outside(output):
 
 def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
     launcher = _Streamed(
-        _launch_command(
+        _launch_args(
             ["--workers=2", "--ps=1", "--evaluator"],
             [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}", "--training_steps=1000"],
         )

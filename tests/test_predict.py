@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
+import harness
 from deeplab.export import predictor
 from deeplab.common.errors import UserError
 from deeplab.evaluation.visualization import colorize_labels
@@ -182,7 +183,7 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
 
     model_path = fx.shared_float_tflite(tmp_path_factory)
     out = tmp_path / "out"
-    result = fx.run_binary(
+    result = harness.run(
         "deeplab.predict",
         f"--model={model_path}",
         f"--input={inputs_dir}",
@@ -208,7 +209,7 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     for suffix in ("_color.png", "_overlay.png"):
         assert (out / f"scene{suffix}").is_file() and (out / f"scene_2{suffix}").is_file()
 
-    nothing = fx.run_binary(
+    nothing = harness.run(
         "deeplab.predict",
         f"--model={model_path}",
         f"--input={tmp_path / 'missing.png'}",
@@ -216,6 +217,6 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     )
     assert nothing.returncode == 1 and "processed 0 images" in nothing.stdout
 
-    usage = fx.run_binary("deeplab.predict", f"--input={inputs_dir}", f"--output_dir={out}")
+    usage = harness.run("deeplab.predict", f"--input={inputs_dir}", f"--output_dir={out}")
     assert usage.returncode == 2 and "pass --model=EXPORT" in usage.stderr
     assert "Traceback" not in usage.stderr

@@ -11,6 +11,7 @@ from PIL import Image
 
 import deeplab
 import export_fixtures as fx
+import harness
 from deeplab.common.errors import UserError
 from deeplab.common.progress import Progress
 from deeplab.evaluation import visualization
@@ -140,7 +141,7 @@ def test_export_card_and_evaluation(tmp_path_factory, tmp_path):
     run = fx.shared_tiny_run(tmp_path_factory)
     data = fx.shared_data(tmp_path_factory)
     out = str(tmp_path / "export")
-    result = fx.run_binary(
+    result = harness.run(
         "deeplab.export_saved_model",
         f"--checkpoint={run['run_dir']}",
         f"--export_dir={out}",
@@ -223,7 +224,7 @@ def test_readme_python_example_runs(tmp_path, run):
     assert marker in readme
     block = readme.split(marker, 1)[1].split("```python", 1)[1].split("```", 1)[0]
     if OFFICIAL and CAMVID_IMAGE:
-        result = fx.run_binary(
+        result = harness.run(
             "deeplab.import_official",
             f"--tflite={os.path.join(OFFICIAL, 'deeplabv3_mnv2_pascal_quant.tflite')}",
             f"--output={tmp_path / 'mnv2_pascal'}",

@@ -4,13 +4,13 @@ already trained on skipped as records, every later example augmented as before).
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import harness
 
 from deeplab.data import input_pipeline
 
@@ -69,15 +69,8 @@ def _run(tmp_path, data_dir, logdir, mode):
     test process may differ from them in the last bits (what else it imported and set)."""
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
-    return subprocess.run(
-        [sys.executable, str(script), os.path.join(REPO, "tests"), data_dir, str(logdir), mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    tests = os.path.join(REPO, "tests")
+    return harness.run(script, tests, data_dir, logdir, mode, pythonpath=[tests])
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import event_tags
+import harness
 from deeplab.logdir import checkpoints
 from deeplab.logdir import summaries
 from deeplab.data import synthetic
@@ -25,7 +24,6 @@ from deeplab.training import bookkeeping
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.common.errors import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = {
     "backbone": "resnet14_tiny",
     "output_stride": 16,
@@ -320,31 +318,13 @@ def test_num_classes_disagreeing_with_dataset_is_a_config_error(data_dir, tmp_pa
         train_lib.train(_config(data_dir, tmp_path, num_classes=5))
 
 
-def _command(data_dir, logdir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "deeplab.train",
-        f"--dataset_dir={data_dir}",
-        f"--logdir={logdir}",
-        *TINY_FLAGS,
-        *extra,
-    ]
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+def _train(data_dir, logdir, *extra):
+    """``deeplab.train`` on the tiny model: the arguments of ``harness.run`` / ``start``."""
+    return ["deeplab.train", f"--dataset_dir={data_dir}", f"--logdir={logdir}", *TINY_FLAGS, *extra]
 
 
 def test_command_line_errors_are_one_clear_line(data_dir, tmp_path):
-    proc = subprocess.run(
-        _command(data_dir, "", "--training_steps=1"),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = harness.run(*_train(data_dir, "", "--training_steps=1"), timeout=120)
     assert proc.returncode == 1
     assert "deeplab.train: error: --logdir is required" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -355,7 +335,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     from that checkpoint's step, optimizer state and schedule, and finishes."""
     logdir = tmp_path / "run"
     total = 60
-    command = _command(
+    command = _train(
         data_dir,
         logdir,
         f"--training_steps={total}",
@@ -363,9 +343,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
         "--log_steps=1",
         "--base_learning_rate=0.01",
     )
-    first = subprocess.Popen(
-        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    first = harness.start(*command)
     deadline = time.time() + 120
     while not os.path.exists(logdir / "checkpoint"):
         assert first.poll() is None, first.stdout.read()
@@ -382,9 +360,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
         == killed_at
     )
 
-    second = subprocess.run(
-        command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
-    )
+    second = harness.run(*command)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"Resuming from {logdir}/ckpt-{killed_at} at step {killed_at}" in second.stdout
     steps = [int(m) for m in re.findall(r"^step\s+(\d+)/", second.stdout, re.M)]
