@@ -223,12 +223,16 @@ cm = jax.jit(lambda l, p: metrics.confusion_matrix_update(l, p, 3, 255))(labels,
 out["cm"] = np.asarray(cm).tolist()
 out["miou"] = metrics.mean_iou(np.asarray(cm))
 
-# losses.py: eager, jitted, bf16 + class weights, zero gradient on an all-ignored batch.
-loss = losses.SegmentationCrossEntropy(class_weights=[0.5, 2.0, 1.0])
-out["loss"] = float(losses.masked_cross_entropy(labels, logits))
-out["loss_jit"] = float(jax.jit(losses.masked_cross_entropy)(labels, logits))
-out["loss_bf16_weighted"] = float(loss(labels, jnp.asarray(logits, jnp.bfloat16)))
-grad = jax.grad(lambda z: losses.masked_cross_entropy(np.full_like(labels, 255), z))(logits)
+# losses.py: eager, jitted, bf16 + class weights, zero gradient on an all-ignored batch (the
+# training step's mean: the per-pixel terms over max(#valid, 1)).
+def mean_loss(labels, logits, class_weights=None):
+    terms, valid = losses.pixel_cross_entropy(labels, logits, class_weights=class_weights)
+    return keras.ops.sum(terms) / keras.ops.maximum(keras.ops.sum(valid), 1.0)
+out["loss"] = float(mean_loss(labels, logits))
+out["loss_jit"] = float(jax.jit(mean_loss)(labels, logits))
+out["loss_bf16_weighted"] = float(
+    mean_loss(labels, jnp.asarray(logits, jnp.bfloat16), class_weights=[0.5, 2.0, 1.0]))
+grad = jax.grad(lambda z: mean_loss(np.full_like(labels, 255), z))(logits)
 out["ignored_grad_all_zero"] = bool(np.all(np.asarray(grad) == 0))
 out["down"] = np.asarray(losses.labels_at_feature_centres(
     np.arange(64, dtype=np.int32).reshape(1, 8, 8), 4)).tolist()
