@@ -99,6 +99,7 @@ def _flip_a_byte(prefix):
 
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
+@pytest.mark.slow
 def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys, damage):
     damage(os.path.join(run, "ckpt-6"))
     result, out = _resume(data_dir, run, capsys)
@@ -109,6 +110,7 @@ def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys
     assert checkpoints.verify_checkpoint(os.path.join(run, "ckpt-2")) is None
 
 
+@pytest.mark.slow
 def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, capsys):
     for name in os.listdir(run):
         if name.startswith("ckpt-6."):
@@ -119,6 +121,7 @@ def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, ca
 
 
 @pytest.mark.parametrize("pointer", ["garbage {{{ not a proto", ""])
+@pytest.mark.slow
 def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(
     data_dir, run, capsys, pointer
 ):
@@ -128,6 +131,7 @@ def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(
     assert result.resumed_from == 6, out
 
 
+@pytest.mark.slow
 def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, capsys):
     for step in (2, 4, 6):
         _truncate(os.path.join(run, f"ckpt-{step}"))
@@ -142,6 +146,7 @@ def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, ca
     assert "--fresh_start: training" in out
 
 
+@pytest.mark.slow
 def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
     os.makedirs(os.path.join(run, "ckpt-8_temp", "part"))
     with open(os.path.join(run, "checkpoint.tmp1234"), "w", encoding="utf-8") as handle:
@@ -155,6 +160,7 @@ def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
     assert result.step == 8
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
     """A rate that overflows the weights: the run stops, and every checkpoint it left is finite."""
     logdir = str(tmp_path / "diverged")
@@ -177,6 +183,7 @@ def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
         assert checkpoints.verify_checkpoint(prefix) is None, prefix
 
 
+@pytest.mark.slow
 def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_dir, tmp_path):
     """Finite but diverged weights: the step that starts from them has a non-finite loss or
     gradients, so that checkpoint moves to diverged/ and a rerun with a sane rate goes on from
@@ -231,6 +238,7 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
     assert result.resumed_from == bad - 1 and result.step == 8
 
 
+@pytest.mark.slow
 def test_set_aside_works_in_a_logdir_with_glob_characters(run):
     """The files are found by name: [ ] in the path must not make the move a silent no-op."""
     odd = run + "[1]*"
@@ -249,6 +257,7 @@ def test_verify_checkpoint_names_non_finite_values(tmp_path):
     assert "non-finite values in v/" in checkpoints.verify_checkpoint(prefix)
 
 
+@pytest.mark.slow
 def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
     from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
@@ -256,6 +265,7 @@ def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
         train_lib.train(_config(data_dir, run, training_steps=3))
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_path):
     """The logdir on a 13 MB tmpfs (5 MB checkpoints): the third checkpoint cannot be written.
     The run stops with one line naming it and the intact one, leaves no partial files; with

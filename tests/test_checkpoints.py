@@ -76,6 +76,7 @@ def test_run_info_round_trip(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_load_model_at_another_output_stride_equals_rebuild(tmp_path):
     """Variables restored by path into a model built from scratch at output stride 8 give
     exactly the outputs of the trained model switched to stride 8 in memory."""

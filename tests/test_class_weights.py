@@ -102,6 +102,7 @@ def _config(data_dir, logdir, **overrides):
     return ExperimentConfig.create(**values)
 
 
+@pytest.mark.slow
 def test_a_rule_is_resolved_once_printed_recorded_and_used(data_dir, tmp_path, capsys):
     counts = class_weights.count_split(data_dir, "train", 3, 255)
     expected, _ = class_weights.compute_weights("median_frequency", counts)
@@ -135,6 +136,7 @@ def test_a_failed_start_leaves_no_new_logdir(data_dir, tmp_path):
     assert (kept / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_missing_dataset_names_the_ones_nearby(data_dir, tmp_path):
     """The binary: a typo in --dataset_dir names the real dataset, suggests nothing at the
     typo, and the refused start leaves no logdir (no train.log) behind."""

@@ -1,5 +1,7 @@
 """Quiet binaries: only the tools' own lines by default, TensorFlow's logs with --verbosity."""
 
+import pytest
+
 from deeplab import _console
 import harness
 
@@ -14,6 +16,7 @@ def _run(*extra):
     return out
 
 
+@pytest.mark.slow
 def test_binaries_print_their_own_lines_only_by_default():
     out = _run()
     assert out.stdout.startswith("DeepLabv3: resnet14_tiny")
@@ -25,6 +28,7 @@ def test_binaries_print_their_own_lines_only_by_default():
     assert noise == []
 
 
+@pytest.mark.slow
 def test_verbosity_brings_tensorflow_logs_back():
     quiet, verbose = _run(), _run("--verbosity=0")
     assert verbose.stdout == quiet.stdout

@@ -400,6 +400,7 @@ def test_an_image_listed_twice_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.slow
 def test_workers_die_with_a_killed_converter(tmp_path, sig):
     """A converter killed while its workers read (one is blocked on a FIFO that never delivers)
     leaves no worker process, and no shard or dataset.json."""

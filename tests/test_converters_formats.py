@@ -350,6 +350,7 @@ def test_help(script):
             assert flag in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_reports_counts_and_errors_without_traceback(tmp_path, capsys):
     root = fx.make_camvid(tmp_path / "raw")
     Image.fromarray(np.full((3, 4), 12, np.uint8)).save(
@@ -387,6 +388,7 @@ def test_cli_reports_counts_and_errors_without_traceback(tmp_path, capsys):
 @pytest.mark.skipif(
     not (CAMVID_DIR / "train.txt").is_file(), reason="CamVid not present at ../shared/data/camvid"
 )
+@pytest.mark.slow
 def test_real_camvid(tmp_path):
     specs = raw_datasets.camvid_examples(CAMVID_DIR)
     assert {k: len(v) for k, v in specs.items()} == {"train": 367, "val": 101}

@@ -22,6 +22,7 @@ def _probe(env_value):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="oneDNN default is x86 Linux")
+@pytest.mark.slow
 def test_import_deeplab_turns_onednn_on_unless_the_user_chose():
     assert _probe(None) == ["1", "True"]
     assert _probe("0") == ["0", "False"]  # the user's choice wins

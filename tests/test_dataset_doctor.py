@@ -225,6 +225,7 @@ def test_the_sheet_covers_every_class(tmp_path):
     assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3
 
 
+@pytest.mark.slow
 def test_binary_exit_status_sheet_and_read_only(tmp_path):
     """One broken raw folder (exit 1, its line) and the clean records (exit 0) with a sheet
     and a TensorBoard copy; the dataset folders are left byte for byte as they were."""

@@ -21,6 +21,7 @@ def test_conv_flops_counts_atrous_convs_at_their_logical_size():
     assert total == expected
 
 
+@pytest.mark.slow
 def test_resnet50_output_stride_16_at_513_matches_the_reference_count():
     # README.md: ResNet-50 OS 16 at 513x513 = 99.2 GFLOPs over all convolutions.
     model = deeplab.build_model(backbone="resnet50", output_stride=16, num_classes=21)
@@ -29,6 +30,7 @@ def test_resnet50_output_stride_16_at_513_matches_the_reference_count():
     assert total / 1e9 == pytest.approx(99.2, abs=0.05)
 
 
+@pytest.mark.slow
 def test_describe_binary_prints_parameters_flops_and_plan():
     result = harness.run(
         "deeplab.describe",
@@ -58,6 +60,7 @@ def test_describe_binary_prints_parameters_flops_and_plan():
     assert "ASPP rates at this output stride: (12, 24, 36)" in out
 
 
+@pytest.mark.slow
 def test_describe_binary_reports_bad_flags_in_one_line():
     result = harness.run(
         "deeplab.describe", "--backbone=resnet14_tiny", "--output_stride=64", timeout=120

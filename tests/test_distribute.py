@@ -72,6 +72,7 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     """The global batch of 4 is split 2 + 2 over two replicas; the loss is the mean over the
     global batch's valid pixels and the replicas' gradients are summed, so the run follows the

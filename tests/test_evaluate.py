@@ -150,6 +150,7 @@ def hand_computed_probabilities(model, image, scales, flip):
     return total / passes
 
 
+@pytest.mark.slow
 def test_multiscale_flip_equals_hand_computed_average(tiny_model):
     rng = np.random.default_rng(2)
     image = rng.normal(0.0, 40.0, size=(33, 41, 3)).astype(np.float32)
@@ -184,6 +185,7 @@ def test_multiscale_flip_equals_hand_computed_average(tiny_model):
     assert results["scales"] == list(scales) and results["flip"] is True
 
 
+@pytest.mark.slow
 def test_images_of_many_sizes_share_one_trace(tiny_model):
     predictor = evaluation.Predictor(tiny_model, scales=(0.75, 1.0), flip=True)
     for size in ((17, 23), (33, 29), (40, 47)):
@@ -243,6 +245,7 @@ def trained(tmp_path_factory, tiny_model, dataset_dir):
     return logdir, prefix
 
 
+@pytest.mark.slow
 def test_checkpoint_trained_at_os16_evaluates_at_os8(trained, tiny_model, dataset_dir):
     logdir, prefix = trained
     assert tiny_model.output_stride == 16
@@ -298,6 +301,7 @@ def test_result_files(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_binary_evaluates_at_another_output_stride_with_ms_and_flip(trained, dataset_dir, tmp_path):
     logdir, _ = trained
     result = harness.run(
@@ -353,6 +357,7 @@ def test_binary_user_errors_are_one_line(
     assert message in error[0]
 
 
+@pytest.mark.slow
 def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_model, dataset_dir):
     logdir = str(tmp_path / "run")
     write_checkpoint(logdir, tiny_model, 1, dataset_dir)
@@ -447,6 +452,7 @@ def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_pat
     assert picture.std() > 10  # drawn, not blank
 
 
+@pytest.mark.slow
 def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, dataset_dir):
     """`deeplab.evaluate --logdir=RUN` with no --dataset_dir: the data, split and evaluation
     settings come from RUN/config.json; a flag given on the command line still wins."""

@@ -53,6 +53,7 @@ def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
     assert on_disk == set(paper_tables.all_flagfiles())
 
 
+@pytest.mark.slow
 def test_real_data_flagfiles_parse_and_build_their_model():
     script = (
         "import json, sys\n"

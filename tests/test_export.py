@@ -110,6 +110,7 @@ def fresh(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_fresh_process_reload_matches_keras(fresh):
     model = fresh["export"]["model"]
     report = fresh["report"]
@@ -133,6 +134,7 @@ def test_fresh_process_reload_matches_keras(fresh):
         assert len(np.unique(semantic)) >= 2
 
 
+@pytest.mark.slow
 def test_export_averages_scales_and_flip(fresh):
     # Guards the comparison above: without the scales and flip the probabilities differ, so an
     # export that dropped them would have failed it.
@@ -141,12 +143,14 @@ def test_export_averages_scales_and_flip(fresh):
     assert np.abs(fresh["outputs"]["batch_a_probabilities"] - single).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_encoded_signature_decodes_png(fresh):
     np.testing.assert_array_equal(
         fresh["outputs"]["encoded_semantic"], fresh["outputs"]["batch_a_semantic"]
     )
 
 
+@pytest.mark.slow
 def test_class_names_are_an_asset_and_a_signature(fresh):
     export_dir = fresh["export"]["export_dir"]
     assert fresh["report"]["class_names"] == fx.CLASS_NAMES
@@ -161,6 +165,7 @@ def test_class_names_are_an_asset_and_a_signature(fresh):
     assert info["model_config"]["backbone"] == "resnet14_tiny"
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_readable_errors(fresh):
     errors = fresh["report"]["errors"]
     # A float tensor cannot enter a uint8 signature: TensorFlow rejects the call.
@@ -203,6 +208,7 @@ def test_bad_inputs_give_readable_errors(fresh):
     assert kind == "InvalidArgumentError" and "at least one encoded image" in message
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_the_documented_signatures(fresh):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
@@ -241,6 +247,7 @@ def test_export_flag_errors_name_the_flag(tmp_path):
         run_export(checkpoint=str(tmp_path), export_dir=str(tmp_path / "e"))
 
 
+@pytest.mark.slow
 def test_binary_reports_a_missing_checkpoint(tmp_path):
     result = harness.run(
         "deeplab.export_saved_model",
@@ -252,6 +259,7 @@ def test_binary_reports_a_missing_checkpoint(tmp_path):
     assert "error: --checkpoint=" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_factory):
     """The SavedModel, the .tflite file and its sidecar carry the mode a plain open() gives
     (0666 minus the umask), not mkstemp's 0600: a serving process of another user can read
@@ -269,6 +277,7 @@ def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_fact
         assert os.stat(path).st_mode & 0o777 == expected, (path, oct(os.stat(path).st_mode))
 
 
+@pytest.mark.slow
 def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
     tmp_path_factory, tmp_path
 ):
@@ -324,6 +333,7 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
         )
 
 
+@pytest.mark.slow
 def test_saved_model_is_lean_one_graph_per_signature_and_no_layer_objects(tmp_path_factory):
     """Issue 22: the export holds each signature's graph once and the variables as a flat list,
     not the Keras object tree (which cost 149 MiB of a server's RSS for ResNet-101)."""

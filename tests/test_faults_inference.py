@@ -230,6 +230,7 @@ def _ok_png(size=(30, 40), seed=0):
     return _encode(efx.structured_images(1, size, seed=seed)[0], "PNG")
 
 
+@pytest.mark.slow
 def test_encoded_signature_refuses_a_bomb_before_decoding(capped_export):
     encoded = tf.saved_model.load(capped_export).signatures[serving.ENCODED_SIGNATURE]
     assert encoded(image_bytes=tf.constant([_ok_png()]))["semantic"].shape == (1, 30, 40)
@@ -248,6 +249,7 @@ def test_encoded_signature_refuses_a_bomb_before_decoding(capped_export):
         encoded(image_bytes=tf.constant([_ok_png(), unreadable]))
 
 
+@pytest.mark.slow
 def test_encoded_signature_takes_webp_as_predict_reads_it(capped_export, tmp_path):
     scene = efx.structured_images(1, (30, 40), seed=5)[0]
     path = tmp_path / "scene.webp"
@@ -271,6 +273,7 @@ def bomb_and_ok(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "export", "tflite"])
+@pytest.mark.slow
 def test_predict_skips_a_bomb_and_goes_on(
     kind, capped_export, bomb_and_ok, tmp_path_factory, tmp_path, monkeypatch
 ):
@@ -302,6 +305,7 @@ def test_predict_skips_a_bomb_and_goes_on(
     assert not result["processed"] and "30x40 pixels" in lines[-2], lines[-2:]
 
 
+@pytest.mark.slow
 def test_predict_binary_bomb_then_ok(capped_export, bomb_and_ok, tmp_path):
     result = harness.run(
         "deeplab.predict",
@@ -391,6 +395,7 @@ def _corrupt_graph(export_dir):
 
 
 @pytest.mark.parametrize("damage", [_corrupt_graph, _truncate_variables])
+@pytest.mark.slow
 def test_a_damaged_export_is_one_line(capped_export, bomb_and_ok, tmp_path, damage):
     export_dir = str(tmp_path / "damaged")
     shutil.copytree(capped_export, export_dir)
@@ -461,6 +466,7 @@ def _listing(folder):
     )
 
 
+@pytest.mark.slow
 def test_a_failed_tflite_write_keeps_the_earlier_export(
     capped_export, tmp_path_factory, tmp_path, monkeypatch
 ):
@@ -490,6 +496,7 @@ def test_a_failed_tflite_write_keeps_the_earlier_export(
     assert _listing(export_dir) == before and os.listdir(tmp_path) == ["export"]
 
 
+@pytest.mark.slow
 def test_a_tflite_only_export_keeps_the_earlier_saved_model(
     capped_export, tmp_path_factory, tmp_path
 ):
@@ -515,6 +522,7 @@ def test_a_tflite_only_export_keeps_the_earlier_saved_model(
     serving.SavedModelSegmenter(export_dir)  # still loads
 
 
+@pytest.mark.slow
 def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok, tmp_path):
     """On a tmpfs with room for the earlier export and a third of a new one: the export stops
     with one line, the earlier export intact and no partial folder; then, the disk full,
@@ -590,6 +598,7 @@ def _import_report():
     }
 
 
+@pytest.mark.slow
 def test_import_official_output_cases(tmp_path_factory, tmp_path):
     shared = efx.shared_tiny_run(tmp_path_factory)
     run_dir = str(tmp_path / "run")

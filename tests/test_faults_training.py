@@ -109,6 +109,7 @@ def test_a_diverged_loss_stops_before_it_overflows(tmp_path):
     keeper(2, _values(loss=50.0))
 
 
+@pytest.mark.slow
 def test_a_diverged_run_reruns_at_a_lower_rate(data_dir, tmp_path):
     """The issue's case: a rate of 1e6, a checkpoint every step. The run stops with one line,
     the checkpoint whose weights diverged is in diverged/, and the same command at a sane rate
@@ -135,6 +136,7 @@ def _tail_lines(text):
     return [line for line in text.splitlines() if line.strip() and not noise.search(line)]
 
 
+@pytest.mark.slow
 def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_taken_over(
     data_dir, tmp_path
 ):
@@ -190,6 +192,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
     assert os.path.exists(logdir / "ckpt-1.index") and not os.path.exists(lock_path)
 
 
+@pytest.mark.slow
 def test_readers_of_a_logdir_do_not_take_the_lock(data_dir, tmp_path):
     """While a run holds the lock, a second training in the same process is refused, and the
     evaluator of that logdir (what --watch and a cluster's evaluator run) reads it as usual."""
@@ -277,6 +280,7 @@ def test_a_converter_rerun_killed_after_its_train_split_leaves_the_old_dataset_w
     assert len([n for n in os.listdir(out) if n.endswith(".tfrecord")]) == 2
 
 
+@pytest.mark.slow
 def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset(tmp_path):
     """The dataset folder on a 1 MB tmpfs: A (a few KB) fits, B (1.4 MB of noise images) does
     not. The re-run stops with one line naming the folder and the reason, exit 1, no
@@ -325,6 +329,7 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
 # ------------------------------------------------ item 4: a directly started server task
 
 
+@pytest.mark.slow
 def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_dir, tmp_path):
     """A ps task started by hand with TF_CONFIG naming 127.0.0.1 (no launcher namespace):
     its line says it is reachable from the network and how to fence it."""
@@ -406,6 +411,7 @@ def run_copy(one_step_run, tmp_path):
     return logdir
 
 
+@pytest.mark.slow
 def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
     """`deeplab.evaluate --logdir` over a truncated config.json: one line naming the file
     (before: a 34-line JSONDecodeError traceback)."""
@@ -421,6 +427,7 @@ def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
     ), result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
     """A resume over an unreadable config.json does not overwrite it silently: the file is
     kept as config.json.unreadable-<time>, with a WARNING line, and a new one written."""
@@ -442,6 +449,7 @@ def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
     assert run_record.read_experiment(str(run_copy)).train.training_steps == 2
 
 
+@pytest.mark.slow
 def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_path):
     """--crop_size=20000 (before: "Invalid value in tensor used for shape: -1094967296" deep
     in the first step)."""
@@ -485,6 +493,7 @@ def test_an_infinite_scale_factor_in_a_config_is_refused(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("tile, overlap", [(1, 0.25), (8, 0.99)])
+@pytest.mark.slow
 def test_an_absurd_tiling_is_refused_in_one_line(data_dir, one_step_run, tile, overlap):
     """1-pixel windows, or 8-pixel windows overlapping 99%: refused before the first window
     (before: 43 s for one 64x64 image at 29% mIOU against 80% whole, without a word)."""
@@ -511,6 +520,7 @@ def test_usual_tilings_are_accepted():
     assert inference.tiling_work(64, 64, (1, 1), 0.25, 8) == 64
 
 
+@pytest.mark.slow
 def test_a_changed_num_classes_names_the_checkpoints_value_and_the_new_one(run_copy):
     """The run has 3 classes. Asked for 7: the message gives 3 as the trained value and 7 as
     the one asked for; with model_config.json rewritten to 7 by a later run, it says the
@@ -564,6 +574,7 @@ def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkey
         assert json.loads(path.read_text()) == holder  # left as it was
 
 
+@pytest.mark.slow
 def test_a_converter_rerun_killed_by_sigkill_mid_val_leaves_the_old_dataset(tmp_path):
     """The issue's case with a real kill: A (train + val), then `build_folder.py` converting B
     into the same folder, killed (-9) while it reads B's val image (a FIFO that never

@@ -58,6 +58,7 @@ def test_full_sweep_sums_to_one_and_reaches_one_weight():
     assert fractions[9][31] > 0 and np.all(fractions[9][32:] == 0)
 
 
+@pytest.mark.slow
 def test_binary_writes_png_and_table(tmp_path):
     output = tmp_path / "fig4.png"
     env = {"MPLBACKEND": "Agg"}

@@ -71,6 +71,7 @@ _DECODE_TURNED = tf.function(
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.slow
 def test_exif_orientation_gives_the_pixels_a_viewer_shows(orientation):
     array = _quadrants()
     data = _encoded(array, "PNG", orientation)
@@ -180,6 +181,7 @@ def test_one_extension_list_matched_in_either_case(tmp_path):
 # ---------------------------------------------------------------------------- one photo, one answer
 
 
+@pytest.mark.slow
 def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tmp_path_factory):
     photo = efx.structured_images(1, (24, 32), seed=7)[0]
     data = _encoded(photo, "PNG", orientation=6)  # stored 24x32, shown 32 high and 24 wide

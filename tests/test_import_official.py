@@ -82,6 +82,7 @@ def int8_roundtrip(tmp_path_factory):
     return model, imported, report, path
 
 
+@pytest.mark.slow
 def test_int8_export_imports_back_within_quantization_error(int8_roundtrip):
     model, imported, report, _ = int8_roundtrip
     assert report["backbone"] == "mobilenet_v2_dm05" and report["num_classes"] == 5
@@ -103,6 +104,7 @@ def test_int8_export_imports_back_within_quantization_error(int8_roundtrip):
     assert np.abs(logits_got - logits_want).max() <= np.abs(logits_want).max() / 127 + 1e-6
 
 
+@pytest.mark.slow
 def test_imported_bn_is_identity_plus_bias(int8_roundtrip):
     _, imported, _, _ = int8_roundtrip
     bn = imported.backbone_model.get_layer("block_3_expand_BN")
@@ -113,6 +115,7 @@ def test_imported_bn_is_identity_plus_bias(int8_roundtrip):
     np.testing.assert_allclose(var + bn.epsilon, 1.0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     _, imported, _, path = int8_roundtrip
     output = str(tmp_path / "imported")
@@ -135,6 +138,7 @@ def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     assert os.path.exists(os.path.join(output, "checkpoint"))  # the first import is kept
 
 
+@pytest.mark.slow
 def test_bad_files_give_one_clear_error(int8_roundtrip, tmp_path):
     _, _, _, path = int8_roundtrip
     with open(path, "rb") as handle:
@@ -233,6 +237,7 @@ def test_tf1_slim_checkpoint_maps_every_variable(tmp_path):
     np.testing.assert_allclose(imported(images), model(images), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
     model = _random_model(seed=8)
     prefix = _slim_checkpoint(
@@ -253,6 +258,7 @@ def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
     not (os.path.exists(OFFICIAL) and os.path.isdir(CAMVID_VAL)),
     reason="needs ../shared/data/deeplab_tflite and ../shared/data/camvid",
 )
+@pytest.mark.slow
 def test_official_model_agrees_with_the_authors_interpreter():
     sys.path.insert(0, os.path.join(REPO, "experiments"))
     import official_agreement  # pylint: disable=import-outside-toplevel
@@ -267,6 +273,7 @@ def test_official_model_agrees_with_the_authors_interpreter():
 # ----------------------------------------------------------------------------- use it
 
 
+@pytest.mark.slow
 def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     """evaluate (OS 8, multi-scale + flip), export and predict take an import like a run."""
     # pylint: disable=import-outside-toplevel

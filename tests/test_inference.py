@@ -254,6 +254,7 @@ def _np_cross_entropy(labels, logits, class_weights=(1.0, 1.0, 1.0)):
     return ce[valid].sum() / valid.sum()
 
 
+@pytest.mark.slow
 def test_jax_backend_in_subprocess():
     """All four modules under KERAS_BACKEND=jax (eager and jax.jit), against numpy."""
     images = _images(5)
@@ -306,6 +307,7 @@ def test_jax_backend_in_subprocess():
     assert result["lr"] == pytest.approx([0.007, 0.007 * 0.5**0.9, 0.0, 0.0], rel=1e-6, abs=0)
 
 
+@pytest.mark.slow
 def test_padded_evaluation_is_inference_on_the_padded_photo_cropped_back():
     """--eval_pad_to (the authors' whole-image inference): the photo is padded at the bottom and
     right with the backbone's pad pixel (the ImageNet mean for ResNet, 127.5 for MobileNetV2),

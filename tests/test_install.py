@@ -4,6 +4,8 @@ import os
 import shutil
 import sys
 
+import pytest
+
 import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,6 +18,7 @@ def test_setup_extras_install_tensorboard():
         assert "tensorboard" in line, line
 
 
+@pytest.mark.slow
 def test_the_tensorboard_command_works():
     """`pip install -e ".[cpu]"` (the README's set-up, which CI runs) put a working
     `tensorboard` command next to this Python."""

@@ -183,6 +183,7 @@ def test_chief_failure_is_the_exit_code_and_stops_everything(tmp_path):
     _assert_all_gone(pids, output)
 
 
+@pytest.mark.slow
 def test_interrupt_stops_every_task_even_one_ignoring_sigterm(tmp_path):
     process = _launch(tmp_path, "ignore_term", "--workers=1", "--ps=1", wait=False)
     time.sleep(4)

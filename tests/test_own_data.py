@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import harness
@@ -101,6 +102,7 @@ def make_raw_folder(root):
     return source.__name__
 
 
+@pytest.mark.slow
 def test_every_command_of_the_section_runs(tmp_path):
     commands = section_commands()
     binaries = [

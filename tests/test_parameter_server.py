@@ -154,6 +154,7 @@ def test_parameter_server_needs_a_cluster(monkeypatch):
         distribute.tf_config_task()
 
 
+@pytest.mark.slow
 def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_path):
     proc = harness.run(
         "deeplab.train",
@@ -191,6 +192,7 @@ def ps_run(data_dir, tmp_path_factory):
     return code, output, logdir
 
 
+@pytest.mark.slow
 def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
@@ -217,6 +219,7 @@ def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     assert scalars["loss/total"][-1][1] == pytest.approx(steps[20][0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
@@ -240,6 +243,7 @@ def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
     assert logits.shape == (1, 33, 33, 3) and np.all(np.isfinite(logits))
 
 
+@pytest.mark.slow
 def test_ps_evaluator_task_evaluates_each_checkpoint(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
@@ -249,6 +253,7 @@ def test_ps_evaluator_task_evaluates_each_checkpoint(ps_run):
     assert all(0.0 <= v <= 1.0 for _, v in evals["eval/miou"])
 
 
+@pytest.mark.slow
 def test_restarted_chief_resumes_from_the_last_checkpoint(ps_run, data_dir, tmp_path):
     """The same command with a later --training_steps (a restarted cluster) continues at 20."""
     code, output, logdir = ps_run
@@ -268,6 +273,7 @@ def test_restarted_chief_resumes_from_the_last_checkpoint(ps_run, data_dir, tmp_
     _checkpoint_is_valid(os.path.join(resumed, "ckpt-24"), 24)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_the_run_completes(data_dir, tmp_path):
     """SIGKILL worker 1 after step 6: the coordinator runs its steps on worker 0, the launcher
     restarts it at its address, the run finishes all 30 steps and the final checkpoint is
@@ -337,6 +343,7 @@ def _assert_servers_unreachable_from_outside(output):
                 assert sock.connect_ex((address, port)) != 0, f"{address}:{port} is reachable"
 
 
+@pytest.mark.slow
 def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
     launcher = _Streamed(
         _launch_args(
@@ -358,6 +365,7 @@ def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
     _assert_all_gone(pids, output)
 
 
+@pytest.mark.slow
 def test_failing_chief_stops_the_serving_tasks(data_dir, tmp_path):
     code, output = _run(
         ["--workers=2", "--ps=1"],
@@ -378,6 +386,7 @@ def test_failing_chief_stops_the_serving_tasks(data_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_multi_worker_mirrored_two_processes_match_one_process(tmp_path):
     """Two workers of batch 2 against one process of batch 4, on two 33x33 images in one shard:
     each worker reads its own record (sharding by record), the single process sees both twice

@@ -44,6 +44,7 @@ def test_a_pre_refactor_checkpoint_restores_with_the_same_logits(tmp_path):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_a_pre_refactor_training_run_resumes(tmp_path):
     """The whole training checkpoint (optimizer slots, step, random generators) and the
     config.json of that time are read: the run continues from step 2."""
@@ -66,6 +67,7 @@ def test_a_pre_refactor_training_run_resumes(tmp_path):
     assert np.isfinite(result.history[3]["loss"])
 
 
+@pytest.mark.slow
 def test_the_quick_start_trains_with_the_same_losses(tmp_path):
     with open(os.path.join(FIXTURES, "quickstart_losses.json"), encoding="utf-8") as f:
         expected = json.load(f)

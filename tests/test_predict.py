@@ -95,6 +95,7 @@ def inputs_dir(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, inputs_dir, tmp_path):
     from deeplab.export import serving
 
@@ -148,6 +149,7 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
     np.testing.assert_array_equal(np.asarray(Image.open(processed["alpha.png"])), scene)
 
 
+@pytest.mark.slow
 def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs_dir):
     export = fx.shared_export(tmp_path_factory)
     from_checkpoint = predictor.make_segmenter(
@@ -178,6 +180,7 @@ def test_model_argument_errors(tmp_path):
 # ----------------------------------------------------------------------------- the binary
 
 
+@pytest.mark.slow
 def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_factory, inputs_dir):
     from deeplab.export import tflite
 

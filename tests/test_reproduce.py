@@ -159,6 +159,7 @@ def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(
             assert len([a for a in line.split() if a.startswith("--checkpoint=")]) == 1, line
 
 
+@pytest.mark.slow
 def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
     """The default --reproduce_dir (runs/reproduce) holds the run folders themselves; a --logdir
     on the command line is ignored (with a warning), not appended to every row."""
@@ -179,6 +180,7 @@ def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
         assert not os.listdir(tmp_path)  # nothing ran
 
 
+@pytest.mark.slow
 def test_smoke_note_comes_first(tmp_path):
     result = harness.run("deeplab.reproduce", "--table=6", "--dry_run", "--smoke", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -221,6 +223,7 @@ def run_folders(root):
 
 
 @pytest.mark.parametrize("number", [4])
+@pytest.mark.slow
 def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     """Train once (tiny model, synthetic data) and evaluate the four inference strategies."""
     result = harness.run(
@@ -286,6 +289,7 @@ def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
         assert run.values["backbone"] == "resnet14_tiny" and run.values["training_steps"] == 3
 
 
+@pytest.mark.slow
 def test_smoke_table_11_trains_through_launch_local(tmp_path):
     """Two tiny parameter-server clusters (1 and 2 workers), six rows evaluated, times noted."""
     result = harness.run(

@@ -82,6 +82,7 @@ def uninterrupted(data_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode,resumed_from", [("after_save_3", 3), ("before_save_4", 3)])
+@pytest.mark.slow
 def test_kill_9_and_resume_reproduces_the_uninterrupted_weights(
     data_dir, tmp_path, uninterrupted, mode, resumed_from
 ):
@@ -123,6 +124,7 @@ def test_without_deterministic_a_resumed_stream_is_a_new_one(data_dir):
     assert not np.array_equal(batches(0 + 1_000_003 * 3, 0, 1)[0], whole[3])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_without_generator_states_still_resumes(
     data_dir, tmp_path, monkeypatch, capsys
 ):
@@ -148,6 +150,7 @@ def test_a_checkpoint_written_without_generator_states_still_resumes(
     assert checkpoints.checkpoint_has_rng(tf.train.latest_checkpoint(str(logdir)))
 
 
+@pytest.mark.slow
 def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path, capsys):
     """model_config.json of an older version lacks the options added since: they count as
     the values it was built with, so the same command resumes; a real difference still stops."""

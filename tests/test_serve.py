@@ -357,6 +357,7 @@ def test_setup_ships_every_page_file():
     }
 
 
+@pytest.mark.slow
 def test_the_binary_serves_and_stops_on_sigterm(tmp_path_factory):
     run_dir = fx.shared_tiny_run(tmp_path_factory)["run_dir"]
     process = harness.start(

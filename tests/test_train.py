@@ -82,6 +82,7 @@ def short_run(data_dir, tmp_path_factory):
     return logdir, result
 
 
+@pytest.mark.slow
 def test_loss_falls_over_20_steps(short_run):
     _, result = short_run
     losses = [result.history[s]["cross_entropy"] for s in range(1, 21)]
@@ -92,6 +93,7 @@ def test_loss_falls_over_20_steps(short_run):
     assert 0.6 < losses[0] < 2.5
 
 
+@pytest.mark.slow
 def test_poly_learning_rate_per_step(short_run):
     """Sec. 4.1: lr = base * (1 - iter / max_iter) ** 0.9, iter counted from 0 at the first step."""
     _, result = short_run
@@ -100,6 +102,7 @@ def test_poly_learning_rate_per_step(short_run):
         assert result.history[step]["learning_rate"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_run_info_checkpoints_and_regularization(short_run):
     logdir, result = short_run
     assert result.checkpoint == os.path.join(str(logdir), "ckpt-20")
@@ -117,6 +120,7 @@ def test_run_info_checkpoints_and_regularization(short_run):
     assert total["loss"] == pytest.approx(total["cross_entropy"] + total["regularization"])
 
 
+@pytest.mark.slow
 def test_tensorboard_tags_are_written_with_finite_values(short_run):
     logdir, result = short_run
     scalars = summaries.read_scalars(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
@@ -144,6 +148,7 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
     assert per_class and all(math.isfinite(evals[t][0][1]) for t in per_class)
 
 
+@pytest.mark.slow
 def test_the_run_records_its_whole_recipe(short_run, data_dir):
     """config.json holds every section of the ExperimentConfig and the model's Keras config;
     TensorBoard gets it as text and as HParams; read_experiment reads the config back equal."""
@@ -217,6 +222,7 @@ def _hparams_session(folder):
     return experiment_info, session_info
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_four_images(tmp_path):
     """Four 32x32 images, no augmentation, 80 steps: mIOU on those same images above 0.9.
 
@@ -246,6 +252,7 @@ def test_tiny_model_overfits_four_images(tmp_path):
     assert result.eval["miou"] > 0.9, result.eval["per_class_iou"]
 
 
+@pytest.mark.slow
 def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
     """COCO -> VOC style: a 3-class run initializes a 4-class run; only the logits are skipped."""
     source = train_lib.train(
@@ -282,6 +289,7 @@ def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
     assert checkpoints.read_run_info(target.checkpoint)["model_config"]["num_classes"] == 4
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data_dir, tmp_path):
     logdir = tmp_path / "run"
     train_lib.train(
@@ -323,6 +331,7 @@ def _train(data_dir, logdir, *extra):
     return ["deeplab.train", f"--dataset_dir={data_dir}", f"--logdir={logdir}", *TINY_FLAGS, *extra]
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_clear_line(data_dir, tmp_path):
     proc = harness.run(*_train(data_dir, "", "--training_steps=1"), timeout=120)
     assert proc.returncode == 1
@@ -330,6 +339,7 @@ def test_command_line_errors_are_one_clear_line(data_dir, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(data_dir, tmp_path):
     """SIGKILL a run right after its first checkpoint, start the same command again: it resumes
     from that checkpoint's step, optimizer state and schedule, and finishes."""
@@ -380,6 +390,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     assert f"step {total:>6d}/{total}" in log
 
 
+@pytest.mark.slow
 def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys):
     """--stop_at_step=3 of an 8-step schedule: the process stops after step 3 with a checkpoint
     of step 3 (though 3 is no --save_checkpoint_steps multiple) and the learning rate of the
@@ -418,6 +429,7 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
         train_lib.train(_config(data_dir, tmp_path / "bad", stop_at_step=-1))
 
 
+@pytest.mark.slow
 def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
     """--recompute_through=block2 (deeplab.training.recompute) trains the same model: the same
     losses step by step (identical on this machine), and the same BN statistics in the
@@ -448,6 +460,7 @@ def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+@pytest.mark.slow
 def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision):
     import keras  # pylint: disable=import-outside-toplevel
 
@@ -468,6 +481,7 @@ def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision)
     assert model.get_layer("logits").kernel.dtype == "float32"
 
 
+@pytest.mark.slow
 def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, short_run):
     """--noupsample_logits: the loss is taken at feature resolution (33 px crop, output stride 16:
     3x3 logits), on labels picked by nearest neighbour, not on 33x33 upsampled logits."""
@@ -486,6 +500,7 @@ def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, sh
     assert math.isfinite(down.history[2]["loss"])
 
 
+@pytest.mark.slow
 def test_class_weights_scale_the_cross_entropy(data_dir, tmp_path, short_run):
     """Same seed, data and first step as short_run: weights (2, 2, 2) double the first loss
     term (the weighted loss is averaged over the valid pixels, not over the weights)."""
@@ -508,6 +523,7 @@ def test_class_weights_scale_the_cross_entropy(data_dir, tmp_path, short_run):
         )
 
 
+@pytest.mark.slow
 def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
     """--imagenet_weights: a keras.applications ResNet-50 weight file seeds the backbone (a
     random stand-in for the ImageNet file; the learning rate is ~0 so one step keeps it)."""
@@ -538,6 +554,7 @@ def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_focal_loss_and_hard_pixel_mining_train(data_dir, tmp_path, short_run):
     """Same seed, data and first step as short_run: the focal loss is below the cross-entropy
     (every factor (1 - p) ** 2 < 1); hard-pixel mining keeps the hardest quarter of the pixels

@@ -39,6 +39,7 @@ def _config(data_dir, logdir):
     )
 
 
+@pytest.mark.slow
 def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
     config = _config(data_dir, tmp_path / "run")
     result = trainer.train(config)

@@ -24,6 +24,7 @@ def _tiny_model():
     )
 
 
+@pytest.mark.slow
 def test_decay_gradients_equal_the_gradients_of_the_regularized_loss():
     model = _tiny_model()
     x = tf.constant(np.random.default_rng(4).normal(size=(2, 33, 33, 3)).astype("float32"))
@@ -100,6 +101,7 @@ def _run(code, **env):
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_deeplab_keeps_jax_out_of_tensorflow_processes():
     pytest.importorskip("jax")
     code = (

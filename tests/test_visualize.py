@@ -87,6 +87,7 @@ def test_other_datasets_get_plain_index_pngs(tmp_path):
     np.testing.assert_array_equal(read_png(path)[1], prediction)
 
 
+@pytest.mark.slow
 def test_panel_has_one_tile_per_view():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, size=(30, 40, 3), dtype=np.uint8)
@@ -137,6 +138,7 @@ def synthetic_run(tmp_path_factory):
     return dataset_dir, logdir, model
 
 
+@pytest.mark.slow
 def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, tmp_path):
     dataset_dir, logdir, model = synthetic_run
     result = vis_export.visualize(
@@ -171,6 +173,7 @@ def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, t
     )
 
 
+@pytest.mark.slow
 def test_binary_writes_the_voc_server_layout_for_raw_test_images(tmp_path, capsys):
     from deeplab import visualize  # pylint: disable=import-outside-toplevel
 
