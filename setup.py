@@ -9,7 +9,8 @@ other one in:
     pip install -e ".[cpu,test]"    # plus the test suite's needs
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_packages
+from setuptools import setup
 
 TF_RANGE = ">=2.16,<2.23"
 

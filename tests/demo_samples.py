@@ -29,7 +29,8 @@ def shapes(seed, size):
 def street(size=(240, 320)):
     """A drawn street: sky, two rows of buildings with windows, pavement, road with lane
     marks, a tree and a car, with a little noise so it is not flat."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
+    from PIL import ImageDraw
 
     height, width = size
     rng = np.random.default_rng(31)

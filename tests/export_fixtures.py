@@ -6,10 +6,10 @@ once, whichever test file asks first).
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
+
+import harness
 from deeplab.common.inference_options import InferenceOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,26 +118,6 @@ def make_tiny_run(logdir, *, output_stride=16, seed=2):
     return model, manager.save(checkpoint_number=5)
 
 
-def subprocess_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
-def run_binary(module, *args, timeout=300):
-    """Runs ``python -m module args`` from the repository root; returns CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def shared_tiny_run(tmp_path_factory):
     """One :func:`make_tiny_run` per test session: {"run_dir", "checkpoint", "model"}.
     Tests must not change the model's weights."""
@@ -178,7 +158,7 @@ def shared_export(tmp_path_factory):
         run = shared_tiny_run(tmp_path_factory)
         run_dir, model = run["run_dir"], run["model"]
         export_dir = str(tmp_path_factory.mktemp("shared_export") / "export")
-        result = run_binary(
+        result = harness.run(
             "deeplab.export_saved_model",
             f"--checkpoint={run_dir}",
             f"--export_dir={export_dir}",

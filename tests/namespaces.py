@@ -10,16 +10,14 @@ import subprocess
 
 import pytest
 
+import harness
+
 
 def private_tmpfs_or_skip(folder):
     unshare = shutil.which("unshare")
     prefix = [unshare, "--user", "--map-root-user", "--mount"] if unshare else None
     probe = (
-        subprocess.run(
-            prefix + ["sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {folder}"],
-            capture_output=True,
-            check=False,
-        )
+        harness.run(prefix + ["sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {folder}"])
         if prefix
         else None
     )
@@ -29,13 +27,8 @@ def private_tmpfs_or_skip(folder):
 
 
 def run_in_namespace(prefix, script, **kwargs):
-    """``sh -c script`` inside the namespace; standard error merged into standard output."""
-    return subprocess.run(
-        prefix + ["sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-        **kwargs,
+    """``sh -c script`` inside the namespace (``harness.run``: the test environment, from the
+    repository root unless ``cwd``); standard error merged into standard output."""
+    return harness.run(
+        prefix + ["sh", "-c", script], stderr=subprocess.STDOUT, timeout=600, **kwargs
     )

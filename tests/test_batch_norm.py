@@ -165,6 +165,7 @@ def test_models_use_it_and_serialize():
 
 
 @pytest.mark.parametrize("backbone, decoder", [("resnet14_tiny", 0), ("mobilenet_v2_dm05", 8)])
+@pytest.mark.slow
 def test_performance_option_reaches_every_batch_norm_and_stays_out_of_the_config(backbone, decoder):
     kwargs = dict(backbone=backbone, decoder_output_stride=decoder)
     if backbone.startswith("mobilenet"):

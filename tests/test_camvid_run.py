@@ -16,10 +16,11 @@ evaluate's, count for count (the val shard keeps val.txt's order, so --eval_limi
 import os
 from pathlib import Path
 
-import export_fixtures as fx
 import numpy as np
 import pytest
 from PIL import Image
+
+import harness
 
 REPO = Path(__file__).resolve().parent.parent
 CAMVID_DIR = Path(os.environ.get("DEEPLAB_CAMVID_DIR", REPO.parent / "shared" / "data" / "camvid"))
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(module, *args):
-    result = fx.run_binary(module, *args, timeout=1200)
+    result = harness.run(module, *args, timeout=1200)
     assert result.returncode == 0, (module, args, result.stdout[-2000:], result.stderr[-3000:])
 
 

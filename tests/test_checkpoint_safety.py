@@ -3,17 +3,20 @@ checkpoints, skips broken ones with a line naming them, and keeps only finite we
 
 import os
 import re
+import shlex
 import shutil
 
 import numpy as np
 import pytest
 
-from deeplab.logdir import checkpoints
-from deeplab.training import trainer as train_lib
-from deeplab.training import bookkeeping
-from deeplab.config.experiment import ExperimentConfig
+import harness
 from deeplab.common.errors import UserError
-from namespaces import private_tmpfs_or_skip, run_in_namespace  # pylint: disable=import-error
+from deeplab.config.experiment import ExperimentConfig
+from deeplab.logdir import checkpoints
+from deeplab.training import bookkeeping
+from deeplab.training import trainer as train_lib
+from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
+from namespaces import run_in_namespace  # pylint: disable=import-error
 
 MODEL = {
     "backbone": "resnet14_tiny",
@@ -97,6 +100,7 @@ def _flip_a_byte(prefix):
 
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
+@pytest.mark.slow
 def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys, damage):
     damage(os.path.join(run, "ckpt-6"))
     result, out = _resume(data_dir, run, capsys)
@@ -107,6 +111,7 @@ def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys
     assert checkpoints.verify_checkpoint(os.path.join(run, "ckpt-2")) is None
 
 
+@pytest.mark.slow
 def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, capsys):
     for name in os.listdir(run):
         if name.startswith("ckpt-6."):
@@ -117,6 +122,7 @@ def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, ca
 
 
 @pytest.mark.parametrize("pointer", ["garbage {{{ not a proto", ""])
+@pytest.mark.slow
 def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(
     data_dir, run, capsys, pointer
 ):
@@ -126,6 +132,7 @@ def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(
     assert result.resumed_from == 6, out
 
 
+@pytest.mark.slow
 def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, capsys):
     for step in (2, 4, 6):
         _truncate(os.path.join(run, f"ckpt-{step}"))
@@ -140,6 +147,7 @@ def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, ca
     assert "--fresh_start: training" in out
 
 
+@pytest.mark.slow
 def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
     os.makedirs(os.path.join(run, "ckpt-8_temp", "part"))
     with open(os.path.join(run, "checkpoint.tmp1234"), "w", encoding="utf-8") as handle:
@@ -153,6 +161,7 @@ def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
     assert result.step == 8
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
     """A rate that overflows the weights: the run stops, and every checkpoint it left is finite."""
     logdir = str(tmp_path / "diverged")
@@ -175,6 +184,7 @@ def test_non_finite_weights_are_never_checkpointed(data_dir, tmp_path):
         assert checkpoints.verify_checkpoint(prefix) is None, prefix
 
 
+@pytest.mark.slow
 def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_dir, tmp_path):
     """Finite but diverged weights: the step that starts from them has a non-finite loss or
     gradients, so that checkpoint moves to diverged/ and a rerun with a sane rate goes on from
@@ -229,6 +239,7 @@ def test_diverged_checkpoint_is_set_aside_and_the_rerun_resumes_before_it(data_d
     assert result.resumed_from == bad - 1 and result.step == 8
 
 
+@pytest.mark.slow
 def test_set_aside_works_in_a_logdir_with_glob_characters(run):
     """The files are found by name: [ ] in the path must not make the move a silent no-op."""
     odd = run + "[1]*"
@@ -247,6 +258,7 @@ def test_verify_checkpoint_names_non_finite_values(tmp_path):
     assert "non-finite values in v/" in checkpoints.verify_checkpoint(prefix)
 
 
+@pytest.mark.slow
 def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
     from deeplab.common.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
@@ -254,22 +266,19 @@ def test_a_schedule_shorter_than_the_run_so_far_is_an_error(data_dir, run):
         train_lib.train(_config(data_dir, run, training_steps=3))
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_path):
     """The logdir on a 13 MB tmpfs (5 MB checkpoints): the third checkpoint cannot be written.
     The run stops with one line naming it and the intact one, leaves no partial files; with
     more space the same command resumes from the intact checkpoint. Needs a private mount
     namespace (unshare --user --mount); skipped where there is none."""
-    import sys
-
     from test_train import TINY_FLAGS  # pylint: disable=import-error,import-outside-toplevel
 
     namespace = private_tmpfs_or_skip(tmp_path)
     mount = tmp_path / "small"
     mount.mkdir()
-    train = " ".join(
-        [
-            sys.executable,
-            "-m",
+    train = shlex.join(
+        harness.command(
             "deeplab.train",
             f"--dataset_dir={data_dir}",
             f"--logdir={mount}/run",
@@ -277,15 +286,13 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes(data_dir, tmp_pat
             "--save_checkpoint_steps=1",
             "--keep_checkpoints=10",
             *TINY_FLAGS,
-        ]
+        )
     )
     script = (
         f'mount -t tmpfs -o size=13m tmpfs {mount} && {train}; echo "first exit $?"; '
         f'ls {mount}/run; mount -o remount,size=64m {mount} && {train}; echo "second exit $?"'
     )
-    result = run_in_namespace(
-        namespace, script, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    )
+    result = run_in_namespace(namespace, script)
     out = result.stdout
     first, second = out.split("first exit")
     assert "Traceback" not in first, first[-3000:]

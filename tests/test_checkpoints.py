@@ -8,11 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_fixtures import randomize  # non-default values for every variable
 
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.logdir import checkpoints
-from deeplab.common.errors import ConfigError, UserError
-from deeplab.model.deeplabv3 import DeepLabV3, build_model
+from deeplab.model.deeplabv3 import DeepLabV3
+from deeplab.model.deeplabv3 import build_model
+from export_fixtures import randomize  # non-default values for every variable
 
 TINY = {"backbone": "resnet14_tiny", "aspp_filters": 8, "atrous_rates": (1, 2, 3)}
 DATASET_INFO = {
@@ -76,6 +78,7 @@ def test_run_info_round_trip(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_load_model_at_another_output_stride_equals_rebuild(tmp_path):
     """Variables restored by path into a model built from scratch at output stride 8 give
     exactly the outputs of the trained model switched to stride 8 in memory."""

@@ -5,18 +5,19 @@ fails leaves no logdir behind, with a missing --dataset_dir naming the datasets 
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from deeplab.common.errors import ConfigError, DataError
+import harness
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import DataError
 from deeplab.config.experiment import ExperimentConfig
-from deeplab.data import class_weights, records, tfrecord
+from deeplab.data import class_weights
+from deeplab.data import records
+from deeplab.data import tfrecord
 from deeplab.training import trainer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {
     "backbone": "resnet14_tiny",
     "atrous_rates": (1, 2, 3),
@@ -103,6 +104,7 @@ def _config(data_dir, logdir, **overrides):
     return ExperimentConfig.create(**values)
 
 
+@pytest.mark.slow
 def test_a_rule_is_resolved_once_printed_recorded_and_used(data_dir, tmp_path, capsys):
     counts = class_weights.count_split(data_dir, "train", 3, 255)
     expected, _ = class_weights.compute_weights("median_frequency", counts)
@@ -136,6 +138,7 @@ def test_a_failed_start_leaves_no_new_logdir(data_dir, tmp_path):
     assert (kept / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_missing_dataset_names_the_ones_nearby(data_dir, tmp_path):
     """The binary: a typo in --dataset_dir names the real dataset, suggests nothing at the
     typo, and the refused start leaves no logdir (no train.log) behind."""
@@ -146,21 +149,13 @@ def test_missing_dataset_names_the_ones_nearby(data_dir, tmp_path):
         tfrecord.read_dataset_info(str(root / "data" / "camvd"))
     assert "nearby: " + str(root / "data" / "camvid") in str(error.value)
     assert "make_synthetic" not in str(error.value) and "--output_dir" not in str(error.value)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeplab.train",
-            "--dataset_dir=data/camvd",
-            "--logdir=runs/typo",
-            "--backbone=resnet14_tiny",
-            "--training_steps=1",
-        ],
+    result = harness.run(
+        "deeplab.train",
+        "--dataset_dir=data/camvd",
+        "--logdir=runs/typo",
+        "--backbone=resnet14_tiny",
+        "--training_steps=1",
         cwd=root,
-        env=dict(os.environ, PYTHONPATH=REPO),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Folders with a dataset.json nearby: data/camvid" in result.stderr

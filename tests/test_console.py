@@ -1,26 +1,22 @@
 """Quiet binaries: only the tools' own lines by default, TensorFlow's logs with --verbosity."""
 
-import os
-import subprocess
-import sys
+import pytest
 
+import harness
 from deeplab import _console
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DESCRIBE = [sys.executable, "-m", "deeplab.describe", "--backbone=resnet14_tiny", "--crop_size=33"]
+DESCRIBE = ["deeplab.describe", "--backbone=resnet14_tiny", "--crop_size=33"]
 TF_LOG_MARKERS = ("I0000", "W0000", "All log messages before absl::InitializeLog")
 
 
 def _run(*extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = REPO
-    out = subprocess.run(
-        DESCRIBE + list(extra), cwd=REPO, env=env, capture_output=True, text=True, timeout=180
-    )
+    # TF_CPP_MIN_LOG_LEVEL unset: the binary's own default is what is tested.
+    out = harness.run(*DESCRIBE, *extra, env={"TF_CPP_MIN_LOG_LEVEL": None}, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     return out
 
 
+@pytest.mark.slow
 def test_binaries_print_their_own_lines_only_by_default():
     out = _run()
     assert out.stdout.startswith("DeepLabv3: resnet14_tiny")
@@ -32,6 +28,7 @@ def test_binaries_print_their_own_lines_only_by_default():
     assert noise == []
 
 
+@pytest.mark.slow
 def test_verbosity_brings_tensorflow_logs_back():
     quiet, verbose = _run(), _run("--verbosity=0")
     assert verbose.stdout == quiet.stdout

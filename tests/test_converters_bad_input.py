@@ -5,8 +5,6 @@ noted."""
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,13 +12,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import harness
 import raw_fixtures as fx
+from deeplab.common.errors import DataError
 from deeplab.data import convert
 from deeplab.data import raw_datasets
 from deeplab.data import records
 from deeplab.data import tfrecord
-from deeplab.data.datasets_info import DatasetSpec, cityscapes, coco_voc, color_map
-from deeplab.common.errors import DataError
+from deeplab.data.datasets_info import DatasetSpec
+from deeplab.data.datasets_info import cityscapes
+from deeplab.data.datasets_info import coco_voc
+from deeplab.data.datasets_info import color_map
 
 SPEC = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
 
@@ -401,6 +403,7 @@ def test_an_image_listed_twice_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.slow
 def test_workers_die_with_a_killed_converter(tmp_path, sig):
     """A converter killed while its workers read (one is blocked on a FIFO that never delivers)
     leaves no worker process, and no shard or dataset.json."""
@@ -412,22 +415,17 @@ def test_workers_die_with_a_killed_converter(tmp_path, sig):
         "".join(f"images/img{i}.png labels/img{i}.png\n" for i in range(3))
     )
     out = tmp_path / "out"
-    converter = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(fx.REPO, "datasets", "build_folder.py"),
-            "--input_dir",
-            str(root),
-            "--output_dir",
-            str(out),
-            "--num_classes",
-            "3",
-            "--num_workers",
-            "2",
-            "--no_progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    converter = harness.start(
+        "datasets/build_folder.py",
+        "--input_dir",
+        root,
+        "--output_dir",
+        out,
+        "--num_classes",
+        "3",
+        "--num_workers",
+        "2",
+        "--no_progress",
     )
     parent = psutil.Process(converter.pid)
     # The event: a worker process has the FIFO open (it is blocked reading it).
@@ -443,7 +441,7 @@ def test_workers_die_with_a_killed_converter(tmp_path, sig):
             time.sleep(0.05)
     if writer is None:
         converter.kill()
-        pytest.fail("no worker opened the FIFO: " + converter.communicate()[0].decode()[-2000:])
+        pytest.fail("no worker opened the FIFO: " + converter.communicate()[0][-2000:])
     workers = parent.children(recursive=True)
     assert workers
     converter.send_signal(sig)

@@ -2,14 +2,13 @@
 
 import io
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+import harness
 import raw_fixtures as fx
 from deeplab.data import datasets_info
 from deeplab.data import raw_datasets
@@ -95,7 +94,8 @@ def test_voc_splits_flag_and_trainaug_needs_sbd(tmp_path):
         "val",
     )
     assert fx.shard_names(tmp_path / "out") == ["val-00000-of-00001.tfrecord"]
-    from deeplab.common.errors import ConfigError, DataError
+    from deeplab.common.errors import ConfigError
+    from deeplab.common.errors import DataError
 
     with pytest.raises(ConfigError, match="trainaug needs --sbd_dir"):
         raw_datasets.voc_examples(tmp_path / "raw", ["trainaug"])
@@ -344,18 +344,14 @@ SCRIPTS = [
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help(script):
-    out = subprocess.run(
-        [sys.executable, str(fx.REPO / "datasets" / f"{script}.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = harness.run(f"datasets/{script}.py", "--help", timeout=60)
     assert out.returncode == 0 and "--output_dir" in out.stdout
     if script != "make_synthetic":
         for flag in ("--input_dir", "--splits", "--num_workers", "--skip_bad"):
             assert flag in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_reports_counts_and_errors_without_traceback(tmp_path, capsys):
     root = fx.make_camvid(tmp_path / "raw")
     Image.fromarray(np.full((3, 4), 12, np.uint8)).save(
@@ -367,26 +363,19 @@ def test_cli_reports_counts_and_errors_without_traceback(tmp_path, capsys):
     assert "skipped: " in captured.err and "0001TP_006690.png: label values [12]" in captured.err
     assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 2, "val": 1}
     # As a program: exit status 1, one line naming the file, no traceback, nothing written.
-    script = str(fx.REPO / "datasets" / "build_camvid.py")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    bad = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--input_dir",
-            str(root),
-            "--output_dir",
-            str(tmp_path / "out2"),
-            "--splits",
-            "val",
-            "--num_workers",
-            "0",
-            "--no_progress",
-        ],
-        capture_output=True,
-        text=True,
+    bad = harness.run(
+        "datasets/build_camvid.py",
+        "--input_dir",
+        root,
+        "--output_dir",
+        tmp_path / "out2",
+        "--splits",
+        "val",
+        "--num_workers",
+        "0",
+        "--no_progress",
         timeout=120,
-        env=env,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert bad.returncode == 1
     assert "error: " in bad.stderr and "valannot/0001TP_006690.png: label values [12]" in bad.stderr
@@ -400,6 +389,7 @@ def test_cli_reports_counts_and_errors_without_traceback(tmp_path, capsys):
 @pytest.mark.skipif(
     not (CAMVID_DIR / "train.txt").is_file(), reason="CamVid not present at ../shared/data/camvid"
 )
+@pytest.mark.slow
 def test_real_camvid(tmp_path):
     specs = raw_datasets.camvid_examples(CAMVID_DIR)
     assert {k: len(v) for k, v in specs.items()} == {"train": 367, "val": 101}

@@ -1,14 +1,12 @@
 """deeplab._cpu: oneDNN on by default (set before TensorFlow loads), bfloat16 detection."""
 
-import os
-import subprocess
 import sys
 
 import pytest
 
+import harness
 from deeplab import _cpu
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PROBE = (
     "import os, deeplab, tensorflow\n"
     "from tensorflow.python.util import _pywrap_util_port as p\n"
@@ -17,23 +15,14 @@ _PROBE = (
 
 
 def _probe(env_value):
-    env = {k: v for k, v in os.environ.items() if k != _cpu.ONEDNN_VARIABLE}
-    if env_value is not None:
-        env[_cpu.ONEDNN_VARIABLE] = env_value
-    env["PYTHONPATH"] = REPO
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """``env_value``: TF_ENABLE_ONEDNN_OPTS in the child (None: unset)."""
+    out = harness.run("-c", _PROBE, env={_cpu.ONEDNN_VARIABLE: env_value}, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()[-2:]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="oneDNN default is x86 Linux")
+@pytest.mark.slow
 def test_import_deeplab_turns_onednn_on_unless_the_user_chose():
     assert _probe(None) == ["1", "True"]
     assert _probe("0") == ["0", "False"]  # the user's choice wins

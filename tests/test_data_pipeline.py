@@ -9,13 +9,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import DataError
 from deeplab.data import augment
-from deeplab.data import input_pipeline, tfds_source
-from deeplab.model import preprocessing
-from deeplab.data import synthetic
+from deeplab.data import input_pipeline
 from deeplab.data import records
+from deeplab.data import synthetic
+from deeplab.data import tfds_source
 from deeplab.data import tfrecord
-from deeplab.common.errors import ConfigError, DataError
+from deeplab.model import preprocessing
 
 NUM_CLASSES = 4
 
@@ -66,6 +68,7 @@ def _key(label):
     return np.asarray(label).tobytes()
 
 
+@pytest.mark.slow
 def test_train_batches_shapes_dtypes_values(dataset_dir):
     ds = input_pipeline.make_train_dataset(
         dataset_dir, "train", batch_size=4, crop_size=(21, 17), seed=1
@@ -87,6 +90,7 @@ def test_train_crop_larger_than_images_is_padded_with_ignore_and_mean(dataset_di
     assert (images.numpy()[:, 25:, :] == 0).all()  # the mean pixel after normalization
 
 
+@pytest.mark.slow
 def test_train_is_reproducible_with_seed_and_differs_across_seeds(dataset_dir):
     def first(seed):
         ds = input_pipeline.make_train_dataset(
@@ -101,6 +105,7 @@ def test_train_is_reproducible_with_seed_and_differs_across_seeds(dataset_dir):
     assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
 
 
+@pytest.mark.slow
 def test_train_stream_equals_train_transform_of_the_records(dataset_dir):
     """The pipeline applies exactly augment.train_transform to the decoded records (any seed per
     example)."""
@@ -132,6 +137,7 @@ def test_train_stream_equals_train_transform_of_the_records(dataset_dir):
         np.testing.assert_array_equal(images.numpy()[0], by_label[_key(labels.numpy()[0])])
 
 
+@pytest.mark.slow
 def test_one_epoch_visits_every_example_once(dataset_dir):
     keys = [_key(lab.numpy()[0]) for _, lab in _identity_train(dataset_dir).take(12)]
     expected = {
@@ -151,6 +157,7 @@ def test_one_epoch_visits_every_example_once(dataset_dir):
     assert set(keys) == expected and len(set(keys)) == 12
 
 
+@pytest.mark.slow
 def test_bootstrapping_repeats_images_with_hard_classes(dataset_dir):
     decoded = _records(dataset_dir, "train")
     hard = 1
@@ -224,6 +231,7 @@ def test_bootstrapping_without_classes_present_key_reads_the_label(tmp_path):
     assert firsts == [0, 1, 1, 1, 1, 0, 1, 1, 1, 1]
 
 
+@pytest.mark.slow
 def test_input_context_gives_each_pipeline_its_own_examples(dataset_dir):
     def keys(pipeline_id, num_pipelines):
         context = tf.distribute.InputContext(
@@ -424,6 +432,7 @@ def _pet_mock(encoded):
 
 
 @pytest.mark.parametrize("encoded", [True, False])
+@pytest.mark.slow
 def test_tfds_eval_maps_pet_trimap_to_two_classes(encoded):
     lut = {1: 1, 2: 0, 3: 255}
     with _pet_mock(encoded):
@@ -479,6 +488,7 @@ def test_tfds_spec_errors():
     )
 
 
+@pytest.mark.slow
 def test_tfds_bootstrapping_repeats_examples_with_the_class():
     with _pet_mock(True):
         ds = input_pipeline.make_train_dataset(

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab.data import datasets_info
-from deeplab.data import synthetic
-from deeplab.data import records
-from deeplab.data import tfrecord
 from deeplab.common.errors import ConfigError
+from deeplab.data import datasets_info
+from deeplab.data import records
+from deeplab.data import synthetic
+from deeplab.data import tfrecord
 
 
 def _examples(directory, split):

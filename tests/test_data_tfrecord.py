@@ -3,18 +3,17 @@
 import io
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+import harness
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import DataError
 from deeplab.data import records
 from deeplab.data import tfrecord
-from deeplab.common.errors import ConfigError, DataError
 
 INFO = dict(
     name="toy",
@@ -312,14 +311,6 @@ def test_converter_workers_and_dataset_json_readers_do_not_import_tensorflow(tmp
         "assert tfrecord.read_dataset_info(folder)['num_classes'] == 3\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
     )
-    root = pathlib.Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        timeout=120,
-    )
+    result = harness.run("-c", code, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"

@@ -5,16 +5,17 @@ sheet shows every class. Images are 12x16 pixels."""
 
 import io
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab.data import datasets_info, doctor, records, tfrecord
+import harness
+from deeplab.data import datasets_info
+from deeplab.data import doctor
+from deeplab.data import records
+from deeplab.data import tfrecord
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("bg", "cat", "dog")
 H, W = 12, 16
 
@@ -226,6 +227,7 @@ def test_the_sheet_covers_every_class(tmp_path):
     assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3
 
 
+@pytest.mark.slow
 def test_binary_exit_status_sheet_and_read_only(tmp_path):
     """One broken raw folder (exit 1, its line) and the clean records (exit 0) with a sheet
     and a TensorBoard copy; the dataset folders are left byte for byte as they were."""
@@ -237,27 +239,21 @@ def test_binary_exit_status_sheet_and_read_only(tmp_path):
         for p in os.listdir(d)
         if os.path.isfile(os.path.join(d, p))
     }
-    env = dict(os.environ, PYTHONPATH=REPO)
-    command = [sys.executable, "-m", "deeplab.inspect_dataset"]
-    bad = subprocess.run(
-        command
-        + [f"--input_dir={raw}", "--layout=folder", "--num_classes=3", "--class_names=bg,cat,dog"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
+    bad = harness.run(
+        "deeplab.inspect_dataset",
+        f"--input_dir={raw}",
+        "--layout=folder",
+        "--num_classes=3",
+        "--class_names=bg,cat,dog",
     )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "error: labels look 1-based" in bad.stdout
     sheet = tmp_path / "sheet.png"
-    good = subprocess.run(
-        command + [f"--dataset_dir={rec}", f"--sheet={sheet}", f"--logdir={tmp_path / 'tb'}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
+    good = harness.run(
+        "deeplab.inspect_dataset",
+        f"--dataset_dir={rec}",
+        f"--sheet={sheet}",
+        f"--logdir={tmp_path / 'tb'}",
     )
     assert good.returncode == 0, good.stdout + good.stderr
     assert "0 error(s), 0 warning(s)" in good.stdout

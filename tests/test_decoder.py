@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab.logdir import checkpoints
-from deeplab.training import trainer as train_lib
-from deeplab.model.decoder import Decoder
 from deeplab.common.errors import ConfigError
+from deeplab.logdir import checkpoints
+from deeplab.model.decoder import Decoder
+from deeplab.training import trainer as train_lib
 from tests.test_train import _config
 
 MOBILENET = {"backbone": "mobilenet_v2_dm05", "multi_grid": None, "atrous_rates": ()}
@@ -17,6 +17,7 @@ TINY = {"backbone": "resnet14_tiny", "atrous_rates": (1, 2, 3), "aspp_filters": 
 
 @pytest.mark.parametrize("kwargs", [TINY, MOBILENET], ids=["resnet", "mobilenet"])
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.slow
 def test_every_backbone_and_output_stride(kwargs, output_stride):
     model = deeplab.build_model(
         num_classes=3, output_stride=16, decoder_output_stride=4, aspp_dropout=0.0, **kwargs
@@ -125,6 +126,7 @@ def test_decoder_flag_errors():
         deeplab.build_model(num_classes=3, output_stride=4, decoder_output_stride=8, **TINY)
 
 
+@pytest.mark.slow
 def test_training_with_the_decoder(data_dir, tmp_path):
     model = {"decoder_output_stride": 4}
     result = train_lib.train(

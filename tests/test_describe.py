@@ -1,17 +1,12 @@
 """deeplab.model.description and python -m deeplab.describe: parameter count, conv GFLOPs,
 plan table, feature size."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import pytest
 
 import deeplab
+import harness
 from deeplab.model import description
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_conv_flops_counts_atrous_convs_at_their_logical_size():
@@ -26,6 +21,7 @@ def test_conv_flops_counts_atrous_convs_at_their_logical_size():
     assert total == expected
 
 
+@pytest.mark.slow
 def test_resnet50_output_stride_16_at_513_matches_the_reference_count():
     # README.md: ResNet-50 OS 16 at 513x513 = 99.2 GFLOPs over all convolutions.
     model = deeplab.build_model(backbone="resnet50", output_stride=16, num_classes=21)
@@ -34,24 +30,17 @@ def test_resnet50_output_stride_16_at_513_matches_the_reference_count():
     assert total / 1e9 == pytest.approx(99.2, abs=0.05)
 
 
+@pytest.mark.slow
 def test_describe_binary_prints_parameters_flops_and_plan():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeplab.describe",
-            "--backbone=resnet14_tiny",
-            "--num_classes=5",
-            "--output_stride=8",
-            "--multi_grid=1,2,4",
-            "--crop_size=65",
-            "--aspp_filters=16",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = harness.run(
+        "deeplab.describe",
+        "--backbone=resnet14_tiny",
+        "--num_classes=5",
+        "--output_stride=8",
+        "--multi_grid=1,2,4",
+        "--crop_size=65",
+        "--aspp_filters=16",
         timeout=120,
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -71,20 +60,10 @@ def test_describe_binary_prints_parameters_flops_and_plan():
     assert "ASPP rates at this output stride: (12, 24, 36)" in out
 
 
+@pytest.mark.slow
 def test_describe_binary_reports_bad_flags_in_one_line():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeplab.describe",
-            "--backbone=resnet14_tiny",
-            "--output_stride=64",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = harness.run(
+        "deeplab.describe", "--backbone=resnet14_tiny", "--output_stride=64", timeout=120
     )
     assert result.returncode == 1
     assert "output_stride=64" in result.stderr

@@ -1,19 +1,15 @@
 """deeplab.training.distribute, and MirroredStrategy over 2 logical CPUs against one device."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from deeplab.training import distribute
-from deeplab.data import synthetic
+import harness
 from deeplab.common.errors import ConfigError
+from deeplab.data import synthetic
 from deeplab.model.deeplabv3 import build_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from deeplab.training import distribute
 
 
 def test_default_strategy_and_errors():
@@ -75,6 +71,7 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     """The global batch of 4 is split 2 + 2 over two replicas; the loss is the mean over the
     global batch's valid pixels and the replicas' gradients are summed, so the run follows the
@@ -90,14 +87,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     synthetic.build_synthetic_dataset(
         data_dir, num_train=8, num_val=2, image_size=(40, 40), num_classes=3, seed=4
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_SCRIPT, data_dir, str(tmp_path / "runs")],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = harness.run("-c", _MIRRORED_SCRIPT, data_dir, tmp_path / "runs", timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert runs["default_frozen"]["replicas"] == 1 and runs["mirrored_frozen"]["replicas"] == 2

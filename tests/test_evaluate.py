@@ -1,11 +1,9 @@
 """Evaluation: the split-level metric, multi-scale + flip inference, OS switch, files, binary."""
 
 import csv
-import json
 import glob
+import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,18 +13,20 @@ from absl import flags
 from absl.testing import flagsaver
 
 import event_tags
-from deeplab.logdir import checkpoints
+import harness
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import DataError
+from deeplab.common.inference_options import InferenceOptions
+from deeplab.data import input_pipeline
+from deeplab.data import synthetic
 from deeplab.evaluation import continuous
 from deeplab.evaluation import evaluator as evaluation
 from deeplab.evaluation import visualization
-from deeplab.data import input_pipeline
+from deeplab.logdir import checkpoints
 from deeplab.logdir import summaries
-from deeplab.data import synthetic
-from deeplab.common.errors import ConfigError, DataError
-from deeplab.model.deeplabv3 import build_model, rebuild_with_output_stride
-from deeplab.common.inference_options import InferenceOptions
+from deeplab.model.deeplabv3 import build_model
+from deeplab.model.deeplabv3 import rebuild_with_output_stride
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
 
 
@@ -153,6 +153,7 @@ def hand_computed_probabilities(model, image, scales, flip):
     return total / passes
 
 
+@pytest.mark.slow
 def test_multiscale_flip_equals_hand_computed_average(tiny_model):
     rng = np.random.default_rng(2)
     image = rng.normal(0.0, 40.0, size=(33, 41, 3)).astype(np.float32)
@@ -186,6 +187,7 @@ def test_multiscale_flip_equals_hand_computed_average(tiny_model):
     assert results["scales"] == list(scales) and results["flip"] is True
 
 
+@pytest.mark.slow
 def test_images_of_many_sizes_share_one_trace(tiny_model):
     predictor = evaluation.Predictor(
         tiny_model, options=InferenceOptions(scales=(0.75, 1.0), flip=True)
@@ -247,6 +249,7 @@ def trained(tmp_path_factory, tiny_model, dataset_dir):
     return logdir, prefix
 
 
+@pytest.mark.slow
 def test_checkpoint_trained_at_os16_evaluates_at_os8(trained, tiny_model, dataset_dir):
     logdir, prefix = trained
     assert tiny_model.output_stride == 16
@@ -304,21 +307,11 @@ def test_result_files(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
-def run_binary(*args):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab.evaluate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
-
-
+@pytest.mark.slow
 def test_binary_evaluates_at_another_output_stride_with_ms_and_flip(trained, dataset_dir, tmp_path):
     logdir, _ = trained
-    result = run_binary(
+    result = harness.run(
+        "deeplab.evaluate",
         f"--dataset_dir={dataset_dir}",
         f"--checkpoint={logdir}",
         "--eval_output_stride=8",
@@ -370,6 +363,7 @@ def test_binary_user_errors_are_one_line(
     assert message in error[0]
 
 
+@pytest.mark.slow
 def test_watch_evaluates_each_new_checkpoint_into_tensorboard(tmp_path, tiny_model, dataset_dir):
     logdir = str(tmp_path / "run")
     write_checkpoint(logdir, tiny_model, 1, dataset_dir)
@@ -464,6 +458,7 @@ def test_write_summaries_adds_per_class_iou_and_a_confusion_matrix_image(tmp_pat
     assert picture.std() > 10  # drawn, not blank
 
 
+@pytest.mark.slow
 def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, dataset_dir):
     """`deeplab.evaluate --logdir=RUN` with no --dataset_dir: the data, split and evaluation
     settings come from RUN/config.json; a flag given on the command line still wins."""
@@ -482,12 +477,15 @@ def test_binary_takes_the_settings_the_run_recorded(tmp_path, tiny_model, datase
     run_record.write_config(
         logdir, run_record.resolved_config(config, tiny_model.get_config(), NUM_CLASSES)
     )
-    result = run_binary(f"--logdir={logdir}", f"--results_dir={tmp_path / 'a'}")
+    result = harness.run(
+        "deeplab.evaluate", f"--logdir={logdir}", f"--results_dir={tmp_path / 'a'}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "a" / "results.json").read_text())
     assert saved["split"] == "train" and saved["output_stride"] == 8 and saved["num_images"] == 1
     assert "config.json" in result.stdout
-    result = run_binary(
+    result = harness.run(
+        "deeplab.evaluate",
         f"--logdir={logdir}",
         "--eval_split=val",
         "--eval_limit=0",

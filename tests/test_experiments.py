@@ -9,16 +9,19 @@ import glob
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 
-from deeplab.config import experiment, paper_tables
+import harness
+from deeplab.config import experiment
 from deeplab.config import flags as config_flags
+from deeplab.config import paper_tables
 from deeplab.data import datasets_info
-from deeplab.orchestration import plan, reproduction
-from deeplab.evaluation.inference import CITYSCAPES_TEST_SCALES, PAPER_EVAL_SCALES
+from deeplab.evaluation.inference import CITYSCAPES_TEST_SCALES
+from deeplab.evaluation.inference import PAPER_EVAL_SCALES
+from deeplab.orchestration import plan
+from deeplab.orchestration import reproduction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_TABLES_MD = os.environ.get("DEEPLAB_PAPER_TABLES", "/work/shared/PAPER_TABLES.md")
@@ -61,6 +64,7 @@ def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
     assert on_disk == set(paper_tables.all_flagfiles())
 
 
+@pytest.mark.slow
 def test_real_data_flagfiles_parse_and_build_their_model():
     script = (
         "import json, sys\n"
@@ -80,9 +84,7 @@ def test_real_data_flagfiles_parse_and_build_their_model():
         "    FLAGS.unparse_flags()\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=False
-    )
+    result = harness.run("-c", script)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["camvid"][0] == "resnet50" and out["camvid"][2] is None
@@ -126,17 +128,7 @@ print(json.dumps(failures))
 def test_every_flagfile_and_row_parses_with_the_binary(binary):
     arg_lists = [[f"--flagfile={f}"] for f in paper_tables.all_flagfiles()]
     arg_lists += [list(row.args()) for _, row in all_rows()]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, "-c", _PARSE_SCRIPT, f"deeplab.{binary}"],
-        input=json.dumps(arg_lists),
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    result = harness.run("-c", _PARSE_SCRIPT, f"deeplab.{binary}", input=json.dumps(arg_lists))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -455,14 +447,7 @@ def test_readme_rows_are_generated_from_the_row_definitions():
     ],
 )
 def test_help_lists_the_experiment_flags_a_binary_reads(binary, listed, not_listed):
-    out = subprocess.run(
-        [sys.executable, "-m", f"deeplab.{binary}", "--help"],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = harness.run(f"deeplab.{binary}", "--help", timeout=120)
     text = out.stdout + out.stderr
     names = {
         line.split(":")[0].strip().replace("[no]", "")

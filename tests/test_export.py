@@ -8,7 +8,6 @@ fresh Python process that imports only tensorflow and numpy.
 import io
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
+import harness
 
 # Runs in a fresh process: no project code, only tensorflow and numpy.
 FRESH_PROCESS_SCRIPT = textwrap.dedent(r"""
@@ -96,16 +96,8 @@ def fresh(tmp_path_factory):
     script.write_text(FRESH_PROCESS_SCRIPT)
     np.savez(in_path, **inputs)
     # No PYTHONPATH to the repository: the reload cannot import project code even by accident.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, str(script), export["export_dir"], in_path, out_path],
-        cwd=str(root),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = harness.run(
+        script, export["export_dir"], in_path, out_path, cwd=root, env={"PYTHONPATH": None}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out_path + ".json", encoding="utf-8") as f:
@@ -118,6 +110,7 @@ def fresh(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_fresh_process_reload_matches_keras(fresh):
     model = fresh["export"]["model"]
     report = fresh["report"]
@@ -141,6 +134,7 @@ def test_fresh_process_reload_matches_keras(fresh):
         assert len(np.unique(semantic)) >= 2
 
 
+@pytest.mark.slow
 def test_export_averages_scales_and_flip(fresh):
     # Guards the comparison above: without the scales and flip the probabilities differ, so an
     # export that dropped them would have failed it.
@@ -149,12 +143,14 @@ def test_export_averages_scales_and_flip(fresh):
     assert np.abs(fresh["outputs"]["batch_a_probabilities"] - single).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_encoded_signature_decodes_png(fresh):
     np.testing.assert_array_equal(
         fresh["outputs"]["encoded_semantic"], fresh["outputs"]["batch_a_semantic"]
     )
 
 
+@pytest.mark.slow
 def test_class_names_are_an_asset_and_a_signature(fresh):
     export_dir = fresh["export"]["export_dir"]
     assert fresh["report"]["class_names"] == fx.CLASS_NAMES
@@ -169,6 +165,7 @@ def test_class_names_are_an_asset_and_a_signature(fresh):
     assert info["model_config"]["backbone"] == "resnet14_tiny"
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_readable_errors(fresh):
     errors = fresh["report"]["errors"]
     # A float tensor cannot enter a uint8 signature: TensorFlow rejects the call.
@@ -211,26 +208,20 @@ def test_bad_inputs_give_readable_errors(fresh):
     assert kind == "InvalidArgumentError" and "at least one encoded image" in message
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_the_documented_signatures(fresh):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
         pytest.skip("saved_model_cli is not installed next to this Python")
-    result = subprocess.run(
-        [
-            cli,
-            "show",
-            "--dir",
-            fresh["export"]["export_dir"],
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-        ],
-        capture_output=True,
-        text=True,
+    result = harness.run(
+        [cli, "show"],
+        "--dir",
+        fresh["export"]["export_dir"],
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
         timeout=120,
-        check=False,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     text = " ".join(result.stdout.split())
@@ -243,8 +234,10 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
 
 
 def test_export_flag_errors_name_the_flag(tmp_path):
-    from deeplab.common.errors import ConfigError, UserError
-    from deeplab.export.saved_model import ExportOptions, run_export
+    from deeplab.common.errors import ConfigError
+    from deeplab.common.errors import UserError
+    from deeplab.export.saved_model import ExportOptions
+    from deeplab.export.saved_model import run_export
 
     with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
         run_export(str(tmp_path), str(tmp_path / "e"), ExportOptions(quantize="int8"))
@@ -254,8 +247,9 @@ def test_export_flag_errors_name_the_flag(tmp_path):
         run_export(str(tmp_path), str(tmp_path / "e"))
 
 
+@pytest.mark.slow
 def test_binary_reports_a_missing_checkpoint(tmp_path):
-    result = fx.run_binary(
+    result = harness.run(
         "deeplab.export_saved_model",
         f"--checkpoint={tmp_path / 'nothing'}",
         f"--export_dir={tmp_path / 'e'}",
@@ -265,6 +259,7 @@ def test_binary_reports_a_missing_checkpoint(tmp_path):
     assert "error: --checkpoint=" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_factory):
     """The SavedModel, the .tflite file and its sidecar carry the mode a plain open() gives
     (0666 minus the umask), not mkstemp's 0600: a serving process of another user can read
@@ -282,6 +277,7 @@ def test_exported_files_are_readable_by_others_as_the_umask_allows(tmp_path_fact
         assert os.stat(path).st_mode & 0o777 == expected, (path, oct(os.stat(path).st_mode))
 
 
+@pytest.mark.slow
 def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
     tmp_path_factory, tmp_path
 ):
@@ -290,7 +286,8 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
     export's class on >= 99% of the pixels."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab.export.saved_model import ExportOptions, run_export  # pylint: disable=import-outside-toplevel
+    from deeplab.export.saved_model import ExportOptions  # pylint: disable=import-outside-toplevel
+    from deeplab.export.saved_model import run_export  # pylint: disable=import-outside-toplevel
 
     run_dir = fx.shared_tiny_run(tmp_path_factory)["run_dir"]
     exports = {}
@@ -332,6 +329,7 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
         )
 
 
+@pytest.mark.slow
 def test_saved_model_is_lean_one_graph_per_signature_and_no_layer_objects(tmp_path_factory):
     """Issue 22: the export holds each signature's graph once and the variables as a flat list,
     not the Keras object tree (which cost 149 MiB of a server's RSS for ResNet-101)."""

@@ -28,25 +28,29 @@ import errno
 import io
 import os
 import re
+import shlex
 import shutil
 import struct
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image, ImageFile
+from PIL import Image
+from PIL import ImageFile
 
 import export_fixtures as efx
+import harness
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.data import convert
 from deeplab.data import images
 from deeplab.export import official
 from deeplab.export import predictor
 from deeplab.export import saved_model
 from deeplab.export import serving
-from namespaces import private_tmpfs_or_skip, run_in_namespace  # pylint: disable=import-error
+from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
+from namespaces import run_in_namespace  # pylint: disable=import-error
 
 HUGE = 16000  # a declared 16000 x 16000 image: 256 M pixels, 768 MB decoded (fits WebP's 14 bits)
 CAP = 48 * 48  # the test export's --serving_max_pixels
@@ -229,6 +233,7 @@ def _ok_png(size=(30, 40), seed=0):
     return _encode(efx.structured_images(1, size, seed=seed)[0], "PNG")
 
 
+@pytest.mark.slow
 def test_encoded_signature_refuses_a_bomb_before_decoding(capped_export):
     encoded = tf.saved_model.load(capped_export).signatures[serving.ENCODED_SIGNATURE]
     assert encoded(image_bytes=tf.constant([_ok_png()]))["semantic"].shape == (1, 30, 40)
@@ -247,6 +252,7 @@ def test_encoded_signature_refuses_a_bomb_before_decoding(capped_export):
         encoded(image_bytes=tf.constant([_ok_png(), unreadable]))
 
 
+@pytest.mark.slow
 def test_encoded_signature_takes_webp_as_predict_reads_it(capped_export, tmp_path):
     scene = efx.structured_images(1, (30, 40), seed=5)[0]
     path = tmp_path / "scene.webp"
@@ -270,6 +276,7 @@ def bomb_and_ok(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "export", "tflite"])
+@pytest.mark.slow
 def test_predict_skips_a_bomb_and_goes_on(
     kind, capped_export, bomb_and_ok, tmp_path_factory, tmp_path, monkeypatch
 ):
@@ -301,8 +308,9 @@ def test_predict_skips_a_bomb_and_goes_on(
     assert not result["processed"] and "30x40 pixels" in lines[-2], lines[-2:]
 
 
+@pytest.mark.slow
 def test_predict_binary_bomb_then_ok(capped_export, bomb_and_ok, tmp_path):
-    result = efx.run_binary(
+    result = harness.run(
         "deeplab.predict",
         f"--model={capped_export}",
         f"--input={bomb_and_ok / 'bomb.png'},{bomb_and_ok / 'ok.png'}",
@@ -390,6 +398,7 @@ def _corrupt_graph(export_dir):
 
 
 @pytest.mark.parametrize("damage", [_corrupt_graph, _truncate_variables])
+@pytest.mark.slow
 def test_a_damaged_export_is_one_line(capped_export, bomb_and_ok, tmp_path, damage):
     export_dir = str(tmp_path / "damaged")
     shutil.copytree(capped_export, export_dir)
@@ -398,7 +407,7 @@ def test_a_damaged_export_is_one_line(capped_export, bomb_and_ok, tmp_path, dama
     with pytest.raises(UserError, match=rf"^--model=.*damaged: cannot load the SavedModel: {part}"):
         predictor.make_segmenter(model=export_dir)
     if damage is _corrupt_graph:  # the binary: that line, exit 2
-        result = efx.run_binary(
+        result = harness.run(
             "deeplab.predict",
             f"--model={export_dir}",
             f"--input={bomb_and_ok / 'ok.png'}",
@@ -460,6 +469,7 @@ def _listing(folder):
     )
 
 
+@pytest.mark.slow
 def test_a_failed_tflite_write_keeps_the_earlier_export(
     capped_export, tmp_path_factory, tmp_path, monkeypatch
 ):
@@ -487,6 +497,7 @@ def test_a_failed_tflite_write_keeps_the_earlier_export(
     assert _listing(export_dir) == before and os.listdir(tmp_path) == ["export"]
 
 
+@pytest.mark.slow
 def test_a_tflite_only_export_keeps_the_earlier_saved_model(
     capped_export, tmp_path_factory, tmp_path
 ):
@@ -510,6 +521,7 @@ def test_a_tflite_only_export_keeps_the_earlier_saved_model(
     serving.SavedModelSegmenter(export_dir)  # still loads
 
 
+@pytest.mark.slow
 def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok, tmp_path):
     """On a tmpfs with room for the earlier export and a third of a new one: the export stops
     with one line, the earlier export intact and no partial folder; then, the disk full,
@@ -521,19 +533,32 @@ def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok
     size_kb = sum(size for _, size in _listing(capped_export)) // 1024
     mount = tmp_path / "small"
     mount.mkdir()
-    python = f"{sys.executable} -m"
+    export = shlex.join(
+        harness.command(
+            "deeplab.export_saved_model",
+            f"--checkpoint={run_dir}",
+            f"--export_dir={mount}/export",
+            f"--serving_max_pixels={CAP}",
+        )
+    )
+    predict = shlex.join(
+        harness.command(
+            "deeplab.predict",
+            f"--model={mount}/export",
+            f"--input={bomb_and_ok}/ok.png,{bomb_and_ok}/ok.png",
+            f"--output_dir={mount}/out",
+        )
+    )
     script = (
         f"mount -t tmpfs -o size={size_kb * 4 // 3 + 64}k tmpfs {mount} && "
         f"cp -r {capped_export} {mount}/export && ls -lR {mount}/export > {tmp_path}/before && "
-        f"{python} deeplab.export_saved_model --checkpoint={run_dir} "
-        f'--export_dir={mount}/export --serving_max_pixels={CAP}; echo "export exit $?"; '
+        f'{export}; echo "export exit $?"; '
         f"ls -lR {mount}/export > {tmp_path}/after; ls -a {mount}; "
         f"mkdir {mount}/out; head -c 100000000 /dev/zero > {mount}/filler 2>/dev/null; "
-        f"{python} deeplab.predict --model={mount}/export --input={bomb_and_ok}/ok.png,"
-        f'{bomb_and_ok}/ok.png --output_dir={mount}/out; echo "predict exit $?"; '
+        f'{predict}; echo "predict exit $?"; '
         f"ls -a {mount}/out"
     )
-    result = run_in_namespace(namespace, script, cwd=efx.REPO, env=efx.subprocess_env())
+    result = run_in_namespace(namespace, script)
     out = result.stdout
     exported, predicted = out.split("export exit")
     assert "Traceback" not in out, out[-3000:]
@@ -572,6 +597,7 @@ def _import_report():
     }
 
 
+@pytest.mark.slow
 def test_import_official_output_cases(tmp_path_factory, tmp_path):
     shared = efx.shared_tiny_run(tmp_path_factory)
     run_dir = str(tmp_path / "run")
@@ -591,7 +617,7 @@ def test_import_official_output_cases(tmp_path_factory, tmp_path):
             r"only an earlier import \(nothing was deleted\)",
         ),
     ):
-        result = efx.run_binary(
+        result = harness.run(
             "deeplab.import_official",
             f"--tflite={tmp_path / 'never_read.tflite'}",
             f"--output={output}",

@@ -9,10 +9,10 @@ directly started cluster task."""
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import types
 
@@ -21,15 +21,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.logdir import checkpoints
 from deeplab.training import bookkeeping
 from deeplab.training import trainer as train_lib
-from test_checkpoint_safety import _config  # pylint: disable=import-error
-from test_train import _command, _env  # pylint: disable=import-error
 from namespaces import private_tmpfs_or_skip  # pylint: disable=import-error
-from deeplab.common.inference_options import InferenceOptions
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_checkpoint_safety import _config  # pylint: disable=import-error
+from test_train import _train  # pylint: disable=import-error
 
 # ------------------------------------------------------------------------ item 1: divergence
 
@@ -110,6 +109,7 @@ def test_a_diverged_loss_stops_before_it_overflows(tmp_path):
     keeper(2, _values(loss=50.0))
 
 
+@pytest.mark.slow
 def test_a_diverged_run_reruns_at_a_lower_rate(data_dir, tmp_path):
     """The issue's case: a rate of 1e6, a checkpoint every step. The run stops with one line,
     the checkpoint whose weights diverged is in diverged/, and the same command at a sane rate
@@ -130,19 +130,13 @@ def test_a_diverged_run_reruns_at_a_lower_rate(data_dir, tmp_path):
 # --------------------------------------------------------------- item 5: one run per logdir
 
 
-def _run(args):
-    """Runs a command from the repository root with the test environment; output captured."""
-    return subprocess.run(
-        args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False
-    )
-
-
 def _tail_lines(text):
     """The lines a user reads: TensorFlow's and absl's start-up noise removed."""
     noise = re.compile(r"^(W0000|I0000|WARNING: All log)|oneDNN|cpu_feature_guard|absl::")
     return [line for line in text.splitlines() if line.strip() and not noise.search(line)]
 
 
+@pytest.mark.slow
 def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_taken_over(
     data_dir, tmp_path
 ):
@@ -151,11 +145,9 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
     stale and a new run takes it over with a line, trains, and removes it."""
     logdir = tmp_path / "dup"
     lock_path = logdir / "train.lock"
-    first = subprocess.Popen(
+    first = harness.start(
         # Never finishes by itself, never checkpoints: killed below.
-        _command(data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"),
-        cwd=REPO,
-        env=_env(),
+        *_train(data_dir, logdir, "--training_steps=100000", "--save_checkpoint_steps=100000"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -171,7 +163,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
                 holder = json.loads(lock_path.read_text())
             except (OSError, ValueError):
                 holder = None
-        second = _run(_command(data_dir, logdir, "--training_steps=3"))
+        second = harness.run(*_train(data_dir, logdir, "--training_steps=3"))
         assert first.poll() is None, "the first run must still hold the lock"
     finally:
         first.send_signal(signal.SIGKILL)
@@ -190,7 +182,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
 
     # kill -9 left the file behind, unlocked: the next run takes it over and says so.
     assert json.loads(lock_path.read_text())["pid"] == first.pid
-    third = _run(_command(data_dir, logdir, "--training_steps=1"))
+    third = harness.run(*_train(data_dir, logdir, "--training_steps=1"))
     assert third.returncode == 0, third.stderr[-3000:]
     assert re.search(
         rf"Took over the lock of {re.escape(str(logdir))} left by a training run that is no "
@@ -200,6 +192,7 @@ def test_a_second_training_on_a_live_logdir_is_refused_and_a_dead_ones_lock_take
     assert os.path.exists(logdir / "ckpt-1.index") and not os.path.exists(lock_path)
 
 
+@pytest.mark.slow
 def test_readers_of_a_logdir_do_not_take_the_lock(data_dir, tmp_path):
     """While a run holds the lock, a second training in the same process is refused, and the
     evaluator of that logdir (what --watch and a cluster's evaluator run) reads it as usual."""
@@ -233,7 +226,8 @@ def _raw_dataset(root, prefix, n, size, num_classes=3):
 
 
 def _read_split(out, split):
-    from deeplab.data import records, tfrecord  # pylint: disable=import-outside-toplevel
+    from deeplab.data import records  # pylint: disable=import-outside-toplevel
+    from deeplab.data import tfrecord  # pylint: disable=import-outside-toplevel
 
     return [
         records.decode_example(r)["filename"].numpy().decode()
@@ -242,11 +236,10 @@ def _read_split(out, split):
 
 
 def _convert(raw, out, name):
-    from deeplab.data import convert, raw_datasets  # pylint: disable=import-outside-toplevel
-    from deeplab.data.datasets_info import (  # pylint: disable=import-outside-toplevel
-        DatasetSpec,
-        color_map,
-    )
+    from deeplab.data import convert  # pylint: disable=import-outside-toplevel
+    from deeplab.data import raw_datasets  # pylint: disable=import-outside-toplevel
+    from deeplab.data.datasets_info import DatasetSpec  # pylint: disable=import-outside-toplevel
+    from deeplab.data.datasets_info import color_map  # pylint: disable=import-outside-toplevel
 
     specs = raw_datasets.folder_examples(raw, ["train", "val"], palette_masks=False)
     spec = DatasetSpec(name, 3, 255, ("a", "b", "c"), color_map(3))
@@ -287,6 +280,7 @@ def test_a_converter_rerun_killed_after_its_train_split_leaves_the_old_dataset_w
     assert len([n for n in os.listdir(out) if n.endswith(".tfrecord")]) == 2
 
 
+@pytest.mark.slow
 def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset(tmp_path):
     """The dataset folder on a 1 MB tmpfs: A (a few KB) fits, B (1.4 MB of noise images) does
     not. The re-run stops with one line naming the folder and the reason, exit 1, no
@@ -300,16 +294,23 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
     out = mount / "out"
 
     def build(raw):
-        return (
-            f"{sys.executable} {REPO}/datasets/build_folder.py --input_dir={raw} "
-            f"--output_dir={out} --num_classes=3 --num_workers=0 --no_progress --name={raw.name}"
+        return shlex.join(
+            harness.command(
+                "datasets/build_folder.py",
+                f"--input_dir={raw}",
+                f"--output_dir={out}",
+                "--num_classes=3",
+                "--num_workers=0",
+                "--no_progress",
+                f"--name={raw.name}",
+            )
         )
 
     script = (
         f"mount -t tmpfs -o size=1m tmpfs {mount} && {build(a)} >/dev/null && "
         f'{build(b)}; echo "exit $?"; cp -r {out} {tmp_path}/after'
     )
-    result = _run(namespace + ["sh", "-c", script])
+    result = harness.run(namespace + ["sh", "-c", script])
     lines = _tail_lines(result.stderr)
     assert "exit 1" in result.stdout, (result.stdout, result.stderr[-3000:])
     assert len(lines) == 1 and re.fullmatch(
@@ -328,6 +329,7 @@ def test_a_converter_rerun_on_a_full_disk_is_one_line_and_leaves_the_old_dataset
 # ------------------------------------------------ item 4: a directly started server task
 
 
+@pytest.mark.slow
 def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_dir, tmp_path):
     """A ps task started by hand with TF_CONFIG naming 127.0.0.1 (no launcher namespace):
     its line says it is reachable from the network and how to fence it."""
@@ -350,15 +352,9 @@ def test_a_directly_started_ps_task_says_it_is_reachable_from_the_network(data_d
         },
         "task": {"type": "ps", "index": 0},
     }
-    env = dict(_env(), TF_CONFIG=json.dumps(tf_config))
-    env.pop(cluster.NETNS_ENV, None)
-    task = subprocess.Popen(
-        _command(data_dir, tmp_path / "run", "--strategy=parameter_server"),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    task = harness.start(
+        *_train(data_dir, tmp_path / "run", "--strategy=parameter_server"),
+        env={"TF_CONFIG": json.dumps(tf_config), cluster.NETNS_ENV: None},
     )
     lines = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(x) for x in task.stdout], daemon=True)
@@ -415,12 +411,13 @@ def run_copy(one_step_run, tmp_path):
     return logdir
 
 
+@pytest.mark.slow
 def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
     """`deeplab.evaluate --logdir` over a truncated config.json: one line naming the file
     (before: a 34-line JSONDecodeError traceback)."""
     path = run_copy / "config.json"
     path.write_text(path.read_text()[:40])
-    result = _run([sys.executable, "-m", "deeplab.evaluate", f"--logdir={run_copy}"])
+    result = harness.run("deeplab.evaluate", f"--logdir={run_copy}")
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert len(lines) == 1 and re.fullmatch(
@@ -430,6 +427,7 @@ def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
     ), result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
     """A resume over an unreadable config.json does not overwrite it silently: the file is
     kept as config.json.unreadable-<time>, with a WARNING line, and a new one written."""
@@ -451,10 +449,11 @@ def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
     assert run_record.read_experiment(str(run_copy)).train.training_steps == 2
 
 
+@pytest.mark.slow
 def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_path):
     """--crop_size=20000 (before: "Invalid value in tensor used for shape: -1094967296" deep
     in the first step)."""
-    result = _run(_command(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
+    result = harness.run(*_train(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
     lines = _tail_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert lines == [
@@ -494,6 +493,7 @@ def test_an_infinite_scale_factor_in_a_config_is_refused(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("tile, overlap", [(1, 0.25), (8, 0.99)])
+@pytest.mark.slow
 def test_an_absurd_tiling_is_refused_in_one_line(data_dir, one_step_run, tile, overlap):
     """1-pixel windows, or 8-pixel windows overlapping 99%: refused before the first window
     (before: 43 s for one 64x64 image at 29% mIOU against 80% whole, without a word)."""
@@ -522,6 +522,7 @@ def test_usual_tilings_are_accepted():
     assert inference.tiling_work(64, 64, (1, 1), 0.25, 8) == 64
 
 
+@pytest.mark.slow
 def test_a_changed_num_classes_names_the_checkpoints_value_and_the_new_one(run_copy):
     """The run has 3 classes. Asked for 7: the message gives 3 as the trained value and 7 as
     the one asked for; with model_config.json rewritten to 7 by a later run, it says the
@@ -557,8 +558,8 @@ def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkey
     from deeplab.logdir import lock  # pylint: disable=import-outside-toplevel
 
     monkeypatch.setattr(lock, "_flock", lambda handle: None)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    gone = harness.start("-c", "pass")
+    gone.communicate()
     path = tmp_path / lock.LOCK_FILE
     host = socket.gethostname()
     lines = []
@@ -575,6 +576,7 @@ def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkey
         assert json.loads(path.read_text()) == holder  # left as it was
 
 
+@pytest.mark.slow
 def test_a_converter_rerun_killed_by_sigkill_mid_val_leaves_the_old_dataset(tmp_path):
     """The issue's case with a real kill: A (train + val), then `build_folder.py` converting B
     into the same folder, killed (-9) while it reads B's val image (a FIFO that never
@@ -588,18 +590,14 @@ def test_a_converter_rerun_killed_by_sigkill_mid_val_leaves_the_old_dataset(tmp_
     fifo = b / "images" / "b3.png"
     fifo.unlink()
     os.mkfifo(fifo)
-    converter = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(REPO, "datasets", "build_folder.py"),
-            f"--input_dir={b}",
-            f"--output_dir={out}",
-            "--num_classes=3",
-            "--splits=train,val",
-            "--num_workers=0",
-            "--no_progress",
-        ],
-        env=_env(),
+    converter = harness.start(
+        "datasets/build_folder.py",
+        f"--input_dir={b}",
+        f"--output_dir={out}",
+        "--num_classes=3",
+        "--splits=train,val",
+        "--num_workers=0",
+        "--no_progress",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

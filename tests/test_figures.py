@@ -1,17 +1,11 @@
 """deeplab.evaluation.figures (Figure 4; python -m deeplab.figures): brute force over every
 position and tap, hand values."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+import harness
 from deeplab.evaluation import figures
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _brute_force(size, rate):
@@ -63,16 +57,12 @@ def test_full_sweep_sums_to_one_and_reaches_one_weight():
     assert fractions[9][31] > 0 and np.all(fractions[9][32:] == 0)
 
 
+@pytest.mark.slow
 def test_binary_writes_png_and_table(tmp_path):
     output = tmp_path / "fig4.png"
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
-    result = subprocess.run(
-        [sys.executable, "-m", "deeplab.figures", "--figure=4", f"--output={output}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    env = {"MPLBACKEND": "Agg"}
+    result = harness.run(
+        "deeplab.figures", "--figure=4", f"--output={output}", env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -96,12 +86,5 @@ def test_binary_writes_png_and_table(tmp_path):
     row_64 = [float(v) for v in lines[64].split()]
     assert row_64[0] == 64 and row_64[1] == pytest.approx(63 * 63 / 4225, abs=1e-4)
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "deeplab.figures", "--figure=3"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = harness.run("deeplab.figures", "--figure=3", env=env, timeout=120)
     assert bad.returncode == 1 and "--figure=4" in bad.stderr

@@ -1,15 +1,15 @@
 """deeplab.model.fuse (BN folding), AtrousConv2D's native dilated path, and bfloat16 inference
 accuracy."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
-from export_fixtures import randomize  # non-default values for every variable
 
 import deeplab
 from deeplab.model import fuse
 from deeplab.model import layers as deeplab_layers
+from export_fixtures import randomize  # non-default values for every variable
 
 TINY = dict(
     backbone="resnet14_tiny",
@@ -29,6 +29,7 @@ def _bn_layers(model):
 
 
 @pytest.mark.parametrize("kwargs", [TINY, dict(TINY, output_stride=16, num_cascaded_blocks=1)])
+@pytest.mark.slow
 def test_fused_model_matches_unfused_and_has_no_batch_norm(kwargs):
     model = deeplab.build_model(**kwargs)
     randomize(model, 1)
@@ -50,6 +51,7 @@ def test_fused_model_matches_unfused_and_has_no_batch_norm(kwargs):
     assert len(fused.weights) < len(model.weights)
 
 
+@pytest.mark.slow
 def test_fused_model_serves_dynamic_sizes_in_a_tf_function():
     model = deeplab.build_model(**TINY)
     randomize(model, 3)
@@ -118,9 +120,10 @@ def test_native_dilation_is_an_explicit_argument_that_survives_the_config():
         deeplab_layers.AtrousConv2D(6, 3, native_dilation="no")
 
 
+@pytest.mark.slow
 def test_performance_options_reach_the_atrous_convolutions_and_the_folded_model():
-    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
     from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
+    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
 
     model = deeplab.build_model(**TINY, performance=PerformanceOptions(native_dilation=False))
     atrous = [l for l in iter_layers(model) if isinstance(l, deeplab_layers.AtrousConv2D)]
@@ -170,6 +173,7 @@ def test_aspp_exposes_its_conv_bn_pairs_and_the_folded_aspp_uses_the_public_hook
     )
 
 
+@pytest.mark.slow
 def test_bfloat16_inference_agrees_with_float32_on_99_percent_of_pixels():
     """Issue 7: bf16 only where argmax agreement with float32 stays >= 99% (same weights)."""
     model = deeplab.build_model(**TINY)

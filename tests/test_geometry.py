@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import deeplab
-from deeplab.model import layers as layers_lib
 from deeplab.model import deeplabv3 as model_lib
+from deeplab.model import layers as layers_lib
 
 IMPULSE = 100.0
 
@@ -83,6 +83,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("size, points", CASES)
+@pytest.mark.slow
 def test_an_impulse_lands_where_it_entered_at_every_output_stride(size, points):
     images = impulse_images(size, points)
     for stride in (8, 16, 32):
@@ -95,6 +96,7 @@ def test_an_impulse_lands_where_it_entered_at_every_output_stride(size, points):
             assert logits[n, y, x, 0] == pytest.approx(logits[n].max())
 
 
+@pytest.mark.slow
 def test_the_cascade_head_and_block7_keep_the_geometry():
     points = [(64, 64), (128, 64)]
     images = impulse_images((256, 200), points)
@@ -150,6 +152,7 @@ def test_stride_upsample_equals_corner_aligned_resize_at_authors_crop_sizes():
     np.testing.assert_allclose(got, reference.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stride_upsample_in_a_tf_function_with_dynamic_size():
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -190,6 +193,7 @@ def _impulse_photo(point, size=(64, 64)):
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.slow
 def test_exports_keep_the_location(tmp_path, output_stride):
     """The SavedModel and the float TFLite model put an impulse where the Keras model does:
     on the input pixel it entered."""

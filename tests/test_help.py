@@ -2,12 +2,10 @@
 JAX imported to print it (the import is what made it take 8-20 s)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-import export_fixtures as fx
+import harness
 
 BINARIES = (
     "train",
@@ -41,15 +39,7 @@ print(json.dumps({{"code": code, "heavy": heavy, "text": out.getvalue()}}))
 
 
 def _help(name, flag="--help"):
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(name=name, flag=flag)],
-        cwd=fx.REPO,
-        env=fx.subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = harness.run("-c", SCRIPT.format(name=name, flag=flag), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

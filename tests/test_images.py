@@ -7,17 +7,19 @@ import struct
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image, ImageOps
+from PIL import Image
+from PIL import ImageOps
 
 import export_fixtures as efx
 import raw_fixtures as fx
-from deeplab.export import predictor
 from deeplab.data import convert
 from deeplab.data import images
 from deeplab.data import raw_datasets
 from deeplab.data import records
 from deeplab.data import tfrecord
-from deeplab.data.datasets_info import DatasetSpec, color_map
+from deeplab.data.datasets_info import DatasetSpec
+from deeplab.data.datasets_info import color_map
+from deeplab.export import predictor
 
 
 def _quadrants(height=6, width=10):
@@ -71,6 +73,7 @@ _DECODE_TURNED = tf.function(
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.slow
 def test_exif_orientation_gives_the_pixels_a_viewer_shows(orientation):
     array = _quadrants()
     data = _encoded(array, "PNG", orientation)
@@ -180,6 +183,7 @@ def test_one_extension_list_matched_in_either_case(tmp_path):
 # ---------------------------------------------------------------------------- one photo, one answer
 
 
+@pytest.mark.slow
 def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tmp_path_factory):
     photo = efx.structured_images(1, (24, 32), seed=7)[0]
     data = _encoded(photo, "PNG", orientation=6)  # stored 24x32, shown 32 high and 24 wide

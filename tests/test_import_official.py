@@ -2,7 +2,6 @@
 authors' files (../shared), TF1 slim checkpoints, and bad files."""
 
 import os
-import subprocess
 import sys
 
 import keras
@@ -11,13 +10,14 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab.export import official
-from deeplab.logdir import checkpoints
-from deeplab.export import tflite
-from deeplab.model.batch_norm import BatchNormalization
+import harness
 from deeplab.common.errors import UserError
-from tests.test_model import _randomize
 from deeplab.common.inference_options import InferenceOptions
+from deeplab.export import official
+from deeplab.export import tflite
+from deeplab.logdir import checkpoints
+from deeplab.model.batch_norm import BatchNormalization
+from tests.test_model import _randomize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_DIR = os.path.join(REPO, "..", "shared", "data", "deeplab_tflite")
@@ -83,6 +83,7 @@ def int8_roundtrip(tmp_path_factory):
     return model, imported, report, path
 
 
+@pytest.mark.slow
 def test_int8_export_imports_back_within_quantization_error(int8_roundtrip):
     model, imported, report, _ = int8_roundtrip
     assert report["backbone"] == "mobilenet_v2_dm05" and report["num_classes"] == 5
@@ -104,6 +105,7 @@ def test_int8_export_imports_back_within_quantization_error(int8_roundtrip):
     assert np.abs(logits_got - logits_want).max() <= np.abs(logits_want).max() / 127 + 1e-6
 
 
+@pytest.mark.slow
 def test_imported_bn_is_identity_plus_bias(int8_roundtrip):
     _, imported, _, _ = int8_roundtrip
     bn = imported.backbone_model.get_layer("block_3_expand_BN")
@@ -114,16 +116,11 @@ def test_imported_bn_is_identity_plus_bias(int8_roundtrip):
     np.testing.assert_allclose(var + bn.epsilon, 1.0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     _, imported, _, path = int8_roundtrip
     output = str(tmp_path / "imported")
-    result = subprocess.run(
-        [sys.executable, "-m", "deeplab.import_official", f"--tflite={path}", f"--output={output}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    result = harness.run("deeplab.import_official", f"--tflite={path}", f"--output={output}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mobilenet_v2_dm05, output stride 16, 5 classes" in result.stdout
     for name in (
@@ -137,17 +134,12 @@ def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     loaded = checkpoints.load_model(output)
     images = np.random.default_rng(3).normal(0, 40, (1, *SIZE, 3)).astype("float32")
     np.testing.assert_allclose(loaded(images), imported(images), atol=1e-5)
-    again = subprocess.run(
-        [sys.executable, "-m", "deeplab.import_official", f"--tflite={path}", f"--output={output}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    again = harness.run("deeplab.import_official", f"--tflite={path}", f"--output={output}")
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
     assert os.path.exists(os.path.join(output, "checkpoint"))  # the first import is kept
 
 
+@pytest.mark.slow
 def test_bad_files_give_one_clear_error(int8_roundtrip, tmp_path):
     _, _, _, path = int8_roundtrip
     with open(path, "rb") as handle:
@@ -246,6 +238,7 @@ def test_tf1_slim_checkpoint_maps_every_variable(tmp_path):
     np.testing.assert_allclose(imported(images), model(images), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
     model = _random_model(seed=8)
     prefix = _slim_checkpoint(
@@ -266,6 +259,7 @@ def test_tf1_checkpoint_with_an_unplaced_variable_is_an_error(tmp_path):
     not (os.path.exists(OFFICIAL) and os.path.isdir(CAMVID_VAL)),
     reason="needs ../shared/data/deeplab_tflite and ../shared/data/camvid",
 )
+@pytest.mark.slow
 def test_official_model_agrees_with_the_authors_interpreter():
     sys.path.insert(0, os.path.join(REPO, "experiments"))
     import official_agreement  # pylint: disable=import-outside-toplevel
@@ -280,6 +274,7 @@ def test_official_model_agrees_with_the_authors_interpreter():
 # ----------------------------------------------------------------------------- use it
 
 
+@pytest.mark.slow
 def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
     """evaluate (OS 8, multi-scale + flip), export and predict take an import like a run."""
     # pylint: disable=import-outside-toplevel

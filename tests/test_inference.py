@@ -11,21 +11,17 @@ half-pixel bilinear resize and the numpy form of that model, both written here.
 
 import dataclasses
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
+import harness
 from deeplab.common import geometry
-from deeplab.evaluation import inference
 from deeplab.common.inference_options import InferenceOptions
+from deeplab.evaluation import inference
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
 KERNEL = np.array([[0.8, -0.5, 0.1], [0.2, 0.9, -0.7], [-0.4, 0.3, 0.6]], np.float32)
 BIAS = np.array([0.1, -0.2, 0.05], np.float32)
@@ -234,12 +230,16 @@ cm = jax.jit(lambda l, p: metrics.confusion_matrix_update(l, p, 3, 255))(labels,
 out["cm"] = np.asarray(cm).tolist()
 out["miou"] = metrics.mean_iou(np.asarray(cm))
 
-# losses.py: eager, jitted, bf16 + class weights, zero gradient on an all-ignored batch.
-loss = losses.SegmentationCrossEntropy(class_weights=[0.5, 2.0, 1.0])
-out["loss"] = float(losses.masked_cross_entropy(labels, logits))
-out["loss_jit"] = float(jax.jit(losses.masked_cross_entropy)(labels, logits))
-out["loss_bf16_weighted"] = float(loss(labels, jnp.asarray(logits, jnp.bfloat16)))
-grad = jax.grad(lambda z: losses.masked_cross_entropy(np.full_like(labels, 255), z))(logits)
+# losses.py: eager, jitted, bf16 + class weights, zero gradient on an all-ignored batch (the
+# training step's mean: the per-pixel terms over max(#valid, 1)).
+def mean_loss(labels, logits, class_weights=None):
+    terms, valid = losses.pixel_cross_entropy(labels, logits, class_weights=class_weights)
+    return keras.ops.sum(terms) / keras.ops.maximum(keras.ops.sum(valid), 1.0)
+out["loss"] = float(mean_loss(labels, logits))
+out["loss_jit"] = float(jax.jit(mean_loss)(labels, logits))
+out["loss_bf16_weighted"] = float(
+    mean_loss(labels, jnp.asarray(logits, jnp.bfloat16), class_weights=[0.5, 2.0, 1.0]))
+grad = jax.grad(lambda z: mean_loss(np.full_like(labels, 255), z))(logits)
 out["ignored_grad_all_zero"] = bool(np.all(np.asarray(grad) == 0))
 out["down"] = np.asarray(losses.labels_at_feature_centres(
     np.arange(64, dtype=np.int32).reshape(1, 8, 8), 4)).tolist()
@@ -261,6 +261,7 @@ def _np_cross_entropy(labels, logits, class_weights=(1.0, 1.0, 1.0)):
     return ce[valid].sum() / valid.sum()
 
 
+@pytest.mark.slow
 def test_jax_backend_in_subprocess():
     """All four modules under KERAS_BACKEND=jax (eager and jax.jit), against numpy."""
     images = _images(5)
@@ -268,7 +269,7 @@ def test_jax_backend_in_subprocess():
     labels = rng.integers(0, NUM_CLASSES, size=(2, 9, 11)).astype(np.int32)
     labels[rng.random(labels.shape) < 0.2] = 255
     logits = (3 * rng.normal(size=(2, 9, 11, NUM_CLASSES))).astype(np.float32)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    env = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     payload = json.dumps(
         {
             "kernel": KERNEL.tolist(),
@@ -279,15 +280,7 @@ def test_jax_backend_in_subprocess():
             "logits": logits.tolist(),
         }
     )
-    out = subprocess.run(
-        [sys.executable, "-c", _JAX_SCRIPT],
-        input=payload,
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    out = harness.run("-c", _JAX_SCRIPT, input=payload, env=env, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -321,6 +314,7 @@ def test_jax_backend_in_subprocess():
     assert result["lr"] == pytest.approx([0.007, 0.007 * 0.5**0.9, 0.0, 0.0], rel=1e-6, abs=0)
 
 
+@pytest.mark.slow
 def test_padded_evaluation_is_inference_on_the_padded_photo_cropped_back():
     """--eval_pad_to (the authors' whole-image inference): the photo is padded at the bottom and
     right with the backbone's pad pixel (the ImageNet mean for ResNet, 127.5 for MobileNetV2),

@@ -2,8 +2,11 @@
 
 import os
 import shutil
-import subprocess
 import sys
+
+import pytest
+
+import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,12 +18,13 @@ def test_setup_extras_install_tensorboard():
         assert "tensorboard" in line, line
 
 
+@pytest.mark.slow
 def test_the_tensorboard_command_works():
     """`pip install -e ".[cpu]"` (the README's set-up, which CI runs) put a working
     `tensorboard` command next to this Python."""
     command = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     command = command if os.path.exists(command) else shutil.which("tensorboard")
     assert command, "no tensorboard command: is the cpu extra installed?"
-    out = subprocess.run([command, "--version_tb"], capture_output=True, text=True, timeout=120)
+    out = harness.run([command], "--version_tb", timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().split(".")[0] == "2"

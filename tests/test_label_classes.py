@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
+from deeplab.common.errors import DataError
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.data import input_pipeline
 from deeplab.data import tfrecord
 from deeplab.training import trainer as train_lib
-from deeplab.config.experiment import ExperimentConfig
-from deeplab.common.errors import DataError
 
 MODEL = {
     "backbone": "resnet14_tiny",
@@ -106,6 +106,7 @@ def test_too_few_classes_is_an_error_before_training(data_dir, tmp_path):
         input_pipeline.make_eval_dataset(claims2, "val")
 
 
+@pytest.mark.slow
 def test_too_few_classes_without_a_record_fails_in_one_line_at_the_first_step(data_dir, tmp_path):
     claims2 = _edited_copy(data_dir, tmp_path, 2, keep_label_classes=False)
     with pytest.raises(DataError) as caught:
@@ -117,6 +118,7 @@ def test_too_few_classes_without_a_record_fails_in_one_line_at_the_first_step(da
     )
 
 
+@pytest.mark.slow
 def test_too_many_classes_trains_with_a_warning_naming_them(data_dir, tmp_path, capsys):
     claims5 = _edited_copy(data_dir, tmp_path, 5)
     result = _train(claims5, tmp_path / "run")

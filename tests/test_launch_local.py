@@ -4,16 +4,13 @@ restarts, and no process left behind."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 
+import harness
 from deeplab.orchestration import cluster as cluster_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAKE_TASK = textwrap.dedent(r"""
     import json, os, signal, sys, time
@@ -72,20 +69,15 @@ FAKE_TASK = textwrap.dedent(r"""
 
 def _launch(tmp_path, mode, *extra, wait=True):
     (tmp_path / "fake_task.py").write_text(FAKE_TASK)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    command = [
-        sys.executable,
-        "-m",
+    process = harness.start(
         "deeplab.launch_local",
         "--module=fake_task",
         "--grace_seconds=2",
         *extra,
         "--",
         mode,
-        str(tmp_path),
-    ]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        tmp_path,
+        pythonpath=[tmp_path],
     )
     if not wait:
         return process
@@ -189,6 +181,7 @@ def test_chief_failure_is_the_exit_code_and_stops_everything(tmp_path):
     _assert_all_gone(pids, output)
 
 
+@pytest.mark.slow
 def test_interrupt_stops_every_task_even_one_ignoring_sigterm(tmp_path):
     process = _launch(tmp_path, "ignore_term", "--workers=1", "--ps=1", wait=False)
     time.sleep(4)

@@ -5,10 +5,11 @@ documented owner for every subpackage, and the ruff configuration clean."""
 import ast
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
+
+import harness
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO_ROOT, "deeplab")
@@ -193,7 +194,5 @@ def _ruff():
 
 @pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]])
 def test_ruff_is_clean(command):
-    result = subprocess.run(
-        [_ruff(), *command], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300
-    )
+    result = harness.run([_ruff()], *command)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -4,13 +4,13 @@ Expected values come from per-pixel loops and boolean masks written here, never 
 module under test.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from deeplab.evaluation import metrics
 from deeplab.common.errors import DataError
+from deeplab.evaluation import metrics
 
 IGNORE = 255
 

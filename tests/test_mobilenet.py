@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import deeplab
+from deeplab.common.errors import ConfigError
 from deeplab.model import mobilenet
 from deeplab.model import preprocessing
 from deeplab.model import stride_plan
-from deeplab.common.errors import ConfigError
 from tests.test_model import _randomize
 
 
@@ -24,6 +24,7 @@ def _reference_features(size, alpha=1.0, seed=3):
 @pytest.mark.parametrize(
     "size, padding", [((64, 48), "same"), ((65, 97), "same"), ((65, 97), "symmetric")]
 )
+@pytest.mark.slow
 def test_features_equal_keras_applications_at_output_stride_32(size, padding):
     """The variable layout is keras.applications'. With TensorFlow's "same" padding the
     features are equal at every size; DeepLab's default symmetric padding is the same function
@@ -55,6 +56,7 @@ def test_features_equal_keras_applications_at_output_stride_32(size, padding):
 
 
 @pytest.mark.parametrize("size", [64, 65, 90])
+@pytest.mark.slow
 def test_symmetric_padding_geometry(size):
     """An impulse at input pixel 16 * k reaches feature k at output stride 16 with symmetric
     padding at even and odd sizes; "same" padding moves it on even sizes."""
@@ -119,6 +121,7 @@ def test_stride_plan_rates_before_and_after():
 
 
 @pytest.mark.parametrize("output_stride, feature_size", [(8, 9), (16, 5), (32, 3)])
+@pytest.mark.slow
 def test_model_output_strides_and_switch(output_stride, feature_size):
     model = deeplab.build_model(
         backbone="mobilenet_v2_dm05",
@@ -154,6 +157,7 @@ def test_mobilenet_rejects_resnet_only_options():
         deeplab.build_model(backbone="mobilenet_v2", multi_grid=(1, 2, 4))
 
 
+@pytest.mark.slow
 def test_load_imagenet_backbone_mobilenet(tmp_path):
     reference = keras.applications.MobileNetV2(
         weights=None, include_top=False, input_shape=(None, None, 3)
@@ -177,6 +181,7 @@ def test_load_imagenet_backbone_mobilenet(tmp_path):
         deeplab.load_imagenet_backbone(dm05, path)
 
 
+@pytest.mark.slow
 def test_describe_prints_the_mobilenet_plan():
     from deeplab.model import description  # pylint: disable=import-outside-toplevel
 

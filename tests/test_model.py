@@ -3,9 +3,6 @@ equivalence, serialization, output-stride weight reuse, and the JAX backend."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import h5py
 import keras
@@ -13,13 +10,12 @@ import numpy as np
 import pytest
 
 import deeplab
+import harness
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.model import deeplabv3 as model_lib
 from deeplab.model import resnet
 from deeplab.model.aspp import ASPP
-from deeplab.common.errors import ConfigError, UserError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -98,6 +94,7 @@ def test_atrous_plan_rejects_bad_multi_grid_and_blocks():
         resnet.atrous_plan(16, 4)
 
 
+@pytest.mark.slow
 def test_model_convolutions_follow_the_plan():
     """Every 3x3 conv of block4 gets rate x multi-grid, every stride lands where planned."""
     model = deeplab.build_model(
@@ -156,6 +153,7 @@ SHAPE_CASES = list(_valid_combinations((50,))) + [
 
 
 @pytest.mark.parametrize("depth, cascaded, output_stride", SHAPE_CASES)
+@pytest.mark.slow
 def test_backbone_endpoint_shapes(depth, cascaded, output_stride):
     backbone = resnet.build_resnet(
         depth=depth, output_stride=output_stride, num_cascaded_blocks=cascaded, multi_grid=(1, 2, 4)
@@ -205,11 +203,13 @@ def test_logits_shapes_on_any_input_size(head, upsample):
 # ----------------------------------------------------------------------------- parameters
 
 
+@pytest.mark.slow
 def test_backbone_parameter_counts_match_keras_applications():
     assert resnet.build_resnet(depth=50).count_params() == 23_587_712
     assert resnet.build_resnet(depth=101).count_params() == 42_658_176
 
 
+@pytest.mark.slow
 def test_paper_model_parameter_count():
     model = deeplab.build_model(
         backbone="resnet101",
@@ -228,6 +228,7 @@ def test_paper_model_parameter_count():
     assert model.get_layer("logits").use_bias
 
 
+@pytest.mark.slow
 def test_cascaded_blocks_add_three_block4_units_each():
     base = resnet.build_resnet(depth=50).count_params()
     # One block4 unit without projection: 1x1 2048->512, 3x3 512->512, 1x1 512->2048 (+bias),
@@ -293,6 +294,7 @@ def keras_resnet50():
 
 
 @pytest.mark.parametrize("file_format", ["weights.h5", "legacy_h5"])
+@pytest.mark.slow
 def test_equivalence_with_keras_applications_resnet50(keras_resnet50, tmp_path, file_format):
     if file_format == "weights.h5":
         path = str(tmp_path / "resnet50.weights.h5")
@@ -326,6 +328,7 @@ def test_equivalence_with_keras_applications_resnet50(keras_resnet50, tmp_path, 
         np.testing.assert_allclose(got[key] / scale, expected[key] / scale, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_load_imagenet_backbone_rejects_the_other_depth(keras_resnet50, tmp_path):
     path = str(tmp_path / "resnet50.weights.h5")
     keras_resnet50.save_weights(path)
@@ -378,14 +381,15 @@ def test_get_config_round_trip():
     assert ASPP.from_config(aspp.get_config()).get_config() == aspp.get_config()
 
 
+@pytest.mark.slow
 def test_performance_options_are_not_config(tmp_path):
     """PerformanceOptions choose kernels: not in get_config / model_config.json, so configs
     written before they existed load, a config rebuilds with the defaults, and load_model /
     rebuild_with_output_stride keep the options they are given."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
     from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
+    from deeplab.model.options import PerformanceOptions  # pylint: disable=import-outside-toplevel
 
     slow = PerformanceOptions(fused_batch_norm=False, native_dilation=False)
     model = _tiny(performance=slow)
@@ -418,6 +422,7 @@ def test_performance_options_are_not_config(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip(tmp_path):
     model = _tiny()
     _randomize_all(model, 3)
@@ -431,6 +436,7 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_allclose(restored.predict(images, verbose=0), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_output_stride_16_weights_load_at_8(tmp_path):
     """Tables 4, 6, 10: a model trained at OS 16 is evaluated at OS 8 with the same weights."""
     model16 = _tiny(output_stride=16, num_cascaded_blocks=1)
@@ -454,6 +460,7 @@ def test_output_stride_16_weights_load_at_8(tmp_path):
 # ----------------------------------------------------------------------------- training knobs
 
 
+@pytest.mark.slow
 def test_freeze_batch_norm_freezes_the_statistics_and_trains_gamma_and_beta():
     """--freeze_batch_norm as in the authors' code: moving statistics used and never updated,
     gamma and beta still trained (slim's is_training=False BN keeps them trainable)."""
@@ -574,6 +581,7 @@ np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
 """
 
 
+@pytest.mark.slow
 def test_jax_backend_gives_the_same_logits(tmp_path):
     pytest.importorskip("jax")
     kwargs = dict(
@@ -594,25 +602,12 @@ def test_jax_backend_gives_the_same_logits(tmp_path):
     np.save(tmp_path / "images.npy", images)
     script = tmp_path / "run_jax.py"
     script.write_text(JAX_SCRIPT.replace("__KWARGS__", repr(kwargs)))
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(tmp_path / "w.weights.h5"),
-            str(tmp_path / "images.npy"),
-            str(tmp_path / "out.npy"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = harness.run(
+        script,
+        tmp_path / "w.weights.h5",
+        tmp_path / "images.npy",
+        tmp_path / "out.npy",
+        env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(tmp_path / "out.npy")
@@ -628,6 +623,7 @@ def test_plan_lists_one_rate_per_unit():
         assert [len(b.rates) for b in plan] == list(units)
 
 
+@pytest.mark.slow
 def test_logits_start_from_the_authors_truncated_normal():
     """The authors initialise the logits kernel from a truncated normal of stddev 0.01
     (``--logits_init_stddev``, the default); 0 keeps Keras' Glorot uniform."""
@@ -642,6 +638,7 @@ def test_logits_start_from_the_authors_truncated_normal():
         _tiny(logits_init_stddev=-1.0)
 
 
+@pytest.mark.slow
 def test_batch_norm_decay_follows_the_authors_per_backbone():
     """The authors' MobileNetV2 backbone decays BN statistics at 0.997 (slim's training_scope),
     their ASPP at 0.9997; the ResNet backbone keeps the paper's 0.9997 unless set."""
@@ -691,7 +688,8 @@ def test_the_settings_are_the_config_keys_and_the_model_config_section():
 
 @pytest.mark.parametrize("name", ["resnet14_tiny", "mobilenet_v2_dm05"])
 def test_the_backbone_factory_returns_the_backbone_and_its_plan(name):
-    from deeplab.model import backbones, mobilenet  # pylint: disable=import-outside-toplevel
+    from deeplab.model import backbones  # pylint: disable=import-outside-toplevel
+    from deeplab.model import mobilenet  # pylint: disable=import-outside-toplevel
     from deeplab.model.settings import ModelSettings  # pylint: disable=import-outside-toplevel
 
     settings = ModelSettings(backbone=name, output_stride=8, multi_grid=(1, 1, 1))

@@ -3,24 +3,24 @@ naming the flag before anything is computed or written (it used to be a FileExis
 traceback from os.makedirs deep in the run)."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import export_fixtures as efx
+import harness
 import raw_fixtures as fx
+from deeplab.common import atomic_io
+from deeplab.common.errors import ConfigError
+from deeplab.config.experiment import ExperimentConfig
+from deeplab.data import convert
+from deeplab.data import raw_datasets
+from deeplab.data.datasets_info import DatasetSpec
+from deeplab.data.datasets_info import color_map
 from deeplab.evaluation import vis_export
 from deeplab.export import predictor
 from deeplab.export import saved_model
-from deeplab.common import atomic_io
-from deeplab.data import convert
-from deeplab.data import raw_datasets
 from deeplab.training import trainer as train_lib
-from deeplab.config.experiment import ExperimentConfig
-from deeplab.data.datasets_info import DatasetSpec, color_map
-from deeplab.common.errors import ConfigError
 
 
 @pytest.fixture()
@@ -73,12 +73,8 @@ def test_converter_and_synthetic_output_dir(tmp_path, a_file):
     spec = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
     with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
         convert.convert_splits(specs, a_file, dataset=spec, num_workers=0, progress=False)
-    script = os.path.join(fx.REPO, "datasets", "make_synthetic.py")
-    result = subprocess.run(
-        [sys.executable, script, f"--output_dir={tmp_path / 'syn'}", "--num_classes=0"],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = harness.run(
+        "datasets/make_synthetic.py", f"--output_dir={tmp_path / 'syn'}", "--num_classes=0"
     )
     assert result.returncode == 1
     assert (

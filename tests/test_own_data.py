@@ -7,12 +7,14 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
+
+import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(REPO, "..", "shared"))
@@ -100,6 +102,7 @@ def make_raw_folder(root):
     return source.__name__
 
 
+@pytest.mark.slow
 def test_every_command_of_the_section_runs(tmp_path):
     commands = section_commands()
     binaries = [
@@ -122,7 +125,6 @@ def test_every_command_of_the_section_runs(tmp_path):
     make_raw_folder(str(work / "data" / "mine_raw"))
     made_by_the_test = set(_tree(work))
     official = os.path.join(SHARED, "data", "deeplab_tflite", "deeplabv3_mnv2_pascal_quant.tflite")
-    env = dict(os.environ, PYTHONPATH=REPO)
     for command, binary in zip(commands, binaries):
         args = shlex.split(command)
         if binary == "deeplab.import_official":
@@ -132,14 +134,14 @@ def test_every_command_of_the_section_runs(tmp_path):
             args = [re.sub(r"^--tflite=.*", f"--tflite={official}", a) for a in args]
         args = [sys.executable] + args[1:] + TINY.get(binary, [])
         start = time.time()
-        result = _run(args, work, env)
+        result = _run(args, work)
         print(f"{time.time() - start:5.1f} s  {binary}")
         assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
         if binary == "deeplab.train":
             assert "Class weights (inverse_sqrt" in result.stdout
     # visualize writes too: its PNGs follow the same umask rule.
     visualize = [sys.executable, "-m", "deeplab.visualize", "--flagfile=experiments/own_data.flags"]
-    result = _run(visualize + ["--vis_num_images=1", "--eval_limit=1"], work, env)
+    result = _run(visualize + ["--vis_num_images=1", "--eval_limit=1"], work)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_modes_follow_the_umask(work, made_by_the_test)
     record = json.load(open(work / "runs" / "mine" / "config.json", encoding="utf-8"))
@@ -156,16 +158,9 @@ def test_every_command_of_the_section_runs(tmp_path):
 UMASK = 0o027
 
 
-def _run(args, work, env):
-    return subprocess.run(
-        args,
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=lambda: os.umask(UMASK),
-    )
+def _run(args, work):
+    """The command as written (``python -m ...`` or ``python datasets/...``), from ``work``."""
+    return harness.run(args, cwd=work, umask=UMASK, timeout=600)
 
 
 def _tree(root):

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -25,22 +24,21 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from deeplab.orchestration import cluster as cluster_lib
-from deeplab.logdir import checkpoints
-from deeplab.training import distribute
-from deeplab.logdir import summaries
+import harness
+from deeplab.common.errors import ConfigError
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.data import synthetic
 from deeplab.evaluation import continuous
-from deeplab.training import trainer as train_lib
+from deeplab.logdir import checkpoints
+from deeplab.logdir import summaries
+from deeplab.orchestration import cluster as cluster_lib
 from deeplab.training import bookkeeping
-from deeplab.config.experiment import ExperimentConfig
-from deeplab.common.errors import ConfigError
-from test_launch_local import _assert_all_gone, _pids  # pylint: disable=import-error
+from deeplab.training import distribute
+from deeplab.training import trainer as train_lib
+from test_launch_local import _assert_all_gone  # pylint: disable=import-error
+from test_launch_local import _pids  # pylint: disable=import-error
 from test_train import TINY_FLAGS as TRAIN_TINY_FLAGS  # pylint: disable=import-error
 
-import export_fixtures as fx
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
     *TRAIN_TINY_FLAGS,
     "--shuffle_buffer=16",
@@ -51,34 +49,15 @@ STEP_LINE = re.compile(r"^\[chief:0\] step\s+(\d+)/(\d+)\s+loss (\S+) .* lr (\S+
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def _env():
-    env = fx.subprocess_env()
-    env.pop("TF_CONFIG", None)  # each task gets its own from the launcher
-    return env
-
-
-def _launch_command(launch_args, train_args):
-    return [
-        sys.executable,
-        "-m",
-        "deeplab.launch_local",
-        "--grace_seconds=3",
-        *launch_args,
-        "--",
-        *TINY_FLAGS,
-        *train_args,
-    ]
+def _launch_args(launch_args, train_args):
+    """deeplab.launch_local's arguments (the test environment has no TF_CONFIG: each task gets
+    its own from the launcher)."""
+    return ["--grace_seconds=3", *launch_args, "--", *TINY_FLAGS, *train_args]
 
 
 def _run(launch_args, train_args, timeout=150):
-    proc = subprocess.run(
-        _launch_command(launch_args, train_args),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    proc = harness.run(
+        "deeplab.launch_local", *_launch_args(launch_args, train_args), timeout=timeout
     )
     output = proc.stdout + proc.stderr
     _assert_all_gone(_pids(output), output)
@@ -88,15 +67,8 @@ def _run(launch_args, train_args, timeout=150):
 class _Streamed:
     """A launcher whose output is read line by line while it runs."""
 
-    def __init__(self, command):
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    def __init__(self, args):
+        self.process = harness.start("deeplab.launch_local", *args)
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -182,22 +154,15 @@ def test_parameter_server_needs_a_cluster(monkeypatch):
         distribute.tf_config_task()
 
 
+@pytest.mark.slow
 def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeplab.train",
-            f"--dataset_dir={data_dir}",
-            f"--logdir={tmp_path}",
-            *TINY_FLAGS,
-            "--training_steps=1",
-            "--strategy=parameter_server",
-        ],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
+    proc = harness.run(
+        "deeplab.train",
+        f"--dataset_dir={data_dir}",
+        f"--logdir={tmp_path}",
+        *TINY_FLAGS,
+        "--training_steps=1",
+        "--strategy=parameter_server",
         timeout=120,
     )
     assert proc.returncode == 1
@@ -227,6 +192,7 @@ def ps_run(data_dir, tmp_path_factory):
     return code, output, logdir
 
 
+@pytest.mark.slow
 def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
@@ -253,6 +219,7 @@ def test_ps_two_workers_finish_the_steps_and_the_loss_falls(ps_run):
     assert scalars["loss/total"][-1][1] == pytest.approx(steps[20][0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
@@ -276,6 +243,7 @@ def test_ps_checkpoint_restores_into_a_single_process_model(ps_run):
     assert logits.shape == (1, 33, 33, 3) and np.all(np.isfinite(logits))
 
 
+@pytest.mark.slow
 def test_ps_evaluator_task_evaluates_each_checkpoint(ps_run):
     code, output, logdir = ps_run
     assert code == 0, output[-4000:]
@@ -285,6 +253,7 @@ def test_ps_evaluator_task_evaluates_each_checkpoint(ps_run):
     assert all(0.0 <= v <= 1.0 for _, v in evals["eval/miou"])
 
 
+@pytest.mark.slow
 def test_restarted_chief_resumes_from_the_last_checkpoint(ps_run, data_dir, tmp_path):
     """The same command with a later --training_steps (a restarted cluster) continues at 20."""
     code, output, logdir = ps_run
@@ -304,6 +273,7 @@ def test_restarted_chief_resumes_from_the_last_checkpoint(ps_run, data_dir, tmp_
     _checkpoint_is_valid(os.path.join(resumed, "ckpt-24"), 24)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_the_run_completes(data_dir, tmp_path):
     """SIGKILL worker 1 after step 6: the coordinator runs its steps on worker 0, the launcher
     restarts it at its address, the run finishes all 30 steps and the final checkpoint is
@@ -311,7 +281,7 @@ def test_worker_killed_mid_run_the_run_completes(data_dir, tmp_path):
     logdir = str(tmp_path / "run")
     total = 30
     launcher = _Streamed(
-        _launch_command(
+        _launch_args(
             ["--workers=2", "--ps=1", "--restart_workers"],
             [
                 f"--dataset_dir={data_dir}",
@@ -373,9 +343,10 @@ def _assert_servers_unreachable_from_outside(output):
                 assert sock.connect_ex((address, port)) != 0, f"{address}:{port} is reachable"
 
 
+@pytest.mark.slow
 def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
     launcher = _Streamed(
-        _launch_command(
+        _launch_args(
             ["--workers=2", "--ps=1", "--evaluator"],
             [f"--dataset_dir={data_dir}", f"--logdir={tmp_path / 'run'}", "--training_steps=1000"],
         )
@@ -394,6 +365,7 @@ def test_interrupted_ps_cluster_leaves_no_process(data_dir, tmp_path):
     _assert_all_gone(pids, output)
 
 
+@pytest.mark.slow
 def test_failing_chief_stops_the_serving_tasks(data_dir, tmp_path):
     code, output = _run(
         ["--workers=2", "--ps=1"],
@@ -414,6 +386,7 @@ def test_failing_chief_stops_the_serving_tasks(data_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_multi_worker_mirrored_two_processes_match_one_process(tmp_path):
     """Two workers of batch 2 against one process of batch 4, on two 33x33 images in one shard:
     each worker reads its own record (sharding by record), the single process sees both twice

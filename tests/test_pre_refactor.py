@@ -21,10 +21,10 @@ from absl.testing import flagsaver
 
 from deeplab.config import flags as experiment_flags
 from deeplab.data import synthetic
-from deeplab.model import preprocessing
-from deeplab.training import trainer
 from deeplab.logdir import checkpoints
+from deeplab.model import preprocessing
 from deeplab.model.deeplabv3 import DeepLabV3
+from deeplab.training import trainer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pre_refactor")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,6 +86,7 @@ def test_pre_parts_keras_files_load_with_the_same_logits(parts, name):
     _assert_same_logits(model, logits[name], logits["images"])
 
 
+@pytest.mark.slow
 def test_a_pre_refactor_training_run_resumes(tmp_path):
     """The whole training checkpoint (optimizer slots, step, random generators) and the
     config.json of that time are read: the run continues from step 2."""
@@ -108,6 +109,7 @@ def test_a_pre_refactor_training_run_resumes(tmp_path):
     assert np.isfinite(result.history[3]["loss"])
 
 
+@pytest.mark.slow
 def test_the_quick_start_trains_with_the_same_losses(tmp_path):
     with open(os.path.join(FIXTURES, "quickstart_losses.json"), encoding="utf-8") as f:
         expected = json.load(f)

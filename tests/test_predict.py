@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
-from deeplab.export import predictor
+import harness
 from deeplab.common.errors import UserError
-from deeplab.evaluation.visualization import colorize_labels
 from deeplab.common.inference_options import InferenceOptions
+from deeplab.evaluation.visualization import colorize_labels
+from deeplab.export import predictor
 
 
 def _quiet(_):
@@ -95,6 +96,7 @@ def inputs_dir(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, inputs_dir, tmp_path):
     from deeplab.export import serving
 
@@ -148,6 +150,7 @@ def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, input
     np.testing.assert_array_equal(np.asarray(Image.open(processed["alpha.png"])), scene)
 
 
+@pytest.mark.slow
 def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs_dir):
     export = fx.shared_export(tmp_path_factory)
     from_checkpoint = predictor.make_segmenter(
@@ -179,12 +182,13 @@ def test_model_argument_errors(tmp_path):
 # ----------------------------------------------------------------------------- the binary
 
 
+@pytest.mark.slow
 def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_factory, inputs_dir):
     from deeplab.export import tflite
 
     model_path = fx.shared_float_tflite(tmp_path_factory)
     out = tmp_path / "out"
-    result = fx.run_binary(
+    result = harness.run(
         "deeplab.predict",
         f"--model={model_path}",
         f"--input={inputs_dir}",
@@ -210,7 +214,7 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     for suffix in ("_color.png", "_overlay.png"):
         assert (out / f"scene{suffix}").is_file() and (out / f"scene_2{suffix}").is_file()
 
-    nothing = fx.run_binary(
+    nothing = harness.run(
         "deeplab.predict",
         f"--model={model_path}",
         f"--input={tmp_path / 'missing.png'}",
@@ -218,6 +222,6 @@ def test_binary_runs_a_tflite_model_and_sets_the_exit_code(tmp_path, tmp_path_fa
     )
     assert nothing.returncode == 1 and "processed 0 images" in nothing.stdout
 
-    usage = fx.run_binary("deeplab.predict", f"--input={inputs_dir}", f"--output_dir={out}")
+    usage = harness.run("deeplab.predict", f"--input={inputs_dir}", f"--output_dir={out}")
     assert usage.returncode == 2 and "pass --model=EXPORT" in usage.stderr
     assert "Traceback" not in usage.stderr

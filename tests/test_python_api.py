@@ -11,6 +11,7 @@ from PIL import Image
 
 import deeplab
 import export_fixtures as fx
+import harness
 from deeplab.common.errors import UserError
 from deeplab.common.progress import Progress
 from deeplab.evaluation import visualization
@@ -32,6 +33,7 @@ def _reference_labels(model, image, scales=(1.0,), flip=False):
     return np.argmax(fx.keras_probabilities(model, image[None], scales, flip)[0], axis=-1)
 
 
+@pytest.mark.slow
 def test_load_a_training_run_every_image_kind(run, photo, tmp_path):
     seg = deeplab.load(run["run_dir"])
     assert isinstance(seg, deeplab.Segmenter) and seg.kind == "keras"
@@ -60,6 +62,7 @@ def test_load_a_training_run_every_image_kind(run, photo, tmp_path):
     assert seg.card["evaluation"] is None and "not evaluated" in seg.summary()
 
 
+@pytest.mark.slow
 def test_load_options_reach_the_keras_model(run, photo):
     seg = deeplab.load(run["run_dir"], scales=(1.0, 0.75), flip=True)
     expected = _reference_labels(run["model"], photo, (1.0, 0.75), True)
@@ -68,6 +71,7 @@ def test_load_options_reach_the_keras_model(run, photo):
     assert tiled.predict(photo).shape == photo.shape[:2]
 
 
+@pytest.mark.slow
 def test_load_an_export_and_its_tflite(tmp_path_factory, photo):
     export = fx.shared_export(tmp_path_factory)
     seg = deeplab.load(export["export_dir"])
@@ -134,13 +138,14 @@ def test_overlay_leaves_the_background_unpainted_and_has_a_legend():
     assert visualization.format_shares(shares) == "background 58.3%, car 25.0%"  # of all pixels
 
 
+@pytest.mark.slow
 def test_export_card_and_evaluation(tmp_path_factory, tmp_path):
     """The binary's card: architecture, classes, provenance with the run's config, and the
     evaluation it ran with its per-class IoU and each variant's agreement."""
     run = fx.shared_tiny_run(tmp_path_factory)
     data = fx.shared_data(tmp_path_factory)
     out = str(tmp_path / "export")
-    result = fx.run_binary(
+    result = harness.run(
         "deeplab.export_saved_model",
         f"--checkpoint={run['run_dir']}",
         f"--export_dir={out}",
@@ -211,11 +216,13 @@ def test_progress_draws_on_a_terminal_and_writes_one_line_to_a_log():
     assert "x: 1/5" not in log.getvalue()  # no summary line for a step that failed
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, run):
     """The README's "The model in Python" block, with its paths pointed at what this machine
     has: the authors' imported model and a CamVid photo when ../shared has them, else the tiny
     run and a synthetic photo."""
-    from test_tflite import CAMVID_IMAGE, OFFICIAL  # pylint: disable=import-outside-toplevel
+    from test_tflite import CAMVID_IMAGE  # pylint: disable=import-outside-toplevel
+    from test_tflite import OFFICIAL  # pylint: disable=import-outside-toplevel
 
     with open(os.path.join(fx.REPO, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
@@ -223,7 +230,7 @@ def test_readme_python_example_runs(tmp_path, run):
     assert marker in readme
     block = readme.split(marker, 1)[1].split("```python", 1)[1].split("```", 1)[0]
     if OFFICIAL and CAMVID_IMAGE:
-        result = fx.run_binary(
+        result = harness.run(
             "deeplab.import_official",
             f"--tflite={os.path.join(OFFICIAL, 'deeplabv3_mnv2_pascal_quant.tflite')}",
             f"--output={tmp_path / 'mnv2_pascal'}",
@@ -243,6 +250,7 @@ def test_readme_python_example_runs(tmp_path, run):
     assert labels.ndim == 2 and labels.dtype == np.int32
 
 
+@pytest.mark.slow
 def test_saved_model_segmenter_probabilities_match_labels(tmp_path_factory, photo):
     export = fx.shared_export(tmp_path_factory)
     runner = serving.SavedModelSegmenter(export["export_dir"])

@@ -11,12 +11,12 @@ import pytest
 import tensorflow as tf
 
 import deeplab
+from deeplab.common.errors import ConfigError
 from deeplab.model import batch_norm
 from deeplab.model.deeplabv3 import UnsplittableModelError
 from deeplab.model.options import PerformanceOptions
 from deeplab.training import distribute
 from deeplab.training import recompute
-from deeplab.common.errors import ConfigError
 
 # Names of the layers in the recomputed part, by endpoint (deeplab.model.resnet's layer names).
 EARLY_LAYERS = {
@@ -74,6 +74,7 @@ def _step(model, forward, images):
         ("block2", {"head": "cascade", "upsample_logits": False, "image_pooling": False}),
     ],
 )
+@pytest.mark.slow
 def test_logits_gradients_and_statistics_match_the_plain_step(through, overrides):
     plain_model = _tiny(**overrides)
     model = _copy(plain_model)
@@ -131,6 +132,7 @@ def _kept_activations(model, mode, through):
 
 
 @pytest.mark.parametrize("through", ["stem", "block2"])
+@pytest.mark.slow
 def test_the_backward_pass_keeps_no_activation_of_the_recomputed_part(through):
     model = _tiny()
     assert _kept_activations(model, through, through) == set()
@@ -138,6 +140,7 @@ def test_the_backward_pass_keeps_no_activation_of_the_recomputed_part(through):
     assert len(_kept_activations(model, "none", through)) >= (3 if through == "stem" else 20)
 
 
+@pytest.mark.slow
 def test_falls_back_to_the_plain_step_where_it_cannot_apply():
     model = _tiny()
     with pytest.raises(ConfigError, match="--recompute_through='block9'"):
@@ -183,6 +186,7 @@ def test_recomputing_marks_only_the_given_layers_and_skips_their_statistics_upda
 
 
 @pytest.mark.parametrize("through", ["stem", "block1", "block2"])
+@pytest.mark.slow
 def test_the_model_exposes_its_segments(through):
     """``rest(front(x), x)`` is the model (layers shared, so no variable is added)."""
     model = _tiny(head="cascade") if through == "block1" else _tiny()
@@ -197,6 +201,7 @@ def test_the_model_exposes_its_segments(through):
         model.recompute_segments("features")
 
 
+@pytest.mark.slow
 def test_frozen_batch_norm_is_recomputed_too():
     plain_model = _tiny(freeze_batch_norm=True)
     model = _copy(plain_model)

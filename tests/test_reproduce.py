@@ -3,17 +3,16 @@
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+import harness
 from deeplab.common.errors import ConfigError
-from deeplab.config import experiment, paper_tables
+from deeplab.config import experiment
 from deeplab.config import flags as config_flags
-from deeplab.orchestration import plan, reproduction
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from deeplab.config import paper_tables
+from deeplab.orchestration import plan
+from deeplab.orchestration import reproduction
 
 
 def config_args(args):
@@ -256,24 +255,12 @@ def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(
             assert len([a for a in line.split() if a.startswith("--checkpoint=")]) == 1, line
 
 
-def run_reproduce(cwd, *flags):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab.reproduce", *flags],
-        capture_output=True,
-        text=True,
-        cwd=str(cwd),
-        env=env,
-        check=False,
-        timeout=300,
-    )
-
-
+@pytest.mark.slow
 def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
     """The default --reproduce_dir (runs/reproduce) holds the run folders themselves; a --logdir
     on the command line is ignored (with a warning), not appended to every row."""
     for flags in ([], ["--logdir=elsewhere"]):
-        result = run_reproduce(tmp_path, "--table=6", "--dry_run", *flags)
+        result = harness.run("deeplab.reproduce", "--table=6", "--dry_run", *flags, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         trains = training_lines(result.stdout.splitlines())
         assert len(trains) == 3
@@ -289,15 +276,15 @@ def test_binary_dry_run_prints_one_logdir_per_training_command(tmp_path):
         assert not os.listdir(tmp_path)  # nothing ran
 
 
+@pytest.mark.slow
 def test_smoke_note_comes_first(tmp_path):
-    result = run_reproduce(tmp_path, "--table=6", "--dry_run", "--smoke")
+    result = harness.run("deeplab.reproduce", "--table=6", "--dry_run", "--smoke", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0] == f"# {reproduction.SMOKE_NOTE}" and "not the paper's setting" in lines[0]
     assert lines[1].startswith("# Table 6")
-    assert (
-        run_reproduce(tmp_path, "--table=6", "--dry_run").stdout.count(reproduction.SMOKE_NOTE) == 0
-    )
+    plain = harness.run("deeplab.reproduce", "--table=6", "--dry_run", cwd=tmp_path)
+    assert plain.stdout.count(reproduction.SMOKE_NOTE) == 0
     # The side-by-side table: the note under the title, before the header and the rows.
     table = paper_tables.TABLES[4]
     results = [{"row": row, "ours": 1.0} for row in table.rows]
@@ -332,24 +319,15 @@ def run_folders(root):
 
 
 @pytest.mark.parametrize("number", [4])
+@pytest.mark.slow
 def test_smoke_reproduces_a_table_end_to_end(tmp_path, number):
     """Train once (tiny model, synthetic data) and evaluate the four inference strategies."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [
-        sys.executable,
-        "-m",
+    result = harness.run(
         "deeplab.reproduce",
         f"--table={number}",
         "--smoke",
         f"--reproduce_dir={tmp_path}",
-    ]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=str(tmp_path),
-        env=env,
-        check=False,
+        cwd=tmp_path,
         timeout=600,
     )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
@@ -408,27 +386,16 @@ def test_table_11_rows_train_on_clusters_and_smoke_caps_the_workers():
         assert run.config.train.training_steps == 3
 
 
+@pytest.mark.slow
 def test_smoke_table_11_trains_through_launch_local(tmp_path):
     """Two tiny parameter-server clusters (1 and 2 workers), six rows evaluated, times noted."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    command = [
-        sys.executable,
-        "-m",
+    result = harness.run(
         "deeplab.reproduce",
         "--table=11",
         "--smoke",
         "--smoke_steps=4",
         f"--reproduce_dir={tmp_path}",
-    ]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=str(tmp_path),
-        env=env,
-        check=False,
-        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     saved = json.loads((tmp_path / "table11.json").read_text())

@@ -4,14 +4,13 @@ already trained on skipped as records, every later example augmented as before).
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 from deeplab.data import input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,15 +68,8 @@ def _run(tmp_path, data_dir, logdir, mode):
     test process may differ from them in the last bits (what else it imported and set)."""
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
-    return subprocess.run(
-        [sys.executable, str(script), os.path.join(REPO, "tests"), data_dir, str(logdir), mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    tests = os.path.join(REPO, "tests")
+    return harness.run(script, tests, data_dir, logdir, mode, pythonpath=[tests])
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +81,7 @@ def uninterrupted(data_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode,resumed_from", [("after_save_3", 3), ("before_save_4", 3)])
+@pytest.mark.slow
 def test_kill_9_and_resume_reproduces_the_uninterrupted_weights(
     data_dir, tmp_path, uninterrupted, mode, resumed_from
 ):
@@ -130,6 +123,7 @@ def test_without_deterministic_a_resumed_stream_is_a_new_one(data_dir):
     assert not np.array_equal(batches(0 + 1_000_003 * 3, 0, 1)[0], whole[3])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_without_generator_states_still_resumes(
     data_dir, tmp_path, monkeypatch, capsys
 ):
@@ -155,14 +149,14 @@ def test_a_checkpoint_written_without_generator_states_still_resumes(
     assert checkpoints.checkpoint_has_rng(tf.train.latest_checkpoint(str(logdir)))
 
 
+@pytest.mark.slow
 def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path, capsys):
     """model_config.json of an older version lacks the options added since: they count as
     the values it was built with, so the same command resumes; a real difference still stops."""
     import json
 
-    from deeplab.training import trainer as train_lib
-
     from deeplab.common.errors import ConfigError
+    from deeplab.training import trainer as train_lib
     from test_checkpoint_safety import _config  # pylint: disable=import-error,import-outside-toplevel
 
     logdir = tmp_path / "older"

@@ -3,10 +3,10 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from deeplab.common.errors import ConfigError
 from deeplab.training.schedules import PolyLearningRate

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -23,6 +22,7 @@ from PIL import Image
 import deeplab
 import demo_samples
 import export_fixtures as fx
+import harness
 from deeplab.export import demo_server
 
 MAX_BODY = 300_000
@@ -357,15 +357,11 @@ def test_setup_ships_every_page_file():
     }
 
 
+@pytest.mark.slow
 def test_the_binary_serves_and_stops_on_sigterm(tmp_path_factory):
     run_dir = fx.shared_tiny_run(tmp_path_factory)["run_dir"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deeplab.serve", f"--model={run_dir}", "--port=0", "--access_log"],
-        cwd=fx.REPO,
-        env=fx.subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = harness.start(
+        "deeplab.serve", f"--model={run_dir}", "--port=0", "--access_log", stderr=subprocess.PIPE
     )
     try:
         lines = []

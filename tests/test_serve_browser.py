@@ -94,6 +94,7 @@ def _show(page, view):
     assert pressed == "true"
 
 
+@pytest.mark.slow
 def test_the_page_segments_a_photo_in_a_browser(browser, served, tmp_path):
     server, url = served
     page = browser.new_page(viewport={"width": 1200, "height": 860})

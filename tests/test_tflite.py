@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import export_fixtures as fx
-from deeplab.export import tflite
 from deeplab.common.inference_options import InferenceOptions
+from deeplab.export import tflite
 
 INPUT_SIZE = (33, 41)  # not square: catches H/W swaps
 
@@ -104,6 +104,7 @@ def test_parse_input_size():
 # ----------------------------------------------------------------------------- float32
 
 
+@pytest.mark.slow
 def test_float_tflite_matches_keras(tiny, float_model):
     interpreter = _interpreter(float_model)
     (inp,) = interpreter.get_input_details()
@@ -155,6 +156,7 @@ def int8_model(tiny, tmp_path_factory):
     return data, tflite.write_tflite(path, content, meta)
 
 
+@pytest.mark.slow
 def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
     _, path = int8_model
     interpreter = _interpreter(path)
@@ -176,6 +178,7 @@ def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
     assert {"CONV_2D", "SOFTMAX", "ARG_MAX"} <= ops
 
 
+@pytest.mark.slow
 def test_miou_comparison_float_keras_float_tflite_int8(tiny, int8_model, tmp_path_factory):
     from deeplab.export import serving
 

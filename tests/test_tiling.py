@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 
 import deeplab
-from deeplab.evaluation import inference
-from deeplab.model import preprocessing
-from deeplab.export import serving
 from deeplab.common.inference_options import InferenceOptions
+from deeplab.evaluation import inference
+from deeplab.export import serving
+from deeplab.model import preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,7 @@ def test_tile_starts_cover_the_side_and_end_on_the_border():
         assert covered.all() and starts[-1] + tile == length and starts == sorted(set(starts))
 
 
+@pytest.mark.slow
 def test_a_tile_covering_the_image_is_whole_image_inference(model):
     images = _images(45, 61)
     whole = inference.predict_probabilities(
@@ -73,6 +74,7 @@ def test_tiled_probabilities_match_a_numpy_average(model):
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_graph_with_dynamic_sizes_equals_eager(model):
     images = _images(50, 70, seed=2)
     eager = inference.predict_probabilities(
@@ -94,6 +96,7 @@ def test_graph_with_dynamic_sizes_equals_eager(model):
     )
 
 
+@pytest.mark.slow
 def test_saved_model_and_keras_segmenter_tile(model, tmp_path):
     pixels = np.random.default_rng(4).integers(0, 256, (57, 83, 3), dtype=np.uint8)
     expected = np.argmax(
@@ -118,6 +121,7 @@ def test_saved_model_and_keras_segmenter_tile(model, tmp_path):
     np.testing.assert_array_equal(loaded(pixels), expected)
 
 
+@pytest.mark.slow
 def test_saved_model_pixel_cap_set_at_export(model, tmp_path):
     """--serving_max_pixels: a call of N x H x W above the cap is refused before the model
     runs; at the cap it is served; 0 turns the cap off."""
@@ -136,10 +140,11 @@ def test_saved_model_pixel_cap_set_at_export(model, tmp_path):
     assert serve(images=tf.constant(pixels))["semantic"].shape == (2, 21, 30)
 
 
+@pytest.mark.slow
 def test_evaluation_with_windows(data_dir, tmp_path):
     from deeplab.evaluation import evaluator as evaluation  # pylint: disable=import-outside-toplevel
-    from tests.test_train import _config  # pylint: disable=import-outside-toplevel
     from deeplab.training import trainer as train_lib  # pylint: disable=import-outside-toplevel
+    from tests.test_train import _config  # pylint: disable=import-outside-toplevel
 
     train_lib.train(_config(data_dir, tmp_path / "run", training_steps=1, image_summary_steps=0))
     whole = evaluation.evaluate_checkpoint(str(tmp_path / "run"), data_dir)

@@ -7,8 +7,6 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,16 +14,16 @@ import pytest
 import tensorflow as tf
 
 import event_tags
-from deeplab.logdir import checkpoints
-from deeplab.logdir import summaries
+import harness
+from deeplab.common.errors import ConfigError
+from deeplab.config.experiment import ExperimentConfig
 from deeplab.data import synthetic
 from deeplab.evaluation import continuous
-from deeplab.training import trainer as train_lib
+from deeplab.logdir import checkpoints
+from deeplab.logdir import summaries
 from deeplab.training import bookkeeping
-from deeplab.config.experiment import ExperimentConfig
-from deeplab.common.errors import ConfigError
+from deeplab.training import trainer as train_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = {
     "backbone": "resnet14_tiny",
     "output_stride": 16,
@@ -88,6 +86,7 @@ def short_run(data_dir, tmp_path_factory):
     return logdir, result
 
 
+@pytest.mark.slow
 def test_loss_falls_over_20_steps(short_run):
     _, result = short_run
     losses = [result.history[s]["cross_entropy"] for s in range(1, 21)]
@@ -98,6 +97,7 @@ def test_loss_falls_over_20_steps(short_run):
     assert 0.6 < losses[0] < 2.5
 
 
+@pytest.mark.slow
 def test_poly_learning_rate_per_step(short_run):
     """Sec. 4.1: lr = base * (1 - iter / max_iter) ** 0.9, iter counted from 0 at the first step."""
     _, result = short_run
@@ -106,6 +106,7 @@ def test_poly_learning_rate_per_step(short_run):
         assert result.history[step]["learning_rate"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_run_info_checkpoints_and_regularization(short_run):
     logdir, result = short_run
     assert result.checkpoint == os.path.join(str(logdir), "ckpt-20")
@@ -123,6 +124,7 @@ def test_run_info_checkpoints_and_regularization(short_run):
     assert total["loss"] == pytest.approx(total["cross_entropy"] + total["regularization"])
 
 
+@pytest.mark.slow
 def test_tensorboard_tags_are_written_with_finite_values(short_run):
     logdir, result = short_run
     scalars = summaries.read_scalars(os.path.join(logdir, bookkeeping.TRAIN_SUMMARY_DIR))
@@ -150,6 +152,7 @@ def test_tensorboard_tags_are_written_with_finite_values(short_run):
     assert per_class and all(math.isfinite(evals[t][0][1]) for t in per_class)
 
 
+@pytest.mark.slow
 def test_the_run_records_its_whole_recipe(short_run, data_dir):
     """config.json holds every section of the ExperimentConfig and the model's Keras config;
     TensorBoard gets it as text and as HParams; read_experiment reads the config back equal."""
@@ -223,6 +226,7 @@ def _hparams_session(folder):
     return experiment_info, session_info
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_four_images(tmp_path):
     """Four 32x32 images, no augmentation, 80 steps: mIOU on those same images above 0.9.
 
@@ -252,6 +256,7 @@ def test_tiny_model_overfits_four_images(tmp_path):
     assert result.eval["miou"] > 0.9, result.eval["per_class_iou"]
 
 
+@pytest.mark.slow
 def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
     """COCO -> VOC style: a 3-class run initializes a 4-class run; only the logits are skipped."""
     source = train_lib.train(
@@ -288,6 +293,7 @@ def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
     assert checkpoints.read_run_info(target.checkpoint)["model_config"]["num_classes"] == 4
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data_dir, tmp_path):
     logdir = tmp_path / "run"
     train_lib.train(
@@ -324,42 +330,26 @@ def test_num_classes_disagreeing_with_dataset_is_a_config_error(data_dir, tmp_pa
         train_lib.train(_config(data_dir, tmp_path, num_classes=5))
 
 
-def _command(data_dir, logdir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "deeplab.train",
-        f"--dataset_dir={data_dir}",
-        f"--logdir={logdir}",
-        *TINY_FLAGS,
-        *extra,
-    ]
+def _train(data_dir, logdir, *extra):
+    """``deeplab.train`` on the tiny model: the arguments of ``harness.run`` / ``start``."""
+    return ["deeplab.train", f"--dataset_dir={data_dir}", f"--logdir={logdir}", *TINY_FLAGS, *extra]
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-
-
+@pytest.mark.slow
 def test_command_line_errors_are_one_clear_line(data_dir, tmp_path):
-    proc = subprocess.run(
-        _command(data_dir, "", "--training_steps=1"),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = harness.run(*_train(data_dir, "", "--training_steps=1"), timeout=120)
     assert proc.returncode == 1
     assert "deeplab.train: error: --logdir is required" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(data_dir, tmp_path):
     """SIGKILL a run right after its first checkpoint, start the same command again: it resumes
     from that checkpoint's step, optimizer state and schedule, and finishes."""
     logdir = tmp_path / "run"
     total = 60
-    command = _command(
+    command = _train(
         data_dir,
         logdir,
         f"--training_steps={total}",
@@ -367,9 +357,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
         "--log_steps=1",
         "--base_learning_rate=0.01",
     )
-    first = subprocess.Popen(
-        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    first = harness.start(*command)
     deadline = time.time() + 120
     while not os.path.exists(logdir / "checkpoint"):
         assert first.poll() is None, first.stdout.read()
@@ -386,9 +374,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
         == killed_at
     )
 
-    second = subprocess.run(
-        command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
-    )
+    second = harness.run(*command)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"Resuming from {logdir}/ckpt-{killed_at} at step {killed_at}" in second.stdout
     steps = [int(m) for m in re.findall(r"^step\s+(\d+)/", second.stdout, re.M)]
@@ -408,6 +394,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
     assert f"step {total:>6d}/{total}" in log
 
 
+@pytest.mark.slow
 def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys):
     """--stop_at_step=3 of an 8-step schedule: the process stops after step 3 with a checkpoint
     of step 3 (though 3 is no --save_checkpoint_steps multiple) and the learning rate of the
@@ -446,6 +433,7 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
         train_lib.train(_config(data_dir, tmp_path / "bad", stop_at_step=-1))
 
 
+@pytest.mark.slow
 def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
     """--recompute_through=block2 (deeplab.training.recompute) trains the same model: the same
     losses step by step (identical on this machine), and the same BN statistics in the
@@ -476,6 +464,7 @@ def test_recompute_through_block2_follows_the_plain_run(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+@pytest.mark.slow
 def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision):
     import keras  # pylint: disable=import-outside-toplevel
 
@@ -496,6 +485,7 @@ def test_mixed_precision_trains_with_float32_loss(data_dir, tmp_path, precision)
     assert model.get_layer("logits").kernel.dtype == "float32"
 
 
+@pytest.mark.slow
 def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, short_run):
     """--noupsample_logits: the loss is taken at feature resolution (33 px crop, output stride 16:
     3x3 logits), on labels picked by nearest neighbour, not on 33x33 upsampled logits."""
@@ -514,6 +504,7 @@ def test_table8_ablation_downsamples_labels_to_the_logits(data_dir, tmp_path, sh
     assert math.isfinite(down.history[2]["loss"])
 
 
+@pytest.mark.slow
 def test_class_weights_scale_the_cross_entropy(data_dir, tmp_path, short_run):
     """Same seed, data and first step as short_run: weights (2, 2, 2) double the first loss
     term (the weighted loss is averaged over the valid pixels, not over the weights)."""
@@ -536,6 +527,7 @@ def test_class_weights_scale_the_cross_entropy(data_dir, tmp_path, short_run):
         )
 
 
+@pytest.mark.slow
 def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
     """--imagenet_weights: a keras.applications ResNet-50 weight file seeds the backbone (a
     random stand-in for the ImageNet file; the learning rate is ~0 so one step keeps it)."""
@@ -566,6 +558,7 @@ def test_imagenet_weight_file_initializes_the_backbone(data_dir, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_focal_loss_and_hard_pixel_mining_train(data_dir, tmp_path, short_run):
     """Same seed, data and first step as short_run: the focal loss is below the cross-entropy
     (every factor (1 - p) ** 2 < 1); hard-pixel mining keeps the hardest quarter of the pixels

@@ -8,9 +8,11 @@ import tensorflow as tf
 
 from deeplab.config.experiment import ExperimentConfig
 from deeplab.data import input_pipeline
-from deeplab.model.deeplabv3 import build_model
-from deeplab.training import optimizers, step, trainer
 from deeplab.logdir import checkpoints
+from deeplab.model.deeplabv3 import build_model
+from deeplab.training import optimizers
+from deeplab.training import step
+from deeplab.training import trainer
 from deeplab.training.schedules import PolyLearningRate
 
 MODEL = {
@@ -39,6 +41,7 @@ def _config(data_dir, logdir):
     )
 
 
+@pytest.mark.slow
 def test_one_step_alone_equals_the_first_step_of_train(data_dir, tmp_path):
     config = _config(data_dir, tmp_path / "run")
     result = trainer.train(config)

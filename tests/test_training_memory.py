@@ -2,19 +2,14 @@
 the import guard that keeps JAX out of TensorFlow processes. Each must give exactly what it
 replaces."""
 
-import os
-import subprocess
-import sys
-
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 import deeplab
+import harness
 from deeplab.training import weight_decay
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_model():
@@ -29,6 +24,7 @@ def _tiny_model():
     )
 
 
+@pytest.mark.slow
 def test_decay_gradients_equal_the_gradients_of_the_regularized_loss():
     model = _tiny_model()
     x = tf.constant(np.random.default_rng(4).normal(size=(2, 33, 33, 3)).astype("float32"))
@@ -93,26 +89,19 @@ def test_decay_coefficients_and_the_losses_kept_on_the_tape():
 
 
 def _run(code, **env):
+    """The last line ``code`` prints (``env`` on top; DEEPLAB_TFLITE_JAX unset unless given)."""
     environment = {
-        **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "KERAS_BACKEND": "tensorflow",
-        "PYTHONPATH": REPO_ROOT,
+        "DEEPLAB_TFLITE_JAX": None,
         **env,
     }
-    if "DEEPLAB_TFLITE_JAX" not in env:
-        environment.pop("DEEPLAB_TFLITE_JAX", None)
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=True,
-        timeout=300,
-    )
+    out = harness.run("-c", code, env=environment)
+    assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_deeplab_keeps_jax_out_of_tensorflow_processes():
     pytest.importorskip("jax")
     code = (

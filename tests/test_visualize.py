@@ -11,15 +11,15 @@ from absl import flags
 from absl.testing import flagsaver
 from PIL import Image
 
-from deeplab.logdir import checkpoints
+from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
-from deeplab.evaluation import evaluator as evaluation
 from deeplab.data import input_pipeline
 from deeplab.data import synthetic
+from deeplab.evaluation import evaluator as evaluation
 from deeplab.evaluation import vis_export
 from deeplab.evaluation import visualization
+from deeplab.logdir import checkpoints
 from deeplab.model.deeplabv3 import build_model
-from deeplab.common.inference_options import InferenceOptions
 
 # Cityscapes label ids of the 19 train ids (road 7, sidewalk 8, ..., bicycle 33), from the
 # Cityscapes label definitions.
@@ -88,6 +88,7 @@ def test_other_datasets_get_plain_index_pngs(tmp_path):
     np.testing.assert_array_equal(read_png(path)[1], prediction)
 
 
+@pytest.mark.slow
 def test_panel_has_one_tile_per_view():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, size=(30, 40, 3), dtype=np.uint8)
@@ -138,6 +139,7 @@ def synthetic_run(tmp_path_factory):
     return dataset_dir, logdir, model
 
 
+@pytest.mark.slow
 def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, tmp_path):
     dataset_dir, logdir, model = synthetic_run
     result = vis_export.visualize(
@@ -173,6 +175,7 @@ def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, t
     )
 
 
+@pytest.mark.slow
 def test_binary_writes_the_voc_server_layout_for_raw_test_images(tmp_path, capsys):
     from deeplab import visualize  # pylint: disable=import-outside-toplevel
 

@@ -5,10 +5,14 @@ cross-entropy between the logits and the ground truth, optionally weighted per c
 
     loss = sum_{valid p} class_weight[y_p] * (-log softmax(logits_p)[y_p]) / #valid pixels
 
-The normalizer is the number of valid pixels (not the sum of the class weights), so with all
-weights 1 this is the plain mean. A batch with no valid pixel (all ``ignore_label``, which
-happens with small crops of padded images) gives 0 and zero gradients, not NaN. Logits are cast
-to float32 first, so a bfloat16/float16 model (mixed precision) still gets a float32 loss.
+This module gives the per-pixel terms and the valid mask (:func:`pixel_cross_entropy`,
+:func:`focal_pixel_losses`); the training step (``deeplab.training.step``) sums them and divides
+by ``max(#valid pixels, 1)``. The normalizer is the number of valid pixels (not the sum of the
+class weights), so with all weights 1 this is the plain mean. A batch with no valid pixel (all
+``ignore_label``, which happens with small crops of padded images) gives 0 and zero gradients,
+not NaN (``max(count, 1)`` rather than a masked 0/0, whose gradient is NaN under JAX). Logits
+are cast to float32 first, so a bfloat16/float16 model (mixed precision) still gets a float32
+loss.
 
 Everything is written in ``keras.ops`` and runs on the TensorFlow and JAX backends.
 
@@ -17,7 +21,6 @@ ground truth is downsampled to the logits' size with :func:`downsample_labels`, 
 label values (nearest neighbour) and never interpolates them.
 """
 
-import keras
 from keras import ops
 
 from deeplab.common.errors import ConfigError
@@ -145,63 +148,6 @@ def hard_pixel_selection(pixel_losses, valid, fraction):
     return ops.sum(flat_losses * selected), ops.sum(flat_valid * selected)
 
 
-def masked_cross_entropy(labels, logits, *, ignore_label=255, class_weights=None):
-    """Mean weighted cross-entropy over the non-ignored pixels of a batch (Sec. 4.1).
-
-    Args:
-      labels: integer ground truth [N, H, W] or [N, H, W, 1].
-      logits: [N, H, W, C] logits, any float dtype.
-      ignore_label: label value that is excluded from the mean, or None.
-      class_weights: optional sequence of C per-class weights.
-
-    Returns:
-      float32 scalar; 0 when every pixel is ignored.
-    """
-    losses, valid = pixel_cross_entropy(
-        labels, logits, ignore_label=ignore_label, class_weights=class_weights
-    )
-    # max(count, 1) rather than divide_no_nan: under JAX the gradient of a masked 0/0 is NaN.
-    return ops.sum(losses) / ops.maximum(ops.sum(valid), 1.0)
-
-
-@keras.saving.register_keras_serializable(package="deeplab")
-class SegmentationCrossEntropy(keras.losses.Loss):
-    """Softmax cross-entropy on logits that skips ``ignore_label`` pixels (Sec. 4.1).
-
-    For ``model.compile(loss=...)`` or a custom step: ``loss(labels, logits)`` equals
-    :func:`masked_cross_entropy`. Always computed in float32 (mixed precision safe).
-
-    ``call`` returns per-pixel terms already multiplied by ``#pixels / #valid pixels``, so that
-    Keras' standard "sum over batch size" reduction (which divides by all pixels, and divides
-    by the number of replicas under ``tf.distribute``) yields the mean over valid pixels. A
-    ``sample_weight`` of shape [N, H, W] multiplies the terms before that reduction.
-
-    Args:
-      ignore_label: label value excluded from the loss (255 on VOC/Cityscapes), or None.
-      class_weights: optional list of C per-class weights.
-      name: loss name.
-    """
-
-    def __init__(self, ignore_label=255, class_weights=None, name="segmentation_cross_entropy"):
-        super().__init__(name=name, reduction="sum_over_batch_size", dtype="float32")
-        self.ignore_label = None if ignore_label is None else int(ignore_label)
-        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
-
-    def call(self, y_true, y_pred):
-        losses, valid = pixel_cross_entropy(
-            y_true, y_pred, ignore_label=self.ignore_label, class_weights=self.class_weights
-        )
-        num_pixels = ops.cast(ops.size(valid), "float32")
-        return losses * (num_pixels / ops.maximum(ops.sum(valid), 1.0))
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "ignore_label": self.ignore_label,
-            "class_weights": self.class_weights,
-        }
-
-
 def labels_at_feature_centres(labels, stride):
     """The labels at the pixels a stride-``stride`` feature map is centred on (Table 8).
 
@@ -226,11 +172,9 @@ def labels_at_feature_centres(labels, stride):
 
 
 __all__ = [
-    "SegmentationCrossEntropy",
     "focal_pixel_losses",
     "hard_pixel_fraction",
     "hard_pixel_selection",
     "labels_at_feature_centres",
-    "masked_cross_entropy",
     "pixel_cross_entropy",
 ]
