@@ -18,7 +18,7 @@ from deeplab.orchestration import reproduction
 def config_args(args):
     """``args`` with relative flagfiles made absolute against the repository."""
     return [
-        plan.flagfile_arg(a.split("=", 1)[1], REPO_ROOT) if a.startswith("--flagfile=") else a
+        plan.flagfile_arg(a.split("=", 1)[1], harness.REPO) if a.startswith("--flagfile=") else a
         for a in args
     ]
 
