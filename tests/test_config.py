@@ -1,11 +1,13 @@
 """deeplab.config.experiment: one typed config, one flag per field, read back as written."""
 
 import json
+import os
 
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from deeplab.common.errors import ConfigError
 from deeplab.config import experiment
 from deeplab.config import flags as experiment_flags
 from deeplab.config.experiment import ExperimentConfig
@@ -16,6 +18,43 @@ def test_every_setting_is_one_flag_and_every_flag_one_setting():
     settings = set(experiment.setting_names())
     assert len(settings) == len(experiment.setting_names())  # names are unique across sections
     assert defined == settings, (defined - settings, settings - defined)
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def test_the_generated_flags_are_the_flags_before_generation():
+    """The flags made from the config's fields (deeplab/config/flags.py) are those written by
+    hand at 5c22a1b, before they were generated: same names, types, defaults and choices, and
+    a help text each (tests/fixtures/experiment_flags_5c22a1b.json, dumped from that code)."""
+    with open(os.path.join(FIXTURES, "experiment_flags_5c22a1b.json"), encoding="utf-8") as f:
+        before = {flag["name"]: flag for flag in json.load(f)["flags"]}
+    now = {flag.name: flag for flag in experiment_flags.experiment_flag_objects()}
+    assert set(now) == set(before), (set(now) - set(before), set(before) - set(now))
+    for name, old in before.items():
+        flag = now[name]
+        assert flag.flag_type() == old["type"], name
+        assert flag.default == old["default"] and flag.default_as_str == old["default_as_str"], name
+        assert flag.help.strip(), name
+        assert list(getattr(flag.parser, "enum_values", None) or []) == old.get("choices", []), name
+
+
+def test_a_bad_value_is_one_line_naming_the_flag_when_parsed_and_when_built():
+    """One check per setting: the flag's validator (parse time) and the config (built from the
+    Python API, a recorded config.json or overrides) give the same rule."""
+    with flagsaver.flagsaver():
+        with pytest.raises(
+            flags.IllegalFlagValueError, match=r"--aspp_dropout must be in \[0, 1\)"
+        ):
+            flags.FLAGS(["prog", "--aspp_dropout=1.5"])
+    with pytest.raises(ConfigError, match=r"^--aspp_dropout must be in \[0, 1\), got 1.5$"):
+        ExperimentConfig.create(aspp_dropout=1.5)
+    with pytest.raises(ConfigError, match=r"^--crop_size takes S or H,W .*, got 0,0$"):
+        experiment.with_overrides(ExperimentConfig(), {"crop_size": 0})
+    with pytest.raises(ConfigError, match="--min_scale_factor must not exceed --max_scale_factor"):
+        ExperimentConfig.create(min_scale_factor=2.0, max_scale_factor=1.0)
+    with pytest.raises(ConfigError, match="--eval_scales takes positive scales"):
+        ExperimentConfig.from_dict({"eval": {"eval_scales": [0.5, -1]}})
 
 
 def test_defaults_are_the_flags_defaults():
