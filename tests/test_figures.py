@@ -104,4 +104,4 @@ def test_binary_writes_png_and_table(tmp_path):
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 1 and "--figure=4" in bad.stderr
+    assert bad.returncode == 2 and "deeplab.figures: error: --figure=3" in bad.stderr  # usage

@@ -200,7 +200,7 @@ def test_parameter_server_binary_without_tf_config_is_one_line(data_dir, tmp_pat
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error: the flag needs TF_CONFIG
     assert "deeplab.train: error: --strategy=parameter_server needs TF_CONFIG" in proc.stderr
     assert "Traceback" not in proc.stderr
 

@@ -801,7 +801,7 @@ def _arg(field):
 def _flag_text(value):
     """``value`` as a flag would write it (tuples comma-separated)."""
     if isinstance(value, (tuple, list)):
-        return ",".join(_flag_text(v) for v in value)
+        return ",".join(_flag_text(v) for v in value) or "(empty)"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

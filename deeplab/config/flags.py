@@ -127,13 +127,13 @@ def config_of_args(args):
     return experiment.from_flag_values(parse_experiment_args(args))
 
 
+# Single settings of the parsed flags, for scripts (experiments/*.py); binaries are handed the
+# whole config by deeplab._console.run.
+
+
 def crop_size():
     """--crop_size as (height, width)."""
     return experiment_config().data.crop_size
-
-
-# The flags of the model (deeplab.describe's --help lists these, and --crop_size).
-MODEL_FLAGS = ("num_classes",) + experiment.setting_names("model")
 
 
 def model_kwargs(num_classes, *, output_stride=None):
