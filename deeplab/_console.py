@@ -227,10 +227,11 @@ def binary_name():
     return "deeplab." + os.path.splitext(os.path.basename(sys.argv[0]))[0]
 
 
-def error_line(message):
-    """Prints ``deeplab.<binary>: error: <message>`` on standard error."""
+def error_line(message, name=None):
+    """Prints ``deeplab.<binary>: error: <message>`` on standard error (``name``: the binary's
+    module, default the running one)."""
     sys.stdout.flush()
-    print(f"{binary_name()}: error: {message}", file=sys.stderr, flush=True)
+    print(f"{name or binary_name()}: error: {message}", file=sys.stderr, flush=True)
 
 
 def _flag_text(value):
@@ -356,28 +357,48 @@ def run(
         sys.exit(0)
 
     def skeleton(parsed_argv):
-        args = list(parsed_argv[1:])
-        if args and not arguments:
-            error_line(f"unexpected arguments {args} (flags need --name=value)")
-            return USAGE
-        try:
-            if tensorflow:
-                quiet_tensorflow()
-            quiet_absl()
-            if sections or settings:
-                config = _config(sections, settings, recorded_config)
-                status = main(config, args)
-            else:
-                status = main(args)
-        except ConfigError as error:
-            error_line(error)
-            return USAGE
-        except app.UsageError as error:
-            error_line(error)
-            return USAGE
-        except UserError as error:
-            error_line(error)
-            return FAILURE
-        return 0 if status is None else status
+        return run_main(
+            main,
+            parsed_argv,
+            sections=sections,
+            settings=settings,
+            arguments=arguments,
+            recorded_config=recorded_config,
+            tensorflow=tensorflow,
+        )
 
     app.run(skeleton, argv=argv, flags_parser=_parse_flags)
+
+
+def run_main(
+    main,
+    argv,
+    *,
+    sections=(),
+    settings=(),
+    arguments=False,
+    recorded_config=False,
+    tensorflow=True,
+):
+    """Steps 3-5 of :func:`run` once the flags are parsed (``argv``: what absl left, the program
+    name first): returns the exit status. Tests call it to run a binary's ``main`` in-process."""
+    name = main.__module__ if main.__module__ != "__main__" else None
+    args = list(argv[1:])
+    if args and not arguments:
+        error_line(f"unexpected arguments {args} (flags need --name=value)", name)
+        return USAGE
+    try:
+        if tensorflow:
+            quiet_tensorflow()
+        quiet_absl()
+        if sections or settings:
+            status = main(_config(sections, settings, recorded_config), args)
+        else:
+            status = main(args)
+    except (ConfigError, app.UsageError) as error:
+        error_line(error, name)
+        return USAGE
+    except UserError as error:
+        error_line(error, name)
+        return FAILURE
+    return 0 if status is None else status

@@ -12,8 +12,11 @@ graph of the model at batch 1 and the given crop, so what is counted is exactly 
 from absl import flags
 
 from deeplab import _console
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("model",), settings=("num_classes", "crop_size"))
 flags.DEFINE_integer(
     "describe_num_classes", 21, "Classes to describe when --num_classes is 0 (PASCAL VOC: 21)."
 )
@@ -30,4 +33,4 @@ def main(config, args):
 
 if __name__ == "__main__":
     # --help lists the experiment flags this binary reads (the model's and --crop_size).
-    _console.run(main, sections=("model",), settings=("num_classes", "crop_size"))
+    _console.run(main, **RUN)

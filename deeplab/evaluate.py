@@ -26,9 +26,14 @@ The work is done by :mod:`deeplab.evaluation.continuous` (``evaluate_once``, ``w
 from absl import flags
 
 from deeplab import _console
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(
+    sections=("data", "model", "eval"), settings=("logdir", "training_steps"), recorded_config=True
+)
 flags.DEFINE_string(
     "results_dir",
     None,
@@ -89,9 +94,4 @@ def main(config, args):
 
 
 if __name__ == "__main__":
-    _console.run(
-        main,
-        sections=("data", "model", "eval"),
-        settings=("logdir", "training_steps"),
-        recorded_config=True,
-    )
+    _console.run(main, **RUN)

@@ -33,6 +33,7 @@ import os
 from absl import flags, logging
 
 from deeplab import _console
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
@@ -87,6 +88,8 @@ flags.DEFINE_string(
 )
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "model", "eval"), settings=("logdir",), recorded_config=True)
 
 
 def _report_ignored_model_flags(model_config):
@@ -155,6 +158,4 @@ def _export(run, input_size, config):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("export_dir")
-    _console.run(
-        main, sections=("data", "model", "eval"), settings=("logdir",), recorded_config=True
-    )
+    _console.run(main, **RUN)

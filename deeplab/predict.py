@@ -39,6 +39,7 @@ The work is done by :mod:`deeplab.export.predictor` (``make_segmenter``, ``predi
 from absl import flags, logging
 
 from deeplab import _console
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
 
 flags.DEFINE_string(
@@ -67,6 +68,13 @@ flags.DEFINE_integer(
 )
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(
+    sections=("eval",),
+    settings=("logdir",),
+    arguments=True,  # input files may follow the flags
+    recorded_config=lambda: None if FLAGS.model else _console.run_folder(),
+)
 
 
 def main(config, args):
@@ -138,10 +146,4 @@ def exit_code(result):
 if __name__ == "__main__":
     flags.DEFINE_alias("output_dir", "predict_output_dir")
     flags.DEFINE_alias("overlay_alpha", "predict_overlay_alpha")
-    _console.run(
-        main,
-        sections=("eval",),
-        settings=("logdir",),
-        arguments=True,  # input files may follow the flags
-        recorded_config=lambda: None if FLAGS.model else _console.run_folder(),
-    )
+    _console.run(main, **RUN)

@@ -61,6 +61,8 @@ from deeplab.orchestration.reproduction import (
 )
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "model", "train", "eval"))
 flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-13.")
 flags.DEFINE_string(
     "reproduce_dir",
@@ -177,4 +179,4 @@ def _reproduce():
 
 
 if __name__ == "__main__":
-    _console.run(main, sections=("data", "model", "train", "eval"))
+    _console.run(main, **RUN)

@@ -25,8 +25,11 @@ import sys
 from absl import flags
 
 from deeplab import _console
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "model", "train", "eval"))
 # A flag of this binary's own command line (process set-up, not part of the experiment).
 flags.DEFINE_integer(
     "logical_cpu_devices",
@@ -96,4 +99,4 @@ def main(config, args):
 
 
 if __name__ == "__main__":
-    _console.run(main, sections=("data", "model", "train", "eval"))
+    _console.run(main, **RUN)

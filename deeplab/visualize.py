@@ -31,9 +31,12 @@ The work is done by :func:`deeplab.evaluation.vis_export.visualize`.
 from absl import flags
 
 from deeplab import _console
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
 
 FLAGS = flags.FLAGS
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "eval"), settings=("logdir",), recorded_config=True)
 flags.DEFINE_string("vis_dir", None, "Output folder; default <checkpoint folder>/vis/<split>.")
 flags.DEFINE_integer(
     "vis_num_images",
@@ -110,4 +113,4 @@ def main(config, args):
 
 
 if __name__ == "__main__":
-    _console.run(main, sections=("data", "eval"), settings=("logdir",), recorded_config=True)
+    _console.run(main, **RUN)
