@@ -199,3 +199,42 @@ def test_config_of_args_reads_a_command_line_apart_from_this_process_flags():
         experiment_flags.config_of_args(["--results_dir=x"])
     with pytest.raises(ValueError, match="crop_size"):
         experiment_flags.config_of_args(["--crop_size=0"])  # the flags' validators run
+
+
+BINARY_FLAGS = """
+import importlib, json, sys
+from absl import flags
+module = importlib.import_module("deeplab." + sys.argv[1])
+if hasattr(module, "define_flags"):
+    module.define_flags()
+print(json.dumps({
+    f.name: [f.flag_type(), f.default_as_str]
+    for name, defined in flags.FLAGS.flags_by_module_dict().items()
+    if not name.startswith("absl")
+    for f in defined
+}))
+"""
+
+
+def test_every_binary_defines_the_flags_it_defined_before_generation():
+    """Each binary's flags (its own and the experiment flags it imports): the names, types and
+    defaults of 5c22a1b (tests/fixtures/binary_flags_5c22a1b.json), so every command line and
+    flagfile reads as before."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    repo = os.path.dirname(FIXTURES.rstrip(os.sep).rsplit(os.sep, 1)[0])
+    with open(os.path.join(FIXTURES, "binary_flags_5c22a1b.json"), encoding="utf-8") as f:
+        before = json.load(f)
+    for binary, flags_before in before.items():
+        result = subprocess.run(
+            [sys.executable, "-c", BINARY_FLAGS, binary],
+            cwd=repo,
+            env=dict(os.environ, PYTHONPATH=repo),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout.splitlines()[-1]) == flags_before, binary

@@ -615,7 +615,8 @@ def test_import_official_output_cases(tmp_path_factory, tmp_path):
             for line in result.stderr.splitlines()
             if line.startswith("deeplab.import_official: error:")
         ]
-        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        # A usage error (another --output, or no --overwrite): exit 2.
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert len(lines) == 1 and re.search(expected, lines[0]), lines
     assert _listing(run_dir) == before and a_file.read_text() == "not a folder"
     # --overwrite does replace an earlier import, whole.

@@ -143,7 +143,8 @@ def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
         cwd=REPO,
         check=False,
     )
-    assert again.returncode == 1 and "exists and is not empty" in again.stderr
+    # A usage error (choose --overwrite or another --output): exit 2.
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
     assert os.path.exists(os.path.join(output, "checkpoint"))  # the first import is kept
 
 
