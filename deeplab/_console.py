@@ -248,7 +248,8 @@ def _flag_text(value):
 def _flag_error_text(error):
     """absl's parse error as one line naming the flag; a refused value reads as the config's own
     check says it (``--momentum must be in [0, 1), got -5``)."""
-    text = " ".join(str(error).split())
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    text = " ".join((lines[0] if lines else "").split())  # the first of several refused flags
     required = re.fullmatch(
         r"flag --(\w+)=None: Flag --\1 must have a value other than None\.", text
     )

@@ -69,6 +69,11 @@ def test_a_usage_error_is_one_line_and_exit_2(tmp_path):
     ``deeplab.<binary>: error: ...`` naming the flag, exit 2, before anything runs."""
     cases = [
         ("train", ["--aspp_dropout=1.5"], "--aspp_dropout must be in [0, 1), got 1.5"),
+        (
+            "train",
+            ["--min_scale_factor=inf", "--max_scale_factor=inf"],  # two refused: the first
+            "--min_scale_factor must be positive and at most 16 (finite), got inf",
+        ),
         ("evaluate", ["--crop_size=0"], "--crop_size takes S or H,W with positive sizes, got 0"),
         ("predict", ["--nosuch_flag=1"], "Unknown command line flag 'nosuch_flag'"),
         ("visualize", ["stray"], "unexpected arguments ['stray'] (flags need --name=value)"),
