@@ -9,42 +9,28 @@ graph of the model at batch 1 and the given crop, so what is counted is exactly 
 (:mod:`deeplab.model.description`).
 """
 
-import sys
-
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
-from deeplab.config import flags as experiment_flags
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 FLAGS = flags.FLAGS
-# --help lists the experiment flags this binary reads (the model's and --crop_size).
-for _name in experiment_flags.MODEL_FLAGS + ("crop_size",):
-    flags.declare_key_flag(_name)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("model",), settings=("num_classes", "crop_size"))
 flags.DEFINE_integer(
     "describe_num_classes", 21, "Classes to describe when --num_classes is 0 (PASCAL VOC: 21)."
 )
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(config, args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.model import description  # after the flags: fast --help
 
-    _console.quiet_absl()
-    del argv
-    try:
-        num_classes = FLAGS.num_classes or FLAGS.describe_num_classes
-        print(
-            description.describe(
-                experiment_flags.model_kwargs(num_classes), experiment_flags.crop_size()
-            )
-        )
-    except (UserError, flags.ValidationError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    num_classes = config.data.num_classes or FLAGS.describe_num_classes
+    print(description.describe(config.model.build_kwargs(num_classes), config.data.crop_size))
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    # --help lists the experiment flags this binary reads (the model's and --crop_size).
+    _console.run(main, **RUN)

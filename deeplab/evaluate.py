@@ -23,18 +23,17 @@ checkpoint appeared for --watch_timeout seconds.
 The work is done by :mod:`deeplab.evaluation.continuous` (``evaluate_once``, ``watch``).
 """
 
-import os
-import sys
-
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
-from deeplab.config import flags as experiment_flags
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
+from deeplab.common.errors import ConfigError
 
 FLAGS = flags.FLAGS
-# --help lists the shared experiment flags this binary reads, not only its own.
-flags.adopt_module_key_flags(experiment_flags)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(
+    sections=("data", "model", "eval"), settings=("logdir", "training_steps"), recorded_config=True
+)
 flags.DEFINE_string(
     "results_dir",
     None,
@@ -54,68 +53,44 @@ flags.DEFINE_float(
 flags.DEFINE_float("watch_interval", 30.0, "--watch polls the logdir every this many seconds.")
 
 
-def _settings():
-    """The evaluation settings (``evaluator.EvalSettings``): the flags, over the run's recorded
-    config.json when --logdir (or a --checkpoint folder) has one, so
-    ``deeplab.evaluate --logdir=runs/x`` evaluates on the data the run recorded."""
+def _settings(config):
+    """The evaluation settings (``evaluator.EvalSettings``) of ``config``: the flags, over the
+    run's recorded config.json when --logdir or a --checkpoint folder has one."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.evaluation import evaluator  # after the flags: fast --help
-    from deeplab.logdir import run_record  # after the flags: fast --help
 
-    folder = FLAGS.logdir or (
-        FLAGS.checkpoint if FLAGS.checkpoint and os.path.isdir(FLAGS.checkpoint) else None
-    )
-    recorded = run_record.read_experiment(folder) if folder else None
-    config = experiment_flags.experiment_config(recorded)
     if not config.data.dataset_dir:
-        raise UserError(
+        raise ConfigError(
             "--dataset_dir is required: the folder of TFRecord shards + dataset.json "
             "to evaluate on (or pass the experiment's --flagfile, or a --logdir "
             "whose run recorded its config.json)"
         )
-    if recorded is not None:
-        print(
-            f"Settings of {os.path.join(folder, run_record.CONFIG_FILE)}, with the flags given "
-            "here on top",
-            flush=True,
-        )
     return evaluator.EvalSettings.from_config(config)
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(config, args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.evaluation import continuous  # after the flags: fast --help
 
-    _console.quiet_absl()
-    if len(argv) > 1:
-        print(
-            f"deeplab.evaluate: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-            file=sys.stderr,
+    settings = _settings(config)
+    checkpoint = config.eval.checkpoint or config.train.logdir
+    if not checkpoint:
+        raise ConfigError(
+            "pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir"
         )
-        sys.exit(1)
-    try:
-        settings = _settings()
-        checkpoint = FLAGS.checkpoint or FLAGS.logdir
-        if not checkpoint:
-            raise UserError(
-                "pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir"
-            )
-        if FLAGS.watch:
-            continuous.watch(
-                checkpoint,
-                settings,
-                timeout=FLAGS.watch_timeout,
-                interval=FLAGS.watch_interval,
-                final_step=FLAGS.training_steps,
-                results_dir=FLAGS.results_dir,
-            )
-        else:
-            continuous.evaluate_once(checkpoint, settings, FLAGS.results_dir)
-    except (UserError, flags.ValidationError) as error:
-        print(f"deeplab.evaluate: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    if FLAGS.watch:
+        continuous.watch(
+            checkpoint,
+            settings,
+            timeout=FLAGS.watch_timeout,
+            interval=FLAGS.watch_interval,
+            final_step=config.train.training_steps,
+            results_dir=FLAGS.results_dir,
+        )
+    else:
+        continuous.evaluate_once(checkpoint, settings, FLAGS.results_dir)
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    _console.run(main, **RUN)

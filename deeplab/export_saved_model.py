@@ -29,13 +29,12 @@ The work is done by :func:`deeplab.export.saved_model.run_export`.
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from deeplab import _console
-from deeplab.common.errors import UserError
-from deeplab.config import flags as experiment_flags
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
+from deeplab.common.errors import ConfigError
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
 flags.DEFINE_list(
@@ -89,8 +88,8 @@ flags.DEFINE_string(
 )
 
 FLAGS = flags.FLAGS
-# --help lists the shared experiment flags this binary reads, not only its own.
-flags.adopt_module_key_flags(experiment_flags)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "model", "eval"), settings=("logdir",), recorded_config=True)
 
 
 def _report_ignored_model_flags(model_config):
@@ -112,53 +111,47 @@ def _report_ignored_model_flags(model_config):
     return ignored
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(config, args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.export import tflite as tflite_lib  # after the flags: fast --help
     from deeplab.logdir import checkpoints  # after the flags: fast --help
 
-    _console.quiet_absl()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        checkpoint = FLAGS.checkpoint or FLAGS.logdir
-        if not checkpoint:
-            raise UserError("pass --checkpoint=PATH (a training logdir or a checkpoint prefix)")
-        run = checkpoints.read_run_info(checkpoint)  # resolved once: a live logdir may move on
-        _report_ignored_model_flags(run["model_config"])
-        input_size = tflite_lib.parse_input_size(FLAGS.tflite_input_size or FLAGS.crop_size)
-        with _console.library_output_to_log(os.path.join(FLAGS.export_dir, "export.log")):
-            _export(run, input_size)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    checkpoint = config.eval.checkpoint or config.train.logdir
+    if not checkpoint:
+        raise ConfigError("pass --checkpoint=PATH (a training logdir or a checkpoint prefix)")
+    run = checkpoints.read_run_info(checkpoint)  # resolved once: a live logdir may move on
+    _report_ignored_model_flags(run["model_config"])
+    input_size = tflite_lib.parse_input_size(FLAGS.tflite_input_size or config.data.crop_size)
+    with _console.library_output_to_log(os.path.join(FLAGS.export_dir, "export.log")):
+        _export(run, input_size, config)
 
 
-def _export(run, input_size):
+def _export(run, input_size, config):
     """run_export with the flags (TensorFlow's and the converter's lines go to export.log)."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.export import saved_model as saved_model_lib  # after the flags: fast --help
 
+    data, evaluation = config.data, config.eval
     export = saved_model_lib.ExportOptions(
-        dataset_dir=FLAGS.dataset_dir,
+        dataset_dir=data.dataset_dir,
         class_names=FLAGS.class_names,
         saved_model=FLAGS.saved_model,
         tflite=FLAGS.tflite,
         quantize=FLAGS.quantize,
         tflite_input_size=input_size,
-        calibration_split=FLAGS.calibration_split or FLAGS.train_split,
+        calibration_split=FLAGS.calibration_split or data.train_split,
         num_calibration_images=FLAGS.num_calibration_images,
         evaluate_split=FLAGS.evaluate_split,
-        eval_limit=FLAGS.eval_limit,
+        eval_limit=evaluation.eval_limit,
         max_pixels=FLAGS.serving_max_pixels,
         serving_dtype=FLAGS.serving_dtype,
     )
     # --eval_pad_to is evaluate's (an export never padded)
-    options = experiment_flags.inference_options().replace(pad_to=None)
+    options = evaluation.inference_options().replace(pad_to=None)
     saved_model_lib.run_export(run["checkpoint"], FLAGS.export_dir, export, options)
 
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("export_dir")
-    _console.run(main)
+    _console.run(main, **RUN)

@@ -16,12 +16,10 @@ the possible counts are 1, 2, 3, 4, 6 and 9. The counting and the plot are in
 :mod:`deeplab.evaluation.figures`.
 """
 
-import sys
-
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
+from deeplab.common.errors import ConfigError, UserError
 from deeplab.evaluation import figures
 
 FLAGS = flags.FLAGS
@@ -31,28 +29,23 @@ flags.DEFINE_integer("feature_size", 65, "Side of the square feature map (65 in 
 flags.DEFINE_integer("max_rate", 64, "Largest atrous rate to plot (rates 1..max_rate).")
 
 
-def main(argv):
-    del argv
+def main(args):
+    del args
+    if FLAGS.figure != 4:
+        raise ConfigError(
+            f"--figure={FLAGS.figure}: only Figure 4 can be reproduced; pass --figure=4"
+        )
+    if FLAGS.feature_size < 1 or FLAGS.max_rate < 1:
+        raise ConfigError("--feature_size and --max_rate must be >= 1")
+    rates = range(1, FLAGS.max_rate + 1)
+    fractions = figures.valid_weight_fractions(FLAGS.feature_size, rates)
+    print(figures.format_table(fractions, rates))
     try:
-        if FLAGS.figure != 4:
-            raise UserError(
-                f"--figure={FLAGS.figure}: only Figure 4 can be reproduced; pass --figure=4"
-            )
-        if FLAGS.feature_size < 1 or FLAGS.max_rate < 1:
-            raise UserError("--feature_size and --max_rate must be >= 1")
-        rates = range(1, FLAGS.max_rate + 1)
-        fractions = figures.valid_weight_fractions(FLAGS.feature_size, rates)
-        print(figures.format_table(fractions, rates))
-        try:
-            figures.plot_figure4(fractions, rates, FLAGS.output, FLAGS.feature_size)
-        except OSError as error:
-            raise UserError(f"--output={FLAGS.output}: cannot write the plot ({error})") from error
-        print(f"wrote {FLAGS.output}")
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        figures.plot_figure4(fractions, rates, FLAGS.output, FLAGS.feature_size)
+    except OSError as error:
+        raise UserError(f"--output={FLAGS.output}: cannot write the plot ({error})") from error
+    print(f"wrote {FLAGS.output}")
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    _console.run(main, tensorflow=False)

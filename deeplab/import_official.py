@@ -15,12 +15,11 @@ mapped: :mod:`deeplab.export.official` (and CONVENTIONS.md, "The authors' releas
 
 import json
 import os
-import sys
 
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
+from deeplab.common.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
 
@@ -52,48 +51,41 @@ def define_flags():
     )
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.export import official  # after the flags: fast --help
 
-    del argv
-    _console.quiet_absl()
-    try:
-        if bool(FLAGS.tflite) == bool(FLAGS.tf1_checkpoint):
-            raise UserError("pass exactly one of --tflite and --tf1_checkpoint")
-        if not FLAGS.output:
-            raise UserError("--output is required (the folder to write)")
-        official.check_output(FLAGS.output, FLAGS.overwrite)  # before the work, not after
-        names = None
-        if FLAGS.labels:
-            try:
-                with open(FLAGS.labels, encoding="utf-8") as handle:
-                    names = [line.strip() for line in handle if line.strip()]
-            except OSError as error:
-                raise UserError(f"--labels={FLAGS.labels}: {error.strerror}") from error
-        source = FLAGS.tflite or FLAGS.tf1_checkpoint
-        print(f"reading {source}")
-        with _console.library_output_to_log(os.path.join(FLAGS.output, "import.log")):
-            if FLAGS.tflite:
-                model, report = official.import_tflite(FLAGS.tflite, names)
-            else:
-                model, report = official.import_tf1_checkpoint(
-                    FLAGS.tf1_checkpoint,
-                    output_stride=FLAGS.import_output_stride,
-                    class_names=names,
-                )
-            print(f"writing {FLAGS.output} (checkpoint, weights, model card)")
-            output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if bool(FLAGS.tflite) == bool(FLAGS.tf1_checkpoint):
+        raise ConfigError("pass exactly one of --tflite and --tf1_checkpoint")
+    if not FLAGS.output:
+        raise ConfigError("--output is required (the folder to write)")
+    official.check_output(FLAGS.output, FLAGS.overwrite)  # before the work, not after
+    names = None
+    if FLAGS.labels:
+        try:
+            with open(FLAGS.labels, encoding="utf-8") as handle:
+                names = [line.strip() for line in handle if line.strip()]
+        except OSError as error:
+            raise UserError(f"--labels={FLAGS.labels}: {error.strerror}") from error
+    source = FLAGS.tflite or FLAGS.tf1_checkpoint
+    print(f"reading {source}")
+    with _console.library_output_to_log(os.path.join(FLAGS.output, "import.log")):
+        if FLAGS.tflite:
+            model, report = official.import_tflite(FLAGS.tflite, names)
+        else:
+            model, report = official.import_tf1_checkpoint(
+                FLAGS.tf1_checkpoint,
+                output_stride=FLAGS.import_output_stride,
+                class_names=names,
+            )
+        print(f"writing {FLAGS.output} (checkpoint, weights, model card)")
+        output = official.write_imported(model, report, FLAGS.output, overwrite=FLAGS.overwrite)
     print(
         f"imported {report['source']} -> {output}: {report['backbone']}, output stride "
         f"{report['output_stride']}, {report['num_classes']} classes"
     )
     print(json.dumps({k: v for k, v in report.items() if k != "class_names"}))
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 
 from absl import flags
 
-from deeplab.common.errors import UserError
+from deeplab.common.errors import ConfigError
 from deeplab.data import doctor
 
 FLAGS = flags.FLAGS
@@ -85,7 +85,7 @@ def _progress():
 def _observe():
     splits = FLAGS.splits or None
     if bool(FLAGS.dataset_dir) == bool(FLAGS.input_dir):
-        raise UserError(
+        raise ConfigError(
             "give either --dataset_dir (converted records) or --input_dir with "
             "--layout (a raw dataset)"
         )
@@ -96,7 +96,7 @@ def _observe():
         )
         return observed, space, notes, FLAGS.dataset_dir
     if not FLAGS.layout:
-        raise UserError(f"--input_dir needs --layout ({', '.join(doctor.LAYOUTS)})")
+        raise ConfigError(f"--input_dir needs --layout ({', '.join(doctor.LAYOUTS)})")
     space = None
     if FLAGS.layout == "folder":
         name = os.path.basename(os.path.normpath(FLAGS.input_dir))
@@ -137,24 +137,17 @@ def _write_sheet(observed, space):
         print(f"contact sheet as a TensorBoard image in {FLAGS.logdir} (dataset/contact_sheet)")
 
 
-def main(argv):
-    _console.quiet_absl()
-    if len(argv) > 1:
-        print(f"deeplab.inspect_dataset: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
-    try:
-        observed, space, notes, source = _observe()
-        diagnosis = doctor.diagnose(
-            observed, space, source=source, notes=notes, train_split=FLAGS.train_split
-        )
-        print(doctor.format_report(diagnosis), flush=True)
-        if FLAGS.sheet or FLAGS.logdir:
-            _write_sheet(observed, space)
-    except (UserError, flags.ValidationError) as error:
-        print(f"deeplab.inspect_dataset: error: {error}", file=sys.stderr)
-        return 1
+def main(args):
+    del args
+    observed, space, notes, source = _observe()
+    diagnosis = doctor.diagnose(
+        observed, space, source=source, notes=notes, train_split=FLAGS.train_split
+    )
+    print(doctor.format_report(diagnosis), flush=True)
+    if FLAGS.sheet or FLAGS.logdir:
+        _write_sheet(observed, space)
     return 1 if diagnosis.errors else 0
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    _console.run(main, tensorflow=False)  # TensorFlow only for records (_observe)

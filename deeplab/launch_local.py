@@ -39,6 +39,7 @@ import sys
 from absl import flags
 
 from deeplab import _console
+from deeplab.common.errors import ConfigError
 from deeplab.orchestration import cluster as cluster_lib
 
 FLAGS = flags.FLAGS
@@ -65,7 +66,7 @@ flags.DEFINE_boolean(
 )
 
 
-def main(argv):
+def main(args):
     if FLAGS.isolate_network and os.environ.get(cluster_lib.NETNS_ENV) != "1":
         reason = cluster_lib.reexec_isolated(
             [sys.executable, "-m", "deeplab.launch_local", *sys.argv[1:]]
@@ -84,14 +85,13 @@ def main(argv):
             "own tasks",
             flush=True,
         )
-    train_flags = argv[1:]
+    train_flags = list(args)
     if "--" in train_flags:
         train_flags.remove("--")
     try:
         cluster = cluster_lib.cluster_spec(FLAGS.workers, FLAGS.ps, FLAGS.host)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(error)) from None
     strategy = "parameter_server" if FLAGS.ps else "multi_worker_mirrored"
     command = [sys.executable, "-m", FLAGS.module, *train_flags]
     if not any(f.startswith("--strategy") for f in train_flags) and FLAGS.module == "deeplab.train":
@@ -109,4 +109,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    # The arguments after the flags (after "--") are the command every task runs.
+    _console.run(main, arguments=True, tensorflow=False)

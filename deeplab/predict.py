@@ -28,20 +28,19 @@ interpreter warm-up) and a line listing the classes found with their share of th
   header declares more than ``--max_image_pixels`` pixels (default 4096 x 4096; an export's own
   cap too), before it is decoded, one whose inference or outputs fail, and, on a full disk,
   the rest (one line says so).
-- Exit status: 0 if at least one image was processed, 1 if none was, 2 on a usage error.
+- Exit status: 0 if every image was processed, 1 if any was skipped or a model cannot be read,
+  2 on a usage error.
 - ``--model`` ending in .tflite (ours or the official DeepLab TFLite models): images are
   letterboxed to the model's fixed input size (see deeplab/export/tflite.py).
 
 The work is done by :mod:`deeplab.export.predictor` (``make_segmenter``, ``predict_files``).
 """
 
-import sys
-
 from absl import flags, logging
 
 from deeplab import _console
-from deeplab.common.errors import UserError
-from deeplab.config import flags as experiment_flags
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
+from deeplab.common.errors import ConfigError
 
 flags.DEFINE_string(
     "model",
@@ -69,13 +68,16 @@ flags.DEFINE_integer(
 )
 
 FLAGS = flags.FLAGS
-# --help lists the shared experiment flags this binary reads, not only its own.
-flags.adopt_module_key_flags(experiment_flags)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(
+    sections=("eval",),
+    settings=("logdir",),
+    arguments=True,  # input files may follow the flags
+    recorded_config=lambda: None if FLAGS.model else _console.run_folder(),
+)
 
 
-def main(argv):
-    _console.quiet_absl()
-    _console.quiet_tensorflow()
+def main(config, args):
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.export import (
         loading,
@@ -83,54 +85,56 @@ def main(argv):
         predictor,
     )  # after the flags: fast --help
 
-    inputs = list(FLAGS.input) + list(argv[1:])
+    evaluation = config.eval
+    inputs = list(FLAGS.input) + list(args)
     output_dir = FLAGS.predict_output_dir
-    try:
-        if not inputs:
-            raise UserError(
-                "pass --input=FILES_OR_FOLDERS (comma-separated) or list them as arguments"
-            )
-        if not output_dir:
-            raise UserError("pass --output_dir=FOLDER for the PNGs")
-        paths, problems = predictor.collect_inputs(inputs)
-        if not paths:  # nothing to do: say why without loading a model
-            for path, reason in problems:
-                print(f"skipped {path}: {reason}")
-            print("processed 0 images")
-            sys.exit(1)
-        if FLAGS.model and (FLAGS.checkpoint or FLAGS.logdir):
-            logging.info("--model=%s given: ignoring --checkpoint/--logdir", FLAGS.model)
-        segmenter = predictor.make_segmenter(
-            model=FLAGS.model,
-            checkpoint=FLAGS.checkpoint or FLAGS.logdir,
-            # --eval_pad_to is evaluate's (predict never padded)
-            options=experiment_flags.inference_options().replace(pad_to=None),
-            num_threads=FLAGS.num_threads,
+    checkpoint = evaluation.checkpoint or config.train.logdir
+    if not inputs:
+        raise ConfigError(
+            "pass --input=FILES_OR_FOLDERS (comma-separated) or list them as arguments"
         )
-        card = loading.find_card(FLAGS.model or FLAGS.checkpoint or FLAGS.logdir, segmenter)
-        print(f"model: {model_card.summary(card) if card else 'no model card'}")
-        result = predictor.predict_files(
-            segmenter,
-            inputs,
-            output_dir,
-            alpha=FLAGS.predict_overlay_alpha,
-            max_pixels=FLAGS.max_image_pixels,
+    if not output_dir:
+        raise ConfigError("pass --output_dir=FOLDER for the PNGs")
+    if not FLAGS.model and not checkpoint:
+        raise ConfigError(
+            "pass --model=EXPORT (SavedModel folder or .tflite file) or "
+            "--checkpoint=RUN (a training logdir or checkpoint prefix)"
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(exit_code(result))
+    paths, problems = predictor.collect_inputs(inputs)
+    if not paths:  # nothing to do: say why without loading a model
+        for path, reason in problems:
+            print(f"skipped {path}: {reason}")
+        print("processed 0 images")
+        return 1
+    if FLAGS.model and checkpoint:
+        logging.info("--model=%s given: ignoring --checkpoint/--logdir", FLAGS.model)
+    segmenter = predictor.make_segmenter(
+        model=FLAGS.model,
+        checkpoint=checkpoint,
+        # --eval_pad_to is evaluate's (predict never padded)
+        options=evaluation.inference_options().replace(pad_to=None),
+        num_threads=FLAGS.num_threads,
+    )
+    card = loading.find_card(FLAGS.model or checkpoint, segmenter)
+    print(f"model: {model_card.summary(card) if card else 'no model card'}")
+    result = predictor.predict_files(
+        segmenter,
+        inputs,
+        output_dir,
+        alpha=FLAGS.predict_overlay_alpha,
+        max_pixels=FLAGS.max_image_pixels,
+    )
+    return exit_code(result)
 
 
 def exit_code(result):
     """0 when every input was segmented; 1 when any was skipped (or none processed)."""
     if result["skipped"]:
-        print(
-            f"error: {len(result['skipped'])} of "
+        _console.error_line(
+            f"{len(result['skipped'])} of "
             f"{len(result['skipped']) + len(result['processed'])} inputs were skipped: "
             + ", ".join(path for path, _ in result["skipped"][:5])
-            + (" ..." if len(result["skipped"]) > 5 else ""),
-            file=sys.stderr,
+            + (" ..." if len(result["skipped"]) > 5 else "")
         )
         return 1
     return 0 if result["processed"] else 1
@@ -139,4 +143,4 @@ def exit_code(result):
 if __name__ == "__main__":
     flags.DEFINE_alias("output_dir", "predict_output_dir")
     flags.DEFINE_alias("overlay_alpha", "predict_overlay_alpha")
-    _console.run(main)
+    _console.run(main, **RUN)

@@ -61,8 +61,8 @@ from deeplab.orchestration.reproduction import (
 )
 
 FLAGS = flags.FLAGS
-# --help lists the shared experiment flags this binary reads, not only its own.
-flags.adopt_module_key_flags(experiment_flags)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "model", "train", "eval"))
 flags.DEFINE_integer("table", None, "Paper table to reproduce: 1-13.")
 flags.DEFINE_string(
     "reproduce_dir",
@@ -121,59 +121,62 @@ def flagfile_configs():
     }
 
 
-def main(argv):
-    _console.quiet_tensorflow()
-    _console.quiet_absl()
-    if len(argv) > 1:
-        print(
-            f"deeplab.reproduce: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+def main(config, args):
+    """Plans and runs ``--table`` (``config``, the flags', is not used as a whole: the flags
+    given here override every row's own config, :func:`command_line_overrides`)."""
+    del config, args
     try:
-        if FLAGS.update_readme:
-            changed = update_readme(flagfile_configs())
-            print(f"{README}: {'updated' if changed else 'already up to date'}")
-            return
-        if FLAGS.table is None:
-            raise ConfigError("pass --table=N (1-13), or --update_readme")
+        _reproduce()
+    except ValueError as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(str(error)) from error  # a flagfile of the paper's tables unreadable
+
+
+def _reproduce():
+    if FLAGS.update_readme:
+        changed = update_readme(flagfile_configs())
+        print(f"{README}: {'updated' if changed else 'already up to date'}")
+        return
+    if FLAGS.table is None:
+        raise ConfigError("pass --table=N (1-13), or --update_readme")
+    try:
         table = paper_tables.get_table(FLAGS.table)
-        if FLAGS.smoke:  # first, before any command or number
-            print(f"# {SMOKE_NOTE}", flush=True)
-        output_dir = os.path.abspath(
-            FLAGS.reproduce_dir
-            or os.path.join("runs", "reproduce_smoke" if FLAGS.smoke else "reproduce")
-        )
-        smoke_dataset = None
-        if FLAGS.smoke:
-            smoke_dataset = os.path.join(output_dir, "synthetic")
-            if not FLAGS.dry_run:
-                build_smoke_dataset(smoke_dataset)
-        planner = Planner(
-            flagfile_configs(),
-            command_line_overrides(),
-            smoke_dataset,
-            FLAGS.smoke_steps,
-            FLAGS.smoke_max_workers,
-        )
-        start = time.time()
-        results = reproduce(
-            table, output_dir=output_dir, planner=planner, reuse=FLAGS.reuse, dry_run=FLAGS.dry_run
-        )
-        if FLAGS.dry_run:
-            return
-        path = write_outputs(table, results, output_dir, FLAGS.smoke)
-        print()
-        print(format_side_by_side(table, results, FLAGS.smoke))
-        print(
-            f"\n{len(planner.runs)} training run(s), {time.time() - start:.0f} s; wrote {path}"
-            + (f" ({SMOKE_NOTE})" if FLAGS.smoke else ""),
-            flush=True,
-        )
-    except (UserError, ValueError, flags.ValidationError) as error:
-        print(f"deeplab.reproduce: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if FLAGS.smoke:  # first, before any command or number
+        print(f"# {SMOKE_NOTE}", flush=True)
+    output_dir = os.path.abspath(
+        FLAGS.reproduce_dir
+        or os.path.join("runs", "reproduce_smoke" if FLAGS.smoke else "reproduce")
+    )
+    smoke_dataset = None
+    if FLAGS.smoke:
+        smoke_dataset = os.path.join(output_dir, "synthetic")
+        if not FLAGS.dry_run:
+            build_smoke_dataset(smoke_dataset)
+    planner = Planner(
+        flagfile_configs(),
+        command_line_overrides(),
+        smoke_dataset,
+        FLAGS.smoke_steps,
+        FLAGS.smoke_max_workers,
+    )
+    start = time.time()
+    results = reproduce(
+        table, output_dir=output_dir, planner=planner, reuse=FLAGS.reuse, dry_run=FLAGS.dry_run
+    )
+    if FLAGS.dry_run:
+        return
+    path = write_outputs(table, results, output_dir, FLAGS.smoke)
+    print()
+    print(format_side_by_side(table, results, FLAGS.smoke))
+    print(
+        f"\n{len(planner.runs)} training run(s), {time.time() - start:.0f} s; wrote {path}"
+        + (f" ({SMOKE_NOTE})" if FLAGS.smoke else ""),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    _console.run(main, **RUN)

@@ -24,7 +24,7 @@ import threading
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
+from deeplab.common.errors import ConfigError, UserError
 from deeplab.data import images as image_io
 from deeplab.export import demo_server
 
@@ -77,28 +77,16 @@ def warm_up(segmenter, page_files):
         segmenter.predict(pixels)
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.export import loading  # after the flags: fast --help
 
-    _console.quiet_absl()
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
     if not FLAGS.model:
-        print(
-            "error: pass --model=PATH (a run, an export, a .tflite file or an import)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        segmenter = loading.load(FLAGS.model)
-        print(f"model: {segmenter.summary()}", flush=True)
-        warm_up(segmenter, demo_server.read_page_files())
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ConfigError("pass --model=PATH (a run, an export, a .tflite file or an import)")
+    segmenter = loading.load(FLAGS.model)
+    print(f"model: {segmenter.summary()}", flush=True)
+    warm_up(segmenter, demo_server.read_page_files())
     try:
         server = demo_server.DemoServer(
             (FLAGS.host, FLAGS.port),
@@ -110,8 +98,7 @@ def main(argv):
             access_log=sys.stderr if FLAGS.access_log else None,
         )
     except (OSError, ValueError) as error:
-        print(f"error: cannot listen on {FLAGS.host}:{FLAGS.port}: {error}", file=sys.stderr)
-        return 2
+        raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port}: {error}") from None
     host, port = server.server_address[:2]
     if not demo_server.is_loopback(FLAGS.host):
         print(

@@ -25,12 +25,11 @@ import sys
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
-from deeplab.config import flags as experiment_flags
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 FLAGS = flags.FLAGS
-# --help lists the shared experiment flags this binary reads, not only its own.
-flags.adopt_module_key_flags(experiment_flags)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "model", "train", "eval"))
 # A flag of this binary's own command line (process set-up, not part of the experiment).
 flags.DEFINE_integer(
     "logical_cpu_devices",
@@ -40,13 +39,13 @@ flags.DEFINE_integer(
 )
 
 
-def config_from_flags():
-    """The run's ExperimentConfig: the flags, with the environment's overrides applied."""
+def with_environment(config):
+    """The run's ExperimentConfig: ``config`` (the flags), with the environment's overrides
+    applied."""
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.model.options import PerformanceOptions  # after the flags: fast --help
     from deeplab.training import optimizers  # after the flags: fast --help
 
-    config = experiment_flags.experiment_config()
     train = config.train
     performance = PerformanceOptions.from_environment(
         base=PerformanceOptions(fused_batch_norm=train.fused_batch_norm)
@@ -61,53 +60,43 @@ def config_from_flags():
     )
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(config, args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.data import synthetic  # after the flags: fast --help
     from deeplab.logdir import run_record  # after the flags: fast --help
     from deeplab.training import distribute, trainer  # after the flags: fast --help
 
-    if len(argv) > 1:
-        print(
-            f"deeplab.train: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    _console.quiet_absl()  # e.g. an INFO line per checkpoint write; --verbosity=0 shows them
-    try:
-        if FLAGS.logical_cpu_devices > 1:
-            distribute.configure_logical_cpus(FLAGS.logical_cpu_devices)
-        config = config_from_flags()
-        task = distribute.tf_config_task()
-        progress = trainer.RunProgress()
-        # A start that fails before the first step (a refused flag, a missing dataset) leaves
-        # no new logdir behind, train.log included; the other tasks of a cluster leave the
-        # chief's logdir alone.
-        cleanup = (
-            trainer.removed_if_no_step(config.train.logdir, progress)
-            if task[0] in (None, "chief")
-            else contextlib.nullcontext()
-        )
-        with cleanup:
-            trainer.check_config(config)
-            if config.data.build_synthetic_if_missing:
-                synthetic.build_if_missing(config.data, seed=config.train.seed)
-            with run_record.console_log(config.train.logdir, run_record.log_file_name(*task)):
-                result = trainer.train(config, progress=progress)
-        if config.train.strategy == "parameter_server" and result is not None:
-            # The run is complete and its files are closed (checkpoints are written
-            # synchronously, the summary writer flushed). After a worker was lost, the
-            # ClusterCoordinator's C++ teardown at interpreter exit can abort ("terminate
-            # called ... exception not rethrown"), turning a finished run into exit 134:
-            # leave without it.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)  # pylint: disable=protected-access
-    except (UserError, flags.ValidationError) as error:
-        print(f"deeplab.train: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    # (absl's INFO lines, e.g. one per checkpoint write, are hidden; --verbosity=0 shows them)
+    if FLAGS.logical_cpu_devices > 1:
+        distribute.configure_logical_cpus(FLAGS.logical_cpu_devices)
+    config = with_environment(config)
+    task = distribute.tf_config_task()
+    progress = trainer.RunProgress()
+    # A start that fails before the first step (a refused flag, a missing dataset) leaves
+    # no new logdir behind, train.log included; the other tasks of a cluster leave the
+    # chief's logdir alone.
+    cleanup = (
+        trainer.removed_if_no_step(config.train.logdir, progress)
+        if task[0] in (None, "chief")
+        else contextlib.nullcontext()
+    )
+    with cleanup:
+        trainer.check_config(config)
+        if config.data.build_synthetic_if_missing:
+            synthetic.build_if_missing(config.data, seed=config.train.seed)
+        with run_record.console_log(config.train.logdir, run_record.log_file_name(*task)):
+            result = trainer.train(config, progress=progress)
+    if config.train.strategy == "parameter_server" and result is not None:
+        # The run is complete and its files are closed (checkpoints are written
+        # synchronously, the summary writer flushed). After a worker was lost, the
+        # ClusterCoordinator's C++ teardown at interpreter exit can abort ("terminate
+        # called ... exception not rethrown"), turning a finished run into exit 134:
+        # leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    _console.run(main, **RUN)

@@ -28,17 +28,15 @@ dataset's evaluation server (``deeplab.evaluation.visualization.save_raw_predict
 The work is done by :func:`deeplab.evaluation.vis_export.visualize`.
 """
 
-import sys
-
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import UserError
-from deeplab.config import flags as experiment_flags
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
+from deeplab.common.errors import ConfigError
 
 FLAGS = flags.FLAGS
-# --help lists the shared experiment flags this binary reads, not only its own.
-flags.adopt_module_key_flags(experiment_flags)
+# How deeplab._console.run runs main: the config sections it reads (its --help lists them).
+RUN = dict(sections=("data", "eval"), settings=("logdir",), recorded_config=True)
 flags.DEFINE_string("vis_dir", None, "Output folder; default <checkpoint folder>/vis/<split>.")
 flags.DEFINE_integer(
     "vis_num_images",
@@ -72,55 +70,44 @@ flags.DEFINE_enum(
 flags.DEFINE_float("vis_overlay_alpha", 0.5, "Opacity of the prediction in overlays.")
 
 
-def main(argv):
-    _console.quiet_tensorflow()
+def main(config, args):
+    del args
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.evaluation import vis_export  # after the flags: fast --help
 
-    _console.quiet_absl()
-    if len(argv) > 1:
-        print(
-            f"deeplab.visualize: error: unexpected arguments {argv[1:]} (flags need --name=value)",
-            file=sys.stderr,
+    data, evaluation = config.data, config.eval
+    checkpoint = evaluation.checkpoint or config.train.logdir
+    if not checkpoint:
+        raise ConfigError(
+            "pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir"
         )
-        sys.exit(1)
-    try:
-        checkpoint = FLAGS.checkpoint or FLAGS.logdir
-        if not checkpoint:
-            raise UserError(
-                "pass --checkpoint (a checkpoint prefix or a training logdir) or --logdir"
-            )
-        result = vis_export.visualize(
-            checkpoint,
-            vis_dir=FLAGS.vis_dir,
-            dataset_dir=FLAGS.dataset_dir,
-            split=FLAGS.eval_split,
-            input_images=FLAGS.vis_images,
-            input_list=FLAGS.vis_image_list,
-            num_classes=FLAGS.num_classes or None,
-            # --eval_pad_to is evaluate's (visualize never padded)
-            options=experiment_flags.inference_options().replace(pad_to=None),
-            limit=FLAGS.eval_limit or None,
-            vis_num_images=FLAGS.vis_num_images,
-            save_raw_predictions=FLAGS.save_raw_predictions,
-            competition=FLAGS.voc_competition,
-            alpha=FLAGS.vis_overlay_alpha,
+    result = vis_export.visualize(
+        checkpoint,
+        vis_dir=FLAGS.vis_dir,
+        dataset_dir=data.dataset_dir,
+        split=evaluation.eval_split,
+        input_images=FLAGS.vis_images,
+        input_list=FLAGS.vis_image_list,
+        num_classes=data.num_classes or None,
+        # --eval_pad_to is evaluate's (visualize never padded)
+        options=evaluation.inference_options().replace(pad_to=None),
+        limit=evaluation.eval_limit or None,
+        vis_num_images=FLAGS.vis_num_images,
+        save_raw_predictions=FLAGS.save_raw_predictions,
+        competition=FLAGS.voc_competition,
+        alpha=FLAGS.vis_overlay_alpha,
+    )
+    print(
+        f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"
+        + (
+            f" and {result['num_raw']} raw predictions ({result['server_format'] or 'index PNGs'})"
+            if FLAGS.save_raw_predictions
+            else ""
         )
-        print(
-            f"Wrote {min(result['num_images'], FLAGS.vis_num_images)} visualizations"
-            + (
-                f" and {result['num_raw']} raw predictions "
-                f"({result['server_format'] or 'index PNGs'})"
-                if FLAGS.save_raw_predictions
-                else ""
-            )
-            + f" to {result['vis_dir']}",
-            flush=True,
-        )
-    except (UserError, flags.ValidationError) as error:
-        print(f"deeplab.visualize: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        + f" to {result['vis_dir']}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
-    _console.run(main)
+    _console.run(main, **RUN)

@@ -72,7 +72,6 @@ def test_counts_of_records_are_the_decoded_labels(data_dir):
 
 def test_the_flag_takes_a_rule_or_numbers():
     from deeplab.config import experiment
-    from deeplab.config import flags as experiment_flags
 
     config = ExperimentConfig.create(class_weights=("median_frequency",))
     assert config.train.class_weights == ("median_frequency",)
@@ -80,9 +79,10 @@ def test_the_flag_takes_a_rule_or_numbers():
     assert parsed.train.class_weights == ("inverse_sqrt",)
     parsed = experiment.from_flag_values({"class_weights": ["1", "2.5"]})
     assert parsed.train.class_weights == (1.0, 2.5)
-    assert experiment_flags._class_weights_ok(["median_frequency"])
-    assert not experiment_flags._class_weights_ok(["median"])
-    assert not experiment_flags._class_weights_ok(["median_frequency", "1"])
+    # The flag's validator is the field's check on the parsed value.
+    assert experiment.flag_value_passes("class_weights", ["median_frequency"])
+    assert not experiment.flag_value_passes("class_weights", ["median"])
+    assert not experiment.flag_value_passes("class_weights", ["median_frequency", "1"])
 
 
 def _config(data_dir, logdir, **overrides):

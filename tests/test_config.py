@@ -1,11 +1,14 @@
 """deeplab.config.experiment: one typed config, one flag per field, read back as written."""
 
 import json
+import os
 
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+import harness
+from deeplab.common.errors import ConfigError
 from deeplab.config import experiment
 from deeplab.config import flags as experiment_flags
 from deeplab.config.experiment import ExperimentConfig
@@ -16,6 +19,43 @@ def test_every_setting_is_one_flag_and_every_flag_one_setting():
     settings = set(experiment.setting_names())
     assert len(settings) == len(experiment.setting_names())  # names are unique across sections
     assert defined == settings, (defined - settings, settings - defined)
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def test_the_generated_flags_are_the_flags_before_generation():
+    """The flags made from the config's fields (deeplab/config/flags.py) are those written by
+    hand at 5c22a1b, before they were generated: same names, types, defaults and choices, and
+    a help text each (tests/fixtures/experiment_flags_5c22a1b.json, dumped from that code)."""
+    with open(os.path.join(FIXTURES, "experiment_flags_5c22a1b.json"), encoding="utf-8") as f:
+        before = {flag["name"]: flag for flag in json.load(f)["flags"]}
+    now = {flag.name: flag for flag in experiment_flags.experiment_flag_objects()}
+    assert set(now) == set(before), (set(now) - set(before), set(before) - set(now))
+    for name, old in before.items():
+        flag = now[name]
+        assert flag.flag_type() == old["type"], name
+        assert flag.default == old["default"] and flag.default_as_str == old["default_as_str"], name
+        assert flag.help.strip(), name
+        assert list(getattr(flag.parser, "enum_values", None) or []) == old.get("choices", []), name
+
+
+def test_a_bad_value_is_one_line_naming_the_flag_when_parsed_and_when_built():
+    """One check per setting: the flag's validator (parse time) and the config (built from the
+    Python API, a recorded config.json or overrides) give the same rule."""
+    with flagsaver.flagsaver():
+        with pytest.raises(
+            flags.IllegalFlagValueError, match=r"--aspp_dropout must be in \[0, 1\)"
+        ):
+            flags.FLAGS(["prog", "--aspp_dropout=1.5"])
+    with pytest.raises(ConfigError, match=r"^--aspp_dropout must be in \[0, 1\), got 1.5$"):
+        ExperimentConfig.create(aspp_dropout=1.5)
+    with pytest.raises(ConfigError, match=r"^--crop_size takes S or H,W .*, got 0,0$"):
+        experiment.with_overrides(ExperimentConfig(), {"crop_size": 0})
+    with pytest.raises(ConfigError, match="--min_scale_factor must not exceed --max_scale_factor"):
+        ExperimentConfig.create(min_scale_factor=2.0, max_scale_factor=1.0)
+    with pytest.raises(ConfigError, match="--eval_scales takes positive scales"):
+        ExperimentConfig.from_dict({"eval": {"eval_scales": [0.5, -1]}})
 
 
 def test_defaults_are_the_flags_defaults():
@@ -203,3 +243,30 @@ def test_the_eval_section_makes_the_inference_options():
     settings = evaluator.EvalSettings.from_config(config)
     assert settings.options == options and settings.split == "val" and settings.limit is None
     assert ExperimentConfig().eval.inference_options().is_default
+
+
+BINARY_FLAGS = """
+import importlib, json, sys
+from absl import flags
+module = importlib.import_module("deeplab." + sys.argv[1])
+if hasattr(module, "define_flags"):
+    module.define_flags()
+print(json.dumps({
+    f.name: [f.flag_type(), f.default_as_str]
+    for name, defined in flags.FLAGS.flags_by_module_dict().items()
+    if not name.startswith("absl")
+    for f in defined
+}))
+"""
+
+
+def test_every_binary_defines_the_flags_it_defined_before_generation():
+    """Each binary's flags (its own and the experiment flags it imports): the names, types and
+    defaults of 5c22a1b (tests/fixtures/binary_flags_5c22a1b.json), so every command line and
+    flagfile reads as before."""
+    with open(os.path.join(FIXTURES, "binary_flags_5c22a1b.json"), encoding="utf-8") as f:
+        before = json.load(f)
+    for binary, flags_before in before.items():
+        result = harness.run("-c", BINARY_FLAGS, binary, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout.splitlines()[-1]) == flags_before, binary

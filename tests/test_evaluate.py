@@ -339,15 +339,16 @@ def parsed_flags():
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "override, message, status",
     [
-        ({"num_classes": 7}, "num_classes=7 disagrees"),
-        ({"checkpoint": "/nonexistent/run"}, "--checkpoint=/nonexistent/run"),
+        ({"num_classes": 7}, "num_classes=7 disagrees", 2),  # a usage error (a ConfigError)
+        ({"checkpoint": "/nonexistent/run"}, "--checkpoint=/nonexistent/run", 1),  # a failure
     ],
 )
 def test_binary_user_errors_are_one_line(
-    parsed_flags, trained, dataset_dir, capsys, override, message
+    parsed_flags, trained, dataset_dir, capsys, override, message, status
 ):
+    from deeplab import _console  # pylint: disable=import-outside-toplevel
     from deeplab import evaluate  # pylint: disable=import-outside-toplevel
 
     logdir, _ = trained
@@ -355,9 +356,7 @@ def test_binary_user_errors_are_one_line(
     parsed_flags.checkpoint = logdir
     for name, value in override.items():
         setattr(parsed_flags, name, value)
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["evaluate"])
-    assert exit_info.value.code == 1
+    assert _console.run_main(evaluate.main, ["evaluate"], **evaluate.RUN) == status
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("deeplab.evaluate: error: ")
     assert message in error[0]

@@ -406,15 +406,19 @@ def test_a_damaged_export_is_one_line(capped_export, bomb_and_ok, tmp_path, dama
     part = "saved_model.pb" if damage is _corrupt_graph else "variables/"
     with pytest.raises(UserError, match=rf"^--model=.*damaged: cannot load the SavedModel: {part}"):
         predictor.make_segmenter(model=export_dir)
-    if damage is _corrupt_graph:  # the binary: that line, exit 2
+    if damage is _corrupt_graph:  # the binary: that line, exit 1 (a failure, not a usage error)
         result = harness.run(
             "deeplab.predict",
             f"--model={export_dir}",
             f"--input={bomb_and_ok / 'ok.png'}",
             f"--output_dir={tmp_path / 'out'}",
         )
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        errors = [
+            line
+            for line in result.stderr.splitlines()
+            if line.startswith("deeplab.predict: error:")
+        ]
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
         assert len(errors) == 1 and "saved_model.pb is damaged or incomplete" in errors[0]
 
 
@@ -562,13 +566,17 @@ def test_full_disk_in_a_small_tmpfs(capped_export, tmp_path_factory, bomb_and_ok
     out = result.stdout
     exported, predicted = out.split("export exit")
     assert "Traceback" not in out, out[-3000:]
-    errors = [line for line in exported.splitlines() if line.startswith("error:")]
+    errors = [
+        line.removeprefix("deeplab.export_saved_model: ")
+        for line in exported.splitlines()
+        if line.startswith("deeplab.export_saved_model: error:")
+    ]
     assert errors == [
         f"error: --export_dir={mount}/export: cannot write the export (No space left on device); "
         "nothing was changed there (an earlier export is intact): free space or choose another "
         "folder"
     ], exported[-3000:]
-    assert predicted.startswith(" 2\n"), predicted[:200]
+    assert predicted.startswith(" 1\n"), predicted[:200]  # a failure (2: a usage error)
     assert (tmp_path / "before").read_text().replace(str(mount), "") == (
         tmp_path / "after"
     ).read_text().replace(str(mount), "")
@@ -624,8 +632,13 @@ def test_import_official_output_cases(tmp_path_factory, tmp_path):
             "--overwrite" if overwrite else "--nooverwrite",
             timeout=120,
         )
-        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        lines = [
+            line
+            for line in result.stderr.splitlines()
+            if line.startswith("deeplab.import_official: error:")
+        ]
+        # A usage error (another --output, or no --overwrite): exit 2.
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert len(lines) == 1 and re.search(expected, lines[0]), lines
     assert _listing(run_dir) == before and a_file.read_text() == "not a folder"
     # --overwrite does replace an earlier import, whole.

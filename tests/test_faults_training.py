@@ -455,7 +455,7 @@ def test_a_crop_too_large_to_index_is_one_line_naming_the_flag(data_dir, tmp_pat
     in the first step)."""
     result = harness.run(*_train(data_dir, tmp_path / "run", "--crop_size=20000", "--batch_size=8"))
     lines = _tail_lines(result.stderr)
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]  # a usage error (two flags too large)
     assert lines == [
         "deeplab.train: error: --crop_size=20000,20000 with --batch_size=8: a batch of 9.6e+09 "
         "values (batch x H x W x 3) is more than TensorFlow can index (2^31); use a smaller "

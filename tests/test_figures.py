@@ -87,4 +87,4 @@ def test_binary_writes_png_and_table(tmp_path):
     assert row_64[0] == 64 and row_64[1] == pytest.approx(63 * 63 / 4225, abs=1e-4)
 
     bad = harness.run("deeplab.figures", "--figure=3", env=env, timeout=120)
-    assert bad.returncode == 1 and "--figure=4" in bad.stderr
+    assert bad.returncode == 2 and "deeplab.figures: error: --figure=3" in bad.stderr  # usage

@@ -135,7 +135,8 @@ def test_cli_writes_a_logdir_the_binaries_read(int8_roundtrip, tmp_path):
     images = np.random.default_rng(3).normal(0, 40, (1, *SIZE, 3)).astype("float32")
     np.testing.assert_allclose(loaded(images), imported(images), atol=1e-5)
     again = harness.run("deeplab.import_official", f"--tflite={path}", f"--output={output}")
-    assert again.returncode == 1 and "exists and is not empty" in again.stderr
+    # A usage error (choose --overwrite or another --output): exit 2.
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
     assert os.path.exists(os.path.join(output, "checkpoint"))  # the first import is kept
 
 

@@ -177,6 +177,7 @@ def test_visualize_split_writes_pngs_panels_and_raw_predictions(synthetic_run, t
 
 @pytest.mark.slow
 def test_binary_writes_the_voc_server_layout_for_raw_test_images(tmp_path, capsys):
+    from deeplab import _console  # pylint: disable=import-outside-toplevel
     from deeplab import visualize  # pylint: disable=import-outside-toplevel
 
     logdir = str(tmp_path / "run")
@@ -204,7 +205,7 @@ def test_binary_writes_the_voc_server_layout_for_raw_test_images(tmp_path, capsy
         eval_scales=["1.0"],
         eval_flip=False,
     ):
-        visualize.main(["visualize"])
+        assert _console.run_main(visualize.main, ["visualize"], **visualize.RUN) == 0
     assert "Wrote 1 visualizations and 2 raw predictions (voc)" in capsys.readouterr().out
     results = tmp_path / "vis" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
     assert sorted(os.listdir(results)) == ["2008_000001.png", "2008_000002.png"]
@@ -218,6 +219,7 @@ def test_binary_writes_the_voc_server_layout_for_raw_test_images(tmp_path, capsy
 
 
 def test_binary_reports_a_listed_image_that_is_missing(tmp_path, capsys, synthetic_run):
+    from deeplab import _console  # pylint: disable=import-outside-toplevel
     from deeplab import visualize  # pylint: disable=import-outside-toplevel
 
     _, logdir, _ = synthetic_run
@@ -230,8 +232,7 @@ def test_binary_reports_a_listed_image_that_is_missing(tmp_path, capsys, synthet
         vis_images=str(tmp_path / "*.png"),
         vis_image_list=str(tmp_path / "list.txt"),
     ):
-        with pytest.raises(SystemExit) as exit_info:
-            visualize.main(["visualize"])
-    assert exit_info.value.code == 1
+        status = _console.run_main(visualize.main, ["visualize"], **visualize.RUN)
+    assert status == 1  # a failure (a listed file is missing), not a usage error
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "not among --vis_images" in error[0]

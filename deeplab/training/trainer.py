@@ -30,7 +30,6 @@ from absl import logging
 from deeplab import _cpu
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError, UserError
-from deeplab.config.experiment import MAX_SCALE_FACTOR
 from deeplab.data import class_weights as class_weights_lib
 from deeplab.data import input_pipeline, tfrecord
 from deeplab.evaluation import continuous, evaluator, metrics
@@ -80,22 +79,7 @@ def check_config(config):
             "--logdir is required: the folder for checkpoints and TensorBoard events "
             "(e.g. --logdir=runs/my_run)"
         )
-    for name in ("training_steps", "batch_size", "save_checkpoint_steps", "log_steps"):
-        if getattr(train, name) < 1:
-            raise ConfigError(f"--{name} must be positive, got {getattr(train, name)}")
-    if train.base_learning_rate <= 0:
-        raise ConfigError(f"--base_learning_rate must be positive, got {train.base_learning_rate}")
-    if train.stop_at_step < 0:
-        raise ConfigError(
-            f"--stop_at_step must be 0 (run to --training_steps) or a step, got "
-            f"{train.stop_at_step}"
-        )
-    for name in ("min_scale_factor", "max_scale_factor"):
-        value = getattr(data, name)
-        if not 0 < value <= MAX_SCALE_FACTOR:  # also NaN and inf
-            raise ConfigError(
-                f"--{name} must be positive and at most {MAX_SCALE_FACTOR:g} (finite), got {value}"
-            )
+    config.check()  # the settings' own checks (deeplab/config/experiment.py), in case it changed
     height, width = data.crop_size
     if train.batch_size * height * width * 3 >= 2**31:
         # TensorFlow computes such a batch's element count in int32 and fails mid-graph
