@@ -16,10 +16,10 @@ times; prints wall and process-CPU medians (CPU time is the steadier figure when
 share the cores) and, for inference, the logits difference and argmax agreement with the first.
 """
 
+import argparse
 import os
 import sys
 import time
-import argparse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,12 +32,15 @@ p.add_argument("--variants", default="s2b,native,native_fused")
 p.add_argument("--rounds", type=int, default=5)
 a = p.parse_args()
 import deeplab  # first: keeps JAX out of the TensorFlow import (deeplab/_jax_guard.py)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(2)
 import keras
+
 from deeplab.model import fuse
 from deeplab.model.options import PerformanceOptions
 from deeplab.training import weight_decay

@@ -11,8 +11,8 @@ Shapes: block4's 512->512 at rates 2, 4, 8 and ASPP's 2048->256 at 6, 12, 18.
 """
 
 import os
-import time
 import sys
+import time
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np

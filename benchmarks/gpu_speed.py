@@ -154,7 +154,8 @@ def run_torchvision(args):
     from torch import nn  # pylint: disable=import-outside-toplevel
     from torchvision.models import resnet101  # pylint: disable=import-outside-toplevel
     from torchvision.models._utils import IntermediateLayerGetter  # pylint: disable=import-outside-toplevel
-    from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3  # pylint: disable=import-outside-toplevel
+    from torchvision.models.segmentation.deeplabv3 import ASPP  # pylint: disable=import-outside-toplevel
+    from torchvision.models.segmentation.deeplabv3 import DeepLabV3  # pylint: disable=import-outside-toplevel
 
     torch.backends.cudnn.benchmark = True
     backbone = resnet101(weights=None, replace_stride_with_dilation=[False, False, True])

@@ -23,6 +23,8 @@ parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
 
 import deeplab  # noqa: E402  first: keeps JAX out of the TensorFlow import (deeplab/_jax_guard.py)
+
+# isort: split
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -31,10 +33,10 @@ tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
 import keras  # noqa: E402
 
-from deeplab.evaluation import evaluator as evaluation  # noqa: E402
-from deeplab.model import fuse
-from deeplab.evaluation import inference
 from deeplab.common.inference_options import InferenceOptions
+from deeplab.evaluation import evaluator as evaluation  # noqa: E402
+from deeplab.evaluation import inference
+from deeplab.model import fuse
 
 keras.utils.set_random_seed(0)
 model = fuse.fuse_batch_norm(

@@ -37,8 +37,8 @@ def _side(args):
     from PIL import Image
 
     from deeplab.common.inference_options import InferenceOptions
-    from deeplab.logdir import checkpoints
     from deeplab.export import serving
+    from deeplab.logdir import checkpoints
 
     Image.MAX_IMAGE_PIXELS = None
     image = np.asarray(

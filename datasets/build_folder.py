@@ -21,11 +21,10 @@ import sys
 # Run from a checkout: the repository root first on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from deeplab.common.errors import ConfigError  # noqa: E402
 from deeplab.data import convert  # noqa: E402  (TensorFlow is imported only to write)
 from deeplab.data import datasets_info
 from deeplab.data import raw_datasets
-
-from deeplab.common.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):

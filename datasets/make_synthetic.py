@@ -19,9 +19,9 @@ import sys
 # Run from a checkout: the repository root first on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from deeplab.common.errors import ConfigError  # noqa: E402
 from deeplab.data import synthetic  # noqa: E402
 from deeplab.data.convert import run_cli  # noqa: E402
-from deeplab.common.errors import ConfigError  # noqa: E402
 
 
 def main(argv=None):

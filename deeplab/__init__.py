@@ -9,7 +9,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-from deeplab import _cpu, _jax_guard  # noqa: E402  (before anything imports TensorFlow)
+from deeplab import _cpu  # noqa: E402  (before anything imports TensorFlow)
+from deeplab import _jax_guard  # noqa: E402  (before anything imports TensorFlow)
 
 _jax_guard.install()
 _cpu.enable_onednn_by_default()

@@ -17,9 +17,12 @@ import textwrap
 import time
 import warnings
 
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 
 
 def _verbosity_requested(argv):

@@ -26,8 +26,8 @@ The work is done by :mod:`deeplab.evaluation.continuous` (``evaluate_once``, ``w
 from absl import flags
 
 from deeplab import _console
-from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 FLAGS = flags.FLAGS
 # How deeplab._console.run runs main: the config sections it reads (its --help lists them).

@@ -30,11 +30,12 @@ The work is done by :func:`deeplab.export.saved_model.run_export`.
 
 import os
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 
 from deeplab import _console
-from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel (and .tflite files) into.")
 flags.DEFINE_list(

@@ -19,7 +19,8 @@ the possible counts are 1, 2, 3, 4, 6 and 9. The counting and the plot are in
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.evaluation import figures
 
 FLAGS = flags.FLAGS

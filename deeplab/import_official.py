@@ -19,7 +19,8 @@ import os
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 
 FLAGS = flags.FLAGS
 

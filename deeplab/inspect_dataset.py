@@ -17,14 +17,13 @@ checks are listed in ``deeplab/data/doctor.py``.
 
 # TensorFlow is imported (quietly, _console.quiet_tensorflow) only to read records or write the
 # TensorBoard image: a raw dataset is checked with PIL and numpy alone, in a fraction of the time.
-from deeplab import _console
-
 import os
 import sys
 import time
 
 from absl import flags
 
+from deeplab import _console
 from deeplab.common.errors import ConfigError
 from deeplab.data import doctor
 

@@ -36,11 +36,12 @@ interpreter warm-up) and a line listing the classes found with their share of th
 The work is done by :mod:`deeplab.export.predictor` (``make_segmenter``, ``predict_files``).
 """
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 
 from deeplab import _console
-from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 from deeplab.common.errors import ConfigError
+from deeplab.config import flags as _experiment_flags  # noqa: F401  (defines the experiment flags)
 
 flags.DEFINE_string(
     "model",
@@ -79,11 +80,9 @@ RUN = dict(
 
 def main(config, args):
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
-    from deeplab.export import (
-        loading,
-        model_card,
-        predictor,
-    )  # after the flags: fast --help
+    from deeplab.export import loading  # after the flags: fast --help
+    from deeplab.export import model_card  # after the flags: fast --help
+    from deeplab.export import predictor  # after the flags: fast --help
 
     evaluation = config.eval
     inputs = list(FLAGS.input) + list(args)

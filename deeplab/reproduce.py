@@ -44,21 +44,21 @@ import time
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.config import flags as experiment_flags
 from deeplab.config import paper_tables
-from deeplab.orchestration import plan, reproduction
+from deeplab.orchestration import plan
+from deeplab.orchestration import reproduction
 from deeplab.orchestration.plan import Planner
-from deeplab.orchestration.reproduction import (
-    README,
-    RUN_DIR_SETTINGS,
-    SMOKE_NOTE,
-    build_smoke_dataset,
-    format_side_by_side,
-    reproduce,
-    update_readme,
-    write_outputs,
-)
+from deeplab.orchestration.reproduction import README
+from deeplab.orchestration.reproduction import RUN_DIR_SETTINGS
+from deeplab.orchestration.reproduction import SMOKE_NOTE
+from deeplab.orchestration.reproduction import build_smoke_dataset
+from deeplab.orchestration.reproduction import format_side_by_side
+from deeplab.orchestration.reproduction import reproduce
+from deeplab.orchestration.reproduction import update_readme
+from deeplab.orchestration.reproduction import write_outputs
 
 FLAGS = flags.FLAGS
 # How deeplab._console.run runs main: the config sections it reads (its --help lists them).

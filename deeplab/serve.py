@@ -24,7 +24,8 @@ import threading
 from absl import flags
 
 from deeplab import _console
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.data import images as image_io
 from deeplab.export import demo_server
 

@@ -65,7 +65,8 @@ def main(config, args):
     # The library (TensorFlow): imported once the flags are parsed, so --help answers at once
     from deeplab.data import synthetic  # after the flags: fast --help
     from deeplab.logdir import run_record  # after the flags: fast --help
-    from deeplab.training import distribute, trainer  # after the flags: fast --help
+    from deeplab.training import distribute  # after the flags: fast --help
+    from deeplab.training import trainer  # after the flags: fast --help
 
     # (absl's INFO lines, e.g. one per checkpoint write, are hidden; --verbosity=0 shows them)
     if FLAGS.logical_cpu_devices > 1:

@@ -15,10 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from deeplab.logdir import checkpoints  # noqa: E402
 from deeplab.data import input_pipeline
 from deeplab.evaluation import metrics
 from deeplab.export import serving
+from deeplab.logdir import checkpoints  # noqa: E402
 
 
 def boundary_band(label, width, ignore_label):

@@ -46,13 +46,14 @@ def main():
     )
     args = parser.parse_args()
 
-    from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
-    from deeplab.evaluation import evaluator as evaluation
+    import keras  # pylint: disable=import-outside-toplevel
+
     from deeplab.data import input_pipeline
     from deeplab.data import tfrecord
-    from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
+    from deeplab.evaluation import evaluator as evaluation
+    from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
     from deeplab.model import preprocessing  # pylint: disable=import-outside-toplevel
-    import keras  # pylint: disable=import-outside-toplevel
+    from deeplab.model.deeplabv3 import iter_layers  # pylint: disable=import-outside-toplevel
 
     info = tfrecord.read_dataset_info(args.dataset_dir)
     model = checkpoints.load_model(

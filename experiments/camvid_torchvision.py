@@ -46,7 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 from deeplab.config import flags as experiment_flags  # noqa: E402,F401  (defines the shared flags)
 
@@ -102,7 +103,8 @@ def build_model(torch, num_classes, atrous_rates, multi_grid, bn_momentum):
     from torch import nn  # pylint: disable=import-outside-toplevel
     from torchvision.models import resnet50  # pylint: disable=import-outside-toplevel
     from torchvision.models._utils import IntermediateLayerGetter  # pylint: disable=import-outside-toplevel
-    from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3  # pylint: disable=import-outside-toplevel
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead  # pylint: disable=import-outside-toplevel
+    from torchvision.models.segmentation.deeplabv3 import DeepLabV3  # pylint: disable=import-outside-toplevel
 
     backbone = resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
     for unit, grid in zip(backbone.layer4, multi_grid):  # output stride 16: block rate 2
@@ -138,6 +140,7 @@ def poly_rate(step, _schedule=[]):  # pylint: disable=dangerous-default-value
 
 def evaluate(torch, model, dataset_dir, split, num_classes, ignore_label, autocast, limit=None):
     import numpy as np  # pylint: disable=import-outside-toplevel
+
     from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
     from deeplab.evaluation import metrics
 
@@ -169,8 +172,8 @@ def main(argv):
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from deeplab.data import input_pipeline  # pylint: disable=import-outside-toplevel
-    from deeplab.evaluation import metrics
     from deeplab.data import tfrecord
+    from deeplab.evaluation import metrics
 
     torch, _, _lib = _import_torch()
     torch.set_num_threads(FLAGS.torch_threads)

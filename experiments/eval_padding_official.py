@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.official_agreement import _classes, _interpreter  # noqa: E402  pylint: disable=wrong-import-position
+from experiments.official_agreement import _classes  # noqa: E402  pylint: disable=wrong-import-position
+from experiments.official_agreement import _interpreter  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():

@@ -26,10 +26,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import deeplab  # noqa: E402  (before TensorFlow)
+
+# isort: split
 import tensorflow as tf  # noqa: E402
 
 from deeplab.model import layers  # noqa: E402
-from test_geometry import centroid, impulse_weights  # noqa: E402
+from test_geometry import centroid  # noqa: E402
+from test_geometry import impulse_weights  # noqa: E402
 
 
 def upsample(logits, size, stride, method):

@@ -38,8 +38,11 @@ def main():
     import tensorflow as tf
 
     from deeplab.common.inference_options import InferenceOptions
-    from deeplab.data import input_pipeline, tfrecord
-    from deeplab.evaluation import evaluator, inference, metrics
+    from deeplab.data import input_pipeline
+    from deeplab.data import tfrecord
+    from deeplab.evaluation import evaluator
+    from deeplab.evaluation import inference
+    from deeplab.evaluation import metrics
     from deeplab.logdir import checkpoints
     from deeplab.model.preprocessing import pad_pixel
 

@@ -28,8 +28,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deeplab.export import official as official_import  # noqa: E402  pylint: disable=wrong-import-position
-from deeplab.model import preprocessing
 from deeplab.export import tflite
+from deeplab.model import preprocessing
 
 
 def _interpreter(path_or_bytes):

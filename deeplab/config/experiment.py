@@ -25,7 +25,6 @@ import dataclasses
 import math
 
 from deeplab.common.errors import ConfigError
-
 from deeplab.common.inference_options import InferenceOptions
 
 # ---- how a flag's parsed value becomes a field value (fields name them in their metadata)

@@ -33,7 +33,8 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, DataError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import DataError
 from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import input_pipeline
 from deeplab.data import tfrecord

@@ -30,9 +30,12 @@ import numpy as np
 from keras import ops
 
 from deeplab.common.errors import ConfigError
-from deeplab.common.geometry import is_static, resize_bilinear, scaled_size
+from deeplab.common.geometry import is_static
+from deeplab.common.geometry import resize_bilinear
+from deeplab.common.geometry import scaled_size
 from deeplab.common.inference_options import InferenceOptions
-from deeplab.model.preprocessing import normalize_image, pad_pixel
+from deeplab.model.preprocessing import normalize_image
+from deeplab.model.preprocessing import pad_pixel
 
 # Sec. 4.2 (VOC val, Tables 4 and 6).
 PAPER_EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)

@@ -30,8 +30,8 @@ VOC or Cityscapes val split every class is present, so the choice only matters o
 no "mean over all classes" variant is offered because 0/0 has no value to average.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from deeplab.common.errors import DataError

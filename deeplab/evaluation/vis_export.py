@@ -18,7 +18,8 @@ import numpy as np
 from absl import logging
 
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, DataError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import DataError
 from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
 from deeplab.data import images
@@ -27,8 +28,8 @@ from deeplab.data import tfrecord
 from deeplab.evaluation import evaluator
 from deeplab.evaluation import metrics
 from deeplab.evaluation import visualization
-from deeplab.model.preprocessing import normalize_image
 from deeplab.logdir import checkpoints
+from deeplab.model.preprocessing import normalize_image
 
 
 def _list_input_images(pattern, list_file):

@@ -115,7 +115,8 @@ def legend_overlay(
       uint8 RGB [H + legend height, max(W, 320), 3].
     """
     # PIL: only the picture writers need it (colorizing is numpy only)
-    from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
 
     image = np.asarray(image, np.uint8)
     labels = np.asarray(labels)

@@ -28,7 +28,8 @@ import time
 import deeplab
 from deeplab.common import atomic_io
 from deeplab.data import datasets_info
-from deeplab.evaluation import metrics, visualization
+from deeplab.evaluation import metrics
+from deeplab.evaluation import visualization
 from deeplab.logdir import run_record
 from deeplab.model import description
 

@@ -32,9 +32,9 @@ How a file is read (CONVENTIONS.md, "The authors' released models"):
 
 import importlib
 import os
+import re
 import shutil
 import types
-import re
 
 import keras
 import numpy as np
@@ -44,9 +44,9 @@ from deeplab.common import atomic_io
 from deeplab.common.errors import UserError
 from deeplab.data import datasets_info
 from deeplab.export import model_card
+from deeplab.logdir import checkpoints
 from deeplab.model import deeplabv3 as model_lib
 from deeplab.model import mobilenet
-from deeplab.logdir import checkpoints
 
 _TFLITE_TYPES = {
     0: np.float32,

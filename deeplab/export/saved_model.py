@@ -17,17 +17,17 @@ import time
 import typing
 
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.common.inference_options import InferenceOptions
 from deeplab.data import datasets_info
 from deeplab.data import tfrecord
 from deeplab.export import model_card
 from deeplab.export import serving
 from deeplab.export import tflite as tflite_lib
-from deeplab.model import fuse
 from deeplab.logdir import checkpoints
 from deeplab.logdir import run_record
-
+from deeplab.model import fuse
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.
 ARCHITECTURE_FLAGS = (

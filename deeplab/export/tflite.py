@@ -58,7 +58,8 @@ import numpy as np
 from PIL import Image
 
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.common.inference_options import InferenceOptions
 from deeplab.common.progress import Progress
 from deeplab.data import tfrecord
@@ -189,8 +190,8 @@ def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants  # conversion only
 
-    from deeplab.model.preprocessing import normalize_image  # conversion only (Keras)
     from deeplab.export.serving import segment_images  # conversion only (TensorFlow)
+    from deeplab.model.preprocessing import normalize_image  # conversion only (Keras)
 
     options = options or InferenceOptions()
     if options.tile_size or options.pad_to:

@@ -26,8 +26,8 @@ Library code: no flags are read here.
 """
 
 import json
-import re
 import os
+import re
 import time
 
 import numpy as np
@@ -36,7 +36,8 @@ from absl import logging
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.model import fuse
 from deeplab.model.deeplabv3 import DeepLabV3
 

@@ -27,20 +27,19 @@ from deeplab.model import backbones
 from deeplab.model import decoder as decoder_lib
 from deeplab.model import heads
 from deeplab.model import settings as settings_lib
+
+# Names other modules import from here (their homes are the parts' modules).
+from deeplab.model.backbones import BACKBONE_NAMES  # noqa: F401
+from deeplab.model.backbones import MOBILENET_BACKBONES  # noqa: F401
+from deeplab.model.backbones import MOBILENET_BATCH_NORM_MOMENTUM  # noqa: F401
+from deeplab.model.backbones import resolve_backbone_momentum  # noqa: F401
 from deeplab.model.batch_norm import BatchNormalization
+from deeplab.model.heads import ASPP_REFERENCE_STRIDE  # noqa: F401
+from deeplab.model.heads import HEAD_NAMES as HEADS  # noqa: F401
+from deeplab.model.heads import scale_atrous_rates  # noqa: F401
 from deeplab.model.layers import StrideUpsample
 from deeplab.model.options import PerformanceOptions
 from deeplab.model.settings import ModelSettings
-
-# Names other modules import from here (their homes are the parts' modules).
-from deeplab.model.backbones import (  # noqa: F401
-    BACKBONE_NAMES,
-    MOBILENET_BACKBONES,
-    MOBILENET_BATCH_NORM_MOMENTUM,
-    resolve_backbone_momentum,
-)
-from deeplab.model.heads import ASPP_REFERENCE_STRIDE, HEAD_NAMES as HEADS  # noqa: F401
-from deeplab.model.heads import scale_atrous_rates  # noqa: F401
 from deeplab.model.weights import load_imagenet_backbone  # noqa: F401
 
 DEFAULT_NAME = "deeplabv3"

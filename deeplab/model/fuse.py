@@ -20,9 +20,8 @@ Everything here is Keras (keras.layers / keras.ops): it works under the TensorFl
 backends.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import layers
 
 from deeplab.model.aspp import ASPP

@@ -27,7 +27,8 @@ Conventions (CONVENTIONS.md, "MobileNetV2"):
 """
 
 import keras
-from keras import layers, ops
+from keras import layers
+from keras import ops
 
 from deeplab.model import stride_plan
 from deeplab.model.batch_norm import BatchNormalization

@@ -13,7 +13,8 @@ import os
 
 import keras
 
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.model import backbones
 
 

@@ -17,7 +17,8 @@ import json
 import os
 
 from deeplab.common.errors import ConfigError
-from deeplab.config import experiment, paper_tables
+from deeplab.config import experiment
+from deeplab.config import paper_tables
 
 # Settings that never make two training runs differ, and those of evaluation: from the
 # experiment config's structure (its eval section, and the training settings it marks as not

@@ -19,7 +19,8 @@ import sys
 import time
 
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.config import paper_tables
 from deeplab.data import tfrecord
 from deeplab.orchestration import plan

@@ -14,7 +14,8 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab.common.errors import UserError
-from deeplab.logdir import checkpoints, summaries
+from deeplab.logdir import checkpoints
+from deeplab.logdir import summaries
 
 TRAIN_SUMMARY_DIR = "train"
 

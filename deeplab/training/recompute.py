@@ -22,9 +22,10 @@ training kernel of deeplab.model.batch_norm (not synchronized BN, not a model bu
 
 import keras
 
-from deeplab.model import batch_norm
-from deeplab.model.deeplabv3 import UnsplittableModelError, iter_layers
 from deeplab.common.errors import ConfigError
+from deeplab.model import batch_norm
+from deeplab.model.deeplabv3 import UnsplittableModelError
+from deeplab.model.deeplabv3 import iter_layers
 
 # Backbone endpoints up to which the forward pass can be recomputed. Not block3: recomputing
 # most of the network in the backward pass brings most of its activations back at once there

@@ -12,7 +12,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from deeplab.training import losses, recompute, weight_decay
+from deeplab.training import losses
+from deeplab.training import recompute
+from deeplab.training import weight_decay
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,15 +29,27 @@ from absl import logging
 
 from deeplab import _cpu
 from deeplab.common import atomic_io
-from deeplab.common.errors import ConfigError, UserError
+from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.data import class_weights as class_weights_lib
-from deeplab.data import input_pipeline, tfrecord
-from deeplab.evaluation import continuous, evaluator, metrics
-from deeplab.model.deeplabv3 import DeepLabV3, build_model, load_imagenet_backbone
+from deeplab.data import input_pipeline
+from deeplab.data import tfrecord
+from deeplab.evaluation import continuous
+from deeplab.evaluation import evaluator
+from deeplab.evaluation import metrics
+from deeplab.logdir import checkpoints
+from deeplab.logdir import lock
+from deeplab.logdir import run_record
 from deeplab.model import preprocessing
+from deeplab.model.deeplabv3 import DeepLabV3
+from deeplab.model.deeplabv3 import build_model
+from deeplab.model.deeplabv3 import load_imagenet_backbone
 from deeplab.model.options import PerformanceOptions
-from deeplab.training import bookkeeping, distribute, loop, optimizers, ps_loop
-from deeplab.logdir import checkpoints, lock, run_record
+from deeplab.training import bookkeeping
+from deeplab.training import distribute
+from deeplab.training import loop
+from deeplab.training import optimizers
+from deeplab.training import ps_loop
 from deeplab.training import step as step_lib
 from deeplab.training.image_summaries import ImageSummaries
 from deeplab.training.schedules import PolyLearningRate
