@@ -214,16 +214,7 @@ def _train(config, strategy, progress):
 def _train_holding_lock(config, strategy, chief, info, num_classes, class_weights, progress):
     data, train = config.data, config.train
     num_replicas = strategy.num_replicas_in_sync
-    coordinator = None
-    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
-        # Asynchronous replicas (Appendix B, Table 11): every scheduled step is one worker's
-        # --batch_size batch, applied to the ps variables without waiting for the other workers;
-        # --training_steps counts the steps of all workers together.
-        coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-    if train.batch_size % num_replicas:
-        raise ConfigError(
-            f"--batch_size={train.batch_size} does not split evenly over {num_replicas} replicas"
-        )
+    coordinator = _coordinator(strategy, train)
     _set_precision_and_seed(train, chief)
 
     model, optimizer, schedule, step_var = _build(config, strategy, coordinator, num_classes)
@@ -232,6 +223,7 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
     start_step = _restore_or_initialize(
         config, model, optimizer, step_var, checkpoint, latest, chief
     )
+    recipe = None
     if chief:
         checkpoints.write_run_info(train.logdir, model, info)
         recipe = run_record.resolved_config(
@@ -242,27 +234,15 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
             print(f"WARNING: {note}", flush=True)
 
     iterator = _make_iterator(config, strategy, coordinator, start_step, num_classes)
-    replica_step = step_lib.build_replica_step(
-        model,
-        optimizer,
-        schedule,
-        step_lib.LossSettings.from_config(
-            train, ignore_label=info["ignore_label"], class_weights=class_weights
-        ),
-        num_replicas=num_replicas,
-        recompute_through=train.recompute_through,
-        step_counter=step_var if coordinator is not None else None,
-        check_gradients=train.mixed_precision != "float16",
-        multipliers=step_lib.gradient_multipliers(model, train.logits_bias_lr_multiplier),
+    train_step = _train_step(
+        config,
+        strategy,
+        (model, optimizer, schedule, step_var),
+        coordinator,
+        info,
+        class_weights,
+        chief,
     )
-    if replica_step.recompute_disabled_reason and chief:
-        print(
-            f"--recompute_through={train.recompute_through} is off for this run: "
-            f"{replica_step.recompute_disabled_reason}",
-            flush=True,
-        )
-    train_step = step_lib.build_train_step(strategy, replica_step, jit_compile=train.jit_compile)
-
     writer = (
         tf.summary.create_file_writer(os.path.join(train.logdir, bookkeeping.TRAIN_SUMMARY_DIR))
         if chief
@@ -288,20 +268,8 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
         image_summaries=image_summaries,
         averaged_rate=coordinator is not None,
     )
-    stopping = f" (stopping at {end_step})" if end_step < train.training_steps else ""
-    print(
-        f"Training {config.model.backbone} on {data.dataset_dir}:{data.train_split} "
-        f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
-        f"{train.training_steps}{stopping}, batch {train.batch_size}, "
-        f"crop {tuple(data.crop_size)}",
-        flush=True,
-    )
+    _announce(config, strategy, start_step, end_step, num_classes, chief)
     if chief:
-        print(
-            f"Logs, checkpoints and TensorBoard events in {train.logdir}: watch with "
-            f"`tensorboard --logdir {train.logdir}`",
-            flush=True,
-        )
         with writer.as_default():
             run_record.write_summaries(
                 recipe,
@@ -309,25 +277,9 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
                 logdir=train.logdir,
                 class_names=info.get("class_names") or (),
             )
-
-    with (
-        writer.as_default(),
-        input_pipeline.explain_data_errors(data.dataset_dir, data.train_split),
-    ):
-        if coordinator is None:
-            step = loop.run(train_step, iterator, start_step, end_step, progress.counting(keeper))
-        else:
-            step = ps_loop.run(
-                coordinator,
-                train_step,
-                iterator,
-                start_step,
-                end_step,
-                save_checkpoint_steps=train.save_checkpoint_steps,
-                logdir=train.logdir,
-                after_step=progress.counting(keeper),
-            )
-        writer.flush()
+    step = _run_steps(
+        config, coordinator, train_step, iterator, (start_step, end_step), keeper, writer, progress
+    )
     keeper.finish(step)
     if chief and step > start_step:
         print(
@@ -349,6 +301,95 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
             keeper.last_saved, config, num_classes=num_classes, step=step
         )
     return result
+
+
+def _coordinator(strategy, train):
+    """The ClusterCoordinator of a parameter-server strategy (None otherwise), after checking
+    that the global batch splits over the replicas."""
+    coordinator = None
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        # Asynchronous replicas (Appendix B, Table 11): every scheduled step is one worker's
+        # --batch_size batch, applied to the ps variables without waiting for the other workers;
+        # --training_steps counts the steps of all workers together.
+        coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    num_replicas = strategy.num_replicas_in_sync
+    if train.batch_size % num_replicas:
+        raise ConfigError(
+            f"--batch_size={train.batch_size} does not split evenly over {num_replicas} replicas"
+        )
+    return coordinator
+
+
+def _train_step(config, strategy, built, coordinator, info, class_weights, chief):
+    """The training step function (``step.build_train_step``) of this run; ``built``: the
+    (model, optimizer, schedule, step variable) of :func:`_build`."""
+    train = config.train
+    model, optimizer, schedule, step_var = built
+    replica_step = step_lib.build_replica_step(
+        model,
+        optimizer,
+        schedule,
+        step_lib.LossSettings.from_config(
+            train, ignore_label=info["ignore_label"], class_weights=class_weights
+        ),
+        num_replicas=strategy.num_replicas_in_sync,
+        recompute_through=train.recompute_through,
+        step_counter=step_var if coordinator is not None else None,
+        check_gradients=train.mixed_precision != "float16",
+        multipliers=step_lib.gradient_multipliers(model, train.logits_bias_lr_multiplier),
+    )
+    if replica_step.recompute_disabled_reason and chief:
+        print(
+            f"--recompute_through={train.recompute_through} is off for this run: "
+            f"{replica_step.recompute_disabled_reason}",
+            flush=True,
+        )
+    return step_lib.build_train_step(strategy, replica_step, jit_compile=train.jit_compile)
+
+
+def _announce(config, strategy, start_step, end_step, num_classes, chief):
+    """The run's first lines: what trains on what, and (chief) where its logs go."""
+    data, train = config.data, config.train
+    stopping = f" (stopping at {end_step})" if end_step < train.training_steps else ""
+    print(
+        f"Training {config.model.backbone} on {data.dataset_dir}:{data.train_split} "
+        f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
+        f"{train.training_steps}{stopping}, batch {train.batch_size}, "
+        f"crop {tuple(data.crop_size)}",
+        flush=True,
+    )
+    if chief:
+        print(
+            f"Logs, checkpoints and TensorBoard events in {train.logdir}: watch with "
+            f"`tensorboard --logdir {train.logdir}`",
+            flush=True,
+        )
+
+
+def _run_steps(config, coordinator, train_step, iterator, steps, keeper, writer, progress):
+    """Runs the steps ``steps = (start, end)`` (synchronous loop or parameter-server loop);
+    returns the last step run."""
+    data, train = config.data, config.train
+    start_step, end_step = steps
+    with (
+        writer.as_default(),
+        input_pipeline.explain_data_errors(data.dataset_dir, data.train_split),
+    ):
+        if coordinator is None:
+            step = loop.run(train_step, iterator, start_step, end_step, progress.counting(keeper))
+        else:
+            step = ps_loop.run(
+                coordinator,
+                train_step,
+                iterator,
+                start_step,
+                end_step,
+                save_checkpoint_steps=train.save_checkpoint_steps,
+                logdir=train.logdir,
+                after_step=progress.counting(keeper),
+            )
+        writer.flush()
+    return step
 
 
 def _check_dataset(data, train):
