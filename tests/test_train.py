@@ -52,6 +52,7 @@ TINY_FLAGS = [
     "--image_summary_steps=0",
     "--min_scale_factor=1",
     "--max_scale_factor=1",
+    "--logits_init_stddev=0",  # as TINY_MODEL: Glorot logits
 ]
 
 

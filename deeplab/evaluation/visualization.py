@@ -116,7 +116,7 @@ def legend_overlay(
     """
     # PIL: only the picture writers need it (colorizing is numpy only)
     from PIL import Image  # pylint: disable=import-outside-toplevel
-    from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
+    from PIL import ImageDraw  # PIL, as above  # pylint: disable=import-outside-toplevel
 
     image = np.asarray(image, np.uint8)
     labels = np.asarray(labels)
