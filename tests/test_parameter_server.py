@@ -425,6 +425,7 @@ def test_multi_worker_mirrored_two_processes_match_one_process(tmp_path):
             "batch_norm_momentum": 0.9,
             "freeze_batch_norm": True,
             "aspp_dropout": 0.0,
+            "logits_init_stddev": 0.0,  # as TINY_FLAGS
         },
         crop_size=(33, 33),
         batch_size=4,
