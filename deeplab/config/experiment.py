@@ -442,6 +442,21 @@ class ModelConfig:
         check=_at_least(0),
         message="must be >= 0 (0: Glorot uniform)",
     )
+    quantize_aware: bool = _field(
+        False,
+        help=(
+            "Quantization-aware training: the forward pass rounds weights (per channel, BN "
+            "folded) and activations to int8 as the int8 TFLite export does; fine-tune a float "
+            "checkpoint with it (--init_checkpoint, --freeze_batch_norm) and export "
+            "--quantize=int8 without calibration images."
+        ),
+    )
+    quantize_range_decay: float = _field(
+        0.99,
+        help="--quantize_aware: decay of the moving averages that track activation ranges.",
+        check=_fraction,
+        message="must be in [0, 1)",
+    )
 
     def build_kwargs(self, num_classes, *, output_stride=None):
         """Keyword arguments of ``deeplab.build_model`` (``deeplab.model.settings.ModelSettings``'

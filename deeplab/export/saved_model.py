@@ -241,11 +241,6 @@ class ExportOptions:
             )
         if self.quantize != "none" and not self.tflite:
             raise ConfigError("--quantize=int8 needs --tflite")
-        if self.quantize == "int8" and not self.dataset_dir:
-            raise ConfigError(
-                "--quantize=int8 needs --dataset_dir (its --calibration_split images "
-                "calibrate the quantization)"
-            )
         if self.evaluate_split and not (self.dataset_dir and self.tflite):
             raise ConfigError("--evaluate_split needs --tflite and --dataset_dir")
         if not self.saved_model and not self.tflite:
@@ -434,19 +429,29 @@ def _write_tflite_files(model, export_dir, export, options, classes, extra, log)
     if export.quantize == "int8":
         start = time.perf_counter()
         split = export.calibration_split
-        images = tflite_lib.calibration_images(
-            export.dataset_dir, split, export.num_calibration_images, size
-        )
+        if getattr(model, "quantize_aware", False):
+            # Its ranges are the ones it trained with (deeplab.model.quantize).
+            images = None
+            calibration = "none: ranges from quantization-aware training"
+        elif not export.dataset_dir:
+            raise ConfigError(
+                "--quantize=int8 needs --dataset_dir (its --calibration_split images "
+                "calibrate the quantization) unless the model was trained --quantize_aware"
+            )
+        else:
+            images = tflite_lib.calibration_images(
+                export.dataset_dir, split, export.num_calibration_images, size
+            )
+            calibration = f"{len(images)} images of {export.dataset_dir}:{split}"
         content = tflite_lib.convert_int8(model, size, images, options)
-        calibration = f"{len(images)} images of {export.dataset_dir}:{split}"
         written["int8"] = tflite_lib.write_tflite(
             os.path.join(export_dir, "deeplab_int8.tflite"),
             content,
             _tflite_metadata(size, "int8", classes, options, {**extra, "calibration": calibration}),
         )
         log(
-            f"TFLite int8: {written['int8']} ({len(content) / 1e6:.2f} MB, calibrated on "
-            f"{len(images)} images of {split}, {time.perf_counter() - start:.1f} s)"
+            f"TFLite int8: {written['int8']} ({len(content) / 1e6:.2f} MB, calibration: "
+            f"{calibration}, {time.perf_counter() - start:.1f} s)"
         )
     return written
 

@@ -203,8 +203,16 @@ def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax
     single = options.scales == (1.0,) and not options.flip
     head = _feature_softmax_head(model) if feature_softmax and single else None
 
+    quantized = head is not None and getattr(model, "quantize_aware", False)
+    if quantized:
+        from deeplab.model import quantize  # conversion only (Keras)
+
+        logits_range = quantize.logits_range(model)
+
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")])
     def segment(images):
+        if quantized:
+            return _quantized_head(model, head[0], images, logits_range)
         if head is None:
             return segment_images(model, images, options)
         features_model, upsample = head
@@ -216,6 +224,33 @@ def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax
 
     # Variables become constants, so the converter folds batch norm into the convolutions.
     return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
+
+
+def _quantized_head(model, features_model, images, logits_range):
+    """The int8 export's graph of a quantization-aware model, every tensor on the 8-bit grid
+    the converter will give it: the pixels ([0, 255], scale 1), the model's own ranges, the
+    softmax at the feature resolution (TFLite's fixed [0, 255/256]) and the stride-aware
+    upsampling of the probabilities and the logits (ranges derived from theirs)."""
+    # pylint: disable=import-outside-toplevel
+    # TensorFlow and the model code: conversion only, the TFLite runner works without them
+    import tensorflow as tf
+
+    from deeplab.model import quantize  # conversion only (Keras)
+    from deeplab.model.preprocessing import MEAN_RGB  # conversion only (Keras)
+
+    pixels = quantize.fake_quant(tf.cast(images, tf.float32), *quantize.PIXEL_RANGE)
+    # normalize_image with its subtraction rounded (the flip keeps the scale).
+    centered = quantize.fake_quant(
+        pixels - quantize.quantized_mean(MEAN_RGB), *quantize.NORMALIZED_RANGE
+    )
+    logits = tf.cast(features_model(tf.reverse(centered, [-1]), training=False), tf.float32)
+    size = images.shape[1:3]
+    stride = model.get_layer("upsample_logits").stride
+    scores = quantize.fake_quant(tf.nn.softmax(logits, axis=-1), *quantize.SOFTMAX_RANGE)
+    probabilities = quantize.quantized_stride_upsample(scores, size, stride, quantize.SOFTMAX_RANGE)
+    upsampled = quantize.quantized_stride_upsample(logits, size, stride, logits_range)
+    semantic = tf.argmax(upsampled, axis=-1, output_type=tf.int32)
+    return {"semantic": semantic, "probabilities": probabilities}
 
 
 def convert_float(model, input_size, options=None):
@@ -248,7 +283,9 @@ def convert_int8(model, input_size, calibration_images, options=None):
     # TensorFlow: conversion only, the TFLite runner works without it
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    images = [np.asarray(i, np.uint8) for i in calibration_images]
+    if getattr(model, "quantize_aware", False):
+        return _convert_quantize_aware(model, input_size, options)
+    images = [np.asarray(i, np.uint8) for i in calibration_images or ()]
     if not images:
         raise ConfigError(
             "--quantize=int8 needs calibration images: pass --dataset_dir and "
@@ -271,6 +308,31 @@ def convert_int8(model, input_size, calibration_images, options=None):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+def _convert_quantize_aware(model, input_size, options):
+    """The int8 flatbuffer of a quantization-aware model: every range is the one it trained
+    with (its fake-quantization ops), so no calibration image is read."""
+    # TensorFlow: conversion only, the TFLite runner works without it
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    options = options or InferenceOptions()
+    if options.scales != (1.0,) or options.flip or _feature_softmax_head(model) is None:
+        raise ConfigError(
+            "a --quantize_aware model exports int8 at one scale without flipping (its ranges "
+            "are those of that graph): export it without --eval_scales / --eval_flip"
+        )
+    function = _frozen_function(
+        model, input_size, options, input_dtype=tf.float32, feature_softmax=True
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    # The fake-quantization ops make this a quantization-aware graph: the converter takes every
+    # range from them (it refuses supported_ops=INT8 without a representative dataset, so the
+    # all-int8 graph is checked by tests instead).
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
     return converter.convert()

@@ -39,6 +39,7 @@ from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError
 from deeplab.common.errors import UserError
 from deeplab.model import fuse
+from deeplab.model import quantize
 from deeplab.model.deeplabv3 import DeepLabV3
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -396,7 +397,9 @@ def restore_for_finetuning(model, checkpoint):
 
     For the second training stage and COCO -> VOC fine-tuning (Sec. 4.3): every variable
     whose path and shape match is restored; the others (normally ``logits/kernel`` and
-    ``logits/bias`` when num_classes differs) keep their initialization and are logged.
+    ``logits/bias`` when num_classes differs) keep their initialization and are logged. The
+    activation ranges of a quantization-aware model, absent from a float run, are not
+    reported: the first training batch sets them.
     Optimizer state and the step are not restored: fine-tuning starts at step 0.
 
     Args:
@@ -411,9 +414,14 @@ def restore_for_finetuning(model, checkpoint):
     """
     prefix = resolve_checkpoint(checkpoint)
     values = _checkpoint_values(prefix)
+    range_paths = {v.path for q in quantize.range_quantizers(model) for v in q.weights}
     skipped = []
     restored = 0
     for path, variable in variables_by_path(model).items():
+        if path not in values.weights and path in range_paths:
+            # A quantization-aware model started from a float run: its activation ranges
+            # are set by the first training batch (deeplab.model.quantize).
+            continue
         if path not in values.weights:
             skipped.append(path)
             logging.warning("init checkpoint %s: no %s; keeping its initialization", prefix, path)

@@ -26,6 +26,7 @@ from deeplab.common.errors import ConfigError
 from deeplab.model import backbones
 from deeplab.model import decoder as decoder_lib
 from deeplab.model import heads
+from deeplab.model import quantize
 from deeplab.model import settings as settings_lib
 
 # Names other modules import from here (their homes are the parts' modules).
@@ -72,6 +73,11 @@ def check_settings(settings):
     heads.check_head(settings)
     decoder_lib.check_decoder(settings)
     backbones.check_backbone(settings)
+    if settings.quantize_aware and not settings.freeze_batch_norm:
+        raise ConfigError(
+            "--quantize_aware folds BN into the convolutions as the int8 export does, so BN "
+            "statistics must be frozen: pass --freeze_batch_norm"
+        )
 
 
 def compose(settings, performance):
@@ -140,6 +146,12 @@ class DeepLabV3(keras.Model):
         performance = PerformanceOptions.coerce(performance)
         check_settings(settings)
         inputs, logits = compose(settings, performance)
+        if settings.freeze_batch_norm:
+            freeze_batch_norm_statistics(keras.Model(inputs, logits))
+        if settings.quantize_aware:
+            inputs, logits = quantize.quantize_aware_graph(
+                inputs, logits, decay=settings.quantize_range_decay
+            )
         super().__init__(inputs=inputs, outputs=logits, name=name, **kwargs)
         for setting, value in settings.config().items():
             setattr(self, settings_lib.attribute_name(setting), value)
@@ -180,6 +192,11 @@ class DeepLabV3(keras.Model):
             reads backbone features the front would hide).
           ValueError: ``through`` is no endpoint of the backbone.
         """
+        if self.quantize_aware:
+            raise UnsplittableModelError(
+                "a quantization-aware model updates its activation ranges in the forward pass, "
+                "which recomputing would repeat"
+            )
         if self.decoder_output_stride:
             raise UnsplittableModelError(
                 "the decoder reads backbone features from inside the recomputed part"

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from deeplab.common.errors import ConfigError
 from deeplab.model.aspp import ASPP
 from deeplab.model.settings import attribute_names
 
@@ -213,8 +214,14 @@ def fuse_batch_norm(model):
       ``model(x, training=False)`` to float32 round-off, ~1e-5 relative), no
       BatchNormalization layers where a convolution precedes them, and DeepLabV3's
       descriptive attributes (``num_classes``, ``output_stride``, ...) copied, plus
-      ``batch_norm_folded`` (the number of BN layers folded). Inference only.
+      ``batch_norm_folded`` (the number of BN layers folded). Inference only. A
+      quantization-aware model (``quantize_aware``) is returned as it is: its forward folds
+      every pair already.
     """
+    if getattr(model, "quantize_aware", False):
+        # Its forward folds every conv + BN pair already (deeplab.model.quantize), with the
+        # rounding of the int8 graph; folding it again would lose that.
+        return model
     new_model, count = _fuse_functional(model)
     for name in _MODEL_ATTRIBUTES:
         if hasattr(model, name):
@@ -267,6 +274,11 @@ def cast_model(model, dtype="bfloat16"):
     Returns:
       A new functional keras.Model with the descriptive attributes of ``model`` copied.
     """
+    if getattr(model, "quantize_aware", False):
+        raise ConfigError(
+            "a --quantize_aware model computes in float32 with int8 rounding: serve it "
+            "--serving_dtype=float32, or export it --tflite --quantize=int8"
+        )
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype)  # sub-layers a layer builds in __init__ follow it
     try:

@@ -92,6 +92,12 @@ class ModelSettings:
       logits_init_stddev: the logits kernel starts from a truncated normal of this stddev
         (the authors' 0.01, train_utils/model.py); 0: Glorot uniform (Keras' default, this
         project's before issue 34). Changes how a new head starts, never a restored one.
+      quantize_aware: the forward pass rounds weights and activations as the int8 TFLite
+        export does (``deeplab.model.quantize``): quantization-aware fine-tuning, and an int8
+        export that takes its ranges from training. Needs ``freeze_batch_norm``. Adds one
+        range (three scalars) per quantized activation; the float variables are unchanged.
+      quantize_range_decay: decay of the moving average that tracks each activation's range
+        in training (quantize_aware).
       input_shape: shape of one input image; (None, None, 3) accepts any size.
     """
 
@@ -114,6 +120,8 @@ class ModelSettings:
     decoder_separable: bool = _setting(True)
     backbone_padding: str = _setting("symmetric")
     logits_init_stddev: float = _setting(0.01)
+    quantize_aware: bool = _setting(False)
+    quantize_range_decay: float = _setting(0.99)
     input_shape: tuple = _setting((None, None, 3), tuple)
 
     def __post_init__(self):

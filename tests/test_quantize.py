@@ -1,0 +1,296 @@
+"""deeplab.model.quantize: quantization-aware training (fake quantization where the int8 TFLite
+graph rounds, BN folded, straight-through gradients) and its int8 export without calibration."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+import export_fixtures as fx
+from deeplab.common.errors import ConfigError
+from deeplab.export import tflite
+from deeplab.model import fuse
+from deeplab.model import quantize
+from deeplab.model.deeplabv3 import build_model
+from deeplab.model.deeplabv3 import freeze_batch_norm_statistics
+from deeplab.model.deeplabv3 import iter_layers
+from deeplab.model.preprocessing import normalize_image
+
+SIZE = (41, 49)  # not square, odd: catches H/W swaps
+SETTINGS = {
+    "resnet": dict(fx.TINY),
+    "mobilenet": {
+        "backbone": "mobilenet_v2_dm05",
+        "atrous_rates": (),
+        "multi_grid": (1, 1, 1),
+        "aspp_filters": 8,
+    },
+}
+
+
+def _models(kind, seed=0):
+    """(float model, quantization-aware model holding the same weights, its ranges set by
+    training-mode passes over synthetic scenes)."""
+    float_model = build_model(num_classes=fx.NUM_CLASSES, **SETTINGS[kind])
+    fx.randomize(float_model, seed)
+    fx.calibrate_batch_norm(float_model, fx.structured_images(4, SIZE, seed=seed))
+    freeze_batch_norm_statistics(float_model)
+    qat = build_model(
+        num_classes=fx.NUM_CLASSES, freeze_batch_norm=True, quantize_aware=True, **SETTINGS[kind]
+    )
+    _copy_weights(float_model, qat)
+    for batch in range(3):
+        images = fx.structured_images(4, SIZE, seed=10 + seed + batch)
+        qat(normalize_image(images), training=True)
+    return float_model, qat
+
+
+def _all_layers(model):
+    return list(iter_layers(model))
+
+
+def _copy_weights(source, target):
+    values = {v.path: v for v in source.weights}
+    for variable in target.weights:
+        if variable.path in values:
+            variable.assign(values[variable.path])
+
+
+@pytest.fixture(scope="module", params=["resnet", "mobilenet"])
+def pair(request):
+    return _models(request.param)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def test_quantization_aware_model_keeps_the_float_variables(pair):
+    float_model, qat = pair
+    float_paths = {v.path for v in float_model.weights}
+    qat_paths = {v.path for v in qat.weights}
+    # Every float variable under the same path (a float checkpoint restores into it and back);
+    # the rest are the activation ranges.
+    assert float_paths <= qat_paths
+    ranges = {v.path for q in quantize.range_quantizers(qat) for v in q.weights}
+    assert qat_paths - float_paths == ranges and len(ranges) >= 3 * 10
+    assert qat.get_config()["quantize_aware"] is True
+
+
+def test_ranges_are_set_by_training_batches_and_frozen_at_inference(pair):
+    _, qat = pair
+    quantizers = quantize.range_quantizers(qat)
+    assert all(float(q.range_set.numpy()) == 1.0 for q in quantizers)
+    assert all(float(q.range_max.numpy()) > float(q.range_min.numpy()) for q in quantizers)
+    before = [q.range_max.numpy() for q in quantizers]
+    qat(normalize_image(fx.structured_images(2, SIZE, seed=99)) * 3.0, training=False)
+    assert [q.range_max.numpy() for q in quantizers] == before
+
+
+def test_range_is_a_moving_average_seeded_by_the_first_batch():
+    layer = quantize.RangeQuantizer(decay=0.9)
+    layer(np.array([[-1.0, 2.0]], np.float32), training=True)
+    assert (float(layer.range_min.numpy()), float(layer.range_max.numpy())) == (-1.0, 2.0)
+    layer(np.array([[0.5, 4.0]], np.float32), training=True)
+    # The batch minimum counts as 0 (zero is always in the range).
+    np.testing.assert_allclose([layer.range_min.numpy(), layer.range_max.numpy()], [-0.9, 2.2])
+
+
+def test_fake_quantization_rounds_to_the_8_bit_grid():
+    values = np.linspace(-1.0, 3.0, 1001, dtype=np.float32)
+    rounded = ops.convert_to_numpy(quantize.fake_quant(values, -1.0, 3.0))
+    step = 4.0 / 255.0
+    assert len(np.unique(rounded)) <= 256
+    assert np.abs(rounded - values).max() <= step / 2 + 1e-6
+    assert 0.0 in rounded  # zero is exact
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype(np.float32)
+    weights = ops.convert_to_numpy(quantize.fake_quant_weights(kernel, 3))
+    for channel in range(5):
+        scale = np.abs(kernel[..., channel]).max() / 127.0
+        levels = weights[..., channel] / scale
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+        assert np.abs(levels).max() <= 127.0 + 1e-3
+
+
+def test_folded_convolutions_equal_the_exports_folding(pair):
+    float_model, qat = pair
+    folded = fuse.fuse_batch_norm(float_model)
+    checked = 0
+    for layer in _all_layers(qat):
+        if isinstance(layer, quantize.QuantizedConv) and layer.batch_norm is not None:
+            kernel, bias = layer.folded()
+            reference = [
+                l for l in _all_layers(folded) if l.name == layer.name and hasattr(l, "kernel")
+            ]
+            if not reference:
+                continue
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(kernel), reference[0].kernel.numpy(), rtol=1e-5, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(bias), reference[0].bias.numpy(), rtol=1e-5, atol=1e-5
+            )
+            checked += 1
+    assert checked >= 5
+
+
+def test_quantized_forward_stays_close_to_the_float_one(pair):
+    float_model, qat = pair
+    images = normalize_image(fx.structured_images(2, SIZE, seed=7))
+    float_logits = ops.convert_to_numpy(float_model(images, training=False))
+    qat_logits = ops.convert_to_numpy(qat(images, training=False))
+    assert not np.array_equal(float_logits, qat_logits)  # it does round
+    same = (float_logits.argmax(-1) == qat_logits.argmax(-1)).mean()
+    assert same > 0.9, same
+
+
+def test_gradients_pass_straight_through_to_the_float_weights(pair):
+    _, qat = pair
+    images = normalize_image(fx.structured_images(2, SIZE, seed=8))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(qat(images, training=False)))
+    kernels = [v for v in qat.trainable_variables if v.path.endswith("kernel")]
+    gradients = tape.gradient(loss, kernels)
+    assert all(g is not None for g in gradients)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) > 0 for g in gradients) >= len(kernels) - 1
+
+
+def test_quantize_aware_needs_frozen_batch_norm():
+    with pytest.raises(ConfigError, match="--freeze_batch_norm"):
+        build_model(num_classes=3, quantize_aware=True, **fx.TINY)
+
+
+def test_what_the_rounding_forbids(pair):
+    _, qat = pair
+    assert fuse.fuse_batch_norm(qat) is qat  # its forward folds already
+    with pytest.raises(ConfigError, match="quantize_aware"):
+        fuse.cast_model(qat, "bfloat16")
+    with pytest.raises(Exception, match="activation ranges"):
+        qat.recompute_segments("block1")
+
+
+# ----------------------------------------------------------------------------- the int8 export
+
+
+def _simulated_and_interpreted(qat, images):
+    """(the Keras graph the export freezes, the interpreter) outputs on ``images``."""
+    content = tflite.convert_int8(qat, SIZE, None)
+    function = tflite._frozen_function(  # pylint: disable=protected-access
+        qat, SIZE, None, input_dtype=tf.float32, feature_softmax=True
+    )
+    interpreter = tf.lite.Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    semantic, probabilities = [], []
+    for image in images:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        interpreter.invoke()
+        reference = function(tf.constant(image[None], tf.float32))
+        reference = reference if isinstance(reference, list) else list(reference.values())
+        reference = {np.asarray(r).ndim: np.asarray(r) for r in reference}
+        for output in interpreter.get_output_details():
+            value = interpreter.get_tensor(output["index"])
+            if value.ndim == 3:
+                semantic.append(value == reference[3])
+            else:
+                scale, zero_point = output["quantization"]
+                steps = np.abs((value.astype(np.float32) - zero_point) * scale - reference[4])
+                probabilities.append(steps <= scale * 1.001)
+    return content, np.mean(semantic), np.mean(probabilities)
+
+
+def _dequantized(interpreter, index):
+    detail = next(t for t in interpreter.get_tensor_details() if t["index"] == index)
+    scale, zero_point = detail["quantization"]
+    return (interpreter.get_tensor(index).astype(np.float32) - zero_point) * scale, scale
+
+
+def _op_by_op(qat, image):
+    """{op: share of its output values within one quantization step of the Keras layer's
+    output on the same (dequantized) input}: every convolution with a range of its own (and
+    its activation), the softmax and the upsampling of the probabilities. The interpreter keeps
+    every tensor, so each op is checked on the interpreter's own input."""
+    content = tflite.convert_int8(qat, SIZE, None)
+    interpreter = tf.lite.Interpreter(model_content=content, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+    interpreter.invoke()
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    convs = {
+        l.name: l
+        for l in _all_layers(qat)
+        if isinstance(l, quantize.QuantizedConv) and l.output_quantizer is not None
+    }
+    shares = {}
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        output = op["outputs"][0]
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            layer = [c for n, c in convs.items() if f"/{n}_1/" in names[output]]
+            if len(layer) != 1:
+                continue
+            expected = layer[0](tf.constant(_dequantized(interpreter, op["inputs"][0])[0]))
+            name = layer[0].name
+        elif op["op_name"] == "SOFTMAX":
+            logits = _dequantized(interpreter, op["inputs"][0])[0]
+            expected = quantize.fake_quant(tf.nn.softmax(logits), *quantize.SOFTMAX_RANGE)
+            probabilities = expected
+            name = "softmax"
+        else:
+            continue
+        actual, scale = _dequantized(interpreter, output)
+        shares[name] = float(np.mean(np.abs(np.asarray(expected) - actual) <= scale * 1.001))
+    (output,) = [o for o in interpreter.get_output_details() if len(o["shape"]) == 4]
+    actual, scale = _dequantized(interpreter, output["index"])
+    stride = qat.get_layer("upsample_logits").stride
+    expected = quantize.quantized_stride_upsample(
+        probabilities, SIZE, stride, quantize.SOFTMAX_RANGE
+    )
+    shares["upsample probabilities"] = float(
+        np.mean(np.abs(np.asarray(expected) - actual) <= scale * 1.001)
+    )
+    return content, shares
+
+
+@pytest.mark.slow
+def test_int8_export_takes_the_trained_ranges_and_rounds_as_the_keras_forward(pair):
+    _, qat = pair
+    image = fx.structured_images(1, SIZE, seed=21)[0]
+    content, shares = _op_by_op(qat, image)
+    interpreter = tf.lite.Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # raw pixel bytes
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    float_ops = [
+        op["op_name"]
+        for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+        if any(
+            i >= 0 and tensors[i]["dtype"] == np.float32
+            for i in list(op["inputs"]) + list(op["outputs"])
+        )
+    ]
+    assert float_ops == []  # full integer, and no calibration image was given
+    # Each op, fed the interpreter's own input, gives the Keras layer's output to within one
+    # step (measured: all values; a tie broken apart by float vs. fixed-point arithmetic may
+    # differ by one step).
+    assert {"logits", "softmax", "upsample probabilities"} <= set(shares)
+    assert len(shares) >= 6, shares
+    assert min(shares.values()) >= 0.99, shares
+
+
+@pytest.mark.slow
+def test_int8_export_agrees_with_the_keras_forward_end_to_end(pair):
+    _, qat = pair
+    images = fx.structured_images(3, SIZE, seed=21)
+    _, same_class, _ = _simulated_and_interpreted(qat, images)
+    # Whole network: one-step differences (float vs. fixed-point rounding of near-ties) grow
+    # layer by layer in these random tiny models (ResNet 97%, MobileNetV2 82% same class,
+    # measured); a trained model drifts far less (CamVid MobileNetV2: 99.0%,
+    # experiments/RESULTS.md, "Issue 33").
+    assert same_class >= 0.75, same_class
+
+
+def test_multi_scale_int8_export_of_a_quantization_aware_model_is_refused(pair):
+    from deeplab.common.inference_options import InferenceOptions  # pylint: disable=import-outside-toplevel
+
+    _, qat = pair
+    with pytest.raises(ConfigError, match="one scale"):
+        tflite.convert_int8(qat, SIZE, None, InferenceOptions(scales=(1.0, 0.5)))
