@@ -31,6 +31,7 @@ KILLED_RUN = textwrap.dedent(r"""
     sys.path.insert(0, sys.argv[1])
     from deeplab.training import trainer as train_lib  # first: it chooses TensorFlow's CPU kernels
     from deeplab.training import bookkeeping
+    from deeplab.common import log
     from deeplab.config.experiment import ExperimentConfig
     import tensorflow as tf
     from test_checkpoint_safety import _config
@@ -47,7 +48,8 @@ KILLED_RUN = textwrap.dedent(r"""
         return path
 
     tf.train.CheckpointManager.save = save
-    train_lib.train(_config(data_dir, logdir, **EXACT))
+    with log.console_output():  # the run's lines printed, as deeplab.train prints them
+        train_lib.train(_config(data_dir, logdir, **EXACT))
     sys.exit(7)  # not killed
 """)
 
