@@ -63,7 +63,6 @@ def prepare(work_dir, num_images, camvid_dir):
                 dataset=datasets_info.camvid(),
                 num_shards=4,
                 progress=False,
-                log=lambda s: None,
             )
         datasets["camvid"] = out
     return datasets

@@ -23,7 +23,8 @@ import sys
 # Run from a checkout: the repository root first on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab.data import convert  # noqa: E402  (TensorFlow is imported only to write)
+from deeplab import _console  # noqa: E402
+from deeplab.data import convert  # (TensorFlow is imported only to write)
 from deeplab.data import datasets_info
 from deeplab.data import raw_datasets
 
@@ -52,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(convert.run_cli(main))
+    sys.exit(_console.run_script(main))

@@ -19,9 +19,9 @@ import sys
 # Run from a checkout: the repository root first on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab.common.errors import ConfigError  # noqa: E402
-from deeplab.data import synthetic  # noqa: E402
-from deeplab.data.convert import run_cli  # noqa: E402
+from deeplab import _console  # noqa: E402
+from deeplab.common.errors import ConfigError
+from deeplab.data import synthetic
 
 
 def main(argv=None):
@@ -96,4 +96,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(_console.run_script(main))

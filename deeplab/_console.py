@@ -5,6 +5,9 @@ imported (it imports it) and :func:`quiet_absl` once its flags are parsed. By de
 TensorFlow's C++ INFO and WARNING lines (``TF_CPP_MIN_LOG_LEVEL=2``; errors still show) and
 absl's Python INFO lines are hidden. ``--verbosity=0`` (absl's flag; ``-v 0`` too) brings both
 back; a ``TF_CPP_MIN_LOG_LEVEL`` set by the user is kept as it is.
+
+:func:`run` (every ``python -m deeplab.*`` binary) and :func:`run_script` (``datasets/*.py``)
+decide how the library's log records print: ``deeplab.common.log.console_output``.
 """
 
 import ast
@@ -21,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from deeplab.common import log
 from deeplab.common.errors import ConfigError
 from deeplab.common.errors import UserError
 
@@ -395,10 +399,12 @@ def run_main(
         if tensorflow:
             quiet_tensorflow()
         quiet_absl()
-        if sections or settings:
-            status = main(_config(sections, settings, recorded_config), args)
-        else:
-            status = main(args)
+        # The library's log records printed (deeplab.common.log); DEBUG too with --verbosity.
+        with log.console_output(verbose=flags.FLAGS["verbosity"].present):
+            if sections or settings:
+                status = main(_config(sections, settings, recorded_config), args)
+            else:
+                status = main(args)
     except (ConfigError, app.UsageError) as error:
         error_line(error, name)
         return USAGE
@@ -406,3 +412,22 @@ def run_main(
         error_line(error, name)
         return FAILURE
     return 0 if status is None else status
+
+
+def run_script(main, argv=None):
+    """Runs a ``datasets/*.py`` script's ``main(argv)`` (argparse flags): the library's log
+    records printed as every binary prints them (``deeplab.common.log``), a
+    :class:`~deeplab.common.errors.UserError` as one line ``error: <message>`` on standard
+    error and exit status 1, Ctrl-C as one line and 130. Returns the exit status."""
+    try:
+        with log.console_output():
+            main(argv)
+    except UserError as error:
+        sys.stdout.flush()
+        print(f"error: {error}", file=sys.stderr)
+        return FAILURE
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print("interrupted: no incomplete shard was left behind", file=sys.stderr)
+        return 130
+    return 0

@@ -1,5 +1,6 @@
 """Test-wide settings: quiet TensorFlow logs and make the repository importable."""
 
+import logging
 import os
 import sys
 
@@ -22,3 +23,24 @@ def data_dir(tmp_path_factory):
         path, num_train=8, num_val=4, image_size=(40, 40), num_classes=3, seed=1
     )
     return path
+
+
+@pytest.fixture
+def library_log(caplog):
+    """What the library logged during the test (deeplab.common.log): ``library_log()`` is the
+    list of messages of the ``deeplab`` logger's records at INFO and above (``level=``
+    another), in order; ``library_log.text()`` the same joined by newlines."""
+    caplog.set_level(logging.INFO, logger="deeplab")
+
+    class Messages:
+        def __call__(self, level=logging.INFO):
+            return [
+                record.getMessage()
+                for record in caplog.records
+                if record.name.split(".")[0] == "deeplab" and record.levelno >= level
+            ]
+
+        def text(self, level=logging.INFO):
+            return "\n".join(self(level))
+
+    return Messages()

@@ -69,9 +69,9 @@ def run(finished_run, tmp_path):
     return logdir
 
 
-def _resume(data_dir, logdir, capsys, **overrides):
+def _resume(data_dir, logdir, library_log, **overrides):
     result = train_lib.train(_config(data_dir, logdir, training_steps=8, **overrides))
-    return result, capsys.readouterr().out
+    return result, library_log.text()
 
 
 def _truncate(prefix):
@@ -101,9 +101,9 @@ def _flip_a_byte(prefix):
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
 @pytest.mark.slow
-def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys, damage):
+def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, library_log, damage):
     damage(os.path.join(run, "ckpt-6"))
-    result, out = _resume(data_dir, run, capsys)
+    result, out = _resume(data_dir, run, library_log)
     assert "Skipped 1 newer checkpoint(s) that cannot be resumed from: ckpt-6: " in out
     assert f"Resuming from {run}/ckpt-4 at step 4" in out
     assert result.resumed_from == 4 and result.step == 8
@@ -112,11 +112,11 @@ def test_a_broken_latest_checkpoint_is_skipped_with_a_line(data_dir, run, capsys
 
 
 @pytest.mark.slow
-def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, capsys):
+def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, library_log):
     for name in os.listdir(run):
         if name.startswith("ckpt-6."):
             os.remove(os.path.join(run, name))
-    result, out = _resume(data_dir, run, capsys)
+    result, out = _resume(data_dir, run, library_log)
     assert result.resumed_from == 4, out
     assert "steps 4->8" in out
 
@@ -124,16 +124,16 @@ def test_a_deleted_latest_checkpoint_resumes_from_the_previous(data_dir, run, ca
 @pytest.mark.parametrize("pointer", ["garbage {{{ not a proto", ""])
 @pytest.mark.slow
 def test_a_garbage_or_empty_pointer_file_resumes_from_the_newest_on_disk(
-    data_dir, run, capsys, pointer
+    data_dir, run, library_log, pointer
 ):
     with open(os.path.join(run, "checkpoint"), "w", encoding="utf-8") as handle:
         handle.write(pointer)
-    result, out = _resume(data_dir, run, capsys)
+    result, out = _resume(data_dir, run, library_log)
     assert result.resumed_from == 6, out
 
 
 @pytest.mark.slow
-def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, capsys):
+def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, library_log):
     for step in (2, 4, 6):
         _truncate(os.path.join(run, f"ckpt-{step}"))
     with pytest.raises(
@@ -141,18 +141,18 @@ def test_all_checkpoints_broken_is_an_error_unless_fresh_start(data_dir, run, ca
         match=r"none can be resumed from: ckpt-6 .*ckpt-4 .*ckpt-2 .*"
         r"--fresh_start",
     ):
-        _resume(data_dir, run, capsys)
-    result, out = _resume(data_dir, run, capsys, fresh_start=True)
+        _resume(data_dir, run, library_log)
+    result, out = _resume(data_dir, run, library_log, fresh_start=True)
     assert result.resumed_from == 0 and result.step == 8
     assert "--fresh_start: training" in out
 
 
 @pytest.mark.slow
-def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, capsys):
+def test_leftovers_of_interrupted_writes_are_removed(data_dir, run, library_log):
     os.makedirs(os.path.join(run, "ckpt-8_temp", "part"))
     with open(os.path.join(run, "checkpoint.tmp1234"), "w", encoding="utf-8") as handle:
         handle.write("half")
-    result, out = _resume(data_dir, run, capsys)
+    result, out = _resume(data_dir, run, library_log)
     assert (
         "Removed the leftovers of interrupted checkpoint writes: checkpoint.tmp1234, ckpt-8_temp"
         in out

@@ -105,11 +105,11 @@ def _config(data_dir, logdir, **overrides):
 
 
 @pytest.mark.slow
-def test_a_rule_is_resolved_once_printed_recorded_and_used(data_dir, tmp_path, capsys):
+def test_a_rule_is_resolved_once_printed_recorded_and_used(data_dir, tmp_path, library_log):
     counts = class_weights.count_split(data_dir, "train", 3, 255)
     expected, _ = class_weights.compute_weights("median_frequency", counts)
     ruled = trainer.train(_config(data_dir, tmp_path / "rule", class_weights=("median_frequency",)))
-    out = capsys.readouterr().out
+    out = library_log.text()
     assert "Class weights (median_frequency, from the 8 labels of" in out
     record = json.load(open(tmp_path / "rule" / "config.json"))
     assert record["train"]["class_weights"] == ["median_frequency"]

@@ -3,6 +3,7 @@ with skip_bad is skipped, reported and counted. Deliberate conversions (grayscal
 noted."""
 
 import io
+import logging
 import os
 import signal
 import time
@@ -36,7 +37,6 @@ def _convert(root, out, skip_bad=False, palette_masks=False, splits=("train",)):
         num_workers=0,
         skip_bad=skip_bad,
         progress=False,
-        log=lambda s: None,
         palette_hint="; pass --palette_masks if its palette indices are the class ids",
     )
 
@@ -130,13 +130,13 @@ def test_bad_example_stops_with_file_and_reason_and_writes_nothing(tmp_path, cas
 
 
 @pytest.mark.parametrize("case", ["corrupt image", "label out of range", "palette mask"])
-def test_skip_bad_skips_reports_and_counts(tmp_path, case, capsys):
+def test_skip_bad_skips_reports_and_counts(tmp_path, case, library_log):
     root = fx.make_folder(tmp_path / "raw")
     bad_file, reason = _break(root, case)
     reports = _convert(root, tmp_path / "out", skip_bad=True)
     assert reports["train"].count == 2 and len(reports["train"].skipped) == 1
     assert str(bad_file) in reports["train"].skipped[0]
-    assert str(bad_file) in capsys.readouterr().err
+    assert f"skipped: {reports['train'].skipped[0]}" in library_log(logging.WARNING)
     assert tfrecord.read_dataset_info(tmp_path / "out")["splits"] == {"train": 2}
     names = [
         records.decode_example(r)["filename"].numpy()
@@ -160,7 +160,7 @@ def _decoded(out, index):
     return records.decode_example(serialized[index])
 
 
-def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, capsys):
+def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, library_log):
     root = fx.make_folder(tmp_path / "raw")
     gray = fx.rgb(6, 8, 5)[:, :, 0]
     fx.save(root / "images" / "img1.png", gray)
@@ -172,7 +172,7 @@ def test_grayscale_and_opaque_rgba_images_are_converted_with_a_note(tmp_path, ca
     assert (
         reports["train"].notes[1].endswith("img2.png: RGBA image converted to RGB (alpha dropped)")
     )
-    assert "converted to RGB" in capsys.readouterr().err
+    assert library_log(logging.WARNING) == reports["train"].notes
     np.testing.assert_array_equal(
         _decoded(tmp_path / "out", 1)["image"].numpy(), np.repeat(gray[:, :, None], 3, -1)
     )
@@ -207,7 +207,6 @@ def test_cityscapes_unknown_label_id_and_sbd_bad_mat(tmp_path):
             dataset=cityscapes(),
             num_workers=0,
             progress=False,
-            log=lambda s: None,
         )
     voc, sbd, _, _ = fx.make_voc(tmp_path / "voc")
     mat = sbd / "dataset" / "cls" / "2008_000100.mat"
@@ -224,7 +223,6 @@ def test_cityscapes_unknown_label_id_and_sbd_bad_mat(tmp_path):
             dataset=pascal_voc(),
             num_workers=0,
             progress=False,
-            log=lambda s: None,
         )
 
 
@@ -242,7 +240,6 @@ def test_coco_image_size_disagreeing_with_annotation(tmp_path):
             dataset=coco_voc(),
             num_workers=0,
             progress=False,
-            log=lambda s: None,
         )
 
 
@@ -279,13 +276,10 @@ def test_a_conversion_killed_during_the_switch_leaves_old_or_new_never_a_mixture
             num_workers=0,
             num_shards=3,
             progress=False,
-            log=lambda s: None,
         )
 
     specs = raw_datasets.folder_examples(a, ["train"], palette_masks=False)
-    convert.convert_splits(
-        specs, out, dataset=SPEC, num_workers=0, num_shards=4, progress=False, log=lambda s: None
-    )
+    convert.convert_splits(specs, out, dataset=SPEC, num_workers=0, num_shards=4, progress=False)
     a_names = _filenames(out, "train")
     assert len(a_names) == 8
 
@@ -328,9 +322,7 @@ def test_a_split_dataset_json_does_not_list_is_refused(tmp_path):
     _convert(root, out, splits=("train", "val"))
     other = DatasetSpec("other", 3, 255, ("a", "b", "c"), color_map(3))
     specs = raw_datasets.folder_examples(root, ["train"], palette_masks=False)
-    convert.convert_splits(
-        specs, out, dataset=other, num_workers=0, progress=False, log=lambda s: None
-    )
+    convert.convert_splits(specs, out, dataset=other, num_workers=0, progress=False)
     assert tfrecord.read_dataset_info(out)["splits"] == {"train": 4}
     with pytest.raises(
         DataError, match=r"split 'val' is not listed in dataset.json \(listed: train\)"

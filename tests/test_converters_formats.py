@@ -10,6 +10,7 @@ from PIL import Image
 
 import harness
 import raw_fixtures as fx
+from deeplab.common import log
 from deeplab.data import datasets_info
 from deeplab.data import raw_datasets
 from deeplab.data import records
@@ -34,7 +35,10 @@ def read_split(directory, split):
 
 
 def run(script, *args):
-    return fx.load_script(script).main([*map(str, args), "--num_workers", "0", "--no_progress"])
+    """A converter script's main, the library's lines printed as the script prints them
+    (``deeplab._console.run_script``)."""
+    with log.console_output():
+        return fx.load_script(script).main([*map(str, args), "--num_workers", "0", "--no_progress"])
 
 
 def test_voc_and_sbd_trainaug(tmp_path, capsys):
@@ -405,7 +409,6 @@ def test_real_camvid(tmp_path):
         dataset=datasets_info.camvid(),
         num_workers=2,
         progress=False,
-        log=lambda s: None,
     )
     assert reports["val"].count == 101 and not reports["val"].skipped
     examples = read_split(tmp_path, "val")

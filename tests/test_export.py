@@ -294,9 +294,7 @@ def test_bfloat16_export_stores_bfloat16_weights_and_agrees_with_float32(
     exports = {}
     for dtype in ("float32", "bfloat16"):
         exports[dtype] = str(tmp_path / dtype)
-        run_export(
-            run_dir, exports[dtype], ExportOptions(serving_dtype=dtype), log=lambda line: None
-        )
+        run_export(run_dir, exports[dtype], ExportOptions(serving_dtype=dtype))
     images = np.stack(fx.structured_images(2, (40, 48), seed=3))
     results, sizes = {}, {}
     for dtype, path in exports.items():

@@ -223,9 +223,7 @@ def capped_export(tmp_path_factory):
     """The shared tiny run exported with --serving_max_pixels=48x48."""
     run_dir = efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     export_dir = str(tmp_path_factory.mktemp("capped") / "export")
-    saved_model.run_export(
-        run_dir, export_dir, saved_model.ExportOptions(max_pixels=CAP), log=lambda _: None
-    )
+    saved_model.run_export(run_dir, export_dir, saved_model.ExportOptions(max_pixels=CAP))
     return export_dir
 
 
@@ -278,7 +276,7 @@ def bomb_and_ok(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["checkpoint", "export", "tflite"])
 @pytest.mark.slow
 def test_predict_skips_a_bomb_and_goes_on(
-    kind, capped_export, bomb_and_ok, tmp_path_factory, tmp_path, monkeypatch
+    kind, capped_export, bomb_and_ok, tmp_path_factory, tmp_path, monkeypatch, library_log
 ):
     if kind == "checkpoint":
         segmenter = predictor.make_segmenter(
@@ -289,9 +287,9 @@ def test_predict_skips_a_bomb_and_goes_on(
     else:
         segmenter = predictor.make_segmenter(model=efx.shared_float_tflite(tmp_path_factory))
     decodes = _Decodes(monkeypatch)
-    lines = []
     inputs = [str(bomb_and_ok / "bomb.png"), str(bomb_and_ok / "ok.png")]
-    result = predictor.predict_files(segmenter, inputs, str(tmp_path), log=lines.append)
+    result = predictor.predict_files(segmenter, inputs, str(tmp_path))
+    lines = library_log()
     assert [p for p, _ in result["processed"]] == [inputs[1]]
     (skipped,) = [line for line in lines if line.startswith("skipped")]
     cap = CAP if kind == "export" else images.DEFAULT_MAX_PIXELS
@@ -302,9 +300,8 @@ def test_predict_skips_a_bomb_and_goes_on(
     assert ("--serving_max_pixels" if kind == "export" else "--max_image_pixels") in skipped
     assert decodes.sizes == [(40, 30)]  # ok.png only
     # A real image above --max_image_pixels: refused the same way, by its header.
-    result = predictor.predict_files(
-        segmenter, inputs[1:], str(tmp_path), log=lines.append, max_pixels=30 * 39
-    )
+    result = predictor.predict_files(segmenter, inputs[1:], str(tmp_path), max_pixels=30 * 39)
+    lines = library_log()
     assert not result["processed"] and "30x40 pixels" in lines[-2], lines[-2:]
 
 
@@ -336,17 +333,17 @@ def test_a_250_character_image_name_is_processed(tmp_path_factory, tmp_path):
         checkpoint=efx.shared_tiny_run(tmp_path_factory)["run_dir"]
     )
     out = tmp_path / "out"
-    result = predictor.predict_files(segmenter, [str(folder)], str(out), log=lambda _: None)
+    result = predictor.predict_files(segmenter, [str(folder)], str(out))
     assert len(result["processed"]) == 2 and not result["skipped"]
     names = os.listdir(out)
     assert len(names) == 6 and max(len(n.encode()) for n in names) <= 255
     assert sum(n.startswith("n" * 200) for n in names) == 3
     # The same long name, twice, gives the same short name (reruns overwrite, not pile up).
-    predictor.predict_files(segmenter, [str(folder)], str(out), log=lambda _: None)
+    predictor.predict_files(segmenter, [str(folder)], str(out))
     assert sorted(os.listdir(out)) == sorted(names)
 
 
-def test_a_failed_inference_or_write_skips_that_image_only(tmp_path, monkeypatch):
+def test_a_failed_inference_or_write_skips_that_image_only(tmp_path, monkeypatch, library_log):
     """One image's inference fails, another's outputs fail half written (a permission error),
     the third goes through: a line each, no partial set of outputs, an earlier output kept."""
     folder = tmp_path / "in"
@@ -373,8 +370,8 @@ def test_a_failed_inference_or_write_skips_that_image_only(tmp_path, monkeypatch
         return write(output_dir, stem, *args, **options)
 
     monkeypatch.setattr(predictor, "write_outputs", failing)
-    lines = []
-    result = predictor.predict_files(segmenter, [str(folder)], str(out), log=lines.append)
+    result = predictor.predict_files(segmenter, [str(folder)], str(out))
+    lines = library_log()
     assert [os.path.basename(p) for p, _ in result["processed"]] == ["c.png"]
     assert f"skipped {folder / 'a.png'}: inference failed (the graph said no)" in lines
     assert (
@@ -496,7 +493,6 @@ def test_a_failed_tflite_write_keeps_the_earlier_export(
             efx.shared_tiny_run(tmp_path_factory)["run_dir"],
             export_dir,
             saved_model.ExportOptions(saved_model=False, tflite=True, tflite_input_size=(33, 33)),
-            log=lambda _: None,
         )
     assert _listing(export_dir) == before and os.listdir(tmp_path) == ["export"]
 
@@ -512,7 +508,6 @@ def test_a_tflite_only_export_keeps_the_earlier_saved_model(
         efx.shared_tiny_run(tmp_path_factory)["run_dir"],
         export_dir,
         saved_model.ExportOptions(saved_model=False, tflite=True, tflite_input_size=(33, 33)),
-        log=lambda _: None,
     )
     assert result["tflite"] == {"none": os.path.join(export_dir, "deeplab_float32.tflite")}
     saved = ("saved_model.pb", "fingerprint.pb", "variables/", "assets/")  # the SavedModel's

@@ -7,6 +7,7 @@ config.json, absurd crop / scale / tiling flags, the num_classes message, the wa
 directly started cluster task."""
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -243,9 +244,7 @@ def _convert(raw, out, name):
 
     specs = raw_datasets.folder_examples(raw, ["train", "val"], palette_masks=False)
     spec = DatasetSpec(name, 3, 255, ("a", "b", "c"), color_map(3))
-    return convert.convert_splits(
-        specs, out, dataset=spec, num_workers=0, progress=False, log=lambda s: None
-    )
+    return convert.convert_splits(specs, out, dataset=spec, num_workers=0, progress=False)
 
 
 def test_a_converter_rerun_killed_after_its_train_split_leaves_the_old_dataset_whole(
@@ -428,9 +427,9 @@ def test_evaluate_with_a_corrupt_config_json_is_one_line(run_copy):
 
 
 @pytest.mark.slow
-def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
+def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, library_log):
     """A resume over an unreadable config.json does not overwrite it silently: the file is
-    kept as config.json.unreadable-<time>, with a WARNING line, and a new one written."""
+    kept as config.json.unreadable-<time>, with a WARNING record, and a new one written."""
     from deeplab.logdir import run_record  # pylint: disable=import-outside-toplevel
 
     path = run_copy / "config.json"
@@ -440,9 +439,9 @@ def test_a_resume_keeps_a_corrupt_config_json_aside(data_dir, run_copy, capsys):
     assert result.resumed_from == 1 and result.step == 2
     (aside,) = [p for p in run_copy.iterdir() if p.name.startswith("config.json.unreadable-")]
     assert aside.read_text() == broken
-    out = capsys.readouterr().out
+    out = library_log.text(logging.WARNING)
     assert re.search(
-        rf"WARNING: {re.escape(str(path))}: the run's recorded settings cannot be read .*; kept "
+        rf"{re.escape(str(path))}: the run's recorded settings cannot be read .*; kept "
         rf"it as {re.escape(str(aside))} and wrote a new config\.json",
         out,
     ), out
@@ -550,7 +549,7 @@ def test_a_changed_num_classes_names_the_checkpoints_value_and_the_new_one(run_c
         ), caught.value
 
 
-def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkeypatch):
+def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkeypatch, library_log):
     """A file system that cannot flock: the holder's pid decides. A process of this host that
     no longer runs: taken over with a line; a live one (or another host's): refused."""
     import socket  # pylint: disable=import-outside-toplevel
@@ -562,10 +561,10 @@ def test_without_flock_a_dead_holder_on_this_host_is_taken_over(tmp_path, monkey
     gone.communicate()
     path = tmp_path / lock.LOCK_FILE
     host = socket.gethostname()
-    lines = []
     path.write_text(json.dumps({"host": host, "pid": gone.pid, "started": 0}))
-    with lock.training_lock(tmp_path, report=lines.append):
+    with lock.training_lock(tmp_path):
         assert json.loads(path.read_text())["pid"] == os.getpid()
+    lines = library_log()
     assert len(lines) == 1 and f"pid {gone.pid} on host {host}" in lines[0], lines
     assert "no longer running" in lines[0] and not path.exists()
     for holder in ({"host": host, "pid": os.getppid()}, {"host": "elsewhere", "pid": gone.pid}):

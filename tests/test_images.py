@@ -198,7 +198,7 @@ def test_a_turned_photo_gives_the_same_pixels_and_answer_everywhere(tmp_path, tm
     specs = raw_datasets.folder_examples(tmp_path, ["train"])
     spec = DatasetSpec("toy", 3, 255, ("a", "b", "c"), color_map(3))
     reports = convert.convert_splits(
-        specs, tmp_path / "out", dataset=spec, num_workers=0, progress=False, log=lambda s: None
+        specs, tmp_path / "out", dataset=spec, num_workers=0, progress=False
     )
     assert "EXIF orientation 6 applied" in reports["train"].notes[0]
     record = next(iter(tf.data.TFRecordDataset(tfrecord.list_shards(tmp_path / "out", "train"))))

@@ -310,7 +310,7 @@ def test_imported_folder_works_in_every_binary(data_dir, tmp_path):
         options=InferenceOptions(output_stride=8, scales=(0.75, 1.0), flip=True),
     )
     assert 0.0 <= results["miou"] <= 1.0 and results["output_stride"] == 8
-    exported = saved_model.run_export(folder, str(tmp_path / "export"), log=lambda *_: None)
+    exported = saved_model.run_export(folder, str(tmp_path / "export"))
     assert os.path.exists(os.path.join(exported["saved_model"], "saved_model.pb"))
     segmenter = predictor.make_segmenter(model=folder)
     labels = segmenter(np.zeros((40, 40, 3), np.uint8))

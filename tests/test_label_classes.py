@@ -2,6 +2,7 @@
 InvalidArgumentError mid-run, and never a silent model with the wrong number of logits."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -119,12 +120,12 @@ def test_too_few_classes_without_a_record_fails_in_one_line_at_the_first_step(da
 
 
 @pytest.mark.slow
-def test_too_many_classes_trains_with_a_warning_naming_them(data_dir, tmp_path, capsys):
+def test_too_many_classes_trains_with_a_warning_naming_them(data_dir, tmp_path, library_log):
     claims5 = _edited_copy(data_dir, tmp_path, 5)
     result = _train(claims5, tmp_path / "run")
     assert result.step == 2
-    out = capsys.readouterr().out
+    out = library_log.text(logging.WARNING)
     assert (
-        f"WARNING: {claims5}/dataset.json: no label of split 'train' holds class(es) 3 (extra0), "
+        f"{claims5}/dataset.json: no label of split 'train' holds class(es) 3 (extra0), "
         "4 (extra1) of its num_classes=5"
     ) in out

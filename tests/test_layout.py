@@ -158,6 +158,81 @@ def test_the_library_reads_no_flags():
                 )
 
 
+def _console_output(tree):
+    """(line, what) of every way ``tree`` reports on the console other than a log record: a
+    ``print`` call, a write to ``sys.stdout`` / ``sys.stderr``, absl's log imported."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "print":
+                found.append((node.lineno, "print()"))
+            elif (
+                isinstance(func, ast.Attribute)
+                and func.attr in ("write", "writelines")
+                and isinstance(func.value, ast.Attribute)
+                and func.value.attr in ("stdout", "stderr")
+                and isinstance(func.value.value, ast.Name)
+                and func.value.value.id == "sys"
+            ):
+                found.append((node.lineno, f"sys.{func.value.attr}.{func.attr}()"))
+        elif isinstance(node, ast.Import):
+            found += [
+                (node.lineno, f"import {a.name}")
+                for a in node.names
+                if a.name == "absl.logging" or a.name.startswith("absl.logging.")
+            ]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "absl.logging" or node.module.startswith("absl.logging."):
+                found.append((node.lineno, f"from {node.module} import ..."))
+            elif node.module == "absl" and any(a.name == "logging" for a in node.names):
+                found.append((node.lineno, "from absl import logging"))
+    return found
+
+
+# Library modules allowed to write to the console other than through the logger, with the
+# reason. Empty: the progress bar writes to the stream it is given (common/progress.py), the
+# console handler to the stream of the record's level (common/log.py), neither through print.
+CONSOLE_ALLOWED = {}
+
+
+def test_library_modules_report_through_the_logger():
+    """Every module of a subpackage (deeplab/<subpackage>/...) reports through
+    ``logging.getLogger(__name__)`` (deeplab.common.log): no print, no write to
+    sys.stdout / sys.stderr, no absl log; the binaries decide how the records print."""
+    checked = 0
+    for module, path in MODULES.items():
+        if os.sep not in os.path.relpath(path, PACKAGE):
+            continue  # a binary, _console and the package's own start-up modules
+        checked += 1
+        found = [
+            (line, what)
+            for line, what in _console_output(ast.parse(open(path, encoding="utf-8").read()))
+            if (module, what) not in CONSOLE_ALLOWED
+        ]
+        assert not found, "; ".join(
+            f"{path}:{line}: {what} (log through logging.getLogger(__name__) instead)"
+            for line, what in found
+        )
+    assert checked > 80  # every subpackage's modules were read
+
+
+def test_the_console_rule_sees_each_kind_of_output():
+    source = (
+        "import sys\nimport absl.logging\nfrom absl import logging\n"
+        "from absl.logging import info\nprint('x')\nsys.stderr.write('y')\n"
+        "sys.stdout.writelines(['z'])\nlog.info('fine')\nhandle.write('fine')\n"
+    )
+    assert [what for _, what in _console_output(ast.parse(source))] == [
+        "import absl.logging",
+        "from absl import logging",
+        "from absl.logging import ...",
+        "print()",
+        "sys.stderr.write()",
+        "sys.stdout.writelines()",
+    ]
+
+
 def _has_reason(lines, lineno):
     """A comment other than a linter directive on the import's line or the line above."""
     for text in (lines[lineno - 1], lines[lineno - 2] if lineno > 1 else ""):

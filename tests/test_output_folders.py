@@ -62,7 +62,7 @@ def test_export_predict_visualize(tmp_path_factory, a_file, tmp_path):
     fx.save(tmp_path / "in.png", image)
     segmenter = predictor.make_segmenter(checkpoint=run_dir)
     with pytest.raises(ConfigError, match="--output_dir=.*afile is a file"):
-        predictor.predict_files(segmenter, [str(tmp_path / "in.png")], a_file, log=lambda s: None)
+        predictor.predict_files(segmenter, [str(tmp_path / "in.png")], a_file)
     with pytest.raises(ConfigError, match="--vis_dir=.*afile is a file"):
         vis_export.visualize(run_dir, vis_dir=a_file, input_images=str(tmp_path / "in.png"))
 

@@ -15,10 +15,6 @@ from deeplab.evaluation.visualization import colorize_labels
 from deeplab.export import predictor
 
 
-def _quiet(_):
-    pass
-
-
 def _write_inputs(folder, images):
     """Writes the test's inputs: RGB PNG, RGB JPEG, grayscale, RGBA, a broken file, a text file."""
     os.makedirs(folder, exist_ok=True)
@@ -97,14 +93,16 @@ def inputs_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_predict_saved_model_writes_maps_colors_overlays(tmp_path_factory, inputs_dir, tmp_path):
+def test_predict_saved_model_writes_maps_colors_overlays(
+    tmp_path_factory, inputs_dir, tmp_path, library_log
+):
     from deeplab.export import serving
 
     export = fx.shared_export(tmp_path_factory)
-    lines = []
     segmenter = predictor.make_segmenter(model=export["export_dir"])
     assert segmenter.class_names == fx.CLASS_NAMES and segmenter.palette == fx.PALETTE
-    result = predictor.predict_files(segmenter, [inputs_dir], str(tmp_path), log=lines.append)
+    result = predictor.predict_files(segmenter, [inputs_dir], str(tmp_path))
+    lines = library_log()
     processed = {os.path.basename(p): out for p, out in result["processed"]}
     assert sorted(processed) == ["alpha.png", "gray.png", "scene.jpg", "scene.png"]
     assert [os.path.basename(p) for p, _ in result["skipped"]] == ["broken.png"]
@@ -166,7 +164,7 @@ def test_checkpoint_backend_agrees_with_the_saved_model(tmp_path_factory, inputs
 def test_refuses_to_overwrite_inputs(inputs_dir):
     with pytest.raises(UserError, match="would overwrite an input image"):
         predictor.predict_files(
-            lambda image: np.zeros(image.shape[:2], np.int32), [inputs_dir], inputs_dir, log=_quiet
+            lambda image: np.zeros(image.shape[:2], np.int32), [inputs_dir], inputs_dir
         )
 
 

@@ -192,16 +192,15 @@ def test_smoke_shrinks_model_crop_and_data_but_keeps_the_row():
     assert stage2.config.model.output_stride == 8 and stage2.init.name == "table6"
 
 
-def test_dry_run_prints_every_command_in_order(tmp_path):
-    lines = []
+def test_dry_run_prints_every_command_in_order(tmp_path, library_log):
     planner = planner_of()
     results = reproduction.reproduce(
         paper_tables.TABLES[6],
         output_dir=str(tmp_path),
         planner=planner,
         dry_run=True,
-        log=lines.append,
     )
+    lines = library_log()
     trains = [l for l in lines if l.startswith("python -m deeplab.train")]
     evals = [l for l in lines if l.startswith("python -m deeplab.evaluate")]
     assert len(trains) == 3 and len(evals) == 5
@@ -223,20 +222,19 @@ def training_lines(lines):
 @pytest.mark.parametrize("number", sorted(paper_tables.TABLES))
 @pytest.mark.parametrize("smoke", [False, True])
 def test_dry_run_names_each_run_folder_once_directly_under_the_reproduce_dir(
-    tmp_path, number, smoke
+    tmp_path, number, smoke, library_log
 ):
     """Rows with their own --logdir (Tables 1-3, 5, 8) and chained stages (Tables 6, 7): the
     run's folder replaces the row's --logdir and --init_checkpoint, it is not appended."""
     root = tmp_path / "runs" / "reproduce"
-    lines = []
     planner = planner_of({"log_steps": 5}, smoke_dataset=str(root / "synthetic") if smoke else None)
     reproduction.reproduce(
         paper_tables.TABLES[number],
         output_dir=str(root),
         planner=planner,
         dry_run=True,
-        log=lines.append,
     )
+    lines = library_log()
     trains = training_lines(lines)
     assert len(trains) == len(planner.runs) > 0
     run_dirs = []

@@ -31,6 +31,7 @@ KILLED_RUN = textwrap.dedent(r"""
     sys.path.insert(0, sys.argv[1])
     from deeplab.training import trainer as train_lib  # first: it chooses TensorFlow's CPU kernels
     from deeplab.training import bookkeeping
+    from deeplab.common import log
     from deeplab.config.experiment import ExperimentConfig
     import tensorflow as tf
     from test_checkpoint_safety import _config
@@ -47,7 +48,8 @@ KILLED_RUN = textwrap.dedent(r"""
         return path
 
     tf.train.CheckpointManager.save = save
-    train_lib.train(_config(data_dir, logdir, **EXACT))
+    with log.console_output():  # the run's lines printed, as deeplab.train prints them
+        train_lib.train(_config(data_dir, logdir, **EXACT))
     sys.exit(7)  # not killed
 """)
 
@@ -125,7 +127,7 @@ def test_without_deterministic_a_resumed_stream_is_a_new_one(data_dir):
 
 @pytest.mark.slow
 def test_a_checkpoint_written_without_generator_states_still_resumes(
-    data_dir, tmp_path, monkeypatch, capsys
+    data_dir, tmp_path, monkeypatch, library_log
 ):
     """Runs checkpointed before the random generators' states were saved resume as before."""
     from deeplab.logdir import checkpoints
@@ -145,12 +147,12 @@ def test_a_checkpoint_written_without_generator_states_still_resumes(
     assert not checkpoints.checkpoint_has_rng(tf.train.latest_checkpoint(str(logdir)))
     monkeypatch.undo()
     result = train_lib.train(_config(data_dir, logdir, training_steps=4))
-    assert "steps 2->4" in capsys.readouterr().out and 4 in result.history
+    assert "steps 2->4" in library_log.text() and 4 in result.history
     assert checkpoints.checkpoint_has_rng(tf.train.latest_checkpoint(str(logdir)))
 
 
 @pytest.mark.slow
-def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path, capsys):
+def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path, library_log):
     """model_config.json of an older version lacks the options added since: they count as
     the values it was built with, so the same command resumes; a real difference still stops."""
     import json
@@ -167,7 +169,7 @@ def test_a_run_written_before_a_model_option_existed_resumes(data_dir, tmp_path,
         del saved[option]
     path.write_text(json.dumps(saved))
     train_lib.train(_config(data_dir, logdir, training_steps=3, stop_at_step=2))
-    assert "steps 1->3" in capsys.readouterr().out
+    assert "steps 1->3" in library_log.text()
     saved["aspp_filters"] = 99
     path.write_text(json.dumps(saved))
     with pytest.raises(ConfigError, match=r"holds a run of another model \(aspp_filters differ"):

@@ -277,7 +277,6 @@ def test_predict_reproduces_the_official_interpreter_at_its_input_size(tmp_path)
         tflite.TFLiteSegmenter(_official_path()),
         [str(tmp_path / "street.png")],
         str(tmp_path / "out"),
-        log=lambda _: None,
     )
     written = np.asarray(Image.open(result["processed"][0][1]))
     np.testing.assert_array_equal(written, _invoke_official(image))
@@ -288,7 +287,7 @@ def test_predict_reproduces_the_official_interpreter_on_a_camvid_image(tmp_path)
     from deeplab.export import predictor
 
     result = predictor.predict_files(
-        tflite.TFLiteSegmenter(_official_path()), [CAMVID_IMAGE], str(tmp_path), log=lambda _: None
+        tflite.TFLiteSegmenter(_official_path()), [CAMVID_IMAGE], str(tmp_path)
     )
     written = np.asarray(Image.open(result["processed"][0][1]))
     original = Image.open(CAMVID_IMAGE).convert("RGB")

@@ -258,7 +258,7 @@ def test_tiny_model_overfits_four_images(tmp_path):
 
 
 @pytest.mark.slow
-def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
+def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, library_log):
     """COCO -> VOC style: a 3-class run initializes a 4-class run; only the logits are skipped."""
     source = train_lib.train(
         _config(data_dir, tmp_path / "source", training_steps=2, image_summary_steps=0)
@@ -278,7 +278,7 @@ def test_init_checkpoint_with_other_num_classes(data_dir, tmp_path, capsys):
             init_checkpoint=str(tmp_path / "source"),
         )
     )
-    assert "skipped: logits/bias, logits/kernel" in capsys.readouterr().out
+    assert "skipped: logits/bias, logits/kernel" in library_log.text()
     before = tf.train.load_checkpoint(source.checkpoint)
     after = tf.train.load_checkpoint(target.checkpoint)
     values_before = checkpoints._checkpoint_values(source.checkpoint)  # pylint: disable=protected-access
@@ -396,7 +396,7 @@ def test_resume_after_kill_9(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys):
+def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, library_log):
     """--stop_at_step=3 of an 8-step schedule: the process stops after step 3 with a checkpoint
     of step 3 (though 3 is no --save_checkpoint_steps multiple) and the learning rate of the
     8-step schedule; the same config without it resumes at step 4 and finishes at 8."""
@@ -412,7 +412,7 @@ def test_stop_at_step_keeps_the_schedule_and_resumes(data_dir, tmp_path, capsys)
     first = train_lib.train(config)
     assert first.step == 3 and sorted(first.history) == [1, 2, 3]
     # The progress line's ETA counts to the stop, not to the schedule's end.
-    printed = capsys.readouterr().out
+    printed = library_log.text()
     assert re.search(r"^step\s+3/8 .*ETA 0s$", printed, re.M), printed
     assert first.checkpoint.endswith("ckpt-3")
     assert checkpoints.read_run_info(str(tmp_path))["step"] == 3

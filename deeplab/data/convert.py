@@ -30,9 +30,9 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import os
-import sys
 import threading
 import time
 
@@ -41,8 +41,10 @@ import numpy as np
 from deeplab import _console
 from deeplab.common import atomic_io
 from deeplab.common.progress import Progress
-from deeplab.common.errors import ConfigError, DataError, UserError
+from deeplab.common.errors import ConfigError, DataError
 from deeplab.data import images, tfrecord
+
+log = logging.getLogger(__name__)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -503,7 +505,6 @@ def convert_splits(
     skip_bad=False,
     progress=True,
     palette_hint="",
-    log=print,
     extra_info=None,
 ):
     """Converts several splits, then records them in dataset.json.
@@ -514,11 +515,13 @@ def convert_splits(
       dataset: :class:`deeplab.data.datasets_info.DatasetSpec` (name, classes, ignore label, names,
         palette).
       num_shards, num_workers, skip_bad, progress, palette_hint: see :func:`convert_split`.
-      log: where the per-split summary lines go (print to stdout by default).
       extra_info: dict of extra dataset.json keys.
 
     Returns:
       dict split -> :class:`SplitReport`.
+
+    Logs one INFO line per split (its count) and a WARNING per skipped example and per image
+    converted to RGB (the first 20 of a split).
     """
     atomic_io.ensure_folder(output_dir, "--output_dir")
     reports = {}
@@ -568,18 +571,18 @@ def convert_splits(
         with contextlib.suppress(OSError):
             tfrecord.remove_stale_shards(output_dir, split, report.run)
         for reason in report.skipped:
-            print(f"skipped: {reason}", file=sys.stderr)
+            log.warning("skipped: %s", reason)
         for note in report.notes[:20]:
-            print(f"note: {note}", file=sys.stderr)
+            log.warning("%s", note)
         if len(report.notes) > 20:
-            print(f"note: ... and {len(report.notes) - 20} more images converted to RGB",
-                  file=sys.stderr)
+            log.warning("... and %d more images converted to RGB", len(report.notes) - 20)
         extra = []
         if report.skipped:
             extra.append(f"{len(report.skipped)} skipped")
         if report.notes:
             extra.append(f"{len(report.notes)} converted to RGB")
-        log(f"{split}: {report.count} examples" + (f" ({', '.join(extra)})" if extra else ""))
+        log.info("%s: %d examples%s", split, report.count,
+                 f" ({', '.join(extra)})" if extra else "")
     return reports
 
 
@@ -635,19 +638,6 @@ def convert_from_args(split_specs, args, dataset, **kwargs):
                           progress=not args.no_progress, **kwargs)
 
 
-def run_cli(main, argv=None):
-    """Runs a converter's main(argv); a UserError becomes one line on stderr and exit status 1."""
-    try:
-        main(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: no incomplete shard was left behind", file=sys.stderr)
-        return 130
-    return 0
-
-
 __all__ = [
     "ExampleSpec",
     "PngLabel",
@@ -665,5 +655,4 @@ __all__ = [
     "convert_splits",
     "make_parser",
     "parse_splits",
-    "run_cli",
 ]

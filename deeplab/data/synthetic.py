@@ -14,6 +14,7 @@ arguments and ``seed`` only. Pure numpy + PIL for the pixels.
 import colorsys
 import io
 import json
+import logging
 import math
 import os
 import time
@@ -22,6 +23,8 @@ import numpy as np
 
 from deeplab.data import tfrecord
 from deeplab.data.datasets_info import IGNORE_LABEL
+
+log = logging.getLogger(__name__)
 
 # Arguments that mimic PASCAL VOC 2012 images for throughput measurements (500 wide, 375 high,
 # JPEG).
@@ -239,19 +242,19 @@ def build_if_missing(data, *, seed=0):
         found = {"num_classes": existing.get("num_classes"), "splits": existing.get("splits")}
         source = str(existing.get("source", ""))
         if found != wanted or (source and f"image_size={size[0]}x{size[1]}" not in source):
-            print(f"warning: {data.dataset_dir} already holds a dataset ({found}, "
-                  f"{source or 'no source'}) that differs from the --synthetic_* flags "
-                  f"({wanted}, {size[0]}x{size[1]}); using it as it is. Delete the folder to "
-                  "rebuild it.", flush=True)
+            log.warning(f"{data.dataset_dir} already holds a dataset ({found}, "
+                        f"{source or 'no source'}) that differs from the --synthetic_* flags "
+                        f"({wanted}, {size[0]}x{size[1]}); using it as it is. Delete the folder "
+                        "to rebuild it.")
         return
     start = time.time()
-    print(f"Building the synthetic dataset in {data.dataset_dir} ({data.synthetic_num_train} "
-          f"train + {data.synthetic_num_val} val images, {size[0]}x{size[1]}, "
-          f"{data.synthetic_num_classes} classes)", flush=True)
+    log.info(f"Building the synthetic dataset in {data.dataset_dir} ({data.synthetic_num_train} "
+             f"train + {data.synthetic_num_val} val images, {size[0]}x{size[1]}, "
+             f"{data.synthetic_num_classes} classes)")
     build_synthetic_dataset(data.dataset_dir, num_train=data.synthetic_num_train,
                             num_val=data.synthetic_num_val, image_size=size,
                             num_classes=data.synthetic_num_classes, seed=seed)
-    print(f"  done in {time.time() - start:.0f}s", flush=True)
+    log.info(f"  done in {time.time() - start:.0f}s")
 
 
 __all__ = ["VOC_LIKE", "build_synthetic_dataset", "build_if_missing", "make_example",

@@ -1,6 +1,6 @@
 """Evaluating checkpoints as a run writes them, with TensorBoard summaries.
 
-:func:`evaluate_once` evaluates one checkpoint on a split, prints the per-class IOU table and
+:func:`evaluate_once` evaluates one checkpoint on a split, logs the per-class IOU table and
 writes results.json / confusion_matrix.{npy,csv}; :func:`watch` does it for every new
 checkpoint of a training logdir and writes mIOU, pixel accuracy, per-class IOU and the
 confusion matrix at the checkpoint's step under ``<logdir>/eval`` (:func:`write_summaries`).
@@ -8,12 +8,12 @@ confusion matrix at the checkpoint's step under ``<logdir>/eval`` (:func:`write_
 ``deeplab.train --eval_after_training`` run these.
 """
 
+import logging
 import math
 import os
 import time
 
 import tensorflow as tf
-from absl import logging
 
 from deeplab.common.errors import UserError
 from deeplab.common.progress import Progress
@@ -26,9 +26,7 @@ from deeplab.logdir import summaries
 # --watch, the evaluator task and deeplab.train --eval_after_training share it and its tags).
 EVAL_SUMMARY_DIR = "eval"
 
-
-def _say(text):
-    print(text, flush=True)
+log = logging.getLogger(__name__)
 
 
 def default_results_dir(results):
@@ -52,8 +50,9 @@ def _split_size(settings):
     return min(size, int(settings.limit)) if settings.limit else size
 
 
-def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_say):
-    """Evaluates one checkpoint, prints the table and writes the result files.
+def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None):
+    """Evaluates one checkpoint, logs the table and a summary line (INFO) and writes the result
+    files.
 
     Args:
       checkpoint: checkpoint prefix or training logdir.
@@ -61,7 +60,6 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
       results_dir: where the files go (default :func:`default_results_dir`).
       subfolder: a folder inside ``results_dir`` to write into instead (``--watch``: one per
         checkpoint).
-      log: called with each printed text (the table, then a summary line).
 
     Returns:
       (results dict, results_dir written to).
@@ -73,8 +71,8 @@ def evaluate_once(checkpoint, settings, results_dir=None, subfolder=None, log=_s
     if subfolder:
         results_dir = os.path.join(results_dir, subfolder)
     evaluator.write_results(results_dir, results)
-    log(evaluator.format_results(results))
-    log(
+    log.info(evaluator.format_results(results))
+    log.info(
         f"{results['split']} mIOU {100 * results['miou']:.2f}% over {results['num_images']} "
         f"images (output stride {results['output_stride']}, scales "
         f"{','.join(f'{s:g}' for s in results['scales'])}, flip {results['flip']}, "
@@ -129,7 +127,6 @@ def watch(
     results_dir=None,
     sleep=time.sleep,
     clock=time.monotonic,
-    log=_say,
 ):
     """Continuous evaluation: each new checkpoint of ``logdir`` once, in step order.
 
@@ -142,7 +139,6 @@ def watch(
       results_dir: parent of the per-checkpoint result folders ``ckpt-N`` (default
         ``<logdir>/eval/<tag>``).
       sleep, clock: injectable for tests.
-      log: called with each printed text.
 
     Returns:
       list of the evaluated checkpoint prefixes.
@@ -158,22 +154,22 @@ def watch(
         for prefix in new:
             try:
                 results, _ = evaluate_once(
-                    prefix, settings, results_dir, subfolder=os.path.basename(prefix), log=log
+                    prefix, settings, results_dir, subfolder=os.path.basename(prefix)
                 )
             except UserError:
                 if os.path.exists(prefix + ".index"):
                     raise
                 # The trainer's CheckpointManager deleted it before we could read it.
-                logging.warning("%s was deleted before it could be evaluated; skipped", prefix)
+                log.warning("%s was deleted before it could be evaluated; skipped", prefix)
                 evaluated.append(prefix)
                 continue
             write_summaries(logdir, results)
             evaluated.append(prefix)
             last_new = clock()
             if final_step and results["step"] is not None and results["step"] >= final_step:
-                log(f"Evaluated the final checkpoint (step {results['step']}); stopping.")
+                log.info(f"Evaluated the final checkpoint (step {results['step']}); stopping.")
                 return evaluated
         if clock() - last_new > timeout:
-            log(f"No new checkpoint in {logdir} for {timeout:.0f} s; stopping.")
+            log.info(f"No new checkpoint in {logdir} for {timeout:.0f} s; stopping.")
             return evaluated
         sleep(interval)

@@ -24,13 +24,13 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError
@@ -42,6 +42,8 @@ from deeplab.evaluation import inference
 from deeplab.evaluation import metrics
 from deeplab.logdir import checkpoints
 from deeplab.model.preprocessing import pad_pixel
+
+log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 CONFUSION_MATRIX_NPY = "confusion_matrix.npy"
@@ -87,7 +89,7 @@ class Predictor:
             except (TypeError, ValueError) as error:  # raised while tracing, not at run time
                 if self.graph_mode:
                     raise
-                logging.warning(
+                log.warning(
                     "The model cannot be traced for images of unknown size (%s); "
                     "evaluating eagerly.",
                     _first_line(str(error)),
@@ -458,7 +460,7 @@ def write_results(results_dir, results):
     atomic_io.write_text(os.path.join(results_dir, CONFUSION_MATRIX_CSV), text.getvalue())
     path = os.path.join(results_dir, RESULTS_FILE)
     atomic_io.write_json(path, _json_value(summary))
-    logging.info("Wrote %s", path)
+    log.debug("Wrote %s", path)
     return path
 
 

@@ -11,11 +11,11 @@ prediction in the format of the dataset's evaluation server
 """
 
 import glob
+import logging
 import os
 import time
 
 import numpy as np
-from absl import logging
 
 from deeplab.common import atomic_io
 from deeplab.common.errors import ConfigError
@@ -30,6 +30,8 @@ from deeplab.evaluation import metrics
 from deeplab.evaluation import visualization
 from deeplab.logdir import checkpoints
 from deeplab.model.preprocessing import normalize_image
+
+log = logging.getLogger(__name__)
 
 
 def _list_input_images(pattern, list_file):
@@ -62,7 +64,7 @@ def _raw_image_examples(paths):
     for path in paths:
         rgb, note = images.read_rgb(path)  # the rules of every binary; ImageError is one line
         if note:
-            print(f"note: {note}", flush=True)
+            log.info("note: %s", note)
         yield {
             "raw_image": rgb,
             "image": normalize_image(rgb),
@@ -218,5 +220,5 @@ def visualize(
             num_raw += 1
         count += 1
         if count % 100 == 0:
-            logging.info("%d images (%.0f s)", count, time.time() - start)
+            log.debug("%d images (%.0f s)", count, time.time() - start)
     return {"vis_dir": vis_dir, "num_images": count, "num_raw": num_raw, "server_format": kind}

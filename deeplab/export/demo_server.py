@@ -333,8 +333,11 @@ class DemoServer(http.server.ThreadingHTTPServer):
             )
 
     def log(self, line):
+        """One line of the access log: written to the ``access_log`` stream the caller gave
+        (``python -m deeplab.serve --access_log``: standard error), nothing without one."""
         if self.access_log is not None:
-            print(line, file=self.access_log, flush=True)
+            self.access_log.write(f"{line}\n")
+            self.access_log.flush()
 
     # --- what the endpoints return -------------------------------------------------------
 

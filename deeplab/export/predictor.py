@@ -9,6 +9,7 @@ it on files and folders and writes ``NAME.png`` (class indices), ``NAME_color.pn
 import contextlib
 import errno
 import io
+import logging
 import os
 import time
 
@@ -25,6 +26,8 @@ from deeplab.evaluation import visualization
 from deeplab.export import serving
 from deeplab.export import tflite
 from deeplab.logdir import checkpoints
+
+log = logging.getLogger(__name__)
 
 
 def read_image(path, max_pixels=None, hint=""):
@@ -236,9 +239,10 @@ def _write_or_clean(output_dir, stem, image, labels, palette, alpha, **options):
 
 
 def predict_files(
-    segmenter, inputs, output_dir, *, alpha=0.6, log=print, max_pixels=images.DEFAULT_MAX_PIXELS
+    segmenter, inputs, output_dir, *, alpha=0.6, max_pixels=images.DEFAULT_MAX_PIXELS
 ):
-    """Runs ``segmenter`` on every image of ``inputs`` and writes the PNGs.
+    """Runs ``segmenter`` on every image of ``inputs`` and writes the PNGs, logging a line per
+    image (INFO: processed, skipped or noted) and a summary line.
 
     An image whose header declares more than ``max_pixels`` pixels (or the export's own cap)
     is skipped with a line before it is decoded; one whose inference or writing fails is
@@ -254,7 +258,7 @@ def predict_files(
     """
     paths, skipped = collect_inputs(inputs)
     for path, reason in skipped:
-        log(f"skipped {path}: {reason}")
+        log.info(f"skipped {path}: {reason}")
     atomic_io.ensure_folder(output_dir, "--output_dir")
     stems = output_stems(paths)
     inputs_real = {os.path.realpath(p) for p in paths}
@@ -287,18 +291,18 @@ def predict_files(
                 message = message[len(prefix) :]
             too_large = isinstance(error, images.ImageTooLargeError)
             reason = message if too_large else f"unreadable image ({message})"
-            log(f"skipped {path}: {reason}")
+            log.info(f"skipped {path}: {reason}")
             result["skipped"].append((path, reason))
             continue
         if note:
-            log(f"note: {path}: {note}")
+            log.info(f"note: {path}: {note}")
             result["notes"].append((path, note))
         infer_start = time.perf_counter()
         try:
             labels = segmenter(image)
         except INFERENCE_ERRORS as error:
             reason = f"inference failed ({_first_line(error)})"
-            log(f"skipped {path}: {reason}")
+            log.info(f"skipped {path}: {reason}")
             result["skipped"].append((path, reason))
             continue
         infer_ms = 1000.0 * (time.perf_counter() - infer_start)
@@ -309,14 +313,14 @@ def predict_files(
         except OSError as error:
             target = os.path.join(output_dir, stem)
             reason = f"cannot write its outputs {target}*.png ({error.strerror or error})"
-            log(f"skipped {path}: {reason}")
+            log.info(f"skipped {path}: {reason}")
             result["skipped"].append((path, reason))
             if error.errno in _NO_SPACE:
                 rest = list(paths[number:])
                 result["skipped"].extend(
                     (p, "not processed: the output disk is full") for p in rest
                 )
-                log(
+                log.info(
                     f"stopped: --output_dir={output_dir} is full; {len(rest)} more image(s) not "
                     "processed: free space and run the same command again"
                 )
@@ -327,19 +331,19 @@ def predict_files(
         result["times_ms"].append((infer_ms, total_ms))
         shares = visualization.class_shares(labels, class_names)
         result["classes"].append((path, shares))
-        log(
+        log.info(
             f"[{number}/{len(paths)}] {path} ({image.shape[0]}x{image.shape[1]}): "
             f"inference {infer_ms:.1f} ms, total {total_ms:.1f} ms -> {written[0]}"
         )
-        log(f"    classes: {visualization.format_shares(shares)}")
+        log.info(f"    classes: {visualization.format_shares(shares)}")
     if result["times_ms"]:
         times = np.asarray(result["times_ms"])
         steady = times[1:] if len(times) > 1 else times
-        log(
+        log.info(
             f"processed {len(result['processed'])}, skipped {len(result['skipped'])}; mean "
             f"inference {steady[:, 0].mean():.1f} ms per image"
             f"{' (excluding the first)' if len(times) > 1 else ''}"
         )
     else:
-        log(f"processed 0 images, skipped {len(result['skipped'])}")
+        log.info(f"processed 0 images, skipped {len(result['skipped'])}")
     return result

@@ -11,6 +11,7 @@ builds the two objects from its flags.
 
 import dataclasses
 import errno
+import logging
 import os
 import shutil
 import time
@@ -28,6 +29,8 @@ from deeplab.export import tflite as tflite_lib
 from deeplab.logdir import checkpoints
 from deeplab.logdir import run_record
 from deeplab.model import fuse
+
+log = logging.getLogger(__name__)
 
 # Model flags that change the architecture; the checkpoint's model_config.json decides them.
 ARCHITECTURE_FLAGS = (
@@ -255,7 +258,7 @@ class ExportOptions:
         object.__setattr__(self, "tflite_input_size", tuple(self.tflite_input_size))
 
 
-def run_export(checkpoint, export_dir, export=None, options=None, *, log=print):
+def run_export(checkpoint, export_dir, export=None, options=None):
     """Exports ``checkpoint`` into ``export_dir`` (``python -m deeplab.export_saved_model``).
 
     The work (:func:`_write_export`) is done in a folder beside ``export_dir`` that is renamed
@@ -272,7 +275,8 @@ def run_export(checkpoint, export_dir, export=None, options=None, *, log=print):
         the TFLite files (scales and flip; they take the whole letterboxed image); its
         ``output_stride`` builds the model (None: the training one). No ``pad_to``: an export
         segments images at their own size.
-      log: called with one line per stage.
+
+    Logs one line per stage (INFO), naming ``export_dir`` (never the staging folder).
 
     Returns:
       dict: "saved_model" (path or None), "tflite" {quantization: path}, "evaluation"
@@ -294,10 +298,11 @@ def run_export(checkpoint, export_dir, export=None, options=None, *, log=print):
     def shown(text):  # messages name the export's place, not the staging folder's
         return str(text).replace(staging, final)
 
+    def say(text):
+        log.info(shown(text))
+
     try:
-        result = _write_export(
-            checkpoint, staging, export, options, final_dir=final, log=lambda m: log(shown(m))
-        )
+        result = _write_export(checkpoint, staging, export, options, final_dir=final, say=say)
         _keep_unwritten(export_dir, staging)
         atomic_io.replace_directory(staging, export_dir)
     except BaseException as error:
@@ -323,9 +328,10 @@ class _Classes(typing.NamedTuple):
     dataset: str
 
 
-def _write_export(checkpoint, export_dir, export, options, *, final_dir=None, log=print):
+def _write_export(checkpoint, export_dir, export, options, *, say, final_dir=None):
     """Does the export into ``export_dir`` (see :func:`run_export`; ``final_dir``: where
-    run_export renames ``export_dir`` to, which names the model card)."""
+    run_export renames ``export_dir`` to, which names the model card; ``say``: logs one line
+    of a stage, with the staging folder's name replaced)."""
     info = checkpoints.read_run_info(checkpoint)
     atomic_io.ensure_folder(export_dir, "--export_dir")
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
@@ -356,16 +362,16 @@ def _write_export(checkpoint, export_dir, export, options, *, final_dir=None, lo
     result = {"saved_model": None, "tflite": {}, "evaluation": None}
     if export.saved_model:
         result["saved_model"] = _write_saved_model(
-            model, export_dir, export, options, classes, export_info, log
+            model, export_dir, export, options, classes, export_info, say
         )
     if export.tflite:
         extra = {k: export_info[k] for k in ("checkpoint", "step", "dataset", "output_stride")}
         result["tflite"] = _write_tflite_files(
-            model, export_dir, export, options, classes, extra, log
+            model, export_dir, export, options, classes, extra, say
         )
     if export.evaluate_split:
         result["evaluation"] = _evaluate_exports(
-            model, export_dir, export, options, result["tflite"], log
+            model, export_dir, export, options, result["tflite"], say
         )
     card = export_card(
         model,
@@ -378,11 +384,11 @@ def _write_export(checkpoint, export_dir, export, options, *, final_dir=None, lo
     )
     result["model_card"] = model_card.write_card(export_dir, card)
     card_path = os.path.join(export_dir, model_card.CARD_MARKDOWN)
-    log(f"model card: {card_path}: {model_card.summary(card)}")
+    say(f"model card: {card_path}: {model_card.summary(card)}")
     return result
 
 
-def _write_saved_model(model, export_dir, export, options, classes, export_info, log):
+def _write_saved_model(model, export_dir, export, options, classes, export_info, say):
     """The SavedModel (in ``export.serving_dtype``); returns its folder."""
     start = time.perf_counter()
     served = model
@@ -399,7 +405,7 @@ def _write_saved_model(model, export_dir, export, options, classes, export_info,
         max_pixels=export.max_pixels,
     )
     tile = options.tile_size
-    log(
+    say(
         f"SavedModel: {export_dir} ({time.perf_counter() - start:.1f} s; scales "
         f"{list(options.scales)}, flip {options.flip}, output stride {model.output_stride}, "
         f"{model.num_classes} classes, {export.serving_dtype}"
@@ -408,7 +414,7 @@ def _write_saved_model(model, export_dir, export, options, classes, export_info,
     return export_dir
 
 
-def _write_tflite_files(model, export_dir, export, options, classes, extra, log):
+def _write_tflite_files(model, export_dir, export, options, classes, extra, say):
     """``deeplab_float32.tflite`` and, with int8 quantization, ``deeplab_int8.tflite``, with
     their sidecars; returns {quantization: path}."""
     # A TFLite file takes the whole (letterboxed) image at a static size: scales and flip only.
@@ -422,7 +428,7 @@ def _write_tflite_files(model, export_dir, export, options, classes, extra, log)
         content,
         _tflite_metadata(size, "none", classes, options, extra),
     )
-    log(
+    say(
         f"TFLite float32: {written['none']} ({len(content) / 1e6:.2f} MB, input "
         f"{size[0]}x{size[1]}, {time.perf_counter() - start:.1f} s)"
     )
@@ -449,7 +455,7 @@ def _write_tflite_files(model, export_dir, export, options, classes, extra, log)
             content,
             _tflite_metadata(size, "int8", classes, options, {**extra, "calibration": calibration}),
         )
-        log(
+        say(
             f"TFLite int8: {written['int8']} ({len(content) / 1e6:.2f} MB, calibration: "
             f"{calibration}, {time.perf_counter() - start:.1f} s)"
         )
@@ -468,7 +474,7 @@ def _tflite_metadata(size, quantization, classes, options, extra):
     )
 
 
-def _evaluate_exports(model, export_dir, export, options, tflite_paths, log):
+def _evaluate_exports(model, export_dir, export, options, tflite_paths, say):
     """mIOU of float Keras (whole and letterboxed) and of each TFLite file on
     ``export.evaluate_split``, logged and written to ``tflite_eval.json``; returns them."""
     size = export.tflite_input_size
@@ -483,11 +489,11 @@ def _evaluate_exports(model, export_dir, export, options, tflite_paths, log):
     evaluation = tflite_lib.evaluate_segmenters(
         segmenters, export.dataset_dir, export.evaluate_split, limit=export.eval_limit or None
     )
-    log(
+    say(
         f"mIOU on {export.dataset_dir}:{export.evaluate_split} (TFLite input {size[0]}x"
         f"{size[1]}; 'letterboxed' = the Keras model fed what TFLite is fed):"
     )
-    log(tflite_lib.format_comparison(evaluation))
+    say(tflite_lib.format_comparison(evaluation))
     summary = {
         name: {k: v for k, v in r.items() if k != "confusion_matrix"}
         for name, r in evaluation.items()

@@ -26,13 +26,13 @@ Library code: no flags are read here.
 """
 
 import json
+import logging
 import os
 import re
 import time
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from deeplab.common import atomic_io
@@ -41,6 +41,8 @@ from deeplab.common.errors import UserError
 from deeplab.model import fuse
 from deeplab.model import quantize
 from deeplab.model.deeplabv3 import DeepLabV3
+
+log = logging.getLogger(__name__)
 
 MODEL_CONFIG_FILE = "model_config.json"
 DATASET_INFO_FILE = "dataset_info.json"
@@ -371,7 +373,7 @@ def load_model(
     config["performance"] = performance
     model = DeepLabV3.from_config(config)
     restore_weights(model, info["checkpoint"])
-    logging.info(
+    log.debug(
         "Restored %s (step %s) into %s at output stride %d",
         info["checkpoint"],
         info["step"],
@@ -424,12 +426,12 @@ def restore_for_finetuning(model, checkpoint):
             continue
         if path not in values.weights:
             skipped.append(path)
-            logging.warning("init checkpoint %s: no %s; keeping its initialization", prefix, path)
+            log.warning("init checkpoint %s: no %s; keeping its initialization", prefix, path)
             continue
         shape = values.shape(path)
         if shape != tuple(variable.shape):
             skipped.append(path)
-            logging.warning(
+            log.warning(
                 "init checkpoint %s: %s has shape %s there, %s here; keeping its initialization",
                 prefix,
                 path,
@@ -445,7 +447,7 @@ def restore_for_finetuning(model, checkpoint):
             f"--init_checkpoint={checkpoint}: no variable of the model is in {prefix}; "
             "is it a checkpoint of another backbone?"
         )
-    logging.info(
+    log.debug(
         "Initialized %d variables from %s; skipped %d: %s",
         restored,
         prefix,
@@ -526,14 +528,15 @@ def write_checkpoint_pointer(logdir, prefixes):
         atomic_io.write_text(path, text)
 
 
-def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
+def newest_intact_checkpoint(logdir, log_skipped=True, repair_pointer=True):
     """The newest checkpoint of ``logdir`` that reads back whole and finite, or None if it holds
     none at all.
 
-    Newer checkpoints that fail :func:`verify_checkpoint` are skipped with one line each through
-    ``report``. The ``checkpoint`` pointer file is rewritten to list the intact ones if it was
-    missing, unreadable or pointed at a bad checkpoint (``repair_pointer``; only the chief of a
-    cluster does), so that tf.train.CheckpointManager keeps managing them.
+    Newer checkpoints that fail :func:`verify_checkpoint` are skipped, with one logged line
+    (INFO) naming them unless not ``log_skipped`` (a cluster's other workers). The
+    ``checkpoint`` pointer file is rewritten to list the intact ones if it was missing,
+    unreadable or pointed at a bad checkpoint (``repair_pointer``; only the chief of a cluster
+    does), so that tf.train.CheckpointManager keeps managing them.
 
     Raises:
       UserError: ``logdir`` holds checkpoints and none of them is intact (a fresh start would
@@ -547,8 +550,8 @@ def newest_intact_checkpoint(logdir, report=print, repair_pointer=True):
         prefix = on_disk[step]
         reason = verify_checkpoint(prefix)
         if reason is None:
-            if bad:
-                report(
+            if bad and log_skipped:
+                log.info(
                     f"Skipped {len(bad)} newer checkpoint(s) that cannot be resumed from: "
                     + "; ".join(f"{os.path.basename(p)}: {r}" for p, r in bad)
                 )

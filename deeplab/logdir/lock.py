@@ -18,12 +18,15 @@ Remote logdirs (``gs://``) are not locked.
 import contextlib
 import errno
 import json
+import logging
 import os
 import socket
 import sys
 import time
 
 from deeplab.common.errors import UserError
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = "train.lock"
 
@@ -85,12 +88,11 @@ def _flock(handle):
 
 
 @contextlib.contextmanager
-def training_lock(logdir, report=print):
+def training_lock(logdir):
     """Holds ``<logdir>/train.lock`` for a training run (see the module docstring).
 
     Args:
-      logdir: the run's folder (it must exist).
-      report: where the line about a taken-over lock goes.
+      logdir: the run's folder (it must exist). Taking over a stale lock is logged (INFO).
 
     Raises:
       LogdirInUseError: another run holds it (one line naming it and what to do).
@@ -135,7 +137,7 @@ def training_lock(logdir, report=print):
                 "can tell: if that run has ended, delete the lock file; or train into another "
                 "--logdir"
             )
-        report(
+        log.info(
             f"Took over the lock of {logdir} left by a training run that is no longer running "
             f"({_describe(holder)})"
         )

@@ -12,6 +12,7 @@ every interface. ``python -m deeplab.launch_local`` is the command line.
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ import threading
 import time
 
 from deeplab.common import environment
+
+log = logging.getLogger(__name__)
 
 # Set in the launcher's environment once it runs inside its private network namespace (the
 # training tasks read it too: deeplab.common.environment).
@@ -160,15 +163,15 @@ class Task:
         self.streams.append(stream)
 
     def say(self, text):
-        """Prints ``[launch_local] <task> text`` (under the output lock)."""
+        """Logs ``[launch_local] <task> text`` (INFO, under the output lock)."""
         with self.output_lock:
-            print(f"[launch_local] {self.name} {text}", flush=True)
+            log.info("[launch_local] %s %s", self.name, text)
 
     def _stream(self, process):
         for raw in iter(process.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self.output_lock:
-                print(f"[{self.name}] {line}", flush=True)
+                log.info("[%s] %s", self.name, line)
         process.stdout.close()
 
     def poll(self):
@@ -253,7 +256,7 @@ def run_cluster(
                 time.sleep(poll_seconds)
         if stop_requested:
             with lock:
-                print("[launch_local] interrupted: stopping every task", flush=True)
+                log.info("[launch_local] interrupted: stopping every task")
     finally:
         for task in reversed(tasks):
             task.stop(grace_seconds)

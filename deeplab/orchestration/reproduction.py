@@ -12,6 +12,7 @@ rows. Nothing here reads a flag or a flagfile: the binary hands the flagfiles' c
 
 import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -24,6 +25,8 @@ from deeplab.common.errors import UserError
 from deeplab.config import paper_tables
 from deeplab.data import tfrecord
 from deeplab.orchestration import plan
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(paper_tables.EXPERIMENTS_DIR, "README.md")
@@ -137,22 +140,23 @@ def train_command(run):
     return command
 
 
-def train(run, *, reuse=True, log=print):
-    """Trains ``run`` (its earlier stage first) unless a finished run of the same key exists."""
+def train(run, *, reuse=True):
+    """Trains ``run`` (its earlier stage first) unless a finished run of the same key exists;
+    logs a line (INFO) per run reused, started and trained."""
     if run.trained:
         return
     if run.init is not None:
-        train(run.init, reuse=reuse, log=log)
+        train(run.init, reuse=reuse)
     record_path = os.path.join(run.run_dir, RUN_RECORD)
     record = _read_json(record_path)
     if reuse and record and record.get("key") == run.key and record.get("complete"):
-        log(f"  reusing training run {run.run_dir}")
+        log.info(f"  reusing training run {run.run_dir}")
         run.trained = True
         return
     os.makedirs(run.run_dir, exist_ok=True)
     atomic_io.write_json(record_path, {"key": run.key, "args": run.args, "complete": False})
     command = train_command(run)
-    log(f"  training {run.run_dir}: {' '.join(command[1:])}")
+    log.info(f"  training {run.run_dir}: {' '.join(command[1:])}")
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
@@ -181,7 +185,7 @@ def train(run, *, reuse=True, log=print):
         },
     )
     run.trained = True
-    log(f"  trained in {time.time() - start:.0f} s")
+    log.info(f"  trained in {time.time() - start:.0f} s")
 
 
 def eval_command(row, run, planner):
@@ -296,29 +300,32 @@ def format_markdown(table, results, smoke):
     return "\n".join(lines) + "\n"
 
 
-def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=print):
-    """Trains and evaluates every row of ``table``; returns the list of row results."""
+def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False):
+    """Trains and evaluates every row of ``table``; returns the list of row results. Logs
+    (INFO) each row and its mIOU as it goes, or with ``dry_run`` the commands it would run."""
     planned = plan.plan_table(table, planner)
     taken = set()
     for run in planner.runs.values():
         assign_run_dir(run, output_dir, reuse, taken)
         taken.add(os.path.normpath(run.run_dir))
     if dry_run:
-        log(f"# Table {table.number}: {len(planner.runs)} training run(s), earlier stages first")
+        log.info(
+            f"# Table {table.number}: {len(planner.runs)} training run(s), earlier stages first"
+        )
         for run in planner.runs.values():
-            log(" ".join(["python", "-m"] + train_command(run)[2:]))
-        log(f"# {sum(1 for _, run, _ in planned if run is not None)} evaluation(s)")
+            log.info(" ".join(["python", "-m"] + train_command(run)[2:]))
+        log.info(f"# {sum(1 for _, run, _ in planned if run is not None)} evaluation(s)")
     results = []
     for row, run, config in planned:
         if run is None:
             results.append({"row": row, "ours": None, "note": row.note})
             continue
         if dry_run:
-            log(" ".join(["python", "-m"] + eval_command(row, run, planner)[2:]))
+            log.info(" ".join(["python", "-m"] + eval_command(row, run, planner)[2:]))
             results.append({"row": row, "ours": None, "run_dir": run.run_dir, "key": run.key})
             continue
-        log(f"Table {table.number}, {table.label(row)}:")
-        train(run, reuse=reuse, log=log)
+        log.info(f"Table {table.number}, {table.label(row)}:")
+        train(run, reuse=reuse)
         if row.split == "test":
             server_dir = server_row(
                 run,
@@ -336,7 +343,7 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
                     "note": f"submit {server_dir}",
                 }
             )
-            log(f"  server files in {server_dir}")
+            log.info(f"  server files in {server_dir}")
             continue
         miou, results_dir = evaluate_row(
             run, config, os.path.join(output_dir, "evals"), reuse=reuse
@@ -353,7 +360,7 @@ def reproduce(table, *, output_dir, planner, reuse=True, dry_run=False, log=prin
             record = _read_json(os.path.join(run.run_dir, RUN_RECORD)) or {}
             result["seconds"] = record.get("seconds")
         results.append(result)
-        log(f"  mIOU {miou:.2f}% (paper {row.paper_miou:.2f}%)")
+        log.info(f"  mIOU {miou:.2f}% (paper {row.paper_miou:.2f}%)")
     _add_training_times(results)
     return results
 

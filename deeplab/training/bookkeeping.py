@@ -7,15 +7,17 @@ synchronous loop (``deeplab.training.loop``) and by the parameter-server loop
 share one rule for when a checkpoint is written and what a non-finite step does.
 """
 
+import logging
 import os
 import time
 
 import tensorflow as tf
-from absl import logging
 
 from deeplab.common.errors import UserError
 from deeplab.logdir import checkpoints
 from deeplab.logdir import summaries
+
+log = logging.getLogger(__name__)
 
 TRAIN_SUMMARY_DIR = "train"
 
@@ -203,12 +205,11 @@ class Bookkeeper:
         summaries.scalar("train/pixel_accuracy", record["pixel_accuracy"], step=step)
         summaries.scalar("perf/images_per_second", images_per_second, step=step)
         if self.chief:
-            print(
+            log.info(
                 f"step {step:>6d}/{self.train.training_steps}  loss {record['loss']:.4f} "
                 f"(ce {record['cross_entropy']:.4f} reg {record['regularization']:.4f})  "
                 f"lr {record['learning_rate']:.4g}  acc {record['pixel_accuracy']:.3f}  "
-                f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}",
-                flush=True,
+                f"{images_per_second:.1f} img/s  ETA {format_duration(eta)}"
             )
         self.window_start, self.window_steps = now, 0
 
@@ -226,7 +227,7 @@ class Bookkeeper:
             )
         self.last_saved = save_checkpoint(self.manager, step, self.last_saved)
         self.last_saved_step = step
-        logging.info("Saved %s", self.last_saved)
+        log.debug("Saved %s", self.last_saved)
 
     def finish(self, step):
         """After the loop: the checkpoint of the last step, if the loop did not write it."""

@@ -16,15 +16,17 @@ Library code: no flags are read here; binaries pass plain values.
 """
 
 import json
+import logging
 import os
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from deeplab.common import environment
 from deeplab.common.errors import ConfigError
 from deeplab.model.deeplabv3 import iter_layers
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server")
 
@@ -149,7 +151,7 @@ def _parameter_server_strategy():
     # variable of ResNet-101 DeepLabv3 is 9.4 MB, and whole variables restore into a plain
     # single-process model unchanged.
     strategy = tf.distribute.ParameterServerStrategy(resolver)
-    logging.info(
+    log.debug(
         "ParameterServerStrategy: %d worker(s), %d ps", len(cluster["worker"]), len(cluster["ps"])
     )
     return strategy
@@ -173,10 +175,10 @@ def run_server(task_type, task_index):
         protocol=resolver.rpc_layer or "grpc",
         start=True,
     )
-    print(f"{task_type}:{task_index} serving at {server.target}", flush=True)
+    log.info("%s:%s serving at %s", task_type, task_index, server.target)
     port = server.target.rsplit(":", 1)[-1]
     fenced = os.environ.get(environment.NETNS_ENV) == "1"
-    print(server_exposure_line(task_type, task_index, port, fenced=fenced), flush=True)
+    log.info(server_exposure_line(task_type, task_index, port, fenced=fenced))
     server.join()
 
 
@@ -228,11 +230,11 @@ def create_strategy(name, *, tpu=None):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = _local_devices()
-        logging.info("MirroredStrategy over %s", devices)
+        log.debug("MirroredStrategy over %s", devices)
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker_mirrored":
         if "TF_CONFIG" not in os.environ:
-            logging.warning("--strategy=multi_worker_mirrored without TF_CONFIG: one worker")
+            log.warning("--strategy=multi_worker_mirrored without TF_CONFIG: one worker")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         return _tpu_strategy(tpu)

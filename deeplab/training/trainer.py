@@ -18,14 +18,13 @@ checkpoint: weights, optimizer slots, step counter and random generators.
 import contextlib
 import dataclasses
 import json
-import logging as python_logging
+import logging
 import os
 import shutil
 import time
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from deeplab import _cpu
 from deeplab.common import atomic_io
@@ -53,6 +52,8 @@ from deeplab.training import ps_loop
 from deeplab.training import step as step_lib
 from deeplab.training.image_summaries import ImageSummaries
 from deeplab.training.schedules import PolyLearningRate
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -193,18 +194,14 @@ def _train(config, strategy, progress):
             distribute.run_server(task_type, task_index)
             return None
     # TensorFlow's INFO lines (one per checkpoint write) drown the progress lines.
-    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     info, num_classes, class_weights = _check_dataset(data, train)
     if strategy is None:
         strategy = distribute.create_strategy(train.strategy, tpu=train.tpu)
     chief = distribute.is_chief(strategy)
     # One training per logdir (deeplab.logdir.lock): the chief holds the logdir's lock from
     # before it reads the checkpoints until it returns; evaluators and readers never take it.
-    held = (
-        lock.training_lock(train.logdir, report=lambda line: print(line, flush=True))
-        if chief
-        else contextlib.nullcontext()
-    )
+    held = lock.training_lock(train.logdir) if chief else contextlib.nullcontext()
     with held:
         return _train_holding_lock(
             config, strategy, chief, info, num_classes, class_weights, progress
@@ -231,7 +228,7 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
         )
         note = run_record.write_config(train.logdir, recipe)
         if note:
-            print(f"WARNING: {note}", flush=True)
+            log.warning(note)
 
     iterator = _make_iterator(config, strategy, coordinator, start_step, num_classes)
     train_step = _train_step(
@@ -282,11 +279,10 @@ def _train_holding_lock(config, strategy, chief, info, num_classes, class_weight
     )
     keeper.finish(step)
     if chief and step > start_step:
-        print(
+        log.info(
             f"Trained steps {start_step}->{step} in "
             f"{bookkeeping.format_duration(time.time() - keeper.run_start)}; "
-            f"checkpoint {keeper.last_saved}",
-            flush=True,
+            f"checkpoint {keeper.last_saved}"
         )
 
     result = TrainResult(
@@ -339,10 +335,9 @@ def _train_step(config, strategy, built, coordinator, info, class_weights, chief
         multipliers=step_lib.gradient_multipliers(model, train.logits_bias_lr_multiplier),
     )
     if replica_step.recompute_disabled_reason and chief:
-        print(
+        log.info(
             f"--recompute_through={train.recompute_through} is off for this run: "
-            f"{replica_step.recompute_disabled_reason}",
-            flush=True,
+            f"{replica_step.recompute_disabled_reason}"
         )
     return step_lib.build_train_step(strategy, replica_step, jit_compile=train.jit_compile)
 
@@ -351,18 +346,16 @@ def _announce(config, strategy, start_step, end_step, num_classes, chief):
     """The run's first lines: what trains on what, and (chief) where its logs go."""
     data, train = config.data, config.train
     stopping = f" (stopping at {end_step})" if end_step < train.training_steps else ""
-    print(
+    log.info(
         f"Training {config.model.backbone} on {data.dataset_dir}:{data.train_split} "
         f"({num_classes} classes), {distribute.describe(strategy)}, steps {start_step}->"
         f"{train.training_steps}{stopping}, batch {train.batch_size}, "
-        f"crop {tuple(data.crop_size)}",
-        flush=True,
+        f"crop {tuple(data.crop_size)}"
     )
     if chief:
-        print(
+        log.info(
             f"Logs, checkpoints and TensorBoard events in {train.logdir}: watch with "
-            f"`tensorboard --logdir {train.logdir}`",
-            flush=True,
+            f"`tensorboard --logdir {train.logdir}`"
         )
 
 
@@ -409,7 +402,7 @@ def _check_dataset(data, train):
         info, data.train_split, os.path.join(data.dataset_dir, tfrecord.DATASET_INFO_FILE)
     )
     if label_note:
-        print(f"WARNING: {label_note}", flush=True)
+        log.warning(label_note)
     class_weights = resolve_class_weights(train.class_weights, data, info)
     return info, num_classes, class_weights
 
@@ -448,12 +441,11 @@ def resolve_class_weights(setting, data, info):
     )
     weights, note = class_weights_lib.compute_weights(rule, counts)
     names = info["class_names"]
-    print(
+    log.info(
         f"Class weights ({rule}, from the {counts.num_images} labels of "
         f"{data.dataset_dir}:{data.train_split}, {time.time() - start:.1f} s): "
         + ", ".join(f"{names[c]} {w:.3f}" for c, w in enumerate(weights))
-        + (f"; {note}" if note else ""),
-        flush=True,
+        + (f"; {note}" if note else "")
     )
     return weights
 
@@ -467,11 +459,10 @@ def _set_precision_and_seed(train, chief):
             and not tf.config.list_logical_devices("GPU")
             and _cpu.has_native_bfloat16() is False
         ):
-            print(
+            log.info(
                 "--mixed_precision=bfloat16: this CPU has no AVX512_BF16 / AMX, so bfloat16 is "
                 "emulated and atrous layers take a slower path; --mixed_precision=none is "
-                "faster here",
-                flush=True,
+                "faster here"
             )
     else:
         keras.mixed_precision.set_global_policy("float32")
@@ -526,9 +517,8 @@ def _find_checkpoint(train, strategy, checkpoint, chief):
     if chief:
         removed = checkpoints.remove_interrupted_writes(train.logdir)
         if removed:
-            print(
-                f"Removed the leftovers of interrupted checkpoint writes: {', '.join(removed)}",
-                flush=True,
+            log.info(
+                f"Removed the leftovers of interrupted checkpoint writes: {', '.join(removed)}"
             )
     # Every worker resumes from the chief's checkpoints (the others write scratch copies): the
     # newest one that reads back whole and finite; newer broken ones are skipped with a line,
@@ -536,17 +526,16 @@ def _find_checkpoint(train, strategy, checkpoint, chief):
     try:
         latest = checkpoints.newest_intact_checkpoint(
             train.logdir,
-            report=(lambda line: print(line, flush=True)) if chief else (lambda line: None),
+            log_skipped=chief,
             repair_pointer=chief,
         )
     except UserError:
         if not train.fresh_start:
             raise
         latest = None
-        print(
+        log.info(
             f"--fresh_start: training {train.logdir} from step 0; its unreadable "
-            "checkpoints will be overwritten",
-            flush=True,
+            "checkpoints will be overwritten"
         )
     manager = tf.train.CheckpointManager(
         checkpoint,
@@ -575,13 +564,11 @@ def _restore_or_initialize(config, model, optimizer, step_var, checkpoint, lates
     if not latest:
         if train.imagenet_weights:
             loaded = load_imagenet_backbone(model, train.imagenet_weights)
-            logging.info("Loaded %d backbone layers from %s", loaded, train.imagenet_weights)
+            log.debug("Loaded %d backbone layers from %s", loaded, train.imagenet_weights)
         if train.init_checkpoint:
             skipped = checkpoints.restore_for_finetuning(model, train.init_checkpoint)
-            print(
-                f"Initialized from {train.init_checkpoint}; skipped: "
-                f"{', '.join(skipped) or 'none'}",
-                flush=True,
+            log.info(
+                f"Initialized from {train.init_checkpoint}; skipped: {', '.join(skipped) or 'none'}"
             )
         return 0
     config_path = os.path.join(train.logdir, checkpoints.MODEL_CONFIG_FILE)
@@ -608,14 +595,14 @@ def _restore_or_initialize(config, model, optimizer, step_var, checkpoint, lates
             f"that {latest} has reached: raise --training_steps to continue, or "
             "use a new --logdir to train a shorter schedule"
         )
-    logging.info(
+    log.debug(
         "Resuming from %s at step %d (optimizer iterations %d)",
         latest,
         start_step,
         int(optimizer.iterations.numpy()),
     )
     if chief:
-        print(f"Resuming from {latest} at step {start_step}", flush=True)
+        log.info("Resuming from %s at step %d", latest, start_step)
     return start_step
 
 
@@ -664,10 +651,9 @@ def run_evaluator(config):
     data, train = config.data, config.train
     settings = evaluator.EvalSettings.from_config(config)
     os.makedirs(train.logdir, exist_ok=True)
-    print(
+    log.info(
         f"Evaluator: evaluating every new checkpoint of {train.logdir} on "
-        f"{data.dataset_dir}:{config.eval.eval_split}",
-        flush=True,
+        f"{data.dataset_dir}:{config.eval.eval_split}"
     )
     evaluated = continuous.watch(
         train.logdir,
@@ -676,7 +662,7 @@ def run_evaluator(config):
         interval=train.evaluator_interval,
         final_step=train.training_steps,
     )
-    print(f"Evaluator: {len(evaluated)} checkpoint(s) evaluated", flush=True)
+    log.info("Evaluator: %d checkpoint(s) evaluated", len(evaluated))
 
 
 def evaluate_after_training(checkpoint, config, *, num_classes, step):
@@ -689,13 +675,12 @@ def evaluate_after_training(checkpoint, config, *, num_classes, step):
     start = time.time()
     results = evaluator.EvalSettings.from_config(config, num_classes=num_classes).run(checkpoint)
     continuous.write_summaries(config.train.logdir, dict(results, step=step))
-    print(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]), flush=True)
+    log.info(metrics.format_iou_table(results["confusion_matrix"], results["class_names"]))
     scales = ",".join(f"{s:g}" for s in results["scales"])
-    print(
+    log.info(
         f"{config.eval.eval_split} mIOU {100 * results['miou']:.2f}% over "
         f"{results['num_images']} images (output stride {results['output_stride']}, scales "
         f"{scales}, flip {results['flip']}, step {step}, "
-        f"{bookkeeping.format_duration(time.time() - start)})",
-        flush=True,
+        f"{bookkeeping.format_duration(time.time() - start)})"
     )
     return results
