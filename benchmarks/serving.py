@@ -8,7 +8,8 @@
    onnx + onnxruntime) and peers/litert (the standalone LiteRT interpreter, ai-edge-litert).
 2. Prepares every side's artefact once under --artifacts (skip with --skip-prepare):
    benchmarks/peers/prepare_serving_ours.py in .venv (our SavedModel float32 and bfloat16, our
-   TFLite float32 and int8) and prepare_serving_torch.py in peers/torch (torchvision's weights,
+   TFLite float32, int8 calibrated on images and int8 from quantization-aware ranges) and
+   prepare_serving_torch.py in peers/torch (torchvision's weights,
    its ONNX export and ONNX Runtime's static int8 quantization), plus one-convolution models.
 3. Runs every side (benchmarks/peers/run_serving.py) in a fresh process of its own virtualenv,
    alternating sides, --rounds times, with the same threads (intra-op = OMP = --threads): the
@@ -50,6 +51,7 @@ SIDES = {
     "ours_savedmodel_bf16": (".venv/bin/python", "bfloat16", "ours"),
     "ours_tflite_f32": ("peers/litert/bin/python", "float32", "ours"),
     "ours_tflite_int8": ("peers/litert/bin/python", "int8", "ours"),
+    "ours_tflite_int8_qat": ("peers/litert/bin/python", "int8", "ours"),
     "torch_eager": ("peers/torch/bin/python", "float32", "peer"),
     "ort_f32": ("peers/torch/bin/python", "float32", "peer"),
     "ort_int8": ("peers/torch/bin/python", "int8", "peer"),
@@ -64,6 +66,7 @@ FLOOR_OF = {
     "ours_savedmodel_bf16": "floor_tf",
     "ours_tflite_f32": "floor_litert",
     "ours_tflite_int8": "floor_litert",
+    "ours_tflite_int8_qat": "floor_litert",
     "torch_eager": "floor_torch",
     "ort_f32": "floor_ort",
     "ort_int8": "floor_ort",
@@ -72,10 +75,11 @@ FLOOR_OF = {
 AGREEMENT = {
     "ours_savedmodel_bf16": "ours_savedmodel_f32",
     "ours_tflite_int8": "ours_tflite_f32",
+    "ours_tflite_int8_qat": "ours_tflite_f32",
     "ort_int8": "ort_f32",
     "ours_tflite_f32": "ours_savedmodel_f32",
 }
-ARTEFACTS_READY = {"ours": "ours_int8.tflite", "torch": "torchvision_int8.onnx"}
+ARTEFACTS_READY = {"ours": "ours_int8_qat.tflite", "torch": "torchvision_int8.onnx"}
 
 
 def parse_args(argv=None):
@@ -200,6 +204,7 @@ def ratio_line(summary):
         ("ours_tflite_f32", ("float32",)),
         ("ours_savedmodel_bf16", ("float32",)),
         ("ours_tflite_int8", ("int8",)),
+        ("ours_tflite_int8_qat", ("int8",)),
     ):
         if ours not in summary:
             continue

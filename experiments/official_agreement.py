@@ -11,7 +11,9 @@ Every stage segments the same real photographs, each resized to the file's 513x5
 - ours_int8:    exported by ``deeplab.export.tflite.convert_int8``, calibrated on --num_calibration
                 other images of the same folder (full-integer TFLite);
 - keras_os8:    the Keras model at output stride 8 (not a reproduction check: how far the
-                OS switch moves the authors' model).
+                OS switch moves the authors' model);
+- ours_qat_int8 (with --qat_tflite): an int8 export of that model after quantization-aware
+                fine-tuning (experiments/official_qat.flags), whose ranges come from training.
 
 and prints, for each, the share of pixels whose class equals the official int8 interpreter's,
 averaged over the images, plus the classes the official model finds. No figure is fixed here.
@@ -71,7 +73,11 @@ def load_images(folder, size, count, offset=0):
 
 
 def agreement(
-    tflite_path, images, calibration, stages=("keras", "ours_float", "ours_int8", "keras_os8")
+    tflite_path,
+    images,
+    calibration,
+    stages=("keras", "ours_float", "ours_int8", "keras_os8"),
+    qat_tflite=None,
 ):
     """{stage: mean share of pixels equal to the official interpreter's classes}."""
     from deeplab.model import deeplabv3 as model_lib  # pylint: disable=import-outside-toplevel
@@ -101,6 +107,9 @@ def agreement(
     if "ours_int8" in stages:
         interpreter = _interpreter(tflite.convert_int8(model, size, calibration))
         runners["ours_int8"] = lambda image, i=interpreter: _classes(i, image)
+    if qat_tflite:
+        interpreter = _interpreter(qat_tflite)
+        runners["ours_qat_int8"] = lambda image, i=interpreter: _classes(i, image)
     shares = {name: [] for name in runners}
     # What our own int8 export changes against our float model (issue 22): the same pixels.
     versus_keras = {name: [] for name in runners if name != "keras"} if "keras" in runners else {}
@@ -126,18 +135,21 @@ def main():
     parser.add_argument("--images", required=True, help="folder of real photographs")
     parser.add_argument("--num_images", type=int, default=20)
     parser.add_argument("--num_calibration", type=int, default=16)
+    parser.add_argument(
+        "--qat_tflite", default="", help="also an int8 export after quantization-aware training"
+    )
     args = parser.parse_args()
     _, images = load_images(args.images, (513, 513), args.num_images)
     _, calibration = load_images(args.images, (513, 513), args.num_calibration, offset=1)
-    shares, classes = agreement(args.tflite, images, calibration)
+    shares, classes = agreement(args.tflite, images, calibration, qat_tflite=args.qat_tflite)
     print(
         f"{len(images)} images of {args.images}, 513x513; classes the official model finds: "
         f"{', '.join(classes)}"
     )
     for name, share in shares.items():
-        print(f"{name:<11} agrees with the official int8 file on {100 * share:.2f}% of pixels")
+        print(f"{name:<13} agrees with the official int8 file on {100 * share:.2f}% of pixels")
     for name, share in getattr(agreement, "versus_keras", {}).items():
-        print(f"{name:<11} agrees with our float32 Keras model on {100 * share:.2f}% of pixels")
+        print(f"{name:<13} agrees with our float32 Keras model on {100 * share:.2f}% of pixels")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ def test_flagfiles_in_experiments_are_exactly_those_the_tables_use():
     on_disk.discard(os.path.join("experiments", "camvid_from_pascal_stage2.flags"))
     # Issue 30: the template of README.md's "Train on your own data", not a paper row.
     on_disk.discard(os.path.join("experiments", "own_data.flags"))
+    # Issue 33: quantization-aware fine-tuning of the CamVid model and of the authors' import.
+    on_disk.discard(os.path.join("experiments", "camvid_qat.flags"))
+    on_disk.discard(os.path.join("experiments", "official_qat.flags"))
     assert on_disk == set(paper_tables.all_flagfiles())
 
 
@@ -74,13 +77,15 @@ def test_real_data_flagfiles_parse_and_build_their_model():
         "import deeplab\n"
         "FLAGS = flags.FLAGS\n"
         "out = {}\n"
-        "for name in ('camvid', 'camvid_from_pascal', 'camvid_from_pascal_stage2'):\n"
+        "for name in ('camvid', 'camvid_from_pascal', 'camvid_from_pascal_stage2',\n"
+        "             'camvid_qat'):\n"
         "    FLAGS(['train', f'--flagfile=experiments/{name}.flags'])\n"
         "    kwargs = experiment_flags.model_kwargs(11)\n"
         "    out[name] = [kwargs['backbone'], deeplab.build_model(**kwargs).count_params(),\n"
         "                 FLAGS.init_checkpoint, FLAGS.freeze_batch_norm,\n"
         "                 FLAGS.output_stride, FLAGS.base_learning_rate,\n"
-        "                 FLAGS.training_steps, FLAGS.logits_init_stddev]\n"
+        "                 FLAGS.training_steps, FLAGS.logits_init_stddev,\n"
+        "                 FLAGS.quantize_aware]\n"
         "    FLAGS.unparse_flags()\n"
         "print(json.dumps(out))\n"
     )
@@ -91,11 +96,24 @@ def test_real_data_flagfiles_parse_and_build_their_model():
     # MobileNetV2 with the authors' 1x1 + pooling head, from the import, BN frozen.
     assert out["camvid_from_pascal"][0] == "mobilenet_v2"
     assert out["camvid_from_pascal"][1] < 3_000_000
-    assert out["camvid_from_pascal"][2:] == ["weights/mnv2_pascal", True, 16, 0.007, 2500, 0.0]
+    assert out["camvid_from_pascal"][2:] == [
+        "weights/mnv2_pascal",
+        True,
+        16,
+        0.007,
+        2500,
+        0.0,
+        False,
+    ]
     # Stage 2 (issue 34): stage 1's run, at OS 8, BN frozen, the paper's stage-2 rate.
     stage2 = out["camvid_from_pascal_stage2"]
     assert stage2[0] == "mobilenet_v2" and stage2[1] == out["camvid_from_pascal"][1]
-    assert stage2[2:] == ["runs/camvid_from_pascal", True, 8, 0.001, 300, 0.0]
+    assert stage2[2:] == ["runs/camvid_from_pascal", True, 8, 0.001, 300, 0.0, False]
+    # Issue 33: the stage-1 run fine-tuned with quantization in the loop: the same model plus
+    # three scalars (min, max, set) per activation range (67 of them).
+    qat = out["camvid_qat"]
+    assert qat[0] == "mobilenet_v2" and qat[1] - out["camvid_from_pascal"][1] == 3 * 67
+    assert qat[2:] == ["runs/camvid_from_pascal", True, 16, 1e-4, 600, 0.0, True]
 
 
 # ------------------------------------------------------------------------------------------------

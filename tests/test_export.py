@@ -233,7 +233,7 @@ def test_saved_model_cli_shows_the_documented_signatures(fresh):
     ) in text
 
 
-def test_export_flag_errors_name_the_flag(tmp_path):
+def test_export_flag_errors_name_the_flag(tmp_path, tmp_path_factory):
     from deeplab.common.errors import ConfigError
     from deeplab.common.errors import UserError
     from deeplab.export.saved_model import ExportOptions
@@ -241,8 +241,13 @@ def test_export_flag_errors_name_the_flag(tmp_path):
 
     with pytest.raises(ConfigError, match="--quantize=int8 needs --tflite"):
         run_export(str(tmp_path), str(tmp_path / "e"), ExportOptions(quantize="int8"))
-    with pytest.raises(ConfigError, match="--quantize=int8 needs --dataset_dir"):
-        run_export(str(tmp_path), str(tmp_path / "e"), ExportOptions(tflite=True, quantize="int8"))
+    # A float model's int8 export is calibrated on images: refused before anything is written.
+    run = fx.shared_tiny_run(tmp_path_factory)["checkpoint"]
+    with pytest.raises(
+        ConfigError, match="--quantize=int8 needs --dataset_dir .* --quantize_aware"
+    ):
+        run_export(run, str(tmp_path / "e"), ExportOptions(tflite=True, quantize="int8"))
+    assert not os.path.exists(tmp_path / "e")
     with pytest.raises(UserError, match="holds no checkpoint"):
         run_export(str(tmp_path), str(tmp_path / "e"))
 

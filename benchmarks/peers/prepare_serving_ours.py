@@ -8,6 +8,9 @@ pooling, 21 classes, seeded random weights with non-trivial BN statistics), BN f
   ours_savedmodel_bf16/   the same with --serving_dtype=bfloat16 (deeplab.model.fuse.cast_model)
   ours_f32.tflite         deeplab.export.tflite.convert_float
   ours_int8.tflite        deeplab.export.tflite.convert_int8, calibrated on seeded images
+  ours_int8_qat.tflite    the same weights as a --quantize_aware model whose activation ranges
+                          were set by training-mode passes over seeded images, exported by
+                          convert_int8 without calibration (issue 33: the same graph)
   floor_savedmodel/, floor.tflite   one-convolution models (each runtime's own footprint)
 
 Usage: python prepare_serving_ours.py --artifacts DIR [--size 513] [--calibration 4]
@@ -46,6 +49,21 @@ def model_with_statistics(seed):
     return model
 
 
+def quantization_aware_copy(model, images):
+    """``model``'s weights in a --quantize_aware model, its ranges set by training-mode passes
+    over ``images`` (what quantization-aware fine-tuning ends with, minus the weight updates)."""
+    qat = deeplab.build_model(**{**model.get_config(), "freeze_batch_norm": True,
+                                 "quantize_aware": True})
+    values = {v.path: v for v in model.weights}
+    for variable in qat.weights:
+        if variable.path in values:
+            variable.assign(values[variable.path])
+    from deeplab.model.preprocessing import normalize_image  # noqa: E402
+    for image in images:
+        qat(normalize_image(image[None].astype("float32")), training=True)
+    return qat
+
+
 def main():
     args = common.prepare_args(__doc__)
     model = fuse.fuse_batch_norm(model_with_statistics(args.seed))
@@ -66,6 +84,9 @@ def main():
               for _ in range(args.calibration)]
     with open(os.path.join(args.artifacts, "ours_int8.tflite"), "wb") as handle:
         handle.write(tflite.convert_int8(model, size, images))
+    qat = quantization_aware_copy(model_with_statistics(args.seed), images)
+    with open(os.path.join(args.artifacts, "ours_int8_qat.tflite"), "wb") as handle:
+        handle.write(tflite.convert_int8(qat, size, None))
     print(f"TFLite {time.time() - start:.0f} s", flush=True)
 
     class Floor(tf.Module):

@@ -24,12 +24,13 @@ import time
 import common
 
 SIDES = ("ours_savedmodel_f32", "ours_savedmodel_bf16", "ours_tflite_f32", "ours_tflite_int8",
-         "torch_eager", "ort_f32", "ort_int8",
+         "ours_tflite_int8_qat", "torch_eager", "ort_f32", "ort_int8",
          "floor_tf", "floor_litert", "floor_torch", "floor_ort")
 # Where each side's artefact lies under --artifacts (made by prepare_serving_*.py).
 ARTIFACTS = {
     "ours_savedmodel_f32": "ours_savedmodel_f32", "ours_savedmodel_bf16": "ours_savedmodel_bf16",
     "ours_tflite_f32": "ours_f32.tflite", "ours_tflite_int8": "ours_int8.tflite",
+    "ours_tflite_int8_qat": "ours_int8_qat.tflite",
     "torch_eager": "torchvision_state.pt", "ort_f32": "torchvision_f32.onnx",
     "ort_int8": "torchvision_int8.onnx", "floor_tf": "floor_savedmodel",
     "floor_litert": "floor.tflite", "floor_torch": None, "floor_ort": "floor.onnx",

@@ -333,6 +333,12 @@ def _write_export(checkpoint, export_dir, export, options, *, say, final_dir=Non
     run_export renames ``export_dir`` to, which names the model card; ``say``: logs one line
     of a stage, with the staging folder's name replaced)."""
     info = checkpoints.read_run_info(checkpoint)
+    quantize_aware = bool((info.get("model_config") or {}).get("quantize_aware"))
+    if export.quantize == "int8" and not quantize_aware and not export.dataset_dir:
+        raise ConfigError(
+            "--quantize=int8 needs --dataset_dir (its --calibration_split images calibrate "
+            "the quantization) unless the model was trained --quantize_aware"
+        )
     atomic_io.ensure_folder(export_dir, "--export_dir")
     # Logits are always upsampled to the input inside an export (a Table 8 run trained
     # without upsampling still serves full-resolution maps); no variable depends on it.
@@ -439,12 +445,7 @@ def _write_tflite_files(model, export_dir, export, options, classes, extra, say)
             # Its ranges are the ones it trained with (deeplab.model.quantize).
             images = None
             calibration = "none: ranges from quantization-aware training"
-        elif not export.dataset_dir:
-            raise ConfigError(
-                "--quantize=int8 needs --dataset_dir (its --calibration_split images "
-                "calibrate the quantization) unless the model was trained --quantize_aware"
-            )
-        else:
+        else:  # _write_export checked --dataset_dir
             images = tflite_lib.calibration_images(
                 export.dataset_dir, split, export.num_calibration_images, size
             )
