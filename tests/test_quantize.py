@@ -1,6 +1,8 @@
 """deeplab.model.quantize: quantization-aware training (fake quantization where the int8 TFLite
 graph rounds, BN folded, straight-through gradients) and its int8 export without calibration."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -294,3 +296,89 @@ def test_multi_scale_int8_export_of_a_quantization_aware_model_is_refused(pair):
     _, qat = pair
     with pytest.raises(ConfigError, match="one scale"):
         tflite.convert_int8(qat, SIZE, None, InferenceOptions(scales=(1.0, 0.5)))
+
+
+# ----------------------------------------------------------------------------- the binaries
+
+
+@pytest.mark.slow
+def test_train_quantize_aware_from_a_float_run_then_export_int8_without_images(tmp_path):
+    """The recipe of experiments/camvid_qat.flags on the tiny model: a float run, fine-tuned with
+    --quantize_aware from it, exported --quantize=int8 with no --dataset_dir (no calibration)."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    import harness  # pylint: disable=import-outside-toplevel
+    from deeplab.data import synthetic  # pylint: disable=import-outside-toplevel
+    from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
+
+    data = str(tmp_path / "data")
+    synthetic.build_synthetic_dataset(
+        data, num_train=8, num_val=2, image_size=(33, 33), num_classes=3, seed=5
+    )
+    tiny = [
+        f"--dataset_dir={data}",
+        "--backbone=resnet14_tiny",
+        "--atrous_rates=1,2,3",
+        "--aspp_filters=8",
+        "--crop_size=33",
+        "--batch_size=4",
+        "--image_summary_steps=0",
+        "--min_scale_factor=1",
+        "--max_scale_factor=1",
+        "--logits_init_stddev=0",
+        "--noeval_after_training",
+    ]
+    float_run, qat_run = str(tmp_path / "float"), str(tmp_path / "qat")
+    first = harness.run("deeplab.train", *tiny, f"--logdir={float_run}", "--training_steps=3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = harness.run(
+        "deeplab.train",
+        *tiny,
+        f"--logdir={qat_run}",
+        f"--init_checkpoint={float_run}",
+        "--quantize_aware",
+        "--freeze_batch_norm",
+        "--base_learning_rate=1e-4",
+        "--training_steps=2",
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"Initialized from {float_run}; skipped: none" in second.stdout
+    with open(os.path.join(qat_run, "model_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["quantize_aware"] is True
+    model = checkpoints.load_model(qat_run)
+    quantizers = quantize.range_quantizers(model)
+    assert quantizers and all(float(q.range_set.numpy()) == 1.0 for q in quantizers)
+
+    export_dir = str(tmp_path / "export")
+    exported = harness.run(
+        "deeplab.export_saved_model",
+        f"--checkpoint={qat_run}",
+        f"--export_dir={export_dir}",
+        "--nosaved_model",
+        "--tflite",
+        "--quantize=int8",
+        "--tflite_input_size=33,33",
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "calibration: none: ranges from quantization-aware training" in exported.stdout
+    with open(os.path.join(export_dir, "deeplab_int8.json"), encoding="utf-8") as f:
+        sidecar = json.load(f)
+    assert sidecar["quantization"] == "int8"
+    segmenter = tflite.TFLiteSegmenter(os.path.join(export_dir, "deeplab_int8.tflite"))
+    classes = segmenter(fx.structured_images(1, (33, 33), seed=3)[0])
+    assert classes.shape == (33, 33) and set(np.unique(classes)) <= {0, 1, 2}
+
+    # The float run's int8 export still needs images (its recorded --dataset_dir gives them;
+    # without one it says so in one line).
+    refused = harness.run(
+        "deeplab.export_saved_model",
+        f"--checkpoint={float_run}",
+        f"--export_dir={tmp_path / 'float_export'}",
+        "--dataset_dir=",
+        "--nosaved_model",
+        "--tflite",
+        "--quantize=int8",
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "--quantize=int8 needs --dataset_dir" in refused.stderr
+    assert "Traceback" not in refused.stderr
