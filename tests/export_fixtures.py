@@ -186,3 +186,17 @@ def shared_data(tmp_path_factory):
         )
         _CACHE["data"] = root
     return _CACHE["data"]
+
+
+def float_ops(interpreter):
+    """Names of the ops of a TFLite ``interpreter`` that read or write a float32 tensor (none in
+    a full-integer model)."""
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [
+        op["op_name"]
+        for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+        if any(
+            i >= 0 and tensors[i]["dtype"] == np.float32
+            for i in list(op["inputs"]) + list(op["outputs"])
+        )
+    ]

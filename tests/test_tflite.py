@@ -164,15 +164,7 @@ def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
     assert inp["dtype"] == np.uint8
     # The calibration images span 0..255, so the input quantization is the identity: raw bytes.
     assert inp["quantization"] == (1.0, 0)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    float_ops = [
-        op["op_name"]
-        for op in interpreter._get_ops_details()  # pylint: disable=protected-access
-        if any(
-            i >= 0 and tensors[i]["dtype"] == np.float32
-            for i in list(op["inputs"]) + list(op["outputs"])
-        )
-    ]
+    float_ops = fx.float_ops(interpreter)
     assert float_ops == []
     ops = {op["op_name"] for op in interpreter._get_ops_details()}  # pylint: disable=protected-access
     assert {"CONV_2D", "SOFTMAX", "ARG_MAX"} <= ops

@@ -117,17 +117,25 @@ class FusedASPP(ASPP):
             conv.set_weights(list(_folded_conv_weights(src_conv, src_bn)))
 
 
-def _batch_norm_consumers(model):
-    """{id(conv): bn} for every BN whose only input is a Conv2D feeding nothing else.
-
-    Walks the functional graph of ``model`` (not nested models; the caller recurses).
-    """
+def layer_consumers(model):
+    """{id(layer): [the layers that read its output]} over the functional graph of ``model``
+    (not nested models)."""
     consumers = {}
     for layer in model.layers:
         for node in layer._inbound_nodes:  # pylint: disable=protected-access
             for tensor in node.input_tensors:
                 producer = tensor._keras_history.operation  # pylint: disable=protected-access
                 consumers.setdefault(id(producer), []).append(layer)
+    return consumers
+
+
+def batch_norm_consumers(model, consumers=None):
+    """{id(conv): bn} for every BN whose only input is a Conv2D feeding nothing else.
+
+    Walks the functional graph of ``model`` (not nested models; the caller recurses);
+    ``consumers``: its :func:`layer_consumers`, when the caller has them.
+    """
+    consumers = layer_consumers(model) if consumers is None else consumers
     folds = {}
     for layer in model.layers:
         if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:  # pylint: disable=protected-access
@@ -159,7 +167,7 @@ def _fuse_functional(model):
     Returns:
       (new model, number of BN layers folded).
     """
-    folds = _batch_norm_consumers(model)
+    folds = batch_norm_consumers(model)
     folded_bns = {id(bn) for bn in folds.values()}
     # (new layer, function that sets its weights from the old model)
     copies = []

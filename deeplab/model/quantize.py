@@ -39,6 +39,7 @@ from keras import layers
 from keras import ops
 
 from deeplab.common.errors import ConfigError
+from deeplab.model import fuse
 from deeplab.model.aspp import ASPP
 from deeplab.model.layers import StrideUpsample
 from deeplab.model.preprocessing import MEAN_RGB
@@ -354,33 +355,6 @@ def _is_activation(layer):
     return False
 
 
-def _consumers(model):
-    consumers = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:  # pylint: disable=protected-access
-            for tensor in node.input_tensors:
-                producer = tensor._keras_history.operation  # pylint: disable=protected-access
-                consumers.setdefault(id(producer), []).append(layer)
-    return consumers
-
-
-def _conv_bn_pairs(model, consumers):
-    """{id(conv): bn} for every conv whose only consumer is a BN reading only it."""
-    pairs = {}
-    for layer in model.layers:
-        if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:  # pylint: disable=protected-access
-            continue
-        inputs = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
-        producer = inputs[0]._keras_history.operation  # pylint: disable=protected-access
-        if (
-            len(inputs) == 1
-            and isinstance(producer, layers.Conv2D | layers.DepthwiseConv2D)
-            and [id(c) for c in consumers.get(id(producer), [])] == [id(layer)]
-        ):
-            pairs[id(producer)] = layer
-    return pairs
-
-
 def _then(layer, quantizer):
     def call(*args, **kwargs):
         outputs = layer(*args, **kwargs)
@@ -399,8 +373,8 @@ def _identity(quantizer):
 def _rewrite(model, decay, input_range=None):
     """``model``'s functional graph with quantized convolutions and ranges (a new keras.Model
     over the same layers and variables; nested functional models rewritten too)."""
-    consumers = _consumers(model)
-    pairs = _conv_bn_pairs(model, consumers)
+    consumers = fuse.layer_consumers(model)
+    pairs = fuse.batch_norm_consumers(model, consumers)  # {id(conv): its BN}
     folded = {id(bn) for bn in pairs.values()}
 
     def ranged(layer):
