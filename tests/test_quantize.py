@@ -302,8 +302,9 @@ def test_multi_scale_int8_export_of_a_quantization_aware_model_is_refused(pair):
 
 @pytest.mark.slow
 def test_train_quantize_aware_from_a_float_run_then_export_int8_without_images(tmp_path):
-    """The recipe of experiments/camvid_qat.flags on the tiny model: a float run, fine-tuned with
-    --quantize_aware from it, exported --quantize=int8 with no --dataset_dir (no calibration)."""
+    """The recipes of experiments/camvid_qat.flags and official_qat.flags on the tiny model: a
+    float run, fine-tuned with --quantize_aware from it (its softmax the target:
+    --distill_from), exported --quantize=int8 with no --dataset_dir (no calibration)."""
     import json  # pylint: disable=import-outside-toplevel
 
     import harness  # pylint: disable=import-outside-toplevel
@@ -337,11 +338,13 @@ def test_train_quantize_aware_from_a_float_run_then_export_int8_without_images(t
         f"--init_checkpoint={float_run}",
         "--quantize_aware",
         "--freeze_batch_norm",
+        f"--distill_from={float_run}",
         "--base_learning_rate=1e-4",
         "--training_steps=2",
     )
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"Initialized from {float_run}; skipped: none" in second.stdout
+    assert f"Distilling from {float_run}" in second.stdout
     with open(os.path.join(qat_run, "model_config.json"), encoding="utf-8") as f:
         assert json.load(f)["quantize_aware"] is True
     model = checkpoints.load_model(qat_run)
@@ -381,3 +384,29 @@ def test_train_quantize_aware_from_a_float_run_then_export_int8_without_images(t
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "--quantize=int8 needs --dataset_dir" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_distillation_loss_is_the_cross_entropy_to_the_teachers_softmax():
+    from deeplab.training import step  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(0)
+    student = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    teacher = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(2, 3, 4)).astype(np.int32)
+    labels[0, 0] = 255  # ignored pixels stay out
+    total, count, valid = step.distillation_loss(student, teacher, labels, 255)
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    pixel = -(softmax(teacher) * np.log(softmax(student))).sum(-1)
+    mask = labels != 255
+    np.testing.assert_allclose(float(total), pixel[mask].sum(), rtol=1e-5)
+    assert float(count) == mask.sum() == 20
+    np.testing.assert_array_equal(np.asarray(valid), mask.astype(np.float32))
+    # Its minimum over the student is the teacher itself: the teacher's entropy.
+    same, _, _ = step.distillation_loss(teacher, teacher, labels, 255)
+    entropy = -(softmax(teacher) * np.log(softmax(teacher))).sum(-1)[mask].sum()
+    np.testing.assert_allclose(float(same), entropy, rtol=1e-5)
+    assert float(same) < float(total)

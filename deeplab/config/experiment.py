@@ -598,6 +598,14 @@ class TrainConfig:
             "logits layer is skipped when num_classes differs."
         ),
     )
+    distill_from: str = _field(
+        None,
+        help=(
+            "Checkpoint (file prefix or logdir) of a model whose softmax is the training target "
+            "instead of the labels (pixels with the ignore label stay out): fine-tuning that "
+            "should reproduce a model, e.g. --quantize_aware from the float run itself."
+        ),
+    )
     save_checkpoint_steps: int = _field(
         1000,
         help="Checkpoint every N steps (and at the end).",

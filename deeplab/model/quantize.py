@@ -103,14 +103,14 @@ class RangeQuantizer(layers.Layer):
     def build(self, input_shape):
         if self.fixed_range is None:
             self.range_min = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="range_min"
+                shape=(), initializer="zeros", trainable=False, name="range_min", autocast=False
             )
             self.range_max = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="range_max"
+                shape=(), initializer="zeros", trainable=False, name="range_max", autocast=False
             )
             # 0 until a training batch has set the range.
             self.range_set = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="range_set"
+                shape=(), initializer="zeros", trainable=False, name="range_set", autocast=False
             )
         self.built = True
 

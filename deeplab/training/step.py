@@ -68,6 +68,17 @@ def replica_loss(logits, targets, step, settings):
     return loss_sum, loss_count, valid
 
 
+def distillation_loss(logits, teacher_logits, targets, ignore_label):
+    """(sum of the pixels' cross-entropy to the teacher's softmax, their number, valid mask):
+    ``-sum_c softmax(teacher)_c * log softmax(logits)_c`` where the label is not
+    ``ignore_label``; no gradient reaches the teacher."""
+    target = tf.stop_gradient(tf.nn.softmax(tf.cast(teacher_logits, tf.float32), axis=-1))
+    log_probabilities = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    valid = tf.cast(tf.not_equal(targets, ignore_label), tf.float32)
+    pixel_losses = -tf.reduce_sum(target * log_probabilities, axis=-1) * valid
+    return tf.reduce_sum(pixel_losses), tf.reduce_sum(valid), valid
+
+
 def gradient_multipliers(model, logits_bias_multiplier=1.0):
     """Per-variable gradient factors, aligned with ``model.trainable_variables``: the logits
     layer's bias gets ``logits_bias_multiplier`` (the authors' train_utils.py trains the last
@@ -100,6 +111,7 @@ def build_replica_step(
     step_counter=None,
     check_gradients=True,
     multipliers=None,
+    teacher=None,
 ):
     """The per-replica training step.
 
@@ -116,6 +128,9 @@ def build_replica_step(
         which skips those steps itself).
       multipliers: None, or one gradient factor per trainable variable
         (:func:`gradient_multipliers`).
+      teacher: None, or a model (its logits of the student's shape) whose softmax replaces the
+        labels as the target (``--distill_from``): the loss is the cross-entropy to it over the
+        labels' valid pixels (:func:`distillation_loss`).
 
     Returns:
       ``step(images, labels) -> {"cross_entropy", "regularization", "correct", "valid",
@@ -138,9 +153,14 @@ def build_replica_step(
             targets = labels
             if not upsample_logits:  # Table 8: the labels at the logits' centres instead
                 targets = losses.labels_at_feature_centres(labels, model.logits_stride)
-            loss_sum, loss_count, valid = replica_loss(
-                logits, targets, step_number(), loss_settings
-            )
+            if teacher is None:
+                loss_sum, loss_count, valid = replica_loss(
+                    logits, targets, step_number(), loss_settings
+                )
+            else:
+                loss_sum, loss_count, valid = distillation_loss(
+                    logits, teacher(images, training=False), targets, loss_settings.ignore_label
+                )
             # The mean over the counted pixels of the *global* batch: each replica divides its
             # sum by the all-reduced count, and the optimizer sums the replicas' gradients.
             global_valid = context.all_reduce(tf.distribute.ReduceOp.SUM, loss_count)

@@ -93,6 +93,13 @@ def check_config(config):
             "(e.g. --logdir=runs/my_run)"
         )
     config.check()  # the settings' own checks (deeplab/config/experiment.py), in case it changed
+    if train.distill_from and (
+        train.class_weights or train.focal_gamma or train.top_k_percent_pixels < 1.0
+    ):
+        raise ConfigError(
+            "--distill_from trains to the teacher's softmax: drop --class_weights, "
+            "--focal_gamma and --top_k_percent_pixels"
+        )
     height, width = data.crop_size
     if train.batch_size * height * width * 3 >= 2**31:
         # TensorFlow computes such a batch's element count in int32 and fails mid-graph
@@ -333,6 +340,7 @@ def _train_step(config, strategy, built, coordinator, info, class_weights, chief
         step_counter=step_var if coordinator is not None else None,
         check_gradients=train.mixed_precision != "float16",
         multipliers=step_lib.gradient_multipliers(model, train.logits_bias_lr_multiplier),
+        teacher=_teacher(train, strategy, model),
     )
     if replica_step.recompute_disabled_reason and chief:
         log.info(
@@ -340,6 +348,23 @@ def _train_step(config, strategy, built, coordinator, info, class_weights, chief
             f"{replica_step.recompute_disabled_reason}"
         )
     return step_lib.build_train_step(strategy, replica_step, jit_compile=train.jit_compile)
+
+
+def _teacher(train, strategy, model):
+    """The ``--distill_from`` model (inference only, BN folded, logits shaped as the student's),
+    or None."""
+    if not train.distill_from:
+        return None
+    with strategy.scope():
+        teacher = checkpoints.load_model(
+            train.distill_from,
+            num_classes=model.num_classes,
+            upsample_logits=model.upsample_logits,
+            fuse_batch_norm=True,
+        )
+    teacher.trainable = False
+    log.info(f"Distilling from {train.distill_from}: its softmax is the target, not the labels")
+    return teacher
 
 
 def _announce(config, strategy, start_step, end_step, num_classes, chief):
