@@ -410,3 +410,20 @@ def test_distillation_loss_is_the_cross_entropy_to_the_teachers_softmax():
     entropy = -(softmax(teacher) * np.log(softmax(teacher))).sum(-1)[mask].sum()
     np.testing.assert_allclose(float(same), entropy, rtol=1e-5)
     assert float(same) < float(total)
+
+
+def test_distillation_refuses_the_label_losses(tmp_path):
+    from deeplab.config.experiment import ExperimentConfig  # pylint: disable=import-outside-toplevel
+    from deeplab.training import trainer  # pylint: disable=import-outside-toplevel
+
+    for extra in (
+        {"focal_gamma": 2.0},
+        {"top_k_percent_pixels": 0.25},
+        {"class_weights": (1.0, 2.0, 3.0)},
+    ):
+        config = ExperimentConfig.create(
+            dataset_dir=str(tmp_path), logdir=str(tmp_path / "run"), distill_from="teacher", **extra
+        )
+        with pytest.raises(ConfigError, match="--distill_from trains to the teacher's softmax"):
+            trainer.check_config(config)
+        assert not os.path.exists(tmp_path / "run")  # refused before the logdir is made
