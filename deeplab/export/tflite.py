@@ -212,7 +212,7 @@ def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")])
     def segment(images):
         if quantized:
-            return _quantized_head(model, head[0], images, logits_range)
+            return _quantized_head(head, images, logits_range)
         if head is None:
             return segment_images(model, images, options)
         features_model, upsample = head
@@ -226,7 +226,7 @@ def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax
     return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
 
 
-def _quantized_head(model, features_model, images, logits_range):
+def _quantized_head(head, images, logits_range):
     """The int8 export's graph of a quantization-aware model, every tensor on the 8-bit grid
     the converter will give it: the pixels ([0, 255], scale 1), the model's own ranges, the
     softmax at the feature resolution (TFLite's fixed [0, 255/256]) and the stride-aware
@@ -238,6 +238,7 @@ def _quantized_head(model, features_model, images, logits_range):
     from deeplab.model import quantize  # conversion only (Keras)
     from deeplab.model.preprocessing import MEAN_RGB  # conversion only (Keras)
 
+    features_model, upsample = head
     pixels = quantize.fake_quant(tf.cast(images, tf.float32), *quantize.PIXEL_RANGE)
     # normalize_image with its subtraction rounded (the flip keeps the scale).
     centered = quantize.fake_quant(
@@ -245,7 +246,7 @@ def _quantized_head(model, features_model, images, logits_range):
     )
     logits = tf.cast(features_model(tf.reverse(centered, [-1]), training=False), tf.float32)
     size = images.shape[1:3]
-    stride = model.get_layer("upsample_logits").stride
+    stride = upsample.stride
     scores = quantize.fake_quant(tf.nn.softmax(logits, axis=-1), *quantize.SOFTMAX_RANGE)
     probabilities = quantize.quantized_stride_upsample(scores, size, stride, quantize.SOFTMAX_RANGE)
     upsampled = quantize.quantized_stride_upsample(logits, size, stride, logits_range)

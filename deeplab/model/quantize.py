@@ -431,18 +431,11 @@ def quantize_aware_graph(inputs, outputs, decay=DEFAULT_RANGE_DECAY):
 
 def range_quantizers(model):
     """Every :class:`RangeQuantizer` with variables in ``model`` (nested ones included)."""
-    found = []
-    stack = [model]
-    seen = set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, RangeQuantizer) and layer.fixed_range is None:
-            found.append(layer)
-        stack.extend(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
-    return found
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+        if isinstance(layer, RangeQuantizer) and layer.fixed_range is None
+    ]
 
 
 def logits_range(model):
