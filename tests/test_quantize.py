@@ -7,10 +7,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import layers
 from keras import ops
 
 import export_fixtures as fx
 from deeplab.common.errors import ConfigError
+from deeplab.common.errors import UserError
 from deeplab.export import tflite
 from deeplab.model import fuse
 from deeplab.model import quantize
@@ -73,10 +75,12 @@ def test_quantization_aware_model_keeps_the_float_variables(pair):
     float_paths = {v.path for v in float_model.weights}
     qat_paths = {v.path for v in qat.weights}
     # Every float variable under the same path (a float checkpoint restores into it and back);
-    # the rest are the activation ranges.
+    # the rest are the activation ranges and the weights' grids.
     assert float_paths <= qat_paths
     ranges = {v.path for q in quantize.range_quantizers(qat) for v in q.weights}
-    assert qat_paths - float_paths == ranges and len(ranges) >= 3 * 10
+    grids = quantize.weight_grid_paths(qat)
+    assert len(ranges) >= 3 * 10 and len(grids) >= 10 and not ranges & grids
+    assert qat_paths - float_paths == ranges | grids == quantize.training_state_paths(qat)
     assert qat.get_config()["quantize_aware"] is True
 
 
@@ -113,6 +117,82 @@ def test_fake_quantization_rounds_to_the_8_bit_grid():
         levels = weights[..., channel] / scale
         np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
         assert np.abs(levels).max() <= 127.0 + 1e-3
+
+
+def _on_grid_kernel(seed=0):
+    """A (3, 3, 8, 6) kernel whose channels 0-4 lie on grids with their largest weight 127,
+    100, 64, 37 and 5 steps from 0, and whose channel 5 is random."""
+    rng = np.random.default_rng(seed)
+    channels = []
+    for steps in (127, 100, 64, 37, 5):
+        levels = rng.integers(-steps, steps + 1, size=(3, 3, 8))
+        levels[0, 0, 0] = steps
+        channels.append(levels * 0.013)
+    channels.append(rng.normal(size=(3, 3, 8)))
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def test_weight_grids_keep_weights_that_already_lie_on_a_grid():
+    kernel = _on_grid_kernel()
+    steps = ops.convert_to_numpy(quantize.weight_grid_steps(kernel, 3))
+    # The finest grid (of those at most 127 steps long) that holds each channel's levels: m
+    # itself, or its largest multiple up to 127.
+    np.testing.assert_array_equal(steps[:5], [127, 100, 64, 111, 125])
+    rounded = ops.convert_to_numpy(quantize.fake_quant_weights(kernel, 3, steps))
+    np.testing.assert_allclose(rounded[..., :5], kernel[..., :5], rtol=0, atol=1e-6)
+    finest = ops.convert_to_numpy(quantize.fake_quant_weights(kernel, 3))
+    assert np.abs(finest[..., 1:5] - kernel[..., 1:5]).max() > 1e-3  # 127 steps would move them
+    # No channel is rounded worse than on the finest grid (the random one included).
+    error = np.square(rounded - kernel).sum(axis=(0, 1, 2))
+    assert np.all(error <= np.square(finest - kernel).sum(axis=(0, 1, 2)) + 1e-9)
+    for channel in range(6):  # still int8: at most 127 steps of max|w| / k
+        levels = rounded[..., channel] / (np.abs(kernel[..., channel]).max() / steps[channel])
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+
+
+def test_weight_grids_are_chosen_by_the_first_training_batch_and_kept():
+    conv = layers.Conv2D(6, 3, use_bias=False)
+    conv.build((None, 8, 8, 8))
+    conv.kernel.assign(_on_grid_kernel())
+    layer = quantize.QuantizedConv(conv, None)
+    images = np.random.default_rng(1).normal(size=(1, 8, 8, 8)).astype(np.float32)
+    # Before any training batch: the finest grid.
+    layer(images, training=False)
+    assert np.all(layer.weight_steps.numpy() == 0)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(layer.grid_steps(conv.kernel, training=False)), [127] * 6
+    )
+    layer(images, training=True)
+    chosen = layer.weight_steps.numpy()
+    np.testing.assert_array_equal(chosen[:5], [127, 100, 64, 111, 125])
+    # Kept while the weights move (a search now would choose other grids).
+    conv.kernel.assign(conv.kernel.numpy() + 0.004)
+    layer(images, training=True)
+    np.testing.assert_array_equal(layer.weight_steps.numpy(), chosen)
+
+
+def test_a_checkpoint_without_weight_grids_restores_and_rounds_on_127_steps(pair, tmp_path):
+    from deeplab.logdir import checkpoints  # pylint: disable=import-outside-toplevel
+
+    _, qat = pair
+    grids = quantize.weight_grid_paths(qat)
+    variables = checkpoints.variables_by_path(qat)
+    older = {path: v for path, v in variables.items() if path not in grids}
+    prefix = tf.train.Checkpoint(**{checkpoints.WEIGHTS_KEY: older}).write(str(tmp_path / "c-1"))
+    kind = "mobilenet" if "mobilenet" in qat.get_config()["backbone"] else "resnet"
+    model = build_model(
+        num_classes=fx.NUM_CLASSES, freeze_batch_norm=True, quantize_aware=True, **SETTINGS[kind]
+    )
+    checkpoints.restore_weights(model, prefix)
+    restored = checkpoints.variables_by_path(model)
+    assert all(np.all(restored[path].numpy() == 0) for path in grids)
+    for path in older:
+        np.testing.assert_array_equal(restored[path].numpy(), variables[path].numpy())
+    # Any other variable missing is still refused.
+    del older[sorted(older)[0]]
+    prefix = tf.train.Checkpoint(**{checkpoints.WEIGHTS_KEY: older}).write(str(tmp_path / "c-2"))
+    with pytest.raises(UserError, match="does not match the model"):
+        checkpoints.restore_weights(model, prefix)
 
 
 def test_folded_convolutions_equal_the_exports_folding(pair):
@@ -278,6 +358,60 @@ def test_int8_export_takes_the_trained_ranges_and_rounds_as_the_keras_forward(pa
 
 
 @pytest.mark.slow
+def test_int8_file_holds_the_weights_the_keras_forward_rounds_to():
+    """Weights already on coarser grids (as an imported int8 model's are) reach the int8 file
+    unchanged; the file's weights are the Keras forward's, whatever the grid."""
+    float_model, _ = _models("mobilenet", seed=3)
+    for layer in _all_layers(float_model):
+        if isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D):
+            kernel = layer.kernel.numpy()
+            step = np.abs(kernel).max() / 100.0  # per tensor: at most 100 steps per channel
+            layer.kernel.assign(np.round(kernel / step) * step)
+    qat = build_model(
+        num_classes=fx.NUM_CLASSES,
+        freeze_batch_norm=True,
+        quantize_aware=True,
+        **SETTINGS["mobilenet"],
+    )
+    _copy_weights(float_model, qat)
+    qat(normalize_image(fx.structured_images(2, SIZE, seed=5)), training=True)
+    interpreter = tf.lite.Interpreter(
+        model_content=tflite.convert_int8(qat, SIZE, None), experimental_preserve_all_tensors=True
+    )
+    interpreter.allocate_tensors()
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    convs = {l.name: l for l in _all_layers(qat) if isinstance(l, quantize.QuantizedConv)}
+    checked = 0
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        layer = [c for n, c in convs.items() if f"/{n}_1/" in names[op["outputs"][0]]]
+        if len(layer) != 1:
+            continue
+        (layer,) = layer
+        folded = ops.convert_to_numpy(layer.folded()[0])
+        steps = ops.convert_to_numpy(layer.grid_steps(folded, training=False))
+        keras_weights = ops.convert_to_numpy(
+            quantize.fake_quant_weights(folded, layer._channel_axis, steps)  # pylint: disable=protected-access
+        )
+        weights = details[op["inputs"][1]]
+        parameters = weights["quantization_parameters"]
+        axis = parameters["quantized_dimension"]
+        shape = [1] * 4
+        shape[axis] = -1
+        stored = interpreter.get_tensor(op["inputs"][1]).astype(np.float32)
+        stored = stored * parameters["scales"].reshape(shape)
+        # TFLite's OHWI (depthwise 1HWC) against Keras' HWIO (HWC1).
+        stored = np.transpose(stored, (1, 2, 3, 0))
+        np.testing.assert_allclose(stored, keras_weights, rtol=1e-5, atol=1e-7)
+        # Here they are the float weights themselves: every channel found its grid.
+        np.testing.assert_allclose(stored, folded, rtol=1e-5, atol=1e-6)
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.slow
 def test_int8_export_agrees_with_the_keras_forward_end_to_end(pair):
     _, qat = pair
     images = fx.structured_images(3, SIZE, seed=21)
@@ -350,6 +484,8 @@ def test_train_quantize_aware_from_a_float_run_then_export_int8_without_images(t
     model = checkpoints.load_model(qat_run)
     quantizers = quantize.range_quantizers(model)
     assert quantizers and all(float(q.range_set.numpy()) == 1.0 for q in quantizers)
+    grids = [v.numpy() for v in model.weights if v.path in quantize.weight_grid_paths(model)]
+    assert grids and all(np.all((g >= 64) & (g <= 127)) for g in grids)
 
     export_dir = str(tmp_path / "export")
     exported = harness.run(

@@ -286,6 +286,11 @@ def restore_weights(model, checkpoint):
     prefix = resolve_checkpoint(checkpoint)
     values = _checkpoint_values(prefix)
     variables = variables_by_path(model)
+    # A quantization-aware checkpoint written before the weights' grids were chosen per
+    # channel has none: left at 0, its convolutions round on the finest grid, as in its
+    # training.
+    for path in quantize.weight_grid_paths(model) - set(values.weights):
+        del variables[path]
     missing = sorted(set(variables) - set(values.weights))
     mismatched = sorted(
         p
@@ -400,8 +405,8 @@ def restore_for_finetuning(model, checkpoint):
     For the second training stage and COCO -> VOC fine-tuning (Sec. 4.3): every variable
     whose path and shape match is restored; the others (normally ``logits/kernel`` and
     ``logits/bias`` when num_classes differs) keep their initialization and are logged. The
-    activation ranges of a quantization-aware model, absent from a float run, are not
-    reported: the first training batch sets them.
+    activation ranges and weight grids of a quantization-aware model, absent from a float
+    run, are not reported: the first training batch sets them.
     Optimizer state and the step are not restored: fine-tuning starts at step 0.
 
     Args:
@@ -416,13 +421,13 @@ def restore_for_finetuning(model, checkpoint):
     """
     prefix = resolve_checkpoint(checkpoint)
     values = _checkpoint_values(prefix)
-    range_paths = {v.path for q in quantize.range_quantizers(model) for v in q.weights}
+    range_paths = quantize.training_state_paths(model)
     skipped = []
     restored = 0
     for path, variable in variables_by_path(model).items():
         if path not in values.weights and path in range_paths:
             # A quantization-aware model started from a float run: its activation ranges
-            # are set by the first training batch (deeplab.model.quantize).
+            # and weight grids are set by the first training batch (deeplab.model.quantize).
             continue
         if path not in values.weights:
             skipped.append(path)

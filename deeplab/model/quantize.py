@@ -6,8 +6,11 @@ is fake-quantized (rounded to its 8-bit grid and back to float) where that graph
 
 - **Weights**: every convolution is folded with the BN after it, as the export folds it
   (``W' = W * s``, ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``, frozen
-  statistics), and ``W'`` is fake-quantized per output channel, symmetric, narrow range
-  ([-127, 127] * max|W'| / 127): TFLite's per-channel int8 weights. The variables stay the
+  statistics), and ``W'`` is fake-quantized per output channel, symmetric, to ``n * max|W'| / k``
+  with integers ``|n| <= 127``: TFLite's per-channel int8 weights. ``k`` (at most 127) is
+  chosen per channel by the first training batch, the grid that rounds the starting weights
+  least (:func:`weight_grid_steps`: weights already on a coarser grid, as an imported int8
+  model's are, stay exactly where they are), and kept. The variables stay the
   float model's (kernel, gamma, beta, moving statistics), so a float checkpoint initializes a
   quantization-aware model and back; BN statistics must be frozen (``--freeze_batch_norm``).
 - **Activations**: one per-tensor asymmetric 8-bit range after each op the int8 graph does not
@@ -59,6 +62,13 @@ MEAN_RANGE = (0.0, 127.5)
 DEFAULT_RANGE_DECAY = 0.99
 # Smallest span of a range (a tensor that is all zeros still gets a valid scale).
 _MIN_SPAN = 1e-3
+# The per-channel weight grids weight_grid_steps chooses from: step max|w| / k for these k.
+# Every k <= 127 has a multiple among them, so every grid of at most 127 steps is one of them.
+WEIGHT_GRID_STEPS = np.arange(64, 128, dtype=np.float32)
+# Rounding errors within this factor of the least (plus float noise, far below the ~1e-5 of
+# 127 steps) count as ties between grids.
+_GRID_TIE = 1e-3
+_GRID_TIE_FLOOR = 1e-10
 
 
 def fake_quant(x, low, high):
@@ -75,14 +85,46 @@ def quantized_mean(mean, dtype="float32"):
     return fake_quant(ops.convert_to_tensor(mean, dtype=dtype), *MEAN_RANGE)
 
 
-def fake_quant_weights(kernel, axis):
-    """``kernel`` rounded per channel along ``axis`` to int8 [-127, 127] * max|w| / 127
-    (TFLite's per-channel symmetric weights). The gradient passes straight through."""
+def fake_quant_weights(kernel, axis, steps=None):
+    """``kernel`` rounded per channel along ``axis`` to int8: ``n * max|w| / k`` for integers
+    ``|n| <= 127`` (TFLite's per-channel symmetric weights), with ``k = steps`` per channel
+    (a float vector) or 127, the finest grid, when None. The gradient passes straight
+    through."""
     reduce_axes = tuple(i for i in range(len(kernel.shape)) if i != axis)
     bound = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), 1e-8))
+    if steps is not None:
+        # The same grid, step bound / k, spread over [-127, 127] steps.
+        bound = bound * (127.0 / ops.cast(steps, bound.dtype))
     return keras.quantizers.fake_quant_with_min_max_vars(
         kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis
     )
+
+
+def weight_grid_steps(kernel, axis):
+    """For each channel along ``axis``: the ``k`` of :data:`WEIGHT_GRID_STEPS` whose grid
+    ``max|w| / k`` rounds the channel's weights with the least mean squared error (of near
+    ties, the largest ``k``: the finest grid). A float vector.
+
+    Every candidate puts the channel's largest weight on the grid, and k = 127 (the finest,
+    which random weights nearly always prefer) is one of them, so no channel is rounded worse
+    than with 127. Weights that already lie on a coarser grid, as those of a model imported
+    from an int8 file do (one step per tensor in the authors' files, so at most 127 steps in
+    all but the channel that holds the tensor's largest weight), are kept exactly: for such a
+    channel, with ``m <= 127`` steps to its largest weight, the multiple of ``m`` in
+    [64, 127] is a candidate with no rounding error."""
+    kernel = ops.cast(ops.stop_gradient(kernel), "float32")
+    reduce_axes = tuple(i for i in range(len(kernel.shape)) if i != axis)
+    shape = [1] * len(kernel.shape)
+    shape[axis] = -1
+    bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), 1e-8)
+    unit = kernel / ops.reshape(bound, shape)  # in [-1, 1]
+    candidates = ops.convert_to_tensor(WEIGHT_GRID_STEPS, "float32")
+    scaled = ops.expand_dims(unit, -1) * candidates  # one trailing axis of candidates
+    errors = ops.mean(ops.square(scaled - ops.round(scaled)), axis=reduce_axes)
+    errors = errors / ops.square(candidates)  # (channels, candidates), in units of max|w|^2
+    best = ops.min(errors, axis=-1, keepdims=True)
+    near_best = errors <= best * (1.0 + _GRID_TIE) + _GRID_TIE_FLOOR
+    return ops.max(ops.where(near_best, candidates, 0.0), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
@@ -201,9 +243,36 @@ class QuantizedConv(layers.Layer):
         )
 
     def build(self, input_shape):
+        # The grid of each output channel's weights, max|w| / k: k chosen by
+        # weight_grid_steps on the first training batch (from the weights the run starts
+        # with) and kept; 0 until then, which rounds on the finest grid (k = 127).
+        self.weight_steps = self.add_weight(
+            shape=(self.conv.kernel.shape[self._channel_axis],),
+            initializer="zeros",
+            trainable=False,
+            name="weight_steps",
+            autocast=False,
+        )
         if self.output_quantizer is not None:
             self.output_quantizer.build(None)
         self.built = True
+
+    @property
+    def _channel_axis(self):
+        return 2 if _is_depthwise(self.conv) else 3
+
+    def grid_steps(self, kernel, training=None):
+        """The per-channel ``k`` of the weights' grids (float vector; see ``build``)."""
+        stored = ops.convert_to_tensor(self.weight_steps)
+        if not training:
+            return ops.where(stored > 0, stored, float(WEIGHT_GRID_STEPS[-1]))
+        steps = ops.cond(
+            ops.all(stored > 0),
+            lambda: stored,
+            lambda: weight_grid_steps(kernel, self._channel_axis),
+        )
+        self.weight_steps.assign(steps)
+        return steps
 
     @property
     def kernel(self):
@@ -238,7 +307,9 @@ class QuantizedConv(layers.Layer):
     def call(self, inputs, training=None):
         conv = self.conv
         kernel, bias = self.folded()
-        kernel = fake_quant_weights(kernel, 2 if _is_depthwise(conv) else 3)
+        kernel = fake_quant_weights(
+            kernel, self._channel_axis, self.grid_steps(kernel, training=training)
+        )
         if _is_depthwise(conv):
             outputs = ops.depthwise_conv(
                 inputs,
@@ -438,6 +509,22 @@ def range_quantizers(model):
     ]
 
 
+def weight_grid_paths(model):
+    """Paths of the ``weight_steps`` variables of ``model``'s quantized convolutions."""
+    return {
+        layer.weight_steps.path
+        for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+        if isinstance(layer, QuantizedConv)
+    }
+
+
+def training_state_paths(model):
+    """Paths of the variables a quantization-aware model has and its float model has not (the
+    activation ranges and the weights' grids), which its first training batch sets."""
+    ranges = {v.path for q in range_quantizers(model) for v in q.weights}
+    return ranges | weight_grid_paths(model)
+
+
 def logits_range(model):
     """(low, high) of a quantization-aware model's logits range, as floats."""
     quantizer = model.get_layer("logits").output_quantizer
@@ -504,4 +591,7 @@ __all__ = [
     "quantize_aware_graph",
     "quantized_stride_upsample",
     "range_quantizers",
+    "training_state_paths",
+    "weight_grid_paths",
+    "weight_grid_steps",
 ]
