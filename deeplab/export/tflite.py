@@ -248,10 +248,36 @@ def _quantized_head(head, images, logits_range):
     size = images.shape[1:3]
     stride = upsample.stride
     scores = quantize.fake_quant(tf.nn.softmax(logits, axis=-1), *quantize.SOFTMAX_RANGE)
-    probabilities = quantize.quantized_stride_upsample(scores, size, stride, quantize.SOFTMAX_RANGE)
-    upsampled = quantize.quantized_stride_upsample(logits, size, stride, logits_range)
+    probabilities = quantized_upsample(scores, size, stride, quantize.SOFTMAX_RANGE)
+    upsampled = quantized_upsample(logits, size, stride, logits_range)
     semantic = tf.argmax(upsampled, axis=-1, output_type=tf.int32)
     return {"semantic": semantic, "probabilities": probabilities}
+
+
+def corners_aligned(in_size, out_size, stride):
+    """Whether the stride-aware upsampling from ``in_size`` to ``out_size`` samples the grid
+    of an ``align_corners=True`` resize: ``(in - 1) * stride == out - 1`` on both axes (input
+    sizes ``stride * k + 1``: 513, 321 at stride 16 or 8)."""
+    return all((int(i) - 1) * int(stride) == int(o) - 1 for i, o in zip(in_size, out_size))
+
+
+def quantized_upsample(x, size, stride, value_range):
+    """The int8 graph's upsampling of ``x`` (on the 8-bit grid of ``value_range``) to
+    ``size``: where the corners are aligned (:func:`corners_aligned`), one
+    ``align_corners=True`` resize, which TFLite runs as one int8 RESIZE_BILINEAR that rounds
+    once (as in the authors' own int8 files); elsewhere
+    :func:`deeplab.model.quantize.quantized_stride_upsample`, which rounds after each of its
+    differences, products and blends. Both sample the same points."""
+    # pylint: disable=import-outside-toplevel
+    # TensorFlow and the model code: conversion only, the TFLite runner works without them
+    import tensorflow as tf
+
+    from deeplab.model import quantize  # conversion only (Keras)
+
+    if corners_aligned(x.shape[1:3], size, stride):
+        resized = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+        return quantize.fake_quant(resized, *value_range)
+    return quantize.quantized_stride_upsample(x, size, stride, value_range)
 
 
 def convert_float(model, input_size, options=None):
@@ -653,11 +679,13 @@ __all__ = [
     "calibration_images",
     "convert_float",
     "convert_int8",
+    "corners_aligned",
     "evaluate_segmenters",
     "format_comparison",
     "letterbox",
     "make_metadata",
     "parse_input_size",
+    "quantized_upsample",
     "sidecar_path",
     "unletterbox",
     "write_tflite",
