@@ -168,6 +168,9 @@ def test_int8_model_is_full_integer_with_uint8_pixel_input(int8_model):
     assert float_ops == []
     ops = {op["op_name"] for op in interpreter._get_ops_details()}  # pylint: disable=protected-access
     assert {"CONV_2D", "SOFTMAX", "ARG_MAX"} <= ops
+    # 33 = 2 * 16 + 1: the stride grid is align_corners', so each upsampling is one int8
+    # RESIZE_BILINEAR instead of the grid's gathers and blends.
+    assert "RESIZE_BILINEAR" in ops and "GATHER" not in ops, ops
 
 
 @pytest.mark.slow

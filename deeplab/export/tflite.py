@@ -17,6 +17,13 @@ variants take raw RGB pixels and own the normalization, like the SavedModel::
                                         (single-scale exports; with scales or flip, the
                                         float graph's softmax of upsampled logits)
 
+The int8 graph upsamples (logits and probabilities) with the model's stride grid. At input
+sizes ``stride * k + 1`` (513 at stride 16) that grid is an ``align_corners=True`` resize's, and
+the graph uses one int8 RESIZE_BILINEAR, which rounds once, as the authors' int8 files do; at
+other sizes the grid's own ops (gathers, differences, products, blends), each rounded. On the
+imported authors' model, quantization-aware, the single resize gives the float model's class on
+0.1% more pixels (experiments/RESULTS.md, "Issue 33").
+
 Why the int8 graph's softmax sits before the upsampling: LiteRT's XNNPACK delegate has no int8
 softmax, and the reference kernel on [1, 513, 513, 21] took 53 ms of a 233 ms ResNet-101 call
 (benchmarks/RESULTS.md, "Serving"); at the feature resolution it is 1/256 of that work. The
@@ -218,8 +225,16 @@ def _frozen_function(model, input_size, options, *, input_dtype, feature_softmax
         features_model, upsample = head
         normalized = normalize_image(images)
         logits = tf.cast(features_model(normalized, training=False), tf.float32)
-        probabilities = upsample([tf.nn.softmax(logits, axis=-1), normalized])
-        semantic = tf.argmax(upsample([logits, normalized]), axis=-1, output_type=tf.int32)
+
+        def upsampled(x):
+            # One RESIZE_BILINEAR where the stride grid is align_corners' (as in the
+            # quantization-aware graph, quantized_upsample), the stride grid's ops elsewhere.
+            if corners_aligned(x.shape[1:3], (height, width), upsample.stride):
+                return tf.compat.v1.image.resize_bilinear(x, (height, width), align_corners=True)
+            return upsample([x, normalized])
+
+        probabilities = upsampled(tf.nn.softmax(logits, axis=-1))
+        semantic = tf.argmax(upsampled(logits), axis=-1, output_type=tf.int32)
         return {"semantic": semantic, "probabilities": probabilities}
 
     # Variables become constants, so the converter folds batch norm into the convolutions.
