@@ -110,9 +110,10 @@ def test_real_data_flagfiles_parse_and_build_their_model():
     assert stage2[0] == "mobilenet_v2" and stage2[1] == out["camvid_from_pascal"][1]
     assert stage2[2:] == ["runs/camvid_from_pascal", True, 8, 0.001, 300, 0.0, False]
     # Issue 33: the stage-1 run fine-tuned with quantization in the loop: the same model plus
-    # three scalars (min, max, set) per activation range (67 of them).
+    # three scalars (min, max, set) per activation range (66 of them) and the weight grid of
+    # each convolution's output channel (16,555).
     qat = out["camvid_qat"]
-    assert qat[0] == "mobilenet_v2" and qat[1] - out["camvid_from_pascal"][1] == 3 * 67
+    assert qat[0] == "mobilenet_v2" and qat[1] - out["camvid_from_pascal"][1] == 3 * 66 + 16_555
     assert qat[2:] == ["runs/camvid_from_pascal", True, 16, 1e-4, 600, 0.0, True]
 
 
