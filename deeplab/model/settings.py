@@ -95,7 +95,8 @@ class ModelSettings:
       quantize_aware: the forward pass rounds weights and activations as the int8 TFLite
         export does (``deeplab.model.quantize``): quantization-aware fine-tuning, and an int8
         export that takes its ranges from training. Needs ``freeze_batch_norm``. Adds one
-        range (three scalars) per quantized activation; the float variables are unchanged.
+        range (three scalars) per quantized activation and one weight grid per convolution
+        output channel; the float variables are unchanged.
       quantize_range_decay: decay of the moving average that tracks each activation's range
         in training (quantize_aware).
       input_shape: shape of one input image; (None, None, 3) accepts any size.
